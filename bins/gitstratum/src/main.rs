@@ -1,0 +1,128 @@
+//! `gitstratum`: the one binary. Parses flags, loads configuration, installs logging and metrics,
+//! and hands over to the library. Everything else lives in the crates.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use gitstratum_server::{Config, ConfigLayer, LogFormat, Server};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Parser)]
+#[command(name = "gitstratum", version, about = "Git hosting and CI/CD, built for CI-heavy traffic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: Git over HTTP, the REST API and metrics, on embedded storage by default.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:3000]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory holding all state [default: ./gitstratum-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Base URL clients reach this server at, for clone URLs [default: http://LISTEN]
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// PostgreSQL URL for platform state [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, e.g. "info" or "info,gitstratum_api=debug" [default: info]
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the chain of causes on one line; a backtrace would only bury it.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let flags = ConfigLayer {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_url: args.public_url,
+        database_url: args.database_url,
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let config = Config::load(flags, std::env::vars()).context("invalid configuration")?;
+    init_logging(&config)?;
+    let recorder = gitstratum_server::metrics_recorder();
+    let metrics = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let server = Server::open(config, metrics).await?;
+        if let Some(token) = &server.initial_admin_token {
+            eprintln!(
+                "\nCreated the 'admin' account. Its token is shown once here and saved in {}:\n\n    {}\n",
+                server.data_dir().initial_admin_token_path().display(),
+                token.expose()
+            );
+        }
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        server.serve(listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    // The configuration has validated the filter's syntax already.
+    let filter: Targets =
+        config.log_level.parse().with_context(|| format!("invalid log level {:?}", config.log_level))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true).with_current_span(true)).try_init(),
+    }
+    .context("cannot install the logger")
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+    }
+}

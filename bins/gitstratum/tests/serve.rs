@@ -1,0 +1,186 @@
+//! The real `gitstratum serve` process: first start, the initial admin token, the API, SIGTERM,
+//! restart, log formats and configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Vec<String>,
+}
+
+/// `gitstratum serve` on port 0 with a clean environment (no `GITSTRATUM_*` from the caller).
+fn spawn(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitstratum"));
+    cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(extra_args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GITSTRATUM_")) {
+        cmd.env_remove(key);
+    }
+    cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn gitstratum");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Process { child, lines, stderr: Vec::new() }
+}
+
+impl Process {
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; stderr so far:\n{}", self.stderr.join("\n")),
+            }
+        }
+    }
+
+    fn base_url(&mut self) -> String {
+        let line = self.wait_for("listening on http://");
+        let start = line.find("http://").expect("url in line");
+        line[start..].split(|c: char| c.is_whitespace() || c == '"').next().expect("url").to_owned()
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        assert!(status.success());
+        self.wait()
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The reader thread ends at EOF, which follows the exit; collect until then.
+                while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+                    self.stderr.push(line);
+                }
+                return status;
+            }
+            assert!(Instant::now() < end, "process did not exit; stderr:\n{}", self.stderr.join("\n"));
+            // Polling a child's exit status has no blocking-with-timeout form in std.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn create_repo(base: &str, token: Option<&str>, name: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{base}/api/v1/repos")).json(&json!({"name": name}));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn first_start_serves_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+
+    // The one-time token: printed to stderr and written to a 0600 file, the same value.
+    let token_file = data.join("initial-admin-token");
+    let token = std::fs::read_to_string(&token_file).expect("token file").trim().to_owned();
+    assert!(token.starts_with("gst_"));
+    assert_eq!(std::fs::metadata(&token_file).expect("meta").permissions().mode() & 0o777, 0o600);
+    assert!(server.stderr.iter().any(|l| l.trim() == token), "token printed on stderr");
+    for part in ["git", "blobs", "platform.db", "config.toml", "secrets.key"] {
+        assert!(data.join(part).exists(), "{part} missing from the data dir");
+    }
+
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(create_repo(&base, Some(&token), "demo").await.0, 201);
+    assert_eq!(create_repo(&base, None, "demo2").await.0, 401);
+    assert_eq!(create_repo(&base, Some(&token), "bad name").await.0, 422);
+    assert_eq!(create_repo(&base, Some(&token), "demo").await.0, 409);
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0; stderr:\n{}", server.stderr.join("\n"));
+    assert!(server.stderr.iter().any(|l| l.contains("shut down cleanly")));
+
+    // Second start: no new admin, no token printed; the old token and the repository remain.
+    let mut again = spawn(&data, &[], &[]);
+    let base = again.base_url();
+    assert!(!again.stderr.iter().any(|l| l.contains("gst_")), "no second token");
+    assert_eq!(std::fs::read_to_string(&token_file).expect("token").trim(), token);
+    let resp = reqwest::get(format!("{base}/api/v1/repos/admin/demo")).await.expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(again.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn json_logs_from_the_environment_and_flags_win() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // The file asks for text on a fixed port; the environment asks for JSON; the flag sets port 0.
+    std::fs::create_dir_all(tmp.path()).expect("dir");
+    std::fs::write(tmp.path().join("config.toml"), "[server]\nlisten = \"127.0.0.1:1\"\n[log]\nformat = \"text\"\n")
+        .expect("config");
+    let mut server = spawn(tmp.path(), &[], &[("GITSTRATUM_LOG_FORMAT", "json")]);
+    let line = server.wait_for("listening on");
+    let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(parsed["level"], "INFO");
+    let base = server.base_url_from(&line);
+    let resp =
+        reqwest::Client::new().get(format!("{base}/healthz")).header("x-request-id", "abc").send().await.expect("get");
+    assert_eq!(resp.headers()["x-request-id"], "abc");
+    let logged = server.wait_for("request finished");
+    let logged: Value = serde_json::from_str(&logged).expect("json");
+    assert_eq!(logged["span"]["id"], "abc", "{logged}");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+impl Process {
+    fn base_url_from(&self, line: &str) -> String {
+        let start = line.find("http://").expect("url in line");
+        line[start..].split(|c: char| c.is_whitespace() || c == '"').next().expect("url").to_owned()
+    }
+}
+
+#[test]
+fn bad_configuration_exits_with_a_clear_message() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for (args, env, expected) in [
+        (vec!["--log-format", "yaml"], vec![], "log_format"),
+        (vec![], vec![("GITSTRATUM_DATABASE_URL", "mysql://x")], "database_url"),
+        (vec!["--log-level", "loud!"], vec![], "log_level"),
+    ] {
+        let mut p = spawn(tmp.path(), &args, &env);
+        let status = p.wait();
+        assert_eq!(status.code(), Some(1), "{args:?} {env:?}");
+        let stderr = p.stderr.join("\n");
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+}

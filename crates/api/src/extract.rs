@@ -1,0 +1,116 @@
+//! Extractors that turn request parts into typed values or an [`ApiError`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use base64::Engine;
+use gitstratum_platform::Principal;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body whose rejections use our error format: malformed JSON is 400, a body of the wrong
+/// shape is 422, a missing `Content-Type` is 415, an oversized body is 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", e.body_text())
+                }
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "request.malformed_json", e.body_text())
+                }
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "request.unsupported_media_type",
+                    "expected a request body with Content-Type: application/json",
+                ),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", e.body_text())
+                }
+                other => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_body", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The caller, if any credentials were presented. Credentials that do not authenticate are an
+/// error (401), never a silent fall-back to anonymous.
+pub struct Caller(pub Option<Principal>);
+
+/// A caller that must be authenticated.
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(Caller(None)) };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(token_from_authorization)
+            .ok_or_else(|| ApiError::unauthenticated("unsupported Authorization header; use 'Bearer <token>'"))?;
+        match state.store().authenticate(&token, state.now()).await? {
+            Some(principal) => Ok(Caller(Some(principal))),
+            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad credentials")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller(Some(principal)) => Ok(Authenticated(principal)),
+            Caller(None) => {
+                Err(ApiError::unauthenticated("authentication required: send 'Authorization: Bearer <token>'"))
+            }
+        }
+    }
+}
+
+/// `Bearer T`, `token T` (GitHub's form) or `Basic base64(any-user:T)` (what git sends).
+pub fn token_from_authorization(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        return (!rest.is_empty()).then(|| rest.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (_user, password) = decoded.split_once(':')?;
+        return (!password.is_empty()).then(|| password.to_owned());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_from_authorization as parse;
+
+    #[test]
+    fn authorization_forms() {
+        assert_eq!(parse("Bearer gst_abc").as_deref(), Some("gst_abc"));
+        assert_eq!(parse("token gst_abc").as_deref(), Some("gst_abc"));
+        assert_eq!(parse("bearer   gst_abc ").as_deref(), Some("gst_abc"));
+        // "x-access-token:gst_abc"
+        assert_eq!(parse("Basic eC1hY2Nlc3MtdG9rZW46Z3N0X2FiYw==").as_deref(), Some("gst_abc"));
+        assert_eq!(parse("Basic !!!"), None);
+        // "user:" has no password
+        assert_eq!(parse("Basic dXNlcjo="), None);
+        assert_eq!(parse("Bearer "), None);
+        assert_eq!(parse("Digest x"), None);
+        assert_eq!(parse("gst_abc"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! The HTTP surface of GitStratum: the REST API under `/api/v1/`, health and readiness, Prometheus
+//! metrics, request ids and authentication of API callers.
+//!
+//! What it owns: wire formats (JSON bodies, error shape) and the mapping of requests onto services.
+//! What it must never do: touch storage except through the service types it is given, read the
+//! environment, or install global state (the metrics recorder is installed by the binary).
+//! Key items: [`AppState`], [`router`], [`error::ApiError`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod extract;
+pub mod observe;
+pub mod repos;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use gitstratum_core::{Clock, Timestamp};
+use gitstratum_platform::PlatformStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Largest JSON body the API accepts.
+pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
+
+/// Everything handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: PlatformStore,
+    clock: Arc<dyn Clock>,
+    metrics: PrometheusHandle,
+    public_url: String,
+}
+
+impl AppState {
+    /// `public_url` is the base clients reach this server at (used in clone URLs), without a
+    /// trailing slash.
+    pub fn new(store: PlatformStore, clock: Arc<dyn Clock>, metrics: PrometheusHandle, public_url: &str) -> Self {
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        AppState { inner: Arc::new(Inner { store, clock, metrics, public_url }) }
+    }
+
+    pub fn store(&self) -> &PlatformStore {
+        &self.inner.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.inner.metrics
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/repos", axum::routing::post(repos::create))
+        .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES));
+    Router::new()
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
+        .merge(api)
+        .fallback(observe::not_found)
+        .method_not_allowed_fallback(observe::method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::observe))
+        .with_state(state)
+}

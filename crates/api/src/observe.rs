@@ -1,0 +1,111 @@
+//! Cross-cutting request handling: request ids, the request span and log line, metrics, and the
+//! health and metrics endpoints.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the current request, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Accepts a client's request id when it is short printable ASCII, else makes one.
+fn request_id_from(value: Option<&HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The id is for correlation only; a clock-derived one will do when the OS RNG fails.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Wraps every request: request id in and out, a span carrying it, one log line, metrics.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = request_id_from(req.headers().get(&X_REQUEST_ID));
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
+    // The route template, not the path, keeps metric cardinality bounded.
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %req.uri().path());
+
+    let mut response = next.run(req).instrument(span.clone()).await;
+
+    let elapsed = start.elapsed();
+    let status = response.status();
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished");
+    });
+    let labels = [("method", method.to_string()), ("route", route), ("status", status.as_u16().to_string())];
+    metrics::counter!("gitstratum_frontend_requests_total", &labels).increment(1);
+    metrics::histogram!("gitstratum_frontend_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Liveness: the process is up and serving.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: storage is open and answers.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store().ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "platform database unavailable").into_response()
+        }
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics().render()).into_response()
+}
+
+/// Answer for paths no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let keep = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id_from(Some(&keep)), "abc-123");
+        for bad in [HeaderValue::from_static(""), HeaderValue::from_static("has space")] {
+            let generated = request_id_from(Some(&bad));
+            assert_eq!(generated.len(), 32, "{generated}");
+        }
+        let long = HeaderValue::from_str(&"x".repeat(129)).expect("ascii");
+        assert_eq!(request_id_from(Some(&long)).len(), 32);
+        assert_ne!(request_id_from(None), request_id_from(None));
+    }
+}

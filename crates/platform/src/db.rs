@@ -1,0 +1,398 @@
+//! One SQL layer over SQLite (embedded) and PostgreSQL (production).
+//!
+//! Queries are built once with sea-query and rendered per dialect; values are bound by
+//! [`bind`], never spliced into SQL. Rows decode through [`DbRow::get`], which requires a type to
+//! decode on both backends, so code that compiles runs on both.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Value, Values};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{
+    Arguments, AssertSqlSafe, Connection, Database, Decode, Encode, PgConnection, PgPool, Postgres, Row, Sqlite,
+    SqliteConnection, SqlitePool, Type,
+};
+
+/// Where platform state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    /// A SQLite file (created when missing), in WAL mode with synchronous commits.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL URL; with `schema`, every table lives in that schema (created when missing),
+    /// which lets test runs share one database without colliding.
+    Postgres { url: String, schema: Option<String> },
+}
+
+impl fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbTarget::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            DbTarget::Postgres { url, schema } => {
+                f.debug_struct("Postgres").field("url", &redact_url(url)).field("schema", schema).finish()
+            }
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}{path}") } else { url.to_owned() }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A connection pool on one of the two backends.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid database URL {}: {source}", redact_url(url))]
+    Url {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("invalid schema name {0:?}: use lower-case letters, digits and '_'")]
+    Schema(String),
+    #[error("cannot open the database: {0}")]
+    Open(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Opens (and for SQLite creates) the database and brings its schema up to date.
+    pub async fn connect(target: &DbTarget) -> Result<Db, ConnectError> {
+        let db = match target {
+            DbTarget::Sqlite { path } => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit the API acknowledged survives power loss, not only a crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await
+                    .map_err(ConnectError::Open)?;
+                Db::Sqlite(pool)
+            }
+            DbTarget::Postgres { url, schema } => {
+                let mut options =
+                    PgConnectOptions::from_str(url).map_err(|source| ConnectError::Url { url: url.clone(), source })?;
+                if let Some(schema) = schema {
+                    if schema.is_empty()
+                        || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    {
+                        return Err(ConnectError::Schema(schema.clone()));
+                    }
+                    let mut conn = PgConnection::connect_with(&options).await.map_err(ConnectError::Open)?;
+                    // The name was checked above to be a plain identifier, so it is safe to splice.
+                    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(ConnectError::Open)?;
+                    conn.close().await.map_err(ConnectError::Open)?;
+                    options = options.options([("search_path", schema.as_str())]);
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .map_err(ConnectError::Open)?;
+                Db::Postgres(pool)
+            }
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite(pool) => migrator(SQLITE_MIGRATIONS).run(pool).await,
+            Db::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A connection from the pool.
+    pub async fn acquire(&self) -> Result<PooledConn, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => PooledConn::Sqlite(pool.acquire().await?),
+            Db::Postgres(pool) => PooledConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Starts a transaction; dropped without [`Tx::commit`], it rolls back.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.acquire().await?.conn().execute_raw("SELECT 1").await.map(drop)
+    }
+
+    /// Waits for connections to be returned and closes them (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+struct MigrationSource {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const SQLITE_MIGRATIONS: &[MigrationSource] =
+    &[MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+const POSTGRES_MIGRATIONS: &[MigrationSource] =
+    &[MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+
+fn migrator(sources: &[MigrationSource]) -> Migrator {
+    Migrator::with_migrations(
+        sources
+            .iter()
+            .map(|m| {
+                Migration::new(m.version, m.description.into(), MigrationType::Simple, m.sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+/// A pooled connection, returned to the pool on drop.
+pub enum PooledConn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl PooledConn {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            PooledConn::Sqlite(c) => Conn::Sqlite(c),
+            PooledConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// An open transaction.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// A borrowed connection (from a pool or inside a transaction) that runs sea-query statements.
+pub enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    /// Runs a statement; returns the number of rows it affected.
+    pub async fn execute(&mut self, stmt: &impl QueryStatementWriter) -> Result<u64, sqlx::Error> {
+        match self {
+            Conn::Sqlite(c) => {
+                let (sql, values) = stmt.build(SqliteQueryBuilder);
+                let args = bind::<Sqlite>(values)?;
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut **c).await?.rows_affected())
+            }
+            Conn::Postgres(c) => {
+                let (sql, values) = stmt.build(PostgresQueryBuilder);
+                let args = bind::<Postgres>(values)?;
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut **c).await?.rows_affected())
+            }
+        }
+    }
+
+    /// Runs fixed SQL that takes no parameters (valid on both dialects).
+    pub async fn execute_raw(&mut self, sql: &'static str) -> Result<u64, sqlx::Error> {
+        match self {
+            Conn::Sqlite(c) => Ok(sqlx::query(sql).execute(&mut **c).await?.rows_affected()),
+            Conn::Postgres(c) => Ok(sqlx::query(sql).execute(&mut **c).await?.rows_affected()),
+        }
+    }
+
+    pub async fn fetch_all<T: FromDbRow>(&mut self, stmt: &impl QueryStatementWriter) -> Result<Vec<T>, sqlx::Error> {
+        let rows = match self {
+            Conn::Sqlite(c) => {
+                let (sql, values) = stmt.build(SqliteQueryBuilder);
+                let args = bind::<Sqlite>(values)?;
+                let rows = sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut **c).await?;
+                rows.into_iter().map(DbRow::Sqlite).collect::<Vec<_>>()
+            }
+            Conn::Postgres(c) => {
+                let (sql, values) = stmt.build(PostgresQueryBuilder);
+                let args = bind::<Postgres>(values)?;
+                let rows = sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut **c).await?;
+                rows.into_iter().map(DbRow::Postgres).collect::<Vec<_>>()
+            }
+        };
+        rows.iter().map(T::from_row).collect()
+    }
+
+    pub async fn fetch_optional<T: FromDbRow>(
+        &mut self,
+        stmt: &impl QueryStatementWriter,
+    ) -> Result<Option<T>, sqlx::Error> {
+        let row = match self {
+            Conn::Sqlite(c) => {
+                let (sql, values) = stmt.build(SqliteQueryBuilder);
+                let args = bind::<Sqlite>(values)?;
+                sqlx::query_with(AssertSqlSafe(sql), args).fetch_optional(&mut **c).await?.map(DbRow::Sqlite)
+            }
+            Conn::Postgres(c) => {
+                let (sql, values) = stmt.build(PostgresQueryBuilder);
+                let args = bind::<Postgres>(values)?;
+                sqlx::query_with(AssertSqlSafe(sql), args).fetch_optional(&mut **c).await?.map(DbRow::Postgres)
+            }
+        };
+        row.as_ref().map(T::from_row).transpose()
+    }
+
+    pub async fn fetch_one<T: FromDbRow>(&mut self, stmt: &impl QueryStatementWriter) -> Result<T, sqlx::Error> {
+        self.fetch_optional(stmt).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+}
+
+/// A result row from either backend.
+pub enum DbRow {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+impl DbRow {
+    /// Decodes a column by name; `T` must decode on both backends.
+    pub fn get<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>,
+    {
+        match self {
+            DbRow::Sqlite(row) => row.try_get(column),
+            DbRow::Postgres(row) => row.try_get(column),
+        }
+    }
+}
+
+/// Maps a row to a value; written once for both backends through [`DbRow::get`].
+pub trait FromDbRow: Sized {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error>;
+}
+
+impl FromDbRow for i64 {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        match row {
+            DbRow::Sqlite(row) => row.try_get(0),
+            DbRow::Postgres(row) => row.try_get(0),
+        }
+    }
+}
+
+/// Binds sea-query's values as sqlx arguments. Integers widen to `i64` (every id and time column
+/// is `BIGINT`), so one statement binds the same way on both backends.
+fn bind<DB: Database>(values: Values) -> Result<DB::Arguments, sqlx::Error>
+where
+    for<'a> Option<bool>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<f64>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<Vec<u8>>: Encode<'a, DB> + Type<DB>,
+{
+    let mut args = DB::Arguments::default();
+    for value in values {
+        let added = match value {
+            Value::Bool(v) => args.add(v),
+            Value::TinyInt(v) => args.add(v.map(i64::from)),
+            Value::SmallInt(v) => args.add(v.map(i64::from)),
+            Value::Int(v) => args.add(v.map(i64::from)),
+            Value::BigInt(v) => args.add(v),
+            Value::TinyUnsigned(v) => args.add(v.map(i64::from)),
+            Value::SmallUnsigned(v) => args.add(v.map(i64::from)),
+            Value::Unsigned(v) => args.add(v.map(i64::from)),
+            Value::BigUnsigned(v) => match v.map(i64::try_from).transpose() {
+                Ok(v) => args.add(v),
+                Err(e) => Err(e.into()),
+            },
+            Value::Float(v) => args.add(v.map(f64::from)),
+            Value::Double(v) => args.add(v),
+            Value::String(v) => args.add(v),
+            Value::Char(v) => args.add(v.map(String::from)),
+            Value::Bytes(v) => args.add(v),
+            other => Err(format!("unsupported SQL value {other:?}").into()),
+        };
+        added.map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
+}
+
+/// True when the error is a unique-constraint violation (a name already taken, say).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        for (url, expected) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), expected);
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The platform store: accounts, tokens and repositories, on whichever backend [`Db`] holds.
+
+use gitstratum_core::{NameError, Timestamp, validate_repo_name, validate_username};
+use sea_query::{Expr, ExprTrait, Func, Order, Query};
+
+use crate::db::{ConnectError, Db, DbRow, DbTarget, FromDbRow, is_unique_violation};
+use crate::token::{Scope, Scopes, TokenSecret, hash_token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("invalid {field}: {source}")]
+    InvalidName {
+        field: &'static str,
+        #[source]
+        source: NameError,
+    },
+    #[error("cannot generate a token: {0}")]
+    Random(getrandom::Error),
+    #[error("cannot persist the initial admin token: {0}")]
+    Persist(#[source] std::io::Error),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Name of the account created on first start.
+pub const INITIAL_ADMIN: &str = "admin";
+/// Branch that `HEAD` of a new repository names.
+pub const DEFAULT_BRANCH: &str = "main";
+/// A token's `last_used_at` is written at most this often, so authentication stays a read.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: Timestamp,
+}
+
+impl FromDbRow for Account {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Account {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            is_admin: row.get("is_admin")?,
+            created_at: Timestamp(row.get("created_at")?),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub account_id: i64,
+    pub name: String,
+    pub scopes: Scopes,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl FromDbRow for TokenInfo {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let scopes: String = row.get("scopes")?;
+        Ok(TokenInfo {
+            id: row.get("id")?,
+            account_id: row.get("account_id")?,
+            name: row.get("name")?,
+            scopes: Scopes::parse(&scopes)
+                .map_err(|word| sqlx::Error::Decode(format!("unknown scope {word:?} in stored token").into()))?,
+            expires_at: row.get::<Option<i64>>("expires_at")?.map(Timestamp),
+            last_used_at: row.get::<Option<i64>>("last_used_at")?.map(Timestamp),
+            created_at: Timestamp(row.get("created_at")?),
+        })
+    }
+}
+
+/// What a request authenticated as: an account, through one token with its scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account: Account,
+    pub token_id: i64,
+    pub scopes: Scopes,
+}
+
+impl Principal {
+    /// Site administrator acting with an `admin`-scoped token.
+    pub fn is_site_admin(&self) -> bool {
+        self.account.is_admin && self.scopes.allows(Scope::Admin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub scopes: Scopes,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub id: i64,
+    pub owner_id: i64,
+    pub owner: String,
+    pub name: String,
+    pub private: bool,
+    pub default_branch: String,
+    pub created_at: Timestamp,
+}
+
+impl FromDbRow for Repo {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Repo {
+            id: row.get("id")?,
+            owner_id: row.get("owner_id")?,
+            owner: row.get("owner")?,
+            name: row.get("name")?,
+            private: row.get("private")?,
+            default_branch: row.get("default_branch")?,
+            created_at: Timestamp(row.get("created_at")?),
+        })
+    }
+}
+
+/// Accounts, tokens and repositories. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct PlatformStore {
+    db: Db,
+}
+
+const ACCOUNT_COLUMNS: [&str; 4] = ["id", "name", "is_admin", "created_at"];
+const TOKEN_COLUMNS: [&str; 8] =
+    ["id", "account_id", "name", "scopes", "expires_at", "last_used_at", "created_at", "token_hash"];
+
+impl PlatformStore {
+    /// Opens the database (running migrations).
+    pub async fn open(target: &DbTarget) -> Result<Self, ConnectError> {
+        Ok(PlatformStore { db: Db::connect(target).await? })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.db.ping().await?)
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
+    /// On a database with no accounts, creates the `admin` account and an `admin`-scoped token,
+    /// hands the token to `persist` (which writes it where the operator finds it) and only then
+    /// commits. A crash before the commit leaves no accounts, so the next start tries again; a
+    /// failed `persist` rolls back. Returns `None` when accounts already exist.
+    pub async fn bootstrap_admin(
+        &self,
+        now: Timestamp,
+        persist: impl FnOnce(&TokenSecret) -> std::io::Result<()>,
+    ) -> Result<Option<TokenSecret>> {
+        let mut tx = self.db.begin().await?;
+        let count: i64 = tx
+            .conn()
+            .fetch_one(&Query::select().expr(Func::count(Expr::col("id"))).from("accounts").to_owned())
+            .await?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let account_id: i64 = tx.conn().fetch_one(&insert_account(INITIAL_ADMIN, true, now)).await?;
+        let secret = TokenSecret::generate().map_err(Error::Random)?;
+        let token =
+            NewToken { name: "initial admin token".into(), scopes: Scopes::new([Scope::Admin]), expires_at: None };
+        tx.conn().execute(&insert_token(account_id, &token, &secret, now)).await?;
+        persist(&secret).map_err(Error::Persist)?;
+        tx.commit().await?;
+        Ok(Some(secret))
+    }
+
+    pub async fn create_user(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
+        validate_username(name).map_err(|source| Error::InvalidName { field: "username", source })?;
+        let mut conn = self.db.acquire().await?;
+        let id: i64 = conn.conn().fetch_one(&insert_account(name, is_admin, now)).await.map_err(|e| {
+            if is_unique_violation(&e) { Error::Conflict { what: format!("account {name:?}") } } else { e.into() }
+        })?;
+        Ok(Account { id, name: name.to_owned(), is_admin, created_at: now })
+    }
+
+    pub async fn find_account(&self, name: &str) -> Result<Option<Account>> {
+        let query = Query::select()
+            .columns(ACCOUNT_COLUMNS)
+            .from("accounts")
+            .and_where(Expr::col("name_key").eq(name.to_ascii_lowercase()))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&query).await?)
+    }
+
+    /// Creates a token; the secret is returned once and never stored.
+    pub async fn create_token(
+        &self,
+        account_id: i64,
+        token: &NewToken,
+        now: Timestamp,
+    ) -> Result<(TokenInfo, TokenSecret)> {
+        let secret = TokenSecret::generate().map_err(Error::Random)?;
+        let mut conn = self.db.acquire().await?;
+        let id: i64 = conn.conn().fetch_one(&insert_token(account_id, token, &secret, now)).await?;
+        let info = TokenInfo {
+            id,
+            account_id,
+            name: token.name.clone(),
+            scopes: token.scopes.clone(),
+            expires_at: token.expires_at,
+            last_used_at: None,
+            created_at: now,
+        };
+        Ok((info, secret))
+    }
+
+    /// Resolves a presented token to its principal; `None` for unknown or expired tokens.
+    pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<Option<Principal>> {
+        if !presented.starts_with(crate::token::TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let mut conn = self.db.acquire().await?;
+        let token: Option<TokenInfo> = conn
+            .conn()
+            .fetch_optional(
+                &Query::select()
+                    .columns(TOKEN_COLUMNS)
+                    .from("tokens")
+                    .and_where(Expr::col("token_hash").eq(hash_token(presented)))
+                    .to_owned(),
+            )
+            .await?;
+        let Some(token) = token else { return Ok(None) };
+        if token.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        let account: Account = conn
+            .conn()
+            .fetch_one(
+                &Query::select()
+                    .columns(ACCOUNT_COLUMNS)
+                    .from("accounts")
+                    .and_where(Expr::col("id").eq(token.account_id))
+                    .to_owned(),
+            )
+            .await?;
+        if token.last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION_MS) {
+            conn.conn()
+                .execute(
+                    &Query::update()
+                        .table("tokens")
+                        .value("last_used_at", now.0)
+                        .and_where(Expr::col("id").eq(token.id))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(Some(Principal { account, token_id: token.id, scopes: token.scopes }))
+    }
+
+    pub async fn create_repo(&self, owner: &Account, name: &str, private: bool, now: Timestamp) -> Result<Repo> {
+        validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
+        let insert = Query::insert()
+            .into_table("repos")
+            .columns(["owner_id", "name", "name_key", "private", "default_branch", "created_at"])
+            .values_panic([
+                owner.id.into(),
+                name.into(),
+                name.to_ascii_lowercase().into(),
+                private.into(),
+                DEFAULT_BRANCH.into(),
+                now.0.into(),
+            ])
+            .returning_col("id")
+            .to_owned();
+        let mut conn = self.db.acquire().await?;
+        let id: i64 = conn.conn().fetch_one(&insert).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Conflict { what: format!("repository {}/{name}", owner.name) }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(Repo {
+            id,
+            owner_id: owner.id,
+            owner: owner.name.clone(),
+            name: name.to_owned(),
+            private,
+            default_branch: DEFAULT_BRANCH.to_owned(),
+            created_at: now,
+        })
+    }
+
+    /// Finds a repository by owner and name, both case-insensitive.
+    pub async fn get_repo(&self, owner: &str, name: &str) -> Result<Option<Repo>> {
+        let query = repo_select()
+            .and_where(Expr::col(("accounts", "name_key")).eq(owner.to_ascii_lowercase()))
+            .and_where(Expr::col(("repos", "name_key")).eq(name.to_ascii_lowercase()))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&query).await?)
+    }
+
+    /// Repositories owned by an account, by name.
+    pub async fn list_repos(&self, owner_id: i64) -> Result<Vec<Repo>> {
+        let query = repo_select()
+            .and_where(Expr::col(("repos", "owner_id")).eq(owner_id))
+            .order_by(("repos", "name_key"), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
+    }
+
+    /// Deletes a repository; false when it was already gone.
+    pub async fn delete_repo(&self, id: i64) -> Result<bool> {
+        let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().execute(&delete).await? > 0)
+    }
+}
+
+fn insert_account(name: &str, is_admin: bool, now: Timestamp) -> sea_query::InsertStatement {
+    Query::insert()
+        .into_table("accounts")
+        .columns(["kind", "name", "name_key", "is_admin", "created_at"])
+        .values_panic(["user".into(), name.into(), name.to_ascii_lowercase().into(), is_admin.into(), now.0.into()])
+        .returning_col("id")
+        .to_owned()
+}
+
+fn insert_token(account_id: i64, token: &NewToken, secret: &TokenSecret, now: Timestamp) -> sea_query::InsertStatement {
+    Query::insert()
+        .into_table("tokens")
+        .columns(["account_id", "name", "token_hash", "scopes", "expires_at", "created_at"])
+        .values_panic([
+            account_id.into(),
+            token.name.as_str().into(),
+            hash_token(secret.expose()).into(),
+            token.scopes.to_string().into(),
+            token.expires_at.map(|t| t.0).into(),
+            now.0.into(),
+        ])
+        .returning_col("id")
+        .to_owned()
+}
+
+fn repo_select() -> sea_query::SelectStatement {
+    Query::select()
+        .columns([
+            ("repos", "id"),
+            ("repos", "owner_id"),
+            ("repos", "name"),
+            ("repos", "private"),
+            ("repos", "default_branch"),
+            ("repos", "created_at"),
+        ])
+        .expr_as(Expr::col(("accounts", "name")), "owner")
+        .from("repos")
+        .inner_join("accounts", Expr::col(("accounts", "id")).equals(("repos", "owner_id")))
+        .to_owned()
+}

@@ -1,0 +1,144 @@
+//! The data directory: one folder holds all of a single-node server's state.
+//!
+//! ```text
+//! DATA/
+//!   git/                 Git objects and refs (RocksDB; arrives with the Git engine)
+//!   platform.db          platform state (SQLite), unless a PostgreSQL URL is configured
+//!   blobs/               CI logs and artifacts
+//!   config.toml          settings (written on first start, all commented out)
+//!   secrets.key          key that encrypts CI secrets at rest (0600)
+//!   initial-admin-token  the first admin token (0600), written once on first start
+//!   lock                 held (flock) by the one server using the directory
+//! ```
+//!
+//! Files holding secrets are written to a temporary name with mode 0600, synced, then renamed, so
+//! a crash never leaves a partial or world-readable secret.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::EXAMPLE_CONFIG;
+
+/// An open data directory. Holds an exclusive lock on `DATA/lock` until dropped, so two servers
+/// never share one directory; the operating system releases it if the process dies.
+#[derive(Debug)]
+pub struct DataDir {
+    root: PathBuf,
+    _lock: fs::File,
+}
+
+impl DataDir {
+    /// Opens the data directory, creating it and any missing part of its layout, and locks it.
+    pub fn create(root: &Path) -> io::Result<DataDir> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+        let lock =
+            fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(root.join("lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => {
+                io::Error::new(io::ErrorKind::WouldBlock, "another gitstratum process is using this data directory")
+            }
+            fs::TryLockError::Error(e) => e,
+        })?;
+        let dir = DataDir { root: root.to_owned(), _lock: lock };
+        for sub in [dir.git_dir(), dir.blobs_dir()] {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(sub)?;
+        }
+        let config = dir.root.join("config.toml");
+        if !config.exists() {
+            write_atomically(&config, EXAMPLE_CONFIG.as_bytes(), 0o600)?;
+        }
+        let key = dir.secrets_key_path();
+        if !key.exists() {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_atomically(&key, format!("{hex}\n").as_bytes(), 0o600)?;
+        }
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn git_dir(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    pub fn platform_db_path(&self) -> PathBuf {
+        self.root.join("platform.db")
+    }
+
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.root.join("secrets.key")
+    }
+
+    pub fn initial_admin_token_path(&self) -> PathBuf {
+        self.root.join("initial-admin-token")
+    }
+
+    /// Writes the first admin token where the operator finds it (mode 0600).
+    pub fn write_initial_admin_token(&self, token: &str) -> io::Result<()> {
+        write_atomically(&self.initial_admin_token_path(), format!("{token}\n").as_bytes(), 0o600)
+    }
+}
+
+/// Write to `path.tmp` with `mode`, fsync, rename over `path`, fsync the directory.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("exists").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn creates_the_layout_once() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().join("data");
+        let dir = DataDir::create(&root).expect("create");
+        assert!(dir.git_dir().is_dir() && dir.blobs_dir().is_dir());
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&dir.secrets_key_path()), 0o600);
+        assert_eq!(fs::read_to_string(root.join("config.toml")).expect("config"), EXAMPLE_CONFIG);
+        let key = fs::read_to_string(dir.secrets_key_path()).expect("key");
+        assert_eq!(key.trim().len(), 64);
+
+        // While it is open, nobody else may open it.
+        let err = DataDir::create(&root).expect_err("locked");
+        assert!(err.to_string().contains("another gitstratum process"), "{err}");
+
+        // A second open keeps what is there.
+        fs::write(root.join("config.toml"), "# mine\n").expect("write");
+        drop(dir);
+        let dir = DataDir::create(&root).expect("reopen");
+        assert_eq!(fs::read_to_string(dir.secrets_key_path()).expect("key"), key);
+        assert_eq!(fs::read_to_string(root.join("config.toml")).expect("config"), "# mine\n");
+
+        dir.write_initial_admin_token("gst_x").expect("token");
+        assert_eq!(mode(&dir.initial_admin_token_path()), 0o600);
+        assert!(!root.join("initial-admin-token.tmp").exists());
+    }
+}

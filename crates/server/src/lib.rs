@@ -1,0 +1,127 @@
+//! Wiring: the typed [`Config`], the [`DataDir`], and a [`Server`] that opens storage, bootstraps
+//! the first admin, and serves HTTP until told to stop.
+//!
+//! The binary stays thin: it parses flags, installs logging and the metrics recorder, and calls
+//! [`Server::open`] then [`Server::serve`]. Tests call the same two functions in-process.
+//! What it must never do: read the process environment (the binary passes it in) or install
+//! global state.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod datadir;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitstratum_api::AppState;
+use gitstratum_core::{Clock, SystemClock};
+use gitstratum_platform::{DbTarget, PlatformStore, TokenSecret};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError, ConfigLayer, LogFormat};
+pub use datadir::DataDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] gitstratum_platform::ConnectError),
+    #[error("cannot create the initial admin account: {0}")]
+    Bootstrap(#[source] gitstratum_platform::Error),
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Latency buckets (seconds) for every `*_duration_seconds` histogram.
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The Prometheus recorder, configured with our buckets; the binary installs it globally.
+pub fn metrics_recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), DURATION_BUCKETS)
+        .expect("bucket list is non-empty, because it is a constant")
+        .build_recorder()
+}
+
+/// A server whose storage is open, ready to serve.
+pub struct Server {
+    config: Config,
+    data_dir: DataDir,
+    store: PlatformStore,
+    metrics: PrometheusHandle,
+    clock: Arc<dyn Clock>,
+    /// Set on the first start of an empty installation: the token of the new `admin` account.
+    pub initial_admin_token: Option<TokenSecret>,
+}
+
+impl Server {
+    /// Creates or opens the data directory and the platform database, and on first start creates
+    /// the `admin` account, writing its token to `DATA/initial-admin-token` before committing.
+    pub async fn open(config: Config, metrics: PrometheusHandle) -> Result<Server, Error> {
+        let data_dir = DataDir::create(&config.data_dir)
+            .map_err(|source| Error::DataDir { path: config.data_dir.clone(), source })?;
+        let target = match &config.database_url {
+            Some(url) => DbTarget::Postgres { url: url.clone(), schema: None },
+            None => DbTarget::Sqlite { path: data_dir.platform_db_path() },
+        };
+        let store = PlatformStore::open(&target).await?;
+        tracing::info!(backend = store.db().backend(), data_dir = %data_dir.root().display(), "storage open");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let initial_admin_token = store
+            .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
+            .await
+            .map_err(Error::Bootstrap)?;
+        Ok(Server { config, data_dir, store, metrics, clock, initial_admin_token })
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+    /// requests finish, and closes storage (SQLite checkpoints its WAL).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let state = AppState::new(self.store.clone(), self.clock.clone(), self.metrics.clone(), &public_url);
+        let app = gitstratum_api::router(state);
+
+        // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
+        let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = self.metrics.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics.run_upkeep(),
+                    _ = &mut upkeep_stopped => break,
+                }
+            }
+        });
+
+        tracing::info!(%addr, "listening on http://{addr}");
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("no longer accepting; in-flight requests finished");
+        let _ = stop_upkeep.send(());
+        let _ = upkeep.await;
+        self.store.close().await;
+        tracing::info!("storage closed");
+        served.map_err(Error::Serve)
+    }
+}

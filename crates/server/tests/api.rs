@@ -1,0 +1,316 @@
+//! The HTTP API against a real server on port 0 (in-process, SQLite in a temp data dir).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use gitstratum_server::{Config, ConfigLayer, Server};
+use metrics_exporter_prometheus::PrometheusHandle;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = gitstratum_server::metrics_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("first and only recorder in this process");
+            handle
+        })
+        .clone()
+}
+
+struct TestServer {
+    base: String,
+    admin_token: String,
+    data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), gitstratum_server::Error>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
+        let config = Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), flags).expect("config");
+        let server = Server::open(config, metrics_handle()).await.expect("open");
+        let admin_token = server.initial_admin_token.as_ref().expect("fresh data dir").expose().to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer { base, admin_token, data_dir, shutdown: Some(tx), task, http: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    async fn create_repo(&self, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, "/api/v1/repos", token, Some(body)).await
+    }
+
+    async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.shutdown.take().expect("running").send(());
+        self.task.await.expect("join").expect("clean shutdown");
+        self.data_dir
+    }
+
+    /// Creates a user with the given scopes directly in the store (the users API arrives with the
+    /// platform issue) and returns a token for it.
+    async fn user_token(&self, name: &str, scopes: &[gitstratum_platform::Scope]) -> String {
+        let store = gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+            path: self.data_dir.path().join("platform.db"),
+        })
+        .await
+        .expect("store");
+        let now = gitstratum_core::Timestamp(0);
+        let account = match store.find_account(name).await.expect("find") {
+            Some(a) => a,
+            None => store.create_user(name, false, now).await.expect("user"),
+        };
+        let new = gitstratum_platform::NewToken {
+            name: "test".into(),
+            scopes: gitstratum_platform::Scopes::new(scopes.iter().copied()),
+            expires_at: None,
+        };
+        store.create_token(account.id, &new, now).await.expect("token").1.expose().to_owned()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+#[tokio::test]
+async fn health_readiness_and_unknown_paths() {
+    let s = TestServer::start().await;
+    let resp = s.http.get(s.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = s.http.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let (status, body) = s.send(reqwest::Method::GET, "/api/v1/nope", None, None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = s.send(reqwest::Method::PATCH, "/api/v1/repos", None, None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn create_repository_and_its_errors() {
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+
+    let (status, body) = s.create_repo(admin, json!({"name": "hello-world"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["owner"], "admin");
+    assert_eq!(body["name"], "hello-world");
+    assert_eq!(body["full_name"], "admin/hello-world");
+    assert_eq!(body["private"], false);
+    assert_eq!(body["default_branch"], "main");
+    assert_eq!(body["clone_url"], s.url("/admin/hello-world.git"));
+    assert!(body["id"].as_i64().is_some() && body["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // No credentials: 401 with a challenge; bad credentials: 401.
+    let resp = s.http.post(s.url("/api/v1/repos")).json(&json!({"name": "x"})).send().await.expect("send");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("www-authenticate").is_some_and(|v| v.to_str().is_ok_and(|v| v.starts_with("Basic"))));
+    let (status, body) = s.create_repo(Some("gst_not_a_real_token"), json!({"name": "x"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "auth.bad_credentials"));
+
+    // Names: invalid is 422 naming the field; taken (in any case) is 409.
+    for bad in ["bad/name", "x.git", ".", "..", "", "a b", &"a".repeat(101)] {
+        let (status, body) = s.create_repo(admin, json!({"name": bad})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {body}");
+        assert_eq!(body["error"]["field"], "name");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, body) = s.create_repo(admin, json!({"name": "Hello-World"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "repo.already_exists"));
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("already exists")));
+
+    // Malformed bodies.
+    let resp = s
+        .http
+        .post(s.url("/api/v1/repos"))
+        .bearer_auth(&s.admin_token)
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = s
+        .http
+        .post(s.url("/api/v1/repos"))
+        .bearer_auth(&s.admin_token)
+        .body("{\"name\":\"a\"}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, body) = s.create_repo(admin, json!({"name": 5})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
+    let (status, _) = s.create_repo(admin, json!({"name": "a".repeat(2 << 20)})).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A token without repo:write may not create; nobody but an admin may create for someone else.
+    let reader = s.user_token("reader", &[gitstratum_platform::Scope::RepoRead]).await;
+    let (status, body) = s.create_repo(Some(&reader), json!({"name": "mine"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "auth.forbidden"));
+    let writer = s.user_token("writer", &[gitstratum_platform::Scope::RepoWrite]).await;
+    let (status, _) = s.create_repo(Some(&writer), json!({"name": "theirs", "owner": "admin"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = s.create_repo(Some(&writer), json!({"name": "mine"})).await;
+    assert_eq!((status, body["owner"].as_str()), (StatusCode::CREATED, Some("writer")));
+    let (status, body) = s.create_repo(admin, json!({"name": "for-writer", "owner": "writer"})).await;
+    assert_eq!((status, body["owner"].as_str()), (StatusCode::CREATED, Some("writer")));
+    let (status, body) = s.create_repo(admin, json!({"name": "x", "owner": "nobody"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("owner")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn read_and_delete_respect_visibility() {
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let owner = s.user_token("octo", &[gitstratum_platform::Scope::RepoAdmin]).await;
+    let other = s.user_token("other", &[gitstratum_platform::Scope::RepoAdmin]).await;
+    assert_eq!(s.create_repo(Some(&owner), json!({"name": "public"})).await.0, StatusCode::CREATED);
+    assert_eq!(s.create_repo(Some(&owner), json!({"name": "secret", "private": true})).await.0, StatusCode::CREATED);
+
+    let get = |path: &'static str, token: Option<String>| {
+        let s = &s;
+        async move { s.send(reqwest::Method::GET, path, token.as_deref(), None).await }
+    };
+    assert_eq!(get("/api/v1/repos/octo/public", None).await.0, StatusCode::OK);
+    assert_eq!(get("/api/v1/repos/OCTO/PUBLIC", None).await.1["name"], "public");
+    let (status, body) = get("/api/v1/repos/octo/secret", None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "repo.not_found"));
+    assert_eq!(get("/api/v1/repos/octo/secret", Some(other.clone())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get("/api/v1/repos/octo/secret", Some(owner.clone())).await.0, StatusCode::OK);
+    assert_eq!(get("/api/v1/repos/octo/secret", admin.map(str::to_owned)).await.1["private"], true);
+    assert_eq!(get("/api/v1/repos/octo/missing", admin.map(str::to_owned)).await.0, StatusCode::NOT_FOUND);
+
+    let delete = |path: &'static str, token: Option<String>| {
+        let s = &s;
+        async move { s.send(reqwest::Method::DELETE, path, token.as_deref(), None).await.0 }
+    };
+    assert_eq!(delete("/api/v1/repos/octo/public", None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(delete("/api/v1/repos/octo/public", Some(other.clone())).await, StatusCode::FORBIDDEN);
+    assert_eq!(delete("/api/v1/repos/octo/secret", Some(other)).await, StatusCode::NOT_FOUND);
+    let writer_only = s.user_token("octo", &[gitstratum_platform::Scope::RepoWrite]).await;
+    assert_eq!(delete("/api/v1/repos/octo/public", Some(writer_only)).await, StatusCode::FORBIDDEN, "needs repo:admin");
+    assert_eq!(delete("/api/v1/repos/octo/public", Some(owner.clone())).await, StatusCode::NO_CONTENT);
+    assert_eq!(get("/api/v1/repos/octo/public", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(delete("/api/v1/repos/octo/public", Some(owner)).await, StatusCode::NOT_FOUND);
+    assert_eq!(delete("/api/v1/repos/octo/secret", admin.map(str::to_owned)).await, StatusCode::NO_CONTENT);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let s = TestServer::start().await;
+    let resp = s.http.get(s.url("/healthz")).header("x-request-id", "trace-42").send().await.expect("send");
+    assert_eq!(resp.headers()["x-request-id"], "trace-42");
+    let a = s.http.get(s.url("/api/v1/nope")).send().await.expect("send");
+    let b = s.http.get(s.url("/healthz")).send().await.expect("send");
+    let (a, b) = (&a.headers()["x-request-id"], &b.headers()["x-request-id"]);
+    assert_eq!(a.len(), 32);
+    assert_ne!(a, b);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let s = TestServer::start().await;
+    s.http.get(s.url("/healthz")).send().await.expect("send");
+    s.send(reqwest::Method::GET, "/api/v1/repos/admin/none", None, None).await;
+    let text = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.contains("# TYPE gitstratum_frontend_requests_total counter"), "{text}");
+    assert!(text.contains("# TYPE gitstratum_frontend_request_duration_seconds histogram"), "{text}");
+    assert!(
+        text.contains(r#"gitstratum_frontend_requests_total{method="GET",route="/healthz",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/api/v1/repos/{owner}/{repo}",status="404""#),
+        "routes are labelled by template, not by path: {text}"
+    );
+    assert!(text.contains("gitstratum_frontend_request_duration_seconds_bucket{"), "{text}");
+    s.stop().await;
+}
+
+/// Shutdown waits for a request already in progress, then refuses new connections; what the
+/// request wrote is there after a restart.
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let s = TestServer::start().await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let body = br#"{"name":"in-flight"}"#;
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/repos HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        s.admin_token,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    // "100 Continue" arrives once the handler is reading the body: the request is in flight.
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("in time").expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"), "{}", String::from_utf8_lossy(&buf[..n]));
+
+    let TestServer { shutdown, task, data_dir, .. } = s;
+    let _ = shutdown.expect("running").send(());
+    // New connections are refused once the listener is closed; wait for that with a deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener still accepting after shutdown");
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_finished(), "server exited with a request in flight");
+
+    conn.write_all(body).await.expect("write body");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops").expect("join").expect("clean");
+
+    let store = gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+        path: data_dir.path().join("platform.db"),
+    })
+    .await
+    .expect("reopen");
+    assert!(store.get_repo("admin", "in-flight").await.expect("get").is_some());
+}

@@ -1,0 +1,85 @@
+# Shared helpers for the project's scripts. Source it; do not run it.
+# Everything a build or test needs is installed or started here, so a fresh Debian machine with
+# only Rust and git gets there in one command.
+
+: "${CARGO_TARGET_DIR:=$HOME/.cache/gitstratum-target}"
+export CARGO_TARGET_DIR
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        log "need root for: $*"; return 1
+    fi
+}
+
+APT_UPDATED=
+# ensure_packages PKG... : installs the Debian packages that are not installed yet.
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build prerequisites: a C compiler (the bundled SQLite is C).
+ensure_build_deps() {
+    command -v cc >/dev/null || ensure_packages gcc libc6-dev
+}
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+
+# ensure_postgres: a PostgreSQL server on 127.0.0.1:5432 and, in GITSTRATUM_TEST_POSTGRES_URL, a URL
+# of a database the tests may create schemas in. Uses the running server if there is one,
+# else starts the installed cluster, else installs PostgreSQL from Debian's packages.
+ensure_postgres() {
+    if [ -n "${GITSTRATUM_TEST_POSTGRES_URL:-}" ]; then return 0; fi
+    if ! pg_ready; then
+        if ! command -v pg_ctlcluster >/dev/null; then
+            ensure_packages postgresql
+        fi
+        local version
+        version=$(ls /etc/postgresql | sort -n | tail -1)
+        log "starting PostgreSQL $version"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        for _ in $(seq 1 60); do pg_ready && break; sleep 0.5; done
+        pg_ready || { log "PostgreSQL did not come up on 127.0.0.1:5432"; return 1; }
+    fi
+    local trust_url="postgres://postgres@127.0.0.1:5432/test"
+    if psql "$trust_url" -Atqc 'select 1' >/dev/null 2>&1; then
+        export GITSTRATUM_TEST_POSTGRES_URL="$trust_url"
+        return 0
+    fi
+    # A stock Debian server wants a password over TCP: give the tests a role and a database of their own.
+    log "creating the gitstratum_test role and database"
+    as_root su postgres -c "psql -q -v ON_ERROR_STOP=1" <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gitstratum_test') THEN
+    CREATE ROLE gitstratum_test LOGIN PASSWORD 'gitstratum_test';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE gitstratum_test OWNER gitstratum_test'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'gitstratum_test')\gexec
+SQL
+    export GITSTRATUM_TEST_POSTGRES_URL="postgres://gitstratum_test:gitstratum_test@127.0.0.1:5432/gitstratum_test"
+}
+
+# Drops test schemas left behind by failed runs more than an hour ago.
+sweep_stale_test_schemas() {
+    command -v psql >/dev/null || return 0
+    local cutoff=$(( $(date +%s) - 3600 ))
+    psql "$GITSTRATUM_TEST_POSTGRES_URL" -Atq -c "
+        SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace
+        WHERE nspname ~ '^gst_test_[0-9]+_' AND split_part(nspname, '_', 3)::bigint < $cutoff" 2>/dev/null \
+        | psql "$GITSTRATUM_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
+}
+
+ensure_nextest() {
+    cargo nextest --version >/dev/null 2>&1 && return 0
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+}

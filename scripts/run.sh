@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds GitStratum and starts the server on the embedded defaults (http://127.0.0.1:3000, data in
+# ./gitstratum-data). Arguments are passed to `gitstratum serve`, e.g. ./scripts/run.sh --listen 0.0.0.0:3000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_deps
+log "building (release; the first build takes a few minutes)"
+cargo build --release --locked --bin gitstratum
+exec "$CARGO_TARGET_DIR/release/gitstratum" serve "$@"
