@@ -11,6 +11,8 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod workflow_cmd;
+
 #[derive(Parser)]
 #[command(name = "gitstratum", version, about = "Git hosting and CI/CD, built for CI-heavy traffic")]
 struct Cli {
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the server: Git over HTTP, the REST API and metrics, on embedded storage by default.
     Serve(ServeArgs),
+    /// Check workflow files and preview what they run (works without a server).
+    #[command(subcommand)]
+    Workflow(workflow_cmd::WorkflowCommand),
 }
 
 #[derive(Args)]
@@ -49,6 +54,7 @@ struct ServeArgs {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Workflow(command) => workflow_cmd::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -247,3 +247,13 @@ fn format(args: &[Value]) -> Result<String, String> {
     }
     Ok(out)
 }
+
+/// A context whose named values come from a dictionary; functions beyond the built-ins fail.
+#[derive(Debug, Clone, Default)]
+pub struct DictContext(pub super::Dict);
+
+impl Context for DictContext {
+    fn named_value(&self, name: &str) -> Option<Value> {
+        self.0.get(name).cloned()
+    }
+}

@@ -9,7 +9,7 @@ mod eval;
 mod parse;
 mod value;
 
-pub use eval::{Context, MAX_MEMORY_BYTES, evaluate};
+pub use eval::{Context, DictContext, MAX_MEMORY_BYTES, evaluate};
 pub use parse::{
     BUILTIN_FUNCTIONS, CompareOp, Expr, FunctionSig, Index, LogicalOp, MAX_DEPTH, MAX_LENGTH, ParseOptions, parse,
 };

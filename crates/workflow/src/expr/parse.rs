@@ -569,3 +569,35 @@ pub fn parse(source: &str, options: &ParseOptions<'_>) -> Result<Expr, ExprError
     }
     Ok(expr)
 }
+
+impl Expr {
+    /// Whether the expression reads the named value `name` (ignoring case).
+    pub fn references(&self, name: &str) -> bool {
+        match self {
+            Expr::Literal(_) => false,
+            Expr::NamedValue(n) => n.eq_ignore_ascii_case(name),
+            Expr::Index(target, Index::Star) => target.references(name),
+            Expr::Index(target, Index::Expr(index)) => target.references(name) || index.references(name),
+            Expr::Not(inner) => inner.references(name),
+            Expr::Compare(left, _, right) => left.references(name) || right.references(name),
+            Expr::Logical(_, args) | Expr::Call(_, args) => args.iter().any(|a| a.references(name)),
+        }
+    }
+
+    /// Whether the expression calls one of the status functions (`success()`, `failure()`,
+    /// `always()`, `cancelled()`); an `if:` without one means `success() && (…)`.
+    pub fn calls_status_function(&self) -> bool {
+        match self {
+            Expr::Call(name, args) => {
+                matches!(name.as_str(), "success" | "failure" | "always" | "cancelled")
+                    || args.iter().any(Expr::calls_status_function)
+            }
+            Expr::Literal(_) | Expr::NamedValue(_) => false,
+            Expr::Index(target, Index::Star) => target.calls_status_function(),
+            Expr::Index(target, Index::Expr(index)) => target.calls_status_function() || index.calls_status_function(),
+            Expr::Not(inner) => inner.calls_status_function(),
+            Expr::Compare(left, _, right) => left.calls_status_function() || right.calls_status_function(),
+            Expr::Logical(_, args) => args.iter().any(Expr::calls_status_function),
+        }
+    }
+}

@@ -12,8 +12,9 @@ use indexmap::IndexMap;
 
 /// A value. Arrays and objects are shared (`Arc`), so copying a context into many expressions is
 /// cheap, and equality of two arrays or objects is identity, as GitHub defines it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum Value {
+    #[default]
     Null,
     Bool(bool),
     Number(f64),

@@ -1,0 +1,250 @@
+//! The typed workflow model. Built only by [`crate::load`], which validates as it builds, so a
+//! `Workflow` in hand is well-formed: jobs exist for every `needs`, there are no cycles, patterns
+//! and cron expressions are valid, every expression parses where it stands.
+//!
+//! Strings that may hold expressions are kept as written (templates) and evaluated when a run
+//! reaches them. The model serializes, so a run stores the exact spec it was triggered with and
+//! later edits to the file never change it.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::cron::Schedule;
+use crate::diag::Pos;
+
+/// Bumped when the serialized shape changes incompatibly.
+pub const MODEL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub model_version: u32,
+    pub name: Option<String>,
+    pub run_name: Option<String>,
+    pub on: Triggers,
+    pub env: IndexMap<String, String>,
+    pub defaults: RunDefaults,
+    pub concurrency: Option<Concurrency>,
+    pub permissions: Option<Permissions>,
+    pub jobs: IndexMap<String, Job>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Triggers {
+    pub push: Option<PushFilters>,
+    pub workflow_dispatch: Option<Dispatch>,
+    pub schedule: Vec<CronEntry>,
+    /// Other events, kept by name so they can be supported later.
+    pub other: Vec<String>,
+}
+
+/// `on.push` filters; `None` means the filter is absent (which differs from an empty list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushFilters {
+    pub branches: Option<Vec<String>>,
+    pub branches_ignore: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub tags_ignore: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub paths_ignore: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub inputs: IndexMap<String, DispatchInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchInput {
+    pub description: Option<String>,
+    pub required: bool,
+    pub default: Option<Json>,
+    pub kind: InputKind,
+    /// The allowed values of a `choice` input.
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputKind {
+    String,
+    Boolean,
+    Number,
+    Choice,
+    Environment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronEntry {
+    pub cron: String,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDefaults {
+    pub shell: Option<String>,
+    pub working_directory: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concurrency {
+    /// A template.
+    pub group: String,
+    pub cancel_in_progress: BoolOrExpr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Permissions {
+    ReadAll,
+    WriteAll,
+    /// Per scope (`contents: read`); scopes not listed have no access.
+    Scopes(IndexMap<String, Access>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    Read,
+    Write,
+    None,
+}
+
+/// A boolean written literally or as one expression evaluated at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BoolOrExpr {
+    Value(bool),
+    Expr(String),
+}
+
+/// A number written literally or as one expression evaluated at run time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NumberOrExpr {
+    Value(f64),
+    Expr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Where the job's key is in the file, for messages about it later.
+    pub pos: Pos,
+    pub name: Option<String>,
+    pub needs: Vec<String>,
+    /// The condition as an expression (without `${{ }}`).
+    pub condition: Option<String>,
+    pub runs_on: RunsOn,
+    pub env: IndexMap<String, String>,
+    pub defaults: RunDefaults,
+    pub timeout_minutes: NumberOrExpr,
+    pub continue_on_error: BoolOrExpr,
+    pub strategy: Option<Strategy>,
+    pub outputs: IndexMap<String, String>,
+    pub concurrency: Option<Concurrency>,
+    pub environment: Option<Environment>,
+    pub permissions: Option<Permissions>,
+    /// `container:` and `services:`, kept as written; running them is not supported yet.
+    pub container: Option<Json>,
+    pub services: IndexMap<String, Json>,
+    /// A reusable workflow (`uses: ./.github/workflows/x.yml`); running it is not supported yet.
+    pub uses: Option<String>,
+    pub with: IndexMap<String, Json>,
+    pub steps: Vec<Step>,
+    /// GitStratum extension: retry failed attempts.
+    pub retry: Option<Retry>,
+}
+
+/// The minutes a job may run when `timeout-minutes` is not given (GitHub's default).
+pub const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunsOn {
+    /// Runner labels, all of which a runner must have.
+    Labels(Vec<String>),
+    /// One expression giving a label or a list of labels.
+    Expr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Strategy {
+    pub matrix: Matrix,
+    pub fail_fast: BoolOrExpr,
+    pub max_parallel: Option<NumberOrExpr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Matrix {
+    /// `matrix: ${{ fromJSON(needs.setup.outputs.matrix) }}`.
+    Expr(String),
+    Values {
+        /// Each axis: a literal list of values, or one expression giving a list.
+        axes: IndexMap<String, AxisValues>,
+        include: ListOrExpr,
+        exclude: ListOrExpr,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AxisValues {
+    List(Vec<Json>),
+    Expr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ListOrExpr {
+    List(Vec<IndexMap<String, Json>>),
+    Expr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub delay_seconds: f64,
+    pub exponential: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub pos: Pos,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub condition: Option<String>,
+    pub action: StepAction,
+    pub shell: Option<String>,
+    pub working_directory: Option<String>,
+    pub env: IndexMap<String, String>,
+    pub continue_on_error: BoolOrExpr,
+    pub timeout_minutes: Option<NumberOrExpr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepAction {
+    /// A script (a template).
+    Run(String),
+    /// A built-in action with its inputs (templates or other YAML values).
+    Uses { action: BuiltinAction, version: String, with: IndexMap<String, Json> },
+}
+
+/// The actions GitStratum implements itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuiltinAction {
+    Checkout,
+    UploadArtifact,
+    DownloadArtifact,
+    Cache,
+}
+
+impl BuiltinAction {
+    pub const ALL: [(BuiltinAction, &'static str); 4] = [
+        (BuiltinAction::Checkout, "actions/checkout"),
+        (BuiltinAction::UploadArtifact, "actions/upload-artifact"),
+        (BuiltinAction::DownloadArtifact, "actions/download-artifact"),
+        (BuiltinAction::Cache, "actions/cache"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        BuiltinAction::ALL.iter().find(|(a, _)| *a == self).map_or("", |(_, n)| n)
+    }
+}

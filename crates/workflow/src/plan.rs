@@ -1,0 +1,271 @@
+//! From a workflow and the event that started it, the jobs to run: matrix combinations expanded,
+//! names and `runs-on` evaluated where GitHub evaluates them (when the run is created), in an
+//! order where every job comes after the jobs it needs.
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use crate::expr::{self, Dict, DictContext, Value};
+use crate::load::places;
+use crate::matrix::{self, Combination, MatrixValues};
+use crate::model::{AxisValues, Job, ListOrExpr, Matrix, RunsOn, Workflow};
+use crate::template;
+
+/// What is known when a run is created.
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    pub github: Value,
+    pub inputs: Value,
+    pub vars: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedJob {
+    /// The job's key in the workflow.
+    pub job_id: String,
+    /// Shown to people: the job's name, with matrix values in parentheses.
+    pub display_name: String,
+    /// This instance's matrix values, when the job has a matrix.
+    pub matrix: Option<Combination>,
+    /// Job ids this job waits for.
+    pub needs: Vec<String>,
+    /// Runner labels, or `None` when they depend on the outputs of jobs it needs.
+    pub runs_on: Option<Vec<String>>,
+    /// Set when the job's matrix depends on `needs` and expands only when they finish.
+    pub deferred: bool,
+}
+
+/// Plans every job of `workflow`. Errors name the job.
+pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
+    let mut planned = Vec::new();
+    for id in topological_order(workflow) {
+        let job = &workflow.jobs[&id];
+        planned.extend(plan_job(&id, job, ctx).map_err(|e| format!("job '{id}': {e}"))?);
+    }
+    Ok(planned)
+}
+
+/// Job ids in file order, each after all the jobs it needs. The loader has rejected cycles.
+pub fn topological_order(workflow: &Workflow) -> Vec<String> {
+    let mut done: Vec<String> = Vec::with_capacity(workflow.jobs.len());
+    while done.len() < workflow.jobs.len() {
+        let next = workflow.jobs.iter().find(|(id, job)| {
+            !done.contains(id) && job.needs.iter().all(|n| done.contains(n) || !workflow.jobs.contains_key(n))
+        });
+        match next {
+            Some((id, _)) => done.push(id.clone()),
+            // Only reachable with a cycle, which loading rejects; stop rather than spin.
+            None => break,
+        }
+    }
+    done
+}
+
+fn base_context(ctx: &PlanContext) -> Dict {
+    let mut d = Dict::new();
+    d.insert("github", ctx.github.clone());
+    d.insert("inputs", ctx.inputs.clone());
+    d.insert("vars", ctx.vars.clone());
+    d.insert("needs", Value::object(Dict::new()));
+    d
+}
+
+fn eval_expr(source: &str, names: &Dict) -> Result<Value, String> {
+    let options = places::JOB.options();
+    let parsed = expr::parse(source, &options).map_err(|e| e.message)?;
+    expr::evaluate(&parsed, &DictContext(names.clone()), source).map_err(|e| e.message)
+}
+
+fn references_needs(source: &str) -> bool {
+    expr::parse(source, &places::JOB.options()).is_ok_and(|e| e.references("needs"))
+}
+
+fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
+    let base = base_context(ctx);
+    let combinations: Option<Vec<Combination>> = match &job.strategy {
+        None => None,
+        Some(strategy) => {
+            if matrix_references_needs(&strategy.matrix) {
+                return Ok(vec![PlannedJob {
+                    job_id: id.to_owned(),
+                    display_name: job.name.clone().unwrap_or_else(|| id.to_owned()),
+                    matrix: None,
+                    needs: job.needs.clone(),
+                    runs_on: None,
+                    deferred: true,
+                }]);
+            }
+            Some(matrix::expand(&matrix_values(&strategy.matrix, &base)?)?)
+        }
+    };
+    let instances: Vec<Option<Combination>> = match combinations {
+        None => vec![None],
+        Some(list) => list.into_iter().map(Some).collect(),
+    };
+    let mut out = Vec::new();
+    for combo in instances {
+        let mut names = base.clone();
+        if let Some(combo) = &combo {
+            let matrix: Dict = combo.iter().map(|(k, v)| (k.clone(), Value::from_json(v.clone()))).collect();
+            names.set("matrix", Value::object(matrix));
+        }
+        let display_name = display_name(id, job, combo.as_ref(), &names)?;
+        let runs_on = match &job.runs_on {
+            RunsOn::Expr(e) if references_needs(e) => None,
+            RunsOn::Expr(e) => Some(labels_from(eval_expr(e, &names)?)?),
+            RunsOn::Labels(labels) => {
+                let mut out = Vec::new();
+                for label in labels {
+                    out.extend(labels_from(
+                        template::evaluate(label, &places::JOB.options(), &DictContext(names.clone()))
+                            .map_err(|e| e.message)?,
+                    )?);
+                }
+                Some(out)
+            }
+        };
+        out.push(PlannedJob {
+            job_id: id.to_owned(),
+            display_name,
+            matrix: combo,
+            needs: job.needs.clone(),
+            runs_on,
+            deferred: false,
+        });
+    }
+    Ok(out)
+}
+
+fn matrix_references_needs(m: &Matrix) -> bool {
+    match m {
+        Matrix::Expr(e) => references_needs(e),
+        Matrix::Values { axes, include, exclude } => {
+            axes.values().any(|a| matches!(a, AxisValues::Expr(e) if references_needs(e)))
+                || [include, exclude].iter().any(|l| matches!(l, ListOrExpr::Expr(e) if references_needs(e)))
+        }
+    }
+}
+
+/// Evaluates whatever expressions a matrix holds into plain values.
+fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
+    let to_json = |v: Value| v.to_json();
+    let list_of_objects = |v: Value, what: &str| -> Result<Vec<Combination>, String> {
+        match to_json(v) {
+            Json::Array(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Json::Object(map) => Ok(map.into_iter().collect()),
+                    other => Err(format!("matrix {what} entries must be objects, got {other}")),
+                })
+                .collect(),
+            Json::Null => Ok(Vec::new()),
+            other => Err(format!("matrix {what} must be a list, got {other}")),
+        }
+    };
+    match m {
+        Matrix::Expr(e) => {
+            let Json::Object(map) = to_json(eval_expr(e, names)?) else {
+                return Err("the matrix expression must give an object".to_owned());
+            };
+            let mut out = MatrixValues::default();
+            for (k, v) in map {
+                match k.as_str() {
+                    "include" => out.include = list_of_objects(Value::from_json(v), "include")?,
+                    "exclude" => out.exclude = list_of_objects(Value::from_json(v), "exclude")?,
+                    _ => match v {
+                        Json::Array(items) => {
+                            out.axes.insert(k, items);
+                        }
+                        other => return Err(format!("matrix vector '{k}' must be a list, got {other}")),
+                    },
+                }
+            }
+            Ok(out)
+        }
+        Matrix::Values { axes, include, exclude } => {
+            let mut out = MatrixValues::default();
+            for (name, values) in axes {
+                let list = match values {
+                    AxisValues::List(items) => {
+                        items.iter().map(|v| eval_json_templates(v, names)).collect::<Result<_, _>>()?
+                    }
+                    AxisValues::Expr(e) => match to_json(eval_expr(e, names)?) {
+                        Json::Array(items) => items,
+                        other => return Err(format!("matrix vector '{name}' must be a list, got {other}")),
+                    },
+                };
+                out.axes.insert(name.clone(), list);
+            }
+            let lists = |l: &ListOrExpr, what: &str| -> Result<Vec<Combination>, String> {
+                match l {
+                    ListOrExpr::List(items) => items
+                        .iter()
+                        .map(|c| c.iter().map(|(k, v)| Ok((k.clone(), eval_json_templates(v, names)?))).collect())
+                        .collect(),
+                    ListOrExpr::Expr(e) => list_of_objects(eval_expr(e, names)?, what),
+                }
+            };
+            out.include = lists(include, "include")?;
+            out.exclude = lists(exclude, "exclude")?;
+            Ok(out)
+        }
+    }
+}
+
+/// Evaluates templates inside strings of a literal value.
+fn eval_json_templates(v: &Json, names: &Dict) -> Result<Json, String> {
+    Ok(match v {
+        Json::String(s) if template::has_expression(s) => {
+            template::evaluate(s, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
+                .map_err(|e| e.message)?
+                .to_json()
+        }
+        Json::Array(items) => {
+            Json::Array(items.iter().map(|i| eval_json_templates(i, names)).collect::<Result<_, _>>()?)
+        }
+        Json::Object(map) => Json::Object(
+            map.iter().map(|(k, v)| Ok((k.clone(), eval_json_templates(v, names)?))).collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn labels_from(v: Value) -> Result<Vec<String>, String> {
+    match &v {
+        Value::String(s) if !s.trim().is_empty() => Ok(vec![s.clone()]),
+        Value::Array(items) | Value::Filtered(items) if !items.is_empty() => {
+            Ok(items.iter().map(Value::to_coerced_string).collect())
+        }
+        _ => Err(format!("runs-on must give a label or a list of labels, got {}", v.to_json_compact())),
+    }
+}
+
+/// GitHub's display name: `name` evaluated (or the job id), and for matrix jobs whose name does
+/// not mention the matrix, the values in parentheses: `build (ubuntu-latest, 18)`.
+fn display_name(id: &str, job: &Job, combo: Option<&Combination>, names: &Dict) -> Result<String, String> {
+    let base = match &job.name {
+        Some(name) => template::evaluate(name, &places::JOB.options(), &DictContext(names.clone()))
+            .map_err(|e| e.message)?
+            .to_coerced_string(),
+        None => id.to_owned(),
+    };
+    let mentions_matrix = job.name.as_deref().is_some_and(|n| n.contains("matrix"));
+    match combo {
+        Some(combo) if !mentions_matrix && !combo.is_empty() => {
+            let values: Vec<String> = combo
+                .values()
+                .map(|v| match v {
+                    Json::String(s) => s.clone(),
+                    other => Value::from_json(other.clone()).to_coerced_string(),
+                })
+                .collect();
+            Ok(format!("{base} ({})", values.join(", ")))
+        }
+        _ => Ok(base),
+    }
+}
+
+/// Matrix values of a job as an ordered map, for callers that store them.
+pub fn combination_to_json(combo: &IndexMap<String, Json>) -> Json {
+    Json::Object(combo.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}

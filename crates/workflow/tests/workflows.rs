@@ -1,0 +1,323 @@
+//! Loading, validating, triggering and planning whole workflow files.
+
+use gitstratum_workflow::expr::{Dict, Value};
+use gitstratum_workflow::model::{BoolOrExpr, BuiltinAction, NumberOrExpr, RunsOn, StepAction};
+use gitstratum_workflow::plan::{PlanContext, plan};
+use gitstratum_workflow::trigger::{PushEvent, push_triggers};
+use gitstratum_workflow::{Workflow, load};
+
+const CI: &str = r#"
+name: CI
+run-name: CI for ${{ github.ref }}
+on:
+  push:
+    branches: [main, 'release/**']
+    paths-ignore: ['docs/**']
+  workflow_dispatch:
+    inputs:
+      level:
+        type: choice
+        options: [low, high]
+        default: low
+  schedule:
+    - cron: '0 3 * * 1-5'
+env:
+  CARGO_TERM_COLOR: always
+concurrency:
+  group: ci-${{ github.ref }}
+  cancel-in-progress: true
+permissions:
+  contents: read
+jobs:
+  build:
+    name: Build
+    runs-on: ${{ matrix.os }}
+    timeout-minutes: 30
+    strategy:
+      fail-fast: false
+      matrix:
+        os: [ubuntu-latest, self-hosted]
+        rust: [stable, 1.95]
+        exclude:
+          - os: self-hosted
+            rust: 1.95
+        include:
+          - os: ubuntu-latest
+            experimental: true
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          fetch-depth: 0
+      - id: build
+        name: Build ${{ matrix.rust }}
+        run: |
+          cargo build
+          echo "sha=$(git rev-parse HEAD)" >> "$GITHUB_OUTPUT"
+        env:
+          RUSTFLAGS: -D warnings
+      - if: failure()
+        run: echo failed
+    outputs:
+      sha: ${{ steps.build.outputs.sha }}
+  test:
+    needs: build
+    runs-on: [self-hosted, linux]
+    continue-on-error: ${{ github.event_name == 'schedule' }}
+    if: github.ref == 'refs/heads/main'
+    retry:
+      max-attempts: 3
+      delay-seconds: 5
+      backoff: exponential
+    steps:
+      - run: cargo test
+        timeout-minutes: 20
+  report:
+    needs: [build, test]
+    if: ${{ always() }}
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ needs.build.outputs.sha }}"
+"#;
+
+fn github(reference: &str) -> Value {
+    let mut d = Dict::new();
+    d.insert("ref", Value::from(reference));
+    d.insert("event_name", Value::from("push"));
+    Value::object(d)
+}
+
+#[test]
+fn a_realistic_workflow_loads_round_trips_and_plans() {
+    let wf = load(CI).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(wf.name.as_deref(), Some("CI"));
+    assert_eq!(wf.jobs.keys().collect::<Vec<_>>(), ["build", "test", "report"]);
+    let build = &wf.jobs["build"];
+    assert_eq!(build.runs_on, RunsOn::Expr("matrix.os".into()));
+    assert_eq!(build.timeout_minutes, NumberOrExpr::Value(30.0));
+    assert!(
+        matches!(&build.steps[0].action, StepAction::Uses { action: BuiltinAction::Checkout, version, .. } if version == "v4")
+    );
+    assert_eq!(build.steps[2].condition.as_deref(), Some("failure()"));
+    let test = &wf.jobs["test"];
+    assert_eq!(test.continue_on_error, BoolOrExpr::Expr("github.event_name == 'schedule'".into()));
+    assert_eq!(test.condition.as_deref(), Some("github.ref == 'refs/heads/main'"));
+    assert_eq!(test.retry.as_ref().map(|r| (r.max_attempts, r.exponential)), Some((3, true)));
+    assert_eq!(wf.jobs["report"].condition.as_deref(), Some("always()"));
+    assert_eq!(wf.on.schedule.len(), 1);
+    assert!(wf.on.workflow_dispatch.as_ref().is_some_and(|d| d.inputs.contains_key("level")));
+
+    // The model serializes, so a run can keep the exact spec it started with.
+    let stored = serde_json::to_string(&wf).expect("serializes");
+    let back: Workflow = serde_json::from_str(&stored).expect("deserializes");
+    assert_eq!(back, wf);
+
+    let ctx = PlanContext { github: github("refs/heads/main"), ..Default::default() };
+    let jobs = plan(&wf, &ctx).expect("plans");
+    let names: Vec<&str> = jobs.iter().map(|j| j.display_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Build (ubuntu-latest, stable, true)",
+            "Build (ubuntu-latest, 1.95, true)",
+            "Build (self-hosted, stable)",
+            "test",
+            "report"
+        ]
+    );
+    assert_eq!(jobs[0].runs_on.as_deref(), Some(&["ubuntu-latest".to_owned()][..]));
+    assert_eq!(jobs[2].runs_on.as_deref(), Some(&["self-hosted".to_owned()][..]));
+    assert_eq!(jobs[3].runs_on.as_deref(), Some(&["self-hosted".to_owned(), "linux".to_owned()][..]));
+    assert_eq!(jobs[4].needs, ["build", "test"]);
+}
+
+#[test]
+fn a_matrix_from_needs_is_planned_later() {
+    let wf = load(
+        "on: push\njobs:\n  setup:\n    runs-on: x\n    steps: [{run: echo}]\n    outputs: {m: '${{ steps.s.outputs.m }}'}\n  fan:\n    needs: setup\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON(needs.setup.outputs.m) }}\n    steps: [{run: echo}]\n",
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let jobs = plan(&wf, &PlanContext::default()).expect("plans");
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs[1].deferred && jobs[1].matrix.is_none());
+}
+
+/// Each invalid file, the line and column of the first diagnostic, and what it must say.
+const INVALID: &[(&str, u32, u32, &str)] = &[
+    ("on: push\njobs:\n  a:\n    runs-on: x\n    stepz: []\n", 5, 5, "unknown key 'stepz' in job 'a'"),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n  a:\n    runs-on: x\n",
+        6,
+        3,
+        "duplicate key \"a\" (first at line 3)",
+    ),
+    (
+        "on: push\njobs:\n  1bad:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        3,
+        "job id '1bad' must start with a letter",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    needs: nope\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        3,
+        "job 'a' needs 'nope', which is not a job",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    needs: c\n    runs-on: x\n    steps: [{run: echo}]\n  b:\n    needs: a\n    runs-on: x\n    steps: [{run: echo}]\n  c:\n    needs: b\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        3,
+        "cycle: a -> c -> b -> a",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n    steps: [{run: echo}]\n",
+        7,
+        13,
+        "matrix vector 'os' does not contain any values",
+    ),
+    (
+        "on:\n  schedule:\n    - cron: '61 * * * *'\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        13,
+        "minute field \"61\": 61 is outside 0-59",
+    ),
+    (
+        "on:\n  push:\n    branches: ['[abc']\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        15,
+        "invalid pattern \"[abc\": unclosed '['",
+    ),
+    ("on: push\njobs:\n  a:\n    steps: [{run: echo}]\n", 3, 3, "job 'a' has neither 'runs-on' nor 'uses'"),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: ${{ secrets.X }}\n    steps: [{run: echo}]\n",
+        4,
+        14,
+        "Unrecognized named-value: 'secrets'",
+    ),
+    ("on: push\njobs:\n  ${{ x }}:\n    runs-on: x\n    steps: [{run: echo}]\n", 3, 3, "job id '${{ x }}'"),
+    (
+        "on: push\njobs:\n  a:\n    needs: ${{ x }}\n    runs-on: x\n    steps: [{run: echo}]\n",
+        4,
+        12,
+        "expressions are not allowed in job 'a': needs",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/action@v1\n",
+        6,
+        15,
+        "action 'someone/action@v1' is not available",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n        uses: actions/checkout@v4\n",
+        6,
+        9,
+        "has both 'run' and 'uses'",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ github.\n",
+        6,
+        14,
+        "'${{' is not closed with '}}'",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ github. }}\n",
+        6,
+        14,
+        "Unexpected symbol: 'EOF'. Located at position 8 within expression: github.",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - if: ${{ a }} && b\n        run: echo\n",
+        6,
+        13,
+        "mixes text and ${{ }}",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: soon\n    steps: [{run: echo}]\n",
+        5,
+        22,
+        "must be a number or an expression, found a string",
+    ),
+    ("jobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n", 1, 1, "no 'on' section"),
+    ("on: push\njobs: {}\n", 2, 7, "at least one job"),
+    ("- just\n- a list\n", 1, 1, "must be a mapping with 'on' and 'jobs'"),
+    (
+        "on: push\njobs:\n  a: &x\n    runs-on: x\n    steps: [{run: echo}]\n  b:\n    <<: *x\n",
+        7,
+        5,
+        "merge keys (<<) are not supported",
+    ),
+    ("on: push\n---\njobs: {}\n", 2, 1, "exactly one YAML document"),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo, id: s}, {run: echo, id: s}]\n",
+        5,
+        33,
+        "step id 's' is used twice",
+    ),
+    (
+        "on:\n  push:\n    branches: [main]\n    branches-ignore: [dev]\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        5,
+        "cannot use both 'branches' and 'branches-ignore'",
+    ),
+    ("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout\n", 6, 15, "needs a version"),
+];
+
+#[test]
+fn invalid_files_get_precise_diagnostics() {
+    for (source, line, col, needle) in INVALID {
+        let diags = load(source).expect_err(source);
+        let first = &diags[0];
+        assert!(
+            diags.iter().any(|d| d.message.contains(needle)),
+            "{source:?}: no diagnostic says {needle:?}; got {diags:#?}"
+        );
+        let hit = diags.iter().find(|d| d.message.contains(needle)).unwrap_or(first);
+        assert_eq!((hit.pos.line, hit.pos.col), (*line, *col), "{source:?}: {hit}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let diags = load("on: push\njobs:\n  a:\n    runs-on: x\n    bogus: 1\n    steps: [{run: echo}]\n  b:\n    needs: zz\n    steps: [{run: echo}]\n").expect_err("invalid");
+    assert!(diags.len() >= 3, "{diags:#?}");
+    let rendered = diags[0].display_in(".github/workflows/ci.yml").to_string();
+    assert!(rendered.starts_with(".github/workflows/ci.yml:5:5: unknown key 'bogus'"), "{rendered}");
+}
+
+fn push(wf: &Workflow, git_ref: &str, paths: Option<&[&str]>) -> bool {
+    let owned: Option<Vec<String>> = paths.map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+    push_triggers(wf, &PushEvent { git_ref, changed_paths: owned.as_deref(), deleted: false })
+}
+
+#[test]
+fn push_filters_follow_githubs_rules() {
+    let steps = "jobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n";
+    let wf = |on: &str| load(&format!("{on}\n{steps}")).unwrap_or_else(|d| panic!("{on}: {d:?}"));
+
+    let any = wf("on: push");
+    assert!(push(&any, "refs/heads/x", None) && push(&any, "refs/tags/v1", None));
+    assert!(!push(&any, "refs/notes/x", None));
+    assert!(!push_triggers(&any, &PushEvent { git_ref: "refs/heads/x", changed_paths: None, deleted: true }));
+    assert!(!push(&wf("on: workflow_dispatch"), "refs/heads/main", None));
+
+    let branches = wf("on:\n  push:\n    branches: [main, 'release/**', '!release/old/**']");
+    assert!(push(&branches, "refs/heads/main", None) && push(&branches, "refs/heads/release/1/2", None));
+    assert!(!push(&branches, "refs/heads/release/old/1", None) && !push(&branches, "refs/heads/dev", None));
+    assert!(!push(&branches, "refs/tags/v1", None), "only branch filters: tags do not run");
+
+    let tags = wf("on:\n  push:\n    tags: ['v[0-9]+.*']");
+    assert!(push(&tags, "refs/tags/v12.0", None) && !push(&tags, "refs/tags/x", None));
+    assert!(!push(&tags, "refs/heads/main", None), "only tag filters: branches do not run");
+
+    let ignore = wf("on:\n  push:\n    branches-ignore: ['dependabot/**']");
+    assert!(push(&ignore, "refs/heads/main", None) && !push(&ignore, "refs/heads/dependabot/npm/x", None));
+
+    let paths = wf("on:\n  push:\n    paths: ['src/**', '!src/**/*.md']");
+    assert!(push(&paths, "refs/heads/main", Some(&["README.md", "src/lib.rs"])));
+    assert!(!push(&paths, "refs/heads/main", Some(&["README.md", "src/notes.md"])));
+    assert!(push(&paths, "refs/heads/main", None), "unknown paths let the push through");
+    assert!(push(&paths, "refs/tags/v1", Some(&["README.md"])), "paths are not evaluated for tags");
+
+    let paths_ignore = wf("on:\n  push:\n    paths-ignore: ['docs/**', '*.md']");
+    assert!(!push(&paths_ignore, "refs/heads/main", Some(&["docs/a.md", "README.md"])));
+    assert!(push(&paths_ignore, "refs/heads/main", Some(&["docs/a.md", "src/x.rs"])));
+}
