@@ -120,15 +120,23 @@ fn plan_cmd(file: &Path, event: Event, git_ref: &str, changed: &[String]) -> any
     let mut github = Dict::new();
     github.insert("event_name", Value::from(event_name));
     github.insert("ref", Value::from(git_ref));
-    let short = git_ref.rsplit_once('/').map_or(git_ref, |(_, name)| name);
-    github.insert("ref_name", Value::from(short));
-    let jobs =
+    // GitHub's `ref_name`: the branch or tag name, slashes and all.
+    let ref_name =
+        git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref);
+    github.insert("ref_name", Value::from(ref_name));
+    let planned =
         plan(&wf, &PlanContext { github: Value::object(github), ..Default::default() }).map_err(anyhow::Error::msg)?;
+    let jobs = planned.jobs;
+    let title = planned.run_name.unwrap_or(title);
     println!(
         "'{title}' runs on {event_name} to {git_ref}: {} job{}",
         jobs.len(),
         if jobs.len() == 1 { "" } else { "s" }
     );
+    if let Some(c) = &planned.concurrency {
+        let cancel = if c.cancel_in_progress { ", cancelling runs in progress" } else { "" };
+        println!("  concurrency group: {}{cancel}", c.group);
+    }
     let width = jobs.iter().map(|j| j.display_name.chars().count()).max().unwrap_or(0);
     for job in &jobs {
         let runs_on = match &job.runs_on {

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use crate::expr::{self, Dict, DictContext, Value};
 use crate::load::places;
 use crate::matrix::{self, Combination, MatrixValues};
-use crate::model::{AxisValues, Job, ListOrExpr, Matrix, RunsOn, Workflow};
+use crate::model::{AxisValues, BoolOrExpr, Concurrency, Job, ListOrExpr, Matrix, RunsOn, Workflow};
 use crate::template;
 
 /// What is known when a run is created.
@@ -33,16 +33,65 @@ pub struct PlannedJob {
     pub runs_on: Option<Vec<String>>,
     /// Set when the job's matrix depends on `needs` and expands only when they finish.
     pub deferred: bool,
+    /// The job's concurrency group, evaluated, when it has one.
+    pub concurrency: Option<ConcurrencyGroup>,
 }
 
-/// Plans every job of `workflow`. Errors name the job.
-pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
-    let mut planned = Vec::new();
+/// An evaluated `concurrency:`: at most one run (or job) of a group runs, and one waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyGroup {
+    pub group: String,
+    pub cancel_in_progress: bool,
+}
+
+/// What a run is, once planned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// `run-name` evaluated, when the workflow has one.
+    pub run_name: Option<String>,
+    /// The workflow-level concurrency group.
+    pub concurrency: Option<ConcurrencyGroup>,
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// Plans a run of `workflow`: its name, its concurrency group and every job. Errors name the job.
+pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Plan, String> {
+    let base = base_context(ctx);
+    let run_name = workflow
+        .run_name
+        .as_ref()
+        .map(|t| eval_template(t, &places::RUN_NAME.options(), &base).map(|v| v.to_coerced_string()))
+        .transpose()
+        .map_err(|e| format!("run-name: {e}"))?;
+    let concurrency = workflow
+        .concurrency
+        .as_ref()
+        .map(|c| concurrency_group(c, &places::WORKFLOW_CONCURRENCY.options(), &base))
+        .transpose()
+        .map_err(|e| format!("concurrency: {e}"))?;
+    let mut jobs = Vec::new();
     for id in topological_order(workflow) {
         let job = &workflow.jobs[&id];
-        planned.extend(plan_job(&id, job, ctx).map_err(|e| format!("job '{id}': {e}"))?);
+        jobs.extend(plan_job(&id, job, ctx).map_err(|e| format!("job '{id}': {e}"))?);
     }
-    Ok(planned)
+    Ok(Plan { run_name, concurrency, jobs })
+}
+
+fn eval_template(t: &str, options: &expr::ParseOptions<'_>, names: &Dict) -> Result<Value, String> {
+    template::evaluate(t, options, &DictContext(names.clone())).map_err(|e| e.message)
+}
+
+fn concurrency_group(
+    c: &Concurrency,
+    options: &expr::ParseOptions<'_>,
+    names: &Dict,
+) -> Result<ConcurrencyGroup, String> {
+    let group = eval_template(&c.group, options, names)?.to_coerced_string();
+    let cancel_in_progress = match &c.cancel_in_progress {
+        BoolOrExpr::Value(b) => *b,
+        BoolOrExpr::Expr(e) => eval_template(&format!("${{{{ {e} }}}}"), options, names)?.is_truthy(),
+    };
+    Ok(ConcurrencyGroup { group, cancel_in_progress })
 }
 
 /// Job ids in file order, each after all the jobs it needs. The loader has rejected cycles.
@@ -93,6 +142,7 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
                     needs: job.needs.clone(),
                     runs_on: None,
                     deferred: true,
+                    concurrency: None,
                 }]);
             }
             Some(matrix::expand(&matrix_values(&strategy.matrix, &base)?)?)
@@ -124,6 +174,8 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
                 Some(out)
             }
         };
+        let concurrency =
+            job.concurrency.as_ref().map(|c| concurrency_group(c, &places::JOB.options(), &names)).transpose()?;
         out.push(PlannedJob {
             job_id: id.to_owned(),
             display_name,
@@ -131,6 +183,7 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
             needs: job.needs.clone(),
             runs_on,
             deferred: false,
+            concurrency,
         });
     }
     Ok(out)

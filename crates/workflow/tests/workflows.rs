@@ -32,6 +32,7 @@ jobs:
   build:
     name: Build
     runs-on: ${{ matrix.os }}
+    concurrency: build-${{ matrix.os }}-${{ matrix.rust }}
     timeout-minutes: 30
     strategy:
       fail-fast: false
@@ -112,7 +113,13 @@ fn a_realistic_workflow_loads_round_trips_and_plans() {
     assert_eq!(back, wf);
 
     let ctx = PlanContext { github: github("refs/heads/main"), ..Default::default() };
-    let jobs = plan(&wf, &ctx).expect("plans");
+    let planned = plan(&wf, &ctx).expect("plans");
+    assert_eq!(planned.run_name.as_deref(), Some("CI for refs/heads/main"));
+    assert_eq!(
+        planned.concurrency.as_ref().map(|c| (c.group.as_str(), c.cancel_in_progress)),
+        Some(("ci-refs/heads/main", true))
+    );
+    let jobs = planned.jobs;
     let names: Vec<&str> = jobs.iter().map(|j| j.display_name.as_str()).collect();
     assert_eq!(
         names,
@@ -128,6 +135,8 @@ fn a_realistic_workflow_loads_round_trips_and_plans() {
     assert_eq!(jobs[2].runs_on.as_deref(), Some(&["self-hosted".to_owned()][..]));
     assert_eq!(jobs[3].runs_on.as_deref(), Some(&["self-hosted".to_owned(), "linux".to_owned()][..]));
     assert_eq!(jobs[4].needs, ["build", "test"]);
+    assert_eq!(jobs[1].concurrency.as_ref().map(|c| c.group.as_str()), Some("build-ubuntu-latest-1.95"));
+    assert_eq!(jobs[3].concurrency, None);
 }
 
 #[test]
@@ -136,7 +145,7 @@ fn a_matrix_from_needs_is_planned_later() {
         "on: push\njobs:\n  setup:\n    runs-on: x\n    steps: [{run: echo}]\n    outputs: {m: '${{ steps.s.outputs.m }}'}\n  fan:\n    needs: setup\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON(needs.setup.outputs.m) }}\n    steps: [{run: echo}]\n",
     )
     .unwrap_or_else(|d| panic!("{d:?}"));
-    let jobs = plan(&wf, &PlanContext::default()).expect("plans");
+    let jobs = plan(&wf, &PlanContext::default()).expect("plans").jobs;
     assert_eq!(jobs.len(), 2);
     assert!(jobs[1].deferred && jobs[1].matrix.is_none());
 }

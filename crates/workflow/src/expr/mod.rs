@@ -15,6 +15,17 @@ pub use parse::{
 };
 pub use value::{Dict, Kind, Value, js_number_to_string, loose_cmp, loose_eq, parse_js_number};
 
+/// The condition an `if:` really means: GitHub adds `success() &&` unless the expression calls a
+/// status function itself (`always()`, `failure()`, …). Without an `if:` the condition is
+/// `success()`.
+pub fn effective_condition(condition: Option<&str>, options: &ParseOptions<'_>) -> Result<String, ExprError> {
+    match condition.map(str::trim) {
+        None | Some("") => Ok("success()".to_owned()),
+        Some(source) if parse(source, options)?.calls_status_function() => Ok(source.to_owned()),
+        Some(source) => Ok(format!("success() && ({source})")),
+    }
+}
+
 /// Where an expression failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -62,6 +73,7 @@ mod tests {
     }
 
     const SUCCESS: FunctionSig = FunctionSig { name: "success", min_args: 0, max_args: 0 };
+    const FAILURE: FunctionSig = FunctionSig { name: "failure", min_args: 0, max_args: 0 };
 
     fn eval(source: &str) -> Result<Value, ExprError> {
         let options = ParseOptions { named_values: &["github"], extra_functions: &[SUCCESS] };
@@ -105,6 +117,41 @@ mod tests {
         let v = eval("case(false, 'a', true, 'b', fromJSON('not json'))").expect("default never evaluated");
         assert_eq!(v.to_coerced_string(), "b");
         assert_eq!(eval("case(false, 'a', 'c')").expect("default").to_coerced_string(), "c");
+    }
+
+    #[test]
+    fn conditions_imply_success_unless_they_ask_for_status() {
+        let options = ParseOptions { named_values: &["github"], extra_functions: &[SUCCESS, FAILURE] };
+        for (written, meant) in [
+            (None, "success()"),
+            (Some("github.ref == 'x'"), "success() && (github.ref == 'x')"),
+            (Some("failure() || github.ref == 'x'"), "failure() || github.ref == 'x'"),
+            (Some("!success()"), "!success()"),
+        ] {
+            assert_eq!(effective_condition(written, &options).expect("valid"), meant);
+        }
+    }
+
+    #[test]
+    fn hash_files_reaches_the_injected_hasher() {
+        struct Hasher;
+        impl Context for Hasher {
+            fn named_value(&self, _: &str) -> Option<Value> {
+                None
+            }
+            fn call(&self, name: &str, args: &[Value]) -> Result<Value, String> {
+                assert_eq!(name, "hashfiles");
+                let patterns: Vec<String> = args.iter().map(Value::to_coerced_string).collect();
+                Ok(Value::from(format!("hash-of-{}", patterns.join("+"))))
+            }
+        }
+        let options = ParseOptions {
+            named_values: &[],
+            extra_functions: &[FunctionSig { name: "hashFiles", min_args: 1, max_args: 255 }],
+        };
+        let source = "format('cache-{0}', hashFiles('**/Cargo.lock', 'rust-toolchain'))";
+        let value = evaluate(&parse(source, &options).expect("parses"), &Hasher, source).expect("evaluates");
+        assert_eq!(value.to_coerced_string(), "cache-hash-of-**/Cargo.lock+rust-toolchain");
     }
 
     #[test]
