@@ -9,6 +9,8 @@
 pub mod delta;
 pub mod object;
 pub mod pack;
+pub mod parse;
 pub mod pktline;
+pub mod protocol;
 
 pub use object::{ObjectId, ObjectKind, hash_object};

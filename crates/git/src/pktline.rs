@@ -20,9 +20,9 @@ pub enum Packet<'a> {
     ResponseEnd,
 }
 
-impl Packet<'_> {
+impl<'a> Packet<'a> {
     /// The payload of a data packet without one trailing newline (text lines usually end in one).
-    pub fn as_text(&self) -> Option<&[u8]> {
+    pub fn as_text(self) -> Option<&'a [u8]> {
         match self {
             Packet::Data(data) => Some(data.strip_suffix(b"\n").unwrap_or(data)),
             _ => None,

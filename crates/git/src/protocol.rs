@@ -1,0 +1,203 @@
+//! Request parsing and response building for the smart protocol: protocol v2 commands
+//! (`ls-refs`, `fetch`) and the v0 receive-pack command list. Byte-level and sans-io.
+
+use crate::object::ObjectId;
+use crate::pktline::{self, Decoded, Packet};
+
+/// Our agent string, advertised to clients.
+pub const AGENT: &str = concat!("gitstratum/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Pkt(#[from] pktline::DecodeError),
+    #[error("the request ends early")]
+    Truncated,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> RequestError {
+    RequestError::Invalid(message.into())
+}
+
+/// Reads text lines up to a flush (`0000`) or delimiter (`0001`); returns the lines, what ended
+/// them, and the bytes used.
+fn read_section(buf: &[u8]) -> Result<(Vec<&[u8]>, Packet<'_>, usize), RequestError> {
+    let mut lines = Vec::new();
+    let mut used = 0;
+    loop {
+        match pktline::decode(&buf[used..])? {
+            Decoded::Incomplete => return Err(RequestError::Truncated),
+            Decoded::Packet(packet, n) => {
+                used += n;
+                match packet {
+                    Packet::Data(_) => lines.push(packet.as_text().unwrap_or_default()),
+                    end => return Ok((lines, end, used)),
+                }
+            }
+        }
+    }
+}
+
+/// A protocol v2 command request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2Request {
+    pub command: String,
+    pub capabilities: Vec<String>,
+    pub args: Vec<Vec<u8>>,
+}
+
+/// Parses one v2 request: `command=X`, capability lines, a delimiter, argument lines, a flush.
+pub fn parse_v2_request(buf: &[u8]) -> Result<V2Request, RequestError> {
+    let (head, end, used) = read_section(buf)?;
+    let mut command = None;
+    let mut capabilities = Vec::new();
+    for line in head {
+        let line = std::str::from_utf8(line).map_err(|_| invalid("request lines must be UTF-8"))?;
+        match line.strip_prefix("command=") {
+            Some(c) if command.is_none() => command = Some(c.to_owned()),
+            Some(_) => return Err(invalid("more than one command")),
+            None => capabilities.push(line.to_owned()),
+        }
+    }
+    let command = command.ok_or_else(|| invalid("no command= line"))?;
+    let args = match end {
+        Packet::Delimiter => {
+            let (args, end, _) = read_section(&buf[used..])?;
+            if end != Packet::Flush {
+                return Err(invalid("arguments must end with a flush"));
+            }
+            args.into_iter().map(<[u8]>::to_vec).collect()
+        }
+        Packet::Flush => Vec::new(),
+        _ => return Err(invalid("unexpected packet after the capabilities")),
+    };
+    Ok(V2Request { command, capabilities, args })
+}
+
+/// One `<old> <new> <ref>` line of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushCommand {
+    pub old: Option<ObjectId>,
+    pub new: Option<ObjectId>,
+    pub name: String,
+}
+
+/// The command part of a receive-pack request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRequest {
+    pub commands: Vec<PushCommand>,
+    pub capabilities: Vec<String>,
+    pub push_options: Vec<String>,
+    /// Where the pack starts in the request body.
+    pub pack_offset: usize,
+}
+
+impl PushRequest {
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name || c.starts_with(&format!("{name}=")))
+    }
+}
+
+fn parse_id(hex: &str) -> Result<Option<ObjectId>, RequestError> {
+    let id = ObjectId::from_hex(hex.as_bytes()).map_err(|_| invalid(format!("bad object id {hex:?}")))?;
+    Ok((!id.is_null()).then_some(id))
+}
+
+/// Parses the commands (and push options) of a receive-pack request; the pack follows.
+pub fn parse_push_request(buf: &[u8]) -> Result<PushRequest, RequestError> {
+    let (lines, end, mut used) = read_section(buf)?;
+    if end != Packet::Flush {
+        return Err(invalid("commands must end with a flush"));
+    }
+    // A request with no commands is valid and does nothing: git sends one (a bare flush) to
+    // probe authentication before streaming a large push.
+    let mut commands = Vec::new();
+    let mut capabilities = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let (line, caps) = match line.iter().position(|b| *b == 0) {
+            Some(nul) if i == 0 => (&line[..nul], Some(&line[nul + 1..])),
+            Some(_) => return Err(invalid("capabilities may only follow the first command")),
+            None => (*line, None),
+        };
+        if let Some(caps) = caps {
+            let caps = std::str::from_utf8(caps).map_err(|_| invalid("capabilities must be UTF-8"))?;
+            capabilities = caps.split(' ').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+        }
+        let line = std::str::from_utf8(line).map_err(|_| invalid("commands must be UTF-8"))?;
+        let mut parts = line.splitn(3, ' ');
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid(format!("malformed command {line:?}")));
+        };
+        commands.push(PushCommand { old: parse_id(old)?, new: parse_id(new)?, name: name.to_owned() });
+    }
+    let mut push_options = Vec::new();
+    if capabilities.iter().any(|c| c == "push-options") {
+        let (options, end, n) = read_section(&buf[used..])?;
+        if end != Packet::Flush {
+            return Err(invalid("push options must end with a flush"));
+        }
+        push_options = options.iter().map(|o| String::from_utf8_lossy(o).into_owned()).collect();
+        used += n;
+    }
+    Ok(PushRequest { commands, capabilities, push_options, pack_offset: used })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pktline::{write_data, write_delimiter, write_flush, write_text};
+
+    #[test]
+    fn v2_requests() {
+        let mut buf = Vec::new();
+        write_text(&mut buf, "command=ls-refs");
+        write_text(&mut buf, "agent=git/2.47");
+        write_delimiter(&mut buf);
+        write_text(&mut buf, "peel");
+        write_text(&mut buf, "ref-prefix refs/heads/");
+        write_flush(&mut buf);
+        let r = parse_v2_request(&buf).expect("valid");
+        assert_eq!(r.command, "ls-refs");
+        assert_eq!(r.capabilities, ["agent=git/2.47"]);
+        assert_eq!(r.args, [b"peel".to_vec(), b"ref-prefix refs/heads/".to_vec()]);
+        assert!(matches!(parse_v2_request(&buf[..buf.len() - 4]), Err(RequestError::Truncated)));
+        let mut no_command = Vec::new();
+        write_text(&mut no_command, "agent=x");
+        write_flush(&mut no_command);
+        assert!(matches!(parse_v2_request(&no_command), Err(RequestError::Invalid(_))));
+    }
+
+    #[test]
+    fn push_requests() {
+        let zero = "0".repeat(40);
+        let one = "1".repeat(40);
+        let mut buf = Vec::new();
+        write_data(
+            &mut buf,
+            format!("{zero} {one} refs/heads/main\0report-status side-band-64k push-options agent=git/2.47\n")
+                .as_bytes(),
+        );
+        write_text(&mut buf, format!("{one} {zero} refs/heads/old"));
+        write_flush(&mut buf);
+        write_text(&mut buf, "ci.skip");
+        write_flush(&mut buf);
+        buf.extend_from_slice(b"PACK...");
+        let r = parse_push_request(&buf).expect("valid");
+        assert_eq!(r.commands.len(), 2);
+        assert_eq!(r.commands[0].old, None);
+        assert_eq!(r.commands[1].new, None);
+        assert!(r.has_capability("report-status") && r.has_capability("agent") && !r.has_capability("atomic"));
+        assert_eq!(r.push_options, ["ci.skip"]);
+        assert_eq!(&buf[r.pack_offset..], b"PACK...");
+
+        let probe = parse_push_request(b"0000").expect("a bare flush is a valid, empty request");
+        assert!(probe.commands.is_empty());
+
+        let mut bad = Vec::new();
+        write_text(&mut bad, format!("{zero} nothex refs/heads/x"));
+        write_flush(&mut bad);
+        assert!(parse_push_request(&bad).is_err());
+    }
+}
