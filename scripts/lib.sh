@@ -26,9 +26,13 @@ ensure_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Build prerequisites: a C compiler (the bundled SQLite is C).
+# Build prerequisites: C and C++ compilers (the bundled SQLite is C, RocksDB is C++) and libclang
+# (RocksDB's bindings are generated at build time).
 ensure_build_deps() {
-    command -v cc >/dev/null || ensure_packages gcc libc6-dev
+    local wanted=(libclang-dev)
+    command -v cc >/dev/null || wanted+=(gcc libc6-dev)
+    command -v c++ >/dev/null || wanted+=(g++)
+    ensure_packages "${wanted[@]}"
 }
 
 pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }

@@ -1,0 +1,133 @@
+//! Git storage behind two traits, so the frontend never knows where bytes live:
+//! [`ObjectStore`] (immutable, content-addressed objects, plus the deltas pushes arrived with) and
+//! [`RefStore`] (refs with atomic compare-and-swap batches, `HEAD`, and the ref-change event log).
+//!
+//! Implementations: [`mem::MemStore`] (tests) and [`rocks::RocksStore`] (RocksDB, column families
+//! `objects`, `deltas`, `refs`, `repo_config`, `events`). Both pass one conformance suite
+//! (`tests/conformance.rs`).
+//!
+//! Invariants every implementation keeps:
+//! - objects are keyed by repository and id: a repository sees only its own objects;
+//! - a ref update and its event are one atomic, durable write: after a crash there are either
+//!   both or neither;
+//! - a batch of ref updates applies entirely or not at all, and only if every ref still has the
+//!   value the caller expected.
+//!
+//! What it must never do: parse protocols or decide policy (who may push, fast-forward rules);
+//! those belong to the frontend.
+
+#![forbid(unsafe_code)]
+
+pub mod mem;
+pub mod rocks;
+
+use gitstratum_git::{ObjectId, ObjectKind};
+
+/// A repository's id (the platform's repository id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoId(pub i64);
+
+impl RepoId {
+    fn key_prefix(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An object to store. The caller has verified that `id` is the hash of `kind` and `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewObject {
+    pub id: ObjectId,
+    pub kind: ObjectKind,
+    pub data: Vec<u8>,
+    /// The delta this object arrived as, against `base`; kept so serving can reuse it.
+    pub delta: Option<StoredDelta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDelta {
+    pub base: ObjectId,
+    pub delta: Vec<u8>,
+}
+
+/// A stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub kind: ObjectKind,
+    pub data: Vec<u8>,
+}
+
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Stores objects (idempotent). One call is one atomic write.
+    fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()>;
+    /// Looks up many objects in one batch; `None` for ids not stored.
+    fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>>;
+    /// Which of `ids` are stored.
+    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>>;
+    /// The deltas stored objects arrived as, in one batch.
+    fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>>;
+    /// Removes everything of a repository.
+    fn delete_repo(&self, repo: RepoId) -> Result<()>;
+}
+
+/// One ref change: `old` is the value the ref must have now (`None`: must not exist), `new` the
+/// value to give it (`None`: delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub name: String,
+    pub old: Option<ObjectId>,
+    pub new: Option<ObjectId>,
+}
+
+/// A recorded ref change, as CI and webhooks read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefEvent {
+    /// Position in the log; strictly increasing, never reused.
+    pub seq: u64,
+    pub repo: RepoId,
+    pub name: String,
+    pub old: Option<ObjectId>,
+    pub new: Option<ObjectId>,
+    pub pusher: String,
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+}
+
+/// Who made a change, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub time_ms: i64,
+}
+
+/// Why a batch was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ref {name} changed since it was read")]
+pub struct Conflict {
+    pub name: String,
+}
+
+pub trait RefStore: Send + Sync + 'static {
+    /// Every ref of a repository, sorted by name.
+    fn list(&self, repo: RepoId) -> Result<Vec<(String, ObjectId)>>;
+    fn get(&self, repo: RepoId, name: &str) -> Result<Option<ObjectId>>;
+    /// Applies every update or none: each ref must still have its `old` value. Appends one event
+    /// per update in the same atomic, durable write. Returns the events written.
+    fn update(&self, repo: RepoId, updates: &[RefUpdate], actor: &Actor) -> Result<Result<Vec<RefEvent>, Conflict>>;
+    /// The ref `HEAD` points to (`refs/heads/main`), if set.
+    fn head(&self, repo: RepoId) -> Result<Option<String>>;
+    fn set_head(&self, repo: RepoId, target: &str) -> Result<()>;
+    /// Events after `after` (exclusive), oldest first, at most `limit`.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<RefEvent>>;
+    /// Removes a repository's refs and `HEAD` (its events stay: they are history).
+    fn delete_repo(&self, repo: RepoId) -> Result<()>;
+}

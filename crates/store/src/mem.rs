@@ -1,0 +1,130 @@
+//! In-memory storage for tests: the same semantics as RocksDB, nothing durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use gitstratum_git::ObjectId;
+
+use crate::{
+    Actor, Conflict, NewObject, Object, ObjectStore, RefEvent, RefStore, RefUpdate, RepoId, Result, StoredDelta,
+};
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<(RepoId, ObjectId), Object>,
+    deltas: HashMap<(RepoId, ObjectId), StoredDelta>,
+    refs: BTreeMap<(RepoId, String), ObjectId>,
+    heads: HashMap<RepoId, String>,
+    events: Vec<RefEvent>,
+}
+
+#[derive(Default)]
+pub struct MemStore {
+    state: Mutex<State>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        MemStore::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ObjectStore for MemStore {
+    fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()> {
+        let mut s = self.state();
+        for o in objects {
+            s.objects.insert((repo, o.id), Object { kind: o.kind, data: o.data.clone() });
+            if let Some(d) = &o.delta {
+                s.deltas.insert((repo, o.id), d.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>> {
+        let s = self.state();
+        Ok(ids.iter().map(|id| s.objects.get(&(repo, *id)).cloned()).collect())
+    }
+
+    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        let s = self.state();
+        Ok(ids.iter().map(|id| s.objects.contains_key(&(repo, *id))).collect())
+    }
+
+    fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>> {
+        let s = self.state();
+        Ok(ids.iter().map(|id| s.deltas.get(&(repo, *id)).cloned()).collect())
+    }
+
+    fn delete_repo(&self, repo: RepoId) -> Result<()> {
+        let mut s = self.state();
+        s.objects.retain(|(r, _), _| *r != repo);
+        s.deltas.retain(|(r, _), _| *r != repo);
+        Ok(())
+    }
+}
+
+impl RefStore for MemStore {
+    fn list(&self, repo: RepoId) -> Result<Vec<(String, ObjectId)>> {
+        let s = self.state();
+        Ok(s.refs.iter().filter(|((r, _), _)| *r == repo).map(|((_, n), id)| (n.clone(), *id)).collect())
+    }
+
+    fn get(&self, repo: RepoId, name: &str) -> Result<Option<ObjectId>> {
+        Ok(self.state().refs.get(&(repo, name.to_owned())).copied())
+    }
+
+    fn update(&self, repo: RepoId, updates: &[RefUpdate], actor: &Actor) -> Result<Result<Vec<RefEvent>, Conflict>> {
+        let mut s = self.state();
+        for u in updates {
+            if s.refs.get(&(repo, u.name.clone())).copied() != u.old {
+                return Ok(Err(Conflict { name: u.name.clone() }));
+            }
+        }
+        let mut written = Vec::with_capacity(updates.len());
+        for u in updates {
+            match u.new {
+                Some(id) => s.refs.insert((repo, u.name.clone()), id),
+                None => s.refs.remove(&(repo, u.name.clone())),
+            };
+            let seq = s.events.last().map_or(1, |e| e.seq + 1);
+            let event = RefEvent {
+                seq,
+                repo,
+                name: u.name.clone(),
+                old: u.old,
+                new: u.new,
+                pusher: actor.name.clone(),
+                time_ms: actor.time_ms,
+            };
+            s.events.push(event.clone());
+            written.push(event);
+        }
+        Ok(Ok(written))
+    }
+
+    fn head(&self, repo: RepoId) -> Result<Option<String>> {
+        Ok(self.state().heads.get(&repo).cloned())
+    }
+
+    fn set_head(&self, repo: RepoId, target: &str) -> Result<()> {
+        self.state().heads.insert(repo, target.to_owned());
+        Ok(())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<RefEvent>> {
+        Ok(self.state().events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+    }
+
+    fn delete_repo(&self, repo: RepoId) -> Result<()> {
+        let mut s = self.state();
+        s.refs.retain(|(r, _), _| *r != repo);
+        s.heads.remove(&repo);
+        Ok(())
+    }
+}

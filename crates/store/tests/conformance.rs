@@ -1,0 +1,191 @@
+//! One suite, every implementation: `MemStore` and `RocksStore` must behave the same.
+
+use std::sync::Arc;
+
+use gitstratum_git::{ObjectId, ObjectKind, hash_object};
+use gitstratum_store::mem::MemStore;
+use gitstratum_store::rocks::RocksStore;
+use gitstratum_store::{Actor, NewObject, ObjectStore, RefStore, RefUpdate, RepoId, StoredDelta};
+
+trait Store: ObjectStore + RefStore {}
+impl<T: ObjectStore + RefStore> Store for T {}
+
+const A: RepoId = RepoId(1);
+const B: RepoId = RepoId(2);
+
+fn blob(text: &str) -> NewObject {
+    NewObject {
+        id: hash_object(ObjectKind::Blob, text.as_bytes()).expect("hash"),
+        kind: ObjectKind::Blob,
+        data: text.as_bytes().to_vec(),
+        delta: None,
+    }
+}
+
+fn actor() -> Actor {
+    Actor { name: "octo".into(), time_ms: 1_700_000_000_000 }
+}
+
+fn set(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> RefUpdate {
+    RefUpdate { name: name.into(), old, new }
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod mem {
+            $(#[test]
+            fn $case() {
+                super::$case(std::sync::Arc::new(gitstratum_store::mem::MemStore::new()));
+            })*
+        }
+        mod rocks {
+            $(#[test]
+            fn $case() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                super::$case(std::sync::Arc::new(gitstratum_store::rocks::RocksStore::open(dir.path()).expect("open")));
+            })*
+        }
+    };
+}
+
+suite!(
+    objects_round_trip_per_repository,
+    deltas_are_kept,
+    refs_compare_and_swap,
+    batches_are_all_or_nothing,
+    events_record_every_change,
+    racing_updates_have_one_winner,
+    head_and_deletion
+);
+
+fn objects_round_trip_per_repository(s: Arc<impl Store>) {
+    let (x, y) = (blob("x\n"), blob("y\n"));
+    s.put(A, &[x.clone(), y.clone()]).expect("put");
+    s.put(A, std::slice::from_ref(&x)).expect("idempotent");
+    let got = s.get_many(A, &[y.id, x.id, blob("z").id]).expect("get");
+    assert_eq!(got[0].as_ref().map(|o| (o.kind, o.data.clone())), Some((ObjectKind::Blob, b"y\n".to_vec())));
+    assert_eq!(got[1].as_ref().map(|o| o.data.clone()), Some(b"x\n".to_vec()));
+    assert!(got[2].is_none());
+    assert_eq!(s.has_many(A, &[x.id, blob("z").id]).expect("has"), [true, false]);
+    // Another repository does not see A's objects.
+    assert_eq!(s.has_many(B, &[x.id]).expect("has"), [false]);
+    let big = blob(&"large content ".repeat(100_000));
+    s.put(B, std::slice::from_ref(&big)).expect("put");
+    assert_eq!(s.get_many(B, &[big.id]).expect("get")[0].as_ref().map(|o| o.data.len()), Some(big.data.len()));
+    ObjectStore::delete_repo(&*s, A).expect("delete");
+    assert_eq!(s.has_many(A, &[x.id, y.id]).expect("has"), [false, false]);
+    assert_eq!(s.has_many(B, &[big.id]).expect("has"), [true], "other repositories are untouched");
+}
+
+fn deltas_are_kept(s: Arc<impl Store>) {
+    let base = blob("base\n");
+    let mut target = blob("target\n");
+    target.delta = Some(StoredDelta { base: base.id, delta: vec![5, 7, 7, b't', b'a', b'r', b'g', b'e', b't', b'\n'] });
+    s.put(A, &[base.clone(), target.clone()]).expect("put");
+    let d = s.deltas(A, &[target.id, base.id]).expect("deltas");
+    assert_eq!(d[0], target.delta);
+    assert_eq!(d[1], None);
+}
+
+fn refs_compare_and_swap(s: Arc<impl Store>) {
+    let (one, two) = (blob("1").id, blob("2").id);
+    assert!(s.update(A, &[set("refs/heads/main", None, Some(one))], &actor()).expect("io").is_ok());
+    // Creating again must fail: the ref exists now.
+    let conflict = s.update(A, &[set("refs/heads/main", None, Some(two))], &actor()).expect("io").expect_err("exists");
+    assert_eq!(conflict.name, "refs/heads/main");
+    // A stale old value fails; the right one succeeds.
+    assert!(s.update(A, &[set("refs/heads/main", Some(two), Some(one))], &actor()).expect("io").is_err());
+    assert!(s.update(A, &[set("refs/heads/main", Some(one), Some(two))], &actor()).expect("io").is_ok());
+    assert_eq!(s.get(A, "refs/heads/main").expect("get"), Some(two));
+    assert_eq!(s.get(B, "refs/heads/main").expect("get"), None);
+    s.update(A, &[set("refs/tags/v1", None, Some(one)), set("refs/heads/dev", None, Some(one))], &actor())
+        .expect("io")
+        .expect("ok");
+    let names: Vec<String> = s.list(A).expect("list").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["refs/heads/dev", "refs/heads/main", "refs/tags/v1"]);
+    s.update(A, &[set("refs/heads/dev", Some(one), None)], &actor()).expect("io").expect("deleted");
+    assert_eq!(s.get(A, "refs/heads/dev").expect("get"), None);
+}
+
+fn batches_are_all_or_nothing(s: Arc<impl Store>) {
+    let (one, two) = (blob("1").id, blob("2").id);
+    s.update(A, &[set("refs/heads/a", None, Some(one))], &actor()).expect("io").expect("ok");
+    let before = s.events_after(0, 100).expect("events").len();
+    // The second update's expectation is wrong: nothing may change.
+    let result = s
+        .update(A, &[set("refs/heads/b", None, Some(two)), set("refs/heads/a", Some(two), Some(two))], &actor())
+        .expect("io");
+    assert_eq!(result.expect_err("conflict").name, "refs/heads/a");
+    assert_eq!(s.get(A, "refs/heads/b").expect("get"), None);
+    assert_eq!(s.events_after(0, 100).expect("events").len(), before, "no events for a failed batch");
+}
+
+fn events_record_every_change(s: Arc<impl Store>) {
+    let (one, two) = (blob("1").id, blob("2").id);
+    s.update(A, &[set("refs/heads/main", None, Some(one))], &actor()).expect("io").expect("ok");
+    s.update(B, &[set("refs/heads/x", None, Some(two))], &actor()).expect("io").expect("ok");
+    s.update(A, &[set("refs/heads/main", Some(one), Some(two)), set("refs/tags/t", None, Some(one))], &actor())
+        .expect("io")
+        .expect("ok");
+    let events = s.events_after(0, 100).expect("events");
+    assert_eq!(events.len(), 4);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "sequence increases");
+    assert_eq!((events[0].repo, events[0].old, events[0].new), (A, None, Some(one)));
+    assert_eq!((events[2].name.as_str(), events[2].old, events[2].new), ("refs/heads/main", Some(one), Some(two)));
+    assert_eq!((events[2].pusher.as_str(), events[2].time_ms), ("octo", 1_700_000_000_000));
+    let tail = s.events_after(events[1].seq, 1).expect("events");
+    assert_eq!(tail, vec![events[2].clone()]);
+}
+
+fn racing_updates_have_one_winner(s: Arc<impl Store>) {
+    let start = blob("start").id;
+    s.update(A, &[set("refs/heads/main", None, Some(start))], &actor()).expect("io").expect("ok");
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let new = blob(&format!("contender {i}")).id;
+                s.update(A, &[set("refs/heads/main", Some(start), Some(new))], &actor()).expect("io").is_ok()
+            })
+        })
+        .collect();
+    let winners = handles.into_iter().map(|h| h.join().expect("thread")).filter(|won| *won).count();
+    assert_eq!(winners, 1);
+}
+
+fn head_and_deletion(s: Arc<impl Store>) {
+    assert_eq!(s.head(A).expect("head"), None);
+    s.set_head(A, "refs/heads/main").expect("set");
+    assert_eq!(s.head(A).expect("head").as_deref(), Some("refs/heads/main"));
+    s.update(A, &[set("refs/heads/main", None, Some(blob("1").id))], &actor()).expect("io").expect("ok");
+    RefStore::delete_repo(&*s, A).expect("delete");
+    assert_eq!(s.head(A).expect("head"), None);
+    assert!(s.list(A).expect("list").is_empty());
+    assert_eq!(s.events_after(0, 10).expect("events").len(), 1, "history stays");
+}
+
+#[test]
+fn rocks_state_survives_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let x = blob("durable\n");
+    {
+        let s = RocksStore::open(dir.path()).expect("open");
+        s.put(A, std::slice::from_ref(&x)).expect("put");
+        s.update(A, &[set("refs/heads/main", None, Some(x.id))], &actor()).expect("io").expect("ok");
+        s.set_head(A, "refs/heads/main").expect("head");
+    }
+    let s = RocksStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.get(A, "refs/heads/main").expect("get"), Some(x.id));
+    assert_eq!(s.head(A).expect("head").as_deref(), Some("refs/heads/main"));
+    assert!(s.has_many(A, &[x.id]).expect("has")[0]);
+    // The event sequence continues where it stopped.
+    s.update(A, &[set("refs/heads/main", Some(x.id), None)], &actor()).expect("io").expect("ok");
+    let seqs: Vec<u64> = s.events_after(0, 10).expect("events").iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+}
+
+#[test]
+fn mem_store_is_usable_through_trait_objects() {
+    let s: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
+    s.put(A, &[blob("x")]).expect("put");
+}
