@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod git;
 pub mod observe;
 pub mod repos;
 
@@ -19,6 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use gitstratum_core::{Clock, Timestamp};
+use gitstratum_frontend::GitService;
 use gitstratum_platform::PlatformStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -33,6 +35,7 @@ pub struct AppState {
 
 struct Inner {
     store: PlatformStore,
+    git: GitService,
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
     public_url: String,
@@ -41,9 +44,19 @@ struct Inner {
 impl AppState {
     /// `public_url` is the base clients reach this server at (used in clone URLs), without a
     /// trailing slash.
-    pub fn new(store: PlatformStore, clock: Arc<dyn Clock>, metrics: PrometheusHandle, public_url: &str) -> Self {
+    pub fn new(
+        store: PlatformStore,
+        git: GitService,
+        clock: Arc<dyn Clock>,
+        metrics: PrometheusHandle,
+        public_url: &str,
+    ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
-        AppState { inner: Arc::new(Inner { store, clock, metrics, public_url }) }
+        AppState { inner: Arc::new(Inner { store, git, clock, metrics, public_url }) }
+    }
+
+    pub fn git(&self) -> &GitService {
+        &self.inner.git
     }
 
     pub fn store(&self) -> &PlatformStore {
@@ -69,11 +82,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/repos", axum::routing::post(repos::create))
         .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES));
+    let git = Router::new()
+        .route("/{owner}/{repo}/info/refs", get(git::info_refs))
+        .route("/{owner}/{repo}/git-upload-pack", axum::routing::post(git::upload_pack))
+        .route("/{owner}/{repo}/git-receive-pack", axum::routing::post(git::receive_pack))
+        .layer(DefaultBodyLimit::max(git::MAX_GIT_BODY_BYTES));
     Router::new()
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
         .merge(api)
+        .merge(git)
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))

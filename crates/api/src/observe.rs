@@ -67,13 +67,19 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: storage is open and answers.
+/// Readiness: both stores are open and answer.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store().ping().await {
-        Ok(()) => "ready\n".into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "platform database unavailable").into_response()
+    if let Err(err) = state.store().ping().await {
+        tracing::warn!(error = %err, "readiness check failed");
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "platform database unavailable")
+            .into_response();
+    }
+    let git = state.git().clone();
+    match tokio::task::spawn_blocking(move || git.refs().head(gitstratum_store::RepoId(0))).await {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        other => {
+            tracing::warn!(result = ?other.map(|r| r.map(|_| ())), "git storage readiness check failed");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "git storage unavailable").into_response()
         }
     }
 }

@@ -124,6 +124,13 @@ pub async fn delete(
     }
     require_scope(&caller, Scope::RepoAdmin)?;
     state.store().delete_repo(repo.id).await?;
+    // The platform row is gone, so nothing can reach the Git data any more; remove it.
+    let git = state.git().clone();
+    let repo_id = gitstratum_store::RepoId(repo.id);
+    tokio::task::spawn_blocking(move || git.delete_repo(repo_id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), actor = %caller.account.name, "repository deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use gitstratum_api::AppState;
 use gitstratum_core::{Clock, SystemClock};
+use gitstratum_frontend::GitService;
 use gitstratum_platform::{DbTarget, PlatformStore, TokenSecret};
+use gitstratum_store::rocks::RocksStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::net::TcpListener;
 
@@ -35,6 +37,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Database(#[from] gitstratum_platform::ConnectError),
+    #[error("cannot open the Git storage: {0}")]
+    GitStorage(#[source] gitstratum_store::Error),
     #[error("cannot create the initial admin account: {0}")]
     Bootstrap(#[source] gitstratum_platform::Error),
     #[error("server failed: {0}")]
@@ -58,6 +62,7 @@ pub struct Server {
     config: Config,
     data_dir: DataDir,
     store: PlatformStore,
+    git_store: Arc<RocksStore>,
     metrics: PrometheusHandle,
     clock: Arc<dyn Clock>,
     /// Set on the first start of an empty installation: the token of the new `admin` account.
@@ -75,13 +80,18 @@ impl Server {
             None => DbTarget::Sqlite { path: data_dir.platform_db_path() },
         };
         let store = PlatformStore::open(&target).await?;
+        let git_dir = data_dir.git_dir();
+        let git_store = tokio::task::spawn_blocking(move || RocksStore::open(&git_dir))
+            .await
+            .map_err(|e| Error::GitStorage(gitstratum_store::Error::Backend(e.to_string())))?
+            .map_err(Error::GitStorage)?;
         tracing::info!(backend = store.db().backend(), data_dir = %data_dir.root().display(), "storage open");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let initial_admin_token = store
             .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
             .await
             .map_err(Error::Bootstrap)?;
-        Ok(Server { config, data_dir, store, metrics, clock, initial_admin_token })
+        Ok(Server { config, data_dir, store, git_store: Arc::new(git_store), metrics, clock, initial_admin_token })
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -97,7 +107,8 @@ impl Server {
     ) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-        let state = AppState::new(self.store.clone(), self.clock.clone(), self.metrics.clone(), &public_url);
+        let git = GitService::new(self.git_store.clone(), self.git_store.clone());
+        let state = AppState::new(self.store.clone(), git, self.clock.clone(), self.metrics.clone(), &public_url);
         let app = gitstratum_api::router(state);
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
@@ -121,6 +132,10 @@ impl Server {
         let _ = stop_upkeep.send(());
         let _ = upkeep.await;
         self.store.close().await;
+        let git_store = self.git_store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git_store.flush()).await {
+            tracing::warn!(error = %e, "flushing the Git storage failed");
+        }
         tracing::info!("storage closed");
         served.map_err(Error::Serve)
     }

@@ -1,108 +1,13 @@
 //! The HTTP API against a real server on port 0 (in-process, SQLite in a temp data dir).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use gitstratum_server::{Config, ConfigLayer, Server};
-use metrics_exporter_prometheus::PrometheusHandle;
+use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = gitstratum_server::metrics_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("first and only recorder in this process");
-            handle
-        })
-        .clone()
-}
-
-struct TestServer {
-    base: String,
-    admin_token: String,
-    data_dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), gitstratum_server::Error>>,
-    http: reqwest::Client,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
-        let config = Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), flags).expect("config");
-        let server = Server::open(config, metrics_handle()).await.expect("open");
-        let admin_token = server.initial_admin_token.as_ref().expect("fresh data dir").expose().to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        TestServer { base, admin_token, data_dir, shutdown: Some(tx), task, http: reqwest::Client::new() }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
-    }
-
-    async fn create_repo(&self, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, "/api/v1/repos", token, Some(body)).await
-    }
-
-    async fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.shutdown.take().expect("running").send(());
-        self.task.await.expect("join").expect("clean shutdown");
-        self.data_dir
-    }
-
-    /// Creates a user with the given scopes directly in the store (the users API arrives with the
-    /// platform issue) and returns a token for it.
-    async fn user_token(&self, name: &str, scopes: &[gitstratum_platform::Scope]) -> String {
-        let store = gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
-            path: self.data_dir.path().join("platform.db"),
-        })
-        .await
-        .expect("store");
-        let now = gitstratum_core::Timestamp(0);
-        let account = match store.find_account(name).await.expect("find") {
-            Some(a) => a,
-            None => store.create_user(name, false, now).await.expect("user"),
-        };
-        let new = gitstratum_platform::NewToken {
-            name: "test".into(),
-            scopes: gitstratum_platform::Scopes::new(scopes.iter().copied()),
-            expires_at: None,
-        };
-        store.create_token(account.id, &new, now).await.expect("token").1.expose().to_owned()
-    }
-}
+mod common;
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))

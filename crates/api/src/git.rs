@@ -1,0 +1,276 @@
+//! Git over smart HTTP: `GET /{owner}/{repo}/info/refs?service=…`, `POST …/git-upload-pack`,
+//! `POST …/git-receive-pack`, with or without `.git` after the repository name.
+//!
+//! Access follows GitHub: public repositories read anonymously; a private repository asks an
+//! anonymous client for credentials (401, so `git` prompts) and is "not found" to an
+//! authenticated one that may not see it; pushing needs `repo:write` on a repository you own
+//! (collaborators arrive with the platform's RBAC).
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gitstratum_frontend::{ReceiveOptions, Service, UploadOptions};
+use gitstratum_platform::{Principal, Repo, Scope};
+use gitstratum_store::{Actor, RepoId};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::extract::Caller;
+
+/// Largest request body a Git client may send (a push carries its pack).
+pub const MAX_GIT_BODY_BYTES: usize = 1 << 30;
+
+/// A Git HTTP error: plain text, which `git` shows to the user.
+pub struct GitError {
+    status: StatusCode,
+    message: String,
+}
+
+impl GitError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        GitError { status, message: message.into() }
+    }
+
+    fn not_found() -> Self {
+        GitError::new(StatusCode::NOT_FOUND, "Repository not found.")
+    }
+}
+
+impl IntoResponse for GitError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"GitStratum\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<gitstratum_platform::Error> for GitError {
+    fn from(e: gitstratum_platform::Error) -> Self {
+        tracing::error!(error = %e, "platform error during a Git request");
+        GitError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> GitError {
+    tracing::error!(error = %e, "error during a Git request");
+    GitError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Finds the repository and checks the caller may do `access` on it.
+async fn authorize(
+    state: &AppState,
+    owner: &str,
+    repo: &str,
+    caller: Option<&Principal>,
+    access: Access,
+) -> Result<Repo, GitError> {
+    let name = repo.strip_suffix(".git").unwrap_or(repo);
+    let repo = state.store().get_repo(owner, name).await?.ok_or_else(GitError::not_found)?;
+    let owns = caller.is_some_and(|p| p.is_site_admin() || p.account.id == repo.owner_id);
+    let can_read = !repo.private || (owns && caller.is_some_and(|p| p.scopes.allows(Scope::RepoRead)));
+    if !can_read {
+        return Err(match caller {
+            None => GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."),
+            Some(_) => GitError::not_found(),
+        });
+    }
+    if access == Access::Write {
+        let Some(principal) = caller else {
+            return Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required to push."));
+        };
+        if !owns {
+            return Err(GitError::new(
+                StatusCode::FORBIDDEN,
+                format!("Permission to {}/{} denied to {}.", repo.owner, repo.name, principal.account.name),
+            ));
+        }
+        if !principal.scopes.allows(Scope::RepoWrite) {
+            return Err(GitError::new(
+                StatusCode::FORBIDDEN,
+                "This token cannot push: it lacks the 'repo:write' scope.",
+            ));
+        }
+    }
+    Ok(repo)
+}
+
+fn wants_v2(headers: &HeaderMap) -> bool {
+    headers
+        .get("git-protocol")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(':').any(|part| part.trim() == "version=2"))
+}
+
+fn git_response(service: Service, kind: &str, body: Body) -> Response {
+    let content_type = format!("application/x-{}-{kind}", service.name());
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("ASCII content type"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, max-age=0, must-revalidate"));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct InfoRefsQuery {
+    service: Option<String>,
+}
+
+pub async fn info_refs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<InfoRefsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, GitError> {
+    let service = match query.service.as_deref() {
+        Some("git-upload-pack") => Service::UploadPack,
+        Some("git-receive-pack") => Service::ReceivePack,
+        _ => {
+            return Err(GitError::new(
+                StatusCode::FORBIDDEN,
+                "Only the smart HTTP protocol is supported; use git 2.26 or later.",
+            ));
+        }
+    };
+    let access = if service == Service::ReceivePack { Access::Write } else { Access::Read };
+    let repo = authorize(&state, &owner, &repo, caller.as_ref(), access).await?;
+    let git = state.git().clone();
+    let v2 = wants_v2(&headers);
+    let body = tokio::task::spawn_blocking(move || git.info_refs(RepoId(repo.id), service, v2))
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            gitstratum_frontend::Error::Protocol(message) => GitError::new(StatusCode::BAD_REQUEST, message),
+            other => internal(other),
+        })?;
+    Ok(git_response(service, "advertisement", Body::from(body)))
+}
+
+/// The request body, gunzipped when the client compressed it.
+fn request_body(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, GitError> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .take(MAX_GIT_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| GitError::new(StatusCode::BAD_REQUEST, format!("invalid gzip request body: {e}")))?;
+    if out.len() > MAX_GIT_BODY_BYTES {
+        return Err(GitError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+    }
+    Ok(out)
+}
+
+/// Carries output from a blocking producer to the response body as it is produced; a client
+/// that goes away makes the next write fail, which stops the producer.
+struct ChannelWriter(mpsc::Sender<io::Result<Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelStream(mpsc::Receiver<io::Result<Bytes>>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+pub async fn upload_pack(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GitError> {
+    let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Read).await?;
+    if !wants_v2(&headers) {
+        return Err(GitError::new(
+            StatusCode::BAD_REQUEST,
+            "this server speaks protocol version 2 for fetches; set protocol.version=2",
+        ));
+    }
+    let request = request_body(&headers, body)?;
+    let git = state.git().clone();
+    // A few chunks in flight keep the producer busy without buffering the pack.
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut out = ChannelWriter(tx.clone());
+        if let Err(e) = git.upload_pack_v2(RepoId(repo.id), &request, &UploadOptions::default(), &mut out) {
+            tracing::warn!(error = %e, "upload-pack failed");
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+    });
+    Ok(git_response(Service::UploadPack, "result", Body::from_stream(ChannelStream(rx))))
+}
+
+pub async fn receive_pack(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GitError> {
+    let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Write).await?;
+    let principal = caller.expect("authorize requires a caller for writes");
+    let request = request_body(&headers, body)?;
+    let git = state.git().clone();
+    let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
+    let repo_name = format!("{}/{}", repo.owner, repo.name);
+    let span = tracing::Span::current();
+    let (report, outcome) = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut report = Vec::new();
+        let outcome = git.receive_pack(RepoId(repo.id), &request, &actor, &ReceiveOptions::default(), &mut report);
+        outcome.map(|o| (report, o))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| match e {
+        gitstratum_frontend::Error::Protocol(message) => GitError::new(StatusCode::BAD_REQUEST, message),
+        other => internal(other),
+    })?;
+    for event in &outcome.updated {
+        tracing::info!(repo = %repo_name, git_ref = %event.name, seq = event.seq, pusher = %event.pusher, "ref updated");
+    }
+    for (name, reason) in &outcome.rejected {
+        tracing::info!(repo = %repo_name, git_ref = %name, reason = %reason, "ref update rejected");
+    }
+    Ok(git_response(Service::ReceivePack, "result", Body::from(report)))
+}

@@ -1,0 +1,357 @@
+//! The real `git` client against our smart HTTP server: push, clone, fetch, delete, force,
+//! atomic, concurrent pushes, private repositories and tokens, empty repositories, mirrors, a
+//! long history and a large binary. Every clone is checked with `git fsck --strict`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::TestServer;
+use gitstratum_platform::Scope;
+use serde_json::json;
+
+mod common;
+
+/// Runs `git` with an isolated configuration, on the blocking pool (the server shares the runtime).
+#[derive(Clone)]
+struct Git {
+    home: PathBuf,
+}
+
+impl Git {
+    fn new(root: &Path) -> Git {
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        Git { home }
+    }
+
+    async fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        let (home, dir) = (self.home.clone(), dir.to_owned());
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new("git")
+                .args(&args)
+                .current_dir(&dir)
+                .env("HOME", &home)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env("GIT_AUTHOR_NAME", "A U Thor")
+                .env("GIT_AUTHOR_EMAIL", "author@example.com")
+                .env("GIT_COMMITTER_NAME", "C O Mitter")
+                .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+                .output()
+                .expect("git runs")
+        })
+        .await
+        .expect("join")
+    }
+
+    async fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.run(dir, args).await;
+        assert!(out.status.success(), "git {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn fails(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.run(dir, args).await;
+        assert!(!out.status.success(), "git {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A new repository with `n` commits on `main`.
+    async fn repo_with_commits(&self, dir: &Path, n: usize) {
+        std::fs::create_dir_all(dir).expect("dir");
+        self.ok(dir, &["init", "-q", "-b", "main"]).await;
+        for i in 0..n {
+            let text: String =
+                (0..200).map(|l| format!("line {l} {}\n", if l == i { "changed" } else { "" })).collect();
+            std::fs::write(dir.join("file.txt"), text).expect("write");
+            std::fs::write(dir.join(format!("f{i}.txt")), format!("{i}\n")).expect("write");
+            self.ok(dir, &["add", "-A"]).await;
+            self.ok(dir, &["commit", "-q", "-m", &format!("commit {i}")]).await;
+        }
+    }
+
+    /// `git fsck --strict` passes and prints nothing alarming.
+    async fn fsck(&self, dir: &Path) {
+        let out = self.run(dir, &["fsck", "--strict", "--no-dangling"]).await;
+        assert!(
+            out.status.success(),
+            "fsck failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+async fn create_repo(s: &TestServer, name: &str, private: bool) -> String {
+    let (status, body) = s.create_repo(Some(&s.admin_token), json!({"name": name, "private": private})).await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    authed_url(s, &s.admin_token, name)
+}
+
+fn authed_url(s: &TestServer, token: &str, name: &str) -> String {
+    format!("http://x:{token}@{}/admin/{name}.git", s.base.trim_start_matches("http://"))
+}
+
+fn refs(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_clone_and_fetch_round_trip() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "round-trip", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 5).await;
+    git.ok(&src, &["tag", "-a", "v1", "-m", "release 1"]).await;
+    git.ok(&src, &["tag", "light"]).await;
+    git.ok(&src, &["branch", "feature", "HEAD~2"]).await;
+    git.ok(&src, &["push", "-q", &url, "--all"]).await;
+    git.ok(&src, &["push", "-q", &url, "--tags"]).await;
+
+    // A public repository clones anonymously.
+    let anonymous = format!("{}/admin/round-trip", s.base);
+    let clone = tmp.path().join("clone");
+    git.ok(tmp.path(), &["clone", "-q", &anonymous, clone.to_str().expect("utf-8")]).await;
+    git.fsck(&clone).await;
+    assert_eq!(git.ok(&clone, &["rev-parse", "HEAD"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+    assert_eq!(git.ok(&clone, &["symbolic-ref", "HEAD"]).await.trim(), "refs/heads/main");
+    assert_eq!(
+        refs(&git.ok(&clone, &["ls-remote", "origin"]).await),
+        refs(&git.ok(&src, &["ls-remote", &url]).await),
+        "both views of the server agree"
+    );
+    let listing = git.ok(&clone, &["ls-remote", "origin"]).await;
+    assert!(listing.contains("refs/tags/v1^{}"), "annotated tags are peeled: {listing}");
+    assert_eq!(git.ok(&clone, &["tag"]).await.trim(), "light\nv1");
+
+    // New commits arrive by fetch, negotiating with what the clone has.
+    std::fs::write(src.join("new.txt"), "new\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "after clone"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    git.ok(&clone, &["fetch", "-q", "origin"]).await;
+    assert_eq!(git.ok(&clone, &["rev-parse", "origin/main"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+    git.ok(&clone, &["merge", "-q", "--ff-only", "origin/main"]).await;
+    git.fsck(&clone).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_force_and_atomic_pushes() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "updates", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 4).await;
+    git.ok(&src, &["push", "-q", &url, "main", "main:refs/heads/doomed", "main:refs/heads/other"]).await;
+
+    git.ok(&src, &["push", "-q", &url, ":doomed"]).await;
+    assert!(!git.ok(&src, &["ls-remote", &url]).await.contains("doomed"));
+
+    // Rewrite history: refused without force (by the client, which sees the remote moved on),
+    // accepted with it.
+    git.ok(&src, &["reset", "-q", "--hard", "HEAD~2"]).await;
+    std::fs::write(src.join("rewrite.txt"), "x\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "rewritten"]).await;
+    let err = git.fails(&src, &["push", &url, "main"]).await;
+    assert!(err.contains("rejected"), "{err}");
+    let before = git.ok(&src, &["ls-remote", &url]).await;
+
+    // Atomic: one ref is fine, one is not; nothing changes.
+    let err = git.fails(&src, &["push", "--atomic", &url, "main", "HEAD:refs/heads/brand-new"]).await;
+    assert!(err.contains("atomic") || err.contains("rejected"), "{err}");
+    assert_eq!(git.ok(&src, &["ls-remote", &url]).await, before);
+
+    git.ok(&src, &["push", "-q", "--force", &url, "main"]).await;
+    assert!(git.ok(&src, &["ls-remote", &url]).await.contains(git.ok(&src, &["rev-parse", "HEAD"]).await.trim()));
+    git.ok(&src, &["push", "-q", "--atomic", &url, "HEAD:refs/heads/a1", "HEAD:refs/heads/a2"]).await;
+    let listing = git.ok(&src, &["ls-remote", &url]).await;
+    assert!(listing.contains("refs/heads/a1") && listing.contains("refs/heads/a2"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_to_one_branch_have_one_winner() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "race", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 2).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+
+    let mut clones = Vec::new();
+    for i in 0..4 {
+        let dir = tmp.path().join(format!("c{i}"));
+        git.ok(tmp.path(), &["clone", "-q", &url, dir.to_str().expect("utf-8")]).await;
+        std::fs::write(dir.join(format!("mine-{i}.txt")), format!("{i}\n")).expect("write");
+        git.ok(&dir, &["add", "-A"]).await;
+        git.ok(&dir, &["commit", "-q", "-m", &format!("contender {i}")]).await;
+        clones.push(dir);
+    }
+    let pushes: Vec<_> = clones
+        .iter()
+        .map(|dir| {
+            let (git, dir, url) = (git.clone(), dir.clone(), url.clone());
+            tokio::spawn(async move { git.run(&dir, &["push", "-q", &url, "main"]).await.status.success() })
+        })
+        .collect();
+    let mut winners = 0;
+    for p in pushes {
+        winners += usize::from(p.await.expect("join"));
+    }
+    assert_eq!(winners, 1, "exactly one push may win the race");
+    let check = tmp.path().join("check");
+    git.ok(tmp.path(), &["clone", "-q", &url, check.to_str().expect("utf-8")]).await;
+    git.fsck(&check).await;
+    assert_eq!(git.ok(&check, &["rev-list", "--count", "HEAD"]).await.trim(), "3");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_repositories_need_a_token_and_read_only_tokens_cannot_push() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "secret", true).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 2).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+
+    let anonymous = format!("{}/admin/secret.git", s.base);
+    let err = git.fails(tmp.path(), &["clone", &anonymous, "anon"]).await;
+    assert!(err.contains("Authentication failed") || err.contains("could not read Username"), "{err}");
+
+    let bad = authed_url(&s, "gst_wrong", "secret");
+    git.fails(tmp.path(), &["clone", &bad, "bad"]).await;
+
+    // Another account's token does not even see the repository.
+    let stranger = s.user_token("stranger", &[Scope::RepoRead]).await;
+    let err = git.fails(tmp.path(), &["clone", &authed_url(&s, &stranger, "secret"), "stranger"]).await;
+    assert!(err.contains("not found"), "{err}");
+
+    let reader = s.user_token("admin", &[Scope::RepoRead]).await;
+    let read_url = authed_url(&s, &reader, "secret");
+    let clone = tmp.path().join("reader");
+    git.ok(tmp.path(), &["clone", "-q", &read_url, clone.to_str().expect("utf-8")]).await;
+    git.fsck(&clone).await;
+    std::fs::write(clone.join("x.txt"), "x\n").expect("write");
+    git.ok(&clone, &["add", "-A"]).await;
+    git.ok(&clone, &["commit", "-q", "-m", "not allowed"]).await;
+    let err = git.fails(&clone, &["push", &read_url, "main"]).await;
+    assert!(err.contains("403") || err.contains("repo:write"), "{err}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_repositories_mirrors_and_the_first_branch() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+
+    let empty_url = create_repo(&s, "empty", false).await;
+    let out = git.run(tmp.path(), &["clone", &empty_url, "empty-clone"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty repository"));
+
+    // The only branch of a first push becomes HEAD.
+    let trunk_url = create_repo(&s, "trunk", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 3).await;
+    git.ok(&src, &["push", "-q", &trunk_url, "main:refs/heads/trunk"]).await;
+    let clone = tmp.path().join("trunk-clone");
+    git.ok(tmp.path(), &["clone", "-q", &trunk_url, clone.to_str().expect("utf-8")]).await;
+    assert_eq!(git.ok(&clone, &["symbolic-ref", "HEAD"]).await.trim(), "refs/heads/trunk");
+
+    // A mirror push and a mirror clone carry every ref.
+    git.ok(&src, &["branch", "b1", "HEAD~1"]).await;
+    git.ok(&src, &["tag", "-a", "t1", "-m", "t", "HEAD~2"]).await;
+    let mirror_url = create_repo(&s, "mirror", false).await;
+    git.ok(&src, &["push", "-q", "--mirror", &mirror_url]).await;
+    let mirror = tmp.path().join("mirror.git");
+    git.ok(tmp.path(), &["clone", "-q", "--mirror", &mirror_url, mirror.to_str().expect("utf-8")]).await;
+    git.fsck(&mirror).await;
+    assert_eq!(
+        refs(&git.ok(&mirror, &["for-each-ref", "--format=%(objectname) %(refname)"]).await),
+        refs(&git.ok(&src, &["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags"]).await)
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_and_large_binaries() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "big", false).await;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    // 1,500 commits through fast-import, each changing one line of a file.
+    let mut stream = String::new();
+    for i in 0..1500 {
+        let content = format!(
+            "{}\n",
+            (0..50)
+                .map(|l| if l == i % 50 { format!("edit {i}") } else { format!("line {l}") })
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        stream.push_str(&format!(
+            "commit refs/heads/main\nmark :{}\ncommitter C <c@x> {} +0000\ndata 5\nc{:03}\n",
+            i + 1,
+            1_700_000_000 + i,
+            i % 1000
+        ));
+        if i > 0 {
+            stream.push_str(&format!("from :{i}\n"));
+        }
+        stream.push_str(&format!("M 100644 inline file.txt\ndata {}\n{content}\n", content.len()));
+    }
+    let fast_import = src.join("stream");
+    std::fs::write(&fast_import, stream).expect("write");
+    let import = {
+        let (home, src) = (git.home.clone(), src.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new("sh")
+                .arg("-c")
+                .arg("git fast-import --quiet < stream && git reset -q --hard main")
+                .current_dir(&src)
+                .env("HOME", &home)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .output()
+                .expect("sh")
+        })
+        .await
+        .expect("join")
+    };
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    // A 40 MB incompressible binary.
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let binary: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(src.join("blob.bin"), &binary).expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "binary"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+
+    let clone = tmp.path().join("clone");
+    git.ok(tmp.path(), &["clone", "-q", &url, clone.to_str().expect("utf-8")]).await;
+    git.fsck(&clone).await;
+    assert_eq!(git.ok(&clone, &["rev-list", "--count", "HEAD"]).await.trim(), "1501");
+    assert_eq!(std::fs::read(clone.join("blob.bin")).expect("read").len(), 40 << 20);
+    s.stop().await;
+}
