@@ -29,7 +29,7 @@ pub(crate) fn advertise_v2(out: &mut Vec<u8>) {
     pktline::write_text(out, "version 2");
     pktline::write_text(out, format!("agent={AGENT}"));
     pktline::write_text(out, "ls-refs=unborn");
-    pktline::write_text(out, "fetch");
+    pktline::write_text(out, "fetch=shallow filter");
     pktline::write_text(out, "server-option");
     pktline::write_text(out, "object-format=sha1");
     pktline::write_flush(out);
@@ -84,6 +84,9 @@ fn write_err(out: &mut dyn Write, message: &str) -> Result<()> {
 }
 
 struct FetchArgs {
+    shape: walk::FetchShape,
+    /// The client sent shallow or deepen lines: the response carries a shallow-info section.
+    shallow_request: bool,
     wants: Vec<ObjectId>,
     want_refs: Vec<String>,
     haves: Vec<ObjectId>,
@@ -96,6 +99,8 @@ struct FetchArgs {
 
 fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> {
     let mut f = FetchArgs {
+        shape: walk::FetchShape::default(),
+        shallow_request: false,
         wants: vec![],
         want_refs: vec![],
         haves: vec![],
@@ -119,11 +124,29 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
             b"include-tag" => f.include_tag = true,
             b"ofs-delta" => f.ofs_delta = true,
             b"sideband-all" | b"wait-for-done" => {}
-            a if a.starts_with(b"shallow ") || a.starts_with(b"deepen") => {
-                return Err("shallow clones and fetches are not supported by this server yet".into());
+            a if a.starts_with(b"shallow ") => {
+                f.shallow_request = true;
+                f.shape.client_shallow.insert(id(&a[8..])?);
+            }
+            a if a.starts_with(b"deepen ") => {
+                f.shallow_request = true;
+                let n: u32 = std::str::from_utf8(&a[7..])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("invalid deepen argument")?;
+                f.shape.depth = Some(n);
+            }
+            b"deepen-relative" => {
+                return Err("--deepen is not supported by this server yet; use --depth or --unshallow".into());
+            }
+            a if a.starts_with(b"deepen-since ") || a.starts_with(b"deepen-not ") => {
+                return Err(
+                    "--shallow-since and --shallow-exclude are not supported by this server yet; use --depth".into()
+                );
             }
             a if a.starts_with(b"filter ") => {
-                return Err("partial clone filters are not supported by this server yet".into());
+                f.shape.filter = Some(walk::Filter::parse(&String::from_utf8_lossy(&a[7..]))?);
             }
             other => return Err(format!("unknown fetch argument {:?}", String::from_utf8_lossy(other))),
         }
@@ -258,6 +281,19 @@ impl GitService {
             pktline::write_text(&mut head, "ready");
             pktline::write_delimiter(&mut head);
         }
+        let show = !args.no_progress;
+        let walk::FetchSet { mut objects, client_has, shallow, unshallow } =
+            walk::objects_to_send(&*self.objects, repo, &args.wants, &common, &args.shape)?;
+        if args.shallow_request {
+            pktline::write_text(&mut head, "shallow-info");
+            for id in &shallow {
+                pktline::write_text(&mut head, format!("shallow {id}"));
+            }
+            for id in &unshallow {
+                pktline::write_text(&mut head, format!("unshallow {id}"));
+            }
+            pktline::write_delimiter(&mut head);
+        }
         if !wanted_refs.is_empty() {
             pktline::write_text(&mut head, "wanted-refs");
             for (id, name) in &wanted_refs {
@@ -268,10 +304,6 @@ impl GitService {
         pktline::write_text(&mut head, "packfile");
         out.write_all(&head)?;
 
-        let show = !args.no_progress;
-        progress(out, show, "Enumerating objects...\n")?;
-        let walk::FetchSet { mut objects, client_has } =
-            walk::objects_to_send(&*self.objects, repo, &args.wants, &common)?;
         if args.include_tag {
             self.add_tags(repo, &mut objects, &client_has)?;
         }

@@ -355,3 +355,77 @@ async fn long_histories_and_large_binaries() {
     assert_eq!(std::fs::read(clone.join("blob.bin")).expect("read").len(), 40 << 20);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shallow_and_partial_clones() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "ci", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 6).await;
+    std::fs::write(src.join("big.bin"), vec![7u8; 5000]).expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "big file"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let count = |dir: PathBuf| {
+        let git = git.clone();
+        async move { git.ok(&dir, &["rev-list", "--count", "HEAD"]).await.trim().parse::<u32>().expect("count") }
+    };
+
+    // Depth 1, then deeper, then complete.
+    let shallow = tmp.path().join("shallow");
+    git.ok(tmp.path(), &["clone", "-q", "--depth=1", &url, shallow.to_str().expect("utf-8")]).await;
+    assert_eq!(count(shallow.clone()).await, 1);
+    assert_eq!(std::fs::read_to_string(shallow.join(".git/shallow")).expect("shallow file").lines().count(), 1);
+    git.fsck(&shallow).await;
+    // A new commit reaches a shallow clone by a plain fetch.
+    std::fs::write(src.join("later.txt"), "later\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "later"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    git.ok(&shallow, &["pull", "-q", "--ff-only"]).await;
+    assert_eq!(count(shallow.clone()).await, 2);
+    git.ok(&shallow, &["fetch", "-q", "--depth=4"]).await;
+    git.ok(&shallow, &["reset", "-q", "--hard", "origin/main"]).await;
+    assert_eq!(count(shallow.clone()).await, 4);
+    git.ok(&shallow, &["fetch", "-q", "--unshallow"]).await;
+    assert_eq!(count(shallow.clone()).await, 8);
+    assert!(!shallow.join(".git/shallow").exists());
+    git.fsck(&shallow).await;
+
+    // blob:none: no blobs until they are needed, then fetched lazily by id.
+    let partial = tmp.path().join("partial");
+    git.ok(tmp.path(), &["clone", "-q", "--no-checkout", "--filter=blob:none", &url, partial.to_str().expect("utf-8")])
+        .await;
+    let missing = git.ok(&partial, &["rev-list", "--objects", "--all", "--missing=print"]).await;
+    assert!(
+        missing.lines().filter(|l| l.starts_with('?')).count() >= 7,
+        "blobs are missing before checkout:\n{missing}"
+    );
+    git.ok(&partial, &["checkout", "-q", "main"]).await;
+    assert_eq!(std::fs::read(partial.join("big.bin")).expect("lazily fetched").len(), 5000);
+    let log = git.ok(&partial, &["log", "-p", "--format=%s", "-3"]).await;
+    assert!(log.contains("later"), "{log}");
+
+    // blob:limit keeps small blobs; tree:0 sends commits only.
+    let limited = tmp.path().join("limited");
+    git.ok(
+        tmp.path(),
+        &["clone", "-q", "--no-checkout", "--filter=blob:limit=1k", &url, limited.to_str().expect("utf-8")],
+    )
+    .await;
+    let missing = git.ok(&limited, &["rev-list", "--objects", "--all", "--missing=print"]).await;
+    let big = git.ok(&src, &["rev-parse", "HEAD:big.bin"]).await;
+    let small = git.ok(&src, &["rev-parse", "HEAD:later.txt"]).await;
+    assert!(missing.contains(&format!("?{}", big.trim())), "the big blob is filtered out");
+    assert!(!missing.contains(&format!("?{}", small.trim())), "small blobs are sent");
+    let treeless = tmp.path().join("treeless");
+    git.ok(tmp.path(), &["clone", "-q", "--filter=tree:0", &url, treeless.to_str().expect("utf-8")]).await;
+    assert_eq!(std::fs::read_to_string(treeless.join("later.txt")).expect("checked out"), "later\n");
+
+    // What is not supported yet says so.
+    let err = git.fails(tmp.path(), &["clone", "--shallow-since=2020-01-01", &url, "since"]).await;
+    assert!(err.contains("not supported"), "{err}");
+    s.stop().await;
+}
