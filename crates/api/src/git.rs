@@ -62,6 +62,16 @@ impl From<gitstratum_platform::Error> for GitError {
     }
 }
 
+/// A malformed request is the client's problem (400, with the reason); anything else is ours.
+impl From<gitstratum_frontend::Error> for GitError {
+    fn from(e: gitstratum_frontend::Error) -> Self {
+        match e {
+            gitstratum_frontend::Error::Protocol(message) => GitError::new(StatusCode::BAD_REQUEST, message),
+            other => internal(other),
+        }
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> GitError {
     tracing::error!(error = %e, "error during a Git request");
     GitError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
@@ -153,13 +163,8 @@ pub async fn info_refs(
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), access).await?;
     let git = state.git().clone();
     let v2 = wants_v2(&headers);
-    let body = tokio::task::spawn_blocking(move || git.info_refs(RepoId(repo.id), service, v2))
-        .await
-        .map_err(internal)?
-        .map_err(|e| match e {
-            gitstratum_frontend::Error::Protocol(message) => GitError::new(StatusCode::BAD_REQUEST, message),
-            other => internal(other),
-        })?;
+    let body =
+        tokio::task::spawn_blocking(move || git.info_refs(RepoId(repo.id), service, v2)).await.map_err(internal)??;
     Ok(git_response(service, "advertisement", Body::from(body)))
 }
 
@@ -261,11 +266,7 @@ pub async fn receive_pack(
         outcome.map(|o| (report, o))
     })
     .await
-    .map_err(internal)?
-    .map_err(|e| match e {
-        gitstratum_frontend::Error::Protocol(message) => GitError::new(StatusCode::BAD_REQUEST, message),
-        other => internal(other),
-    })?;
+    .map_err(internal)??;
     for event in &outcome.updated {
         tracing::info!(repo = %repo_name, git_ref = %event.name, seq = event.seq, pusher = %event.pusher, "ref updated");
     }
