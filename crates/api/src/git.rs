@@ -258,6 +258,7 @@ pub async fn receive_pack(
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
     let repo_name = format!("{}/{}", repo.owner, repo.name);
+    tracing::info!(repo = %repo_name, bytes = request.len(), "receive-pack: applying push");
     let span = tracing::Span::current();
     let (report, outcome) = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
