@@ -112,16 +112,10 @@ impl GitService {
 
         // Read and verify the pack (absent when every command deletes).
         let needs_pack = request.commands.iter().any(|c| c.new.is_some());
-        let mut objects: PackObjects = HashMap::new();
         let mut stored: Vec<NewObject> = Vec::new();
         if needs_pack || !pack_bytes.is_empty() {
             match self.read_pack(repo, pack_bytes, options) {
-                Ok(list) => {
-                    for o in &list {
-                        objects.insert(o.id, (o.kind, o.data.clone()));
-                    }
-                    stored = list;
-                }
+                Ok(list) => stored = list,
                 Err(message) => {
                     let report = Report {
                         unpack: Err(message.clone()),
@@ -139,6 +133,7 @@ impl GitService {
         }
 
         // Every new tip must be complete.
+        let objects: PackObjects<'_> = stored.iter().map(|o| (o.id, (o.kind, o.data.as_slice()))).collect();
         for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
             let Some(new) = command.new else { continue };
             if status.1.is_err() {

@@ -10,8 +10,8 @@ use gitstratum_store::{ObjectStore, RepoId};
 
 use crate::{Error, Result};
 
-/// Objects that arrived in a push, by id.
-pub(crate) type PackObjects = HashMap<ObjectId, (ObjectKind, Vec<u8>)>;
+/// Objects that arrived in a push, by id (borrowed from the decoded pack).
+pub(crate) type PackObjects<'a> = HashMap<ObjectId, (ObjectKind, &'a [u8])>;
 
 fn corrupt(id: &ObjectId, e: parse::ParseError) -> Error {
     Error::Protocol(format!("object {id} is malformed: {e}"))
