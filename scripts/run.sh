@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
-log "building (release; the first build takes a few minutes)"
+log "building (release; the first build compiles RocksDB and takes a long while, later ones are quick)"
 cargo build --release --locked --bin gitstratum
 exec "$CARGO_TARGET_DIR/release/gitstratum" serve "$@"
