@@ -3,8 +3,13 @@
 //! [`RefStore`] (refs with atomic compare-and-swap batches, `HEAD`, and the ref-change event log).
 //!
 //! Implementations: [`mem::MemStore`] (tests) and [`rocks::RocksStore`] (RocksDB, column families
-//! `objects`, `deltas`, `refs`, `repo_config`, `events`). Both pass one conformance suite
-//! (`tests/conformance.rs`).
+//! `objects`, `deltas`, `object_index`, `commit_graph`, `repo_stats`, `refs`, `repo_config`,
+//! `events`, and `pack_cache`, reserved). Both pass one conformance suite (`tests/conformance.rs`).
+//!
+//! Besides the objects themselves, storing objects records what serving needs without reading
+//! them again: each object's kind and size (the object index: existence checks and `blob:limit`
+//! filters never decompress an object) and, for commits, the commit graph (tree, parents,
+//! committer time, generation number: walks and negotiation never parse a commit).
 //!
 //! Invariants every implementation keeps:
 //! - objects are keyed by repository and id: a repository sees only its own objects;
@@ -18,8 +23,11 @@
 
 #![forbid(unsafe_code)]
 
+mod graph;
 pub mod mem;
 pub mod rocks;
+
+pub use graph::commit_records;
 
 use gitstratum_git::{ObjectId, ObjectKind};
 
@@ -66,13 +74,51 @@ pub struct Object {
     pub data: Vec<u8>,
 }
 
+/// What the object index records about every stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub kind: ObjectKind,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+}
+
+/// What the commit graph records about a stored commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub tree: ObjectId,
+    pub parents: Vec<ObjectId>,
+    /// Committer time, seconds since the epoch.
+    pub time: i64,
+    /// 1 for a root commit, else one more than the largest generation of its parents (a parent
+    /// that is not stored counts as 0). A commit can reach another only if its generation is
+    /// larger, which lets walks stop early.
+    pub generation: u32,
+}
+
+/// Counters of a repository's stored objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepoStats {
+    pub objects: u64,
+    /// Uncompressed bytes.
+    pub bytes: u64,
+}
+
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Stores objects (idempotent). One call is one atomic write.
+    /// Stores objects (idempotent), with their object index entries, commit graph entries and the
+    /// repository's counters. One call is one atomic, durable write.
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()>;
     /// Looks up many objects in one batch; `None` for ids not stored.
     fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>>;
+    /// Kind and size of many objects, without reading them; `None` for ids not stored.
+    fn info_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectInfo>>>;
     /// Which of `ids` are stored.
-    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>>;
+    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        Ok(self.info_many(repo, ids)?.into_iter().map(|i| i.is_some()).collect())
+    }
+    /// Commit graph entries of many commits; `None` for ids that are not stored commits.
+    fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>>;
+    /// The repository's counters.
+    fn stats(&self, repo: RepoId) -> Result<RepoStats>;
     /// The deltas stored objects arrived as, in one batch.
     fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>>;
     /// Removes everything of a repository.

@@ -6,13 +6,16 @@ use std::sync::Mutex;
 use gitstratum_git::ObjectId;
 
 use crate::{
-    Actor, Conflict, NewObject, Object, ObjectStore, RefEvent, RefStore, RefUpdate, RepoId, Result, StoredDelta,
+    Actor, CommitInfo, Conflict, NewObject, Object, ObjectInfo, ObjectStore, RefEvent, RefStore, RefUpdate, RepoId,
+    RepoStats, Result, StoredDelta, commit_records,
 };
 
 #[derive(Default)]
 struct State {
     objects: HashMap<(RepoId, ObjectId), Object>,
     deltas: HashMap<(RepoId, ObjectId), StoredDelta>,
+    commits: HashMap<(RepoId, ObjectId), CommitInfo>,
+    stats: HashMap<RepoId, RepoStats>,
     refs: BTreeMap<(RepoId, String), ObjectId>,
     heads: HashMap<RepoId, String>,
     events: Vec<RefEvent>,
@@ -37,23 +40,47 @@ impl MemStore {
 impl ObjectStore for MemStore {
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()> {
         let mut s = self.state();
+        let records = commit_records(objects, |ids| {
+            Ok(ids.iter().map(|id| s.commits.get(&(repo, *id)).map(|c| c.generation)).collect())
+        })?;
         for o in objects {
+            if s.objects.contains_key(&(repo, o.id)) {
+                continue;
+            }
             s.objects.insert((repo, o.id), Object { kind: o.kind, data: o.data.clone() });
+            let stats = s.stats.entry(repo).or_default();
+            stats.objects += 1;
+            stats.bytes += o.data.len() as u64;
             if let Some(d) = &o.delta {
                 s.deltas.insert((repo, o.id), d.clone());
             }
         }
+        for (id, info) in records {
+            s.commits.insert((repo, id), info);
+        }
         Ok(())
+    }
+
+    fn info_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectInfo>>> {
+        let s = self.state();
+        Ok(ids
+            .iter()
+            .map(|id| s.objects.get(&(repo, *id)).map(|o| ObjectInfo { kind: o.kind, size: o.data.len() as u64 }))
+            .collect())
+    }
+
+    fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>> {
+        let s = self.state();
+        Ok(ids.iter().map(|id| s.commits.get(&(repo, *id)).cloned()).collect())
+    }
+
+    fn stats(&self, repo: RepoId) -> Result<RepoStats> {
+        Ok(self.state().stats.get(&repo).copied().unwrap_or_default())
     }
 
     fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>> {
         let s = self.state();
         Ok(ids.iter().map(|id| s.objects.get(&(repo, *id)).cloned()).collect())
-    }
-
-    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        let s = self.state();
-        Ok(ids.iter().map(|id| s.objects.contains_key(&(repo, *id))).collect())
     }
 
     fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>> {
@@ -65,6 +92,8 @@ impl ObjectStore for MemStore {
         let mut s = self.state();
         s.objects.retain(|(r, _), _| *r != repo);
         s.deltas.retain(|(r, _), _| *r != repo);
+        s.commits.retain(|(r, _), _| *r != repo);
+        s.stats.remove(&repo);
         Ok(())
     }
 }

@@ -4,13 +4,21 @@
 //! | --- | --- | --- |
 //! | `objects` | repo ‖ oid | kind ‖ zlib(data) |
 //! | `deltas` | repo ‖ oid | base oid ‖ delta |
+//! | `object_index` | repo ‖ oid | kind ‖ size (u64) |
+//! | `commit_graph` | repo ‖ oid | tree ‖ generation (u32) ‖ time (i64) ‖ parents |
+//! | `repo_stats` | repo | objects (u64) ‖ bytes (u64) |
 //! | `refs` | repo ‖ ref name | oid |
 //! | `repo_config` | repo ‖ `HEAD` | symbolic ref target |
-//! | `events` | seq (u64, big-endian) | the ref-change event |
+//! | `events` | seq (u64) | the ref-change event |
+//! | `pack_cache` | reserved for cached packs of hot clones | |
 //!
-//! Durability: object batches and ref batches are written with `sync`, so once `update` returns
-//! the refs, their events and the objects they point to survive a crash or power loss. A ref
-//! batch holds the refs and their events in one `WriteBatch`: both or neither.
+//! Integers are big-endian. Durability: object batches and ref batches are written with `sync`,
+//! so once `update` returns the refs, their events and the objects they point to survive a crash
+//! or power loss. An object batch holds the objects with their index, commit graph and counter
+//! entries; a ref batch holds the refs and their events: each is all or nothing.
+//!
+//! Data written before the object index and commit graph existed (format 1) is indexed once
+//! when the database is opened.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -27,19 +35,31 @@ use rocksdb::{
 };
 
 use crate::{
-    Actor, Conflict, Error, NewObject, Object, ObjectStore, RefEvent, RefStore, RefUpdate, RepoId, Result, StoredDelta,
+    Actor, CommitInfo, Conflict, Error, NewObject, Object, ObjectInfo, ObjectStore, RefEvent, RefStore, RefUpdate,
+    RepoId, RepoStats, Result, StoredDelta, commit_records,
 };
 
 const OBJECTS: &str = "objects";
 const DELTAS: &str = "deltas";
+const OBJECT_INDEX: &str = "object_index";
+const COMMIT_GRAPH: &str = "commit_graph";
+const REPO_STATS: &str = "repo_stats";
+const PACK_CACHE: &str = "pack_cache";
 const REFS: &str = "refs";
 const REPO_CONFIG: &str = "repo_config";
 const EVENTS: &str = "events";
+
+/// Key of the storage format version, in the default column family.
+const FORMAT_KEY: &[u8] = b"format";
+/// Format 2 added `object_index`, `commit_graph` and `repo_stats`.
+const FORMAT: u32 = 2;
 
 pub struct RocksStore {
     db: DB,
     /// Serializes compare-and-swap of refs (RocksDB writes are atomic, the read-check-write is not).
     ref_lock: Mutex<()>,
+    /// Serializes object batches, whose counters are read, added to and written back.
+    put_lock: Mutex<()>,
     last_seq: AtomicU64,
 }
 
@@ -91,6 +111,10 @@ impl RocksStore {
             // Object values are zlib-compressed already.
             cf(OBJECTS, DBCompressionType::None),
             cf(DELTAS, DBCompressionType::Lz4),
+            cf(OBJECT_INDEX, DBCompressionType::Lz4),
+            cf(COMMIT_GRAPH, DBCompressionType::Lz4),
+            cf(REPO_STATS, DBCompressionType::None),
+            cf(PACK_CACHE, DBCompressionType::None),
             cf(REFS, DBCompressionType::Lz4),
             cf(REPO_CONFIG, DBCompressionType::Lz4),
             cf(EVENTS, DBCompressionType::Lz4),
@@ -106,7 +130,51 @@ impl RocksStore {
                 None => 0,
             }
         };
-        Ok(RocksStore { db, ref_lock: Mutex::new(()), last_seq: AtomicU64::new(last_seq) })
+        let store =
+            RocksStore { db, ref_lock: Mutex::new(()), put_lock: Mutex::new(()), last_seq: AtomicU64::new(last_seq) };
+        store.upgrade()?;
+        Ok(store)
+    }
+
+    /// Brings data of an older format up to [`FORMAT`].
+    fn upgrade(&self) -> Result<()> {
+        let version = match self.db.get(FORMAT_KEY).map_err(backend)? {
+            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| Error::Corrupt("format key".into()))?),
+            // A database without objects is new, not old.
+            None if self.db.iterator_cf(self.cf(OBJECTS), IteratorMode::Start).next().is_none() => FORMAT,
+            None => 1,
+        };
+        if version > FORMAT {
+            return Err(Error::Corrupt(format!(
+                "the data directory has storage format {version}; this build reads format {FORMAT} and older"
+            )));
+        }
+        if version < 2 {
+            self.reindex()?;
+        }
+        self.db.put(FORMAT_KEY, FORMAT.to_be_bytes()).map_err(backend)
+    }
+
+    /// Rebuilds the object index, commit graph and counters from the objects, one repository at
+    /// a time with all its objects in one batch (so generation numbers see the whole history).
+    /// A one-time cost, in memory proportional to the largest repository.
+    fn reindex(&self) -> Result<()> {
+        let mut pending: Vec<NewObject> = Vec::new();
+        let mut current: Option<RepoId> = None;
+        for item in self.db.iterator_cf(self.cf(OBJECTS), IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let (repo, id) = split_object_key(&k)?;
+            if let Some(c) = current.filter(|c| *c != repo) {
+                self.put(c, &std::mem::take(&mut pending))?;
+            }
+            current = Some(repo);
+            let object = decode_object(&id, &v)?;
+            pending.push(NewObject { id, kind: object.kind, data: object.data, delta: None });
+        }
+        if let Some(c) = current {
+            self.put(c, &pending)?;
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -141,76 +209,177 @@ impl RocksStore {
     }
 }
 
+fn split_object_key(k: &[u8]) -> Result<(RepoId, ObjectId)> {
+    if k.len() != 28 {
+        return Err(Error::Corrupt("object key".into()));
+    }
+    let repo = RepoId(i64::from_be_bytes(k[..8].try_into().map_err(|_| Error::Corrupt("object key".into()))?));
+    Ok((repo, oid_from(&k[8..])?))
+}
+
+fn decode_object(id: &ObjectId, value: &[u8]) -> Result<Object> {
+    let (&code, compressed) =
+        value.split_first().ok_or_else(|| Error::Corrupt(format!("empty value for object {id}")))?;
+    let kind = kind_from_code(code).ok_or_else(|| Error::Corrupt(format!("object {id} has kind {code}")))?;
+    let mut data = Vec::new();
+    ZlibDecoder::new(compressed).read_to_end(&mut data).map_err(|e| Error::Corrupt(format!("object {id}: {e}")))?;
+    Ok(Object { kind, data })
+}
+
+fn encode_info(info: ObjectInfo) -> [u8; 9] {
+    let mut v = [0; 9];
+    v[0] = kind_code(info.kind);
+    v[1..].copy_from_slice(&info.size.to_be_bytes());
+    v
+}
+
+fn decode_info(id: &ObjectId, v: &[u8]) -> Result<ObjectInfo> {
+    let corrupt = || Error::Corrupt(format!("object index entry of {id}"));
+    if v.len() != 9 {
+        return Err(corrupt());
+    }
+    let kind = kind_from_code(v[0]).ok_or_else(corrupt)?;
+    Ok(ObjectInfo { kind, size: u64::from_be_bytes(v[1..].try_into().map_err(|_| corrupt())?) })
+}
+
+fn encode_commit(c: &CommitInfo) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + 20 * (1 + c.parents.len()));
+    v.extend_from_slice(c.tree.as_bytes());
+    v.extend_from_slice(&c.generation.to_be_bytes());
+    v.extend_from_slice(&c.time.to_be_bytes());
+    for p in &c.parents {
+        v.extend_from_slice(p.as_bytes());
+    }
+    v
+}
+
+fn decode_commit(id: &ObjectId, v: &[u8]) -> Result<CommitInfo> {
+    let corrupt = || Error::Corrupt(format!("commit graph entry of {id}"));
+    if v.len() < 32 || !(v.len() - 32).is_multiple_of(20) {
+        return Err(corrupt());
+    }
+    Ok(CommitInfo {
+        tree: oid_from(&v[..20])?,
+        generation: u32::from_be_bytes(v[20..24].try_into().map_err(|_| corrupt())?),
+        time: i64::from_be_bytes(v[24..32].try_into().map_err(|_| corrupt())?),
+        parents: v[32..].chunks(20).map(oid_from).collect::<Result<_>>()?,
+    })
+}
+
+fn decode_stats(v: &[u8]) -> Result<RepoStats> {
+    if v.len() != 16 {
+        return Err(Error::Corrupt("repository counters".into()));
+    }
+    let (a, b) = v.split_at(8);
+    Ok(RepoStats {
+        objects: u64::from_be_bytes(a.try_into().map_err(|_| Error::Corrupt("counters".into()))?),
+        bytes: u64::from_be_bytes(b.try_into().map_err(|_| Error::Corrupt("counters".into()))?),
+    })
+}
+
+impl RocksStore {
+    /// One batched lookup of `ids` in a per-repository column family, each value decoded.
+    fn multi_get<T>(
+        &self,
+        cf: &str,
+        repo: RepoId,
+        ids: &[ObjectId],
+        decode: impl Fn(&ObjectId, &[u8]) -> Result<T>,
+    ) -> Result<Vec<Option<T>>> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(repo, id.as_bytes())).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(cf), &keys, false)
+            .into_iter()
+            .zip(ids)
+            .map(|(v, id)| v.map_err(backend)?.map(|v| decode(id, &v)).transpose())
+            .collect()
+    }
+}
+
 impl ObjectStore for RocksStore {
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()> {
+        let _guard = self.put_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+        let stored = self.has_many(repo, &ids)?;
+        let new: Vec<&NewObject> = objects.iter().zip(stored).filter(|(_, s)| !s).map(|(o, _)| o).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let records = commit_records(objects, |parents| {
+            self.commits(repo, parents).map(|c| c.into_iter().map(|c| c.map(|c| c.generation)).collect())
+        })?;
+        let mut stats = self.stats(repo)?;
         let mut batch = WriteBatch::default();
-        for o in objects {
+        let mut seen = std::collections::HashSet::with_capacity(new.len());
+        for o in new {
+            if !seen.insert(o.id) {
+                continue;
+            }
+            let k = key(repo, o.id.as_bytes());
             let mut enc = ZlibEncoder::new(Vec::with_capacity(o.data.len() / 2 + 16), Compression::fast());
             enc.write_all(&o.data).map_err(|e| Error::Backend(e.to_string()))?;
             let mut value = vec![kind_code(o.kind)];
             value.extend(enc.finish().map_err(|e| Error::Backend(e.to_string()))?);
-            batch.put_cf(self.cf(OBJECTS), key(repo, o.id.as_bytes()), value);
+            batch.put_cf(self.cf(OBJECTS), &k, value);
+            batch.put_cf(
+                self.cf(OBJECT_INDEX),
+                &k,
+                encode_info(ObjectInfo { kind: o.kind, size: o.data.len() as u64 }),
+            );
             if let Some(d) = &o.delta {
                 let mut value = d.base.as_bytes().to_vec();
                 value.extend_from_slice(&d.delta);
-                batch.put_cf(self.cf(DELTAS), key(repo, o.id.as_bytes()), value);
+                batch.put_cf(self.cf(DELTAS), &k, value);
             }
+            stats.objects += 1;
+            stats.bytes += o.data.len() as u64;
         }
+        for (id, info) in &records {
+            batch.put_cf(self.cf(COMMIT_GRAPH), key(repo, id.as_bytes()), encode_commit(info));
+        }
+        let mut counters = [0u8; 16];
+        counters[..8].copy_from_slice(&stats.objects.to_be_bytes());
+        counters[8..].copy_from_slice(&stats.bytes.to_be_bytes());
+        batch.put_cf(self.cf(REPO_STATS), repo.key_prefix(), counters);
         self.db.write_opt(batch, &Self::synced()).map_err(backend)
     }
 
     fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(repo, id.as_bytes())).collect();
-        let cf = self.cf(OBJECTS);
-        let mut out = Vec::with_capacity(ids.len());
-        for (i, value) in self.db.batched_multi_get_cf(cf, &keys, false).into_iter().enumerate() {
-            let Some(value) = value.map_err(backend)? else {
-                out.push(None);
-                continue;
-            };
-            let (&code, compressed) =
-                value.split_first().ok_or_else(|| Error::Corrupt(format!("empty value for object {}", ids[i])))?;
-            let kind =
-                kind_from_code(code).ok_or_else(|| Error::Corrupt(format!("object {} has kind {code}", ids[i])))?;
-            let mut data = Vec::new();
-            ZlibDecoder::new(compressed)
-                .read_to_end(&mut data)
-                .map_err(|e| Error::Corrupt(format!("object {}: {e}", ids[i])))?;
-            out.push(Some(Object { kind, data }));
-        }
-        Ok(out)
+        self.multi_get(OBJECTS, repo, ids, decode_object)
     }
 
-    fn has_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(repo, id.as_bytes())).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(OBJECTS), &keys, false)
-            .into_iter()
-            .map(|v| v.map(|v| v.is_some()).map_err(backend))
-            .collect()
+    fn info_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectInfo>>> {
+        self.multi_get(OBJECT_INDEX, repo, ids, decode_info)
+    }
+
+    fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>> {
+        self.multi_get(COMMIT_GRAPH, repo, ids, decode_commit)
+    }
+
+    fn stats(&self, repo: RepoId) -> Result<RepoStats> {
+        match self.db.get_cf(self.cf(REPO_STATS), repo.key_prefix()).map_err(backend)? {
+            Some(v) => decode_stats(&v),
+            None => Ok(RepoStats::default()),
+        }
     }
 
     fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(repo, id.as_bytes())).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(DELTAS), &keys, false)
-            .into_iter()
-            .map(|v| {
-                let Some(v) = v.map_err(backend)? else { return Ok(None) };
-                if v.len() < 20 {
-                    return Err(Error::Corrupt("short delta record".into()));
-                }
-                Ok(Some(StoredDelta { base: oid_from(&v[..20])?, delta: v[20..].to_vec() }))
-            })
-            .collect()
+        self.multi_get(DELTAS, repo, ids, |id, v| {
+            if v.len() < 20 {
+                return Err(Error::Corrupt(format!("short delta record of {id}")));
+            }
+            Ok(StoredDelta { base: oid_from(&v[..20])?, delta: v[20..].to_vec() })
+        })
     }
 
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
         let start = repo.key_prefix();
         let end = RepoId(repo.0 + 1).key_prefix();
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(OBJECTS), start, end);
-        batch.delete_range_cf(self.cf(DELTAS), start, end);
+        for cf in [OBJECTS, DELTAS, OBJECT_INDEX, COMMIT_GRAPH, PACK_CACHE] {
+            batch.delete_range_cf(self.cf(cf), start, end);
+        }
+        batch.delete_cf(self.cf(REPO_STATS), start);
         self.db.write_opt(batch, &Self::synced()).map_err(backend)
     }
 }
@@ -339,5 +508,36 @@ impl RefStore for RocksStore {
         batch.delete_range_cf(self.cf(REFS), start, end);
         batch.delete_range_cf(self.cf(REPO_CONFIG), start, end);
         self.db.write_opt(batch, &Self::synced()).map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitstratum_git::hash_object;
+
+    /// A database written before the object index and commit graph existed is indexed on open.
+    #[test]
+    fn format_1_is_upgraded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = RepoId(7);
+        let text = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\ncommitter C <c@x> 5 +0000\n\nm\n";
+        let id = hash_object(ObjectKind::Commit, text).expect("hash");
+        {
+            let s = RocksStore::open(dir.path()).expect("open");
+            // What format 1 wrote: the object alone, and no format key.
+            let mut enc = ZlibEncoder::new(Vec::new(), Compression::fast());
+            enc.write_all(text).expect("compress");
+            let mut value = vec![kind_code(ObjectKind::Commit)];
+            value.extend(enc.finish().expect("compress"));
+            s.db.put_cf(s.cf(OBJECTS), key(repo, id.as_bytes()), value).expect("write");
+            s.db.delete(FORMAT_KEY).expect("write");
+            assert!(!s.has_many(repo, &[id]).expect("has")[0], "not indexed yet");
+        }
+        let s = RocksStore::open(dir.path()).expect("reopen");
+        assert!(s.has_many(repo, &[id]).expect("has")[0]);
+        let c = s.commits(repo, &[id]).expect("commits").pop().flatten().expect("in the graph");
+        assert_eq!((c.generation, c.time), (1, 5));
+        assert_eq!(s.stats(repo).expect("stats").objects, 1);
     }
 }

@@ -55,7 +55,8 @@ suite!(
     batches_are_all_or_nothing,
     events_record_every_change,
     racing_updates_have_one_winner,
-    head_and_deletion
+    head_and_deletion,
+    index_graph_and_counters
 );
 
 fn objects_round_trip_per_repository(s: Arc<impl Store>) {
@@ -75,6 +76,58 @@ fn objects_round_trip_per_repository(s: Arc<impl Store>) {
     ObjectStore::delete_repo(&*s, A).expect("delete");
     assert_eq!(s.has_many(A, &[x.id, y.id]).expect("has"), [false, false]);
     assert_eq!(s.has_many(B, &[big.id]).expect("has"), [true], "other repositories are untouched");
+}
+
+fn commit(tree: ObjectId, parents: &[ObjectId], time: i64) -> NewObject {
+    let mut text = format!("tree {tree}\n");
+    for p in parents {
+        text.push_str(&format!("parent {p}\n"));
+    }
+    text.push_str(&format!("author A <a@x> {time} +0000\ncommitter C <c@x> {time} +0200\n\nmessage\n"));
+    NewObject {
+        id: hash_object(ObjectKind::Commit, text.as_bytes()).expect("hash"),
+        kind: ObjectKind::Commit,
+        data: text.into_bytes(),
+        delta: None,
+    }
+}
+
+fn index_graph_and_counters(s: Arc<impl Store>) {
+    let tree = NewObject {
+        id: hash_object(ObjectKind::Tree, b"").expect("hash"),
+        kind: ObjectKind::Tree,
+        data: vec![],
+        delta: None,
+    };
+    let root = commit(tree.id, &[], 1_000);
+    let left = commit(tree.id, &[root.id], 2_000);
+    let right = commit(tree.id, &[root.id], 2_001);
+    let merge = commit(tree.id, &[left.id, right.id], 3_000);
+    // Children before parents in one batch; the merge in a later batch.
+    s.put(A, &[right.clone(), left.clone(), tree.clone(), root.clone()]).expect("put");
+    s.put(A, std::slice::from_ref(&merge)).expect("put");
+    let got = s.commits(A, &[merge.id, root.id, tree.id, blob("none").id]).expect("commits");
+    let m = got[0].as_ref().expect("merge is in the graph");
+    assert_eq!((m.tree, m.parents.clone(), m.time, m.generation), (tree.id, vec![left.id, right.id], 3_000, 3));
+    assert_eq!(got[1].as_ref().map(|c| (c.generation, c.parents.len())), Some((1, 0)));
+    assert!(got[2].is_none() && got[3].is_none(), "trees and unknown ids are not commits");
+    assert!(s.commits(B, &[merge.id]).expect("commits")[0].is_none(), "per repository");
+
+    let info = s.info_many(A, &[left.id, tree.id, blob("none").id]).expect("info");
+    assert_eq!(info[0].map(|i| (i.kind, i.size)), Some((ObjectKind::Commit, left.data.len() as u64)));
+    assert_eq!(info[1].map(|i| (i.kind, i.size)), Some((ObjectKind::Tree, 0)));
+    assert_eq!(info[2], None);
+
+    let bytes: u64 = [&root, &left, &right, &merge, &tree].iter().map(|o| o.data.len() as u64).sum();
+    let stats = s.stats(A).expect("stats");
+    assert_eq!((stats.objects, stats.bytes), (5, bytes));
+    // Storing again counts nothing twice, duplicates within a batch neither.
+    s.put(A, &[merge.clone(), root.clone(), blob("new"), blob("new")]).expect("put");
+    assert_eq!(s.stats(A).expect("stats").objects, 6);
+    assert_eq!(s.stats(B).expect("stats").objects, 0);
+    ObjectStore::delete_repo(&*s, A).expect("delete");
+    assert_eq!(s.stats(A).expect("stats").objects, 0);
+    assert!(s.commits(A, &[merge.id]).expect("commits")[0].is_none());
 }
 
 fn deltas_are_kept(s: Arc<impl Store>) {
