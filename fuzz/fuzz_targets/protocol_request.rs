@@ -1,12 +1,14 @@
-//! Protocol v2 command requests and receive-pack command lists: any bytes give a request or an
-//! error, never a panic; a parsed push's pack offset lies within the input.
+//! Protocol v2 command requests, v0 upload-pack requests and receive-pack command lists: any
+//! bytes give a request or an error, never a panic; a parsed push's pack offset lies within the
+//! input.
 #![no_main]
 
-use gitstratum_git::protocol::{parse_push_request, parse_v2_request};
+use gitstratum_git::protocol::{parse_push_request, parse_v0_upload_request, parse_v2_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_v2_request(data);
+    let _ = parse_v0_upload_request(data);
     if let Ok(push) = parse_push_request(data) {
         assert!(push.pack_offset <= data.len());
     }

@@ -76,6 +76,79 @@ pub fn parse_v2_request(buf: &[u8]) -> Result<V2Request, RequestError> {
     Ok(V2Request { command, capabilities, args })
 }
 
+/// A protocol v0/v1 upload-pack request, as a stateless (HTTP) client sends it: `want` lines
+/// (capabilities after the first id) with `shallow`, `deepen*` and `filter` lines, a flush, then
+/// `have` lines in flush-terminated batches and perhaps `done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V0UploadRequest {
+    pub capabilities: Vec<String>,
+    /// The first section, capabilities removed: `want <id>`, `shallow <id>`, `deepen <n>`, ….
+    pub lines: Vec<Vec<u8>>,
+    /// `have <id>` lines, in order.
+    pub haves: Vec<Vec<u8>>,
+    pub done: bool,
+    /// Anything followed the want list. A request that ends with it only asks for the shallow
+    /// list (a stateless client deepening reads that before it negotiates).
+    pub negotiates: bool,
+}
+
+impl V0UploadRequest {
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name || c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// Parses a v0/v1 upload-pack request. An empty body (no wants) is valid.
+pub fn parse_v0_upload_request(buf: &[u8]) -> Result<V0UploadRequest, RequestError> {
+    let mut request =
+        V0UploadRequest { capabilities: vec![], lines: vec![], haves: vec![], done: false, negotiates: false };
+    if buf.is_empty() {
+        return Ok(request);
+    }
+    let (first, end, mut used) = read_section(buf)?;
+    if end != Packet::Flush {
+        return Err(invalid("the want list must end with a flush"));
+    }
+    for (i, line) in first.into_iter().enumerate() {
+        let mut line = line.to_vec();
+        if i == 0 && line.starts_with(b"want ") && line.len() > 45 {
+            // "want <40 hex><SP or NUL><capabilities>"
+            let caps = std::str::from_utf8(&line[46..]).map_err(|_| invalid("capabilities must be UTF-8"))?;
+            request.capabilities = caps.split(' ').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+            line.truncate(45);
+        }
+        request.lines.push(line);
+    }
+    request.negotiates = used < buf.len();
+    while used < buf.len() {
+        match pktline::decode(&buf[used..])? {
+            Decoded::Incomplete => return Err(RequestError::Truncated),
+            Decoded::Packet(packet, n) => {
+                used += n;
+                match packet {
+                    Packet::Flush => {}
+                    Packet::Data(_) if request.done => return Err(invalid("lines after done")),
+                    Packet::Data(_) => {
+                        let line = packet.as_text().unwrap_or_default();
+                        if line == b"done" {
+                            request.done = true;
+                        } else if line.starts_with(b"have ") {
+                            request.haves.push(line.to_vec());
+                        } else {
+                            return Err(invalid(format!(
+                                "expected a have line or done, got {:?}",
+                                String::from_utf8_lossy(line)
+                            )));
+                        }
+                    }
+                    _ => return Err(invalid("unexpected packet in the have list")),
+                }
+            }
+        }
+    }
+    Ok(request)
+}
+
 /// One `<old> <new> <ref>` line of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushCommand {
@@ -167,6 +240,40 @@ mod tests {
         write_text(&mut no_command, "agent=x");
         write_flush(&mut no_command);
         assert!(matches!(parse_v2_request(&no_command), Err(RequestError::Invalid(_))));
+    }
+
+    #[test]
+    fn v0_upload_requests() {
+        let id = "a".repeat(40);
+        let mut buf = Vec::new();
+        write_text(&mut buf, format!("want {id} multi_ack_detailed side-band-64k thin-pack agent=git/2.47"));
+        write_text(&mut buf, format!("want {}", "b".repeat(40)));
+        write_text(&mut buf, "deepen 3");
+        write_flush(&mut buf);
+        write_text(&mut buf, format!("have {}", "c".repeat(40)));
+        write_flush(&mut buf);
+        write_text(&mut buf, format!("have {}", "d".repeat(40)));
+        write_text(&mut buf, "done");
+        let r = parse_v0_upload_request(&buf).expect("valid");
+        assert!(r.has_capability("multi_ack_detailed") && r.has_capability("agent"));
+        assert!(!r.has_capability("multi_ack"));
+        assert_eq!(r.lines[0], format!("want {id}").into_bytes());
+        assert_eq!(r.lines.len(), 3);
+        assert_eq!(r.haves.len(), 2);
+        assert!(r.done && r.negotiates);
+        let mut wants_only = Vec::new();
+        write_text(&mut wants_only, format!("want {id}"));
+        write_text(&mut wants_only, "deepen 1");
+        write_flush(&mut wants_only);
+        let r = parse_v0_upload_request(&wants_only).expect("valid");
+        assert!(!r.negotiates && !r.done && r.haves.is_empty() && r.lines.len() == 2);
+        assert!(parse_v0_upload_request(b"").expect("empty").lines.is_empty());
+        let mut bad = Vec::new();
+        write_text(&mut bad, format!("want {id}"));
+        write_flush(&mut bad);
+        write_text(&mut bad, "deepen 1");
+        assert!(parse_v0_upload_request(&bad).is_err(), "only haves after the want list");
+        assert!(matches!(parse_v0_upload_request(&buf[..20]), Err(RequestError::Truncated)));
     }
 
     #[test]
