@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gitstratum_frontend::{ReceiveOptions, Service, UploadOptions};
+use gitstratum_frontend::{PackStats, Protocol, ReceiveOptions, Service, UploadOptions};
 use gitstratum_platform::{Principal, Repo, Scope};
 use gitstratum_store::{Actor, RepoId};
 use serde::Deserialize;
@@ -121,11 +121,8 @@ async fn authorize(
     Ok(repo)
 }
 
-fn wants_v2(headers: &HeaderMap) -> bool {
-    headers
-        .get("git-protocol")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(':').any(|part| part.trim() == "version=2"))
+fn protocol(headers: &HeaderMap) -> Protocol {
+    Protocol::from_header(headers.get("git-protocol").and_then(|v| v.to_str().ok()))
 }
 
 fn git_response(service: Service, kind: &str, body: Body) -> Response {
@@ -162,9 +159,10 @@ pub async fn info_refs(
     let access = if service == Service::ReceivePack { Access::Write } else { Access::Read };
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), access).await?;
     let git = state.git().clone();
-    let v2 = wants_v2(&headers);
-    let body =
-        tokio::task::spawn_blocking(move || git.info_refs(RepoId(repo.id), service, v2)).await.map_err(internal)??;
+    let protocol = protocol(&headers);
+    let body = tokio::task::spawn_blocking(move || git.info_refs(RepoId(repo.id), service, protocol))
+        .await
+        .map_err(internal)??;
     Ok(git_response(service, "advertisement", Body::from(body)))
 }
 
@@ -189,14 +187,18 @@ fn request_body(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, GitError> {
 }
 
 /// Carries output from a blocking producer to the response body as it is produced; a client
-/// that goes away makes the next write fail, which stops the producer.
-struct ChannelWriter(mpsc::Sender<io::Result<Bytes>>);
+/// that goes away makes the next write fail, which stops the producer. Counts the bytes.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    written: u64,
+}
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
+        self.tx
             .blocking_send(Ok(Bytes::copy_from_slice(buf)))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        self.written += buf.len() as u64;
         Ok(buf.len())
     }
 
@@ -223,12 +225,7 @@ pub async fn upload_pack(
     body: Bytes,
 ) -> Result<Response, GitError> {
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Read).await?;
-    if !wants_v2(&headers) {
-        return Err(GitError::new(
-            StatusCode::BAD_REQUEST,
-            "this server speaks protocol version 2 for fetches; set protocol.version=2",
-        ));
-    }
+    let protocol = protocol(&headers);
     let request = request_body(&headers, body)?;
     let git = state.git().clone();
     // A few chunks in flight keep the producer busy without buffering the pack.
@@ -236,13 +233,44 @@ pub async fn upload_pack(
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut out = ChannelWriter(tx.clone());
-        if let Err(e) = git.upload_pack_v2(RepoId(repo.id), &request, &UploadOptions::default(), &mut out) {
-            tracing::warn!(error = %e, "upload-pack failed");
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        let start = std::time::Instant::now();
+        let mut out = ChannelWriter { tx: tx.clone(), written: 0 };
+        match git.upload_pack(RepoId(repo.id), protocol, &request, &UploadOptions::default(), &mut out) {
+            Ok(Some(stats)) => record_pack(protocol, &stats, out.written, start.elapsed()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "upload-pack failed");
+                metrics::counter!("gitstratum_git_upload_pack_errors_total").increment(1);
+                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            }
         }
     });
     Ok(git_response(Service::UploadPack, "result", Body::from_stream(ChannelStream(rx))))
+}
+
+/// Metrics and a log line for a pack sent to a client.
+fn record_pack(protocol: Protocol, stats: &PackStats, bytes: u64, elapsed: std::time::Duration) {
+    let kind = match (stats.clone, stats.shallow, stats.filtered) {
+        (_, _, true) => "partial",
+        (_, true, _) => "shallow",
+        (true, _, _) => "clone",
+        (false, _, _) => "fetch",
+    };
+    let labels = [("protocol", protocol.label()), ("kind", kind)];
+    metrics::counter!("gitstratum_git_packs_sent_total", &labels).increment(1);
+    metrics::counter!("gitstratum_git_pack_objects_sent_total").increment(stats.objects as u64);
+    metrics::counter!("gitstratum_git_pack_deltas_reused_total").increment(stats.reused_deltas as u64);
+    metrics::counter!("gitstratum_git_pack_bytes_sent_total").increment(bytes);
+    metrics::histogram!("gitstratum_git_upload_pack_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    tracing::info!(
+        protocol = protocol.label(),
+        kind,
+        objects = stats.objects,
+        reused_deltas = stats.reused_deltas,
+        bytes,
+        ms = elapsed.as_millis() as u64,
+        "upload-pack: pack sent"
+    );
 }
 
 pub async fn receive_pack(
@@ -258,7 +286,8 @@ pub async fn receive_pack(
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
     let repo_name = format!("{}/{}", repo.owner, repo.name);
-    tracing::info!(repo = %repo_name, bytes = request.len(), "receive-pack: applying push");
+    let received = request.len() as u64;
+    tracing::info!(repo = %repo_name, bytes = received, "receive-pack: applying push");
     let span = tracing::Span::current();
     let (report, outcome) = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
@@ -268,6 +297,10 @@ pub async fn receive_pack(
     })
     .await
     .map_err(internal)??;
+    metrics::counter!("gitstratum_git_pushes_total", "result" => if outcome.rejected.is_empty() { "ok" } else { "rejected" })
+        .increment(1);
+    metrics::counter!("gitstratum_git_ref_updates_total").increment(outcome.updated.len() as u64);
+    metrics::counter!("gitstratum_git_push_bytes_received_total").increment(received);
     for event in &outcome.updated {
         tracing::info!(repo = %repo_name, git_ref = %event.name, seq = event.seq, pusher = %event.pusher, "ref updated");
     }

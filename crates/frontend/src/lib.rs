@@ -20,7 +20,7 @@ use gitstratum_git::pktline;
 use gitstratum_store::{ObjectStore, RefStore, RepoId};
 
 pub use receive::{PushOutcome, ReceiveOptions};
-pub use upload::UploadOptions;
+pub use upload::{PackStats, UploadOptions};
 
 /// The branch `HEAD` names until a push says otherwise.
 pub const DEFAULT_HEAD: &str = "refs/heads/main";
@@ -29,6 +29,7 @@ pub const DEFAULT_HEAD: &str = "refs/heads/main";
 pub enum Error {
     #[error(transparent)]
     Store(#[from] gitstratum_store::Error),
+    /// The request cannot be served as asked (the client gets the message).
     #[error("{0}")]
     Protocol(String),
     #[error("writing the response failed: {0}")]
@@ -36,6 +37,38 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The protocol version a client asked for (the `Git-Protocol` header or environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V0,
+    V1,
+    V2,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::V0 => "v0",
+            Protocol::V1 => "v1",
+            Protocol::V2 => "v2",
+        }
+    }
+
+    /// Reads a `Git-Protocol` value such as `version=2` (colon-separated parameters; the highest
+    /// version named wins, absent means version 0).
+    pub fn from_header(value: Option<&str>) -> Protocol {
+        let mut protocol = Protocol::V0;
+        for part in value.unwrap_or_default().split(':') {
+            match part.trim() {
+                "version=2" => protocol = Protocol::V2,
+                "version=1" if protocol == Protocol::V0 => protocol = Protocol::V1,
+                _ => {}
+            }
+        }
+        protocol
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -79,21 +112,36 @@ impl GitService {
 
     /// The response to `GET info/refs?service=…` for smart HTTP: the service line, then the
     /// protocol v2 capability advertisement (upload-pack, when the client asked for v2) or the
-    /// v0 ref advertisement.
-    pub fn info_refs(&self, repo: RepoId, service: Service, v2: bool) -> Result<Vec<u8>> {
+    /// ref advertisement (after a `version 1` line for v1).
+    pub fn info_refs(&self, repo: RepoId, service: Service, protocol: Protocol) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         pktline::write_text(&mut out, format!("# service={}", service.name()));
         pktline::write_flush(&mut out);
-        match (service, v2) {
-            (Service::UploadPack, true) => upload::advertise_v2(&mut out),
-            (Service::UploadPack, false) => {
-                return Err(Error::Protocol(
-                    "this server speaks protocol version 2 for fetches; upgrade git (2.26 or later) or set protocol.version=2".into(),
-                ));
-            }
+        if protocol == Protocol::V1 {
+            pktline::write_text(&mut out, "version 1");
+        }
+        match (service, protocol) {
+            (Service::UploadPack, Protocol::V2) => upload::advertise_v2(&mut out),
+            (Service::UploadPack, _) => self.advertise_v0(repo, &mut out)?,
             (Service::ReceivePack, _) => receive::advertise(self, repo, &mut out)?,
         }
         Ok(out)
+    }
+
+    /// Handles an upload-pack request in the protocol the client asked for. Returns what was
+    /// sent when the response carried a pack.
+    pub fn upload_pack(
+        &self,
+        repo: RepoId,
+        protocol: Protocol,
+        body: &[u8],
+        options: &UploadOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<PackStats>> {
+        match protocol {
+            Protocol::V2 => self.upload_pack_v2(repo, body, options, out),
+            Protocol::V0 | Protocol::V1 => self.upload_pack_v0(repo, body, options, out),
+        }
     }
 
     /// Removes a repository's Git data.

@@ -1,10 +1,16 @@
-//! upload-pack, protocol version 2: what `git clone` and `git fetch` talk to.
+//! upload-pack: what `git clone` and `git fetch` talk to, in protocol version 2 and in versions
+//! 0 and 1 (stateless, as over HTTP).
 //!
-//! `ls-refs` lists refs (with `HEAD`'s target, peeled tags, an unborn `HEAD`); `fetch` negotiates
-//! (acknowledging the client's `have`s) and streams a pack over side-band 1, with progress on
-//! side-band 2. The pack reuses the deltas objects were pushed with: when an object's stored
-//! delta base is also being sent, the base is written first and the object follows as an offset
-//! delta; for a thin pack, a base the client already has is named by id.
+//! v2: `ls-refs` lists refs (with `HEAD`'s target, peeled tags, an unborn `HEAD`); `fetch`
+//! negotiates (acknowledging the client's `have`s, `ready` once every want reaches a common
+//! commit) and streams a pack over side-band 1, with progress on side-band 2.
+//! v0/v1: the ref advertisement carries the capabilities; each request repeats the wants and
+//! the common haves found so far (`multi_ack_detailed`), and the pack follows `done` (or `ready`
+//! with `no-done`), over side-band when asked.
+//!
+//! The pack reuses the deltas objects were pushed with: when an object's stored delta base is
+//! also being sent, the base is written first and the object follows as an offset delta; for a
+//! thin pack, a base the client already has is named by id.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -21,9 +27,31 @@ use crate::{Error, GitService, Result, walk};
 const MAX_REUSE_DEPTH: usize = 50;
 /// Objects loaded per storage round trip while writing a pack.
 const BATCH: usize = 256;
+/// Commits a negotiation may walk to decide whether it is ready.
+const READY_BUDGET: usize = 20_000;
+
+/// Capabilities of the v0/v1 ref advertisement for upload-pack.
+const V0_CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow deepen-since deepen-not \
+     deepen-relative no-progress include-tag multi_ack_detailed allow-tip-sha1-in-want \
+     allow-reachable-sha1-in-want no-done filter object-format=sha1";
 
 #[derive(Debug, Clone, Default)]
 pub struct UploadOptions {}
+
+/// What an upload-pack request sent, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackStats {
+    /// Objects in the pack.
+    pub objects: usize,
+    /// Of those, objects sent as stored deltas (no delta computed).
+    pub reused_deltas: usize,
+    /// The request was shallow (depth, date or ref cut).
+    pub shallow: bool,
+    /// The request was a partial clone or fetch (`filter`).
+    pub filtered: bool,
+    /// The client had nothing (a clone rather than a fetch).
+    pub clone: bool,
+}
 
 pub(crate) fn advertise_v2(out: &mut Vec<u8>) {
     pktline::write_text(out, "version 2");
@@ -35,21 +63,27 @@ pub(crate) fn advertise_v2(out: &mut Vec<u8>) {
     pktline::write_flush(out);
 }
 
-/// Writes side-band 1 packets, buffering so each carries up to 64 KiB.
+/// Writes side-band 1 packets of up to `max_packet` bytes, buffering to fill them.
 struct Sideband<'a> {
     out: &'a mut dyn Write,
     buf: Vec<u8>,
+    max_packet: usize,
 }
 
-const SIDEBAND_PAYLOAD: usize = pktline::MAX_PACKET_LEN - 5;
+impl Sideband<'_> {
+    fn payload(&self) -> usize {
+        self.max_packet - 5
+    }
+}
 
 impl Write for Sideband<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= SIDEBAND_PAYLOAD {
-            let full = self.buf.len() / SIDEBAND_PAYLOAD * SIDEBAND_PAYLOAD;
-            let mut framed = Vec::with_capacity(full + full / SIDEBAND_PAYLOAD * 5 + 5);
-            pktline::write_sideband(&mut framed, Band::Data, &self.buf[..full], pktline::MAX_PACKET_LEN);
+        let payload = self.payload();
+        if self.buf.len() >= payload {
+            let full = self.buf.len() / payload * payload;
+            let mut framed = Vec::with_capacity(full + full / payload * 5 + 5);
+            pktline::write_sideband(&mut framed, Band::Data, &self.buf[..full], self.max_packet);
             self.out.write_all(&framed)?;
             self.buf.drain(..full);
         }
@@ -59,7 +93,7 @@ impl Write for Sideband<'_> {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             let mut framed = Vec::with_capacity(self.buf.len() + 5);
-            pktline::write_sideband(&mut framed, Band::Data, &self.buf, pktline::MAX_PACKET_LEN);
+            pktline::write_sideband(&mut framed, Band::Data, &self.buf, self.max_packet);
             self.out.write_all(&framed)?;
             self.buf.clear();
         }
@@ -67,20 +101,24 @@ impl Write for Sideband<'_> {
     }
 }
 
-fn progress(out: &mut dyn Write, enabled: bool, message: &str) -> io::Result<()> {
-    if enabled {
+/// How the pack travels: in side-band packets of at most this size (progress on band 2), or
+/// raw (`None`: v0 clients that did not ask for side-band; no progress).
+type SidebandMode = Option<usize>;
+
+fn progress(out: &mut dyn Write, sideband: SidebandMode, enabled: bool, message: &str) -> io::Result<()> {
+    if let (Some(max_packet), true) = (sideband, enabled) {
         let mut framed = Vec::new();
-        pktline::write_sideband(&mut framed, Band::Progress, message.as_bytes(), pktline::MAX_PACKET_LEN);
+        pktline::write_sideband(&mut framed, Band::Progress, message.as_bytes(), max_packet);
         out.write_all(&framed)?;
     }
     Ok(())
 }
 
-fn write_err(out: &mut dyn Write, message: &str) -> Result<()> {
+fn write_err<T: Default>(out: &mut dyn Write, message: &str) -> Result<T> {
     let mut buf = Vec::new();
     pktline::write_text(&mut buf, format!("ERR {message}"));
     out.write_all(&buf)?;
-    Ok(())
+    Ok(T::default())
 }
 
 struct FetchArgs {
@@ -95,6 +133,8 @@ struct FetchArgs {
     no_progress: bool,
     include_tag: bool,
     ofs_delta: bool,
+    /// `deepen-not` arguments, as the client named them (resolved to commits before walking).
+    deepen_not: Vec<String>,
 }
 
 fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> {
@@ -109,6 +149,7 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
         no_progress: false,
         include_tag: false,
         ofs_delta: false,
+        deepen_not: vec![],
     };
     let id = |hex: &[u8]| {
         ObjectId::from_hex(hex).map_err(|_| format!("invalid object id {:?}", String::from_utf8_lossy(hex)))
@@ -137,13 +178,19 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
                     .ok_or("invalid deepen argument")?;
                 f.shape.depth = Some(n);
             }
-            b"deepen-relative" => {
-                return Err("--deepen is not supported by this server yet; use --depth or --unshallow".into());
+            b"deepen-relative" => f.shape.deepen_relative = true,
+            a if a.starts_with(b"deepen-since ") => {
+                f.shallow_request = true;
+                let since: i64 = std::str::from_utf8(&a[13..])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("invalid deepen-since argument")?;
+                f.shape.deepen_since = Some(since);
             }
-            a if a.starts_with(b"deepen-since ") || a.starts_with(b"deepen-not ") => {
-                return Err(
-                    "--shallow-since and --shallow-exclude are not supported by this server yet; use --depth".into()
-                );
+            a if a.starts_with(b"deepen-not ") => {
+                f.shallow_request = true;
+                f.deepen_not.push(String::from_utf8_lossy(&a[11..]).into_owned());
             }
             a if a.starts_with(b"filter ") => {
                 f.shape.filter = Some(walk::Filter::parse(&String::from_utf8_lossy(&a[7..]))?);
@@ -151,52 +198,112 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
             other => return Err(format!("unknown fetch argument {:?}", String::from_utf8_lossy(other))),
         }
     }
+    if f.shape.depth.is_some() && (f.shape.deepen_since.is_some() || !f.deepen_not.is_empty()) {
+        return Err("deepen and deepen-since (or deepen-not) cannot be used together".into());
+    }
     Ok(f)
 }
 
+/// Where `git rev-parse` would look for a short ref name, in order.
+const REF_RULES: [&str; 6] =
+    ["{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD"];
+
+/// Names the v0 ref advertisement and `ls-refs` lists, with peeled tags.
+struct RefListing {
+    head: Option<(String, ObjectId)>,
+    refs: Vec<(String, ObjectId, Option<ObjectId>)>,
+}
+
 impl GitService {
+    /// Follows annotated tags to the object they finally name (`None` for ids that are not tags).
+    fn peel(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectId>>> {
+        let infos = self.objects.info_many(repo, ids)?;
+        let mut out = vec![None; ids.len()];
+        let tags: Vec<usize> =
+            (0..ids.len()).filter(|i| infos[*i].is_some_and(|o| o.kind == ObjectKind::Tag)).collect();
+        let tag_ids: Vec<ObjectId> = tags.iter().map(|i| ids[*i]).collect();
+        for (i, object) in tags.into_iter().zip(self.objects.get_many(repo, &tag_ids)?) {
+            let mut current = object;
+            for _ in 0..32 {
+                match current {
+                    Some(Object { kind: ObjectKind::Tag, data }) => {
+                        let target = parse::tag(&data).map_err(|e| Error::Protocol(e.to_string()))?.target;
+                        out[i] = Some(target);
+                        current = self.objects.get_many(repo, &[target])?.pop().flatten();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn listing(&self, repo: RepoId, wanted: impl Fn(&str) -> bool, peel: bool) -> Result<RefListing> {
+        let refs: Vec<(String, ObjectId)> = self.refs.list(repo)?.into_iter().filter(|(n, _)| wanted(n)).collect();
+        let peeled = if peel {
+            self.peel(repo, &refs.iter().map(|(_, id)| *id).collect::<Vec<_>>())?
+        } else {
+            vec![None; refs.len()]
+        };
+        let head_name = self.head(repo)?;
+        let head = self.refs.get(repo, &head_name)?.map(|id| (head_name, id));
+        Ok(RefListing { head, refs: refs.into_iter().zip(peeled).map(|((n, id), p)| (n, id, p)).collect() })
+    }
+
+    /// The v0/v1 ref advertisement of upload-pack: `HEAD` and every ref with the capabilities on
+    /// the first line, peeled tags as `<ref>^{}`.
+    pub(crate) fn advertise_v0(&self, repo: RepoId, out: &mut Vec<u8>) -> Result<()> {
+        let listing = self.listing(repo, |_| true, true)?;
+        let symref = match &listing.head {
+            Some((target, _)) => format!(" symref=HEAD:{target}"),
+            None => String::new(),
+        };
+        let caps = format!("{V0_CAPABILITIES}{symref} agent={AGENT}");
+        let mut lines: Vec<(ObjectId, String)> = Vec::new();
+        if let Some((_, id)) = &listing.head {
+            lines.push((*id, "HEAD".into()));
+        }
+        for (name, id, peeled) in listing.refs {
+            lines.push((id, name.clone()));
+            if let Some(p) = peeled {
+                lines.push((p, format!("{name}^{{}}")));
+            }
+        }
+        if lines.is_empty() {
+            lines.push((ObjectId::null(gitstratum_git::object::HashKind::Sha1), "capabilities^{}".into()));
+        }
+        for (i, (id, name)) in lines.iter().enumerate() {
+            if i == 0 {
+                pktline::write_data(out, format!("{id} {name}\0{caps}\n").as_bytes());
+            } else {
+                pktline::write_text(out, format!("{id} {name}"));
+            }
+        }
+        pktline::write_flush(out);
+        Ok(())
+    }
+
     /// Handles one protocol v2 request (`ls-refs` or `fetch`) and writes the response to `out`.
+    /// Returns what was sent when the response carried a pack.
     pub fn upload_pack_v2(
         &self,
         repo: RepoId,
         body: &[u8],
         _options: &UploadOptions,
         out: &mut dyn Write,
-    ) -> Result<()> {
+    ) -> Result<Option<PackStats>> {
         let request = match protocol::parse_v2_request(body) {
             Ok(r) => r,
             Err(e) => return write_err(out, &format!("upload-pack: {e}")),
         };
         match request.command.as_str() {
-            "ls-refs" => self.ls_refs(repo, &request.args, out),
+            "ls-refs" => self.ls_refs(repo, &request.args, out).map(|()| None),
             "fetch" => match parse_fetch_args(&request.args) {
                 Ok(args) => self.fetch(repo, args, out),
                 Err(message) => write_err(out, &format!("upload-pack: {message}")),
             },
             other => write_err(out, &format!("upload-pack: unknown command '{other}'")),
         }
-    }
-
-    /// Follows annotated tags to the object they finally name.
-    fn peel(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectId>>> {
-        let objects = self.objects.get_many(repo, ids)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for object in objects {
-            let mut peeled = None;
-            let mut current = object;
-            for _ in 0..32 {
-                match current {
-                    Some(Object { kind: ObjectKind::Tag, data }) => {
-                        let target = parse::tag(&data).map_err(|e| Error::Protocol(e.to_string()))?.target;
-                        peeled = Some(target);
-                        current = self.objects.get_many(repo, &[target])?.pop().flatten();
-                    }
-                    _ => break,
-                }
-            }
-            out.push(peeled);
-        }
-        Ok(out)
     }
 
     fn ls_refs(&self, repo: RepoId, args: &[Vec<u8>], out: &mut dyn Write) -> Result<()> {
@@ -214,25 +321,18 @@ impl GitService {
             }
         }
         let wanted = |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
-        let refs: Vec<(String, ObjectId)> = self.refs.list(repo)?.into_iter().filter(|(n, _)| wanted(n)).collect();
-        let peeled = if peel {
-            let tag_ids: Vec<ObjectId> = refs.iter().map(|(_, id)| *id).collect();
-            self.peel(repo, &tag_ids)?
-        } else {
-            vec![None; refs.len()]
-        };
+        let listing = self.listing(repo, wanted, peel)?;
         let mut buf = Vec::new();
         if wanted("HEAD") {
             let head = self.head(repo)?;
-            let target = self.refs.get(repo, &head)?;
             let symref = if symrefs { format!(" symref-target:{head}") } else { String::new() };
-            match target {
-                Some(id) => pktline::write_text(&mut buf, format!("{id} HEAD{symref}")),
+            match &listing.head {
+                Some((_, id)) => pktline::write_text(&mut buf, format!("{id} HEAD{symref}")),
                 None if unborn => pktline::write_text(&mut buf, format!("unborn HEAD{symref}")),
                 None => {}
             }
         }
-        for ((name, id), peeled) in refs.iter().zip(peeled) {
+        for (name, id, peeled) in &listing.refs {
             match peeled {
                 Some(p) => pktline::write_text(&mut buf, format!("{id} {name} peeled:{p}")),
                 None => pktline::write_text(&mut buf, format!("{id} {name}")),
@@ -243,7 +343,9 @@ impl GitService {
         Ok(())
     }
 
-    fn fetch(&self, repo: RepoId, mut args: FetchArgs, out: &mut dyn Write) -> Result<()> {
+    /// Resolves `want-ref`s and `deepen-not` names and checks that every want is stored. Returns
+    /// the wanted refs, or the message for an `ERR` line.
+    fn prepare(&self, repo: RepoId, args: &mut FetchArgs) -> Result<Result<Vec<(ObjectId, String)>, String>> {
         let mut wanted_refs = Vec::new();
         for name in &args.want_refs {
             match self.refs.get(repo, name)? {
@@ -251,18 +353,58 @@ impl GitService {
                     wanted_refs.push((id, name.clone()));
                     args.wants.push(id);
                 }
-                None => return write_err(out, &format!("upload-pack: unknown ref {name}")),
+                None => return Ok(Err(format!("unknown ref {name}"))),
             }
         }
         // Any object of the repository may be wanted (partial clones fetch missing objects by id).
         let present = self.objects.has_many(repo, &args.wants)?;
         if let Some((missing, _)) = args.wants.iter().zip(&present).find(|(_, p)| !**p) {
-            return write_err(out, &format!("upload-pack: not our ref {missing}"));
+            return Ok(Err(format!("not our ref {missing}")));
         }
-        let have_known = self.objects.has_many(repo, &args.haves)?;
-        let common: Vec<ObjectId> =
-            args.haves.iter().zip(&have_known).filter(|(_, k)| **k).map(|(id, _)| *id).collect();
+        for name in &args.deepen_not {
+            let mut found = Vec::new();
+            for rule in REF_RULES {
+                let full = rule.replace("{}", name);
+                if let Some(id) = self.refs.get(repo, &full)? {
+                    found.push(id);
+                }
+            }
+            let [id] = found[..] else {
+                return Ok(Err(format!("ambiguous deepen-not: {name} (it must name exactly one ref)")));
+            };
+            let id = self.peel(repo, &[id])?.pop().flatten().unwrap_or(id);
+            args.shape.deepen_not.push(id);
+        }
+        Ok(Ok(wanted_refs))
+    }
 
+    /// The client's haves this repository has, in the client's order.
+    fn common(&self, repo: RepoId, haves: &[ObjectId]) -> Result<Vec<ObjectId>> {
+        let known = self.objects.has_many(repo, haves)?;
+        Ok(haves.iter().zip(&known).filter(|(_, k)| **k).map(|(id, _)| *id).collect())
+    }
+
+    /// What to send; a request the history cannot satisfy gives the message for an `ERR` line.
+    fn fetch_set(
+        &self,
+        repo: RepoId,
+        args: &FetchArgs,
+        common: &[ObjectId],
+        with_trees: bool,
+    ) -> Result<Result<walk::FetchSet, String>> {
+        match walk::objects_to_send(&*self.objects, repo, &args.wants, common, &args.shape, with_trees) {
+            Ok(set) => Ok(Ok(set)),
+            Err(Error::Protocol(message)) => Ok(Err(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn fetch(&self, repo: RepoId, mut args: FetchArgs, out: &mut dyn Write) -> Result<Option<PackStats>> {
+        let wanted_refs = match self.prepare(repo, &mut args)? {
+            Ok(w) => w,
+            Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+        };
+        let common = self.common(repo, &args.haves)?;
         let mut head = Vec::new();
         if !args.done {
             pktline::write_text(&mut head, "acknowledgments");
@@ -272,24 +414,25 @@ impl GitService {
             for id in &common {
                 pktline::write_text(&mut head, format!("ACK {id}"));
             }
-            if common.is_empty() {
+            if !walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)? {
                 // Not ready: the client sends more haves, or "done".
                 pktline::write_flush(&mut head);
                 out.write_all(&head)?;
-                return Ok(());
+                return Ok(None);
             }
             pktline::write_text(&mut head, "ready");
             pktline::write_delimiter(&mut head);
         }
-        let show = !args.no_progress;
-        let walk::FetchSet { mut objects, client_has, shallow, unshallow } =
-            walk::objects_to_send(&*self.objects, repo, &args.wants, &common, &args.shape)?;
+        let set = match self.fetch_set(repo, &args, &common, true)? {
+            Ok(set) => set,
+            Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+        };
         if args.shallow_request {
             pktline::write_text(&mut head, "shallow-info");
-            for id in &shallow {
+            for id in &set.shallow {
                 pktline::write_text(&mut head, format!("shallow {id}"));
             }
-            for id in &unshallow {
+            for id in &set.unshallow {
                 pktline::write_text(&mut head, format!("unshallow {id}"));
             }
             pktline::write_delimiter(&mut head);
@@ -303,22 +446,160 @@ impl GitService {
         }
         pktline::write_text(&mut head, "packfile");
         out.write_all(&head)?;
-
-        if args.include_tag {
-            self.add_tags(repo, &mut objects, &client_has)?;
-        }
-        progress(out, show, &format!("Enumerating objects: {}, done.\n", objects.len()))?;
-        let (reused, total) = {
-            let mut sideband = Sideband { out: &mut *out, buf: Vec::new() };
-            let stats = self.write_pack(repo, &objects, &client_has, &args, &mut sideband)?;
-            sideband.flush()?;
-            stats
-        };
-        progress(out, show, &format!("Total {total} (delta {reused}), reused {reused} (delta {reused})\n"))?;
+        let stats = self.send_pack(repo, set, &args, &common, Some(pktline::MAX_PACKET_LEN), out)?;
         let mut tail = Vec::new();
         pktline::write_flush(&mut tail);
         out.write_all(&tail)?;
-        Ok(())
+        Ok(Some(stats))
+    }
+
+    /// Handles one protocol v0/v1 upload-pack request of a stateless (HTTP) client: the shallow
+    /// list when deepening, acknowledgments, and the pack once the client is done (or, with
+    /// `no-done`, once the negotiation is ready).
+    pub fn upload_pack_v0(
+        &self,
+        repo: RepoId,
+        body: &[u8],
+        _options: &UploadOptions,
+        out: &mut dyn Write,
+    ) -> Result<Option<PackStats>> {
+        let request = match protocol::parse_v0_upload_request(body) {
+            Ok(r) => r,
+            Err(e) => return write_err(out, &format!("upload-pack: {e}")),
+        };
+        let mut lines = request.lines.clone();
+        lines.extend(request.haves.iter().cloned());
+        if request.done {
+            lines.push(b"done".to_vec());
+        }
+        let mut args = match parse_fetch_args(&lines) {
+            Ok(args) if args.want_refs.is_empty() => args,
+            Ok(_) => return write_err(out, "upload-pack: want-ref needs protocol version 2"),
+            Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+        };
+        let cap = |name: &str| request.has_capability(name);
+        args.thin_pack = cap("thin-pack");
+        args.ofs_delta = cap("ofs-delta");
+        args.no_progress = cap("no-progress");
+        args.include_tag = cap("include-tag");
+        args.shape.deepen_relative = cap("deepen-relative");
+        let detailed = cap("multi_ack_detailed");
+        let multi_ack = detailed || cap("multi_ack");
+        let no_done = cap("no-done");
+        let sideband: SidebandMode = if cap("side-band-64k") {
+            Some(pktline::MAX_PACKET_LEN)
+        } else if cap("side-band") {
+            Some(1000)
+        } else {
+            None
+        };
+        if args.wants.is_empty() {
+            return Ok(None);
+        }
+        if let Err(message) = self.prepare(repo, &mut args)? {
+            return write_err(out, &format!("upload-pack: {message}"));
+        }
+        let common = self.common(repo, &args.haves)?;
+        let ready = detailed
+            && !args.done
+            && walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)?;
+        let send = args.done || (no_done && ready);
+        let deepening = args.shape.deepens();
+        let set = if send || deepening {
+            match self.fetch_set(repo, &args, &common, send)? {
+                Ok(set) => Some(set),
+                Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+            }
+        } else {
+            None
+        };
+        let mut head = Vec::new();
+        if let (true, Some(set)) = (deepening, &set) {
+            for id in &set.shallow {
+                pktline::write_text(&mut head, format!("shallow {id}"));
+            }
+            for id in &set.unshallow {
+                pktline::write_text(&mut head, format!("unshallow {id}"));
+            }
+            pktline::write_flush(&mut head);
+        }
+        if !request.negotiates {
+            // The request ended with the want list: it only asked for the shallow list (git's
+            // upload-pack negotiates only when something follows).
+            out.write_all(&head)?;
+            return Ok(None);
+        }
+        for (i, id) in common.iter().enumerate() {
+            if detailed {
+                pktline::write_text(&mut head, format!("ACK {id} common"));
+            } else if multi_ack {
+                pktline::write_text(&mut head, format!("ACK {id} continue"));
+            } else if i == 0 {
+                pktline::write_text(&mut head, format!("ACK {id}"));
+            }
+        }
+        let last = common.last();
+        if args.done {
+            match last {
+                Some(id) if multi_ack => pktline::write_text(&mut head, format!("ACK {id}")),
+                Some(_) => {}
+                None => pktline::write_text(&mut head, "NAK"),
+            }
+        } else {
+            if let (true, Some(id)) = (ready, last) {
+                pktline::write_text(&mut head, format!("ACK {id} ready"));
+            }
+            if common.is_empty() || multi_ack {
+                pktline::write_text(&mut head, "NAK");
+            }
+            if let (true, Some(id)) = (send, last) {
+                pktline::write_text(&mut head, format!("ACK {id}"));
+            }
+        }
+        out.write_all(&head)?;
+        let Some(set) = set.filter(|_| send) else { return Ok(None) };
+        let stats = self.send_pack(repo, set, &args, &common, sideband, out)?;
+        if sideband.is_some() {
+            let mut tail = Vec::new();
+            pktline::write_flush(&mut tail);
+            out.write_all(&tail)?;
+        }
+        Ok(Some(stats))
+    }
+
+    /// Writes the pack of `set` (with `include-tag` tags), in side-band packets or raw.
+    fn send_pack(
+        &self,
+        repo: RepoId,
+        set: walk::FetchSet,
+        args: &FetchArgs,
+        common: &[ObjectId],
+        sideband: SidebandMode,
+        out: &mut dyn Write,
+    ) -> Result<PackStats> {
+        let walk::FetchSet { mut objects, client_has, .. } = set;
+        let show = !args.no_progress;
+        if args.include_tag {
+            self.add_tags(repo, &mut objects, &client_has)?;
+        }
+        progress(out, sideband, show, &format!("Enumerating objects: {}, done.\n", objects.len()))?;
+        let (reused, total) = match sideband {
+            Some(max_packet) => {
+                let mut sink = Sideband { out: &mut *out, buf: Vec::new(), max_packet };
+                let stats = self.write_pack(repo, &objects, &client_has, args, &mut sink)?;
+                sink.flush()?;
+                stats
+            }
+            None => self.write_pack(repo, &objects, &client_has, args, &mut *out)?,
+        };
+        progress(out, sideband, show, &format!("Total {total} (delta {reused}), reused {reused} (delta {reused})\n"))?;
+        Ok(PackStats {
+            objects: total,
+            reused_deltas: reused,
+            shallow: args.shape.deepens(),
+            filtered: args.shape.filter.is_some(),
+            clone: common.is_empty(),
+        })
     }
 
     /// Adds annotated tags that point at objects being sent (`include-tag`).

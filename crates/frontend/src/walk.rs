@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use gitstratum_git::{ObjectId, ObjectKind, parse};
-use gitstratum_store::{ObjectStore, RepoId};
+use gitstratum_store::{CommitInfo, ObjectStore, RepoId};
 
 use crate::{Error, Result};
 
@@ -67,31 +67,114 @@ pub(crate) fn check_connected(
     Ok(None)
 }
 
-/// Everything reachable from `roots` through commits (parents only), loaded in batches. Commits
-/// in `boundary` are walked into but not past: a shallow client has them without their parents.
+/// Commit graph entries of `ids`; `None` for ids that are not commits. Commits the graph does
+/// not know (it always should) are read and parsed instead.
+pub(crate) fn load_commits(store: &dyn ObjectStore, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>> {
+    let mut infos = store.commits(repo, ids)?;
+    let unknown: Vec<usize> = infos.iter().enumerate().filter(|(_, c)| c.is_none()).map(|(i, _)| i).collect();
+    if unknown.is_empty() {
+        return Ok(infos);
+    }
+    let unknown_ids: Vec<ObjectId> = unknown.iter().map(|i| ids[*i]).collect();
+    let kinds = store.info_many(repo, &unknown_ids)?;
+    let commit_ids: Vec<(usize, ObjectId)> = unknown
+        .iter()
+        .zip(&kinds)
+        .filter(|(_, k)| k.is_some_and(|k| k.kind == ObjectKind::Commit))
+        .map(|(i, _)| (*i, ids[*i]))
+        .collect();
+    if commit_ids.is_empty() {
+        return Ok(infos);
+    }
+    let just_ids: Vec<ObjectId> = commit_ids.iter().map(|(_, id)| *id).collect();
+    for ((i, id), object) in commit_ids.iter().zip(store.get_many(repo, &just_ids)?) {
+        if let Some(o) = object {
+            let c = parse::commit(&o.data).map_err(|e| corrupt(id, e))?;
+            infos[*i] = Some(CommitInfo { tree: c.tree, parents: c.parents, time: c.time, generation: 0 });
+        }
+    }
+    Ok(infos)
+}
+
+/// Every commit reachable from `roots` (parents only), a frontier per batched lookup. Commits in
+/// `boundary` are walked into but not past: a shallow client has them without their parents.
 fn ancestors(
     store: &dyn ObjectStore,
     repo: RepoId,
     roots: &[ObjectId],
     boundary: &HashSet<ObjectId>,
-) -> Result<HashSet<ObjectId>> {
-    let mut seen = HashSet::new();
+) -> Result<HashMap<ObjectId, CommitInfo>> {
+    let mut seen: HashMap<ObjectId, CommitInfo> = HashMap::new();
     let mut frontier: Vec<ObjectId> = roots.to_vec();
     while !frontier.is_empty() {
-        frontier.retain(|id| seen.insert(*id));
-        let loaded = store.get_many(repo, &frontier)?;
+        frontier.sort_unstable();
+        frontier.dedup();
+        frontier.retain(|id| !seen.contains_key(id));
+        let loaded = load_commits(store, repo, &frontier)?;
         let mut next = Vec::new();
-        for (id, object) in frontier.iter().zip(loaded) {
-            if boundary.contains(id) {
-                continue;
+        for (id, commit) in frontier.iter().zip(loaded) {
+            let Some(commit) = commit else { continue };
+            if !boundary.contains(id) {
+                next.extend(commit.parents.iter().copied());
             }
-            if let Some(o) = object.filter(|o| o.kind == ObjectKind::Commit) {
-                next.extend(parse::commit(&o.data).map_err(|e| corrupt(id, e))?.parents);
-            }
+            seen.insert(*id, commit);
         }
         frontier = next;
     }
     Ok(seen)
+}
+
+/// Whether every wanted commit reaches one of `common`: the negotiation may stop (`ready`).
+/// Walks down from each want, stopping below the lowest generation among `common` (nothing
+/// there can reach them). Wants that are not commits count as reaching. Gives up (answering
+/// yes, which only makes the pack larger) after `budget` commits.
+pub(crate) fn wants_reach_common(
+    store: &dyn ObjectStore,
+    repo: RepoId,
+    wants: &[ObjectId],
+    common: &[ObjectId],
+    mut budget: usize,
+) -> Result<bool> {
+    if common.is_empty() {
+        return Ok(false);
+    }
+    let common_set: HashSet<ObjectId> = common.iter().copied().collect();
+    let floor = load_commits(store, repo, common)?.iter().flatten().map(|c| c.generation).min().unwrap_or(0);
+    let mut reaching: HashSet<ObjectId> = common_set.clone();
+    for want in load_commits(store, repo, wants)?.into_iter().zip(wants) {
+        let (Some(info), want) = want else { continue };
+        if reaching.contains(want) {
+            continue;
+        }
+        let mut seen: HashSet<ObjectId> = HashSet::from([*want]);
+        let mut frontier = info.parents.clone();
+        let mut found = false;
+        while !frontier.is_empty() && !found {
+            frontier.retain(|id| seen.insert(*id));
+            if frontier.iter().any(|id| reaching.contains(id)) {
+                found = true;
+                break;
+            }
+            if budget < frontier.len() {
+                return Ok(true);
+            }
+            budget -= frontier.len();
+            let mut next = Vec::new();
+            for commit in load_commits(store, repo, &frontier)?.into_iter().flatten() {
+                // At or below the lowest common generation, parents cannot be common. Generation 0
+                // means "not in the graph": walk on.
+                if commit.generation == 0 || commit.generation > floor {
+                    next.extend(commit.parents);
+                }
+            }
+            frontier = next;
+        }
+        if !found {
+            return Ok(false);
+        }
+        reaching.insert(*want);
+    }
+    Ok(true)
 }
 
 /// All trees and blobs reachable from the given trees.
@@ -168,9 +251,22 @@ impl Filter {
 pub(crate) struct FetchShape {
     /// `deepen <n>`: send commits at most n deep from the wants.
     pub depth: Option<u32>,
+    /// `deepen-relative`: count `depth` from the client's shallow commits instead.
+    pub deepen_relative: bool,
+    /// `deepen-since <time>`: send no commit older than this (seconds since the epoch).
+    pub deepen_since: Option<i64>,
+    /// `deepen-not <ref>`, resolved: send no commit reachable from these.
+    pub deepen_not: Vec<ObjectId>,
     /// The client's shallow commits (`shallow <id>`).
     pub client_shallow: HashSet<ObjectId>,
     pub filter: Option<Filter>,
+}
+
+impl FetchShape {
+    /// Whether the client asked to change where its history is cut.
+    pub(crate) fn deepens(&self) -> bool {
+        self.depth.is_some() || self.deepen_since.is_some() || !self.deepen_not.is_empty()
+    }
 }
 
 /// What a fetch sends, and what the client is known to have.
@@ -188,82 +284,124 @@ pub(crate) struct FetchSet {
 /// The objects a fetch must send: reachable from `wants`, minus what the client has. The client
 /// has every commit reachable from `common` (stopping at its shallow commits) and everything in
 /// the trees of those commits (the boundary, as Git's own server assumes for thin packs).
-/// Objects named in `wants` are always sent, whatever the filter.
+/// Objects named in `wants` are always sent, whatever the filter. Without `with_trees`, only
+/// commits and tags are listed (enough to answer a negotiation round's shallow list).
+///
+/// Shallow requests choose which commits are in the client's history: `deepen <n>` (counted
+/// from the wants, or with `deepen-relative` from the client's shallow commits) cuts the walk at
+/// a depth; `deepen-since` and `deepen-not` leave out commits older than a time or reachable from
+/// a ref. A sent commit with a parent left out becomes shallow; a client shallow commit whose
+/// parents are now all there is unshallowed.
 pub(crate) fn objects_to_send(
     store: &dyn ObjectStore,
     repo: RepoId,
     wants: &[ObjectId],
     common: &[ObjectId],
     shape: &FetchShape,
+    with_trees: bool,
 ) -> Result<FetchSet> {
-    let have_commits = ancestors(store, repo, common, &shape.client_shallow)?;
-    let have_trees: Vec<ObjectId> = store
-        .get_many(repo, common)?
-        .into_iter()
-        .zip(common)
-        .filter_map(|(o, id)| {
-            o.filter(|o| o.kind == ObjectKind::Commit)
-                .map(|o| parse::commit(&o.data).map(|c| c.tree).map_err(|e| corrupt(id, e)))
-        })
-        .collect::<Result<_>>()?;
+    let have = ancestors(store, repo, common, &shape.client_shallow)?;
+    let have_trees: Vec<ObjectId> = common.iter().filter_map(|id| have.get(id).map(|c| c.tree)).collect();
     let have_objects = tree_contents(store, repo, &have_trees)?;
     let wanted: HashSet<ObjectId> = wants.iter().copied().collect();
+    let deepen = shape.deepens();
+    let excluded_by_ref: HashSet<ObjectId> = if shape.deepen_not.is_empty() {
+        HashSet::new()
+    } else {
+        ancestors(store, repo, &shape.deepen_not, &HashSet::new())?.into_keys().collect()
+    };
+    let depth_limit = shape.depth.map(|d| if shape.deepen_relative { d.saturating_add(1) } else { d });
 
-    // Commits (and tags), breadth first so depth counts are minimal.
+    // Commits (and tags), breadth first so depth counts are minimal. A level of `None` means
+    // no depth limit applies (yet): with `deepen-relative`, levels start at the client's shallow
+    // commits.
     let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut included: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+    let mut included_order: Vec<ObjectId> = Vec::new();
+    let mut cut: HashSet<ObjectId> = HashSet::new();
     let mut commits_and_tags = Vec::new();
     let mut roots: Vec<(ObjectId, ObjectKind)> = Vec::new();
-    let mut shallow = Vec::new();
-    let mut unshallow = Vec::new();
-    let mut frontier: Vec<(ObjectId, u32)> = wants.iter().map(|w| (*w, 1)).collect();
+    let start_level = if shape.depth.is_some() && !shape.deepen_relative { Some(1) } else { None };
+    let mut frontier: Vec<(ObjectId, Option<u32>)> = wants.iter().map(|w| (*w, start_level)).collect();
     while !frontier.is_empty() {
         frontier.retain(|(id, _)| seen.insert(*id));
-        // The client has these with all their history: nothing to send or walk. Deepening a
-        // shallow client is the exception: walk through what it has (sending none of it) down
-        // to its shallow commits, and past them.
-        let deepening = shape.depth.is_some() && !shape.client_shallow.is_empty();
-        frontier.retain(|(id, _)| deepening || !have_commits.contains(id) || shape.client_shallow.contains(id));
+        // The client has these with all their history: nothing to send or walk. Deepening is the
+        // exception: walk through what it has (sending none of it) down to its shallow commits,
+        // and past them.
+        frontier.retain(|(id, _)| deepen || !have.contains_key(id) || shape.client_shallow.contains(id));
         let ids: Vec<ObjectId> = frontier.iter().map(|(id, _)| *id).collect();
-        let loaded = store.get_many(repo, &ids)?;
+        let commits = load_commits(store, repo, &ids)?;
+        let others: Vec<ObjectId> = ids.iter().zip(&commits).filter(|(_, c)| c.is_none()).map(|(id, _)| *id).collect();
+        let mut other_objects = store.get_many(repo, &others)?.into_iter();
         let mut next = Vec::new();
-        for ((id, depth), object) in frontier.iter().zip(loaded) {
-            let object =
-                object.ok_or_else(|| Error::Protocol(format!("object {id} is missing from the repository")))?;
-            match object.kind {
-                ObjectKind::Commit => {
-                    let commit = parse::commit(&object.data).map_err(|e| corrupt(id, e))?;
-                    let client_has_it = have_commits.contains(id);
-                    if !client_has_it {
-                        commits_and_tags.push((*id, ObjectKind::Commit));
-                        roots.push((commit.tree, ObjectKind::Tree));
-                    }
-                    let at_limit = shape.depth.is_some_and(|limit| *depth >= limit);
-                    if at_limit {
-                        if !client_has_it && !commit.parents.is_empty() {
-                            shallow.push(*id);
+        for ((id, level), commit) in frontier.iter().zip(commits) {
+            let Some(commit) = commit else {
+                let object = other_objects
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| Error::Protocol(format!("object {id} is missing from the repository")))?;
+                match object.kind {
+                    ObjectKind::Tag => {
+                        commits_and_tags.push((*id, ObjectKind::Tag));
+                        let tag = parse::tag(&object.data).map_err(|e| corrupt(id, e))?;
+                        match tag.target_kind {
+                            ObjectKind::Commit | ObjectKind::Tag => next.push((tag.target, *level)),
+                            kind => roots.push((tag.target, kind)),
                         }
-                    } else if shape.client_shallow.contains(id) && client_has_it {
-                        // A shallow boundary the client has: deepen past it only when asked.
-                        if shape.depth.is_some() && !commit.parents.is_empty() {
-                            unshallow.push(*id);
-                            next.extend(commit.parents.iter().map(|p| (*p, depth + 1)));
-                        }
-                    } else {
-                        next.extend(commit.parents.iter().map(|p| (*p, depth + 1)));
                     }
+                    kind => roots.push((*id, kind)),
                 }
-                ObjectKind::Tag => {
-                    commits_and_tags.push((*id, ObjectKind::Tag));
-                    let tag = parse::tag(&object.data).map_err(|e| corrupt(id, e))?;
-                    match tag.target_kind {
-                        ObjectKind::Commit | ObjectKind::Tag => next.push((tag.target, *depth)),
-                        kind => roots.push((tag.target, kind)),
-                    }
-                }
-                kind => roots.push((*id, kind)),
+                continue;
+            };
+            if shape.deepen_since.is_some_and(|since| commit.time < since) || excluded_by_ref.contains(id) {
+                continue;
+            }
+            let client_has = have.contains_key(id);
+            let client_shallow = shape.client_shallow.contains(id);
+            if !client_has {
+                commits_and_tags.push((*id, ObjectKind::Commit));
+                roots.push((commit.tree, ObjectKind::Tree));
+            }
+            included.insert(*id, commit.parents.clone());
+            included_order.push(*id);
+            let level = match level {
+                None if shape.deepen_relative && client_shallow => Some(1),
+                other => *other,
+            };
+            if depth_limit.is_some_and(|limit| level.is_some_and(|l| l >= limit)) {
+                cut.insert(*id);
+            } else if client_shallow && client_has && !deepen {
+                // The client keeps its boundary here.
+                cut.insert(*id);
+            } else {
+                next.extend(commit.parents.iter().map(|p| (*p, level.map(|l| l + 1))));
             }
         }
         frontier = next;
+    }
+    if (shape.deepen_since.is_some() || !shape.deepen_not.is_empty()) && included.is_empty() {
+        return Err(Error::Protocol("no commits selected for shallow requests".into()));
+    }
+    let mut shallow = Vec::new();
+    let mut unshallow = Vec::new();
+    for id in &included_order {
+        let parents = &included[id];
+        if parents.is_empty() {
+            continue;
+        }
+        let complete = !cut.contains(id) && parents.iter().all(|p| included.contains_key(p) || have.contains_key(p));
+        if shape.client_shallow.contains(id) {
+            if complete && deepen {
+                unshallow.push(*id);
+            }
+        } else if !complete && !have.contains_key(id) {
+            shallow.push(*id);
+        }
+    }
+
+    if !with_trees {
+        let client_has = have.into_keys().collect();
+        return Ok(FetchSet { objects: commits_and_tags, client_has, shallow, unshallow });
     }
 
     // Trees and blobs under the commits, at a tree depth for `tree:<n>` filters.
@@ -320,12 +458,12 @@ pub(crate) fn objects_to_send(
     }
     let blobs: Vec<(ObjectId, ObjectKind)> = match shape.filter {
         Some(Filter::BlobLimit(limit)) => {
-            // Sizes need the blobs themselves; load them in batches.
+            // Sizes come from the object index: no blob is read.
             let mut kept = Vec::new();
-            for chunk in blobs.chunks(256) {
+            for chunk in blobs.chunks(4096) {
                 let ids: Vec<ObjectId> = chunk.iter().map(|(id, _)| *id).collect();
-                for (id, object) in ids.iter().zip(store.get_many(repo, &ids)?) {
-                    if wanted.contains(id) || object.is_some_and(|o| o.data.len() as u64 <= limit) {
+                for (id, info) in ids.iter().zip(store.info_many(repo, &ids)?) {
+                    if wanted.contains(id) || info.is_some_and(|i| i.size <= limit) {
                         kept.push((*id, ObjectKind::Blob));
                     }
                 }
@@ -338,14 +476,53 @@ pub(crate) fn objects_to_send(
     all.extend(trees);
     all.extend(blobs);
     let mut client_has = have_objects;
-    client_has.extend(have_commits);
+    client_has.extend(have.into_keys());
     Ok(FetchSet { objects: all, client_has, shallow, unshallow })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Filter;
-    use gitstratum_git::ObjectKind;
+    use super::{Filter, wants_reach_common};
+    use gitstratum_git::{ObjectId, ObjectKind, hash_object};
+    use gitstratum_store::mem::MemStore;
+    use gitstratum_store::{NewObject, ObjectStore, RepoId};
+
+    fn commit(store: &MemStore, parents: &[ObjectId], n: u32) -> ObjectId {
+        let mut text = String::from("tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n");
+        for p in parents {
+            text.push_str(&format!("parent {p}\n"));
+        }
+        text.push_str(&format!("committer C <c@x> {n} +0000\n\n{n}\n"));
+        let id = hash_object(ObjectKind::Commit, text.as_bytes()).expect("hash");
+        store
+            .put(RepoId(1), &[NewObject { id, kind: ObjectKind::Commit, data: text.into_bytes(), delta: None }])
+            .expect("put");
+        id
+    }
+
+    #[test]
+    fn ready_when_every_want_reaches_a_common_commit() {
+        let store = MemStore::new();
+        let mut main = vec![commit(&store, &[], 0)];
+        for n in 1..50 {
+            main.push(commit(&store, &[main[n as usize - 1]], n));
+        }
+        let other_root = commit(&store, &[], 100);
+        let other_tip = commit(&store, &[other_root], 101);
+        let repo = RepoId(1);
+        let reach = |wants: &[ObjectId], common: &[ObjectId]| {
+            wants_reach_common(&store, repo, wants, common, 10_000).expect("walk")
+        };
+        assert!(reach(&[main[49]], &[main[3]]));
+        assert!(reach(&[main[49]], &[main[49]]), "a want the client has");
+        assert!(!reach(&[main[49]], &[]));
+        assert!(!reach(&[main[49]], &[other_root]), "unrelated history");
+        assert!(!reach(&[main[49], other_tip], &[main[40]]), "every want must reach one");
+        assert!(reach(&[main[49], other_tip], &[main[40], other_root]));
+        assert!(!reach(&[main[10]], &[main[20]]), "a common commit above the want");
+        // Past the budget the answer is yes: a larger pack, never a wrong one.
+        assert!(wants_reach_common(&store, repo, &[main[49]], &[other_root], 5).expect("walk"));
+    }
 
     #[test]
     fn filters() {
