@@ -25,11 +25,17 @@ impl Git {
     }
 
     async fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.run_env(dir, args, &[]).await
+    }
+
+    async fn run_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         let (home, dir) = (self.home.clone(), dir.to_owned());
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         tokio::task::spawn_blocking(move || {
             Command::new("git")
                 .args(&args)
+                .envs(env)
                 .current_dir(&dir)
                 .env("HOME", &home)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -424,8 +430,151 @@ async fn shallow_and_partial_clones() {
     git.ok(tmp.path(), &["clone", "-q", "--filter=tree:0", &url, treeless.to_str().expect("utf-8")]).await;
     assert_eq!(std::fs::read_to_string(treeless.join("later.txt")).expect("checked out"), "later\n");
 
-    // What is not supported yet says so.
-    let err = git.fails(tmp.path(), &["clone", "--shallow-since=2020-01-01", &url, "since"]).await;
+    // What is not supported says so.
+    let err = git.fails(tmp.path(), &["clone", "--filter=sparse:oid=main:x", &url, "sparse"]).await;
     assert!(err.contains("not supported"), "{err}");
+    s.stop().await;
+}
+
+/// Shallow clones cut by date (`--shallow-since`), by ref (`--shallow-exclude`) and deepened
+/// relative to the current boundary (`--deepen`), in protocol v2 and v0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shallow_since_exclude_and_deepen() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "dated", false).await;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    for day in 1..=6 {
+        std::fs::write(src.join("day.txt"), format!("{day}\n")).expect("write");
+        git.ok(&src, &["add", "-A"]).await;
+        let date = format!("2020-01-0{day} 12:00:00 +0000");
+        let out =
+            git.run_env(&src, &["commit", "-q", "-m", &format!("day {day}")], &[("GIT_COMMITTER_DATE", &date)]).await;
+        assert!(out.status.success());
+        if day == 3 {
+            git.ok(&src, &["tag", "-a", "v3", "-m", "day three"]).await;
+        }
+    }
+    git.ok(&src, &["push", "-q", &url, "main", "--tags"]).await;
+    let count = |dir: PathBuf| {
+        let git = git.clone();
+        async move { git.ok(&dir, &["rev-list", "--count", "HEAD"]).await.trim().parse::<u32>().expect("count") }
+    };
+    for version in ["2", "0"] {
+        let proto = format!("protocol.version={version}");
+        let clone = |name: &str, option: &str| {
+            let (git, dir, url, proto, option) = (
+                git.clone(),
+                tmp.path().join(format!("{name}-v{version}")),
+                url.clone(),
+                proto.clone(),
+                option.to_owned(),
+            );
+            async move {
+                git.ok(
+                    dir.parent().expect("parent"),
+                    &["-c", &proto, "clone", "-q", &option, &url, dir.to_str().expect("utf-8")],
+                )
+                .await;
+                git.fsck(&dir).await;
+                dir
+            }
+        };
+        let since = clone("since", "--shallow-since=2020-01-04 00:00:00 +0000").await;
+        assert_eq!(count(since).await, 3, "days 4, 5 and 6 (v{version})");
+        let exclude = clone("exclude", "--shallow-exclude=v3").await;
+        assert_eq!(count(exclude).await, 3, "what came after v3 (v{version})");
+
+        let deepened = clone("deepen", "--depth=1").await;
+        git.ok(&deepened, &["-c", &proto, "fetch", "-q", "--deepen=2"]).await;
+        assert_eq!(count(deepened.clone()).await, 3, "two more than before (v{version})");
+        git.ok(&deepened, &["-c", &proto, "fetch", "-q", "--shallow-since=2020-01-02 00:00:00 +0000"]).await;
+        assert_eq!(count(deepened.clone()).await, 5, "back to day 2 (v{version})");
+        git.fsck(&deepened).await;
+        git.ok(&deepened, &["-c", &proto, "fetch", "-q", "--unshallow"]).await;
+        assert_eq!(count(deepened.clone()).await, 6);
+        git.fsck(&deepened).await;
+
+        let err = git
+            .fails(
+                tmp.path(),
+                &[
+                    "-c",
+                    &proto,
+                    "clone",
+                    "--shallow-since=2030-01-01 00:00:00 +0000",
+                    &url,
+                    &format!("none-v{version}"),
+                ],
+            )
+            .await;
+        assert!(err.contains("no commits selected"), "{err}");
+    }
+    s.stop().await;
+}
+
+/// Clients that speak protocol v0 or v1 (older git, many tools) clone, fetch with negotiation
+/// and push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_v0_and_v1() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "old-clients", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 30).await;
+    git.ok(&src, &["tag", "-a", "v1", "-m", "one", "HEAD~10"]).await;
+    for b in 0..40 {
+        git.ok(&src, &["branch", &format!("b{b}"), &format!("HEAD~{}", b % 25)]).await;
+    }
+    git.ok(&src, &["push", "-q", &url, "--all"]).await;
+    git.ok(&src, &["push", "-q", &url, "--tags"]).await;
+    for (version, marker) in [("0", "multi_ack_detailed"), ("1", "version 1")] {
+        let proto = format!("protocol.version={version}");
+        let dir = tmp.path().join(format!("clone-v{version}"));
+        let out = git
+            .run_env(
+                tmp.path(),
+                &["-c", &proto, "clone", "-q", &url, dir.to_str().expect("utf-8")],
+                &[("GIT_TRACE_PACKET", "1")],
+            )
+            .await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let trace = String::from_utf8_lossy(&out.stderr);
+        assert!(trace.contains(marker) && !trace.contains("version 2"), "spoke v{version}");
+        git.fsck(&dir).await;
+        assert_eq!(git.ok(&dir, &["rev-parse", "HEAD"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+        assert_eq!(git.ok(&dir, &["symbolic-ref", "HEAD"]).await.trim(), "refs/heads/main");
+        assert_eq!(git.ok(&dir, &["tag"]).await.trim(), "v1");
+        let listing = git.ok(&dir, &["-c", &proto, "ls-remote", "origin"]).await;
+        assert!(listing.contains("refs/tags/v1^{}"), "peeled tags are advertised: {listing}");
+        assert_eq!(listing.lines().count(), 1 + 41 + 2, "HEAD, the branches, the tag and its peeled line");
+    }
+    // Fetches negotiate: new commits on some branches, the rest the clone has.
+    for i in 0..3 {
+        std::fs::write(src.join(format!("new{i}.txt")), "new\n").expect("write");
+        git.ok(&src, &["add", "-A"]).await;
+        git.ok(&src, &["commit", "-q", "-m", &format!("new {i}")]).await;
+    }
+    git.ok(&src, &["branch", "-f", "b7", "HEAD~1"]).await;
+    git.ok(&src, &["push", "-q", "-f", &url, "main", "b7"]).await;
+    for version in ["0", "1"] {
+        let dir = tmp.path().join(format!("clone-v{version}"));
+        git.ok(&dir, &["-c", &format!("protocol.version={version}"), "fetch", "-q", "origin"]).await;
+        assert_eq!(git.ok(&dir, &["rev-parse", "origin/main"]).await, git.ok(&src, &["rev-parse", "main"]).await);
+        assert_eq!(git.ok(&dir, &["rev-parse", "origin/b7"]).await, git.ok(&src, &["rev-parse", "b7"]).await);
+        git.fsck(&dir).await;
+        // And a push over the same protocol.
+        git.ok(&dir, &["checkout", "-q", "-b", &format!("from-v{version}"), "origin/main"]).await;
+        std::fs::write(dir.join("pushed.txt"), version).expect("write");
+        git.ok(&dir, &["add", "-A"]).await;
+        git.ok(&dir, &["commit", "-q", "-m", "pushed"]).await;
+        git.ok(&dir, &["-c", &format!("protocol.version={version}"), "push", "-q", &url, "HEAD"]).await;
+    }
+    let remote = git.ok(&src, &["ls-remote", &url, "refs/heads/from-*"]).await;
+    assert_eq!(remote.lines().count(), 2, "{remote}");
     s.stop().await;
 }
