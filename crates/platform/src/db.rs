@@ -150,10 +150,13 @@ impl Db {
         })
     }
 
-    /// Starts a transaction; dropped without [`Tx::commit`], it rolls back.
+    /// Starts a write transaction; dropped without [`Tx::commit`], it rolls back. On SQLite it
+    /// takes the write lock at once (`BEGIN IMMEDIATE`, waiting up to the busy timeout), so a
+    /// transaction that reads before it writes cannot fail when another writer commits between
+    /// its read and its write.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -178,10 +181,22 @@ struct MigrationSource {
     sql: &'static str,
 }
 
-const SQLITE_MIGRATIONS: &[MigrationSource] =
-    &[MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
-const POSTGRES_MIGRATIONS: &[MigrationSource] =
-    &[MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+const SQLITE_MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") },
+    MigrationSource {
+        version: 2,
+        description: "rbac audit",
+        sql: include_str!("../migrations/sqlite/0002_rbac_audit.sql"),
+    },
+];
+const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
+    MigrationSource {
+        version: 2,
+        description: "rbac audit",
+        sql: include_str!("../migrations/postgres/0002_rbac_audit.sql"),
+    },
+];
 
 fn migrator(sources: &[MigrationSource]) -> Migrator {
     Migrator::with_migrations(
@@ -329,6 +344,15 @@ pub trait FromDbRow: Sized {
 }
 
 impl FromDbRow for i64 {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        match row {
+            DbRow::Sqlite(row) => row.try_get(0),
+            DbRow::Postgres(row) => row.try_get(0),
+        }
+    }
+}
+
+impl FromDbRow for String {
     fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
         match row {
             DbRow::Sqlite(row) => row.try_get(0),

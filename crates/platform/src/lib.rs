@@ -1,5 +1,5 @@
-//! Platform state: accounts, tokens and repositories (organizations, RBAC, audit and CI state
-//! join later), stored in SQL.
+//! Platform state: accounts, organizations, tokens, repositories, roles and the audit log (CI
+//! state joins later), stored in SQL; and the one access policy ([`policy::decide`]).
 //!
 //! One codebase runs on SQLite (embedded, the default) and PostgreSQL (production): queries are
 //! built with sea-query and rendered per dialect by [`db`]; each backend has its own migrations.
@@ -8,10 +8,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod db;
+pub mod orgs;
+pub mod policy;
 pub mod store;
 pub mod token;
 
+pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
 pub use db::{ConnectError, Db, DbTarget};
+pub use orgs::{Member, OrgRole};
+pub use policy::{Denial, RepoAccess, Role, decide};
 pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};
 pub use token::{Scope, Scopes, TokenSecret};

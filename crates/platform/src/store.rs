@@ -3,6 +3,7 @@
 use gitstratum_core::{NameError, Timestamp, validate_repo_name, validate_username};
 use sea_query::{Expr, ExprTrait, Func, Order, Query};
 
+use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{ConnectError, Db, DbRow, DbTarget, FromDbRow, is_unique_violation};
 use crate::token::{Scope, Scopes, TokenSecret, hash_token};
 
@@ -18,6 +19,9 @@ pub enum Error {
         #[source]
         source: NameError,
     },
+    /// The request is well-formed but would break a rule (the last owner of an organization, say).
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot generate a token: {0}")]
     Random(getrandom::Error),
     #[error("cannot persist the initial admin token: {0}")]
@@ -40,6 +44,8 @@ pub struct Account {
     pub id: i64,
     pub name: String,
     pub is_admin: bool,
+    /// An organization rather than a user: it owns repositories and has members, never logs in.
+    pub is_org: bool,
     pub created_at: Timestamp,
 }
 
@@ -49,6 +55,7 @@ impl FromDbRow for Account {
             id: row.get("id")?,
             name: row.get("name")?,
             is_admin: row.get("is_admin")?,
+            is_org: row.get::<String>("kind")? == "org",
             created_at: Timestamp(row.get("created_at")?),
         })
     }
@@ -131,10 +138,10 @@ impl FromDbRow for Repo {
 /// Accounts, tokens and repositories. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct PlatformStore {
-    db: Db,
+    pub(crate) db: Db,
 }
 
-const ACCOUNT_COLUMNS: [&str; 4] = ["id", "name", "is_admin", "created_at"];
+pub(crate) const ACCOUNT_COLUMNS: [&str; 5] = ["id", "name", "kind", "is_admin", "created_at"];
 const TOKEN_COLUMNS: [&str; 8] =
     ["id", "account_id", "name", "scopes", "expires_at", "last_used_at", "created_at", "token_hash"];
 
@@ -173,23 +180,30 @@ impl PlatformStore {
         if count > 0 {
             return Ok(None);
         }
-        let account_id: i64 = tx.conn().fetch_one(&insert_account(INITIAL_ADMIN, true, now)).await?;
+        let account_id: i64 = tx.conn().fetch_one(&insert_account(INITIAL_ADMIN, "user", true, now)).await?;
         let secret = TokenSecret::generate().map_err(Error::Random)?;
         let token =
             NewToken { name: "initial admin token".into(), scopes: Scopes::new([Scope::Admin]), expires_at: None };
         tx.conn().execute(&insert_token(account_id, &token, &secret, now)).await?;
+        let event = AuditEvent::new("account.bootstrap", format!("user:{INITIAL_ADMIN}"))
+            .details(format!(r#"{{"token":{:?}}}"#, token.name));
+        append_audit(&mut tx.conn(), &Actor::system(), &event, now).await?;
         persist(&secret).map_err(Error::Persist)?;
         tx.commit().await?;
         Ok(Some(secret))
     }
 
-    pub async fn create_user(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
+    pub async fn create_user(&self, name: &str, is_admin: bool, actor: &Actor, now: Timestamp) -> Result<Account> {
         validate_username(name).map_err(|source| Error::InvalidName { field: "username", source })?;
-        let mut conn = self.db.acquire().await?;
-        let id: i64 = conn.conn().fetch_one(&insert_account(name, is_admin, now)).await.map_err(|e| {
+        let mut tx = self.db.begin().await?;
+        let id: i64 = tx.conn().fetch_one(&insert_account(name, "user", is_admin, now)).await.map_err(|e| {
             if is_unique_violation(&e) { Error::Conflict { what: format!("account {name:?}") } } else { e.into() }
         })?;
-        Ok(Account { id, name: name.to_owned(), is_admin, created_at: now })
+        let event =
+            AuditEvent::new("user.create", format!("user:{name}")).details(format!(r#"{{"admin":{is_admin}}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(Account { id, name: name.to_owned(), is_admin, is_org: false, created_at: now })
     }
 
     pub async fn find_account(&self, name: &str) -> Result<Option<Account>> {
@@ -206,11 +220,16 @@ impl PlatformStore {
         &self,
         account_id: i64,
         token: &NewToken,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<(TokenInfo, TokenSecret)> {
         let secret = TokenSecret::generate().map_err(Error::Random)?;
-        let mut conn = self.db.acquire().await?;
-        let id: i64 = conn.conn().fetch_one(&insert_token(account_id, token, &secret, now)).await?;
+        let mut tx = self.db.begin().await?;
+        let id: i64 = tx.conn().fetch_one(&insert_token(account_id, token, &secret, now)).await?;
+        let event = AuditEvent::new("token.create", format!("token:{id}"))
+            .details(format!(r#"{{"account_id":{account_id},"name":{:?},"scopes":"{}"}}"#, token.name, token.scopes));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
         let info = TokenInfo {
             id,
             account_id,
@@ -267,7 +286,14 @@ impl PlatformStore {
         Ok(Some(Principal { account, token_id: token.id, scopes: token.scopes }))
     }
 
-    pub async fn create_repo(&self, owner: &Account, name: &str, private: bool, now: Timestamp) -> Result<Repo> {
+    pub async fn create_repo(
+        &self,
+        owner: &Account,
+        name: &str,
+        private: bool,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Repo> {
         validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
         let insert = Query::insert()
             .into_table("repos")
@@ -282,14 +308,19 @@ impl PlatformStore {
             ])
             .returning_col("id")
             .to_owned();
-        let mut conn = self.db.acquire().await?;
-        let id: i64 = conn.conn().fetch_one(&insert).await.map_err(|e| {
+        let mut tx = self.db.begin().await?;
+        let id: i64 = tx.conn().fetch_one(&insert).await.map_err(|e| {
             if is_unique_violation(&e) {
                 Error::Conflict { what: format!("repository {}/{name}", owner.name) }
             } else {
                 e.into()
             }
         })?;
+        let event = AuditEvent::new("repo.create", format!("repo:{}/{name}", owner.name))
+            .org(owner.is_org.then_some(owner.id))
+            .details(format!(r#"{{"private":{private}}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
         Ok(Repo {
             id,
             owner_id: owner.id,
@@ -320,17 +351,26 @@ impl PlatformStore {
     }
 
     /// Deletes a repository; false when it was already gone.
-    pub async fn delete_repo(&self, id: i64) -> Result<bool> {
-        let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(id)).to_owned();
-        Ok(self.db.acquire().await?.conn().execute(&delete).await? > 0)
+    pub async fn delete_repo(&self, repo: &Repo, actor: &Actor, now: Timestamp) -> Result<bool> {
+        let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned();
+        let owner_is_org = self.find_account(&repo.owner).await?.is_some_and(|a| a.is_org);
+        let mut tx = self.db.begin().await?;
+        if tx.conn().execute(&delete).await? == 0 {
+            return Ok(false);
+        }
+        let event = AuditEvent::new("repo.delete", format!("repo:{}/{}", repo.owner, repo.name))
+            .org(owner_is_org.then_some(repo.owner_id));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
-fn insert_account(name: &str, is_admin: bool, now: Timestamp) -> sea_query::InsertStatement {
+pub(crate) fn insert_account(name: &str, kind: &str, is_admin: bool, now: Timestamp) -> sea_query::InsertStatement {
     Query::insert()
         .into_table("accounts")
         .columns(["kind", "name", "name_key", "is_admin", "created_at"])
-        .values_panic(["user".into(), name.into(), name.to_ascii_lowercase().into(), is_admin.into(), now.0.into()])
+        .values_panic([kind.into(), name.into(), name.to_ascii_lowercase().into(), is_admin.into(), now.0.into()])
         .returning_col("id")
         .to_owned()
 }

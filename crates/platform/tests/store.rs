@@ -7,9 +7,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gitstratum_core::Timestamp;
-use gitstratum_platform::{DbTarget, Error, NewToken, PlatformStore, Scope, Scopes};
+use gitstratum_platform::{
+    Actor, AuditEvent, AuditFilter, DbTarget, Error, NewToken, OrgRole, PlatformStore, Role, Scope, Scopes,
+};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn sys() -> Actor {
+    Actor::system()
+}
 
 struct Harness {
     store: PlatformStore,
@@ -86,6 +92,10 @@ suite!(
     tokens_authenticate_until_expiry,
     users_are_unique_case_insensitively,
     repositories_crud,
+    organizations_members_and_roles,
+    collaborators_grant_roles,
+    audit_log_is_a_verifiable_chain,
+    concurrent_audit_appends_keep_one_chain,
 );
 
 async fn bootstrap_creates_admin_once(store: &PlatformStore) {
@@ -113,13 +123,13 @@ async fn bootstrap_rolls_back_when_persist_fails(store: &PlatformStore) {
 }
 
 async fn tokens_authenticate_until_expiry(store: &PlatformStore) {
-    let user = store.create_user("octo", false, T0).await.expect("user");
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
     let new = NewToken {
         name: "ci".into(),
         scopes: Scopes::new([Scope::RepoRead]),
         expires_at: Some(Timestamp(T0.0 + 1000)),
     };
-    let (info, secret) = store.create_token(user.id, &new, T0).await.expect("token");
+    let (info, secret) = store.create_token(user.id, &new, &sys(), T0).await.expect("token");
     assert_eq!(info.scopes, Scopes::new([Scope::RepoRead]));
 
     let principal = store.authenticate(secret.expose(), T0).await.expect("auth").expect("valid");
@@ -138,36 +148,180 @@ async fn tokens_authenticate_until_expiry(store: &PlatformStore) {
 }
 
 async fn users_are_unique_case_insensitively(store: &PlatformStore) {
-    store.create_user("Octo", false, T0).await.expect("user");
-    let err = store.create_user("octo", false, T0).await.expect_err("duplicate");
+    store.create_user("Octo", false, &sys(), T0).await.expect("user");
+    let err = store.create_user("octo", false, &sys(), T0).await.expect_err("duplicate");
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
-    let err = store.create_user("bad_name", false, T0).await.expect_err("invalid");
+    let err = store.create_user("bad_name", false, &sys(), T0).await.expect_err("invalid");
     assert!(matches!(err, Error::InvalidName { field: "username", .. }), "{err:?}");
     assert_eq!(store.find_account("OCTO").await.expect("find").map(|a| a.name), Some("Octo".to_owned()));
 }
 
 async fn repositories_crud(store: &PlatformStore) {
-    let owner = store.create_user("octo", false, T0).await.expect("user");
-    let other = store.create_user("other", false, T0).await.expect("user");
-    let repo = store.create_repo(&owner, "Hello-World", true, T0).await.expect("create");
+    let owner = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let other = store.create_user("other", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&owner, "Hello-World", true, &sys(), T0).await.expect("create");
     assert_eq!((repo.owner.as_str(), repo.name.as_str(), repo.private), ("octo", "Hello-World", true));
     assert_eq!(repo.default_branch, "main");
 
     let found = store.get_repo("OCTO", "hello-world").await.expect("get").expect("found");
     assert_eq!(found, repo);
 
-    let err = store.create_repo(&owner, "hello-WORLD", false, T0).await.expect_err("duplicate");
+    let err = store.create_repo(&owner, "hello-WORLD", false, &sys(), T0).await.expect_err("duplicate");
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
     // The same name under another owner is fine.
-    store.create_repo(&other, "Hello-World", false, T0).await.expect("other owner");
-    let err = store.create_repo(&owner, "x.git", false, T0).await.expect_err("invalid");
+    store.create_repo(&other, "Hello-World", false, &sys(), T0).await.expect("other owner");
+    let err = store.create_repo(&owner, "x.git", false, &sys(), T0).await.expect_err("invalid");
     assert!(matches!(err, Error::InvalidName { field: "name", .. }), "{err:?}");
 
-    store.create_repo(&owner, "alpha", false, T0).await.expect("create");
+    store.create_repo(&owner, "alpha", false, &sys(), T0).await.expect("create");
     let names: Vec<_> = store.list_repos(owner.id).await.expect("list").into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["alpha", "Hello-World"]);
 
-    assert!(store.delete_repo(repo.id).await.expect("delete"));
-    assert!(!store.delete_repo(repo.id).await.expect("delete again"));
+    assert!(store.delete_repo(&repo, &sys(), T0).await.expect("delete"));
+    assert!(!store.delete_repo(&repo, &sys(), T0).await.expect("delete again"));
     assert!(store.get_repo("octo", "Hello-World").await.expect("get").is_none());
+}
+
+async fn organizations_members_and_roles(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let bob = store.create_user("bob", false, &sys(), T0).await.expect("user");
+    let carol = store.create_user("carol", false, &sys(), T0).await.expect("user");
+    let org = store.create_org("Acme", &alice, &sys(), T0).await.expect("org");
+    assert!(org.is_org && !org.is_admin);
+    let err = store.create_org("acme", &bob, &sys(), T0).await.expect_err("one namespace");
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    let err = store.create_org("alice", &bob, &sys(), T0).await.expect_err("users and orgs share names");
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(store.find_account("ACME").await.expect("find").expect("org").is_org);
+    assert_eq!(store.org_role(org.id, alice.id).await.expect("role"), Some(OrgRole::Owner));
+
+    store.set_org_member(&org, &bob, OrgRole::Member, &sys(), T0).await.expect("add bob");
+    assert_eq!(store.org_role(org.id, bob.id).await.expect("role"), Some(OrgRole::Member));
+    let members = store.org_members(org.id).await.expect("members");
+    let names: Vec<(&str, OrgRole)> = members.iter().map(|m| (m.account.name.as_str(), m.role)).collect();
+    assert_eq!(names, [("alice", OrgRole::Owner), ("bob", OrgRole::Member)]);
+    assert_eq!(store.list_orgs(Some(bob.id)).await.expect("orgs").len(), 1);
+    assert!(store.list_orgs(Some(carol.id)).await.expect("orgs").is_empty());
+    assert_eq!(store.list_orgs(None).await.expect("orgs").len(), 1);
+
+    // The last owner stays.
+    let err = store.set_org_member(&org, &alice, OrgRole::Member, &sys(), T0).await.expect_err("last owner");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    let err = store.remove_org_member(&org, &alice, &sys(), T0).await.expect_err("last owner");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert_eq!(store.org_role(org.id, alice.id).await.expect("role"), Some(OrgRole::Owner), "rolled back");
+    let err = store.set_org_member(&org, &org, OrgRole::Member, &sys(), T0).await.expect_err("orgs are not members");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+
+    // Roles on the organization's repositories.
+    let repo = store.create_repo(&org, "widgets", true, &sys(), T0).await.expect("repo");
+    assert_eq!(store.repo_role(alice.id, &repo).await.expect("role"), Some(Role::Admin));
+    assert_eq!(store.repo_role(bob.id, &repo).await.expect("role"), Some(Role::Read));
+    assert_eq!(store.repo_role(carol.id, &repo).await.expect("role"), None);
+    store.set_collaborator(&repo, &bob, Role::Write, &sys(), T0).await.expect("grant");
+    assert_eq!(store.repo_role(bob.id, &repo).await.expect("role"), Some(Role::Write), "the higher role wins");
+
+    assert!(store.remove_org_member(&org, &bob, &sys(), T0).await.expect("remove"));
+    assert!(!store.remove_org_member(&org, &bob, &sys(), T0).await.expect("again"));
+    assert_eq!(store.repo_role(bob.id, &repo).await.expect("role"), Some(Role::Write), "the grant stays");
+}
+
+async fn collaborators_grant_roles(store: &PlatformStore) {
+    let owner = store.create_user("owner", false, &sys(), T0).await.expect("user");
+    let dev = store.create_user("dev", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&owner, "app", true, &sys(), T0).await.expect("repo");
+    assert_eq!(store.repo_role(owner.id, &repo).await.expect("role"), Some(Role::Admin));
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), None);
+    for role in [Role::Read, Role::Triage, Role::Maintain, Role::Write] {
+        store.set_collaborator(&repo, &dev, role, &sys(), T0).await.expect("grant");
+        assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(role));
+    }
+    let list = store.collaborators(repo.id).await.expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].account.name.as_str(), list[0].role), ("dev", Role::Write));
+    assert!(store.remove_collaborator(&repo, &dev, &sys(), T0).await.expect("revoke"));
+    assert!(!store.remove_collaborator(&repo, &dev, &sys(), T0).await.expect("again"));
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), None);
+    // Deleting the repository deletes its grants.
+    store.set_collaborator(&repo, &dev, Role::Read, &sys(), T0).await.expect("grant");
+    assert!(store.delete_repo(&repo, &sys(), T0).await.expect("delete"));
+    assert!(store.collaborators(repo.id).await.expect("list").is_empty());
+}
+
+async fn raw_execute(store: &PlatformStore, sql: &str) {
+    match store.db() {
+        gitstratum_platform::Db::Sqlite(pool) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.expect("raw sql");
+        }
+        gitstratum_platform::Db::Postgres(pool) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.expect("raw sql");
+        }
+    }
+}
+
+async fn audit_log_is_a_verifiable_chain(store: &PlatformStore) {
+    store.bootstrap_admin(T0, |_| Ok(())).await.expect("bootstrap").expect("admin");
+    let admin = store.find_account("admin").await.expect("find").expect("admin");
+    let actor = Actor::account(admin.id, "admin").from(Some("192.0.2.7".into()), Some("req-1".into()));
+    let user = store.create_user("octo", false, &actor, Timestamp(T0.0 + 1)).await.expect("user");
+    let repo = store.create_repo(&user, "demo", false, &actor, Timestamp(T0.0 + 2)).await.expect("repo");
+    store.set_collaborator(&repo, &admin, Role::Read, &actor, Timestamp(T0.0 + 3)).await.expect("grant");
+    store
+        .record_audit(&actor, &AuditEvent::new("site.settings", "site".into()), Timestamp(T0.0 + 4))
+        .await
+        .expect("record");
+    // A failed action leaves no entry.
+    store.create_user("octo", false, &actor, T0).await.expect_err("duplicate");
+
+    let all = store.list_audit(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.expect("list");
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["site.settings", "repo.collaborator.set", "repo.create", "user.create", "account.bootstrap"]);
+    assert_eq!(all[3].ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(all[3].request_id.as_deref(), Some("req-1"));
+    assert_eq!(all[3].target, "user:octo");
+    assert_eq!(all[2].target, "repo:octo/demo");
+    assert_eq!(all[4].actor, "system");
+    for pair in all.windows(2) {
+        assert_eq!(pair[0].prev_hash, pair[1].hash, "each entry names the one before it");
+    }
+    let page = store
+        .list_audit(&AuditFilter { before: Some(all[1].id), limit: 2, ..AuditFilter::default() })
+        .await
+        .expect("page");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
+    let only = store
+        .list_audit(&AuditFilter { action: Some("repo.create".into()), limit: 10, ..AuditFilter::default() })
+        .await
+        .expect("filter");
+    assert_eq!(only.len(), 1);
+
+    let ok = store.verify_audit().await.expect("verify");
+    assert_eq!((ok.entries, ok.broken_at), (5, None));
+
+    // Altering an entry is detected at that entry.
+    let target = all[2].id;
+    raw_execute(store, &format!("UPDATE audit_log SET target = 'repo:octo/other' WHERE id = {target}")).await;
+    let bad = store.verify_audit().await.expect("verify");
+    assert_eq!(bad.broken_at.map(|b| b.0), Some(target));
+    raw_execute(store, &format!("UPDATE audit_log SET target = 'repo:octo/demo' WHERE id = {target}")).await;
+    assert_eq!(store.verify_audit().await.expect("verify").broken_at, None);
+    // Removing one breaks the chain at the next.
+    raw_execute(store, &format!("DELETE FROM audit_log WHERE id = {}", all[3].id)).await;
+    let bad = store.verify_audit().await.expect("verify");
+    assert_eq!(bad.broken_at.map(|b| b.0), Some(all[2].id));
+}
+
+async fn concurrent_audit_appends_keep_one_chain(store: &PlatformStore) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_audit(&sys(), &AuditEvent::new("test.concurrent", format!("n:{i}")), T0).await.expect("append")
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let v = store.verify_audit().await.expect("verify");
+    assert_eq!((v.entries, v.broken_at), (16, None));
 }
