@@ -27,6 +27,33 @@ enum Command {
     /// Check workflow files and preview what they run (works without a server).
     #[command(subcommand)]
     Workflow(workflow_cmd::WorkflowCommand),
+    /// Administer an installation directly through its data directory or database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain; exits non-zero at the first entry that does not fit.
+    Verify(StorageArgs),
+}
+
+/// Where the installation keeps its state (as for `serve`).
+#[derive(Args)]
+struct StorageArgs {
+    /// Directory holding all state [default: ./gitstratum-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL for platform state [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -55,6 +82,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Workflow(command) => workflow_cmd::run(command),
+        Command::Admin(AdminCommand::Audit(AuditCommand::Verify(args))) => audit_verify(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,6 +127,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+fn audit_verify(args: StorageArgs) -> anyhow::Result<()> {
+    let flags = ConfigLayer { data_dir: args.data_dir, database_url: args.database_url, ..ConfigLayer::default() };
+    let config = Config::load(flags, std::env::vars()).context("invalid configuration")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let verification = runtime.block_on(async {
+        let store = gitstratum_server::open_platform(&config).await?;
+        let result = store.verify_audit().await;
+        store.close().await;
+        anyhow::Ok(result?)
+    })?;
+    match verification.broken_at {
+        None => {
+            println!("audit log intact: {} entries, hash chain verified", verification.entries);
+            Ok(())
+        }
+        Some((id, why)) => anyhow::bail!("audit log broken at entry {id}: {why}"),
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

@@ -54,6 +54,24 @@ async fn first_start_serves_and_stops_cleanly() {
     let resp = reqwest::get(format!("{base}/api/v1/repos/admin/demo")).await.expect("get");
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(again.terminate().code(), Some(0));
+
+    // The audit log recorded the bootstrap and the repository, and its chain verifies offline.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitstratum"))
+        .args(["admin", "audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 entries, hash chain verified"), "{stdout}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitstratum"))
+        .args(["admin", "audit", "verify", "--data-dir"])
+        .arg(tmp.path().join("nowhere"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no platform.db"), "{:?}", out);
+    assert!(!tmp.path().join("nowhere").exists(), "verify never creates a data directory");
 }
 
 #[tokio::test]

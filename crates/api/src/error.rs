@@ -56,6 +56,7 @@ impl From<gitstratum_platform::Error> for ApiError {
             E::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", err.to_string()),
             E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
             E::InvalidName { field, ref source } => ApiError::validation(field, format!("invalid {field}: {source}")),
+            E::Refused(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", message),
             E::Random(_) | E::Persist(_) | E::Db(_) => ApiError::internal(err),
         }
     }

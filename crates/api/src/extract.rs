@@ -1,15 +1,18 @@
 //! Extractors that turn request parts into typed values or an [`ApiError`].
 
+use std::net::SocketAddr;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine;
-use gitstratum_platform::Principal;
+use gitstratum_platform::{Actor, Principal};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::observe::RequestId;
 
 /// A JSON body whose rejections use our error format: malformed JSON is 400, a body of the wrong
 /// shape is 422, a missing `Content-Type` is 415, an oversized body is 413.
@@ -76,6 +79,29 @@ impl FromRequestParts<AppState> for Authenticated {
                 Err(ApiError::unauthenticated("authentication required: send 'Authorization: Bearer <token>'"))
             }
         }
+    }
+}
+
+/// Where a request came from, for the audit log: the peer address and the request id.
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl RequestMeta {
+    /// The audit actor for `principal` acting through this request.
+    pub fn actor(&self, principal: &Principal) -> Actor {
+        Actor::account(principal.account.id, &principal.account.name).from(self.ip.clone(), self.request_id.clone())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        Ok(RequestMeta { ip, request_id })
     }
 }
 

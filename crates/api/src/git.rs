@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitstratum_frontend::{PackStats, Protocol, ReceiveOptions, Service, UploadOptions};
-use gitstratum_platform::{Principal, Repo, Scope};
+use gitstratum_platform::{Denial, Principal, Repo, RepoAccess, Role, decide};
 use gitstratum_store::{Actor, RepoId};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -83,7 +83,9 @@ enum Access {
     Write,
 }
 
-/// Finds the repository and checks the caller may do `access` on it.
+/// Finds the repository and checks, through the one policy, that the caller may do `access`.
+/// Git asks for credentials only on a 401, so a private repository an anonymous caller may not
+/// see answers 401 here (the API answers 404).
 async fn authorize(
     state: &AppState,
     owner: &str,
@@ -93,32 +95,30 @@ async fn authorize(
 ) -> Result<Repo, GitError> {
     let name = repo.strip_suffix(".git").unwrap_or(repo);
     let repo = state.store().get_repo(owner, name).await?.ok_or_else(GitError::not_found)?;
-    let owns = caller.is_some_and(|p| p.is_site_admin() || p.account.id == repo.owner_id);
-    let can_read = !repo.private || (owns && caller.is_some_and(|p| p.scopes.allows(Scope::RepoRead)));
-    if !can_read {
-        return Err(match caller {
-            None => GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."),
-            Some(_) => GitError::not_found(),
-        });
-    }
-    if access == Access::Write {
-        let Some(principal) = caller else {
-            return Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required to push."));
-        };
-        if !owns {
-            return Err(GitError::new(
-                StatusCode::FORBIDDEN,
-                format!("Permission to {}/{} denied to {}.", repo.owner, repo.name, principal.account.name),
-            ));
+    let role = match caller {
+        Some(p) => state.store().repo_role(p.account.id, &repo).await?,
+        None => None,
+    };
+    let needed = if access == Access::Write { Role::Write } else { Role::Read };
+    match decide(RepoAccess { caller, role, private: repo.private }, needed) {
+        Ok(()) => Ok(repo),
+        Err(Denial::NotFound) if caller.is_none() => {
+            Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."))
         }
-        if !principal.scopes.allows(Scope::RepoWrite) {
-            return Err(GitError::new(
-                StatusCode::FORBIDDEN,
-                "This token cannot push: it lacks the 'repo:write' scope.",
-            ));
+        Err(Denial::NotFound) => Err(GitError::not_found()),
+        Err(Denial::Unauthenticated) => {
+            Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required to push."))
         }
+        Err(Denial::Forbidden(reason)) => Err(GitError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Permission to {}/{} denied to {}: {reason}.",
+                repo.owner,
+                repo.name,
+                caller.map_or("anonymous", |p| p.account.name.as_str())
+            ),
+        )),
     }
-    Ok(repo)
 }
 
 fn protocol(headers: &HeaderMap) -> Protocol {

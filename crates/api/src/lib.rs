@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod git;
 pub mod observe;
+pub mod orgs;
 pub mod repos;
 
 use std::sync::Arc;
@@ -81,6 +82,19 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/repos", axum::routing::post(repos::create))
         .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete))
+        .route("/api/v1/repos/{owner}/{repo}/collaborators", get(repos::collaborators))
+        .route(
+            "/api/v1/repos/{owner}/{repo}/collaborators/{username}",
+            axum::routing::put(repos::set_collaborator).delete(repos::remove_collaborator),
+        )
+        .route("/api/v1/orgs", axum::routing::post(orgs::create).get(orgs::list))
+        .route("/api/v1/orgs/{org}/members", get(orgs::members))
+        .route(
+            "/api/v1/orgs/{org}/members/{username}",
+            axum::routing::put(orgs::set_member).delete(orgs::remove_member),
+        )
+        .route("/api/v1/users", axum::routing::post(orgs::create_user))
+        .route("/api/v1/audit", get(orgs::audit))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES));
     let git = Router::new()
         .route("/{owner}/{repo}/info/refs", get(git::info_refs))

@@ -3,12 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gitstratum_platform::{Principal, Repo, Scope};
+use gitstratum_platform::{Denial, Principal, Repo, RepoAccess, Role, Scope, decide};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated, Caller};
+use crate::extract::{ApiJson, Authenticated, Caller, RequestMeta};
 
 #[derive(Debug, Deserialize)]
 pub struct CreateRepo {
@@ -46,7 +46,7 @@ impl RepoBody {
     }
 }
 
-fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
+pub(crate) fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
     if principal.scopes.allows(scope) {
         Ok(())
     } else {
@@ -54,22 +54,36 @@ fn require_scope(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
     }
 }
 
-/// Whether the caller may see the repository at all. A repository the caller may not see is
-/// reported as missing (404), never as forbidden, so private names do not leak.
-fn can_read(caller: Option<&Principal>, repo: &Repo) -> bool {
-    if !repo.private {
-        return true;
-    }
-    caller.is_some_and(|p| p.is_site_admin() || (p.account.id == repo.owner_id && p.scopes.allows(Scope::RepoRead)))
-}
-
 fn repo_not_found(owner: &str, name: &str) -> ApiError {
     ApiError::not_found("repo.not_found", format!("repository {owner}/{name} not found"))
+}
+
+/// Finds a repository and checks, through the one policy, that the caller may act on it with the
+/// powers of `needed`. A repository the caller may not see is missing (404), never forbidden.
+pub(crate) async fn authorize_repo(
+    state: &AppState,
+    caller: Option<&Principal>,
+    owner: &str,
+    name: &str,
+    needed: Role,
+) -> Result<Repo, ApiError> {
+    let repo = state.store().get_repo(owner, name).await?.ok_or_else(|| repo_not_found(owner, name))?;
+    let role = match caller {
+        Some(p) => state.store().repo_role(p.account.id, &repo).await?,
+        None => None,
+    };
+    match decide(RepoAccess { caller, role, private: repo.private }, needed) {
+        Ok(()) => Ok(repo),
+        Err(Denial::NotFound) => Err(repo_not_found(owner, name)),
+        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
+        Err(Denial::Forbidden(reason)) => Err(ApiError::forbidden(reason)),
+    }
 }
 
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<CreateRepo>,
 ) -> Result<(StatusCode, Json<RepoBody>), ApiError> {
     require_scope(&caller, Scope::RepoWrite)?;
@@ -77,24 +91,31 @@ pub async fn create(
         None => caller.account.clone(),
         Some(name) if name.eq_ignore_ascii_case(&caller.account.name) => caller.account.clone(),
         Some(name) => {
-            if !caller.is_site_admin() {
-                return Err(ApiError::forbidden(format!("you may not create repositories for {name}")));
-            }
-            state
+            let owner = state
                 .store()
                 .find_account(name)
                 .await?
-                .ok_or_else(|| ApiError::validation("owner", format!("no account named {name:?}")))?
+                .ok_or_else(|| ApiError::validation("owner", format!("no account named {name:?}")))?;
+            // Members of an organization may create its repositories (GitHub's default).
+            let member = owner.is_org && state.store().org_role(owner.id, caller.account.id).await?.is_some();
+            if !(member || caller.is_site_admin()) {
+                return Err(ApiError::forbidden(format!("you may not create repositories for {name}")));
+            }
+            owner
         }
     };
-    let repo = state.store().create_repo(&owner, &body.name, body.private, state.now()).await.map_err(|e| match e {
-        gitstratum_platform::Error::Conflict { .. } => ApiError::new(
-            StatusCode::CONFLICT,
-            "repo.already_exists",
-            format!("repository {}/{} already exists", owner.name, body.name),
-        ),
-        other => other.into(),
-    })?;
+    let actor = meta.actor(&caller);
+    let repo =
+        state.store().create_repo(&owner, &body.name, body.private, &actor, state.now()).await.map_err(
+            |e| match e {
+                gitstratum_platform::Error::Conflict { .. } => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "repo.already_exists",
+                    format!("repository {}/{} already exists", owner.name, body.name),
+                ),
+                other => other.into(),
+            },
+        )?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), actor = %caller.account.name, "repository created");
     Ok((StatusCode::CREATED, Json(RepoBody::new(repo, &state))))
 }
@@ -104,26 +125,18 @@ pub async fn get(
     Caller(caller): Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<RepoBody>, ApiError> {
-    match state.store().get_repo(&owner, &name).await? {
-        Some(repo) if can_read(caller.as_ref(), &repo) => Ok(Json(RepoBody::new(repo, &state))),
-        _ => Err(repo_not_found(&owner, &name)),
-    }
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    Ok(Json(RepoBody::new(repo, &state)))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
+    meta: RequestMeta,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let repo = match state.store().get_repo(&owner, &name).await? {
-        Some(repo) if can_read(Some(&caller), &repo) => repo,
-        _ => return Err(repo_not_found(&owner, &name)),
-    };
-    if !(caller.is_site_admin() || caller.account.id == repo.owner_id) {
-        return Err(ApiError::forbidden(format!("you may not delete {}/{}", repo.owner, repo.name)));
-    }
-    require_scope(&caller, Scope::RepoAdmin)?;
-    state.store().delete_repo(repo.id).await?;
+    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+    state.store().delete_repo(&repo, &meta.actor(&caller), state.now()).await?;
     // The platform row is gone, so nothing can reach the Git data any more; remove it.
     let git = state.git().clone();
     let repo_id = gitstratum_store::RepoId(repo.id);
@@ -133,4 +146,76 @@ pub async fn delete(
         .map_err(ApiError::internal)?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), actor = %caller.account.name, "repository deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetCollaborator {
+    /// `read`, `triage`, `write`, `maintain` or `admin`; `push`/`pull` as GitHub's aliases.
+    #[serde(default = "default_permission")]
+    pub permission: String,
+}
+
+fn default_permission() -> String {
+    "write".into()
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollaboratorBody {
+    pub username: String,
+    pub permission: String,
+}
+
+pub async fn collaborators(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Json<Vec<CollaboratorBody>>, ApiError> {
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    let list = state.store().collaborators(repo.id).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|m| CollaboratorBody { username: m.account.name, permission: m.role.to_string() })
+            .collect(),
+    ))
+}
+
+pub async fn set_collaborator(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name, username)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<SetCollaborator>,
+) -> Result<StatusCode, ApiError> {
+    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+    let role: Role = match body.permission.as_str() {
+        "pull" => Role::Read,
+        "push" => Role::Write,
+        other => other.parse().map_err(|e: String| ApiError::validation("permission", e))?,
+    };
+    let user = find_user(&state, &username).await?;
+    state.store().set_collaborator(&repo, &user, role, &meta.actor(&caller), state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_collaborator(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name, username)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+    let user = find_user(&state, &username).await?;
+    if state.store().remove_collaborator(&repo, &user, &meta.actor(&caller), state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("collaborator.not_found", format!("{username} is not a collaborator")))
+    }
+}
+
+/// A user account by name (404 for unknown names and for organizations).
+pub(crate) async fn find_user(state: &AppState, username: &str) -> Result<gitstratum_platform::Account, ApiError> {
+    match state.store().find_account(username).await? {
+        Some(a) if !a.is_org => Ok(a),
+        _ => Err(ApiError::not_found("user.not_found", format!("no user named {username:?}"))),
+    }
 }

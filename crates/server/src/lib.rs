@@ -69,6 +69,25 @@ pub struct Server {
     pub initial_admin_token: Option<TokenSecret>,
 }
 
+/// Opens the platform database a configuration names, for offline administration
+/// (`gitstratum admin …`); never creates a data directory.
+pub async fn open_platform(config: &Config) -> Result<PlatformStore, Error> {
+    let target = match &config.database_url {
+        Some(url) => DbTarget::Postgres { url: url.clone(), schema: None },
+        None => {
+            let path = config.data_dir.join("platform.db");
+            if !path.is_file() {
+                return Err(Error::DataDir {
+                    path: config.data_dir.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no platform.db in it"),
+                });
+            }
+            DbTarget::Sqlite { path }
+        }
+    };
+    Ok(PlatformStore::open(&target).await?)
+}
+
 impl Server {
     /// Creates or opens the data directory and the platform database, and on first start creates
     /// the `admin` account, writing its token to `DATA/initial-admin-token` before committing.

@@ -578,3 +578,113 @@ async fn protocol_v0_and_v1() {
     assert_eq!(remote.lines().count(), 2, "{remote}");
     s.stop().await;
 }
+
+fn url_for(s: &TestServer, token: &str, path: &str) -> String {
+    format!("http://x:{token}@{}/{path}.git", s.base.trim_start_matches("http://"))
+}
+
+/// The one policy decides Git and API access alike: collaborator grants, organization roles,
+/// scopes; and every grant is in the audit log with where it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collaborators_and_organizations_decide_access() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let admin = Some(s.admin_token.as_str());
+    let (status, body) = s.send(Method::POST, "/api/v1/users", admin, Some(json!({"username": "bob"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["type"], "User");
+    let bob = s.user_token("bob", &[Scope::RepoWrite]).await;
+    let (status, _) = s.send(Method::POST, "/api/v1/users", Some(&bob), Some(json!({"username": "eve"}))).await;
+    assert_eq!(status, 403, "only site administrators create accounts");
+
+    let url = create_repo(&s, "team", true).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 2).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+
+    let bob_url = url_for(&s, &bob, "admin/team");
+    let err = git.fails(tmp.path(), &["clone", &bob_url, "nope"]).await;
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/team", Some(&bob), None).await.0, 404);
+
+    let grant = |permission: &str| json!({ "permission": permission });
+    let path = "/api/v1/repos/admin/team/collaborators/bob";
+    assert_eq!(s.send(Method::PUT, path, Some(&bob), Some(grant("admin"))).await.0, 404, "bob cannot see it yet");
+    let (status, body) = s.send(Method::PUT, path, admin, Some(grant("owner"))).await;
+    assert_eq!((status.as_u16(), body["error"]["field"].as_str()), (422, Some("permission")));
+    assert_eq!(s.send(Method::PUT, path, admin, Some(grant("read"))).await.0, 204);
+
+    let clone = tmp.path().join("bob");
+    git.ok(tmp.path(), &["clone", "-q", &bob_url, clone.to_str().expect("utf-8")]).await;
+    std::fs::write(clone.join("bob.txt"), "bob\n").expect("write");
+    git.ok(&clone, &["add", "-A"]).await;
+    git.ok(&clone, &["commit", "-q", "-m", "by bob"]).await;
+    let err = git.fails(&clone, &["push", &bob_url, "main"]).await;
+    assert!(err.contains("write permission"), "{err}");
+    assert_eq!(s.send(Method::PUT, path, admin, Some(grant("push"))).await.0, 204);
+    git.ok(&clone, &["push", "-q", &bob_url, "main"]).await;
+    let (status, body) = s.send(Method::GET, "/api/v1/repos/admin/team/collaborators", Some(&bob), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([{"username": "bob", "permission": "write"}]));
+    let (status, body) = s.send(Method::DELETE, "/api/v1/repos/admin/team", Some(&bob), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(s.send(Method::DELETE, path, admin, None).await.0, 204);
+    assert_eq!(s.send(Method::DELETE, path, admin, None).await.0, 404);
+    git.fails(tmp.path(), &["clone", &bob_url, "revoked"]).await;
+
+    // Organizations: the creator owns it; members read its repositories.
+    let (status, _) = s.send(Method::POST, "/api/v1/orgs", Some(&bob), Some(json!({"name": "acme"}))).await;
+    assert_eq!(status, 403, "creating an organization needs repo:admin");
+    let bob_admin = s.user_token("bob", &[Scope::RepoAdmin]).await;
+    let (status, body) = s.send(Method::POST, "/api/v1/orgs", Some(&bob_admin), Some(json!({"name": "acme"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["type"], "Organization");
+    let (status, body) =
+        s.create_repo(Some(&bob_admin), json!({"name": "tools", "owner": "acme", "private": true})).await;
+    assert_eq!(status, 201, "{body}");
+    git.ok(&src, &["push", "-q", &url_for(&s, &bob_admin, "acme/tools"), "main"]).await;
+    let carol = s.user_token("carol", &[Scope::RepoWrite]).await;
+    let carol_url = url_for(&s, &carol, "acme/tools");
+    git.fails(tmp.path(), &["clone", &carol_url, "carol-before"]).await;
+    let (status, body) = s.create_repo(Some(&carol), json!({"name": "x", "owner": "acme"})).await;
+    assert_eq!(status, 403, "{body}");
+    let members = "/api/v1/orgs/acme/members/carol";
+    assert_eq!(s.send(Method::PUT, members, Some(&carol), Some(json!({}))).await.0, 404, "not a member");
+    assert_eq!(s.send(Method::PUT, members, Some(&bob_admin), Some(json!({}))).await.0, 204);
+    assert_eq!(s.send(Method::PUT, members, Some(&carol), Some(json!({"role": "owner"}))).await.0, 403);
+    let carol_clone = tmp.path().join("carol");
+    git.ok(tmp.path(), &["clone", "-q", &carol_url, carol_clone.to_str().expect("utf-8")]).await;
+    let err = git.fails(&carol_clone, &["push", &carol_url, "main:other"]).await;
+    assert!(err.contains("write permission"), "{err}");
+    let (status, body) = s.send(Method::GET, "/api/v1/orgs/acme/members", Some(&carol), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([{"username": "bob", "role": "owner"}, {"username": "carol", "role": "member"}]));
+    let last_owner = "/api/v1/orgs/acme/members/bob";
+    let (status, body) = s.send(Method::DELETE, last_owner, Some(&bob_admin), None).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (422, Some("refused")));
+
+    // The audit log: everything for the site administrator, an organization's part for its owners.
+    let (status, body) = s.send(Method::GET, "/api/v1/audit?action=repo.collaborator.set", admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    let entries = body["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{body}");
+    assert_eq!(entries[0]["details"], json!({"user": "bob", "permission": "write"}));
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["ip"], "127.0.0.1");
+    assert!(entries[0]["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    let (status, body) = s.send(Method::GET, "/api/v1/audit?limit=2", admin, None).await;
+    assert_eq!(status, 200);
+    let cursor = body["next_cursor"].as_i64().expect("more pages");
+    let (_, older) = s.send(Method::GET, &format!("/api/v1/audit?limit=2&before={cursor}"), admin, None).await;
+    assert!(older["entries"][0]["id"].as_i64().expect("id") < cursor);
+    assert_eq!(s.send(Method::GET, "/api/v1/audit", Some(&bob_admin), None).await.0, 403);
+    let (status, body) = s.send(Method::GET, "/api/v1/audit?org=acme", Some(&bob_admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    let actions: Vec<&str> =
+        body["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["org.member.set", "repo.create", "org.create"]);
+    assert_eq!(s.send(Method::GET, "/api/v1/audit?org=acme", Some(&carol), None).await.0, 403);
+    s.stop().await;
+}

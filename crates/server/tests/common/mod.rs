@@ -93,13 +93,19 @@ impl TestServer {
         let now = gitstratum_core::Timestamp(0);
         let account = match store.find_account(name).await.expect("find") {
             Some(a) => a,
-            None => store.create_user(name, false, now).await.expect("user"),
+            None => store.create_user(name, false, &gitstratum_platform::Actor::system(), now).await.expect("user"),
         };
         let new = gitstratum_platform::NewToken {
             name: "test".into(),
             scopes: gitstratum_platform::Scopes::new(scopes.iter().copied()),
             expires_at: None,
         };
-        store.create_token(account.id, &new, now).await.expect("token").1.expose().to_owned()
+        store
+            .create_token(account.id, &new, &gitstratum_platform::Actor::system(), now)
+            .await
+            .expect("token")
+            .1
+            .expose()
+            .to_owned()
     }
 }

@@ -1,0 +1,246 @@
+//! `/api/v1/orgs`, `/api/v1/users` and `/api/v1/audit`: organizations and their members, accounts
+//! created by administrators, and the audit log.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use gitstratum_platform::{Account, AuditEntry, AuditFilter, OrgRole, Principal, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authenticated, RequestMeta};
+use crate::repos::{find_user, require_scope};
+
+#[derive(Debug, Deserialize)]
+pub struct CreateOrg {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountBody {
+    pub id: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub site_admin: bool,
+    pub created_at: String,
+}
+
+impl From<Account> for AccountBody {
+    fn from(a: Account) -> Self {
+        AccountBody {
+            id: a.id,
+            kind: if a.is_org { "Organization" } else { "User" },
+            site_admin: a.is_admin,
+            created_at: a.created_at.to_rfc3339(),
+            name: a.name,
+        }
+    }
+}
+
+fn org_not_found(name: &str) -> ApiError {
+    ApiError::not_found("org.not_found", format!("organization {name} not found"))
+}
+
+async fn find_org(state: &AppState, name: &str) -> Result<Account, ApiError> {
+    match state.store().find_account(name).await? {
+        Some(a) if a.is_org => Ok(a),
+        _ => Err(org_not_found(name)),
+    }
+}
+
+/// The organization, when the caller owns it (or is a site administrator) and the token may
+/// administer.
+async fn owned_org(state: &AppState, caller: &Principal, name: &str) -> Result<Account, ApiError> {
+    let org = find_org(state, name).await?;
+    if caller.is_site_admin() {
+        return Ok(org);
+    }
+    match state.store().org_role(org.id, caller.account.id).await? {
+        Some(OrgRole::Owner) => {
+            require_scope(caller, Scope::RepoAdmin)?;
+            Ok(org)
+        }
+        Some(OrgRole::Member) => Err(ApiError::forbidden(format!("only owners of {} may do this", org.name))),
+        None => Err(org_not_found(name)),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<CreateOrg>,
+) -> Result<(StatusCode, Json<AccountBody>), ApiError> {
+    require_scope(&caller, Scope::RepoAdmin)?;
+    if caller.account.is_org {
+        return Err(ApiError::forbidden("an organization cannot create organizations"));
+    }
+    let org = state.store().create_org(&body.name, &caller.account, &meta.actor(&caller), state.now()).await?;
+    Ok((StatusCode::CREATED, Json(org.into())))
+}
+
+/// The caller's organizations (every organization for a site administrator).
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Vec<AccountBody>>, ApiError> {
+    let member = (!caller.is_site_admin()).then_some(caller.account.id);
+    Ok(Json(state.store().list_orgs(member).await?.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberBody {
+    pub username: String,
+    pub role: String,
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<MemberBody>>, ApiError> {
+    let org = find_org(&state, &name).await?;
+    if !caller.is_site_admin() && state.store().org_role(org.id, caller.account.id).await?.is_none() {
+        return Err(org_not_found(&name));
+    }
+    let list = state.store().org_members(org.id).await?;
+    Ok(Json(list.into_iter().map(|m| MemberBody { username: m.account.name, role: m.role.to_string() }).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetMember {
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "member".into()
+}
+
+pub async fn set_member(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((name, username)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SetMember>,
+) -> Result<StatusCode, ApiError> {
+    let org = owned_org(&state, &caller, &name).await?;
+    let role: OrgRole = body.role.parse().map_err(|e: String| ApiError::validation("role", e))?;
+    let user = find_user(&state, &username).await?;
+    state.store().set_org_member(&org, &user, role, &meta.actor(&caller), state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((name, username)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = owned_org(&state, &caller, &name).await?;
+    let user = find_user(&state, &username).await?;
+    if state.store().remove_org_member(&org, &user, &meta.actor(&caller), state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("member.not_found", format!("{username} is not a member of {}", org.name)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateUser {
+    pub username: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Creates a user account (site administrators only).
+pub async fn create_user(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<AccountBody>), ApiError> {
+    if !caller.is_site_admin() {
+        return Err(ApiError::forbidden("only site administrators may create accounts"));
+    }
+    let user = state.store().create_user(&body.username, body.admin, &meta.actor(&caller), state.now()).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// Entries of one organization; its owners may read those.
+    pub org: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub before: Option<i64>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditEntryBody {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: String,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+impl From<AuditEntry> for AuditEntryBody {
+    fn from(e: AuditEntry) -> Self {
+        AuditEntryBody {
+            id: e.id,
+            details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::String(e.details)),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            ip: e.ip,
+            request_id: e.request_id,
+            created_at: e.created_at.to_rfc3339(),
+            hash: e.hash,
+            prev_hash: e.prev_hash,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntryBody>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+/// The audit log, newest first: everything for site administrators, an organization's entries
+/// for its owners (`?org=`).
+pub async fn audit(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let org_id = match &q.org {
+        Some(name) => Some(owned_org(&state, &caller, name).await?.id),
+        None if caller.is_site_admin() => None,
+        None => {
+            return Err(ApiError::forbidden(
+                "only site administrators may read the whole audit log; owners of an organization may read its entries with ?org=",
+            ));
+        }
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter =
+        AuditFilter { actor: q.actor, action: q.action, target: q.target, org_id, before: q.before, limit: limit + 1 };
+    let mut entries = state.store().list_audit(&filter).await?;
+    let more = entries.len() as u64 > limit;
+    entries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { entries.last().map(|e| e.id) } else { None };
+    Ok(Json(AuditPage { entries: entries.into_iter().map(Into::into).collect(), next_cursor }))
+}
