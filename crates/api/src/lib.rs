@@ -14,6 +14,7 @@ pub mod git;
 pub mod observe;
 pub mod orgs;
 pub mod repos;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -94,6 +95,9 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(orgs::set_member).delete(orgs::remove_member),
         )
         .route("/api/v1/users", axum::routing::post(orgs::create_user))
+        .route("/api/v1/user", get(tokens::whoami))
+        .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/audit", get(orgs::audit))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES));
     let git = Router::new()

@@ -242,6 +242,41 @@ impl PlatformStore {
         Ok((info, secret))
     }
 
+    /// An account's tokens, newest first (never their secrets: those are not stored).
+    pub async fn list_tokens(&self, account_id: i64) -> Result<Vec<TokenInfo>> {
+        let query = Query::select()
+            .columns(TOKEN_COLUMNS)
+            .from("tokens")
+            .and_where(Expr::col("account_id").eq(account_id))
+            .order_by("id", Order::Desc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
+    }
+
+    /// Revokes (deletes) one of an account's tokens; false when it has no such token. Takes effect
+    /// at once: every request authenticates against the database.
+    pub async fn revoke_token(&self, account_id: i64, token_id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let removed = tx
+            .conn()
+            .execute(
+                &Query::delete()
+                    .from_table("tokens")
+                    .and_where(Expr::col("id").eq(token_id))
+                    .and_where(Expr::col("account_id").eq(account_id))
+                    .to_owned(),
+            )
+            .await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        let event = AuditEvent::new("token.revoke", format!("token:{token_id}"))
+            .details(format!(r#"{{"account_id":{account_id}}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Resolves a presented token to its principal; `None` for unknown or expired tokens.
     pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<Option<Principal>> {
         if !presented.starts_with(crate::token::TOKEN_PREFIX) {

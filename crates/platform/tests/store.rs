@@ -145,6 +145,18 @@ async fn tokens_authenticate_until_expiry(store: &PlatformStore) {
     assert!(store.authenticate("not-a-token", T0).await.expect("auth").is_none());
     assert!(store.authenticate("", T0).await.expect("auth").is_none());
     assert!(store.authenticate(secret.expose(), Timestamp(T0.0 + 1000)).await.expect("auth").is_none(), "expired");
+
+    // Listing and revocation.
+    let forever = NewToken { name: "laptop".into(), scopes: Scopes::new([Scope::RepoWrite]), expires_at: None };
+    let (second, secret2) = store.create_token(user.id, &forever, &sys(), T0).await.expect("token");
+    let listed = store.list_tokens(user.id).await.expect("list");
+    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), [second.id, info.id], "newest first");
+    let other = store.create_user("other", false, &sys(), T0).await.expect("user");
+    assert!(!store.revoke_token(other.id, second.id, &sys(), T0).await.expect("revoke"), "not theirs");
+    assert!(store.authenticate(secret2.expose(), T0).await.expect("auth").is_some());
+    assert!(store.revoke_token(user.id, second.id, &sys(), T0).await.expect("revoke"));
+    assert!(store.authenticate(secret2.expose(), T0).await.expect("auth").is_none(), "revoked at once");
+    assert!(!store.revoke_token(user.id, second.id, &sys(), T0).await.expect("again"));
 }
 
 async fn users_are_unique_case_insensitively(store: &PlatformStore) {

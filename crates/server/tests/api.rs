@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use common::TestServer;
+use gitstratum_platform::Scope;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -218,4 +219,66 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     .await
     .expect("reopen");
     assert!(store.get_repo("admin", "in-flight").await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_without_escalation() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let (status, me) = s.send(Method::GET, "/api/v1/user", admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((me["name"].as_str(), me["site_admin"].as_bool()), (Some("admin"), Some(true)));
+    assert_eq!(me["scopes"], json!(["admin"]));
+
+    let create = |body: Value| s.send(Method::POST, "/api/v1/tokens", admin, Some(body));
+    let (status, body) = create(json!({"name": "ci", "scopes": ["repo:read"], "expires_in_days": 7})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ci = body["token"].as_str().expect("token shown once").to_owned();
+    assert!(ci.starts_with("gst_"));
+    assert_eq!(body["scopes"], json!(["repo:read"]));
+    assert!(body["expires_at"].is_string());
+    let (status, body) = create(json!({"name": "runner", "scopes": ["ci:runner"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "site admins mint runner tokens: {body}");
+
+    for (bad, field) in [
+        (json!({"name": "", "scopes": ["repo:read"]}), "name"),
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (json!({"name": "x", "scopes": ["repo:everything"]}), "scopes"),
+        (json!({"name": "x", "scopes": ["repo:read"], "expires_in_days": 0}), "expires_in_days"),
+    ] {
+        let (status, body) = create(bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["field"], field);
+    }
+
+    // A narrow token cannot mint a broader one.
+    let (status, body) =
+        s.send(Method::POST, "/api/v1/tokens", Some(&ci), Some(json!({"name": "x", "scopes": ["repo:write"]}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let user = s.user_token("octo", &[Scope::RepoAdmin]).await;
+    let (status, _) =
+        s.send(Method::POST, "/api/v1/tokens", Some(&user), Some(json!({"name": "x", "scopes": ["admin"]}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admin is for site administrators");
+
+    let (status, list) = s.send(Method::GET, "/api/v1/tokens", admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["runner", "ci", "initial admin token"]);
+    assert!(list.as_array().expect("list").iter().all(|t| t.get("token").is_none()), "secrets never listed");
+    let ci_id = list[1]["id"].as_i64().expect("id");
+
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&ci), None).await.0, StatusCode::OK);
+    let (status, _) = s.send(Method::DELETE, &format!("/api/v1/tokens/{ci_id}"), Some(&user), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another account's token");
+    let (status, _) = s.send(Method::DELETE, &format!("/api/v1/tokens/{ci_id}"), admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.send(Method::GET, "/api/v1/user", Some(&ci), None).await.0,
+        StatusCode::UNAUTHORIZED,
+        "revoked at once"
+    );
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=token.revoke", admin, None).await;
+    assert_eq!(audit["entries"][0]["target"], format!("token:{ci_id}"));
+    s.stop().await;
 }

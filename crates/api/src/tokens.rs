@@ -1,0 +1,141 @@
+//! `/api/v1/tokens` and `/api/v1/user`: the caller's personal access tokens and account.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use gitstratum_core::Timestamp;
+use gitstratum_platform::{NewToken, Principal, Scope, Scopes, TokenInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authenticated, RequestMeta};
+use crate::orgs::AccountBody;
+
+/// Longest lifetime a token may be given, in days.
+const MAX_EXPIRY_DAYS: u32 = 3650;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateToken {
+    pub name: String,
+    /// Scope names, e.g. `["repo:read", "repo:write"]`.
+    pub scopes: Vec<String>,
+    /// Days until the token stops working; without it, it works until revoked.
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenBody {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub created_at: String,
+}
+
+impl From<TokenInfo> for TokenBody {
+    fn from(t: TokenInfo) -> Self {
+        TokenBody {
+            id: t.id,
+            name: t.name,
+            scopes: t.scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: t.expires_at.map(|t| t.to_rfc3339()),
+            last_used_at: t.last_used_at.map(|t| t.to_rfc3339()),
+            created_at: t.created_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenBody,
+    /// The token itself, shown this once; only its hash is stored.
+    pub token: String,
+}
+
+/// Whether the caller may mint a token with `wanted`: never more than its own token holds (so a
+/// leaked narrow token cannot mint a broad one), `admin` only for site administrators.
+fn may_grant(caller: &Principal, wanted: Scope) -> Result<(), ApiError> {
+    let held = caller.scopes.allows(wanted) || (wanted == Scope::CiRunner && caller.is_site_admin());
+    if wanted == Scope::Admin && !caller.account.is_admin {
+        return Err(ApiError::forbidden("only site administrators may hold the 'admin' scope"));
+    }
+    if !held {
+        return Err(ApiError::forbidden(format!(
+            "this token cannot grant '{wanted}': a new token may not have scopes the current one lacks"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::validation("name", "a token needs a name of 1 to 100 characters"));
+    }
+    if body.scopes.is_empty() {
+        return Err(ApiError::validation("scopes", "a token needs at least one scope"));
+    }
+    let scopes = Scopes::parse(&body.scopes.join(" ")).map_err(|word| {
+        ApiError::validation(
+            "scopes",
+            format!("unknown scope {word:?}; known: repo:read, repo:write, repo:admin, admin, ci:runner"),
+        )
+    })?;
+    for scope in scopes.iter() {
+        may_grant(&caller, scope)?;
+    }
+    let expires_at = match body.expires_in_days {
+        Some(0) => return Err(ApiError::validation("expires_in_days", "must be at least 1")),
+        Some(days) if days > MAX_EXPIRY_DAYS => {
+            return Err(ApiError::validation("expires_in_days", format!("must be at most {MAX_EXPIRY_DAYS}")));
+        }
+        Some(days) => Some(Timestamp(state.now().0 + i64::from(days) * DAY_MS)),
+        None => None,
+    };
+    let new = NewToken { name: name.to_owned(), scopes, expires_at };
+    let (info, secret) = state.store().create_token(caller.account.id, &new, &meta.actor(&caller), state.now()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { info: info.into(), token: secret.expose().to_owned() })))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Vec<TokenBody>>, ApiError> {
+    Ok(Json(state.store().list_tokens(caller.account.id).await?.into_iter().map(Into::into).collect()))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if state.store().revoke_token(caller.account.id, id, &meta.actor(&caller), state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token.not_found", format!("you have no token {id}")))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct WhoAmI {
+    #[serde(flatten)]
+    pub account: AccountBody,
+    /// The scopes of the token this request used.
+    pub scopes: Vec<String>,
+}
+
+/// The caller's account and the scopes of the token in use (`gitstratum whoami`).
+pub async fn whoami(Authenticated(caller): Authenticated) -> Json<WhoAmI> {
+    let scopes = caller.scopes.iter().map(|s| s.to_string()).collect();
+    Json(WhoAmI { account: caller.account.into(), scopes })
+}
