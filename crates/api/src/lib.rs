@@ -14,6 +14,7 @@ pub mod git;
 pub mod observe;
 pub mod orgs;
 pub mod repos;
+pub mod session;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
     public_url: String,
+    login_guard: session::LoginGuard,
 }
 
 impl AppState {
@@ -54,7 +56,16 @@ impl AppState {
         public_url: &str,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
-        AppState { inner: Arc::new(Inner { store, git, clock, metrics, public_url }) }
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                git,
+                clock,
+                metrics,
+                public_url,
+                login_guard: session::LoginGuard::default(),
+            }),
+        }
     }
 
     pub fn git(&self) -> &GitService {
@@ -71,6 +82,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    pub(crate) fn login_guard(&self) -> &session::LoginGuard {
+        &self.inner.login_guard
     }
 
     pub fn public_url(&self) -> &str {
@@ -96,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users", axum::routing::post(orgs::create_user))
         .route("/api/v1/user", get(tokens::whoami))
+        .route("/api/v1/session", axum::routing::post(session::login).delete(session::logout))
         .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/audit", get(orgs::audit))

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use gitstratum_platform::{Account, AuditEntry, AuditFilter, OrgRole, Principal, Scope};
+use gitstratum_platform::{Account, AuditEntry, AuditFilter, OrgRole, Principal, Scope, password};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -148,9 +148,11 @@ pub async fn remove_member(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CreateUser {
     pub username: String,
+    /// Lets the user log in (`POST /api/v1/session`); without it, only tokens work.
+    pub password: Option<String>,
     #[serde(default)]
     pub admin: bool,
 }
@@ -165,7 +167,22 @@ pub async fn create_user(
     if !caller.is_site_admin() {
         return Err(ApiError::forbidden("only site administrators may create accounts"));
     }
-    let user = state.store().create_user(&body.username, body.admin, &meta.actor(&caller), state.now()).await?;
+    let hash = match body.password {
+        Some(password) => {
+            password::validate_password(&password).map_err(|e| ApiError::validation("password", e))?;
+            let hash = tokio::task::spawn_blocking(move || password::hash_password(&password))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            Some(hash)
+        }
+        None => None,
+    };
+    let actor = meta.actor(&caller);
+    let user = state.store().create_user(&body.username, body.admin, &actor, state.now()).await?;
+    if let Some(hash) = hash {
+        state.store().set_password_hash(&user, &hash, &actor, state.now()).await?;
+    }
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 

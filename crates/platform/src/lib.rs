@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod db;
 pub mod orgs;
+pub mod password;
 pub mod policy;
 pub mod store;
 pub mod token;

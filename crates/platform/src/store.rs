@@ -61,6 +61,14 @@ impl FromDbRow for Account {
     }
 }
 
+struct WithPassword(Account, Option<String>);
+
+impl FromDbRow for WithPassword {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(WithPassword(Account::from_row(row)?, row.get("password_hash")?))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     pub id: i64,
@@ -204,6 +212,43 @@ impl PlatformStore {
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
         Ok(Account { id, name: name.to_owned(), is_admin, is_org: false, created_at: now })
+    }
+
+    /// Sets a user's password to an already computed hash ([`crate::password::hash_password`],
+    /// which callers run off the async threads: it is deliberately slow).
+    pub async fn set_password_hash(&self, account: &Account, hash: &str, actor: &Actor, now: Timestamp) -> Result<()> {
+        if account.is_org {
+            return Err(Error::Refused(format!("{} is an organization; organizations do not log in", account.name)));
+        }
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute(
+                &Query::update()
+                    .table("accounts")
+                    .value("password_hash", hash)
+                    .and_where(Expr::col("id").eq(account.id))
+                    .to_owned(),
+            )
+            .await?;
+        let event = AuditEvent::new("user.password.set", format!("user:{}", account.name));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A user who may log in, with their password hash (`None`: no password set). Organizations
+    /// and unknown names give `None`.
+    pub async fn login_candidate(&self, name: &str) -> Result<Option<(Account, Option<String>)>> {
+        let mut columns = ACCOUNT_COLUMNS.to_vec();
+        columns.push("password_hash");
+        let query = Query::select()
+            .columns(columns)
+            .from("accounts")
+            .and_where(Expr::col("name_key").eq(name.to_ascii_lowercase()))
+            .and_where(Expr::col("kind").eq("user"))
+            .to_owned();
+        let row: Option<WithPassword> = self.db.acquire().await?.conn().fetch_optional(&query).await?;
+        Ok(row.map(|r| (r.0, r.1)))
     }
 
     pub async fn find_account(&self, name: &str) -> Result<Option<Account>> {

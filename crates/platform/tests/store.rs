@@ -91,6 +91,7 @@ suite!(
     bootstrap_rolls_back_when_persist_fails,
     tokens_authenticate_until_expiry,
     users_are_unique_case_insensitively,
+    passwords_are_stored_as_hashes,
     repositories_crud,
     organizations_members_and_roles,
     collaborators_grant_roles,
@@ -157,6 +158,22 @@ async fn tokens_authenticate_until_expiry(store: &PlatformStore) {
     assert!(store.revoke_token(user.id, second.id, &sys(), T0).await.expect("revoke"));
     assert!(store.authenticate(secret2.expose(), T0).await.expect("auth").is_none(), "revoked at once");
     assert!(!store.revoke_token(user.id, second.id, &sys(), T0).await.expect("again"));
+}
+
+async fn passwords_are_stored_as_hashes(store: &PlatformStore) {
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let (account, hash) = store.login_candidate("OCTO").await.expect("find").expect("user");
+    assert_eq!((account, hash), (user.clone(), None));
+    let hash = gitstratum_platform::password::hash_password("hunter2hunter2").expect("hash");
+    store.set_password_hash(&user, &hash, &sys(), T0).await.expect("set");
+    let (_, stored) = store.login_candidate("octo").await.expect("find").expect("user");
+    let stored = stored.expect("hash stored");
+    assert!(!stored.contains("hunter2"));
+    assert!(gitstratum_platform::password::verify_password(&stored, "hunter2hunter2"));
+    assert!(store.login_candidate("nobody").await.expect("find").is_none());
+    let org = store.create_org("acme", &user, &sys(), T0).await.expect("org");
+    assert!(store.login_candidate("acme").await.expect("find").is_none(), "organizations do not log in");
+    assert!(matches!(store.set_password_hash(&org, &hash, &sys(), T0).await, Err(Error::Refused(_))));
 }
 
 async fn users_are_unique_case_insensitively(store: &PlatformStore) {

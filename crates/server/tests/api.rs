@@ -282,3 +282,58 @@ async fn tokens_are_created_listed_and_revoked_without_escalation() {
     assert_eq!(audit["entries"][0]["target"], format!("token:{ci_id}"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn login_with_a_password_logout_and_guessing_is_limited() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let user = |name: &str, password: &str| json!({"username": name, "password": password});
+    let (status, body) = s.send(Method::POST, "/api/v1/users", admin, Some(user("mona", "short"))).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("password")));
+    assert_eq!(s.send(Method::POST, "/api/v1/users", admin, Some(user("mona", "octocat-1234"))).await.0, 201);
+    assert_eq!(s.send(Method::POST, "/api/v1/users", admin, Some(user("hubot", "hubot-5678"))).await.0, 201);
+
+    let resp = s
+        .http
+        .post(s.url("/api/v1/session"))
+        .json(&json!({"username": "Mona", "password": "octocat-1234"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let cookie = resp.headers()["set-cookie"].to_str().expect("ascii").to_owned();
+    assert!(cookie.starts_with("gitstratum_session=gst_") && cookie.contains("HttpOnly"), "{cookie}");
+    let body: Value = resp.json().await.expect("json");
+    let session = body["token"].as_str().expect("token").to_owned();
+    let (status, me) = s.send(Method::GET, "/api/v1/user", Some(&session), None).await;
+    assert_eq!((status, me["name"].as_str()), (StatusCode::OK, Some("mona")));
+    assert_eq!(me["scopes"], json!(["repo:admin"]));
+    assert_eq!(s.send(Method::DELETE, "/api/v1/session", Some(&session), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&session), None).await.0, StatusCode::UNAUTHORIZED);
+
+    // Unknown names and wrong passwords look alike; the fifth failure locks the account.
+    let login = |name: &str, password: &str| {
+        s.send(Method::POST, "/api/v1/session", None, Some(json!({"username": name, "password": password})))
+    };
+    let (status, unknown) = login("nobody", "whatever-1").await;
+    let (_, wrong) = login("hubot", "wrong-password").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown, wrong);
+    for _ in 0..4 {
+        assert_eq!(login("hubot", "wrong-password").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let resp = s
+        .http
+        .post(s.url("/api/v1/session"))
+        .json(&json!({"username": "hubot", "password": "hubot-5678"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "locked even with the right password");
+    assert!(resp.headers()["retry-after"].to_str().expect("ascii").parse::<u64>().expect("seconds") > 0);
+    assert_eq!(login("mona", "octocat-1234").await.0, StatusCode::CREATED, "other accounts are unaffected");
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=session.failed", admin, None).await;
+    assert_eq!(audit["entries"].as_array().expect("entries").len(), 6);
+    s.stop().await;
+}

@@ -1,0 +1,163 @@
+//! `/api/v1/session`: logging in with a username and password (for people; scripts use tokens),
+//! and logging out. Failed attempts are limited per account and per client address.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gitstratum_core::Timestamp;
+use gitstratum_platform::{Actor, AuditEvent, NewToken, Scope, Scopes, password};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authenticated, RequestMeta};
+
+/// How long a session token works.
+const SESSION_DAYS: i64 = 14;
+const DAY_MS: i64 = 86_400_000;
+/// Failed logins allowed per account, and per client address, within [`WINDOW_MS`].
+const MAX_FAILURES_PER_ACCOUNT: u32 = 5;
+const MAX_FAILURES_PER_ADDRESS: u32 = 20;
+const WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Cookie the web UI will authenticate with (set now; not accepted by the API yet).
+pub const SESSION_COOKIE: &str = "gitstratum_session";
+
+/// Counts failed logins per key (`account:<name>`, `address:<ip>`) in fixed windows.
+#[derive(Default)]
+pub struct LoginGuard {
+    failures: Mutex<HashMap<String, (u32, Timestamp)>>,
+}
+
+impl LoginGuard {
+    /// Seconds until `key` may try again, when it is locked out.
+    fn locked(&self, key: &str, limit: u32, now: Timestamp) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let &(count, since) = failures.get(key)?;
+        let ends = since.0 + WINDOW_MS;
+        (count >= limit && now.0 < ends).then(|| u64::try_from((ends - now.0 + 999) / 1000).unwrap_or(1))
+    }
+
+    fn fail(&self, key: String, now: Timestamp) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| now.0 < since.0 + WINDOW_MS);
+        }
+        let entry = failures.entry(key).or_insert((0, now));
+        if now.0 >= entry.1.0 + WINDOW_MS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    fn succeed(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login").field("username", &self.username).field("password", &"***").finish()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionBody {
+    pub token: String,
+    pub expires_at: String,
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "auth.too_many_attempts",
+        format!("too many failed logins; try again in {retry_after} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+/// Logs in: answers a session token (and sets it as an HttpOnly cookie for the web UI).
+pub async fn login(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    let account_key = format!("account:{}", body.username.to_ascii_lowercase());
+    let address_key = format!("address:{}", meta.ip.as_deref().unwrap_or("unknown"));
+    let guard = state.login_guard();
+    if let Some(wait) = guard
+        .locked(&account_key, MAX_FAILURES_PER_ACCOUNT, now)
+        .or_else(|| guard.locked(&address_key, MAX_FAILURES_PER_ADDRESS, now))
+    {
+        metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => "login").increment(1);
+        return Ok(too_many(wait));
+    }
+    let candidate = state.store().login_candidate(&body.username).await?;
+    // Verify even for unknown accounts, so timing does not tell which names exist.
+    let stored = candidate.as_ref().and_then(|(_, h)| h.clone());
+    let password = body.password.clone();
+    let matches = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => password::verify_password(&hash, &password),
+        None => {
+            password::verify_password(password::dummy_hash(), &password);
+            false
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let account = match (candidate, matches) {
+        (Some((account, _)), true) => account,
+        _ => {
+            guard.fail(account_key, now);
+            guard.fail(address_key, now);
+            metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login_failed").increment(1);
+            let actor = Actor { id: None, name: body.username.clone(), ip: meta.ip, request_id: meta.request_id };
+            let event = AuditEvent::new("session.failed", format!("user:{}", body.username));
+            state.store().record_audit(&actor, &event, now).await?;
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad username or password"));
+        }
+    };
+    guard.succeed(&account_key);
+    metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login").increment(1);
+    let scopes = if account.is_admin { Scopes::new([Scope::Admin]) } else { Scopes::new([Scope::RepoAdmin]) };
+    let expires_at = Timestamp(now.0 + SESSION_DAYS * DAY_MS);
+    let new = NewToken { name: "session".into(), scopes, expires_at: Some(expires_at) };
+    let actor = Actor::account(account.id, &account.name).from(meta.ip, meta.request_id);
+    let (_, secret) = state.store().create_token(account.id, &new, &actor, now).await?;
+    let secure = if state.public_url().starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        secret.expose(),
+        SESSION_DAYS * 86_400
+    );
+    let body = SessionBody { token: secret.expose().to_owned(), expires_at: expires_at.to_rfc3339() };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Logs out: revokes the token this request used.
+pub async fn logout(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    state.store().revoke_token(caller.account.id, caller.token_id, &meta.actor(&caller), state.now()).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(ApiError::internal)?);
+    Ok(response)
+}
