@@ -11,11 +11,15 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod client_cmd;
 mod workflow_cmd;
 
 #[derive(Parser)]
 #[command(name = "gitstratum", version, about = "Git hosting and CI/CD, built for CI-heavy traffic")]
 struct Cli {
+    /// Print results as JSON (for scripts) instead of tables
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +34,24 @@ enum Command {
     /// Administer an installation directly through its data directory or database.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Log in to a server and remember it (with a token, or a username and password)
+    Login(client_cmd::LoginArgs),
+    /// Forget the stored login (revoking it on the server when it was a password session)
+    Logout,
+    /// Show who the stored login is
+    Whoami,
+    /// Repositories
+    #[command(subcommand)]
+    Repo(client_cmd::RepoCommand),
+    /// Personal access tokens
+    #[command(subcommand)]
+    Token(client_cmd::TokenCommand),
+    /// Organizations and their members
+    #[command(subcommand)]
+    Org(client_cmd::OrgCommand),
+    /// Accounts (site administrators)
+    #[command(subcommand)]
+    User(client_cmd::UserCommand),
 }
 
 #[derive(Subcommand)]
@@ -79,10 +101,19 @@ struct ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Workflow(command) => workflow_cmd::run(command),
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify(args))) => audit_verify(args),
+        Command::Login(args) => client_cmd::login(args, json),
+        Command::Logout => client_cmd::logout(),
+        Command::Whoami => client_cmd::whoami(json),
+        Command::Repo(command) => client_cmd::repo(command, json),
+        Command::Token(command) => client_cmd::token(command, json),
+        Command::Org(command) => client_cmd::org(command, json),
+        Command::User(command) => client_cmd::user(command, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

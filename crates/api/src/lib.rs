@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users", axum::routing::post(orgs::create_user))
         .route("/api/v1/user", get(tokens::whoami))
+        .route("/api/v1/user/repos", get(repos::list_mine))
         .route("/api/v1/session", axum::routing::post(session::login).delete(session::logout))
         .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -219,3 +219,13 @@ pub(crate) async fn find_user(state: &AppState, username: &str) -> Result<gitstr
         _ => Err(ApiError::not_found("user.not_found", format!("no user named {username:?}"))),
     }
 }
+
+/// Repositories the caller has a role on (`gitstratum repo list`).
+pub async fn list_mine(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Vec<RepoBody>>, ApiError> {
+    require_scope(&caller, Scope::RepoRead)?;
+    let repos = state.store().list_accessible_repos(caller.account.id).await?;
+    Ok(Json(repos.into_iter().map(|r| RepoBody::new(r, &state)).collect()))
+}

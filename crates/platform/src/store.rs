@@ -430,6 +430,29 @@ impl PlatformStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
     }
 
+    /// Repositories a user has a role on: their own, their organizations', and those they were
+    /// granted, ordered by owner and name.
+    pub async fn list_accessible_repos(&self, user_id: i64) -> Result<Vec<Repo>> {
+        let orgs =
+            Query::select().column("org_id").from("org_members").and_where(Expr::col("user_id").eq(user_id)).to_owned();
+        let granted = Query::select()
+            .column("repo_id")
+            .from("repo_collaborators")
+            .and_where(Expr::col("user_id").eq(user_id))
+            .to_owned();
+        let query = repo_select()
+            .cond_where(
+                sea_query::Cond::any()
+                    .add(Expr::col(("repos", "owner_id")).eq(user_id))
+                    .add(Expr::col(("repos", "owner_id")).in_subquery(orgs))
+                    .add(Expr::col(("repos", "id")).in_subquery(granted)),
+            )
+            .order_by(("accounts", "name_key"), Order::Asc)
+            .order_by(("repos", "name_key"), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
+    }
+
     /// Deletes a repository; false when it was already gone.
     pub async fn delete_repo(&self, repo: &Repo, actor: &Actor, now: Timestamp) -> Result<bool> {
         let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned();

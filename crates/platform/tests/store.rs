@@ -250,6 +250,12 @@ async fn organizations_members_and_roles(store: &PlatformStore) {
     store.set_collaborator(&repo, &bob, Role::Write, &sys(), T0).await.expect("grant");
     assert_eq!(store.repo_role(bob.id, &repo).await.expect("role"), Some(Role::Write), "the higher role wins");
 
+    store.create_repo(&carol, "own", false, &sys(), T0).await.expect("repo");
+    let names = |repos: Vec<gitstratum_platform::Repo>| {
+        repos.into_iter().map(|r| format!("{}/{}", r.owner, r.name)).collect::<Vec<_>>()
+    };
+    assert_eq!(names(store.list_accessible_repos(bob.id).await.expect("list")), ["Acme/widgets"]);
+    assert_eq!(names(store.list_accessible_repos(carol.id).await.expect("list")), ["carol/own"]);
     assert!(store.remove_org_member(&org, &bob, &sys(), T0).await.expect("remove"));
     assert!(!store.remove_org_member(&org, &bob, &sys(), T0).await.expect("again"));
     assert_eq!(store.repo_role(bob.id, &repo).await.expect("role"), Some(Role::Write), "the grant stays");

@@ -1,0 +1,504 @@
+//! The client side of the CLI: `login`, `logout`, `whoami`, `repo`, `token`, `org`, `user`. Each
+//! command is one or two calls to the REST API; the server and token come from `login` (stored in
+//! the user's config directory, mode 0600) or from `GITSTRATUM_SERVER` / `GITSTRATUM_TOKEN`.
+//!
+//! Output is a table for people and JSON with `--json`; a failure prints the server's message and
+//! error code and exits non-zero.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Base URL of the server, e.g. http://127.0.0.1:3000
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// Log in with an existing token instead of a password (`-` reads it from stdin)
+    #[arg(long, value_name = "TOKEN", conflicts_with = "username")]
+    token: Option<String>,
+    /// Log in with this username; the password is read from stdin
+    #[arg(long, value_name = "NAME")]
+    username: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository (under your account, or `--owner` an organization you belong to)
+    Create {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        private: bool,
+    },
+    /// Repositories you have a role on
+    List,
+    /// Show one repository
+    View { repo: String },
+    /// Delete a repository and all its Git data
+    Delete {
+        repo: String,
+        /// Confirm: deletion cannot be undone
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once
+    Create {
+        name: String,
+        /// repo:read, repo:write, repo:admin, admin or ci:runner (repeatable)
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
+    /// Your tokens
+    List,
+    /// Revoke a token by id; it stops working at once
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization; you become its owner
+    Create { name: String },
+    /// Your organizations
+    List,
+    /// Members of an organization
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Add a member or change their role
+    Add {
+        org: String,
+        user: String,
+        #[arg(long, default_value = "member", value_parser = ["member", "owner"])]
+        role: String,
+    },
+    /// Remove a member
+    Remove { org: String, user: String },
+    /// List members
+    List { org: String },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account (site administrators)
+    Create {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Read a password for the account from stdin, so the user can log in
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// What `login` stores.
+#[derive(Serialize, Deserialize)]
+struct Credentials {
+    server: String,
+    token: String,
+    /// `session` (from a password; revoked by `logout`) or `token` (given; left alone).
+    kind: String,
+}
+
+fn credentials_path() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither XDG_CONFIG_HOME nor HOME is set")?).join(".config")
+        }
+    };
+    Ok(base.join("gitstratum").join("credentials.json"))
+}
+
+fn load_credentials() -> anyhow::Result<Option<Credentials>> {
+    let path = credentials_path()?;
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn save_credentials(c: &Credentials) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = credentials_path()?;
+    let dir = path.parent().context("credentials path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(&serde_json::to_vec_pretty(c)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// A client bound to one server and (maybe) a token.
+struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let server = server.trim_end_matches('/').to_owned();
+        if server.starts_with("https://") {
+            bail!("this build of the CLI speaks plain HTTP only; use an http:// URL (TLS support is not built yet)");
+        }
+        if !server.starts_with("http://") {
+            bail!("--server must be a URL such as http://127.0.0.1:3000");
+        }
+        Ok(Client { http: reqwest::Client::new(), server, token })
+    }
+
+    /// From the environment (`GITSTRATUM_SERVER`, `GITSTRATUM_TOKEN`) or the stored login.
+    fn from_config() -> anyhow::Result<Client> {
+        let stored = load_credentials()?;
+        let server = std::env::var("GITSTRATUM_SERVER").ok().or_else(|| stored.as_ref().map(|c| c.server.clone()));
+        let token = std::env::var("GITSTRATUM_TOKEN").ok().or_else(|| stored.map(|c| c.token));
+        let server = server.context("not logged in: run `gitstratum login --server URL` or set GITSTRATUM_SERVER")?;
+        Client::new(&server, token)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut req = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        let status = resp.status();
+        let text = resp.text().await.context("cannot read the server's answer")?;
+        let value: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]["message"].as_str().unwrap_or("request failed");
+        let code = value["error"]["code"].as_str().unwrap_or("unknown");
+        match value["error"]["field"].as_str() {
+            Some(field) => bail!("{message} (field {field}; {code}, HTTP {})", status.as_u16()),
+            None => bail!("{message} ({code}, HTTP {})", status.as_u16()),
+        }
+    }
+}
+
+fn read_secret_line(what: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{what}: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\n', '\r']).to_owned();
+    if line.is_empty() {
+        bail!("no {what} given on stdin");
+    }
+    Ok(line)
+}
+
+/// Prints rows as aligned columns under a header.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    list.as_array().map_or_else(Vec::new, |items| {
+        items.iter().map(|item| fields.iter().map(|f| text(&item[*f])).collect()).collect()
+    })
+}
+
+fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
+    repo.split_once('/').filter(|(o, n)| !o.is_empty() && !n.is_empty()).context("name the repository as OWNER/NAME")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn login(args: LoginArgs, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (token, kind) = match (&args.token, &args.username) {
+            (Some(t), _) => {
+                let token = if t == "-" { read_secret_line("token")? } else { t.clone() };
+                (token, "token")
+            }
+            (None, Some(username)) => {
+                let password = read_secret_line("password")?;
+                let client = Client::new(&args.server, None)?;
+                let session = client
+                    .call(reqwest::Method::POST, "/session", Some(json!({"username": username, "password": password})))
+                    .await?;
+                (session["token"].as_str().context("the server sent no token")?.to_owned(), "session")
+            }
+            (None, None) => bail!("give --token TOKEN, or --username NAME with the password on stdin"),
+        };
+        let client = Client::new(&args.server, Some(token.clone()))?;
+        let me =
+            client.call(reqwest::Method::GET, "/user", None).await.context("the server refused these credentials")?;
+        let path = save_credentials(&Credentials { server: client.server.clone(), token, kind: kind.into() })?;
+        if json_out {
+            print_json(&me)
+        } else {
+            println!("Logged in to {} as {} (credentials in {}).", client.server, text(&me["name"]), path.display());
+            Ok(())
+        }
+    })
+}
+
+pub fn logout() -> anyhow::Result<()> {
+    let Some(stored) = load_credentials()? else {
+        println!("Not logged in.");
+        return Ok(());
+    };
+    if stored.kind == "session" {
+        let client = Client::new(&stored.server, Some(stored.token.clone()))?;
+        if let Err(e) = runtime()?.block_on(client.call(reqwest::Method::DELETE, "/session", None)) {
+            eprintln!("warning: could not revoke the session on the server: {e:#}");
+        }
+    }
+    std::fs::remove_file(credentials_path()?)?;
+    println!("Logged out of {}.", stored.server);
+    Ok(())
+}
+
+pub fn whoami(json_out: bool) -> anyhow::Result<()> {
+    let client = Client::from_config()?;
+    let me = runtime()?.block_on(client.call(reqwest::Method::GET, "/user", None))?;
+    if json_out {
+        return print_json(&me);
+    }
+    let admin = if me["site_admin"] == true { ", site administrator" } else { "" };
+    println!("{} on {} (token scopes: {}{admin})", text(&me["name"]), client.server, text(&me["scopes"]));
+    Ok(())
+}
+
+pub fn repo(command: RepoCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            RepoCommand::Create { name, owner, private } => {
+                let repo = client
+                    .call(Method::POST, "/repos", Some(json!({"name": name, "owner": owner, "private": private})))
+                    .await?;
+                if json_out {
+                    return print_json(&repo);
+                }
+                println!(
+                    "Created {} ({}). Clone URL: {}",
+                    text(&repo["full_name"]),
+                    visibility(&repo),
+                    text(&repo["clone_url"])
+                );
+            }
+            RepoCommand::List => {
+                let list = client.call(Method::GET, "/user/repos", None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                let rows = list.as_array().map_or_else(Vec::new, |items| {
+                    items
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                text(&r["full_name"]),
+                                visibility(r).into(),
+                                text(&r["default_branch"]),
+                                text(&r["clone_url"]),
+                            ]
+                        })
+                        .collect()
+                });
+                table(&["name", "visibility", "default branch", "clone url"], rows);
+            }
+            RepoCommand::View { repo } => {
+                let (owner, name) = split_repo(&repo)?;
+                let repo = client.call(Method::GET, &format!("/repos/{owner}/{name}"), None).await?;
+                if json_out {
+                    return print_json(&repo);
+                }
+                for (label, key) in [
+                    ("name", "full_name"),
+                    ("default branch", "default_branch"),
+                    ("clone url", "clone_url"),
+                    ("created", "created_at"),
+                ] {
+                    println!("{label:<15} {}", text(&repo[key]));
+                }
+                println!("{:<15} {}", "visibility", visibility(&repo));
+            }
+            RepoCommand::Delete { repo, yes } => {
+                let (owner, name) = split_repo(&repo)?;
+                if !yes {
+                    bail!("deleting {owner}/{name} cannot be undone; add --yes to confirm");
+                }
+                client.call(Method::DELETE, &format!("/repos/{owner}/{name}"), None).await?;
+                if !json_out {
+                    println!("Deleted {owner}/{name}.");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn visibility(repo: &Value) -> &'static str {
+    if repo["private"] == true { "private" } else { "public" }
+}
+
+pub fn token(command: TokenCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            TokenCommand::Create { name, scopes, expires_in_days } => {
+                let body = json!({"name": name, "scopes": scopes, "expires_in_days": expires_in_days});
+                let created = client.call(Method::POST, "/tokens", Some(body)).await?;
+                if json_out {
+                    return print_json(&created);
+                }
+                eprintln!(
+                    "Created token {} ({}). It is shown once; store it now:",
+                    text(&created["id"]),
+                    text(&created["scopes"])
+                );
+                println!("{}", text(&created["token"]));
+            }
+            TokenCommand::List => {
+                let list = client.call(Method::GET, "/tokens", None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(
+                    &["id", "name", "scopes", "expires", "last used", "created"],
+                    rows(&list, &["id", "name", "scopes", "expires_at", "last_used_at", "created_at"]),
+                );
+            }
+            TokenCommand::Revoke { id } => {
+                client.call(Method::DELETE, &format!("/tokens/{id}"), None).await?;
+                if !json_out {
+                    println!("Revoked token {id}.");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn org(command: OrgCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            OrgCommand::Create { name } => {
+                let org = client.call(Method::POST, "/orgs", Some(json!({"name": name}))).await?;
+                if json_out {
+                    return print_json(&org);
+                }
+                println!("Created organization {}; you are its owner.", text(&org["name"]));
+            }
+            OrgCommand::List => {
+                let list = client.call(Method::GET, "/orgs", None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(&["name", "created"], rows(&list, &["name", "created_at"]));
+            }
+            OrgCommand::Member(MemberCommand::Add { org, user, role }) => {
+                client.call(Method::PUT, &format!("/orgs/{org}/members/{user}"), Some(json!({"role": role}))).await?;
+                if !json_out {
+                    println!("{user} is now {role} of {org}.");
+                }
+            }
+            OrgCommand::Member(MemberCommand::Remove { org, user }) => {
+                client.call(Method::DELETE, &format!("/orgs/{org}/members/{user}"), None).await?;
+                if !json_out {
+                    println!("Removed {user} from {org}.");
+                }
+            }
+            OrgCommand::Member(MemberCommand::List { org }) => {
+                let list = client.call(Method::GET, &format!("/orgs/{org}/members"), None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(&["user", "role"], rows(&list, &["username", "role"]));
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn user(command: UserCommand, json_out: bool) -> anyhow::Result<()> {
+    let client = Client::from_config()?;
+    let UserCommand::Create { name, admin, password_stdin } = command;
+    let password = if password_stdin { Some(read_secret_line("password")?) } else { None };
+    let body = json!({"username": name, "admin": admin, "password": password});
+    let created = runtime()?.block_on(client.call(reqwest::Method::POST, "/users", Some(body)))?;
+    if json_out {
+        return print_json(&created);
+    }
+    println!("Created user {}{}.", text(&created["name"]), if admin { " (site administrator)" } else { "" });
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The real `gitstratum` client commands against a real `gitstratum serve`: login with a token and
+//! with a password, whoami, users, repositories, tokens, organizations, `--json`, errors and exit
+//! codes, logout.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::spawn;
+use serde_json::Value;
+
+mod common;
+
+/// Runs a client command with its own config directory and `stdin` fed in.
+fn cli(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitstratum"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GITSTRATUM_")) {
+        cmd.env_remove(key);
+    }
+    let mut child = cmd
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
+    let out = cli(config, args, stdin);
+    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(config: &Path, args: &[&str], stdin: &str) -> String {
+    let out = cli(config, args, stdin);
+    assert!(!out.status.success(), "{args:?} should fail; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_client_commands_drive_a_real_server() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let admin_token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
+    let admin = tmp.path().join("admin-config");
+    let bob = tmp.path().join("bob-config");
+
+    let err = fails(&admin, &["whoami"], "");
+    assert!(err.contains("not logged in"), "{err}");
+    let err = fails(&admin, &["login", "--server", &base, "--token", "gst_wrong"], "");
+    assert!(err.contains("refused") && err.contains("bad credentials"), "{err}");
+    let out = ok(&admin, &["login", "--server", &base, "--token", "-"], &format!("{admin_token}\n"));
+    assert!(out.contains("as admin"), "{out}");
+    let stored = admin.join("gitstratum").join("credentials.json");
+    assert_eq!(std::fs::metadata(&stored).expect("stored").permissions().mode() & 0o777, 0o600);
+    assert!(ok(&admin, &["whoami"], "").contains("admin on http://"));
+    assert_eq!(json(&ok(&admin, &["--json", "whoami"], ""))["name"], "admin");
+
+    // Accounts and a password login.
+    ok(&admin, &["user", "create", "bob", "--password-stdin"], "correct-horse\n");
+    let err = fails(&admin, &["user", "create", "bob"], "");
+    assert!(err.contains("already exists") && err.contains("HTTP 409"), "{err}");
+    let err = fails(&bob, &["login", "--server", &base, "--username", "bob"], "wrong-horse\n");
+    assert!(err.contains("bad username or password"), "{err}");
+    ok(&bob, &["login", "--server", &base, "--username", "bob"], "correct-horse\n");
+    assert!(ok(&bob, &["whoami"], "").starts_with("bob on "));
+
+    // Repositories.
+    let out = ok(&bob, &["repo", "create", "app", "--private"], "");
+    assert!(out.contains("Created bob/app (private)") && out.contains("/bob/app.git"), "{out}");
+    let err = fails(&bob, &["repo", "create", "bad name"], "");
+    assert!(err.contains("field name"), "{err}");
+    let listed = ok(&bob, &["repo", "list"], "");
+    assert!(listed.lines().next().expect("header").starts_with("NAME"), "{listed}");
+    assert!(listed.contains("bob/app") && listed.contains("private"), "{listed}");
+    let view = json(&ok(&bob, &["--json", "repo", "view", "bob/app"], ""));
+    assert_eq!(view["default_branch"], "main");
+    let err = fails(&admin, &["repo", "view", "bob"], "");
+    assert!(err.contains("OWNER/NAME"), "{err}");
+    let err = fails(&bob, &["repo", "delete", "bob/app"], "");
+    assert!(err.contains("--yes"), "{err}");
+
+    // Tokens: created once, listed without secrets, revoked.
+    let created =
+        json(&ok(&bob, &["--json", "token", "create", "ci", "--scope", "repo:read", "--expires-in-days", "30"], ""));
+    let token = created["token"].as_str().expect("token");
+    assert!(token.starts_with("gst_"));
+    let listed = ok(&bob, &["token", "list"], "");
+    assert!(listed.contains("ci") && listed.contains("repo:read") && !listed.contains(token), "{listed}");
+    let id = created["id"].to_string();
+    ok(&bob, &["token", "revoke", &id], "");
+    let err = fails(&bob, &["token", "revoke", &id], "");
+    assert!(err.contains("token.not_found"), "{err}");
+
+    // Organizations.
+    ok(&bob, &["org", "create", "acme"], "");
+    ok(&admin, &["user", "create", "carol"], "");
+    ok(&bob, &["org", "member", "add", "acme", "carol"], "");
+    let members = ok(&bob, &["org", "member", "list", "acme"], "");
+    assert!(members.contains("carol") && members.contains("member") && members.contains("owner"), "{members}");
+    let orgs = json(&ok(&bob, &["--json", "org", "list"], ""));
+    assert_eq!(orgs[0]["name"], "acme");
+    ok(&bob, &["repo", "create", "tools", "--owner", "acme"], "");
+    assert!(ok(&bob, &["repo", "list"], "").contains("acme/tools"));
+    let err = fails(&bob, &["org", "member", "remove", "acme", "bob"], "");
+    assert!(err.contains("at least one owner"), "{err}");
+    ok(&bob, &["repo", "delete", "bob/app", "--yes"], "");
+    let err = fails(&bob, &["repo", "view", "bob/app"], "");
+    assert!(err.contains("HTTP 404"), "{err}");
+
+    // Logout revokes a password session; a token login is only forgotten.
+    ok(&bob, &["logout"], "");
+    assert!(!bob.join("gitstratum").join("credentials.json").exists());
+    assert!(fails(&bob, &["whoami"], "").contains("not logged in"));
+    ok(&admin, &["logout"], "");
+    let admin_again = tmp.path().join("admin-again");
+    ok(&admin_again, &["login", "--server", &base, "--token", &admin_token], "");
+    assert_eq!(server.terminate().code(), Some(0));
+}
