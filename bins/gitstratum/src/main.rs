@@ -133,6 +133,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         log_format: args.log_format,
         log_level: args.log_level,
+        ..ConfigLayer::default()
     };
     let config = Config::load(flags, std::env::vars()).context("invalid configuration")?;
     init_logging(&config)?;

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod git;
 pub mod observe;
 pub mod orgs;
+pub mod ratelimit;
 pub mod repos;
 pub mod session;
 pub mod tokens;
@@ -43,6 +44,7 @@ struct Inner {
     metrics: PrometheusHandle,
     public_url: String,
     login_guard: session::LoginGuard,
+    limiters: ratelimit::Limiters,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         metrics: PrometheusHandle,
         public_url: &str,
+        limits: ratelimit::RateLimits,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
         AppState {
@@ -64,6 +67,7 @@ impl AppState {
                 metrics,
                 public_url,
                 login_guard: session::LoginGuard::default(),
+                limiters: ratelimit::Limiters::new(limits),
             }),
         }
     }
@@ -82,6 +86,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    pub(crate) fn limiters(&self) -> &ratelimit::Limiters {
+        &self.inner.limiters
     }
 
     pub(crate) fn login_guard(&self) -> &session::LoginGuard {
@@ -116,12 +124,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/audit", get(orgs::audit))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::api_layer));
     let git = Router::new()
         .route("/{owner}/{repo}/info/refs", get(git::info_refs))
         .route("/{owner}/{repo}/git-upload-pack", axum::routing::post(git::upload_pack))
         .route("/{owner}/{repo}/git-receive-pack", axum::routing::post(git::receive_pack))
-        .layer(DefaultBodyLimit::max(git::MAX_GIT_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(git::MAX_GIT_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::git_layer));
     Router::new()
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use gitstratum_api::ratelimit::RateLimits;
 use gitstratum_platform::db::redact_url;
 use serde::Deserialize;
 
@@ -55,6 +56,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `info,gitstratum_api=debug`.
     pub log_level: String,
+    /// Requests per minute per client, per anonymous address, per repository (Git).
+    pub rate_limits: RateLimits,
 }
 
 impl fmt::Debug for Config {
@@ -66,6 +69,7 @@ impl fmt::Debug for Config {
             .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -79,6 +83,9 @@ pub struct ConfigLayer {
     pub database_url: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub rate_limit_per_client: Option<String>,
+    pub rate_limit_anonymous: Option<String>,
+    pub rate_limit_git_per_repo: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -90,6 +97,9 @@ impl fmt::Debug for ConfigLayer {
             .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("rate_limit_per_client", &self.rate_limit_per_client)
+            .field("rate_limit_anonymous", &self.rate_limit_anonymous)
+            .field("rate_limit_git_per_repo", &self.rate_limit_git_per_repo)
             .finish()
     }
 }
@@ -118,6 +128,16 @@ struct FileConfig {
     database: FileDatabase,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    rate_limit: FileRateLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRateLimit {
+    per_client: Option<u32>,
+    anonymous: Option<u32>,
+    git_per_repo: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +171,9 @@ impl ConfigLayer {
             database_url: file.database.url,
             log_format: file.log.format,
             log_level: file.log.level,
+            rate_limit_per_client: file.rate_limit.per_client.map(|n| n.to_string()),
+            rate_limit_anonymous: file.rate_limit.anonymous.map(|n| n.to_string()),
+            rate_limit_git_per_repo: file.rate_limit.git_per_repo.map(|n| n.to_string()),
         })
     }
 
@@ -171,6 +194,9 @@ impl ConfigLayer {
                 "GITSTRATUM_DATABASE_URL" => layer.database_url = Some(value),
                 "GITSTRATUM_LOG_FORMAT" => layer.log_format = Some(value),
                 "GITSTRATUM_LOG_LEVEL" => layer.log_level = Some(value),
+                "GITSTRATUM_RATE_LIMIT_PER_CLIENT" => layer.rate_limit_per_client = Some(value),
+                "GITSTRATUM_RATE_LIMIT_ANONYMOUS" => layer.rate_limit_anonymous = Some(value),
+                "GITSTRATUM_RATE_LIMIT_GIT_PER_REPO" => layer.rate_limit_git_per_repo = Some(value),
                 _ => {}
             }
         }
@@ -186,6 +212,9 @@ impl ConfigLayer {
             database_url: over.database_url.or(self.database_url),
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
+            rate_limit_per_client: over.rate_limit_per_client.or(self.rate_limit_per_client),
+            rate_limit_anonymous: over.rate_limit_anonymous.or(self.rate_limit_anonymous),
+            rate_limit_git_per_repo: over.rate_limit_git_per_repo.or(self.rate_limit_git_per_repo),
         }
     }
 }
@@ -241,6 +270,12 @@ impl Config {
         };
         let log_level = merged.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
         validate_log_filter(&log_level).map_err(|message| ConfigError::Invalid { setting: "log_level", message })?;
+        let defaults = RateLimits::default();
+        let rate_limits = RateLimits {
+            per_client: per_minute("rate_limit.per_client", merged.rate_limit_per_client, defaults.per_client)?,
+            anonymous: per_minute("rate_limit.anonymous", merged.rate_limit_anonymous, defaults.anonymous)?,
+            git_per_repo: per_minute("rate_limit.git_per_repo", merged.rate_limit_git_per_repo, defaults.git_per_repo)?,
+        };
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -248,7 +283,19 @@ impl Config {
             database_url,
             log_format,
             log_level,
+            rate_limits,
         })
+    }
+}
+
+/// A requests-per-minute setting: a whole number, 0 turning the limit off.
+fn per_minute(setting: &'static str, value: Option<String>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|_| ConfigError::Invalid {
+            setting,
+            message: format!("{text:?} is not a number of requests per minute (0 turns the limit off)"),
+        }),
     }
 }
 
@@ -380,6 +427,9 @@ mod tests {
             ("database url", layer.database_url.is_some()),
             ("log format", layer.log_format.is_some()),
             ("log level", layer.log_level.is_some()),
+            ("rate_limit per_client", layer.rate_limit_per_client.is_some()),
+            ("rate_limit anonymous", layer.rate_limit_anonymous.is_some()),
+            ("rate_limit git_per_repo", layer.rate_limit_git_per_repo.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

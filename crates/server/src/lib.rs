@@ -127,7 +127,14 @@ impl Server {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let git = GitService::new(self.git_store.clone(), self.git_store.clone());
-        let state = AppState::new(self.store.clone(), git, self.clock.clone(), self.metrics.clone(), &public_url);
+        let state = AppState::new(
+            self.store.clone(),
+            git,
+            self.clock.clone(),
+            self.metrics.clone(),
+            &public_url,
+            self.config.rate_limits,
+        );
         let app = gitstratum_api::router(state);
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.

@@ -688,3 +688,54 @@ async fn collaborators_and_organizations_decide_access() {
     assert_eq!(s.send(Method::GET, "/api/v1/audit?org=acme", Some(&carol), None).await.0, 403);
     s.stop().await;
 }
+
+/// Rate limits answer 429 with Retry-After, on the API per token and per address, and on Git per
+/// repository; git shows the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_refuse_with_429() {
+    use gitstratum_server::ConfigLayer;
+    let limits = ConfigLayer {
+        rate_limit_per_client: Some("8".into()),
+        rate_limit_anonymous: Some("2".into()),
+        rate_limit_git_per_repo: Some("4".into()),
+        ..ConfigLayer::default()
+    };
+    let s = TestServer::start_with(limits).await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+
+    // Anonymous API callers: two per minute per address.
+    for remaining in ["1", "0"] {
+        let resp = s.http.get(s.url("/api/v1/repos/admin/nothing")).send().await.expect("get");
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "2");
+        assert_eq!(resp.headers()["x-ratelimit-remaining"], remaining);
+    }
+    let resp = s.http.get(s.url("/api/v1/repos/admin/nothing")).send().await.expect("get");
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Health checks are never limited.
+    assert_eq!(s.http.get(s.url("/healthz")).send().await.expect("get").status(), 200);
+
+    // A token has its own budget; the repository budget covers all Git clients of one repository.
+    let url = create_repo(&s, "busy", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 1).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let mut refused = None;
+    for i in 0..3 {
+        let out = git.run(tmp.path(), &["clone", "-q", &url, &format!("c{i}")]).await;
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let err = refused.expect("the repository's budget runs out");
+    assert!(err.contains("429"), "{err}");
+    let metrics = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("gitstratum_control_ratelimit_throttled_total{limit=\"repository\"}"), "{metrics}");
+    s.stop().await;
+}

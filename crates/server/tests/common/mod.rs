@@ -34,9 +34,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(ConfigLayer::default()).await
+    }
+
+    /// A server with `file` as its `config.toml` layer.
+    pub async fn start_with(file: ConfigLayer) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
-        let config = Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), flags).expect("config");
+        let config = Config::from_layers(file, ConfigLayer::default(), flags).expect("config");
         let server = Server::open(config, metrics_handle()).await.expect("open");
         let admin_token = server.initial_admin_token.as_ref().expect("fresh data dir").expose().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,0 +1,223 @@
+//! Rate limits (token buckets, GCRA via `governor`): per client on the API and on Git (a client is
+//! the credentials it presents, or its address when anonymous), and per repository on Git, as seed
+//! 001's frontend checks before each clone and push. Excess requests get 429 with `Retry-After`;
+//! every limited response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`, as GitHub's do.
+//!
+//! State lives in this process (one node); the clustered design moves it to the control plane.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Requests per minute allowed (each also the burst); 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per token (API and Git).
+    pub per_client: u32,
+    /// Per client address, for API requests without credentials (anonymous Git requests count
+    /// against their repository only: git's first request of every operation is anonymous).
+    pub anonymous: u32,
+    /// Per repository, Git requests only (all clients together).
+    pub git_per_repo: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits { per_client: 6000, anonymous: 600, git_per_repo: 60_000 }
+    }
+}
+
+type Keyed = RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+
+struct Limit {
+    per_minute: u32,
+    limiter: Keyed,
+}
+
+impl Limit {
+    fn new(per_minute: u32) -> Option<Limit> {
+        let n = NonZeroU32::new(per_minute)?;
+        Some(Limit { per_minute, limiter: RateLimiter::keyed(Quota::per_minute(n)).with_middleware() })
+    }
+}
+
+/// Which limit refused a request, and when to come back.
+struct Refusal {
+    limit: &'static str,
+    per_minute: u32,
+    retry_after_secs: u64,
+}
+
+pub struct Limiters {
+    client: Option<Limit>,
+    anonymous: Option<Limit>,
+    repo: Option<Limit>,
+    checks: AtomicU64,
+}
+
+fn key(parts: &[&str]) -> u64 {
+    let mut h = DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+impl Limiters {
+    pub fn new(limits: RateLimits) -> Limiters {
+        Limiters {
+            client: Limit::new(limits.per_client),
+            anonymous: Limit::new(limits.anonymous),
+            repo: Limit::new(limits.git_per_repo),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one request from a limit; `Ok` carries (limit, remaining) for the headers.
+    fn take(limit: Option<&Limit>, name: &'static str, key: u64) -> Result<Option<(u32, u32)>, Refusal> {
+        let Some(limit) = limit else { return Ok(None) };
+        match limit.limiter.check_key(&key) {
+            Ok(snapshot) => Ok(Some((limit.per_minute, snapshot.remaining_burst_capacity()))),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(Refusal { limit: name, per_minute: limit.per_minute, retry_after_secs: wait.as_secs().max(1) })
+            }
+        }
+    }
+
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        addr: Option<SocketAddr>,
+        repo: Option<&str>,
+    ) -> Result<Option<(u32, u32)>, Refusal> {
+        // Forget idle keys now and then, so the tables stay as small as the active clients.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            for limit in [&self.client, &self.anonymous, &self.repo].into_iter().flatten() {
+                limit.limiter.retain_recent();
+            }
+        }
+        let client = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            // The credentials as presented: a bad token is limited like a good one.
+            Some(credentials) => Self::take(self.client.as_ref(), "client", key(&["token", credentials]))?,
+            // Git sends its first request of every operation without credentials and repeats it
+            // with them after the 401, so anonymous Git traffic is left to the repository limit.
+            None if repo.is_some() => None,
+            None => {
+                let ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+                Self::take(self.anonymous.as_ref(), "anonymous", key(&["address", &ip]))?
+            }
+        };
+        if let Some(repo) = repo {
+            Self::take(self.repo.as_ref(), "repository", key(&["repo", &repo.to_ascii_lowercase()]))?;
+        }
+        Ok(client)
+    }
+}
+
+/// `owner/repo` of a Git request path (`/{owner}/{repo}[.git]/…`).
+fn git_repo(path: &str) -> Option<String> {
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    let owner = parts.next()?;
+    let repo = parts.next()?;
+    Some(format!("{owner}/{}", repo.strip_suffix(".git").unwrap_or(repo)))
+}
+
+async fn limit(state: AppState, request: Request, next: Next, git: bool) -> Response {
+    let addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let repo = if git { git_repo(request.uri().path()) } else { None };
+    match state.limiters().check(request.headers(), addr, repo.as_deref()) {
+        Ok(headroom) => {
+            let mut response = next.run(request).await;
+            if let Some((limit, remaining)) = headroom {
+                let headers = response.headers_mut();
+                headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+                headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+            }
+            response
+        }
+        Err(refusal) => {
+            metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => refusal.limit).increment(1);
+            let message = format!(
+                "rate limit exceeded ({} requests per minute per {}); retry in {} s",
+                refusal.per_minute, refusal.limit, refusal.retry_after_secs
+            );
+            let mut response = if git {
+                // Git prints the body of an error response to the user.
+                (StatusCode::TOO_MANY_REQUESTS, message).into_response()
+            } else {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response()
+            };
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
+            headers.insert("x-ratelimit-limit", HeaderValue::from(refusal.per_minute));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+            response
+        }
+    }
+}
+
+pub async fn api_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    limit(state, request, next, false).await
+}
+
+pub async fn git_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    limit(state, request, next, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_client_address_and_repository() {
+        let limiters = Limiters::new(RateLimits { per_client: 3, anonymous: 2, git_per_repo: 4 });
+        let addr: SocketAddr = "192.0.2.1:1234".parse().expect("addr");
+        let other: SocketAddr = "192.0.2.2:1234".parse().expect("addr");
+        let none = HeaderMap::new();
+        let mut token = HeaderMap::new();
+        token.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer gst_a"));
+
+        assert_eq!(limiters.check(&none, Some(addr), None).ok(), Some(Some((2, 1))));
+        assert_eq!(limiters.check(&none, Some(addr), None).ok(), Some(Some((2, 0))));
+        let refused = limiters.check(&none, Some(addr), None).expect_err("third anonymous request");
+        assert_eq!((refused.limit, refused.per_minute), ("anonymous", 2));
+        assert!(refused.retry_after_secs >= 1);
+        assert!(limiters.check(&none, Some(other), None).is_ok(), "another address has its own bucket");
+        for _ in 0..3 {
+            assert!(limiters.check(&token, Some(addr), None).is_ok(), "a token has its own bucket");
+        }
+        assert_eq!(limiters.check(&token, Some(other), None).err().map(|r| r.limit), Some("client"));
+
+        // The repository limit counts every client together; anonymous Git requests count there only.
+        let fresh = Limiters::new(RateLimits { per_client: 100, anonymous: 1, git_per_repo: 2 });
+        assert!(fresh.check(&none, Some(addr), Some("o/r")).is_ok());
+        assert!(fresh.check(&token, Some(other), Some("O/R")).is_ok());
+        assert_eq!(fresh.check(&none, Some(other), Some("o/r")).err().map(|r| r.limit), Some("repository"));
+        assert!(fresh.check(&none, Some(other), Some("o/another")).is_ok());
+
+        let off = Limiters::new(RateLimits { per_client: 0, anonymous: 0, git_per_repo: 0 });
+        for _ in 0..100 {
+            assert_eq!(off.check(&none, Some(addr), Some("o/r")).ok(), Some(None));
+        }
+    }
+
+    #[test]
+    fn git_paths_name_their_repository() {
+        assert_eq!(git_repo("/octo/hello.git/info/refs").as_deref(), Some("octo/hello"));
+        assert_eq!(git_repo("/octo/hello/git-upload-pack").as_deref(), Some("octo/hello"));
+        assert_eq!(git_repo("/octo"), None);
+    }
+}
