@@ -105,6 +105,20 @@ pub enum UserCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum SshKeyCommand {
+    /// Add a public key (a .pub file, or `-` for stdin)
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Your keys with their fingerprints
+    List,
+    /// Remove a key by id
+    Remove { id: i64 },
+}
+
 /// What `login` stores.
 #[derive(Serialize, Deserialize)]
 struct Credentials {
@@ -501,4 +515,50 @@ pub fn user(command: UserCommand, json_out: bool) -> anyhow::Result<()> {
     }
     println!("Created user {}{}.", text(&created["name"]), if admin { " (site administrator)" } else { "" });
     Ok(())
+}
+
+pub fn ssh_key(command: SshKeyCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            SshKeyCommand::Add { file, title } => {
+                let key = if file.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                    text
+                } else {
+                    std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+                };
+                let added =
+                    client.call(Method::POST, "/user/keys", Some(json!({"key": key.trim(), "title": title}))).await?;
+                if json_out {
+                    return print_json(&added);
+                }
+                println!(
+                    "Added key {} ({}): {}",
+                    text(&added["id"]),
+                    text(&added["title"]),
+                    text(&added["fingerprint"])
+                );
+            }
+            SshKeyCommand::List => {
+                let list = client.call(Method::GET, "/user/keys", None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(
+                    &["id", "title", "fingerprint", "bits", "created"],
+                    rows(&list, &["id", "title", "fingerprint", "bits", "created_at"]),
+                );
+            }
+            SshKeyCommand::Remove { id } => {
+                client.call(Method::DELETE, &format!("/user/keys/{id}"), None).await?;
+                if !json_out {
+                    println!("Removed key {id}.");
+                }
+            }
+        }
+        Ok(())
+    })
 }

@@ -52,6 +52,9 @@ enum Command {
     /// Accounts (site administrators)
     #[command(subcommand)]
     User(client_cmd::UserCommand),
+    /// Your SSH public keys
+    #[command(subcommand, name = "ssh-key")]
+    SshKey(client_cmd::SshKeyCommand),
 }
 
 #[derive(Subcommand)]
@@ -114,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(command) => client_cmd::token(command, json),
         Command::Org(command) => client_cmd::org(command, json),
         Command::User(command) => client_cmd::user(command, json),
+        Command::SshKey(command) => client_cmd::ssh_key(command, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

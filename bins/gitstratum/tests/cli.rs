@@ -119,6 +119,16 @@ fn the_client_commands_drive_a_real_server() {
     let err = fails(&bob, &["repo", "view", "bob/app"], "");
     assert!(err.contains("HTTP 404"), "{err}");
 
+    // SSH keys, from a file or stdin.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKl0UOwkXXh5iHy4+8ZqR/Yxx9yWeCgdeusVCeND979i test@example\n";
+    let out = ok(&bob, &["ssh-key", "add", "-", "--title", "laptop"], key);
+    assert!(out.contains("SHA256:q7J1glDquFVEA4N8oDWpxEJw4K0qlQBYtJxFdvznaKc"), "{out}");
+    let keys = json(&ok(&bob, &["--json", "ssh-key", "list"], ""));
+    assert_eq!(keys[0]["title"], "laptop");
+    let err = fails(&bob, &["ssh-key", "add", "-"], "ssh-dss AAAA\n");
+    assert!(err.contains("unsupported key type"), "{err}");
+    ok(&bob, &["ssh-key", "remove", &keys[0]["id"].to_string()], "");
+
     // Logout revokes a password session; a token login is only forgotten.
     ok(&bob, &["logout"], "");
     assert!(!bob.join("gitstratum").join("credentials.json").exists());

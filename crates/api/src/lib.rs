@@ -11,6 +11,7 @@
 pub mod error;
 pub mod extract;
 pub mod git;
+pub mod keys_teams;
 pub mod observe;
 pub mod orgs;
 pub mod ratelimit;
@@ -120,6 +121,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users", axum::routing::post(orgs::create_user))
         .route("/api/v1/user", get(tokens::whoami))
         .route("/api/v1/user/repos", get(repos::list_mine))
+        .route("/api/v1/user/keys", get(keys_teams::list_keys).post(keys_teams::add_key))
+        .route("/api/v1/user/keys/{id}", axum::routing::delete(keys_teams::remove_key))
+        .route("/api/v1/orgs/{org}/teams", get(keys_teams::list_teams).post(keys_teams::create_team))
+        .route("/api/v1/orgs/{org}/teams/{team}/members", get(keys_teams::team_members))
+        .route(
+            "/api/v1/orgs/{org}/teams/{team}/members/{username}",
+            axum::routing::put(keys_teams::add_team_member).delete(keys_teams::remove_team_member),
+        )
+        .route(
+            "/api/v1/orgs/{org}/teams/{team}/repos/{owner}/{repo}",
+            axum::routing::put(keys_teams::set_team_repo).delete(keys_teams::remove_team_repo),
+        )
         .route("/api/v1/session", axum::routing::post(session::login).delete(session::logout))
         .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -43,7 +43,7 @@ fn org_not_found(name: &str) -> ApiError {
     ApiError::not_found("org.not_found", format!("organization {name} not found"))
 }
 
-async fn find_org(state: &AppState, name: &str) -> Result<Account, ApiError> {
+pub(crate) async fn find_org(state: &AppState, name: &str) -> Result<Account, ApiError> {
     match state.store().find_account(name).await? {
         Some(a) if a.is_org => Ok(a),
         _ => Err(org_not_found(name)),
@@ -52,7 +52,7 @@ async fn find_org(state: &AppState, name: &str) -> Result<Account, ApiError> {
 
 /// The organization, when the caller owns it (or is a site administrator) and the token may
 /// administer.
-async fn owned_org(state: &AppState, caller: &Principal, name: &str) -> Result<Account, ApiError> {
+pub(crate) async fn owned_org(state: &AppState, caller: &Principal, name: &str) -> Result<Account, ApiError> {
     let org = find_org(state, name).await?;
     if caller.is_site_admin() {
         return Ok(org);

@@ -188,6 +188,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "rbac audit",
         sql: include_str!("../migrations/sqlite/0002_rbac_audit.sql"),
     },
+    MigrationSource {
+        version: 3,
+        description: "teams ssh keys",
+        sql: include_str!("../migrations/sqlite/0003_teams_ssh_keys.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -195,6 +200,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 2,
         description: "rbac audit",
         sql: include_str!("../migrations/postgres/0002_rbac_audit.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "teams ssh keys",
+        sql: include_str!("../migrations/postgres/0003_teams_ssh_keys.sql"),
     },
 ];
 

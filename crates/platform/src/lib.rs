@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod keys_teams;
 pub mod orgs;
 pub mod password;
 pub mod policy;
@@ -18,6 +19,7 @@ pub mod token;
 
 pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
 pub use db::{ConnectError, Db, DbTarget};
+pub use keys_teams::{SshKey, Team};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
 pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};

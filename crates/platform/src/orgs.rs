@@ -169,7 +169,7 @@ impl PlatformStore {
         Ok(())
     }
 
-    /// Removes a user from an organization; false when they were not a member.
+    /// Removes a user from an organization (and its teams); false when they were not a member.
     pub async fn remove_org_member(
         &self,
         org: &Account,
@@ -194,6 +194,18 @@ impl PlatformStore {
         if owners(&mut tx, org.id).await? == 0 {
             return Err(Error::Refused(format!("{} must keep at least one owner", org.name)));
         }
+        // Leaving an organization leaves its teams.
+        tx.conn()
+            .execute(
+                &Query::delete()
+                    .from_table("team_members")
+                    .and_where(Expr::col("user_id").eq(user.id))
+                    .and_where(Expr::col("team_id").in_subquery(
+                        Query::select().column("id").from("teams").and_where(Expr::col("org_id").eq(org.id)).to_owned(),
+                    ))
+                    .to_owned(),
+            )
+            .await?;
         let event = AuditEvent::new("org.member.remove", format!("org:{}", org.name))
             .org(Some(org.id))
             .details(format!(r#"{{"user":{:?}}}"#, user.name));
@@ -266,8 +278,9 @@ impl PlatformStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&members_query("repo_collaborators", "repo_id", repo_id)).await?)
     }
 
-    /// The role `user_id` holds on `repo` through ownership, organization membership and grants
-    /// (visibility aside: that is the policy's business).
+    /// The role `user_id` holds on `repo` through ownership, organization membership, teams and
+    /// grants (visibility aside: that is the policy's business). Team grants count only while the
+    /// user is still a member of the organization.
     pub async fn repo_role(&self, user_id: i64, repo: &Repo) -> Result<Option<Role>> {
         if user_id == repo.owner_id {
             return Ok(Some(Role::Admin));
@@ -284,7 +297,8 @@ impl PlatformStore {
             .to_owned();
         let row: Option<RoleRow> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
         let granted: Option<Role> = role_of(row.map(|r| r.0))?;
-        Ok(from_org.max(granted))
+        let from_teams = if from_org.is_some() { self.team_role(user_id, repo.id).await? } else { None };
+        Ok(from_org.max(granted).max(from_teams))
     }
 
     /// The owning organization's id when the repository belongs to one.

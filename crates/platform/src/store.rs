@@ -440,12 +440,19 @@ impl PlatformStore {
             .from("repo_collaborators")
             .and_where(Expr::col("user_id").eq(user_id))
             .to_owned();
+        let by_team = Query::select()
+            .column(("team_repos", "repo_id"))
+            .from("team_repos")
+            .inner_join("team_members", Expr::col(("team_members", "team_id")).equals(("team_repos", "team_id")))
+            .and_where(Expr::col(("team_members", "user_id")).eq(user_id))
+            .to_owned();
         let query = repo_select()
             .cond_where(
                 sea_query::Cond::any()
                     .add(Expr::col(("repos", "owner_id")).eq(user_id))
                     .add(Expr::col(("repos", "owner_id")).in_subquery(orgs))
-                    .add(Expr::col(("repos", "id")).in_subquery(granted)),
+                    .add(Expr::col(("repos", "id")).in_subquery(granted))
+                    .add(Expr::col(("repos", "id")).in_subquery(by_team)),
             )
             .order_by(("accounts", "name_key"), Order::Asc)
             .order_by(("repos", "name_key"), Order::Asc)

@@ -97,6 +97,8 @@ suite!(
     collaborators_grant_roles,
     audit_log_is_a_verifiable_chain,
     concurrent_audit_appends_keep_one_chain,
+    ssh_keys_are_unique_per_installation,
+    teams_grant_roles_to_their_members,
 );
 
 async fn bootstrap_creates_admin_once(store: &PlatformStore) {
@@ -359,4 +361,67 @@ async fn concurrent_audit_appends_keep_one_chain(store: &PlatformStore) {
     }
     let v = store.verify_audit().await.expect("verify");
     assert_eq!((v.entries, v.broken_at), (16, None));
+}
+
+const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKl0UOwkXXh5iHy4+8ZqR/Yxx9yWeCgdeusVCeND979i test@example";
+
+async fn ssh_keys_are_unique_per_installation(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let bob = store.create_user("bob", false, &sys(), T0).await.expect("user");
+    let key = gitstratum_core::parse_ssh_public_key(ED25519).expect("key");
+    let added = store.add_ssh_key(&alice, "laptop", &key, &sys(), T0).await.expect("add");
+    assert_eq!(added.fingerprint, "SHA256:q7J1glDquFVEA4N8oDWpxEJw4K0qlQBYtJxFdvznaKc");
+    let err = store.add_ssh_key(&bob, "stolen", &key, &sys(), T0).await.expect_err("one key, one user");
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(store.list_ssh_keys(alice.id).await.expect("list"), std::slice::from_ref(&added));
+    assert!(store.list_ssh_keys(bob.id).await.expect("list").is_empty());
+    assert_eq!(store.find_ssh_key(&added.fingerprint).await.expect("find").map(|k| k.user_id), Some(alice.id));
+    assert!(!store.remove_ssh_key(&bob, added.id, &sys(), T0).await.expect("not bob's"));
+    assert!(store.remove_ssh_key(&alice, added.id, &sys(), T0).await.expect("remove"));
+    assert!(store.find_ssh_key(&added.fingerprint).await.expect("find").is_none());
+}
+
+async fn teams_grant_roles_to_their_members(store: &PlatformStore) {
+    let owner = store.create_user("owner", false, &sys(), T0).await.expect("user");
+    let dev = store.create_user("dev", false, &sys(), T0).await.expect("user");
+    let outsider = store.create_user("outsider", false, &sys(), T0).await.expect("user");
+    let org = store.create_org("acme", &owner, &sys(), T0).await.expect("org");
+    let other_org = store.create_org("other", &owner, &sys(), T0).await.expect("org");
+    let repo = store.create_repo(&org, "api", true, &sys(), T0).await.expect("repo");
+    let foreign = store.create_repo(&other_org, "x", true, &sys(), T0).await.expect("repo");
+    let team = store.create_team(&org, "Backend", &sys(), T0).await.expect("team");
+    assert!(matches!(store.create_team(&org, "backend", &sys(), T0).await, Err(Error::Conflict { .. })));
+    assert!(store.create_team(&other_org, "backend", &sys(), T0).await.is_ok(), "names are per organization");
+    assert_eq!(store.find_team(org.id, "BACKEND").await.expect("find").map(|t| t.id), Some(team.id));
+    assert_eq!(store.list_teams(org.id).await.expect("list").len(), 1);
+
+    let err = store.add_team_member(&org, &team, &outsider, &sys(), T0).await.expect_err("not in the org");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    store.set_org_member(&org, &dev, OrgRole::Member, &sys(), T0).await.expect("member");
+    store.add_team_member(&org, &team, &dev, &sys(), T0).await.expect("add");
+    store.add_team_member(&org, &team, &dev, &sys(), T0).await.expect("adding twice is harmless");
+    assert_eq!(store.team_members(team.id).await.expect("members").len(), 1);
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Read), "base permission");
+    store.set_team_repo(&org, &team, &repo, Role::Maintain, &sys(), T0).await.expect("grant");
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Maintain));
+    let err = store.set_team_repo(&org, &team, &foreign, Role::Read, &sys(), T0).await.expect_err("foreign");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    let names: Vec<String> =
+        store.list_accessible_repos(dev.id).await.expect("list").into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["api"]);
+
+    assert!(store.remove_team_repo(&org, &team, &repo, &sys(), T0).await.expect("revoke"));
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Read));
+    assert!(!store.remove_team_repo(&org, &team, &repo, &sys(), T0).await.expect("again"));
+    store.set_team_repo(&org, &team, &repo, Role::Write, &sys(), T0).await.expect("grant");
+
+    // Leaving the organization leaves its teams: rejoining gives the base permission only.
+    store.remove_org_member(&org, &dev, &sys(), T0).await.expect("leave");
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), None);
+    store.set_org_member(&org, &dev, OrgRole::Member, &sys(), T0).await.expect("rejoin");
+    assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Read));
+    assert!(store.team_members(team.id).await.expect("members").is_empty());
+    store.add_team_member(&org, &team, &dev, &sys(), T0).await.expect("add");
+    assert!(store.remove_team_member(&org, &team, &dev, &sys(), T0).await.expect("remove"));
+    assert!(!store.remove_team_member(&org, &team, &dev, &sys(), T0).await.expect("again"));
 }

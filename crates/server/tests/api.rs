@@ -337,3 +337,39 @@ async fn login_with_a_password_logout_and_guessing_is_limited() {
     assert_eq!(audit["entries"].as_array().expect("entries").len(), 6);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ssh_keys_are_validated_fingerprinted_and_owned() {
+    use reqwest::Method;
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKl0UOwkXXh5iHy4+8ZqR/Yxx9yWeCgdeusVCeND979i test@example";
+    let s = TestServer::start().await;
+    let alice = s.user_token("alice", &[Scope::RepoAdmin]).await;
+    let bob = s.user_token("bob", &[Scope::RepoAdmin]).await;
+    let bob_read = s.user_token("bob", &[Scope::RepoRead]).await;
+    let server = &s;
+    let add = move |token: String, body: Value| async move {
+        server.send(Method::POST, "/api/v1/user/keys", Some(&token), Some(body)).await
+    };
+    let (status, body) = add(alice.clone(), json!({"key": KEY})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["fingerprint"], "SHA256:q7J1glDquFVEA4N8oDWpxEJw4K0qlQBYtJxFdvznaKc");
+    assert_eq!(body["title"], "test@example", "the comment is the default title");
+    let id = body["id"].as_i64().expect("id");
+    let (status, body) = add(bob.clone(), json!({"key": KEY, "title": "mine"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "already_exists"));
+    let (status, body) = add(bob.clone(), json!({"key": "ssh-ed25519 AAAA"})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("key")));
+    let (status, body) = add(bob.clone(), json!({"key": "-----BEGIN OPENSSH PRIVATE KEY-----"})).await;
+    assert!(body["error"]["message"].as_str().expect("message").contains("private key"), "{status} {body}");
+    let (status, _) = add(bob_read, json!({"key": KEY})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "adding a key needs repo:admin");
+
+    let (_, list) = s.send(Method::GET, "/api/v1/user/keys", Some(&alice), None).await;
+    assert_eq!(list.as_array().expect("list").len(), 1);
+    assert!(list[0]["key"].as_str().expect("key").starts_with("ssh-ed25519 AAAA"));
+    let path = format!("/api/v1/user/keys/{id}");
+    assert_eq!(s.send(Method::DELETE, &path, Some(&bob), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.send(Method::DELETE, &path, Some(&alice), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(add(bob, json!({"key": KEY})).await.0, StatusCode::CREATED, "free again");
+    s.stop().await;
+}

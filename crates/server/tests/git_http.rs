@@ -739,3 +739,46 @@ async fn rate_limits_refuse_with_429() {
     assert!(metrics.contains("gitstratum_control_ratelimit_throttled_total{limit=\"repository\"}"), "{metrics}");
     s.stop().await;
 }
+
+/// Teams give their members roles on the organization's repositories, for Git as for the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_grant_push_access() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let owner = s.user_token("owner", &[Scope::RepoAdmin]).await;
+    let dev = s.user_token("dev", &[Scope::RepoWrite]).await;
+    let own = Some(owner.as_str());
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs", own, Some(json!({"name": "acme"}))).await.0, 201);
+    let (status, body) = s.create_repo(own, json!({"name": "api", "owner": "acme", "private": true})).await;
+    assert_eq!(status, 201, "{body}");
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 1).await;
+    git.ok(&src, &["push", "-q", &url_for(&s, &owner, "acme/api"), "main"]).await;
+
+    let (status, body) = s.send(Method::POST, "/api/v1/orgs/acme/teams", own, Some(json!({"name": "backend"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = s.send(Method::PUT, "/api/v1/orgs/acme/teams/backend/members/dev", own, None).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (422, Some("refused")), "dev is not in acme yet");
+    assert_eq!(s.send(Method::PUT, "/api/v1/orgs/acme/members/dev", own, Some(json!({}))).await.0, 204);
+    assert_eq!(s.send(Method::PUT, "/api/v1/orgs/acme/teams/backend/members/dev", own, None).await.0, 204);
+    let grant = "/api/v1/orgs/acme/teams/backend/repos/acme/api";
+    assert_eq!(s.send(Method::PUT, grant, Some(&dev), Some(json!({"permission": "write"}))).await.0, 403);
+
+    let dev_url = url_for(&s, &dev, "acme/api");
+    let clone = tmp.path().join("dev");
+    git.ok(tmp.path(), &["clone", "-q", &dev_url, clone.to_str().expect("utf-8")]).await;
+    let err = git.fails(&clone, &["push", &dev_url, "main:feature"]).await;
+    assert!(err.contains("write permission"), "{err}");
+    assert_eq!(s.send(Method::PUT, grant, own, Some(json!({"permission": "write"}))).await.0, 204);
+    git.ok(&clone, &["push", "-q", &dev_url, "main:feature"]).await;
+    let (_, members) = s.send(Method::GET, "/api/v1/orgs/acme/teams/backend/members", Some(&dev), None).await;
+    assert_eq!(members, json!(["dev"]));
+    let (_, teams) = s.send(Method::GET, "/api/v1/orgs/acme/teams", Some(&dev), None).await;
+    assert_eq!(teams[0]["name"], "backend");
+    assert_eq!(s.send(Method::DELETE, grant, own, None).await.0, 204);
+    let err = git.fails(&clone, &["push", &dev_url, "main:another"]).await;
+    assert!(err.contains("write permission"), "{err}");
+    s.stop().await;
+}
