@@ -373,3 +373,176 @@ async fn ssh_keys_are_validated_fingerprinted_and_owned() {
     assert_eq!(add(bob, json!({"key": KEY})).await.0, StatusCode::CREATED, "free again");
     s.stop().await;
 }
+
+/// Every role against every privileged action: each attempt below must be refused with the status
+/// GitHub would give, and none may change anything.
+#[tokio::test]
+async fn unauthorized_attempts_are_all_refused() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let owner = s.user_token("owner", &[Scope::RepoAdmin]).await;
+    let own = Some(owner.as_str());
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs", own, Some(json!({"name": "acme"}))).await.0, 201);
+    assert_eq!(s.create_repo(own, json!({"name": "secret", "owner": "acme", "private": true})).await.0, 201);
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs/acme/teams", own, Some(json!({"name": "core"}))).await.0, 201);
+    let member = s.user_token("member", &[Scope::RepoAdmin]).await;
+    assert_eq!(s.send(Method::PUT, "/api/v1/orgs/acme/members/member", own, Some(json!({}))).await.0, 204);
+    let mut callers: Vec<(&str, Option<String>)> = vec![("anonymous", None), ("member", Some(member))];
+    for (name, permission) in
+        [("reader", "read"), ("triager", "triage"), ("writer", "write"), ("maintainer", "maintain"), ("weak", "admin")]
+    {
+        let scopes: &[Scope] = if name == "weak" { &[Scope::RepoWrite] } else { &[Scope::RepoAdmin] };
+        let token = s.user_token(name, scopes).await;
+        let path = format!("/api/v1/repos/acme/secret/collaborators/{name}");
+        assert_eq!(s.send(Method::PUT, &path, own, Some(json!({"permission": permission}))).await.0, 204);
+        callers.push((name, Some(token)));
+    }
+    callers.push(("stranger", Some(s.user_token("stranger", &[Scope::RepoAdmin]).await)));
+    let (_, audit_before) = s.send(Method::GET, "/api/v1/audit?limit=500", Some(&s.admin_token), None).await;
+
+    let grant = json!({"permission": "admin"});
+    // (action, method, path, body, [(caller, expected status)])
+    let table: Vec<(&str, Method, &str, Option<Value>, Vec<(&str, u16)>)> = vec![
+        (
+            "read a private repository",
+            Method::GET,
+            "/api/v1/repos/acme/secret",
+            None,
+            vec![("anonymous", 404), ("stranger", 404)],
+        ),
+        (
+            "list collaborators",
+            Method::GET,
+            "/api/v1/repos/acme/secret/collaborators",
+            None,
+            vec![("anonymous", 404), ("stranger", 404)],
+        ),
+        (
+            "delete the repository",
+            Method::DELETE,
+            "/api/v1/repos/acme/secret",
+            None,
+            vec![
+                ("anonymous", 401),
+                ("stranger", 404),
+                ("member", 403),
+                ("reader", 403),
+                ("triager", 403),
+                ("writer", 403),
+                ("maintainer", 403),
+                ("weak", 403),
+            ],
+        ),
+        (
+            "grant a collaborator",
+            Method::PUT,
+            "/api/v1/repos/acme/secret/collaborators/stranger",
+            Some(grant.clone()),
+            vec![
+                ("anonymous", 401),
+                ("stranger", 404),
+                ("member", 403),
+                ("reader", 403),
+                ("triager", 403),
+                ("writer", 403),
+                ("maintainer", 403),
+                ("weak", 403),
+            ],
+        ),
+        (
+            "revoke a collaborator",
+            Method::DELETE,
+            "/api/v1/repos/acme/secret/collaborators/reader",
+            None,
+            vec![
+                ("anonymous", 401),
+                ("stranger", 404),
+                ("member", 403),
+                ("writer", 403),
+                ("maintainer", 403),
+                ("weak", 403),
+            ],
+        ),
+        (
+            "add an organization member",
+            Method::PUT,
+            "/api/v1/orgs/acme/members/stranger",
+            Some(json!({})),
+            vec![("anonymous", 401), ("stranger", 404), ("member", 403), ("reader", 404), ("weak", 404)],
+        ),
+        (
+            "create a team",
+            Method::POST,
+            "/api/v1/orgs/acme/teams",
+            Some(json!({"name": "rogue"})),
+            vec![("anonymous", 401), ("stranger", 404), ("member", 403), ("maintainer", 404)],
+        ),
+        (
+            "grant a team",
+            Method::PUT,
+            "/api/v1/orgs/acme/teams/core/repos/acme/secret",
+            Some(grant.clone()),
+            vec![("anonymous", 401), ("stranger", 404), ("member", 403), ("weak", 404)],
+        ),
+        (
+            "create a repository in the organization",
+            Method::POST,
+            "/api/v1/repos",
+            Some(json!({"name": "x", "owner": "acme"})),
+            vec![("anonymous", 401), ("stranger", 403), ("reader", 403)],
+        ),
+        (
+            "read the audit log",
+            Method::GET,
+            "/api/v1/audit",
+            None,
+            vec![("anonymous", 401), ("stranger", 403), ("member", 403), ("maintainer", 403)],
+        ),
+        (
+            "read the organization's audit log",
+            Method::GET,
+            "/api/v1/audit?org=acme",
+            None,
+            vec![("stranger", 404), ("member", 403), ("weak", 404)],
+        ),
+        (
+            "create an account",
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "mallory"})),
+            vec![("anonymous", 401), ("stranger", 403), ("member", 403), ("maintainer", 403)],
+        ),
+        (
+            "mint an admin token",
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "scopes": ["admin"]})),
+            vec![("anonymous", 401), ("stranger", 403), ("maintainer", 403)],
+        ),
+        (
+            "mint a broader token",
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "scopes": ["repo:admin"]})),
+            vec![("weak", 403)],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (action, method, path, body, expected) in table {
+        for (who, status) in expected {
+            let token = callers.iter().find(|(n, _)| *n == who).expect("known caller").1.as_deref();
+            let (got, response) = s.send(method.clone(), path, token, body.clone()).await;
+            if got.as_u16() != status {
+                failures.push(format!("{who} / {action}: expected {status}, got {got} {response}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Nothing changed: same audit log, same grants, the repository still there.
+    let (_, audit_after) = s.send(Method::GET, "/api/v1/audit?limit=500", Some(&s.admin_token), None).await;
+    assert_eq!(audit_before["entries"], audit_after["entries"]);
+    let (status, list) = s.send(Method::GET, "/api/v1/repos/acme/secret/collaborators", own, None).await;
+    assert_eq!((status.as_u16(), list.as_array().map(Vec::len)), (200, Some(5)));
+    s.stop().await;
+}
