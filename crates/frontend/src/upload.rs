@@ -657,11 +657,21 @@ impl GitService {
             if ids.is_empty() {
                 continue;
             }
-            let data = self.objects.get_many(repo, &ids)?;
+            // Objects that will go out as their stored delta are never loaded (nor inflated).
             let deltas = self.objects.deltas(repo, &ids)?;
-            for ((id, object), delta) in ids.iter().zip(data).zip(deltas) {
+            let whole: Vec<ObjectId> = ids
+                .iter()
+                .zip(&deltas)
+                .filter(|(id, d)| !d.as_ref().is_some_and(|d| ctx.reusable(**id, d)))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut loaded: HashMap<ObjectId, Object> = HashMap::with_capacity(whole.len());
+            for (id, object) in whole.iter().zip(self.objects.get_many(repo, &whole)?) {
                 let object = object.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
-                ctx.write_one(&mut writer, *id, object, delta, 0)?;
+                loaded.insert(*id, object);
+            }
+            for (id, delta) in ids.iter().zip(deltas) {
+                ctx.write_one(&mut writer, *id, loaded.remove(id), delta, 0)?;
             }
         }
         writer.finish()?;
@@ -680,11 +690,19 @@ struct PackCtx<'a> {
 }
 
 impl PackCtx<'_> {
+    /// Whether `id` can go out as its stored delta: its base is in the pack, or (thin pack) the
+    /// client has it.
+    fn reusable(&self, id: ObjectId, d: &StoredDelta) -> bool {
+        (self.in_pack.contains(&d.base) && d.base != id) || (self.args.thin_pack && self.client_has.contains(&d.base))
+    }
+
+    /// Writes one object, reusing its stored delta when it can (its base first, if need be);
+    /// `object` is its whole form when already loaded, else it is loaded only if needed.
     fn write_one(
         &mut self,
         writer: &mut Writer<&mut dyn Write>,
         id: ObjectId,
-        object: Object,
+        object: Option<Object>,
         delta: Option<StoredDelta>,
         depth: usize,
     ) -> Result<()> {
@@ -695,11 +713,8 @@ impl PackCtx<'_> {
             if self.in_pack.contains(&d.base) && d.base != id && depth < MAX_REUSE_DEPTH {
                 if !self.written.contains_key(&d.base) {
                     // Write the base first so this object can follow as a delta against it.
-                    let base = self.service.objects.get_many(self.repo, &[d.base])?.pop().flatten();
                     let base_delta = self.service.objects.deltas(self.repo, &[d.base])?.pop().flatten();
-                    if let Some(base) = base {
-                        self.write_one(writer, d.base, base, base_delta, depth + 1)?;
-                    }
+                    self.write_one(writer, d.base, None, base_delta, depth + 1)?;
                 }
                 if let Some(&base_offset) = self.written.get(&d.base) {
                     let offset = if self.args.ofs_delta {
@@ -718,6 +733,16 @@ impl PackCtx<'_> {
                 return Ok(());
             }
         }
+        let object = match object {
+            Some(o) => o,
+            None => self
+                .service
+                .objects
+                .get_many(self.repo, &[id])?
+                .pop()
+                .flatten()
+                .ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?,
+        };
         let offset = writer.write_object(object.kind, &object.data)?;
         self.written.insert(id, offset);
         Ok(())
