@@ -401,8 +401,9 @@ async fn unauthorized_attempts_are_all_refused() {
     let (_, audit_before) = s.send(Method::GET, "/api/v1/audit?limit=500", Some(&s.admin_token), None).await;
 
     let grant = json!({"permission": "admin"});
-    // (action, method, path, body, [(caller, expected status)])
-    let table: Vec<(&str, Method, &str, Option<Value>, Vec<(&str, u16)>)> = vec![
+    /// (action, method, path, body, [(caller, expected status)])
+    type Attempt<'a> = (&'a str, Method, &'a str, Option<Value>, Vec<(&'a str, u16)>);
+    let table: Vec<Attempt<'_>> = vec![
         (
             "read a private repository",
             Method::GET,
