@@ -119,6 +119,30 @@ pub enum SshKeyCommand {
     Remove { id: i64 },
 }
 
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Add a webhook to a repository
+    Create {
+        repo: String,
+        #[arg(long)]
+        url: String,
+        /// Event to send (repeatable; default push)
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+        /// Read a secret from stdin; deliveries are then signed (X-Hub-Signature-256)
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// A repository's webhooks
+    List { repo: String },
+    /// Remove a webhook
+    Delete { repo: String, id: i64 },
+    /// Recent deliveries of a webhook, with their response codes
+    Deliveries { repo: String, id: i64 },
+    /// Send a delivery again
+    Redeliver { repo: String, id: i64, delivery: i64 },
+}
+
 /// What `login` stores.
 #[derive(Serialize, Deserialize)]
 struct Credentials {
@@ -557,6 +581,66 @@ pub fn ssh_key(command: SshKeyCommand, json_out: bool) -> anyhow::Result<()> {
                 if !json_out {
                     println!("Removed key {id}.");
                 }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            WebhookCommand::Create { repo, url, events, secret_stdin } => {
+                let (owner, name) = split_repo(&repo)?;
+                let secret = if secret_stdin { Some(read_secret_line("secret")?) } else { None };
+                let events = if events.is_empty() { vec!["push".to_owned()] } else { events };
+                let body = json!({"url": url, "events": events, "secret": secret});
+                let hook = client.call(Method::POST, &format!("/repos/{owner}/{name}/hooks"), Some(body)).await?;
+                if json_out {
+                    return print_json(&hook);
+                }
+                println!("Created webhook {} on {owner}/{name} for {}.", text(&hook["id"]), text(&hook["events"]));
+            }
+            WebhookCommand::List { repo } => {
+                let (owner, name) = split_repo(&repo)?;
+                let list = client.call(Method::GET, &format!("/repos/{owner}/{name}/hooks"), None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(
+                    &["id", "url", "events", "signed", "created"],
+                    rows(&list, &["id", "url", "events", "has_secret", "created_at"]),
+                );
+            }
+            WebhookCommand::Delete { repo, id } => {
+                let (owner, name) = split_repo(&repo)?;
+                client.call(Method::DELETE, &format!("/repos/{owner}/{name}/hooks/{id}"), None).await?;
+                if !json_out {
+                    println!("Deleted webhook {id}.");
+                }
+            }
+            WebhookCommand::Deliveries { repo, id } => {
+                let (owner, name) = split_repo(&repo)?;
+                let list =
+                    client.call(Method::GET, &format!("/repos/{owner}/{name}/hooks/{id}/deliveries"), None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(
+                    &["id", "event", "state", "attempts", "status", "error", "created"],
+                    rows(&list, &["id", "event", "state", "attempts", "status_code", "error", "created_at"]),
+                );
+            }
+            WebhookCommand::Redeliver { repo, id, delivery } => {
+                let (owner, name) = split_repo(&repo)?;
+                let path = format!("/repos/{owner}/{name}/hooks/{id}/deliveries/{delivery}/redeliver");
+                let queued = client.call(Method::POST, &path, None).await?;
+                if json_out {
+                    return print_json(&queued);
+                }
+                println!("Queued delivery {} again as {}.", delivery, text(&queued["id"]));
             }
         }
         Ok(())

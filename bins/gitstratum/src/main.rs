@@ -52,6 +52,9 @@ enum Command {
     /// Accounts (site administrators)
     #[command(subcommand)]
     User(client_cmd::UserCommand),
+    /// Repository webhooks and their deliveries
+    #[command(subcommand)]
+    Webhook(client_cmd::WebhookCommand),
     /// Your SSH public keys
     #[command(subcommand, name = "ssh-key")]
     SshKey(client_cmd::SshKeyCommand),
@@ -118,6 +121,7 @@ fn main() -> std::process::ExitCode {
         Command::Org(command) => client_cmd::org(command, json),
         Command::User(command) => client_cmd::user(command, json),
         Command::SshKey(command) => client_cmd::ssh_key(command, json),
+        Command::Webhook(command) => client_cmd::webhook(command, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

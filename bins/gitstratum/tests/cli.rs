@@ -129,6 +129,20 @@ fn the_client_commands_drive_a_real_server() {
     assert!(err.contains("unsupported key type"), "{err}");
     ok(&bob, &["ssh-key", "remove", &keys[0]["id"].to_string()], "");
 
+    // Webhooks.
+    ok(&bob, &["repo", "create", "hooked"], "");
+    let out =
+        ok(&bob, &["webhook", "create", "bob/hooked", "--url", "http://127.0.0.1:9/h", "--secret-stdin"], "s3cret\n");
+    assert!(out.contains("Created webhook") && out.contains("push"), "{out}");
+    let hooks = json(&ok(&bob, &["--json", "webhook", "list", "bob/hooked"], ""));
+    assert_eq!(hooks[0]["has_secret"], true);
+    assert!(!ok(&bob, &["webhook", "list", "bob/hooked"], "").contains("s3cret"));
+    let id = hooks[0]["id"].to_string();
+    assert!(ok(&bob, &["webhook", "deliveries", "bob/hooked", &id], "").starts_with("ID"));
+    let err = fails(&bob, &["webhook", "create", "bob/hooked", "--url", "ftp://x"], "");
+    assert!(err.contains("field url"), "{err}");
+    ok(&bob, &["webhook", "delete", "bob/hooked", &id], "");
+
     // Logout revokes a password session; a token login is only forgotten.
     ok(&bob, &["logout"], "");
     assert!(!bob.join("gitstratum").join("credentials.json").exists());

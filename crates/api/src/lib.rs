@@ -11,6 +11,7 @@
 pub mod error;
 pub mod extract;
 pub mod git;
+pub mod hooks;
 pub mod keys_teams;
 pub mod observe;
 pub mod orgs;
@@ -111,6 +112,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/repos/{owner}/{repo}/collaborators/{username}",
             axum::routing::put(repos::set_collaborator).delete(repos::remove_collaborator),
+        )
+        .route("/api/v1/repos/{owner}/{repo}/hooks", get(hooks::list).post(hooks::create))
+        .route("/api/v1/repos/{owner}/{repo}/hooks/{id}", axum::routing::delete(hooks::delete))
+        .route("/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries", get(hooks::deliveries))
+        .route(
+            "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries/{delivery}/redeliver",
+            axum::routing::post(hooks::redeliver),
         )
         .route("/api/v1/orgs", axum::routing::post(orgs::create).get(orgs::list))
         .route("/api/v1/orgs/{org}/members", get(orgs::members))

@@ -193,6 +193,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "teams ssh keys",
         sql: include_str!("../migrations/sqlite/0003_teams_ssh_keys.sql"),
     },
+    MigrationSource {
+        version: 4,
+        description: "webhooks",
+        sql: include_str!("../migrations/sqlite/0004_webhooks.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -205,6 +210,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 3,
         description: "teams ssh keys",
         sql: include_str!("../migrations/postgres/0003_teams_ssh_keys.sql"),
+    },
+    MigrationSource {
+        version: 4,
+        description: "webhooks",
+        sql: include_str!("../migrations/postgres/0004_webhooks.sql"),
     },
 ];
 

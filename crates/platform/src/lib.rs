@@ -16,6 +16,7 @@ pub mod password;
 pub mod policy;
 pub mod store;
 pub mod token;
+pub mod webhooks;
 
 pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
 pub use db::{ConnectError, Db, DbTarget};
@@ -24,3 +25,4 @@ pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
 pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};
 pub use token::{Scope, Scopes, TokenSecret};
+pub use webhooks::{AttemptOutcome, Delivery, NewDelivery, Webhook};

@@ -501,7 +501,7 @@ fn insert_token(account_id: i64, token: &NewToken, secret: &TokenSecret, now: Ti
         .to_owned()
 }
 
-fn repo_select() -> sea_query::SelectStatement {
+pub(crate) fn repo_select() -> sea_query::SelectStatement {
     Query::select()
         .columns([
             ("repos", "id"),

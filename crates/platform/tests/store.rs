@@ -99,6 +99,7 @@ suite!(
     concurrent_audit_appends_keep_one_chain,
     ssh_keys_are_unique_per_installation,
     teams_grant_roles_to_their_members,
+    webhook_deliveries_are_a_durable_queue,
 );
 
 async fn bootstrap_creates_admin_once(store: &PlatformStore) {
@@ -424,4 +425,50 @@ async fn teams_grant_roles_to_their_members(store: &PlatformStore) {
     store.add_team_member(&org, &team, &dev, &sys(), T0).await.expect("add");
     assert!(store.remove_team_member(&org, &team, &dev, &sys(), T0).await.expect("remove"));
     assert!(!store.remove_team_member(&org, &team, &dev, &sys(), T0).await.expect("again"));
+}
+
+async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
+    use gitstratum_platform::{AttemptOutcome, NewDelivery};
+    let owner = store.create_user("owner", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&owner, "app", false, &sys(), T0).await.expect("repo");
+    let hook = store
+        .create_webhook(&repo, "http://127.0.0.1:9/h", Some("s3cret"), &["push".into()], &sys(), T0)
+        .await
+        .expect("hook");
+    assert_eq!(store.list_webhooks(repo.id).await.expect("list"), std::slice::from_ref(&hook));
+    assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 0);
+    let new =
+        |guid: &str| NewDelivery { webhook_id: hook.id, guid: guid.into(), event: "push".into(), payload: "{}".into() };
+    store.enqueue_deliveries("webhooks", 5, &[new("a"), new("b")], T0).await.expect("enqueue");
+    assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 5, "moved with the deliveries");
+    store.enqueue_deliveries("webhooks", 7, &[], T0).await.expect("nothing to deliver, cursor still moves");
+    assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 7);
+    // A delivery id is unique: enqueuing the same delivery twice fails as a whole.
+    assert!(store.enqueue_deliveries("webhooks", 9, &[new("c"), new("a")], T0).await.is_err());
+    assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 7, "rolled back");
+
+    let due = store.due_deliveries(T0, 10).await.expect("due");
+    assert_eq!(due.iter().map(|d| d.guid.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let failed =
+        AttemptOutcome { status_code: Some(500), error: Some("HTTP 500".into()), duration_ms: 3, success: false };
+    let ok = AttemptOutcome { status_code: Some(200), error: None, duration_ms: 2, success: true };
+    store.record_attempt(&due[0], &failed, T0).await.expect("record");
+    store.record_attempt(&due[1], &ok, T0).await.expect("record");
+    assert!(store.due_deliveries(T0, 10).await.expect("due").is_empty(), "the failure waits for its backoff");
+    let later = store.due_deliveries(Timestamp(T0.0 + 10_000), 10).await.expect("due");
+    assert_eq!(later.len(), 1);
+    assert_eq!((later[0].attempts, later[0].status_code), (1, Some(500)));
+    let mut d = later[0].clone();
+    for _ in 1..gitstratum_platform::webhooks::MAX_ATTEMPTS {
+        store.record_attempt(&d, &failed, T0).await.expect("record");
+        d.attempts += 1;
+    }
+    let log = store.list_deliveries(hook.id, 10).await.expect("log");
+    assert_eq!(log.iter().map(|d| d.state.as_str()).collect::<Vec<_>>(), ["delivered", "failed"]);
+    let again = store.redeliver(hook.id, log[1].id, "a2", T0).await.expect("redeliver").expect("found");
+    assert_eq!(store.due_deliveries(T0, 10).await.expect("due")[0].id, again);
+    assert!(store.redeliver(hook.id, 999, "zz", T0).await.expect("redeliver").is_none());
+    assert_eq!(store.get_repo_by_id(repo.id).await.expect("get").map(|r| r.name), Some("app".into()));
+    assert!(store.delete_webhook(&repo, hook.id, &sys(), T0).await.expect("delete"));
+    assert!(store.list_deliveries(hook.id, 10).await.expect("log").is_empty(), "deliveries go with their hook");
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod datadir;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,6 +138,17 @@ impl Server {
         );
         let app = gitstratum_api::router(state);
 
+        // Webhook deliveries run beside the server and stop with it.
+        let (stop_webhooks, webhooks_stopped) = tokio::sync::oneshot::channel::<()>();
+        let dispatcher = webhooks::Dispatcher {
+            store: self.store.clone(),
+            refs: self.git_store.clone(),
+            clock: self.clock.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        };
+        let webhooks = tokio::spawn(dispatcher.run(webhooks_stopped));
+
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.clone();
@@ -157,6 +169,8 @@ impl Server {
         tracing::info!("no longer accepting; in-flight requests finished");
         let _ = stop_upkeep.send(());
         let _ = upkeep.await;
+        let _ = stop_webhooks.send(());
+        let _ = webhooks.await;
         self.store.close().await;
         let git_store = self.git_store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git_store.flush()).await {

@@ -782,3 +782,96 @@ async fn teams_grant_push_access() {
     assert!(err.contains("write permission"), "{err}");
     s.stop().await;
 }
+
+/// A push reaches a webhook receiver as GitHub shapes and signs it; failures are logged and can
+/// be redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_delivered_to_webhooks() {
+    use axum::http::HeaderMap;
+    use reqwest::Method;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    // The receiver: records every request; answers with the status in `answer`.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
+    let answer = Arc::new(AtomicU16::new(200));
+    let status = answer.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let tx = tx.clone();
+            let status = status.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let admin = Some(s.admin_token.as_str());
+    let url = create_repo(&s, "hooked", false).await;
+    let hooks = "/api/v1/repos/admin/hooked/hooks";
+    let (status, body) = s.send(Method::POST, hooks, admin, Some(json!({"url": "https://x.example/h"}))).await;
+    assert_eq!((status.as_u16(), body["error"]["field"].as_str()), (422, Some("url")));
+    let (status, body) = s.send(Method::POST, hooks, admin, Some(json!({"url": hook_url, "events": ["issues"]}))).await;
+    assert_eq!((status.as_u16(), body["error"]["field"].as_str()), (422, Some("events")));
+    let (status, hook) = s
+        .send(Method::POST, hooks, admin, Some(json!({"url": hook_url, "secret": "It's a Secret to Everybody"})))
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    assert_eq!((hook["has_secret"].as_bool(), hook.get("secret")), (Some(true), None));
+    let hook_id = hook["id"].as_i64().expect("id");
+
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 2).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let head = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+        .await
+        .expect("delivered in time")
+        .expect("one");
+    assert_eq!(headers["x-github-event"], "push");
+    let signature = headers["x-hub-signature-256"].to_str().expect("ascii").to_owned();
+    let expected = gitstratum_server::webhooks::hmac_sha256_hex(b"It's a Secret to Everybody", body.as_bytes());
+    assert_eq!(signature, format!("sha256={expected}"));
+    let payload: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(payload["ref"], "refs/heads/main");
+    assert_eq!(payload["before"], "0".repeat(40));
+    assert_eq!(payload["after"], head);
+    assert_eq!((payload["created"].as_bool(), payload["deleted"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(payload["repository"]["full_name"], "admin/hooked");
+    assert_eq!(payload["pusher"]["name"], "admin");
+
+    // A receiver that fails: the attempt is logged and retried later; redelivery queues it again.
+    answer.store(500, Ordering::SeqCst);
+    git.ok(&src, &["push", "-q", &url, "main:gone"]).await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.expect("attempted").expect("one");
+    let deliveries = format!("{hooks}/{hook_id}/deliveries");
+    let mut log = serde_json::Value::Null;
+    for _ in 0..100 {
+        log = s.send(Method::GET, &deliveries, admin, None).await.1;
+        if log[0]["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!((log[0]["state"].as_str(), log[0]["status_code"].as_i64()), (Some("pending"), Some(500)), "{log}");
+    assert!(log[0]["next_attempt_at"].is_string());
+    assert_eq!((log[1]["state"].as_str(), log[1]["status_code"].as_i64()), (Some("delivered"), Some(200)));
+    answer.store(200, Ordering::SeqCst);
+    let first = log[1]["id"].as_i64().expect("id");
+    let (status, _) = s.send(Method::POST, &format!("{deliveries}/{first}/redeliver"), admin, None).await;
+    assert_eq!(status, 202);
+    let (_, again) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.expect("redelivered").expect("one");
+    assert_eq!(again, body, "the same payload");
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=webhook.create", admin, None).await;
+    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(1));
+    s.stop().await;
+}

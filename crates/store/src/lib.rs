@@ -29,7 +29,7 @@ pub mod rocks;
 
 pub use graph::commit_records;
 
-use gitstratum_git::{ObjectId, ObjectKind};
+pub use gitstratum_git::{ObjectId, ObjectKind};
 
 /// A repository's id (the platform's repository id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

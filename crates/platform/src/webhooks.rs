@@ -1,0 +1,344 @@
+//! Webhooks and their deliveries: a durable queue in the database. Deliveries are created in the
+//! same transaction that advances the consumer's cursor on the ref-change log, so a crash neither
+//! loses nor doubles one; the deliverer retries failures with exponential backoff.
+
+use gitstratum_core::Timestamp;
+use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+
+use crate::audit::{Actor, AuditEvent, append_audit};
+use crate::db::{DbRow, FromDbRow};
+use crate::store::{PlatformStore, Repo, Result};
+
+/// Attempts before a delivery is given up (it can still be redelivered by hand).
+pub const MAX_ATTEMPTS: i64 = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: i64,
+    pub repo_id: i64,
+    pub url: String,
+    /// The HMAC key; never shown after creation.
+    pub secret: Option<String>,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub created_at: Timestamp,
+}
+
+impl FromDbRow for Webhook {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let events: String = row.get("events")?;
+        Ok(Webhook {
+            id: row.get("id")?,
+            repo_id: row.get("repo_id")?,
+            url: row.get("url")?,
+            secret: row.get("secret")?,
+            events: events.split_whitespace().map(str::to_owned).collect(),
+            active: row.get("active")?,
+            created_at: Timestamp(row.get("created_at")?),
+        })
+    }
+}
+
+const HOOK_COLUMNS: [&str; 7] = ["id", "repo_id", "url", "secret", "events", "active", "created_at"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub guid: String,
+    pub event: String,
+    pub payload: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+impl FromDbRow for Delivery {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Delivery {
+            id: row.get("id")?,
+            webhook_id: row.get("webhook_id")?,
+            guid: row.get("guid")?,
+            event: row.get("event")?,
+            payload: row.get("payload")?,
+            state: row.get("state")?,
+            attempts: row.get("attempts")?,
+            next_attempt_at: Timestamp(row.get("next_attempt_at")?),
+            status_code: row.get("status_code")?,
+            error: row.get("error")?,
+            duration_ms: row.get("duration_ms")?,
+            created_at: Timestamp(row.get("created_at")?),
+            delivered_at: row.get::<Option<i64>>("delivered_at")?.map(Timestamp),
+        })
+    }
+}
+
+const DELIVERY_COLUMNS: [&str; 13] = [
+    "id",
+    "webhook_id",
+    "guid",
+    "event",
+    "payload",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "status_code",
+    "error",
+    "duration_ms",
+    "created_at",
+    "delivered_at",
+];
+
+/// A delivery to enqueue: which hook, which event, the JSON body.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub webhook_id: i64,
+    pub guid: String,
+    pub event: String,
+    pub payload: String,
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub success: bool,
+}
+
+/// Seconds before retry `attempts` (1, 2, …): 10 s doubling, at most an hour.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let exp = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);
+    Ord::min(10_000i64 << exp, 3_600_000)
+}
+
+impl PlatformStore {
+    pub async fn create_webhook(
+        &self,
+        repo: &Repo,
+        url: &str,
+        secret: Option<&str>,
+        events: &[String],
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Webhook> {
+        let insert = Query::insert()
+            .into_table("webhooks")
+            .columns(["repo_id", "url", "secret", "events", "active", "created_at"])
+            .values_panic([
+                repo.id.into(),
+                url.into(),
+                secret.map(str::to_owned).into(),
+                events.join(" ").into(),
+                true.into(),
+                now.0.into(),
+            ])
+            .returning_col("id")
+            .to_owned();
+        let mut tx = self.db.begin().await?;
+        let id: i64 = tx.conn().fetch_one(&insert).await?;
+        let event = AuditEvent::new("webhook.create", format!("repo:{}/{}", repo.owner, repo.name))
+            .details(format!(r#"{{"id":{id},"url":{url:?},"events":{:?}}}"#, events.join(" ")));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(Webhook {
+            id,
+            repo_id: repo.id,
+            url: url.to_owned(),
+            secret: secret.map(str::to_owned),
+            events: events.to_vec(),
+            active: true,
+            created_at: now,
+        })
+    }
+
+    pub async fn list_webhooks(&self, repo_id: i64) -> Result<Vec<Webhook>> {
+        let q = Query::select()
+            .columns(HOOK_COLUMNS)
+            .from("webhooks")
+            .and_where(Expr::col("repo_id").eq(repo_id))
+            .order_by("id", Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    pub async fn get_webhook(&self, id: i64) -> Result<Option<Webhook>> {
+        let q = Query::select().columns(HOOK_COLUMNS).from("webhooks").and_where(Expr::col("id").eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    pub async fn delete_webhook(&self, repo: &Repo, id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let removed = tx
+            .conn()
+            .execute(
+                &Query::delete()
+                    .from_table("webhooks")
+                    .and_where(Expr::col("id").eq(id))
+                    .and_where(Expr::col("repo_id").eq(repo.id))
+                    .to_owned(),
+            )
+            .await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        let event = AuditEvent::new("webhook.delete", format!("repo:{}/{}", repo.owner, repo.name))
+            .details(format!(r#"{{"id":{id}}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A consumer's position on the ref-change log (0 before its first event).
+    pub async fn log_cursor(&self, name: &str) -> Result<u64> {
+        let q = Query::select().column("seq").from("log_cursors").and_where(Expr::col("name").eq(name)).to_owned();
+        let seq: Option<i64> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
+        Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+    }
+
+    /// Enqueues deliveries and moves the consumer's cursor to `seq`, in one transaction.
+    pub async fn enqueue_deliveries(
+        &self,
+        cursor: &str,
+        seq: u64,
+        deliveries: &[NewDelivery],
+        now: Timestamp,
+    ) -> Result<()> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let mut tx = self.db.begin().await?;
+        for d in deliveries {
+            let insert = Query::insert()
+                .into_table("webhook_deliveries")
+                .columns(["webhook_id", "guid", "event", "payload", "state", "next_attempt_at", "created_at"])
+                .values_panic([
+                    d.webhook_id.into(),
+                    d.guid.as_str().into(),
+                    d.event.as_str().into(),
+                    d.payload.as_str().into(),
+                    "pending".into(),
+                    now.0.into(),
+                    now.0.into(),
+                ])
+                .to_owned();
+            tx.conn().execute(&insert).await?;
+        }
+        let upsert = Query::insert()
+            .into_table("log_cursors")
+            .columns(["name", "seq"])
+            .values_panic([cursor.into(), seq.into()])
+            .on_conflict(OnConflict::column("name").update_column("seq").to_owned())
+            .to_owned();
+        tx.conn().execute(&upsert).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending deliveries whose time has come, oldest first.
+    pub async fn due_deliveries(&self, now: Timestamp, limit: u64) -> Result<Vec<Delivery>> {
+        let q = Query::select()
+            .columns(DELIVERY_COLUMNS)
+            .from("webhook_deliveries")
+            .and_where(Expr::col("state").eq("pending"))
+            .and_where(Expr::col("next_attempt_at").lte(now.0))
+            .order_by("id", Order::Asc)
+            .limit(limit)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// Records an attempt: delivered, retried later (with backoff), or failed for good.
+    pub async fn record_attempt(&self, delivery: &Delivery, outcome: &AttemptOutcome, now: Timestamp) -> Result<()> {
+        let attempts = delivery.attempts + 1;
+        let (state, next) = if outcome.success {
+            ("delivered", now.0)
+        } else if attempts >= MAX_ATTEMPTS {
+            ("failed", now.0)
+        } else {
+            ("pending", now.0 + backoff_ms(attempts))
+        };
+        let update = Query::update()
+            .table("webhook_deliveries")
+            .values([
+                ("state", state.into()),
+                ("attempts", attempts.into()),
+                ("next_attempt_at", next.into()),
+                ("status_code", outcome.status_code.into()),
+                ("error", outcome.error.clone().into()),
+                ("duration_ms", outcome.duration_ms.into()),
+                ("delivered_at", outcome.success.then_some(now.0).into()),
+            ])
+            .and_where(Expr::col("id").eq(delivery.id))
+            .and_where(Expr::col("state").eq("pending"))
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&update).await?;
+        Ok(())
+    }
+
+    pub async fn list_deliveries(&self, webhook_id: i64, limit: u64) -> Result<Vec<Delivery>> {
+        let q = Query::select()
+            .columns(DELIVERY_COLUMNS)
+            .from("webhook_deliveries")
+            .and_where(Expr::col("webhook_id").eq(webhook_id))
+            .order_by("id", Order::Desc)
+            .limit(limit)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// Queues a delivery again, now, as a new delivery with the same payload.
+    pub async fn redeliver(
+        &self,
+        webhook_id: i64,
+        delivery_id: i64,
+        guid: &str,
+        now: Timestamp,
+    ) -> Result<Option<i64>> {
+        let q = Query::select()
+            .columns(DELIVERY_COLUMNS)
+            .from("webhook_deliveries")
+            .and_where(Expr::col("id").eq(delivery_id))
+            .and_where(Expr::col("webhook_id").eq(webhook_id))
+            .to_owned();
+        let mut conn = self.db.acquire().await?;
+        let Some(old): Option<Delivery> = conn.conn().fetch_optional(&q).await? else { return Ok(None) };
+        let insert = Query::insert()
+            .into_table("webhook_deliveries")
+            .columns(["webhook_id", "guid", "event", "payload", "state", "next_attempt_at", "created_at"])
+            .values_panic([
+                webhook_id.into(),
+                guid.into(),
+                old.event.into(),
+                old.payload.into(),
+                "pending".into(),
+                now.0.into(),
+                now.0.into(),
+            ])
+            .returning_col("id")
+            .to_owned();
+        Ok(Some(conn.conn().fetch_one(&insert).await?))
+    }
+
+    /// A repository by its id.
+    pub async fn get_repo_by_id(&self, id: i64) -> Result<Option<Repo>> {
+        let q = crate::store::repo_select().and_where(Expr::col(("repos", "id")).eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(super::backoff_ms(1), 10_000);
+        assert_eq!(super::backoff_ms(2), 20_000);
+        assert_eq!(super::backoff_ms(4), 80_000);
+        assert_eq!(super::backoff_ms(30), 3_600_000);
+    }
+}

@@ -1,0 +1,194 @@
+//! Webhook delivery: a background task that turns ref-change events into `push` deliveries (one
+//! transaction per batch with the consumer's cursor, so each event is enqueued exactly once) and
+//! sends due deliveries, signed as GitHub signs them (`X-Hub-Signature-256`), retrying failures with
+//! exponential backoff. Pushes never wait for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitstratum_core::Clock;
+use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformStore, Repo};
+use gitstratum_store::{ObjectId, RefEvent, RefStore};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The cursor's name on the ref-change log.
+const CURSOR: &str = "webhooks";
+const POLL: Duration = Duration::from_millis(250);
+const EVENTS_PER_BATCH: usize = 200;
+const DELIVERIES_PER_ROUND: u64 = 16;
+const TIMEOUT: Duration = Duration::from_secs(10);
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// HMAC-SHA256 (RFC 2104), hex: what `X-Hub-Signature-256` carries after `sha256=`.
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| k.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn guid() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = rand_fallback();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rand_fallback() -> [u8; 16] {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    nanos.to_le_bytes()
+}
+
+/// GitHub's `push` payload, with what receivers rely on (`commits` is left empty for now).
+fn push_payload(event: &RefEvent, repo: &Repo, public_url: &str) -> serde_json::Value {
+    let hex = |id: Option<ObjectId>| id.map_or_else(|| ZERO.to_owned(), |i| i.to_string());
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    json!({
+        "ref": event.name,
+        "before": hex(event.old),
+        "after": hex(event.new),
+        "created": event.old.is_none(),
+        "deleted": event.new.is_none(),
+        "commits": [],
+        "head_commit": event.new.map(|id| json!({"id": id.to_string()})),
+        "repository": {
+            "id": repo.id,
+            "name": repo.name,
+            "full_name": full_name,
+            "private": repo.private,
+            "owner": {"name": repo.owner, "login": repo.owner},
+            "html_url": format!("{public_url}/{full_name}"),
+            "clone_url": format!("{public_url}/{full_name}.git"),
+            "default_branch": repo.default_branch,
+        },
+        "pusher": {"name": event.pusher},
+        "sender": {"login": event.pusher},
+    })
+}
+
+pub struct Dispatcher {
+    pub store: PlatformStore,
+    pub refs: Arc<dyn RefStore>,
+    pub clock: Arc<dyn Clock>,
+    pub public_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` fires.
+    pub async fn run(self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
+            if let Err(e) = self.enqueue().await {
+                tracing::warn!(error = %e, "webhooks: reading the ref-change log failed");
+            }
+            if let Err(e) = self.deliver().await {
+                tracing::warn!(error = %e, "webhooks: delivering failed");
+            }
+        }
+    }
+
+    /// Turns new ref-change events into deliveries, moving the cursor in the same transaction.
+    async fn enqueue(&self) -> anyhow_lite::Result<()> {
+        let after = self.store.log_cursor(CURSOR).await?;
+        let refs = self.refs.clone();
+        let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+        let mut deliveries = Vec::new();
+        for event in &events {
+            let Some(repo) = self.store.get_repo_by_id(event.repo.0).await? else { continue };
+            for hook in self.store.list_webhooks(repo.id).await? {
+                if !hook.active || !hook.events.iter().any(|e| e == "push" || e == "*") {
+                    continue;
+                }
+                let payload = push_payload(event, &repo, &self.public_url).to_string();
+                deliveries.push(NewDelivery { webhook_id: hook.id, guid: guid(), event: "push".into(), payload });
+            }
+        }
+        self.store.enqueue_deliveries(CURSOR, last, &deliveries, self.clock.now()).await?;
+        Ok(())
+    }
+
+    async fn deliver(&self) -> anyhow_lite::Result<()> {
+        for delivery in self.store.due_deliveries(self.clock.now(), DELIVERIES_PER_ROUND).await? {
+            let outcome = match self.store.get_webhook(delivery.webhook_id).await? {
+                Some(hook) => self.send(&delivery, &hook.url, hook.secret.as_deref(), hook.id).await,
+                None => continue,
+            };
+            let result = if outcome.success { "delivered" } else { "failed" };
+            metrics::counter!("gitstratum_webhook_deliveries_total", "result" => result).increment(1);
+            metrics::histogram!("gitstratum_webhook_delivery_duration_seconds")
+                .record(outcome.duration_ms as f64 / 1000.0);
+            self.store.record_attempt(&delivery, &outcome, self.clock.now()).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, delivery: &Delivery, url: &str, secret: Option<&str>, hook_id: i64) -> AttemptOutcome {
+        let started = Instant::now();
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(TIMEOUT)
+            .header("content-type", "application/json")
+            .header("user-agent", "GitStratum-Hookshot")
+            .header("x-github-event", &delivery.event)
+            .header("x-github-delivery", &delivery.guid)
+            .header("x-github-hook-id", hook_id.to_string())
+            .body(delivery.payload.clone());
+        if let Some(secret) = secret {
+            let signature = hmac_sha256_hex(secret.as_bytes(), delivery.payload.as_bytes());
+            request = request.header("x-hub-signature-256", format!("sha256={signature}"));
+        }
+        let result = request.send().await;
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                AttemptOutcome {
+                    status_code: Some(i64::from(status.as_u16())),
+                    error: (!status.is_success()).then(|| format!("HTTP {status}")),
+                    duration_ms,
+                    success: status.is_success(),
+                }
+            }
+            Err(e) => AttemptOutcome { status_code: None, error: Some(e.to_string()), duration_ms, success: false },
+        }
+    }
+}
+
+/// A small boxed error for the task's internal steps (logged, never returned to anyone).
+mod anyhow_lite {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            super::hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        assert_eq!(
+            super::hmac_sha256_hex(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+}
