@@ -100,7 +100,10 @@ async fn authorize(
         None => None,
     };
     let needed = if access == Access::Write { Role::Write } else { Role::Read };
-    match decide(RepoAccess { caller, role, private: repo.private }, needed) {
+    let decision = decide(RepoAccess { caller, role, private: repo.private }, needed);
+    let result = if decision.is_ok() { "allowed" } else { "denied" };
+    metrics::counter!("gitstratum_control_auth_decisions_total", "result" => result, "surface" => "git").increment(1);
+    match decision {
         Ok(()) => Ok(repo),
         Err(Denial::NotFound) if caller.is_none() => {
             Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."))

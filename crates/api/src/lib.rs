@@ -107,7 +107,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/repos", axum::routing::post(repos::create))
-        .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete))
+        .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete).patch(repos::update))
         .route("/api/v1/repos/{owner}/{repo}/collaborators", get(repos::collaborators))
         .route(
             "/api/v1/repos/{owner}/{repo}/collaborators/{username}",

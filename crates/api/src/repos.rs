@@ -72,7 +72,15 @@ pub(crate) async fn authorize_repo(
         Some(p) => state.store().repo_role(p.account.id, &repo).await?,
         None => None,
     };
-    match decide(RepoAccess { caller, role, private: repo.private }, needed) {
+    let decision = decide(RepoAccess { caller, role, private: repo.private }, needed);
+    let result = match &decision {
+        Ok(()) => "allowed",
+        Err(Denial::NotFound) => "not_found",
+        Err(Denial::Unauthenticated) => "unauthenticated",
+        Err(Denial::Forbidden(_)) => "forbidden",
+    };
+    metrics::counter!("gitstratum_control_auth_decisions_total", "result" => result).increment(1);
+    match decision {
         Ok(()) => Ok(repo),
         Err(Denial::NotFound) => Err(repo_not_found(owner, name)),
         Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
@@ -228,4 +236,25 @@ pub async fn list_mine(
     require_scope(&caller, Scope::RepoRead)?;
     let repos = state.store().list_accessible_repos(caller.account.id).await?;
     Ok(Json(repos.into_iter().map(|r| RepoBody::new(r, &state)).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateRepo {
+    pub private: Option<bool>,
+}
+
+/// Changes a repository's settings (for now its visibility); needs admin on it.
+pub async fn update(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateRepo>,
+) -> Result<Json<RepoBody>, ApiError> {
+    let mut repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+    if let Some(private) = body.private {
+        state.store().set_repo_private(&repo, private, &meta.actor(&caller), state.now()).await?;
+        repo.private = private;
+    }
+    Ok(Json(RepoBody::new(repo, &state)))
 }

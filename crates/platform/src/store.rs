@@ -460,6 +460,30 @@ impl PlatformStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
     }
 
+    /// Makes a repository private or public; false when it already was.
+    pub async fn set_repo_private(&self, repo: &Repo, private: bool, actor: &Actor, now: Timestamp) -> Result<bool> {
+        if repo.private == private {
+            return Ok(false);
+        }
+        let owner_is_org = self.find_account(&repo.owner).await?.is_some_and(|a| a.is_org);
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute(
+                &Query::update()
+                    .table("repos")
+                    .value("private", private)
+                    .and_where(Expr::col("id").eq(repo.id))
+                    .to_owned(),
+            )
+            .await?;
+        let event = AuditEvent::new("repo.visibility", format!("repo:{}/{}", repo.owner, repo.name))
+            .org(owner_is_org.then_some(repo.owner_id))
+            .details(format!(r#"{{"private":{private}}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Deletes a repository; false when it was already gone.
     pub async fn delete_repo(&self, repo: &Repo, actor: &Actor, now: Timestamp) -> Result<bool> {
         let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned();

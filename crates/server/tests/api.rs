@@ -547,3 +547,28 @@ async fn unauthorized_attempts_are_all_refused() {
     assert_eq!((status.as_u16(), list.as_array().map(Vec::len)), (200, Some(5)));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn visibility_changes_hide_and_show_a_repository_and_are_audited() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    assert_eq!(s.create_repo(admin, json!({"name": "flip"})).await.0, StatusCode::CREATED);
+    let path = "/api/v1/repos/admin/flip";
+    assert_eq!(s.send(Method::GET, path, None, None).await.0, StatusCode::OK);
+    let other = s.user_token("other", &[Scope::RepoAdmin]).await;
+    assert_eq!(
+        s.send(Method::PATCH, path, Some(&other), Some(json!({"private": true}))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = s.send(Method::PATCH, path, admin, Some(json!({"private": true}))).await;
+    assert_eq!((status, body["private"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(s.send(Method::GET, path, None, None).await.0, StatusCode::NOT_FOUND);
+    let (status, _) = s.send(Method::PATCH, path, admin, Some(json!({"private": "yes"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=repo.visibility", admin, None).await;
+    assert_eq!(audit["entries"][0]["details"], json!({"private": true}));
+    let metrics = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("gitstratum_control_auth_decisions_total{result=\"forbidden\"}"), "{metrics}");
+    s.stop().await;
+}
