@@ -802,8 +802,11 @@ async fn pushes_are_delivered_to_webhooks() {
             let tx = tx.clone();
             let status = status.clone();
             async move {
+                // Decide the answer before reporting the request, so the test's next change of
+                // `answer` cannot reach this request.
+                let answer = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status");
                 let _ = tx.send((headers, body));
-                axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status")
+                answer
             }
         }),
     );
