@@ -89,3 +89,18 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The error body, as the OpenAPI document describes it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDoc {
+    pub error: ErrorDocInner,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDocInner {
+    /// Stable, dotted code clients can match on, such as `repo.not_found`.
+    pub code: String,
+    pub message: String,
+    /// The request field a validation error (422) is about.
+    pub field: Option<String>,
+}

@@ -15,7 +15,7 @@ use crate::repos::authorize_repo;
 /// Events a hook may subscribe to (`*` is all of them).
 const EVENTS: [&str; 2] = ["push", "*"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {
     pub url: String,
     pub secret: Option<String>,
@@ -27,7 +27,7 @@ fn default_events() -> Vec<String> {
     vec!["push".into()]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HookBody {
     pub id: i64,
     pub url: String,
@@ -51,7 +51,7 @@ impl From<Webhook> for HookBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryBody {
     pub id: i64,
     pub guid: String,
@@ -100,6 +100,14 @@ fn validate_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos/{owner}/{repo}/hooks",
+    tag = "webhooks",
+    summary = "Add a webhook",
+    request_body = CreateHook,
+    responses((status = 201, description = "Add a webhook", body = HookBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -125,6 +133,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(hook.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/hooks",
+    tag = "webhooks",
+    summary = "List webhooks",
+    responses((status = 200, description = "List webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -138,6 +153,13 @@ fn hook_not_found(id: i64) -> ApiError {
     ApiError::not_found("hook.not_found", format!("this repository has no webhook {id}"))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}",
+    tag = "webhooks",
+    summary = "Delete a webhook",
+    responses((status = 204, description = "Delete a webhook"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -152,6 +174,13 @@ pub async fn delete(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "A webhook's deliveries",
+    responses((status = 200, description = "A webhook's deliveries", body = Vec<DeliveryBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -165,11 +194,18 @@ pub async fn deliveries(
     Ok(Json(state.store().list_deliveries(id, 100).await?.into_iter().map(Into::into).collect()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Redelivered {
     pub id: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries/{delivery}/redeliver",
+    tag = "webhooks",
+    summary = "Send a delivery again",
+    responses((status = 202, description = "Send a delivery again", body = Redelivered), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn redeliver(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -13,14 +13,14 @@ use crate::extract::{ApiJson, Authenticated, RequestMeta};
 use crate::orgs::{find_org, owned_org};
 use crate::repos::{find_user, require_scope};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddKey {
     pub title: Option<String>,
     /// One `authorized_keys` line: `TYPE BASE64 [COMMENT]`.
     pub key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyBody {
     pub id: i64,
     pub title: String,
@@ -45,6 +45,13 @@ impl From<SshKey> for KeyBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/user/keys",
+    tag = "users",
+    summary = "Your SSH keys",
+    responses((status = 200, description = "Your SSH keys", body = Vec<KeyBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -53,6 +60,14 @@ pub async fn list_keys(
 }
 
 /// Adds an SSH key. A key grants Git access as the user, so the token needs `repo:admin`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/user/keys",
+    tag = "users",
+    summary = "Add an SSH key",
+    request_body = AddKey,
+    responses((status = 201, description = "Add an SSH key", body = KeyBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn add_key(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -70,6 +85,13 @@ pub async fn add_key(
     Ok((StatusCode::CREATED, Json(added.into())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/user/keys/{id}",
+    tag = "users",
+    summary = "Remove an SSH key",
+    responses((status = 204, description = "Remove an SSH key"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn remove_key(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -84,12 +106,12 @@ pub async fn remove_key(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateTeam {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TeamBody {
     pub id: i64,
     pub name: String,
@@ -110,6 +132,14 @@ async fn team_of(state: &AppState, org_id: i64, org: &str, team: &str) -> Result
         .ok_or_else(|| ApiError::not_found("team.not_found", format!("organization {org} has no team {team}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/teams",
+    tag = "orgs",
+    summary = "Create a team",
+    request_body = CreateTeam,
+    responses((status = 201, description = "Create a team", body = TeamBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create_team(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -123,6 +153,13 @@ pub async fn create_team(
 }
 
 /// Teams of an organization (members of it may look).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/teams",
+    tag = "orgs",
+    summary = "Teams of an organization",
+    responses((status = 200, description = "Teams of an organization", body = Vec<TeamBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list_teams(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -135,6 +172,13 @@ pub async fn list_teams(
     Ok(Json(state.store().list_teams(org.id).await?.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/teams/{team}/members",
+    tag = "orgs",
+    summary = "Members of a team",
+    responses((status = 200, description = "Members of a team", body = Vec<String>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn team_members(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -148,6 +192,13 @@ pub async fn team_members(
     Ok(Json(state.store().team_members(team.id).await?.into_iter().map(|a| a.name).collect()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/teams/{team}/members/{username}",
+    tag = "orgs",
+    summary = "Add a team member",
+    responses((status = 204, description = "Add a team member"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn add_team_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -161,6 +212,13 @@ pub async fn add_team_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/teams/{team}/members/{username}",
+    tag = "orgs",
+    summary = "Remove a team member",
+    responses((status = 204, description = "Remove a team member"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn remove_team_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -177,7 +235,7 @@ pub async fn remove_team_member(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TeamGrant {
     #[serde(default = "default_permission")]
     pub permission: String,
@@ -187,6 +245,14 @@ fn default_permission() -> String {
     "read".into()
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/teams/{team}/repos/{owner}/{repo}",
+    tag = "orgs",
+    summary = "Grant a team a role on a repository",
+    request_body = TeamGrant,
+    responses((status = 204, description = "Grant a team a role on a repository"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn set_team_repo(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -210,6 +276,13 @@ pub async fn set_team_repo(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/teams/{team}/repos/{owner}/{repo}",
+    tag = "orgs",
+    summary = "Revoke a team's grant",
+    responses((status = 204, description = "Revoke a team's grant"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn remove_team_repo(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

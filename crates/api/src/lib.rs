@@ -14,6 +14,7 @@ pub mod git;
 pub mod hooks;
 pub mod keys_teams;
 pub mod observe;
+pub mod openapi;
 pub mod orgs;
 pub mod ratelimit;
 pub mod repos;
@@ -29,6 +30,9 @@ use gitstratum_core::{Clock, Timestamp};
 use gitstratum_frontend::GitService;
 use gitstratum_platform::PlatformStore;
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest JSON body the API accepts.
 pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
@@ -105,48 +109,36 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/repos", axum::routing::post(repos::create))
-        .route("/api/v1/repos/{owner}/{repo}", get(repos::get).delete(repos::delete).patch(repos::update))
-        .route("/api/v1/repos/{owner}/{repo}/collaborators", get(repos::collaborators))
-        .route(
-            "/api/v1/repos/{owner}/{repo}/collaborators/{username}",
-            axum::routing::put(repos::set_collaborator).delete(repos::remove_collaborator),
-        )
-        .route("/api/v1/repos/{owner}/{repo}/hooks", get(hooks::list).post(hooks::create))
-        .route("/api/v1/repos/{owner}/{repo}/hooks/{id}", axum::routing::delete(hooks::delete))
-        .route("/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries", get(hooks::deliveries))
-        .route(
-            "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries/{delivery}/redeliver",
-            axum::routing::post(hooks::redeliver),
-        )
-        .route("/api/v1/orgs", axum::routing::post(orgs::create).get(orgs::list))
-        .route("/api/v1/orgs/{org}/members", get(orgs::members))
-        .route(
-            "/api/v1/orgs/{org}/members/{username}",
-            axum::routing::put(orgs::set_member).delete(orgs::remove_member),
-        )
-        .route("/api/v1/users", axum::routing::post(orgs::create_user))
-        .route("/api/v1/user", get(tokens::whoami))
-        .route("/api/v1/user/repos", get(repos::list_mine))
-        .route("/api/v1/user/keys", get(keys_teams::list_keys).post(keys_teams::add_key))
-        .route("/api/v1/user/keys/{id}", axum::routing::delete(keys_teams::remove_key))
-        .route("/api/v1/orgs/{org}/teams", get(keys_teams::list_teams).post(keys_teams::create_team))
-        .route("/api/v1/orgs/{org}/teams/{team}/members", get(keys_teams::team_members))
-        .route(
-            "/api/v1/orgs/{org}/teams/{team}/members/{username}",
-            axum::routing::put(keys_teams::add_team_member).delete(keys_teams::remove_team_member),
-        )
-        .route(
-            "/api/v1/orgs/{org}/teams/{team}/repos/{owner}/{repo}",
-            axum::routing::put(keys_teams::set_team_repo).delete(keys_teams::remove_team_repo),
-        )
-        .route("/api/v1/session", axum::routing::post(session::login).delete(session::logout))
-        .route("/api/v1/tokens", axum::routing::post(tokens::create).get(tokens::list))
-        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/api/v1/audit", get(orgs::audit))
+    let (api, doc) = OpenApiRouter::<AppState>::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(repos::create))
+        .routes(routes!(repos::get, repos::update, repos::delete))
+        .routes(routes!(repos::collaborators))
+        .routes(routes!(repos::set_collaborator, repos::remove_collaborator))
+        .routes(routes!(hooks::list, hooks::create))
+        .routes(routes!(hooks::delete))
+        .routes(routes!(hooks::deliveries))
+        .routes(routes!(hooks::redeliver))
+        .routes(routes!(orgs::create, orgs::list))
+        .routes(routes!(orgs::members))
+        .routes(routes!(orgs::set_member, orgs::remove_member))
+        .routes(routes!(orgs::create_user))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(repos::list_mine))
+        .routes(routes!(keys_teams::list_keys, keys_teams::add_key))
+        .routes(routes!(keys_teams::remove_key))
+        .routes(routes!(keys_teams::list_teams, keys_teams::create_team))
+        .routes(routes!(keys_teams::team_members))
+        .routes(routes!(keys_teams::add_team_member, keys_teams::remove_team_member))
+        .routes(routes!(keys_teams::set_team_repo, keys_teams::remove_team_repo))
+        .routes(routes!(session::login, session::logout))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(orgs::audit))
+        .split_for_parts();
+    let api = api
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::api_layer));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::api_layer))
+        .route("/api/v1/openapi.json", get(move || std::future::ready(axum::Json(doc))));
     let git = Router::new()
         .route("/{owner}/{repo}/info/refs", get(git::info_refs))
         .route("/{owner}/{repo}/git-upload-pack", axum::routing::post(git::upload_pack))

@@ -12,12 +12,12 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, RequestMeta};
 use crate::repos::{find_user, require_scope};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateOrg {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountBody {
     pub id: i64,
     pub name: String,
@@ -67,6 +67,14 @@ pub(crate) async fn owned_org(state: &AppState, caller: &Principal, name: &str) 
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs",
+    tag = "orgs",
+    summary = "Create an organization",
+    request_body = CreateOrg,
+    responses((status = 201, description = "Create an organization", body = AccountBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -82,6 +90,13 @@ pub async fn create(
 }
 
 /// The caller's organizations (every organization for a site administrator).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs",
+    tag = "orgs",
+    summary = "Your organizations",
+    responses((status = 200, description = "Your organizations", body = Vec<AccountBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -90,12 +105,19 @@ pub async fn list(
     Ok(Json(state.store().list_orgs(member).await?.into_iter().map(Into::into).collect()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberBody {
     pub username: String,
     pub role: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/members",
+    tag = "orgs",
+    summary = "Members of an organization",
+    responses((status = 200, description = "Members of an organization", body = Vec<MemberBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn members(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -109,7 +131,7 @@ pub async fn members(
     Ok(Json(list.into_iter().map(|m| MemberBody { username: m.account.name, role: m.role.to_string() }).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetMember {
     #[serde(default = "default_role")]
     pub role: String,
@@ -119,6 +141,14 @@ fn default_role() -> String {
     "member".into()
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/members/{username}",
+    tag = "orgs",
+    summary = "Add a member or change a role",
+    request_body = SetMember,
+    responses((status = 204, description = "Add a member or change a role"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn set_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -133,6 +163,13 @@ pub async fn set_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/members/{username}",
+    tag = "orgs",
+    summary = "Remove a member",
+    responses((status = 204, description = "Remove a member"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -148,7 +185,7 @@ pub async fn remove_member(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateUser {
     pub username: String,
     /// Lets the user log in (`POST /api/v1/session`); without it, only tokens work.
@@ -158,6 +195,14 @@ pub struct CreateUser {
 }
 
 /// Creates a user account (site administrators only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "Create an account (site admins)",
+    request_body = CreateUser,
+    responses((status = 201, description = "Create an account (site admins)", body = AccountBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -186,7 +231,7 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AuditQuery {
     pub actor: Option<String>,
     pub action: Option<String>,
@@ -198,7 +243,7 @@ pub struct AuditQuery {
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntryBody {
     pub id: i64,
     pub actor: String,
@@ -229,7 +274,7 @@ impl From<AuditEntry> for AuditEntryBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryBody>,
     /// Pass as `before` for the next (older) page; absent on the last page.
@@ -238,6 +283,13 @@ pub struct AuditPage {
 
 /// The audit log, newest first: everything for site administrators, an organization's entries
 /// for its owners (`?org=`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    summary = "The audit log, newest first",
+    responses((status = 200, description = "The audit log, newest first", body = AuditPage), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn audit(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

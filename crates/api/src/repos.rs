@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, Caller, RequestMeta};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateRepo {
     pub name: String,
     /// Defaults to the caller. Another account needs a site administrator.
@@ -19,7 +19,7 @@ pub struct CreateRepo {
     pub private: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoBody {
     pub id: i64,
     pub owner: String,
@@ -88,6 +88,14 @@ pub(crate) async fn authorize_repo(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos",
+    tag = "repos",
+    summary = "Create a repository",
+    request_body = CreateRepo,
+    responses((status = 201, description = "Create a repository", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -128,6 +136,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(RepoBody::new(repo, &state))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}",
+    tag = "repos",
+    summary = "Read a repository",
+    responses((status = 200, description = "Read a repository", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -137,6 +152,13 @@ pub async fn get(
     Ok(Json(RepoBody::new(repo, &state)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repos/{owner}/{repo}",
+    tag = "repos",
+    summary = "Delete a repository",
+    responses((status = 204, description = "Delete a repository"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -156,7 +178,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetCollaborator {
     /// `read`, `triage`, `write`, `maintain` or `admin`; `push`/`pull` as GitHub's aliases.
     #[serde(default = "default_permission")]
@@ -167,12 +189,19 @@ fn default_permission() -> String {
     "write".into()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CollaboratorBody {
     pub username: String,
     pub permission: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/collaborators",
+    tag = "repos",
+    summary = "List collaborators",
+    responses((status = 200, description = "List collaborators", body = Vec<CollaboratorBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn collaborators(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -187,6 +216,14 @@ pub async fn collaborators(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/repos/{owner}/{repo}/collaborators/{username}",
+    tag = "repos",
+    summary = "Grant a collaborator a role",
+    request_body = SetCollaborator,
+    responses((status = 204, description = "Grant a collaborator a role"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn set_collaborator(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -205,6 +242,13 @@ pub async fn set_collaborator(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repos/{owner}/{repo}/collaborators/{username}",
+    tag = "repos",
+    summary = "Revoke a collaborator",
+    responses((status = 204, description = "Revoke a collaborator"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn remove_collaborator(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -229,6 +273,13 @@ pub(crate) async fn find_user(state: &AppState, username: &str) -> Result<gitstr
 }
 
 /// Repositories the caller has a role on (`gitstratum repo list`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/user/repos",
+    tag = "users",
+    summary = "Repositories you have a role on",
+    responses((status = 200, description = "Repositories you have a role on", body = Vec<RepoBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list_mine(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -238,12 +289,20 @@ pub async fn list_mine(
     Ok(Json(repos.into_iter().map(|r| RepoBody::new(r, &state)).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UpdateRepo {
     pub private: Option<bool>,
 }
 
 /// Changes a repository's settings (for now its visibility); needs admin on it.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/repos/{owner}/{repo}",
+    tag = "repos",
+    summary = "Change a repository's visibility",
+    request_body = UpdateRepo,
+    responses((status = 200, description = "Change a repository's visibility", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn update(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -58,7 +58,7 @@ impl LoginGuard {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Login {
     pub username: String,
     pub password: String,
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Login {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionBody {
     pub token: String,
     pub expires_at: String,
@@ -88,6 +88,14 @@ fn too_many(retry_after: u64) -> Response {
 }
 
 /// Logs in: answers a session token (and sets it as an HttpOnly cookie for the web UI).
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "users",
+    summary = "Log in with a password",
+    request_body = Login,
+    responses((status = 201, description = "Log in with a password", body = SessionBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -150,6 +158,13 @@ pub async fn login(
 }
 
 /// Logs out: revokes the token this request used.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "users",
+    summary = "Log out (revoke this token)",
+    responses((status = 204, description = "Log out (revoke this token)"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

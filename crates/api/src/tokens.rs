@@ -16,7 +16,7 @@ use crate::orgs::AccountBody;
 const MAX_EXPIRY_DAYS: u32 = 3650;
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
     pub name: String,
     /// Scope names, e.g. `["repo:read", "repo:write"]`.
@@ -25,7 +25,7 @@ pub struct CreateToken {
     pub expires_in_days: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenBody {
     pub id: i64,
     pub name: String,
@@ -48,7 +48,7 @@ impl From<TokenInfo> for TokenBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub info: TokenBody,
@@ -71,6 +71,14 @@ fn may_grant(caller: &Principal, wanted: Scope) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "users",
+    summary = "Create a token",
+    request_body = CreateToken,
+    responses((status = 201, description = "Create a token", body = CreatedToken), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -106,6 +114,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedToken { info: info.into(), token: secret.expose().to_owned() })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "users",
+    summary = "Your tokens",
+    responses((status = 200, description = "Your tokens", body = Vec<TokenBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -113,6 +128,13 @@ pub async fn list(
     Ok(Json(state.store().list_tokens(caller.account.id).await?.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "users",
+    summary = "Revoke a token",
+    responses((status = 204, description = "Revoke a token"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -126,7 +148,7 @@ pub async fn revoke(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     #[serde(flatten)]
     pub account: AccountBody,
@@ -135,6 +157,13 @@ pub struct WhoAmI {
 }
 
 /// The caller's account and the scopes of the token in use (`gitstratum whoami`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/user",
+    tag = "users",
+    summary = "Who you are",
+    responses((status = 200, description = "Who you are", body = WhoAmI), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
 pub async fn whoami(Authenticated(caller): Authenticated) -> Json<WhoAmI> {
     let scopes = caller.scopes.iter().map(|s| s.to_string()).collect();
     Json(WhoAmI { account: caller.account.into(), scopes })
