@@ -208,6 +208,24 @@ pub struct AuditVerification {
 }
 
 impl PlatformStore {
+    /// Deletes what `delete` matches and, when it matched anything, records `event` in the same
+    /// transaction. False when nothing matched; then nothing is recorded.
+    pub(crate) async fn delete_audited(
+        &self,
+        delete: &sea_query::DeleteStatement,
+        actor: &Actor,
+        event: &AuditEvent,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        if tx.conn().execute(delete).await? == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx.conn(), actor, event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Records an action that has no other write of its own.
     pub async fn record_audit(&self, actor: &Actor, event: &AuditEvent, now: Timestamp) -> Result<i64> {
         let mut tx = self.db.begin().await?;

@@ -133,25 +133,14 @@ impl PlatformStore {
 
     /// Removes one of a user's keys; false when they have no such key.
     pub async fn remove_ssh_key(&self, user: &Account, key_id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("ssh_keys")
-                    .and_where(Expr::col("id").eq(key_id))
-                    .and_where(Expr::col("user_id").eq(user.id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("ssh_keys")
+            .and_where(Expr::col("id").eq(key_id))
+            .and_where(Expr::col("user_id").eq(user.id))
+            .to_owned();
         let event = AuditEvent::new("ssh_key.remove", format!("user:{}", user.name))
             .details(format!(r#"{{"key_id":{key_id}}}"#));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     pub async fn create_team(&self, org: &Account, name: &str, actor: &Actor, now: Timestamp) -> Result<Team> {
@@ -232,26 +221,15 @@ impl PlatformStore {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("team_members")
-                    .and_where(Expr::col("team_id").eq(team.id))
-                    .and_where(Expr::col("user_id").eq(user.id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("team_members")
+            .and_where(Expr::col("team_id").eq(team.id))
+            .and_where(Expr::col("user_id").eq(user.id))
+            .to_owned();
         let event = AuditEvent::new("team.member.remove", format!("team:{}/{}", org.name, team.name))
             .org(Some(org.id))
             .details(format!(r#"{{"user":{:?}}}"#, user.name));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     pub async fn team_members(&self, team_id: i64) -> Result<Vec<Account>> {
@@ -302,26 +280,15 @@ impl PlatformStore {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("team_repos")
-                    .and_where(Expr::col("team_id").eq(team.id))
-                    .and_where(Expr::col("repo_id").eq(repo.id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("team_repos")
+            .and_where(Expr::col("team_id").eq(team.id))
+            .and_where(Expr::col("repo_id").eq(repo.id))
+            .to_owned();
         let event = AuditEvent::new("team.repo.remove", format!("team:{}/{}", org.name, team.name))
             .org(Some(org.id))
             .details(format!(r#"{{"repo":"{}/{}"}}"#, repo.owner, repo.name));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     /// The highest role a user holds on a repository through their teams.

@@ -252,26 +252,15 @@ impl PlatformStore {
         now: Timestamp,
     ) -> Result<bool> {
         let org = self.owner_org(repo).await?;
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("repo_collaborators")
-                    .and_where(Expr::col("repo_id").eq(repo.id))
-                    .and_where(Expr::col("user_id").eq(user.id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("repo_collaborators")
+            .and_where(Expr::col("repo_id").eq(repo.id))
+            .and_where(Expr::col("user_id").eq(user.id))
+            .to_owned();
         let event = AuditEvent::new("repo.collaborator.remove", format!("repo:{}/{}", repo.owner, repo.name))
             .org(org)
             .details(format!(r#"{{"user":{:?}}}"#, user.name));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     pub async fn collaborators(&self, repo_id: i64) -> Result<Vec<Member<Role>>> {
@@ -302,7 +291,7 @@ impl PlatformStore {
     }
 
     /// The owning organization's id when the repository belongs to one.
-    async fn owner_org(&self, repo: &Repo) -> Result<Option<i64>> {
+    pub(crate) async fn owner_org(&self, repo: &Repo) -> Result<Option<i64>> {
         Ok(self.find_account(&repo.owner).await?.filter(|a| a.is_org).map(|a| a.id))
     }
 }

@@ -301,25 +301,14 @@ impl PlatformStore {
     /// Revokes (deletes) one of an account's tokens; false when it has no such token. Takes effect
     /// at once: every request authenticates against the database.
     pub async fn revoke_token(&self, account_id: i64, token_id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("tokens")
-                    .and_where(Expr::col("id").eq(token_id))
-                    .and_where(Expr::col("account_id").eq(account_id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("tokens")
+            .and_where(Expr::col("id").eq(token_id))
+            .and_where(Expr::col("account_id").eq(account_id))
+            .to_owned();
         let event = AuditEvent::new("token.revoke", format!("token:{token_id}"))
             .details(format!(r#"{{"account_id":{account_id}}}"#));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     /// Resolves a presented token to its principal; `None` for unknown or expired tokens.
@@ -465,7 +454,7 @@ impl PlatformStore {
         if repo.private == private {
             return Ok(false);
         }
-        let owner_is_org = self.find_account(&repo.owner).await?.is_some_and(|a| a.is_org);
+        let org = self.owner_org(repo).await?;
         let mut tx = self.db.begin().await?;
         tx.conn()
             .execute(
@@ -477,7 +466,7 @@ impl PlatformStore {
             )
             .await?;
         let event = AuditEvent::new("repo.visibility", format!("repo:{}/{}", repo.owner, repo.name))
-            .org(owner_is_org.then_some(repo.owner_id))
+            .org(org)
             .details(format!(r#"{{"private":{private}}}"#));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
@@ -487,16 +476,9 @@ impl PlatformStore {
     /// Deletes a repository; false when it was already gone.
     pub async fn delete_repo(&self, repo: &Repo, actor: &Actor, now: Timestamp) -> Result<bool> {
         let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned();
-        let owner_is_org = self.find_account(&repo.owner).await?.is_some_and(|a| a.is_org);
-        let mut tx = self.db.begin().await?;
-        if tx.conn().execute(&delete).await? == 0 {
-            return Ok(false);
-        }
         let event = AuditEvent::new("repo.delete", format!("repo:{}/{}", repo.owner, repo.name))
-            .org(owner_is_org.then_some(repo.owner_id));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            .org(self.owner_org(repo).await?);
+        self.delete_audited(&delete, actor, &event, now).await
     }
 }
 

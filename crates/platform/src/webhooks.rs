@@ -175,25 +175,14 @@ impl PlatformStore {
     }
 
     pub async fn delete_webhook(&self, repo: &Repo, id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let removed = tx
-            .conn()
-            .execute(
-                &Query::delete()
-                    .from_table("webhooks")
-                    .and_where(Expr::col("id").eq(id))
-                    .and_where(Expr::col("repo_id").eq(repo.id))
-                    .to_owned(),
-            )
-            .await?;
-        if removed == 0 {
-            return Ok(false);
-        }
+        let delete = Query::delete()
+            .from_table("webhooks")
+            .and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col("repo_id").eq(repo.id))
+            .to_owned();
         let event = AuditEvent::new("webhook.delete", format!("repo:{}/{}", repo.owner, repo.name))
             .details(format!(r#"{{"id":{id}}}"#));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.delete_audited(&delete, actor, &event, now).await
     }
 
     /// A consumer's position on the ref-change log (0 before its first event).
