@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitstratum_frontend::{PackStats, Protocol, ReceiveOptions, Service, UploadOptions};
-use gitstratum_platform::{Denial, Principal, Repo, RepoAccess, Role, decide};
+use gitstratum_platform::{Denial, Principal, Repo, Role};
 use gitstratum_store::{Actor, RepoId};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -95,15 +95,8 @@ async fn authorize(
 ) -> Result<Repo, GitError> {
     let name = repo.strip_suffix(".git").unwrap_or(repo);
     let repo = state.store().get_repo(owner, name).await?.ok_or_else(GitError::not_found)?;
-    let role = match caller {
-        Some(p) => state.store().repo_role(p.account.id, &repo).await?,
-        None => None,
-    };
     let needed = if access == Access::Write { Role::Write } else { Role::Read };
-    let decision = decide(RepoAccess { caller, role, private: repo.private }, needed);
-    let result = if decision.is_ok() { "allowed" } else { "denied" };
-    metrics::counter!("gitstratum_control_auth_decisions_total", "result" => result, "surface" => "git").increment(1);
-    match decision {
+    match crate::repos::repo_decision(state, caller, &repo, needed).await? {
         Ok(()) => Ok(repo),
         Err(Denial::NotFound) if caller.is_none() => {
             Err(GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."))

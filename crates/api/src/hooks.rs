@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gitstratum_platform::{Delivery, Role, Webhook};
+use gitstratum_platform::{Delivery, Principal, Role, Webhook};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -149,6 +149,21 @@ pub async fn list(
     Ok(Json(state.store().list_webhooks(repo.id).await?.into_iter().map(Into::into).collect()))
 }
 
+/// Checks the caller administers the repository and that webhook `id` is one of its hooks.
+async fn repo_hook(
+    state: &AppState,
+    caller: &Principal,
+    owner: &str,
+    name: &str,
+    id: i64,
+) -> Result<Webhook, ApiError> {
+    let repo = authorize_repo(state, Some(caller), owner, name, Role::Admin).await?;
+    match state.store().get_webhook(id).await? {
+        Some(hook) if hook.repo_id == repo.id => Ok(hook),
+        _ => Err(hook_not_found(id)),
+    }
+}
+
 fn hook_not_found(id: i64) -> ApiError {
     ApiError::not_found("hook.not_found", format!("this repository has no webhook {id}"))
 }
@@ -186,11 +201,7 @@ pub async fn deliveries(
     Authenticated(caller): Authenticated,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> Result<Json<Vec<DeliveryBody>>, ApiError> {
-    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
-    match state.store().get_webhook(id).await? {
-        Some(hook) if hook.repo_id == repo.id => {}
-        _ => return Err(hook_not_found(id)),
-    }
+    repo_hook(&state, &caller, &owner, &name, id).await?;
     Ok(Json(state.store().list_deliveries(id, 100).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -211,11 +222,7 @@ pub async fn redeliver(
     Authenticated(caller): Authenticated,
     Path((owner, name, id, delivery)): Path<(String, String, i64, i64)>,
 ) -> Result<(StatusCode, Json<Redelivered>), ApiError> {
-    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
-    match state.store().get_webhook(id).await? {
-        Some(hook) if hook.repo_id == repo.id => {}
-        _ => return Err(hook_not_found(id)),
-    }
+    repo_hook(&state, &caller, &owner, &name, id).await?;
     let mut guid = [0u8; 16];
     getrandom::fill(&mut guid).map_err(ApiError::internal)?;
     let guid: String = guid.iter().map(|b| format!("{b:02x}")).collect();

@@ -4,14 +4,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gitstratum_platform::{Role, Scope, SshKey, Team};
+use gitstratum_platform::{Scope, SshKey, Team};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, RequestMeta};
-use crate::orgs::{find_org, owned_org};
-use crate::repos::{find_user, require_scope};
+use crate::orgs::{member_org, owned_org};
+use crate::repos::{find_user, parse_permission, require_scope};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddKey {
@@ -165,10 +165,7 @@ pub async fn list_teams(
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<TeamBody>>, ApiError> {
-    let org = find_org(&state, &name).await?;
-    if !caller.is_site_admin() && state.store().org_role(org.id, caller.account.id).await?.is_none() {
-        return Err(ApiError::not_found("org.not_found", format!("organization {name} not found")));
-    }
+    let org = member_org(&state, &caller, &name).await?;
     Ok(Json(state.store().list_teams(org.id).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -184,10 +181,7 @@ pub async fn team_members(
     Authenticated(caller): Authenticated,
     Path((name, team)): Path<(String, String)>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let org = find_org(&state, &name).await?;
-    if !caller.is_site_admin() && state.store().org_role(org.id, caller.account.id).await?.is_none() {
-        return Err(ApiError::not_found("org.not_found", format!("organization {name} not found")));
-    }
+    let org = member_org(&state, &caller, &name).await?;
     let team = team_of(&state, org.id, &name, &team).await?;
     Ok(Json(state.store().team_members(team.id).await?.into_iter().map(|a| a.name).collect()))
 }
@@ -262,11 +256,7 @@ pub async fn set_team_repo(
 ) -> Result<StatusCode, ApiError> {
     let org = owned_org(&state, &caller, &name).await?;
     let team = team_of(&state, org.id, &name, &team).await?;
-    let role: Role = match body.permission.as_str() {
-        "pull" => Role::Read,
-        "push" => Role::Write,
-        other => other.parse().map_err(|e: String| ApiError::validation("permission", e))?,
-    };
+    let role = parse_permission(&body.permission)?;
     let repo = state
         .store()
         .get_repo(&owner, &repo)

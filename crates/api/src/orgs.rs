@@ -50,6 +50,17 @@ pub(crate) async fn find_org(state: &AppState, name: &str) -> Result<Account, Ap
     }
 }
 
+/// The organization, when the caller is a member of it (or a site administrator); to anyone
+/// else it does not exist.
+pub(crate) async fn member_org(state: &AppState, caller: &Principal, name: &str) -> Result<Account, ApiError> {
+    let org = find_org(state, name).await?;
+    if caller.is_site_admin() || state.store().org_role(org.id, caller.account.id).await?.is_some() {
+        Ok(org)
+    } else {
+        Err(org_not_found(name))
+    }
+}
+
 /// The organization, when the caller owns it (or is a site administrator) and the token may
 /// administer.
 pub(crate) async fn owned_org(state: &AppState, caller: &Principal, name: &str) -> Result<Account, ApiError> {
@@ -123,10 +134,7 @@ pub async fn members(
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<MemberBody>>, ApiError> {
-    let org = find_org(&state, &name).await?;
-    if !caller.is_site_admin() && state.store().org_role(org.id, caller.account.id).await?.is_none() {
-        return Err(org_not_found(&name));
-    }
+    let org = member_org(&state, &caller, &name).await?;
     let list = state.store().org_members(org.id).await?;
     Ok(Json(list.into_iter().map(|m| MemberBody { username: m.account.name, role: m.role.to_string() }).collect()))
 }

@@ -58,18 +58,16 @@ fn repo_not_found(owner: &str, name: &str) -> ApiError {
     ApiError::not_found("repo.not_found", format!("repository {owner}/{name} not found"))
 }
 
-/// Finds a repository and checks, through the one policy, that the caller may act on it with the
-/// powers of `needed`. A repository the caller may not see is missing (404), never forbidden.
-pub(crate) async fn authorize_repo(
+/// Asks the one policy whether `caller` may act on `repo` with the powers of `needed` (looking up
+/// the caller's role), and counts the decision. The API and the Git frontend both come here.
+pub(crate) async fn repo_decision(
     state: &AppState,
     caller: Option<&Principal>,
-    owner: &str,
-    name: &str,
+    repo: &Repo,
     needed: Role,
-) -> Result<Repo, ApiError> {
-    let repo = state.store().get_repo(owner, name).await?.ok_or_else(|| repo_not_found(owner, name))?;
+) -> Result<Result<(), Denial>, gitstratum_platform::Error> {
     let role = match caller {
-        Some(p) => state.store().repo_role(p.account.id, &repo).await?,
+        Some(p) => state.store().repo_role(p.account.id, repo).await?,
         None => None,
     };
     let decision = decide(RepoAccess { caller, role, private: repo.private }, needed);
@@ -80,7 +78,20 @@ pub(crate) async fn authorize_repo(
         Err(Denial::Forbidden(_)) => "forbidden",
     };
     metrics::counter!("gitstratum_control_auth_decisions_total", "result" => result).increment(1);
-    match decision {
+    Ok(decision)
+}
+
+/// Finds a repository and checks, through the one policy, that the caller may act on it with the
+/// powers of `needed`. A repository the caller may not see is missing (404), never forbidden.
+pub(crate) async fn authorize_repo(
+    state: &AppState,
+    caller: Option<&Principal>,
+    owner: &str,
+    name: &str,
+    needed: Role,
+) -> Result<Repo, ApiError> {
+    let repo = state.store().get_repo(owner, name).await?.ok_or_else(|| repo_not_found(owner, name))?;
+    match repo_decision(state, caller, &repo, needed).await? {
         Ok(()) => Ok(repo),
         Err(Denial::NotFound) => Err(repo_not_found(owner, name)),
         Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
@@ -232,11 +243,7 @@ pub async fn set_collaborator(
     ApiJson(body): ApiJson<SetCollaborator>,
 ) -> Result<StatusCode, ApiError> {
     let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
-    let role: Role = match body.permission.as_str() {
-        "pull" => Role::Read,
-        "push" => Role::Write,
-        other => other.parse().map_err(|e: String| ApiError::validation("permission", e))?,
-    };
+    let role = parse_permission(&body.permission)?;
     let user = find_user(&state, &username).await?;
     state.store().set_collaborator(&repo, &user, role, &meta.actor(&caller), state.now()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -261,6 +268,15 @@ pub async fn remove_collaborator(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("collaborator.not_found", format!("{username} is not a collaborator")))
+    }
+}
+
+/// A `permission` field: a role name, or GitHub's aliases `pull` (read) and `push` (write).
+pub(crate) fn parse_permission(permission: &str) -> Result<Role, ApiError> {
+    match permission {
+        "pull" => Ok(Role::Read),
+        "push" => Ok(Role::Write),
+        other => other.parse().map_err(|e: String| ApiError::validation("permission", e)),
     }
 }
 
