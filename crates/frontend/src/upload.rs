@@ -114,6 +114,16 @@ fn progress(out: &mut dyn Write, sideband: SidebandMode, enabled: bool, message:
     Ok(())
 }
 
+/// The `shallow`/`unshallow` lines of a fetch (v2's shallow-info section, v0's shallow list).
+fn write_shallow_lines(out: &mut Vec<u8>, set: &walk::FetchSet) {
+    for id in &set.shallow {
+        pktline::write_text(out, format!("shallow {id}"));
+    }
+    for id in &set.unshallow {
+        pktline::write_text(out, format!("unshallow {id}"));
+    }
+}
+
 fn write_err<T: Default>(out: &mut dyn Write, message: &str) -> Result<T> {
     let mut buf = Vec::new();
     pktline::write_text(&mut buf, format!("ERR {message}"));
@@ -429,12 +439,7 @@ impl GitService {
         };
         if args.shallow_request {
             pktline::write_text(&mut head, "shallow-info");
-            for id in &set.shallow {
-                pktline::write_text(&mut head, format!("shallow {id}"));
-            }
-            for id in &set.unshallow {
-                pktline::write_text(&mut head, format!("unshallow {id}"));
-            }
+            write_shallow_lines(&mut head, &set);
             pktline::write_delimiter(&mut head);
         }
         if !wanted_refs.is_empty() {
@@ -515,12 +520,7 @@ impl GitService {
         };
         let mut head = Vec::new();
         if let (true, Some(set)) = (deepening, &set) {
-            for id in &set.shallow {
-                pktline::write_text(&mut head, format!("shallow {id}"));
-            }
-            for id in &set.unshallow {
-                pktline::write_text(&mut head, format!("unshallow {id}"));
-            }
+            write_shallow_lines(&mut head, set);
             pktline::write_flush(&mut head);
         }
         if !request.negotiates {
