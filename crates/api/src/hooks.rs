@@ -223,9 +223,7 @@ pub async fn redeliver(
     Path((owner, name, id, delivery)): Path<(String, String, i64, i64)>,
 ) -> Result<(StatusCode, Json<Redelivered>), ApiError> {
     repo_hook(&state, &caller, &owner, &name, id).await?;
-    let mut guid = [0u8; 16];
-    getrandom::fill(&mut guid).map_err(ApiError::internal)?;
-    let guid: String = guid.iter().map(|b| format!("{b:02x}")).collect();
+    let guid = gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?;
     match state.store().redeliver(id, delivery, &guid, state.now()).await? {
         Some(new_id) => Ok((StatusCode::ACCEPTED, Json(Redelivered { id: new_id }))),
         None => Err(ApiError::not_found("delivery.not_found", format!("webhook {id} has no delivery {delivery}"))),

@@ -113,6 +113,13 @@ pub struct AttemptOutcome {
     pub success: bool,
 }
 
+/// A new delivery id (`X-GitHub-Delivery`): 128 random bits in hex.
+pub fn delivery_guid() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Seconds before retry `attempts` (1, 2, …): 10 s doubling, at most an hour.
 pub fn backoff_ms(attempts: i64) -> i64 {
     let exp = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);

@@ -3,11 +3,14 @@
 //! sends due deliveries, signed as GitHub signs them (`X-Hub-Signature-256`), retrying failures with
 //! exponential backoff. Pushes never wait for it.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitstratum_core::Clock;
-use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformStore, Repo};
+use gitstratum_platform::webhooks::delivery_guid;
+use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformStore, Repo, Webhook};
 use gitstratum_store::{ObjectId, RefEvent, RefStore};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -33,19 +36,6 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
     let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
     outer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn guid() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = rand_fallback();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rand_fallback() -> [u8; 16] {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    nanos.to_le_bytes()
 }
 
 /// GitHub's `push` payload, with what receivers rely on (`commits` is left empty for now).
@@ -109,14 +99,28 @@ impl Dispatcher {
         let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
         let mut deliveries = Vec::new();
+        // A push of many refs is many events of one repository: look it and its hooks up once.
+        let mut repos: HashMap<i64, Option<(Repo, Vec<Webhook>)>> = HashMap::new();
         for event in &events {
-            let Some(repo) = self.store.get_repo_by_id(event.repo.0).await? else { continue };
-            for hook in self.store.list_webhooks(repo.id).await? {
+            let id = event.repo.0;
+            if let Entry::Vacant(slot) = repos.entry(id) {
+                let found = match self.store.get_repo_by_id(id).await? {
+                    Some(repo) => {
+                        let hooks = self.store.list_webhooks(repo.id).await?;
+                        Some((repo, hooks))
+                    }
+                    None => None,
+                };
+                slot.insert(found);
+            }
+            let Some(Some((repo, hooks))) = repos.get(&id) else { continue };
+            for hook in hooks {
                 if !hook.active || !hook.events.iter().any(|e| e == "push" || e == "*") {
                     continue;
                 }
-                let payload = push_payload(event, &repo, &self.public_url).to_string();
-                deliveries.push(NewDelivery { webhook_id: hook.id, guid: guid(), event: "push".into(), payload });
+                let payload = push_payload(event, repo, &self.public_url).to_string();
+                let guid = delivery_guid()?;
+                deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "push".into(), payload });
             }
         }
         self.store.enqueue_deliveries(CURSOR, last, &deliveries, self.clock.now()).await?;
