@@ -61,6 +61,8 @@ impl FromDbRow for Team {
     }
 }
 
+const TEAM_COLUMNS: [&str; 4] = ["id", "org_id", "name", "created_at"];
+
 impl PlatformStore {
     /// Adds a validated key ([`gitstratum_core::parse_ssh_public_key`]) to a user. A key already
     /// registered, by anyone, is a conflict: one key names one user.
@@ -167,7 +169,7 @@ impl PlatformStore {
 
     pub async fn find_team(&self, org_id: i64, name: &str) -> Result<Option<Team>> {
         let q = Query::select()
-            .columns(["id", "org_id", "name", "created_at"])
+            .columns(TEAM_COLUMNS)
             .from("teams")
             .and_where(Expr::col("org_id").eq(org_id))
             .and_where(Expr::col("name_key").eq(name.to_ascii_lowercase()))
@@ -177,7 +179,7 @@ impl PlatformStore {
 
     pub async fn list_teams(&self, org_id: i64) -> Result<Vec<Team>> {
         let q = Query::select()
-            .columns(["id", "org_id", "name", "created_at"])
+            .columns(TEAM_COLUMNS)
             .from("teams")
             .and_where(Expr::col("org_id").eq(org_id))
             .order_by("name_key", Order::Asc)
