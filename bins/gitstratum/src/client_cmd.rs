@@ -119,28 +119,42 @@ pub enum SshKeyCommand {
     Remove { id: i64 },
 }
 
+/// Webhooks belong to a repository (`OWNER/REPO`) or to an organization (`ORG`, no slash: such a
+/// hook hears every repository of the organization).
 #[derive(Subcommand)]
 pub enum WebhookCommand {
-    /// Add a webhook to a repository
+    /// Add a webhook to a repository (OWNER/REPO) or an organization (ORG)
     Create {
-        repo: String,
+        target: String,
         #[arg(long)]
         url: String,
-        /// Event to send (repeatable; default push)
+        /// Event to send: push, repository or * (repeatable; default push)
         #[arg(long = "event", value_name = "EVENT")]
         events: Vec<String>,
         /// Read a secret from stdin; deliveries are then signed (X-Hub-Signature-256)
         #[arg(long)]
         secret_stdin: bool,
     },
-    /// A repository's webhooks
-    List { repo: String },
+    /// The webhooks of a repository (OWNER/REPO) or an organization (ORG)
+    List { target: String },
     /// Remove a webhook
-    Delete { repo: String, id: i64 },
+    Delete { target: String, id: i64 },
     /// Recent deliveries of a webhook, with their response codes
-    Deliveries { repo: String, id: i64 },
+    Deliveries { target: String, id: i64 },
     /// Send a delivery again
-    Redeliver { repo: String, id: i64, delivery: i64 },
+    Redeliver { target: String, id: i64, delivery: i64 },
+}
+
+/// The API path of a target's hooks: `OWNER/REPO` is a repository, a single name an organization.
+fn hooks_path(target: &str) -> anyhow::Result<String> {
+    if target.contains('/') {
+        let (owner, name) = split_repo(target)?;
+        Ok(format!("/repos/{owner}/{name}/hooks"))
+    } else if target.is_empty() {
+        anyhow::bail!("name a repository as OWNER/REPO or an organization as ORG")
+    } else {
+        Ok(format!("/orgs/{target}/hooks"))
+    }
 }
 
 /// What `login` stores.
@@ -209,7 +223,7 @@ impl Client {
         if !server.starts_with("http://") {
             bail!("--server must be a URL such as http://127.0.0.1:3000");
         }
-        Ok(Client { http: reqwest::Client::new(), server, token })
+        Ok(Client { http: gitstratum_server::http::client()?, server, token })
     }
 
     /// From the environment (`GITSTRATUM_SERVER`, `GITSTRATUM_TOKEN`) or the stored login.
@@ -592,20 +606,19 @@ pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
     let client = Client::from_config()?;
     runtime()?.block_on(async {
         match command {
-            WebhookCommand::Create { repo, url, events, secret_stdin } => {
-                let (owner, name) = split_repo(&repo)?;
+            WebhookCommand::Create { target, url, events, secret_stdin } => {
+                let hooks = hooks_path(&target)?;
                 let secret = if secret_stdin { Some(read_secret_line("secret")?) } else { None };
                 let events = if events.is_empty() { vec!["push".to_owned()] } else { events };
                 let body = json!({"url": url, "events": events, "secret": secret});
-                let hook = client.call(Method::POST, &format!("/repos/{owner}/{name}/hooks"), Some(body)).await?;
+                let hook = client.call(Method::POST, &hooks, Some(body)).await?;
                 if json_out {
                     return print_json(&hook);
                 }
-                println!("Created webhook {} on {owner}/{name} for {}.", text(&hook["id"]), text(&hook["events"]));
+                println!("Created webhook {} on {target} for {}.", text(&hook["id"]), text(&hook["events"]));
             }
-            WebhookCommand::List { repo } => {
-                let (owner, name) = split_repo(&repo)?;
-                let list = client.call(Method::GET, &format!("/repos/{owner}/{name}/hooks"), None).await?;
+            WebhookCommand::List { target } => {
+                let list = client.call(Method::GET, &hooks_path(&target)?, None).await?;
                 if json_out {
                     return print_json(&list);
                 }
@@ -614,17 +627,14 @@ pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
                     rows(&list, &["id", "url", "events", "has_secret", "created_at"]),
                 );
             }
-            WebhookCommand::Delete { repo, id } => {
-                let (owner, name) = split_repo(&repo)?;
-                client.call(Method::DELETE, &format!("/repos/{owner}/{name}/hooks/{id}"), None).await?;
+            WebhookCommand::Delete { target, id } => {
+                client.call(Method::DELETE, &format!("{}/{id}", hooks_path(&target)?), None).await?;
                 if !json_out {
                     println!("Deleted webhook {id}.");
                 }
             }
-            WebhookCommand::Deliveries { repo, id } => {
-                let (owner, name) = split_repo(&repo)?;
-                let list =
-                    client.call(Method::GET, &format!("/repos/{owner}/{name}/hooks/{id}/deliveries"), None).await?;
+            WebhookCommand::Deliveries { target, id } => {
+                let list = client.call(Method::GET, &format!("{}/{id}/deliveries", hooks_path(&target)?), None).await?;
                 if json_out {
                     return print_json(&list);
                 }
@@ -633,9 +643,8 @@ pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
                     rows(&list, &["id", "event", "state", "attempts", "status_code", "error", "created_at"]),
                 );
             }
-            WebhookCommand::Redeliver { repo, id, delivery } => {
-                let (owner, name) = split_repo(&repo)?;
-                let path = format!("/repos/{owner}/{name}/hooks/{id}/deliveries/{delivery}/redeliver");
+            WebhookCommand::Redeliver { target, id, delivery } => {
+                let path = format!("{}/{id}/deliveries/{delivery}/redeliver", hooks_path(&target)?);
                 let queued = client.call(Method::POST, &path, None).await?;
                 if json_out {
                     return print_json(&queued);

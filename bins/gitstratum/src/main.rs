@@ -52,7 +52,7 @@ enum Command {
     /// Accounts (site administrators)
     #[command(subcommand)]
     User(client_cmd::UserCommand),
-    /// Repository webhooks and their deliveries
+    /// Repository and organization webhooks, and their deliveries
     #[command(subcommand)]
     Webhook(client_cmd::WebhookCommand),
     /// Your SSH public keys

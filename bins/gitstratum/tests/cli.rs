@@ -142,6 +142,14 @@ fn the_client_commands_drive_a_real_server() {
     let err = fails(&bob, &["webhook", "create", "bob/hooked", "--url", "ftp://x"], "");
     assert!(err.contains("field url"), "{err}");
     ok(&bob, &["webhook", "delete", "bob/hooked", &id], "");
+    // An organization's hook: the target is the organization's name alone.
+    let out = ok(&bob, &["webhook", "create", "acme", "--url", "http://127.0.0.1:9/o", "--event", "repository"], "");
+    assert!(out.contains("on acme for") && out.contains("repository"), "{out}");
+    let org_hooks = json(&ok(&bob, &["--json", "webhook", "list", "acme"], ""));
+    assert_eq!(org_hooks[0]["url"], "http://127.0.0.1:9/o");
+    let err = fails(&bob, &["webhook", "list", "nobody-here"], "");
+    assert!(err.contains("HTTP 404"), "{err}");
+    ok(&bob, &["webhook", "delete", "acme", &org_hooks[0]["id"].to_string()], "");
 
     // Logout revokes a password session; a token login is only forgotten.
     ok(&bob, &["logout"], "");

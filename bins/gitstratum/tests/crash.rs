@@ -45,7 +45,8 @@ async fn sigkill_during_a_push_leaves_a_consistent_repository() {
     let mut server = spawn(&data, &[], &[]);
     let base = server.base_url();
     let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
-    let resp = reqwest::Client::new()
+    let resp = gitstratum_server::http::client()
+        .expect("client")
         .post(format!("{base}/api/v1/repos"))
         .bearer_auth(&token)
         .json(&json!({"name": "crash"}))

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 mod common;
 
 async fn create_repo(base: &str, token: Option<&str>, name: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(format!("{base}/api/v1/repos")).json(&json!({"name": name}));
+    let mut req = gitstratum_server::http::client()
+        .expect("client")
+        .post(format!("{base}/api/v1/repos"))
+        .json(&json!({"name": name}));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -35,7 +38,12 @@ async fn first_start_serves_and_stops_cleanly() {
         assert!(data.join(part).exists(), "{part} missing from the data dir");
     }
 
-    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    let health = gitstratum_server::http::client()
+        .expect("client")
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(create_repo(&base, Some(&token), "demo").await.0, 201);
     assert_eq!(create_repo(&base, None, "demo2").await.0, 401);
@@ -51,7 +59,12 @@ async fn first_start_serves_and_stops_cleanly() {
     let base = again.base_url();
     assert!(!again.stderr.iter().any(|l| l.contains("gst_")), "no second token");
     assert_eq!(std::fs::read_to_string(&token_file).expect("token").trim(), token);
-    let resp = reqwest::get(format!("{base}/api/v1/repos/admin/demo")).await.expect("get");
+    let resp = gitstratum_server::http::client()
+        .expect("client")
+        .get(format!("{base}/api/v1/repos/admin/demo"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(again.terminate().code(), Some(0));
 
@@ -86,8 +99,13 @@ async fn json_logs_from_the_environment_and_flags_win() {
     let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(parsed["level"], "INFO");
     let base = server.base_url_from(&line);
-    let resp =
-        reqwest::Client::new().get(format!("{base}/healthz")).header("x-request-id", "abc").send().await.expect("get");
+    let resp = gitstratum_server::http::client()
+        .expect("client")
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", "abc")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(resp.headers()["x-request-id"], "abc");
     let logged = server.wait_for("request finished");
     let logged: Value = serde_json::from_str(&logged).expect("json");

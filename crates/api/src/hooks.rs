@@ -1,19 +1,21 @@
-//! `/api/v1/repos/{owner}/{repo}/hooks`: outgoing webhooks, their delivery log and redelivery.
-//! Managing hooks needs the admin permission on the repository; secrets are never returned.
+//! Outgoing webhooks, their delivery log and redelivery: `/api/v1/repos/{owner}/{repo}/hooks`
+//! (the repository's admins) and `/api/v1/orgs/{org}/hooks` (the organization's owners; such a hook
+//! hears every repository of the organization). Secrets are never returned.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gitstratum_platform::{Delivery, Principal, Role, Webhook};
+use gitstratum_platform::{Account, Delivery, HookOwner, Principal, Repo, Role, Webhook};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, RequestMeta};
+use crate::orgs::owned_org;
 use crate::repos::authorize_repo;
 
 /// Events a hook may subscribe to (`*` is all of them).
-const EVENTS: [&str; 2] = ["push", "*"];
+const EVENTS: [&str; 3] = ["push", "repository", "*"];
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {
@@ -85,123 +87,114 @@ impl From<Delivery> for DeliveryBody {
 }
 
 fn validate_url(url: &str) -> Result<(), ApiError> {
-    if url.starts_with("https://") {
-        return Err(ApiError::validation(
-            "url",
-            "https:// webhook URLs need TLS support, which this build does not have yet; use http://",
-        ));
-    }
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| ApiError::validation("url", "the URL must start with http://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| ApiError::validation("url", "the URL must start with https:// or http://"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() || host.contains(char::is_whitespace) || url.len() > 2000 {
+    if host.is_empty() || url.contains(char::is_whitespace) || url.len() > 2000 {
         return Err(ApiError::validation("url", "the URL needs a host, no spaces, and at most 2000 characters"));
     }
     Ok(())
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/repos/{owner}/{repo}/hooks",
-    tag = "webhooks",
-    summary = "Add a webhook",
-    request_body = CreateHook,
-    responses((status = 201, description = "Add a webhook", body = HookBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
-)]
-pub async fn create(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    meta: RequestMeta,
-    Path((owner, name)): Path<(String, String)>,
-    ApiJson(body): ApiJson<CreateHook>,
-) -> Result<(StatusCode, Json<HookBody>), ApiError> {
-    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+fn validate_hook(body: &CreateHook) -> Result<(), ApiError> {
     validate_url(&body.url)?;
     if body.events.is_empty() {
-        return Err(ApiError::validation("events", "subscribe to at least one event (push, or * for all)"));
+        return Err(ApiError::validation("events", "subscribe to at least one event (push, repository, or * for all)"));
     }
     if let Some(unknown) = body.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::validation("events", format!("unknown event {unknown:?}; known: push, *")));
+        return Err(ApiError::validation("events", format!("unknown event {unknown:?}; known: push, repository, *")));
     }
     if body.secret.as_ref().is_some_and(|s| s.is_empty() || s.len() > 256) {
         return Err(ApiError::validation("secret", "a secret has 1 to 256 bytes"));
     }
+    Ok(())
+}
+
+/// What a request's hooks belong to, once the caller is known to administer it.
+enum Target {
+    Repo(Repo),
+    Org(Account),
+}
+
+impl Target {
+    fn owner(&self) -> HookOwner<'_> {
+        match self {
+            Target::Repo(repo) => HookOwner::Repo(repo),
+            Target::Org(org) => HookOwner::Org(org),
+        }
+    }
+
+    async fn repo(state: &AppState, caller: &Principal, owner: &str, name: &str) -> Result<Target, ApiError> {
+        Ok(Target::Repo(authorize_repo(state, Some(caller), owner, name, Role::Admin).await?))
+    }
+
+    async fn org(state: &AppState, caller: &Principal, org: &str) -> Result<Target, ApiError> {
+        Ok(Target::Org(owned_org(state, caller, org).await?))
+    }
+
+    /// Webhook `id`, when it is one of this target's hooks.
+    async fn hook(&self, state: &AppState, id: i64) -> Result<Webhook, ApiError> {
+        let found = state.store().get_webhook(id).await?;
+        let ours = |hook: &Webhook| match self {
+            Target::Repo(repo) => hook.repo_id == Some(repo.id),
+            Target::Org(org) => hook.org_id == Some(org.id),
+        };
+        found.filter(ours).ok_or_else(|| self.hook_not_found(id))
+    }
+
+    fn hook_not_found(&self, id: i64) -> ApiError {
+        let whose = match self {
+            Target::Repo(_) => "this repository",
+            Target::Org(_) => "this organization",
+        };
+        ApiError::not_found("hook.not_found", format!("{whose} has no webhook {id}"))
+    }
+}
+
+async fn create_hook(
+    state: &AppState,
+    caller: &Principal,
+    meta: &RequestMeta,
+    target: Target,
+    body: CreateHook,
+) -> Result<(StatusCode, Json<HookBody>), ApiError> {
+    validate_hook(&body)?;
     let hook = state
         .store()
-        .create_webhook(&repo, &body.url, body.secret.as_deref(), &body.events, &meta.actor(&caller), state.now())
+        .create_webhook(
+            target.owner(),
+            &body.url,
+            body.secret.as_deref(),
+            &body.events,
+            &meta.actor(caller),
+            state.now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(hook.into())))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/repos/{owner}/{repo}/hooks",
-    tag = "webhooks",
-    summary = "List webhooks",
-    responses((status = 200, description = "List webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
-)]
-pub async fn list(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path((owner, name)): Path<(String, String)>,
-) -> Result<Json<Vec<HookBody>>, ApiError> {
-    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
-    Ok(Json(state.store().list_webhooks(repo.id).await?.into_iter().map(Into::into).collect()))
+async fn list_hooks(state: &AppState, target: Target) -> Result<Json<Vec<HookBody>>, ApiError> {
+    Ok(Json(state.store().list_webhooks(target.owner()).await?.into_iter().map(Into::into).collect()))
 }
 
-/// Checks the caller administers the repository and that webhook `id` is one of its hooks.
-async fn repo_hook(
+async fn delete_hook(
     state: &AppState,
     caller: &Principal,
-    owner: &str,
-    name: &str,
+    meta: &RequestMeta,
+    target: Target,
     id: i64,
-) -> Result<Webhook, ApiError> {
-    let repo = authorize_repo(state, Some(caller), owner, name, Role::Admin).await?;
-    match state.store().get_webhook(id).await? {
-        Some(hook) if hook.repo_id == repo.id => Ok(hook),
-        _ => Err(hook_not_found(id)),
-    }
-}
-
-fn hook_not_found(id: i64) -> ApiError {
-    ApiError::not_found("hook.not_found", format!("this repository has no webhook {id}"))
-}
-
-#[utoipa::path(
-    delete,
-    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}",
-    tag = "webhooks",
-    summary = "Delete a webhook",
-    responses((status = 204, description = "Delete a webhook"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
-)]
-pub async fn delete(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    meta: RequestMeta,
-    Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> Result<StatusCode, ApiError> {
-    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
-    if state.store().delete_webhook(&repo, id, &meta.actor(&caller), state.now()).await? {
+    if state.store().delete_webhook(target.owner(), id, &meta.actor(caller), state.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(hook_not_found(id))
+        Err(target.hook_not_found(id))
     }
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries",
-    tag = "webhooks",
-    summary = "A webhook's deliveries",
-    responses((status = 200, description = "A webhook's deliveries", body = Vec<DeliveryBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
-)]
-pub async fn deliveries(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path((owner, name, id)): Path<(String, String, i64)>,
-) -> Result<Json<Vec<DeliveryBody>>, ApiError> {
-    repo_hook(&state, &caller, &owner, &name, id).await?;
+async fn hook_deliveries(state: &AppState, target: Target, id: i64) -> Result<Json<Vec<DeliveryBody>>, ApiError> {
+    target.hook(state, id).await?;
     Ok(Json(state.store().list_deliveries(id, 100).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -210,22 +203,178 @@ pub struct Redelivered {
     pub id: i64,
 }
 
+async fn redeliver_hook(
+    state: &AppState,
+    target: Target,
+    id: i64,
+    delivery: i64,
+) -> Result<(StatusCode, Json<Redelivered>), ApiError> {
+    target.hook(state, id).await?;
+    let guid = gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?;
+    match state.store().redeliver(id, delivery, &guid, state.now()).await? {
+        Some(new_id) => Ok((StatusCode::ACCEPTED, Json(Redelivered { id: new_id }))),
+        None => Err(ApiError::not_found("delivery.not_found", format!("webhook {id} has no delivery {delivery}"))),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos/{owner}/{repo}/hooks",
+    tag = "webhooks",
+    summary = "Add a webhook to a repository",
+    request_body = CreateHook,
+    responses((status = 201, description = "The new webhook", body = HookBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CreateHook>,
+) -> Result<(StatusCode, Json<HookBody>), ApiError> {
+    let target = Target::repo(&state, &caller, &owner, &name).await?;
+    create_hook(&state, &caller, &meta, target, body).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/hooks",
+    tag = "webhooks",
+    summary = "A repository's webhooks",
+    responses((status = 200, description = "A repository's webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Json<Vec<HookBody>>, ApiError> {
+    list_hooks(&state, Target::repo(&state, &caller, &owner, &name).await?).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}",
+    tag = "webhooks",
+    summary = "Delete a repository's webhook",
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    let target = Target::repo(&state, &caller, &owner, &name).await?;
+    delete_hook(&state, &caller, &meta, target, id).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "A repository webhook's deliveries",
+    responses((status = 200, description = "The most recent deliveries, newest first", body = Vec<DeliveryBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> Result<Json<Vec<DeliveryBody>>, ApiError> {
+    hook_deliveries(&state, Target::repo(&state, &caller, &owner, &name).await?, id).await
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/repos/{owner}/{repo}/hooks/{id}/deliveries/{delivery}/redeliver",
     tag = "webhooks",
-    summary = "Send a delivery again",
-    responses((status = 202, description = "Send a delivery again", body = Redelivered), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+    summary = "Send a repository webhook's delivery again",
+    responses((status = 202, description = "Queued as a new delivery", body = Redelivered), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn redeliver(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Path((owner, name, id, delivery)): Path<(String, String, i64, i64)>,
 ) -> Result<(StatusCode, Json<Redelivered>), ApiError> {
-    repo_hook(&state, &caller, &owner, &name, id).await?;
-    let guid = gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?;
-    match state.store().redeliver(id, delivery, &guid, state.now()).await? {
-        Some(new_id) => Ok((StatusCode::ACCEPTED, Json(Redelivered { id: new_id }))),
-        None => Err(ApiError::not_found("delivery.not_found", format!("webhook {id} has no delivery {delivery}"))),
-    }
+    redeliver_hook(&state, Target::repo(&state, &caller, &owner, &name).await?, id, delivery).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/hooks",
+    tag = "webhooks",
+    summary = "Add a webhook to an organization (it hears every repository of the organization)",
+    request_body = CreateHook,
+    responses((status = 201, description = "The new webhook", body = HookBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn create_org(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<CreateHook>,
+) -> Result<(StatusCode, Json<HookBody>), ApiError> {
+    let target = Target::org(&state, &caller, &org).await?;
+    create_hook(&state, &caller, &meta, target, body).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/hooks",
+    tag = "webhooks",
+    summary = "An organization's webhooks",
+    responses((status = 200, description = "An organization's webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn list_org(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(org): Path<String>,
+) -> Result<Json<Vec<HookBody>>, ApiError> {
+    list_hooks(&state, Target::org(&state, &caller, &org).await?).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/hooks/{id}",
+    tag = "webhooks",
+    summary = "Delete an organization's webhook",
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn delete_org(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((org, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    let target = Target::org(&state, &caller, &org).await?;
+    delete_hook(&state, &caller, &meta, target, id).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/hooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "An organization webhook's deliveries",
+    responses((status = 200, description = "The most recent deliveries, newest first", body = Vec<DeliveryBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn org_deliveries(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((org, id)): Path<(String, i64)>,
+) -> Result<Json<Vec<DeliveryBody>>, ApiError> {
+    hook_deliveries(&state, Target::org(&state, &caller, &org).await?, id).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/hooks/{id}/deliveries/{delivery}/redeliver",
+    tag = "webhooks",
+    summary = "Send an organization webhook's delivery again",
+    responses((status = 202, description = "Queued as a new delivery", body = Redelivered), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn org_redeliver(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((org, id, delivery)): Path<(String, i64, i64)>,
+) -> Result<(StatusCode, Json<Redelivered>), ApiError> {
+    redeliver_hook(&state, Target::org(&state, &caller, &org).await?, id, delivery).await
 }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod git;
@@ -118,6 +119,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))
         .routes(routes!(hooks::redeliver))
+        .routes(routes!(hooks::list_org, hooks::create_org))
+        .routes(routes!(hooks::delete_org))
+        .routes(routes!(hooks::org_deliveries))
+        .routes(routes!(hooks::org_redeliver))
         .routes(routes!(orgs::create, orgs::list))
         .routes(routes!(orgs::members))
         .routes(routes!(orgs::set_member, orgs::remove_member))
@@ -135,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tokens::revoke))
         .routes(routes!(orgs::audit))
         .split_for_parts();
+    let mut doc = doc;
+    openapi::declare_path_params(&mut doc);
     let api = api
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::api_layer))
@@ -150,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
         .merge(api)
+        .merge(docs::routes())
         .merge(git)
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)

@@ -198,6 +198,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "webhooks",
         sql: include_str!("../migrations/sqlite/0004_webhooks.sql"),
     },
+    MigrationSource {
+        version: 5,
+        description: "org hooks events",
+        sql: include_str!("../migrations/sqlite/0005_org_hooks_events.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -215,6 +220,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 4,
         description: "webhooks",
         sql: include_str!("../migrations/postgres/0004_webhooks.sql"),
+    },
+    MigrationSource {
+        version: 5,
+        description: "org hooks events",
+        sql: include_str!("../migrations/postgres/0005_org_hooks_events.sql"),
     },
 ];
 

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod events;
 pub mod keys_teams;
 pub mod orgs;
 pub mod password;
@@ -20,9 +21,10 @@ pub mod webhooks;
 
 pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
 pub use db::{ConnectError, Db, DbTarget};
+pub use events::{PlatformEvent, RepoAction};
 pub use keys_teams::{SshKey, Team};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
 pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};
 pub use token::{Scope, Scopes, TokenSecret};
-pub use webhooks::{AttemptOutcome, Delivery, NewDelivery, Webhook};
+pub use webhooks::{AttemptOutcome, Delivery, HookOwner, NewDelivery, Webhook};

@@ -5,6 +5,7 @@ use sea_query::{Expr, ExprTrait, Func, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{ConnectError, Db, DbRow, DbTarget, FromDbRow, is_unique_violation};
+use crate::events::{RepoAction, append_repo_event};
 use crate::token::{Scope, Scopes, TokenSecret, hash_token};
 
 #[derive(Debug, thiserror::Error)]
@@ -389,8 +390,7 @@ impl PlatformStore {
             .org(owner.is_org.then_some(owner.id))
             .details(format!(r#"{{"private":{private}}}"#));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
-        tx.commit().await?;
-        Ok(Repo {
+        let repo = Repo {
             id,
             owner_id: owner.id,
             owner: owner.name.clone(),
@@ -398,7 +398,10 @@ impl PlatformStore {
             private,
             default_branch: DEFAULT_BRANCH.to_owned(),
             created_at: now,
-        })
+        };
+        append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
+        tx.commit().await?;
+        Ok(repo)
     }
 
     /// Finds a repository by owner and name, both case-insensitive.
@@ -469,6 +472,9 @@ impl PlatformStore {
             .org(org)
             .details(format!(r#"{{"private":{private}}}"#));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
+        let action = if private { RepoAction::Privatized } else { RepoAction::Publicized };
+        let changed = Repo { private, ..repo.clone() };
+        append_repo_event(&mut tx.conn(), action, &changed, actor, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -478,7 +484,14 @@ impl PlatformStore {
         let delete = Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned();
         let event = AuditEvent::new("repo.delete", format!("repo:{}/{}", repo.owner, repo.name))
             .org(self.owner_org(repo).await?);
-        self.delete_audited(&delete, actor, &event, now).await
+        let mut tx = self.db.begin().await?;
+        if tx.conn().execute(&delete).await? == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        append_repo_event(&mut tx.conn(), RepoAction::Deleted, repo, actor, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

@@ -7,15 +7,51 @@ use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow};
-use crate::store::{PlatformStore, Repo, Result};
+use crate::store::{Account, PlatformStore, Repo, Result};
 
 /// Attempts before a delivery is given up (it can still be redelivered by hand).
 pub const MAX_ATTEMPTS: i64 = 8;
 
+/// What a webhook belongs to: one repository, or an organization (then it hears every repository
+/// the organization owns).
+#[derive(Debug, Clone, Copy)]
+pub enum HookOwner<'a> {
+    Repo(&'a Repo),
+    Org(&'a Account),
+}
+
+impl HookOwner<'_> {
+    /// How the audit log names it.
+    fn audit_target(&self) -> String {
+        match self {
+            HookOwner::Repo(repo) => format!("repo:{}/{}", repo.owner, repo.name),
+            HookOwner::Org(org) => format!("org:{}", org.name),
+        }
+    }
+
+    fn audit_org(&self) -> Option<i64> {
+        match self {
+            HookOwner::Repo(_) => None,
+            HookOwner::Org(org) => Some(org.id),
+        }
+    }
+
+    /// The column and value that select its hooks.
+    fn column(&self) -> (&'static str, i64) {
+        match self {
+            HookOwner::Repo(repo) => ("repo_id", repo.id),
+            HookOwner::Org(org) => ("org_id", org.id),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: i64,
-    pub repo_id: i64,
+    /// The repository of a repository hook.
+    pub repo_id: Option<i64>,
+    /// The organization of an organization hook.
+    pub org_id: Option<i64>,
     pub url: String,
     /// The HMAC key; never shown after creation.
     pub secret: Option<String>,
@@ -30,6 +66,7 @@ impl FromDbRow for Webhook {
         Ok(Webhook {
             id: row.get("id")?,
             repo_id: row.get("repo_id")?,
+            org_id: row.get("org_id")?,
             url: row.get("url")?,
             secret: row.get("secret")?,
             events: events.split_whitespace().map(str::to_owned).collect(),
@@ -39,7 +76,7 @@ impl FromDbRow for Webhook {
     }
 }
 
-const HOOK_COLUMNS: [&str; 7] = ["id", "repo_id", "url", "secret", "events", "active", "created_at"];
+const HOOK_COLUMNS: [&str; 8] = ["id", "repo_id", "org_id", "url", "secret", "events", "active", "created_at"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -129,18 +166,19 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 impl PlatformStore {
     pub async fn create_webhook(
         &self,
-        repo: &Repo,
+        owner: HookOwner<'_>,
         url: &str,
         secret: Option<&str>,
         events: &[String],
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Webhook> {
+        let (column, owner_id) = owner.column();
         let insert = Query::insert()
             .into_table("webhooks")
-            .columns(["repo_id", "url", "secret", "events", "active", "created_at"])
+            .columns([column, "url", "secret", "events", "active", "created_at"])
             .values_panic([
-                repo.id.into(),
+                owner_id.into(),
                 url.into(),
                 secret.map(str::to_owned).into(),
                 events.join(" ").into(),
@@ -151,13 +189,19 @@ impl PlatformStore {
             .to_owned();
         let mut tx = self.db.begin().await?;
         let id: i64 = tx.conn().fetch_one(&insert).await?;
-        let event = AuditEvent::new("webhook.create", format!("repo:{}/{}", repo.owner, repo.name))
+        let event = AuditEvent::new("webhook.create", owner.audit_target())
+            .org(owner.audit_org())
             .details(format!(r#"{{"id":{id},"url":{url:?},"events":{:?}}}"#, events.join(" ")));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
+        let (repo_id, org_id) = match owner {
+            HookOwner::Repo(repo) => (Some(repo.id), None),
+            HookOwner::Org(org) => (None, Some(org.id)),
+        };
         Ok(Webhook {
             id,
-            repo_id: repo.id,
+            repo_id,
+            org_id,
             url: url.to_owned(),
             secret: secret.map(str::to_owned),
             events: events.to_vec(),
@@ -166,11 +210,27 @@ impl PlatformStore {
         })
     }
 
-    pub async fn list_webhooks(&self, repo_id: i64) -> Result<Vec<Webhook>> {
+    /// The hooks of a repository, or of an organization.
+    pub async fn list_webhooks(&self, owner: HookOwner<'_>) -> Result<Vec<Webhook>> {
+        let (column, id) = owner.column();
         let q = Query::select()
             .columns(HOOK_COLUMNS)
             .from("webhooks")
-            .and_where(Expr::col("repo_id").eq(repo_id))
+            .and_where(Expr::col(column).eq(id))
+            .order_by("id", Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// Every hook that hears about a repository: its own and its owning organization's (a user
+    /// owner has none). `repo_id` and `owner_id` may name a repository that is gone.
+    pub async fn hooks_hearing(&self, repo_id: i64, owner_id: i64) -> Result<Vec<Webhook>> {
+        let q = Query::select()
+            .columns(HOOK_COLUMNS)
+            .from("webhooks")
+            .cond_where(
+                sea_query::Cond::any().add(Expr::col("repo_id").eq(repo_id)).add(Expr::col("org_id").eq(owner_id)),
+            )
             .order_by("id", Order::Asc)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
@@ -181,13 +241,15 @@ impl PlatformStore {
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
     }
 
-    pub async fn delete_webhook(&self, repo: &Repo, id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
+    pub async fn delete_webhook(&self, owner: HookOwner<'_>, id: i64, actor: &Actor, now: Timestamp) -> Result<bool> {
+        let (column, owner_id) = owner.column();
         let delete = Query::delete()
             .from_table("webhooks")
             .and_where(Expr::col("id").eq(id))
-            .and_where(Expr::col("repo_id").eq(repo.id))
+            .and_where(Expr::col(column).eq(owner_id))
             .to_owned();
-        let event = AuditEvent::new("webhook.delete", format!("repo:{}/{}", repo.owner, repo.name))
+        let event = AuditEvent::new("webhook.delete", owner.audit_target())
+            .org(owner.audit_org())
             .details(format!(r#"{{"id":{id}}}"#));
         self.delete_audited(&delete, actor, &event, now).await
     }

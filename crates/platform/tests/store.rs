@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gitstratum_core::Timestamp;
 use gitstratum_platform::{
-    Actor, AuditEvent, AuditFilter, DbTarget, Error, NewToken, OrgRole, PlatformStore, Role, Scope, Scopes,
+    Actor, AuditEvent, AuditFilter, DbTarget, Error, HookOwner, NewToken, OrgRole, PlatformStore, Repo, Role, Scope,
+    Scopes,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -100,6 +101,8 @@ suite!(
     ssh_keys_are_unique_per_installation,
     teams_grant_roles_to_their_members,
     webhook_deliveries_are_a_durable_queue,
+    organization_hooks_hear_every_repository_of_the_organization,
+    repository_changes_are_platform_events,
 );
 
 async fn bootstrap_creates_admin_once(store: &PlatformStore) {
@@ -432,10 +435,10 @@ async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
     let owner = store.create_user("owner", false, &sys(), T0).await.expect("user");
     let repo = store.create_repo(&owner, "app", false, &sys(), T0).await.expect("repo");
     let hook = store
-        .create_webhook(&repo, "http://127.0.0.1:9/h", Some("s3cret"), &["push".into()], &sys(), T0)
+        .create_webhook(HookOwner::Repo(&repo), "http://127.0.0.1:9/h", Some("s3cret"), &["push".into()], &sys(), T0)
         .await
         .expect("hook");
-    assert_eq!(store.list_webhooks(repo.id).await.expect("list"), std::slice::from_ref(&hook));
+    assert_eq!(store.list_webhooks(HookOwner::Repo(&repo)).await.expect("list"), std::slice::from_ref(&hook));
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 0);
     let new =
         |guid: &str| NewDelivery { webhook_id: hook.id, guid: guid.into(), event: "push".into(), payload: "{}".into() };
@@ -469,6 +472,88 @@ async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
     assert_eq!(store.due_deliveries(T0, 10).await.expect("due")[0].id, again);
     assert!(store.redeliver(hook.id, 999, "zz", T0).await.expect("redeliver").is_none());
     assert_eq!(store.get_repo_by_id(repo.id).await.expect("get").map(|r| r.name), Some("app".into()));
-    assert!(store.delete_webhook(&repo, hook.id, &sys(), T0).await.expect("delete"));
+    assert!(store.delete_webhook(HookOwner::Repo(&repo), hook.id, &sys(), T0).await.expect("delete"));
     assert!(store.list_deliveries(hook.id, 10).await.expect("log").is_empty(), "deliveries go with their hook");
+}
+
+async fn organization_hooks_hear_every_repository_of_the_organization(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let org = store.create_org("acme", &alice, &sys(), T0).await.expect("org");
+    let app = store.create_repo(&org, "app", false, &sys(), T0).await.expect("repo");
+    let lib = store.create_repo(&org, "lib", false, &sys(), T0).await.expect("repo");
+    let own = store.create_repo(&alice, "dotfiles", false, &sys(), T0).await.expect("repo");
+    let events = ["push".to_owned(), "repository".to_owned()];
+    let org_hook =
+        store.create_webhook(HookOwner::Org(&org), "http://h/org", None, &events, &sys(), T0).await.expect("hook");
+    assert_eq!((org_hook.repo_id, org_hook.org_id), (None, Some(org.id)));
+    let app_hook =
+        store.create_webhook(HookOwner::Repo(&app), "http://h/app", None, &events, &sys(), T0).await.expect("hook");
+    let ids = |hooks: Vec<gitstratum_platform::Webhook>| hooks.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.hooks_hearing(app.id, app.owner_id).await.expect("app")), [org_hook.id, app_hook.id]);
+    assert_eq!(ids(store.hooks_hearing(lib.id, lib.owner_id).await.expect("lib")), [org_hook.id]);
+    assert!(store.hooks_hearing(own.id, own.owner_id).await.expect("user repo").is_empty());
+    assert_eq!(ids(store.list_webhooks(HookOwner::Org(&org)).await.expect("org hooks")), [org_hook.id]);
+    // An organization's hook is not a repository's: deleting it through a repository finds nothing.
+    assert!(!store.delete_webhook(HookOwner::Repo(&app), org_hook.id, &sys(), T0).await.expect("delete"));
+    assert!(store.delete_webhook(HookOwner::Org(&org), org_hook.id, &sys(), T0).await.expect("delete"));
+    let filter = AuditFilter { action: Some("webhook.delete".into()), limit: 5, ..Default::default() };
+    let audit = store.list_audit(&filter).await.expect("audit");
+    assert_eq!((audit[0].target.as_str(), audit[0].org_id), ("org:acme", Some(org.id)));
+}
+
+async fn repository_changes_are_platform_events(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", true, &sys(), T0).await.expect("repo");
+    assert!(store.set_repo_private(&repo, false, &sys(), T0).await.expect("publicize"));
+    assert!(!store.set_repo_private(&Repo { private: false, ..repo.clone() }, false, &sys(), T0).await.expect("same"));
+    assert!(store.delete_repo(&repo, &sys(), T0).await.expect("delete"));
+    assert!(!store.delete_repo(&repo, &sys(), T0).await.expect("gone"), "a second delete is no event");
+    let events = store.platform_events_after(0, 10).await.expect("events");
+    let seen: Vec<_> = events.iter().map(|e| (e.event.as_str(), e.action.as_str(), e.repo.private)).collect();
+    assert_eq!(
+        seen,
+        [("repository", "created", true), ("repository", "publicized", false), ("repository", "deleted", true)]
+    );
+    assert!(events.iter().all(|e| e.repo.id == repo.id && e.repo.owner == "alice" && e.repo.name == "app"));
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let after = store.platform_events_after(u64::try_from(events[1].id).expect("id"), 10).await.expect("after");
+    assert_eq!(after.len(), 1);
+}
+
+/// Migration 5 rebuilds the webhook tables on SQLite (to let a hook belong to an organization):
+/// hooks and their deliveries keep their ids and rows, and deleting a hook still deletes its
+/// deliveries.
+#[tokio::test]
+async fn sqlite_migration_5_keeps_hooks_and_deliveries() {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.expect("sqlite");
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut conn).await.expect("pragma");
+    let run = |sql: &'static str| sqlx::raw_sql(sql);
+    for sql in [
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/sqlite/0002_rbac_audit.sql"),
+        include_str!("../migrations/sqlite/0003_teams_ssh_keys.sql"),
+        include_str!("../migrations/sqlite/0004_webhooks.sql"),
+        "INSERT INTO accounts (id, name, name_key, created_at) VALUES (1, 'a', 'a', 0);
+         INSERT INTO repos (id, owner_id, name, name_key, private, default_branch, created_at)
+             VALUES (7, 1, 'r', 'r', FALSE, 'main', 0);
+         INSERT INTO webhooks (id, repo_id, url, secret, events, created_at) VALUES (3, 7, 'http://h', 's', 'push', 0);
+         INSERT INTO webhook_deliveries (id, webhook_id, guid, event, payload, state, next_attempt_at, created_at)
+             VALUES (11, 3, 'g', 'push', '{}', 'pending', 0, 0);",
+        include_str!("../migrations/sqlite/0005_org_hooks_events.sql"),
+    ] {
+        run(sql).execute(&mut conn).await.expect("migration step");
+    }
+    let hook: (i64, Option<i64>, Option<i64>, String) =
+        sqlx::query_as("SELECT id, repo_id, org_id, secret FROM webhooks").fetch_one(&mut conn).await.expect("hook");
+    assert_eq!(hook, (3, Some(7), None, "s".to_owned()));
+    let delivery: (i64, i64) =
+        sqlx::query_as("SELECT id, webhook_id FROM webhook_deliveries").fetch_one(&mut conn).await.expect("delivery");
+    assert_eq!(delivery, (11, 3));
+    sqlx::query("DELETE FROM webhooks WHERE id = 3").execute(&mut conn).await.expect("delete");
+    let left: (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries").fetch_one(&mut conn).await.expect("count");
+    assert_eq!(left.0, 0, "deliveries still cascade with their hook");
+    let both = "INSERT INTO webhooks (repo_id, org_id, url, events, created_at) VALUES (7, 1, 'http://h', 'push', 0)";
+    assert!(sqlx::query(both).execute(&mut conn).await.is_err(), "a hook has exactly one owner");
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod datadir;
+pub mod http;
 pub mod webhooks;
 
 use std::future::Future;
@@ -44,6 +45,8 @@ pub enum Error {
     Bootstrap(#[source] gitstratum_platform::Error),
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up the HTTP client (TLS): {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// Latency buckets (seconds) for every `*_duration_seconds` histogram.
@@ -145,7 +148,7 @@ impl Server {
             refs: self.git_store.clone(),
             clock: self.clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: http::client_builder().user_agent("GitStratum-Hookshot").build().map_err(Error::HttpClient)?,
         };
         let webhooks = tokio::spawn(dispatcher.run(webhooks_stopped));
 

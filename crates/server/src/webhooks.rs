@@ -1,7 +1,8 @@
-//! Webhook delivery: a background task that turns ref-change events into `push` deliveries (one
-//! transaction per batch with the consumer's cursor, so each event is enqueued exactly once) and
-//! sends due deliveries, signed as GitHub signs them (`X-Hub-Signature-256`), retrying failures with
-//! exponential backoff. Pushes never wait for it.
+//! Webhook delivery: a background task that turns ref-change events into `push` deliveries and
+//! platform events into `repository` deliveries (one transaction per batch with the consumer's
+//! cursor on each log, so each event is enqueued exactly once), for the repository's hooks and its
+//! organization's, and sends due deliveries, signed as GitHub signs them (`X-Hub-Signature-256`),
+//! retrying failures with exponential backoff. Pushes never wait for it.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -10,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use gitstratum_core::Clock;
 use gitstratum_platform::webhooks::delivery_guid;
-use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformStore, Repo, Webhook};
+use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformEvent, PlatformStore, Repo, Webhook};
 use gitstratum_store::{ObjectId, RefEvent, RefStore};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// The cursor's name on the ref-change log.
 const CURSOR: &str = "webhooks";
+/// The cursor's name on the platform event log.
+const PLATFORM_CURSOR: &str = "webhooks.platform";
 const POLL: Duration = Duration::from_millis(250);
 const EVENTS_PER_BATCH: usize = 200;
 const DELIVERIES_PER_ROUND: u64 = 16;
@@ -38,10 +41,26 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The `repository` object of GitHub's payloads.
+fn repository_json(repo: &Repo, public_url: &str) -> serde_json::Value {
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    json!({
+        "id": repo.id,
+        "name": repo.name,
+        "full_name": full_name,
+        "private": repo.private,
+        "visibility": if repo.private { "private" } else { "public" },
+        "owner": {"id": repo.owner_id, "name": repo.owner, "login": repo.owner},
+        "html_url": format!("{public_url}/{full_name}"),
+        "clone_url": format!("{public_url}/{full_name}.git"),
+        "default_branch": repo.default_branch,
+        "created_at": repo.created_at.to_rfc3339(),
+    })
+}
+
 /// GitHub's `push` payload, with what receivers rely on (`commits` is left empty for now).
 fn push_payload(event: &RefEvent, repo: &Repo, public_url: &str) -> serde_json::Value {
     let hex = |id: Option<ObjectId>| id.map_or_else(|| ZERO.to_owned(), |i| i.to_string());
-    let full_name = format!("{}/{}", repo.owner, repo.name);
     json!({
         "ref": event.name,
         "before": hex(event.old),
@@ -50,19 +69,23 @@ fn push_payload(event: &RefEvent, repo: &Repo, public_url: &str) -> serde_json::
         "deleted": event.new.is_none(),
         "commits": [],
         "head_commit": event.new.map(|id| json!({"id": id.to_string()})),
-        "repository": {
-            "id": repo.id,
-            "name": repo.name,
-            "full_name": full_name,
-            "private": repo.private,
-            "owner": {"name": repo.owner, "login": repo.owner},
-            "html_url": format!("{public_url}/{full_name}"),
-            "clone_url": format!("{public_url}/{full_name}.git"),
-            "default_branch": repo.default_branch,
-        },
+        "repository": repository_json(repo, public_url),
         "pusher": {"name": event.pusher},
         "sender": {"login": event.pusher},
     })
+}
+
+/// GitHub's `repository` payload: `created`, `deleted`, `publicized` or `privatized`.
+fn repository_payload(event: &PlatformEvent, public_url: &str) -> serde_json::Value {
+    json!({
+        "action": event.action,
+        "repository": repository_json(&event.repo, public_url),
+        "sender": {"login": event.actor},
+    })
+}
+
+fn subscribed(hook: &Webhook, event: &str) -> bool {
+    hook.active && hook.events.iter().any(|e| e == event || e == "*")
 }
 
 pub struct Dispatcher {
@@ -86,6 +109,9 @@ impl Dispatcher {
             if let Err(e) = self.enqueue().await {
                 tracing::warn!(error = %e, "webhooks: reading the ref-change log failed");
             }
+            if let Err(e) = self.enqueue_platform().await {
+                tracing::warn!(error = %e, "webhooks: reading the platform event log failed");
+            }
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "webhooks: delivering failed");
             }
@@ -106,7 +132,7 @@ impl Dispatcher {
             if let Entry::Vacant(slot) = repos.entry(id) {
                 let found = match self.store.get_repo_by_id(id).await? {
                     Some(repo) => {
-                        let hooks = self.store.list_webhooks(repo.id).await?;
+                        let hooks = self.store.hooks_hearing(repo.id, repo.owner_id).await?;
                         Some((repo, hooks))
                     }
                     None => None,
@@ -114,16 +140,33 @@ impl Dispatcher {
                 slot.insert(found);
             }
             let Some(Some((repo, hooks))) = repos.get(&id) else { continue };
-            for hook in hooks {
-                if !hook.active || !hook.events.iter().any(|e| e == "push" || e == "*") {
-                    continue;
-                }
+            for hook in hooks.iter().filter(|h| subscribed(h, "push")) {
                 let payload = push_payload(event, repo, &self.public_url).to_string();
                 let guid = delivery_guid()?;
                 deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "push".into(), payload });
             }
         }
         self.store.enqueue_deliveries(CURSOR, last, &deliveries, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Turns new platform events (repositories created, deleted, made public or private) into
+    /// `repository` deliveries, moving that log's cursor in the same transaction.
+    async fn enqueue_platform(&self) -> anyhow_lite::Result<()> {
+        let after = self.store.log_cursor(PLATFORM_CURSOR).await?;
+        let events = self.store.platform_events_after(after, EVENTS_PER_BATCH as u64).await?;
+        let Some(last) = events.last().map(|e| u64::try_from(e.id).unwrap_or(0)) else { return Ok(()) };
+        let mut deliveries = Vec::new();
+        for event in &events {
+            // A deleted repository's own hooks went with it; its organization's still hear it.
+            let hooks = self.store.hooks_hearing(event.repo.id, event.repo.owner_id).await?;
+            for hook in hooks.iter().filter(|h| subscribed(h, &event.event)) {
+                let payload = repository_payload(event, &self.public_url).to_string();
+                let guid = delivery_guid()?;
+                deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: event.event.clone(), payload });
+            }
+        }
+        self.store.enqueue_deliveries(PLATFORM_CURSOR, last, &deliveries, self.clock.now()).await?;
         Ok(())
     }
 
@@ -149,7 +192,6 @@ impl Dispatcher {
             .post(url)
             .timeout(TIMEOUT)
             .header("content-type", "application/json")
-            .header("user-agent", "GitStratum-Hookshot")
             .header("x-github-event", &delivery.event)
             .header("x-github-delivery", &delivery.guid)
             .header("x-github-hook-id", hook_id.to_string())
@@ -170,9 +212,25 @@ impl Dispatcher {
                     success: status.is_success(),
                 }
             }
-            Err(e) => AttemptOutcome { status_code: None, error: Some(e.to_string()), duration_ms, success: false },
+            Err(e) => AttemptOutcome { status_code: None, error: Some(error_chain(&e)), duration_ms, success: false },
         }
     }
+}
+
+/// An error with its causes ("error sending request: … : invalid peer certificate: UnknownIssuer"),
+/// so the delivery log says why a delivery failed, not only that it did.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A small boxed error for the task's internal steps (logged, never returned to anyone).

@@ -586,7 +586,19 @@ async fn the_openapi_document_matches_the_routes() {
     let mut operations = 0;
     for (path, item) in paths {
         assert!(path.starts_with("/api/v1/"), "{path}");
+        // Every `{name}` in the template is a declared, described, required path parameter.
+        let params = item["parameters"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for name in path.split('/').filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}')) {
+            let param = params.iter().find(|p| p["name"] == name && p["in"] == "path");
+            let param = param.unwrap_or_else(|| panic!("{path}: path parameter {name} undeclared"));
+            assert_eq!(param["required"], true, "{path} {name}");
+            assert!(param["schema"]["type"].is_string(), "{path} {name}: {param}");
+            assert_ne!(param["description"], gitstratum_api::openapi::UNDESCRIBED, "{path} {name}");
+        }
         for (method, op) in item.as_object().expect("path item") {
+            if ["parameters", "summary", "description", "servers"].contains(&method.as_str()) {
+                continue;
+            }
             let Ok(method) = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()) else { continue };
             operations += 1;
             assert!(op["summary"].is_string() && op["responses"].is_object(), "{method} {path}");
@@ -605,9 +617,40 @@ async fn the_openapi_document_matches_the_routes() {
             assert!(!unrouted && status != StatusCode::METHOD_NOT_ALLOWED, "{method} {concrete}: {status} {body}");
         }
     }
-    assert!(operations >= 36, "only {operations} operations documented");
+    assert!(operations >= 41, "only {operations} operations documented");
     for documented in ["/api/v1/repos/{owner}/{repo}", "/api/v1/audit", "/api/v1/session", "/api/v1/user/keys"] {
         assert!(paths.contains_key(documented), "{documented} missing");
+    }
+    s.stop().await;
+}
+
+/// Swagger UI is served from the binary and loads nothing from elsewhere.
+#[tokio::test]
+async fn swagger_ui_is_served_from_vendored_assets() {
+    let s = TestServer::start().await;
+    let client =
+        gitstratum_server::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let redirect = client.get(s.url("/api/docs")).send().await.expect("GET /api/docs");
+    assert_eq!(redirect.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(redirect.headers()["location"], "/api/docs/");
+    let page = client.get(s.url("/api/docs/")).send().await.expect("GET /api/docs/");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-security-policy"].to_str().is_ok_and(|csp| csp.contains("default-src 'self'")));
+    let html = page.text().await.expect("page");
+    assert!(!html.contains("http://") && !html.contains("https://"), "the page loads only local assets: {html}");
+    let mut scripts = Vec::new();
+    for part in html.split(['"', '\'']).filter(|p| p.starts_with("/api/docs/")) {
+        scripts.push(part.to_owned());
+    }
+    assert_eq!(scripts.len(), 3, "{scripts:?}");
+    for asset in &scripts {
+        let response = client.get(s.url(asset)).send().await.expect("asset");
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let body = response.text().await.expect("asset body");
+        assert!(body.len() > 200, "{asset} is empty");
+        if asset.ends_with("init.js") {
+            assert!(body.contains("/api/v1/openapi.json"), "init.js points Swagger UI at our document");
+        }
     }
     s.stop().await;
 }

@@ -783,44 +783,68 @@ async fn teams_grant_push_access() {
     s.stop().await;
 }
 
+/// A webhook receiver on loopback: every request's headers and body go to the channel; it answers
+/// with the status in the returned atomic.
+struct Receiver {
+    url: String,
+    requests: tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, String)>,
+    answer: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use axum::http::HeaderMap;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
+        let answer = Arc::new(AtomicU16::new(200));
+        let status = answer.clone();
+        let receiver = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                let status = status.clone();
+                async move {
+                    // Decide the answer before reporting the request, so the test's next change of
+                    // `answer` cannot reach this request.
+                    let answer = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status");
+                    let _ = tx.send((headers, body));
+                    answer
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, receiver).await });
+        Receiver { url, requests, answer }
+    }
+
+    /// The next request, within 20 s.
+    async fn next(&mut self) -> (axum::http::HeaderMap, String) {
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.requests.recv())
+            .await
+            .expect("delivered in time")
+            .expect("one")
+    }
+}
+
 /// A push reaches a webhook receiver as GitHub shapes and signs it; failures are logged and can
 /// be redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_are_delivered_to_webhooks() {
-    use axum::http::HeaderMap;
     use reqwest::Method;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::atomic::Ordering;
 
-    // The receiver: records every request; answers with the status in `answer`.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
-    let answer = Arc::new(AtomicU16::new(200));
-    let status = answer.clone();
-    let receiver = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let tx = tx.clone();
-            let status = status.clone();
-            async move {
-                // Decide the answer before reporting the request, so the test's next change of
-                // `answer` cannot reach this request.
-                let answer = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status");
-                let _ = tx.send((headers, body));
-                answer
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
-
+    let mut receiver = Receiver::start().await;
+    let hook_url = receiver.url.clone();
+    let answer = receiver.answer.clone();
     let s = TestServer::start().await;
     let tmp = tempfile::tempdir().expect("temp dir");
     let git = Git::new(tmp.path());
     let admin = Some(s.admin_token.as_str());
     let url = create_repo(&s, "hooked", false).await;
     let hooks = "/api/v1/repos/admin/hooked/hooks";
-    let (status, body) = s.send(Method::POST, hooks, admin, Some(json!({"url": "https://x.example/h"}))).await;
+    let (status, body) = s.send(Method::POST, hooks, admin, Some(json!({"url": "ftp://x.example/h"}))).await;
     assert_eq!((status.as_u16(), body["error"]["field"].as_str()), (422, Some("url")));
     let (status, body) = s.send(Method::POST, hooks, admin, Some(json!({"url": hook_url, "events": ["issues"]}))).await;
     assert_eq!((status.as_u16(), body["error"]["field"].as_str()), (422, Some("events")));
@@ -835,10 +859,7 @@ async fn pushes_are_delivered_to_webhooks() {
     git.repo_with_commits(&src, 2).await;
     git.ok(&src, &["push", "-q", &url, "main"]).await;
     let head = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
-    let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
-        .await
-        .expect("delivered in time")
-        .expect("one");
+    let (headers, body) = receiver.next().await;
     assert_eq!(headers["x-github-event"], "push");
     let signature = headers["x-hub-signature-256"].to_str().expect("ascii").to_owned();
     let expected = gitstratum_server::webhooks::hmac_sha256_hex(b"It's a Secret to Everybody", body.as_bytes());
@@ -854,7 +875,7 @@ async fn pushes_are_delivered_to_webhooks() {
     // A receiver that fails: the attempt is logged and retried later; redelivery queues it again.
     answer.store(500, Ordering::SeqCst);
     git.ok(&src, &["push", "-q", &url, "main:gone"]).await;
-    tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.expect("attempted").expect("one");
+    receiver.next().await;
     let deliveries = format!("{hooks}/{hook_id}/deliveries");
     let mut log = serde_json::Value::Null;
     for _ in 0..100 {
@@ -871,10 +892,79 @@ async fn pushes_are_delivered_to_webhooks() {
     let first = log[1]["id"].as_i64().expect("id");
     let (status, _) = s.send(Method::POST, &format!("{deliveries}/{first}/redeliver"), admin, None).await;
     assert_eq!(status, 202);
-    let (_, again) =
-        tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.expect("redelivered").expect("one");
+    let (_, again) = receiver.next().await;
     assert_eq!(again, body, "the same payload");
     let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=webhook.create", admin, None).await;
     assert_eq!(audit["entries"].as_array().map(Vec::len), Some(1));
+    s.stop().await;
+}
+
+/// An organization's hook hears every repository of the organization: pushes and repository
+/// events (created, publicized, deleted), even after the repository and its own hooks are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_hooks_hear_repository_events_and_pushes() {
+    use reqwest::Method;
+
+    let mut receiver = Receiver::start().await;
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let admin = Some(s.admin_token.as_str());
+    let (status, _) = s.send(Method::POST, "/api/v1/orgs", admin, Some(json!({"name": "acme"}))).await;
+    assert_eq!(status, 201);
+    let body = json!({"url": receiver.url, "events": ["push", "repository"], "secret": "k"});
+    let (status, hook) = s.send(Method::POST, "/api/v1/orgs/acme/hooks", admin, Some(body)).await;
+    assert_eq!(status, 201, "{hook}");
+    let (status, listed) = s.send(Method::GET, "/api/v1/orgs/acme/hooks", admin, None).await;
+    assert_eq!((status.as_u16(), listed[0]["id"].clone()), (200, hook["id"].clone()));
+
+    let (status, _) = s
+        .send(Method::POST, "/api/v1/repos", admin, Some(json!({"name": "app", "owner": "acme", "private": true})))
+        .await;
+    assert_eq!(status, 201);
+    let (headers, body) = receiver.next().await;
+    assert_eq!(headers["x-github-event"], "repository");
+    let expected = gitstratum_server::webhooks::hmac_sha256_hex(b"k", body.as_bytes());
+    assert_eq!(headers["x-hub-signature-256"].to_str().expect("ascii"), format!("sha256={expected}"));
+    let payload: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (payload["action"].as_str(), payload["repository"]["full_name"].as_str()),
+        (Some("created"), Some("acme/app"))
+    );
+    assert_eq!(
+        (payload["repository"]["private"].as_bool(), payload["sender"]["login"].as_str()),
+        (Some(true), Some("admin"))
+    );
+
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 1).await;
+    let url = url_for(&s, &s.admin_token, "acme/app");
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let (headers, body) = receiver.next().await;
+    assert_eq!(headers["x-github-event"], "push");
+    assert!(body.contains("refs/heads/main"), "{body}");
+
+    let (status, _) = s.send(Method::PATCH, "/api/v1/repos/acme/app", admin, Some(json!({"private": false}))).await;
+    assert_eq!(status, 200);
+    let (_, body) = receiver.next().await;
+    assert!(body.contains(r#""action":"publicized""#), "{body}");
+    let (status, _) = s.send(Method::DELETE, "/api/v1/repos/acme/app", admin, None).await;
+    assert_eq!(status, 204);
+    let (headers, body) = receiver.next().await;
+    assert_eq!(headers["x-github-event"], "repository");
+    assert!(body.contains(r#""action":"deleted""#), "{body}");
+
+    // Members who are not owners may not see or manage the organization's hooks.
+    let (status, _) = s.send(Method::POST, "/api/v1/users", admin, Some(json!({"username": "carol"}))).await;
+    assert_eq!(status, 201);
+    let (status, _) =
+        s.send(Method::PUT, "/api/v1/orgs/acme/members/carol", admin, Some(json!({"role": "member"}))).await;
+    assert!(status.is_success(), "{status}");
+    let carol = s.user_token("carol", &[gitstratum_platform::Scope::RepoAdmin]).await;
+    let (status, _) = s.send(Method::GET, "/api/v1/orgs/acme/hooks", Some(&carol), None).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        s.send(Method::DELETE, &format!("/api/v1/orgs/acme/hooks/{}", hook["id"]), Some(&carol), None).await;
+    assert_eq!(status, 403);
     s.stop().await;
 }

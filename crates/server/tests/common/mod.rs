@@ -50,7 +50,14 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async move {
             let _ = rx.await;
         }));
-        TestServer { base, admin_token, data_dir, shutdown: Some(tx), task, http: reqwest::Client::new() }
+        TestServer {
+            base,
+            admin_token,
+            data_dir,
+            shutdown: Some(tx),
+            task,
+            http: gitstratum_server::http::client().expect("client"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,130 @@
+//! Events of the platform itself: a repository created, deleted, made public or private. Each is
+//! written in the transaction of the change (so it exists exactly when the change does) and read by
+//! consumers the way they read the ref-change log, with a cursor (`log_cursors`) advanced in the
+//! same transaction as the work derived from it: the webhook dispatcher now, the CI engine later.
+//!
+//! Appends are serialized (SQLite transactions begin `IMMEDIATE`; PostgreSQL locks the table until
+//! commit), so ids become visible in increasing order and a cursor never skips an event that
+//! commits late.
+
+use gitstratum_core::Timestamp;
+use sea_query::{Expr, ExprTrait, Order, Query};
+
+use crate::audit::Actor;
+use crate::db::{Conn, DbRow, FromDbRow};
+use crate::store::{PlatformStore, Repo, Result};
+
+/// What happened to a repository (the `action` of GitHub's `repository` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoAction {
+    Created,
+    Deleted,
+    Publicized,
+    Privatized,
+}
+
+impl RepoAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoAction::Created => "created",
+            RepoAction::Deleted => "deleted",
+            RepoAction::Publicized => "publicized",
+            RepoAction::Privatized => "privatized",
+        }
+    }
+}
+
+/// One event, with the repository as it was when it happened (it may be gone since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformEvent {
+    pub id: i64,
+    /// The webhook event name: `repository`.
+    pub event: String,
+    pub action: String,
+    pub repo: Repo,
+    /// Who did it (an account name, or the server).
+    pub actor: String,
+    pub created_at: Timestamp,
+}
+
+impl FromDbRow for PlatformEvent {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(PlatformEvent {
+            id: row.get("id")?,
+            event: row.get("event")?,
+            action: row.get("action")?,
+            repo: Repo {
+                id: row.get("repo_id")?,
+                owner_id: row.get("owner_id")?,
+                owner: row.get("owner")?,
+                name: row.get("name")?,
+                private: row.get("private")?,
+                default_branch: row.get("default_branch")?,
+                created_at: Timestamp(row.get("repo_created_at")?),
+            },
+            actor: row.get("actor")?,
+            created_at: Timestamp(row.get("created_at")?),
+        })
+    }
+}
+
+const COLUMNS: [&str; 12] = [
+    "id",
+    "event",
+    "action",
+    "repo_id",
+    "owner_id",
+    "owner",
+    "name",
+    "private",
+    "default_branch",
+    "repo_created_at",
+    "actor",
+    "created_at",
+];
+
+/// Appends a repository event in the caller's transaction.
+pub(crate) async fn append_repo_event(
+    conn: &mut Conn<'_>,
+    action: RepoAction,
+    repo: &Repo,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
+    if let Conn::Postgres(_) = conn {
+        conn.execute_raw("LOCK TABLE platform_events IN SHARE ROW EXCLUSIVE MODE").await?;
+    }
+    let insert = Query::insert()
+        .into_table("platform_events")
+        .columns(COLUMNS[1..].iter().copied())
+        .values_panic([
+            "repository".into(),
+            action.as_str().into(),
+            repo.id.into(),
+            repo.owner_id.into(),
+            repo.owner.as_str().into(),
+            repo.name.as_str().into(),
+            repo.private.into(),
+            repo.default_branch.as_str().into(),
+            repo.created_at.0.into(),
+            actor.name.as_str().into(),
+            now.0.into(),
+        ])
+        .to_owned();
+    conn.execute(&insert).await?;
+    Ok(())
+}
+
+impl PlatformStore {
+    /// Events after id `after`, oldest first.
+    pub async fn platform_events_after(&self, after: u64, limit: u64) -> Result<Vec<PlatformEvent>> {
+        let q = Query::select()
+            .columns(COLUMNS)
+            .from("platform_events")
+            .and_where(Expr::col("id").gt(i64::try_from(after).unwrap_or(i64::MAX)))
+            .order_by("id", Order::Asc)
+            .limit(limit)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+}
