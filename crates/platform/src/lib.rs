@@ -16,6 +16,8 @@ pub mod orgs;
 pub mod password;
 pub mod policy;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 pub mod webhooks;
 

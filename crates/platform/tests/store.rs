@@ -1,15 +1,9 @@
-//! The platform data-access suite. Every case runs on SQLite and on PostgreSQL.
-//!
-//! PostgreSQL comes from `GITSTRATUM_TEST_POSTGRES_URL` (the test script sets it and starts the
-//! server); each test gets its own schema. Without the variable the PostgreSQL half is skipped with
-//! a note, unless `CI` is set, where a missing database is a failure.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The platform data-access suite. Every case runs on SQLite and on PostgreSQL (a schema per case;
+//! see `gitstratum_platform::testing`).
 
 use gitstratum_core::Timestamp;
 use gitstratum_platform::{
-    Actor, AuditEvent, AuditFilter, DbTarget, Error, HookOwner, NewToken, OrgRole, PlatformStore, Repo, Role, Scope,
-    Scopes,
+    Actor, AuditEvent, AuditFilter, Error, HookOwner, NewToken, OrgRole, PlatformStore, Repo, Role, Scope, Scopes,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -18,76 +12,7 @@ fn sys() -> Actor {
     Actor::system()
 }
 
-struct Harness {
-    store: PlatformStore,
-    _dir: Option<tempfile::TempDir>,
-    /// The PostgreSQL schema to drop once the case has passed. A failed case leaves its schema
-    /// for inspection; `scripts/test.sh` sweeps those older than an hour.
-    pg_schema: Option<String>,
-}
-
-impl Harness {
-    async fn sqlite() -> Harness {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let target = DbTarget::Sqlite { path: dir.path().join("platform.db") };
-        let store = PlatformStore::open(&target).await.expect("open sqlite");
-        // Opening again must find the schema current and change nothing.
-        PlatformStore::open(&target).await.expect("re-open sqlite");
-        Harness { store, _dir: Some(dir), pg_schema: None }
-    }
-
-    async fn postgres() -> Option<Harness> {
-        let Ok(url) = std::env::var("GITSTRATUM_TEST_POSTGRES_URL") else {
-            assert!(std::env::var_os("CI").is_none(), "CI is set but GITSTRATUM_TEST_POSTGRES_URL is not");
-            eprintln!("note: GITSTRATUM_TEST_POSTGRES_URL is not set; skipping the PostgreSQL case");
-            return None;
-        };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
-        let schema = format!(
-            "gst_test_{}_{}_{}_{}",
-            now.as_secs(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            now.subsec_nanos()
-        );
-        let target = DbTarget::Postgres { url, schema: Some(schema.clone()) };
-        let store = PlatformStore::open(&target).await.expect("open postgres");
-        PlatformStore::open(&target).await.expect("re-open postgres");
-        Some(Harness { store, _dir: None, pg_schema: Some(schema) })
-    }
-
-    async fn passed(self) {
-        if let (Some(schema), gitstratum_platform::Db::Postgres(pool)) = (&self.pg_schema, self.store.db()) {
-            let drop = format!("DROP SCHEMA {schema} CASCADE");
-            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(pool).await.expect("drop test schema");
-        }
-        self.store.close().await;
-    }
-}
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $case() {
-                let h = super::Harness::sqlite().await;
-                super::$case(&h.store).await;
-                h.passed().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $case() {
-                let Some(h) = super::Harness::postgres().await else { return };
-                super::$case(&h.store).await;
-                h.passed().await;
-            })*
-        }
-    };
-}
-
-suite!(
+gitstratum_platform::both_backends!(
     bootstrap_creates_admin_once,
     bootstrap_rolls_back_when_persist_fails,
     tokens_authenticate_until_expiry,
