@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use gitstratum_workflow::expr::{Dict, Value};
-use gitstratum_workflow::plan::{PlanContext, plan};
+use gitstratum_workflow::plan::{GithubEvent, PlanContext, github_context, plan};
 use gitstratum_workflow::trigger::{PushEvent, push_triggers};
 use gitstratum_workflow::{WORKFLOW_DIRS, is_workflow_file, load};
 
@@ -117,15 +116,8 @@ fn plan_cmd(file: &Path, event: Event, git_ref: &str, changed: &[String]) -> any
         println!("'{title}' does not run on {event_name} to {git_ref}");
         return Ok(());
     }
-    let mut github = Dict::new();
-    github.insert("event_name", Value::from(event_name));
-    github.insert("ref", Value::from(git_ref));
-    // GitHub's `ref_name`: the branch or tag name, slashes and all.
-    let ref_name =
-        git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref);
-    github.insert("ref_name", Value::from(ref_name));
-    let planned =
-        plan(&wf, &PlanContext { github: Value::object(github), ..Default::default() }).map_err(anyhow::Error::msg)?;
+    let github = github_context(&GithubEvent { event_name, git_ref, workflow: &title, ..Default::default() });
+    let planned = plan(&wf, &PlanContext { github, ..Default::default() }).map_err(anyhow::Error::msg)?;
     let jobs = planned.jobs;
     let title = planned.run_name.unwrap_or(title);
     println!(

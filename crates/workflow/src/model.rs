@@ -219,6 +219,23 @@ pub struct Step {
     pub timeout_minutes: Option<NumberOrExpr>,
 }
 
+impl Step {
+    /// The name shown for the step, as GitHub shows it: its `name` as written (an expression in it
+    /// is shown unevaluated), else `Run <the script's first line>` or `Run <action>@<version>`.
+    pub fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.action {
+            StepAction::Run(script) => {
+                let first = script.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+                format!("Run {first}")
+            }
+            StepAction::Uses { action, version, .. } => format!("Run {}@{version}", action.name()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StepAction {
     /// A script (a template).

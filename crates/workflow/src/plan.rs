@@ -54,6 +54,46 @@ pub struct Plan {
     pub jobs: Vec<PlannedJob>,
 }
 
+/// What the `github` context of a run says about the event that started it.
+#[derive(Debug, Clone, Default)]
+pub struct GithubEvent<'a> {
+    /// `push`, `workflow_dispatch`, `schedule`.
+    pub event_name: &'a str,
+    /// The full ref, `refs/heads/main`.
+    pub git_ref: &'a str,
+    /// The commit, in hex (empty when unknown, as in `workflow plan`).
+    pub sha: &'a str,
+    /// `owner/name` (empty when unknown).
+    pub repository: &'a str,
+    pub actor: &'a str,
+    /// The workflow's name.
+    pub workflow: &'a str,
+}
+
+/// The `github` context known when a run is created.
+pub fn github_context(event: &GithubEvent<'_>) -> Value {
+    let mut github = Dict::new();
+    github.insert("event_name", Value::from(event.event_name));
+    github.insert("ref", Value::from(event.git_ref));
+    // GitHub's `ref_name`: the branch or tag name, slashes and all.
+    let ref_name = event
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| event.git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(event.git_ref);
+    github.insert("ref_name", Value::from(ref_name));
+    let ref_type = if event.git_ref.starts_with("refs/tags/") { "tag" } else { "branch" };
+    github.insert("ref_type", Value::from(ref_type));
+    github.insert("sha", Value::from(event.sha));
+    github.insert("repository", Value::from(event.repository));
+    let owner = event.repository.split('/').next().unwrap_or_default();
+    github.insert("repository_owner", Value::from(owner));
+    github.insert("actor", Value::from(event.actor));
+    github.insert("triggering_actor", Value::from(event.actor));
+    github.insert("workflow", Value::from(event.workflow));
+    Value::object(github)
+}
+
 /// Plans a run of `workflow`: its name, its concurrency group and every job. Errors name the job.
 pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Plan, String> {
     let base = base_context(ctx);
