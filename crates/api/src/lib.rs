@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod orgs;
 pub mod ratelimit;
 pub mod repos;
+pub mod runs;
 pub mod session;
 pub mod tokens;
 
@@ -46,6 +47,7 @@ pub struct AppState {
 
 struct Inner {
     store: PlatformStore,
+    ci: gitstratum_ci::CiStore,
     git: GitService,
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
@@ -68,6 +70,7 @@ impl AppState {
         let public_url = public_url.trim_end_matches('/').to_owned();
         AppState {
             inner: Arc::new(Inner {
+                ci: gitstratum_ci::CiStore::new(store.db().clone()),
                 store,
                 git,
                 clock,
@@ -85,6 +88,11 @@ impl AppState {
 
     pub fn store(&self) -> &PlatformStore {
         &self.inner.store
+    }
+
+    /// CI state: runs, jobs and steps (in the platform database).
+    pub fn ci(&self) -> &gitstratum_ci::CiStore {
+        &self.inner.ci
     }
 
     pub fn now(&self) -> Timestamp {
@@ -139,6 +147,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
         .routes(routes!(orgs::audit))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
         .split_for_parts();
     let mut doc = doc;
     openapi::declare_path_params(&mut doc);

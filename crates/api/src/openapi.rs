@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         (name = "users", description = "Accounts, sessions, tokens and SSH keys"),
         (name = "webhooks", description = "Repository and organization webhooks, their deliveries"),
         (name = "audit", description = "The audit log"),
+        (name = "ci", description = "Workflow runs, their jobs and steps"),
     )
 )]
 pub struct ApiDoc;

@@ -203,6 +203,7 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "org hooks events",
         sql: include_str!("../migrations/sqlite/0005_org_hooks_events.sql"),
     },
+    MigrationSource { version: 6, description: "ci", sql: include_str!("../migrations/sqlite/0006_ci.sql") },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -226,6 +227,7 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         description: "org hooks events",
         sql: include_str!("../migrations/postgres/0005_org_hooks_events.sql"),
     },
+    MigrationSource { version: 6, description: "ci", sql: include_str!("../migrations/postgres/0006_ci.sql") },
 ];
 
 fn migrator(sources: &[MigrationSource]) -> Migrator {

@@ -8,7 +8,7 @@
 //! commits late.
 
 use gitstratum_core::Timestamp;
-use sea_query::{Expr, ExprTrait, Order, Query};
+use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 
 use crate::audit::Actor;
 use crate::db::{Conn, DbRow, FromDbRow};
@@ -82,6 +82,20 @@ const COLUMNS: [&str; 12] = [
     "actor",
     "created_at",
 ];
+
+/// Moves a log consumer's cursor to `seq`, in the caller's transaction (the one that writes the
+/// work derived from the events up to `seq`).
+pub async fn set_log_cursor(conn: &mut Conn<'_>, name: &str, seq: u64) -> Result<()> {
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    let upsert = Query::insert()
+        .into_table("log_cursors")
+        .columns(["name", "seq"])
+        .values_panic([name.into(), seq.into()])
+        .on_conflict(OnConflict::column("name").update_column("seq").to_owned())
+        .to_owned();
+    conn.execute(&upsert).await?;
+    Ok(())
+}
 
 /// Appends a repository event in the caller's transaction.
 pub(crate) async fn append_repo_event(

@@ -3,10 +3,11 @@
 //! loses nor doubles one; the deliverer retries failures with exponential backoff.
 
 use gitstratum_core::Timestamp;
-use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_query::{Expr, ExprTrait, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow};
+use crate::events::set_log_cursor;
 use crate::store::{Account, PlatformStore, Repo, Result};
 
 /// Attempts before a delivery is given up (it can still be redelivered by hand).
@@ -269,7 +270,6 @@ impl PlatformStore {
         deliveries: &[NewDelivery],
         now: Timestamp,
     ) -> Result<()> {
-        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let mut tx = self.db.begin().await?;
         for d in deliveries {
             let insert = Query::insert()
@@ -287,13 +287,7 @@ impl PlatformStore {
                 .to_owned();
             tx.conn().execute(&insert).await?;
         }
-        let upsert = Query::insert()
-            .into_table("log_cursors")
-            .columns(["name", "seq"])
-            .values_panic([cursor.into(), seq.into()])
-            .on_conflict(OnConflict::column("name").update_column("seq").to_owned())
-            .to_owned();
-        tx.conn().execute(&upsert).await?;
+        set_log_cursor(&mut tx.conn(), cursor, seq).await?;
         tx.commit().await?;
         Ok(())
     }

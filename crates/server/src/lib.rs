@@ -152,6 +152,17 @@ impl Server {
         };
         let webhooks = tokio::spawn(dispatcher.run(webhooks_stopped));
 
+        // The CI ingestor turns pushes into workflow runs, beside the server.
+        let (stop_ingestor, ingestor_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ingestor = gitstratum_ci::Ingestor {
+            ci: gitstratum_ci::CiStore::new(self.store.db().clone()),
+            platform: self.store.clone(),
+            objects: self.git_store.clone(),
+            refs: self.git_store.clone(),
+            clock: self.clock.clone(),
+        };
+        let ingestor = tokio::spawn(ingestor.run(ingestor_stopped));
+
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.clone();
@@ -174,6 +185,8 @@ impl Server {
         let _ = upkeep.await;
         let _ = stop_webhooks.send(());
         let _ = webhooks.await;
+        let _ = stop_ingestor.send(());
+        let _ = ingestor.await;
         self.store.close().await;
         let git_store = self.git_store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git_store.flush()).await {

@@ -2,92 +2,14 @@
 //! atomic, concurrent pushes, private repositories and tokens, empty repositories, mirrors, a
 //! long history and a large binary. Every clone is checked with `git fsck --strict`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
-use common::TestServer;
+use common::{Git, TestServer};
 use gitstratum_platform::Scope;
 use serde_json::json;
 
 mod common;
-
-/// Runs `git` with an isolated configuration, on the blocking pool (the server shares the runtime).
-#[derive(Clone)]
-struct Git {
-    home: PathBuf,
-}
-
-impl Git {
-    fn new(root: &Path) -> Git {
-        let home = root.join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        Git { home }
-    }
-
-    async fn run(&self, dir: &Path, args: &[&str]) -> Output {
-        self.run_env(dir, args, &[]).await
-    }
-
-    async fn run_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let (home, dir) = (self.home.clone(), dir.to_owned());
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        tokio::task::spawn_blocking(move || {
-            Command::new("git")
-                .args(&args)
-                .envs(env)
-                .current_dir(&dir)
-                .env("HOME", &home)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .env("GIT_AUTHOR_NAME", "A U Thor")
-                .env("GIT_AUTHOR_EMAIL", "author@example.com")
-                .env("GIT_COMMITTER_NAME", "C O Mitter")
-                .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-                .output()
-                .expect("git runs")
-        })
-        .await
-        .expect("join")
-    }
-
-    async fn ok(&self, dir: &Path, args: &[&str]) -> String {
-        let out = self.run(dir, args).await;
-        assert!(out.status.success(), "git {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn fails(&self, dir: &Path, args: &[&str]) -> String {
-        let out = self.run(dir, args).await;
-        assert!(!out.status.success(), "git {args:?} should have failed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// A new repository with `n` commits on `main`.
-    async fn repo_with_commits(&self, dir: &Path, n: usize) {
-        std::fs::create_dir_all(dir).expect("dir");
-        self.ok(dir, &["init", "-q", "-b", "main"]).await;
-        for i in 0..n {
-            let text: String =
-                (0..200).map(|l| format!("line {l} {}\n", if l == i { "changed" } else { "" })).collect();
-            std::fs::write(dir.join("file.txt"), text).expect("write");
-            std::fs::write(dir.join(format!("f{i}.txt")), format!("{i}\n")).expect("write");
-            self.ok(dir, &["add", "-A"]).await;
-            self.ok(dir, &["commit", "-q", "-m", &format!("commit {i}")]).await;
-        }
-    }
-
-    /// `git fsck --strict` passes and prints nothing alarming.
-    async fn fsck(&self, dir: &Path) {
-        let out = self.run(dir, &["fsck", "--strict", "--no-dangling"]).await;
-        assert!(
-            out.status.success(),
-            "fsck failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 async fn create_repo(s: &TestServer, name: &str, private: bool) -> String {
     let (status, body) = s.create_repo(Some(&s.admin_token), json!({"name": name, "private": private})).await;

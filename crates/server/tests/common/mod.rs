@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use gitstratum_server::{Config, ConfigLayer, Server};
@@ -119,5 +121,83 @@ impl TestServer {
             .1
             .expose()
             .to_owned()
+    }
+}
+
+/// Runs `git` with an isolated configuration, on the blocking pool (the server shares the runtime).
+#[derive(Clone)]
+pub struct Git {
+    pub home: PathBuf,
+}
+
+impl Git {
+    pub fn new(root: &Path) -> Git {
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        Git { home }
+    }
+
+    pub async fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.run_env(dir, args, &[]).await
+    }
+
+    pub async fn run_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let (home, dir) = (self.home.clone(), dir.to_owned());
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new("git")
+                .args(&args)
+                .envs(env)
+                .current_dir(&dir)
+                .env("HOME", &home)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env("GIT_AUTHOR_NAME", "A U Thor")
+                .env("GIT_AUTHOR_EMAIL", "author@example.com")
+                .env("GIT_COMMITTER_NAME", "C O Mitter")
+                .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+                .output()
+                .expect("git runs")
+        })
+        .await
+        .expect("join")
+    }
+
+    pub async fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.run(dir, args).await;
+        assert!(out.status.success(), "git {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn fails(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.run(dir, args).await;
+        assert!(!out.status.success(), "git {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A new repository with `n` commits on `main`.
+    pub async fn repo_with_commits(&self, dir: &Path, n: usize) {
+        std::fs::create_dir_all(dir).expect("dir");
+        self.ok(dir, &["init", "-q", "-b", "main"]).await;
+        for i in 0..n {
+            let text: String =
+                (0..200).map(|l| format!("line {l} {}\n", if l == i { "changed" } else { "" })).collect();
+            std::fs::write(dir.join("file.txt"), text).expect("write");
+            std::fs::write(dir.join(format!("f{i}.txt")), format!("{i}\n")).expect("write");
+            self.ok(dir, &["add", "-A"]).await;
+            self.ok(dir, &["commit", "-q", "-m", &format!("commit {i}")]).await;
+        }
+    }
+
+    /// `git fsck --strict` passes and prints nothing alarming.
+    pub async fn fsck(&self, dir: &Path) {
+        let out = self.run(dir, &["fsck", "--strict", "--no-dangling"]).await;
+        assert!(
+            out.status.success(),
+            "fsck failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

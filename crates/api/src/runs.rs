@@ -1,0 +1,216 @@
+//! Workflow runs: `/api/v1/repos/{owner}/{repo}/runs` and `/api/v1/runs/{id}`. Reading a run needs
+//! read access to its repository; a run of a repository the caller may not see is a 404.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use gitstratum_ci::{Job, Run, Step};
+use gitstratum_platform::{Denial, Repo, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Caller;
+use crate::repos::{authorize_repo, repo_decision};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RunsQuery {
+    /// The `next_cursor` of the previous page.
+    pub before: Option<i64>,
+    /// Runs per page (1 to 100; default 30).
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunBody {
+    pub id: i64,
+    /// The repository as `owner/name`.
+    pub repository: String,
+    /// Per repository, from 1.
+    pub run_number: i64,
+    /// The workflow's name.
+    pub name: String,
+    /// `run-name`, else the workflow's name.
+    pub display_title: String,
+    pub path: String,
+    /// `push` or `workflow_dispatch`.
+    pub event: String,
+    pub head_ref: String,
+    /// The branch or tag name, without `refs/heads/` or `refs/tags/`.
+    pub head_branch: String,
+    pub head_sha: String,
+    pub actor: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// Once completed: `success`, `failure`, `cancelled`, `skipped` or `timed_out`.
+    pub conclusion: Option<String>,
+    /// Why the run failed without running (the workflow file's problems).
+    pub message: Option<String>,
+    pub created_at: String,
+    pub run_started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+impl RunBody {
+    fn new(run: Run, repo: &Repo) -> RunBody {
+        let branch = run
+            .git_ref
+            .strip_prefix("refs/heads/")
+            .or_else(|| run.git_ref.strip_prefix("refs/tags/"))
+            .unwrap_or(&run.git_ref)
+            .to_owned();
+        RunBody {
+            id: run.id,
+            repository: format!("{}/{}", repo.owner, repo.name),
+            run_number: run.run_number,
+            name: run.workflow_name,
+            display_title: run.title,
+            path: run.workflow_path,
+            event: run.event,
+            head_branch: branch,
+            head_ref: run.git_ref,
+            head_sha: run.commit_sha,
+            actor: run.actor,
+            status: run.state.as_str().to_owned(),
+            conclusion: run.conclusion.map(|c| c.as_str().to_owned()),
+            message: run.message,
+            created_at: run.created_at.to_rfc3339(),
+            run_started_at: run.started_at.map(|t| t.to_rfc3339()),
+            completed_at: run.completed_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepBody {
+    pub number: i64,
+    pub name: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+impl From<Step> for StepBody {
+    fn from(s: Step) -> Self {
+        StepBody {
+            number: s.number,
+            name: s.name,
+            status: s.state.as_str().to_owned(),
+            conclusion: s.conclusion.map(|c| c.as_str().to_owned()),
+            started_at: s.started_at.map(|t| t.to_rfc3339()),
+            completed_at: s.completed_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobBody {
+    pub id: i64,
+    /// The job's id in the workflow.
+    pub key: String,
+    /// Shown to people: the job's name, with its matrix values.
+    pub name: String,
+    /// This instance's matrix values.
+    #[schema(value_type = Option<Object>)]
+    pub matrix: Option<serde_json::Value>,
+    /// Keys of the jobs it waits for.
+    pub needs: Vec<String>,
+    /// Runner labels it needs; absent until they are known (they may depend on other jobs).
+    pub labels: Option<Vec<String>>,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub attempt: i64,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub steps: Vec<StepBody>,
+}
+
+impl JobBody {
+    fn new(job: Job, steps: Vec<StepBody>) -> JobBody {
+        JobBody {
+            id: job.id,
+            key: job.job_key,
+            name: job.name,
+            matrix: job.matrix.and_then(|m| serde_json::from_str(&m).ok()),
+            needs: job.needs,
+            labels: job.runs_on,
+            status: job.state.status().to_owned(),
+            conclusion: job.conclusion.map(|c| c.as_str().to_owned()),
+            attempt: job.attempt,
+            started_at: job.started_at.map(|t| t.to_rfc3339()),
+            completed_at: job.completed_at.map(|t| t.to_rfc3339()),
+            steps,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunBody,
+    pub jobs: Vec<JobBody>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunPageBody {
+    pub runs: Vec<RunBody>,
+    /// Pass as `before` for the next page; absent on the last one.
+    pub next_cursor: Option<i64>,
+}
+
+fn run_not_found(id: i64) -> ApiError {
+    ApiError::not_found("run.not_found", format!("no run {id}, or you may not see it"))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/runs",
+    tag = "ci",
+    summary = "A repository's workflow runs, newest first",
+    params(RunsQuery),
+    responses((status = 200, description = "A page of runs", body = RunPageBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<RunPageBody>, ApiError> {
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    let limit = q.limit.unwrap_or(30).clamp(1, 100);
+    let page = state.ci().list_runs(repo.id, q.before, limit).await?;
+    let runs = page.runs.into_iter().map(|r| RunBody::new(r, &repo)).collect();
+    Ok(Json(RunPageBody { runs, next_cursor: page.next_before }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "ci",
+    summary = "A run with its jobs and steps",
+    responses((status = 200, description = "The run", body = RunDetail), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
+    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
+    match repo_decision(&state, caller.as_ref(), &repo, Role::Read).await? {
+        Ok(()) => {}
+        Err(Denial::Unauthenticated) => return Err(ApiError::unauthenticated("authentication required")),
+        Err(_) => return Err(run_not_found(id)),
+    }
+    let jobs = state.ci().jobs(run.id).await?;
+    let mut steps = state.ci().steps(run.id).await?;
+    let jobs = jobs
+        .into_iter()
+        .map(|job| {
+            let (mine, rest): (Vec<Step>, Vec<Step>) = steps.drain(..).partition(|s| s.job_id == job.id);
+            steps = rest;
+            JobBody::new(job, mine.into_iter().map(Into::into).collect())
+        })
+        .collect();
+    Ok(Json(RunDetail { run: RunBody::new(run, &repo), jobs }))
+}

@@ -1,0 +1,209 @@
+//! The ingestor: a consumer of the ref-change log that turns pushes into runs.
+//!
+//! For each batch of events it reads, for every push to a branch or tag, the workflow files at
+//! the pushed commit, keeps those whose `on.push` filters match (branches, tags, and paths against
+//! the files the push changed), plans their jobs, and creates the runs, with their jobs and steps
+//! and the new cursor position, in one transaction. A crash before the commit leaves the cursor
+//! where it was, so the batch is read again and nothing is lost; a crash after it cannot create a
+//! run twice (the cursor moved with the runs, and a run is unique per repository, commit,
+//! workflow and event anyway). Deleted refs start nothing; a push of many commits starts one run
+//! per workflow, for the new tip. An invalid workflow file does not vanish silently: its run is
+//! created failed, with the diagnostics as its message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitstratum_core::Clock;
+use gitstratum_platform::{PlatformStore, Repo};
+use gitstratum_store::{ObjectStore, RefEvent, RefStore};
+use gitstratum_workflow::plan::{GithubEvent, PlanContext, combination_to_json, github_context, plan};
+use gitstratum_workflow::trigger::{PushEvent, push_triggers};
+
+use crate::source::{self, WorkflowFile};
+use crate::store::{CiStore, NewJob, NewRun};
+
+/// The ingestor's cursor on the ref-change log.
+pub const CURSOR: &str = "ci";
+const POLL: Duration = Duration::from_millis(200);
+const EVENTS_PER_BATCH: usize = 100;
+/// Diagnostics kept in a failed run's message.
+const MAX_DIAGNOSTICS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Platform(#[from] gitstratum_platform::Error),
+    #[error(transparent)]
+    Store(#[from] gitstratum_store::Error),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub struct Ingestor {
+    pub ci: CiStore,
+    pub platform: PlatformStore,
+    pub objects: Arc<dyn ObjectStore>,
+    pub refs: Arc<dyn RefStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What one push carries to planning: the workflow files at the new commit and the changed paths.
+struct PushSource {
+    commit: String,
+    files: Vec<WorkflowFile>,
+    changed: Option<Vec<String>>,
+}
+
+impl Ingestor {
+    /// Runs until `stop` fires.
+    pub async fn run(self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
+            // Drain what is there before waiting again.
+            loop {
+                match self.ingest_once().await {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ci: ingesting the ref-change log failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ingests one batch; returns how many events it consumed.
+    pub async fn ingest_once(&self) -> Result<usize, IngestError> {
+        let after = self.platform.log_cursor(CURSOR).await?;
+        let refs = self.refs.clone();
+        let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+        let mut runs = Vec::new();
+        for event in &events {
+            if event.new.is_none() || !(event.name.starts_with("refs/heads/") || event.name.starts_with("refs/tags/")) {
+                continue;
+            }
+            let Some(repo) = self.platform.get_repo_by_id(event.repo.0).await? else { continue };
+            let objects = self.objects.clone();
+            let read_event = event.clone();
+            let Some(source) = tokio::task::spawn_blocking(move || read_push(&*objects, &read_event)).await?? else {
+                continue;
+            };
+            runs.extend(runs_for_push(&repo, event, &source));
+        }
+        let created = self.ci.create_runs(CURSOR, last, &runs, self.clock.now()).await?;
+        if !created.is_empty() {
+            metrics::counter!("gitstratum_ci_runs_created_total", "event" => "push").increment(created.len() as u64);
+            tracing::info!(runs = ?created, "ci: runs created");
+        }
+        Ok(events.len())
+    }
+}
+
+/// Reads what planning needs from Git; `None` when the ref does not name a commit.
+fn read_push(objects: &dyn ObjectStore, event: &RefEvent) -> Result<Option<PushSource>, source::SourceError> {
+    let Some(new) = event.new else { return Ok(None) };
+    let Some(commit) = source::peel_to_commit(objects, event.repo, new)? else { return Ok(None) };
+    let files = source::workflow_files(objects, event.repo, commit)?;
+    let old = match event.old {
+        Some(old) => source::peel_to_commit(objects, event.repo, old)?,
+        None => None,
+    };
+    // A new branch or tag: the changed paths are unknown, and path filters let it through.
+    let changed = match old {
+        Some(old) if !files.is_empty() => source::changed_paths(objects, event.repo, old, commit)?,
+        _ => None,
+    };
+    Ok(Some(PushSource { commit: commit.to_string(), files, changed }))
+}
+
+/// The runs a push starts: one per workflow file whose filters match (or that is invalid).
+fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource) -> Vec<NewRun> {
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    let mut runs = Vec::new();
+    for file in &source.files {
+        let base = NewRun {
+            repo_id: repo.id,
+            workflow_path: file.path.clone(),
+            workflow_name: file.path.clone(),
+            title: file.path.clone(),
+            event: "push".into(),
+            event_key: format!("push:{}", event.seq),
+            git_ref: event.name.clone(),
+            commit_sha: source.commit.clone(),
+            actor: event.pusher.clone(),
+            failure: None,
+            workflow: None,
+            jobs: Vec::new(),
+        };
+        let text = match &file.text {
+            Ok(text) => text,
+            Err(why) => {
+                runs.push(NewRun { failure: Some(format!("{}: {why}", file.path)), ..base });
+                continue;
+            }
+        };
+        let workflow = match gitstratum_workflow::load(text) {
+            Ok(workflow) => workflow,
+            Err(diagnostics) => {
+                let mut message: Vec<String> =
+                    diagnostics.iter().take(MAX_DIAGNOSTICS).map(|d| d.display_in(&file.path).to_string()).collect();
+                if diagnostics.len() > MAX_DIAGNOSTICS {
+                    message.push(format!("… and {} more", diagnostics.len() - MAX_DIAGNOSTICS));
+                }
+                runs.push(NewRun { failure: Some(message.join("\n")), ..base });
+                continue;
+            }
+        };
+        let push = PushEvent { git_ref: &event.name, changed_paths: source.changed.as_deref(), deleted: false };
+        if !push_triggers(&workflow, &push) {
+            continue;
+        }
+        let name = workflow.name.clone().unwrap_or_else(|| file.path.clone());
+        let github = github_context(&GithubEvent {
+            event_name: "push",
+            git_ref: &event.name,
+            sha: &source.commit,
+            repository: &full_name,
+            actor: &event.pusher,
+            workflow: &name,
+        });
+        let base = NewRun { workflow_name: name.clone(), title: name.clone(), ..base };
+        let planned = match plan(&workflow, &PlanContext { github, ..Default::default() }) {
+            Ok(planned) => planned,
+            Err(e) => {
+                runs.push(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base });
+                continue;
+            }
+        };
+        let jobs = planned
+            .jobs
+            .iter()
+            .map(|job| NewJob {
+                job_key: job.job_id.clone(),
+                name: job.display_name.clone(),
+                matrix: job.matrix.as_ref().map(|m| combination_to_json(m).to_string()),
+                needs: job.needs.clone(),
+                runs_on: job.runs_on.clone(),
+                steps: workflow.jobs.get(&job.job_id).map_or_else(Vec::new, |j| {
+                    j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()
+                }),
+            })
+            .collect();
+        runs.push(NewRun {
+            title: planned.run_name.unwrap_or(name),
+            workflow: serde_json::to_string(&workflow).ok(),
+            jobs,
+            ..base
+        });
+    }
+    runs
+}

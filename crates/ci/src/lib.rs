@@ -1,0 +1,23 @@
+//! The CI engine: from a push to runs, jobs and steps.
+//!
+//! - [`ingest`]: the ingestor, a consumer of the ref-change log. For each push it loads the
+//!   workflow files at the new commit ([`source`]), matches their `on.push` filters against the
+//!   ref and the changed paths, plans the jobs, and creates every run with its jobs and steps in
+//!   one transaction with its cursor, so a crash creates nothing twice and loses nothing.
+//! - [`store`]: runs, jobs and steps in the platform database (SQLite or PostgreSQL), as state
+//!   machines whose transitions are guarded updates.
+//! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
+//!
+//! What it must never do: know HTTP (the API crate serves runs) or run anything itself (runners
+//! do).
+
+#![forbid(unsafe_code)]
+
+pub mod ingest;
+pub mod source;
+pub mod state;
+pub mod store;
+
+pub use ingest::Ingestor;
+pub use state::{Conclusion, JobState, RunState};
+pub use store::{CiStore, Job, NewJob, NewRun, Run, RunPage, Step};

@@ -1,0 +1,379 @@
+//! Runs, jobs and steps in the platform database. A run is created whole (with its jobs and
+//! steps) in one transaction with the cursor of the log it came from; later transitions are
+//! guarded updates (`… WHERE state = expected`), so a repeated or late message changes nothing.
+
+use gitstratum_core::Timestamp;
+use gitstratum_platform::db::{Conn, Db, DbRow, FromDbRow};
+use gitstratum_platform::events::set_log_cursor;
+use gitstratum_platform::store::Result;
+use sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query};
+
+use crate::state::{Conclusion, JobState, RunState};
+
+/// A run to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
+    pub repo_id: i64,
+    pub workflow_path: String,
+    pub workflow_name: String,
+    pub title: String,
+    /// `push`, `workflow_dispatch`.
+    pub event: String,
+    /// What made it, unique per repository, commit and workflow: `push:<ref-log seq>`.
+    pub event_key: String,
+    pub git_ref: String,
+    pub commit_sha: String,
+    pub actor: String,
+    /// Set when the run fails before anything runs (an invalid workflow): why. Such a run is
+    /// created completed, with conclusion `failure`, and no jobs.
+    pub failure: Option<String>,
+    /// The validated workflow, as JSON: what its jobs run.
+    pub workflow: Option<String>,
+    pub jobs: Vec<NewJob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub job_key: String,
+    pub name: String,
+    pub matrix: Option<String>,
+    pub needs: Vec<String>,
+    pub runs_on: Option<Vec<String>>,
+    /// Step names, in order.
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: i64,
+    pub repo_id: i64,
+    pub run_number: i64,
+    pub workflow_path: String,
+    pub workflow_name: String,
+    pub title: String,
+    pub event: String,
+    pub git_ref: String,
+    pub commit_sha: String,
+    pub actor: String,
+    pub state: RunState,
+    pub conclusion: Option<Conclusion>,
+    pub message: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+fn bad_value(column: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unknown {column} {value:?}").into())
+}
+
+fn conclusion(row: &DbRow) -> Result<Option<Conclusion>, sqlx::Error> {
+    row.get::<Option<String>>("conclusion")?
+        .map(|c| Conclusion::parse(&c).ok_or_else(|| bad_value("conclusion", &c)))
+        .transpose()
+}
+
+fn time(row: &DbRow, column: &str) -> Result<Option<Timestamp>, sqlx::Error> {
+    Ok(row.get::<Option<i64>>(column)?.map(Timestamp))
+}
+
+impl FromDbRow for Run {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let state: String = row.get("state")?;
+        Ok(Run {
+            id: row.get("id")?,
+            repo_id: row.get("repo_id")?,
+            run_number: row.get("run_number")?,
+            workflow_path: row.get("workflow_path")?,
+            workflow_name: row.get("workflow_name")?,
+            title: row.get("title")?,
+            event: row.get("event")?,
+            git_ref: row.get("git_ref")?,
+            commit_sha: row.get("commit_sha")?,
+            actor: row.get("actor")?,
+            state: RunState::parse(&state).ok_or_else(|| bad_value("run state", &state))?,
+            conclusion: conclusion(row)?,
+            message: row.get("message")?,
+            created_at: Timestamp(row.get("created_at")?),
+            started_at: time(row, "started_at")?,
+            completed_at: time(row, "completed_at")?,
+        })
+    }
+}
+
+const RUN_COLUMNS: [&str; 16] = [
+    "id",
+    "repo_id",
+    "run_number",
+    "workflow_path",
+    "workflow_name",
+    "title",
+    "event",
+    "git_ref",
+    "commit_sha",
+    "actor",
+    "state",
+    "conclusion",
+    "message",
+    "created_at",
+    "started_at",
+    "completed_at",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub run_id: i64,
+    pub job_key: String,
+    pub name: String,
+    pub matrix: Option<String>,
+    pub needs: Vec<String>,
+    pub runs_on: Option<Vec<String>>,
+    pub state: JobState,
+    pub conclusion: Option<Conclusion>,
+    pub attempt: i64,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+impl FromDbRow for Job {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let state: String = row.get("state")?;
+        Ok(Job {
+            id: row.get("id")?,
+            run_id: row.get("run_id")?,
+            job_key: row.get("job_key")?,
+            name: row.get("name")?,
+            matrix: row.get("matrix")?,
+            needs: words(&row.get::<String>("needs")?),
+            runs_on: row.get::<Option<String>>("runs_on")?.map(|r| words(&r)),
+            state: JobState::parse(&state).ok_or_else(|| bad_value("job state", &state))?,
+            conclusion: conclusion(row)?,
+            attempt: row.get("attempt")?,
+            created_at: Timestamp(row.get("created_at")?),
+            started_at: time(row, "started_at")?,
+            completed_at: time(row, "completed_at")?,
+        })
+    }
+}
+
+const JOB_COLUMNS: [&str; 13] = [
+    "id",
+    "run_id",
+    "job_key",
+    "name",
+    "matrix",
+    "needs",
+    "runs_on",
+    "state",
+    "conclusion",
+    "attempt",
+    "created_at",
+    "started_at",
+    "completed_at",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub id: i64,
+    pub job_id: i64,
+    pub number: i64,
+    pub name: String,
+    pub state: RunState,
+    pub conclusion: Option<Conclusion>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl FromDbRow for Step {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let state: String = row.get("state")?;
+        Ok(Step {
+            id: row.get("id")?,
+            job_id: row.get("job_id")?,
+            number: row.get("number")?,
+            name: row.get("name")?,
+            state: RunState::parse(&state).ok_or_else(|| bad_value("step state", &state))?,
+            conclusion: conclusion(row)?,
+            started_at: time(row, "started_at")?,
+            completed_at: time(row, "completed_at")?,
+        })
+    }
+}
+
+const STEP_COLUMNS: [&str; 8] = ["id", "job_id", "number", "name", "state", "conclusion", "started_at", "completed_at"];
+
+/// A page of runs, newest first, and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    pub next_before: Option<i64>,
+}
+
+/// CI state in the platform database.
+#[derive(Clone, Debug)]
+pub struct CiStore {
+    db: Db,
+}
+
+impl CiStore {
+    pub fn new(db: Db) -> CiStore {
+        CiStore { db }
+    }
+
+    /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` to `seq`, all
+    /// in one transaction. A run already created for the same repository, commit, workflow and
+    /// event is left as it is. Returns the ids of the runs created.
+    pub async fn create_runs(&self, cursor: &str, seq: u64, runs: &[NewRun], now: Timestamp) -> Result<Vec<i64>> {
+        let mut tx = self.db.begin().await?;
+        let mut created = Vec::new();
+        for run in runs {
+            if let Some(id) = insert_run(&mut tx.conn(), run, now).await? {
+                created.push(id);
+            }
+        }
+        set_log_cursor(&mut tx.conn(), cursor, seq).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn get_run(&self, id: i64) -> Result<Option<Run>> {
+        let q = Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// A repository's runs, newest first: `limit` of them with ids below `before`.
+    pub async fn list_runs(&self, repo_id: i64, before: Option<i64>, limit: u64) -> Result<RunPage> {
+        let mut q = Query::select()
+            .columns(RUN_COLUMNS)
+            .from("ci_runs")
+            .and_where(Expr::col("repo_id").eq(repo_id))
+            .order_by("id", Order::Desc)
+            .limit(limit + 1)
+            .to_owned();
+        if let Some(before) = before {
+            q.and_where(Expr::col("id").lt(before));
+        }
+        let mut runs: Vec<Run> = self.db.acquire().await?.conn().fetch_all(&q).await?;
+        let more = runs.len() as u64 > limit;
+        runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_before = if more { runs.last().map(|r| r.id) } else { None };
+        Ok(RunPage { runs, next_before })
+    }
+
+    /// A run's jobs, in the order they were planned.
+    pub async fn jobs(&self, run_id: i64) -> Result<Vec<Job>> {
+        let q = Query::select()
+            .columns(JOB_COLUMNS)
+            .from("ci_jobs")
+            .and_where(Expr::col("run_id").eq(run_id))
+            .order_by("id", Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// The steps of a run's jobs, by job and number.
+    pub async fn steps(&self, run_id: i64) -> Result<Vec<Step>> {
+        let jobs = Query::select().column("id").from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
+        let q = Query::select()
+            .columns(STEP_COLUMNS)
+            .from("ci_steps")
+            .and_where(Expr::col("job_id").in_subquery(jobs))
+            .order_by("job_id", Order::Asc)
+            .order_by("number", Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+}
+
+/// Inserts a run with its jobs and steps; `None` when it already exists.
+async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result<Option<i64>> {
+    let next_number = Query::select()
+        .expr(Func::coalesce([Expr::col("run_number").max(), Expr::val(0i64)]))
+        .from("ci_runs")
+        .and_where(Expr::col("repo_id").eq(run.repo_id))
+        .to_owned();
+    let highest: i64 = conn.fetch_one(&next_number).await?;
+    let number = highest + 1;
+    let (state, conclusion, completed_at) = match run.failure {
+        Some(_) => (RunState::Completed, Some(Conclusion::Failure.as_str()), Some(now.0)),
+        None => (RunState::Queued, None, None),
+    };
+    let insert = Query::insert()
+        .into_table("ci_runs")
+        .columns([
+            "repo_id",
+            "run_number",
+            "workflow_path",
+            "workflow_name",
+            "title",
+            "event",
+            "event_key",
+            "git_ref",
+            "commit_sha",
+            "actor",
+            "state",
+            "conclusion",
+            "message",
+            "workflow",
+            "created_at",
+            "completed_at",
+        ])
+        .values_panic([
+            run.repo_id.into(),
+            number.into(),
+            run.workflow_path.as_str().into(),
+            run.workflow_name.as_str().into(),
+            run.title.as_str().into(),
+            run.event.as_str().into(),
+            run.event_key.as_str().into(),
+            run.git_ref.as_str().into(),
+            run.commit_sha.as_str().into(),
+            run.actor.as_str().into(),
+            state.as_str().into(),
+            conclusion.into(),
+            run.failure.clone().into(),
+            run.workflow.clone().into(),
+            now.0.into(),
+            completed_at.into(),
+        ])
+        .on_conflict(
+            OnConflict::columns(["repo_id", "commit_sha", "workflow_path", "event_key"]).do_nothing().to_owned(),
+        )
+        .returning_col("id")
+        .to_owned();
+    let Some(run_id): Option<i64> = conn.fetch_optional(&insert).await? else { return Ok(None) };
+    for job in &run.jobs {
+        let state = if job.needs.is_empty() { JobState::Queued } else { JobState::Waiting };
+        let insert = Query::insert()
+            .into_table("ci_jobs")
+            .columns(["run_id", "job_key", "name", "matrix", "needs", "runs_on", "state", "created_at"])
+            .values_panic([
+                run_id.into(),
+                job.job_key.as_str().into(),
+                job.name.as_str().into(),
+                job.matrix.clone().into(),
+                job.needs.join(" ").into(),
+                job.runs_on.as_ref().map(|labels| labels.join(" ")).into(),
+                state.as_str().into(),
+                now.0.into(),
+            ])
+            .returning_col("id")
+            .to_owned();
+        let job_id: i64 = conn.fetch_one(&insert).await?;
+        for (number, name) in (1i64..).zip(&job.steps) {
+            let insert = Query::insert()
+                .into_table("ci_steps")
+                .columns(["job_id", "number", "name", "state"])
+                .values_panic([job_id.into(), number.into(), name.as_str().into(), RunState::Queued.as_str().into()])
+                .to_owned();
+            conn.execute(&insert).await?;
+        }
+    }
+    Ok(Some(run_id))
+}

@@ -1,0 +1,57 @@
+-- CI: runs of workflows, their jobs and the jobs' steps (crate gitstratum-ci owns these tables;
+-- they live in the platform database so a run commits in one transaction with the cursor of the
+-- log it came from). `state` columns are the state machines; the API shows GitHub's
+-- status/conclusion vocabulary derived from them.
+CREATE TABLE ci_runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo_id        BIGINT NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    run_number     BIGINT NOT NULL,          -- per repository, from 1
+    workflow_path  TEXT   NOT NULL,          -- .github/workflows/ci.yml
+    workflow_name  TEXT   NOT NULL,
+    title          TEXT   NOT NULL,          -- run-name, else the workflow's name
+    event          TEXT   NOT NULL,          -- push, workflow_dispatch
+    event_key      TEXT   NOT NULL,          -- what made it: push:<ref-log seq>, dispatch:<id>
+    git_ref        TEXT   NOT NULL,
+    commit_sha     TEXT   NOT NULL,
+    actor          TEXT   NOT NULL,
+    state          TEXT   NOT NULL,          -- queued, in_progress, completed
+    conclusion     TEXT,                     -- success, failure, cancelled, skipped, timed_out
+    message        TEXT,                     -- why it failed without running (invalid workflow)
+    workflow       TEXT,                     -- the validated workflow (JSON) its jobs run
+    created_at     BIGINT NOT NULL,
+    started_at     BIGINT,
+    completed_at   BIGINT,
+    UNIQUE (repo_id, commit_sha, workflow_path, event_key),
+    UNIQUE (repo_id, run_number)
+);
+CREATE INDEX ci_runs_repo ON ci_runs(repo_id, id);
+
+CREATE TABLE ci_jobs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id         BIGINT NOT NULL REFERENCES ci_runs(id) ON DELETE CASCADE,
+    job_key        TEXT   NOT NULL,          -- the job's id in the workflow
+    name           TEXT   NOT NULL,          -- shown to people, matrix values included
+    matrix         TEXT,                     -- this instance's matrix values (JSON)
+    needs          TEXT   NOT NULL,          -- job keys it waits for, space-separated
+    runs_on        TEXT,                     -- runner labels, space-separated; NULL: decided later
+    state          TEXT   NOT NULL,          -- waiting, queued, in_progress, completed
+    conclusion     TEXT,
+    attempt        BIGINT NOT NULL DEFAULT 1,
+    created_at     BIGINT NOT NULL,
+    started_at     BIGINT,
+    completed_at   BIGINT
+);
+CREATE INDEX ci_jobs_run ON ci_jobs(run_id);
+CREATE INDEX ci_jobs_state ON ci_jobs(state, id);
+
+CREATE TABLE ci_steps (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id         BIGINT NOT NULL REFERENCES ci_jobs(id) ON DELETE CASCADE,
+    number         BIGINT NOT NULL,          -- from 1, in the job's order
+    name           TEXT   NOT NULL,
+    state          TEXT   NOT NULL,          -- queued, in_progress, completed
+    conclusion     TEXT,
+    started_at     BIGINT,
+    completed_at   BIGINT,
+    UNIQUE (job_id, number)
+);
