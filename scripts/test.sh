@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
-ensure_packages git
+ensure_packages git bubblewrap
 ensure_nextest
 ensure_postgres
 sweep_stale_test_schemas

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the server: Git over HTTP, the REST API and metrics, on embedded storage by default.
     Serve(ServeArgs),
+    /// Run CI jobs for a server (needs bubblewrap), until SIGTERM or Ctrl-C
+    Runner(RunnerArgs),
     /// Check workflow files and preview what they run (works without a server).
     #[command(subcommand)]
     Workflow(workflow_cmd::WorkflowCommand),
@@ -104,6 +106,31 @@ struct ServeArgs {
     /// Log filter, e.g. "info" or "info,gitstratum_api=debug" [default: info]
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Do not run CI jobs in this process (leave them to external runners)
+    #[arg(long)]
+    no_embedded_runner: bool,
+}
+
+#[derive(Args)]
+struct RunnerArgs {
+    /// The server's URL [default: $GITSTRATUM_SERVER]
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// A token of scope ci:runner, or - to read it from stdin [default: $GITSTRATUM_RUNNER_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// This runner's name [default: the host name]
+    #[arg(long)]
+    name: Option<String>,
+    /// Labels (comma-separated or repeated) [default: self-hosted,linux,x64,ubuntu-latest]
+    #[arg(long = "labels", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Where job workspaces are made [default: ./gitstratum-runner]
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// The network jobs see: isolated (loopback only) or host
+    #[arg(long, default_value = "isolated")]
+    network: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -111,6 +138,7 @@ fn main() -> std::process::ExitCode {
     let json = cli.json;
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Runner(args) => runner(args),
         Command::Workflow(command) => workflow_cmd::run(command),
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify(args))) => audit_verify(args),
         Command::Login(args) => client_cmd::login(args, json),
@@ -141,6 +169,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         log_format: args.log_format,
         log_level: args.log_level,
+        embedded_runner: args.no_embedded_runner.then(|| "false".to_owned()),
         ..ConfigLayer::default()
     };
     let config = Config::load(flags, std::env::vars()).context("invalid configuration")?;
@@ -199,6 +228,52 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         LogFormat::Json => registry.with(fmt.json().flatten_event(true).with_current_span(true)).try_init(),
     }
     .context("cannot install the logger")
+}
+
+fn runner(args: RunnerArgs) -> anyhow::Result<()> {
+    let server = args
+        .server
+        .or_else(|| std::env::var("GITSTRATUM_SERVER").ok())
+        .context("name the server with --server URL (or GITSTRATUM_SERVER)")?;
+    let token = match args.token.or_else(|| std::env::var("GITSTRATUM_RUNNER_TOKEN").ok()) {
+        Some(t) if t == "-" => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read the token from stdin")?;
+            line.trim().to_owned()
+        }
+        Some(t) => t,
+        None => anyhow::bail!("give a ci:runner token with --token (or GITSTRATUM_RUNNER_TOKEN)"),
+    };
+    let labels = if args.labels.is_empty() {
+        gitstratum_runner::DEFAULT_LABELS.map(str::to_owned).to_vec()
+    } else {
+        args.labels
+    };
+    let name = args.name.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "runner".to_owned())
+    });
+    let config = gitstratum_runner::RunnerConfig {
+        server,
+        token,
+        name,
+        labels,
+        work_dir: args.work_dir.unwrap_or_else(|| PathBuf::from("./gitstratum-runner")),
+        network: args.network.parse().map_err(anyhow::Error::msg)?,
+    };
+    let filter = Targets::new().with_default(tracing::Level::INFO);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry().with(filter).with(fmt).try_init().context("cannot install the logger")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let http = gitstratum_server::http::client()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        gitstratum_runner::run(config, http, stopped).await?;
+        Ok(())
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -62,6 +62,16 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(token_from_authorization)
             .ok_or_else(|| ApiError::unauthenticated("unsupported Authorization header; use 'Bearer <token>'"))?;
+        if token.starts_with(gitstratum_platform::token::JOB_TOKEN_PREFIX) {
+            return match job_principal(state, &token).await? {
+                Some(principal) => Ok(Caller(Some(principal))),
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "auth.bad_credentials",
+                    "bad credentials (a job's token works only while its job runs)",
+                )),
+            };
+        }
         match state.store().authenticate(&token, state.now()).await? {
             Some(principal) => Ok(Caller(Some(principal))),
             None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad credentials")),
@@ -74,12 +84,29 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match Caller::from_request_parts(parts, state).await? {
+            // A job's token reads its repository (Git, runs, logs) and nothing else.
+            Caller(Some(principal)) if principal.repo_only.is_some() => {
+                Err(ApiError::forbidden("a job's token may only read its repository; use a personal access token here"))
+            }
             Caller(Some(principal)) => Ok(Authenticated(principal)),
             Caller(None) => {
                 Err(ApiError::unauthenticated("authentication required: send 'Authorization: Bearer <token>'"))
             }
         }
     }
+}
+
+/// A CI job's token, while its job runs: the run's actor, reading only the run's repository (and
+/// only what the actor may read).
+async fn job_principal(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+    let Some(job) = state.ci().job_token(token).await? else { return Ok(None) };
+    let Some(account) = state.store().find_account(&job.actor).await? else { return Ok(None) };
+    Ok(Some(Principal {
+        account,
+        token_id: 0,
+        scopes: gitstratum_platform::Scopes::new([gitstratum_platform::Scope::RepoRead]),
+        repo_only: Some(job.repo_id),
+    }))
 }
 
 /// Where a request came from, for the audit log: the peer address and the request id.

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod orgs;
 pub mod ratelimit;
 pub mod repos;
+pub mod runner;
 pub mod runs;
 pub mod session;
 pub mod tokens;
@@ -39,6 +40,13 @@ use utoipa_axum::routes;
 /// Largest JSON body the API accepts.
 pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
 
+/// The CI engine's parts the API serves: runs, jobs and the runner protocol (`store`, shared
+/// with the ingestor so queued jobs wake runners), and job logs.
+pub struct CiParts {
+    pub store: gitstratum_ci::CiStore,
+    pub logs: Arc<gitstratum_ci::LogStore>,
+}
+
 /// Everything handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -48,6 +56,7 @@ pub struct AppState {
 struct Inner {
     store: PlatformStore,
     ci: gitstratum_ci::CiStore,
+    logs: Arc<gitstratum_ci::LogStore>,
     git: GitService,
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
@@ -66,11 +75,13 @@ impl AppState {
         metrics: PrometheusHandle,
         public_url: &str,
         limits: ratelimit::RateLimits,
+        ci: CiParts,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
         AppState {
             inner: Arc::new(Inner {
-                ci: gitstratum_ci::CiStore::new(store.db().clone()),
+                ci: ci.store,
+                logs: ci.logs,
                 store,
                 git,
                 clock,
@@ -93,6 +104,11 @@ impl AppState {
     /// CI state: runs, jobs and steps (in the platform database).
     pub fn ci(&self) -> &gitstratum_ci::CiStore {
         &self.inner.ci
+    }
+
+    /// Job logs.
+    pub fn logs(&self) -> &gitstratum_ci::LogStore {
+        &self.inner.logs
     }
 
     pub fn now(&self) -> Timestamp {
@@ -149,6 +165,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(orgs::audit))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
+        .routes(routes!(runs::job_logs))
+        .routes(routes!(runner::register))
+        .routes(routes!(runner::request))
+        .routes(routes!(runner::ack))
+        .routes(routes!(runner::heartbeat))
+        .routes(routes!(runner::logs))
+        .routes(routes!(runner::step))
+        .routes(routes!(runner::complete))
         .split_for_parts();
     let mut doc = doc;
     openapi::declare_path_params(&mut doc);

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         (name = "webhooks", description = "Repository and organization webhooks, their deliveries"),
         (name = "audit", description = "The audit log"),
         (name = "ci", description = "Workflow runs, their jobs and steps"),
+        (name = "runner", description = "The runner protocol (tokens of scope ci:runner)"),
     )
 )]
 pub struct ApiDoc;
@@ -77,6 +78,8 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "username" => (false, "A user's name (case-insensitive)"),
         "id" => (true, "The numeric id of the item"),
         "delivery" => (true, "The numeric id of the delivery"),
+        "job" => (true, "The numeric id of the job"),
+        "number" => (true, "The step's number in its job, from 1"),
         _ => (false, UNDESCRIBED),
     }
 }

@@ -70,7 +70,7 @@ pub(crate) async fn repo_decision(
         Some(p) => state.store().repo_role(p.account.id, repo).await?,
         None => None,
     };
-    let decision = decide(RepoAccess { caller, role, private: repo.private }, needed);
+    let decision = decide(RepoAccess { caller, repo_id: repo.id, role, private: repo.private }, needed);
     let result = match &decision {
         Ok(()) => "allowed",
         Err(Denial::NotFound) => "not_found",

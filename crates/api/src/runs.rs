@@ -214,3 +214,37 @@ pub async fn get(
         .collect();
     Ok(Json(RunDetail { run: RunBody::new(run, &repo), jobs }))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct JobLogQuery {
+    /// Which attempt's log (default: the job's current attempt).
+    pub attempt: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/logs",
+    tag = "ci",
+    summary = "A job's log so far (text)",
+    params(JobLogQuery),
+    responses((status = 200, description = "The log", content_type = "text/plain", body = String), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn job_logs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<JobLogQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let not_found = || ApiError::not_found("job.not_found", format!("no job {id}, or you may not see it"));
+    let job = state.ci().get_job(id).await?.ok_or_else(not_found)?;
+    let run = state.ci().get_run(job.run_id).await?.ok_or_else(not_found)?;
+    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(not_found)?;
+    match repo_decision(&state, caller.as_ref(), &repo, Role::Read).await? {
+        Ok(()) => {}
+        Err(Denial::Unauthenticated) => return Err(ApiError::unauthenticated("authentication required")),
+        Err(_) => return Err(not_found()),
+    }
+    let log = state.logs().read(id, q.attempt.unwrap_or(job.attempt)).await.map_err(ApiError::internal)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+}

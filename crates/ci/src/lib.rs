@@ -6,6 +6,9 @@
 //!   one transaction with its cursor, so a crash creates nothing twice and loses nothing.
 //! - [`store`]: runs, jobs and steps in the platform database (SQLite or PostgreSQL), as state
 //!   machines whose transitions are guarded updates.
+//! - [`orchestrate`]: runners lease, acknowledge and keep jobs; completing a job releases its
+//!   dependents and completes the run; expired leases re-queue.
+//! - [`logs`]: job logs, appended by byte offset so a resent frame is harmless.
 //! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
 //!
 //! What it must never do: know HTTP (the API crate serves runs) or run anything itself (runners
@@ -14,10 +17,14 @@
 #![forbid(unsafe_code)]
 
 pub mod ingest;
+pub mod logs;
+pub mod orchestrate;
 pub mod source;
 pub mod state;
 pub mod store;
 
 pub use ingest::Ingestor;
+pub use logs::LogStore;
+pub use orchestrate::{Beat, JobToken, Lease, Runner};
 pub use state::{Conclusion, JobState, RunState};
 pub use store::{CiStore, Job, NewJob, NewRun, Run, RunPage, Step};

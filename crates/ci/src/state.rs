@@ -33,6 +33,8 @@ impl RunState {
 pub enum JobState {
     Waiting,
     Queued,
+    /// Handed to a runner, not yet acknowledged.
+    Leased,
     InProgress,
     Completed,
 }
@@ -42,6 +44,7 @@ impl JobState {
         match self {
             JobState::Waiting => "waiting",
             JobState::Queued => "queued",
+            JobState::Leased => "leased",
             JobState::InProgress => "in_progress",
             JobState::Completed => "completed",
         }
@@ -51,6 +54,7 @@ impl JobState {
         Some(match s {
             "waiting" => JobState::Waiting,
             "queued" => JobState::Queued,
+            "leased" => JobState::Leased,
             "in_progress" => JobState::InProgress,
             "completed" => JobState::Completed,
             _ => return None,
@@ -60,7 +64,7 @@ impl JobState {
     /// The API's `status`.
     pub fn status(self) -> &'static str {
         match self {
-            JobState::Waiting | JobState::Queued => "queued",
+            JobState::Waiting | JobState::Queued | JobState::Leased => "queued",
             JobState::InProgress => "in_progress",
             JobState::Completed => "completed",
         }
@@ -109,7 +113,7 @@ mod tests {
         for s in [RunState::Queued, RunState::InProgress, RunState::Completed] {
             assert_eq!(RunState::parse(s.as_str()), Some(s));
         }
-        for s in [JobState::Waiting, JobState::Queued, JobState::InProgress, JobState::Completed] {
+        for s in [JobState::Waiting, JobState::Queued, JobState::Leased, JobState::InProgress, JobState::Completed] {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }
         for c in

@@ -101,7 +101,7 @@ impl FromDbRow for Run {
     }
 }
 
-const RUN_COLUMNS: [&str; 16] = [
+pub(crate) const RUN_COLUMNS: [&str; 16] = [
     "id",
     "repo_id",
     "run_number",
@@ -131,7 +131,11 @@ pub struct Job {
     pub runs_on: Option<Vec<String>>,
     pub state: JobState,
     pub conclusion: Option<Conclusion>,
+    /// Why it ended as it did, when that needs saying (a lost runner, a skipped dependency).
+    pub message: Option<String>,
     pub attempt: i64,
+    pub runner_id: Option<i64>,
+    pub lease_expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -154,7 +158,10 @@ impl FromDbRow for Job {
             runs_on: row.get::<Option<String>>("runs_on")?.map(|r| words(&r)),
             state: JobState::parse(&state).ok_or_else(|| bad_value("job state", &state))?,
             conclusion: conclusion(row)?,
+            message: row.get("message")?,
             attempt: row.get("attempt")?,
+            runner_id: row.get("runner_id")?,
+            lease_expires_at: time(row, "lease_expires_at")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -162,7 +169,7 @@ impl FromDbRow for Job {
     }
 }
 
-const JOB_COLUMNS: [&str; 13] = [
+pub(crate) const JOB_COLUMNS: [&str; 16] = [
     "id",
     "run_id",
     "job_key",
@@ -172,7 +179,10 @@ const JOB_COLUMNS: [&str; 13] = [
     "runs_on",
     "state",
     "conclusion",
+    "message",
     "attempt",
+    "runner_id",
+    "lease_expires_at",
     "created_at",
     "started_at",
     "completed_at",
@@ -215,15 +225,38 @@ pub struct RunPage {
     pub next_before: Option<i64>,
 }
 
-/// CI state in the platform database.
+/// CI state in the platform database. Clones share one wake-up signal: whoever queues a job
+/// (the ingestor, a finished dependency, an expired lease) wakes the runners' long polls.
 #[derive(Clone, Debug)]
 pub struct CiStore {
-    db: Db,
+    pub(crate) db: Db,
+    pub(crate) queued: std::sync::Arc<tokio::sync::Notify>,
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CiStore {
     pub fn new(db: Db) -> CiStore {
-        CiStore { db }
+        CiStore {
+            db,
+            queued: std::sync::Arc::new(tokio::sync::Notify::new()),
+            closing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// The server is stopping: runners' long polls end now (with no job) instead of holding the
+    /// shutdown up.
+    pub fn close(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.queued.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves when a job may have been queued since the call (a runner's long poll waits on it).
+    pub fn job_queued(&self) -> tokio::sync::futures::Notified<'_> {
+        self.queued.notified()
     }
 
     /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` to `seq`, all
@@ -239,6 +272,9 @@ impl CiStore {
         }
         set_log_cursor(&mut tx.conn(), cursor, seq).await?;
         tx.commit().await?;
+        if !created.is_empty() {
+            self.queued.notify_waiters();
+        }
         Ok(created)
     }
 

@@ -83,4 +83,71 @@ async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
     assert!(ci.get_run(created[0]).await.expect("get").is_none());
 }
 
-gitstratum_platform::both_backends!(runs_are_created_once_with_the_cursor);
+/// The job state machine on both backends: leases by label, acknowledgement, completion releasing
+/// or skipping dependents, the run's conclusion, expired leases, and job tokens.
+async fn jobs_move_through_their_states(store: &PlatformStore) {
+    use gitstratum_ci::Beat;
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let mut new = run(repo.id, "ci.yml", "push:1");
+    new.jobs[1].runs_on = Some(vec!["ubuntu-latest".into()]);
+    new.jobs.push(NewJob { job_key: "deploy".into(), needs: vec!["test".into()], ..new.jobs[1].clone() });
+    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let small = ci.register_runner(alice.id, "small", &["self-hosted".into()], T0).await.expect("runner");
+    let small = ci.get_runner(small).await.expect("get").expect("runner");
+    assert!(ci.lease_job(&small, T0).await.expect("lease").is_none(), "labels must all match");
+    let big = ci.register_runner(alice.id, "big", &["ubuntu-latest".into(), "x64".into()], T0).await.expect("runner");
+    let big = ci.get_runner(big).await.expect("get").expect("runner");
+
+    // build: leased, not acknowledged in time: back in the queue as the same attempt.
+    let lease = ci.lease_job(&big, T0).await.expect("lease").expect("a job");
+    assert_eq!((lease.job.job_key.as_str(), lease.job.attempt), ("build", 1));
+    assert!(ci.lease_job(&big, T0).await.expect("lease").is_none(), "test waits for build");
+    let token = ci.job_token(lease.token.expose()).await.expect("token").expect("valid while leased");
+    assert_eq!((token.repo_id, token.actor.as_str()), (repo.id, "alice"));
+    assert_eq!(ci.expire_leases(Timestamp(T0.0 + 31_000)).await.expect("expire"), 1);
+    assert!(ci.job_token(lease.token.expose()).await.expect("token").is_none());
+    let lease = ci.lease_job(&big, T0).await.expect("lease").expect("again");
+    assert_eq!((lease.job.job_key.as_str(), lease.job.attempt), ("build", 1));
+    let job = lease.job.id;
+    assert!(!ci.ack_job(job, small.id, 1, T0).await.expect("ack"), "not the small runner's");
+    assert!(ci.ack_job(job, big.id, 1, T0).await.expect("ack"));
+    assert_eq!(ci.get_run(run_id).await.expect("run").expect("run").state, RunState::InProgress);
+    assert_eq!(ci.heartbeat(job, big.id, 1, T0).await.expect("beat"), Beat::Continue);
+    assert!(ci.report_step(job, big.id, 1, 1, None, T0).await.expect("step"));
+    assert!(ci.report_step(job, big.id, 1, 1, Some(Conclusion::Success), T0).await.expect("step"));
+    // Running, then silent: a new attempt.
+    assert_eq!(ci.expire_leases(Timestamp(T0.0 + 61_000)).await.expect("expire"), 1);
+    assert_eq!(ci.heartbeat(job, big.id, 1, T0).await.expect("beat"), Beat::Stop);
+    let lease = ci.lease_job(&big, T0).await.expect("lease").expect("attempt 2");
+    assert_eq!((lease.job.id, lease.job.attempt), (job, 2));
+    assert!(ci.steps(run_id).await.expect("steps").iter().all(|s| s.state == RunState::Queued), "steps start afresh");
+    assert!(ci.ack_job(job, big.id, 2, T0).await.expect("ack"));
+    assert!(!ci.complete_job(job, big.id, 1, Conclusion::Success, T0).await.expect("stale"), "attempt 1 is over");
+    assert!(ci.complete_job(job, big.id, 2, Conclusion::Success, T0).await.expect("complete"));
+    assert!(!ci.complete_job(job, big.id, 2, Conclusion::Success, T0).await.expect("again"));
+
+    // build succeeded: test is released; it fails, so deploy is skipped and the run fails.
+    let lease = ci.lease_job(&big, T0).await.expect("lease").expect("test");
+    assert_eq!(lease.job.job_key, "test");
+    assert!(ci.ack_job(lease.job.id, big.id, 1, T0).await.expect("ack"));
+    assert!(ci.complete_job(lease.job.id, big.id, 1, Conclusion::Failure, T0).await.expect("complete"));
+    assert!(ci.lease_job(&big, T0).await.expect("lease").is_none());
+    let jobs = ci.jobs(run_id).await.expect("jobs");
+    let ends: Vec<_> = jobs.iter().map(|j| (j.job_key.as_str(), j.state, j.conclusion)).collect();
+    assert_eq!(
+        ends,
+        [
+            ("build", JobState::Completed, Some(Conclusion::Success)),
+            ("test", JobState::Completed, Some(Conclusion::Failure)),
+            ("deploy", JobState::Completed, Some(Conclusion::Skipped)),
+        ]
+    );
+    assert_eq!(jobs[2].message.as_deref(), Some("skipped: test did not succeed"));
+    let run = ci.get_run(run_id).await.expect("run").expect("run");
+    assert_eq!((run.state, run.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
+    assert!(ci.steps(run_id).await.expect("steps").iter().all(|s| s.state == RunState::Completed));
+}
+
+gitstratum_platform::both_backends!(runs_are_created_once_with_the_cursor, jobs_move_through_their_states);

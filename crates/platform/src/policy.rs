@@ -76,6 +76,8 @@ pub enum Denial {
 #[derive(Debug, Clone, Copy)]
 pub struct RepoAccess<'a> {
     pub caller: Option<&'a Principal>,
+    /// The repository asked about.
+    pub repo_id: i64,
     /// The caller's role from ownership, organization and collaborator grants (not visibility).
     pub role: Option<Role>,
     pub private: bool,
@@ -106,6 +108,10 @@ pub fn decide(access: RepoAccess<'_>, needed: Role) -> Result<(), Denial> {
             Err(Denial::Unauthenticated)
         };
     };
+    // A CI job's token exists for one repository; every other is missing, even a public one.
+    if principal.repo_only.is_some_and(|only| only != access.repo_id) {
+        return Err(Denial::NotFound);
+    }
     if principal.is_site_admin() {
         return Ok(());
     }
@@ -139,6 +145,7 @@ mod tests {
             account: Account { id: 7, name: "octo".into(), is_admin: admin, is_org: false, created_at: Timestamp(0) },
             token_id: 1,
             scopes: Scopes::new(scopes.iter().copied()),
+            repo_only: None,
         }
     }
 
@@ -156,6 +163,9 @@ mod tests {
         let runner = principal(false, &[Scope::CiRunner]);
         let site_admin = principal(true, &[Scope::Admin]);
         let admin_weak_token = principal(true, &[Scope::RepoRead]);
+        // A job token of repository 1 (the table's repository), and one of repository 2.
+        let job = Principal { repo_only: Some(1), ..principal(false, &[Scope::RepoRead]) };
+        let other_job = Principal { repo_only: Some(2), ..principal(true, &[Scope::Admin]) };
         let forbidden = |m: &str| Forbidden(m.to_owned());
         #[rustfmt::skip]
         let table: Vec<Row<'_>> = vec![
@@ -190,9 +200,15 @@ mod tests {
             // Site administrators, with an admin token only.
             (Some(&site_admin), None, true, Admin, Ok(())),
             (Some(&admin_weak_token), None, true, Read, Err(NotFound)),
+            // A job token reads its repository with its pusher's role, and sees no other.
+            (Some(&job), Some(Admin), true, Read, Ok(())),
+            (Some(&job), Some(Admin), true, Write, Err(forbidden("this token lacks the 'repo:write' scope"))),
+            (Some(&job), None, true, Read, Err(NotFound)),
+            (Some(&other_job), Some(Admin), false, Read, Err(NotFound)),
+            (Some(&other_job), None, true, Admin, Err(NotFound)),
         ];
         for (i, (caller, role, private, needed, expected)) in table.into_iter().enumerate() {
-            let got = decide(RepoAccess { caller, role, private }, needed);
+            let got = decide(RepoAccess { caller, repo_id: 1, role, private }, needed);
             assert_eq!(got, expected, "row {i}: role {role:?}, private {private}, needs {needed}");
         }
     }

@@ -103,6 +103,9 @@ pub struct Principal {
     pub account: Account,
     pub token_id: i64,
     pub scopes: Scopes,
+    /// Set for a CI job's token: the one repository it may read (the policy refuses every
+    /// other, and the API's `Authenticated` endpoints refuse it altogether).
+    pub repo_only: Option<i64>,
 }
 
 impl Principal {
@@ -353,7 +356,7 @@ impl PlatformStore {
                 )
                 .await?;
         }
-        Ok(Some(Principal { account, token_id: token.id, scopes: token.scopes }))
+        Ok(Some(Principal { account, token_id: token.id, scopes: token.scopes, repo_only: None }))
     }
 
     pub async fn create_repo(

@@ -9,6 +9,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 pub const TOKEN_PREFIX: &str = "gst_";
+/// The prefix of a CI job's token: it reads the job's repository, and only while the job runs.
+pub const JOB_TOKEN_PREFIX: &str = "gstj_";
 const TOKEN_BODY_LEN: usize = 40;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -18,6 +20,11 @@ pub struct TokenSecret(String);
 
 impl TokenSecret {
     pub fn generate() -> Result<Self, getrandom::Error> {
+        Self::generate_with_prefix(TOKEN_PREFIX)
+    }
+
+    /// A token of another kind (a CI job's, say), told apart by its prefix.
+    pub fn generate_with_prefix(prefix: &str) -> Result<Self, getrandom::Error> {
         let mut body = String::with_capacity(TOKEN_BODY_LEN);
         let mut buf = [0u8; 64];
         while body.len() < TOKEN_BODY_LEN {
@@ -30,7 +37,7 @@ impl TokenSecret {
                 body.push(char::from(BASE62[usize::from(*b % 62)]));
             }
         }
-        Ok(TokenSecret(format!("{TOKEN_PREFIX}{body}")))
+        Ok(TokenSecret(format!("{prefix}{body}")))
     }
 
     pub fn expose(&self) -> &str {

@@ -58,6 +58,10 @@ pub struct Config {
     pub log_level: String,
     /// Requests per minute per client, per anonymous address, per repository (Git).
     pub rate_limits: RateLimits,
+    /// Whether `serve` runs a CI runner in-process (it needs bubblewrap).
+    pub embedded_runner: bool,
+    /// The network the embedded runner's jobs see.
+    pub runner_network: gitstratum_runner::Network,
 }
 
 impl fmt::Debug for Config {
@@ -70,6 +74,8 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("rate_limits", &self.rate_limits)
+            .field("embedded_runner", &self.embedded_runner)
+            .field("runner_network", &self.runner_network)
             .finish()
     }
 }
@@ -86,6 +92,8 @@ pub struct ConfigLayer {
     pub rate_limit_per_client: Option<String>,
     pub rate_limit_anonymous: Option<String>,
     pub rate_limit_git_per_repo: Option<String>,
+    pub embedded_runner: Option<String>,
+    pub runner_network: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -100,6 +108,8 @@ impl fmt::Debug for ConfigLayer {
             .field("rate_limit_per_client", &self.rate_limit_per_client)
             .field("rate_limit_anonymous", &self.rate_limit_anonymous)
             .field("rate_limit_git_per_repo", &self.rate_limit_git_per_repo)
+            .field("embedded_runner", &self.embedded_runner)
+            .field("runner_network", &self.runner_network)
             .finish()
     }
 }
@@ -130,6 +140,15 @@ struct FileConfig {
     log: FileLog,
     #[serde(default)]
     rate_limit: FileRateLimit,
+    #[serde(default)]
+    runner: FileRunner,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRunner {
+    embedded: Option<bool>,
+    network: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +193,8 @@ impl ConfigLayer {
             rate_limit_per_client: file.rate_limit.per_client.map(|n| n.to_string()),
             rate_limit_anonymous: file.rate_limit.anonymous.map(|n| n.to_string()),
             rate_limit_git_per_repo: file.rate_limit.git_per_repo.map(|n| n.to_string()),
+            embedded_runner: file.runner.embedded.map(|b| b.to_string()),
+            runner_network: file.runner.network,
         })
     }
 
@@ -197,6 +218,8 @@ impl ConfigLayer {
                 "GITSTRATUM_RATE_LIMIT_PER_CLIENT" => layer.rate_limit_per_client = Some(value),
                 "GITSTRATUM_RATE_LIMIT_ANONYMOUS" => layer.rate_limit_anonymous = Some(value),
                 "GITSTRATUM_RATE_LIMIT_GIT_PER_REPO" => layer.rate_limit_git_per_repo = Some(value),
+                "GITSTRATUM_EMBEDDED_RUNNER" => layer.embedded_runner = Some(value),
+                "GITSTRATUM_RUNNER_NETWORK" => layer.runner_network = Some(value),
                 _ => {}
             }
         }
@@ -215,6 +238,8 @@ impl ConfigLayer {
             rate_limit_per_client: over.rate_limit_per_client.or(self.rate_limit_per_client),
             rate_limit_anonymous: over.rate_limit_anonymous.or(self.rate_limit_anonymous),
             rate_limit_git_per_repo: over.rate_limit_git_per_repo.or(self.rate_limit_git_per_repo),
+            embedded_runner: over.embedded_runner.or(self.embedded_runner),
+            runner_network: over.runner_network.or(self.runner_network),
         }
     }
 }
@@ -276,6 +301,22 @@ impl Config {
             anonymous: per_minute("rate_limit.anonymous", merged.rate_limit_anonymous, defaults.anonymous)?,
             git_per_repo: per_minute("rate_limit.git_per_repo", merged.rate_limit_git_per_repo, defaults.git_per_repo)?,
         };
+        let embedded_runner = match merged.embedded_runner.as_deref().map(str::trim) {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    setting: "runner.embedded",
+                    message: format!("{other:?} is not true or false"),
+                });
+            }
+        };
+        let runner_network = match merged.runner_network.as_deref() {
+            None => gitstratum_runner::Network::default(),
+            Some(text) => {
+                text.parse().map_err(|message| ConfigError::Invalid { setting: "runner.network", message })?
+            }
+        };
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -284,6 +325,8 @@ impl Config {
             log_format,
             log_level,
             rate_limits,
+            embedded_runner,
+            runner_network,
         })
     }
 }

@@ -123,6 +123,68 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
     /// requests finish, and closes storage (SQLite checkpoints its WAL).
+    /// Starts the embedded runner: a runner like any other (it speaks the runner protocol to this
+    /// server over loopback), with a `ci:runner` token of the `admin` account made at each start
+    /// (the previous one is revoked). Without a working bubblewrap it stays off, saying why.
+    async fn start_embedded_runner(
+        &self,
+        addr: SocketAddr,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if let Err(reason) = gitstratum_runner::sandbox::check().await {
+            tracing::warn!(%reason, "the embedded CI runner is off: jobs wait for an external runner");
+            return None;
+        }
+        let now = self.clock.now();
+        let actor = gitstratum_platform::Actor::system();
+        let admin = match self.store.find_account(gitstratum_platform::INITIAL_ADMIN).await {
+            Ok(Some(admin)) => admin,
+            other => {
+                tracing::warn!(result = ?other.map(|_| ()), "the embedded CI runner is off: no admin account");
+                return None;
+            }
+        };
+        const NAME: &str = "embedded-runner";
+        if let Ok(tokens) = self.store.list_tokens(admin.id).await {
+            for old in tokens.into_iter().filter(|t| t.name == NAME) {
+                let _ = self.store.revoke_token(admin.id, old.id, &actor, now).await;
+            }
+        }
+        let new = gitstratum_platform::NewToken {
+            name: NAME.to_owned(),
+            scopes: gitstratum_platform::Scopes::new([gitstratum_platform::Scope::CiRunner]),
+            expires_at: Some(gitstratum_core::Timestamp(now.0 + 365 * 24 * 3600 * 1000)),
+        };
+        let token = match self.store.create_token(admin.id, &new, &actor, now).await {
+            Ok((_, secret)) => secret,
+            Err(e) => {
+                tracing::warn!(error = %e, "the embedded CI runner is off: cannot make its token");
+                return None;
+            }
+        };
+        let http = match http::client() {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::warn!(error = %e, "the embedded CI runner is off");
+                return None;
+            }
+        };
+        let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+        let config = gitstratum_runner::RunnerConfig {
+            server: format!("http://{}", SocketAddr::new(host, addr.port())),
+            token: token.expose().to_owned(),
+            name: "embedded".to_owned(),
+            labels: gitstratum_runner::DEFAULT_LABELS.map(str::to_owned).to_vec(),
+            work_dir: self.data_dir.root().join("runner"),
+            network: self.config.runner_network,
+        };
+        Some(tokio::spawn(async move {
+            if let Err(e) = gitstratum_runner::run(config, http, stop).await {
+                tracing::warn!(error = %e, "the embedded CI runner stopped");
+            }
+        }))
+    }
+
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -131,6 +193,9 @@ impl Server {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let git = GitService::new(self.git_store.clone(), self.git_store.clone());
+        // One CI store for the API and the ingestor: they share the signal that wakes runners.
+        let ci = gitstratum_ci::CiStore::new(self.store.db().clone());
+        let logs = Arc::new(gitstratum_ci::LogStore::new(self.data_dir.blobs_dir().join("logs")));
         let state = AppState::new(
             self.store.clone(),
             git,
@@ -138,6 +203,7 @@ impl Server {
             self.metrics.clone(),
             &public_url,
             self.config.rate_limits,
+            gitstratum_api::CiParts { store: ci.clone(), logs },
         );
         let app = gitstratum_api::router(state);
 
@@ -155,13 +221,19 @@ impl Server {
         // The CI ingestor turns pushes into workflow runs, beside the server.
         let (stop_ingestor, ingestor_stopped) = tokio::sync::oneshot::channel::<()>();
         let ingestor = gitstratum_ci::Ingestor {
-            ci: gitstratum_ci::CiStore::new(self.store.db().clone()),
+            ci: ci.clone(),
             platform: self.store.clone(),
             objects: self.git_store.clone(),
             refs: self.git_store.clone(),
             clock: self.clock.clone(),
         };
         let ingestor = tokio::spawn(ingestor.run(ingestor_stopped));
+        let (stop_reaper, reaper_stopped) = tokio::sync::oneshot::channel::<()>();
+        let reaper =
+            tokio::spawn(gitstratum_ci::orchestrate::run_reaper(ci.clone(), self.clock.clone(), reaper_stopped));
+        let (stop_runner, runner_stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner =
+            if self.config.embedded_runner { self.start_embedded_runner(addr, runner_stopped).await } else { None };
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -177,6 +249,12 @@ impl Server {
         });
 
         tracing::info!(%addr, "listening on http://{addr}");
+        // On shutdown, runners' long polls end at once, so they do not hold the shutdown up.
+        let closing = ci.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.close();
+        };
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
@@ -187,6 +265,16 @@ impl Server {
         let _ = webhooks.await;
         let _ = stop_ingestor.send(());
         let _ = ingestor.await;
+        let _ = stop_reaper.send(());
+        let _ = reaper.await;
+        let _ = stop_runner.send(());
+        if let Some(mut runner) = runner {
+            // A job in progress is given a moment, then abandoned: its steps are killed with the
+            // task, and its lease runs out, so it is re-queued as a new attempt.
+            if tokio::time::timeout(Duration::from_secs(5), &mut runner).await.is_err() {
+                runner.abort();
+            }
+        }
         self.store.close().await;
         let git_store = self.git_store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git_store.flush()).await {

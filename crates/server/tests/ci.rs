@@ -213,3 +213,291 @@ async fn pushes_start_the_runs_their_workflows_ask_for() {
     assert_eq!(s.send(Method::GET, "/api/v1/runs/999999", Some(&token), None).await.0, 404);
     s.stop().await;
 }
+
+/// The run's detail once it has completed (within 90 s).
+async fn completed(s: &TestServer, token: &str, run: &Value) -> Value {
+    let path = format!("/api/v1/runs/{}", run["id"]);
+    let mut last = Value::Null;
+    for _ in 0..900 {
+        let (_, detail) = s.send(Method::GET, &path, Some(token), None).await;
+        if detail["status"] == "completed" {
+            return detail;
+        }
+        last = detail;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the run did not complete: {last}");
+}
+
+async fn job_log(s: &TestServer, token: &str, job: &Value) -> String {
+    let response = s
+        .http
+        .get(s.url(&format!("/api/v1/jobs/{}/logs", job["id"])))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("log request");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("log text")
+}
+
+/// The embedded runner runs a pushed workflow for real: checkout with the job's token, steps in
+/// the bubblewrap sandbox (no host network, no data directory), expressions, `needs`, a failing
+/// step, `if: failure()`, and a dependent skipped because its need failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_runner_runs_jobs_in_the_sandbox() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app", "private": true})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    let data_dir = s.data_dir.path().display().to_string();
+    let workflow = format!(
+        r#"name: Build
+on: push
+env:
+  GREETING: hello ${{{{ github.ref_name }}}}
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Show
+        run: |
+          cat README.md
+          echo "greeting=$GREETING ws=$GITHUB_WORKSPACE sha=${{{{ github.sha }}}}"
+      - name: Sandbox
+        run: |
+          test ! -e "{data_dir}" || {{ echo "the data directory is visible"; exit 1; }}
+          if (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo "the host network is reachable"; exit 1; fi
+          test ! -e /etc/shadow || {{ echo "/etc/shadow is visible"; exit 1; }}
+          echo "sandboxed as $(id -u) in $(pwd)"
+  test:
+    needs: build
+    runs-on: [self-hosted, linux]
+    steps:
+      - run: echo tested
+      - run: exit 3
+      - run: echo not reached
+      - if: failure()
+        run: echo cleaning up after the failure
+  deploy:
+    needs: test
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+"#
+    );
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(&src, ".github/workflows/build.yml", &workflow);
+    write(&src, "README.md", "the readme of app\n");
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let head = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
+
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "failure", "{detail:#}");
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["key"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(ends, [("build", "success"), ("test", "failure"), ("deploy", "skipped")], "{detail:#}");
+    let steps: Vec<&str> = jobs[1]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["conclusion"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["success", "failure", "skipped", "success"]);
+    assert!(detail["run_started_at"].is_string() && jobs[0]["started_at"].is_string());
+
+    let build = job_log(&s, &token, &jobs[0]).await;
+    assert!(build.contains("the readme of app"), "checkout worked: {build}");
+    assert!(build.contains(&format!("greeting=hello main ws=/workspace sha={head}")), "{build}");
+    assert!(build.contains("sandboxed as"), "{build}");
+    assert!(!build.contains("gstj_"), "the job's token never reaches the log");
+    let test = job_log(&s, &token, &jobs[1]).await;
+    assert!(test.contains("tested") && test.contains("cleaning up after the failure"), "{test}");
+    assert!(!test.contains("not reached"), "{test}");
+    // The job's token ended with its job.
+    s.stop().await;
+}
+
+/// The runner protocol, spoken by hand: acknowledgement, stale and repeated messages, log frames
+/// by offset, the job's token (its repository only, while the job runs), and a lost runner's job
+/// coming back as a new attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_protocol_survives_repeats_and_lost_runners() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token.clone();
+    for (name, private) in [("app", true), ("other", true)] {
+        let (status, _) = s.create_repo(Some(&admin), json!({"name": name, "private": private})).await;
+        assert_eq!(status, 201);
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  one:\n    runs-on: [self-hosted, gpu]\n    steps:\n      - run: echo one\n",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{admin}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &admin, 1).await.remove(0);
+
+    let runner_token = s.user_token("admin", &[gitstratum_platform::Scope::CiRunner]).await;
+    let rt = Some(runner_token.as_str());
+    // Only ci:runner tokens speak the protocol; labels decide which jobs a runner gets.
+    let (status, _) = s
+        .send(Method::POST, "/api/v1/runner/register", Some(&admin), Some(json!({"name": "r", "labels": ["x"]})))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        s.send(Method::POST, "/api/v1/runner/register", rt, Some(json!({"name": "r", "labels": []}))).await;
+    assert_eq!(status, 422);
+    let (_, cpu) = s
+        .send(Method::POST, "/api/v1/runner/register", rt, Some(json!({"name": "cpu", "labels": ["self-hosted"]})))
+        .await;
+    let (status, none) =
+        s.send(Method::POST, &format!("/api/v1/runner/{}/jobs/request?wait=0", cpu["id"]), rt, None).await;
+    assert_eq!(status, 204, "{none}");
+    let (_, gpu) = s
+        .send(
+            Method::POST,
+            "/api/v1/runner/register",
+            rt,
+            Some(json!({"name": "gpu", "labels": ["self-hosted", "gpu"]})),
+        )
+        .await;
+    let r = gpu["id"].as_i64().expect("runner id");
+    let (status, lease) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/request?wait=1"), rt, None).await;
+    assert_eq!(status, 200, "{lease}");
+    assert_eq!((lease["run_id"].clone(), lease["attempt"].as_i64()), (run["id"].clone(), Some(1)));
+    let job = lease["job_id"].as_i64().expect("job");
+    let job_token = lease["token"].as_str().expect("token").to_owned();
+    assert!(job_token.starts_with("gstj_"));
+    let at = |attempt: i64| Some(json!({"attempt": attempt}));
+
+    // Acknowledge once; again, or for another attempt, is a lost lease (409).
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/ack"), rt, at(2)).await.0, 409);
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/ack"), rt, at(1)).await.0, 204);
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/ack"), rt, at(1)).await.0, 409);
+    let (_, beat) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/heartbeat"), rt, at(1)).await;
+    assert_eq!(beat["action"], "continue");
+    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{}", run["id"]), Some(&admin), None).await;
+    assert_eq!(
+        (detail["status"].as_str(), detail["jobs"][0]["status"].as_str()),
+        (Some("in_progress"), Some("in_progress"))
+    );
+
+    // The job's token clones its repository, and nothing else; the API's other endpoints refuse it.
+    let host = s.base.trim_start_matches("http://");
+    let clone = tmp.path().join("clone");
+    let with_job_token = |repo: &str| format!("http://x:{job_token}@{host}/admin/{repo}.git");
+    git.ok(tmp.path(), &["clone", "-q", &with_job_token("app"), clone.to_str().expect("utf-8")]).await;
+    let err = git.fails(tmp.path(), &["clone", "-q", &with_job_token("other"), "other"]).await;
+    assert!(err.contains("not found") || err.contains("404"), "{err}");
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&job_token), None).await.0, 403);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/other", Some(&job_token), None).await.0, 404);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/app", Some(&job_token), None).await.0, 200);
+    let err = git.fails(&clone, &["push", "-q", &with_job_token("app"), "HEAD:refs/heads/evil"]).await;
+    assert!(err.contains("403") || err.contains("denied") || err.contains("scope"), "{err}");
+
+    // Log frames by offset: a resend adds nothing, an overlap only its new part, a gap is refused.
+    let log = |offset: u64, body: &'static str| {
+        let request = s
+            .http
+            .post(s.url(&format!("/api/v1/runner/{r}/jobs/{job}/logs?attempt=1&offset={offset}")))
+            .bearer_auth(&runner_token)
+            .body(body);
+        async move {
+            let response = request.send().await.expect("log frame");
+            (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+        }
+    };
+    assert_eq!(log(0, "hello ").await, (200, json!({"offset": 6})));
+    assert_eq!(log(0, "hello ").await, (200, json!({"offset": 6})));
+    assert_eq!(log(3, "lo world\n").await, (200, json!({"offset": 12})));
+    assert_eq!(log(50, "x").await.0, 409);
+    let step = |number: i64, conclusion: Option<&'static str>| {
+        let path = format!("/api/v1/runner/{r}/jobs/{job}/steps/{number}");
+        let s = &s;
+        async move { s.send(Method::POST, &path, rt, Some(json!({"attempt": 1, "conclusion": conclusion}))).await }
+    };
+    assert_eq!(step(1, None).await.0, 204);
+    assert_eq!(step(1, Some("success")).await.0, 204);
+    assert_eq!(step(1, Some("success")).await.0, 204, "a repeated report is fine");
+    assert_eq!(step(1, Some("bogus")).await.0, 422);
+
+    // The runner goes silent: its lease runs out and the job comes back as attempt 2.
+    let ci = gitstratum_ci::CiStore::new(
+        gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+            path: s.data_dir.path().join("platform.db"),
+        })
+        .await
+        .expect("store")
+        .db()
+        .clone(),
+    );
+    let later = gitstratum_core::Timestamp(gitstratum_core::Clock::now(&gitstratum_core::SystemClock).0 + 120_000);
+    assert_eq!(ci.expire_leases(later).await.expect("expire"), 1);
+    let (_, beat) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/heartbeat"), rt, at(1)).await;
+    assert_eq!(beat["action"], "stop", "the old attempt is told to stop");
+    assert_eq!(
+        s.send(
+            Method::POST,
+            &format!("/api/v1/runner/{r}/jobs/{job}/complete"),
+            rt,
+            Some(json!({"attempt": 1, "conclusion": "success"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        s.send(Method::GET, "/api/v1/repos/admin/app", Some(&job_token), None).await.0,
+        401,
+        "the old token died with its attempt"
+    );
+    let (status, again) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/request?wait=1"), rt, None).await;
+    assert_eq!(
+        (status.as_u16(), again["job_id"].as_i64(), again["attempt"].as_i64()),
+        (200, Some(job), Some(2)),
+        "{again}"
+    );
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/ack"), rt, at(2)).await.0, 204);
+    let done = Some(json!({"attempt": 2, "conclusion": "success"}));
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/complete"), rt, done.clone()).await.0, 204);
+    assert_eq!(
+        s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/complete"), rt, done).await.0,
+        204,
+        "repeat"
+    );
+    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{}", run["id"]), Some(&admin), None).await;
+    assert_eq!(
+        (detail["status"].as_str(), detail["conclusion"].as_str()),
+        (Some("completed"), Some("success")),
+        "{detail}"
+    );
+    assert_eq!(detail["jobs"][0]["attempt"], 2);
+    // Each attempt keeps its own log.
+    let first =
+        s.http.get(s.url(&format!("/api/v1/jobs/{job}/logs?attempt=1"))).bearer_auth(&admin).send().await.expect("log");
+    assert_eq!(first.text().await.expect("text"), "hello world\n");
+    s.stop().await;
+}

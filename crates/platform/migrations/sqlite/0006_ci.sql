@@ -34,15 +34,20 @@ CREATE TABLE ci_jobs (
     matrix         TEXT,                     -- this instance's matrix values (JSON)
     needs          TEXT   NOT NULL,          -- job keys it waits for, space-separated
     runs_on        TEXT,                     -- runner labels, space-separated; NULL: decided later
-    state          TEXT   NOT NULL,          -- waiting, queued, in_progress, completed
+    state          TEXT   NOT NULL,          -- waiting, queued, leased, in_progress, completed
     conclusion     TEXT,
+    message        TEXT,                     -- why it ended as it did, when that needs saying
     attempt        BIGINT NOT NULL DEFAULT 1,
+    runner_id      BIGINT,                   -- the runner holding the lease
+    lease_expires_at BIGINT,                 -- leased: ack by then; in_progress: heartbeat by then
+    token_hash     TEXT,                     -- SHA-256 of the job's token, while it runs
     created_at     BIGINT NOT NULL,
     started_at     BIGINT,
     completed_at   BIGINT
 );
 CREATE INDEX ci_jobs_run ON ci_jobs(run_id);
 CREATE INDEX ci_jobs_state ON ci_jobs(state, id);
+CREATE UNIQUE INDEX ci_jobs_token ON ci_jobs(token_hash);
 
 CREATE TABLE ci_steps (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,4 +59,14 @@ CREATE TABLE ci_steps (
     started_at     BIGINT,
     completed_at   BIGINT,
     UNIQUE (job_id, number)
+);
+
+-- Runners: registered by a token of scope ci:runner; they lease jobs whose labels they all have.
+CREATE TABLE ci_runners (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    name           TEXT   NOT NULL,
+    labels         TEXT   NOT NULL,          -- space-separated
+    account_id     BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at     BIGINT NOT NULL,
+    last_seen_at   BIGINT NOT NULL
 );

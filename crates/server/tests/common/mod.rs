@@ -35,12 +35,14 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server without the embedded runner (so jobs stay where the ingestor put them).
     pub async fn start() -> TestServer {
         TestServer::start_with(ConfigLayer::default()).await
     }
 
-    /// A server with `file` as its `config.toml` layer.
+    /// A server with `file` as its `config.toml` layer (the embedded runner off unless it says).
     pub async fn start_with(file: ConfigLayer) -> TestServer {
+        let file = ConfigLayer { embedded_runner: file.embedded_runner.or(Some("false".into())), ..file };
         let data_dir = tempfile::tempdir().expect("temp dir");
         let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
         let config = Config::from_layers(file, ConfigLayer::default(), flags).expect("config");

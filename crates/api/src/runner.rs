@@ -1,0 +1,378 @@
+//! The runner protocol, under `/api/v1/runner/`: HTTP and JSON, for runners holding a token of
+//! scope `ci:runner`. A runner registers (its labels), long-polls for a job (the request is held
+//! open until a job it can run is queued, or `wait` seconds pass), acknowledges the job it was
+//! handed (or the job returns to the queue), heartbeats to keep it (the reply says whether to stop),
+//! sends its log as frames addressed by byte offset (resends are harmless; the reply is the offset
+//! the server has), reports steps and completes the job. Every report names the job's attempt, so
+//! a stale runner's messages change nothing.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gitstratum_ci::orchestrate::{HEARTBEAT_MS, LEASE_MS};
+use gitstratum_ci::{Beat, Conclusion, Runner};
+use gitstratum_platform::{Principal, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authenticated};
+use crate::repos::require_scope;
+
+/// The longest a job request is held open.
+pub const MAX_WAIT_SECONDS: u64 = 30;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Register {
+    pub name: String,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub id: i64,
+    pub name: String,
+    pub labels: Vec<String>,
+    /// Send a heartbeat this often while running a job.
+    pub heartbeat_seconds: i64,
+    /// A job whose runner is silent this long is taken back.
+    pub lease_seconds: i64,
+}
+
+fn valid_label(label: &str) -> bool {
+    !label.is_empty() && label.len() <= 100 && label.chars().all(|c| c.is_ascii_graphic())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/register",
+    tag = "runner",
+    summary = "Register a runner",
+    request_body = Register,
+    responses((status = 201, description = "Registered", body = Registered), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<Register>,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    require_scope(&caller, Scope::CiRunner)?;
+    if body.name.is_empty() || body.name.len() > 100 || body.name.chars().any(char::is_control) {
+        return Err(ApiError::validation("name", "a runner's name has 1 to 100 printable characters"));
+    }
+    if body.labels.is_empty() || body.labels.len() > 50 || !body.labels.iter().all(|l| valid_label(l)) {
+        return Err(ApiError::validation(
+            "labels",
+            "1 to 50 labels, each 1 to 100 printable characters without spaces",
+        ));
+    }
+    let id = state.ci().register_runner(caller.account.id, &body.name, &body.labels, state.now()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            id,
+            name: body.name,
+            labels: body.labels,
+            heartbeat_seconds: HEARTBEAT_MS / 1000,
+            lease_seconds: LEASE_MS / 1000,
+        }),
+    ))
+}
+
+/// The runner, when it is the caller's.
+async fn own_runner(state: &AppState, caller: &Principal, id: i64) -> Result<Runner, ApiError> {
+    require_scope(caller, Scope::CiRunner)?;
+    match state.ci().get_runner(id).await? {
+        Some(runner) if runner.account_id == caller.account.id => Ok(runner),
+        _ => Err(ApiError::not_found("runner.not_found", format!("you have no runner {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct WaitQuery {
+    /// Seconds to hold the request open for a job (0 to 30; default 30).
+    pub wait: Option<u64>,
+}
+
+/// A job handed to a runner.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobLease {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub run_id: i64,
+    pub run_number: i64,
+    pub repository: String,
+    pub clone_url: String,
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub event: String,
+    pub actor: String,
+    /// The job's key in the workflow.
+    pub job_key: String,
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub matrix: Option<serde_json::Value>,
+    /// The validated workflow (GitStratum's model), of which the runner runs `jobs[job_key]`.
+    #[schema(value_type = Object)]
+    pub workflow: serde_json::Value,
+    /// Reads this repository (Git over HTTP, as the password) while the job runs; shown once.
+    pub token: String,
+    pub heartbeat_seconds: i64,
+    /// Acknowledge within this many seconds, or the job goes back to the queue.
+    pub ack_seconds: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/request",
+    tag = "runner",
+    summary = "Wait for a job (long poll)",
+    params(WaitQuery),
+    responses((status = 200, description = "A job, to acknowledge", body = JobLease), (status = 204, description = "No job within the wait"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn request(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<i64>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(MAX_WAIT_SECONDS).min(MAX_WAIT_SECONDS));
+    loop {
+        // Listen before looking, so a job queued between the look and the wait still wakes us.
+        let queued = state.ci().job_queued();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        if state.ci().is_closing() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        if let Some(lease) = state.ci().lease_job(&runner, state.now()).await? {
+            let repo = state.store().get_repo_by_id(lease.run.repo_id).await?;
+            let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
+            let workflow = lease.workflow.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
+            let body = JobLease {
+                job_id: lease.job.id,
+                attempt: lease.job.attempt,
+                run_id: lease.run.id,
+                run_number: lease.run.run_number,
+                clone_url: format!("{}/{repository}.git", state.public_url()),
+                repository,
+                sha: lease.run.commit_sha,
+                git_ref: lease.run.git_ref,
+                event: lease.run.event,
+                actor: lease.run.actor,
+                job_key: lease.job.job_key,
+                name: lease.job.name,
+                matrix: lease.job.matrix.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+                workflow,
+                token: lease.token.expose().to_owned(),
+                heartbeat_seconds: HEARTBEAT_MS / 1000,
+                ack_seconds: gitstratum_ci::orchestrate::ACK_MS / 1000,
+            };
+            metrics::counter!("gitstratum_ci_jobs_leased_total").increment(1);
+            return Ok(Json(body).into_response());
+        }
+        if tokio::time::timeout_at(deadline, queued).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AttemptBody {
+    pub attempt: i64,
+}
+
+fn lease_lost(job: i64) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "job.lease_lost", format!("job {job} is not yours (any more); stop it"))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/{job}/ack",
+    tag = "runner",
+    summary = "Acknowledge a leased job: it counts as started",
+    request_body = AttemptBody,
+    responses((status = 204, description = "Started"), (status = "4XX", description = "Refused (409: the lease is gone)", body = crate::error::ErrorDoc))
+)]
+pub async fn ack(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, job)): Path<(i64, i64)>,
+    ApiJson(body): ApiJson<AttemptBody>,
+) -> Result<StatusCode, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    if state.ci().ack_job(job, runner.id, body.attempt, state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(lease_lost(job))
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BeatReply {
+    /// `continue`, or `stop` (the job is no longer this runner's: kill it).
+    pub action: String,
+    pub heartbeat_seconds: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/{job}/heartbeat",
+    tag = "runner",
+    summary = "Keep a running job",
+    request_body = AttemptBody,
+    responses((status = 200, description = "What to do", body = BeatReply), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, job)): Path<(i64, i64)>,
+    ApiJson(body): ApiJson<AttemptBody>,
+) -> Result<Json<BeatReply>, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    let action = match state.ci().heartbeat(job, runner.id, body.attempt, state.now()).await? {
+        Beat::Continue => "continue",
+        Beat::Stop => "stop",
+    };
+    Ok(Json(BeatReply { action: action.to_owned(), heartbeat_seconds: HEARTBEAT_MS / 1000 }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogQuery {
+    pub attempt: i64,
+    /// Where in the log this frame starts.
+    pub offset: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogAck {
+    /// The log's length on the server: send the next frame from here.
+    pub offset: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/{job}/logs",
+    tag = "runner",
+    summary = "Append a log frame at a byte offset",
+    params(LogQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "Stored up to", body = LogAck), (status = "4XX", description = "Refused (409: a gap; resend from the offset in the message)", body = crate::error::ErrorDoc))
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, job)): Path<(i64, i64)>,
+    Query(q): Query<LogQuery>,
+    body: Bytes,
+) -> Result<Json<LogAck>, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    let holds = state.ci().get_job(job).await?.is_some_and(|j| {
+        j.runner_id == Some(runner.id) && j.attempt == q.attempt && j.state == gitstratum_ci::JobState::InProgress
+    });
+    if !holds {
+        return Err(lease_lost(job));
+    }
+    match state.logs().append(job, q.attempt, q.offset, &body).await {
+        Ok(offset) => Ok(Json(LogAck { offset })),
+        Err(e @ gitstratum_ci::logs::LogError::Gap { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "log.gap", e.to_string()))
+        }
+        Err(e @ gitstratum_ci::logs::LogError::TooLarge) => {
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "log.too_large", e.to_string()))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct StepReport {
+    pub attempt: i64,
+    /// Absent when the step starts; its conclusion when it ends.
+    pub conclusion: Option<String>,
+}
+
+fn parse_conclusion(text: &str) -> Result<Conclusion, ApiError> {
+    Conclusion::parse(text)
+        .ok_or_else(|| ApiError::validation("conclusion", "one of success, failure, cancelled, skipped, timed_out"))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/{job}/steps/{number}",
+    tag = "runner",
+    summary = "Report a step starting or ending",
+    request_body = StepReport,
+    responses((status = 204, description = "Recorded"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn step(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, job, number)): Path<(i64, i64, i64)>,
+    ApiJson(body): ApiJson<StepReport>,
+) -> Result<StatusCode, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    let conclusion = body.conclusion.as_deref().map(parse_conclusion).transpose()?;
+    let ci = state.ci();
+    if ci.report_step(job, runner.id, body.attempt, number, conclusion, state.now()).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // A repeated report of what is already recorded is fine; anything else is a lost lease.
+    match ci.get_job(job).await? {
+        Some(j)
+            if j.runner_id == Some(runner.id)
+                && j.attempt == body.attempt
+                && j.state == gitstratum_ci::JobState::InProgress =>
+        {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(lease_lost(job)),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Complete {
+    pub attempt: i64,
+    pub conclusion: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runner/{id}/jobs/{job}/complete",
+    tag = "runner",
+    summary = "Complete a job",
+    request_body = Complete,
+    responses((status = 204, description = "Completed (or already was, by this runner and attempt)"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((id, job)): Path<(i64, i64)>,
+    ApiJson(body): ApiJson<Complete>,
+) -> Result<StatusCode, ApiError> {
+    let runner = own_runner(&state, &caller, id).await?;
+    let conclusion = parse_conclusion(&body.conclusion)?;
+    // The log first: a completed job's log is durable.
+    state.logs().sync(job, body.attempt).await.map_err(ApiError::internal)?;
+    if state.ci().complete_job(job, runner.id, body.attempt, conclusion, state.now()).await? {
+        metrics::counter!("gitstratum_ci_jobs_completed_total", "conclusion" => conclusion.as_str()).increment(1);
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    match state.ci().get_job(job).await? {
+        Some(j)
+            if j.runner_id == Some(runner.id)
+                && j.attempt == body.attempt
+                && j.state == gitstratum_ci::JobState::Completed =>
+        {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(lease_lost(job)),
+    }
+}

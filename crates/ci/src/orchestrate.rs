@@ -1,0 +1,541 @@
+//! Jobs between the queue and completion: runners register, lease a queued job whose labels they
+//! all have, acknowledge it (or it returns to the queue), keep it with heartbeats, report steps,
+//! and complete it; completing a job releases the jobs that need it (or skips them when it did
+//! not succeed) and completes the run once every job has. Every transition is a guarded update
+//! (`… WHERE state = expected AND runner_id = … AND attempt = …`), so a repeated, late or stale
+//! message changes nothing. A lease that runs out re-queues its job: a job never acknowledged is
+//! handed out again as the same attempt; a job whose runner went silent starts a new attempt, up
+//! to [`MAX_ATTEMPTS`], and then fails saying why.
+
+use gitstratum_core::Timestamp;
+use gitstratum_platform::db::{Conn, DbRow, FromDbRow};
+use gitstratum_platform::store::Result;
+use gitstratum_platform::token::{JOB_TOKEN_PREFIX, TokenSecret, hash_token};
+use sea_query::{Expr, ExprTrait, Order, Query};
+
+use crate::state::{Conclusion, JobState, RunState};
+use crate::store::{CiStore, JOB_COLUMNS, Job, RUN_COLUMNS, Run};
+
+/// Attempts of a job whose runner is lost, before the job fails.
+pub const MAX_ATTEMPTS: i64 = 3;
+/// How long a runner has to acknowledge a job it leased.
+pub const ACK_MS: i64 = 30_000;
+/// How long a heartbeat keeps a job; runners beat every [`HEARTBEAT_MS`].
+pub const LEASE_MS: i64 = 60_000;
+pub const HEARTBEAT_MS: i64 = 10_000;
+/// Queued jobs looked at per lease request.
+const CANDIDATES: u64 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    pub id: i64,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub account_id: i64,
+}
+
+impl FromDbRow for Runner {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Runner {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            labels: row.get::<String>("labels")?.split_whitespace().map(str::to_owned).collect(),
+            account_id: row.get("account_id")?,
+        })
+    }
+}
+
+/// A job handed to a runner: the job, its run, and the job's token (shown this once).
+#[derive(Debug)]
+pub struct Lease {
+    pub job: Job,
+    pub run: Run,
+    pub workflow: Option<String>,
+    pub token: TokenSecret,
+}
+
+/// What a heartbeat tells the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Carry on; the lease now runs to the given time.
+    Continue,
+    /// The job is no longer this runner's (its lease ran out, or it ended): stop it.
+    Stop,
+}
+
+/// Whose job token this is: the job, and the run's repository and actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobToken {
+    pub job_id: i64,
+    pub repo_id: i64,
+    pub actor: String,
+}
+
+impl CiStore {
+    pub async fn register_runner(&self, account_id: i64, name: &str, labels: &[String], now: Timestamp) -> Result<i64> {
+        let insert = Query::insert()
+            .into_table("ci_runners")
+            .columns(["name", "labels", "account_id", "created_at", "last_seen_at"])
+            .values_panic([name.into(), labels.join(" ").into(), account_id.into(), now.0.into(), now.0.into()])
+            .returning_col("id")
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_one(&insert).await?)
+    }
+
+    pub async fn get_runner(&self, id: i64) -> Result<Option<Runner>> {
+        let q = Query::select()
+            .columns(["id", "name", "labels", "account_id"])
+            .from("ci_runners")
+            .and_where(Expr::col("id").eq(id))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// Leases the oldest queued job whose labels the runner all has; `None` when there is none.
+    pub async fn lease_job(&self, runner: &Runner, now: Timestamp) -> Result<Option<Lease>> {
+        let candidates = Query::select()
+            .columns(JOB_COLUMNS)
+            .from("ci_jobs")
+            .and_where(Expr::col("state").eq(JobState::Queued.as_str()))
+            .order_by("id", Order::Asc)
+            .limit(CANDIDATES)
+            .to_owned();
+        let jobs: Vec<Job> = self.db.acquire().await?.conn().fetch_all(&candidates).await?;
+        let fits = |job: &Job| job.runs_on.as_ref().is_some_and(|need| need.iter().all(|l| runner.labels.contains(l)));
+        for job in jobs.into_iter().filter(fits) {
+            let token =
+                TokenSecret::generate_with_prefix(JOB_TOKEN_PREFIX).map_err(gitstratum_platform::Error::Random)?;
+            let update = Query::update()
+                .table("ci_jobs")
+                .values([
+                    ("state", JobState::Leased.as_str().into()),
+                    ("runner_id", runner.id.into()),
+                    ("lease_expires_at", (now.0 + ACK_MS).into()),
+                    ("token_hash", hash_token(token.expose()).into()),
+                ])
+                .and_where(Expr::col("id").eq(job.id))
+                .and_where(Expr::col("state").eq(JobState::Queued.as_str()))
+                .to_owned();
+            let mut conn = self.db.acquire().await?;
+            if conn.conn().execute(&update).await? == 0 {
+                continue; // another runner took it
+            }
+            let run_q = Query::select()
+                .columns(RUN_COLUMNS)
+                .from("ci_runs")
+                .and_where(Expr::col("id").eq(job.run_id))
+                .to_owned();
+            let run: Run = conn.conn().fetch_one(&run_q).await?;
+            let workflow_q =
+                Query::select().column("workflow").from("ci_runs").and_where(Expr::col("id").eq(job.run_id)).to_owned();
+            let workflow: Option<String> =
+                conn.conn().fetch_optional::<OptString>(&workflow_q).await?.and_then(|w| w.0);
+            let job = Job {
+                state: JobState::Leased,
+                runner_id: Some(runner.id),
+                lease_expires_at: Some(Timestamp(now.0 + ACK_MS)),
+                ..job
+            };
+            return Ok(Some(Lease { job, run, workflow, token }));
+        }
+        Ok(None)
+    }
+
+    /// The runner confirms it has the job: it counts as started. False when the lease is gone.
+    pub async fn ack_job(&self, job_id: i64, runner_id: i64, attempt: i64, now: Timestamp) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let update = Query::update()
+            .table("ci_jobs")
+            .values([
+                ("state", JobState::InProgress.as_str().into()),
+                ("started_at", now.0.into()),
+                ("lease_expires_at", (now.0 + LEASE_MS).into()),
+            ])
+            .and_where(Expr::col("id").eq(job_id))
+            .and_where(Expr::col("state").eq(JobState::Leased.as_str()))
+            .and_where(Expr::col("runner_id").eq(runner_id))
+            .and_where(Expr::col("attempt").eq(attempt))
+            .to_owned();
+        if tx.conn().execute(&update).await? == 0 {
+            return Ok(false);
+        }
+        let run_id = Query::select().column("run_id").from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned();
+        let start_run = Query::update()
+            .table("ci_runs")
+            .values([("state", RunState::InProgress.as_str().into()), ("started_at", now.0.into())])
+            .and_where(Expr::col("id").in_subquery(run_id))
+            .and_where(Expr::col("state").eq(RunState::Queued.as_str()))
+            .to_owned();
+        tx.conn().execute(&start_run).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Extends the lease of a running job; tells the runner to stop when the job is not its own.
+    pub async fn heartbeat(&self, job_id: i64, runner_id: i64, attempt: i64, now: Timestamp) -> Result<Beat> {
+        let update = Query::update()
+            .table("ci_jobs")
+            .value("lease_expires_at", now.0 + LEASE_MS)
+            .and_where(Expr::col("id").eq(job_id))
+            .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+            .and_where(Expr::col("runner_id").eq(runner_id))
+            .and_where(Expr::col("attempt").eq(attempt))
+            .to_owned();
+        let mut conn = self.db.acquire().await?;
+        let beat = if conn.conn().execute(&update).await? == 1 { Beat::Continue } else { Beat::Stop };
+        let seen = Query::update()
+            .table("ci_runners")
+            .value("last_seen_at", now.0)
+            .and_where(Expr::col("id").eq(runner_id))
+            .to_owned();
+        conn.conn().execute(&seen).await?;
+        Ok(beat)
+    }
+
+    /// Records a step starting (`conclusion` `None`) or ending. False when the job is not the
+    /// runner's, or the step does not exist.
+    pub async fn report_step(
+        &self,
+        job_id: i64,
+        runner_id: i64,
+        attempt: i64,
+        number: i64,
+        conclusion: Option<Conclusion>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        if !holds(&mut tx.conn(), job_id, runner_id, attempt).await? {
+            return Ok(false);
+        }
+        let mut update = Query::update().table("ci_steps").to_owned();
+        match conclusion {
+            None => {
+                update
+                    .values([("state", RunState::InProgress.as_str().into()), ("started_at", now.0.into())])
+                    .and_where(Expr::col("state").eq(RunState::Queued.as_str()));
+            }
+            Some(c) => {
+                update
+                    .values([
+                        ("state", RunState::Completed.as_str().into()),
+                        ("conclusion", c.as_str().into()),
+                        ("completed_at", now.0.into()),
+                    ])
+                    .and_where(Expr::col("state").ne(RunState::Completed.as_str()));
+            }
+        }
+        update.and_where(Expr::col("job_id").eq(job_id)).and_where(Expr::col("number").eq(number));
+        let changed = tx.conn().execute(&update).await? == 1;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Completes a running job, releases or skips the jobs that need it, and completes the run
+    /// when every job has. False when the job is not the runner's (a stale or repeated message).
+    pub async fn complete_job(
+        &self,
+        job_id: i64,
+        runner_id: i64,
+        attempt: i64,
+        conclusion: Conclusion,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let update = finish_job(job_id, conclusion, None, now)
+            .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+            .and_where(Expr::col("runner_id").eq(runner_id))
+            .and_where(Expr::col("attempt").eq(attempt))
+            .to_owned();
+        if tx.conn().execute(&update).await? == 0 {
+            return Ok(false);
+        }
+        close_steps(&mut tx.conn(), job_id, now).await?;
+        let run_id: i64 = tx
+            .conn()
+            .fetch_one(
+                &Query::select().column("run_id").from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned(),
+            )
+            .await?;
+        let released = settle_run(&mut tx.conn(), run_id, now).await?;
+        tx.commit().await?;
+        if released {
+            self.queued.notify_waiters();
+        }
+        Ok(true)
+    }
+
+    /// Re-queues jobs whose lease ran out: unacknowledged ones as the same attempt, running ones
+    /// as a new attempt (or fails them when attempts are spent). Returns how many it touched.
+    pub async fn expire_leases(&self, now: Timestamp) -> Result<usize> {
+        let q = Query::select()
+            .columns(JOB_COLUMNS)
+            .from("ci_jobs")
+            .and_where(Expr::col("state").is_in([JobState::Leased.as_str(), JobState::InProgress.as_str()]))
+            .and_where(Expr::col("lease_expires_at").lt(now.0))
+            .to_owned();
+        let expired: Vec<Job> = self.db.acquire().await?.conn().fetch_all(&q).await?;
+        let mut touched = 0;
+        let mut released = false;
+        for job in expired {
+            let mut tx = self.db.begin().await?;
+            let guard = |mut u: sea_query::UpdateStatement| {
+                u.and_where(Expr::col("id").eq(job.id))
+                    .and_where(Expr::col("state").eq(job.state.as_str()))
+                    .and_where(Expr::col("attempt").eq(job.attempt))
+                    .and_where(Expr::col("lease_expires_at").lt(now.0));
+                u
+            };
+            let requeue = |attempt: i64, message: Option<String>| {
+                Query::update()
+                    .table("ci_jobs")
+                    .values([
+                        ("state", JobState::Queued.as_str().into()),
+                        ("attempt", attempt.into()),
+                        ("runner_id", Option::<i64>::None.into()),
+                        ("lease_expires_at", Option::<i64>::None.into()),
+                        ("token_hash", Option::<String>::None.into()),
+                        ("started_at", Option::<i64>::None.into()),
+                        ("message", message.into()),
+                    ])
+                    .to_owned()
+            };
+            let update = match job.state {
+                JobState::Leased => guard(requeue(job.attempt, job.message.clone())),
+                _ if job.attempt < MAX_ATTEMPTS => {
+                    let why = format!("attempt {} lost its runner (no heartbeat); retried", job.attempt);
+                    guard(requeue(job.attempt + 1, Some(why)))
+                }
+                _ => {
+                    let why = format!("the runner was lost on each of {MAX_ATTEMPTS} attempts");
+                    guard(finish_job(job.id, Conclusion::Failure, Some(why), now))
+                }
+            };
+            if tx.conn().execute(&update).await? == 0 {
+                continue; // it moved on meanwhile
+            }
+            touched += 1;
+            if job.state == JobState::InProgress {
+                if job.attempt < MAX_ATTEMPTS {
+                    reset_steps(&mut tx.conn(), job.id).await?;
+                    released = true;
+                } else {
+                    close_steps(&mut tx.conn(), job.id, now).await?;
+                    released |= settle_run(&mut tx.conn(), job.run_id, now).await?;
+                }
+            } else {
+                released = true;
+            }
+            tx.commit().await?;
+        }
+        if released {
+            self.queued.notify_waiters();
+        }
+        Ok(touched)
+    }
+
+    /// Whose job token `presented` is, while its job is leased or running.
+    pub async fn job_token(&self, presented: &str) -> Result<Option<JobToken>> {
+        if !presented.starts_with(JOB_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let q = Query::select()
+            .column(("ci_jobs", "id"))
+            .column(("ci_runs", "repo_id"))
+            .column(("ci_runs", "actor"))
+            .from("ci_jobs")
+            .inner_join("ci_runs", Expr::col(("ci_runs", "id")).equals(("ci_jobs", "run_id")))
+            .and_where(Expr::col(("ci_jobs", "token_hash")).eq(hash_token(presented)))
+            .and_where(
+                Expr::col(("ci_jobs", "state")).is_in([JobState::Leased.as_str(), JobState::InProgress.as_str()]),
+            )
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    pub async fn get_job(&self, id: i64) -> Result<Option<Job>> {
+        let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("id").eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+}
+
+impl FromDbRow for JobToken {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(JobToken { job_id: row.get("id")?, repo_id: row.get("repo_id")?, actor: row.get("actor")? })
+    }
+}
+
+/// A nullable text column as a row.
+struct OptString(Option<String>);
+
+impl FromDbRow for OptString {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(OptString(row.get("workflow")?))
+    }
+}
+
+/// Whether the runner holds the job (running, its attempt).
+async fn holds(conn: &mut Conn<'_>, job_id: i64, runner_id: i64, attempt: i64) -> Result<bool> {
+    let q = Query::select()
+        .column("id")
+        .from("ci_jobs")
+        .and_where(Expr::col("id").eq(job_id))
+        .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+        .and_where(Expr::col("runner_id").eq(runner_id))
+        .and_where(Expr::col("attempt").eq(attempt))
+        .to_owned();
+    Ok(conn.fetch_optional::<i64>(&q).await?.is_some())
+}
+
+/// The update that completes a job (callers add their guard).
+fn finish_job(
+    job_id: i64,
+    conclusion: Conclusion,
+    message: Option<String>,
+    now: Timestamp,
+) -> sea_query::UpdateStatement {
+    let mut update = Query::update()
+        .table("ci_jobs")
+        .values([
+            ("state", JobState::Completed.as_str().into()),
+            ("conclusion", conclusion.as_str().into()),
+            ("completed_at", now.0.into()),
+            ("lease_expires_at", Option::<i64>::None.into()),
+            ("token_hash", Option::<String>::None.into()),
+        ])
+        .and_where(Expr::col("id").eq(job_id))
+        .to_owned();
+    if let Some(message) = message {
+        update.value("message", message);
+    }
+    update
+}
+
+/// Steps a completed job never reported as finished are skipped.
+async fn close_steps(conn: &mut Conn<'_>, job_id: i64, now: Timestamp) -> Result<()> {
+    let update = Query::update()
+        .table("ci_steps")
+        .values([
+            ("state", RunState::Completed.as_str().into()),
+            ("conclusion", Conclusion::Skipped.as_str().into()),
+            ("completed_at", now.0.into()),
+        ])
+        .and_where(Expr::col("job_id").eq(job_id))
+        .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
+        .to_owned();
+    conn.execute(&update).await?;
+    Ok(())
+}
+
+/// A new attempt starts its steps afresh.
+async fn reset_steps(conn: &mut Conn<'_>, job_id: i64) -> Result<()> {
+    let update = Query::update()
+        .table("ci_steps")
+        .values([
+            ("state", RunState::Queued.as_str().into()),
+            ("conclusion", Option::<String>::None.into()),
+            ("started_at", Option::<i64>::None.into()),
+            ("completed_at", Option::<i64>::None.into()),
+        ])
+        .and_where(Expr::col("job_id").eq(job_id))
+        .to_owned();
+    conn.execute(&update).await?;
+    Ok(())
+}
+
+/// Releases waiting jobs whose needs all succeeded, skips those with a need that did not (GitHub's
+/// default `if: success()`), repeats while that changes anything, and completes the run when every
+/// job has. Returns whether a job was queued.
+async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp) -> Result<bool> {
+    let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
+    let mut jobs: Vec<Job> = conn.fetch_all(&q).await?;
+    let mut released = false;
+    loop {
+        let mut changed = false;
+        for i in 0..jobs.len() {
+            if jobs[i].state != JobState::Waiting {
+                continue;
+            }
+            let needs: Vec<&Job> = jobs.iter().filter(|j| jobs[i].needs.contains(&j.job_key)).collect();
+            if !needs.iter().all(|j| j.state == JobState::Completed) {
+                continue;
+            }
+            let ok = needs.iter().all(|j| j.conclusion == Some(Conclusion::Success));
+            let update = if ok {
+                Query::update()
+                    .table("ci_jobs")
+                    .value("state", JobState::Queued.as_str())
+                    .and_where(Expr::col("id").eq(jobs[i].id))
+                    .to_owned()
+            } else {
+                let failed: Vec<&str> = needs
+                    .iter()
+                    .filter(|j| j.conclusion != Some(Conclusion::Success))
+                    .map(|j| j.job_key.as_str())
+                    .collect();
+                let why = format!("skipped: {} did not succeed", failed.join(", "));
+                finish_job(jobs[i].id, Conclusion::Skipped, Some(why), now)
+            };
+            let guarded = update.to_owned().and_where(Expr::col("state").eq(JobState::Waiting.as_str())).to_owned();
+            conn.execute(&guarded).await?;
+            if ok {
+                jobs[i].state = JobState::Queued;
+                released = true;
+            } else {
+                jobs[i].state = JobState::Completed;
+                jobs[i].conclusion = Some(Conclusion::Skipped);
+                close_steps(conn, jobs[i].id, now).await?;
+            }
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
+    }
+    if jobs.iter().all(|j| j.state == JobState::Completed) {
+        let conclusions: Vec<Option<Conclusion>> = jobs.iter().map(|j| j.conclusion).collect();
+        let has = |c: Conclusion| conclusions.contains(&Some(c));
+        let conclusion = if has(Conclusion::Failure) || has(Conclusion::TimedOut) {
+            Conclusion::Failure
+        } else if has(Conclusion::Cancelled) {
+            Conclusion::Cancelled
+        } else if !jobs.is_empty() && conclusions.iter().all(|c| *c == Some(Conclusion::Skipped)) {
+            Conclusion::Skipped
+        } else {
+            Conclusion::Success
+        };
+        let update = Query::update()
+            .table("ci_runs")
+            .values([
+                ("state", RunState::Completed.as_str().into()),
+                ("conclusion", conclusion.as_str().into()),
+                ("completed_at", now.0.into()),
+            ])
+            .and_where(Expr::col("id").eq(run_id))
+            .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
+            .to_owned();
+        conn.execute(&update).await?;
+    }
+    Ok(released)
+}
+
+/// Takes back jobs whose lease ran out, every few seconds, until `stop` fires. On start this also
+/// recovers the leases that expired while the server was down.
+pub async fn run_reaper(
+    ci: CiStore,
+    clock: std::sync::Arc<dyn gitstratum_core::Clock>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match ci.expire_leases(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "ci: took back jobs whose runner stopped answering"),
+            Err(e) => tracing::warn!(error = %e, "ci: expiring leases failed"),
+        }
+    }
+}

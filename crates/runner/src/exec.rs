@@ -1,0 +1,526 @@
+//! Running one job: acknowledge it, keep it with heartbeats, run its steps in the sandbox one by
+//! one (reporting each), ship the log, and complete it. A `stop` from the server (the job is no
+//! longer ours) or the job's timeout ends the running step's whole process tree: SIGTERM, a grace
+//! period, then SIGKILL (the sandbox's PID namespace dies with its first process).
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use gitstratum_workflow::expr::{self, Context, Dict, Value};
+use gitstratum_workflow::load::{Place, places};
+use gitstratum_workflow::model::{BoolOrExpr, BuiltinAction, Job, NumberOrExpr, Step, StepAction, Workflow};
+use gitstratum_workflow::plan::{GithubEvent, github_context};
+use gitstratum_workflow::template;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::logship::{self, LogWriter};
+use crate::protocol::{Client, Lease, Reply};
+use crate::sandbox::{self, JobDirs, Network};
+use crate::{RunnerConfig, RunnerError};
+
+/// The time a stopped step gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How a job ended, in the API's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Success,
+    Failure,
+    Cancelled,
+    TimedOut,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::Success => "success",
+            Ending::Failure => "failure",
+            Ending::Cancelled => "cancelled",
+            Ending::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Runs a leased job to its end.
+pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease: Lease) -> Result<(), RunnerError> {
+    if client.ack(runner, &lease).await? == Reply::LeaseLost {
+        return Ok(());
+    }
+    let (job, attempt) = (lease.job_id, lease.attempt);
+    tracing::info!(job, attempt, name = %lease.name, repository = %lease.repository, "runner: job started");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let beat_client = client.clone();
+    let every = Duration::from_secs(u64::try_from(lease.heartbeat_seconds.clamp(1, 60)).unwrap_or(10));
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match beat_client.heartbeat(runner, job, attempt).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = stop_tx.send(true);
+                    return;
+                }
+                Err(e) => tracing::warn!(job, error = %e, "runner: heartbeat failed"),
+            }
+        }
+    });
+    let (log, shipper) = logship::start(client.clone(), runner, job, attempt);
+    let dirs = JobDirs::create(config.work_dir.join(format!("job-{job}-{attempt}")))?;
+    let ending = execute(client, runner, config.network, &lease, &dirs, &log, stop_rx.clone()).await;
+    log.line(&format!("Job ended: {}", ending.as_str()));
+    drop(log);
+    let _ = shipper.await;
+    heartbeat.abort();
+    if !*stop_rx.borrow() {
+        client.complete(runner, job, attempt, ending.as_str()).await?;
+    }
+    tracing::info!(job, attempt, ending = ending.as_str(), "runner: job finished");
+    let _ = std::fs::remove_dir_all(&dirs.root);
+    Ok(())
+}
+
+/// The expression context of a step: named values, and the status functions of `if:`.
+struct StepContext {
+    values: Dict,
+    failed: bool,
+    cancelled: bool,
+}
+
+impl Context for StepContext {
+    fn named_value(&self, name: &str) -> Option<Value> {
+        self.values.get(name).cloned()
+    }
+
+    fn call(&self, name: &str, _args: &[Value]) -> Result<Value, String> {
+        match name {
+            "success" => Ok(Value::from(!self.failed && !self.cancelled)),
+            "failure" => Ok(Value::from(self.failed)),
+            "cancelled" => Ok(Value::from(self.cancelled)),
+            "always" => Ok(Value::from(true)),
+            other => Err(format!("function '{other}' is not supported by this runner yet")),
+        }
+    }
+}
+
+fn evaluate(text: &str, place: &Place, ctx: &dyn Context) -> Result<Value, String> {
+    template::evaluate(text, &place.options(), ctx).map_err(|e| e.message)
+}
+
+fn minutes(value: &NumberOrExpr, place: &Place, ctx: &dyn Context) -> Result<f64, String> {
+    match value {
+        NumberOrExpr::Value(n) => Ok(*n),
+        NumberOrExpr::Expr(e) => {
+            let v = evaluate(&format!("${{{{ {e} }}}}"), place, ctx)?;
+            v.to_coerced_string().trim().parse().map_err(|_| format!("timeout-minutes: {e} is not a number"))
+        }
+    }
+}
+
+fn flag(value: &BoolOrExpr, place: &Place, ctx: &dyn Context) -> bool {
+    match value {
+        BoolOrExpr::Value(b) => *b,
+        BoolOrExpr::Expr(e) => evaluate(&format!("${{{{ {e} }}}}"), place, ctx).is_ok_and(|v| v.is_truthy()),
+    }
+}
+
+async fn execute(
+    client: &Client,
+    runner: i64,
+    network: Network,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogWriter,
+    mut stop: watch::Receiver<bool>,
+) -> Ending {
+    let workflow: Workflow = match serde_json::from_value(lease.workflow.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            log.line(&format!("error: this runner cannot read the job's workflow: {e}"));
+            return Ending::Failure;
+        }
+    };
+    let Some(job) = workflow.jobs.get(&lease.job_key) else {
+        log.line(&format!("error: the workflow has no job {:?}", lease.job_key));
+        return Ending::Failure;
+    };
+    let name = workflow.name.clone().unwrap_or_default();
+    let github = github_context(&GithubEvent {
+        event_name: &lease.event,
+        git_ref: &lease.git_ref,
+        sha: &lease.sha,
+        repository: &lease.repository,
+        actor: &lease.actor,
+        workflow: &name,
+    });
+    let mut github = match github {
+        Value::Object(dict) => (*dict).clone(),
+        _ => Dict::new(),
+    };
+    github.insert("workspace", Value::from(sandbox::WORKSPACE));
+    github.insert("run_id", Value::from(lease.run_id.to_string()));
+    github.insert("run_number", Value::from(lease.run_number.to_string()));
+    github.insert("job", Value::from(lease.job_key.as_str()));
+    let mut values = Dict::new();
+    values.insert("github", Value::object(github.clone()));
+    values.insert("matrix", Value::from_json(lease.matrix.clone().unwrap_or(serde_json::Value::Null)));
+    let mut runner_ctx = Dict::new();
+    for (k, v) in [("os", "Linux"), ("arch", "X64"), ("temp", "/tmp"), ("tool_cache", "/tmp"), ("name", "gitstratum")] {
+        runner_ctx.insert(k, Value::from(v));
+    }
+    values.insert("runner", Value::object(runner_ctx));
+    values.insert("secrets", Value::object(Dict::new()));
+    values.insert("vars", Value::object(Dict::new()));
+    values.insert("inputs", Value::object(Dict::new()));
+    values.insert("steps", Value::object(Dict::new()));
+    values.insert("needs", Value::object(Dict::new()));
+
+    // The environment: GitHub's variables, then the workflow's, the job's, each step's own.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let string = |v: &Value| v.to_coerced_string();
+    for (key, value) in [
+        ("CI", "true".to_owned()),
+        ("GITHUB_ACTIONS", "true".to_owned()),
+        ("GITSTRATUM", "true".to_owned()),
+        ("HOME", sandbox::HOME.to_owned()),
+        ("PATH", PATH.to_owned()),
+        ("LANG", "C.UTF-8".to_owned()),
+        ("GITHUB_WORKSPACE", sandbox::WORKSPACE.to_owned()),
+        ("GITHUB_SHA", lease.sha.clone()),
+        ("GITHUB_REF", lease.git_ref.clone()),
+        ("GITHUB_REF_NAME", github.get("ref_name").map(string).unwrap_or_default()),
+        ("GITHUB_REPOSITORY", lease.repository.clone()),
+        ("GITHUB_ACTOR", lease.actor.clone()),
+        ("GITHUB_EVENT_NAME", lease.event.clone()),
+        ("GITHUB_RUN_ID", lease.run_id.to_string()),
+        ("GITHUB_RUN_NUMBER", lease.run_number.to_string()),
+        ("GITHUB_JOB", lease.job_key.clone()),
+        ("RUNNER_OS", "Linux".to_owned()),
+        ("RUNNER_ARCH", "X64".to_owned()),
+        ("RUNNER_TEMP", "/tmp".to_owned()),
+    ] {
+        env.insert(key.to_owned(), value);
+    }
+    let mut ctx = StepContext { values, failed: false, cancelled: false };
+    for (level, vars) in [("workflow", &workflow.env), ("job", &job.env)] {
+        for (key, template_text) in vars {
+            ctx.values.insert("env", env_value(&env));
+            match evaluate(template_text, &places::JOB_ENV, &ctx) {
+                Ok(v) => {
+                    env.insert(key.clone(), v.to_coerced_string());
+                }
+                Err(e) => {
+                    log.line(&format!("error: {level} env {key}: {e}"));
+                    return Ending::Failure;
+                }
+            }
+        }
+    }
+    ctx.values.insert("env", env_value(&env));
+    let job_minutes = match minutes(&job.timeout_minutes, &places::JOB, &ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            log.line(&format!("error: {e}"));
+            return Ending::Failure;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64((job_minutes * 60.0).clamp(1.0, 30.0 * 24.0 * 3600.0));
+    let mut timed_out = false;
+
+    for (index, step) in job.steps.iter().enumerate() {
+        let number = index + 1;
+        let title = step.display_name();
+        let runs = match &step.condition {
+            None => !ctx.failed && !ctx.cancelled,
+            Some(cond) => match expr::parse(cond, &places::STEP_IF.options())
+                .map_err(|e| e.message)
+                .and_then(|e| expr::evaluate(&e, &ctx, cond).map_err(|e| e.message))
+            {
+                Ok(v) => v.is_truthy(),
+                Err(e) => {
+                    log.line(&format!("error: step {number} if: {e}"));
+                    ctx.failed = true;
+                    false
+                }
+            },
+        };
+        if !runs {
+            let _ = client.step(runner, lease.job_id, lease.attempt, number, Some("skipped")).await;
+            continue;
+        }
+        if client.step(runner, lease.job_id, lease.attempt, number, None).await.ok() == Some(Reply::LeaseLost) {
+            return Ending::Cancelled;
+        }
+        log.line(&format!("##[group]{title}"));
+        let mut step_env = env.clone();
+        let mut ok = true;
+        for (key, template_text) in &step.env {
+            ctx.values.insert("env", env_value(&step_env));
+            match evaluate(template_text, &places::STEP, &ctx) {
+                Ok(v) => {
+                    step_env.insert(key.clone(), v.to_coerced_string());
+                }
+                Err(e) => {
+                    log.line(&format!("error: env {key}: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        ctx.values.insert("env", env_value(&step_env));
+        let mut step_deadline = deadline;
+        if let Some(limit) = &step.timeout_minutes {
+            match minutes(limit, &places::STEP, &ctx) {
+                Ok(m) => {
+                    step_deadline = step_deadline.min(Instant::now() + Duration::from_secs_f64((m * 60.0).max(1.0)))
+                }
+                Err(e) => {
+                    log.line(&format!("error: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        let outcome = if !ok {
+            Outcome::Failed
+        } else {
+            run_step(step, job, lease, dirs, network, &step_env, &ctx, log, step_deadline, &mut stop, number).await
+        };
+        let conclusion = match outcome {
+            Outcome::Succeeded => "success",
+            Outcome::Failed if flag(&step.continue_on_error, &places::STEP, &ctx) => {
+                log.line("The step failed; continue-on-error lets the job go on.");
+                "success"
+            }
+            Outcome::Failed => {
+                ctx.failed = true;
+                "failure"
+            }
+            Outcome::TimedOut => {
+                log.line("error: the step ran out of time (timeout-minutes)");
+                ctx.failed = true;
+                if step_deadline >= deadline {
+                    timed_out = true;
+                }
+                "timed_out"
+            }
+            Outcome::Stopped => {
+                ctx.cancelled = true;
+                "cancelled"
+            }
+        };
+        log.line("##[endgroup]");
+        let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion)).await;
+        if ctx.cancelled {
+            break;
+        }
+    }
+    if ctx.cancelled {
+        Ending::Cancelled
+    } else if timed_out {
+        Ending::TimedOut
+    } else if ctx.failed {
+        Ending::Failure
+    } else {
+        Ending::Success
+    }
+}
+
+fn env_value(env: &BTreeMap<String, String>) -> Value {
+    Value::object(env.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Stopped,
+}
+
+#[allow(clippy::too_many_arguments)] // one step's whole situation; a struct would only rename it
+async fn run_step(
+    step: &Step,
+    job: &Job,
+    lease: &Lease,
+    dirs: &JobDirs,
+    network: Network,
+    env: &BTreeMap<String, String>,
+    ctx: &StepContext,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+    number: usize,
+) -> Outcome {
+    match &step.action {
+        StepAction::Uses { action: BuiltinAction::Checkout, .. } => checkout(lease, dirs, log, deadline, stop).await,
+        StepAction::Uses { action, .. } => {
+            log.line(&format!("error: {} is not supported by this runner yet", action.name()));
+            Outcome::Failed
+        }
+        StepAction::Run(script) => {
+            let script = match evaluate(script, &places::STEP, ctx) {
+                Ok(v) => v.to_coerced_string(),
+                Err(e) => {
+                    log.line(&format!("error: {e}"));
+                    return Outcome::Failed;
+                }
+            };
+            let file = format!("step-{number}.sh");
+            if let Err(e) = std::fs::write(dirs.scripts.join(&file), &script) {
+                log.line(&format!("error: cannot write the step's script: {e}"));
+                return Outcome::Failed;
+            }
+            let inside = format!("{}/{file}", sandbox::SCRIPTS);
+            let shell = step.shell.clone().or_else(|| job.defaults.shell.clone()).unwrap_or_else(|| "bash".to_owned());
+            let argv: Vec<String> = match shell.as_str() {
+                "bash" => {
+                    vec!["bash".into(), "--noprofile".into(), "--norc".into(), "-eo".into(), "pipefail".into(), inside]
+                }
+                "sh" => vec!["sh".into(), "-e".into(), inside],
+                "python" => vec!["python3".into(), inside],
+                custom if custom.contains("{0}") => {
+                    custom.split_whitespace().map(|w| w.replace("{0}", &inside)).collect()
+                }
+                custom => {
+                    let mut words: Vec<String> = custom.split_whitespace().map(str::to_owned).collect();
+                    words.push(inside);
+                    words
+                }
+            };
+            let dir = step.working_directory.clone().or_else(|| job.defaults.working_directory.clone());
+            let cwd = match dir {
+                Some(d) if d.starts_with('/') => d,
+                Some(d) => format!("{}/{d}", sandbox::WORKSPACE),
+                None => sandbox::WORKSPACE.to_owned(),
+            };
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut cmd = sandbox::command(dirs, network, &cwd, &env);
+            cmd.args(&argv);
+            run_process(cmd, log, deadline, stop).await
+        }
+    }
+}
+
+/// `actions/checkout`: the job's commit into the workspace, fetched with the job's token (passed
+/// through git's environment, never on a command line or in the log). Runs on the host: it is
+/// our code, not the workflow's.
+async fn checkout(
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    log.line(&format!("Checking out {}@{} into {}", lease.repository, lease.sha, sandbox::WORKSPACE));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", lease.token));
+    let git = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.arg("-C").arg(&dirs.workspace).args(args);
+        cmd.env_clear()
+            .env("PATH", PATH)
+            .env("HOME", &dirs.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
+        cmd
+    };
+    for args in [
+        &["init", "-q"][..],
+        &["fetch", "-q", "--depth=1", "--no-tags", &lease.clone_url, &lease.sha][..],
+        &["checkout", "-q", "--detach", "FETCH_HEAD"][..],
+    ] {
+        let outcome = run_process(git(args), log, deadline, stop).await;
+        if outcome != Outcome::Succeeded {
+            log.line("error: checkout failed");
+            return outcome;
+        }
+    }
+    Outcome::Succeeded
+}
+
+/// Runs a process in its own process group, its output into the log, until it exits, the deadline
+/// passes or the server says stop.
+async fn run_process(
+    mut cmd: tokio::process::Command,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            log.line(&format!("error: cannot start the step: {e}"));
+            return Outcome::Failed;
+        }
+    };
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(pump(out, log.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(pump(err, log.clone())));
+    }
+    let until = tokio::time::Instant::from_std(deadline);
+    let outcome = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.success() => Outcome::Succeeded,
+            Ok(s) => {
+                log.line(&format!("Process completed with {s}."));
+                Outcome::Failed
+            }
+            Err(e) => {
+                log.line(&format!("error: waiting for the step failed: {e}"));
+                Outcome::Failed
+            }
+        },
+        _ = tokio::time::sleep_until(until) => {
+            terminate(&mut child).await;
+            Outcome::TimedOut
+        }
+        _ = stopped(stop) => {
+            log.line("The server stopped this job.");
+            terminate(&mut child).await;
+            Outcome::Stopped
+        }
+    };
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    outcome
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            // The sender is gone (the heartbeat task ended without a stop): never resolve.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// SIGTERM to the process group, a grace period, then SIGKILL.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status().await;
+        if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+        let _ = tokio::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().await;
+    }
+    let _ = child.kill().await;
+}
+
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: LogWriter) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => log.write(&buf[..n]),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The runner: registers with a server, long-polls for jobs, and runs each job's steps in a
+//! bubblewrap sandbox, streaming the log and reporting steps and the result over the runner
+//! protocol (`/api/v1/runner/`). `gitstratum serve` starts one in-process (the embedded runner);
+//! `gitstratum runner` runs one anywhere else. Both speak only HTTP to the server.
+//!
+//! What it must never do: run a step outside the sandbox, or show the job's token in a log.
+
+#![forbid(unsafe_code)]
+
+pub mod exec;
+pub mod logship;
+pub mod protocol;
+pub mod sandbox;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use sandbox::Network;
+
+/// Labels every runner has unless told otherwise, so workflows written for GitHub run unchanged.
+pub const DEFAULT_LABELS: [&str; 4] = ["self-hosted", "linux", "x64", "ubuntu-latest"];
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The server's base URL.
+    pub server: String,
+    /// A token of scope `ci:runner`.
+    pub token: String,
+    pub name: String,
+    pub labels: Vec<String>,
+    /// Where job workspaces are made (each job gets its own, removed afterwards).
+    pub work_dir: PathBuf,
+    pub network: Network,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bubblewrap (bwrap) is not installed or cannot make a sandbox here: {0}")]
+    NoSandbox(String),
+}
+
+/// Registers and runs jobs one at a time until `stop` resolves (a job in progress is finished
+/// first... or stopped by the server through its heartbeat).
+pub async fn run(
+    config: RunnerConfig,
+    http: reqwest::Client,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), RunnerError> {
+    sandbox::check().await.map_err(RunnerError::NoSandbox)?;
+    std::fs::create_dir_all(&config.work_dir)?;
+    let client = protocol::Client::new(http, &config.server, &config.token);
+    let runner = client.register(&config.name, &config.labels).await?;
+    tracing::info!(runner = runner.id, name = %config.name, labels = ?config.labels, "runner registered");
+    loop {
+        let next = tokio::select! {
+            next = client.request(runner.id) => next,
+            _ = &mut stop => return Ok(()),
+        };
+        match next {
+            Ok(Some(lease)) => {
+                let job = lease.job_id;
+                if let Err(e) = exec::run_job(&client, runner.id, &config, lease).await {
+                    tracing::warn!(job, error = %e, "runner: the job did not finish cleanly");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "runner: asking for a job failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = &mut stop => return Ok(()),
+                }
+            }
+        }
+    }
+}
