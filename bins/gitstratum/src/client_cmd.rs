@@ -119,6 +119,35 @@ pub enum SshKeyCommand {
     Remove { id: i64 },
 }
 
+/// Workflow runs.
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// A repository's runs, newest first
+    List {
+        repo: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// A run with its jobs and steps
+    View { id: i64 },
+    /// Follow a run until it completes (exits non-zero unless it succeeded)
+    Watch { id: i64 },
+    /// The logs of a run's jobs (or of one job, by its key)
+    Logs {
+        id: i64,
+        #[arg(long, value_name = "KEY")]
+        job: Option<String>,
+    },
+    /// Cancel a run
+    Cancel { id: i64 },
+    /// Run a completed run again (every job, or with --failed only the failed ones and what needs them)
+    Rerun {
+        id: i64,
+        #[arg(long)]
+        failed: bool,
+    },
+}
+
 /// Webhooks belong to a repository (`OWNER/REPO`) or to an organization (`ORG`, no slash: such a
 /// hook hears every repository of the organization).
 #[derive(Subcommand)]
@@ -650,6 +679,144 @@ pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
                     return print_json(&queued);
                 }
                 println!("Queued delivery {} again as {}.", delivery, text(&queued["id"]));
+            }
+        }
+        Ok(())
+    })
+}
+
+fn run_line(run: &Value) -> String {
+    let state = if run["status"] == "completed" { text(&run["conclusion"]) } else { text(&run["status"]) };
+    format!(
+        "#{} {} ({}) on {} at {}: {state}",
+        text(&run["run_number"]),
+        text(&run["display_title"]),
+        text(&run["id"]),
+        text(&run["head_branch"]),
+        short_sha(&run["head_sha"])
+    )
+}
+
+fn short_sha(v: &Value) -> String {
+    v.as_str().map_or_else(|| "-".to_owned(), |s| s.chars().take(10).collect())
+}
+
+fn job_state(job: &Value) -> String {
+    if job["status"] == "completed" { text(&job["conclusion"]) } else { text(&job["status"]) }
+}
+
+fn print_run(run: &Value) {
+    println!("{}", run_line(run));
+    if let Some(message) = run["message"].as_str() {
+        println!("{message}");
+    }
+    for job in run["jobs"].as_array().into_iter().flatten() {
+        let attempt = job["attempt"].as_i64().filter(|a| *a > 1).map(|a| format!(" (attempt {a})")).unwrap_or_default();
+        println!("  {} [{}]{attempt}  job {}", text(&job["name"]), job_state(job), text(&job["id"]));
+        for step in job["steps"].as_array().into_iter().flatten() {
+            println!("    {}. {} [{}]", text(&step["number"]), text(&step["name"]), job_state(step));
+        }
+    }
+}
+
+pub fn run(command: RunCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            RunCommand::List { repo, limit } => {
+                let (owner, name) = split_repo(&repo)?;
+                let page = client
+                    .call(Method::GET, &format!("/repos/{owner}/{name}/runs?limit={}", limit.clamp(1, 100)), None)
+                    .await?;
+                if json_out {
+                    return print_json(&page);
+                }
+                let rows = page["runs"].as_array().map_or_else(Vec::new, |runs| {
+                    runs.iter()
+                        .map(|r| {
+                            let state =
+                                if r["status"] == "completed" { text(&r["conclusion"]) } else { text(&r["status"]) };
+                            vec![
+                                text(&r["id"]),
+                                text(&r["run_number"]),
+                                text(&r["display_title"]),
+                                text(&r["event"]),
+                                text(&r["head_branch"]),
+                                short_sha(&r["head_sha"]),
+                                state,
+                                text(&r["created_at"]),
+                            ]
+                        })
+                        .collect()
+                });
+                table(&["id", "number", "workflow", "event", "branch", "commit", "state", "created"], rows);
+            }
+            RunCommand::View { id } => {
+                let run = client.call(Method::GET, &format!("/runs/{id}"), None).await?;
+                if json_out {
+                    return print_json(&run);
+                }
+                print_run(&run);
+            }
+            RunCommand::Watch { id } => {
+                let mut last = String::new();
+                loop {
+                    let run = client.call(Method::GET, &format!("/runs/{id}"), None).await?;
+                    let jobs: Vec<String> = run["jobs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|j| format!("  {} [{}]", text(&j["name"]), job_state(j)))
+                        .collect();
+                    let now = format!("{}\n{}", run_line(&run), jobs.join("\n"));
+                    if now != last {
+                        println!("{now}");
+                        last = now;
+                    }
+                    if run["status"] == "completed" {
+                        if run["conclusion"] != "success" {
+                            bail!("run {id} ended: {}", text(&run["conclusion"]));
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+            RunCommand::Logs { id, job } => {
+                let run = client.call(Method::GET, &format!("/runs/{id}"), None).await?;
+                let jobs: Vec<&Value> = run["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|j| job.as_deref().is_none_or(|k| j["key"] == k))
+                    .collect();
+                if jobs.is_empty() {
+                    bail!("run {id} has no job {}", job.as_deref().unwrap_or("at all"));
+                }
+                for j in jobs {
+                    let log = client.call(Method::GET, &format!("/jobs/{}/logs", text(&j["id"])), None).await?;
+                    println!("=== {} [{}]", text(&j["name"]), job_state(j));
+                    print!("{}", log.as_str().unwrap_or_default());
+                }
+            }
+            RunCommand::Cancel { id } => {
+                client.call(Method::POST, &format!("/runs/{id}/cancel"), None).await?;
+                if !json_out {
+                    println!(
+                        "Cancelling run {id}: jobs not yet running are cancelled, running ones stop within seconds."
+                    );
+                }
+            }
+            RunCommand::Rerun { id, failed } => {
+                let what = if failed { "rerun-failed" } else { "rerun" };
+                client.call(Method::POST, &format!("/runs/{id}/{what}"), None).await?;
+                if !json_out {
+                    println!(
+                        "Run {id} queued again{}.",
+                        if failed { " (its failed jobs and what needs them)" } else { "" }
+                    );
+                }
             }
         }
         Ok(())

@@ -54,6 +54,9 @@ enum Command {
     /// Accounts (site administrators)
     #[command(subcommand)]
     User(client_cmd::UserCommand),
+    /// Workflow runs: list, view, watch, logs, cancel, rerun
+    #[command(subcommand)]
+    Run(client_cmd::RunCommand),
     /// Repository and organization webhooks, and their deliveries
     #[command(subcommand)]
     Webhook(client_cmd::WebhookCommand),
@@ -150,6 +153,7 @@ fn main() -> std::process::ExitCode {
         Command::User(command) => client_cmd::user(command, json),
         Command::SshKey(command) => client_cmd::ssh_key(command, json),
         Command::Webhook(command) => client_cmd::webhook(command, json),
+        Command::Run(command) => client_cmd::run(command, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

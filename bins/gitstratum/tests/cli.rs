@@ -160,3 +160,70 @@ fn the_client_commands_drive_a_real_server() {
     ok(&admin_again, &["login", "--server", &base, "--token", &admin_token], "");
     assert_eq!(server.terminate().code(), Some(0));
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "A")
+        .env("GIT_AUTHOR_EMAIL", "a@example.com")
+        .env("GIT_COMMITTER_NAME", "C")
+        .env("GIT_COMMITTER_EMAIL", "c@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A push runs on the real binary's embedded runner, and the `run` commands follow it.
+#[test]
+fn run_commands_follow_a_pushed_workflow() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
+    let me = tmp.path().join("config");
+    ok(&me, &["login", "--server", &base, "--token", &token], "");
+    ok(&me, &["repo", "create", "app"], "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "name: CI\non: push\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello from the runner\n",
+    )
+    .expect("write");
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    git(&src, &["push", "-q", &url, "main"]);
+
+    let mut id = String::new();
+    for _ in 0..100 {
+        let page = json(&ok(&me, &["--json", "run", "list", "admin/app"], ""));
+        if let Some(run) = page["runs"].get(0) {
+            id = run["id"].to_string();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!id.is_empty(), "the push started a run");
+    let watched = ok(&me, &["run", "watch", &id], "");
+    assert!(watched.contains("CI") && watched.contains("success"), "{watched}");
+    let listed = ok(&me, &["run", "list", "admin/app"], "");
+    assert!(listed.starts_with("ID") && listed.contains("success"), "{listed}");
+    let view = ok(&me, &["run", "view", &id], "");
+    assert!(view.contains("hello [success]") && view.contains("1. Run echo hello from the runner [success]"), "{view}");
+    let logs = ok(&me, &["run", "logs", &id], "");
+    assert!(logs.contains("=== hello [success]") && logs.contains("hello from the runner"), "{logs}");
+    let err = fails(&me, &["run", "cancel", &id], "");
+    assert!(err.contains("HTTP 409"), "{err}");
+    ok(&me, &["run", "rerun", &id], "");
+    let watched = ok(&me, &["run", "watch", &id], "");
+    assert!(watched.contains("success"), "{watched}");
+    let view = json(&ok(&me, &["--json", "run", "view", &id], ""));
+    assert_eq!(view["jobs"][0]["attempt"], 2);
+    assert_eq!(server.terminate().code(), Some(0));
+}

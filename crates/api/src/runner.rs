@@ -217,7 +217,9 @@ pub async fn ack(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BeatReply {
-    /// `continue`, or `stop` (the job is no longer this runner's: kill it).
+    /// `continue`; `cancel` (the run was cancelled: stop the steps, run those with `if: always()`
+    /// or `cancelled()`, complete the job as `cancelled`); or `stop` (the job is no longer this
+    /// runner's: kill it and report nothing more).
     pub action: String,
     pub heartbeat_seconds: i64,
 }
@@ -239,6 +241,7 @@ pub async fn heartbeat(
     let runner = own_runner(&state, &caller, id).await?;
     let action = match state.ci().heartbeat(job, runner.id, body.attempt, state.now()).await? {
         Beat::Continue => "continue",
+        Beat::Cancel => "cancel",
         Beat::Stop => "stop",
     };
     Ok(Json(BeatReply { action: action.to_owned(), heartbeat_seconds: HEARTBEAT_MS / 1000 }))

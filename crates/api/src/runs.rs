@@ -248,3 +248,90 @@ pub async fn job_logs(
     let log = state.logs().read(id, q.attempt.unwrap_or(job.attempt)).await.map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }
+
+/// The run, when the caller may act on its repository with `needed`.
+async fn run_for(
+    state: &AppState,
+    caller: Option<&gitstratum_platform::Principal>,
+    id: i64,
+    needed: Role,
+) -> Result<Run, ApiError> {
+    let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
+    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
+    match repo_decision(state, caller, &repo, needed).await? {
+        Ok(()) => Ok(run),
+        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
+        Err(Denial::Forbidden(reason)) => Err(ApiError::forbidden(reason)),
+        Err(Denial::NotFound) => Err(run_not_found(id)),
+    }
+}
+
+fn not_now(message: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::CONFLICT, "run.state", message.to_owned())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    tag = "ci",
+    summary = "Cancel a run",
+    responses((status = 202, description = "Jobs not yet running are cancelled; running ones stop at their runner's next heartbeat"), (status = "4XX", description = "Refused (409: the run has completed)", body = crate::error::ErrorDoc))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    crate::extract::Authenticated(caller): crate::extract::Authenticated,
+    Path(id): Path<i64>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let run = run_for(&state, Some(&caller), id, Role::Write).await?;
+    if state.ci().cancel_run(run.id, state.now()).await? {
+        Ok(axum::http::StatusCode::ACCEPTED)
+    } else {
+        Err(not_now("the run has completed; there is nothing to cancel"))
+    }
+}
+
+async fn rerun_run(
+    state: &AppState,
+    caller: &gitstratum_platform::Principal,
+    id: i64,
+    only_failed: bool,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let run = run_for(state, Some(caller), id, Role::Write).await?;
+    if state.ci().rerun(run.id, only_failed).await? {
+        Ok(axum::http::StatusCode::CREATED)
+    } else if run.state != gitstratum_ci::RunState::Completed {
+        Err(not_now("the run has not completed; cancel it first or wait"))
+    } else {
+        Err(not_now("no job of this run failed"))
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/rerun",
+    tag = "ci",
+    summary = "Run every job of a completed run again (each as a new attempt)",
+    responses((status = 201, description = "Queued again"), (status = "4XX", description = "Refused (409: the run has not completed)", body = crate::error::ErrorDoc))
+)]
+pub async fn rerun(
+    State(state): State<AppState>,
+    crate::extract::Authenticated(caller): crate::extract::Authenticated,
+    Path(id): Path<i64>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    rerun_run(&state, &caller, id, false).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/rerun-failed",
+    tag = "ci",
+    summary = "Run a completed run's failed jobs again, with the jobs that need them",
+    responses((status = 201, description = "Queued again"), (status = "4XX", description = "Refused (409: not completed, or nothing failed)", body = crate::error::ErrorDoc))
+)]
+pub async fn rerun_failed(
+    State(state): State<AppState>,
+    crate::extract::Authenticated(caller): crate::extract::Authenticated,
+    Path(id): Path<i64>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    rerun_run(&state, &caller, id, true).await
+}

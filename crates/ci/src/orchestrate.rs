@@ -59,6 +59,9 @@ pub struct Lease {
 pub enum Beat {
     /// Carry on; the lease now runs to the given time.
     Continue,
+    /// The run was cancelled: stop the steps (those with `if: always()` or `cancelled()` still
+    /// run) and complete the job as `cancelled`.
+    Cancel,
     /// The job is no longer this runner's (its lease ran out, or it ended): stop it.
     Stop,
 }
@@ -182,7 +185,17 @@ impl CiStore {
             .and_where(Expr::col("attempt").eq(attempt))
             .to_owned();
         let mut conn = self.db.acquire().await?;
-        let beat = if conn.conn().execute(&update).await? == 1 { Beat::Continue } else { Beat::Stop };
+        let beat = if conn.conn().execute(&update).await? == 1 {
+            let cancel = Query::select()
+                .column("id")
+                .from("ci_jobs")
+                .and_where(Expr::col("id").eq(job_id))
+                .and_where(Expr::col("cancel_requested").eq(true))
+                .to_owned();
+            if conn.conn().fetch_optional::<i64>(&cancel).await?.is_some() { Beat::Cancel } else { Beat::Continue }
+        } else {
+            Beat::Stop
+        };
         let seen = Query::update()
             .table("ci_runners")
             .value("last_seen_at", now.0)
@@ -301,6 +314,10 @@ impl CiStore {
             };
             let update = match job.state {
                 JobState::Leased => guard(requeue(job.attempt, job.message.clone())),
+                _ if job.cancel_requested => {
+                    let why = "cancelled; the runner stopped answering before it confirmed".to_owned();
+                    guard(finish_job(job.id, Conclusion::Cancelled, Some(why), now))
+                }
                 _ if job.attempt < MAX_ATTEMPTS => {
                     let why = format!("attempt {} lost its runner (no heartbeat); retried", job.attempt);
                     guard(requeue(job.attempt + 1, Some(why)))
@@ -315,7 +332,7 @@ impl CiStore {
             }
             touched += 1;
             if job.state == JobState::InProgress {
-                if job.attempt < MAX_ATTEMPTS {
+                if job.attempt < MAX_ATTEMPTS && !job.cancel_requested {
                     reset_steps(&mut tx.conn(), job.id).await?;
                     released = true;
                 } else {
@@ -350,6 +367,119 @@ impl CiStore {
             )
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// Cancels a run: jobs not yet running end `cancelled` at once; running ones are told through
+    /// their runner's next heartbeat. False when the run had already completed.
+    pub async fn cancel_run(&self, run_id: i64, now: Timestamp) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let run_q =
+            Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
+        let Some(run): Option<Run> = tx.conn().fetch_optional(&run_q).await? else { return Ok(false) };
+        if run.state == RunState::Completed {
+            return Ok(false);
+        }
+        let q =
+            Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
+        let jobs: Vec<Job> = tx.conn().fetch_all(&q).await?;
+        for job in jobs {
+            match job.state {
+                JobState::Waiting | JobState::Queued | JobState::Leased => {
+                    let update = finish_job(job.id, Conclusion::Cancelled, Some("cancelled".into()), now)
+                        .and_where(Expr::col("state").eq(job.state.as_str()))
+                        .to_owned();
+                    tx.conn().execute(&update).await?;
+                    close_steps(&mut tx.conn(), job.id, now).await?;
+                }
+                JobState::InProgress => {
+                    let update = Query::update()
+                        .table("ci_jobs")
+                        .value("cancel_requested", true)
+                        .and_where(Expr::col("id").eq(job.id))
+                        .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+                        .to_owned();
+                    tx.conn().execute(&update).await?;
+                }
+                JobState::Completed => {}
+            }
+        }
+        settle_run(&mut tx.conn(), run_id, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Runs a completed run again: every job (`only_failed` false), or only the jobs that did not
+    /// succeed and the jobs that need them. Each job run again starts a new attempt (its earlier
+    /// attempts' logs stay). False when the run has not completed or nothing is to be re-run.
+    pub async fn rerun(&self, run_id: i64, only_failed: bool) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let run_q =
+            Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
+        let Some(run): Option<Run> = tx.conn().fetch_optional(&run_q).await? else { return Ok(false) };
+        if run.state != RunState::Completed {
+            return Ok(false);
+        }
+        let q =
+            Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
+        let jobs: Vec<Job> = tx.conn().fetch_all(&q).await?;
+        // The keys to run again: the failed ones, then (repeatedly) whatever needs one of them.
+        let mut again: Vec<String> = jobs
+            .iter()
+            .filter(|j| !only_failed || j.conclusion != Some(Conclusion::Success))
+            .map(|j| j.job_key.clone())
+            .collect();
+        loop {
+            let more: Vec<String> = jobs
+                .iter()
+                .filter(|j| !again.contains(&j.job_key) && j.needs.iter().any(|n| again.contains(n)))
+                .map(|j| j.job_key.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            again.extend(more);
+        }
+        if again.is_empty() {
+            return Ok(false);
+        }
+        for job in jobs.iter().filter(|j| again.contains(&j.job_key)) {
+            // A job waits again if something it needs runs again.
+            let waits = job.needs.iter().any(|n| again.contains(n));
+            let state = if waits { JobState::Waiting } else { JobState::Queued };
+            let update = Query::update()
+                .table("ci_jobs")
+                .values([
+                    ("state", state.as_str().into()),
+                    ("conclusion", Option::<String>::None.into()),
+                    ("message", Option::<String>::None.into()),
+                    ("attempt", (job.attempt + 1).into()),
+                    ("runner_id", Option::<i64>::None.into()),
+                    ("lease_expires_at", Option::<i64>::None.into()),
+                    ("token_hash", Option::<String>::None.into()),
+                    ("cancel_requested", false.into()),
+                    ("started_at", Option::<i64>::None.into()),
+                    ("completed_at", Option::<i64>::None.into()),
+                ])
+                .and_where(Expr::col("id").eq(job.id))
+                .and_where(Expr::col("state").eq(JobState::Completed.as_str()))
+                .to_owned();
+            tx.conn().execute(&update).await?;
+            reset_steps(&mut tx.conn(), job.id).await?;
+        }
+        let update = Query::update()
+            .table("ci_runs")
+            .values([
+                ("state", RunState::Queued.as_str().into()),
+                ("conclusion", Option::<String>::None.into()),
+                ("completed_at", Option::<i64>::None.into()),
+            ])
+            .and_where(Expr::col("id").eq(run_id))
+            .and_where(Expr::col("state").eq(RunState::Completed.as_str()))
+            .to_owned();
+        tx.conn().execute(&update).await?;
+        tx.commit().await?;
+        self.queued.notify_waiters();
+        Ok(true)
     }
 
     pub async fn get_job(&self, id: i64) -> Result<Option<Job>> {

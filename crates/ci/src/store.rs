@@ -136,6 +136,8 @@ pub struct Job {
     pub attempt: i64,
     pub runner_id: Option<i64>,
     pub lease_expires_at: Option<Timestamp>,
+    /// The run was cancelled while this job ran; its runner hears it in the heartbeat reply.
+    pub cancel_requested: bool,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -162,6 +164,7 @@ impl FromDbRow for Job {
             attempt: row.get("attempt")?,
             runner_id: row.get("runner_id")?,
             lease_expires_at: time(row, "lease_expires_at")?,
+            cancel_requested: row.get("cancel_requested")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -169,7 +172,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 16] = [
+pub(crate) const JOB_COLUMNS: [&str; 17] = [
     "id",
     "run_id",
     "job_key",
@@ -183,6 +186,7 @@ pub(crate) const JOB_COLUMNS: [&str; 16] = [
     "attempt",
     "runner_id",
     "lease_expires_at",
+    "cancel_requested",
     "created_at",
     "started_at",
     "completed_at",

@@ -150,4 +150,49 @@ async fn jobs_move_through_their_states(store: &PlatformStore) {
     assert!(ci.steps(run_id).await.expect("steps").iter().all(|s| s.state == RunState::Completed));
 }
 
-gitstratum_platform::both_backends!(runs_are_created_once_with_the_cursor, jobs_move_through_their_states);
+/// Cancel and re-run on both backends.
+async fn runs_cancel_and_run_again(store: &PlatformStore) {
+    use gitstratum_ci::Beat;
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let mut new = run(repo.id, "ci.yml", "push:1");
+    new.jobs[1].runs_on = Some(vec!["ubuntu-latest".into()]);
+    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let runner = ci.register_runner(alice.id, "r", &["ubuntu-latest".into()], T0).await.expect("runner");
+    let runner = ci.get_runner(runner).await.expect("get").expect("runner");
+    let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("build");
+    assert!(ci.ack_job(lease.job.id, runner.id, 1, T0).await.expect("ack"));
+    assert!(!ci.rerun(run_id, false).await.expect("rerun"), "not while it runs");
+    assert!(ci.cancel_run(run_id, T0).await.expect("cancel"));
+    // The waiting job is cancelled at once; the running one hears it in its heartbeat.
+    assert_eq!(ci.jobs(run_id).await.expect("jobs")[1].conclusion, Some(Conclusion::Cancelled));
+    assert_eq!(ci.heartbeat(lease.job.id, runner.id, 1, T0).await.expect("beat"), Beat::Cancel);
+    assert!(ci.complete_job(lease.job.id, runner.id, 1, Conclusion::Cancelled, T0).await.expect("complete"));
+    let done = ci.get_run(run_id).await.expect("run").expect("run");
+    assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Cancelled)));
+    assert!(!ci.cancel_run(run_id, T0).await.expect("cancel"), "nothing left to cancel");
+    // Re-run the failed jobs: both (cancelled is not success), as attempt 2, in dependency order.
+    assert!(ci.rerun(run_id, true).await.expect("rerun"));
+    let jobs = ci.jobs(run_id).await.expect("jobs");
+    let states: Vec<_> = jobs.iter().map(|j| (j.state, j.attempt, j.conclusion)).collect();
+    assert_eq!(states, [(JobState::Queued, 2, None), (JobState::Waiting, 2, None)]);
+    assert_eq!(ci.get_run(run_id).await.expect("run").expect("run").state, RunState::Queued);
+    let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("build again");
+    assert_eq!((lease.job.job_key.as_str(), lease.job.attempt), ("build", 2));
+    assert!(ci.ack_job(lease.job.id, runner.id, 2, T0).await.expect("ack"));
+    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, T0).await.expect("complete"));
+    let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("test");
+    assert!(ci.ack_job(lease.job.id, runner.id, 2, T0).await.expect("ack"));
+    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, T0).await.expect("complete"));
+    let done = ci.get_run(run_id).await.expect("run").expect("run");
+    assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Success)));
+    assert!(!ci.rerun(run_id, true).await.expect("rerun"), "nothing failed");
+    assert!(ci.rerun(run_id, false).await.expect("rerun all"));
+}
+
+gitstratum_platform::both_backends!(
+    runs_are_created_once_with_the_cursor,
+    jobs_move_through_their_states,
+    runs_cancel_and_run_again,
+);

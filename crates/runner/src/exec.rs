@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::logship::{self, LogWriter};
-use crate::protocol::{Client, Lease, Reply};
+use crate::protocol::{Client, Lease, Reply, Signal};
 use crate::sandbox::{self, JobDirs, Network};
 use crate::{RunnerConfig, RunnerError};
 
@@ -52,17 +52,26 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
     }
     let (job, attempt) = (lease.job_id, lease.attempt);
     tracing::info!(job, attempt, name = %lease.name, repository = %lease.repository, "runner: job started");
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Signal::Continue);
     let beat_client = client.clone();
     let every = Duration::from_secs(u64::try_from(lease.heartbeat_seconds.clamp(1, 60)).unwrap_or(10));
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             match beat_client.heartbeat(runner, job, attempt).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let _ = stop_tx.send(true);
-                    return;
+                Ok(Signal::Continue) => {}
+                Ok(signal) => {
+                    // Never step back from a stop to a cancel.
+                    stop_tx.send_if_modified(|now| {
+                        let louder = signal > *now;
+                        if louder {
+                            *now = signal;
+                        }
+                        louder
+                    });
+                    if signal == Signal::Stop {
+                        return;
+                    }
                 }
                 Err(e) => tracing::warn!(job, error = %e, "runner: heartbeat failed"),
             }
@@ -75,7 +84,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
     drop(log);
     let _ = shipper.await;
     heartbeat.abort();
-    if !*stop_rx.borrow() {
+    if *stop_rx.borrow() != Signal::Stop {
         client.complete(runner, job, attempt, ending.as_str()).await?;
     }
     tracing::info!(job, attempt, ending = ending.as_str(), "runner: job finished");
@@ -134,7 +143,7 @@ async fn execute(
     lease: &Lease,
     dirs: &JobDirs,
     log: &LogWriter,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Signal>,
 ) -> Ending {
     let workflow: Workflow = match serde_json::from_value(lease.workflow.clone()) {
         Ok(w) => w,
@@ -232,6 +241,11 @@ async fn execute(
 
     for (index, step) in job.steps.iter().enumerate() {
         let number = index + 1;
+        match *stop.borrow() {
+            Signal::Stop => return Ending::Cancelled,
+            Signal::Cancel => ctx.cancelled = true,
+            Signal::Continue => {}
+        }
         let title = step.display_name();
         let runs = match &step.condition {
             None => !ctx.failed && !ctx.cancelled,
@@ -312,9 +326,6 @@ async fn execute(
         };
         log.line("##[endgroup]");
         let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion)).await;
-        if ctx.cancelled {
-            break;
-        }
     }
     if ctx.cancelled {
         Ending::Cancelled
@@ -350,7 +361,7 @@ async fn run_step(
     ctx: &StepContext,
     log: &LogWriter,
     deadline: Instant,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Signal>,
     number: usize,
 ) -> Outcome {
     match &step.action {
@@ -411,7 +422,7 @@ async fn checkout(
     dirs: &JobDirs,
     log: &LogWriter,
     deadline: Instant,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Signal>,
 ) -> Outcome {
     log.line(&format!("Checking out {}@{} into {}", lease.repository, lease.sha, sandbox::WORKSPACE));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", lease.token));
@@ -448,7 +459,7 @@ async fn run_process(
     mut cmd: tokio::process::Command,
     log: &LogWriter,
     deadline: Instant,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Signal>,
 ) -> Outcome {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
     let mut child = match cmd.spawn() {
@@ -482,8 +493,8 @@ async fn run_process(
             terminate(&mut child).await;
             Outcome::TimedOut
         }
-        _ = stopped(stop) => {
-            log.line("The server stopped this job.");
+        signal = louder(stop) => {
+            log.line(if signal == Signal::Stop { "The server took this job back." } else { "The run was cancelled." });
             terminate(&mut child).await;
             Outcome::Stopped
         }
@@ -494,11 +505,18 @@ async fn run_process(
     outcome
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow() {
+/// Resolves with the signal once it is louder than when the process started (so a step that runs
+/// after a cancel, `if: always()`, is stopped only by a stop).
+async fn louder(stop: &mut watch::Receiver<Signal>) -> Signal {
+    let start = *stop.borrow_and_update();
+    loop {
         if stop.changed().await.is_err() {
-            // The sender is gone (the heartbeat task ended without a stop): never resolve.
+            // The sender is gone (the heartbeat task ended): nothing louder will come.
             std::future::pending::<()>().await;
+        }
+        let now = *stop.borrow_and_update();
+        if now > start {
+            return now;
         }
     }
 }

@@ -33,6 +33,16 @@ pub struct Lease {
     pub heartbeat_seconds: i64,
 }
 
+/// What a heartbeat reply says, in increasing order of severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Signal {
+    Continue,
+    /// The run was cancelled: stop the step, run only `always()`/`cancelled()` steps, complete.
+    Cancel,
+    /// The job is not ours any more: kill everything, report nothing.
+    Stop,
+}
+
 /// What the server said to a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
@@ -95,15 +105,19 @@ impl Client {
         self.report(format!("/{runner}/jobs/{}/ack", lease.job_id), json!({"attempt": lease.attempt})).await
     }
 
-    /// `Ok(false)`: the server says stop.
-    pub async fn heartbeat(&self, runner: i64, job: i64, attempt: i64) -> Result<bool, RunnerError> {
+    /// What the server says to keep doing.
+    pub async fn heartbeat(&self, runner: i64, job: i64, attempt: i64) -> Result<Signal, RunnerError> {
         let response =
             self.post(&format!("/{runner}/jobs/{job}/heartbeat")).json(&json!({"attempt": attempt})).send().await?;
         if !response.status().is_success() {
             return Err(Self::refused(response).await);
         }
         let body: serde_json::Value = response.json().await?;
-        Ok(body["action"] == "continue")
+        Ok(match body["action"].as_str() {
+            Some("continue") => Signal::Continue,
+            Some("cancel") => Signal::Cancel,
+            _ => Signal::Stop,
+        })
     }
 
     pub async fn step(

@@ -501,3 +501,107 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     assert_eq!(first.text().await.expect("text"), "hello world\n");
     s.stop().await;
 }
+
+/// Cancelling a run stops its running step through the runner's heartbeat (an `if: always()` step
+/// still runs), cancels what had not started, and a cancelled job can be run again as a new attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_runner_and_rerun_starts_a_new_attempt() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/slow.yml",
+        "on: push
+jobs:
+  quick:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo quick
+  slow:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo sleeping; sleep 300
+      - run: echo not after a cancel
+      - if: always()
+        run: echo cleanup ran
+  after:
+    needs: slow
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo after
+",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let path = format!("/api/v1/runs/{}", run["id"]);
+
+    // Wait for the slow job to be sleeping, then cancel.
+    sleeping(&s, &token, &path, 1).await;
+    assert_eq!(s.send(Method::POST, &format!("{path}/rerun"), Some(&token), None).await.0, 409, "still running");
+    assert_eq!(s.send(Method::POST, &format!("{path}/cancel"), Some(&token), None).await.0, 202);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "cancelled", "{detail:#}");
+    let ends: Vec<&str> =
+        detail["jobs"].as_array().expect("jobs").iter().map(|j| j["conclusion"].as_str().unwrap_or_default()).collect();
+    assert_eq!(ends, ["success", "cancelled", "cancelled"], "{detail:#}");
+    let steps: Vec<&str> = detail["jobs"][1]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["conclusion"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["cancelled", "skipped", "success"]);
+    let log = job_log(&s, &token, &detail["jobs"][1]).await;
+    assert!(
+        log.contains("The run was cancelled.") && log.contains("cleanup ran") && !log.contains("not after"),
+        "{log}"
+    );
+    assert_eq!(s.send(Method::POST, &format!("{path}/cancel"), Some(&token), None).await.0, 409, "already completed");
+
+    // Re-run the failed part: the slow job and what needs it, as attempt 2; quick keeps its result.
+    assert_eq!(s.send(Method::POST, &format!("{path}/rerun-failed"), Some(&token), None).await.0, 201);
+    sleeping(&s, &token, &path, 2).await;
+    let (_, detail) = s.send(Method::GET, &path, Some(&token), None).await;
+    assert_eq!(
+        (detail["jobs"][0]["attempt"].as_i64(), detail["jobs"][0]["conclusion"].as_str()),
+        (Some(1), Some("success"))
+    );
+    assert_eq!(
+        (detail["jobs"][2]["attempt"].as_i64(), detail["jobs"][2]["status"].as_str()),
+        (Some(2), Some("queued"))
+    );
+    assert_eq!(s.send(Method::POST, &format!("{path}/cancel"), Some(&token), None).await.0, 202);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "cancelled");
+    // A reader may not cancel.
+    let reader = s.user_token("reader", &[gitstratum_platform::Scope::RepoRead]).await;
+    assert_eq!(s.send(Method::POST, &format!("{path}/rerun"), Some(&reader), None).await.0, 403);
+    s.stop().await;
+}
+
+/// Waits until the run's second job (attempt `attempt`) runs its first step.
+async fn sleeping(s: &TestServer, token: &str, path: &str, attempt: i64) {
+    for _ in 0..600 {
+        let (_, detail) = s.send(Method::GET, path, Some(token), None).await;
+        let slow = &detail["jobs"][1];
+        if slow["status"] == "in_progress" && slow["attempt"] == attempt && slow["steps"][0]["status"] == "in_progress"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the slow job never started");
+}

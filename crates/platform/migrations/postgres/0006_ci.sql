@@ -41,6 +41,7 @@ CREATE TABLE ci_jobs (
     runner_id      BIGINT,                   -- the runner holding the lease
     lease_expires_at BIGINT,                 -- leased: ack by then; in_progress: heartbeat by then
     token_hash     TEXT,                     -- SHA-256 of the job's token, while it runs
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, -- told to the runner in its heartbeat reply
     created_at     BIGINT NOT NULL,
     started_at     BIGINT,
     completed_at   BIGINT
