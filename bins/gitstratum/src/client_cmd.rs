@@ -822,3 +822,30 @@ pub fn run(command: RunCommand, json_out: bool) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// `workflow run`: a `workflow_dispatch` run of `file` at `git_ref`, with `KEY=VALUE` inputs.
+pub fn workflow_run(repo: &str, file: &str, git_ref: &str, fields: &[String], json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let (owner, name) = split_repo(repo)?;
+    let mut inputs = serde_json::Map::new();
+    for field in fields {
+        let (key, value) = field.split_once('=').with_context(|| format!("{field:?} is not KEY=VALUE"))?;
+        inputs.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        let body = json!({"ref": git_ref, "inputs": inputs});
+        let made = client
+            .call(Method::POST, &format!("/repos/{owner}/{name}/workflows/{file}/dispatches"), Some(body))
+            .await?;
+        if json_out {
+            return print_json(&made);
+        }
+        println!(
+            "Started run {} of {file} at {git_ref}; follow it with: gitstratum run watch {}",
+            text(&made["run_id"]),
+            text(&made["run_id"])
+        );
+        Ok(())
+    })
+}

@@ -142,7 +142,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Runner(args) => runner(args),
-        Command::Workflow(command) => workflow_cmd::run(command),
+        Command::Workflow(command) => workflow_cmd::run(command, json),
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify(args))) => audit_verify(args),
         Command::Login(args) => client_cmd::login(args, json),
         Command::Logout => client_cmd::logout(),

@@ -27,6 +27,19 @@ pub enum WorkflowCommand {
         #[arg(long = "changed", value_name = "PATH")]
         changed: Vec<String>,
     },
+    /// Start a workflow_dispatch run on the server you are logged in to
+    Run {
+        /// The repository, OWNER/REPO
+        repo: String,
+        /// The workflow file's name, e.g. deploy.yml
+        file: String,
+        /// The branch, tag or full ref to run at
+        #[arg(long = "ref", default_value = "main")]
+        git_ref: String,
+        /// An input, KEY=VALUE (repeatable)
+        #[arg(short = 'f', long = "field", value_name = "KEY=VALUE")]
+        fields: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,8 +49,11 @@ pub enum Event {
     Schedule,
 }
 
-pub fn run(command: WorkflowCommand) -> anyhow::Result<()> {
+pub fn run(command: WorkflowCommand, json_out: bool) -> anyhow::Result<()> {
     match command {
+        WorkflowCommand::Run { repo, file, git_ref, fields } => {
+            crate::client_cmd::workflow_run(&repo, &file, &git_ref, &fields, json_out)
+        }
         WorkflowCommand::Validate { files } => validate(files),
         WorkflowCommand::Plan { file, event, git_ref, changed } => plan_cmd(&file, event, &git_ref, &changed),
     }

@@ -194,6 +194,11 @@ fn run_commands_follow_a_pushed_workflow() {
         "name: CI\non: push\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello from the runner\n",
     )
     .expect("write");
+    std::fs::write(
+        src.join(".github/workflows/greet.yml"),
+        "on:\n  workflow_dispatch:\n    inputs:\n      who:\n        required: true\njobs:\n  greet:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello ${{ inputs.who }}\n",
+    )
+    .expect("write");
     git(&src, &["init", "-q", "-b", "main"]);
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "ci"]);
@@ -225,5 +230,14 @@ fn run_commands_follow_a_pushed_workflow() {
     assert!(watched.contains("success"), "{watched}");
     let view = json(&ok(&me, &["--json", "run", "view", &id], ""));
     assert_eq!(view["jobs"][0]["attempt"], 2);
+
+    // A workflow_dispatch run with an input.
+    let err = fails(&me, &["workflow", "run", "admin/app", "greet.yml"], "");
+    assert!(err.contains("input who: this input is required"), "{err}");
+    let started = json(&ok(&me, &["--json", "workflow", "run", "admin/app", "greet.yml", "-f", "who=cli"], ""));
+    let dispatched = started["run_id"].to_string();
+    ok(&me, &["run", "watch", &dispatched], "");
+    let logs = ok(&me, &["run", "logs", &dispatched], "");
+    assert!(logs.contains("hello cli"), "{logs}");
     assert_eq!(server.terminate().code(), Some(0));
 }

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::job_logs))
+        .routes(routes!(runs::dispatch))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::rerun_failed))

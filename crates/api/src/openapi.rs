@@ -80,6 +80,7 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "delivery" => (true, "The numeric id of the delivery"),
         "job" => (true, "The numeric id of the job"),
         "number" => (true, "The step's number in its job, from 1"),
+        "file" => (false, "A workflow file's name, such as ci.yml"),
         _ => (false, UNDESCRIBED),
     }
 }

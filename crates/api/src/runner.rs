@@ -120,6 +120,9 @@ pub struct JobLease {
     /// The validated workflow (GitStratum's model), of which the runner runs `jobs[job_key]`.
     #[schema(value_type = Object)]
     pub workflow: serde_json::Value,
+    /// The `inputs` context (`workflow_dispatch` runs).
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
     /// Reads this repository (Git over HTTP, as the password) while the job runs; shown once.
     pub token: String,
     pub heartbeat_seconds: i64,
@@ -171,6 +174,7 @@ pub async fn request(
                 name: lease.job.name,
                 matrix: lease.job.matrix.as_deref().and_then(|m| serde_json::from_str(m).ok()),
                 workflow,
+                inputs: lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
                 token: lease.token.expose().to_owned(),
                 heartbeat_seconds: HEARTBEAT_MS / 1000,
                 ack_seconds: gitstratum_ci::orchestrate::ACK_MS / 1000,

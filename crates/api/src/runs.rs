@@ -335,3 +335,96 @@ pub async fn rerun_failed(
 ) -> Result<axum::http::StatusCode, ApiError> {
     rerun_run(&state, &caller, id, true).await
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DispatchBody {
+    /// A branch or tag name, or a full ref (`refs/heads/main`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Values for the workflow's `workflow_dispatch` inputs.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Dispatched {
+    pub run_id: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos/{owner}/{repo}/workflows/{file}/dispatches",
+    tag = "ci",
+    summary = "Start a workflow_dispatch run of a workflow file at a ref",
+    request_body = DispatchBody,
+    responses((status = 201, description = "The run was created", body = Dispatched), (status = "4XX", description = "Refused (422: unknown ref, no such workflow, a workflow without workflow_dispatch, or bad inputs)", body = crate::error::ErrorDoc))
+)]
+pub async fn dispatch(
+    State(state): State<AppState>,
+    crate::extract::Authenticated(caller): crate::extract::Authenticated,
+    Path((owner, name, file)): Path<(String, String, String)>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<DispatchBody>,
+) -> Result<(axum::http::StatusCode, Json<Dispatched>), ApiError> {
+    use gitstratum_ci::ingest::{Decision, Event, plan_run};
+    let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Write).await?;
+    let candidates = if body.git_ref.starts_with("refs/") {
+        vec![body.git_ref.clone()]
+    } else {
+        vec![format!("refs/heads/{}", body.git_ref), format!("refs/tags/{}", body.git_ref)]
+    };
+    let git = state.git().clone();
+    let repo_id = gitstratum_store::RepoId(repo.id);
+    let file_name = file.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        for git_ref in candidates {
+            let Some(id) = git.refs().get(repo_id, &git_ref).map_err(|e| e.to_string())? else { continue };
+            let objects = git.objects().as_ref();
+            let Some(commit) =
+                gitstratum_ci::source::peel_to_commit(objects, repo_id, id).map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let workflow = gitstratum_ci::source::workflow_file(objects, repo_id, commit, &file_name)
+                .map_err(|e| e.to_string())?;
+            return Ok(Some((git_ref, commit.to_string(), workflow)));
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let Some((git_ref, commit, workflow)) = found else {
+        return Err(ApiError::validation("ref", format!("no branch or tag {:?} in {owner}/{name}", body.git_ref)));
+    };
+    let Some(workflow) = workflow else {
+        return Err(ApiError::validation("file", format!("no workflow file {file:?} at {git_ref}")));
+    };
+    let key = format!("dispatch:{}", gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?);
+    let event =
+        Event { name: "workflow_dispatch", key, git_ref: &git_ref, commit: &commit, actor: &caller.account.name };
+    let mut refusal = None;
+    let run = plan_run(&repo, &workflow, &event, |wf| {
+        match gitstratum_workflow::trigger::dispatch_inputs(wf, &body.inputs) {
+            None => {
+                refusal = Some(ApiError::validation("file", format!("{file} does not run on workflow_dispatch")));
+                Decision::Skip
+            }
+            Some(Err(errors)) => {
+                let text: Vec<String> = errors.iter().map(|(n, m)| format!("input {n}: {m}")).collect();
+                refusal = Some(ApiError::validation("inputs", text.join("; ")));
+                Decision::Skip
+            }
+            Some(Ok(inputs)) => Decision::Run { inputs },
+        }
+    });
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    // An invalid file still makes its failed run, as a push would, so the caller sees why.
+    let Some(run) = run else { return Err(ApiError::validation("file", "the workflow does not run")) };
+    let run_id =
+        state.ci().create_run(&run, state.now()).await?.ok_or_else(|| ApiError::internal("duplicate dispatch key"))?;
+    metrics::counter!("gitstratum_ci_runs_created_total", "event" => "workflow_dispatch").increment(1);
+    Ok((axum::http::StatusCode::CREATED, Json(Dispatched { run_id })))
+}

@@ -125,85 +125,131 @@ fn read_push(objects: &dyn ObjectStore, event: &RefEvent) -> Result<Option<PushS
     Ok(Some(PushSource { commit: commit.to_string(), files, changed }))
 }
 
+/// What started a run.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    /// `push` or `workflow_dispatch`.
+    pub name: &'a str,
+    /// Unique per repository, commit and workflow for this event (`push:<seq>`, `dispatch:<id>`).
+    pub key: String,
+    pub git_ref: &'a str,
+    pub commit: &'a str,
+    pub actor: &'a str,
+}
+
+/// Whether a valid workflow runs for the event, and with which `inputs`.
+pub enum Decision {
+    Skip,
+    Run {
+        inputs: gitstratum_workflow::expr::Value,
+    },
+    /// It cannot run as asked (bad inputs): a failed run says why.
+    Fail(String),
+}
+
+/// The run a workflow file makes for an event: `None` when the workflow does not run for it; a
+/// failed run (with the diagnostics) when the file cannot be read or does not validate.
+pub fn plan_run(
+    repo: &Repo,
+    file: &WorkflowFile,
+    event: &Event<'_>,
+    decide: impl FnOnce(&gitstratum_workflow::Workflow) -> Decision,
+) -> Option<NewRun> {
+    let base = NewRun {
+        repo_id: repo.id,
+        workflow_path: file.path.clone(),
+        workflow_name: file.path.clone(),
+        title: file.path.clone(),
+        event: event.name.to_owned(),
+        event_key: event.key.clone(),
+        git_ref: event.git_ref.to_owned(),
+        commit_sha: event.commit.to_owned(),
+        actor: event.actor.to_owned(),
+        failure: None,
+        workflow: None,
+        inputs: None,
+        jobs: Vec::new(),
+    };
+    let text = match &file.text {
+        Ok(text) => text,
+        Err(why) => return Some(NewRun { failure: Some(format!("{}: {why}", file.path)), ..base }),
+    };
+    let workflow = match gitstratum_workflow::load(text) {
+        Ok(workflow) => workflow,
+        Err(diagnostics) => {
+            let mut message: Vec<String> =
+                diagnostics.iter().take(MAX_DIAGNOSTICS).map(|d| d.display_in(&file.path).to_string()).collect();
+            if diagnostics.len() > MAX_DIAGNOSTICS {
+                message.push(format!("… and {} more", diagnostics.len() - MAX_DIAGNOSTICS));
+            }
+            return Some(NewRun { failure: Some(message.join("\n")), ..base });
+        }
+    };
+    let name = workflow.name.clone().unwrap_or_else(|| file.path.clone());
+    let base = NewRun { workflow_name: name.clone(), title: name.clone(), ..base };
+    let inputs = match decide(&workflow) {
+        Decision::Skip => return None,
+        Decision::Fail(why) => return Some(NewRun { failure: Some(why), ..base }),
+        Decision::Run { inputs } => inputs,
+    };
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    let github = github_context(&GithubEvent {
+        event_name: event.name,
+        git_ref: event.git_ref,
+        sha: event.commit,
+        repository: &full_name,
+        actor: event.actor,
+        workflow: &name,
+    });
+    let inputs_json = (!matches!(inputs, gitstratum_workflow::expr::Value::Null)).then(|| inputs.to_json().to_string());
+    let planned = match plan(&workflow, &PlanContext { github, inputs, ..Default::default() }) {
+        Ok(planned) => planned,
+        Err(e) => return Some(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base }),
+    };
+    let jobs = planned
+        .jobs
+        .iter()
+        .map(|job| NewJob {
+            job_key: job.job_id.clone(),
+            name: job.display_name.clone(),
+            matrix: job.matrix.as_ref().map(|m| combination_to_json(m).to_string()),
+            needs: job.needs.clone(),
+            runs_on: job.runs_on.clone(),
+            steps: workflow.jobs.get(&job.job_id).map_or_else(Vec::new, |j| {
+                j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()
+            }),
+        })
+        .collect();
+    Some(NewRun {
+        title: planned.run_name.unwrap_or(name),
+        workflow: serde_json::to_string(&workflow).ok(),
+        inputs: inputs_json,
+        jobs,
+        ..base
+    })
+}
+
 /// The runs a push starts: one per workflow file whose filters match (or that is invalid).
 fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource) -> Vec<NewRun> {
-    let full_name = format!("{}/{}", repo.owner, repo.name);
-    let mut runs = Vec::new();
-    for file in &source.files {
-        let base = NewRun {
-            repo_id: repo.id,
-            workflow_path: file.path.clone(),
-            workflow_name: file.path.clone(),
-            title: file.path.clone(),
-            event: "push".into(),
-            event_key: format!("push:{}", event.seq),
-            git_ref: event.name.clone(),
-            commit_sha: source.commit.clone(),
-            actor: event.pusher.clone(),
-            failure: None,
-            workflow: None,
-            jobs: Vec::new(),
-        };
-        let text = match &file.text {
-            Ok(text) => text,
-            Err(why) => {
-                runs.push(NewRun { failure: Some(format!("{}: {why}", file.path)), ..base });
-                continue;
-            }
-        };
-        let workflow = match gitstratum_workflow::load(text) {
-            Ok(workflow) => workflow,
-            Err(diagnostics) => {
-                let mut message: Vec<String> =
-                    diagnostics.iter().take(MAX_DIAGNOSTICS).map(|d| d.display_in(&file.path).to_string()).collect();
-                if diagnostics.len() > MAX_DIAGNOSTICS {
-                    message.push(format!("… and {} more", diagnostics.len() - MAX_DIAGNOSTICS));
+    let ev = Event {
+        name: "push",
+        key: format!("push:{}", event.seq),
+        git_ref: &event.name,
+        commit: &source.commit,
+        actor: &event.pusher,
+    };
+    let push = PushEvent { git_ref: &event.name, changed_paths: source.changed.as_deref(), deleted: false };
+    source
+        .files
+        .iter()
+        .filter_map(|file| {
+            plan_run(repo, file, &ev, |workflow| {
+                if push_triggers(workflow, &push) {
+                    Decision::Run { inputs: gitstratum_workflow::expr::Value::Null }
+                } else {
+                    Decision::Skip
                 }
-                runs.push(NewRun { failure: Some(message.join("\n")), ..base });
-                continue;
-            }
-        };
-        let push = PushEvent { git_ref: &event.name, changed_paths: source.changed.as_deref(), deleted: false };
-        if !push_triggers(&workflow, &push) {
-            continue;
-        }
-        let name = workflow.name.clone().unwrap_or_else(|| file.path.clone());
-        let github = github_context(&GithubEvent {
-            event_name: "push",
-            git_ref: &event.name,
-            sha: &source.commit,
-            repository: &full_name,
-            actor: &event.pusher,
-            workflow: &name,
-        });
-        let base = NewRun { workflow_name: name.clone(), title: name.clone(), ..base };
-        let planned = match plan(&workflow, &PlanContext { github, ..Default::default() }) {
-            Ok(planned) => planned,
-            Err(e) => {
-                runs.push(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base });
-                continue;
-            }
-        };
-        let jobs = planned
-            .jobs
-            .iter()
-            .map(|job| NewJob {
-                job_key: job.job_id.clone(),
-                name: job.display_name.clone(),
-                matrix: job.matrix.as_ref().map(|m| combination_to_json(m).to_string()),
-                needs: job.needs.clone(),
-                runs_on: job.runs_on.clone(),
-                steps: workflow.jobs.get(&job.job_id).map_or_else(Vec::new, |j| {
-                    j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()
-                }),
             })
-            .collect();
-        runs.push(NewRun {
-            title: planned.run_name.unwrap_or(name),
-            workflow: serde_json::to_string(&workflow).ok(),
-            jobs,
-            ..base
-        });
-    }
-    runs
+        })
+        .collect()
 }

@@ -51,6 +51,8 @@ pub struct Lease {
     pub job: Job,
     pub run: Run,
     pub workflow: Option<String>,
+    /// `workflow_dispatch` inputs (JSON).
+    pub inputs: Option<String>,
     pub token: TokenSecret,
 }
 
@@ -129,17 +131,19 @@ impl CiStore {
                 .and_where(Expr::col("id").eq(job.run_id))
                 .to_owned();
             let run: Run = conn.conn().fetch_one(&run_q).await?;
-            let workflow_q =
-                Query::select().column("workflow").from("ci_runs").and_where(Expr::col("id").eq(job.run_id)).to_owned();
-            let workflow: Option<String> =
-                conn.conn().fetch_optional::<OptString>(&workflow_q).await?.and_then(|w| w.0);
+            let source_q = Query::select()
+                .columns(["workflow", "inputs"])
+                .from("ci_runs")
+                .and_where(Expr::col("id").eq(job.run_id))
+                .to_owned();
+            let RunSource { workflow, inputs } = conn.conn().fetch_one(&source_q).await?;
             let job = Job {
                 state: JobState::Leased,
                 runner_id: Some(runner.id),
                 lease_expires_at: Some(Timestamp(now.0 + ACK_MS)),
                 ..job
             };
-            return Ok(Some(Lease { job, run, workflow, token }));
+            return Ok(Some(Lease { job, run, workflow, inputs, token }));
         }
         Ok(None)
     }
@@ -494,12 +498,15 @@ impl FromDbRow for JobToken {
     }
 }
 
-/// A nullable text column as a row.
-struct OptString(Option<String>);
+/// What a run's jobs run: the workflow and the inputs.
+struct RunSource {
+    workflow: Option<String>,
+    inputs: Option<String>,
+}
 
-impl FromDbRow for OptString {
+impl FromDbRow for RunSource {
     fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
-        Ok(OptString(row.get("workflow")?))
+        Ok(RunSource { workflow: row.get("workflow")?, inputs: row.get("inputs")? })
     }
 }
 

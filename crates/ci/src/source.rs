@@ -169,3 +169,14 @@ fn diff(
     }
     Ok(true)
 }
+
+/// One workflow file by its name (`ci.yml`) at `commit`, from the first folder of
+/// [`WORKFLOW_DIRS`] that exists; `None` when there is no such file.
+pub fn workflow_file(
+    store: &dyn ObjectStore,
+    repo: RepoId,
+    commit: ObjectId,
+    name: &str,
+) -> Result<Option<WorkflowFile>, SourceError> {
+    Ok(workflow_files(store, repo, commit)?.into_iter().find(|f| f.path.rsplit('/').next() == Some(name)))
+}

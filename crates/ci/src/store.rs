@@ -29,6 +29,8 @@ pub struct NewRun {
     pub failure: Option<String>,
     /// The validated workflow, as JSON: what its jobs run.
     pub workflow: Option<String>,
+    /// `workflow_dispatch` inputs, as a JSON object.
+    pub inputs: Option<String>,
     pub jobs: Vec<NewJob>,
 }
 
@@ -282,6 +284,17 @@ impl CiStore {
         Ok(created)
     }
 
+    /// Creates one run outside any log (a `workflow_dispatch`); `None` when it already exists.
+    pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<Option<i64>> {
+        let mut tx = self.db.begin().await?;
+        let id = insert_run(&mut tx.conn(), run, now).await?;
+        tx.commit().await?;
+        if id.is_some() {
+            self.queued.notify_waiters();
+        }
+        Ok(id)
+    }
+
     pub async fn get_run(&self, id: i64) -> Result<Option<Run>> {
         let q = Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(id)).to_owned();
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
@@ -361,6 +374,7 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
             "conclusion",
             "message",
             "workflow",
+            "inputs",
             "created_at",
             "completed_at",
         ])
@@ -379,6 +393,7 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
             conclusion.into(),
             run.failure.clone().into(),
             run.workflow.clone().into(),
+            run.inputs.clone().into(),
             now.0.into(),
             completed_at.into(),
         ])

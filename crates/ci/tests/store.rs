@@ -19,6 +19,7 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
         actor: "alice".into(),
         failure: None,
         workflow: Some("{}".into()),
+        inputs: None,
         jobs: vec![
             NewJob {
                 job_key: "build".into(),

@@ -183,7 +183,7 @@ async fn execute(
     values.insert("runner", Value::object(runner_ctx));
     values.insert("secrets", Value::object(Dict::new()));
     values.insert("vars", Value::object(Dict::new()));
-    values.insert("inputs", Value::object(Dict::new()));
+    values.insert("inputs", Value::from_json(lease.inputs.clone()));
     values.insert("steps", Value::object(Dict::new()));
     values.insert("needs", Value::object(Dict::new()));
 

@@ -29,6 +29,8 @@ pub struct Lease {
     pub name: String,
     pub matrix: Option<serde_json::Value>,
     pub workflow: serde_json::Value,
+    #[serde(default)]
+    pub inputs: serde_json::Value,
     pub token: String,
     pub heartbeat_seconds: i64,
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Git, TestServer};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 mod common;
@@ -604,4 +604,101 @@ async fn sleeping(s: &TestServer, token: &str, path: &str, attempt: i64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the slow job never started");
+}
+
+/// `workflow_dispatch`: inputs checked against the workflow's declarations, the run started at the
+/// ref, and the inputs in the job's `inputs` context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_dispatch_starts_a_run_with_inputs() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app", "private": true})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/deploy.yml",
+        "name: Deploy
+run-name: Deploy ${{ inputs.env }}
+on:
+  push:
+    branches: [release]
+  workflow_dispatch:
+    inputs:
+      env:
+        type: choice
+        options: [staging, production]
+        required: true
+      dry:
+        type: boolean
+        default: true
+jobs:
+  go:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"deploying to ${{ inputs.env }} dry=${{ inputs.dry }}\"
+",
+    );
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: [nowhere]\n    steps:\n      - run: echo\n",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let ci_run = runs(&s, &token, 1).await.remove(0);
+    assert_eq!(ci_run["path"], ".github/workflows/ci.yml", "the push ran ci.yml only");
+
+    let dispatch = |file: &str| format!("/api/v1/repos/admin/app/workflows/{file}/dispatches");
+    let refused =
+        |status: StatusCode, body: &Value| (status.as_u16(), body["error"]["field"].as_str().map(str::to_owned));
+    let (status, body) =
+        s.send(Method::POST, &dispatch("deploy.yml"), Some(&token), Some(json!({"ref": "nope"}))).await;
+    assert_eq!(refused(status, &body), (422, Some("ref".into())), "{body}");
+    let (status, body) =
+        s.send(Method::POST, &dispatch("missing.yml"), Some(&token), Some(json!({"ref": "main"}))).await;
+    assert_eq!(refused(status, &body), (422, Some("file".into())), "{body}");
+    let (status, body) = s.send(Method::POST, &dispatch("ci.yml"), Some(&token), Some(json!({"ref": "main"}))).await;
+    assert_eq!(refused(status, &body), (422, Some("file".into())), "{body}");
+    let (status, body) = s
+        .send(
+            Method::POST,
+            &dispatch("deploy.yml"),
+            Some(&token),
+            Some(json!({"ref": "main", "inputs": {"env": "qa"}})),
+        )
+        .await;
+    assert_eq!(refused(status, &body), (422, Some("inputs".into())), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("input env")), "{body}");
+    let stranger = s.user_token("stranger", &[gitstratum_platform::Scope::RepoWrite]).await;
+    let (status, _) =
+        s.send(Method::POST, &dispatch("deploy.yml"), Some(&stranger), Some(json!({"ref": "main"}))).await;
+    assert_eq!(status, 404, "a private repository stays hidden");
+
+    let body = json!({"ref": "main", "inputs": {"env": "production"}});
+    let (status, made) = s.send(Method::POST, &dispatch("deploy.yml"), Some(&token), Some(body)).await;
+    assert_eq!(status, 201, "{made}");
+    let run = json!({"id": made["run_id"]});
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(
+        (detail["event"].as_str(), detail["display_title"].as_str()),
+        (Some("workflow_dispatch"), Some("Deploy production"))
+    );
+    assert_eq!(
+        (detail["conclusion"].as_str(), detail["head_ref"].as_str()),
+        (Some("success"), Some("refs/heads/main")),
+        "{detail}"
+    );
+    let log = job_log(&s, &token, &detail["jobs"][0]).await;
+    assert!(log.contains("deploying to production dry=true"), "{log}");
+    s.stop().await;
 }

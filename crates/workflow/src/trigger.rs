@@ -67,3 +67,123 @@ fn filters_match(f: &PushFilters, event: &PushEvent<'_>) -> bool {
         false
     }
 }
+
+/// The `inputs` of a `workflow_dispatch` run, from what the caller gave (JSON values or strings,
+/// as GitHub accepts them), checked against the workflow's declared inputs: unknown names,
+/// missing required inputs, values of the wrong type and choices not among the options are
+/// errors, as `(input, message)`; absent inputs take their defaults. `None` when the workflow does
+/// not run on `workflow_dispatch`.
+pub fn dispatch_inputs(
+    workflow: &Workflow,
+    given: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Result<crate::expr::Value, Vec<(String, String)>>> {
+    use crate::expr::{Dict, Value};
+    use crate::model::InputKind;
+    use serde_json::Value as Json;
+
+    let declared = &workflow.on.workflow_dispatch.as_ref()?.inputs;
+    let mut errors = Vec::new();
+    for name in given.keys().filter(|k| !declared.contains_key(*k)) {
+        errors.push((name.clone(), "this workflow declares no such input".to_owned()));
+    }
+    let mut inputs = Dict::new();
+    for (name, input) in declared {
+        let value = given.get(name).filter(|v| !v.is_null()).or(input.default.as_ref());
+        let Some(value) = value else {
+            if input.required {
+                errors.push((name.clone(), "this input is required".to_owned()));
+            } else {
+                let empty = match input.kind {
+                    InputKind::Boolean => Value::from(false),
+                    _ => Value::from(""),
+                };
+                inputs.insert(name.clone(), empty);
+            }
+            continue;
+        };
+        let text = match value {
+            Json::String(s) => Some(s.clone()),
+            Json::Bool(b) => Some(b.to_string()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let Some(text) = text else {
+            errors.push((name.clone(), "give a string, number or boolean".to_owned()));
+            continue;
+        };
+        let checked = match input.kind {
+            InputKind::Boolean => match text.as_str() {
+                "true" => Ok(Value::from(true)),
+                "false" => Ok(Value::from(false)),
+                _ => Err(format!("{text:?} is not true or false")),
+            },
+            InputKind::Number => {
+                text.trim().parse::<f64>().map(Value::from).map_err(|_| format!("{text:?} is not a number"))
+            }
+            InputKind::Choice if !input.options.contains(&text) => {
+                Err(format!("{text:?} is not one of the options: {}", input.options.join(", ")))
+            }
+            InputKind::String | InputKind::Choice | InputKind::Environment => Ok(Value::from(text.as_str())),
+        };
+        match checked {
+            Ok(v) => {
+                inputs.insert(name.clone(), v);
+            }
+            Err(message) => errors.push((name.clone(), message)),
+        }
+    }
+    Some(if errors.is_empty() { Ok(Value::object(inputs)) } else { Err(errors) })
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use super::dispatch_inputs;
+
+    const WORKFLOW: &str = "on:
+  workflow_dispatch:
+    inputs:
+      env:
+        type: choice
+        options: [staging, production]
+        required: true
+      dry:
+        type: boolean
+        default: true
+      count:
+        type: number
+      note:
+        type: string
+jobs:
+  go:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ inputs.env }}
+";
+
+    fn given(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        json.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn inputs_are_checked_and_defaulted() {
+        let wf = crate::load(WORKFLOW).expect("valid");
+        let ok = dispatch_inputs(&wf, &given(serde_json::json!({"env": "staging", "count": "3"})))
+            .expect("dispatchable")
+            .expect("valid inputs");
+        assert_eq!(
+            ok.to_json(),
+            serde_json::json!({"env": "staging", "dry": true, "count": 3.0, "note": ""}),
+            "defaults filled"
+        );
+        let errors = dispatch_inputs(&wf, &given(serde_json::json!({"env": "qa", "dry": "maybe", "x": 1})))
+            .expect("dispatchable")
+            .expect_err("invalid");
+        let names: Vec<&str> = errors.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x", "env", "dry"]);
+        let missing = dispatch_inputs(&wf, &given(serde_json::json!({}))).expect("dispatchable").expect_err("missing");
+        assert_eq!(missing, [("env".to_owned(), "this input is required".to_owned())]);
+        let push_only =
+            crate::load("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: x\n").expect("valid");
+        assert!(dispatch_inputs(&push_only, &given(serde_json::json!({}))).is_none());
+    }
+}

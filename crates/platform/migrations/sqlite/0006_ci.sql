@@ -18,6 +18,7 @@ CREATE TABLE ci_runs (
     conclusion     TEXT,                     -- success, failure, cancelled, skipped, timed_out
     message        TEXT,                     -- why it failed without running (invalid workflow)
     workflow       TEXT,                     -- the validated workflow (JSON) its jobs run
+    inputs         TEXT,                     -- workflow_dispatch inputs (JSON object)
     created_at     BIGINT NOT NULL,
     started_at     BIGINT,
     completed_at   BIGINT,
