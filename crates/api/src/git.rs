@@ -203,7 +203,8 @@ impl Write for ChannelWriter {
     }
 }
 
-struct ChannelStream(mpsc::Receiver<io::Result<Bytes>>);
+/// A response body fed from a channel.
+pub(crate) struct ChannelStream(pub(crate) mpsc::Receiver<io::Result<Bytes>>);
 
 impl futures_core::Stream for ChannelStream {
     type Item = io::Result<Bytes>;

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod git;
 pub mod hooks;
 pub mod keys_teams;
+pub mod live;
 pub mod observe;
 pub mod openapi;
 pub mod orgs;
@@ -166,6 +167,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::job_logs))
+        .routes(routes!(live::job_log_stream))
+        .routes(routes!(live::run_events))
         .routes(routes!(runs::dispatch))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::rerun))

@@ -369,6 +369,7 @@ pub async fn complete(
     // The log first: a completed job's log is durable.
     state.logs().sync(job, body.attempt).await.map_err(ApiError::internal)?;
     if state.ci().complete_job(job, runner.id, body.attempt, conclusion, state.now()).await? {
+        state.logs().wake();
         metrics::counter!("gitstratum_ci_jobs_completed_total", "conclusion" => conclusion.as_str()).increment(1);
         return Ok(StatusCode::NO_CONTENT);
     }

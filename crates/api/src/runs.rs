@@ -195,13 +195,48 @@ pub async fn get(
     Caller(caller): Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<RunDetail>, ApiError> {
+    let (_, repo) = readable_run(&state, caller.as_ref(), id).await?;
+    Ok(Json(run_detail(&state, id, &repo).await?.ok_or_else(|| run_not_found(id))?))
+}
+
+/// The run and its repository, when the caller may read it (a run of a repository the caller may
+/// not see is missing).
+pub(crate) async fn readable_run(
+    state: &AppState,
+    caller: Option<&gitstratum_platform::Principal>,
+    id: i64,
+) -> Result<(Run, Repo), ApiError> {
     let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
     let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
-    match repo_decision(&state, caller.as_ref(), &repo, Role::Read).await? {
-        Ok(()) => {}
-        Err(Denial::Unauthenticated) => return Err(ApiError::unauthenticated("authentication required")),
-        Err(_) => return Err(run_not_found(id)),
+    match repo_decision(state, caller, &repo, Role::Read).await? {
+        Ok(()) => Ok((run, repo)),
+        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
+        Err(_) => Err(run_not_found(id)),
     }
+}
+
+/// The job, when the caller may read its run.
+pub(crate) async fn readable_job(
+    state: &AppState,
+    caller: Option<&gitstratum_platform::Principal>,
+    id: i64,
+) -> Result<Job, ApiError> {
+    let not_found = || ApiError::not_found("job.not_found", format!("no job {id}, or you may not see it"));
+    let job = state.ci().get_job(id).await?.ok_or_else(not_found)?;
+    match readable_run(state, caller, job.run_id).await {
+        Ok(_) => Ok(job),
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Err(not_found()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A run with its jobs and their steps.
+pub(crate) async fn run_detail(
+    state: &AppState,
+    id: i64,
+    repo: &Repo,
+) -> Result<Option<RunDetail>, gitstratum_platform::Error> {
+    let Some(run) = state.ci().get_run(id).await? else { return Ok(None) };
     let jobs = state.ci().jobs(run.id).await?;
     let mut steps = state.ci().steps(run.id).await?;
     let jobs = jobs
@@ -212,7 +247,7 @@ pub async fn get(
             JobBody::new(job, mine.into_iter().map(Into::into).collect())
         })
         .collect();
-    Ok(Json(RunDetail { run: RunBody::new(run, &repo), jobs }))
+    Ok(Some(RunDetail { run: RunBody::new(run, repo), jobs }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -236,15 +271,7 @@ pub async fn job_logs(
     Query(q): Query<JobLogQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let not_found = || ApiError::not_found("job.not_found", format!("no job {id}, or you may not see it"));
-    let job = state.ci().get_job(id).await?.ok_or_else(not_found)?;
-    let run = state.ci().get_run(job.run_id).await?.ok_or_else(not_found)?;
-    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(not_found)?;
-    match repo_decision(&state, caller.as_ref(), &repo, Role::Read).await? {
-        Ok(()) => {}
-        Err(Denial::Unauthenticated) => return Err(ApiError::unauthenticated("authentication required")),
-        Err(_) => return Err(not_found()),
-    }
+    let job = readable_job(&state, caller.as_ref(), id).await?;
     let log = state.logs().read(id, q.attempt.unwrap_or(job.attempt)).await.map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }

@@ -26,11 +26,37 @@ pub struct LogStore {
     dir: PathBuf,
     /// Appends are serialized: a resend racing its original must not write twice.
     lock: tokio::sync::Mutex<()>,
+    /// Woken on every append, for live readers.
+    appended: tokio::sync::Notify,
 }
 
 impl LogStore {
     pub fn new(dir: PathBuf) -> LogStore {
-        LogStore { dir, lock: tokio::sync::Mutex::new(()) }
+        LogStore { dir, lock: tokio::sync::Mutex::new(()), appended: tokio::sync::Notify::new() }
+    }
+
+    /// Resolves after the next append to any log (live readers then look at theirs).
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Wakes live readers without an append (a job ended: its stream can end).
+    pub fn wake(&self) {
+        self.appended.notify_waiters();
+    }
+
+    /// The log from byte `offset` on (empty when there is nothing there yet).
+    pub async fn read_from(&self, job_id: i64, attempt: i64, offset: u64) -> Result<Vec<u8>, LogError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = match tokio::fs::File::open(self.path(job_id, attempt)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).await?;
+        Ok(out)
     }
 
     fn path(&self, job_id: i64, attempt: i64) -> PathBuf {
@@ -56,6 +82,7 @@ impl LogStore {
         }
         file.write_all(new).await?;
         file.flush().await?;
+        self.appended.notify_waiters();
         Ok(have + new.len() as u64)
     }
 

@@ -702,3 +702,86 @@ jobs:
     assert!(log.contains("deploying to production dry=true"), "{log}");
     s.stop().await;
 }
+
+/// Reads an SSE response until an event named `last` has arrived (within 60 s); the whole text.
+async fn read_sse(mut response: reqwest::Response, last: &str) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !text.contains(&format!("event: {last}\n")) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await.expect("in time").expect("chunk");
+        let Some(chunk) = chunk else { break };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+/// Live streams: a job's log arrives while the job runs, whole lines with offsets as event ids,
+/// then `end`; a stream resumed with `Last-Event-ID` starts after that offset; the run's events
+/// end with the completed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_status_stream_live() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/slow.yml",
+        "on: push\njobs:\n  count:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo line $i; sleep 1; done\n",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let events = s
+        .http
+        .get(s.url(&format!("/api/v1/runs/{}/events", run["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{}", run["id"]), Some(&token), None).await;
+    let job = detail["jobs"][0]["id"].clone();
+    let stream =
+        s.http.get(s.url(&format!("/api/v1/jobs/{job}/logs/stream"))).bearer_auth(&token).send().await.expect("stream");
+    assert_eq!(stream.status(), 200);
+    let started = std::time::Instant::now();
+    let text = read_sse(stream, "end").await;
+    assert!(text.contains("data: line 1") && text.contains("data: line 3"), "{text}");
+    assert!(text.contains("event: end\ndata: success"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the log streamed while the job ran");
+    // Resume after the first event: what follows, and nothing before it.
+    let first_id: u64 =
+        text.lines().find_map(|l| l.strip_prefix("id: ")).and_then(|id| id.parse().ok()).expect("an event id");
+    let resumed = s
+        .http
+        .get(s.url(&format!("/api/v1/jobs/{job}/logs/stream")))
+        .bearer_auth(&token)
+        .header("last-event-id", first_id.to_string())
+        .send()
+        .await
+        .expect("resume");
+    let rest = read_sse(resumed, "end").await;
+    let log = job_log(&s, &token, &detail["jobs"][0]).await;
+    let expected_rest = &log[usize::try_from(first_id).expect("offset")..];
+    let got: String = rest
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .take_while(|l| *l != "success")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(got, expected_rest, "{rest}");
+    let statuses = read_sse(events, "run").await;
+    assert!(statuses.contains("event: run"), "{statuses}");
+    s.stop().await;
+}
