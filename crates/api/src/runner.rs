@@ -123,6 +123,9 @@ pub struct JobLease {
     /// The `inputs` context (`workflow_dispatch` runs).
     #[schema(value_type = Object)]
     pub inputs: serde_json::Value,
+    /// The `needs` context: `{<id>: {result, outputs}}` of the jobs it needs.
+    #[schema(value_type = Object)]
+    pub needs: serde_json::Value,
     /// Reads this repository (Git over HTTP, as the password) while the job runs; shown once.
     pub token: String,
     pub heartbeat_seconds: i64,
@@ -175,6 +178,7 @@ pub async fn request(
                 matrix: lease.job.matrix.as_deref().and_then(|m| serde_json::from_str(m).ok()),
                 workflow,
                 inputs: lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
+                needs: lease.needs,
                 token: lease.token.expose().to_owned(),
                 heartbeat_seconds: HEARTBEAT_MS / 1000,
                 ack_seconds: gitstratum_ci::orchestrate::ACK_MS / 1000,
@@ -348,6 +352,9 @@ pub async fn step(
 pub struct Complete {
     pub attempt: i64,
     pub conclusion: String,
+    /// The job's `outputs`, evaluated by the runner.
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 #[utoipa::path(
@@ -366,9 +373,16 @@ pub async fn complete(
 ) -> Result<StatusCode, ApiError> {
     let runner = own_runner(&state, &caller, id).await?;
     let conclusion = parse_conclusion(&body.conclusion)?;
+    let outputs = (!body.outputs.is_empty())
+        .then(|| serde_json::to_string(&body.outputs))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    if outputs.as_ref().is_some_and(|o| o.len() > 1 << 20) {
+        return Err(ApiError::validation("outputs", "a job's outputs may have at most 1 MiB"));
+    }
     // The log first: a completed job's log is durable.
     state.logs().sync(job, body.attempt).await.map_err(ApiError::internal)?;
-    if state.ci().complete_job(job, runner.id, body.attempt, conclusion, state.now()).await? {
+    if state.ci().complete_job(job, runner.id, body.attempt, conclusion, outputs.as_deref(), state.now()).await? {
         state.logs().wake();
         metrics::counter!("gitstratum_ci_jobs_completed_total", "conclusion" => conclusion.as_str()).increment(1);
         return Ok(StatusCode::NO_CONTENT);

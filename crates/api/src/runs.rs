@@ -120,6 +120,11 @@ pub struct JobBody {
     pub status: String,
     pub conclusion: Option<String>,
     pub attempt: i64,
+    /// Why it ended as it did, when that needs saying (skipped, a lost runner).
+    pub message: Option<String>,
+    /// Its `outputs`, once completed.
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<serde_json::Value>,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     pub steps: Vec<StepBody>,
@@ -137,6 +142,8 @@ impl JobBody {
             status: job.state.status().to_owned(),
             conclusion: job.conclusion.map(|c| c.as_str().to_owned()),
             attempt: job.attempt,
+            message: job.message,
+            outputs: job.outputs.and_then(|o| serde_json::from_str(&o).ok()),
             started_at: job.started_at.map(|t| t.to_rfc3339()),
             completed_at: job.completed_at.map(|t| t.to_rfc3339()),
             steps,
@@ -324,7 +331,7 @@ async fn rerun_run(
     only_failed: bool,
 ) -> Result<axum::http::StatusCode, ApiError> {
     let run = run_for(state, Some(caller), id, Role::Write).await?;
-    if state.ci().rerun(run.id, only_failed).await? {
+    if state.ci().rerun(run.id, only_failed, state.now()).await? {
         Ok(axum::http::StatusCode::CREATED)
     } else if run.state != gitstratum_ci::RunState::Completed {
         Err(not_now("the run has not completed; cancel it first or wait"))

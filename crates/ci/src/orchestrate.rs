@@ -53,6 +53,8 @@ pub struct Lease {
     pub workflow: Option<String>,
     /// `workflow_dispatch` inputs (JSON).
     pub inputs: Option<String>,
+    /// The `needs` context: `{<id>: {result, outputs}}`.
+    pub needs: serde_json::Value,
     pub token: TokenSecret,
 }
 
@@ -137,13 +139,20 @@ impl CiStore {
                 .and_where(Expr::col("id").eq(job.run_id))
                 .to_owned();
             let RunSource { workflow, inputs } = conn.conn().fetch_one(&source_q).await?;
+            let siblings_q = Query::select()
+                .columns(JOB_COLUMNS)
+                .from("ci_jobs")
+                .and_where(Expr::col("run_id").eq(job.run_id))
+                .to_owned();
+            let siblings: Vec<Job> = conn.conn().fetch_all(&siblings_q).await?;
+            let needs = needs_context(&siblings, &job.needs);
             let job = Job {
                 state: JobState::Leased,
                 runner_id: Some(runner.id),
                 lease_expires_at: Some(Timestamp(now.0 + ACK_MS)),
                 ..job
             };
-            return Ok(Some(Lease { job, run, workflow, inputs, token }));
+            return Ok(Some(Lease { job, run, workflow, inputs, needs, token }));
         }
         Ok(None)
     }
@@ -255,10 +264,12 @@ impl CiStore {
         runner_id: i64,
         attempt: i64,
         conclusion: Conclusion,
+        outputs: Option<&str>,
         now: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.db.begin().await?;
         let update = finish_job(job_id, conclusion, None, now)
+            .value("outputs", outputs.map(str::to_owned))
             .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
             .and_where(Expr::col("runner_id").eq(runner_id))
             .and_where(Expr::col("attempt").eq(attempt))
@@ -415,7 +426,7 @@ impl CiStore {
     /// Runs a completed run again: every job (`only_failed` false), or only the jobs that did not
     /// succeed and the jobs that need them. Each job run again starts a new attempt (its earlier
     /// attempts' logs stay). False when the run has not completed or nothing is to be re-run.
-    pub async fn rerun(&self, run_id: i64, only_failed: bool) -> Result<bool> {
+    pub async fn rerun(&self, run_id: i64, only_failed: bool, now: Timestamp) -> Result<bool> {
         let mut tx = self.db.begin().await?;
         let run_q =
             Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
@@ -447,15 +458,15 @@ impl CiStore {
             return Ok(false);
         }
         for job in jobs.iter().filter(|j| again.contains(&j.job_key)) {
-            // A job waits again if something it needs runs again.
-            let waits = job.needs.iter().any(|n| again.contains(n));
-            let state = if waits { JobState::Waiting } else { JobState::Queued };
+            // Every job run again waits; settling releases it (its needs and `if:` decide).
+            let state = JobState::Waiting;
             let update = Query::update()
                 .table("ci_jobs")
                 .values([
                     ("state", state.as_str().into()),
                     ("conclusion", Option::<String>::None.into()),
                     ("message", Option::<String>::None.into()),
+                    ("outputs", Option::<String>::None.into()),
                     ("attempt", (job.attempt + 1).into()),
                     ("runner_id", Option::<i64>::None.into()),
                     ("lease_expires_at", Option::<i64>::None.into()),
@@ -481,6 +492,7 @@ impl CiStore {
             .and_where(Expr::col("state").eq(RunState::Completed.as_str()))
             .to_owned();
         tx.conn().execute(&update).await?;
+        settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
         self.queued.notify_waiters();
         Ok(true)
@@ -579,48 +591,198 @@ async fn reset_steps(conn: &mut Conn<'_>, job_id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Releases waiting jobs whose needs all succeeded, skips those with a need that did not (GitHub's
-/// default `if: success()`), repeats while that changes anything, and completes the run when every
-/// job has. Returns whether a job was queued.
-async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp) -> Result<bool> {
+/// A finished `needs` job's result, over all its matrix instances: GitHub's `needs.<id>.result`.
+fn result_of(instances: &[&Job]) -> &'static str {
+    let has = |c: Conclusion| instances.iter().any(|j| j.conclusion == Some(c));
+    if has(Conclusion::Failure) || has(Conclusion::TimedOut) {
+        "failure"
+    } else if has(Conclusion::Cancelled) {
+        "cancelled"
+    } else if !instances.is_empty() && instances.iter().all(|j| j.conclusion == Some(Conclusion::Skipped)) {
+        "skipped"
+    } else {
+        "success"
+    }
+}
+
+/// The `needs` context of a job: `{<id>: {result, outputs}}` for each job it needs (outputs of
+/// matrix instances merged, a later instance winning, as GitHub does).
+pub fn needs_context(jobs: &[Job], needs: &[String]) -> serde_json::Value {
+    let mut context = serde_json::Map::new();
+    for key in needs {
+        let instances: Vec<&Job> = jobs.iter().filter(|j| &j.job_key == key).collect();
+        let mut outputs = serde_json::Map::new();
+        for job in &instances {
+            if let Some(serde_json::Value::Object(o)) =
+                job.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok())
+            {
+                outputs.extend(o);
+            }
+        }
+        context.insert(key.clone(), serde_json::json!({"result": result_of(&instances), "outputs": outputs}));
+    }
+    serde_json::Value::Object(context)
+}
+
+/// The expression context of a job's `if:`.
+struct JobIf {
+    values: gitstratum_workflow::expr::Dict,
+    success: bool,
+    failure: bool,
+}
+
+impl gitstratum_workflow::expr::Context for JobIf {
+    fn named_value(&self, name: &str) -> Option<gitstratum_workflow::expr::Value> {
+        self.values.get(name).cloned()
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        _args: &[gitstratum_workflow::expr::Value],
+    ) -> Result<gitstratum_workflow::expr::Value, String> {
+        use gitstratum_workflow::expr::Value;
+        match name {
+            "success" => Ok(Value::from(self.success)),
+            "failure" => Ok(Value::from(self.failure)),
+            "always" => Ok(Value::from(true)),
+            // A cancelled run's waiting jobs are cancelled outright; none is asked.
+            "cancelled" => Ok(Value::from(false)),
+            other => Err(format!("function '{other}' is not available in a job's if")),
+        }
+    }
+}
+
+/// What a run's `if:` expressions see besides `needs`: `github` and `inputs`.
+struct RunContext {
+    github: gitstratum_workflow::expr::Value,
+    inputs: gitstratum_workflow::expr::Value,
+    workflow: Option<gitstratum_workflow::Workflow>,
+}
+
+async fn run_context(conn: &mut Conn<'_>, run_id: i64) -> Result<RunContext> {
+    use gitstratum_workflow::expr::Value;
+    use gitstratum_workflow::plan::{GithubEvent, github_context};
+    let run_q = Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
+    let run: Run = conn.fetch_one(&run_q).await?;
+    let source_q = Query::select()
+        .columns(["workflow", "inputs"])
+        .from("ci_runs")
+        .and_where(Expr::col("id").eq(run_id))
+        .to_owned();
+    let RunSource { workflow, inputs } = conn.fetch_one(&source_q).await?;
+    let repo_q = Query::select()
+        .expr_as(Expr::col(("accounts", "name")), "owner")
+        .expr_as(Expr::col(("repos", "name")), "name")
+        .from("repos")
+        .inner_join("accounts", Expr::col(("accounts", "id")).equals(("repos", "owner_id")))
+        .and_where(Expr::col(("repos", "id")).eq(run.repo_id))
+        .to_owned();
+    let repository = conn.fetch_optional::<RepoName>(&repo_q).await?.map(|r| r.0).unwrap_or_default();
+    let github = github_context(&GithubEvent {
+        event_name: &run.event,
+        git_ref: &run.git_ref,
+        sha: &run.commit_sha,
+        repository: &repository,
+        actor: &run.actor,
+        workflow: &run.workflow_name,
+    });
+    let inputs = inputs.and_then(|i| serde_json::from_str(&i).ok()).map_or(Value::Null, Value::from_json);
+    let workflow = workflow.and_then(|w| serde_json::from_str(&w).ok());
+    Ok(RunContext { github, inputs, workflow })
+}
+
+struct RepoName(String);
+
+impl FromDbRow for RepoName {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(RepoName(format!("{}/{}", row.get::<String>("owner")?, row.get::<String>("name")?)))
+    }
+}
+
+/// Whether a job whose needs have all finished runs: its `if:` (default `success()`: every need
+/// succeeded), or why not.
+fn job_runs(run: &RunContext, jobs: &[Job], job: &Job) -> Result<(), (Conclusion, String)> {
+    use gitstratum_workflow::expr::{self, Dict, Value};
+    use gitstratum_workflow::load::places;
+    let needs = needs_context(jobs, &job.needs);
+    let results: Vec<&str> =
+        needs.as_object().into_iter().flatten().filter_map(|(_, n)| n["result"].as_str()).collect();
+    let success = results.iter().all(|r| *r == "success");
+    let failure = results.contains(&"failure");
+    let condition = run.workflow.as_ref().and_then(|w| w.jobs.get(&job.job_key)).and_then(|j| j.condition.clone());
+    let Some(condition) = condition else {
+        if success {
+            return Ok(());
+        }
+        let failed: Vec<&str> = needs
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n["result"] != "success")
+            .map(|(k, _)| k.as_str())
+            .collect();
+        return Err((Conclusion::Skipped, format!("skipped: {} did not succeed", failed.join(", "))));
+    };
+    let mut values = Dict::new();
+    values.insert("github", run.github.clone());
+    values.insert("inputs", run.inputs.clone());
+    values.insert("needs", Value::from_json(needs));
+    values.insert("vars", Value::object(Dict::new()));
+    let context = JobIf { values, success, failure };
+    let evaluated = expr::parse(&condition, &places::JOB_IF.options())
+        .map_err(|e| e.message)
+        .and_then(|e| expr::evaluate(&e, &context, &condition).map_err(|e| e.message));
+    match evaluated {
+        Ok(v) if v.is_truthy() => Ok(()),
+        Ok(_) => Err((Conclusion::Skipped, format!("skipped: if: {condition} was false"))),
+        Err(e) => Err((Conclusion::Failure, format!("if: {e}"))),
+    }
+}
+
+/// Releases waiting jobs whose needs have all finished and whose `if:` holds (by default: every
+/// need succeeded), skips the others, repeats while that changes anything, and completes the run
+/// when every job has. Returns whether a job was queued.
+pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp) -> Result<bool> {
     let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
     let mut jobs: Vec<Job> = conn.fetch_all(&q).await?;
     let mut released = false;
+    let mut context: Option<RunContext> = None;
     loop {
         let mut changed = false;
         for i in 0..jobs.len() {
             if jobs[i].state != JobState::Waiting {
                 continue;
             }
-            let needs: Vec<&Job> = jobs.iter().filter(|j| jobs[i].needs.contains(&j.job_key)).collect();
-            if !needs.iter().all(|j| j.state == JobState::Completed) {
+            let done = |key: &String| jobs.iter().filter(|j| &j.job_key == key).all(|j| j.state == JobState::Completed);
+            if !jobs[i].needs.iter().all(done) {
                 continue;
             }
-            let ok = needs.iter().all(|j| j.conclusion == Some(Conclusion::Success));
-            let update = if ok {
-                Query::update()
+            if context.is_none() {
+                context = Some(run_context(conn, run_id).await?);
+            }
+            let Some(run) = context.as_ref() else { continue };
+            let decision = job_runs(run, &jobs, &jobs[i]);
+            let update = match &decision {
+                Ok(()) => Query::update()
                     .table("ci_jobs")
                     .value("state", JobState::Queued.as_str())
                     .and_where(Expr::col("id").eq(jobs[i].id))
-                    .to_owned()
-            } else {
-                let failed: Vec<&str> = needs
-                    .iter()
-                    .filter(|j| j.conclusion != Some(Conclusion::Success))
-                    .map(|j| j.job_key.as_str())
-                    .collect();
-                let why = format!("skipped: {} did not succeed", failed.join(", "));
-                finish_job(jobs[i].id, Conclusion::Skipped, Some(why), now)
+                    .to_owned(),
+                Err((conclusion, why)) => finish_job(jobs[i].id, *conclusion, Some(why.clone()), now),
             };
             let guarded = update.to_owned().and_where(Expr::col("state").eq(JobState::Waiting.as_str())).to_owned();
             conn.execute(&guarded).await?;
-            if ok {
-                jobs[i].state = JobState::Queued;
-                released = true;
-            } else {
-                jobs[i].state = JobState::Completed;
-                jobs[i].conclusion = Some(Conclusion::Skipped);
-                close_steps(conn, jobs[i].id, now).await?;
+            match decision {
+                Ok(()) => {
+                    jobs[i].state = JobState::Queued;
+                    released = true;
+                }
+                Err((conclusion, _)) => {
+                    jobs[i].state = JobState::Completed;
+                    jobs[i].conclusion = Some(conclusion);
+                    close_steps(conn, jobs[i].id, now).await?;
+                }
             }
             changed = true;
         }

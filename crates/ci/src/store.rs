@@ -135,6 +135,8 @@ pub struct Job {
     pub conclusion: Option<Conclusion>,
     /// Why it ended as it did, when that needs saying (a lost runner, a skipped dependency).
     pub message: Option<String>,
+    /// Its `outputs`, a JSON object, once completed.
+    pub outputs: Option<String>,
     pub attempt: i64,
     pub runner_id: Option<i64>,
     pub lease_expires_at: Option<Timestamp>,
@@ -163,6 +165,7 @@ impl FromDbRow for Job {
             state: JobState::parse(&state).ok_or_else(|| bad_value("job state", &state))?,
             conclusion: conclusion(row)?,
             message: row.get("message")?,
+            outputs: row.get("outputs")?,
             attempt: row.get("attempt")?,
             runner_id: row.get("runner_id")?,
             lease_expires_at: time(row, "lease_expires_at")?,
@@ -174,7 +177,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 17] = [
+pub(crate) const JOB_COLUMNS: [&str; 18] = [
     "id",
     "run_id",
     "job_key",
@@ -185,6 +188,7 @@ pub(crate) const JOB_COLUMNS: [&str; 17] = [
     "state",
     "conclusion",
     "message",
+    "outputs",
     "attempt",
     "runner_id",
     "lease_expires_at",
@@ -273,6 +277,7 @@ impl CiStore {
         let mut created = Vec::new();
         for run in runs {
             if let Some(id) = insert_run(&mut tx.conn(), run, now).await? {
+                crate::orchestrate::settle_run(&mut tx.conn(), id, now).await?;
                 created.push(id);
             }
         }
@@ -288,6 +293,9 @@ impl CiStore {
     pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<Option<i64>> {
         let mut tx = self.db.begin().await?;
         let id = insert_run(&mut tx.conn(), run, now).await?;
+        if let Some(id) = id {
+            crate::orchestrate::settle_run(&mut tx.conn(), id, now).await?;
+        }
         tx.commit().await?;
         if id.is_some() {
             self.queued.notify_waiters();
@@ -404,7 +412,8 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
         .to_owned();
     let Some(run_id): Option<i64> = conn.fetch_optional(&insert).await? else { return Ok(None) };
     for job in &run.jobs {
-        let state = if job.needs.is_empty() { JobState::Queued } else { JobState::Waiting };
+        // Every job starts waiting; settling releases those whose needs and `if:` allow.
+        let state = JobState::Waiting;
         let insert = Query::insert()
             .into_table("ci_jobs")
             .columns(["run_id", "job_key", "name", "matrix", "needs", "runs_on", "state", "created_at"])

@@ -125,15 +125,15 @@ async fn jobs_move_through_their_states(store: &PlatformStore) {
     assert_eq!((lease.job.id, lease.job.attempt), (job, 2));
     assert!(ci.steps(run_id).await.expect("steps").iter().all(|s| s.state == RunState::Queued), "steps start afresh");
     assert!(ci.ack_job(job, big.id, 2, T0).await.expect("ack"));
-    assert!(!ci.complete_job(job, big.id, 1, Conclusion::Success, T0).await.expect("stale"), "attempt 1 is over");
-    assert!(ci.complete_job(job, big.id, 2, Conclusion::Success, T0).await.expect("complete"));
-    assert!(!ci.complete_job(job, big.id, 2, Conclusion::Success, T0).await.expect("again"));
+    assert!(!ci.complete_job(job, big.id, 1, Conclusion::Success, None, T0).await.expect("stale"), "attempt 1 is over");
+    assert!(ci.complete_job(job, big.id, 2, Conclusion::Success, None, T0).await.expect("complete"));
+    assert!(!ci.complete_job(job, big.id, 2, Conclusion::Success, None, T0).await.expect("again"));
 
     // build succeeded: test is released; it fails, so deploy is skipped and the run fails.
     let lease = ci.lease_job(&big, T0).await.expect("lease").expect("test");
     assert_eq!(lease.job.job_key, "test");
     assert!(ci.ack_job(lease.job.id, big.id, 1, T0).await.expect("ack"));
-    assert!(ci.complete_job(lease.job.id, big.id, 1, Conclusion::Failure, T0).await.expect("complete"));
+    assert!(ci.complete_job(lease.job.id, big.id, 1, Conclusion::Failure, None, T0).await.expect("complete"));
     assert!(ci.lease_job(&big, T0).await.expect("lease").is_none());
     let jobs = ci.jobs(run_id).await.expect("jobs");
     let ends: Vec<_> = jobs.iter().map(|j| (j.job_key.as_str(), j.state, j.conclusion)).collect();
@@ -164,17 +164,17 @@ async fn runs_cancel_and_run_again(store: &PlatformStore) {
     let runner = ci.get_runner(runner).await.expect("get").expect("runner");
     let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("build");
     assert!(ci.ack_job(lease.job.id, runner.id, 1, T0).await.expect("ack"));
-    assert!(!ci.rerun(run_id, false).await.expect("rerun"), "not while it runs");
+    assert!(!ci.rerun(run_id, false, T0).await.expect("rerun"), "not while it runs");
     assert!(ci.cancel_run(run_id, T0).await.expect("cancel"));
     // The waiting job is cancelled at once; the running one hears it in its heartbeat.
     assert_eq!(ci.jobs(run_id).await.expect("jobs")[1].conclusion, Some(Conclusion::Cancelled));
     assert_eq!(ci.heartbeat(lease.job.id, runner.id, 1, T0).await.expect("beat"), Beat::Cancel);
-    assert!(ci.complete_job(lease.job.id, runner.id, 1, Conclusion::Cancelled, T0).await.expect("complete"));
+    assert!(ci.complete_job(lease.job.id, runner.id, 1, Conclusion::Cancelled, None, T0).await.expect("complete"));
     let done = ci.get_run(run_id).await.expect("run").expect("run");
     assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Cancelled)));
     assert!(!ci.cancel_run(run_id, T0).await.expect("cancel"), "nothing left to cancel");
     // Re-run the failed jobs: both (cancelled is not success), as attempt 2, in dependency order.
-    assert!(ci.rerun(run_id, true).await.expect("rerun"));
+    assert!(ci.rerun(run_id, true, T0).await.expect("rerun"));
     let jobs = ci.jobs(run_id).await.expect("jobs");
     let states: Vec<_> = jobs.iter().map(|j| (j.state, j.attempt, j.conclusion)).collect();
     assert_eq!(states, [(JobState::Queued, 2, None), (JobState::Waiting, 2, None)]);
@@ -182,14 +182,14 @@ async fn runs_cancel_and_run_again(store: &PlatformStore) {
     let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("build again");
     assert_eq!((lease.job.job_key.as_str(), lease.job.attempt), ("build", 2));
     assert!(ci.ack_job(lease.job.id, runner.id, 2, T0).await.expect("ack"));
-    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, T0).await.expect("complete"));
+    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, None, T0).await.expect("complete"));
     let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("test");
     assert!(ci.ack_job(lease.job.id, runner.id, 2, T0).await.expect("ack"));
-    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, T0).await.expect("complete"));
+    assert!(ci.complete_job(lease.job.id, runner.id, 2, Conclusion::Success, None, T0).await.expect("complete"));
     let done = ci.get_run(run_id).await.expect("run").expect("run");
     assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Success)));
-    assert!(!ci.rerun(run_id, true).await.expect("rerun"), "nothing failed");
-    assert!(ci.rerun(run_id, false).await.expect("rerun all"));
+    assert!(!ci.rerun(run_id, true, T0).await.expect("rerun"), "nothing failed");
+    assert!(ci.rerun(run_id, false, T0).await.expect("rerun all"));
 }
 
 gitstratum_platform::both_backends!(

@@ -79,13 +79,13 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
     });
     let (log, shipper) = logship::start(client.clone(), runner, job, attempt);
     let dirs = JobDirs::create(config.work_dir.join(format!("job-{job}-{attempt}")))?;
-    let ending = execute(client, runner, config.network, &lease, &dirs, &log, stop_rx.clone()).await;
+    let (ending, outputs) = execute(client, runner, config.network, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
     drop(log);
     let _ = shipper.await;
     heartbeat.abort();
     if *stop_rx.borrow() != Signal::Stop {
-        client.complete(runner, job, attempt, ending.as_str()).await?;
+        client.complete(runner, job, attempt, ending.as_str(), &outputs).await?;
     }
     tracing::info!(job, attempt, ending = ending.as_str(), "runner: job finished");
     let _ = std::fs::remove_dir_all(&dirs.root);
@@ -144,6 +144,22 @@ async fn execute(
     dirs: &JobDirs,
     log: &LogWriter,
     mut stop: watch::Receiver<Signal>,
+) -> (Ending, BTreeMap<String, String>) {
+    let mut outputs = BTreeMap::new();
+    let ending = execute_steps(client, runner, network, lease, dirs, log, &mut stop, &mut outputs).await;
+    (ending, outputs)
+}
+
+#[allow(clippy::too_many_arguments)] // the job's whole situation
+async fn execute_steps(
+    client: &Client,
+    runner: i64,
+    network: Network,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogWriter,
+    stop: &mut watch::Receiver<Signal>,
+    job_outputs: &mut BTreeMap<String, String>,
 ) -> Ending {
     let workflow: Workflow = match serde_json::from_value(lease.workflow.clone()) {
         Ok(w) => w,
@@ -185,7 +201,7 @@ async fn execute(
     values.insert("vars", Value::object(Dict::new()));
     values.insert("inputs", Value::from_json(lease.inputs.clone()));
     values.insert("steps", Value::object(Dict::new()));
-    values.insert("needs", Value::object(Dict::new()));
+    values.insert("needs", Value::from_json(lease.needs.clone()));
 
     // The environment: GitHub's variables, then the workflow's, the job's, each step's own.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -216,7 +232,7 @@ async fn execute(
     let mut ctx = StepContext { values, failed: false, cancelled: false };
     for (level, vars) in [("workflow", &workflow.env), ("job", &job.env)] {
         for (key, template_text) in vars {
-            ctx.values.insert("env", env_value(&env));
+            ctx.values.set("env", env_value(&env));
             match evaluate(template_text, &places::JOB_ENV, &ctx) {
                 Ok(v) => {
                     env.insert(key.clone(), v.to_coerced_string());
@@ -228,7 +244,7 @@ async fn execute(
             }
         }
     }
-    ctx.values.insert("env", env_value(&env));
+    ctx.values.set("env", env_value(&env));
     let job_minutes = match minutes(&job.timeout_minutes, &places::JOB, &ctx) {
         Ok(m) => m,
         Err(e) => {
@@ -272,7 +288,7 @@ async fn execute(
         let mut step_env = env.clone();
         let mut ok = true;
         for (key, template_text) in &step.env {
-            ctx.values.insert("env", env_value(&step_env));
+            ctx.values.set("env", env_value(&step_env));
             match evaluate(template_text, &places::STEP, &ctx) {
                 Ok(v) => {
                     step_env.insert(key.clone(), v.to_coerced_string());
@@ -283,7 +299,9 @@ async fn execute(
                 }
             }
         }
-        ctx.values.insert("env", env_value(&step_env));
+        ctx.values.set("env", env_value(&step_env));
+        let files = StepFiles::create(dirs, number);
+        files.set_env(&mut step_env);
         let mut step_deadline = deadline;
         if let Some(limit) = &step.timeout_minutes {
             match minutes(limit, &places::STEP, &ctx) {
@@ -299,7 +317,21 @@ async fn execute(
         let outcome = if !ok {
             Outcome::Failed
         } else {
-            run_step(step, job, lease, dirs, network, &step_env, &ctx, log, step_deadline, &mut stop, number).await
+            run_step(step, job, lease, dirs, network, &step_env, &ctx, log, step_deadline, stop, number).await
+        };
+        // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH.
+        let written = files.read();
+        for (key, value) in &written.env {
+            env.insert(key.clone(), value.clone());
+        }
+        for dir in written.path.iter().rev() {
+            let path = env.get("PATH").cloned().unwrap_or_default();
+            env.insert("PATH".to_owned(), format!("{dir}:{path}"));
+        }
+        let outcome_word = match outcome {
+            Outcome::Succeeded => "success",
+            Outcome::Failed | Outcome::TimedOut => "failure",
+            Outcome::Stopped => "cancelled",
         };
         let conclusion = match outcome {
             Outcome::Succeeded => "success",
@@ -325,7 +357,20 @@ async fn execute(
             }
         };
         log.line("##[endgroup]");
+        if let Some(id) = &step.id {
+            record_step(&mut ctx.values, id, &written.outputs, outcome_word, conclusion);
+        }
         let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion)).await;
+    }
+    // The job's outputs, from what its steps produced.
+    ctx.values.set("env", env_value(&env));
+    for (key, template_text) in &job.outputs {
+        match evaluate(template_text, &places::JOB_OUTPUTS, &ctx) {
+            Ok(v) => {
+                job_outputs.insert(key.clone(), v.to_coerced_string());
+            }
+            Err(e) => log.line(&format!("warning: output {key}: {e}")),
+        }
     }
     if ctx.cancelled {
         Ending::Cancelled
@@ -336,6 +381,83 @@ async fn execute(
     } else {
         Ending::Success
     }
+}
+
+/// Adds a step's `outputs`, `outcome` and `conclusion` to the `steps` context.
+fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcome: &str, conclusion: &str) {
+    let mut steps = match values.get("steps") {
+        Some(Value::Object(dict)) => (**dict).clone(),
+        _ => Dict::new(),
+    };
+    let outputs: Dict = outputs.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+    let mut entry = Dict::new();
+    entry.insert("outputs", Value::object(outputs));
+    entry.insert("outcome", Value::from(outcome));
+    entry.insert("conclusion", Value::from(conclusion));
+    steps.set(id, Value::object(entry));
+    values.set("steps", Value::object(steps));
+}
+
+/// A step's `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_PATH` files.
+struct StepFiles {
+    host: [std::path::PathBuf; 3],
+    inside: [String; 3],
+}
+
+/// What a step wrote to its files.
+#[derive(Debug, Default, PartialEq)]
+struct Written {
+    outputs: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    path: Vec<String>,
+}
+
+impl StepFiles {
+    fn create(dirs: &JobDirs, number: usize) -> StepFiles {
+        let names = [format!("output-{number}"), format!("env-{number}"), format!("path-{number}")];
+        let host = names.clone().map(|n| dirs.files.join(n));
+        for file in &host {
+            let _ = std::fs::write(file, "");
+        }
+        StepFiles { host, inside: names.map(|n| format!("{}/{n}", sandbox::FILES)) }
+    }
+
+    fn set_env(&self, env: &mut BTreeMap<String, String>) {
+        for (key, path) in ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH"].into_iter().zip(&self.inside) {
+            env.insert(key.to_owned(), path.clone());
+        }
+    }
+
+    fn read(&self) -> Written {
+        let text = |i: usize| std::fs::read_to_string(&self.host[i]).unwrap_or_default();
+        Written {
+            outputs: parse_file_commands(&text(0)),
+            env: parse_file_commands(&text(1)).into_iter().filter(|(k, _)| !k.is_empty()).collect(),
+            path: text(2).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// GitHub's file-command format: `name=value` lines, and `name<<DELIMITER` … `DELIMITER` blocks
+/// for values of several lines. Malformed lines are ignored.
+fn parse_file_commands(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delimiter)) = line.split_once("<<").filter(|(n, _)| !n.contains('=')) {
+            let mut value = Vec::new();
+            for next in lines.by_ref() {
+                if next == delimiter {
+                    break;
+                }
+                value.push(next);
+            }
+            out.push((name.to_owned(), value.join("\n")));
+        } else if let Some((name, value)) = line.split_once('=') {
+            out.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    out
 }
 
 fn env_value(env: &BTreeMap<String, String>) -> Value {
@@ -540,5 +662,18 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: LogWriter) {
             Ok(0) | Err(_) => return,
             Ok(n) => log.write(&buf[..n]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_file_commands;
+
+    #[test]
+    fn file_commands_parse_as_github_writes_them() {
+        let text = "a=1\nempty=\nmulti<<EOF\nline 1\nline 2\nEOF\nb=x=y\nnot a command\n";
+        let got = parse_file_commands(text);
+        let want = [("a", "1"), ("empty", ""), ("multi", "line 1\nline 2"), ("b", "x=y")];
+        assert_eq!(got, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
     }
 }

@@ -31,6 +31,8 @@ pub struct Lease {
     pub workflow: serde_json::Value,
     #[serde(default)]
     pub inputs: serde_json::Value,
+    #[serde(default)]
+    pub needs: serde_json::Value,
     pub token: String,
     pub heartbeat_seconds: i64,
 }
@@ -134,8 +136,15 @@ impl Client {
         self.report(format!("/{runner}/jobs/{job}/steps/{number}"), body).await
     }
 
-    pub async fn complete(&self, runner: i64, job: i64, attempt: i64, conclusion: &str) -> Result<Reply, RunnerError> {
-        let body = json!({"attempt": attempt, "conclusion": conclusion});
+    pub async fn complete(
+        &self,
+        runner: i64,
+        job: i64,
+        attempt: i64,
+        conclusion: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Reply, RunnerError> {
+        let body = json!({"attempt": attempt, "conclusion": conclusion, "outputs": outputs});
         self.report(format!("/{runner}/jobs/{job}/complete"), body).await
     }
 

@@ -33,6 +33,8 @@ impl std::str::FromStr for Network {
 pub const WORKSPACE: &str = "/workspace";
 pub const HOME: &str = "/home/runner";
 pub const SCRIPTS: &str = "/__gitstratum/scripts";
+/// Where steps write `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_PATH`.
+pub const FILES: &str = "/__gitstratum/files";
 
 /// Parts of `/etc` programs need (name resolution, TLS roots, the dynamic linker, users).
 const ETC: &[&str] = &[
@@ -63,13 +65,19 @@ pub struct JobDirs {
     pub workspace: PathBuf,
     pub home: PathBuf,
     pub scripts: PathBuf,
+    pub files: PathBuf,
 }
 
 impl JobDirs {
     pub fn create(root: PathBuf) -> std::io::Result<JobDirs> {
-        let dirs =
-            JobDirs { workspace: root.join("workspace"), home: root.join("home"), scripts: root.join("scripts"), root };
-        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts] {
+        let dirs = JobDirs {
+            workspace: root.join("workspace"),
+            home: root.join("home"),
+            scripts: root.join("scripts"),
+            files: root.join("files"),
+            root,
+        };
+        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts, &dirs.files] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(dirs)
@@ -101,6 +109,7 @@ pub fn command(dirs: &JobDirs, network: Network, cwd: &str, env: &[(String, Stri
     cmd.arg("--bind").arg(&dirs.workspace).arg(WORKSPACE);
     cmd.arg("--bind").arg(&dirs.home).arg(HOME);
     cmd.arg("--ro-bind").arg(&dirs.scripts).arg(SCRIPTS);
+    cmd.arg("--bind").arg(&dirs.files).arg(FILES);
     cmd.args(["--chdir", cwd, "--clearenv"]);
     for (key, value) in env {
         cmd.arg("--setenv").arg(key).arg(value);

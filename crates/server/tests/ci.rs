@@ -785,3 +785,102 @@ async fn logs_and_status_stream_live() {
     assert!(statuses.contains("event: run"), "{statuses}");
     s.stop().await;
 }
+
+/// Steps pass values on: `$GITHUB_OUTPUT` (one line and several), `$GITHUB_ENV`, `$GITHUB_PATH`,
+/// `steps.<id>.outputs`; job `outputs` reach `needs.<id>.outputs`; job `if:` decides on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_env_files_and_job_conditions() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/flow.yml",
+        r#"on: push
+jobs:
+  produce:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+      notes: ${{ steps.v.outputs.notes }}
+    steps:
+      - id: v
+        run: |
+          echo "version=1.2.3" >> "$GITHUB_OUTPUT"
+          { echo "notes<<END"; echo "first"; echo "second"; echo "END"; } >> "$GITHUB_OUTPUT"
+          echo "FROM_STEP=carried" >> "$GITHUB_ENV"
+          mkdir -p "$HOME/bin"
+          printf '#!/bin/sh\necho the tool ran\n' > "$HOME/bin/mytool"
+          chmod +x "$HOME/bin/mytool"
+          echo "$HOME/bin" >> "$GITHUB_PATH"
+      - run: |
+          echo "env ${FROM_STEP}"
+          mytool
+          echo "step said ${{ steps.v.outputs.version }} ${{ steps.v.outcome }}"
+  consume:
+    needs: produce
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "got ${{ needs.produce.outputs.version }} ${{ needs.produce.result }}"
+  elsewhere:
+    if: github.ref == 'refs/heads/release'
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  on-failure:
+    needs: produce
+    if: failure()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  finally:
+    needs: [consume, on-failure]
+    if: always() && needs.consume.result == 'success'
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo finally ran
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["key"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("produce", "success"),
+            ("consume", "success"),
+            ("elsewhere", "skipped"),
+            ("on-failure", "skipped"),
+            ("finally", "success")
+        ],
+        "{detail:#}"
+    );
+    assert_eq!(detail["conclusion"], "success");
+    let produce = job_log(&s, &token, &jobs[0]).await;
+    assert_eq!(jobs[0]["outputs"], json!({"version": "1.2.3", "notes": "first\nsecond"}), "{produce}");
+    assert_eq!(jobs[2]["message"], "skipped: if: github.ref == 'refs/heads/release' was false");
+    assert!(produce.contains("env carried") && produce.contains("the tool ran"), "{produce}");
+    assert!(produce.contains("step said 1.2.3 success"), "{produce}");
+    let consume = job_log(&s, &token, &jobs[1]).await;
+    assert!(consume.contains("got 1.2.3 success"), "{consume}");
+    let finally = job_log(&s, &token, &jobs[4]).await;
+    assert!(finally.contains("finally ran"), "{finally}");
+    s.stop().await;
+}

@@ -38,6 +38,7 @@ CREATE TABLE ci_jobs (
     state          TEXT   NOT NULL,          -- waiting, queued, leased, in_progress, completed
     conclusion     TEXT,
     message        TEXT,                     -- why it ended as it did, when that needs saying
+    outputs        TEXT,                     -- the job's outputs (JSON object), once completed
     attempt        BIGINT NOT NULL DEFAULT 1,
     runner_id      BIGINT,                   -- the runner holding the lease
     lease_expires_at BIGINT,                 -- leased: ack by then; in_progress: heartbeat by then
