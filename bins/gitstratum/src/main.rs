@@ -134,6 +134,12 @@ struct RunnerArgs {
     /// The network jobs see: isolated (loopback only) or host
     #[arg(long, default_value = "isolated")]
     network: String,
+    /// Memory limit of each job, in MiB
+    #[arg(long, default_value_t = 4096)]
+    memory_mb: u64,
+    /// Process limit of each job
+    #[arg(long, default_value_t = 2048)]
+    processes: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -263,6 +269,10 @@ fn runner(args: RunnerArgs) -> anyhow::Result<()> {
         labels,
         work_dir: args.work_dir.unwrap_or_else(|| PathBuf::from("./gitstratum-runner")),
         network: args.network.parse().map_err(anyhow::Error::msg)?,
+        limits: gitstratum_runner::Limits {
+            memory_bytes: args.memory_mb.max(1) << 20,
+            processes: args.processes.max(1),
+        },
     };
     let filter = Targets::new().with_default(tracing::Level::INFO);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

@@ -16,9 +16,10 @@ use gitstratum_workflow::template;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use crate::limits::{Hit, JobCgroup};
 use crate::logship::{self, LogWriter};
 use crate::protocol::{Client, Lease, Reply, Signal};
-use crate::sandbox::{self, JobDirs, Network};
+use crate::sandbox::{self, JobDirs};
 use crate::{RunnerConfig, RunnerError};
 
 /// The time a stopped step gets between SIGTERM and SIGKILL.
@@ -79,7 +80,15 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
     });
     let (log, shipper) = logship::start(client.clone(), runner, job, attempt);
     let dirs = JobDirs::create(config.work_dir.join(format!("job-{job}-{attempt}")))?;
-    let (ending, outputs) = execute(client, runner, config.network, &lease, &dirs, &log, stop_rx.clone()).await;
+    let cgroup = match JobCgroup::create(&format!("job-{job}-{attempt}"), config.limits) {
+        Ok(cgroup) => Some(cgroup),
+        Err(why) => {
+            log.line(&format!("warning: this runner cannot limit the job's memory and processes: {why}"));
+            None
+        }
+    };
+    let place = JobPlace { network: config.network, limits: config.limits, cgroup: cgroup.as_ref() };
+    let (ending, outputs) = execute(client, runner, &place, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
     drop(log);
     let _ = shipper.await;
@@ -88,8 +97,18 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         client.complete(runner, job, attempt, ending.as_str(), &outputs).await?;
     }
     tracing::info!(job, attempt, ending = ending.as_str(), "runner: job finished");
+    if let Some(cgroup) = cgroup {
+        cgroup.remove();
+    }
     let _ = std::fs::remove_dir_all(&dirs.root);
     Ok(())
+}
+
+/// Where a job runs: its network, its limits and its cgroups.
+struct JobPlace<'a> {
+    network: crate::Network,
+    limits: crate::limits::Limits,
+    cgroup: Option<&'a JobCgroup>,
 }
 
 /// The expression context of a step: named values, and the status functions of `if:`.
@@ -139,14 +158,14 @@ fn flag(value: &BoolOrExpr, place: &Place, ctx: &dyn Context) -> bool {
 async fn execute(
     client: &Client,
     runner: i64,
-    network: Network,
+    place: &JobPlace<'_>,
     lease: &Lease,
     dirs: &JobDirs,
     log: &LogWriter,
     mut stop: watch::Receiver<Signal>,
 ) -> (Ending, BTreeMap<String, String>) {
     let mut outputs = BTreeMap::new();
-    let ending = execute_steps(client, runner, network, lease, dirs, log, &mut stop, &mut outputs).await;
+    let ending = execute_steps(client, runner, place, lease, dirs, log, &mut stop, &mut outputs).await;
     (ending, outputs)
 }
 
@@ -154,7 +173,7 @@ async fn execute(
 async fn execute_steps(
     client: &Client,
     runner: i64,
-    network: Network,
+    place: &JobPlace<'_>,
     lease: &Lease,
     dirs: &JobDirs,
     log: &LogWriter,
@@ -317,7 +336,7 @@ async fn execute_steps(
         let outcome = if !ok {
             Outcome::Failed
         } else {
-            run_step(step, job, lease, dirs, network, &step_env, &ctx, log, step_deadline, stop, number).await
+            run_step(step, job, lease, dirs, place, &step_env, &ctx, log, step_deadline, stop, number).await
         };
         // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH.
         let written = files.read();
@@ -478,7 +497,7 @@ async fn run_step(
     job: &Job,
     lease: &Lease,
     dirs: &JobDirs,
-    network: Network,
+    place: &JobPlace<'_>,
     env: &BTreeMap<String, String>,
     ctx: &StepContext,
     log: &LogWriter,
@@ -529,9 +548,27 @@ async fn run_step(
                 None => sandbox::WORKSPACE.to_owned(),
             };
             let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let mut cmd = sandbox::command(dirs, network, &cwd, &env);
+            let joins = place.cgroup.map(JobCgroup::procs_files).unwrap_or_default();
+            let mut cmd = sandbox::command(dirs, place.network, &cwd, &env, &joins);
             cmd.args(&argv);
-            run_process(cmd, log, deadline, stop).await
+            let before = place.cgroup.map(JobCgroup::counters);
+            let outcome = run_process(cmd, log, deadline, stop).await;
+            if outcome == Outcome::Failed
+                && let (Some(cgroup), Some(before)) = (place.cgroup, before)
+            {
+                match cgroup.hit_since(before) {
+                    Some(Hit::Memory) => log.line(&format!(
+                        "error: the step exceeded the job's memory limit ({} MiB)",
+                        place.limits.memory_bytes >> 20
+                    )),
+                    Some(Hit::Processes) => log.line(&format!(
+                        "error: the step exceeded the job's process limit ({} processes)",
+                        place.limits.processes
+                    )),
+                    None => {}
+                }
+            }
+            outcome
         }
     }
 }

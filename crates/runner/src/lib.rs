@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod exec;
+pub mod limits;
 pub mod logship;
 pub mod protocol;
 pub mod sandbox;
@@ -15,6 +16,7 @@ pub mod sandbox;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use limits::Limits;
 pub use sandbox::Network;
 
 /// Labels every runner has unless told otherwise, so workflows written for GitHub run unchanged.
@@ -31,6 +33,8 @@ pub struct RunnerConfig {
     /// Where job workspaces are made (each job gets its own, removed afterwards).
     pub work_dir: PathBuf,
     pub network: Network,
+    /// Memory and process limits of each job.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]

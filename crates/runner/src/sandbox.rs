@@ -84,9 +84,31 @@ impl JobDirs {
     }
 }
 
-/// `bwrap` with the sandbox's arguments, ready for `-- program args…`.
-pub fn command(dirs: &JobDirs, network: Network, cwd: &str, env: &[(String, String)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new("bwrap");
+/// `bwrap` with the sandbox's arguments, ready for `-- program args…`. With `cgroups` (their
+/// `cgroup.procs` files), a shell first moves itself into them and then becomes bwrap, so every
+/// process of the step is inside the job's limits from its start.
+pub fn command(
+    dirs: &JobDirs,
+    network: Network,
+    cwd: &str,
+    env: &[(String, String)],
+    cgroups: &[PathBuf],
+) -> tokio::process::Command {
+    let mut cmd = if cgroups.is_empty() {
+        tokio::process::Command::new("bwrap")
+    } else {
+        let mut script = String::new();
+        for i in 0..cgroups.len() {
+            script.push_str(&format!("echo $$ > \"$GITSTRATUM_CGROUP_{i}\" && "));
+        }
+        script.push_str("exec bwrap \"$@\"");
+        let mut sh = tokio::process::Command::new("/bin/sh");
+        sh.arg("-c").arg(script).arg("sh");
+        for (i, procs) in cgroups.iter().enumerate() {
+            sh.env(format!("GITSTRATUM_CGROUP_{i}"), procs);
+        }
+        sh
+    };
     cmd.args(["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
     if network == Network::Isolated {
         cmd.arg("--unshare-net");

@@ -62,6 +62,8 @@ pub struct Config {
     pub embedded_runner: bool,
     /// The network the embedded runner's jobs see.
     pub runner_network: gitstratum_runner::Network,
+    /// Memory and process limits of each of the embedded runner's jobs.
+    pub runner_limits: gitstratum_runner::Limits,
 }
 
 impl fmt::Debug for Config {
@@ -76,6 +78,7 @@ impl fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("embedded_runner", &self.embedded_runner)
             .field("runner_network", &self.runner_network)
+            .field("runner_limits", &self.runner_limits)
             .finish()
     }
 }
@@ -94,6 +97,8 @@ pub struct ConfigLayer {
     pub rate_limit_git_per_repo: Option<String>,
     pub embedded_runner: Option<String>,
     pub runner_network: Option<String>,
+    pub runner_memory_mb: Option<String>,
+    pub runner_processes: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -110,6 +115,8 @@ impl fmt::Debug for ConfigLayer {
             .field("rate_limit_git_per_repo", &self.rate_limit_git_per_repo)
             .field("embedded_runner", &self.embedded_runner)
             .field("runner_network", &self.runner_network)
+            .field("runner_memory_mb", &self.runner_memory_mb)
+            .field("runner_processes", &self.runner_processes)
             .finish()
     }
 }
@@ -149,6 +156,8 @@ struct FileConfig {
 struct FileRunner {
     embedded: Option<bool>,
     network: Option<String>,
+    memory_mb: Option<u64>,
+    processes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +204,8 @@ impl ConfigLayer {
             rate_limit_git_per_repo: file.rate_limit.git_per_repo.map(|n| n.to_string()),
             embedded_runner: file.runner.embedded.map(|b| b.to_string()),
             runner_network: file.runner.network,
+            runner_memory_mb: file.runner.memory_mb.map(|n| n.to_string()),
+            runner_processes: file.runner.processes.map(|n| n.to_string()),
         })
     }
 
@@ -220,6 +231,8 @@ impl ConfigLayer {
                 "GITSTRATUM_RATE_LIMIT_GIT_PER_REPO" => layer.rate_limit_git_per_repo = Some(value),
                 "GITSTRATUM_EMBEDDED_RUNNER" => layer.embedded_runner = Some(value),
                 "GITSTRATUM_RUNNER_NETWORK" => layer.runner_network = Some(value),
+                "GITSTRATUM_RUNNER_MEMORY_MB" => layer.runner_memory_mb = Some(value),
+                "GITSTRATUM_RUNNER_PROCESSES" => layer.runner_processes = Some(value),
                 _ => {}
             }
         }
@@ -240,6 +253,8 @@ impl ConfigLayer {
             rate_limit_git_per_repo: over.rate_limit_git_per_repo.or(self.rate_limit_git_per_repo),
             embedded_runner: over.embedded_runner.or(self.embedded_runner),
             runner_network: over.runner_network.or(self.runner_network),
+            runner_memory_mb: over.runner_memory_mb.or(self.runner_memory_mb),
+            runner_processes: over.runner_processes.or(self.runner_processes),
         }
     }
 }
@@ -317,6 +332,20 @@ impl Config {
                 text.parse().map_err(|message| ConfigError::Invalid { setting: "runner.network", message })?
             }
         };
+        let defaults = gitstratum_runner::Limits::default();
+        let positive = |setting: &'static str, value: Option<String>, default: u64| -> Result<u64, ConfigError> {
+            match value {
+                None => Ok(default),
+                Some(text) => text.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
+                    setting,
+                    message: format!("{text:?} is not a positive whole number"),
+                }),
+            }
+        };
+        let runner_limits = gitstratum_runner::Limits {
+            memory_bytes: positive("runner.memory_mb", merged.runner_memory_mb, defaults.memory_bytes >> 20)? << 20,
+            processes: positive("runner.processes", merged.runner_processes, defaults.processes)?,
+        };
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -327,6 +356,7 @@ impl Config {
             rate_limits,
             embedded_runner,
             runner_network,
+            runner_limits,
         })
     }
 }

@@ -177,6 +177,7 @@ impl Server {
             labels: gitstratum_runner::DEFAULT_LABELS.map(str::to_owned).to_vec(),
             work_dir: self.data_dir.root().join("runner"),
             network: self.config.runner_network,
+            limits: self.config.runner_limits,
         };
         Some(tokio::spawn(async move {
             if let Err(e) = gitstratum_runner::run(config, http, stop).await {

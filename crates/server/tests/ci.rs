@@ -884,3 +884,69 @@ jobs:
     assert!(finally.contains("finally ran"), "{finally}");
     s.stop().await;
 }
+
+/// Each job is held to its memory and process limits (cgroups); exceeding one fails the step and
+/// its log says which limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_held_to_their_memory_and_process_limits() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        runner_memory_mb: Some("64".into()),
+        runner_processes: Some("32".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/limits.yml",
+        r#"on: push
+jobs:
+  memory:
+    runs-on: ubuntu-latest
+    steps:
+      - run: python3 -c "a = bytearray(512 * 1024 * 1024); print(len(a))"
+  forks:
+    runs-on: ubuntu-latest
+    steps:
+      - shell: python3 {0}
+        run: |
+          import os, time
+          for i in range(200):
+              if os.fork() == 0:
+                  time.sleep(30)
+                  os._exit(0)
+  fine:
+    runs-on: ubuntu-latest
+    steps:
+      - run: python3 -c "a = bytearray(8 * 1024 * 1024); print('allocated', len(a))"
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let log = |i: usize| job_log(&s, &token, &jobs[i]);
+    let (memory, forks, fine) = (log(0).await, log(1).await, log(2).await);
+    if memory.contains("cannot limit the job's memory and processes") {
+        // No writable cgroups on this machine: say so rather than pretend.
+        eprintln!("note: cgroups unavailable here; limits untested: {memory}");
+        s.stop().await;
+        return;
+    }
+    let ends: Vec<&str> = jobs.iter().map(|j| j["conclusion"].as_str().unwrap_or_default()).collect();
+    assert_eq!(ends, ["failure", "failure", "success"], "{detail:#}\n{memory}\n{forks}\n{fine}");
+    assert!(memory.contains("exceeded the job's memory limit (64 MiB)"), "{memory}");
+    assert!(forks.contains("exceeded the job's process limit (32 processes)"), "{forks}");
+    assert!(fine.contains("allocated 8388608"), "{fine}");
+    s.stop().await;
+}
