@@ -27,4 +27,4 @@ pub use ingest::Ingestor;
 pub use logs::LogStore;
 pub use orchestrate::{Beat, JobToken, Lease, Runner};
 pub use state::{Conclusion, JobState, RunState};
-pub use store::{CiStore, Job, NewJob, NewRun, Run, RunPage, Step};
+pub use store::{CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, Step};

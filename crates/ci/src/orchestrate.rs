@@ -108,8 +108,24 @@ impl CiStore {
             .limit(CANDIDATES)
             .to_owned();
         let jobs: Vec<Job> = self.db.acquire().await?.conn().fetch_all(&candidates).await?;
-        let fits = |job: &Job| job.runs_on.as_ref().is_some_and(|need| need.iter().all(|l| runner.labels.contains(l)));
+        let fits = |job: &Job| {
+            job.runs_on.as_ref().is_some_and(|need| need.iter().all(|l| runner.labels.contains(l)))
+                && job.not_before.is_none_or(|t| t <= now)
+        };
         for job in jobs.into_iter().filter(fits) {
+            if let Some(max) = job.max_parallel {
+                let running = Query::select()
+                    .expr(Expr::col("id").count())
+                    .from("ci_jobs")
+                    .and_where(Expr::col("run_id").eq(job.run_id))
+                    .and_where(Expr::col("job_key").eq(job.job_key.as_str()))
+                    .and_where(Expr::col("state").is_in([JobState::Leased.as_str(), JobState::InProgress.as_str()]))
+                    .to_owned();
+                let running: i64 = self.db.acquire().await?.conn().fetch_one(&running).await?;
+                if running >= max {
+                    continue; // strategy.max-parallel
+                }
+            }
             let token =
                 TokenSecret::generate_with_prefix(JOB_TOKEN_PREFIX).map_err(gitstratum_platform::Error::Random)?;
             let update = Query::update()
@@ -268,22 +284,42 @@ impl CiStore {
         now: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.db.begin().await?;
-        let update = finish_job(job_id, conclusion, None, now)
-            .value("outputs", outputs.map(str::to_owned))
-            .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
-            .and_where(Expr::col("runner_id").eq(runner_id))
-            .and_where(Expr::col("attempt").eq(attempt))
-            .to_owned();
+        let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned();
+        let Some(job): Option<Job> = tx.conn().fetch_optional(&q).await? else { return Ok(false) };
+        let guard = |mut u: sea_query::UpdateStatement| {
+            u.and_where(Expr::col("id").eq(job_id))
+                .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+                .and_where(Expr::col("runner_id").eq(runner_id))
+                .and_where(Expr::col("attempt").eq(attempt));
+            u
+        };
+        // GitStratum's retry: a failed attempt goes back to the queue after its delay.
+        if let Some(retry) = job.retry.filter(|r| conclusion == Conclusion::Failure && attempt < r.max_attempts) {
+            let delay = retry_delay(retry, attempt);
+            let why = format!(
+                "attempt {attempt} failed; attempt {} after {:.1} s (retry)",
+                attempt + 1,
+                delay as f64 / 1000.0
+            );
+            let update = guard(requeue_update(attempt + 1, Some(why)).value("not_before", now.0 + delay).to_owned());
+            if tx.conn().execute(&update).await? == 0 {
+                return Ok(false);
+            }
+            reset_steps(&mut tx.conn(), job_id).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
+        let update =
+            guard(finish_job(job_id, conclusion, None, now).value("outputs", outputs.map(str::to_owned)).to_owned());
         if tx.conn().execute(&update).await? == 0 {
             return Ok(false);
         }
         close_steps(&mut tx.conn(), job_id, now).await?;
-        let run_id: i64 = tx
-            .conn()
-            .fetch_one(
-                &Query::select().column("run_id").from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned(),
-            )
-            .await?;
+        let run_id = job.run_id;
+        // fail-fast: a failed matrix instance cancels its siblings.
+        if conclusion == Conclusion::Failure && job.fail_fast {
+            cancel_siblings(&mut tx.conn(), &job, now).await?;
+        }
         let released = settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
         if released {
@@ -313,20 +349,7 @@ impl CiStore {
                     .and_where(Expr::col("lease_expires_at").lt(now.0));
                 u
             };
-            let requeue = |attempt: i64, message: Option<String>| {
-                Query::update()
-                    .table("ci_jobs")
-                    .values([
-                        ("state", JobState::Queued.as_str().into()),
-                        ("attempt", attempt.into()),
-                        ("runner_id", Option::<i64>::None.into()),
-                        ("lease_expires_at", Option::<i64>::None.into()),
-                        ("token_hash", Option::<String>::None.into()),
-                        ("started_at", Option::<i64>::None.into()),
-                        ("message", message.into()),
-                    ])
-                    .to_owned()
-            };
+            let requeue = requeue_update;
             let update = match job.state {
                 JobState::Leased => guard(requeue(job.attempt, job.message.clone())),
                 _ if job.cancel_requested => {
@@ -472,6 +495,7 @@ impl CiStore {
                     ("lease_expires_at", Option::<i64>::None.into()),
                     ("token_hash", Option::<String>::None.into()),
                     ("cancel_requested", false.into()),
+                    ("not_before", Option::<i64>::None.into()),
                     ("started_at", Option::<i64>::None.into()),
                     ("completed_at", Option::<i64>::None.into()),
                 ])
@@ -533,6 +557,69 @@ async fn holds(conn: &mut Conn<'_>, job_id: i64, runner_id: i64, attempt: i64) -
         .and_where(Expr::col("attempt").eq(attempt))
         .to_owned();
     Ok(conn.fetch_optional::<i64>(&q).await?.is_some())
+}
+
+/// The update that puts a job back in the queue as `attempt` (callers add the job and a guard).
+fn requeue_update(attempt: i64, message: Option<String>) -> sea_query::UpdateStatement {
+    Query::update()
+        .table("ci_jobs")
+        .values([
+            ("state", JobState::Queued.as_str().into()),
+            ("attempt", attempt.into()),
+            ("runner_id", Option::<i64>::None.into()),
+            ("lease_expires_at", Option::<i64>::None.into()),
+            ("token_hash", Option::<String>::None.into()),
+            ("started_at", Option::<i64>::None.into()),
+            ("message", message.into()),
+        ])
+        .to_owned()
+}
+
+/// The delay before attempt `attempt + 1` of a retried job, in ms: the policy's delay, doubled for
+/// each attempt after the first when exponential, with ±20 % jitter so retries spread out.
+pub fn retry_delay(retry: crate::store::RetryPolicy, attempt: i64) -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let doublings = if retry.exponential { Ord::min(u32::try_from(attempt - 1).unwrap_or(0), 20) } else { 0 };
+    let base = Ord::max(retry.delay_ms, 0).saturating_mul(1i64 << doublings);
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let jitter = (random % 401) as i64 - 200; // -200‰ … +200‰
+    base + base * jitter / 1000
+}
+
+/// Cancels the other matrix instances of a failed job (`strategy.fail-fast`): those not yet running
+/// at once, running ones through their runner's next heartbeat.
+async fn cancel_siblings(conn: &mut Conn<'_>, job: &Job, now: Timestamp) -> Result<()> {
+    let q = Query::select()
+        .columns(JOB_COLUMNS)
+        .from("ci_jobs")
+        .and_where(Expr::col("run_id").eq(job.run_id))
+        .and_where(Expr::col("job_key").eq(job.job_key.as_str()))
+        .and_where(Expr::col("id").ne(job.id))
+        .to_owned();
+    let siblings: Vec<Job> = conn.fetch_all(&q).await?;
+    let why = format!("cancelled: fail-fast, {} failed", job.name);
+    for sibling in siblings {
+        match sibling.state {
+            JobState::Waiting | JobState::Queued | JobState::Leased => {
+                let update = finish_job(sibling.id, Conclusion::Cancelled, Some(why.clone()), now)
+                    .and_where(Expr::col("state").eq(sibling.state.as_str()))
+                    .to_owned();
+                conn.execute(&update).await?;
+                close_steps(conn, sibling.id, now).await?;
+            }
+            JobState::InProgress => {
+                let update = Query::update()
+                    .table("ci_jobs")
+                    .value("cancel_requested", true)
+                    .and_where(Expr::col("id").eq(sibling.id))
+                    .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+                    .to_owned();
+                conn.execute(&update).await?;
+            }
+            JobState::Completed => {}
+        }
+    }
+    Ok(())
 }
 
 /// The update that completes a job (callers add their guard).
@@ -831,6 +918,8 @@ pub async fn run_reaper(
             _ = tick.tick() => {}
             _ = &mut stop => return,
         }
+        // Jobs whose retry delay has passed are leasable now: let waiting runners look.
+        ci.queued.notify_waiters();
         match ci.expire_leases(clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "ci: took back jobs whose runner stopped answering"),

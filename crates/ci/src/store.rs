@@ -43,6 +43,21 @@ pub struct NewJob {
     pub runs_on: Option<Vec<String>>,
     /// Step names, in order.
     pub steps: Vec<String>,
+    /// A failed instance cancels the job's other matrix instances (GitHub's default).
+    pub fail_fast: bool,
+    /// At most this many instances of the job run at once.
+    pub max_parallel: Option<i64>,
+    /// GitStratum's `retry:` extension.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// How a failed job is tried again: `max_attempts` in all, the second after `delay_ms`, each
+/// further one after twice as long when `exponential` (with ±20 % jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: i64,
+    pub delay_ms: i64,
+    pub exponential: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +157,11 @@ pub struct Job {
     pub lease_expires_at: Option<Timestamp>,
     /// The run was cancelled while this job ran; its runner hears it in the heartbeat reply.
     pub cancel_requested: bool,
+    pub fail_fast: bool,
+    pub max_parallel: Option<i64>,
+    pub retry: Option<RetryPolicy>,
+    /// Queued, but not to be leased before this time (a retry's delay).
+    pub not_before: Option<Timestamp>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -170,6 +190,17 @@ impl FromDbRow for Job {
             runner_id: row.get("runner_id")?,
             lease_expires_at: time(row, "lease_expires_at")?,
             cancel_requested: row.get("cancel_requested")?,
+            fail_fast: row.get("fail_fast")?,
+            max_parallel: row.get("max_parallel")?,
+            retry: match row.get::<Option<i64>>("retry_max")? {
+                Some(max_attempts) => Some(RetryPolicy {
+                    max_attempts,
+                    delay_ms: row.get::<Option<i64>>("retry_delay_ms")?.unwrap_or(0),
+                    exponential: row.get("retry_exponential")?,
+                }),
+                None => None,
+            },
+            not_before: time(row, "not_before")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -177,7 +208,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 18] = [
+pub(crate) const JOB_COLUMNS: [&str; 24] = [
     "id",
     "run_id",
     "job_key",
@@ -193,6 +224,12 @@ pub(crate) const JOB_COLUMNS: [&str; 18] = [
     "runner_id",
     "lease_expires_at",
     "cancel_requested",
+    "fail_fast",
+    "max_parallel",
+    "retry_max",
+    "retry_delay_ms",
+    "retry_exponential",
+    "not_before",
     "created_at",
     "started_at",
     "completed_at",
@@ -416,7 +453,21 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
         let state = JobState::Waiting;
         let insert = Query::insert()
             .into_table("ci_jobs")
-            .columns(["run_id", "job_key", "name", "matrix", "needs", "runs_on", "state", "created_at"])
+            .columns([
+                "run_id",
+                "job_key",
+                "name",
+                "matrix",
+                "needs",
+                "runs_on",
+                "state",
+                "fail_fast",
+                "max_parallel",
+                "retry_max",
+                "retry_delay_ms",
+                "retry_exponential",
+                "created_at",
+            ])
             .values_panic([
                 run_id.into(),
                 job.job_key.as_str().into(),
@@ -425,6 +476,11 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
                 job.needs.join(" ").into(),
                 job.runs_on.as_ref().map(|labels| labels.join(" ")).into(),
                 state.as_str().into(),
+                job.fail_fast.into(),
+                job.max_parallel.into(),
+                job.retry.map(|r| r.max_attempts).into(),
+                job.retry.map(|r| r.delay_ms).into(),
+                job.retry.is_some_and(|r| r.exponential).into(),
                 now.0.into(),
             ])
             .returning_col("id")

@@ -28,6 +28,9 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
                 needs: vec![],
                 runs_on: Some(vec!["ubuntu-latest".into()]),
                 steps: vec!["Run actions/checkout@v4".into(), "Run make".into()],
+                fail_fast: true,
+                max_parallel: None,
+                retry: None,
             },
             NewJob {
                 job_key: "test".into(),
@@ -36,6 +39,9 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
                 needs: vec!["build".into()],
                 runs_on: None,
                 steps: vec!["Run make test".into()],
+                fail_fast: true,
+                max_parallel: None,
+                retry: None,
             },
         ],
     }
@@ -192,8 +198,71 @@ async fn runs_cancel_and_run_again(store: &PlatformStore) {
     assert!(ci.rerun(run_id, false, T0).await.expect("rerun all"));
 }
 
+/// Matrix `fail-fast` and `max-parallel`, and GitStratum's `retry:` with its delay.
+async fn matrices_and_retries(store: &PlatformStore) {
+    use gitstratum_ci::RetryPolicy;
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let instance = |os: &str| NewJob {
+        job_key: "build".into(),
+        name: format!("build ({os})"),
+        matrix: None,
+        needs: vec![],
+        runs_on: Some(vec!["x".into()]),
+        steps: vec!["Run make".into()],
+        fail_fast: true,
+        max_parallel: Some(2),
+        retry: None,
+    };
+    let mut new = run(repo.id, "ci.yml", "push:1");
+    new.jobs = vec![instance("a"), instance("b"), instance("c")];
+    new.jobs.push(NewJob {
+        job_key: "flaky".into(),
+        name: "flaky".into(),
+        max_parallel: None,
+        retry: Some(RetryPolicy { max_attempts: 2, delay_ms: 10_000, exponential: true }),
+        ..instance("x")
+    });
+    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
+    let r = ci.get_runner(r).await.expect("get").expect("runner");
+    let a = ci.lease_job(&r, T0).await.expect("lease").expect("a");
+    let b = ci.lease_job(&r, T0).await.expect("lease").expect("b");
+    assert_eq!((a.job.name.as_str(), b.job.name.as_str()), ("build (a)", "build (b)"));
+    // max-parallel 2: build (c) waits; the next lease is the flaky job.
+    let flaky = ci.lease_job(&r, T0).await.expect("lease").expect("flaky");
+    assert_eq!(flaky.job.job_key, "flaky");
+    assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "build (c) waits for a slot");
+    for lease in [&a, &b, &flaky] {
+        assert!(ci.ack_job(lease.job.id, r.id, 1, T0).await.expect("ack"));
+    }
+    // The flaky job fails: it is retried as attempt 2, not before its delay (10 s ± 20 %).
+    assert!(ci.complete_job(flaky.job.id, r.id, 1, Conclusion::Failure, None, T0).await.expect("complete"));
+    let again = ci.get_job(flaky.job.id).await.expect("get").expect("job");
+    assert_eq!((again.state, again.attempt), (JobState::Queued, 2));
+    let not_before = again.not_before.expect("a delay").0 - T0.0;
+    assert!((8_000..=12_000).contains(&not_before), "{not_before}");
+    // build (a) fails: fail-fast cancels build (c) now and tells build (b) through its heartbeat.
+    assert!(ci.complete_job(a.job.id, r.id, 1, Conclusion::Failure, None, T0).await.expect("complete"));
+    let jobs = ci.jobs(run_id).await.expect("jobs");
+    assert_eq!((jobs[2].state, jobs[2].conclusion), (JobState::Completed, Some(Conclusion::Cancelled)));
+    assert_eq!(ci.heartbeat(b.job.id, r.id, 1, T0).await.expect("beat"), gitstratum_ci::Beat::Cancel);
+    assert!(ci.complete_job(b.job.id, r.id, 1, Conclusion::Cancelled, None, T0).await.expect("complete"));
+    // The retry is leasable once its delay has passed; attempt 2 is the last.
+    assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "too early");
+    let later = Timestamp(T0.0 + 13_000);
+    let retry = ci.lease_job(&r, later).await.expect("lease").expect("the retry");
+    assert_eq!((retry.job.id, retry.job.attempt), (flaky.job.id, 2));
+    assert!(ci.ack_job(retry.job.id, r.id, 2, later).await.expect("ack"));
+    assert!(ci.complete_job(retry.job.id, r.id, 2, Conclusion::Failure, None, later).await.expect("complete"));
+    let done = ci.get_run(run_id).await.expect("run").expect("run");
+    assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
+}
+
 gitstratum_platform::both_backends!(
     runs_are_created_once_with_the_cursor,
     jobs_move_through_their_states,
     runs_cancel_and_run_again,
+    matrices_and_retries,
 );

@@ -242,6 +242,7 @@ async fn execute_steps(
         ("GITHUB_RUN_ID", lease.run_id.to_string()),
         ("GITHUB_RUN_NUMBER", lease.run_number.to_string()),
         ("GITHUB_JOB", lease.job_key.clone()),
+        ("GITSTRATUM_JOB_ATTEMPT", lease.attempt.to_string()),
         ("RUNNER_OS", "Linux".to_owned()),
         ("RUNNER_ARCH", "X64".to_owned()),
         ("RUNNER_TEMP", "/tmp".to_owned()),

@@ -44,6 +44,12 @@ CREATE TABLE ci_jobs (
     lease_expires_at BIGINT,                 -- leased: ack by then; in_progress: heartbeat by then
     token_hash     TEXT,                     -- SHA-256 of the job's token, while it runs
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, -- told to the runner in its heartbeat reply
+    fail_fast      BOOLEAN NOT NULL DEFAULT TRUE, -- a failed instance cancels its matrix siblings
+    max_parallel   BIGINT,                   -- instances of this job running at once, at most
+    retry_max      BIGINT,                   -- GitStratum's retry: attempts in all
+    retry_delay_ms BIGINT,                   -- and the delay before the second
+    retry_exponential BOOLEAN NOT NULL DEFAULT FALSE, -- doubling for each further one
+    not_before     BIGINT,                   -- queued, but not to be leased before this time
     created_at     BIGINT NOT NULL,
     started_at     BIGINT,
     completed_at   BIGINT
