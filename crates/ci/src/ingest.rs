@@ -168,6 +168,7 @@ pub fn plan_run(
         failure: None,
         workflow: None,
         inputs: None,
+        concurrency: None,
         jobs: Vec::new(),
     };
     let text = match &file.text {
@@ -239,6 +240,7 @@ pub fn plan_run(
         title: planned.run_name.unwrap_or(name),
         workflow: serde_json::to_string(&workflow).ok(),
         inputs: inputs_json,
+        concurrency: planned.concurrency.map(|c| (c.group, c.cancel_in_progress)),
         jobs,
         ..base
     })

@@ -411,39 +411,13 @@ impl CiStore {
     /// their runner's next heartbeat. False when the run had already completed.
     pub async fn cancel_run(&self, run_id: i64, now: Timestamp) -> Result<bool> {
         let mut tx = self.db.begin().await?;
-        let run_q =
-            Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
-        let Some(run): Option<Run> = tx.conn().fetch_optional(&run_q).await? else { return Ok(false) };
-        if run.state == RunState::Completed {
-            return Ok(false);
-        }
-        let q =
-            Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
-        let jobs: Vec<Job> = tx.conn().fetch_all(&q).await?;
-        for job in jobs {
-            match job.state {
-                JobState::Waiting | JobState::Queued | JobState::Leased => {
-                    let update = finish_job(job.id, Conclusion::Cancelled, Some("cancelled".into()), now)
-                        .and_where(Expr::col("state").eq(job.state.as_str()))
-                        .to_owned();
-                    tx.conn().execute(&update).await?;
-                    close_steps(&mut tx.conn(), job.id, now).await?;
-                }
-                JobState::InProgress => {
-                    let update = Query::update()
-                        .table("ci_jobs")
-                        .value("cancel_requested", true)
-                        .and_where(Expr::col("id").eq(job.id))
-                        .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
-                        .to_owned();
-                    tx.conn().execute(&update).await?;
-                }
-                JobState::Completed => {}
-            }
-        }
-        settle_run(&mut tx.conn(), run_id, now).await?;
+        let cancelled = cancel_run_in(&mut tx.conn(), run_id, "cancelled", now).await?;
         tx.commit().await?;
-        Ok(true)
+        if cancelled {
+            // A pending run of the same concurrency group may have been released.
+            self.queued.notify_waiters();
+        }
+        Ok(cancelled)
     }
 
     /// Runs a completed run again: every job (`only_failed` false), or only the jobs that did not
@@ -557,6 +531,45 @@ async fn holds(conn: &mut Conn<'_>, job_id: i64, runner_id: i64, attempt: i64) -
         .and_where(Expr::col("attempt").eq(attempt))
         .to_owned();
     Ok(conn.fetch_optional::<i64>(&q).await?.is_some())
+}
+
+/// Cancels a run in the caller's transaction: jobs not yet running end `cancelled` (with `why`) at
+/// once; running ones are told through their runner's next heartbeat. False when it had completed.
+pub(crate) async fn cancel_run_in(conn: &mut Conn<'_>, run_id: i64, why: &str, now: Timestamp) -> Result<bool> {
+    let run_q = Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
+    let Some(run): Option<Run> = conn.fetch_optional(&run_q).await? else { return Ok(false) };
+    if run.state == RunState::Completed {
+        return Ok(false);
+    }
+    let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
+    let jobs: Vec<Job> = conn.fetch_all(&q).await?;
+    for job in jobs {
+        match job.state {
+            JobState::Waiting | JobState::Queued | JobState::Leased => {
+                let update = finish_job(job.id, Conclusion::Cancelled, Some(why.to_owned()), now)
+                    .and_where(Expr::col("state").eq(job.state.as_str()))
+                    .to_owned();
+                conn.execute(&update).await?;
+                close_steps(conn, job.id, now).await?;
+            }
+            JobState::InProgress => {
+                let update = Query::update()
+                    .table("ci_jobs")
+                    .value("cancel_requested", true)
+                    .and_where(Expr::col("id").eq(job.id))
+                    .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+                    .to_owned();
+                conn.execute(&update).await?;
+            }
+            JobState::Completed => {}
+        }
+    }
+    // A run cancelled before it was released from its group no longer blocks anything.
+    let unblock =
+        Query::update().table("ci_runs").value("blocked", false).and_where(Expr::col("id").eq(run_id)).to_owned();
+    conn.execute(&unblock).await?;
+    Box::pin(settle_run(conn, run_id, now)).await?;
+    Ok(true)
 }
 
 /// The update that puts a job back in the queue as `attempt` (callers add the job and a guard).
@@ -831,6 +844,15 @@ fn job_runs(run: &RunContext, jobs: &[Job], job: &Job) -> Result<(), (Conclusion
 /// need succeeded), skips the others, repeats while that changes anything, and completes the run
 /// when every job has. Returns whether a job was queued.
 pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp) -> Result<bool> {
+    let group_q = Query::select()
+        .columns(["repo_id", "concurrency_group", "blocked"])
+        .from("ci_runs")
+        .and_where(Expr::col("id").eq(run_id))
+        .to_owned();
+    let Some(group): Option<RunGroup> = conn.fetch_optional(&group_q).await? else { return Ok(false) };
+    if group.blocked {
+        return Ok(false); // pending behind its concurrency group's running run
+    }
     let q = Query::select().columns(JOB_COLUMNS).from("ci_jobs").and_where(Expr::col("run_id").eq(run_id)).to_owned();
     let mut jobs: Vec<Job> = conn.fetch_all(&q).await?;
     let mut released = false;
@@ -899,9 +921,102 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
             .and_where(Expr::col("id").eq(run_id))
             .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
             .to_owned();
-        conn.execute(&update).await?;
+        if conn.execute(&update).await? == 1
+            && let Some(name) = &group.group
+        {
+            // The group is free: its pending run (there is at most one) may go.
+            let next = Query::select()
+                .column("id")
+                .from("ci_runs")
+                .and_where(Expr::col("repo_id").eq(group.repo_id))
+                .and_where(Expr::col("concurrency_group").eq(name.as_str()))
+                .and_where(Expr::col("blocked").eq(true))
+                .order_by("id", Order::Asc)
+                .limit(1)
+                .to_owned();
+            if let Some(next) = conn.fetch_optional::<i64>(&next).await? {
+                let unblock = Query::update()
+                    .table("ci_runs")
+                    .value("blocked", false)
+                    .and_where(Expr::col("id").eq(next))
+                    .to_owned();
+                conn.execute(&unblock).await?;
+                released |= Box::pin(settle_run(conn, next, now)).await?;
+            }
+        }
     }
     Ok(released)
+}
+
+/// A run's concurrency group and whether it is pending behind it.
+struct RunGroup {
+    repo_id: i64,
+    group: Option<String>,
+    blocked: bool,
+}
+
+impl FromDbRow for RunGroup {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(RunGroup {
+            repo_id: row.get("repo_id")?,
+            group: row.get("concurrency_group")?,
+            blocked: row.get("blocked")?,
+        })
+    }
+}
+
+/// Places a new run in its concurrency group (in its creating transaction, before it is settled):
+/// with `cancel-in-progress` the group's other unfinished runs are cancelled; otherwise the new run
+/// waits (blocked) while another of the group is unfinished, replacing any run already waiting, as
+/// GitHub keeps one running and one pending run per group.
+pub(crate) async fn join_group(
+    conn: &mut Conn<'_>,
+    run_id: i64,
+    repo_id: i64,
+    group: &str,
+    cancel: bool,
+    now: Timestamp,
+) -> Result<()> {
+    let others = Query::select()
+        .columns(["id", "blocked"])
+        .from("ci_runs")
+        .and_where(Expr::col("repo_id").eq(repo_id))
+        .and_where(Expr::col("concurrency_group").eq(group))
+        .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
+        .and_where(Expr::col("id").ne(run_id))
+        .to_owned();
+    let others: Vec<GroupMember> = conn.fetch_all(&others).await?;
+    if others.is_empty() {
+        return Ok(());
+    }
+    if cancel {
+        for other in &others {
+            cancel_run_in(conn, other.id, &format!("cancelled: a newer run of concurrency group {group} started"), now)
+                .await?;
+        }
+        return Ok(());
+    }
+    for other in others.iter().filter(|o| o.blocked) {
+        cancel_run_in(conn, other.id, &format!("cancelled: a newer run of concurrency group {group} is pending"), now)
+            .await?;
+    }
+    if others.iter().any(|o| !o.blocked) {
+        let block =
+            Query::update().table("ci_runs").value("blocked", true).and_where(Expr::col("id").eq(run_id)).to_owned();
+        conn.execute(&block).await?;
+    }
+    Ok(())
+}
+
+struct GroupMember {
+    id: i64,
+    blocked: bool,
+}
+
+impl FromDbRow for GroupMember {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(GroupMember { id: row.get("id")?, blocked: row.get("blocked")? })
+    }
 }
 
 /// Takes back jobs whose lease ran out, every few seconds, until `stop` fires. On start this also

@@ -31,6 +31,8 @@ pub struct NewRun {
     pub workflow: Option<String>,
     /// `workflow_dispatch` inputs, as a JSON object.
     pub inputs: Option<String>,
+    /// The workflow's concurrency group, evaluated, and whether it cancels runs in progress.
+    pub concurrency: Option<(String, bool)>,
     pub jobs: Vec<NewJob>,
 }
 
@@ -420,6 +422,8 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
             "message",
             "workflow",
             "inputs",
+            "concurrency_group",
+            "concurrency_cancel",
             "created_at",
             "completed_at",
         ])
@@ -439,6 +443,8 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
             run.failure.clone().into(),
             run.workflow.clone().into(),
             run.inputs.clone().into(),
+            run.concurrency.as_ref().map(|(g, _)| g.clone()).into(),
+            run.concurrency.as_ref().is_some_and(|(_, c)| *c).into(),
             now.0.into(),
             completed_at.into(),
         ])
@@ -448,6 +454,9 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
         .returning_col("id")
         .to_owned();
     let Some(run_id): Option<i64> = conn.fetch_optional(&insert).await? else { return Ok(None) };
+    if let (Some((group, cancel)), None) = (&run.concurrency, &run.failure) {
+        crate::orchestrate::join_group(conn, run_id, run.repo_id, group, *cancel, now).await?;
+    }
     for job in &run.jobs {
         // Every job starts waiting; settling releases those whose needs and `if:` allow.
         let state = JobState::Waiting;

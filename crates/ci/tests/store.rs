@@ -20,6 +20,7 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
         failure: None,
         workflow: Some("{}".into()),
         inputs: None,
+        concurrency: None,
         jobs: vec![
             NewJob {
                 job_key: "build".into(),
@@ -260,7 +261,43 @@ async fn matrices_and_retries(store: &PlatformStore) {
     assert_eq!((done.state, done.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
 }
 
+/// Concurrency groups: one running and one pending run per group; a newer pending run replaces
+/// the older; `cancel-in-progress` cancels the group's unfinished runs.
+async fn concurrency_groups(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let grouped = |key: &str, cancel: bool| {
+        let mut new = run(repo.id, "ci.yml", key);
+        new.jobs.truncate(1);
+        new.jobs[0].runs_on = Some(vec!["x".into()]);
+        new.concurrency = Some(("deploy".into(), cancel));
+        new
+    };
+    let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
+    let r = ci.get_runner(r).await.expect("get").expect("runner");
+    let first = ci.create_runs("ci", 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
+    let second = ci.create_runs("ci", 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
+    let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the first run's job");
+    assert_eq!(lease.run.id, first);
+    assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "the second run is pending");
+    let third = ci.create_runs("ci", 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
+    let replaced = ci.get_run(second).await.expect("run").expect("run");
+    assert_eq!((replaced.state, replaced.conclusion), (RunState::Completed, Some(Conclusion::Cancelled)), "replaced");
+    assert!(ci.ack_job(lease.job.id, r.id, 1, T0).await.expect("ack"));
+    assert!(ci.complete_job(lease.job.id, r.id, 1, Conclusion::Success, None, T0).await.expect("complete"));
+    let next = ci.lease_job(&r, T0).await.expect("lease").expect("the third run, released");
+    assert_eq!(next.run.id, third);
+    // cancel-in-progress: the running third run is told to stop; the fourth goes at once.
+    assert!(ci.ack_job(next.job.id, r.id, 1, T0).await.expect("ack"));
+    let fourth = ci.create_runs("ci", 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
+    assert_eq!(ci.heartbeat(next.job.id, r.id, 1, T0).await.expect("beat"), gitstratum_ci::Beat::Cancel);
+    let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the fourth run's job");
+    assert_eq!(lease.run.id, fourth);
+}
+
 gitstratum_platform::both_backends!(
+    concurrency_groups,
     runs_are_created_once_with_the_cursor,
     jobs_move_through_their_states,
     runs_cancel_and_run_again,

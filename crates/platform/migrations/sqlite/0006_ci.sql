@@ -19,6 +19,9 @@ CREATE TABLE ci_runs (
     message        TEXT,                     -- why it failed without running (invalid workflow)
     workflow       TEXT,                     -- the validated workflow (JSON) its jobs run
     inputs         TEXT,                     -- workflow_dispatch inputs (JSON object)
+    concurrency_group TEXT,                  -- the workflow's concurrency group, evaluated
+    concurrency_cancel BOOLEAN NOT NULL DEFAULT FALSE, -- cancel-in-progress
+    blocked        BOOLEAN NOT NULL DEFAULT FALSE, -- pending behind its group's running run
     created_at     BIGINT NOT NULL,
     started_at     BIGINT,
     completed_at   BIGINT,
@@ -26,6 +29,7 @@ CREATE TABLE ci_runs (
     UNIQUE (repo_id, run_number)
 );
 CREATE INDEX ci_runs_repo ON ci_runs(repo_id, id);
+CREATE INDEX ci_runs_group ON ci_runs(repo_id, concurrency_group, state);
 
 CREATE TABLE ci_jobs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
