@@ -15,7 +15,7 @@ use crate::orgs::owned_org;
 use crate::repos::authorize_repo;
 
 /// Events a hook may subscribe to (`*` is all of them).
-const EVENTS: [&str; 3] = ["push", "repository", "*"];
+const EVENTS: [&str; 4] = ["push", "repository", "workflow_run", "*"];
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {
@@ -101,10 +101,16 @@ fn validate_url(url: &str) -> Result<(), ApiError> {
 fn validate_hook(body: &CreateHook) -> Result<(), ApiError> {
     validate_url(&body.url)?;
     if body.events.is_empty() {
-        return Err(ApiError::validation("events", "subscribe to at least one event (push, repository, or * for all)"));
+        return Err(ApiError::validation(
+            "events",
+            "subscribe to at least one event (push, repository, workflow_run, or * for all)",
+        ));
     }
     if let Some(unknown) = body.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::validation("events", format!("unknown event {unknown:?}; known: push, repository, *")));
+        return Err(ApiError::validation(
+            "events",
+            format!("unknown event {unknown:?}; known: push, repository, workflow_run, *"),
+        ));
     }
     if body.secret.as_ref().is_some_and(|s| s.is_empty() || s.len() > 256) {
         return Err(ApiError::validation("secret", "a secret has 1 to 256 bytes"));

@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod events;
 pub mod ingest;
 pub mod logs;
 pub mod orchestrate;

@@ -192,13 +192,16 @@ impl CiStore {
             return Ok(false);
         }
         let run_id = Query::select().column("run_id").from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned();
+        let run_id: i64 = tx.conn().fetch_one(&run_id).await?;
         let start_run = Query::update()
             .table("ci_runs")
             .values([("state", RunState::InProgress.as_str().into()), ("started_at", now.0.into())])
-            .and_where(Expr::col("id").in_subquery(run_id))
+            .and_where(Expr::col("id").eq(run_id))
             .and_where(Expr::col("state").eq(RunState::Queued.as_str()))
             .to_owned();
-        tx.conn().execute(&start_run).await?;
+        if tx.conn().execute(&start_run).await? == 1 {
+            crate::events::append_run_event(&mut tx.conn(), run_id, RunState::InProgress, None, now).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -490,6 +493,7 @@ impl CiStore {
             .and_where(Expr::col("state").eq(RunState::Completed.as_str()))
             .to_owned();
         tx.conn().execute(&update).await?;
+        crate::events::append_run_event(&mut tx.conn(), run_id, RunState::Queued, None, now).await?;
         settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
         self.queued.notify_waiters();
@@ -921,9 +925,11 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
             .and_where(Expr::col("id").eq(run_id))
             .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
             .to_owned();
-        if conn.execute(&update).await? == 1
-            && let Some(name) = &group.group
-        {
+        let completed = conn.execute(&update).await? == 1;
+        if completed {
+            crate::events::append_run_event(conn, run_id, RunState::Completed, Some(conclusion), now).await?;
+        }
+        if completed && let Some(name) = &group.group {
             // The group is free: its pending run (there is at most one) may go.
             let next = Query::select()
                 .column("id")

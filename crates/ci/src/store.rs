@@ -454,6 +454,10 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
         .returning_col("id")
         .to_owned();
     let Some(run_id): Option<i64> = conn.fetch_optional(&insert).await? else { return Ok(None) };
+    crate::events::append_run_event(conn, run_id, RunState::Queued, None, now).await?;
+    if run.failure.is_some() {
+        crate::events::append_run_event(conn, run_id, RunState::Completed, Some(Conclusion::Failure), now).await?;
+    }
     if let (Some((group, cancel)), None) = (&run.concurrency, &run.failure) {
         crate::orchestrate::join_group(conn, run_id, run.repo_id, group, *cancel, now).await?;
     }

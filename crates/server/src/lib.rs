@@ -212,6 +212,7 @@ impl Server {
         let (stop_webhooks, webhooks_stopped) = tokio::sync::oneshot::channel::<()>();
         let dispatcher = webhooks::Dispatcher {
             store: self.store.clone(),
+            ci: ci.clone(),
             refs: self.git_store.clone(),
             clock: self.clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),

@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 const CURSOR: &str = "webhooks";
 /// The cursor's name on the platform event log.
 const PLATFORM_CURSOR: &str = "webhooks.platform";
+/// The cursor's name on the CI run event log.
+const CI_CURSOR: &str = "webhooks.ci";
 const POLL: Duration = Duration::from_millis(250);
 const EVENTS_PER_BATCH: usize = 200;
 const DELIVERIES_PER_ROUND: u64 = 16;
@@ -84,12 +86,48 @@ fn repository_payload(event: &PlatformEvent, public_url: &str) -> serde_json::Va
     })
 }
 
+/// GitHub's `workflow_run` payload; status and conclusion as of the event.
+fn workflow_run_payload(
+    event: &gitstratum_ci::events::RunEvent,
+    run: &gitstratum_ci::Run,
+    repo: &Repo,
+    public_url: &str,
+) -> serde_json::Value {
+    let branch = run
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| run.git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(&run.git_ref);
+    json!({
+        "action": event.action,
+        "workflow_run": {
+            "id": run.id,
+            "name": run.workflow_name,
+            "display_title": run.title,
+            "path": run.workflow_path,
+            "run_number": run.run_number,
+            "event": run.event,
+            "status": event.status,
+            "conclusion": event.conclusion,
+            "head_branch": branch,
+            "head_sha": run.commit_sha,
+            "actor": {"login": run.actor},
+            "created_at": run.created_at.to_rfc3339(),
+            "updated_at": event.created_at.to_rfc3339(),
+            "url": format!("{public_url}/api/v1/runs/{}", run.id),
+        },
+        "repository": repository_json(repo, public_url),
+        "sender": {"login": run.actor},
+    })
+}
+
 fn subscribed(hook: &Webhook, event: &str) -> bool {
     hook.active && hook.events.iter().any(|e| e == event || e == "*")
 }
 
 pub struct Dispatcher {
     pub store: PlatformStore,
+    pub ci: gitstratum_ci::CiStore,
     pub refs: Arc<dyn RefStore>,
     pub clock: Arc<dyn Clock>,
     pub public_url: String,
@@ -111,6 +149,9 @@ impl Dispatcher {
             }
             if let Err(e) = self.enqueue_platform().await {
                 tracing::warn!(error = %e, "webhooks: reading the platform event log failed");
+            }
+            if let Err(e) = self.enqueue_ci().await {
+                tracing::warn!(error = %e, "webhooks: reading the CI run event log failed");
             }
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "webhooks: delivering failed");
@@ -167,6 +208,30 @@ impl Dispatcher {
             }
         }
         self.store.enqueue_deliveries(PLATFORM_CURSOR, last, &deliveries, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Turns run events (requested, in progress, completed) into `workflow_run` deliveries, moving
+    /// that log's cursor in the same transaction.
+    async fn enqueue_ci(&self) -> anyhow_lite::Result<()> {
+        let after = self.store.log_cursor(CI_CURSOR).await?;
+        let events = self.ci.run_events_after(after, EVENTS_PER_BATCH as u64).await?;
+        let Some(last) = events.last().map(|e| u64::try_from(e.id).unwrap_or(0)) else { return Ok(()) };
+        let mut deliveries = Vec::new();
+        for event in &events {
+            let (Some(run), Some(repo)) =
+                (self.ci.get_run(event.run_id).await?, self.store.get_repo_by_id(event.repo_id).await?)
+            else {
+                continue; // gone with its repository
+            };
+            let hooks = self.store.hooks_hearing(repo.id, repo.owner_id).await?;
+            for hook in hooks.iter().filter(|h| subscribed(h, "workflow_run")) {
+                let payload = workflow_run_payload(event, &run, &repo, &self.public_url).to_string();
+                let guid = delivery_guid()?;
+                deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "workflow_run".into(), payload });
+            }
+        }
+        self.store.enqueue_deliveries(CI_CURSOR, last, &deliveries, self.clock.now()).await?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Git, TestServer};
+use common::{Git, Receiver, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -254,6 +254,10 @@ async fn the_embedded_runner_runs_jobs_in_the_sandbox() {
     let token = s.admin_token.clone();
     let (status, _) = s.create_repo(Some(&token), json!({"name": "app", "private": true})).await;
     assert_eq!(status, 201);
+    let mut receiver = Receiver::start().await;
+    let hook = json!({"url": receiver.url, "events": ["workflow_run"]});
+    let (status, _) = s.send(Method::POST, "/api/v1/repos/admin/app/hooks", Some(&token), Some(hook)).await;
+    assert_eq!(status, 201);
     let tmp = tempfile::tempdir().expect("temp dir");
     let git = Git::new(tmp.path());
     let src = tmp.path().join("src");
@@ -327,6 +331,22 @@ jobs:
     assert!(build.contains(&format!("greeting=hello main ws=/workspace sha={head}")), "{build}");
     assert!(build.contains("sandboxed as"), "{build}");
     assert!(!build.contains("gstj_"), "the job's token never reaches the log");
+    // workflow_run webhooks: requested, in progress, completed, in that order.
+    let mut actions = Vec::new();
+    while actions.len() < 3 {
+        let (headers, body) = receiver.next().await;
+        assert_eq!(headers["x-github-event"], "workflow_run");
+        let payload: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(payload["workflow_run"]["id"], run["id"]);
+        actions.push((
+            payload["action"].as_str().unwrap_or_default().to_owned(),
+            payload["workflow_run"]["conclusion"].as_str().map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        actions,
+        [("requested".into(), None), ("in_progress".into(), None), ("completed".into(), Some("failure".into()))]
+    );
     let test = job_log(&s, &token, &jobs[1]).await;
     assert!(test.contains("tested") && test.contains("cleaning up after the failure"), "{test}");
     assert!(!test.contains("not reached"), "{test}");

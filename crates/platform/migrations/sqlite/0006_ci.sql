@@ -83,3 +83,15 @@ CREATE TABLE ci_runners (
     created_at     BIGINT NOT NULL,
     last_seen_at   BIGINT NOT NULL
 );
+
+-- Run events for consumers (workflow_run webhooks): written in the transaction of the transition;
+-- appends are serialized, so a consumer's cursor never skips one.
+CREATE TABLE ci_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id         BIGINT NOT NULL,          -- no foreign key: the run may be gone with its repository
+    repo_id        BIGINT NOT NULL,
+    action         TEXT   NOT NULL,          -- requested, in_progress, completed
+    status         TEXT   NOT NULL,
+    conclusion     TEXT,
+    created_at     BIGINT NOT NULL
+);

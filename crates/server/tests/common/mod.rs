@@ -203,3 +203,48 @@ impl Git {
         );
     }
 }
+
+/// A webhook receiver on loopback: every request's headers and body go to the channel; it answers
+/// with the status in the returned atomic.
+pub struct Receiver {
+    pub url: String,
+    pub requests: tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, String)>,
+    pub answer: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use axum::http::HeaderMap;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
+        let answer = Arc::new(AtomicU16::new(200));
+        let status = answer.clone();
+        let receiver = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                let status = status.clone();
+                async move {
+                    // Decide the answer before reporting the request, so the test's next change of
+                    // `answer` cannot reach this request.
+                    let answer = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status");
+                    let _ = tx.send((headers, body));
+                    answer
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, receiver).await });
+        Receiver { url, requests, answer }
+    }
+
+    /// The next request, within 20 s.
+    pub async fn next(&mut self) -> (axum::http::HeaderMap, String) {
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.requests.recv())
+            .await
+            .expect("delivered in time")
+            .expect("one")
+    }
+}
