@@ -273,6 +273,7 @@ fn runner(args: RunnerArgs) -> anyhow::Result<()> {
             memory_bytes: args.memory_mb.max(1) << 20,
             processes: args.processes.max(1),
         },
+        on_registered: None,
     };
     let filter = Targets::new().with_default(tracing::Level::INFO);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

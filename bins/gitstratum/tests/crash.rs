@@ -130,3 +130,90 @@ async fn sigkill_during_a_push_leaves_a_consistent_repository() {
     assert_eq!(ok(&home, &dir, &["rev-parse", "main"]), new);
     assert_eq!(again.terminate().code(), Some(0));
 }
+
+async fn api(base: &str, token: &str, path: &str) -> serde_json::Value {
+    let response = gitstratum_server::http::client()
+        .expect("client")
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+/// SIGKILL while the embedded runner runs a job: after the restart the new embedded runner takes
+/// the job back at once (not after its lease runs out) and runs it again as attempt 2; nothing of
+/// the run is lost, and attempt 1 keeps the log it had shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_job_runs_it_again_after_restart() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
+    let resp = gitstratum_server::http::client()
+        .expect("client")
+        .post(format!("{base}/api/v1/repos"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status().as_u16(), 201);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo started attempt $GITSTRATUM_JOB_ATTEMPT; sleep 3; echo finished\n",
+    )
+    .expect("write");
+    ok(&home, &src, &["init", "-q", "-b", "main"]);
+    ok(&home, &src, &["add", "-A"]);
+    ok(&home, &src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    ok(&home, &src, &["push", "-q", &url, "main"]);
+
+    // Wait until the step is running and its first line has been shipped, then kill the server.
+    let mut run_id = serde_json::Value::Null;
+    let mut job_id = serde_json::Value::Null;
+    for _ in 0..300 {
+        let page = api(&base, &token, "/api/v1/repos/admin/app/runs").await;
+        if let Some(run) = page["runs"].get(0) {
+            run_id = run["id"].clone();
+            let detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
+            job_id = detail["jobs"][0]["id"].clone();
+            let log = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
+            if log.as_str().is_some_and(|l| l.contains("started attempt 1")) {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!job_id.is_null(), "the job started");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let started = std::time::Instant::now();
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..600 {
+        detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
+        if detail["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(detail["conclusion"], "success", "{detail}");
+    assert_eq!(detail["jobs"][0]["attempt"], 2, "{detail}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(50), "taken back at once, not after the lease ran out");
+    let second = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
+    assert!(second.as_str().is_some_and(|l| l.contains("started attempt 2") && l.contains("finished")), "{second}");
+    let first = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs?attempt=1")).await;
+    assert!(first.as_str().is_some_and(|l| l.contains("started attempt 1")), "{first}");
+    assert_eq!(server.terminate().code(), Some(0));
+}

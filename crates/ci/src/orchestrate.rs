@@ -391,6 +391,26 @@ impl CiStore {
         Ok(touched)
     }
 
+    /// Takes back, now, the jobs held by `account`'s earlier runners named `name` (an embedded
+    /// runner that died with its server: nobody will heartbeat those leases). Returns how many.
+    pub async fn release_runners(&self, account_id: i64, name: &str, keep: i64, now: Timestamp) -> Result<usize> {
+        let runners = Query::select()
+            .column("id")
+            .from("ci_runners")
+            .and_where(Expr::col("account_id").eq(account_id))
+            .and_where(Expr::col("name").eq(name))
+            .and_where(Expr::col("id").ne(keep))
+            .to_owned();
+        let expire = Query::update()
+            .table("ci_jobs")
+            .value("lease_expires_at", now.0 - 1)
+            .and_where(Expr::col("runner_id").in_subquery(runners))
+            .and_where(Expr::col("state").is_in([JobState::Leased.as_str(), JobState::InProgress.as_str()]))
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&expire).await?;
+        self.expire_leases(now).await
+    }
+
     /// Whose job token `presented` is, while its job is leased or running.
     pub async fn job_token(&self, presented: &str) -> Result<Option<JobToken>> {
         if !presented.starts_with(JOB_TOKEN_PREFIX) {

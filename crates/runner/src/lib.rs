@@ -22,7 +22,7 @@ pub use sandbox::Network;
 /// Labels every runner has unless told otherwise, so workflows written for GitHub run unchanged.
 pub const DEFAULT_LABELS: [&str; 4] = ["self-hosted", "linux", "x64", "ubuntu-latest"];
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunnerConfig {
     /// The server's base URL.
     pub server: String,
@@ -35,6 +35,9 @@ pub struct RunnerConfig {
     pub network: Network,
     /// Memory and process limits of each job.
     pub limits: Limits,
+    /// Called with the runner's id once it has registered (the embedded runner uses it to take
+    /// back what its predecessor held).
+    pub on_registered: Option<std::sync::Arc<dyn Fn(i64) + Send + Sync>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,9 @@ pub async fn run(
     let client = protocol::Client::new(http, &config.server, &config.token);
     let runner = client.register(&config.name, &config.labels).await?;
     tracing::info!(runner = runner.id, name = %config.name, labels = ?config.labels, "runner registered");
+    if let Some(registered) = &config.on_registered {
+        registered(runner.id);
+    }
     loop {
         let next = tokio::select! {
             next = client.request(runner.id) => next,

@@ -129,8 +129,10 @@ impl Server {
     async fn start_embedded_runner(
         &self,
         addr: SocketAddr,
+        ci: &gitstratum_ci::CiStore,
         stop: tokio::sync::oneshot::Receiver<()>,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        const EMBEDDED: &str = "embedded";
         if let Err(reason) = gitstratum_runner::sandbox::check().await {
             tracing::warn!(%reason, "the embedded CI runner is off: jobs wait for an external runner");
             return None;
@@ -170,14 +172,28 @@ impl Server {
             }
         };
         let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+        // The previous embedded runner died with its server: once this one has registered, take
+        // back what the old one held now rather than when its leases run out.
+        let (ci, clock, admin_id) = (ci.clone(), self.clock.clone(), admin.id);
+        let on_registered: std::sync::Arc<dyn Fn(i64) + Send + Sync> = std::sync::Arc::new(move |id| {
+            let (ci, clock) = (ci.clone(), clock.clone());
+            tokio::spawn(async move {
+                match ci.release_runners(admin_id, EMBEDDED, id, clock.now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "took back the jobs the previous embedded runner held"),
+                    Err(e) => tracing::warn!(error = %e, "taking back the previous embedded runner's jobs failed"),
+                }
+            });
+        });
         let config = gitstratum_runner::RunnerConfig {
             server: format!("http://{}", SocketAddr::new(host, addr.port())),
             token: token.expose().to_owned(),
-            name: "embedded".to_owned(),
+            name: EMBEDDED.to_owned(),
             labels: gitstratum_runner::DEFAULT_LABELS.map(str::to_owned).to_vec(),
             work_dir: self.data_dir.root().join("runner"),
             network: self.config.runner_network,
             limits: self.config.runner_limits,
+            on_registered: Some(on_registered),
         };
         Some(tokio::spawn(async move {
             if let Err(e) = gitstratum_runner::run(config, http, stop).await {
@@ -234,8 +250,11 @@ impl Server {
         let reaper =
             tokio::spawn(gitstratum_ci::orchestrate::run_reaper(ci.clone(), self.clock.clone(), reaper_stopped));
         let (stop_runner, runner_stopped) = tokio::sync::oneshot::channel::<()>();
-        let runner =
-            if self.config.embedded_runner { self.start_embedded_runner(addr, runner_stopped).await } else { None };
+        let runner = if self.config.embedded_runner {
+            self.start_embedded_runner(addr, &ci, runner_stopped).await
+        } else {
+            None
+        };
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
