@@ -348,6 +348,13 @@ async fn execute_steps(
             let path = env.get("PATH").cloned().unwrap_or_default();
             env.insert("PATH".to_owned(), format!("{dir}:{path}"));
         }
+        if !written.summary.trim().is_empty() {
+            log.line("##[group]Step summary");
+            for line in written.summary.lines() {
+                log.line(line);
+            }
+            log.line("##[endgroup]");
+        }
         let outcome_word = match outcome {
             Outcome::Succeeded => "success",
             Outcome::Failed | Outcome::TimedOut => "failure",
@@ -420,8 +427,8 @@ fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcom
 
 /// A step's `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_PATH` files.
 struct StepFiles {
-    host: [std::path::PathBuf; 3],
-    inside: [String; 3],
+    host: [std::path::PathBuf; 4],
+    inside: [String; 4],
 }
 
 /// What a step wrote to its files.
@@ -430,11 +437,18 @@ struct Written {
     outputs: Vec<(String, String)>,
     env: Vec<(String, String)>,
     path: Vec<String>,
+    /// `$GITHUB_STEP_SUMMARY` (Markdown), shown in the log for now.
+    summary: String,
 }
 
 impl StepFiles {
     fn create(dirs: &JobDirs, number: usize) -> StepFiles {
-        let names = [format!("output-{number}"), format!("env-{number}"), format!("path-{number}")];
+        let names = [
+            format!("output-{number}"),
+            format!("env-{number}"),
+            format!("path-{number}"),
+            format!("summary-{number}"),
+        ];
         let host = names.clone().map(|n| dirs.files.join(n));
         for file in &host {
             let _ = std::fs::write(file, "");
@@ -443,7 +457,9 @@ impl StepFiles {
     }
 
     fn set_env(&self, env: &mut BTreeMap<String, String>) {
-        for (key, path) in ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH"].into_iter().zip(&self.inside) {
+        for (key, path) in
+            ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"].into_iter().zip(&self.inside)
+        {
             env.insert(key.to_owned(), path.clone());
         }
     }
@@ -454,6 +470,7 @@ impl StepFiles {
             outputs: parse_file_commands(&text(0)),
             env: parse_file_commands(&text(1)).into_iter().filter(|(k, _)| !k.is_empty()).collect(),
             path: text(2).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            summary: text(3),
         }
     }
 }
@@ -507,7 +524,36 @@ async fn run_step(
     number: usize,
 ) -> Outcome {
     match &step.action {
-        StepAction::Uses { action: BuiltinAction::Checkout, .. } => checkout(lease, dirs, log, deadline, stop).await,
+        StepAction::Uses { action: BuiltinAction::Checkout, with, .. } => {
+            // `with:` values may be templates; numbers and booleans come as they are.
+            let input = |name: &str| -> Result<Option<String>, String> {
+                match with.get(name) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(t)) => {
+                        evaluate(t, &places::STEP, ctx).map(|v| Some(v.to_coerced_string()))
+                    }
+                    Some(other) => Ok(Some(other.to_string())),
+                }
+            };
+            let (depth, wanted) = match (input("fetch-depth"), input("ref")) {
+                (Ok(depth), Ok(wanted)) => (depth, wanted.filter(|r| !r.is_empty())),
+                (Err(e), _) | (_, Err(e)) => {
+                    log.line(&format!("error: actions/checkout: {e}"));
+                    return Outcome::Failed;
+                }
+            };
+            let depth: u64 = match depth.as_deref().map(str::trim) {
+                None => 1,
+                Some(d) => match d.parse() {
+                    Ok(d) => d,
+                    Err(_) => {
+                        log.line(&format!("error: actions/checkout: fetch-depth {d:?} is not a number"));
+                        return Outcome::Failed;
+                    }
+                },
+            };
+            checkout(lease, dirs, log, depth, wanted.as_deref(), deadline, stop).await
+        }
         StepAction::Uses { action, .. } => {
             log.line(&format!("error: {} is not supported by this runner yet", action.name()));
             Outcome::Failed
@@ -577,14 +623,19 @@ async fn run_step(
 /// `actions/checkout`: the job's commit into the workspace, fetched with the job's token (passed
 /// through git's environment, never on a command line or in the log). Runs on the host: it is
 /// our code, not the workflow's.
+/// `fetch-depth` (default 1; 0 is the whole history) and `ref` (default: the run's commit) as
+/// `actions/checkout` takes them.
 async fn checkout(
     lease: &Lease,
     dirs: &JobDirs,
     log: &LogWriter,
+    depth: u64,
+    wanted: Option<&str>,
     deadline: Instant,
     stop: &mut watch::Receiver<Signal>,
 ) -> Outcome {
-    log.line(&format!("Checking out {}@{} into {}", lease.repository, lease.sha, sandbox::WORKSPACE));
+    let what = wanted.unwrap_or(&lease.sha);
+    log.line(&format!("Checking out {}@{what} into {}", lease.repository, sandbox::WORKSPACE));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", lease.token));
     let git = |args: &[&str]| {
         let mut cmd = tokio::process::Command::new("git");
@@ -599,11 +650,14 @@ async fn checkout(
             .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
         cmd
     };
-    for args in [
-        &["init", "-q"][..],
-        &["fetch", "-q", "--depth=1", "--no-tags", &lease.clone_url, &lease.sha][..],
-        &["checkout", "-q", "--detach", "FETCH_HEAD"][..],
-    ] {
+    let depth_arg = format!("--depth={depth}");
+    let mut fetch = vec!["fetch", "-q", "--no-tags"];
+    if depth > 0 {
+        fetch.push(&depth_arg);
+    }
+    fetch.push(&lease.clone_url);
+    fetch.push(what);
+    for args in [&["init", "-q"][..], &fetch[..], &["checkout", "-q", "--detach", "FETCH_HEAD"][..]] {
         let outcome = run_process(git(args), log, deadline, stop).await;
         if outcome != Outcome::Succeeded {
             log.line("error: checkout failed");
@@ -693,13 +747,27 @@ async fn terminate(child: &mut tokio::process::Child) {
     let _ = child.kill().await;
 }
 
+/// Reads a process's output into the log line by line (so workflow commands and masks see whole
+/// lines, even when a line arrives in pieces).
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: LogWriter) {
     let mut buf = vec![0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => log.write(&buf[..n]),
+            Ok(0) | Err(_) => break,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
         }
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            log.step_line(&String::from_utf8_lossy(&line[..line.len() - 1]));
+        }
+        if pending.len() > logship::MAX_LINE {
+            log.step_line(&String::from_utf8_lossy(&pending));
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        log.step_line(&String::from_utf8_lossy(&pending));
     }
 }
 

@@ -12,19 +12,61 @@ const FRAME: usize = 256 * 1024;
 /// How long output may wait before it is sent.
 const LINGER: Duration = Duration::from_millis(250);
 
-/// The writing end; dropping every clone lets the shipper send what is left and finish.
+/// The writing end; dropping every clone lets the shipper send what is left and finish. Every
+/// line goes through the job's masks (values registered with `::add-mask::`) before it leaves the
+/// runner.
 #[derive(Clone)]
 pub struct LogWriter {
     tx: mpsc::UnboundedSender<Vec<u8>>,
+    masks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A line longer than this is logged in pieces (a process that never prints a newline cannot make
+/// the runner buffer without limit).
+pub const MAX_LINE: usize = 64 * 1024;
+
 impl LogWriter {
-    pub fn write(&self, bytes: &[u8]) {
-        let _ = self.tx.send(bytes.to_vec());
+    /// Masks `value` (and, from now on, every occurrence of it) in this job's log.
+    pub fn add_mask(&self, value: &str) {
+        let value = value.trim();
+        if value.is_empty() {
+            return;
+        }
+        if let Ok(mut masks) = self.masks.lock()
+            && !masks.iter().any(|m| m == value)
+        {
+            masks.push(value.to_owned());
+            // Longest first, so a value containing another is masked whole.
+            masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        }
     }
 
+    fn masked(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        if let Ok(masks) = self.masks.lock() {
+            for mask in masks.iter() {
+                if text.contains(mask.as_str()) {
+                    text = text.replace(mask.as_str(), "***");
+                }
+            }
+        }
+        text
+    }
+
+    /// A line of the runner's own.
     pub fn line(&self, text: &str) {
-        self.write(format!("{text}\n").as_bytes());
+        let _ = self.tx.send(format!("{}\n", self.masked(text)).into_bytes());
+    }
+
+    /// A line a step printed: workflow commands it understands are applied (`::add-mask::` is
+    /// not logged at all); the rest is masked and logged.
+    pub fn step_line(&self, line: &str) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(value) = line.strip_prefix("::add-mask::") {
+            self.add_mask(value);
+            return;
+        }
+        self.line(line);
     }
 }
 
@@ -76,5 +118,26 @@ pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter,
             }
         }
     });
-    (LogWriter { tx }, task)
+    (LogWriter { tx, masks: std::sync::Arc::default() }, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_apply_to_every_later_line_and_add_mask_is_not_logged() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let log = LogWriter { tx, masks: std::sync::Arc::default() };
+        log.step_line("before: hunter2");
+        log.step_line("::add-mask::hunter2");
+        log.step_line("after: hunter2 and hunter2\r");
+        log.add_mask("hunter");
+        log.line("runner says hunter2, hunter");
+        let mut got = Vec::new();
+        while let Ok(bytes) = rx.try_recv() {
+            got.push(String::from_utf8(bytes).expect("utf-8"));
+        }
+        assert_eq!(got, ["before: hunter2\n", "after: *** and ***\n", "runner says ***, ***\n"]);
+    }
 }

@@ -273,9 +273,12 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
+        with:
+          fetch-depth: 0
       - name: Show
         run: |
           cat README.md
+          echo "commits=$(git rev-list --count HEAD)"
           echo "greeting=$GREETING ws=$GITHUB_WORKSPACE sha=${{{{ github.sha }}}}"
       - name: Sandbox
         run: |
@@ -302,8 +305,9 @@ jobs:
     std::fs::create_dir_all(&src).expect("dir");
     git.ok(&src, &["init", "-q", "-b", "main"]).await;
     write(&src, ".github/workflows/build.yml", &workflow);
-    write(&src, "README.md", "the readme of app\n");
     commit(&git, &src, "first").await;
+    write(&src, "README.md", "the readme of app\n");
+    commit(&git, &src, "second").await;
     let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
     git.ok(&src, &["push", "-q", &url, "main"]).await;
     let head = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
@@ -328,6 +332,7 @@ jobs:
 
     let build = job_log(&s, &token, &jobs[0]).await;
     assert!(build.contains("the readme of app"), "checkout worked: {build}");
+    assert!(build.contains("commits=2"), "fetch-depth: 0 fetched the whole history: {build}");
     assert!(build.contains(&format!("greeting=hello main ws=/workspace sha={head}")), "{build}");
     assert!(build.contains("sandboxed as"), "{build}");
     assert!(!build.contains("gstj_"), "the job's token never reaches the log");
@@ -847,6 +852,9 @@ jobs:
           echo "env ${FROM_STEP}"
           mytool
           echo "step said ${{ steps.v.outputs.version }} ${{ steps.v.outcome }}"
+          echo "::add-mask::s3cr3t-value"
+          echo "the value is s3cr3t-value"
+          echo '## A summary' >> "$GITHUB_STEP_SUMMARY"
   consume:
     needs: produce
     runs-on: ubuntu-latest
@@ -898,6 +906,8 @@ jobs:
     assert_eq!(jobs[2]["message"], "skipped: if: github.ref == 'refs/heads/release' was false");
     assert!(produce.contains("env carried") && produce.contains("the tool ran"), "{produce}");
     assert!(produce.contains("step said 1.2.3 success"), "{produce}");
+    assert!(produce.contains("the value is ***") && !produce.contains("s3cr3t-value"), "{produce}");
+    assert!(produce.contains("## A summary"), "{produce}");
     let consume = job_log(&s, &token, &jobs[1]).await;
     assert!(consume.contains("got 1.2.3 success"), "{consume}");
     let finally = job_log(&s, &token, &jobs[4]).await;
@@ -968,5 +978,60 @@ jobs:
     assert!(memory.contains("exceeded the job's memory limit (64 MiB)"), "{memory}");
     assert!(forks.contains("exceeded the job's process limit (32 processes)"), "{forks}");
     assert!(fine.contains("allocated 8388608"), "{fine}");
+    s.stop().await;
+}
+
+/// A burst: one push of 200 branches is 200 ref updates, and makes exactly 200 runs (the ingestor
+/// reads the log in batches; none is lost or doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_200_ref_updates_makes_exactly_200_runs() {
+    let s = TestServer::start().await;
+    let token = s.admin_token.clone();
+    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
+    assert_eq!(status, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: [nowhere]\n    steps:\n      - run: echo\n",
+    );
+    commit(&git, &src, "first").await;
+    for i in 0..199 {
+        git.ok(&src, &["branch", &format!("b{i:03}")]).await;
+    }
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "--all"]).await;
+    let mut total = 0;
+    for _ in 0..300 {
+        let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs?limit=100", Some(&token), None).await;
+        let first = page["runs"].as_array().map_or(0, Vec::len);
+        let mut count = first;
+        let mut cursor = page["next_cursor"].clone();
+        while let Some(before) = cursor.as_i64() {
+            let (_, more) = s
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/repos/admin/app/runs?limit=100&before={before}"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            count += more["runs"].as_array().map_or(0, Vec::len);
+            cursor = more["next_cursor"].clone();
+        }
+        total = count;
+        if total >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs?limit=1", Some(&token), None).await;
+    assert_eq!(page["runs"][0]["run_number"], 200, "no run twice");
     s.stop().await;
 }
