@@ -132,11 +132,13 @@ pub enum RunCommand {
     View { id: i64 },
     /// Follow a run until it completes (exits non-zero unless it succeeded)
     Watch { id: i64 },
-    /// The logs of a run's jobs (or of one job, by its key)
+    /// The logs of a run's jobs (or of one job, by its key); --follow streams them as they are written
     Logs {
         id: i64,
         #[arg(long, value_name = "KEY")]
         job: Option<String>,
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Cancel a run
     Cancel { id: i64 },
@@ -262,6 +264,51 @@ impl Client {
         let token = std::env::var("GITSTRATUM_TOKEN").ok().or_else(|| stored.map(|c| c.token));
         let server = server.context("not logged in: run `gitstratum login --server URL` or set GITSTRATUM_SERVER")?;
         Client::new(&server, token)
+    }
+
+    /// Prints a job's log as it is written (its SSE stream), until the job ends; returns its
+    /// conclusion.
+    async fn follow_log(&self, job: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let url = format!("{}/api/v1/jobs/{job}/logs/stream", self.server);
+        let mut req = self.http.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let mut resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        if !resp.status().is_success() {
+            bail!("the server refused the log stream (HTTP {})", resp.status().as_u16());
+        }
+        let mut pending = String::new();
+        let mut event = String::new();
+        let mut data: Vec<String> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.context("the log stream broke off")? {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                let line = line.trim_end_matches('\n');
+                if line.is_empty() {
+                    // The end of an event.
+                    if event == "end" {
+                        return Ok(data.join("\n"));
+                    }
+                    if event == "log" {
+                        let mut out = std::io::stdout().lock();
+                        for l in &data {
+                            writeln!(out, "{l}")?;
+                        }
+                        out.flush()?;
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(name) = line.strip_prefix("event: ") {
+                    event = name.to_owned();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push(value.to_owned());
+                }
+            }
+        }
+        Ok("unknown".to_owned())
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -783,7 +830,7 @@ pub fn run(command: RunCommand, json_out: bool) -> anyhow::Result<()> {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
             }
-            RunCommand::Logs { id, job } => {
+            RunCommand::Logs { id, job, follow } => {
                 let run = client.call(Method::GET, &format!("/runs/{id}"), None).await?;
                 let jobs: Vec<&Value> = run["jobs"]
                     .as_array()
@@ -793,6 +840,15 @@ pub fn run(command: RunCommand, json_out: bool) -> anyhow::Result<()> {
                     .collect();
                 if jobs.is_empty() {
                     bail!("run {id} has no job {}", job.as_deref().unwrap_or("at all"));
+                }
+                if follow {
+                    // One job after another, each as it is written (Server-Sent Events).
+                    for j in jobs {
+                        println!("=== {}", text(&j["name"]));
+                        let conclusion = client.follow_log(&text(&j["id"])).await?;
+                        println!("=== {} [{conclusion}]", text(&j["name"]));
+                    }
+                    return Ok(());
                 }
                 for j in jobs {
                     let log = client.call(Method::GET, &format!("/jobs/{}/logs", text(&j["id"])), None).await?;

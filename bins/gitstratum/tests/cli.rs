@@ -239,5 +239,7 @@ fn run_commands_follow_a_pushed_workflow() {
     ok(&me, &["run", "watch", &dispatched], "");
     let logs = ok(&me, &["run", "logs", &dispatched], "");
     assert!(logs.contains("hello cli"), "{logs}");
+    let followed = ok(&me, &["run", "logs", &dispatched, "--follow"], "");
+    assert!(followed.contains("hello cli") && followed.contains("=== greet [success]"), "{followed}");
     assert_eq!(server.terminate().code(), Some(0));
 }

@@ -170,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(live::job_log_stream))
         .routes(routes!(live::run_events))
         .routes(routes!(runs::dispatch))
+        .routes(routes!(runs::commit_status))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::rerun_failed))

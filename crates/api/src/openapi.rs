@@ -81,6 +81,7 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "job" => (true, "The numeric id of the job"),
         "number" => (true, "The step's number in its job, from 1"),
         "file" => (false, "A workflow file's name, such as ci.yml"),
+        "sha" => (false, "A commit id (40 hex digits), or a branch or tag name"),
         _ => (false, UNDESCRIBED),
     }
 }

@@ -462,3 +462,99 @@ pub async fn dispatch(
     metrics::counter!("gitstratum_ci_runs_created_total", "event" => "workflow_dispatch").increment(1);
     Ok((axum::http::StatusCode::CREATED, Json(Dispatched { run_id })))
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommitStatus {
+    /// `pending`, `success`, `failure` or `error`: failure or error if any workflow says so,
+    /// pending if any is still running (or none ran), else success.
+    pub state: String,
+    pub sha: String,
+    pub total_count: usize,
+    pub statuses: Vec<StatusBody>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    /// The workflow's name.
+    pub context: String,
+    pub state: String,
+    pub description: String,
+    pub target_url: String,
+    pub run_id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/commits/{sha}/status",
+    tag = "ci",
+    summary = "The combined status of a commit (a branch or tag name works too): its latest run of each workflow",
+    responses((status = 200, description = "The combined status", body = CommitStatus), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn commit_status(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name, sha)): Path<(String, String, String)>,
+) -> Result<Json<CommitStatus>, ApiError> {
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    let sha = if sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        sha.to_ascii_lowercase()
+    } else {
+        // A branch or tag: the commit it names now.
+        let git = state.git().clone();
+        let repo_id = gitstratum_store::RepoId(repo.id);
+        let wanted = sha.clone();
+        let resolved = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
+            for candidate in [wanted.clone(), format!("refs/heads/{wanted}"), format!("refs/tags/{wanted}")] {
+                if let Some(id) = git.refs().get(repo_id, &candidate).map_err(|e| e.to_string())? {
+                    let commit = gitstratum_ci::source::peel_to_commit(git.objects().as_ref(), repo_id, id)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(commit.map(|c| c.to_string()));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        resolved.ok_or_else(|| ApiError::not_found("ref.not_found", format!("no commit, branch or tag {sha:?}")))?
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut statuses = Vec::new();
+    for run in state.ci().runs_for_commit(repo.id, &sha).await? {
+        if !seen.insert(run.workflow_path.clone()) {
+            continue; // an older run of the same workflow
+        }
+        let (status, description) = match (run.state, run.conclusion) {
+            (gitstratum_ci::RunState::Completed, Some(c)) => match c {
+                gitstratum_ci::Conclusion::Success | gitstratum_ci::Conclusion::Skipped => {
+                    ("success", format!("{}: {}", run.title, c.as_str()))
+                }
+                gitstratum_ci::Conclusion::Cancelled => ("error", format!("{}: cancelled", run.title)),
+                _ => ("failure", format!("{}: {}", run.title, c.as_str())),
+            },
+            (s, _) => ("pending", format!("{}: {}", run.title, s.as_str())),
+        };
+        statuses.push(StatusBody {
+            context: run.workflow_name.clone(),
+            state: status.to_owned(),
+            description,
+            target_url: format!("{}/api/v1/runs/{}", state.public_url(), run.id),
+            run_id: run.id,
+            created_at: run.created_at.to_rfc3339(),
+            updated_at: run.completed_at.or(run.started_at).unwrap_or(run.created_at).to_rfc3339(),
+        });
+    }
+    let has = |s: &str| statuses.iter().any(|st| st.state == s);
+    let combined = if has("failure") {
+        "failure"
+    } else if has("error") {
+        "error"
+    } else if statuses.is_empty() || has("pending") {
+        "pending"
+    } else {
+        "success"
+    };
+    Ok(Json(CommitStatus { state: combined.to_owned(), sha, total_count: statuses.len(), statuses }))
+}

@@ -366,6 +366,19 @@ impl CiStore {
         Ok(RunPage { runs, next_before })
     }
 
+    /// A repository's runs of one commit, newest first.
+    pub async fn runs_for_commit(&self, repo_id: i64, sha: &str) -> Result<Vec<Run>> {
+        let q = Query::select()
+            .columns(RUN_COLUMNS)
+            .from("ci_runs")
+            .and_where(Expr::col("repo_id").eq(repo_id))
+            .and_where(Expr::col("commit_sha").eq(sha))
+            .order_by("id", Order::Desc)
+            .limit(1000)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
     /// A run's jobs, in the order they were planned.
     pub async fn jobs(&self, run_id: i64) -> Result<Vec<Job>> {
         let q = Query::select()

@@ -333,6 +333,19 @@ jobs:
     let build = job_log(&s, &token, &jobs[0]).await;
     assert!(build.contains("the readme of app"), "checkout worked: {build}");
     assert!(build.contains("commits=2"), "fetch-depth: 0 fetched the whole history: {build}");
+    // The commit's combined status, by id and by branch.
+    for at in [head.as_str(), "main"] {
+        let (status, combined) =
+            s.send(Method::GET, &format!("/api/v1/repos/admin/app/commits/{at}/status"), Some(&token), None).await;
+        assert_eq!(status, 200, "{combined}");
+        assert_eq!((combined["state"].as_str(), combined["sha"].as_str()), (Some("failure"), Some(head.as_str())));
+        assert_eq!(
+            (combined["total_count"].as_i64(), combined["statuses"][0]["context"].as_str()),
+            (Some(1), Some("Build"))
+        );
+    }
+    let (status, _) = s.send(Method::GET, "/api/v1/repos/admin/app/commits/nope/status", Some(&token), None).await;
+    assert_eq!(status, 404);
     assert!(build.contains(&format!("greeting=hello main ws=/workspace sha={head}")), "{build}");
     assert!(build.contains("sandboxed as"), "{build}");
     assert!(!build.contains("gstj_"), "the job's token never reaches the log");
