@@ -301,6 +301,10 @@ pub async fn receive_pack(
     for event in &outcome.updated {
         tracing::info!(repo = %repo_name, git_ref = %event.name, seq = event.seq, pusher = %event.pusher, "ref updated");
     }
+    if !outcome.updated.is_empty() {
+        // The CI ingestor reads the new events now rather than at its next poll.
+        state.ci().ref_log_grew();
+    }
     for (name, reason) in &outcome.rejected {
         tracing::info!(repo = %repo_name, git_ref = %name, reason = %reason, "ref update rejected");
     }

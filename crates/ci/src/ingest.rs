@@ -24,7 +24,8 @@ use crate::store::{CiStore, NewJob, NewRun};
 
 /// The ingestor's cursor on the ref-change log.
 pub const CURSOR: &str = "ci";
-const POLL: Duration = Duration::from_millis(200);
+/// The ingestor also polls, for events written without a wake-up (another process, say).
+const POLL: Duration = Duration::from_millis(500);
 const EVENTS_PER_BATCH: usize = 100;
 /// Diagnostics kept in a failed run's message.
 const MAX_DIAGNOSTICS: usize = 20;
@@ -64,6 +65,7 @@ impl Ingestor {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = self.ci.ref_log.notified() => {}
                 _ = &mut stop => break,
             }
             // Drain what is there before waiting again.

@@ -281,6 +281,8 @@ pub struct CiStore {
     pub(crate) db: Db,
     pub(crate) queued: std::sync::Arc<tokio::sync::Notify>,
     closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when a push has written ref-change events (the ingestor waits on it).
+    pub(crate) ref_log: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl CiStore {
@@ -289,7 +291,13 @@ impl CiStore {
             db,
             queued: std::sync::Arc::new(tokio::sync::Notify::new()),
             closing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ref_log: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// A push wrote ref-change events: wakes the ingestor (which otherwise polls).
+    pub fn ref_log_grew(&self) {
+        self.ref_log.notify_one();
     }
 
     /// The server is stopping: runners' long polls end now (with no job) instead of holding the

@@ -10,7 +10,7 @@ use crate::protocol::{Client, LogReply};
 /// The most sent in one frame.
 const FRAME: usize = 256 * 1024;
 /// How long output may wait before it is sent.
-const LINGER: Duration = Duration::from_millis(250);
+const LINGER: Duration = Duration::from_millis(100);
 
 /// The writing end; dropping every clone lets the shipper send what is left and finish. Every
 /// line goes through the job's masks (values registered with `::add-mask::`) before it leaves the
@@ -79,12 +79,17 @@ pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter,
         let mut acked: u64 = 0;
         let mut open = true;
         let mut failures = 0u32;
+        // When the oldest unsent output arrived: it waits at most LINGER, however busy the step.
+        let mut since: Option<tokio::time::Instant> = None;
         loop {
             if open {
-                match tokio::time::timeout(LINGER, rx.recv()).await {
+                let wait = since.map_or(LINGER, |t| LINGER.saturating_sub(t.elapsed()));
+                match tokio::time::timeout(wait, rx.recv()).await {
                     Ok(Some(bytes)) => {
                         log.extend_from_slice(&bytes);
-                        if log.len() as u64 - acked < FRAME as u64 {
+                        since.get_or_insert_with(tokio::time::Instant::now);
+                        let due = since.is_some_and(|t| t.elapsed() >= LINGER);
+                        if log.len() as u64 - acked < FRAME as u64 && !due {
                             continue;
                         }
                     }
@@ -92,6 +97,7 @@ pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter,
                     Err(_) => {} // linger passed: send what there is
                 }
             }
+            since = None;
             let start = usize::try_from(acked).unwrap_or(usize::MAX).min(log.len());
             if start == log.len() {
                 if open {
