@@ -544,19 +544,7 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
 /// still runs), cancels what had not started, and a cancelled job can be run again as a new attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_runner_and_rerun_starts_a_new_attempt() {
-    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
-        embedded_runner: Some("true".into()),
-        ..Default::default()
-    })
-    .await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
     write(
         &src,
         ".github/workflows/slow.yml",
@@ -648,19 +636,7 @@ async fn sleeping(s: &TestServer, token: &str, path: &str, attempt: i64) {
 /// ref, and the inputs in the job's `inputs` context.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_dispatch_starts_a_run_with_inputs() {
-    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
-        embedded_runner: Some("true".into()),
-        ..Default::default()
-    })
-    .await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app", "private": true})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, true, Default::default()).await;
     write(
         &src,
         ".github/workflows/deploy.yml",
@@ -758,19 +734,7 @@ async fn read_sse(mut response: reqwest::Response, last: &str) -> String {
 /// end with the completed run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_status_stream_live() {
-    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
-        embedded_runner: Some("true".into()),
-        ..Default::default()
-    })
-    .await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
     write(
         &src,
         ".github/workflows/slow.yml",
@@ -828,19 +792,7 @@ async fn logs_and_status_stream_live() {
 /// `steps.<id>.outputs`; job `outputs` reach `needs.<id>.outputs`; job `if:` decides on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_env_files_and_job_conditions() {
-    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
-        embedded_runner: Some("true".into()),
-        ..Default::default()
-    })
-    .await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
     write(
         &src,
         ".github/workflows/flow.yml",
@@ -932,21 +884,16 @@ jobs:
 /// its log says which limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_are_held_to_their_memory_and_process_limits() {
-    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
-        embedded_runner: Some("true".into()),
-        runner_memory_mb: Some("64".into()),
-        runner_processes: Some("32".into()),
-        ..Default::default()
-    })
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(
+        true,
+        false,
+        gitstratum_server::ConfigLayer {
+            runner_memory_mb: Some("64".into()),
+            runner_processes: Some("32".into()),
+            ..Default::default()
+        },
+    )
     .await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
     write(
         &src,
         ".github/workflows/limits.yml",
@@ -998,15 +945,7 @@ jobs:
 /// reads the log in batches; none is lost or doubled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_200_ref_updates_makes_exactly_200_runs() {
-    let s = TestServer::start().await;
-    let token = s.admin_token.clone();
-    let (status, _) = s.create_repo(Some(&token), json!({"name": "app"})).await;
-    assert_eq!(status, 201);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let git = Git::new(tmp.path());
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).expect("dir");
-    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(false, false, Default::default()).await;
     write(
         &src,
         ".github/workflows/ci.yml",
@@ -1047,4 +986,33 @@ async fn a_burst_of_200_ref_updates_makes_exactly_200_runs() {
     let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs?limit=1", Some(&token), None).await;
     assert_eq!(page["runs"][0]["run_number"], 200, "no run twice");
     s.stop().await;
+}
+
+/// A server (with or without the embedded runner), a repository `admin/app`, and a local
+/// repository `src` to push from.
+struct Fixture {
+    s: TestServer,
+    token: String,
+    tmp: tempfile::TempDir,
+    git: Git,
+    src: std::path::PathBuf,
+}
+
+impl Fixture {
+    async fn new(embedded_runner: bool, private: bool, config: gitstratum_server::ConfigLayer) -> Fixture {
+        let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+            embedded_runner: Some(embedded_runner.to_string()),
+            ..config
+        })
+        .await;
+        let token = s.admin_token.clone();
+        let (status, body) = s.create_repo(Some(&token), json!({"name": "app", "private": private})).await;
+        assert_eq!(status, 201, "{body}");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let git = Git::new(tmp.path());
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).expect("dir");
+        git.ok(&src, &["init", "-q", "-b", "main"]).await;
+        Fixture { s, token, tmp, git, src }
+    }
 }
