@@ -206,20 +206,31 @@ pub async fn get(
     Ok(Json(run_detail(&state, id, &repo).await?.ok_or_else(|| run_not_found(id))?))
 }
 
-/// The run and its repository, when the caller may read it (a run of a repository the caller may
-/// not see is missing).
+/// The run and its repository, when the caller may act on the repository with `needed` (a run of
+/// a repository the caller may not see is missing).
+async fn authorize_run(
+    state: &AppState,
+    caller: Option<&gitstratum_platform::Principal>,
+    id: i64,
+    needed: Role,
+) -> Result<(Run, Repo), ApiError> {
+    let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
+    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
+    match repo_decision(state, caller, &repo, needed).await? {
+        Ok(()) => Ok((run, repo)),
+        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
+        Err(Denial::Forbidden(reason)) => Err(ApiError::forbidden(reason)),
+        Err(Denial::NotFound) => Err(run_not_found(id)),
+    }
+}
+
+/// The run and its repository, when the caller may read it.
 pub(crate) async fn readable_run(
     state: &AppState,
     caller: Option<&gitstratum_platform::Principal>,
     id: i64,
 ) -> Result<(Run, Repo), ApiError> {
-    let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
-    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
-    match repo_decision(state, caller, &repo, Role::Read).await? {
-        Ok(()) => Ok((run, repo)),
-        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
-        Err(_) => Err(run_not_found(id)),
-    }
+    authorize_run(state, caller, id, Role::Read).await
 }
 
 /// The job, when the caller may read its run.
@@ -283,23 +294,6 @@ pub async fn job_logs(
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }
 
-/// The run, when the caller may act on its repository with `needed`.
-async fn run_for(
-    state: &AppState,
-    caller: Option<&gitstratum_platform::Principal>,
-    id: i64,
-    needed: Role,
-) -> Result<Run, ApiError> {
-    let run = state.ci().get_run(id).await?.ok_or_else(|| run_not_found(id))?;
-    let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(|| run_not_found(id))?;
-    match repo_decision(state, caller, &repo, needed).await? {
-        Ok(()) => Ok(run),
-        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
-        Err(Denial::Forbidden(reason)) => Err(ApiError::forbidden(reason)),
-        Err(Denial::NotFound) => Err(run_not_found(id)),
-    }
-}
-
 fn not_now(message: &str) -> ApiError {
     ApiError::new(axum::http::StatusCode::CONFLICT, "run.state", message.to_owned())
 }
@@ -316,7 +310,7 @@ pub async fn cancel(
     crate::extract::Authenticated(caller): crate::extract::Authenticated,
     Path(id): Path<i64>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let run = run_for(&state, Some(&caller), id, Role::Write).await?;
+    let (run, _) = authorize_run(&state, Some(&caller), id, Role::Write).await?;
     if state.ci().cancel_run(run.id, state.now()).await? {
         Ok(axum::http::StatusCode::ACCEPTED)
     } else {
@@ -330,7 +324,7 @@ async fn rerun_run(
     id: i64,
     only_failed: bool,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let run = run_for(state, Some(caller), id, Role::Write).await?;
+    let (run, _) = authorize_run(state, Some(caller), id, Role::Write).await?;
     if state.ci().rerun(run.id, only_failed, state.now()).await? {
         Ok(axum::http::StatusCode::CREATED)
     } else if run.state != gitstratum_ci::RunState::Completed {
