@@ -52,12 +52,7 @@ pub struct RunBody {
 
 impl RunBody {
     fn new(run: Run, repo: &Repo) -> RunBody {
-        let branch = run
-            .git_ref
-            .strip_prefix("refs/heads/")
-            .or_else(|| run.git_ref.strip_prefix("refs/tags/"))
-            .unwrap_or(&run.git_ref)
-            .to_owned();
+        let branch = run.ref_name().to_owned();
         RunBody {
             id: run.id,
             repository: format!("{}/{}", repo.owner, repo.name),

@@ -82,6 +82,13 @@ pub struct Run {
     pub completed_at: Option<Timestamp>,
 }
 
+impl Run {
+    /// The branch or tag the run is for (`head_branch`).
+    pub fn ref_name(&self) -> &str {
+        gitstratum_workflow::plan::ref_name(&self.git_ref)
+    }
+}
+
 fn bad_value(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unknown {column} {value:?}").into())
 }

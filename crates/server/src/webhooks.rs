@@ -93,11 +93,6 @@ fn workflow_run_payload(
     repo: &Repo,
     public_url: &str,
 ) -> serde_json::Value {
-    let branch = run
-        .git_ref
-        .strip_prefix("refs/heads/")
-        .or_else(|| run.git_ref.strip_prefix("refs/tags/"))
-        .unwrap_or(&run.git_ref);
     json!({
         "action": event.action,
         "workflow_run": {
@@ -109,7 +104,7 @@ fn workflow_run_payload(
             "event": run.event,
             "status": event.status,
             "conclusion": event.conclusion,
-            "head_branch": branch,
+            "head_branch": run.ref_name(),
             "head_sha": run.commit_sha,
             "actor": {"login": run.actor},
             "created_at": run.created_at.to_rfc3339(),

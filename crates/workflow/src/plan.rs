@@ -70,18 +70,18 @@ pub struct GithubEvent<'a> {
     pub workflow: &'a str,
 }
 
+/// GitHub's `ref_name`: the branch or tag name of a full ref, slashes and all (other refs as they
+/// are).
+pub fn ref_name(git_ref: &str) -> &str {
+    git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref)
+}
+
 /// The `github` context known when a run is created.
 pub fn github_context(event: &GithubEvent<'_>) -> Value {
     let mut github = Dict::new();
     github.insert("event_name", Value::from(event.event_name));
     github.insert("ref", Value::from(event.git_ref));
-    // GitHub's `ref_name`: the branch or tag name, slashes and all.
-    let ref_name = event
-        .git_ref
-        .strip_prefix("refs/heads/")
-        .or_else(|| event.git_ref.strip_prefix("refs/tags/"))
-        .unwrap_or(event.git_ref);
-    github.insert("ref_name", Value::from(ref_name));
+    github.insert("ref_name", Value::from(ref_name(event.git_ref)));
     let ref_type = if event.git_ref.starts_with("refs/tags/") { "tag" } else { "branch" };
     github.insert("ref_type", Value::from(ref_type));
     github.insert("sha", Value::from(event.sha));
