@@ -359,6 +359,36 @@ pub async fn rerun_failed(
     rerun_run(&state, &caller, id, true).await
 }
 
+/// The commit a branch or tag names now (`main`, `v1`, or a full ref such as `refs/heads/main`),
+/// annotated tags peeled; with the full ref it was found under. `None` when there is none.
+async fn resolve_commit(
+    state: &AppState,
+    repo: &Repo,
+    name: &str,
+) -> Result<Option<(String, gitstratum_store::ObjectId)>, ApiError> {
+    let candidates = if name.starts_with("refs/") {
+        vec![name.to_owned()]
+    } else {
+        vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")]
+    };
+    let git = state.git().clone();
+    let repo_id = gitstratum_store::RepoId(repo.id);
+    tokio::task::spawn_blocking(move || -> Result<_, String> {
+        for git_ref in candidates {
+            let Some(id) = git.refs().get(repo_id, &git_ref).map_err(|e| e.to_string())? else { continue };
+            let commit = gitstratum_ci::source::peel_to_commit(git.objects().as_ref(), repo_id, id)
+                .map_err(|e| e.to_string())?;
+            if let Some(commit) = commit {
+                return Ok(Some((git_ref, commit)));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DispatchBody {
     /// A branch or tag name, or a full ref (`refs/heads/main`).
@@ -391,35 +421,19 @@ pub async fn dispatch(
 ) -> Result<(axum::http::StatusCode, Json<Dispatched>), ApiError> {
     use gitstratum_ci::ingest::{Decision, Event, plan_run};
     let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Write).await?;
-    let candidates = if body.git_ref.starts_with("refs/") {
-        vec![body.git_ref.clone()]
-    } else {
-        vec![format!("refs/heads/{}", body.git_ref), format!("refs/tags/{}", body.git_ref)]
+    let Some((git_ref, commit)) = resolve_commit(&state, &repo, &body.git_ref).await? else {
+        return Err(ApiError::validation("ref", format!("no branch or tag {:?} in {owner}/{name}", body.git_ref)));
     };
     let git = state.git().clone();
     let repo_id = gitstratum_store::RepoId(repo.id);
     let file_name = file.clone();
-    let found = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        for git_ref in candidates {
-            let Some(id) = git.refs().get(repo_id, &git_ref).map_err(|e| e.to_string())? else { continue };
-            let objects = git.objects().as_ref();
-            let Some(commit) =
-                gitstratum_ci::source::peel_to_commit(objects, repo_id, id).map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            let workflow = gitstratum_ci::source::workflow_file(objects, repo_id, commit, &file_name)
-                .map_err(|e| e.to_string())?;
-            return Ok(Some((git_ref, commit.to_string(), workflow)));
-        }
-        Ok(None)
+    let workflow = tokio::task::spawn_blocking(move || {
+        gitstratum_ci::source::workflow_file(git.objects().as_ref(), repo_id, commit, &file_name)
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    let Some((git_ref, commit, workflow)) = found else {
-        return Err(ApiError::validation("ref", format!("no branch or tag {:?} in {owner}/{name}", body.git_ref)));
-    };
+    let commit = commit.to_string();
     let Some(workflow) = workflow else {
         return Err(ApiError::validation("file", format!("no workflow file {file:?} at {git_ref}")));
     };
@@ -491,22 +505,7 @@ pub async fn commit_status(
         sha.to_ascii_lowercase()
     } else {
         // A branch or tag: the commit it names now.
-        let git = state.git().clone();
-        let repo_id = gitstratum_store::RepoId(repo.id);
-        let wanted = sha.clone();
-        let resolved = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
-            for candidate in [wanted.clone(), format!("refs/heads/{wanted}"), format!("refs/tags/{wanted}")] {
-                if let Some(id) = git.refs().get(repo_id, &candidate).map_err(|e| e.to_string())? {
-                    let commit = gitstratum_ci::source::peel_to_commit(git.objects().as_ref(), repo_id, id)
-                        .map_err(|e| e.to_string())?;
-                    return Ok(commit.map(|c| c.to_string()));
-                }
-            }
-            Ok(None)
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        let resolved = resolve_commit(&state, &repo, &sha).await?.map(|(_, commit)| commit.to_string());
         resolved.ok_or_else(|| ApiError::not_found("ref.not_found", format!("no commit, branch or tag {sha:?}")))?
     };
     let mut seen = std::collections::HashSet::new();
