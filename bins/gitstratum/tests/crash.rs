@@ -36,24 +36,31 @@ fn remote_main(home: &Path, dir: &Path, url: &str) -> Option<String> {
     listing.split_whitespace().next().map(str::to_owned)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_a_push_leaves_a_consistent_repository() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let data = tmp.path().join("data");
-    let mut server = spawn(&data, &[], &[]);
+/// `gitstratum serve` on a new data directory, with a repository `admin/{name}`: the server, its
+/// URL and the admin's token.
+async fn serve_with_repo(data: &Path, name: &str) -> (common::Process, String, String) {
+    let mut server = spawn(data, &[], &[]);
     let base = server.base_url();
     let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
     let resp = gitstratum_server::http::client()
         .expect("client")
         .post(format!("{base}/api/v1/repos"))
         .bearer_auth(&token)
-        .json(&json!({"name": "crash"}))
+        .json(&json!({"name": name}))
         .send()
         .await
         .expect("create");
     assert_eq!(resp.status().as_u16(), 201);
+    (server, base, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_push_leaves_a_consistent_repository() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let data = tmp.path().join("data");
+    let (mut server, base, token) = serve_with_repo(&data, "crash").await;
 
     // An old state the crash must not damage, then a large push to interrupt.
     let src = tmp.path().join("src");
@@ -152,18 +159,7 @@ async fn sigkill_during_a_job_runs_it_again_after_restart() {
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let data = tmp.path().join("data");
-    let mut server = spawn(&data, &[], &[]);
-    let base = server.base_url();
-    let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
-    let resp = gitstratum_server::http::client()
-        .expect("client")
-        .post(format!("{base}/api/v1/repos"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(resp.status().as_u16(), 201);
+    let (mut server, base, token) = serve_with_repo(&data, "app").await;
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
     std::fs::write(
