@@ -21,6 +21,43 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         self.to_string()
     }
+
+    /// Reads what [`Timestamp::to_rfc3339`] writes (`YYYY-MM-DDTHH:MM:SSZ`, fractions of a second
+    /// allowed); `None` for anything else.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let text = text.strip_suffix('Z')?;
+        let (date, time) = text.split_once('T')?;
+        let mut date = date.splitn(3, '-');
+        let year: i64 = date.next()?.parse().ok()?;
+        let month: u32 = date.next()?.parse().ok()?;
+        let day: u32 = date.next()?.parse().ok()?;
+        let (time, fraction) = time.split_once('.').unwrap_or((time, ""));
+        let mut time = time.splitn(3, ':');
+        let hour: i64 = time.next()?.parse().ok()?;
+        let minute: i64 = time.next()?.parse().ok()?;
+        let second: i64 = time.next()?.parse().ok()?;
+        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let millis: i64 = match fraction {
+            "" => 0,
+            digits if digits.bytes().all(|b| b.is_ascii_digit()) => format!("{digits:0<3}").get(..3)?.parse().ok()?,
+            _ => return None,
+        };
+        let days = days_from_civil(year, month, day);
+        Some(Timestamp(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis))
+    }
+}
+
+/// Howard Hinnant's `days_from_civil`: a proleptic Gregorian date to days since the epoch.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Timestamp {
@@ -75,6 +112,18 @@ impl Clock for SystemClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_what_it_writes() {
+        for ms in [0, 1_000, 951_782_400_000, 1_795_440_781_000, -86_400_000, 4_102_444_800_000] {
+            let t = Timestamp(ms);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t), "{t}");
+        }
+        assert_eq!(Timestamp::parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(Timestamp(1500)));
+        for bad in ["", "2026-11-22", "2026-13-01T00:00:00Z", "2026-11-22T14:13:01", "2026-11-22T14:13:01.x5Z"] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339() {
