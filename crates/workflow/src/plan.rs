@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use crate::expr::{self, Dict, DictContext, Value};
 use crate::load::places;
 use crate::matrix::{self, Combination, MatrixValues};
-use crate::model::{AxisValues, BoolOrExpr, Concurrency, Job, ListOrExpr, Matrix, RunsOn, Workflow};
+use crate::model::{AxisValues, BoolOrExpr, Concurrency, Job, ListOrExpr, Matrix, NumberOrExpr, RunsOn, Workflow};
 use crate::template;
 
 /// What is known when a run is created.
@@ -35,6 +35,10 @@ pub struct PlannedJob {
     pub deferred: bool,
     /// The job's concurrency group, evaluated, when it has one.
     pub concurrency: Option<ConcurrencyGroup>,
+    /// `strategy.fail-fast`, evaluated: a failed instance cancels the others (default true).
+    pub fail_fast: bool,
+    /// `strategy.max-parallel`, evaluated: at most this many instances run at once.
+    pub max_parallel: Option<i64>,
 }
 
 /// An evaluated `concurrency:`: at most one run (or job) of a group runs, and one waits.
@@ -169,8 +173,36 @@ fn references_needs(source: &str) -> bool {
     expr::parse(source, &places::JOB.options()).is_ok_and(|e| e.references("needs"))
 }
 
+/// `strategy.fail-fast` and `strategy.max-parallel`, evaluated.
+fn strategy_limits(job: &Job, base: &Dict) -> Result<(bool, Option<i64>), String> {
+    let Some(strategy) = &job.strategy else { return Ok((true, None)) };
+    let options = places::JOB_STRATEGY.options();
+    let fail_fast = match &strategy.fail_fast {
+        BoolOrExpr::Value(b) => *b,
+        BoolOrExpr::Expr(e) => eval_template(&format!("${{{{ {e} }}}}"), &options, base)
+            .map_err(|m| format!("strategy.fail-fast: {m}"))?
+            .is_truthy(),
+    };
+    let max_parallel = match &strategy.max_parallel {
+        None => None,
+        Some(NumberOrExpr::Value(n)) => Some(*n),
+        Some(NumberOrExpr::Expr(e)) => {
+            let value = eval_template(&format!("${{{{ {e} }}}}"), &options, base)
+                .map_err(|m| format!("strategy.max-parallel: {m}"))?;
+            let text = value.to_coerced_string();
+            Some(text.trim().parse::<f64>().map_err(|_| format!("strategy.max-parallel: {text:?} is not a number"))?)
+        }
+    };
+    match max_parallel {
+        Some(n) if n.is_nan() || n < 1.0 => Err(format!("strategy.max-parallel: {n} is not 1 or more")),
+        Some(n) => Ok((fail_fast, Some(n.min(1e6) as i64))),
+        None => Ok((fail_fast, None)),
+    }
+}
+
 fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
     let base = base_context(ctx);
+    let (fail_fast, max_parallel) = strategy_limits(job, &base)?;
     let combinations: Option<Vec<Combination>> = match &job.strategy {
         None => None,
         Some(strategy) => {
@@ -183,6 +215,8 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
                     runs_on: None,
                     deferred: true,
                     concurrency: None,
+                    fail_fast,
+                    max_parallel,
                 }]);
             }
             Some(matrix::expand(&matrix_values(&strategy.matrix, &base)?)?)
@@ -224,6 +258,8 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
             runs_on,
             deferred: false,
             concurrency,
+            fail_fast,
+            max_parallel,
         });
     }
     Ok(out)

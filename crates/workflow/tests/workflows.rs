@@ -150,6 +150,27 @@ fn a_matrix_from_needs_is_planned_later() {
     assert!(jobs[1].deferred && jobs[1].matrix.is_none());
 }
 
+#[test]
+fn fail_fast_and_max_parallel_may_be_expressions() {
+    let wf = load(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      fail-fast: ${{ github.ref != 'refs/heads/main' }}\n      max-parallel: ${{ github.ref == 'refs/heads/main' && 2 || 5 }}\n      matrix: {n: [1, 2, 3]}\n    steps: [{run: echo}]\n  b:\n    runs-on: x\n    strategy:\n      matrix: {n: [1]}\n    steps: [{run: echo}]\n  c:\n    runs-on: x\n    strategy:\n      max-parallel: ${{ 'lots' }}\n      matrix: {n: [1]}\n    steps: [{run: echo}]\n",
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let on = |git_ref: &str| PlanContext { github: github(git_ref), ..PlanContext::default() };
+    let jobs = |wf: &Workflow, git_ref: &str| {
+        let mut wf = wf.clone();
+        wf.jobs.shift_remove("c");
+        plan(&wf, &on(git_ref)).expect("plans").jobs
+    };
+    let main = jobs(&wf, "refs/heads/main");
+    assert_eq!((main[0].fail_fast, main[0].max_parallel), (false, Some(2)));
+    assert_eq!((main[3].fail_fast, main[3].max_parallel), (true, None), "the defaults");
+    let topic = jobs(&wf, "refs/heads/topic");
+    assert_eq!((topic[0].fail_fast, topic[0].max_parallel), (true, Some(5)));
+    let err = plan(&wf, &on("refs/heads/main")).expect_err("not a number");
+    assert!(err.contains("job 'c'") && err.contains("max-parallel"), "{err}");
+}
+
 /// Each invalid file, the line and column of the first diagnostic, and what it must say.
 const INVALID: &[(&str, u32, u32, &str)] = &[
     ("on: push\njobs:\n  a:\n    runs-on: x\n    stepz: []\n", 5, 5, "unknown key 'stepz' in job 'a'"),
