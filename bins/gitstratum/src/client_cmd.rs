@@ -127,8 +127,11 @@ pub enum RunCommand {
         repo: String,
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// Only runs with this status (queued, in_progress, completed) or conclusion (success, failure, cancelled, …)
+        #[arg(long)]
+        status: Option<String>,
     },
-    /// A run with its jobs and steps
+    /// A run with its jobs and steps (with durations) and their annotations
     View { id: i64 },
     /// Follow a run until it completes (exits non-zero unless it succeeded)
     Watch { id: i64 },
@@ -752,16 +755,54 @@ fn job_state(job: &Value) -> String {
     if job["status"] == "completed" { text(&job["conclusion"]) } else { text(&job["status"]) }
 }
 
+/// How long something took (or has taken so far): `1m 05s`; empty when it has not started.
+fn duration(item: &Value, started: &str, completed: &str) -> String {
+    use gitstratum_core::Timestamp;
+    let Some(start) = item[started].as_str().and_then(Timestamp::parse_rfc3339) else { return String::new() };
+    let end = item[completed].as_str().and_then(Timestamp::parse_rfc3339);
+    let end = end.unwrap_or_else(|| gitstratum_core::Clock::now(&gitstratum_core::SystemClock));
+    let secs = (end.as_millis() - start.as_millis()).max(0) / 1000;
+    let text = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    };
+    format!(" in {text}")
+}
+
 fn print_run(run: &Value) {
-    println!("{}", run_line(run));
+    println!("{}{}", run_line(run), duration(run, "run_started_at", "completed_at"));
     if let Some(message) = run["message"].as_str() {
         println!("{message}");
     }
     for job in run["jobs"].as_array().into_iter().flatten() {
         let attempt = job["attempt"].as_i64().filter(|a| *a > 1).map(|a| format!(" (attempt {a})")).unwrap_or_default();
-        println!("  {} [{}]{attempt}  job {}", text(&job["name"]), job_state(job), text(&job["id"]));
+        println!(
+            "  {} [{}]{}{attempt}  job {}",
+            text(&job["name"]),
+            job_state(job),
+            duration(job, "started_at", "completed_at"),
+            text(&job["id"])
+        );
+        if let Some(message) = job["message"].as_str() {
+            println!("    {message}");
+        }
         for step in job["steps"].as_array().into_iter().flatten() {
-            println!("    {}. {} [{}]", text(&step["number"]), text(&step["name"]), job_state(step));
+            println!(
+                "    {}. {} [{}]{}",
+                text(&step["number"]),
+                text(&step["name"]),
+                job_state(step),
+                duration(step, "started_at", "completed_at")
+            );
+        }
+        for note in job["annotations"].as_array().into_iter().flatten() {
+            let place = match (note["file"].as_str(), note["line"].as_i64()) {
+                (Some(file), Some(line)) => format!(" {file}:{line}"),
+                (Some(file), None) => format!(" {file}"),
+                _ => String::new(),
+            };
+            println!("    {} (step {}){place}: {}", text(&note["level"]), text(&note["step"]), text(&note["message"]));
         }
     }
 }
@@ -771,11 +812,13 @@ pub fn run(command: RunCommand, json_out: bool) -> anyhow::Result<()> {
     let client = Client::from_config()?;
     runtime()?.block_on(async {
         match command {
-            RunCommand::List { repo, limit } => {
+            RunCommand::List { repo, limit, status } => {
                 let (owner, name) = split_repo(&repo)?;
-                let page = client
-                    .call(Method::GET, &format!("/repos/{owner}/{name}/runs?limit={}", limit.clamp(1, 100)), None)
-                    .await?;
+                let mut path = format!("/repos/{owner}/{name}/runs?limit={}", limit.clamp(1, 100));
+                if let Some(status) = status {
+                    path.push_str(&format!("&status={status}"));
+                }
+                let page = client.call(Method::GET, &path, None).await?;
                 if json_out {
                     return print_json(&page);
                 }

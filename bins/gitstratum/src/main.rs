@@ -128,6 +128,9 @@ struct RunnerArgs {
     /// Labels (comma-separated or repeated) [default: self-hosted,linux,x64,ubuntu-latest]
     #[arg(long = "labels", value_delimiter = ',')]
     labels: Vec<String>,
+    /// Jobs this runner runs at once
+    #[arg(long, default_value_t = 1)]
+    capacity: usize,
     /// Where job workspaces are made [default: ./gitstratum-runner]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -273,6 +276,7 @@ fn runner(args: RunnerArgs) -> anyhow::Result<()> {
             memory_bytes: args.memory_mb.max(1) << 20,
             processes: args.processes.max(1),
         },
+        capacity: args.capacity.clamp(1, 64),
         on_registered: None,
     };
     let filter = Targets::new().with_default(tracing::Level::INFO);

@@ -1,6 +1,7 @@
 //! SIGKILL in the middle of a push: after a restart the repository holds either the old or the
 //! new ref (never a ref to a missing object), an acknowledged push is never lost, and the push
-//! can be retried.
+//! can be retried. SIGKILL in the middle of a job, of the server or of an external runner: the
+//! job runs again as a new attempt and the run completes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -39,7 +40,17 @@ fn remote_main(home: &Path, dir: &Path, url: &str) -> Option<String> {
 /// `gitstratum serve` on a new data directory, with a repository `admin/{name}`: the server, its
 /// URL and the admin's token.
 async fn serve_with_repo(data: &Path, name: &str) -> (common::Process, String, String) {
-    let mut server = spawn(data, &[], &[]);
+    serve_with_repo_and(data, name, &[], &[]).await
+}
+
+/// As [`serve_with_repo`], with more flags and environment for the server.
+async fn serve_with_repo_and(
+    data: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (common::Process, String, String) {
+    let mut server = spawn(data, args, env);
     let base = server.base_url();
     let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
     let resp = gitstratum_server::http::client()
@@ -211,5 +222,113 @@ async fn sigkill_during_a_job_runs_it_again_after_restart() {
     assert!(second.as_str().is_some_and(|l| l.contains("started attempt 2") && l.contains("finished")), "{second}");
     let first = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs?attempt=1")).await;
     assert!(first.as_str().is_some_and(|l| l.contains("started attempt 1")), "{first}");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// An external `gitstratum runner` process, its stderr kept in a file (shown when a test fails).
+struct RunnerProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RunnerProcess {
+    fn start(dir: &Path, base: &str, token: &str, name: &str) -> RunnerProcess {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gitstratum"))
+            .args(["runner", "--server", base, "--token", token, "--name", name, "--work-dir"])
+            .arg(dir.join(name))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("runner log"))
+            .spawn()
+            .expect("spawn the runner");
+        RunnerProcess { child, log }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL of an external runner while its job runs: the job's lease runs out (4 s here), the job
+/// goes back to the queue as attempt 2, another runner runs it, and the run completes. The first
+/// runner's step dies with it (the sandbox dies with its parent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runners_job_is_run_again_by_another_runner() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let data = tmp.path().join("data");
+    let (mut server, base, token) =
+        serve_with_repo_and(&data, "app", &["--no-embedded-runner"], &[("GITSTRATUM_CI_LEASE_SECONDS", "4")]).await;
+    let made = gitstratum_server::http::client()
+        .expect("client")
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "runners", "scopes": ["ci:runner"]}))
+        .send()
+        .await
+        .expect("token");
+    let runner_token =
+        made.json::<serde_json::Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
+    let mut first = RunnerProcess::start(tmp.path(), &base, &runner_token, "first");
+
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo attempt $GITSTRATUM_JOB_ATTEMPT\n          if [ \"$GITSTRATUM_JOB_ATTEMPT\" = 1 ]; then sleep 120; fi\n          echo finished\n",
+    )
+    .expect("write");
+    ok(&home, &src, &["init", "-q", "-b", "main"]);
+    ok(&home, &src, &["add", "-A"]);
+    ok(&home, &src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    ok(&home, &src, &["push", "-q", &url, "main"]);
+
+    let mut run_id = serde_json::Value::Null;
+    let mut job_id = serde_json::Value::Null;
+    let mut started = false;
+    for _ in 0..600 {
+        let page = api(&base, &token, "/api/v1/repos/admin/app/runs").await;
+        if let Some(run) = page["runs"].get(0) {
+            run_id = run["id"].clone();
+            let detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
+            job_id = detail["jobs"][0]["id"].clone();
+            let log = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
+            if log.as_str().is_some_and(|l| l.contains("attempt 1")) {
+                started = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started, "the first runner started the job; its stderr:\n{}", first.stderr());
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reaped");
+    let second = RunnerProcess::start(tmp.path(), &base, &runner_token, "second");
+
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..600 {
+        detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
+        if detail["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(detail["conclusion"], "success", "{detail}\nsecond runner:\n{}", second.stderr());
+    assert_eq!(detail["jobs"][0]["attempt"], 2, "{detail}");
+    let log = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
+    assert!(log.as_str().is_some_and(|l| l.contains("attempt 2") && l.contains("finished")), "{log}");
+    let lost = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs?attempt=1")).await;
+    assert!(lost.as_str().is_some_and(|l| l.contains("attempt 1") && !l.contains("finished")), "{lost}");
+    drop(second);
     assert_eq!(server.terminate().code(), Some(0));
 }

@@ -15,7 +15,7 @@ use crate::orgs::owned_org;
 use crate::repos::authorize_repo;
 
 /// Events a hook may subscribe to (`*` is all of them).
-const EVENTS: [&str; 4] = ["push", "repository", "workflow_run", "*"];
+const EVENTS: [&str; 5] = ["push", "repository", "workflow_run", "workflow_job", "*"];
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {
@@ -103,13 +103,13 @@ fn validate_hook(body: &CreateHook) -> Result<(), ApiError> {
     if body.events.is_empty() {
         return Err(ApiError::validation(
             "events",
-            "subscribe to at least one event (push, repository, workflow_run, or * for all)",
+            "subscribe to at least one event (push, repository, workflow_run, workflow_job, or * for all)",
         ));
     }
     if let Some(unknown) = body.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
         return Err(ApiError::validation(
             "events",
-            format!("unknown event {unknown:?}; known: push, repository, workflow_run, *"),
+            format!("unknown event {unknown:?}; known: push, repository, workflow_run, workflow_job, *"),
         ));
     }
     if body.secret.as_ref().is_some_and(|s| s.is_empty() || s.len() > 256) {

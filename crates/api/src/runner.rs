@@ -13,8 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gitstratum_ci::orchestrate::{HEARTBEAT_MS, LEASE_MS};
-use gitstratum_ci::{Beat, Conclusion, Runner};
+use gitstratum_ci::{Annotation, Beat, Conclusion, Runner};
 use gitstratum_platform::{Principal, Scope};
 use serde::{Deserialize, Serialize};
 
@@ -77,8 +76,8 @@ pub async fn register(
             id,
             name: body.name,
             labels: body.labels,
-            heartbeat_seconds: HEARTBEAT_MS / 1000,
-            lease_seconds: LEASE_MS / 1000,
+            heartbeat_seconds: state.ci().timing().heartbeat_ms / 1000,
+            lease_seconds: state.ci().timing().lease_ms / 1000,
         }),
     ))
 }
@@ -131,6 +130,8 @@ pub struct JobLease {
     pub heartbeat_seconds: i64,
     /// Acknowledge within this many seconds, or the job goes back to the queue.
     pub ack_seconds: i64,
+    /// The most of one step's log the server keeps (past it: a truncation marker).
+    pub log_step_max_bytes: u64,
 }
 
 #[utoipa::path(
@@ -180,8 +181,9 @@ pub async fn request(
                 inputs: lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
                 needs: lease.needs,
                 token: lease.token.expose().to_owned(),
-                heartbeat_seconds: HEARTBEAT_MS / 1000,
-                ack_seconds: gitstratum_ci::orchestrate::ACK_MS / 1000,
+                heartbeat_seconds: state.ci().timing().heartbeat_ms / 1000,
+                ack_seconds: state.ci().timing().ack_ms / 1000,
+                log_step_max_bytes: state.logs().step_cap(),
             };
             metrics::counter!("gitstratum_ci_jobs_leased_total").increment(1);
             return Ok(Json(body).into_response());
@@ -217,6 +219,13 @@ pub async fn ack(
 ) -> Result<StatusCode, ApiError> {
     let runner = own_runner(&state, &caller, id).await?;
     if state.ci().ack_job(job, runner.id, body.attempt, state.now()).await? {
+        // An earlier attempt lost its runner: its log is finished as it is.
+        if body.attempt > 1 {
+            if let Err(e) = state.logs().finish(job, body.attempt - 1).await {
+                tracing::warn!(job, error = %e, "cannot finish the log of the previous attempt");
+            }
+            state.logs().close(job, body.attempt - 1);
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(lease_lost(job))
@@ -252,19 +261,23 @@ pub async fn heartbeat(
         Beat::Cancel => "cancel",
         Beat::Stop => "stop",
     };
-    Ok(Json(BeatReply { action: action.to_owned(), heartbeat_seconds: HEARTBEAT_MS / 1000 }))
+    Ok(Json(BeatReply { action: action.to_owned(), heartbeat_seconds: state.ci().timing().heartbeat_ms / 1000 }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct LogQuery {
     pub attempt: i64,
-    /// Where in the log this frame starts.
+    /// The step the frame belongs to: 0 before the first step, the step's number, or one more
+    /// than the last step for what comes after. A step's frames all come before the next step's.
+    #[serde(default)]
+    pub step: i64,
+    /// Where in the step's log this frame starts.
     pub offset: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogAck {
-    /// The log's length on the server: send the next frame from here.
+    /// Send the step's next frame from here.
     pub offset: u64,
 }
 
@@ -272,10 +285,10 @@ pub struct LogAck {
     post,
     path = "/api/v1/runner/{id}/jobs/{job}/logs",
     tag = "runner",
-    summary = "Append a log frame at a byte offset",
+    summary = "Append a log frame at a byte offset of a step's log",
     params(LogQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, description = "Stored up to", body = LogAck), (status = "4XX", description = "Refused (409: a gap; resend from the offset in the message)", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "Stored up to (past the step's cap, bytes are acknowledged and dropped)", body = LogAck), (status = "4XX", description = "Refused (409 `log.gap`: the server has less of the step than the offset; resend from the `X-Log-Offset` header's offset)", body = crate::error::ErrorDoc))
 )]
 pub async fn logs(
     State(state): State<AppState>,
@@ -283,7 +296,7 @@ pub async fn logs(
     Path((id, job)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
     body: Bytes,
-) -> Result<Json<LogAck>, ApiError> {
+) -> Result<Response, ApiError> {
     let runner = own_runner(&state, &caller, id).await?;
     let holds = state.ci().get_job(job).await?.is_some_and(|j| {
         j.runner_id == Some(runner.id) && j.attempt == q.attempt && j.state == gitstratum_ci::JobState::InProgress
@@ -291,13 +304,15 @@ pub async fn logs(
     if !holds {
         return Err(lease_lost(job));
     }
-    match state.logs().append(job, q.attempt, q.offset, &body).await {
-        Ok(offset) => Ok(Json(LogAck { offset })),
-        Err(e @ gitstratum_ci::logs::LogError::Gap { .. }) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "log.gap", e.to_string()))
-        }
-        Err(e @ gitstratum_ci::logs::LogError::TooLarge) => {
-            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "log.too_large", e.to_string()))
+    if q.step < 0 || q.step > 10_000 {
+        return Err(ApiError::validation("step", "a step number from 0 to 10000"));
+    }
+    match state.logs().append(job, q.attempt, q.step, q.offset, &body).await {
+        Ok(offset) => Ok(Json(LogAck { offset }).into_response()),
+        Err(e @ gitstratum_ci::logs::LogError::Gap { have, .. }) => {
+            let mut response = ApiError::new(StatusCode::CONFLICT, "log.gap", e.to_string()).into_response();
+            response.headers_mut().insert("x-log-offset", have.into());
+            Ok(response)
         }
         Err(e) => Err(ApiError::internal(e)),
     }
@@ -308,6 +323,54 @@ pub struct StepReport {
     pub attempt: i64,
     /// Absent when the step starts; its conclusion when it ends.
     pub conclusion: Option<String>,
+    /// What the step printed as `::error::`, `::warning::` or `::notice::` (with its ending; at
+    /// most 30).
+    #[serde(default)]
+    pub annotations: Vec<AnnotationReport>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AnnotationReport {
+    /// `error`, `warning` or `notice`.
+    pub level: String,
+    pub message: String,
+    pub title: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<i64>,
+    pub end_line: Option<i64>,
+    pub col: Option<i64>,
+}
+
+/// The most annotations one step report may carry.
+const MAX_STEP_ANNOTATIONS: usize = 30;
+
+fn annotations(job: i64, attempt: i64, step: i64, reports: Vec<AnnotationReport>) -> Result<Vec<Annotation>, ApiError> {
+    if reports.len() > MAX_STEP_ANNOTATIONS {
+        return Err(ApiError::validation("annotations", format!("at most {MAX_STEP_ANNOTATIONS} per step")));
+    }
+    let clip = |text: String, chars: usize| -> String {
+        if text.chars().count() > chars { text.chars().take(chars).collect() } else { text }
+    };
+    reports
+        .into_iter()
+        .map(|a| {
+            if !matches!(a.level.as_str(), "error" | "warning" | "notice") {
+                return Err(ApiError::validation("annotations", "an annotation's level is error, warning or notice"));
+            }
+            Ok(Annotation {
+                job_id: job,
+                attempt,
+                step,
+                level: a.level,
+                message: clip(a.message, 4096),
+                title: a.title.map(|t| clip(t, 256)),
+                file: a.file.map(|f| clip(f, 1024)),
+                line: a.line,
+                end_line: a.end_line,
+                col: a.col,
+            })
+        })
+        .collect()
 }
 
 fn parse_conclusion(text: &str) -> Result<Conclusion, ApiError> {
@@ -331,8 +394,18 @@ pub async fn step(
 ) -> Result<StatusCode, ApiError> {
     let runner = own_runner(&state, &caller, id).await?;
     let conclusion = body.conclusion.as_deref().map(parse_conclusion).transpose()?;
+    let annotations = annotations(job, body.attempt, number, body.annotations)?;
     let ci = state.ci();
-    if ci.report_step(job, runner.id, body.attempt, number, conclusion, state.now()).await? {
+    if ci
+        .report_step(
+            job,
+            runner.id,
+            body.attempt,
+            gitstratum_ci::StepReport { number, conclusion, annotations: &annotations },
+            state.now(),
+        )
+        .await?
+    {
         return Ok(StatusCode::NO_CONTENT);
     }
     // A repeated report of what is already recorded is fine; anything else is a lost lease.
@@ -380,10 +453,12 @@ pub async fn complete(
     if outputs.as_ref().is_some_and(|o| o.len() > 1 << 20) {
         return Err(ApiError::validation("outputs", "a job's outputs may have at most 1 MiB"));
     }
-    // The log first: a completed job's log is durable.
-    state.logs().sync(job, body.attempt).await.map_err(ApiError::internal)?;
-    if state.ci().complete_job(job, runner.id, body.attempt, conclusion, outputs.as_deref(), state.now()).await? {
-        state.logs().wake();
+    // The log first: a completed job's log is finished (compressed) and durable.
+    state.logs().finish(job, body.attempt).await.map_err(ApiError::internal)?;
+    let completed =
+        state.ci().complete_job(job, runner.id, body.attempt, conclusion, outputs.as_deref(), state.now()).await?;
+    state.logs().close(job, body.attempt);
+    if completed {
         metrics::counter!("gitstratum_ci_jobs_completed_total", "conclusion" => conclusion.as_str()).increment(1);
         return Ok(StatusCode::NO_CONTENT);
     }

@@ -18,6 +18,9 @@ pub struct RunsQuery {
     pub before: Option<i64>,
     /// Runs per page (1 to 100; default 30).
     pub limit: Option<u64>,
+    /// Only runs with this status (`queued`, `in_progress`, `completed`) or conclusion
+    /// (`success`, `failure`, `cancelled`, `skipped`, `timed_out`).
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -123,10 +126,46 @@ pub struct JobBody {
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     pub steps: Vec<StepBody>,
+    /// What this attempt's steps printed as `::error::`, `::warning::` or `::notice::`.
+    pub annotations: Vec<AnnotationBody>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnnotationBody {
+    /// The step's number.
+    pub step: i64,
+    /// `error`, `warning` or `notice`.
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub col: Option<i64>,
+}
+
+impl From<gitstratum_ci::Annotation> for AnnotationBody {
+    fn from(a: gitstratum_ci::Annotation) -> Self {
+        AnnotationBody {
+            step: a.step,
+            level: a.level,
+            message: a.message,
+            title: a.title,
+            file: a.file,
+            line: a.line,
+            end_line: a.end_line,
+            col: a.col,
+        }
+    }
 }
 
 impl JobBody {
-    fn new(job: Job, steps: Vec<StepBody>) -> JobBody {
+    fn new(job: Job, steps: Vec<StepBody>, annotations: Vec<AnnotationBody>) -> JobBody {
         JobBody {
             id: job.id,
             key: job.job_key,
@@ -142,6 +181,7 @@ impl JobBody {
             started_at: job.started_at.map(|t| t.to_rfc3339()),
             completed_at: job.completed_at.map(|t| t.to_rfc3339()),
             steps,
+            annotations,
         }
     }
 }
@@ -180,7 +220,16 @@ pub async fn list(
 ) -> Result<Json<RunPageBody>, ApiError> {
     let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
     let limit = q.limit.unwrap_or(30).clamp(1, 100);
-    let page = state.ci().list_runs(repo.id, q.before, limit).await?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(gitstratum_ci::RunStatus::parse(text).ok_or_else(|| {
+            ApiError::validation(
+                "status",
+                "one of queued, in_progress, completed, success, failure, cancelled, skipped, timed_out",
+            )
+        })?),
+    };
+    let page = state.ci().list_runs(repo.id, q.before, limit, status).await?;
     let runs = page.runs.into_iter().map(|r| RunBody::new(r, &repo)).collect();
     Ok(Json(RunPageBody { runs, next_cursor: page.next_before }))
 }
@@ -252,12 +301,15 @@ pub(crate) async fn run_detail(
     let Some(run) = state.ci().get_run(id).await? else { return Ok(None) };
     let jobs = state.ci().jobs(run.id).await?;
     let mut steps = state.ci().steps(run.id).await?;
+    let mut annotations = state.ci().annotations(run.id).await?;
     let jobs = jobs
         .into_iter()
         .map(|job| {
             let (mine, rest): (Vec<Step>, Vec<Step>) = steps.drain(..).partition(|s| s.job_id == job.id);
             steps = rest;
-            JobBody::new(job, mine.into_iter().map(Into::into).collect())
+            let (notes, rest): (Vec<_>, Vec<_>) = annotations.drain(..).partition(|a| a.job_id == job.id);
+            annotations = rest;
+            JobBody::new(job, mine.into_iter().map(Into::into).collect(), notes.into_iter().map(Into::into).collect())
         })
         .collect();
     Ok(Some(RunDetail { run: RunBody::new(run, repo), jobs }))
@@ -267,13 +319,15 @@ pub(crate) async fn run_detail(
 pub struct JobLogQuery {
     /// Which attempt's log (default: the job's current attempt).
     pub attempt: Option<i64>,
+    /// Only this step's log (0: what the runner said before the first step).
+    pub step: Option<i64>,
 }
 
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/logs",
     tag = "ci",
-    summary = "A job's log so far (text)",
+    summary = "A job's log so far (text): its steps' logs one after another, or one step's",
     params(JobLogQuery),
     responses((status = 200, description = "The log", content_type = "text/plain", body = String), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -285,7 +339,12 @@ pub async fn job_logs(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let job = readable_job(&state, caller.as_ref(), id).await?;
-    let log = state.logs().read(id, q.attempt.unwrap_or(job.attempt)).await.map_err(ApiError::internal)?;
+    let attempt = q.attempt.unwrap_or(job.attempt);
+    let log = match q.step {
+        Some(step) => state.logs().read_step(id, attempt, step, 0).await,
+        None => state.logs().read(id, attempt).await,
+    }
+    .map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }
 

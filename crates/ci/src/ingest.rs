@@ -221,16 +221,9 @@ pub fn plan_run(
             steps: workflow.jobs.get(&job.job_id).map_or_else(Vec::new, |j| {
                 j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()
             }),
-            fail_fast: workflow.jobs.get(&job.job_id).and_then(|j| j.strategy.as_ref()).is_none_or(|s| {
-                // An expression is taken at GitHub's default (true) for now.
-                !matches!(s.fail_fast, gitstratum_workflow::model::BoolOrExpr::Value(false))
-            }),
-            max_parallel: workflow.jobs.get(&job.job_id).and_then(|j| j.strategy.as_ref()).and_then(|s| {
-                match s.max_parallel {
-                    Some(gitstratum_workflow::model::NumberOrExpr::Value(n)) if n >= 1.0 => Some(n as i64),
-                    _ => None,
-                }
-            }),
+            fail_fast: job.fail_fast,
+            max_parallel: job.max_parallel,
+            concurrency: job.concurrency.as_ref().map(|c| (c.group.clone(), c.cancel_in_progress)),
             retry: workflow.jobs.get(&job.job_id).and_then(|j| j.retry.as_ref()).map(|r| crate::store::RetryPolicy {
                 max_attempts: i64::from(r.max_attempts),
                 delay_ms: (r.delay_seconds * 1000.0) as i64,

@@ -26,6 +26,6 @@ pub mod store;
 
 pub use ingest::Ingestor;
 pub use logs::LogStore;
-pub use orchestrate::{Beat, JobToken, Lease, Runner};
+pub use orchestrate::{Beat, JobToken, Lease, Runner, StepReport};
 pub use state::{Conclusion, JobState, RunState};
-pub use store::{CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, Step};
+pub use store::{Annotation, CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step};

@@ -1,125 +1,387 @@
-//! Job logs: one file per job attempt under the data directory's `blobs/logs/`, appended by byte
-//! offset. A frame at the current end is appended; a frame that overlaps what is stored (a resend)
-//! adds only its new part; a frame past the end is refused with the offset the store has, so the
-//! runner resends from there. A log is synced when its job completes, so a final log that was
-//! acknowledged survives a crash.
+//! Job logs, stored per step: `blobs/logs/JOB/ATTEMPT/STEP.log` while the step is written,
+//! `STEP.log.gz` (gzip, synced) once it is finished. Step 0 holds what the runner says before the
+//! first step; the step after the last holds what it says at the end.
+//!
+//! Runners send frames addressed by (step, byte offset) in order: a step's frames all come before
+//! the next step's, so the first frame of a step finishes the steps before it (they are compressed
+//! then), and completing the job finishes the last. A frame at the step's end is appended; one
+//! that overlaps what is stored (a resend) adds only its new part; one past the end is refused
+//! with the offset the store has, so the runner resends from there. A step's log is capped: what
+//! goes past the cap is dropped after a truncation marker line, and frames keep being accepted.
+//!
+//! Live readers subscribe to an attempt's appends (a bounded broadcast per attempt): a reader that
+//! falls behind is told so, reads what it missed from storage, and rejoins; a slow reader never
+//! holds up a runner or another reader.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
 
-/// The most a job attempt may log.
-pub const MAX_LOG_BYTES: u64 = 64 << 20;
+/// The default cap of one step's log.
+pub const DEFAULT_STEP_LOG_BYTES: u64 = 64 << 20;
+/// How many appends a live reader may be behind before it is sent back to storage.
+const LIVE_BUFFER: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("the frame starts at byte {offset}, but the log has {have} bytes; resend from {have}")]
-    Gap { offset: u64, have: u64 },
-    #[error("the log would exceed {MAX_LOG_BYTES} bytes")]
-    TooLarge,
+    #[error("the frame starts at byte {offset} of step {step}, but the server has {have} bytes; resend from {have}")]
+    Gap { step: i64, offset: u64, have: u64 },
     #[error("log storage: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Bytes appended to a step's log, as live readers get them: `bytes` start at `offset` of the
+/// stored log of `step`.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub step: i64,
+    pub offset: u64,
+    pub bytes: Arc<[u8]>,
+}
+
+/// The writing side of one attempt's log.
+#[derive(Debug, Default)]
+struct Writer {
+    /// The step being written (frames for earlier steps are late resends), and its stored length.
+    step: Option<(i64, u64)>,
+}
+
+#[derive(Debug)]
+struct Live {
+    writer: tokio::sync::Mutex<Writer>,
+    tx: broadcast::Sender<Chunk>,
 }
 
 #[derive(Debug)]
 pub struct LogStore {
     dir: PathBuf,
-    /// Appends are serialized: a resend racing its original must not write twice.
-    lock: tokio::sync::Mutex<()>,
-    /// Woken on every append, for live readers.
-    appended: tokio::sync::Notify,
+    step_cap: u64,
+    live: Mutex<HashMap<(i64, i64), Arc<Live>>>,
 }
 
 impl LogStore {
     pub fn new(dir: PathBuf) -> LogStore {
-        LogStore { dir, lock: tokio::sync::Mutex::new(()), appended: tokio::sync::Notify::new() }
+        LogStore::with_step_cap(dir, DEFAULT_STEP_LOG_BYTES)
     }
 
-    /// Resolves after the next append to any log (live readers then look at theirs).
-    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
-        self.appended.notified()
+    /// A store that keeps at most `step_cap` bytes of each step's log.
+    pub fn with_step_cap(dir: PathBuf, step_cap: u64) -> LogStore {
+        LogStore { dir, step_cap: step_cap.max(1024), live: Mutex::default() }
     }
 
-    /// Wakes live readers without an append (a job ended: its stream can end).
-    pub fn wake(&self) {
-        self.appended.notify_waiters();
+    /// The most kept of one step's log.
+    pub fn step_cap(&self) -> u64 {
+        self.step_cap
     }
 
-    /// The log from byte `offset` on (empty when there is nothing there yet).
-    pub async fn read_from(&self, job_id: i64, attempt: i64, offset: u64) -> Result<Vec<u8>, LogError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let mut file = match tokio::fs::File::open(self.path(job_id, attempt)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+    fn attempt_dir(&self, job: i64, attempt: i64) -> PathBuf {
+        self.dir.join(job.to_string()).join(attempt.to_string())
+    }
+
+    fn raw_path(&self, job: i64, attempt: i64, step: i64) -> PathBuf {
+        self.attempt_dir(job, attempt).join(format!("{step}.log"))
+    }
+
+    fn live(&self, job: i64, attempt: i64) -> Arc<Live> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.entry((job, attempt))
+            .or_insert_with(|| {
+                Arc::new(Live { writer: tokio::sync::Mutex::default(), tx: broadcast::channel(LIVE_BUFFER).0 })
+            })
+            .clone()
+    }
+
+    /// Live appends to an attempt's log from now on. The receiver reports `Lagged` when its reader
+    /// fell behind (read storage, then go on receiving) and `Closed` when the attempt is finished.
+    pub fn subscribe(&self, job: i64, attempt: i64) -> broadcast::Receiver<Chunk> {
+        self.live(job, attempt).tx.subscribe()
+    }
+
+    /// Forgets a reader's interest in a finished attempt (its entry goes when nobody uses it).
+    pub fn unsubscribe(&self, job: i64, attempt: i64) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = live.get(&(job, attempt))
+            && entry.tx.receiver_count() == 0
+            && Arc::strong_count(entry) == 1
+        {
+            live.remove(&(job, attempt));
+        }
+    }
+
+    /// Appends `bytes` at `offset` of `step`'s log; returns the offset (in the runner's terms) to
+    /// send the step's next frame from.
+    pub async fn append(&self, job: i64, attempt: i64, step: i64, offset: u64, bytes: &[u8]) -> Result<u64, LogError> {
+        let live = self.live(job, attempt);
+        let mut writer = live.writer.lock().await;
+        let current = match writer.step {
+            Some(current) => current,
+            None => self.discover(job, attempt).await?.unwrap_or((step, 0)),
         };
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
-        let mut out = Vec::new();
-        file.read_to_end(&mut out).await?;
-        Ok(out)
-    }
-
-    fn path(&self, job_id: i64, attempt: i64) -> PathBuf {
-        self.dir.join(job_id.to_string()).join(format!("{attempt}.log"))
-    }
-
-    /// Appends `bytes` at `offset`; returns the log's length after it.
-    pub async fn append(&self, job_id: i64, attempt: i64, offset: u64, bytes: &[u8]) -> Result<u64, LogError> {
-        let _guard = self.lock.lock().await;
-        let path = self.path(job_id, attempt);
+        writer.step = Some(current);
+        let (open, mut have) = current;
+        if step < open || self.finished_path(job, attempt, step).exists() {
+            // A late resend to a finished step: it is all there (or was dropped past the cap).
+            return Ok(offset + bytes.len() as u64);
+        }
+        if step > open {
+            // The runner has moved on: the step before is complete.
+            self.finish_step(job, attempt, open).await?;
+            have = 0;
+            writer.step = Some((step, 0));
+        }
+        if have > self.step_cap {
+            // Truncated already: the rest of the step is dropped.
+            return Ok(offset + bytes.len() as u64);
+        }
+        if offset > have {
+            return Err(LogError::Gap { step, offset, have });
+        }
+        let already = usize::try_from(have - offset).unwrap_or(usize::MAX);
+        let Some(new) = bytes.get(already..).filter(|new| !new.is_empty()) else { return Ok(have) };
+        let mut stored = new.to_vec();
+        let acked = if have + new.len() as u64 > self.step_cap {
+            stored.truncate(usize::try_from(self.step_cap - have).unwrap_or(0));
+            let marker = format!(
+                "\n##[truncated] this step's log passed {} bytes; the rest of it was not kept\n",
+                self.step_cap
+            );
+            stored.extend_from_slice(marker.as_bytes());
+            offset + bytes.len() as u64
+        } else {
+            have + new.len() as u64
+        };
+        let path = self.raw_path(job, attempt, step);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
-        let have = file.metadata().await?.len();
-        if offset > have {
-            return Err(LogError::Gap { offset, have });
-        }
-        let already = usize::try_from(have - offset).unwrap_or(usize::MAX);
-        let Some(new) = bytes.get(already..) else { return Ok(have) };
-        if have + new.len() as u64 > MAX_LOG_BYTES {
-            return Err(LogError::TooLarge);
-        }
-        file.write_all(new).await?;
+        file.write_all(&stored).await?;
         file.flush().await?;
-        self.appended.notify_waiters();
-        Ok(have + new.len() as u64)
+        writer.step = Some((step, have + stored.len() as u64));
+        let _ = live.tx.send(Chunk { step, offset: have, bytes: stored.into() });
+        Ok(acked)
     }
 
-    /// Makes the log durable (at job completion).
-    pub async fn sync(&self, job_id: i64, attempt: i64) -> Result<(), LogError> {
-        match tokio::fs::File::open(self.path(job_id, attempt)).await {
-            Ok(file) => Ok(file.sync_all().await?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+    /// After a restart: the step being written (the highest with a raw file) and its length.
+    async fn discover(&self, job: i64, attempt: i64) -> Result<Option<(i64, u64)>, LogError> {
+        let steps = self.steps(job, attempt).await?;
+        match steps.last() {
+            Some(&(step, false)) => {
+                let len = tokio::fs::metadata(self.raw_path(job, attempt, step)).await?.len();
+                Ok(Some((step, len)))
+            }
+            _ => Ok(None),
         }
     }
 
-    /// The log so far (empty when nothing was logged).
-    pub async fn read(&self, job_id: i64, attempt: i64) -> Result<Vec<u8>, LogError> {
-        match tokio::fs::read(self.path(job_id, attempt)).await {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
-        }
+    fn finished_path(&self, job: i64, attempt: i64, step: i64) -> PathBuf {
+        self.attempt_dir(job, attempt).join(format!("{step}.log.gz"))
     }
+
+    /// Compresses a finished step's log and makes it durable; the raw file goes after the
+    /// compressed one is in place, so a reader always finds one of them.
+    async fn finish_step(&self, job: i64, attempt: i64, step: i64) -> Result<(), LogError> {
+        let raw = self.raw_path(job, attempt, step);
+        let gz = self.finished_path(job, attempt, step);
+        tokio::task::spawn_blocking(move || compress(&raw, &gz))
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// The attempt is over (completed, or superseded by a later attempt): its last step is
+    /// finished and durable.
+    pub async fn finish(&self, job: i64, attempt: i64) -> Result<(), LogError> {
+        let live = self.live(job, attempt);
+        {
+            let mut writer = live.writer.lock().await;
+            let open = match writer.step {
+                Some((step, _)) => Some(step),
+                None => self.discover(job, attempt).await?.map(|(step, _)| step),
+            };
+            if let Some(step) = open {
+                self.finish_step(job, attempt, step).await?;
+            }
+            writer.step = None;
+        }
+        Ok(())
+    }
+
+    /// Ends the live side of a finished attempt: its readers' receivers close (call it once the
+    /// attempt's end is recorded, so a reader that sees the close finds the job over).
+    pub fn close(&self, job: i64, attempt: i64) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job, attempt));
+    }
+
+    /// The steps with a log, in order, each with whether it is finished (compressed).
+    pub async fn steps(&self, job: i64, attempt: i64) -> Result<Vec<(i64, bool)>, LogError> {
+        let dir = self.attempt_dir(job, attempt);
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(i64, bool)>> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut steps: HashMap<i64, bool> = HashMap::new();
+            for entry in entries {
+                let name = entry?.file_name();
+                let name = name.to_string_lossy();
+                if let Some(n) = name.strip_suffix(".log.gz").and_then(|n| n.parse().ok()) {
+                    steps.insert(n, true);
+                } else if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+                    steps.entry(n).or_insert(false);
+                }
+            }
+            let mut steps: Vec<(i64, bool)> = steps.into_iter().collect();
+            steps.sort_unstable();
+            Ok(steps)
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e)))?
+        .map_err(LogError::Io)
+    }
+
+    /// One step's log from byte `offset` on (empty when there is nothing there).
+    pub async fn read_step(&self, job: i64, attempt: i64, step: i64, offset: u64) -> Result<Vec<u8>, LogError> {
+        let raw = self.raw_path(job, attempt, step);
+        let gz = self.finished_path(job, attempt, step);
+        tokio::task::spawn_blocking(move || read_step_file(&raw, &gz, offset))
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(e)))?
+            .map_err(LogError::Io)
+    }
+
+    /// The attempt's whole log so far: its steps' logs one after another.
+    pub async fn read(&self, job: i64, attempt: i64) -> Result<Vec<u8>, LogError> {
+        let steps = self.steps(job, attempt).await?;
+        if steps.is_empty() {
+            // Written before logs were kept per step: one file per attempt.
+            let legacy = self.dir.join(job.to_string()).join(format!("{attempt}.log"));
+            return match tokio::fs::read(legacy).await {
+                Ok(bytes) => Ok(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut out = Vec::new();
+        for (step, _) in steps {
+            out.extend(self.read_step(job, attempt, step, 0).await?);
+        }
+        Ok(out)
+    }
+}
+
+fn read_step_file(raw: &Path, gz: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut out = Vec::new();
+    match std::fs::File::open(raw) {
+        Ok(mut file) => {
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_to_end(&mut out)?;
+            return Ok(out);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::File::open(gz) {
+        Ok(file) => {
+            flate2::read::GzDecoder::new(std::io::BufReader::new(file)).read_to_end(&mut out)?;
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(out.len());
+            out.drain(..skip);
+            Ok(out)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(out),
+        Err(e) => Err(e),
+    }
+}
+
+/// `raw` gzipped into `gz` (written aside, synced, renamed into place), then `raw` removed.
+fn compress(raw: &Path, gz: &Path) -> std::io::Result<()> {
+    let mut input = match std::fs::File::open(raw) {
+        Ok(file) => std::io::BufReader::new(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let partial = gz.with_extension("gz.partial");
+    let file = std::fs::File::create(&partial)?;
+    let mut encoder = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
+    std::io::copy(&mut input, &mut encoder)?;
+    let file = encoder.finish()?.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, gz)?;
+    if let Some(dir) = gz.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    std::fs::remove_file(raw)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gst-logs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[tokio::test]
-    async fn frames_are_idempotent_by_offset() {
-        let dir = std::env::temp_dir().join(format!("gst-logs-{}", std::process::id()));
+    async fn frames_are_idempotent_by_offset_per_step() {
+        let dir = temp("frames");
         let logs = LogStore::new(dir.clone());
-        assert_eq!(logs.append(1, 1, 0, b"hello ").await.expect("first"), 6);
-        assert_eq!(logs.append(1, 1, 0, b"hello ").await.expect("resent"), 6, "a resend adds nothing");
-        assert_eq!(logs.append(1, 1, 3, b"lo world").await.expect("overlap"), 11, "only the new part");
-        assert!(matches!(logs.append(1, 1, 20, b"x").await, Err(LogError::Gap { offset: 20, have: 11 })));
-        assert_eq!(logs.read(1, 1).await.expect("read"), b"hello world");
+        assert_eq!(logs.append(1, 1, 0, 0, b"setting up\n").await.expect("setup"), 11);
+        assert_eq!(logs.append(1, 1, 1, 0, b"hello ").await.expect("first"), 6);
+        assert_eq!(logs.append(1, 1, 1, 0, b"hello ").await.expect("resent"), 6, "a resend adds nothing");
+        assert_eq!(logs.append(1, 1, 1, 3, b"lo world\n").await.expect("overlap"), 12, "only the new part");
+        assert!(matches!(logs.append(1, 1, 1, 20, b"x").await, Err(LogError::Gap { step: 1, offset: 20, have: 12 })));
+        assert_eq!(logs.append(1, 1, 0, 0, b"setting up\n").await.expect("late resend"), 11);
+        assert_eq!(logs.read(1, 1).await.expect("read"), b"setting up\nhello world\n");
+        assert_eq!(logs.steps(1, 1).await.expect("steps"), [(0, true), (1, false)], "step 0 finished by step 1");
         assert!(logs.read(1, 2).await.expect("other attempt").is_empty(), "attempts keep their own logs");
-        logs.sync(1, 1).await.expect("sync");
+        logs.finish(1, 1).await.expect("finish");
+        assert_eq!(logs.steps(1, 1).await.expect("steps"), [(0, true), (1, true)]);
+        assert_eq!(logs.read_step(1, 1, 1, 6).await.expect("from an offset"), b"world\n");
+        assert_eq!(logs.read(1, 1).await.expect("read compressed"), b"setting up\nhello world\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_step_past_its_cap_is_truncated_with_a_marker_and_the_job_goes_on() {
+        let dir = temp("cap");
+        let logs = LogStore::with_step_cap(dir.clone(), 1024);
+        let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        let mut offset = 0;
+        for _ in 0..20 {
+            offset = logs.append(7, 1, 1, offset, &line).await.expect("append");
+        }
+        assert_eq!(offset, 2000, "every frame is acknowledged, kept or not");
+        assert_eq!(logs.append(7, 1, 2, 0, b"next step\n").await.expect("next step"), 10);
+        let step = String::from_utf8(logs.read_step(7, 1, 1, 0).await.expect("read")).expect("utf-8");
+        assert!(step.len() < 1200, "{} bytes kept", step.len());
+        assert!(step.ends_with("##[truncated] this step's log passed 1024 bytes; the rest of it was not kept\n"));
+        assert_eq!(logs.read_step(7, 1, 2, 0).await.expect("read"), b"next step\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn live_readers_get_appends_and_learn_when_the_attempt_ends() {
+        let dir = temp("live");
+        let logs = LogStore::new(dir.clone());
+        let mut rx = logs.subscribe(3, 1);
+        logs.append(3, 1, 1, 0, b"one\n").await.expect("append");
+        logs.append(3, 1, 2, 0, b"two\n").await.expect("append");
+        let first = rx.recv().await.expect("chunk");
+        assert_eq!((first.step, first.offset, &*first.bytes), (1, 0, &b"one\n"[..]));
+        let second = rx.recv().await.expect("chunk");
+        assert_eq!((second.step, second.offset), (2, 0));
+        logs.finish(3, 1).await.expect("finish");
+        logs.close(3, 1);
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

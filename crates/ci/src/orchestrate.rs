@@ -11,18 +11,51 @@ use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{Conn, DbRow, FromDbRow};
 use gitstratum_platform::store::Result;
 use gitstratum_platform::token::{JOB_TOKEN_PREFIX, TokenSecret, hash_token};
-use sea_query::{Expr, ExprTrait, Order, Query};
+use sea_query::{Alias, Expr, ExprTrait, Order, Query};
 
 use crate::state::{Conclusion, JobState, RunState};
 use crate::store::{CiStore, JOB_COLUMNS, Job, RUN_COLUMNS, Run};
 
-/// Attempts of a job whose runner is lost, before the job fails.
+/// Attempts of a job whose runner is lost, before the job fails (by default).
 pub const MAX_ATTEMPTS: i64 = 3;
-/// How long a runner has to acknowledge a job it leased.
+/// How long a runner has to acknowledge a job it leased (by default).
 pub const ACK_MS: i64 = 30_000;
-/// How long a heartbeat keeps a job; runners beat every [`HEARTBEAT_MS`].
+/// How long a heartbeat keeps a job (by default); runners beat every [`HEARTBEAT_MS`].
 pub const LEASE_MS: i64 = 60_000;
 pub const HEARTBEAT_MS: i64 = 10_000;
+
+/// The clocks of the runner protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a runner has to acknowledge a job it leased.
+    pub ack_ms: i64,
+    /// How long a heartbeat keeps a job.
+    pub lease_ms: i64,
+    /// How often runners beat (well inside the lease).
+    pub heartbeat_ms: i64,
+    /// Attempts of a job whose runner is lost, before the job fails.
+    pub max_attempts: i64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing { ack_ms: ACK_MS, lease_ms: LEASE_MS, heartbeat_ms: HEARTBEAT_MS, max_attempts: MAX_ATTEMPTS }
+    }
+}
+
+impl Timing {
+    /// A lease of `lease_seconds`, beaten every sixth of it (at least every second), acknowledged
+    /// within half of it (at most 30 s).
+    pub fn with_lease_seconds(lease_seconds: u64, max_attempts: i64) -> Timing {
+        let lease_ms = i64::try_from(lease_seconds.clamp(3, 86_400) * 1000).unwrap_or(LEASE_MS);
+        Timing {
+            ack_ms: Ord::min(lease_ms / 2, ACK_MS),
+            lease_ms,
+            heartbeat_ms: Ord::max(lease_ms / 6, 1000),
+            max_attempts: Ord::max(max_attempts, 1),
+        }
+    }
+}
 /// Queued jobs looked at per lease request.
 const CANDIDATES: u64 = 100;
 
@@ -43,6 +76,15 @@ impl FromDbRow for Runner {
             account_id: row.get("account_id")?,
         })
     }
+}
+
+/// A runner's report of a step: it started (no conclusion) or ended, with the annotations it
+/// printed.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport<'a> {
+    pub number: i64,
+    pub conclusion: Option<Conclusion>,
+    pub annotations: &'a [crate::store::Annotation],
 }
 
 /// A job handed to a runner: the job, its run, and the job's token (shown this once).
@@ -133,7 +175,7 @@ impl CiStore {
                 .values([
                     ("state", JobState::Leased.as_str().into()),
                     ("runner_id", runner.id.into()),
-                    ("lease_expires_at", (now.0 + ACK_MS).into()),
+                    ("lease_expires_at", (now.0 + self.timing.ack_ms).into()),
                     ("token_hash", hash_token(token.expose()).into()),
                 ])
                 .and_where(Expr::col("id").eq(job.id))
@@ -165,7 +207,7 @@ impl CiStore {
             let job = Job {
                 state: JobState::Leased,
                 runner_id: Some(runner.id),
-                lease_expires_at: Some(Timestamp(now.0 + ACK_MS)),
+                lease_expires_at: Some(Timestamp(now.0 + self.timing.ack_ms)),
                 ..job
             };
             return Ok(Some(Lease { job, run, workflow, inputs, needs, token }));
@@ -181,7 +223,7 @@ impl CiStore {
             .values([
                 ("state", JobState::InProgress.as_str().into()),
                 ("started_at", now.0.into()),
-                ("lease_expires_at", (now.0 + LEASE_MS).into()),
+                ("lease_expires_at", (now.0 + self.timing.lease_ms).into()),
             ])
             .and_where(Expr::col("id").eq(job_id))
             .and_where(Expr::col("state").eq(JobState::Leased.as_str()))
@@ -202,6 +244,7 @@ impl CiStore {
         if tx.conn().execute(&start_run).await? == 1 {
             crate::events::append_run_event(&mut tx.conn(), run_id, RunState::InProgress, None, now).await?;
         }
+        crate::events::append_job_event(&mut tx.conn(), job_id, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -210,7 +253,7 @@ impl CiStore {
     pub async fn heartbeat(&self, job_id: i64, runner_id: i64, attempt: i64, now: Timestamp) -> Result<Beat> {
         let update = Query::update()
             .table("ci_jobs")
-            .value("lease_expires_at", now.0 + LEASE_MS)
+            .value("lease_expires_at", now.0 + self.timing.lease_ms)
             .and_where(Expr::col("id").eq(job_id))
             .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
             .and_where(Expr::col("runner_id").eq(runner_id))
@@ -244,10 +287,10 @@ impl CiStore {
         job_id: i64,
         runner_id: i64,
         attempt: i64,
-        number: i64,
-        conclusion: Option<Conclusion>,
+        report: StepReport<'_>,
         now: Timestamp,
     ) -> Result<bool> {
+        let StepReport { number, conclusion, annotations } = report;
         let mut tx = self.db.begin().await?;
         if !holds(&mut tx.conn(), job_id, runner_id, attempt).await? {
             return Ok(false);
@@ -271,6 +314,29 @@ impl CiStore {
         }
         update.and_where(Expr::col("job_id").eq(job_id)).and_where(Expr::col("number").eq(number));
         let changed = tx.conn().execute(&update).await? == 1;
+        // Recorded with the step's ending, so a repeated report adds none twice.
+        if changed && conclusion.is_some() && !annotations.is_empty() {
+            let mut insert = Query::insert()
+                .into_table("ci_annotations")
+                .columns(crate::store::ANNOTATION_COLUMNS.iter().copied().chain(["created_at"]).map(Alias::new))
+                .to_owned();
+            for a in annotations {
+                insert.values_panic([
+                    job_id.into(),
+                    attempt.into(),
+                    number.into(),
+                    a.level.as_str().into(),
+                    a.message.as_str().into(),
+                    a.title.clone().into(),
+                    a.file.clone().into(),
+                    a.line.into(),
+                    a.end_line.into(),
+                    a.col.into(),
+                    now.0.into(),
+                ]);
+            }
+            tx.conn().execute(&insert).await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }
@@ -317,13 +383,13 @@ impl CiStore {
         if tx.conn().execute(&update).await? == 0 {
             return Ok(false);
         }
-        close_steps(&mut tx.conn(), job_id, now).await?;
+        let mut released = job_completed(&mut tx.conn(), job_id, now).await?;
         let run_id = job.run_id;
         // fail-fast: a failed matrix instance cancels its siblings.
         if conclusion == Conclusion::Failure && job.fail_fast {
             cancel_siblings(&mut tx.conn(), &job, now).await?;
         }
-        let released = settle_run(&mut tx.conn(), run_id, now).await?;
+        released |= settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
         if released {
             self.queued.notify_waiters();
@@ -359,12 +425,12 @@ impl CiStore {
                     let why = "cancelled; the runner stopped answering before it confirmed".to_owned();
                     guard(finish_job(job.id, Conclusion::Cancelled, Some(why), now))
                 }
-                _ if job.attempt < MAX_ATTEMPTS => {
+                _ if job.attempt < self.timing.max_attempts => {
                     let why = format!("attempt {} lost its runner (no heartbeat); retried", job.attempt);
                     guard(requeue(job.attempt + 1, Some(why)))
                 }
                 _ => {
-                    let why = format!("the runner was lost on each of {MAX_ATTEMPTS} attempts");
+                    let why = format!("the runner was lost on each of {} attempts", self.timing.max_attempts);
                     guard(finish_job(job.id, Conclusion::Failure, Some(why), now))
                 }
             };
@@ -373,11 +439,12 @@ impl CiStore {
             }
             touched += 1;
             if job.state == JobState::InProgress {
-                if job.attempt < MAX_ATTEMPTS && !job.cancel_requested {
+                if job.attempt < self.timing.max_attempts && !job.cancel_requested {
                     reset_steps(&mut tx.conn(), job.id).await?;
+                    crate::events::append_job_event(&mut tx.conn(), job.id, now).await?;
                     released = true;
                 } else {
-                    close_steps(&mut tx.conn(), job.id, now).await?;
+                    released |= job_completed(&mut tx.conn(), job.id, now).await?;
                     released |= settle_run(&mut tx.conn(), job.run_id, now).await?;
                 }
             } else {
@@ -492,6 +559,7 @@ impl CiStore {
                     ("lease_expires_at", Option::<i64>::None.into()),
                     ("token_hash", Option::<String>::None.into()),
                     ("cancel_requested", false.into()),
+                    ("blocked", false.into()),
                     ("not_before", Option::<i64>::None.into()),
                     ("started_at", Option::<i64>::None.into()),
                     ("completed_at", Option::<i64>::None.into()),
@@ -573,8 +641,9 @@ pub(crate) async fn cancel_run_in(conn: &mut Conn<'_>, run_id: i64, why: &str, n
                 let update = finish_job(job.id, Conclusion::Cancelled, Some(why.to_owned()), now)
                     .and_where(Expr::col("state").eq(job.state.as_str()))
                     .to_owned();
-                conn.execute(&update).await?;
-                close_steps(conn, job.id, now).await?;
+                if conn.execute(&update).await? == 1 {
+                    job_completed(conn, job.id, now).await?;
+                }
             }
             JobState::InProgress => {
                 let update = Query::update()
@@ -641,8 +710,9 @@ async fn cancel_siblings(conn: &mut Conn<'_>, job: &Job, now: Timestamp) -> Resu
                 let update = finish_job(sibling.id, Conclusion::Cancelled, Some(why.clone()), now)
                     .and_where(Expr::col("state").eq(sibling.state.as_str()))
                     .to_owned();
-                conn.execute(&update).await?;
-                close_steps(conn, sibling.id, now).await?;
+                if conn.execute(&update).await? == 1 {
+                    job_completed(conn, sibling.id, now).await?;
+                }
             }
             JobState::InProgress => {
                 let update = Query::update()
@@ -684,6 +754,130 @@ fn finish_job(
 }
 
 /// Steps a completed job never reported as finished are skipped.
+/// A job has just completed (in the caller's transaction): its steps not yet ended are skipped,
+/// a `completed` job event is appended, and the job waiting in its concurrency group (if any) is
+/// queued. Returns whether a job was queued.
+async fn job_completed(conn: &mut Conn<'_>, job_id: i64, now: Timestamp) -> Result<bool> {
+    close_steps(conn, job_id, now).await?;
+    crate::events::append_job_event(conn, job_id, now).await?;
+    let q = Query::select()
+        .columns(["repo_id", "concurrency_group"])
+        .from("ci_jobs")
+        .and_where(Expr::col("id").eq(job_id))
+        .to_owned();
+    match conn.fetch_optional::<JobGroup>(&q).await? {
+        Some(JobGroup { repo_id: Some(repo_id), group: Some(group) }) => {
+            release_job_group(conn, repo_id, &group, now).await
+        }
+        _ => Ok(false),
+    }
+}
+
+struct JobGroup {
+    repo_id: Option<i64>,
+    group: Option<String>,
+}
+
+impl FromDbRow for JobGroup {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(JobGroup { repo_id: row.get("repo_id")?, group: row.get("concurrency_group")? })
+    }
+}
+
+/// The jobs of a repository's concurrency group that are not completed.
+async fn group_jobs(conn: &mut Conn<'_>, repo_id: i64, group: &str) -> Result<Vec<Job>> {
+    let q = Query::select()
+        .columns(JOB_COLUMNS)
+        .from("ci_jobs")
+        .and_where(Expr::col("repo_id").eq(repo_id))
+        .and_where(Expr::col("concurrency_group").eq(group))
+        .and_where(Expr::col("state").ne(JobState::Completed.as_str()))
+        .order_by("id", Order::Asc)
+        .to_owned();
+    Ok(conn.fetch_all(&q).await?)
+}
+
+/// Whether a job of its group holds the group (queued or running); a waiting job does not.
+fn holds_group(job: &Job) -> bool {
+    matches!(job.state, JobState::Queued | JobState::Leased | JobState::InProgress)
+}
+
+/// Queues the job waiting in a concurrency group once no job of the group is queued or running.
+async fn release_job_group(conn: &mut Conn<'_>, repo_id: i64, group: &str, now: Timestamp) -> Result<bool> {
+    let jobs = group_jobs(conn, repo_id, group).await?;
+    if jobs.iter().any(holds_group) {
+        return Ok(false);
+    }
+    let Some(next) = jobs.iter().find(|j| j.state == JobState::Waiting && j.blocked) else { return Ok(false) };
+    let update = Query::update()
+        .table("ci_jobs")
+        .values([("state", JobState::Queued.as_str().into()), ("blocked", false.into())])
+        .and_where(Expr::col("id").eq(next.id))
+        .and_where(Expr::col("state").eq(JobState::Waiting.as_str()))
+        .and_where(Expr::col("blocked").eq(true))
+        .to_owned();
+    if conn.execute(&update).await? == 0 {
+        return Ok(false);
+    }
+    crate::events::append_job_event(conn, next.id, now).await?;
+    Ok(true)
+}
+
+/// Places a job whose needs and `if:` let it run in its concurrency group (in the caller's
+/// transaction), as GitHub keeps one running and one pending job per group: with
+/// `cancel-in-progress` the group's other jobs are cancelled; otherwise a job already waiting in
+/// the group is cancelled (this one replaces it) and this one waits while another holds the
+/// group. Returns whether it may be queued now.
+async fn join_job_group(conn: &mut Conn<'_>, job: &Job, group: &str, cancel: bool, now: Timestamp) -> Result<bool> {
+    let repo_q = Query::select().column("repo_id").from("ci_runs").and_where(Expr::col("id").eq(job.run_id)).to_owned();
+    let repo_id: i64 = conn.fetch_one(&repo_q).await?;
+    let others: Vec<Job> = group_jobs(conn, repo_id, group).await?.into_iter().filter(|o| o.id != job.id).collect();
+    let waiting: Vec<&Job> = others.iter().filter(|o| o.state == JobState::Waiting && o.blocked).collect();
+    let holding: Vec<&Job> = others.iter().filter(|o| holds_group(o)).collect();
+    let mut settle = Vec::new();
+    // Waiting ones first: cancelling a holder could otherwise release one of them.
+    for other in &waiting {
+        let why = format!("cancelled: a newer job of concurrency group {group} is pending");
+        let update = finish_job(other.id, Conclusion::Cancelled, Some(why), now)
+            .and_where(Expr::col("state").eq(JobState::Waiting.as_str()))
+            .to_owned();
+        if conn.execute(&update).await? == 1 {
+            close_steps(conn, other.id, now).await?;
+            crate::events::append_job_event(conn, other.id, now).await?;
+            settle.push(other.run_id);
+        }
+    }
+    if cancel {
+        for other in &holding {
+            let why = format!("cancelled: a newer job of concurrency group {group} started");
+            if other.state == JobState::InProgress {
+                let update = Query::update()
+                    .table("ci_jobs")
+                    .values([("cancel_requested", true.into()), ("message", why.into())])
+                    .and_where(Expr::col("id").eq(other.id))
+                    .and_where(Expr::col("state").eq(JobState::InProgress.as_str()))
+                    .to_owned();
+                conn.execute(&update).await?;
+                continue;
+            }
+            let update = finish_job(other.id, Conclusion::Cancelled, Some(why), now)
+                .and_where(Expr::col("state").eq(other.state.as_str()))
+                .to_owned();
+            if conn.execute(&update).await? == 1 {
+                close_steps(conn, other.id, now).await?;
+                crate::events::append_job_event(conn, other.id, now).await?;
+                settle.push(other.run_id);
+            }
+        }
+    }
+    settle.sort_unstable();
+    settle.dedup();
+    for run_id in settle.into_iter().filter(|r| *r != job.run_id) {
+        Box::pin(settle_run(conn, run_id, now)).await?;
+    }
+    Ok(cancel || holding.is_empty())
+}
+
 async fn close_steps(conn: &mut Conn<'_>, job_id: i64, now: Timestamp) -> Result<()> {
     let update = Query::update()
         .table("ci_steps")
@@ -884,7 +1078,7 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
     loop {
         let mut changed = false;
         for i in 0..jobs.len() {
-            if jobs[i].state != JobState::Waiting {
+            if jobs[i].state != JobState::Waiting || jobs[i].blocked {
                 continue;
             }
             let done = |key: &String| jobs.iter().filter(|j| &j.job_key == key).all(|j| j.state == JobState::Completed);
@@ -896,25 +1090,41 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
             }
             let Some(run) = context.as_ref() else { continue };
             let decision = job_runs(run, &jobs, &jobs[i]);
+            // A job that may run takes its place in its concurrency group first.
+            let may_queue = match (&decision, jobs[i].concurrency.clone()) {
+                (Ok(()), Some((group, cancel))) => join_job_group(conn, &jobs[i], &group, cancel, now).await?,
+                _ => true,
+            };
             let update = match &decision {
-                Ok(()) => Query::update()
+                Ok(()) if may_queue => Query::update()
                     .table("ci_jobs")
                     .value("state", JobState::Queued.as_str())
+                    .and_where(Expr::col("id").eq(jobs[i].id))
+                    .to_owned(),
+                Ok(()) => Query::update()
+                    .table("ci_jobs")
+                    .value("blocked", true)
                     .and_where(Expr::col("id").eq(jobs[i].id))
                     .to_owned(),
                 Err((conclusion, why)) => finish_job(jobs[i].id, *conclusion, Some(why.clone()), now),
             };
             let guarded = update.to_owned().and_where(Expr::col("state").eq(JobState::Waiting.as_str())).to_owned();
-            conn.execute(&guarded).await?;
+            let took = conn.execute(&guarded).await? == 1;
             match decision {
-                Ok(()) => {
+                Ok(()) if may_queue => {
                     jobs[i].state = JobState::Queued;
                     released = true;
+                    if took {
+                        crate::events::append_job_event(conn, jobs[i].id, now).await?;
+                    }
                 }
+                Ok(()) => jobs[i].blocked = true,
                 Err((conclusion, _)) => {
                     jobs[i].state = JobState::Completed;
                     jobs[i].conclusion = Some(conclusion);
-                    close_steps(conn, jobs[i].id, now).await?;
+                    if took {
+                        released |= job_completed(conn, jobs[i].id, now).await?;
+                    }
                 }
             }
             changed = true;
@@ -1052,7 +1262,9 @@ pub async fn run_reaper(
     clock: std::sync::Arc<dyn gitstratum_core::Clock>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    // Often enough that a lost runner's job is back in the queue soon after its lease ends.
+    let every = u64::try_from(ci.timing.lease_ms / 6).unwrap_or(5000).clamp(250, 5000);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

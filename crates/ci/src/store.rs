@@ -6,7 +6,7 @@ use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{Conn, Db, DbRow, FromDbRow};
 use gitstratum_platform::events::set_log_cursor;
 use gitstratum_platform::store::Result;
-use sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query};
+use sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Order, Query};
 
 use crate::state::{Conclusion, JobState, RunState};
 
@@ -49,6 +49,9 @@ pub struct NewJob {
     pub fail_fast: bool,
     /// At most this many instances of the job run at once.
     pub max_parallel: Option<i64>,
+    /// The job's concurrency group, evaluated, and whether it cancels the group's jobs in
+    /// progress.
+    pub concurrency: Option<(String, bool)>,
     /// GitStratum's `retry:` extension.
     pub retry: Option<RetryPolicy>,
 }
@@ -171,6 +174,11 @@ pub struct Job {
     pub retry: Option<RetryPolicy>,
     /// Queued, but not to be leased before this time (a retry's delay).
     pub not_before: Option<Timestamp>,
+    /// The job's concurrency group (evaluated) and whether it cancels the group's jobs in
+    /// progress.
+    pub concurrency: Option<(String, bool)>,
+    /// Waiting behind a job of its concurrency group.
+    pub blocked: bool,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -210,6 +218,11 @@ impl FromDbRow for Job {
                 None => None,
             },
             not_before: time(row, "not_before")?,
+            concurrency: row
+                .get::<Option<String>>("concurrency_group")?
+                .map(|g| row.get::<bool>("concurrency_cancel").map(|c| (g, c)))
+                .transpose()?,
+            blocked: row.get("blocked")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -217,7 +230,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 24] = [
+pub(crate) const JOB_COLUMNS: [&str; 27] = [
     "id",
     "run_id",
     "job_key",
@@ -239,6 +252,9 @@ pub(crate) const JOB_COLUMNS: [&str; 24] = [
     "retry_delay_ms",
     "retry_exponential",
     "not_before",
+    "concurrency_group",
+    "concurrency_cancel",
+    "blocked",
     "created_at",
     "started_at",
     "completed_at",
@@ -274,6 +290,20 @@ impl FromDbRow for Step {
 
 const STEP_COLUMNS: [&str; 8] = ["id", "job_id", "number", "name", "state", "conclusion", "started_at", "completed_at"];
 
+/// What runs are listed by: a state (`queued`, `in_progress`, `completed`) or a conclusion
+/// (`success`, `failure`, …), as GitHub's `status` filter takes either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    State(RunState),
+    Conclusion(Conclusion),
+}
+
+impl RunStatus {
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunState::parse(text).map(RunStatus::State).or_else(|| Conclusion::parse(text).map(RunStatus::Conclusion))
+    }
+}
+
 /// A page of runs, newest first, and the cursor of the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPage {
@@ -290,6 +320,7 @@ pub struct CiStore {
     closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Woken when a push has written ref-change events (the ingestor waits on it).
     pub(crate) ref_log: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) timing: crate::orchestrate::Timing,
 }
 
 impl CiStore {
@@ -299,7 +330,18 @@ impl CiStore {
             queued: std::sync::Arc::new(tokio::sync::Notify::new()),
             closing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             ref_log: std::sync::Arc::new(tokio::sync::Notify::new()),
+            timing: crate::orchestrate::Timing::default(),
         }
+    }
+
+    /// This store with other protocol clocks (leases, heartbeats, attempts).
+    pub fn with_timing(mut self, timing: crate::orchestrate::Timing) -> CiStore {
+        self.timing = timing;
+        self
+    }
+
+    pub fn timing(&self) -> crate::orchestrate::Timing {
+        self.timing
     }
 
     /// A push wrote ref-change events: wakes the ingestor (which otherwise polls).
@@ -362,8 +404,15 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
     }
 
-    /// A repository's runs, newest first: `limit` of them with ids below `before`.
-    pub async fn list_runs(&self, repo_id: i64, before: Option<i64>, limit: u64) -> Result<RunPage> {
+    /// A repository's runs, newest first: `limit` of them with ids below `before`, those with
+    /// `status` only when it is given.
+    pub async fn list_runs(
+        &self,
+        repo_id: i64,
+        before: Option<i64>,
+        limit: u64,
+        status: Option<RunStatus>,
+    ) -> Result<RunPage> {
         let mut q = Query::select()
             .columns(RUN_COLUMNS)
             .from("ci_runs")
@@ -373,6 +422,15 @@ impl CiStore {
             .to_owned();
         if let Some(before) = before {
             q.and_where(Expr::col("id").lt(before));
+        }
+        match status {
+            Some(RunStatus::State(state)) => {
+                q.and_where(Expr::col("state").eq(state.as_str()));
+            }
+            Some(RunStatus::Conclusion(conclusion)) => {
+                q.and_where(Expr::col("conclusion").eq(conclusion.as_str()));
+            }
+            None => {}
         }
         let mut runs: Vec<Run> = self.db.acquire().await?.conn().fetch_all(&q).await?;
         let more = runs.len() as u64 > limit;
@@ -416,6 +474,62 @@ impl CiStore {
             .order_by("number", Order::Asc)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// The annotations of a run's jobs (each job's current attempt), by job and step.
+    pub async fn annotations(&self, run_id: i64) -> Result<Vec<Annotation>> {
+        let q = Query::select()
+            .columns(ANNOTATION_COLUMNS.map(|c| (Alias::new("a"), Alias::new(c))))
+            .from_as("ci_annotations", Alias::new("a"))
+            .inner_join(
+                Alias::new("ci_jobs"),
+                Expr::col((Alias::new("ci_jobs"), Alias::new("id")))
+                    .equals((Alias::new("a"), Alias::new("job_id")))
+                    .and(
+                        Expr::col((Alias::new("ci_jobs"), Alias::new("attempt")))
+                            .equals((Alias::new("a"), Alias::new("attempt"))),
+                    ),
+            )
+            .and_where(Expr::col((Alias::new("ci_jobs"), Alias::new("run_id"))).eq(run_id))
+            .order_by((Alias::new("a"), Alias::new("id")), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+}
+
+/// An `::error::`, `::warning::` or `::notice::` a step printed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Annotation {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub step: i64,
+    /// `error`, `warning` or `notice`.
+    pub level: String,
+    pub message: String,
+    pub title: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<i64>,
+    pub end_line: Option<i64>,
+    pub col: Option<i64>,
+}
+
+pub(crate) const ANNOTATION_COLUMNS: [&str; 10] =
+    ["job_id", "attempt", "step", "level", "message", "title", "file", "line", "end_line", "col"];
+
+impl FromDbRow for Annotation {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(Annotation {
+            job_id: row.get("job_id")?,
+            attempt: row.get("attempt")?,
+            step: row.get("step")?,
+            level: row.get("level")?,
+            message: row.get("message")?,
+            title: row.get("title")?,
+            file: row.get("file")?,
+            line: row.get("line")?,
+            end_line: row.get("end_line")?,
+            col: row.get("col")?,
+        })
     }
 }
 
@@ -507,6 +621,9 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
                 "retry_max",
                 "retry_delay_ms",
                 "retry_exponential",
+                "repo_id",
+                "concurrency_group",
+                "concurrency_cancel",
                 "created_at",
             ])
             .values_panic([
@@ -522,6 +639,9 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result
                 job.retry.map(|r| r.max_attempts).into(),
                 job.retry.map(|r| r.delay_ms).into(),
                 job.retry.is_some_and(|r| r.exponential).into(),
+                run.repo_id.into(),
+                job.concurrency.as_ref().map(|(g, _)| g.clone()).into(),
+                job.concurrency.as_ref().is_some_and(|(_, c)| *c).into(),
                 now.0.into(),
             ])
             .returning_col("id")

@@ -1,6 +1,6 @@
 //! CI state on SQLite and on PostgreSQL: the same cases on both.
 
-use gitstratum_ci::{CiStore, Conclusion, JobState, NewJob, NewRun, RunState};
+use gitstratum_ci::{CiStore, Conclusion, JobState, NewJob, NewRun, RunState, StepReport};
 use gitstratum_core::Timestamp;
 use gitstratum_platform::{Actor, PlatformStore};
 
@@ -31,6 +31,7 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
                 steps: vec!["Run actions/checkout@v4".into(), "Run make".into()],
                 fail_fast: true,
                 max_parallel: None,
+                concurrency: None,
                 retry: None,
             },
             NewJob {
@@ -42,6 +43,7 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
                 steps: vec!["Run make test".into()],
                 fail_fast: true,
                 max_parallel: None,
+                concurrency: None,
                 retry: None,
             },
         ],
@@ -82,9 +84,9 @@ async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
     assert_eq!(names, [(true, 1, "Run actions/checkout@v4"), (true, 2, "Run make"), (false, 1, "Run make test")]);
 
     // Newest first, by pages.
-    let page = ci.list_runs(repo.id, None, 1).await.expect("page");
+    let page = ci.list_runs(repo.id, None, 1, None).await.expect("page");
     assert_eq!((page.runs[0].id, page.next_before), (created[1], Some(created[1])));
-    let page = ci.list_runs(repo.id, page.next_before, 1).await.expect("page 2");
+    let page = ci.list_runs(repo.id, page.next_before, 1, None).await.expect("page 2");
     assert_eq!((page.runs[0].id, page.next_before), (created[0], None));
     // Runs go with their repository.
     assert!(store.delete_repo(&repo, &Actor::system(), T0).await.expect("delete"));
@@ -123,8 +125,22 @@ async fn jobs_move_through_their_states(store: &PlatformStore) {
     assert!(ci.ack_job(job, big.id, 1, T0).await.expect("ack"));
     assert_eq!(ci.get_run(run_id).await.expect("run").expect("run").state, RunState::InProgress);
     assert_eq!(ci.heartbeat(job, big.id, 1, T0).await.expect("beat"), Beat::Continue);
-    assert!(ci.report_step(job, big.id, 1, 1, None, T0).await.expect("step"));
-    assert!(ci.report_step(job, big.id, 1, 1, Some(Conclusion::Success), T0).await.expect("step"));
+    assert!(
+        ci.report_step(job, big.id, 1, StepReport { number: 1, conclusion: None, annotations: &[] }, T0)
+            .await
+            .expect("step")
+    );
+    assert!(
+        ci.report_step(
+            job,
+            big.id,
+            1,
+            StepReport { number: 1, conclusion: Some(Conclusion::Success), annotations: &[] },
+            T0
+        )
+        .await
+        .expect("step")
+    );
     // Running, then silent: a new attempt.
     assert_eq!(ci.expire_leases(Timestamp(T0.0 + 61_000)).await.expect("expire"), 1);
     assert_eq!(ci.heartbeat(job, big.id, 1, T0).await.expect("beat"), Beat::Stop);
@@ -214,6 +230,7 @@ async fn matrices_and_retries(store: &PlatformStore) {
         steps: vec!["Run make".into()],
         fail_fast: true,
         max_parallel: Some(2),
+        concurrency: None,
         retry: None,
     };
     let mut new = run(repo.id, "ci.yml", "push:1");
@@ -296,7 +313,107 @@ async fn concurrency_groups(store: &PlatformStore) {
     assert_eq!(lease.run.id, fourth);
 }
 
+/// Job-level concurrency groups (per repository, across runs): one queued or running and one
+/// pending job; a newer pending job replaces the older; `cancel-in-progress` cancels the group's
+/// jobs. Job events record each job's queued, in-progress and completed moments; annotations come
+/// with a step's ending, once; runs list by status.
+async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
+    use gitstratum_ci::{Annotation, RunStatus};
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let grouped = |key: &str, cancel: bool| {
+        let mut new = run(repo.id, "ci.yml", key);
+        new.jobs.truncate(1);
+        new.jobs[0].runs_on = Some(vec!["x".into()]);
+        new.jobs[0].concurrency = Some(("deploy-prod".into(), cancel));
+        new
+    };
+    let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
+    let r = ci.get_runner(r).await.expect("get").expect("runner");
+    let first = ci.create_runs("ci", 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
+    let second = ci.create_runs("ci", 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
+    let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the first job");
+    assert_eq!(lease.run.id, first);
+    assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "the second job is pending");
+    let pending = ci.jobs(second).await.expect("jobs").remove(0);
+    assert!(pending.blocked && pending.state == JobState::Waiting);
+    let third = ci.create_runs("ci", 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
+    let replaced = ci.jobs(second).await.expect("jobs").remove(0);
+    assert_eq!(replaced.conclusion, Some(Conclusion::Cancelled), "replaced by the newer pending job");
+    assert_eq!(ci.get_run(second).await.expect("run").expect("run").state, RunState::Completed);
+
+    let job = lease.job.id;
+    assert!(ci.ack_job(job, r.id, 1, T0).await.expect("ack"));
+    assert!(
+        ci.report_step(job, r.id, 1, StepReport { number: 1, conclusion: None, annotations: &[] }, T0)
+            .await
+            .expect("step")
+    );
+    let notes = vec![
+        Annotation {
+            level: "error".into(),
+            message: "bad".into(),
+            file: Some("a.rs".into()),
+            line: Some(2),
+            ..Default::default()
+        },
+        Annotation { level: "warning".into(), message: "careful".into(), ..Default::default() },
+    ];
+    assert!(
+        ci.report_step(
+            job,
+            r.id,
+            1,
+            StepReport { number: 1, conclusion: Some(Conclusion::Failure), annotations: &notes },
+            T0
+        )
+        .await
+        .expect("step")
+    );
+    assert!(
+        !ci.report_step(
+            job,
+            r.id,
+            1,
+            StepReport { number: 1, conclusion: Some(Conclusion::Failure), annotations: &notes },
+            T0
+        )
+        .await
+        .expect("again")
+    );
+    let kept = ci.annotations(first).await.expect("annotations");
+    assert_eq!(kept.len(), 2, "a repeated report adds none: {kept:?}");
+    assert_eq!(
+        (kept[0].step, kept[0].level.as_str(), kept[0].file.as_deref(), kept[0].line),
+        (1, "error", Some("a.rs"), Some(2))
+    );
+    assert!(ci.complete_job(job, r.id, 1, Conclusion::Failure, None, T0).await.expect("complete"));
+    let next = ci.lease_job(&r, T0).await.expect("lease").expect("the third job, released");
+    assert_eq!(next.run.id, third);
+    // cancel-in-progress: the running job is told to stop; the newer one goes at once.
+    assert!(ci.ack_job(next.job.id, r.id, 1, T0).await.expect("ack"));
+    let fourth = ci.create_runs("ci", 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
+    assert_eq!(ci.heartbeat(next.job.id, r.id, 1, T0).await.expect("beat"), gitstratum_ci::Beat::Cancel);
+    let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the fourth job");
+    assert_eq!(lease.run.id, fourth);
+
+    // Job events of the first job, in order.
+    let events = ci.run_events_after(0, 1000).await.expect("events");
+    let of_first: Vec<(&str, Option<&str>)> =
+        events.iter().filter(|e| e.job_id == Some(job)).map(|e| (e.action.as_str(), e.conclusion.as_deref())).collect();
+    assert_eq!(of_first, [("queued", None), ("in_progress", None), ("completed", Some("failure"))]);
+    assert!(events.iter().any(|e| e.job_id.is_none() && e.run_id == first && e.action == "completed"));
+
+    let failed = ci.list_runs(repo.id, None, 10, Some(RunStatus::Conclusion(Conclusion::Failure))).await.expect("list");
+    assert_eq!(failed.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [first]);
+    let running = ci.list_runs(repo.id, None, 10, RunStatus::parse("in_progress")).await.expect("list");
+    assert_eq!(running.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [third]);
+    assert_eq!(RunStatus::parse("nonsense"), None);
+}
+
 gitstratum_platform::both_backends!(
+    job_concurrency_events_and_annotations,
     concurrency_groups,
     runs_are_created_once_with_the_cursor,
     jobs_move_through_their_states,

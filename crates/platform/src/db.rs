@@ -204,6 +204,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         sql: include_str!("../migrations/sqlite/0005_org_hooks_events.sql"),
     },
     MigrationSource { version: 6, description: "ci", sql: include_str!("../migrations/sqlite/0006_ci.sql") },
+    MigrationSource {
+        version: 7,
+        description: "ci annotations job concurrency",
+        sql: include_str!("../migrations/sqlite/0007_ci_annotations_job_concurrency.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -228,6 +233,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         sql: include_str!("../migrations/postgres/0005_org_hooks_events.sql"),
     },
     MigrationSource { version: 6, description: "ci", sql: include_str!("../migrations/postgres/0006_ci.sql") },
+    MigrationSource {
+        version: 7,
+        description: "ci annotations job concurrency",
+        sql: include_str!("../migrations/postgres/0007_ci_annotations_job_concurrency.sql"),
+    },
 ];
 
 fn migrator(sources: &[MigrationSource]) -> Migrator {

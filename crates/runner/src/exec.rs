@@ -78,7 +78,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
             }
         }
     });
-    let (log, shipper) = logship::start(client.clone(), runner, job, attempt);
+    let (log, shipper) = logship::start(client.clone(), runner, job, attempt, lease.log_step_max_bytes);
     let dirs = JobDirs::create(config.work_dir.join(format!("job-{job}-{attempt}")))?;
     let cgroup = match JobCgroup::create(&format!("job-{job}-{attempt}"), config.limits) {
         Ok(cgroup) => Some(cgroup),
@@ -298,12 +298,14 @@ async fn execute_steps(
             },
         };
         if !runs {
-            let _ = client.step(runner, lease.job_id, lease.attempt, number, Some("skipped")).await;
+            let _ = client.step(runner, lease.job_id, lease.attempt, number, Some("skipped"), &[]).await;
             continue;
         }
-        if client.step(runner, lease.job_id, lease.attempt, number, None).await.ok() == Some(Reply::LeaseLost) {
+        if client.step(runner, lease.job_id, lease.attempt, number, None, &[]).await.ok() == Some(Reply::LeaseLost) {
             return Ending::Cancelled;
         }
+        log.step(number as i64);
+        log.take_annotations(); // a step's annotations are its own
         log.line(&format!("##[group]{title}"));
         let mut step_env = env.clone();
         let mut ok = true;
@@ -387,8 +389,11 @@ async fn execute_steps(
         if let Some(id) = &step.id {
             record_step(&mut ctx.values, id, &written.outputs, outcome_word, conclusion);
         }
-        let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion)).await;
+        let annotations = log.take_annotations();
+        let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion), &annotations).await;
     }
+    // What the runner says from here on is the job's last part of the log.
+    log.step(job.steps.len() as i64 + 1);
     // The job's outputs, from what its steps produced.
     ctx.values.set("env", env_value(&env));
     for (key, template_text) in &job.outputs {

@@ -35,6 +35,8 @@ pub struct RunnerConfig {
     pub network: Network,
     /// Memory and process limits of each job.
     pub limits: Limits,
+    /// Jobs run at once.
+    pub capacity: usize,
     /// Called with the runner's id once it has registered (the embedded runner uses it to take
     /// back what its predecessor held).
     pub on_registered: Option<std::sync::Arc<dyn Fn(i64) + Send + Sync>>,
@@ -52,30 +54,51 @@ pub enum RunnerError {
     NoSandbox(String),
 }
 
-/// Registers and runs jobs one at a time until `stop` resolves (a job in progress is finished
-/// first... or stopped by the server through its heartbeat).
+/// Registers and runs up to `capacity` jobs at once until `stop` resolves (jobs in progress are
+/// finished first, or stopped by the server through their heartbeats).
 pub async fn run(
     config: RunnerConfig,
     http: reqwest::Client,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), RunnerError> {
     sandbox::check().await.map_err(RunnerError::NoSandbox)?;
     std::fs::create_dir_all(&config.work_dir)?;
     let client = protocol::Client::new(http, &config.server, &config.token);
     let runner = client.register(&config.name, &config.labels).await?;
-    tracing::info!(runner = runner.id, name = %config.name, labels = ?config.labels, "runner registered");
+    tracing::info!(runner = runner.id, name = %config.name, labels = ?config.labels, capacity = config.capacity, "runner registered");
     if let Some(registered) = &config.on_registered {
         registered(runner.id);
     }
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let mut slots = tokio::task::JoinSet::new();
+    for _ in 0..config.capacity.max(1) {
+        slots.spawn(slot(client.clone(), runner.id, config.clone(), stopped.clone()));
+    }
+    let _ = stop.await;
+    let _ = stopping.send(true);
+    while slots.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One job at a time: ask, run, ask again, until told to stop (a job being run is finished).
+async fn slot(
+    client: protocol::Client,
+    runner: i64,
+    config: RunnerConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let next = tokio::select! {
-            next = client.request(runner.id) => next,
-            _ = &mut stop => return Ok(()),
+            next = client.request(runner) => next,
+            _ = stop.changed() => return,
         };
         match next {
             Ok(Some(lease)) => {
                 let job = lease.job_id;
-                if let Err(e) = exec::run_job(&client, runner.id, &config, lease).await {
+                if let Err(e) = exec::run_job(&client, runner, &config, lease).await {
                     tracing::warn!(job, error = %e, "runner: the job did not finish cleanly");
                 }
             }
@@ -84,7 +107,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "runner: asking for a job failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = &mut stop => return Ok(()),
+                    _ = stop.changed() => return,
                 }
             }
         }

@@ -1,8 +1,17 @@
-//! Ships a job's log to the server as it is written: frames addressed by byte offset, resent
-//! until acknowledged, so a lost request or response loses nothing and doubles nothing.
+//! Ships a job's log to the server as it is written: per step, in frames addressed by (step, byte
+//! offset), resent until acknowledged, so a lost request or response loses nothing and doubles
+//! nothing. A step's frames all go before the next step's (the server finishes a step's log when
+//! the next one begins).
+//!
+//! Workflow commands a step prints are applied here, before anything leaves the runner:
+//! `::add-mask::` (never logged; the value is masked from then on), `::group::`/`::endgroup::`,
+//! `::error::`/`::warning::`/`::notice::` (logged, and kept as the step's annotations),
+//! `::debug::`, and `::stop-commands::TOKEN` … `::TOKEN::`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::protocol::{Client, LogReply};
@@ -11,40 +20,79 @@ use crate::protocol::{Client, LogReply};
 const FRAME: usize = 256 * 1024;
 /// How long output may wait before it is sent.
 const LINGER: Duration = Duration::from_millis(100);
+/// The most annotations of one level a step keeps (as GitHub does).
+pub const MAX_ANNOTATIONS_PER_LEVEL: usize = 10;
+/// The most of an annotation's message kept.
+const MAX_ANNOTATION_CHARS: usize = 4096;
+
+/// A line longer than this is logged in pieces (a process that never prints a newline cannot make
+/// the runner buffer without limit).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// An `::error::`, `::warning::` or `::notice::` a step printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Annotation {
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub col: Option<i64>,
+}
+
+enum Piece {
+    Step(i64),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Commands {
+    masks: Vec<String>,
+    /// Set by `::stop-commands::TOKEN`: commands are not applied until `::TOKEN::`.
+    stopped: Option<String>,
+    annotations: Vec<Annotation>,
+}
 
 /// The writing end; dropping every clone lets the shipper send what is left and finish. Every
 /// line goes through the job's masks (values registered with `::add-mask::`) before it leaves the
 /// runner.
 #[derive(Clone)]
 pub struct LogWriter {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    masks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tx: mpsc::UnboundedSender<Piece>,
+    commands: Arc<Mutex<Commands>>,
 }
 
-/// A line longer than this is logged in pieces (a process that never prints a newline cannot make
-/// the runner buffer without limit).
-pub const MAX_LINE: usize = 64 * 1024;
-
 impl LogWriter {
+    /// What follows belongs to step `number` (0: before the first step).
+    pub fn step(&self, number: i64) {
+        let _ = self.tx.send(Piece::Step(number));
+    }
+
     /// Masks `value` (and, from now on, every occurrence of it) in this job's log.
     pub fn add_mask(&self, value: &str) {
         let value = value.trim();
         if value.is_empty() {
             return;
         }
-        if let Ok(mut masks) = self.masks.lock()
-            && !masks.iter().any(|m| m == value)
+        if let Ok(mut commands) = self.commands.lock()
+            && !commands.masks.iter().any(|m| m == value)
         {
-            masks.push(value.to_owned());
+            commands.masks.push(value.to_owned());
             // Longest first, so a value containing another is masked whole.
-            masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            commands.masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
         }
     }
 
     fn masked(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        if let Ok(masks) = self.masks.lock() {
-            for mask in masks.iter() {
+        if let Ok(commands) = self.commands.lock() {
+            for mask in commands.masks.iter() {
                 if text.contains(mask.as_str()) {
                     text = text.replace(mask.as_str(), "***");
                 }
@@ -55,28 +103,138 @@ impl LogWriter {
 
     /// A line of the runner's own.
     pub fn line(&self, text: &str) {
-        let _ = self.tx.send(format!("{}\n", self.masked(text)).into_bytes());
+        let _ = self.tx.send(Piece::Bytes(format!("{}\n", self.masked(text)).into_bytes()));
     }
 
-    /// A line a step printed: workflow commands it understands are applied (`::add-mask::` is
-    /// not logged at all); the rest is masked and logged.
+    /// The annotations the steps printed since the last call.
+    pub fn take_annotations(&self) -> Vec<Annotation> {
+        self.commands.lock().map(|mut c| std::mem::take(&mut c.annotations)).unwrap_or_default()
+    }
+
+    /// A line a step printed: workflow commands are applied (`::add-mask::` is not logged at
+    /// all); the rest is masked and logged.
     pub fn step_line(&self, line: &str) {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        if let Some(value) = line.strip_prefix("::add-mask::") {
-            self.add_mask(value);
+        let Some((command, properties, value)) = parse_command(line) else {
+            self.line(line);
             return;
+        };
+        {
+            let Ok(mut commands) = self.commands.lock() else { return };
+            if let Some(token) = &commands.stopped {
+                if command == token.as_str() {
+                    commands.stopped = None;
+                    return;
+                }
+                drop(commands);
+                self.line(line);
+                return;
+            }
+            if command == "stop-commands" {
+                if !value.is_empty() {
+                    commands.stopped = Some(value.clone());
+                }
+                return;
+            }
         }
-        self.line(line);
+        match command {
+            "add-mask" => self.add_mask(&value),
+            "group" => self.line(&format!("##[group]{value}")),
+            "endgroup" => self.line("##[endgroup]"),
+            "debug" => self.line(&format!("##[debug]{value}")),
+            "error" | "warning" | "notice" => {
+                let message = self.masked(&value);
+                self.line(&format!("##[{command}]{message}"));
+                let property = |key: &str| properties.iter().find(|(k, _)| *k == key).map(|(_, v)| self.masked(v));
+                let number = |key: &str| property(key).and_then(|v| v.trim().parse::<i64>().ok());
+                let annotation = Annotation {
+                    level: command.to_owned(),
+                    message: message.chars().take(MAX_ANNOTATION_CHARS).collect(),
+                    title: property("title"),
+                    file: property("file"),
+                    line: number("line"),
+                    end_line: number("endLine"),
+                    col: number("col"),
+                };
+                if let Ok(mut commands) = self.commands.lock()
+                    && commands.annotations.iter().filter(|a| a.level == command).count() < MAX_ANNOTATIONS_PER_LEVEL
+                {
+                    commands.annotations.push(annotation);
+                }
+            }
+            // A command this runner does not know (or one GitHub retired, such as set-output) is
+            // logged as it is.
+            _ => self.line(line),
+        }
     }
 }
 
+/// A workflow command's properties (`key=value` pairs), unescaped.
+type Properties<'a> = Vec<(&'a str, String)>;
+
+/// `::name key=value,key=value::message` as (name, properties, message), with GitHub's escapes
+/// (`%25`, `%0D`, `%0A`, and `%3A`, `%2C` in properties) undone.
+fn parse_command(line: &str) -> Option<(&str, Properties<'_>, String)> {
+    let rest = line.trim_start().strip_prefix("::")?;
+    let (head, value) = rest.split_once("::")?;
+    let (name, props) = head.split_once(' ').unwrap_or((head, ""));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return None;
+    }
+    let properties =
+        props.split(',').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), unescape(v, true))).collect();
+    Some((name, properties, unescape(value, false)))
+}
+
+fn unescape(text: &str, property: bool) -> String {
+    let mut out = text.replace("%0D", "\r").replace("%0A", "\n");
+    if property {
+        out = out.replace("%3A", ":").replace("%2C", ",");
+    }
+    out.replace("%25", "%")
+}
+
+/// A step's log on its way: kept whole (up to what the server keeps of a step) until the next
+/// step begins and everything of it is acknowledged, so a resend can always start where the
+/// server says it has.
+struct Segment {
+    step: i64,
+    data: Vec<u8>,
+    acked: u64,
+}
+
 /// Starts shipping; await the handle (after dropping the writers) to know everything was sent.
-pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+/// `keep` is how much of one step's log is worth sending (the server's cap and a little more).
+pub fn start(
+    client: Client,
+    runner: i64,
+    job: i64,
+    attempt: i64,
+    keep: u64,
+) -> (LogWriter, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Piece>();
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX).saturating_add(MAX_LINE);
     let task = tokio::spawn(async move {
-        // The whole log stays here until acknowledged (the server caps a log's size anyway).
-        let mut log: Vec<u8> = Vec::new();
-        let mut acked: u64 = 0;
+        let mut segments: std::collections::VecDeque<Segment> = std::collections::VecDeque::new();
+        let add = |segments: &mut std::collections::VecDeque<Segment>, piece: Piece| match piece {
+            Piece::Step(step) => {
+                if segments.back().is_none_or(|s| s.step != step) {
+                    segments.push_back(Segment { step, data: Vec::new(), acked: 0 });
+                }
+            }
+            Piece::Bytes(bytes) => {
+                if segments.is_empty() {
+                    segments.push_back(Segment { step: 0, data: Vec::new(), acked: 0 });
+                }
+                if let Some(segment) = segments.back_mut() {
+                    let room = keep.saturating_sub(segment.data.len());
+                    segment.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+        };
+        let unsent = |segments: &std::collections::VecDeque<Segment>| -> u64 {
+            segments.iter().map(|s| s.data.len() as u64 - s.acked.min(s.data.len() as u64)).sum()
+        };
         let mut open = true;
         let mut failures = 0u32;
         // When the oldest unsent output arrived: it waits at most LINGER, however busy the step.
@@ -85,11 +243,14 @@ pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter,
             if open {
                 let wait = since.map_or(LINGER, |t| LINGER.saturating_sub(t.elapsed()));
                 match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some(bytes)) => {
-                        log.extend_from_slice(&bytes);
+                    Ok(Some(piece)) => {
+                        add(&mut segments, piece);
+                        if unsent(&segments) == 0 {
+                            continue;
+                        }
                         since.get_or_insert_with(tokio::time::Instant::now);
                         let due = since.is_some_and(|t| t.elapsed() >= LINGER);
-                        if log.len() as u64 - acked < FRAME as u64 && !due {
+                        if unsent(&segments) < FRAME as u64 && !due {
                             continue;
                         }
                     }
@@ -98,52 +259,129 @@ pub fn start(client: Client, runner: i64, job: i64, attempt: i64) -> (LogWriter,
                 }
             }
             since = None;
-            let start = usize::try_from(acked).unwrap_or(usize::MAX).min(log.len());
-            if start == log.len() {
-                if open {
-                    continue;
+            // Send until nothing is unsent, taking in what arrives meanwhile.
+            loop {
+                while let Ok(piece) = rx.try_recv() {
+                    add(&mut segments, piece);
                 }
-                return;
-            }
-            let end = (start + FRAME).min(log.len());
-            match client.log(runner, job, attempt, acked, log[start..end].to_vec()).await {
-                Ok(LogReply::Stored(offset)) => {
-                    acked = offset;
-                    failures = 0;
+                // Steps sent whole are done once a later one exists.
+                while segments.len() > 1 && segments.front().is_some_and(|s| s.acked >= s.data.len() as u64) {
+                    segments.pop_front();
                 }
-                Ok(LogReply::Gap) => acked = 0,
-                Ok(LogReply::LeaseLost) => return,
-                Err(e) => {
-                    failures += 1;
-                    if failures > 30 {
-                        tracing::warn!(job, error = %e, "runner: giving up on shipping the log");
-                        return;
+                let Some(segment) = segments.front_mut() else { break };
+                let start = usize::try_from(segment.acked).unwrap_or(usize::MAX).min(segment.data.len());
+                if start == segment.data.len() {
+                    break;
+                }
+                let end = (start + FRAME).min(segment.data.len());
+                let frame = segment.data[start..end].to_vec();
+                match client.log(runner, job, attempt, segment.step, segment.acked, frame).await {
+                    Ok(LogReply::Stored(offset)) => {
+                        segment.acked = offset;
+                        failures = 0;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(LogReply::Gap(have)) => segment.acked = have.min(segment.data.len() as u64),
+                    Ok(LogReply::LeaseLost) => return,
+                    Err(e) => {
+                        failures += 1;
+                        if failures > 30 {
+                            tracing::warn!(job, error = %e, "runner: giving up on shipping the log");
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
+            }
+            if !open && unsent(&segments) == 0 {
+                return;
             }
         }
     });
-    (LogWriter { tx, masks: std::sync::Arc::default() }, task)
+    (LogWriter { tx, commands: Arc::default() }, task)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn writer() -> (LogWriter, mpsc::UnboundedReceiver<Piece>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (LogWriter { tx, commands: Arc::default() }, rx)
+    }
+
+    fn lines(rx: &mut mpsc::UnboundedReceiver<Piece>) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(piece) = rx.try_recv() {
+            if let Piece::Bytes(bytes) = piece {
+                got.push(String::from_utf8(bytes).expect("utf-8"));
+            }
+        }
+        got
+    }
+
     #[test]
     fn masks_apply_to_every_later_line_and_add_mask_is_not_logged() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let log = LogWriter { tx, masks: std::sync::Arc::default() };
+        let (log, mut rx) = writer();
         log.step_line("before: hunter2");
         log.step_line("::add-mask::hunter2");
         log.step_line("after: hunter2 and hunter2\r");
         log.add_mask("hunter");
         log.line("runner says hunter2, hunter");
-        let mut got = Vec::new();
-        while let Ok(bytes) = rx.try_recv() {
-            got.push(String::from_utf8(bytes).expect("utf-8"));
+        assert_eq!(lines(&mut rx), ["before: hunter2\n", "after: *** and ***\n", "runner says ***, ***\n"]);
+    }
+
+    #[test]
+    fn workflow_commands_are_applied_and_annotations_kept() {
+        let (log, mut rx) = writer();
+        log.step_line("::add-mask::s3cret");
+        log.step_line("::group::Build");
+        log.step_line("::error file=src/main.rs,line=3,col=7,title=Bad%2C bad::it broke: s3cret");
+        log.step_line("::warning::careful");
+        log.step_line("::endgroup::");
+        log.step_line("::stop-commands::tok");
+        log.step_line("::error::not a command now");
+        log.step_line("::tok::");
+        log.step_line("::notice::back on");
+        log.step_line("::set-output name=x::y");
+        assert_eq!(
+            lines(&mut rx),
+            [
+                "##[group]Build\n",
+                "##[error]it broke: ***\n",
+                "##[warning]careful\n",
+                "##[endgroup]\n",
+                "::error::not a command now\n",
+                "##[notice]back on\n",
+                "::set-output name=x::y\n",
+            ]
+        );
+        let annotations = log.take_annotations();
+        assert_eq!(annotations.len(), 3);
+        assert_eq!(
+            annotations[0],
+            Annotation {
+                level: "error".into(),
+                message: "it broke: ***".into(),
+                title: Some("Bad, bad".into()),
+                file: Some("src/main.rs".into()),
+                line: Some(3),
+                end_line: None,
+                col: Some(7),
+            }
+        );
+        assert_eq!((annotations[1].level.as_str(), annotations[2].level.as_str()), ("warning", "notice"));
+        assert!(log.take_annotations().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_step_keeps_at_most_ten_annotations_of_a_level() {
+        let (log, _rx) = writer();
+        for i in 0..15 {
+            log.step_line(&format!("::warning::w{i}"));
         }
-        assert_eq!(got, ["before: hunter2\n", "after: *** and ***\n", "runner says ***, ***\n"]);
+        log.step_line("::error::e");
+        let annotations = log.take_annotations();
+        assert_eq!(annotations.iter().filter(|a| a.level == "warning").count(), MAX_ANNOTATIONS_PER_LEVEL);
+        assert_eq!(annotations.iter().filter(|a| a.level == "error").count(), 1);
     }
 }

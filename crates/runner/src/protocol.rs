@@ -35,6 +35,13 @@ pub struct Lease {
     pub needs: serde_json::Value,
     pub token: String,
     pub heartbeat_seconds: i64,
+    /// The most the server keeps of one step's log.
+    #[serde(default = "default_step_log_bytes")]
+    pub log_step_max_bytes: u64,
+}
+
+fn default_step_log_bytes() -> u64 {
+    64 << 20
 }
 
 /// What a heartbeat reply says, in increasing order of severity.
@@ -131,8 +138,9 @@ impl Client {
         attempt: i64,
         number: usize,
         conclusion: Option<&str>,
+        annotations: &[crate::logship::Annotation],
     ) -> Result<Reply, RunnerError> {
-        let body = json!({"attempt": attempt, "conclusion": conclusion});
+        let body = json!({"attempt": attempt, "conclusion": conclusion, "annotations": annotations});
         self.report(format!("/{runner}/jobs/{job}/steps/{number}"), body).await
     }
 
@@ -148,17 +156,18 @@ impl Client {
         self.report(format!("/{runner}/jobs/{job}/complete"), body).await
     }
 
-    /// Sends log bytes starting at `offset`; returns the server's offset after them.
+    /// Sends log bytes of `step` starting at `offset`; returns the server's offset after them.
     pub async fn log(
         &self,
         runner: i64,
         job: i64,
         attempt: i64,
+        step: i64,
         offset: u64,
         bytes: Vec<u8>,
     ) -> Result<LogReply, RunnerError> {
         let response = self
-            .post(&format!("/{runner}/jobs/{job}/logs?attempt={attempt}&offset={offset}"))
+            .post(&format!("/{runner}/jobs/{job}/logs?attempt={attempt}&step={step}&offset={offset}"))
             .header("content-type", "application/octet-stream")
             .body(bytes)
             .send()
@@ -169,18 +178,26 @@ impl Client {
                 Ok(LogReply::Stored(body["offset"].as_u64().unwrap_or(offset)))
             }
             409 => {
+                let have = response.headers().get(LOG_OFFSET).and_then(|v| v.to_str().ok()?.parse().ok());
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
-                if body["error"]["code"] == "log.gap" { Ok(LogReply::Gap) } else { Ok(LogReply::LeaseLost) }
+                if body["error"]["code"] == "log.gap" {
+                    Ok(LogReply::Gap(have.unwrap_or(0)))
+                } else {
+                    Ok(LogReply::LeaseLost)
+                }
             }
             _ => Err(Self::refused(response).await),
         }
     }
 }
 
+/// The header of a gap reply that says how much of the step the server has.
+pub const LOG_OFFSET: &str = "x-log-offset";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogReply {
     Stored(u64),
-    /// The server has less than the frame's offset: resend from the start.
-    Gap,
+    /// The server has less of the step than the frame's offset: resend from the offset it has.
+    Gap(u64),
     LeaseLost,
 }

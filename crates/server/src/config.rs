@@ -64,6 +64,10 @@ pub struct Config {
     pub runner_network: gitstratum_runner::Network,
     /// Memory and process limits of each of the embedded runner's jobs.
     pub runner_limits: gitstratum_runner::Limits,
+    /// The runner protocol's clocks: lease, heartbeat, acknowledgement, attempts of a lost job.
+    pub ci_timing: gitstratum_ci::orchestrate::Timing,
+    /// The most kept of one step's log.
+    pub ci_log_step_max_bytes: u64,
 }
 
 impl fmt::Debug for Config {
@@ -79,6 +83,8 @@ impl fmt::Debug for Config {
             .field("embedded_runner", &self.embedded_runner)
             .field("runner_network", &self.runner_network)
             .field("runner_limits", &self.runner_limits)
+            .field("ci_timing", &self.ci_timing)
+            .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
             .finish()
     }
 }
@@ -99,6 +105,9 @@ pub struct ConfigLayer {
     pub runner_network: Option<String>,
     pub runner_memory_mb: Option<String>,
     pub runner_processes: Option<String>,
+    pub ci_lease_seconds: Option<String>,
+    pub ci_max_attempts: Option<String>,
+    pub ci_log_step_max_mb: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -117,6 +126,9 @@ impl fmt::Debug for ConfigLayer {
             .field("runner_network", &self.runner_network)
             .field("runner_memory_mb", &self.runner_memory_mb)
             .field("runner_processes", &self.runner_processes)
+            .field("ci_lease_seconds", &self.ci_lease_seconds)
+            .field("ci_max_attempts", &self.ci_max_attempts)
+            .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
             .finish()
     }
 }
@@ -149,6 +161,16 @@ struct FileConfig {
     rate_limit: FileRateLimit,
     #[serde(default)]
     runner: FileRunner,
+    #[serde(default)]
+    ci: FileCi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCi {
+    lease_seconds: Option<u64>,
+    max_attempts: Option<u64>,
+    log_step_max_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +228,9 @@ impl ConfigLayer {
             runner_network: file.runner.network,
             runner_memory_mb: file.runner.memory_mb.map(|n| n.to_string()),
             runner_processes: file.runner.processes.map(|n| n.to_string()),
+            ci_lease_seconds: file.ci.lease_seconds.map(|n| n.to_string()),
+            ci_max_attempts: file.ci.max_attempts.map(|n| n.to_string()),
+            ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
         })
     }
 
@@ -233,6 +258,9 @@ impl ConfigLayer {
                 "GITSTRATUM_RUNNER_NETWORK" => layer.runner_network = Some(value),
                 "GITSTRATUM_RUNNER_MEMORY_MB" => layer.runner_memory_mb = Some(value),
                 "GITSTRATUM_RUNNER_PROCESSES" => layer.runner_processes = Some(value),
+                "GITSTRATUM_CI_LEASE_SECONDS" => layer.ci_lease_seconds = Some(value),
+                "GITSTRATUM_CI_MAX_ATTEMPTS" => layer.ci_max_attempts = Some(value),
+                "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
                 _ => {}
             }
         }
@@ -255,6 +283,9 @@ impl ConfigLayer {
             runner_network: over.runner_network.or(self.runner_network),
             runner_memory_mb: over.runner_memory_mb.or(self.runner_memory_mb),
             runner_processes: over.runner_processes.or(self.runner_processes),
+            ci_lease_seconds: over.ci_lease_seconds.or(self.ci_lease_seconds),
+            ci_max_attempts: over.ci_max_attempts.or(self.ci_max_attempts),
+            ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
         }
     }
 }
@@ -346,6 +377,23 @@ impl Config {
             memory_bytes: positive("runner.memory_mb", merged.runner_memory_mb, defaults.memory_bytes >> 20)? << 20,
             processes: positive("runner.processes", merged.runner_processes, defaults.processes)?,
         };
+        let timing = gitstratum_ci::orchestrate::Timing::default();
+        let lease_set = merged.ci_lease_seconds.is_some();
+        let lease_seconds = positive("ci.lease_seconds", merged.ci_lease_seconds, (timing.lease_ms / 1000) as u64)?;
+        if lease_seconds < 3 {
+            return Err(ConfigError::Invalid { setting: "ci.lease_seconds", message: "at least 3 seconds".to_owned() });
+        }
+        let max_attempts = positive("ci.max_attempts", merged.ci_max_attempts, timing.max_attempts as u64)?;
+        let ci_timing = if !lease_set {
+            gitstratum_ci::orchestrate::Timing { max_attempts: max_attempts.min(100) as i64, ..timing }
+        } else {
+            gitstratum_ci::orchestrate::Timing::with_lease_seconds(lease_seconds, max_attempts.min(100) as i64)
+        };
+        let ci_log_step_max_bytes = positive(
+            "ci.log_step_max_mb",
+            merged.ci_log_step_max_mb,
+            gitstratum_ci::logs::DEFAULT_STEP_LOG_BYTES >> 20,
+        )? << 20;
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -357,6 +405,8 @@ impl Config {
             embedded_runner,
             runner_network,
             runner_limits,
+            ci_timing,
+            ci_log_step_max_bytes,
         })
     }
 }

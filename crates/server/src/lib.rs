@@ -193,6 +193,7 @@ impl Server {
             work_dir: self.data_dir.root().join("runner"),
             network: self.config.runner_network,
             limits: self.config.runner_limits,
+            capacity: 1,
             on_registered: Some(on_registered),
         };
         Some(tokio::spawn(async move {
@@ -211,8 +212,11 @@ impl Server {
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let git = GitService::new(self.git_store.clone(), self.git_store.clone());
         // One CI store for the API and the ingestor: they share the signal that wakes runners.
-        let ci = gitstratum_ci::CiStore::new(self.store.db().clone());
-        let logs = Arc::new(gitstratum_ci::LogStore::new(self.data_dir.blobs_dir().join("logs")));
+        let ci = gitstratum_ci::CiStore::new(self.store.db().clone()).with_timing(self.config.ci_timing);
+        let logs = Arc::new(gitstratum_ci::LogStore::with_step_cap(
+            self.data_dir.blobs_dir().join("logs"),
+            self.config.ci_log_step_max_bytes,
+        ));
         let state = AppState::new(
             self.store.clone(),
             git,

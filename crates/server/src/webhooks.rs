@@ -116,6 +116,38 @@ fn workflow_run_payload(
     })
 }
 
+/// GitHub's `workflow_job` payload; status and conclusion as of the event.
+fn workflow_job_payload(
+    event: &gitstratum_ci::events::RunEvent,
+    job: &gitstratum_ci::Job,
+    run: &gitstratum_ci::Run,
+    repo: &Repo,
+    public_url: &str,
+) -> serde_json::Value {
+    json!({
+        "action": event.action,
+        "workflow_job": {
+            "id": job.id,
+            "run_id": run.id,
+            "run_attempt": job.attempt,
+            "workflow_name": run.workflow_name,
+            "name": job.name,
+            "head_branch": run.ref_name(),
+            "head_sha": run.commit_sha,
+            "status": event.status,
+            "conclusion": event.conclusion,
+            "labels": job.runs_on.clone().unwrap_or_default(),
+            "created_at": job.created_at.to_rfc3339(),
+            "started_at": job.started_at.map(|t| t.to_rfc3339()),
+            "completed_at": job.completed_at.map(|t| t.to_rfc3339()),
+            "url": format!("{public_url}/api/v1/jobs/{}/logs", job.id),
+            "run_url": format!("{public_url}/api/v1/runs/{}", run.id),
+        },
+        "repository": repository_json(repo, public_url),
+        "sender": {"login": run.actor},
+    })
+}
+
 fn subscribed(hook: &Webhook, event: &str) -> bool {
     hook.active && hook.events.iter().any(|e| e == event || e == "*")
 }
@@ -206,8 +238,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Turns run events (requested, in progress, completed) into `workflow_run` deliveries, moving
-    /// that log's cursor in the same transaction.
+    /// Turns run events (requested, in progress, completed) into `workflow_run` deliveries and job
+    /// events (queued, in progress, completed) into `workflow_job` deliveries, moving that log's
+    /// cursor in the same transaction.
     async fn enqueue_ci(&self) -> anyhow_lite::Result<()> {
         let after = self.store.log_cursor(CI_CURSOR).await?;
         let events = self.ci.run_events_after(after, EVENTS_PER_BATCH as u64).await?;
@@ -220,10 +253,22 @@ impl Dispatcher {
                 continue; // gone with its repository
             };
             let hooks = self.store.hooks_hearing(repo.id, repo.owner_id).await?;
-            for hook in hooks.iter().filter(|h| subscribed(h, "workflow_run")) {
-                let payload = workflow_run_payload(event, &run, &repo, &self.public_url).to_string();
+            let (name, payload) = match event.job_id {
+                None => ("workflow_run", workflow_run_payload(event, &run, &repo, &self.public_url)),
+                Some(job_id) => {
+                    let Some(job) = self.ci.get_job(job_id).await? else { continue };
+                    ("workflow_job", workflow_job_payload(event, &job, &run, &repo, &self.public_url))
+                }
+            };
+            let payload = payload.to_string();
+            for hook in hooks.iter().filter(|h| subscribed(h, name)) {
                 let guid = delivery_guid()?;
-                deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "workflow_run".into(), payload });
+                deliveries.push(NewDelivery {
+                    webhook_id: hook.id,
+                    guid,
+                    event: name.into(),
+                    payload: payload.clone(),
+                });
             }
         }
         self.store.enqueue_deliveries(CI_CURSOR, last, &deliveries, self.clock.now()).await?;

@@ -729,9 +729,21 @@ async fn read_sse(mut response: reqwest::Response, last: &str) -> String {
     text
 }
 
-/// Live streams: a job's log arrives while the job runs, whole lines with offsets as event ids,
-/// then `end`; a stream resumed with `Last-Event-ID` starts after that offset; the run's events
-/// end with the completed run.
+/// The `log` events of an SSE text: each event's id and its lines (each ending in a newline).
+fn log_events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: log"))
+        .map(|block| {
+            let id = block.lines().find_map(|l| l.strip_prefix("id: ")).unwrap_or_default().to_owned();
+            let data = block.lines().filter_map(|l| l.strip_prefix("data: ")).map(|l| format!("{l}\n")).collect();
+            (id, data)
+        })
+        .collect()
+}
+
+/// Live streams: a job's log arrives while the job runs, whole lines with `STEP:OFFSET` event ids,
+/// then `end`; a stream resumed with `Last-Event-ID` starts after that point; the run's events end
+/// with the completed run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_status_stream_live() {
     let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
@@ -762,27 +774,24 @@ async fn logs_and_status_stream_live() {
     assert!(text.contains("data: line 1") && text.contains("data: line 3"), "{text}");
     assert!(text.contains("event: end\ndata: success"), "{text}");
     assert!(started.elapsed() >= Duration::from_secs(1), "the log streamed while the job ran");
-    // Resume after the first event: what follows, and nothing before it.
-    let first_id: u64 =
-        text.lines().find_map(|l| l.strip_prefix("id: ")).and_then(|id| id.parse().ok()).expect("an event id");
+    assert!(text.contains("event: step\ndata: 1\n"), "the step's log is announced: {text}");
+    // Resume after the first log event: what follows, and nothing before it.
+    let logs = log_events(&text);
+    let (first_id, first_text) = logs.first().cloned().expect("a log event");
+    assert!(first_id.contains(':'), "ids are STEP:OFFSET: {first_id}");
     let resumed = s
         .http
         .get(s.url(&format!("/api/v1/jobs/{job}/logs/stream")))
         .bearer_auth(&token)
-        .header("last-event-id", first_id.to_string())
+        .header("last-event-id", first_id)
         .send()
         .await
         .expect("resume");
     let rest = read_sse(resumed, "end").await;
     let log = job_log(&s, &token, &detail["jobs"][0]).await;
-    let expected_rest = &log[usize::try_from(first_id).expect("offset")..];
-    let got: String = rest
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .take_while(|l| *l != "success")
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert_eq!(got, expected_rest, "{rest}");
+    assert!(log.starts_with(&first_text), "{log}");
+    let got: String = log_events(&rest).into_iter().map(|(_, text)| text).collect();
+    assert_eq!(got, log[first_text.len()..], "{rest}");
     let statuses = read_sse(events, "run").await;
     assert!(statuses.contains("event: run"), "{statuses}");
     s.stop().await;
@@ -985,6 +994,98 @@ async fn a_burst_of_200_ref_updates_makes_exactly_200_runs() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs?limit=1", Some(&token), None).await;
     assert_eq!(page["runs"][0]["run_number"], 200, "no run twice");
+    s.stop().await;
+}
+
+/// Workflow commands and per-step logs: `::error::`/`::warning::` become the job's annotations
+/// (and `##[error]` lines), `::group::` a group; a step that prints past the step log cap (1 MiB
+/// here) is cut with a marker while the job goes on; each step's log can be read alone; and
+/// `workflow_job` webhooks tell a job's queued, in-progress and completed moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_step_logs_and_job_webhooks() {
+    let config = gitstratum_server::ConfigLayer { ci_log_step_max_mb: Some("1".into()), ..Default::default() };
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, config).await;
+    let mut receiver = Receiver::start().await;
+    let hook = json!({"url": receiver.url, "events": ["workflow_job"]});
+    let (status, _) = s.send(Method::POST, "/api/v1/repos/admin/app/hooks", Some(&token), Some(hook)).await;
+    assert_eq!(status, 201);
+    write(
+        &src,
+        ".github/workflows/notes.yml",
+        r#"on: push
+jobs:
+  check:
+    runs-on: ubuntu-latest
+    steps:
+      - name: Lint
+        run: |
+          echo "::group::Checking"
+          echo "::error file=src/main.rs,line=3,title=Lint::unused variable"
+          echo "::warning::deprecated call"
+          echo "::endgroup::"
+      - name: Noisy
+        run: |
+          set +o pipefail
+          yes 'a line of output that repeats' | head -c 3000000
+      - name: After
+        run: echo after the noise
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "success", "{detail:#}");
+    let job = &detail["jobs"][0];
+    let notes: Vec<(i64, &str, &str)> = job["annotations"]
+        .as_array()
+        .expect("annotations")
+        .iter()
+        .map(|a| {
+            (a["step"].as_i64().unwrap_or(0), a["level"].as_str().unwrap_or(""), a["message"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(notes, [(1, "error", "unused variable"), (1, "warning", "deprecated call")], "{job:#}");
+    assert_eq!(
+        (job["annotations"][0]["file"].as_str(), job["annotations"][0]["line"].as_i64()),
+        (Some("src/main.rs"), Some(3))
+    );
+
+    let step_log = |n: i64| {
+        let request = s.http.get(s.url(&format!("/api/v1/jobs/{}/logs?step={n}", job["id"]))).bearer_auth(&token);
+        async move { request.send().await.expect("log").text().await.expect("text") }
+    };
+    let lint = step_log(1).await;
+    assert!(
+        lint.contains("##[group]Checking\n##[error]unused variable\n##[warning]deprecated call\n##[endgroup]"),
+        "{lint}"
+    );
+    let noisy = step_log(2).await;
+    assert!(noisy.len() < (1 << 20) + 4096, "cut near the cap: {} bytes", noisy.len());
+    assert!(noisy.ends_with("##[truncated] this step's log passed 1048576 bytes; the rest of it was not kept\n"));
+    assert!(step_log(3).await.contains("after the noise"), "the job went on");
+    let whole = job_log(&s, &token, job).await;
+    assert!(
+        whole.contains("unused variable") && whole.contains("after the noise") && whole.contains("Job ended: success")
+    );
+
+    // workflow_job: queued, in progress, completed (with the conclusion).
+    let mut actions = Vec::new();
+    while actions.len() < 3 {
+        let (headers, body) = receiver.next().await;
+        assert_eq!(headers["x-github-event"], "workflow_job");
+        let payload: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!((&payload["workflow_job"]["id"], &payload["workflow_job"]["run_id"]), (&job["id"], &run["id"]));
+        actions.push((
+            payload["action"].as_str().unwrap_or_default().to_owned(),
+            payload["workflow_job"]["conclusion"].as_str().map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        actions,
+        [("queued".into(), None), ("in_progress".into(), None), ("completed".into(), Some("success".into()))]
+    );
     s.stop().await;
 }
 
