@@ -997,6 +997,69 @@ async fn a_burst_of_200_ref_updates_makes_exactly_200_runs() {
     s.stop().await;
 }
 
+/// A matrix run by the real runner (both instances, fail-fast off), `continue-on-error`, a step
+/// timeout (the step `timed_out`, an `always()` step after it still runs, the job fails) and a job
+/// timeout (the job `timed_out`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrices_continue_on_error_and_timeouts() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    write(
+        &src,
+        ".github/workflows/mixed.yml",
+        r#"on: push
+jobs:
+  build:
+    strategy:
+      fail-fast: false
+      matrix:
+        n: [1, 2]
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo instance ${{ matrix.n }}
+      - run: exit 1
+        continue-on-error: true
+      - run: echo went on ${{ matrix.n }}
+  slow-step:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 30
+        timeout-minutes: 0.05
+      - if: always()
+        run: echo after the timeout
+  slow-job:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.05
+    steps:
+      - run: sleep 30
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "failure", "{detail:#}");
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["name"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        ends,
+        [("build (1)", "success"), ("build (2)", "success"), ("slow-step", "failure"), ("slow-job", "timed_out")],
+        "{detail:#}"
+    );
+    for (i, job) in jobs[..2].iter().enumerate() {
+        let log = job_log(&s, &token, job).await;
+        assert!(log.contains(&format!("went on {}", i + 1)), "{log}");
+    }
+    let steps: Vec<&str> =
+        jobs[2]["steps"].as_array().expect("steps").iter().map(|s| s["conclusion"].as_str().unwrap_or("")).collect();
+    assert_eq!(steps, ["timed_out", "success"], "{detail:#}");
+    assert!(job_log(&s, &token, &jobs[2]).await.contains("after the timeout"));
+    s.stop().await;
+}
+
 /// Workflow commands and per-step logs: `::error::`/`::warning::` become the job's annotations
 /// (and `##[error]` lines), `::group::` a group; a step that prints past the step log cap (1 MiB
 /// here) is cut with a marker while the job goes on; each step's log can be read alone; and
