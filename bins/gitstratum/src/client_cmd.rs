@@ -162,7 +162,7 @@ pub enum WebhookCommand {
         target: String,
         #[arg(long)]
         url: String,
-        /// Event to send: push, repository or * (repeatable; default push)
+        /// Event to send: push, repository, workflow_run, workflow_job or * (repeatable; default push)
         #[arg(long = "event", value_name = "EVENT")]
         events: Vec<String>,
         /// Read a secret from stdin; deliveries are then signed (X-Hub-Signature-256)
@@ -177,6 +177,85 @@ pub enum WebhookCommand {
     Deliveries { target: String, id: i64 },
     /// Send a delivery again
     Redeliver { target: String, id: i64, delivery: i64 },
+}
+
+/// Secrets and variables of a repository (`--repo OWNER/REPO`) or an organization (`--org ORG`).
+#[derive(clap::Args)]
+pub struct SecretScope {
+    /// The repository (OWNER/REPO)
+    #[arg(long, value_name = "OWNER/REPO", conflicts_with = "org", required_unless_present = "org")]
+    repo: Option<String>,
+    /// The organization
+    #[arg(long, value_name = "ORG")]
+    org: Option<String>,
+}
+
+impl SecretScope {
+    /// The API path of the scope's `what` (`secrets`, `variables`).
+    fn path(&self, what: &str) -> anyhow::Result<String> {
+        match (&self.repo, &self.org) {
+            (Some(repo), _) => {
+                let (owner, name) = split_repo(repo)?;
+                Ok(format!("/repos/{owner}/{name}/{what}"))
+            }
+            (None, Some(org)) => Ok(format!("/orgs/{org}/{what}")),
+            (None, None) => bail!("name a repository with --repo OWNER/REPO or an organization with --org ORG"),
+        }
+    }
+}
+
+/// CI secrets: values go in (from a file or stdin) and never come out.
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret; the value is read from --body-file or stdin
+    Set {
+        name: String,
+        #[command(flatten)]
+        scope: SecretScope,
+        /// Read the value from this file (else from stdin)
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<std::path::PathBuf>,
+        /// Organization secrets: all, private or selected
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Organization secrets of visibility selected: the repositories (comma-separated names)
+        #[arg(long = "repos", value_delimiter = ',')]
+        repos: Vec<String>,
+    },
+    /// The secrets' names and dates
+    List {
+        #[command(flatten)]
+        scope: SecretScope,
+    },
+    /// Delete a secret
+    Delete {
+        name: String,
+        #[command(flatten)]
+        scope: SecretScope,
+    },
+}
+
+/// CI variables (the `vars` context).
+#[derive(Subcommand)]
+pub enum VariableCommand {
+    /// Create or replace a variable
+    Set {
+        name: String,
+        value: String,
+        #[command(flatten)]
+        scope: SecretScope,
+    },
+    /// The variables and their values
+    List {
+        #[command(flatten)]
+        scope: SecretScope,
+    },
+    /// Delete a variable
+    Delete {
+        name: String,
+        #[command(flatten)]
+        scope: SecretScope,
+    },
 }
 
 /// The API path of a target's hooks: `OWNER/REPO` is a repository, a single name an organization.
@@ -729,6 +808,91 @@ pub fn webhook(command: WebhookCommand, json_out: bool) -> anyhow::Result<()> {
                     return print_json(&queued);
                 }
                 println!("Queued delivery {} again as {}.", delivery, text(&queued["id"]));
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn secret(command: SecretCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            SecretCommand::Set { name, scope, body_file, visibility, repos } => {
+                let value = match body_file {
+                    Some(path) => {
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+                    }
+                    None => {
+                        if std::io::stdin().is_terminal() {
+                            eprintln!("value of {name} (end with Ctrl-D):");
+                        }
+                        let mut value = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)?;
+                        value.strip_suffix('\n').map(str::to_owned).unwrap_or(value)
+                    }
+                };
+                if value.is_empty() {
+                    bail!("the value of {name} is empty");
+                }
+                let mut body = json!({"value": value});
+                if let Some(visibility) = visibility {
+                    body["visibility"] = json!(visibility);
+                }
+                if !repos.is_empty() {
+                    body["selected_repositories"] = json!(repos);
+                }
+                client.call(Method::PUT, &format!("{}/{name}", scope.path("secrets")?), Some(body)).await?;
+                if !json_out {
+                    println!("Set secret {}.", name.to_ascii_uppercase());
+                }
+            }
+            SecretCommand::List { scope } => {
+                let list = client.call(Method::GET, &scope.path("secrets")?, None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(
+                    &["name", "visibility", "updated"],
+                    rows(&list["secrets"], &["name", "visibility", "updated_at"]),
+                );
+            }
+            SecretCommand::Delete { name, scope } => {
+                client.call(Method::DELETE, &format!("{}/{name}", scope.path("secrets")?), None).await?;
+                if !json_out {
+                    println!("Deleted secret {}.", name.to_ascii_uppercase());
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn variable(command: VariableCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            VariableCommand::Set { name, value, scope } => {
+                let body = json!({"value": value});
+                client.call(Method::PUT, &format!("{}/{name}", scope.path("variables")?), Some(body)).await?;
+                if !json_out {
+                    println!("Set variable {}.", name.to_ascii_uppercase());
+                }
+            }
+            VariableCommand::List { scope } => {
+                let list = client.call(Method::GET, &scope.path("variables")?, None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                table(&["name", "value", "updated"], rows(&list["variables"], &["name", "value", "updated_at"]));
+            }
+            VariableCommand::Delete { name, scope } => {
+                client.call(Method::DELETE, &format!("{}/{name}", scope.path("variables")?), None).await?;
+                if !json_out {
+                    println!("Deleted variable {}.", name.to_ascii_uppercase());
+                }
             }
         }
         Ok(())

@@ -60,6 +60,12 @@ enum Command {
     /// Repository and organization webhooks, and their deliveries
     #[command(subcommand)]
     Webhook(client_cmd::WebhookCommand),
+    /// CI secrets of a repository or organization (values are never shown)
+    #[command(subcommand)]
+    Secret(client_cmd::SecretCommand),
+    /// CI variables of a repository or organization (the vars context)
+    #[command(subcommand)]
+    Variable(client_cmd::VariableCommand),
     /// Your SSH public keys
     #[command(subcommand, name = "ssh-key")]
     SshKey(client_cmd::SshKeyCommand),
@@ -70,6 +76,8 @@ enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Seal every CI secret under a new key and write it to DATA/secrets.key (stop the server first)
+    RotateSecretsKey(StorageArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +161,7 @@ fn main() -> std::process::ExitCode {
         Command::Runner(args) => runner(args),
         Command::Workflow(command) => workflow_cmd::run(command, json),
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify(args))) => audit_verify(args),
+        Command::Admin(AdminCommand::RotateSecretsKey(args)) => rotate_secrets_key(args),
         Command::Login(args) => client_cmd::login(args, json),
         Command::Logout => client_cmd::logout(),
         Command::Whoami => client_cmd::whoami(json),
@@ -162,6 +171,8 @@ fn main() -> std::process::ExitCode {
         Command::User(command) => client_cmd::user(command, json),
         Command::SshKey(command) => client_cmd::ssh_key(command, json),
         Command::Webhook(command) => client_cmd::webhook(command, json),
+        Command::Secret(command) => client_cmd::secret(command, json),
+        Command::Variable(command) => client_cmd::variable(command, json),
         Command::Run(command) => client_cmd::run(command, json),
     };
     match result {
@@ -228,6 +239,52 @@ fn audit_verify(args: StorageArgs) -> anyhow::Result<()> {
         }
         Some((id, why)) => anyhow::bail!("audit log broken at entry {id}: {why}"),
     }
+}
+
+/// Re-seals every secret under a fresh key (one transaction), then renames the new key over
+/// `DATA/secrets.key`. The new key is written (synced) to `secrets.key.new` before anything is
+/// re-sealed, so an interruption between the two steps leaves the key the secrets need on disk.
+fn rotate_secrets_key(args: StorageArgs) -> anyhow::Result<()> {
+    let flags = ConfigLayer { data_dir: args.data_dir, database_url: args.database_url, ..ConfigLayer::default() };
+    let config = Config::load(flags, std::env::vars()).context("invalid configuration")?;
+    if config.secrets_key.is_some() {
+        anyhow::bail!(
+            "the secrets key comes from GITSTRATUM_SECRETS_KEY: rotate it where it is kept (unset it to use DATA/secrets.key)"
+        );
+    }
+    let old = gitstratum_server::secrets_key(&config)?;
+    let new = gitstratum_platform::SecretKey::generate()?;
+    let path = config.data_dir.join("secrets.key");
+    let aside = config.data_dir.join("secrets.key.new");
+    write_private(&aside, &format!("{}\n", new.to_hex()))?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let count = runtime.block_on(async {
+        let store = gitstratum_server::open_platform(&config).await?;
+        let count = store.reseal_secrets(&old, &new).await;
+        store.close().await;
+        anyhow::Ok(count?)
+    })?;
+    std::fs::rename(&aside, &path).with_context(|| {
+        format!("the secrets are sealed under the key in {}; move it to {} by hand", aside.display(), path.display())
+    })?;
+    println!("sealed {count} secrets under a new key in {}", path.display());
+    Ok(())
+}
+
+/// Writes a file only its owner can read, synced.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

@@ -243,3 +243,62 @@ fn run_commands_follow_a_pushed_workflow() {
     assert!(followed.contains("hello cli") && followed.contains("=== greet [success]"), "{followed}");
     assert_eq!(server.terminate().code(), Some(0));
 }
+
+/// Secrets and variables from the CLI; `admin rotate-secrets-key` re-seals them under a new key
+/// (server stopped), and after the restart a job still gets the secret (masked in its log).
+#[test]
+fn secrets_set_from_the_cli_survive_a_key_rotation() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
+    let me = tmp.path().join("config");
+    ok(&me, &["login", "--server", &base, "--token", &token], "");
+    ok(&me, &["repo", "create", "app"], "");
+    ok(&me, &["secret", "set", "token", "--repo", "admin/app"], "s3cret-value-42\n");
+    let listed = ok(&me, &["secret", "list", "--repo", "admin/app"], "");
+    assert!(listed.contains("TOKEN") && !listed.contains("s3cret"), "{listed}");
+    let err = fails(&me, &["secret", "set", "GITHUB_TOKEN", "--repo", "admin/app"], "x\n");
+    assert!(err.contains("reserved"), "{err}");
+    ok(&me, &["variable", "set", "region", "eu-west", "--repo", "admin/app"], "");
+    assert!(ok(&me, &["variable", "list", "--repo", "admin/app"], "").contains("eu-west"));
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let key_before = std::fs::read_to_string(data.join("secrets.key")).expect("key");
+    let rotated = ok(&me, &["admin", "rotate-secrets-key", "--data-dir", data.to_str().expect("utf-8")], "");
+    assert!(rotated.contains("sealed 1 secrets"), "{rotated}");
+    assert_ne!(std::fs::read_to_string(data.join("secrets.key")).expect("key"), key_before);
+    let mode = std::fs::metadata(data.join("secrets.key")).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    ok(&me, &["login", "--server", &base, "--token", &token], "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "on: push\njobs:\n  use:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"v=${{ secrets.TOKEN }} r=${{ vars.REGION }}\"\n",
+    )
+    .expect("write");
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    git(&src, &["push", "-q", &url, "main"]);
+    let mut id = String::new();
+    for _ in 0..100 {
+        let page = json(&ok(&me, &["--json", "run", "list", "admin/app"], ""));
+        if let Some(run) = page["runs"].get(0) {
+            id = run["id"].to_string();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!id.is_empty(), "the push started a run");
+    ok(&me, &["run", "watch", &id], "");
+    let logs = ok(&me, &["run", "logs", &id], "");
+    assert!(logs.contains("v=*** r=eu-west") && !logs.contains("s3cret"), "{logs}");
+    assert_eq!(server.terminate().code(), Some(0));
+}

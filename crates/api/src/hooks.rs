@@ -118,25 +118,31 @@ fn validate_hook(body: &CreateHook) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What a request's hooks belong to, once the caller is known to administer it.
-enum Target {
+/// What a request's hooks (or secrets, or variables) belong to, once the caller is known to
+/// administer it: a repository (its admins) or an organization (its owners).
+pub(crate) enum Target {
     Repo(Repo),
     Org(Account),
 }
 
 impl Target {
-    fn owner(&self) -> HookOwner<'_> {
+    pub(crate) fn owner(&self) -> HookOwner<'_> {
         match self {
             Target::Repo(repo) => HookOwner::Repo(repo),
             Target::Org(org) => HookOwner::Org(org),
         }
     }
 
-    async fn repo(state: &AppState, caller: &Principal, owner: &str, name: &str) -> Result<Target, ApiError> {
+    pub(crate) async fn repo(
+        state: &AppState,
+        caller: &Principal,
+        owner: &str,
+        name: &str,
+    ) -> Result<Target, ApiError> {
         Ok(Target::Repo(authorize_repo(state, Some(caller), owner, name, Role::Admin).await?))
     }
 
-    async fn org(state: &AppState, caller: &Principal, org: &str) -> Result<Target, ApiError> {
+    pub(crate) async fn org(state: &AppState, caller: &Principal, org: &str) -> Result<Target, ApiError> {
         Ok(Target::Org(owned_org(state, caller, org).await?))
     }
 

@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod repos;
 pub mod runner;
 pub mod runs;
+pub mod secrets;
 pub mod session;
 pub mod tokens;
 
@@ -46,6 +47,8 @@ pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
 pub struct CiParts {
     pub store: gitstratum_ci::CiStore,
     pub logs: Arc<gitstratum_ci::LogStore>,
+    /// The key CI secrets are sealed with.
+    pub secrets_key: gitstratum_platform::SecretKey,
 }
 
 /// Everything handlers need. Cheap to clone.
@@ -58,6 +61,7 @@ struct Inner {
     store: PlatformStore,
     ci: gitstratum_ci::CiStore,
     logs: Arc<gitstratum_ci::LogStore>,
+    secrets_key: gitstratum_platform::SecretKey,
     git: GitService,
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
@@ -83,6 +87,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 ci: ci.store,
                 logs: ci.logs,
+                secrets_key: ci.secrets_key,
                 store,
                 git,
                 clock,
@@ -105,6 +110,11 @@ impl AppState {
     /// CI state: runs, jobs and steps (in the platform database).
     pub fn ci(&self) -> &gitstratum_ci::CiStore {
         &self.inner.ci
+    }
+
+    /// The key CI secrets are sealed with.
+    pub fn secrets_key(&self) -> &gitstratum_platform::SecretKey {
+        &self.inner.secrets_key
     }
 
     /// Job logs.
@@ -144,6 +154,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))
         .routes(routes!(hooks::redeliver))
+        .routes(routes!(secrets::list_repo_secrets))
+        .routes(routes!(secrets::put_repo_secret, secrets::delete_repo_secret))
+        .routes(routes!(secrets::list_org_secrets))
+        .routes(routes!(secrets::put_org_secret, secrets::delete_org_secret))
+        .routes(routes!(secrets::list_repo_variables))
+        .routes(routes!(secrets::put_repo_variable, secrets::delete_repo_variable))
+        .routes(routes!(secrets::list_org_variables))
+        .routes(routes!(secrets::put_org_variable, secrets::delete_org_variable))
         .routes(routes!(hooks::list_org, hooks::create_org))
         .routes(routes!(hooks::delete_org))
         .routes(routes!(hooks::org_deliveries))

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The audit log"),
         (name = "ci", description = "Workflow runs, their jobs and steps"),
         (name = "runner", description = "The runner protocol (tokens of scope ci:runner)"),
+        (name = "secrets", description = "CI secrets (sealed, never shown) and variables of repositories and organizations"),
     )
 )]
 pub struct ApiDoc;
@@ -82,6 +83,7 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "number" => (true, "The step's number in its job, from 1"),
         "file" => (false, "A workflow file's name, such as ci.yml"),
         "sha" => (false, "A commit id (40 hex digits), or a branch or tag name"),
+        "name" => (false, "A secret's or variable's name: letters, digits and _ (case-insensitive)"),
         _ => (false, UNDESCRIBED),
     }
 }

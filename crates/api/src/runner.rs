@@ -132,6 +132,11 @@ pub struct JobLease {
     pub ack_seconds: i64,
     /// The most of one step's log the server keeps (past it: a truncation marker).
     pub log_step_max_bytes: u64,
+    /// The secrets the job's workflow references (the `secrets` context), opened; the runner masks
+    /// their values in the log.
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// The `vars` context: the organization's and the repository's variables.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 #[utoipa::path(
@@ -161,8 +166,18 @@ pub async fn request(
         }
         if let Some(lease) = state.ci().lease_job(&runner, state.now()).await? {
             let repo = state.store().get_repo_by_id(lease.run.repo_id).await?;
+            let workflow: serde_json::Value =
+                lease.workflow.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
+            // The secrets its workflow references (no others), and the variables.
+            let (secrets, vars) = match &repo {
+                Some(repo) => {
+                    let wanted = gitstratum_workflow::refs::referenced_secrets(&workflow, &lease.job.job_key).names();
+                    let secrets = state.store().secrets_for_repo(repo, wanted.as_deref(), state.secrets_key()).await?;
+                    (secrets, state.store().variables_for_repo(repo).await?)
+                }
+                None => Default::default(),
+            };
             let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
-            let workflow = lease.workflow.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
             let body = JobLease {
                 job_id: lease.job.id,
                 attempt: lease.job.attempt,
@@ -184,6 +199,8 @@ pub async fn request(
                 heartbeat_seconds: state.ci().timing().heartbeat_ms / 1000,
                 ack_seconds: state.ci().timing().ack_ms / 1000,
                 log_step_max_bytes: state.logs().step_cap(),
+                secrets,
+                vars,
             };
             metrics::counter!("gitstratum_ci_jobs_leased_total").increment(1);
             return Ok(Json(body).into_response());

@@ -209,6 +209,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci annotations job concurrency",
         sql: include_str!("../migrations/sqlite/0007_ci_annotations_job_concurrency.sql"),
     },
+    MigrationSource {
+        version: 8,
+        description: "secrets variables",
+        sql: include_str!("../migrations/sqlite/0008_secrets_variables.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -237,6 +242,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 7,
         description: "ci annotations job concurrency",
         sql: include_str!("../migrations/postgres/0007_ci_annotations_job_concurrency.sql"),
+    },
+    MigrationSource {
+        version: 8,
+        description: "secrets variables",
+        sql: include_str!("../migrations/postgres/0008_secrets_variables.sql"),
     },
 ];
 

@@ -15,6 +15,7 @@ pub mod keys_teams;
 pub mod orgs;
 pub mod password;
 pub mod policy;
+pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,6 +28,7 @@ pub use events::{PlatformEvent, RepoAction};
 pub use keys_teams::{SshKey, Team};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
+pub use secrets::{SecretKey, Visibility};
 pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};
 pub use token::{Scope, Scopes, TokenSecret};
 pub use webhooks::{AttemptOutcome, Delivery, HookOwner, NewDelivery, Webhook};

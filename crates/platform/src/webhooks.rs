@@ -13,8 +13,8 @@ use crate::store::{Account, PlatformStore, Repo, Result};
 /// Attempts before a delivery is given up (it can still be redelivered by hand).
 pub const MAX_ATTEMPTS: i64 = 8;
 
-/// What a webhook belongs to: one repository, or an organization (then it hears every repository
-/// the organization owns).
+/// What a webhook (or a secret, or a variable) belongs to: one repository, or an organization
+/// (then it reaches the repositories the organization owns).
 #[derive(Debug, Clone, Copy)]
 pub enum HookOwner<'a> {
     Repo(&'a Repo),
@@ -23,14 +23,14 @@ pub enum HookOwner<'a> {
 
 impl HookOwner<'_> {
     /// How the audit log names it.
-    fn audit_target(&self) -> String {
+    pub(crate) fn audit_target(&self) -> String {
         match self {
             HookOwner::Repo(repo) => format!("repo:{}/{}", repo.owner, repo.name),
             HookOwner::Org(org) => format!("org:{}", org.name),
         }
     }
 
-    fn audit_org(&self) -> Option<i64> {
+    pub(crate) fn audit_org(&self) -> Option<i64> {
         match self {
             HookOwner::Repo(_) => None,
             HookOwner::Org(org) => Some(org.id),
@@ -38,7 +38,7 @@ impl HookOwner<'_> {
     }
 
     /// The column and value that select its hooks.
-    fn column(&self) -> (&'static str, i64) {
+    pub(crate) fn column(&self) -> (&'static str, i64) {
         match self {
             HookOwner::Repo(repo) => ("repo_id", repo.id),
             HookOwner::Org(org) => ("org_id", org.id),

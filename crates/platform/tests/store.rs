@@ -28,7 +28,109 @@ gitstratum_platform::both_backends!(
     webhook_deliveries_are_a_durable_queue,
     organization_hooks_hear_every_repository_of_the_organization,
     repository_changes_are_platform_events,
+    secrets_are_sealed_scoped_and_audited,
 );
+
+/// Secrets: sealed at rest (the stored text is not the value and opens only with the key), listed
+/// without values, replaced and deleted with audit entries; an organization's secret reaches the
+/// repositories its visibility allows, a repository's own of the same name wins; a job asks only
+/// for the names it references. Variables are plain and layered the same way.
+async fn secrets_are_sealed_scoped_and_audited(store: &PlatformStore) {
+    use gitstratum_platform::{SecretKey, Visibility};
+    let key = SecretKey::generate().expect("key");
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let org = store.create_org("acme", &alice, &sys(), T0).await.expect("org");
+    let web = store.create_repo(&org, "web", false, &sys(), T0).await.expect("repo");
+    let api = store.create_repo(&org, "api", true, &sys(), T0).await.expect("repo");
+    let other = store.create_repo(&alice, "other", false, &sys(), T0).await.expect("repo");
+    let actor = Actor::system();
+    let put = |owner, name: &'static str, value: &'static str, visibility: Option<Visibility>| {
+        let key = key.clone();
+        let actor = actor.clone();
+        async move { store.put_secret(owner, name, value, visibility.as_ref(), &key, &actor, T0).await }
+    };
+    assert!(put(HookOwner::Repo(&web), "deploy_key", "repo-value", None).await.expect("put"));
+    assert!(!put(HookOwner::Repo(&web), "DEPLOY_KEY", "repo-value-2", None).await.expect("replace"), "replaced");
+    assert!(put(HookOwner::Org(&org), "deploy_key", "org-value", None).await.expect("org"));
+    assert!(put(HookOwner::Org(&org), "shared", "for-all", None).await.expect("org"));
+    assert!(put(HookOwner::Org(&org), "private_only", "p", Some(Visibility::Private)).await.expect("org"));
+    assert!(put(HookOwner::Org(&org), "picked", "s", Some(Visibility::Selected(vec![api.id]))).await.expect("org"));
+    let err = put(HookOwner::Repo(&web), "GITHUB_TOKEN", "x", None).await.expect_err("reserved");
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+
+    // At rest: sealed.
+    let mut conn = store.db().acquire().await.expect("conn");
+    let q = sea_query::Query::select().column("sealed").from("secrets").to_owned();
+    let sealed: Vec<String> = conn.conn().fetch_all(&q).await.expect("rows");
+    assert_eq!(sealed.len(), 5);
+    assert!(sealed.iter().all(|s| !s.contains("value") && !s.contains("for-all")), "{sealed:?}");
+    drop(conn);
+
+    let listed = store.list_secrets(HookOwner::Repo(&web)).await.expect("list");
+    assert_eq!(listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["DEPLOY_KEY"]);
+    let org_listed = store.list_secrets(HookOwner::Org(&org)).await.expect("list");
+    let visibility: Vec<(&str, Option<Visibility>)> =
+        org_listed.iter().map(|s| (s.name.as_str(), s.visibility.clone())).collect();
+    assert_eq!(
+        visibility,
+        [
+            ("DEPLOY_KEY", Some(Visibility::All)),
+            ("PICKED", Some(Visibility::Selected(vec![api.id]))),
+            ("PRIVATE_ONLY", Some(Visibility::Private)),
+            ("SHARED", Some(Visibility::All)),
+        ]
+    );
+
+    let all = |repo: &Repo| {
+        let key = key.clone();
+        let repo = repo.clone();
+        async move { store.secrets_for_repo(&repo, None, &key).await.expect("secrets") }
+    };
+    let web_secrets = all(&web).await;
+    assert_eq!(web_secrets.get("DEPLOY_KEY").map(String::as_str), Some("repo-value-2"), "the repository's own wins");
+    assert_eq!(web_secrets.keys().map(String::as_str).collect::<Vec<_>>(), ["DEPLOY_KEY", "SHARED"]);
+    let api_secrets = all(&api).await;
+    assert_eq!(
+        api_secrets.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["DEPLOY_KEY", "PICKED", "PRIVATE_ONLY", "SHARED"]
+    );
+    assert_eq!(api_secrets["DEPLOY_KEY"], "org-value");
+    assert!(all(&other).await.is_empty(), "another owner's repository sees none");
+    let only = store.secrets_for_repo(&web, Some(&["SHARED".to_owned()]), &key).await.expect("named");
+    assert_eq!(only.keys().collect::<Vec<_>>(), ["SHARED"]);
+    assert!(store.secrets_for_repo(&web, Some(&[]), &key).await.expect("none").is_empty());
+    let wrong = SecretKey::generate().expect("key");
+    assert!(store.secrets_for_repo(&web, None, &wrong).await.is_err(), "another key opens nothing");
+
+    // Rotation: everything opens with the new key, nothing with the old.
+    assert_eq!(store.reseal_secrets(&key, &wrong).await.expect("reseal"), 5);
+    assert_eq!(store.secrets_for_repo(&web, None, &wrong).await.expect("new key")["SHARED"], "for-all");
+    assert!(store.secrets_for_repo(&web, None, &key).await.is_err());
+
+    assert!(store.delete_secret(HookOwner::Repo(&web), "deploy_key", &actor, T0).await.expect("delete"));
+    assert!(!store.delete_secret(HookOwner::Repo(&web), "deploy_key", &actor, T0).await.expect("again"));
+    let actions: Vec<String> = store
+        .list_audit(&AuditFilter { limit: 100, ..AuditFilter::default() })
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action.starts_with("secret."))
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "secret.create").count(), 5);
+    assert!(actions.contains(&"secret.update".to_owned()) && actions.contains(&"secret.delete".to_owned()));
+
+    // Variables: plain, the repository's own over the organization's.
+    assert!(store.put_variable(HookOwner::Org(&org), "region", "eu", &actor, T0).await.expect("var"));
+    assert!(store.put_variable(HookOwner::Org(&org), "tier", "free", &actor, T0).await.expect("var"));
+    assert!(store.put_variable(HookOwner::Repo(&web), "tier", "paid", &actor, T0).await.expect("var"));
+    assert!(!store.put_variable(HookOwner::Repo(&web), "TIER", "gold", &actor, T0).await.expect("replace"));
+    let vars = store.variables_for_repo(&web).await.expect("vars");
+    assert_eq!((vars["REGION"].as_str(), vars["TIER"].as_str()), ("eu", "gold"));
+    assert_eq!(store.list_variables(HookOwner::Repo(&web)).await.expect("list")[0].value, "gold");
+    assert!(store.delete_variable(HookOwner::Repo(&web), "tier", &actor, T0).await.expect("delete"));
+    assert_eq!(store.variables_for_repo(&web).await.expect("vars")["TIER"], "free");
+}
 
 async fn bootstrap_creates_admin_once(store: &PlatformStore) {
     let mut persisted = None;

@@ -216,8 +216,16 @@ async fn execute_steps(
         runner_ctx.insert(k, Value::from(v));
     }
     values.insert("runner", Value::object(runner_ctx));
-    values.insert("secrets", Value::object(Dict::new()));
-    values.insert("vars", Value::object(Dict::new()));
+    // Secrets: what the job references, and GITHUB_TOKEN (the job's own token); every value is
+    // masked before the first line is logged. They reach steps only through expressions.
+    let mut secrets: Dict = lease.secrets.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+    secrets.set("GITHUB_TOKEN", Value::from(lease.token.as_str()));
+    for value in lease.secrets.values().chain([&lease.token]) {
+        log.add_secret(value);
+    }
+    values.insert("secrets", Value::object(secrets));
+    values
+        .insert("vars", Value::object(lease.vars.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()));
     values.insert("inputs", Value::from_json(lease.inputs.clone()));
     values.insert("steps", Value::object(Dict::new()));
     values.insert("needs", Value::from_json(lease.needs.clone()));
@@ -767,8 +775,10 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: LogWriter) {
             log.step_line(&String::from_utf8_lossy(&line[..line.len() - 1]));
         }
         if pending.len() > logship::MAX_LINE {
-            log.step_line(&String::from_utf8_lossy(&pending));
-            pending.clear();
+            // A line too long to keep whole goes in pieces, never cut inside a masked value.
+            let cut = log.safe_cut(&pending);
+            let piece: Vec<u8> = pending.drain(..cut).collect();
+            log.step_line(&String::from_utf8_lossy(&piece));
         }
     }
     if !pending.is_empty() {

@@ -89,6 +89,43 @@ impl LogWriter {
         }
     }
 
+    /// Masks a secret: its value and the forms it may be printed in (base64 at each alignment,
+    /// URL-encoded, JSON-escaped) and, for a value of several lines, each line. Forms shorter than
+    /// 4 characters are not masked (they would hide too much of everything else).
+    pub fn add_secret(&self, value: &str) {
+        for form in secret_forms(value) {
+            if form.trim().chars().count() >= MIN_MASK_CHARS {
+                self.add_mask(&form);
+            }
+        }
+    }
+
+    /// Where to cut `bytes` (a line too long to keep whole): as late as possible, but never inside
+    /// something masked, nor inside the start of something masked that may go on in what follows.
+    pub fn safe_cut(&self, bytes: &[u8]) -> usize {
+        let masks: Vec<Vec<u8>> =
+            self.commands.lock().map(|c| c.masks.iter().map(|m| m.as_bytes().to_vec()).collect()).unwrap_or_default();
+        let longest = masks.iter().map(Vec::len).max().unwrap_or(0);
+        let mut cut = bytes.len().saturating_sub(longest.saturating_sub(1));
+        while cut > 0 {
+            // The earliest start of a masked value (or of its beginning) that the cut would split.
+            let split = masks
+                .iter()
+                .filter_map(|mask| {
+                    (cut.saturating_sub(mask.len().saturating_sub(1))..cut).find(|&start| {
+                        let end = Ord::min(start + mask.len(), bytes.len());
+                        bytes[start..end] == mask[..end - start]
+                    })
+                })
+                .min();
+            match split {
+                Some(start) => cut = start,
+                None => return cut,
+            }
+        }
+        bytes.len() // all of it is (the start of) one masked value: nothing better to do
+    }
+
     fn masked(&self, text: &str) -> String {
         let mut text = text.to_owned();
         if let Ok(commands) = self.commands.lock() {
@@ -171,6 +208,48 @@ impl LogWriter {
 
 /// A workflow command's properties (`key=value` pairs), unescaped.
 type Properties<'a> = Vec<(&'a str, String)>;
+
+/// The shortest form of a secret that is masked.
+const MIN_MASK_CHARS: usize = 4;
+
+/// A secret value and the forms it may appear in: each line of it, base64 at the three
+/// alignments it can have inside longer base64 text, URL-encoded and JSON-escaped.
+pub fn secret_forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let mut forms = vec![value.to_owned()];
+    if value.contains('\n') {
+        forms.extend(value.lines().map(|l| l.trim().to_owned()));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for offset in 0..3usize {
+        let mut bytes = vec![0u8; offset];
+        bytes.extend_from_slice(value.as_bytes());
+        let encoded = b64.encode(&bytes);
+        // Characters that mix in the zero prefix, or the padding, depend on the neighbours.
+        let skip = [0, 2, 3][offset];
+        let tail = if bytes.len() % 3 == 0 { 0 } else { 1 + (3 - bytes.len() % 3) };
+        if encoded.len() > skip + tail {
+            forms.push(encoded[skip..encoded.len() - tail].to_owned());
+        }
+    }
+    let url: String = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    forms.push(url);
+    if let Ok(json) = serde_json::to_string(value) {
+        forms.push(json[1..json.len() - 1].to_owned());
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
 
 /// `::name key=value,key=value::message` as (name, properties, message), with GitHub's escapes
 /// (`%25`, `%0D`, `%0A`, and `%3A`, `%2C` in properties) undone.
@@ -371,6 +450,56 @@ mod tests {
         );
         assert_eq!((annotations[1].level.as_str(), annotations[2].level.as_str()), ("warning", "notice"));
         assert!(log.take_annotations().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_every_form() {
+        use base64::Engine;
+        let (log, mut rx) = writer();
+        let secret = "s3cr3t/value with spaces\nand a second line";
+        log.add_secret(secret);
+        log.add_secret("abc"); // too short to mask
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let printed = [
+            format!("plain: {secret}").replace('\n', " "),
+            "line: and a second line".to_owned(),
+            format!("b64: {}", b64(secret)),
+            format!("b64 inside: {}", b64(&format!("x{secret}"))),
+            format!("b64 inside: {}", b64(&format!("xy{secret}z"))),
+            "url: s3cr3t%2Fvalue%20with%20spaces%0Aand%20a%20second%20line".to_owned(),
+            r#"json: {"v":"s3cr3t/value with spaces\nand a second line"}"#.to_owned(),
+            "short: abc".to_owned(),
+        ];
+        for line in &printed {
+            log.step_line(line);
+        }
+        let out = lines(&mut rx).concat();
+        for leak in ["s3cr3t", "second line", &b64(secret)[4..20], "s3cr3t%2F"] {
+            assert!(!out.contains(leak), "{leak:?} leaked in:\n{out}");
+        }
+        assert!(out.contains("short: abc"), "{out}");
+        // The base64 forms inside longer text: nothing of the middle is left.
+        for line in out.lines().filter(|l| l.starts_with("b64")) {
+            assert!(line.contains("***") && line.len() < 30, "{line}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_never_cut_inside_a_secret() {
+        let (log, _rx) = writer();
+        log.add_secret("TOPSECRET");
+        let mut line = vec![b'a'; 100];
+        line.extend_from_slice(b"TOPSEC");
+        // The secret may go on in what follows: the cut comes before it (held back by at most
+        // the longest masked form).
+        let cut = log.safe_cut(&line);
+        assert!((90..=100).contains(&cut), "{cut}");
+        line.extend_from_slice(b"RETbbbb");
+        // Whole and done: cut at the latest point that starts nothing masked.
+        let cut = log.safe_cut(&line);
+        assert!(cut <= 100 || cut >= 109, "{cut}");
+        let (plain, _rx) = writer();
+        assert_eq!(plain.safe_cut(b"no masks"), 8);
     }
 
     #[test]

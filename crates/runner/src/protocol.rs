@@ -38,6 +38,12 @@ pub struct Lease {
     /// The most the server keeps of one step's log.
     #[serde(default = "default_step_log_bytes")]
     pub log_step_max_bytes: u64,
+    /// The secrets the job references (masked in its log).
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// The `vars` context.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 fn default_step_log_bytes() -> u64 {

@@ -68,6 +68,8 @@ pub struct Config {
     pub ci_timing: gitstratum_ci::orchestrate::Timing,
     /// The most kept of one step's log.
     pub ci_log_step_max_bytes: u64,
+    /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
+    pub secrets_key: Option<gitstratum_platform::SecretKey>,
 }
 
 impl fmt::Debug for Config {
@@ -85,6 +87,7 @@ impl fmt::Debug for Config {
             .field("runner_limits", &self.runner_limits)
             .field("ci_timing", &self.ci_timing)
             .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
+            .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
 }
@@ -108,6 +111,8 @@ pub struct ConfigLayer {
     pub ci_lease_seconds: Option<String>,
     pub ci_max_attempts: Option<String>,
     pub ci_log_step_max_mb: Option<String>,
+    /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
+    pub secrets_key: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -129,6 +134,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_lease_seconds", &self.ci_lease_seconds)
             .field("ci_max_attempts", &self.ci_max_attempts)
             .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
+            .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
 }
@@ -231,6 +237,7 @@ impl ConfigLayer {
             ci_lease_seconds: file.ci.lease_seconds.map(|n| n.to_string()),
             ci_max_attempts: file.ci.max_attempts.map(|n| n.to_string()),
             ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
+            secrets_key: None,
         })
     }
 
@@ -261,6 +268,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_LEASE_SECONDS" => layer.ci_lease_seconds = Some(value),
                 "GITSTRATUM_CI_MAX_ATTEMPTS" => layer.ci_max_attempts = Some(value),
                 "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
+                "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
         }
@@ -286,6 +294,7 @@ impl ConfigLayer {
             ci_lease_seconds: over.ci_lease_seconds.or(self.ci_lease_seconds),
             ci_max_attempts: over.ci_max_attempts.or(self.ci_max_attempts),
             ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
+            secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
 }
@@ -394,6 +403,13 @@ impl Config {
             merged.ci_log_step_max_mb,
             gitstratum_ci::logs::DEFAULT_STEP_LOG_BYTES >> 20,
         )? << 20;
+        let secrets_key = match merged.secrets_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            None => None,
+            Some(text) => Some(gitstratum_platform::SecretKey::from_hex(text).map_err(|e| ConfigError::Invalid {
+                setting: "secrets_key",
+                message: format!("GITSTRATUM_SECRETS_KEY: {e}"),
+            })?),
+        };
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -407,6 +423,7 @@ impl Config {
             runner_limits,
             ci_timing,
             ci_log_step_max_bytes,
+            secrets_key,
         })
     }
 }

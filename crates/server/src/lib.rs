@@ -47,6 +47,8 @@ pub enum Error {
     Serve(#[source] std::io::Error),
     #[error("cannot set up the HTTP client (TLS): {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error("cannot read the secrets key {path}: {message}")]
+    SecretsKey { path: std::path::PathBuf, message: String },
 }
 
 /// Latency buckets (seconds) for every `*_duration_seconds` histogram.
@@ -69,8 +71,22 @@ pub struct Server {
     git_store: Arc<RocksStore>,
     metrics: PrometheusHandle,
     clock: Arc<dyn Clock>,
+    /// The key CI secrets are sealed with.
+    secrets_key: gitstratum_platform::SecretKey,
     /// Set on the first start of an empty installation: the token of the new `admin` account.
     pub initial_admin_token: Option<TokenSecret>,
+}
+
+/// The key CI secrets are sealed with: `GITSTRATUM_SECRETS_KEY` when set, else `DATA/secrets.key`
+/// (made on first start).
+pub fn secrets_key(config: &Config) -> Result<gitstratum_platform::SecretKey, Error> {
+    if let Some(key) = &config.secrets_key {
+        return Ok(key.clone());
+    }
+    let path = config.data_dir.join("secrets.key");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::SecretsKey { path: path.clone(), message: e.to_string() })?;
+    gitstratum_platform::SecretKey::from_hex(&text).map_err(|e| Error::SecretsKey { path, message: e.to_string() })
 }
 
 /// Opens the platform database a configuration names, for offline administration
@@ -103,6 +119,7 @@ impl Server {
             None => DbTarget::Sqlite { path: data_dir.platform_db_path() },
         };
         let store = PlatformStore::open(&target).await?;
+        let secrets_key = secrets_key(&config)?;
         let git_dir = data_dir.git_dir();
         let git_store = tokio::task::spawn_blocking(move || RocksStore::open(&git_dir))
             .await
@@ -114,7 +131,16 @@ impl Server {
             .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
             .await
             .map_err(Error::Bootstrap)?;
-        Ok(Server { config, data_dir, store, git_store: Arc::new(git_store), metrics, clock, initial_admin_token })
+        Ok(Server {
+            config,
+            data_dir,
+            store,
+            git_store: Arc::new(git_store),
+            metrics,
+            clock,
+            secrets_key,
+            initial_admin_token,
+        })
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -224,7 +250,7 @@ impl Server {
             self.metrics.clone(),
             &public_url,
             self.config.rate_limits,
-            gitstratum_api::CiParts { store: ci.clone(), logs },
+            gitstratum_api::CiParts { store: ci.clone(), logs, secrets_key: self.secrets_key.clone() },
         );
         let app = gitstratum_api::router(state);
 

@@ -1152,6 +1152,133 @@ jobs:
     s.stop().await;
 }
 
+/// Secrets through the API: a value goes in and never comes out (lists name secrets only); names
+/// are checked; only the repository's admins may touch them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_go_in_and_never_come_out() {
+    let Fixture { s, token, tmp: _tmp, git: _git, src: _src } = Fixture::new(false, false, Default::default()).await;
+    let put = |name: &str, body: Value| {
+        let path = format!("/api/v1/repos/admin/app/secrets/{name}");
+        let s = &s;
+        let token = token.clone();
+        async move { s.send(Method::PUT, &path, Some(&token), Some(body)).await }
+    };
+    assert_eq!(put("deploy_key", json!({"value": "hunter2-value"})).await.0, 201);
+    assert_eq!(put("DEPLOY_KEY", json!({"value": "hunter3-value"})).await.0, 204, "replaced");
+    let (status, body) = put("GITHUB_X", json!({"value": "x"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(put("1ABC", json!({"value": "x"})).await.0, 422);
+    assert_eq!(put("BIG", json!({"value": "x".repeat(49 * 1024)})).await.0, 422);
+    assert_eq!(put("ORGONLY", json!({"value": "x", "visibility": "all"})).await.0, 422);
+    let (status, list) = s.send(Method::GET, "/api/v1/repos/admin/app/secrets", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((list["total_count"].as_i64(), list["secrets"][0]["name"].as_str()), (Some(1), Some("DEPLOY_KEY")));
+    assert!(!list.to_string().contains("hunter"), "{list}");
+    let reader = s.user_token("reader", &[gitstratum_platform::Scope::RepoRead]).await;
+    let (status, _) = s.send(Method::GET, "/api/v1/repos/admin/app/secrets", Some(&reader), None).await;
+    assert!(status == 403 || status == 404, "{status}");
+    let (status, _) = s.send(Method::DELETE, "/api/v1/repos/admin/app/secrets/nope", Some(&token), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.send(Method::DELETE, "/api/v1/repos/admin/app/secrets/deploy_key", Some(&token), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .send(Method::PUT, "/api/v1/repos/admin/app/variables/region", Some(&token), Some(json!({"value": "eu-west"})))
+        .await;
+    assert_eq!(status, 201);
+    let (_, vars) = s.send(Method::GET, "/api/v1/repos/admin/app/variables", Some(&token), None).await;
+    assert_eq!(
+        (vars["variables"][0]["name"].as_str(), vars["variables"][0]["value"].as_str()),
+        (Some("REGION"), Some("eu-west"))
+    );
+    // The audit log names the changes, never the values.
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=secret.update", Some(&token), None).await;
+    assert!(audit.to_string().contains("DEPLOY_KEY") && !audit.to_string().contains("hunter"), "{audit}");
+    s.stop().await;
+}
+
+/// A job is handed the secrets its workflow references and no others (the lease, read by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_gets_only_the_secrets_it_references() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(false, false, Default::default()).await;
+    for (name, value) in [("TOKEN_A", "alpha-value"), ("TOKEN_B", "bravo-value")] {
+        let path = format!("/api/v1/repos/admin/app/secrets/{name}");
+        assert_eq!(s.send(Method::PUT, &path, Some(&token), Some(json!({"value": value}))).await.0, 201);
+    }
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: x\n    env:\n      A: ${{ secrets.token_a }}\n    steps:\n      - run: echo secrets.TOKEN_B is only text here\n",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    runs(&s, &token, 1).await;
+    let runner_token = s.user_token("admin", &[gitstratum_platform::Scope::CiRunner]).await;
+    let rt = Some(runner_token.as_str());
+    let (_, runner) =
+        s.send(Method::POST, "/api/v1/runner/register", rt, Some(json!({"name": "r", "labels": ["x"]}))).await;
+    let (status, lease) =
+        s.send(Method::POST, &format!("/api/v1/runner/{}/jobs/request?wait=5", runner["id"]), rt, None).await;
+    assert_eq!(status, 200, "{lease}");
+    assert_eq!(lease["secrets"], json!({"TOKEN_A": "alpha-value"}), "{lease}");
+    s.stop().await;
+}
+
+/// Secrets in a real job: what it references reaches it, and every form of every secret value is
+/// masked in the log (plain, base64, URL-encoded, each line of a multi-line one, GITHUB_TOKEN);
+/// variables are plain; a secret reaches a step's environment only where `env:` maps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_are_masked_in_every_form() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    for (name, value) in [("TOKEN_A", "alpha/secret value+123"), ("MULTI", "first line secret\nsecond line secret")] {
+        let path = format!("/api/v1/repos/admin/app/secrets/{name}");
+        assert_eq!(s.send(Method::PUT, &path, Some(&token), Some(json!({"value": value}))).await.0, 201);
+    }
+    let (status, _) = s
+        .send(Method::PUT, "/api/v1/repos/admin/app/variables/REGION", Some(&token), Some(json!({"value": "eu-west"})))
+        .await;
+    assert_eq!(status, 201);
+    write(
+        &src,
+        ".github/workflows/secrets.yml",
+        r#"on: push
+jobs:
+  use:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          A: ${{ secrets.token_a }}
+        run: |
+          echo "plain=$A"
+          echo "b64=$(printf %s "$A" | base64)"
+          echo "inb64=$(printf 'xy%sz' "$A" | base64 -w0)"
+          echo "url=$(python3 -c 'import os,urllib.parse;print(urllib.parse.quote(os.environ["A"], safe=""))')"
+          echo "region=${{ vars.REGION }}"
+          echo "token=${{ secrets.GITHUB_TOKEN }}"
+          printf '%s\n' "${{ secrets.MULTI }}"
+      - run: echo "unmapped=[${A:-}]"
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "success", "{detail:#}");
+    let log = job_log(&s, &token, &detail["jobs"][0]).await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode("alpha/secret value+123");
+    for leak in
+        ["alpha", "secret value", &b64[..12], "alpha%2Fsecret", "first line secret", "second line secret", "gstj_"]
+    {
+        assert!(!log.contains(leak), "{leak:?} leaked:\n{log}");
+    }
+    for shown in ["plain=***", "url=***", "region=eu-west", "token=***", "unmapped=[]"] {
+        assert!(log.contains(shown), "{shown:?} missing:\n{log}");
+    }
+    s.stop().await;
+}
+
 /// A server (with or without the embedded runner), a repository `admin/app`, and a local
 /// repository `src` to push from.
 struct Fixture {

@@ -19,6 +19,7 @@ pub mod load;
 pub mod matrix;
 pub mod model;
 pub mod plan;
+pub mod refs;
 pub mod template;
 pub mod trigger;
 pub mod yaml;
