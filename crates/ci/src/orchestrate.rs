@@ -11,7 +11,7 @@ use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{Conn, DbRow, FromDbRow};
 use gitstratum_platform::store::Result;
 use gitstratum_platform::token::{JOB_TOKEN_PREFIX, TokenSecret, hash_token};
-use sea_query::{Alias, Expr, ExprTrait, Order, Query};
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
 
 use crate::state::{Conclusion, JobState, RunState};
 use crate::store::{CiStore, JOB_COLUMNS, Job, RUN_COLUMNS, Run};
@@ -87,6 +87,29 @@ pub struct StepReport<'a> {
     pub annotations: &'a [crate::store::Annotation],
 }
 
+/// A tenant (the account owning the repositories) with queued jobs, as the scheduler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: i64,
+    /// Its jobs leased or running now.
+    pub running: i64,
+    pub queued: i64,
+    /// Its oldest queued job.
+    pub oldest: i64,
+}
+
+struct TenantCount {
+    tenant: i64,
+    n: i64,
+    oldest: i64,
+}
+
+impl FromDbRow for TenantCount {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(TenantCount { tenant: row.get("tenant")?, n: row.get("n")?, oldest: row.get("oldest")? })
+    }
+}
+
 /// A job handed to a runner: the job, its run, and the job's token (shown this once).
 #[derive(Debug)]
 pub struct Lease {
@@ -142,19 +165,99 @@ impl CiStore {
 
     /// Leases the oldest queued job whose labels the runner all has; `None` when there is none.
     pub async fn lease_job(&self, runner: &Runner, now: Timestamp) -> Result<Option<Lease>> {
-        let candidates = Query::select()
-            .columns(JOB_COLUMNS)
-            .from("ci_jobs")
-            .and_where(Expr::col("state").eq(JobState::Queued.as_str()))
-            .order_by("id", Order::Asc)
-            .limit(CANDIDATES)
-            .to_owned();
-        let jobs: Vec<Job> = self.db.acquire().await?.conn().fetch_all(&candidates).await?;
         let fits = |job: &Job| {
             job.runs_on.as_ref().is_some_and(|need| need.iter().all(|l| runner.labels.contains(l)))
                 && job.not_before.is_none_or(|t| t <= now)
         };
-        for job in jobs.into_iter().filter(fits) {
+        // Tenants take turns: the one with the fewest jobs running first (then the one waiting
+        // longest), so a tenant that queued a thousand jobs cannot hold up another's one.
+        for tenant in self.tenants_in_turn().await? {
+            if self.tenant_max_running.is_some_and(|max| tenant.running >= max) {
+                metrics::counter!("gitstratum_ci_jobs_throttled_total").increment(1);
+                continue;
+            }
+            let jobs = self.queued_jobs_of(tenant.id).await?;
+            if let Some(lease) = self.lease_one(runner, jobs.into_iter().filter(fits), now).await? {
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tenants (repository owners) with queued jobs, in the order they get the next runner.
+    pub async fn tenants_in_turn(&self) -> Result<Vec<Tenant>> {
+        let by_tenant = |states: &[&str]| {
+            Query::select()
+                .expr_as(Expr::col((Alias::new("r"), Alias::new("owner_id"))), Alias::new("tenant"))
+                .expr_as(Expr::col((Alias::new("j"), Alias::new("id"))).count(), Alias::new("n"))
+                .expr_as(Expr::col((Alias::new("j"), Alias::new("id"))).min(), Alias::new("oldest"))
+                .from_as("ci_jobs", Alias::new("j"))
+                .join_as(
+                    JoinType::InnerJoin,
+                    Alias::new("ci_runs"),
+                    Alias::new("ru"),
+                    Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
+                )
+                .join_as(
+                    JoinType::InnerJoin,
+                    Alias::new("repos"),
+                    Alias::new("r"),
+                    Expr::col((Alias::new("r"), Alias::new("id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
+                )
+                .and_where(Expr::col((Alias::new("j"), Alias::new("state"))).is_in(states.iter().copied()))
+                .group_by_col((Alias::new("r"), Alias::new("owner_id")))
+                .to_owned()
+        };
+        let mut conn = self.db.acquire().await?;
+        let queued: Vec<TenantCount> = conn.conn().fetch_all(&by_tenant(&[JobState::Queued.as_str()])).await?;
+        let running: Vec<TenantCount> =
+            conn.conn().fetch_all(&by_tenant(&[JobState::Leased.as_str(), JobState::InProgress.as_str()])).await?;
+        let mut tenants: Vec<Tenant> = queued
+            .into_iter()
+            .map(|q| Tenant {
+                id: q.tenant,
+                running: running.iter().find(|r| r.tenant == q.tenant).map_or(0, |r| r.n),
+                queued: q.n,
+                oldest: q.oldest,
+            })
+            .collect();
+        tenants.sort_by_key(|t| (t.running, t.oldest));
+        Ok(tenants)
+    }
+
+    /// A tenant's queued jobs, oldest first (at most [`CANDIDATES`]).
+    async fn queued_jobs_of(&self, tenant: i64) -> Result<Vec<Job>> {
+        let q = Query::select()
+            .columns(JOB_COLUMNS.map(|c| (Alias::new("j"), Alias::new(c))))
+            .from_as("ci_jobs", Alias::new("j"))
+            .join_as(
+                JoinType::InnerJoin,
+                Alias::new("ci_runs"),
+                Alias::new("ru"),
+                Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
+            )
+            .join_as(
+                JoinType::InnerJoin,
+                Alias::new("repos"),
+                Alias::new("r"),
+                Expr::col((Alias::new("r"), Alias::new("id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
+            )
+            .and_where(Expr::col((Alias::new("j"), Alias::new("state"))).eq(JobState::Queued.as_str()))
+            .and_where(Expr::col((Alias::new("r"), Alias::new("owner_id"))).eq(tenant))
+            .order_by((Alias::new("j"), Alias::new("id")), Order::Asc)
+            .limit(CANDIDATES)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// Leases the first of `jobs` that may run now (max-parallel allowing) to `runner`.
+    async fn lease_one(
+        &self,
+        runner: &Runner,
+        jobs: impl Iterator<Item = Job>,
+        now: Timestamp,
+    ) -> Result<Option<Lease>> {
+        for job in jobs {
             if let Some(max) = job.max_parallel {
                 let running = Query::select()
                     .expr(Expr::col("id").count())
@@ -1265,6 +1368,7 @@ pub async fn run_reaper(
     // Often enough that a lost runner's job is back in the queue soon after its lease ends.
     let every = u64::try_from(ci.timing.lease_ms / 6).unwrap_or(5000).clamp(250, 5000);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
+    let mut reported: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -1277,6 +1381,17 @@ pub async fn run_reaper(
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "ci: took back jobs whose runner stopped answering"),
             Err(e) => tracing::warn!(error = %e, "ci: expiring leases failed"),
+        }
+        // Queue depth per tenant (a tenant whose queue emptied reads 0).
+        if let Ok(tenants) = ci.tenants_in_turn().await {
+            let now: std::collections::BTreeSet<i64> = tenants.iter().map(|t| t.id).collect();
+            for gone in reported.difference(&now) {
+                metrics::gauge!("gitstratum_ci_queued_jobs", "tenant" => gone.to_string()).set(0.0);
+            }
+            for t in &tenants {
+                metrics::gauge!("gitstratum_ci_queued_jobs", "tenant" => t.id.to_string()).set(t.queued as f64);
+            }
+            reported = now;
         }
     }
 }

@@ -321,6 +321,8 @@ pub struct CiStore {
     /// Woken when a push has written ref-change events (the ingestor waits on it).
     pub(crate) ref_log: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) timing: crate::orchestrate::Timing,
+    /// The most jobs one tenant (repository owner) may have running at once; `None`: no limit.
+    pub(crate) tenant_max_running: Option<i64>,
 }
 
 impl CiStore {
@@ -331,7 +333,14 @@ impl CiStore {
             closing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             ref_log: std::sync::Arc::new(tokio::sync::Notify::new()),
             timing: crate::orchestrate::Timing::default(),
+            tenant_max_running: None,
         }
+    }
+
+    /// This store with a limit on the jobs one tenant may have running at once.
+    pub fn with_tenant_limit(mut self, max_running: Option<i64>) -> CiStore {
+        self.tenant_max_running = max_running.filter(|n| *n > 0);
+        self
     }
 
     /// This store with other protocol clocks (leases, heartbeats, attempts).

@@ -412,7 +412,57 @@ async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
     assert_eq!(RunStatus::parse("nonsense"), None);
 }
 
+/// Fair scheduling: tenant A queues 200 jobs and keeps 4 runners busy; tenant B then queues 5. As
+/// runners free up, B's jobs start within the next few slots (B has fewer running), and A still
+/// gets its share. A per-tenant limit on running jobs holds a tenant back.
+async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
+    use gitstratum_platform::Repo;
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let a = store.create_org("tenant-a", &alice, &Actor::system(), T0).await.expect("org");
+    let b = store.create_org("tenant-b", &alice, &Actor::system(), T0).await.expect("org");
+    let repo_a: Repo = store.create_repo(&a, "big", false, &Actor::system(), T0).await.expect("repo");
+    let repo_b: Repo = store.create_repo(&b, "small", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let queue = |repo: &Repo, key: &str, jobs: usize| {
+        let mut new = run(repo.id, "ci.yml", key);
+        let job = NewJob { needs: vec![], runs_on: Some(vec!["x".into()]), ..new.jobs[0].clone() };
+        new.jobs = (0..jobs).map(|i| NewJob { name: format!("job {i}"), ..job.clone() }).collect();
+        new
+    };
+    ci.create_runs("ci", 1, &[queue(&repo_a, "push:1", 200)], T0).await.expect("a's 200");
+    let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
+    let r = ci.get_runner(r).await.expect("get").expect("runner");
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        running.push(ci.lease_job(&r, T0).await.expect("lease").expect("a job of a"));
+    }
+    ci.create_runs("ci", 2, &[queue(&repo_b, "push:2", 5)], T0).await.expect("b's 5");
+    let owner = |lease: &gitstratum_ci::Lease| if lease.run.repo_id == repo_b.id { 'b' } else { 'a' };
+    // Ten slots free up, one after another.
+    let mut order = String::new();
+    for _ in 0..10 {
+        let done = running.remove(0);
+        assert!(ci.ack_job(done.job.id, r.id, 1, T0).await.expect("ack"));
+        assert!(ci.complete_job(done.job.id, r.id, 1, Conclusion::Success, None, T0).await.expect("complete"));
+        let next = ci.lease_job(&r, T0).await.expect("lease").expect("a job");
+        order.push(owner(&next));
+        running.push(next);
+    }
+    assert_eq!(order.matches('b').count(), 5, "all of b's jobs started: {order}");
+    assert!(order[..6].matches('b').count() >= 3, "b's first jobs start at once: {order}");
+    assert!(order.contains('a'), "a keeps its share: {order}");
+    let turn = ci.tenants_in_turn().await.expect("tenants");
+    assert_eq!(turn.len(), 1, "only a has jobs queued now");
+
+    // A limit of 2 running jobs per tenant: a (4 running now) gets no more.
+    let limited = CiStore::new(store.db().clone()).with_tenant_limit(Some(2));
+    let running_a = running.iter().filter(|l| owner(l) == 'a').count();
+    assert!(running_a >= 2, "{order}");
+    assert!(limited.lease_job(&r, T0).await.expect("lease").is_none(), "tenant a is at its limit");
+}
+
 gitstratum_platform::both_backends!(
+    tenants_share_the_runners_fairly,
     job_concurrency_events_and_annotations,
     concurrency_groups,
     runs_are_created_once_with_the_cursor,

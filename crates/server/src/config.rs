@@ -68,6 +68,8 @@ pub struct Config {
     pub ci_timing: gitstratum_ci::orchestrate::Timing,
     /// The most kept of one step's log.
     pub ci_log_step_max_bytes: u64,
+    /// The most jobs one tenant (repository owner) may have running at once; `None`: no limit.
+    pub ci_max_running_per_tenant: Option<i64>,
     /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
     pub secrets_key: Option<gitstratum_platform::SecretKey>,
 }
@@ -87,6 +89,7 @@ impl fmt::Debug for Config {
             .field("runner_limits", &self.runner_limits)
             .field("ci_timing", &self.ci_timing)
             .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
+            .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -111,6 +114,7 @@ pub struct ConfigLayer {
     pub ci_lease_seconds: Option<String>,
     pub ci_max_attempts: Option<String>,
     pub ci_log_step_max_mb: Option<String>,
+    pub ci_max_running_per_tenant: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -134,6 +138,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_lease_seconds", &self.ci_lease_seconds)
             .field("ci_max_attempts", &self.ci_max_attempts)
             .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
+            .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -177,6 +182,7 @@ struct FileCi {
     lease_seconds: Option<u64>,
     max_attempts: Option<u64>,
     log_step_max_mb: Option<u64>,
+    max_running_per_tenant: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +243,7 @@ impl ConfigLayer {
             ci_lease_seconds: file.ci.lease_seconds.map(|n| n.to_string()),
             ci_max_attempts: file.ci.max_attempts.map(|n| n.to_string()),
             ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
+            ci_max_running_per_tenant: file.ci.max_running_per_tenant.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -268,6 +275,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_LEASE_SECONDS" => layer.ci_lease_seconds = Some(value),
                 "GITSTRATUM_CI_MAX_ATTEMPTS" => layer.ci_max_attempts = Some(value),
                 "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
+                "GITSTRATUM_CI_MAX_RUNNING_PER_TENANT" => layer.ci_max_running_per_tenant = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -294,6 +302,7 @@ impl ConfigLayer {
             ci_lease_seconds: over.ci_lease_seconds.or(self.ci_lease_seconds),
             ci_max_attempts: over.ci_max_attempts.or(self.ci_max_attempts),
             ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
+            ci_max_running_per_tenant: over.ci_max_running_per_tenant.or(self.ci_max_running_per_tenant),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -403,6 +412,13 @@ impl Config {
             merged.ci_log_step_max_mb,
             gitstratum_ci::logs::DEFAULT_STEP_LOG_BYTES >> 20,
         )? << 20;
+        let ci_max_running_per_tenant = match merged.ci_max_running_per_tenant.as_deref().map(str::trim) {
+            None | Some("0") => None,
+            Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
+                setting: "ci.max_running_per_tenant",
+                message: format!("{text:?} is not a whole number (0: no limit)"),
+            })?),
+        };
         let secrets_key = match merged.secrets_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             None => None,
             Some(text) => Some(gitstratum_platform::SecretKey::from_hex(text).map_err(|e| ConfigError::Invalid {
@@ -423,6 +439,7 @@ impl Config {
             runner_limits,
             ci_timing,
             ci_log_step_max_bytes,
+            ci_max_running_per_tenant,
             secrets_key,
         })
     }

@@ -238,7 +238,9 @@ impl Server {
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let git = GitService::new(self.git_store.clone(), self.git_store.clone());
         // One CI store for the API and the ingestor: they share the signal that wakes runners.
-        let ci = gitstratum_ci::CiStore::new(self.store.db().clone()).with_timing(self.config.ci_timing);
+        let ci = gitstratum_ci::CiStore::new(self.store.db().clone())
+            .with_timing(self.config.ci_timing)
+            .with_tenant_limit(self.config.ci_max_running_per_tenant);
         let logs = Arc::new(gitstratum_ci::LogStore::with_step_cap(
             self.data_dir.blobs_dir().join("logs"),
             self.config.ci_log_step_max_bytes,
