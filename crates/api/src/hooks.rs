@@ -178,7 +178,7 @@ async fn create_hook(
         .create_webhook(
             target.owner(),
             &body.url,
-            body.secret.as_deref(),
+            body.secret.as_deref().map(|secret| (secret, state.secrets_key())),
             &body.events,
             &meta.actor(caller),
             state.now(),

@@ -214,6 +214,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "secrets variables",
         sql: include_str!("../migrations/sqlite/0008_secrets_variables.sql"),
     },
+    MigrationSource {
+        version: 9,
+        description: "webhook secrets sealed",
+        sql: include_str!("../migrations/sqlite/0009_webhook_secrets_sealed.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -247,6 +252,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 8,
         description: "secrets variables",
         sql: include_str!("../migrations/postgres/0008_secrets_variables.sql"),
+    },
+    MigrationSource {
+        version: 9,
+        description: "webhook secrets sealed",
+        sql: include_str!("../migrations/postgres/0009_webhook_secrets_sealed.sql"),
     },
 ];
 

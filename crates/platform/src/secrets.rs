@@ -397,8 +397,8 @@ impl PlatformStore {
         Ok(out)
     }
 
-    /// Seals every secret again under `new` (after opening it with `old`), in one transaction.
-    /// Returns how many.
+    /// Seals every secret (CI secrets and webhook secrets) again under `new` (after opening it
+    /// with `old`), in one transaction. Returns how many.
     pub async fn reseal_secrets(&self, old: &SecretKey, new: &SecretKey) -> Result<usize> {
         let mut tx = self.db.begin().await?;
         let q = Query::select().columns(SECRET_COLUMNS).from("secrets").to_owned();
@@ -413,8 +413,26 @@ impl PlatformStore {
                 .to_owned();
             tx.conn().execute(&update).await?;
         }
+        // Webhook secrets are sealed under the same key.
+        let hooks = Query::select()
+            .columns(["id", "secret"])
+            .from("webhooks")
+            .and_where(Expr::col("secret_sealed").eq(true))
+            .to_owned();
+        let hooks: Vec<SealedHook> = tx.conn().fetch_all(&hooks).await?;
+        for hook in &hooks {
+            let slot = crate::webhooks::hook_slot(hook.id);
+            let value = old.open(&slot, &hook.secret).map_err(refused)?;
+            let sealed = new.seal(&slot, &value).map_err(refused)?;
+            let update = Query::update()
+                .table("webhooks")
+                .value("secret", sealed)
+                .and_where(Expr::col("id").eq(hook.id))
+                .to_owned();
+            tx.conn().execute(&update).await?;
+        }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(rows.len() + hooks.len())
     }
 
     /// Creates or replaces a variable; true when it was created.
@@ -506,6 +524,17 @@ impl PlatformStore {
         };
         let (org, own): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(repo, _)| repo.is_none());
         Ok(org.into_iter().chain(own).map(|(_, r)| (r.name, r.value)).collect())
+    }
+}
+
+struct SealedHook {
+    id: i64,
+    secret: String,
+}
+
+impl FromDbRow for SealedHook {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(SealedHook { id: row.get("id")?, secret: row.get("secret")? })
     }
 }
 

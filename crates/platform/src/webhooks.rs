@@ -8,7 +8,8 @@ use sea_query::{Expr, ExprTrait, Order, Query};
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow};
 use crate::events::set_log_cursor;
-use crate::store::{Account, PlatformStore, Repo, Result};
+use crate::secrets::SecretKey;
+use crate::store::{Account, Error, PlatformStore, Repo, Result};
 
 /// Attempts before a delivery is given up (it can still be redelivered by hand).
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -54,8 +55,11 @@ pub struct Webhook {
     /// The organization of an organization hook.
     pub org_id: Option<i64>,
     pub url: String,
-    /// The HMAC key; never shown after creation.
+    /// The HMAC key as stored: sealed (see [`Webhook::signing_secret`]); never shown.
     pub secret: Option<String>,
+    /// Whether `secret` is sealed (rows from before sealing hold it in the clear until the server
+    /// seals them at start).
+    pub secret_sealed: bool,
     pub events: Vec<String>,
     pub active: bool,
     pub created_at: Timestamp,
@@ -70,6 +74,7 @@ impl FromDbRow for Webhook {
             org_id: row.get("org_id")?,
             url: row.get("url")?,
             secret: row.get("secret")?,
+            secret_sealed: row.get("secret_sealed")?,
             events: events.split_whitespace().map(str::to_owned).collect(),
             active: row.get("active")?,
             created_at: Timestamp(row.get("created_at")?),
@@ -77,7 +82,26 @@ impl FromDbRow for Webhook {
     }
 }
 
-const HOOK_COLUMNS: [&str; 8] = ["id", "repo_id", "org_id", "url", "secret", "events", "active", "created_at"];
+const HOOK_COLUMNS: [&str; 9] =
+    ["id", "repo_id", "org_id", "url", "secret", "secret_sealed", "events", "active", "created_at"];
+
+impl Webhook {
+    /// The HMAC key deliveries are signed with, opened with the server's key.
+    pub fn signing_secret(&self, key: &SecretKey) -> Result<Option<String>, crate::secrets::SecretError> {
+        match &self.secret {
+            None => Ok(None),
+            Some(plain) if !self.secret_sealed => Ok(Some(plain.clone())),
+            Some(sealed) => {
+                let bytes = key.open(&hook_slot(self.id), sealed)?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+        }
+    }
+}
+
+pub(crate) fn hook_slot(id: i64) -> String {
+    format!("webhook:{id}")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -165,11 +189,12 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl PlatformStore {
+    /// Creates a webhook; its `secret` (with the key to seal it under) signs deliveries.
     pub async fn create_webhook(
         &self,
         owner: HookOwner<'_>,
         url: &str,
-        secret: Option<&str>,
+        secret: Option<(&str, &SecretKey)>,
         events: &[String],
         actor: &Actor,
         now: Timestamp,
@@ -177,19 +202,26 @@ impl PlatformStore {
         let (column, owner_id) = owner.column();
         let insert = Query::insert()
             .into_table("webhooks")
-            .columns([column, "url", "secret", "events", "active", "created_at"])
-            .values_panic([
-                owner_id.into(),
-                url.into(),
-                secret.map(str::to_owned).into(),
-                events.join(" ").into(),
-                true.into(),
-                now.0.into(),
-            ])
+            .columns([column, "url", "events", "active", "created_at"])
+            .values_panic([owner_id.into(), url.into(), events.join(" ").into(), true.into(), now.0.into()])
             .returning_col("id")
             .to_owned();
         let mut tx = self.db.begin().await?;
         let id: i64 = tx.conn().fetch_one(&insert).await?;
+        // Sealed for its own row (the id is the slot), in the same transaction.
+        let sealed = match secret {
+            None => None,
+            Some((secret, key)) => {
+                let sealed = key.seal(&hook_slot(id), secret.as_bytes()).map_err(|e| Error::Refused(e.to_string()))?;
+                let update = Query::update()
+                    .table("webhooks")
+                    .values([("secret", sealed.as_str().into()), ("secret_sealed", true.into())])
+                    .and_where(Expr::col("id").eq(id))
+                    .to_owned();
+                tx.conn().execute(&update).await?;
+                Some(sealed)
+            }
+        };
         let event = AuditEvent::new("webhook.create", owner.audit_target())
             .org(owner.audit_org())
             .details(format!(r#"{{"id":{id},"url":{url:?},"events":{:?}}}"#, events.join(" ")));
@@ -204,11 +236,37 @@ impl PlatformStore {
             repo_id,
             org_id,
             url: url.to_owned(),
-            secret: secret.map(str::to_owned),
+            secret_sealed: sealed.is_some(),
+            secret: sealed,
             events: events.to_vec(),
             active: true,
             created_at: now,
         })
+    }
+
+    /// Seals the webhook secrets stored in the clear (written before secrets were sealed).
+    /// Returns how many.
+    pub async fn seal_webhook_secrets(&self, key: &SecretKey) -> Result<usize> {
+        let mut tx = self.db.begin().await?;
+        let q = Query::select()
+            .columns(HOOK_COLUMNS)
+            .from("webhooks")
+            .and_where(Expr::col("secret").is_not_null())
+            .and_where(Expr::col("secret_sealed").eq(false))
+            .to_owned();
+        let plain: Vec<Webhook> = tx.conn().fetch_all(&q).await?;
+        for hook in &plain {
+            let Some(secret) = &hook.secret else { continue };
+            let sealed = key.seal(&hook_slot(hook.id), secret.as_bytes()).map_err(|e| Error::Refused(e.to_string()))?;
+            let update = Query::update()
+                .table("webhooks")
+                .values([("secret", sealed.into()), ("secret_sealed", true.into())])
+                .and_where(Expr::col("id").eq(hook.id))
+                .to_owned();
+            tx.conn().execute(&update).await?;
+        }
+        tx.commit().await?;
+        Ok(plain.len())
     }
 
     /// The hooks of a repository, or of an organization.

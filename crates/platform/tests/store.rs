@@ -461,10 +461,36 @@ async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
     use gitstratum_platform::{AttemptOutcome, NewDelivery};
     let owner = store.create_user("owner", false, &sys(), T0).await.expect("user");
     let repo = store.create_repo(&owner, "app", false, &sys(), T0).await.expect("repo");
+    let key = gitstratum_platform::SecretKey::generate().expect("key");
     let hook = store
-        .create_webhook(HookOwner::Repo(&repo), "http://127.0.0.1:9/h", Some("s3cret"), &["push".into()], &sys(), T0)
+        .create_webhook(
+            HookOwner::Repo(&repo),
+            "http://127.0.0.1:9/h",
+            Some(("s3cret", &key)),
+            &["push".into()],
+            &sys(),
+            T0,
+        )
         .await
         .expect("hook");
+    // The signing secret is stored sealed, and opens with the key.
+    assert!(hook.secret_sealed && hook.secret.as_deref().is_some_and(|s| !s.contains("s3cret")));
+    assert_eq!(hook.signing_secret(&key).expect("opens").as_deref(), Some("s3cret"));
+    assert!(hook.signing_secret(&gitstratum_platform::SecretKey::generate().expect("key")).is_err());
+    // A secret stored in the clear (before sealing) is sealed by `seal_webhook_secrets`.
+    let mut conn = store.db().acquire().await.expect("conn");
+    let clear = sea_query::Query::update()
+        .table("webhooks")
+        .values([("secret", "old-secret".into()), ("secret_sealed", false.into())])
+        .and_where(sea_query::ExprTrait::eq(sea_query::Expr::col("id"), hook.id))
+        .to_owned();
+    conn.conn().execute(&clear).await.expect("clear");
+    drop(conn);
+    assert_eq!(store.seal_webhook_secrets(&key).await.expect("seal"), 1);
+    assert_eq!(store.seal_webhook_secrets(&key).await.expect("again"), 0);
+    let hook = store.list_webhooks(HookOwner::Repo(&repo)).await.expect("list").remove(0);
+    assert!(hook.secret_sealed && hook.secret.as_deref() != Some("old-secret"));
+    assert_eq!(hook.signing_secret(&key).expect("opens").as_deref(), Some("old-secret"));
     assert_eq!(store.list_webhooks(HookOwner::Repo(&repo)).await.expect("list"), std::slice::from_ref(&hook));
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 0);
     let new =

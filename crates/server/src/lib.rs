@@ -120,6 +120,12 @@ impl Server {
         };
         let store = PlatformStore::open(&target).await?;
         let secrets_key = secrets_key(&config)?;
+        // Webhook secrets written before they were sealed are sealed now.
+        match store.seal_webhook_secrets(&secrets_key).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(hooks = n, "sealed webhook secrets that were stored in the clear"),
+            Err(e) => tracing::warn!(error = %e, "cannot seal the webhook secrets stored in the clear"),
+        }
         let git_dir = data_dir.git_dir();
         let git_store = tokio::task::spawn_blocking(move || RocksStore::open(&git_dir))
             .await
@@ -265,6 +271,7 @@ impl Server {
             clock: self.clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             http: http::client_builder().user_agent("GitStratum-Hookshot").build().map_err(Error::HttpClient)?,
+            secrets_key: self.secrets_key.clone(),
         };
         let webhooks = tokio::spawn(dispatcher.run(webhooks_stopped));
 

@@ -159,6 +159,8 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     pub public_url: String,
     pub http: reqwest::Client,
+    /// Opens the hooks' signing secrets.
+    pub secrets_key: gitstratum_platform::SecretKey,
 }
 
 impl Dispatcher {
@@ -278,7 +280,15 @@ impl Dispatcher {
     async fn deliver(&self) -> anyhow_lite::Result<()> {
         for delivery in self.store.due_deliveries(self.clock.now(), DELIVERIES_PER_ROUND).await? {
             let outcome = match self.store.get_webhook(delivery.webhook_id).await? {
-                Some(hook) => self.send(&delivery, &hook.url, hook.secret.as_deref(), hook.id).await,
+                Some(hook) => match hook.signing_secret(&self.secrets_key) {
+                    Ok(secret) => self.send(&delivery, &hook.url, secret.as_deref(), hook.id).await,
+                    Err(e) => AttemptOutcome {
+                        status_code: None,
+                        error: Some(format!("cannot open the webhook's secret: {e}")),
+                        duration_ms: 0,
+                        success: false,
+                    },
+                },
                 None => continue,
             };
             let result = if outcome.success { "delivered" } else { "failed" };
