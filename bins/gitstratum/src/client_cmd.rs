@@ -899,6 +899,51 @@ pub fn variable(command: VariableCommand, json_out: bool) -> anyhow::Result<()> 
     })
 }
 
+/// `usage ORG`: an organization's CI usage over a period.
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    org: String,
+    /// Start (YYYY-MM-DD) [default: the first of this month]
+    #[arg(long)]
+    from: Option<String>,
+    /// End, exclusive (YYYY-MM-DD) [default: now]
+    #[arg(long)]
+    to: Option<String>,
+}
+
+pub fn usage(args: UsageArgs, json_out: bool) -> anyhow::Result<()> {
+    let client = Client::from_config()?;
+    let mut query = Vec::new();
+    if let Some(from) = &args.from {
+        query.push(format!("from={from}"));
+    }
+    if let Some(to) = &args.to {
+        query.push(format!("to={to}"));
+    }
+    let path = format!("/orgs/{}/usage{}{}", args.org, if query.is_empty() { "" } else { "?" }, query.join("&"));
+    runtime()?.block_on(async {
+        let usage = client.call(reqwest::Method::GET, &path, None).await?;
+        if json_out {
+            return print_json(&usage);
+        }
+        println!(
+            "{} from {} to {}: {} jobs, {} job minutes, {} bytes of logs",
+            args.org,
+            text(&usage["from"]),
+            text(&usage["to"]),
+            text(&usage["jobs"]),
+            text(&usage["job_minutes"]),
+            text(&usage["log_bytes"])
+        );
+        table(&["labels", "jobs", "minutes"], rows(&usage["by_labels"], &["labels", "jobs", "job_minutes"]));
+        table(
+            &["repository", "jobs", "minutes", "log bytes"],
+            rows(&usage["by_repository"], &["repository", "jobs", "job_minutes", "log_bytes"]),
+        );
+        Ok(())
+    })
+}
+
 fn run_line(run: &Value) -> String {
     let state = if run["status"] == "completed" { text(&run["conclusion"]) } else { text(&run["status"]) };
     format!(

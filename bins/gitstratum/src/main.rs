@@ -66,6 +66,8 @@ enum Command {
     /// CI variables of a repository or organization (the vars context)
     #[command(subcommand)]
     Variable(client_cmd::VariableCommand),
+    /// CI usage of an organization: job minutes by runner labels and repository, log storage
+    Usage(client_cmd::UsageArgs),
     /// Your SSH public keys
     #[command(subcommand, name = "ssh-key")]
     SshKey(client_cmd::SshKeyCommand),
@@ -173,6 +175,7 @@ fn main() -> std::process::ExitCode {
         Command::Webhook(command) => client_cmd::webhook(command, json),
         Command::Secret(command) => client_cmd::secret(command, json),
         Command::Variable(command) => client_cmd::variable(command, json),
+        Command::Usage(args) => client_cmd::usage(args, json),
         Command::Run(command) => client_cmd::run(command, json),
     };
     match result {

@@ -25,6 +25,7 @@ pub mod runs;
 pub mod secrets;
 pub mod session;
 pub mod tokens;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -154,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))
         .routes(routes!(hooks::redeliver))
+        .routes(routes!(usage::org_usage))
         .routes(routes!(secrets::list_repo_secrets))
         .routes(routes!(secrets::put_repo_secret, secrets::delete_repo_secret))
         .routes(routes!(secrets::list_org_secrets))

@@ -75,6 +75,7 @@ pub async fn job_log_stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = readable_job(&state, caller.as_ref(), id).await?;
+    crate::runs::refuse_expired(&job)?;
     let attempt = q.attempt.unwrap_or(job.attempt);
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| {
         let (step, offset) = v.trim().split_once(':')?;

@@ -476,6 +476,11 @@ pub async fn complete(
         state.ci().complete_job(job, runner.id, body.attempt, conclusion, outputs.as_deref(), state.now()).await?;
     state.logs().close(job, body.attempt);
     if completed {
+        // The finished log's size joins the attempt's usage.
+        match state.logs().stored_bytes(job, body.attempt).await {
+            Ok(bytes) => state.ci().record_log_bytes(job, body.attempt, bytes).await?,
+            Err(e) => tracing::warn!(job, error = %e, "cannot measure a finished log"),
+        }
         metrics::counter!("gitstratum_ci_jobs_completed_total", "conclusion" => conclusion.as_str()).increment(1);
         return Ok(StatusCode::NO_CONTENT);
     }

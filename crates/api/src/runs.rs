@@ -329,7 +329,7 @@ pub struct JobLogQuery {
     tag = "ci",
     summary = "A job's log so far (text): its steps' logs one after another, or one step's",
     params(JobLogQuery),
-    responses((status = 200, description = "The log", content_type = "text/plain", body = String), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "The log", content_type = "text/plain", body = String), (status = 410, description = "The logs were deleted (log retention)", body = crate::error::ErrorDoc), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn job_logs(
     State(state): State<AppState>,
@@ -339,6 +339,7 @@ pub async fn job_logs(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let job = readable_job(&state, caller.as_ref(), id).await?;
+    refuse_expired(&job)?;
     let attempt = q.attempt.unwrap_or(job.attempt);
     let log = match q.step {
         Some(step) => state.logs().read_step(id, attempt, step, 0).await,
@@ -346,6 +347,18 @@ pub async fn job_logs(
     }
     .map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+}
+
+/// 410 for a job whose logs the retention sweeper deleted.
+pub(crate) fn refuse_expired(job: &Job) -> Result<(), ApiError> {
+    match job.logs_expired_at {
+        Some(at) => Err(ApiError::new(
+            axum::http::StatusCode::GONE,
+            "logs.expired",
+            format!("the logs of job {} were deleted on {} (log retention)", job.id, at.to_rfc3339()),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn not_now(message: &str) -> ApiError {

@@ -8,7 +8,8 @@
 //!   machines whose transitions are guarded updates.
 //! - [`orchestrate`]: runners lease, acknowledge and keep jobs; completing a job releases its
 //!   dependents and completes the run; expired leases re-queue.
-//! - [`logs`]: job logs, appended by byte offset so a resent frame is harmless.
+//! - [`logs`]: job logs per step, appended by byte offset so a resent frame is harmless.
+//! - [`usage`]: usage metering (a row per attempt that ran) and log retention.
 //! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
 //!
 //! What it must never do: know HTTP (the API crate serves runs) or run anything itself (runners
@@ -23,6 +24,7 @@ pub mod orchestrate;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod usage;
 
 pub use ingest::Ingestor;
 pub use logs::LogStore;

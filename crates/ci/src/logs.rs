@@ -255,6 +255,34 @@ impl LogStore {
             .map_err(LogError::Io)
     }
 
+    /// The bytes an attempt's log takes in storage (compressed steps as stored).
+    pub async fn stored_bytes(&self, job: i64, attempt: i64) -> Result<u64, LogError> {
+        let dir = self.attempt_dir(job, attempt);
+        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            let mut total = 0;
+            for entry in entries {
+                total += entry?.metadata()?.len();
+            }
+            Ok(total)
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e)))?
+        .map_err(LogError::Io)
+    }
+
+    /// Deletes every log of a job (all attempts).
+    pub async fn delete_job(&self, job: i64) -> Result<(), LogError> {
+        match tokio::fs::remove_dir_all(self.dir.join(job.to_string())).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The attempt's whole log so far: its steps' logs one after another.
     pub async fn read(&self, job: i64, attempt: i64) -> Result<Vec<u8>, LogError> {
         let steps = self.steps(job, attempt).await?;

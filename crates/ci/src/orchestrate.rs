@@ -477,6 +477,7 @@ impl CiStore {
             if tx.conn().execute(&update).await? == 0 {
                 return Ok(false);
             }
+            crate::usage::record_usage(&mut tx.conn(), &job, attempt, conclusion.as_str(), now).await?;
             reset_steps(&mut tx.conn(), job_id).await?;
             tx.commit().await?;
             return Ok(true);
@@ -486,6 +487,7 @@ impl CiStore {
         if tx.conn().execute(&update).await? == 0 {
             return Ok(false);
         }
+        crate::usage::record_usage(&mut tx.conn(), &job, attempt, conclusion.as_str(), now).await?;
         let mut released = job_completed(&mut tx.conn(), job_id, now).await?;
         let run_id = job.run_id;
         // fail-fast: a failed matrix instance cancels its siblings.
@@ -542,6 +544,8 @@ impl CiStore {
             }
             touched += 1;
             if job.state == JobState::InProgress {
+                // The lost attempt ran until its runner went silent.
+                crate::usage::record_usage(&mut tx.conn(), &job, job.attempt, "lost", now).await?;
                 if job.attempt < self.timing.max_attempts && !job.cancel_requested {
                     reset_steps(&mut tx.conn(), job.id).await?;
                     crate::events::append_job_event(&mut tx.conn(), job.id, now).await?;
@@ -663,6 +667,7 @@ impl CiStore {
                     ("token_hash", Option::<String>::None.into()),
                     ("cancel_requested", false.into()),
                     ("blocked", false.into()),
+                    ("logs_expired_at", Option::<i64>::None.into()),
                     ("not_before", Option::<i64>::None.into()),
                     ("started_at", Option::<i64>::None.into()),
                     ("completed_at", Option::<i64>::None.into()),

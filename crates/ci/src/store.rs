@@ -179,6 +179,8 @@ pub struct Job {
     pub concurrency: Option<(String, bool)>,
     /// Waiting behind a job of its concurrency group.
     pub blocked: bool,
+    /// When the retention sweeper deleted its logs.
+    pub logs_expired_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -223,6 +225,7 @@ impl FromDbRow for Job {
                 .map(|g| row.get::<bool>("concurrency_cancel").map(|c| (g, c)))
                 .transpose()?,
             blocked: row.get("blocked")?,
+            logs_expired_at: time(row, "logs_expired_at")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -230,7 +233,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 27] = [
+pub(crate) const JOB_COLUMNS: [&str; 28] = [
     "id",
     "run_id",
     "job_key",
@@ -255,6 +258,7 @@ pub(crate) const JOB_COLUMNS: [&str; 27] = [
     "concurrency_group",
     "concurrency_cancel",
     "blocked",
+    "logs_expired_at",
     "created_at",
     "started_at",
     "completed_at",

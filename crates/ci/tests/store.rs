@@ -461,7 +461,56 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
     assert!(limited.lease_job(&r, T0).await.expect("lease").is_none(), "tenant a is at its limit");
 }
 
+/// Usage: a row per attempt that ran (completed, retried, lost), by tenant, repository and labels,
+/// with its log size; logs past the retention are deleted and their jobs marked.
+async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
+    use gitstratum_ci::{LogStore, RetryPolicy};
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let org = store.create_org("acme", &alice, &Actor::system(), T0).await.expect("org");
+    let repo = store.create_repo(&org, "web", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let mut new = run(repo.id, "ci.yml", "push:1");
+    new.jobs.truncate(1);
+    new.jobs[0].runs_on = Some(vec!["x".into()]);
+    new.jobs[0].retry = Some(RetryPolicy { max_attempts: 2, delay_ms: 0, exponential: false });
+    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
+    let r = ci.get_runner(r).await.expect("get").expect("runner");
+    let at = |s: i64| Timestamp(T0.0 + s * 1000);
+    // Attempt 1 runs 30 s and fails (retried); attempt 2 runs 90 s and succeeds.
+    let lease = ci.lease_job(&r, T0).await.expect("lease").expect("job");
+    let job = lease.job.id;
+    assert!(ci.ack_job(job, r.id, 1, T0).await.expect("ack"));
+    assert!(ci.complete_job(job, r.id, 1, Conclusion::Failure, None, at(30)).await.expect("fail"));
+    let lease = ci.lease_job(&r, at(31)).await.expect("lease").expect("retry");
+    assert_eq!(lease.job.attempt, 2);
+    assert!(ci.ack_job(job, r.id, 2, at(40)).await.expect("ack"));
+    assert!(ci.complete_job(job, r.id, 2, Conclusion::Success, None, at(130)).await.expect("done"));
+    assert!(!ci.complete_job(job, r.id, 2, Conclusion::Success, None, at(131)).await.expect("again"));
+    ci.record_log_bytes(job, 2, 4096).await.expect("log bytes");
+    let lines = ci.usage(org.id, T0, at(1000)).await.expect("usage");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((lines[0].repo_id, lines[0].labels.as_str()), (repo.id, "x"));
+    assert_eq!((lines[0].jobs, lines[0].duration_ms, lines[0].log_bytes), (2, 120_000, 4096));
+    assert!(ci.usage(org.id, at(1000), at(2000)).await.expect("later").is_empty());
+    assert!(ci.usage(alice.id, T0, at(1000)).await.expect("another tenant").is_empty());
+
+    // Retention: the job completed at 130 s; with a 100 s retention at 300 s its logs go.
+    let dir = std::env::temp_dir().join(format!("gst-retention-{}-{}", std::process::id(), store.db().backend()));
+    let logs = LogStore::new(dir.clone());
+    logs.append(job, 2, 1, 0, b"a line\n").await.expect("log");
+    logs.finish(job, 2).await.expect("finish");
+    assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(200), 100_000).await.expect("sweep"), 0, "too young");
+    assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(300), 100_000).await.expect("sweep"), 1);
+    assert!(logs.read(job, 2).await.expect("read").is_empty(), "deleted");
+    assert_eq!(ci.get_job(job).await.expect("job").expect("job").logs_expired_at, Some(at(300)));
+    assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(400), 100_000).await.expect("sweep"), 0, "once");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = run_id;
+}
+
 gitstratum_platform::both_backends!(
+    usage_is_metered_and_logs_expire,
     tenants_share_the_runners_fairly,
     job_concurrency_events_and_annotations,
     concurrency_groups,

@@ -219,6 +219,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "webhook secrets sealed",
         sql: include_str!("../migrations/sqlite/0009_webhook_secrets_sealed.sql"),
     },
+    MigrationSource {
+        version: 10,
+        description: "ci usage retention",
+        sql: include_str!("../migrations/sqlite/0010_ci_usage_retention.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -257,6 +262,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 9,
         description: "webhook secrets sealed",
         sql: include_str!("../migrations/postgres/0009_webhook_secrets_sealed.sql"),
+    },
+    MigrationSource {
+        version: 10,
+        description: "ci usage retention",
+        sql: include_str!("../migrations/postgres/0010_ci_usage_retention.sql"),
     },
 ];
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub ci_log_step_max_bytes: u64,
     /// The most jobs one tenant (repository owner) may have running at once; `None`: no limit.
     pub ci_max_running_per_tenant: Option<i64>,
+    /// Days job logs are kept after their job completed.
+    pub ci_log_retention_days: u64,
     /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
     pub secrets_key: Option<gitstratum_platform::SecretKey>,
 }
@@ -90,6 +92,7 @@ impl fmt::Debug for Config {
             .field("ci_timing", &self.ci_timing)
             .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
             .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
+            .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -115,6 +118,7 @@ pub struct ConfigLayer {
     pub ci_max_attempts: Option<String>,
     pub ci_log_step_max_mb: Option<String>,
     pub ci_max_running_per_tenant: Option<String>,
+    pub ci_log_retention_days: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -139,6 +143,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_max_attempts", &self.ci_max_attempts)
             .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
             .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
+            .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -183,6 +188,7 @@ struct FileCi {
     max_attempts: Option<u64>,
     log_step_max_mb: Option<u64>,
     max_running_per_tenant: Option<u64>,
+    log_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +250,7 @@ impl ConfigLayer {
             ci_max_attempts: file.ci.max_attempts.map(|n| n.to_string()),
             ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
             ci_max_running_per_tenant: file.ci.max_running_per_tenant.map(|n| n.to_string()),
+            ci_log_retention_days: file.ci.log_retention_days.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -276,6 +283,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_MAX_ATTEMPTS" => layer.ci_max_attempts = Some(value),
                 "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
                 "GITSTRATUM_CI_MAX_RUNNING_PER_TENANT" => layer.ci_max_running_per_tenant = Some(value),
+                "GITSTRATUM_CI_LOG_RETENTION_DAYS" => layer.ci_log_retention_days = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -303,6 +311,7 @@ impl ConfigLayer {
             ci_max_attempts: over.ci_max_attempts.or(self.ci_max_attempts),
             ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
             ci_max_running_per_tenant: over.ci_max_running_per_tenant.or(self.ci_max_running_per_tenant),
+            ci_log_retention_days: over.ci_log_retention_days.or(self.ci_log_retention_days),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -440,6 +449,7 @@ impl Config {
             ci_timing,
             ci_log_step_max_bytes,
             ci_max_running_per_tenant,
+            ci_log_retention_days: positive("ci.log_retention_days", merged.ci_log_retention_days, 90)?.min(36_500),
             secrets_key,
         })
     }

@@ -258,7 +258,7 @@ impl Server {
             self.metrics.clone(),
             &public_url,
             self.config.rate_limits,
-            gitstratum_api::CiParts { store: ci.clone(), logs, secrets_key: self.secrets_key.clone() },
+            gitstratum_api::CiParts { store: ci.clone(), logs: logs.clone(), secrets_key: self.secrets_key.clone() },
         );
         let app = gitstratum_api::router(state);
 
@@ -296,13 +296,26 @@ impl Server {
         };
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
+        // Logs older than the retention are deleted hourly (and at start).
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.clone();
+        let (retention_ci, retention_clock) = (ci.clone(), self.clock.clone());
+        let retention_ms =
+            i64::try_from(self.config.ci_log_retention_days).unwrap_or(i64::MAX / 86_400_000) * 86_400_000;
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut retention = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 tokio::select! {
                     _ = tick.tick() => metrics.run_upkeep(),
+                    _ = retention.tick() => {
+                        let now = retention_clock.now();
+                        match gitstratum_ci::usage::sweep_logs(&retention_ci, &logs, now, retention_ms).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(jobs = n, "ci: deleted logs past their retention"),
+                            Err(e) => tracing::warn!(error = %e, "ci: the log retention sweep failed"),
+                        }
+                    }
                     _ = &mut upkeep_stopped => break,
                 }
             }

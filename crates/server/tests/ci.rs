@@ -1279,6 +1279,76 @@ jobs:
     s.stop().await;
 }
 
+/// Usage of an organization after a real run (jobs, minutes, log bytes, by labels and repository),
+/// and logs past their retention: deleted, and the API answers 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_reported_and_old_logs_expire() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = s.admin_token.clone();
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs", Some(&token), Some(json!({"name": "acme"}))).await.0, 201);
+    assert_eq!(s.create_repo(Some(&token), json!({"name": "web", "owner": "acme"})).await.0, 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo metered\n",
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/acme/web.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        let (_, page) = s.send(Method::GET, "/api/v1/repos/acme/web/runs", Some(&token), None).await;
+        if let Some(r) = page["runs"].get(0) {
+            run = r.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let detail = completed(&s, &token, &run).await;
+    assert_eq!(detail["conclusion"], "success", "{detail:#}");
+    let (status, usage) = s.send(Method::GET, "/api/v1/orgs/acme/usage", Some(&token), None).await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["jobs"], 1, "{usage}");
+    assert_eq!(usage["by_repository"][0]["repository"], "acme/web", "{usage}");
+    assert_eq!(usage["by_labels"][0]["labels"], "ubuntu-latest", "{usage}");
+    assert!(usage["log_bytes"].as_i64().is_some_and(|b| b > 0), "{usage}");
+    let (status, _) = s.send(Method::GET, "/api/v1/orgs/acme/usage?from=2020-13-01", Some(&token), None).await;
+    assert_eq!(status, 422);
+    let (_, empty) =
+        s.send(Method::GET, "/api/v1/orgs/acme/usage?from=2020-01-01&to=2020-02-01", Some(&token), None).await;
+    assert_eq!(empty["jobs"], 0, "{empty}");
+
+    // 200 days later, with the default 90-day retention, the log is gone.
+    let job = &detail["jobs"][0];
+    let ci = gitstratum_ci::CiStore::new(
+        gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+            path: s.data_dir.path().join("platform.db"),
+        })
+        .await
+        .expect("store")
+        .db()
+        .clone(),
+    );
+    let logs = gitstratum_ci::LogStore::new(s.data_dir.path().join("blobs/logs"));
+    let later =
+        gitstratum_core::Timestamp(gitstratum_core::Clock::now(&gitstratum_core::SystemClock).0 + 200 * 86_400_000);
+    let swept = gitstratum_ci::usage::sweep_logs(&ci, &logs, later, 90 * 86_400_000).await.expect("sweep");
+    assert_eq!(swept, 1);
+    assert!(!s.data_dir.path().join(format!("blobs/logs/{}", job["id"])).exists());
+    let (status, body) = s.send(Method::GET, &format!("/api/v1/jobs/{}/logs", job["id"]), Some(&token), None).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (410, Some("logs.expired")), "{body}");
+    s.stop().await;
+}
+
 /// A server (with or without the embedded runner), a repository `admin/app`, and a local
 /// repository `src` to push from.
 struct Fixture {

@@ -1,0 +1,137 @@
+//! CI usage of an organization: `GET /api/v1/orgs/{org}/usage?from=&to=` (its owners): job
+//! minutes by runner labels and by repository, and log storage, over a period.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use gitstratum_core::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Authenticated;
+use crate::orgs::owned_org;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UsageQuery {
+    /// The start (inclusive): `YYYY-MM-DD` or RFC 3339; default the first of this month (UTC).
+    pub from: Option<String>,
+    /// The end (exclusive): `YYYY-MM-DD` or RFC 3339; default now.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageBody {
+    pub from: String,
+    pub to: String,
+    /// Job attempts that ran (completed, or lost with their runner).
+    pub jobs: i64,
+    pub job_minutes: f64,
+    /// The stored (compressed) size of their logs.
+    pub log_bytes: i64,
+    pub by_labels: Vec<LabelUsage>,
+    pub by_repository: Vec<RepoUsage>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LabelUsage {
+    /// The runner labels the jobs asked for (`runs-on`), space-separated.
+    pub labels: String,
+    pub jobs: i64,
+    pub job_minutes: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RepoUsage {
+    /// `owner/name`, or `#ID` for a repository deleted since.
+    pub repository: String,
+    pub jobs: i64,
+    pub job_minutes: f64,
+    pub log_bytes: i64,
+}
+
+fn minutes(ms: i64) -> f64 {
+    (ms as f64 / 60_000.0 * 100.0).round() / 100.0
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn when(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_owned() };
+    Timestamp::parse_rfc3339(&full)
+        .ok_or_else(|| ApiError::validation(field, format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")))
+}
+
+/// Midnight UTC of the first day of `now`'s month.
+fn month_start(now: Timestamp) -> Timestamp {
+    let today = now.to_rfc3339();
+    Timestamp::parse_rfc3339(&format!("{}-01T00:00:00Z", &today[..7])).unwrap_or(now)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/usage",
+    tag = "ci",
+    summary = "An organization's CI usage over a period",
+    params(UsageQuery),
+    responses((status = 200, description = "Job minutes and log storage, by labels and by repository", body = UsageBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn org_usage(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(org): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageBody>, ApiError> {
+    let org = owned_org(&state, &caller, &org).await?;
+    let now = state.now();
+    let from = q.from.as_deref().map(|t| when("from", t)).transpose()?.unwrap_or_else(|| month_start(now));
+    let to = q.to.as_deref().map(|t| when("to", t)).transpose()?.unwrap_or(Timestamp(now.0 + 1));
+    if to <= from {
+        return Err(ApiError::validation("to", "the end comes after the start"));
+    }
+    let lines = state.ci().usage(org.id, from, to).await?;
+    let mut by_labels: Vec<LabelUsage> = Vec::new();
+    let mut by_repository: Vec<(i64, RepoUsage)> = Vec::new();
+    for line in &lines {
+        match by_labels.iter_mut().find(|l| l.labels == line.labels) {
+            Some(l) => {
+                l.jobs += line.jobs;
+                l.job_minutes += minutes(line.duration_ms);
+            }
+            None => by_labels.push(LabelUsage {
+                labels: line.labels.clone(),
+                jobs: line.jobs,
+                job_minutes: minutes(line.duration_ms),
+            }),
+        }
+        match by_repository.iter_mut().find(|(id, _)| *id == line.repo_id) {
+            Some((_, r)) => {
+                r.jobs += line.jobs;
+                r.job_minutes += minutes(line.duration_ms);
+                r.log_bytes += line.log_bytes;
+            }
+            None => {
+                let name = match state.store().get_repo_by_id(line.repo_id).await? {
+                    Some(repo) => format!("{}/{}", repo.owner, repo.name),
+                    None => format!("#{}", line.repo_id),
+                };
+                by_repository.push((
+                    line.repo_id,
+                    RepoUsage {
+                        repository: name,
+                        jobs: line.jobs,
+                        job_minutes: minutes(line.duration_ms),
+                        log_bytes: line.log_bytes,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(Json(UsageBody {
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        jobs: lines.iter().map(|l| l.jobs).sum(),
+        job_minutes: minutes(lines.iter().map(|l| l.duration_ms).sum()),
+        log_bytes: lines.iter().map(|l| l.log_bytes).sum(),
+        by_labels,
+        by_repository: by_repository.into_iter().map(|(_, r)| r).collect(),
+    }))
+}
