@@ -176,6 +176,24 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Commits what is in `src` (a new repository), pushes it to `admin/app` and waits for the run it
+/// starts; its id.
+fn push_and_wait_for_run(me: &Path, src: &Path, base: &str, token: &str) -> String {
+    git(src, &["init", "-q", "-b", "main"]);
+    git(src, &["add", "-A"]);
+    git(src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    git(src, &["push", "-q", &url, "main"]);
+    for _ in 0..100 {
+        let page = json(&ok(me, &["--json", "run", "list", "admin/app"], ""));
+        if let Some(run) = page["runs"].get(0) {
+            return run["id"].to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the push started no run");
+}
+
 /// A push runs on the real binary's embedded runner, and the `run` commands follow it.
 #[test]
 fn run_commands_follow_a_pushed_workflow() {
@@ -199,22 +217,7 @@ fn run_commands_follow_a_pushed_workflow() {
         "on:\n  workflow_dispatch:\n    inputs:\n      who:\n        required: true\njobs:\n  greet:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello ${{ inputs.who }}\n",
     )
     .expect("write");
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "ci"]);
-    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
-    git(&src, &["push", "-q", &url, "main"]);
-
-    let mut id = String::new();
-    for _ in 0..100 {
-        let page = json(&ok(&me, &["--json", "run", "list", "admin/app"], ""));
-        if let Some(run) = page["runs"].get(0) {
-            id = run["id"].to_string();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!id.is_empty(), "the push started a run");
+    let id = push_and_wait_for_run(&me, &src, &base, &token);
     let watched = ok(&me, &["run", "watch", &id], "");
     assert!(watched.contains("CI") && watched.contains("success"), "{watched}");
     let listed = ok(&me, &["run", "list", "admin/app"], "");
@@ -282,21 +285,7 @@ fn secrets_set_from_the_cli_survive_a_key_rotation() {
         "on: push\njobs:\n  use:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"v=${{ secrets.TOKEN }} r=${{ vars.REGION }}\"\n",
     )
     .expect("write");
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "ci"]);
-    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
-    git(&src, &["push", "-q", &url, "main"]);
-    let mut id = String::new();
-    for _ in 0..100 {
-        let page = json(&ok(&me, &["--json", "run", "list", "admin/app"], ""));
-        if let Some(run) = page["runs"].get(0) {
-            id = run["id"].to_string();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!id.is_empty(), "the push started a run");
+    let id = push_and_wait_for_run(&me, &src, &base, &token);
     ok(&me, &["run", "watch", &id], "");
     let logs = ok(&me, &["run", "logs", &id], "");
     assert!(logs.contains("v=*** r=eu-west") && !logs.contains("s3cret"), "{logs}");

@@ -161,6 +161,38 @@ async fn api(base: &str, token: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
+/// Pushes a repository with `workflow` as its CI workflow to `admin/app` and waits (30 s at most)
+/// until its first job's log contains `needle`: the run's and the job's ids.
+async fn push_until_logged(
+    home: &Path,
+    src: &Path,
+    base: &str,
+    token: &str,
+    workflow: &str,
+    needle: &str,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    std::fs::write(src.join(".github/workflows/ci.yml"), workflow).expect("write");
+    ok(home, src, &["init", "-q", "-b", "main"]);
+    ok(home, src, &["add", "-A"]);
+    ok(home, src, &["commit", "-q", "-m", "ci"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    ok(home, src, &["push", "-q", &url, "main"]);
+    for _ in 0..600 {
+        let page = api(base, token, "/api/v1/repos/admin/app/runs").await;
+        if let Some(run) = page["runs"].get(0) {
+            let detail = api(base, token, &format!("/api/v1/runs/{}", run["id"])).await;
+            let job = detail["jobs"][0]["id"].clone();
+            let log = api(base, token, &format!("/api/v1/jobs/{job}/logs")).await;
+            if log.as_str().is_some_and(|l| l.contains(needle)) {
+                return Some((run["id"].clone(), job));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// SIGKILL while the embedded runner runs a job: after the restart the new embedded runner takes
 /// the job back at once (not after its lease runs out) and runs it again as attempt 2; nothing of
 /// the run is lost, and attempt 1 keeps the log it had shipped.
@@ -171,36 +203,12 @@ async fn sigkill_during_a_job_runs_it_again_after_restart() {
     std::fs::create_dir_all(&home).expect("home");
     let data = tmp.path().join("data");
     let (mut server, base, token) = serve_with_repo(&data, "app").await;
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
-    std::fs::write(
-        src.join(".github/workflows/ci.yml"),
-        "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo started attempt $GITSTRATUM_JOB_ATTEMPT; sleep 3; echo finished\n",
-    )
-    .expect("write");
-    ok(&home, &src, &["init", "-q", "-b", "main"]);
-    ok(&home, &src, &["add", "-A"]);
-    ok(&home, &src, &["commit", "-q", "-m", "ci"]);
-    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
-    ok(&home, &src, &["push", "-q", &url, "main"]);
-
+    let workflow = "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo started attempt $GITSTRATUM_JOB_ATTEMPT; sleep 3; echo finished\n";
     // Wait until the step is running and its first line has been shipped, then kill the server.
-    let mut run_id = serde_json::Value::Null;
-    let mut job_id = serde_json::Value::Null;
-    for _ in 0..300 {
-        let page = api(&base, &token, "/api/v1/repos/admin/app/runs").await;
-        if let Some(run) = page["runs"].get(0) {
-            run_id = run["id"].clone();
-            let detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
-            job_id = detail["jobs"][0]["id"].clone();
-            let log = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
-            if log.as_str().is_some_and(|l| l.contains("started attempt 1")) {
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(!job_id.is_null(), "the job started");
+    let (run_id, job_id) =
+        push_until_logged(&home, &tmp.path().join("src"), &base, &token, workflow, "started attempt 1")
+            .await
+            .expect("the job started");
     server.child.kill().expect("SIGKILL");
     server.child.wait().expect("reaped");
 
@@ -280,37 +288,11 @@ async fn a_killed_runners_job_is_run_again_by_another_runner() {
         made.json::<serde_json::Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
     let mut first = RunnerProcess::start(tmp.path(), &base, &runner_token, "first");
 
-    let src = tmp.path().join("src");
-    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
-    std::fs::write(
-        src.join(".github/workflows/ci.yml"),
-        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo attempt $GITSTRATUM_JOB_ATTEMPT\n          if [ \"$GITSTRATUM_JOB_ATTEMPT\" = 1 ]; then sleep 120; fi\n          echo finished\n",
-    )
-    .expect("write");
-    ok(&home, &src, &["init", "-q", "-b", "main"]);
-    ok(&home, &src, &["add", "-A"]);
-    ok(&home, &src, &["commit", "-q", "-m", "ci"]);
-    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
-    ok(&home, &src, &["push", "-q", &url, "main"]);
-
-    let mut run_id = serde_json::Value::Null;
-    let mut job_id = serde_json::Value::Null;
-    let mut started = false;
-    for _ in 0..600 {
-        let page = api(&base, &token, "/api/v1/repos/admin/app/runs").await;
-        if let Some(run) = page["runs"].get(0) {
-            run_id = run["id"].clone();
-            let detail = api(&base, &token, &format!("/api/v1/runs/{run_id}")).await;
-            job_id = detail["jobs"][0]["id"].clone();
-            let log = api(&base, &token, &format!("/api/v1/jobs/{job_id}/logs")).await;
-            if log.as_str().is_some_and(|l| l.contains("attempt 1")) {
-                started = true;
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(started, "the first runner started the job; its stderr:\n{}", first.stderr());
+    let workflow = "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo attempt $GITSTRATUM_JOB_ATTEMPT\n          if [ \"$GITSTRATUM_JOB_ATTEMPT\" = 1 ]; then sleep 120; fi\n          echo finished\n";
+    let started = push_until_logged(&home, &tmp.path().join("src"), &base, &token, workflow, "attempt 1").await;
+    let Some((run_id, job_id)) = started else {
+        panic!("the first runner did not start the job; its stderr:\n{}", first.stderr())
+    };
     first.child.kill().expect("SIGKILL");
     first.child.wait().expect("reaped");
     let second = RunnerProcess::start(tmp.path(), &base, &runner_token, "second");

@@ -98,6 +98,25 @@ pub struct Tenant {
     pub oldest: i64,
 }
 
+/// Jobs (`j`) with their run (`ru`) and repository (`r`), whose `owner_id` is the tenant.
+fn jobs_by_tenant() -> sea_query::SelectStatement {
+    Query::select()
+        .from_as("ci_jobs", Alias::new("j"))
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("ci_runs"),
+            Alias::new("ru"),
+            Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
+        )
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("repos"),
+            Alias::new("r"),
+            Expr::col((Alias::new("r"), Alias::new("id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
+        )
+        .to_owned()
+}
+
 struct TenantCount {
     tenant: i64,
     n: i64,
@@ -187,23 +206,10 @@ impl CiStore {
     /// Tenants (repository owners) with queued jobs, in the order they get the next runner.
     pub async fn tenants_in_turn(&self) -> Result<Vec<Tenant>> {
         let by_tenant = |states: &[&str]| {
-            Query::select()
+            jobs_by_tenant()
                 .expr_as(Expr::col((Alias::new("r"), Alias::new("owner_id"))), Alias::new("tenant"))
                 .expr_as(Expr::col((Alias::new("j"), Alias::new("id"))).count(), Alias::new("n"))
                 .expr_as(Expr::col((Alias::new("j"), Alias::new("id"))).min(), Alias::new("oldest"))
-                .from_as("ci_jobs", Alias::new("j"))
-                .join_as(
-                    JoinType::InnerJoin,
-                    Alias::new("ci_runs"),
-                    Alias::new("ru"),
-                    Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
-                )
-                .join_as(
-                    JoinType::InnerJoin,
-                    Alias::new("repos"),
-                    Alias::new("r"),
-                    Expr::col((Alias::new("r"), Alias::new("id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
-                )
                 .and_where(Expr::col((Alias::new("j"), Alias::new("state"))).is_in(states.iter().copied()))
                 .group_by_col((Alias::new("r"), Alias::new("owner_id")))
                 .to_owned()
@@ -227,21 +233,8 @@ impl CiStore {
 
     /// A tenant's queued jobs, oldest first (at most [`CANDIDATES`]).
     async fn queued_jobs_of(&self, tenant: i64) -> Result<Vec<Job>> {
-        let q = Query::select()
+        let q = jobs_by_tenant()
             .columns(JOB_COLUMNS.map(|c| (Alias::new("j"), Alias::new(c))))
-            .from_as("ci_jobs", Alias::new("j"))
-            .join_as(
-                JoinType::InnerJoin,
-                Alias::new("ci_runs"),
-                Alias::new("ru"),
-                Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
-            )
-            .join_as(
-                JoinType::InnerJoin,
-                Alias::new("repos"),
-                Alias::new("r"),
-                Expr::col((Alias::new("r"), Alias::new("id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
-            )
             .and_where(Expr::col((Alias::new("j"), Alias::new("state"))).eq(JobState::Queued.as_str()))
             .and_where(Expr::col((Alias::new("r"), Alias::new("owner_id"))).eq(tenant))
             .order_by((Alias::new("j"), Alias::new("id")), Order::Asc)

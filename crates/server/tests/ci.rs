@@ -69,9 +69,15 @@ async fn commit(git: &Git, dir: &Path, message: &str) {
 
 /// The repository's runs, newest first, once there are `n` (within 20 s).
 async fn runs(s: &TestServer, token: &str, n: usize) -> Vec<Value> {
+    runs_of(s, token, "admin/app", n).await
+}
+
+/// The runs of repository `repo` (`owner/name`), once there are `n` of them.
+async fn runs_of(s: &TestServer, token: &str, repo: &str, n: usize) -> Vec<Value> {
     let mut last = Value::Null;
     for _ in 0..200 {
-        let (status, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs?limit=100", Some(token), None).await;
+        let path = format!("/api/v1/repos/{repo}/runs?limit=100");
+        let (status, page) = s.send(Method::GET, &path, Some(token), None).await;
         assert_eq!(status, 200, "{page}");
         if page["runs"].as_array().map(Vec::len) >= Some(n) {
             let runs = page["runs"].as_array().cloned().unwrap_or_default();
@@ -82,6 +88,17 @@ async fn runs(s: &TestServer, token: &str, n: usize) -> Vec<Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("expected {n} runs; have {last}");
+}
+
+/// The CI store of a test server's database, for what the API does not do (expiring leases or
+/// logs at a chosen time).
+async fn ci_store(s: &TestServer) -> gitstratum_ci::CiStore {
+    let store = gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+        path: s.data_dir.path().join("platform.db"),
+    })
+    .await
+    .expect("store");
+    gitstratum_ci::CiStore::new(store.db().clone())
 }
 
 fn summary(runs: &[Value]) -> Vec<(String, String, String)> {
@@ -483,15 +500,7 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     assert_eq!(step(1, Some("bogus")).await.0, 422);
 
     // The runner goes silent: its lease runs out and the job comes back as attempt 2.
-    let ci = gitstratum_ci::CiStore::new(
-        gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
-            path: s.data_dir.path().join("platform.db"),
-        })
-        .await
-        .expect("store")
-        .db()
-        .clone(),
-    );
+    let ci = ci_store(&s).await;
     let later = gitstratum_core::Timestamp(gitstratum_core::Clock::now(&gitstratum_core::SystemClock).0 + 120_000);
     assert_eq!(ci.expire_leases(later).await.expect("expire"), 1);
     let (_, beat) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{job}/heartbeat"), rt, at(1)).await;
@@ -1304,15 +1313,7 @@ async fn usage_is_reported_and_old_logs_expire() {
     commit(&git, &src, "first").await;
     let url = format!("http://x:{token}@{}/acme/web.git", s.base.trim_start_matches("http://"));
     git.ok(&src, &["push", "-q", &url, "main"]).await;
-    let mut run = Value::Null;
-    for _ in 0..100 {
-        let (_, page) = s.send(Method::GET, "/api/v1/repos/acme/web/runs", Some(&token), None).await;
-        if let Some(r) = page["runs"].get(0) {
-            run = r.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let run = runs_of(&s, &token, "acme/web", 1).await.remove(0);
     let detail = completed(&s, &token, &run).await;
     assert_eq!(detail["conclusion"], "success", "{detail:#}");
     let (status, usage) = s.send(Method::GET, "/api/v1/orgs/acme/usage", Some(&token), None).await;
@@ -1329,15 +1330,7 @@ async fn usage_is_reported_and_old_logs_expire() {
 
     // 200 days later, with the default 90-day retention, the log is gone.
     let job = &detail["jobs"][0];
-    let ci = gitstratum_ci::CiStore::new(
-        gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
-            path: s.data_dir.path().join("platform.db"),
-        })
-        .await
-        .expect("store")
-        .db()
-        .clone(),
-    );
+    let ci = ci_store(&s).await;
     let logs = gitstratum_ci::LogStore::new(s.data_dir.path().join("blobs/logs"));
     let later =
         gitstratum_core::Timestamp(gitstratum_core::Clock::now(&gitstratum_core::SystemClock).0 + 200 * 86_400_000);
