@@ -1,5 +1,6 @@
 //! CI usage of an organization: `GET /api/v1/orgs/{org}/usage?from=&to=` (its owners): job
-//! minutes by runner labels and by repository, and log storage, over a period.
+//! minutes by runner labels and by repository, and log storage, over a period; and its CI limits,
+//! `/api/v1/orgs/{org}/ci/limits` (read by its owners, set by site administrators).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -134,4 +135,84 @@ pub async fn org_usage(
         by_labels,
         by_repository: by_repository.into_iter().map(|(_, r)| r).collect(),
     }))
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LimitsBody {
+    /// Jobs the organization may have running at once (`null`: the site's default).
+    pub max_running_jobs: Option<i64>,
+    /// Runs not yet completed it may have; a run beyond fails at once, saying so (`null`: the
+    /// site's default).
+    pub max_queued_runs: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LimitsView {
+    /// The organization's own limits.
+    #[serde(flatten)]
+    pub own: LimitsBody,
+    /// What applies: its own, else the site's defaults (`null`: no limit).
+    pub effective: LimitsBody,
+}
+
+fn view(own: gitstratum_ci::TenantLimits, defaults: gitstratum_ci::TenantLimits) -> LimitsView {
+    let effective = own.or(defaults);
+    LimitsView {
+        own: LimitsBody { max_running_jobs: own.max_running_jobs, max_queued_runs: own.max_queued_runs },
+        effective: LimitsBody {
+            max_running_jobs: effective.max_running_jobs,
+            max_queued_runs: effective.max_queued_runs,
+        },
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/ci/limits",
+    tag = "ci",
+    summary = "An organization's CI limits",
+    responses((status = 200, description = "Its own limits and those that apply", body = LimitsView), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn org_limits(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(org): Path<String>,
+) -> Result<Json<LimitsView>, ApiError> {
+    let org = owned_org(&state, &caller, &org).await?;
+    let own = state.ci().tenant_limits(org.id).await?;
+    Ok(Json(view(own, state.ci().default_tenant_limits())))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/ci/limits",
+    tag = "ci",
+    summary = "Set an organization's CI limits (site administrators)",
+    request_body = LimitsBody,
+    responses((status = 200, description = "Its limits now", body = LimitsView), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn set_org_limits(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: crate::extract::RequestMeta,
+    Path(org): Path<String>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<LimitsBody>,
+) -> Result<Json<LimitsView>, ApiError> {
+    if !caller.is_site_admin() {
+        return Err(ApiError::forbidden("only site administrators set CI limits"));
+    }
+    let org = owned_org(&state, &caller, &org).await?;
+    for (field, value) in [("max_running_jobs", body.max_running_jobs), ("max_queued_runs", body.max_queued_runs)] {
+        if value.is_some_and(|n| n < 1) {
+            return Err(ApiError::validation(field, "a limit is 1 or more (null: the site's default)"));
+        }
+    }
+    let limits =
+        gitstratum_ci::TenantLimits { max_running_jobs: body.max_running_jobs, max_queued_runs: body.max_queued_runs };
+    state.ci().set_tenant_limits(org.id, limits, state.now()).await?;
+    let event = gitstratum_platform::AuditEvent::new("ci.limits.set", format!("org:{}", org.name))
+        .org(Some(org.id))
+        .details(serde_json::to_string(&body).map_err(ApiError::internal)?);
+    state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;
+    Ok(Json(view(limits, state.ci().default_tenant_limits())))
 }

@@ -30,4 +30,4 @@ pub use ingest::Ingestor;
 pub use logs::LogStore;
 pub use orchestrate::{Beat, JobToken, Lease, Runner, StepReport};
 pub use state::{Conclusion, JobState, RunState};
-pub use store::{Annotation, CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step};
+pub use store::{Annotation, CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step, TenantLimits};

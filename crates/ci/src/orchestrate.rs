@@ -190,8 +190,10 @@ impl CiStore {
         };
         // Tenants take turns: the one with the fewest jobs running first (then the one waiting
         // longest), so a tenant that queued a thousand jobs cannot hold up another's one.
+        let own_limits = self.all_tenant_limits().await?;
         for tenant in self.tenants_in_turn().await? {
-            if self.tenant_max_running.is_some_and(|max| tenant.running >= max) {
+            let limits = own_limits.get(&tenant.id).copied().unwrap_or_default().or(self.tenant_limits);
+            if limits.max_running_jobs.is_some_and(|max| tenant.running >= max) {
                 metrics::counter!("gitstratum_ci_jobs_throttled_total").increment(1);
                 continue;
             }

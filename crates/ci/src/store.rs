@@ -325,8 +325,44 @@ pub struct CiStore {
     /// Woken when a push has written ref-change events (the ingestor waits on it).
     pub(crate) ref_log: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) timing: crate::orchestrate::Timing,
-    /// The most jobs one tenant (repository owner) may have running at once; `None`: no limit.
-    pub(crate) tenant_max_running: Option<i64>,
+    /// The site's default limits per tenant (repository owner); each tenant may have its own.
+    pub(crate) tenant_limits: TenantLimits,
+}
+
+/// Limits of one tenant (the account owning repositories); `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Jobs leased or running at once.
+    pub max_running_jobs: Option<i64>,
+    /// Runs not yet completed; a run beyond it fails at once, saying so.
+    pub max_queued_runs: Option<i64>,
+}
+
+impl TenantLimits {
+    /// `self` where it sets a limit, else `defaults`.
+    pub fn or(self, defaults: TenantLimits) -> TenantLimits {
+        TenantLimits {
+            max_running_jobs: self.max_running_jobs.or(defaults.max_running_jobs),
+            max_queued_runs: self.max_queued_runs.or(defaults.max_queued_runs),
+        }
+    }
+}
+
+struct TenantLimitRow {
+    account_id: i64,
+    limits: TenantLimits,
+}
+
+impl FromDbRow for TenantLimitRow {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(TenantLimitRow {
+            account_id: row.get("account_id")?,
+            limits: TenantLimits {
+                max_running_jobs: row.get("max_running_jobs")?,
+                max_queued_runs: row.get("max_queued_runs")?,
+            },
+        })
+    }
 }
 
 impl CiStore {
@@ -337,14 +373,64 @@ impl CiStore {
             closing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             ref_log: std::sync::Arc::new(tokio::sync::Notify::new()),
             timing: crate::orchestrate::Timing::default(),
-            tenant_max_running: None,
+            tenant_limits: TenantLimits::default(),
         }
     }
 
-    /// This store with a limit on the jobs one tenant may have running at once.
-    pub fn with_tenant_limit(mut self, max_running: Option<i64>) -> CiStore {
-        self.tenant_max_running = max_running.filter(|n| *n > 0);
+    /// This store with the site's default limits per tenant.
+    pub fn with_tenant_limits(mut self, limits: TenantLimits) -> CiStore {
+        self.tenant_limits = TenantLimits {
+            max_running_jobs: limits.max_running_jobs.filter(|n| *n > 0),
+            max_queued_runs: limits.max_queued_runs.filter(|n| *n > 0),
+        };
         self
+    }
+
+    /// The site's default limits per tenant.
+    pub fn default_tenant_limits(&self) -> TenantLimits {
+        self.tenant_limits
+    }
+
+    /// A tenant's own limits (what it sets; the defaults fill the rest).
+    pub async fn tenant_limits(&self, account_id: i64) -> Result<TenantLimits> {
+        let q = Query::select()
+            .columns(["account_id", "max_running_jobs", "max_queued_runs"])
+            .from("ci_tenant_limits")
+            .and_where(Expr::col("account_id").eq(account_id))
+            .to_owned();
+        let row: Option<TenantLimitRow> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
+        Ok(row.map(|r| r.limits).unwrap_or_default())
+    }
+
+    /// Every tenant's own limits.
+    pub(crate) async fn all_tenant_limits(&self) -> Result<std::collections::HashMap<i64, TenantLimits>> {
+        let q = Query::select()
+            .columns(["account_id", "max_running_jobs", "max_queued_runs"])
+            .from("ci_tenant_limits")
+            .to_owned();
+        let rows: Vec<TenantLimitRow> = self.db.acquire().await?.conn().fetch_all(&q).await?;
+        Ok(rows.into_iter().map(|r| (r.account_id, r.limits)).collect())
+    }
+
+    /// Sets a tenant's own limits (`None` in a field: the site's default).
+    pub async fn set_tenant_limits(&self, account_id: i64, limits: TenantLimits, now: Timestamp) -> Result<()> {
+        let upsert = Query::insert()
+            .into_table("ci_tenant_limits")
+            .columns(["account_id", "max_running_jobs", "max_queued_runs", "updated_at"])
+            .values_panic([
+                account_id.into(),
+                limits.max_running_jobs.into(),
+                limits.max_queued_runs.into(),
+                now.0.into(),
+            ])
+            .on_conflict(
+                OnConflict::column("account_id")
+                    .update_columns(["max_running_jobs", "max_queued_runs", "updated_at"])
+                    .to_owned(),
+            )
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&upsert).await?;
+        Ok(())
     }
 
     /// This store with other protocol clocks (leases, heartbeats, attempts).
@@ -385,7 +471,7 @@ impl CiStore {
         let mut tx = self.db.begin().await?;
         let mut created = Vec::new();
         for run in runs {
-            if let Some(id) = insert_run(&mut tx.conn(), run, now).await? {
+            if let Some(id) = insert_run(&mut tx.conn(), run, self.tenant_limits, now).await? {
                 crate::orchestrate::settle_run(&mut tx.conn(), id, now).await?;
                 created.push(id);
             }
@@ -401,7 +487,7 @@ impl CiStore {
     /// Creates one run outside any log (a `workflow_dispatch`); `None` when it already exists.
     pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<Option<i64>> {
         let mut tx = self.db.begin().await?;
-        let id = insert_run(&mut tx.conn(), run, now).await?;
+        let id = insert_run(&mut tx.conn(), run, self.tenant_limits, now).await?;
         if let Some(id) = id {
             crate::orchestrate::settle_run(&mut tx.conn(), id, now).await?;
         }
@@ -547,7 +633,43 @@ impl FromDbRow for Annotation {
 }
 
 /// Inserts a run with its jobs and steps; `None` when it already exists.
-async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, now: Timestamp) -> Result<Option<i64>> {
+/// Why a new run of `repo_id` may not queue: its tenant has as many unfinished runs as its limit.
+async fn queue_full(conn: &mut Conn<'_>, repo_id: i64, defaults: TenantLimits) -> Result<Option<String>> {
+    let tenant = Query::select().column("owner_id").from("repos").and_where(Expr::col("id").eq(repo_id)).to_owned();
+    let Some(tenant): Option<i64> = conn.fetch_optional(&tenant).await? else { return Ok(None) };
+    let own = Query::select()
+        .columns(["account_id", "max_running_jobs", "max_queued_runs"])
+        .from("ci_tenant_limits")
+        .and_where(Expr::col("account_id").eq(tenant))
+        .to_owned();
+    let own: Option<TenantLimitRow> = conn.fetch_optional(&own).await?;
+    let Some(limit) = own.map(|r| r.limits).unwrap_or_default().or(defaults).max_queued_runs else { return Ok(None) };
+    let repos = Query::select().column("id").from("repos").and_where(Expr::col("owner_id").eq(tenant)).to_owned();
+    let unfinished = Query::select()
+        .expr(Expr::col("id").count())
+        .from("ci_runs")
+        .and_where(Expr::col("repo_id").in_subquery(repos))
+        .and_where(Expr::col("state").ne(RunState::Completed.as_str()))
+        .to_owned();
+    let unfinished: i64 = conn.fetch_one(&unfinished).await?;
+    Ok((unfinished >= limit)
+        .then(|| format!("not run: the owner already has {unfinished} runs waiting or running (its limit is {limit})")))
+}
+
+async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now: Timestamp) -> Result<Option<i64>> {
+    // A run over its tenant's queue limit is created failed, saying why, with no jobs.
+    let refused = match run.failure {
+        Some(_) => None,
+        None => queue_full(conn, run.repo_id, limits).await?,
+    };
+    let refused_run;
+    let run = match refused {
+        Some(why) => {
+            refused_run = NewRun { failure: Some(why), jobs: Vec::new(), concurrency: None, ..run.clone() };
+            &refused_run
+        }
+        None => run,
+    };
     let next_number = Query::select()
         .expr(Func::coalesce([Expr::col("run_number").max(), Expr::val(0i64)]))
         .from("ci_runs")

@@ -455,10 +455,22 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
     assert_eq!(turn.len(), 1, "only a has jobs queued now");
 
     // A limit of 2 running jobs per tenant: a (4 running now) gets no more.
-    let limited = CiStore::new(store.db().clone()).with_tenant_limit(Some(2));
+    let limited = CiStore::new(store.db().clone())
+        .with_tenant_limits(gitstratum_ci::TenantLimits { max_running_jobs: Some(2), max_queued_runs: None });
     let running_a = running.iter().filter(|l| owner(l) == 'a').count();
     assert!(running_a >= 2, "{order}");
     assert!(limited.lease_job(&r, T0).await.expect("lease").is_none(), "tenant a is at its limit");
+    // A tenant's own limit wins over the default: a may run 10, so it gets a job again.
+    let own = gitstratum_ci::TenantLimits { max_running_jobs: Some(10), max_queued_runs: Some(1) };
+    limited.set_tenant_limits(a.id, own, T0).await.expect("set");
+    assert_eq!(limited.tenant_limits(a.id).await.expect("get"), own);
+    assert!(limited.lease_job(&r, T0).await.expect("lease").is_some(), "a's own limit applies");
+    // a has an unfinished run and may have one: another run of a fails at once, saying why.
+    let refused = limited.create_runs("ci", 3, &[queue(&repo_a, "push:3", 1)], T0).await.expect("create")[0];
+    let refused = limited.get_run(refused).await.expect("run").expect("run");
+    assert_eq!((refused.state, refused.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
+    assert!(refused.message.as_deref().is_some_and(|m| m.contains("its limit is 1")), "{:?}", refused.message);
+    assert!(limited.jobs(refused.id).await.expect("jobs").is_empty());
 }
 
 /// Usage: a row per attempt that ran (completed, retried, lost), by tenant, repository and labels,

@@ -224,6 +224,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci usage retention",
         sql: include_str!("../migrations/sqlite/0010_ci_usage_retention.sql"),
     },
+    MigrationSource {
+        version: 11,
+        description: "ci tenant limits",
+        sql: include_str!("../migrations/sqlite/0011_ci_tenant_limits.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -267,6 +272,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 10,
         description: "ci usage retention",
         sql: include_str!("../migrations/postgres/0010_ci_usage_retention.sql"),
+    },
+    MigrationSource {
+        version: 11,
+        description: "ci tenant limits",
+        sql: include_str!("../migrations/postgres/0011_ci_tenant_limits.sql"),
     },
 ];
 

@@ -68,8 +68,9 @@ pub struct Config {
     pub ci_timing: gitstratum_ci::orchestrate::Timing,
     /// The most kept of one step's log.
     pub ci_log_step_max_bytes: u64,
-    /// The most jobs one tenant (repository owner) may have running at once; `None`: no limit.
-    pub ci_max_running_per_tenant: Option<i64>,
+    /// The site's default limits per tenant (repository owner): jobs running at once, runs not yet
+    /// completed; `None`: no limit. Each organization may have its own.
+    pub ci_tenant_limits: gitstratum_ci::TenantLimits,
     /// Days job logs are kept after their job completed.
     pub ci_log_retention_days: u64,
     /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
@@ -91,7 +92,7 @@ impl fmt::Debug for Config {
             .field("runner_limits", &self.runner_limits)
             .field("ci_timing", &self.ci_timing)
             .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
-            .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
+            .field("ci_tenant_limits", &self.ci_tenant_limits)
             .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
@@ -118,6 +119,7 @@ pub struct ConfigLayer {
     pub ci_max_attempts: Option<String>,
     pub ci_log_step_max_mb: Option<String>,
     pub ci_max_running_per_tenant: Option<String>,
+    pub ci_max_queued_runs_per_tenant: Option<String>,
     pub ci_log_retention_days: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
@@ -143,6 +145,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_max_attempts", &self.ci_max_attempts)
             .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
             .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
+            .field("ci_max_queued_runs_per_tenant", &self.ci_max_queued_runs_per_tenant)
             .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
@@ -188,6 +191,7 @@ struct FileCi {
     max_attempts: Option<u64>,
     log_step_max_mb: Option<u64>,
     max_running_per_tenant: Option<u64>,
+    max_queued_runs_per_tenant: Option<u64>,
     log_retention_days: Option<u64>,
 }
 
@@ -250,6 +254,7 @@ impl ConfigLayer {
             ci_max_attempts: file.ci.max_attempts.map(|n| n.to_string()),
             ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
             ci_max_running_per_tenant: file.ci.max_running_per_tenant.map(|n| n.to_string()),
+            ci_max_queued_runs_per_tenant: file.ci.max_queued_runs_per_tenant.map(|n| n.to_string()),
             ci_log_retention_days: file.ci.log_retention_days.map(|n| n.to_string()),
             secrets_key: None,
         })
@@ -283,6 +288,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_MAX_ATTEMPTS" => layer.ci_max_attempts = Some(value),
                 "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
                 "GITSTRATUM_CI_MAX_RUNNING_PER_TENANT" => layer.ci_max_running_per_tenant = Some(value),
+                "GITSTRATUM_CI_MAX_QUEUED_RUNS_PER_TENANT" => layer.ci_max_queued_runs_per_tenant = Some(value),
                 "GITSTRATUM_CI_LOG_RETENTION_DAYS" => layer.ci_log_retention_days = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
@@ -311,6 +317,7 @@ impl ConfigLayer {
             ci_max_attempts: over.ci_max_attempts.or(self.ci_max_attempts),
             ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
             ci_max_running_per_tenant: over.ci_max_running_per_tenant.or(self.ci_max_running_per_tenant),
+            ci_max_queued_runs_per_tenant: over.ci_max_queued_runs_per_tenant.or(self.ci_max_queued_runs_per_tenant),
             ci_log_retention_days: over.ci_log_retention_days.or(self.ci_log_retention_days),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
@@ -421,12 +428,17 @@ impl Config {
             merged.ci_log_step_max_mb,
             gitstratum_ci::logs::DEFAULT_STEP_LOG_BYTES >> 20,
         )? << 20;
-        let ci_max_running_per_tenant = match merged.ci_max_running_per_tenant.as_deref().map(str::trim) {
-            None | Some("0") => None,
-            Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
-                setting: "ci.max_running_per_tenant",
-                message: format!("{text:?} is not a whole number (0: no limit)"),
-            })?),
+        let limit = |setting: &'static str, value: Option<&str>| -> Result<Option<i64>, ConfigError> {
+            match value.map(str::trim) {
+                None | Some("0") => Ok(None),
+                Some(text) => Ok(Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ConfigError::Invalid { setting, message: format!("{text:?} is not a whole number (0: no limit)") }
+                })?)),
+            }
+        };
+        let ci_tenant_limits = gitstratum_ci::TenantLimits {
+            max_running_jobs: limit("ci.max_running_per_tenant", merged.ci_max_running_per_tenant.as_deref())?,
+            max_queued_runs: limit("ci.max_queued_runs_per_tenant", merged.ci_max_queued_runs_per_tenant.as_deref())?,
         };
         let secrets_key = match merged.secrets_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             None => None,
@@ -448,7 +460,7 @@ impl Config {
             runner_limits,
             ci_timing,
             ci_log_step_max_bytes,
-            ci_max_running_per_tenant,
+            ci_tenant_limits,
             ci_log_retention_days: positive("ci.log_retention_days", merged.ci_log_retention_days, 90)?.min(36_500),
             secrets_key,
         })

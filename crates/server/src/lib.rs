@@ -246,7 +246,7 @@ impl Server {
         // One CI store for the API and the ingestor: they share the signal that wakes runners.
         let ci = gitstratum_ci::CiStore::new(self.store.db().clone())
             .with_timing(self.config.ci_timing)
-            .with_tenant_limit(self.config.ci_max_running_per_tenant);
+            .with_tenant_limits(self.config.ci_tenant_limits);
         let logs = Arc::new(gitstratum_ci::LogStore::with_step_cap(
             self.data_dir.blobs_dir().join("logs"),
             self.config.ci_log_step_max_bytes,

@@ -1327,6 +1327,20 @@ async fn usage_is_reported_and_old_logs_expire() {
     let (_, empty) =
         s.send(Method::GET, "/api/v1/orgs/acme/usage?from=2020-01-01&to=2020-02-01", Some(&token), None).await;
     assert_eq!(empty["jobs"], 0, "{empty}");
+    // The organization's own CI limits: set by site administrators, read by its owners.
+    let limits = |body: Value| s.send(Method::PUT, "/api/v1/orgs/acme/ci/limits", Some(&token), Some(body));
+    let (status, set) = limits(json!({"max_running_jobs": 3})).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!((set["max_running_jobs"].as_i64(), set["effective"]["max_running_jobs"].as_i64()), (Some(3), Some(3)));
+    assert!(set["effective"]["max_queued_runs"].is_null(), "no default limit: {set}");
+    assert_eq!(limits(json!({"max_running_jobs": 0})).await.0, 422);
+    let outsider = s.user_token("outsider", &[gitstratum_platform::Scope::RepoAdmin]).await;
+    let (status, _) = s
+        .send(Method::PUT, "/api/v1/orgs/acme/ci/limits", Some(&outsider), Some(json!({"max_running_jobs": 99})))
+        .await;
+    assert_eq!(status, 403);
+    let (_, got) = s.send(Method::GET, "/api/v1/orgs/acme/ci/limits", Some(&token), None).await;
+    assert_eq!(got["max_running_jobs"], 3, "{got}");
 
     // 200 days later, with the default 90-day retention, the log is gone.
     let job = &detail["jobs"][0];
