@@ -144,6 +144,9 @@ pub struct LimitsBody {
     /// Runs not yet completed it may have; a run beyond fails at once, saying so (`null`: the
     /// site's default).
     pub max_queued_runs: Option<i64>,
+    /// Job minutes per calendar month (UTC); past it, its queued jobs fail, saying so (`null`:
+    /// the site's default).
+    pub max_minutes_per_month: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -158,10 +161,15 @@ pub struct LimitsView {
 fn view(own: gitstratum_ci::TenantLimits, defaults: gitstratum_ci::TenantLimits) -> LimitsView {
     let effective = own.or(defaults);
     LimitsView {
-        own: LimitsBody { max_running_jobs: own.max_running_jobs, max_queued_runs: own.max_queued_runs },
+        own: LimitsBody {
+            max_running_jobs: own.max_running_jobs,
+            max_queued_runs: own.max_queued_runs,
+            max_minutes_per_month: own.max_minutes_per_month,
+        },
         effective: LimitsBody {
             max_running_jobs: effective.max_running_jobs,
             max_queued_runs: effective.max_queued_runs,
+            max_minutes_per_month: effective.max_minutes_per_month,
         },
     }
 }
@@ -202,13 +210,20 @@ pub async fn set_org_limits(
         return Err(ApiError::forbidden("only site administrators set CI limits"));
     }
     let org = owned_org(&state, &caller, &org).await?;
-    for (field, value) in [("max_running_jobs", body.max_running_jobs), ("max_queued_runs", body.max_queued_runs)] {
+    for (field, value) in [
+        ("max_running_jobs", body.max_running_jobs),
+        ("max_queued_runs", body.max_queued_runs),
+        ("max_minutes_per_month", body.max_minutes_per_month),
+    ] {
         if value.is_some_and(|n| n < 1) {
             return Err(ApiError::validation(field, "a limit is 1 or more (null: the site's default)"));
         }
     }
-    let limits =
-        gitstratum_ci::TenantLimits { max_running_jobs: body.max_running_jobs, max_queued_runs: body.max_queued_runs };
+    let limits = gitstratum_ci::TenantLimits {
+        max_running_jobs: body.max_running_jobs,
+        max_queued_runs: body.max_queued_runs,
+        max_minutes_per_month: body.max_minutes_per_month,
+    };
     state.ci().set_tenant_limits(org.id, limits, state.now()).await?;
     let event = gitstratum_platform::AuditEvent::new("ci.limits.set", format!("org:{}", org.name))
         .org(Some(org.id))

@@ -198,11 +198,35 @@ impl CiStore {
                 continue;
             }
             let jobs = self.queued_jobs_of(tenant.id).await?;
+            if let Some(budget) = limits.max_minutes_per_month
+                && self.used_ms(tenant.id, now.month_start()).await? >= budget.saturating_mul(60_000)
+            {
+                self.refuse_over_budget(&jobs, budget, now).await?;
+                continue;
+            }
             if let Some(lease) = self.lease_one(runner, jobs.into_iter().filter(fits), now).await? {
                 return Ok(Some(lease));
             }
         }
         Ok(None)
+    }
+
+    /// Fails queued jobs of a tenant past its monthly minute budget, saying so.
+    async fn refuse_over_budget(&self, jobs: &[Job], budget: i64, now: Timestamp) -> Result<()> {
+        let why = format!("not run: the owner has used its {budget} job minutes of this month");
+        for job in jobs {
+            let mut tx = self.db.begin().await?;
+            let update = finish_job(job.id, Conclusion::Failure, Some(why.clone()), now)
+                .and_where(Expr::col("state").eq(JobState::Queued.as_str()))
+                .to_owned();
+            if tx.conn().execute(&update).await? == 1 {
+                job_completed(&mut tx.conn(), job.id, now).await?;
+                settle_run(&mut tx.conn(), job.run_id, now).await?;
+            }
+            tx.commit().await?;
+        }
+        metrics::counter!("gitstratum_ci_jobs_refused_for_quota_total").increment(jobs.len() as u64);
+        Ok(())
     }
 
     /// Tenants (repository owners) with queued jobs, in the order they get the next runner.

@@ -336,6 +336,8 @@ pub struct TenantLimits {
     pub max_running_jobs: Option<i64>,
     /// Runs not yet completed; a run beyond it fails at once, saying so.
     pub max_queued_runs: Option<i64>,
+    /// Job minutes per calendar month (UTC); past it, queued jobs fail, saying so.
+    pub max_minutes_per_month: Option<i64>,
 }
 
 impl TenantLimits {
@@ -344,9 +346,12 @@ impl TenantLimits {
         TenantLimits {
             max_running_jobs: self.max_running_jobs.or(defaults.max_running_jobs),
             max_queued_runs: self.max_queued_runs.or(defaults.max_queued_runs),
+            max_minutes_per_month: self.max_minutes_per_month.or(defaults.max_minutes_per_month),
         }
     }
 }
+
+const LIMIT_COLUMNS: [&str; 4] = ["account_id", "max_running_jobs", "max_queued_runs", "max_minutes_per_month"];
 
 struct TenantLimitRow {
     account_id: i64,
@@ -360,6 +365,7 @@ impl FromDbRow for TenantLimitRow {
             limits: TenantLimits {
                 max_running_jobs: row.get("max_running_jobs")?,
                 max_queued_runs: row.get("max_queued_runs")?,
+                max_minutes_per_month: row.get("max_minutes_per_month")?,
             },
         })
     }
@@ -382,6 +388,7 @@ impl CiStore {
         self.tenant_limits = TenantLimits {
             max_running_jobs: limits.max_running_jobs.filter(|n| *n > 0),
             max_queued_runs: limits.max_queued_runs.filter(|n| *n > 0),
+            max_minutes_per_month: limits.max_minutes_per_month.filter(|n| *n > 0),
         };
         self
     }
@@ -394,7 +401,7 @@ impl CiStore {
     /// A tenant's own limits (what it sets; the defaults fill the rest).
     pub async fn tenant_limits(&self, account_id: i64) -> Result<TenantLimits> {
         let q = Query::select()
-            .columns(["account_id", "max_running_jobs", "max_queued_runs"])
+            .columns(LIMIT_COLUMNS)
             .from("ci_tenant_limits")
             .and_where(Expr::col("account_id").eq(account_id))
             .to_owned();
@@ -404,10 +411,7 @@ impl CiStore {
 
     /// Every tenant's own limits.
     pub(crate) async fn all_tenant_limits(&self) -> Result<std::collections::HashMap<i64, TenantLimits>> {
-        let q = Query::select()
-            .columns(["account_id", "max_running_jobs", "max_queued_runs"])
-            .from("ci_tenant_limits")
-            .to_owned();
+        let q = Query::select().columns(LIMIT_COLUMNS).from("ci_tenant_limits").to_owned();
         let rows: Vec<TenantLimitRow> = self.db.acquire().await?.conn().fetch_all(&q).await?;
         Ok(rows.into_iter().map(|r| (r.account_id, r.limits)).collect())
     }
@@ -416,16 +420,17 @@ impl CiStore {
     pub async fn set_tenant_limits(&self, account_id: i64, limits: TenantLimits, now: Timestamp) -> Result<()> {
         let upsert = Query::insert()
             .into_table("ci_tenant_limits")
-            .columns(["account_id", "max_running_jobs", "max_queued_runs", "updated_at"])
+            .columns(["account_id", "max_running_jobs", "max_queued_runs", "max_minutes_per_month", "updated_at"])
             .values_panic([
                 account_id.into(),
                 limits.max_running_jobs.into(),
                 limits.max_queued_runs.into(),
+                limits.max_minutes_per_month.into(),
                 now.0.into(),
             ])
             .on_conflict(
                 OnConflict::column("account_id")
-                    .update_columns(["max_running_jobs", "max_queued_runs", "updated_at"])
+                    .update_columns(["max_running_jobs", "max_queued_runs", "max_minutes_per_month", "updated_at"])
                     .to_owned(),
             )
             .to_owned();
@@ -638,7 +643,7 @@ async fn queue_full(conn: &mut Conn<'_>, repo_id: i64, defaults: TenantLimits) -
     let tenant = Query::select().column("owner_id").from("repos").and_where(Expr::col("id").eq(repo_id)).to_owned();
     let Some(tenant): Option<i64> = conn.fetch_optional(&tenant).await? else { return Ok(None) };
     let own = Query::select()
-        .columns(["account_id", "max_running_jobs", "max_queued_runs"])
+        .columns(LIMIT_COLUMNS)
         .from("ci_tenant_limits")
         .and_where(Expr::col("account_id").eq(tenant))
         .to_owned();

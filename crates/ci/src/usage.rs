@@ -122,6 +122,17 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
+    /// The job time (ms) a tenant's attempts that ended since `from` took.
+    pub async fn used_ms(&self, tenant_id: i64, from: Timestamp) -> Result<i64> {
+        let q = Query::select()
+            .expr(Expr::cust("CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT)"))
+            .from("ci_usage")
+            .and_where(Expr::col("tenant_id").eq(tenant_id))
+            .and_where(Expr::col("completed_at").gte(from.0))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_one(&q).await?)
+    }
+
     /// Completed jobs whose logs are kept and which completed before `cutoff` (at most `limit`).
     pub async fn jobs_with_logs_before(&self, cutoff: Timestamp, limit: u64) -> Result<Vec<i64>> {
         let q = Query::select()

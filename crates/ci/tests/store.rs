@@ -456,12 +456,13 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
 
     // A limit of 2 running jobs per tenant: a (4 running now) gets no more.
     let limited = CiStore::new(store.db().clone())
-        .with_tenant_limits(gitstratum_ci::TenantLimits { max_running_jobs: Some(2), max_queued_runs: None });
+        .with_tenant_limits(gitstratum_ci::TenantLimits { max_running_jobs: Some(2), ..Default::default() });
     let running_a = running.iter().filter(|l| owner(l) == 'a').count();
     assert!(running_a >= 2, "{order}");
     assert!(limited.lease_job(&r, T0).await.expect("lease").is_none(), "tenant a is at its limit");
     // A tenant's own limit wins over the default: a may run 10, so it gets a job again.
-    let own = gitstratum_ci::TenantLimits { max_running_jobs: Some(10), max_queued_runs: Some(1) };
+    let own =
+        gitstratum_ci::TenantLimits { max_running_jobs: Some(10), max_queued_runs: Some(1), ..Default::default() };
     limited.set_tenant_limits(a.id, own, T0).await.expect("set");
     assert_eq!(limited.tenant_limits(a.id).await.expect("get"), own);
     assert!(limited.lease_job(&r, T0).await.expect("lease").is_some(), "a's own limit applies");
@@ -519,6 +520,20 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(400), 100_000).await.expect("sweep"), 0, "once");
     let _ = std::fs::remove_dir_all(dir);
     let _ = run_id;
+
+    // A budget of 2 minutes a month: 2 used (the attempts above), so the next job fails, saying so.
+    assert_eq!(ci.used_ms(org.id, T0.month_start()).await.expect("used"), 120_000);
+    let budget = gitstratum_ci::TenantLimits { max_minutes_per_month: Some(2), ..Default::default() };
+    ci.set_tenant_limits(org.id, budget, at(500)).await.expect("budget");
+    let mut next = run(repo.id, "ci.yml", "push:2");
+    next.jobs.truncate(1);
+    next.jobs[0].runs_on = Some(vec!["x".into()]);
+    let refused = ci.create_runs("ci", 2, &[next], at(500)).await.expect("create")[0];
+    assert!(ci.lease_job(&r, at(501)).await.expect("lease").is_none(), "over budget");
+    let refused = ci.get_run(refused).await.expect("run").expect("run");
+    assert_eq!((refused.state, refused.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
+    let job = ci.jobs(refused.id).await.expect("jobs").remove(0);
+    assert!(job.message.as_deref().is_some_and(|m| m.contains("used its 2 job minutes")), "{:?}", job.message);
 }
 
 gitstratum_platform::both_backends!(

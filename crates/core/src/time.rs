@@ -22,6 +22,13 @@ impl Timestamp {
         self.to_string()
     }
 
+    /// Midnight UTC of the first day of this timestamp's month.
+    pub fn month_start(self) -> Timestamp {
+        let days = self.0.div_euclid(86_400_000);
+        let (year, month, _) = civil_from_days(days);
+        Timestamp(days_from_civil(year, month, 1) * 86_400_000)
+    }
+
     /// Reads what [`Timestamp::to_rfc3339`] writes (`YYYY-MM-DDTHH:MM:SSZ`, fractions of a second
     /// allowed); `None` for anything else.
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
@@ -120,6 +127,12 @@ mod tests {
             assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t), "{t}");
         }
         assert_eq!(Timestamp::parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(Timestamp(1500)));
+        let t = Timestamp::parse_rfc3339("2026-11-23T02:20:00Z").expect("time");
+        assert_eq!(t.month_start().to_rfc3339(), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339("2024-03-01T00:00:00Z").expect("t").month_start().to_rfc3339(),
+            "2024-03-01T00:00:00Z"
+        );
         for bad in ["", "2026-11-22", "2026-13-01T00:00:00Z", "2026-11-22T14:13:01", "2026-11-22T14:13:01.x5Z"] {
             assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
         }

@@ -229,6 +229,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci tenant limits",
         sql: include_str!("../migrations/sqlite/0011_ci_tenant_limits.sql"),
     },
+    MigrationSource {
+        version: 12,
+        description: "ci minute budget",
+        sql: include_str!("../migrations/sqlite/0012_ci_minute_budget.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -277,6 +282,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 11,
         description: "ci tenant limits",
         sql: include_str!("../migrations/postgres/0011_ci_tenant_limits.sql"),
+    },
+    MigrationSource {
+        version: 12,
+        description: "ci minute budget",
+        sql: include_str!("../migrations/postgres/0012_ci_minute_budget.sql"),
     },
 ];
 

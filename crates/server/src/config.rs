@@ -120,6 +120,7 @@ pub struct ConfigLayer {
     pub ci_log_step_max_mb: Option<String>,
     pub ci_max_running_per_tenant: Option<String>,
     pub ci_max_queued_runs_per_tenant: Option<String>,
+    pub ci_max_minutes_per_month_per_tenant: Option<String>,
     pub ci_log_retention_days: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
@@ -146,6 +147,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_log_step_max_mb", &self.ci_log_step_max_mb)
             .field("ci_max_running_per_tenant", &self.ci_max_running_per_tenant)
             .field("ci_max_queued_runs_per_tenant", &self.ci_max_queued_runs_per_tenant)
+            .field("ci_max_minutes_per_month_per_tenant", &self.ci_max_minutes_per_month_per_tenant)
             .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
@@ -192,6 +194,7 @@ struct FileCi {
     log_step_max_mb: Option<u64>,
     max_running_per_tenant: Option<u64>,
     max_queued_runs_per_tenant: Option<u64>,
+    max_minutes_per_month_per_tenant: Option<u64>,
     log_retention_days: Option<u64>,
 }
 
@@ -255,6 +258,7 @@ impl ConfigLayer {
             ci_log_step_max_mb: file.ci.log_step_max_mb.map(|n| n.to_string()),
             ci_max_running_per_tenant: file.ci.max_running_per_tenant.map(|n| n.to_string()),
             ci_max_queued_runs_per_tenant: file.ci.max_queued_runs_per_tenant.map(|n| n.to_string()),
+            ci_max_minutes_per_month_per_tenant: file.ci.max_minutes_per_month_per_tenant.map(|n| n.to_string()),
             ci_log_retention_days: file.ci.log_retention_days.map(|n| n.to_string()),
             secrets_key: None,
         })
@@ -289,6 +293,9 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_LOG_STEP_MAX_MB" => layer.ci_log_step_max_mb = Some(value),
                 "GITSTRATUM_CI_MAX_RUNNING_PER_TENANT" => layer.ci_max_running_per_tenant = Some(value),
                 "GITSTRATUM_CI_MAX_QUEUED_RUNS_PER_TENANT" => layer.ci_max_queued_runs_per_tenant = Some(value),
+                "GITSTRATUM_CI_MAX_MINUTES_PER_MONTH_PER_TENANT" => {
+                    layer.ci_max_minutes_per_month_per_tenant = Some(value)
+                }
                 "GITSTRATUM_CI_LOG_RETENTION_DAYS" => layer.ci_log_retention_days = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
@@ -318,6 +325,9 @@ impl ConfigLayer {
             ci_log_step_max_mb: over.ci_log_step_max_mb.or(self.ci_log_step_max_mb),
             ci_max_running_per_tenant: over.ci_max_running_per_tenant.or(self.ci_max_running_per_tenant),
             ci_max_queued_runs_per_tenant: over.ci_max_queued_runs_per_tenant.or(self.ci_max_queued_runs_per_tenant),
+            ci_max_minutes_per_month_per_tenant: over
+                .ci_max_minutes_per_month_per_tenant
+                .or(self.ci_max_minutes_per_month_per_tenant),
             ci_log_retention_days: over.ci_log_retention_days.or(self.ci_log_retention_days),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
@@ -439,6 +449,10 @@ impl Config {
         let ci_tenant_limits = gitstratum_ci::TenantLimits {
             max_running_jobs: limit("ci.max_running_per_tenant", merged.ci_max_running_per_tenant.as_deref())?,
             max_queued_runs: limit("ci.max_queued_runs_per_tenant", merged.ci_max_queued_runs_per_tenant.as_deref())?,
+            max_minutes_per_month: limit(
+                "ci.max_minutes_per_month_per_tenant",
+                merged.ci_max_minutes_per_month_per_tenant.as_deref(),
+            )?,
         };
         let secrets_key = match merged.secrets_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             None => None,
