@@ -172,8 +172,17 @@ pub async fn request(
             let (secrets, vars) = match &repo {
                 Some(repo) => {
                     let wanted = gitstratum_workflow::refs::referenced_secrets(&workflow, &lease.job.job_key).names();
-                    let secrets = state.store().secrets_for_repo(repo, wanted.as_deref(), state.secrets_key()).await?;
-                    (secrets, state.store().variables_for_repo(repo).await?)
+                    match state.store().secrets_for_repo(repo, wanted.as_deref(), state.secrets_key()).await {
+                        Ok(secrets) => (secrets, state.store().variables_for_repo(repo).await?),
+                        Err(e) => {
+                            // Not this runner's problem, nor worth retrying: the job fails, saying why.
+                            tracing::error!(job = lease.job.id, error = %e, "cannot open the secrets of a job");
+                            let why = format!("not run: its secrets cannot be opened on this server ({e})");
+                            let job = &lease.job;
+                            state.ci().fail_lease(job.id, runner.id, job.attempt, &why, state.now()).await?;
+                            continue;
+                        }
+                    }
                 }
                 None => Default::default(),
             };

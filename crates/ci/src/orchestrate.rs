@@ -337,6 +337,30 @@ impl CiStore {
         Ok(None)
     }
 
+    /// Fails a job the server leased but cannot hand over (its secrets cannot be opened, say),
+    /// with `why`; its dependents and run settle as after any failure.
+    pub async fn fail_lease(&self, job_id: i64, runner_id: i64, attempt: i64, why: &str, now: Timestamp) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        let update = finish_job(job_id, Conclusion::Failure, Some(why.to_owned()), now)
+            .and_where(Expr::col("state").eq(JobState::Leased.as_str()))
+            .and_where(Expr::col("runner_id").eq(runner_id))
+            .and_where(Expr::col("attempt").eq(attempt))
+            .to_owned();
+        let mut released = false;
+        if tx.conn().execute(&update).await? == 1 {
+            released |= job_completed(&mut tx.conn(), job_id, now).await?;
+            let run_id =
+                Query::select().column("run_id").from("ci_jobs").and_where(Expr::col("id").eq(job_id)).to_owned();
+            let run_id: i64 = tx.conn().fetch_one(&run_id).await?;
+            released |= settle_run(&mut tx.conn(), run_id, now).await?;
+        }
+        tx.commit().await?;
+        if released {
+            self.queued.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// The runner confirms it has the job: it counts as started. False when the lease is gone.
     pub async fn ack_job(&self, job_id: i64, runner_id: i64, attempt: i64, now: Timestamp) -> Result<bool> {
         let mut tx = self.db.begin().await?;

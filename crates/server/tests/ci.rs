@@ -1230,6 +1230,27 @@ async fn a_job_gets_only_the_secrets_it_references() {
         s.send(Method::POST, &format!("/api/v1/runner/{}/jobs/request?wait=5", runner["id"]), rt, None).await;
     assert_eq!(status, 200, "{lease}");
     assert_eq!(lease["secrets"], json!({"TOKEN_A": "alpha-value"}), "{lease}");
+
+    // A secret that cannot be opened (damaged, or another key): the job fails, saying why, and is
+    // not handed out again and again.
+    let store = gitstratum_platform::PlatformStore::open(&gitstratum_platform::DbTarget::Sqlite {
+        path: s.data_dir.path().join("platform.db"),
+    })
+    .await
+    .expect("store");
+    let damage = sea_query::Query::update().table("secrets").value("sealed", "AAAA").to_owned();
+    store.db().acquire().await.expect("conn").conn().execute(&damage).await.expect("damage");
+    write(&src, "README.md", "again\n");
+    commit(&git, &src, "second").await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let second = runs(&s, &token, 2).await.remove(0);
+    let (status, none) =
+        s.send(Method::POST, &format!("/api/v1/runner/{}/jobs/request?wait=2", runner["id"]), rt, None).await;
+    assert_eq!(status, 204, "{none}");
+    let detail = completed(&s, &token, &second).await;
+    assert_eq!(detail["conclusion"], "failure", "{detail:#}");
+    let message = detail["jobs"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("secrets cannot be opened"), "{message}");
     s.stop().await;
 }
 
