@@ -205,6 +205,11 @@ impl CiStore {
                 continue;
             }
             if let Some(lease) = self.lease_one(runner, jobs.into_iter().filter(fits), now).await? {
+                if let Some(queued) = lease.job.queued_at {
+                    let wait = Ord::max(now.0 - queued.0, 0) as f64 / 1000.0;
+                    metrics::histogram!("gitstratum_ci_queue_wait_duration_seconds", "tenant" => tenant.id.to_string())
+                        .record(wait);
+                }
                 return Ok(Some(lease));
             }
         }
@@ -516,7 +521,11 @@ impl CiStore {
                 attempt + 1,
                 delay as f64 / 1000.0
             );
-            let update = guard(requeue_update(attempt + 1, Some(why)).value("not_before", now.0 + delay).to_owned());
+            let update = guard(
+                requeue_update(attempt + 1, Some(why))
+                    .values([("not_before", (now.0 + delay).into()), ("queued_at", (now.0 + delay).into())])
+                    .to_owned(),
+            );
             if tx.conn().execute(&update).await? == 0 {
                 return Ok(false);
             }
@@ -575,7 +584,7 @@ impl CiStore {
                 }
                 _ if job.attempt < self.timing.max_attempts => {
                     let why = format!("attempt {} lost its runner (no heartbeat); retried", job.attempt);
-                    guard(requeue(job.attempt + 1, Some(why)))
+                    guard(requeue(job.attempt + 1, Some(why)).value("queued_at", now.0).to_owned())
                 }
                 _ => {
                     let why = format!("the runner was lost on each of {} attempts", self.timing.max_attempts);
@@ -962,7 +971,7 @@ async fn release_job_group(conn: &mut Conn<'_>, repo_id: i64, group: &str, now: 
     let Some(next) = jobs.iter().find(|j| j.state == JobState::Waiting && j.blocked) else { return Ok(false) };
     let update = Query::update()
         .table("ci_jobs")
-        .values([("state", JobState::Queued.as_str().into()), ("blocked", false.into())])
+        .values([("state", JobState::Queued.as_str().into()), ("blocked", false.into()), ("queued_at", now.0.into())])
         .and_where(Expr::col("id").eq(next.id))
         .and_where(Expr::col("state").eq(JobState::Waiting.as_str()))
         .and_where(Expr::col("blocked").eq(true))
@@ -1249,7 +1258,7 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
             let update = match &decision {
                 Ok(()) if may_queue => Query::update()
                     .table("ci_jobs")
-                    .value("state", JobState::Queued.as_str())
+                    .values([("state", JobState::Queued.as_str().into()), ("queued_at", now.0.into())])
                     .and_where(Expr::col("id").eq(jobs[i].id))
                     .to_owned(),
                 Ok(()) => Query::update()

@@ -181,6 +181,8 @@ pub struct Job {
     pub blocked: bool,
     /// When the retention sweeper deleted its logs.
     pub logs_expired_at: Option<Timestamp>,
+    /// When it last became leasable (queued, or its retry delay over).
+    pub queued_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -226,6 +228,7 @@ impl FromDbRow for Job {
                 .transpose()?,
             blocked: row.get("blocked")?,
             logs_expired_at: time(row, "logs_expired_at")?,
+            queued_at: time(row, "queued_at")?,
             created_at: Timestamp(row.get("created_at")?),
             started_at: time(row, "started_at")?,
             completed_at: time(row, "completed_at")?,
@@ -233,7 +236,7 @@ impl FromDbRow for Job {
     }
 }
 
-pub(crate) const JOB_COLUMNS: [&str; 28] = [
+pub(crate) const JOB_COLUMNS: [&str; 29] = [
     "id",
     "run_id",
     "job_key",
@@ -259,6 +262,7 @@ pub(crate) const JOB_COLUMNS: [&str; 28] = [
     "concurrency_cancel",
     "blocked",
     "logs_expired_at",
+    "queued_at",
     "created_at",
     "started_at",
     "completed_at",

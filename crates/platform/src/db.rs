@@ -234,6 +234,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci minute budget",
         sql: include_str!("../migrations/sqlite/0012_ci_minute_budget.sql"),
     },
+    MigrationSource {
+        version: 13,
+        description: "ci queued at",
+        sql: include_str!("../migrations/sqlite/0013_ci_queued_at.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -287,6 +292,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 12,
         description: "ci minute budget",
         sql: include_str!("../migrations/postgres/0012_ci_minute_budget.sql"),
+    },
+    MigrationSource {
+        version: 13,
+        description: "ci queued at",
+        sql: include_str!("../migrations/postgres/0013_ci_queued_at.sql"),
     },
 ];
 

@@ -1342,6 +1342,9 @@ async fn usage_is_reported_and_old_logs_expire() {
     assert_eq!(usage["jobs"], 1, "{usage}");
     assert_eq!(usage["by_repository"][0]["repository"], "acme/web", "{usage}");
     assert_eq!(usage["by_labels"][0]["labels"], "ubuntu-latest", "{usage}");
+    // The scheduler's queue wait, by tenant (the organization's id).
+    let metrics = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("gitstratum_ci_queue_wait_duration_seconds_bucket{tenant="), "{metrics}");
     assert!(usage["log_bytes"].as_i64().is_some_and(|b| b > 0), "{usage}");
     let (status, _) = s.send(Method::GET, "/api/v1/orgs/acme/usage?from=2020-13-01", Some(&token), None).await;
     assert_eq!(status, 422);
