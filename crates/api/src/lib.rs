@@ -157,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hooks::redeliver))
         .routes(routes!(usage::org_usage))
         .routes(routes!(usage::org_limits, usage::set_org_limits))
+        .routes(routes!(usage::repo_settings, usage::set_repo_settings))
         .routes(routes!(secrets::list_repo_secrets))
         .routes(routes!(secrets::put_repo_secret, secrets::delete_repo_secret))
         .routes(routes!(secrets::list_org_secrets))

@@ -231,3 +231,54 @@ pub async fn set_org_limits(
     state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;
     Ok(Json(view(limits, state.ci().default_tenant_limits())))
 }
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RepoCiSettings {
+    /// Days this repository's job logs are kept after their job completed (`null`: the site's
+    /// default).
+    pub log_retention_days: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/ci/settings",
+    tag = "ci",
+    summary = "A repository's CI settings",
+    responses((status = 200, description = "Its settings", body = RepoCiSettings), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn repo_settings(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Json<RepoCiSettings>, ApiError> {
+    let repo =
+        crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
+    Ok(Json(RepoCiSettings { log_retention_days: state.ci().repo_log_retention(repo.id).await? }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/repos/{owner}/{repo}/ci/settings",
+    tag = "ci",
+    summary = "Set a repository's CI settings (its admins)",
+    request_body = RepoCiSettings,
+    responses((status = 200, description = "Its settings now", body = RepoCiSettings), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn set_repo_settings(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: crate::extract::RequestMeta,
+    Path((owner, name)): Path<(String, String)>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<RepoCiSettings>,
+) -> Result<Json<RepoCiSettings>, ApiError> {
+    let repo =
+        crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
+    if body.log_retention_days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+        return Err(ApiError::validation("log_retention_days", "1 to 36500 days (null: the site's default)"));
+    }
+    state.ci().set_repo_log_retention(repo.id, body.log_retention_days, state.now()).await?;
+    let event = gitstratum_platform::AuditEvent::new("ci.settings.set", format!("repo:{}/{}", repo.owner, repo.name))
+        .details(serde_json::to_string(&body).map_err(ApiError::internal)?);
+    state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;
+    Ok(Json(body))
+}

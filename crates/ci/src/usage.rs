@@ -9,7 +9,7 @@
 use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{Conn, DbRow, FromDbRow};
 use gitstratum_platform::store::Result;
-use sea_query::{Alias, Expr, ExprTrait, JoinType, OnConflict, Order, Query};
+use sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict, Order, Query};
 
 use crate::logs::LogStore;
 use crate::store::{CiStore, Job};
@@ -54,6 +54,16 @@ pub(crate) async fn record_usage(
         .to_owned();
     conn.execute(&insert).await?;
     Ok(())
+}
+
+struct RepoSettings {
+    log_retention_days: Option<i64>,
+}
+
+impl FromDbRow for RepoSettings {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(RepoSettings { log_retention_days: row.get("log_retention_days")? })
+    }
 }
 
 struct Owner {
@@ -133,17 +143,59 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_one(&q).await?)
     }
 
-    /// Completed jobs whose logs are kept and which completed before `cutoff` (at most `limit`).
-    pub async fn jobs_with_logs_before(&self, cutoff: Timestamp, limit: u64) -> Result<Vec<i64>> {
+    /// Completed jobs whose logs are kept and past their retention at `now`: their repository's
+    /// own (`ci_repo_settings`), else `default_ms` (at most `limit` jobs).
+    pub async fn jobs_with_logs_expired(&self, now: Timestamp, default_ms: i64, limit: u64) -> Result<Vec<i64>> {
         let q = Query::select()
-            .column("id")
-            .from("ci_jobs")
-            .and_where(Expr::col("completed_at").lt(cutoff.0))
-            .and_where(Expr::col("logs_expired_at").is_null())
-            .order_by("id", Order::Asc)
+            .column((Alias::new("j"), Alias::new("id")))
+            .from_as("ci_jobs", Alias::new("j"))
+            .join_as(
+                JoinType::InnerJoin,
+                Alias::new("ci_runs"),
+                Alias::new("ru"),
+                Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
+            )
+            .join_as(
+                JoinType::LeftJoin,
+                Alias::new("ci_repo_settings"),
+                Alias::new("st"),
+                Expr::col((Alias::new("st"), Alias::new("repo_id"))).equals((Alias::new("ru"), Alias::new("repo_id"))),
+            )
+            .and_where(Expr::col((Alias::new("j"), Alias::new("logs_expired_at"))).is_null())
+            .and_where(Expr::col((Alias::new("j"), Alias::new("completed_at"))).is_not_null())
+            .and_where(Expr::col((Alias::new("j"), Alias::new("completed_at"))).lt(Expr::val(now.0).sub(
+                Func::coalesce([
+                    Expr::col((Alias::new("st"), Alias::new("log_retention_days"))).mul(86_400_000i64),
+                    Expr::val(default_ms),
+                ]),
+            )))
+            .order_by((Alias::new("j"), Alias::new("id")), Order::Asc)
             .limit(limit)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
+    /// A repository's own log retention in days (`None`: the site's default).
+    pub async fn repo_log_retention(&self, repo_id: i64) -> Result<Option<i64>> {
+        let q = Query::select()
+            .column("log_retention_days")
+            .from("ci_repo_settings")
+            .and_where(Expr::col("repo_id").eq(repo_id))
+            .to_owned();
+        let found: Option<RepoSettings> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
+        Ok(found.and_then(|s| s.log_retention_days))
+    }
+
+    /// Sets a repository's own log retention in days (`None`: the site's default).
+    pub async fn set_repo_log_retention(&self, repo_id: i64, days: Option<i64>, now: Timestamp) -> Result<()> {
+        let upsert = Query::insert()
+            .into_table("ci_repo_settings")
+            .columns(["repo_id", "log_retention_days", "updated_at"])
+            .values_panic([repo_id.into(), days.into(), now.0.into()])
+            .on_conflict(OnConflict::column("repo_id").update_columns(["log_retention_days", "updated_at"]).to_owned())
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&upsert).await?;
+        Ok(())
     }
 
     /// Notes that a job's logs were deleted.
@@ -158,13 +210,13 @@ impl CiStore {
     }
 }
 
-/// Deletes the logs of jobs that completed more than `retention_ms` before `now` (files first,
-/// then the mark, so an interrupted sweep is finished by the next). Returns how many jobs.
-pub async fn sweep_logs(ci: &CiStore, logs: &LogStore, now: Timestamp, retention_ms: i64) -> Result<usize> {
-    let cutoff = Timestamp(now.0 - retention_ms);
+/// Deletes the logs of jobs past their retention at `now` (their repository's own, else
+/// `default_ms`): files first, then the mark, so an interrupted sweep is finished by the next.
+/// Returns how many jobs.
+pub async fn sweep_logs(ci: &CiStore, logs: &LogStore, now: Timestamp, default_ms: i64) -> Result<usize> {
     let mut swept = 0;
     loop {
-        let jobs = ci.jobs_with_logs_before(cutoff, 100).await?;
+        let jobs = ci.jobs_with_logs_expired(now, default_ms, 100).await?;
         if jobs.is_empty() {
             return Ok(swept);
         }

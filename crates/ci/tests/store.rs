@@ -518,11 +518,27 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     assert!(logs.read(job, 2).await.expect("read").is_empty(), "deleted");
     assert_eq!(ci.get_job(job).await.expect("job").expect("job").logs_expired_at, Some(at(300)));
     assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(400), 100_000).await.expect("sweep"), 0, "once");
+    // A repository's own retention wins over the default: 1 day here, against a default of a year.
+    assert_eq!(ci.repo_log_retention(repo.id).await.expect("get"), None);
+    ci.set_repo_log_retention(repo.id, Some(1), T0).await.expect("set");
+    assert_eq!(ci.repo_log_retention(repo.id).await.expect("get"), Some(1));
+    let year = 365 * 86_400_000;
+    let mut again = run(repo.id, "ci.yml", "push:9");
+    again.jobs.truncate(1);
+    again.jobs[0].runs_on = Some(vec!["x".into()]);
+    let other = ci.create_runs("ci", 9, &[again], at(600)).await.expect("create")[0];
+    let lease = ci.lease_job(&r, at(600)).await.expect("lease").expect("job");
+    assert_eq!(lease.run.id, other);
+    assert!(ci.ack_job(lease.job.id, r.id, 1, at(600)).await.expect("ack"));
+    assert!(ci.complete_job(lease.job.id, r.id, 1, Conclusion::Success, None, at(610)).await.expect("done"));
+    let day = 86_400;
+    assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(610 + day / 2), year).await.expect("sweep"), 0);
+    assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(610 + 2 * day), year).await.expect("sweep"), 1);
     let _ = std::fs::remove_dir_all(dir);
     let _ = run_id;
 
-    // A budget of 2 minutes a month: 2 used (the attempts above), so the next job fails, saying so.
-    assert_eq!(ci.used_ms(org.id, T0.month_start()).await.expect("used"), 120_000);
+    // A budget of 2 minutes a month: 2m10s used (the attempts above), so the next job fails.
+    assert_eq!(ci.used_ms(org.id, T0.month_start()).await.expect("used"), 130_000);
     let budget = gitstratum_ci::TenantLimits { max_minutes_per_month: Some(2), ..Default::default() };
     ci.set_tenant_limits(org.id, budget, at(500)).await.expect("budget");
     let mut next = run(repo.id, "ci.yml", "push:2");

@@ -239,6 +239,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci queued at",
         sql: include_str!("../migrations/sqlite/0013_ci_queued_at.sql"),
     },
+    MigrationSource {
+        version: 14,
+        description: "ci repo settings",
+        sql: include_str!("../migrations/sqlite/0014_ci_repo_settings.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -297,6 +302,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 13,
         description: "ci queued at",
         sql: include_str!("../migrations/postgres/0013_ci_queued_at.sql"),
+    },
+    MigrationSource {
+        version: 14,
+        description: "ci repo settings",
+        sql: include_str!("../migrations/postgres/0014_ci_repo_settings.sql"),
     },
 ];
 

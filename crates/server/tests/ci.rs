@@ -1365,6 +1365,13 @@ async fn usage_is_reported_and_old_logs_expire() {
     assert_eq!(status, 403);
     let (_, got) = s.send(Method::GET, "/api/v1/orgs/acme/ci/limits", Some(&token), None).await;
     assert_eq!(got["max_running_jobs"], 3, "{got}");
+    // A repository's own log retention.
+    let settings = |body: Value| s.send(Method::PUT, "/api/v1/repos/acme/web/ci/settings", Some(&token), Some(body));
+    assert_eq!(settings(json!({"log_retention_days": 0})).await.0, 422);
+    assert_eq!(settings(json!({"log_retention_days": 30})).await.0, 200);
+    let (_, got) = s.send(Method::GET, "/api/v1/repos/acme/web/ci/settings", Some(&token), None).await;
+    assert_eq!(got["log_retention_days"], 30, "{got}");
+    assert_eq!(settings(json!({"log_retention_days": null})).await.0, 200);
 
     // 200 days later, with the default 90-day retention, the log is gone.
     let job = &detail["jobs"][0];
