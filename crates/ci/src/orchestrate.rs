@@ -98,8 +98,8 @@ pub struct Tenant {
     pub oldest: i64,
 }
 
-/// Jobs (`j`) with their run (`ru`) and repository (`r`), whose `owner_id` is the tenant.
-fn jobs_by_tenant() -> sea_query::SelectStatement {
+/// Jobs (`j`) with their run (`ru`).
+pub(crate) fn jobs_with_runs() -> sea_query::SelectStatement {
     Query::select()
         .from_as("ci_jobs", Alias::new("j"))
         .join_as(
@@ -108,6 +108,12 @@ fn jobs_by_tenant() -> sea_query::SelectStatement {
             Alias::new("ru"),
             Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
         )
+        .to_owned()
+}
+
+/// Jobs (`j`) with their run (`ru`) and repository (`r`), whose `owner_id` is the tenant.
+fn jobs_by_tenant() -> sea_query::SelectStatement {
+    jobs_with_runs()
         .join_as(
             JoinType::InnerJoin,
             Alias::new("repos"),

@@ -146,15 +146,8 @@ impl CiStore {
     /// Completed jobs whose logs are kept and past their retention at `now`: their repository's
     /// own (`ci_repo_settings`), else `default_ms` (at most `limit` jobs).
     pub async fn jobs_with_logs_expired(&self, now: Timestamp, default_ms: i64, limit: u64) -> Result<Vec<i64>> {
-        let q = Query::select()
+        let q = crate::orchestrate::jobs_with_runs()
             .column((Alias::new("j"), Alias::new("id")))
-            .from_as("ci_jobs", Alias::new("j"))
-            .join_as(
-                JoinType::InnerJoin,
-                Alias::new("ci_runs"),
-                Alias::new("ru"),
-                Expr::col((Alias::new("ru"), Alias::new("id"))).equals((Alias::new("j"), Alias::new("run_id"))),
-            )
             .join_as(
                 JoinType::LeftJoin,
                 Alias::new("ci_repo_settings"),
