@@ -902,7 +902,8 @@ pub fn variable(command: VariableCommand, json_out: bool) -> anyhow::Result<()> 
 /// `usage ORG`: an organization's CI usage over a period.
 #[derive(clap::Args)]
 pub struct UsageArgs {
-    org: String,
+    /// The organization [default: your own repositories]
+    org: Option<String>,
     /// Start (YYYY-MM-DD) [default: the first of this month]
     #[arg(long)]
     from: Option<String>,
@@ -920,20 +921,26 @@ pub fn usage(args: UsageArgs, json_out: bool) -> anyhow::Result<()> {
     if let Some(to) = &args.to {
         query.push(format!("to={to}"));
     }
-    let path = format!("/orgs/{}/usage{}{}", args.org, if query.is_empty() { "" } else { "?" }, query.join("&"));
+    let base = match &args.org {
+        Some(org) => format!("/orgs/{org}/usage"),
+        None => "/user/usage".to_owned(),
+    };
+    let path = format!("{base}{}{}", if query.is_empty() { "" } else { "?" }, query.join("&"));
     runtime()?.block_on(async {
         let usage = client.call(reqwest::Method::GET, &path, None).await?;
         if json_out {
             return print_json(&usage);
         }
         println!(
-            "{} from {} to {}: {} jobs, {} job minutes, {} bytes of logs",
-            args.org,
+            "{} from {} to {}: {} jobs, {} job minutes, {} bytes of logs; now {} of artifacts, {} of caches",
+            args.org.as_deref().unwrap_or("Your repositories"),
             text(&usage["from"]),
             text(&usage["to"]),
             text(&usage["jobs"]),
             text(&usage["job_minutes"]),
-            text(&usage["log_bytes"])
+            text(&usage["log_bytes"]),
+            human_bytes(usage["artifact_bytes"].as_u64().unwrap_or(0)),
+            human_bytes(usage["cache_bytes"].as_u64().unwrap_or(0)),
         );
         table(&["labels", "jobs", "minutes"], rows(&usage["by_labels"], &["labels", "jobs", "job_minutes"]));
         table(
@@ -1156,4 +1163,156 @@ pub fn workflow_run(repo: &str, file: &str, git_ref: &str, fields: &[String], js
         );
         Ok(())
     })
+}
+
+#[derive(Subcommand)]
+pub enum ArtifactCommand {
+    /// The artifacts of a run
+    List {
+        /// The run's id
+        run: i64,
+    },
+    /// Download an artifact's zip (with a progress bar on a terminal)
+    Download {
+        /// The artifact's id
+        id: i64,
+        /// Where to write the zip [default: NAME.zip in the current directory]
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Delete an artifact
+    Delete { id: i64 },
+}
+
+pub fn artifact(command: ArtifactCommand, json_out: bool) -> anyhow::Result<()> {
+    let client = Client::from_config()?;
+    runtime()?.block_on(async {
+        match command {
+            ArtifactCommand::List { run } => {
+                let list = client.call(reqwest::Method::GET, &format!("/runs/{run}/artifacts"), None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                let mut rows = Vec::new();
+                for a in list["artifacts"].as_array().into_iter().flatten() {
+                    let size = a["size_in_bytes"].as_u64().unwrap_or(0);
+                    let state = if a["expired"] == true { "expired".to_owned() } else { text(&a["expires_at"]) };
+                    rows.push(vec![text(&a["id"]), text(&a["name"]), human_bytes(size), text(&a["files"]), state]);
+                }
+                table(&["id", "name", "size", "files", "expires"], rows);
+            }
+            ArtifactCommand::Download { id, output } => {
+                let meta = client.call(reqwest::Method::GET, &format!("/artifacts/{id}"), None).await?;
+                let name = meta["name"].as_str().unwrap_or("artifact");
+                let path = output.unwrap_or_else(|| PathBuf::from(format!("{}.zip", name.replace(['/', '\\'], "_"))));
+                let bytes = client.download(&format!("/artifacts/{id}/download"), &path).await?;
+                if json_out {
+                    return print_json(&json!({"id": id, "name": name, "path": path, "bytes": bytes}));
+                }
+                println!("Downloaded artifact {name:?} to {} ({})", path.display(), human_bytes(bytes));
+            }
+            ArtifactCommand::Delete { id } => {
+                client.call(reqwest::Method::DELETE, &format!("/artifacts/{id}"), None).await?;
+                if !json_out {
+                    println!("Deleted artifact {id}.");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// A progress bar on stderr, when stderr is a terminal: `[#####-----]  42% 12.0 MiB / 28.5 MiB`.
+struct Progress {
+    total: Option<u64>,
+    done: u64,
+    shown: std::time::Instant,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Progress {
+        Progress { total, done: 0, shown: std::time::Instant::now(), on: std::io::stderr().is_terminal() }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.on && self.shown.elapsed() >= std::time::Duration::from_millis(100) {
+            self.shown = std::time::Instant::now();
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        let line = match self.total {
+            Some(total) if total > 0 => {
+                let filled = usize::try_from(self.done.min(total) * 30 / total).unwrap_or(30);
+                format!(
+                    "[{}{}] {:>3}% {} / {}",
+                    "#".repeat(filled),
+                    "-".repeat(30 - filled),
+                    self.done.min(total) * 100 / total,
+                    human_bytes(self.done),
+                    human_bytes(total)
+                )
+            }
+            _ => human_bytes(self.done),
+        };
+        eprint!("\r{line}\x1b[K");
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.on {
+            self.draw();
+            eprintln!();
+        }
+    }
+}
+
+impl Client {
+    /// Streams `path` (under `/api/v1`) into a new file, showing progress; returns its length.
+    /// The file is written beside its place and renamed there once complete.
+    async fn download(&self, path: &str, to: &std::path::Path) -> anyhow::Result<u64> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut req = self.http.get(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let mut resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let value: Value = resp.json().await.unwrap_or_default();
+            let message = value["error"]["message"].as_str().unwrap_or("request failed");
+            let code = value["error"]["code"].as_str().unwrap_or("unknown");
+            bail!("{message} ({code}, HTTP {})", status.as_u16());
+        }
+        let partial = to.with_extension("zip.part");
+        let mut file =
+            std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+        let mut progress = Progress::new(resp.content_length());
+        while let Some(chunk) = resp.chunk().await.context("the download broke off")? {
+            file.write_all(&chunk).with_context(|| format!("cannot write {}", partial.display()))?;
+            progress.add(chunk.len() as u64);
+        }
+        progress.finish();
+        if let Some(total) = resp.content_length()
+            && total != progress.done
+        {
+            let _ = std::fs::remove_file(&partial);
+            bail!("the download ended after {} of {} bytes", progress.done, total);
+        }
+        file.sync_all()?;
+        std::fs::rename(&partial, to).with_context(|| format!("cannot write {}", to.display()))?;
+        Ok(progress.done)
+    }
 }

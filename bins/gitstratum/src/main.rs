@@ -66,8 +66,12 @@ enum Command {
     /// CI variables of a repository or organization (the vars context)
     #[command(subcommand)]
     Variable(client_cmd::VariableCommand),
-    /// CI usage of an organization: job minutes by runner labels and repository, log storage
+    /// CI usage of an organization (or, without one, of your own repositories): job minutes by
+    /// runner labels and repository, log, artifact and cache storage
     Usage(client_cmd::UsageArgs),
+    /// Artifacts of workflow runs: list, download (a zip), delete
+    #[command(subcommand)]
+    Artifact(client_cmd::ArtifactCommand),
     /// Your SSH public keys
     #[command(subcommand, name = "ssh-key")]
     SshKey(client_cmd::SshKeyCommand),
@@ -176,6 +180,7 @@ fn main() -> std::process::ExitCode {
         Command::Secret(command) => client_cmd::secret(command, json),
         Command::Variable(command) => client_cmd::variable(command, json),
         Command::Usage(args) => client_cmd::usage(args, json),
+        Command::Artifact(command) => client_cmd::artifact(command, json),
         Command::Run(command) => client_cmd::run(command, json),
     };
     match result {

@@ -184,9 +184,9 @@ fn request_body(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, GitError> {
 
 /// Carries output from a blocking producer to the response body as it is produced; a client
 /// that goes away makes the next write fail, which stops the producer. Counts the bytes.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    written: u64,
+pub(crate) struct ChannelWriter {
+    pub(crate) tx: mpsc::Sender<io::Result<Bytes>>,
+    pub(crate) written: u64,
 }
 
 impl Write for ChannelWriter {

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -48,6 +49,8 @@ pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
 pub struct CiParts {
     pub store: gitstratum_ci::CiStore,
     pub logs: Arc<gitstratum_ci::LogStore>,
+    /// Artifacts and caches.
+    pub artifacts: Arc<gitstratum_ci::Artifacts>,
     /// The key CI secrets are sealed with.
     pub secrets_key: gitstratum_platform::SecretKey,
 }
@@ -62,6 +65,7 @@ struct Inner {
     store: PlatformStore,
     ci: gitstratum_ci::CiStore,
     logs: Arc<gitstratum_ci::LogStore>,
+    artifacts: Arc<gitstratum_ci::Artifacts>,
     secrets_key: gitstratum_platform::SecretKey,
     git: GitService,
     clock: Arc<dyn Clock>,
@@ -88,6 +92,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 ci: ci.store,
                 logs: ci.logs,
+                artifacts: ci.artifacts,
                 secrets_key: ci.secrets_key,
                 store,
                 git,
@@ -123,6 +128,15 @@ impl AppState {
         &self.inner.logs
     }
 
+    /// Artifacts and caches.
+    pub fn artifacts(&self) -> &gitstratum_ci::Artifacts {
+        &self.inner.artifacts
+    }
+
+    pub(crate) fn artifacts_arc(&self) -> Arc<gitstratum_ci::Artifacts> {
+        self.inner.artifacts.clone()
+    }
+
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
@@ -156,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(hooks::deliveries))
         .routes(routes!(hooks::redeliver))
         .routes(routes!(usage::org_usage))
+        .routes(routes!(usage::user_usage))
         .routes(routes!(usage::org_limits, usage::set_org_limits))
         .routes(routes!(usage::repo_settings, usage::set_repo_settings))
         .routes(routes!(secrets::list_repo_secrets))
@@ -203,6 +218,22 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runner::logs))
         .routes(routes!(runner::step))
         .routes(routes!(runner::complete))
+        .routes(routes!(artifacts::finish_artifact, artifacts::job_artifacts))
+        .routes(routes!(artifacts::job_artifact_archive))
+        .routes(routes!(artifacts::cache_lookup))
+        .routes(routes!(artifacts::finish_cache))
+        .routes(routes!(artifacts::cache_archive))
+        .routes(routes!(artifacts::run_artifacts))
+        .routes(routes!(artifacts::get, artifacts::delete))
+        .routes(routes!(artifacts::download))
+        .routes(routes!(artifacts::repo_caches))
+        .routes(routes!(artifacts::delete_cache))
+        .merge(
+            // Upload chunks are bigger than JSON bodies.
+            OpenApiRouter::new()
+                .routes(routes!(artifacts::upload_chunk))
+                .layer(DefaultBodyLimit::max(gitstratum_ci::artifacts::MAX_CHUNK_BYTES)),
+        )
         .split_for_parts();
     let mut doc = doc;
     openapi::declare_path_params(&mut doc);

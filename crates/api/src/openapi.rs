@@ -84,6 +84,9 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "file" => (false, "A workflow file's name, such as ci.yml"),
         "sha" => (false, "A commit id (40 hex digits), or a branch or tag name"),
         "name" => (false, "A secret's or variable's name: letters, digits and _ (case-insensitive)"),
+        "artifact" => (true, "The numeric id of the artifact"),
+        "cache" => (true, "The numeric id of the cache"),
+        "slot" => (false, "The runner's name for an upload of this job attempt: 1 to 64 letters, digits and dashes"),
         _ => (false, UNDESCRIBED),
     }
 }

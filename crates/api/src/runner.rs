@@ -83,7 +83,7 @@ pub async fn register(
 }
 
 /// The runner, when it is the caller's.
-async fn own_runner(state: &AppState, caller: &Principal, id: i64) -> Result<Runner, ApiError> {
+pub(crate) async fn own_runner(state: &AppState, caller: &Principal, id: i64) -> Result<Runner, ApiError> {
     require_scope(caller, Scope::CiRunner)?;
     match state.ci().get_runner(id).await? {
         Some(runner) if runner.account_id == caller.account.id => Ok(runner),
@@ -225,7 +225,7 @@ pub struct AttemptBody {
     pub attempt: i64,
 }
 
-fn lease_lost(job: i64) -> ApiError {
+pub(crate) fn lease_lost(job: i64) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "job.lease_lost", format!("job {job} is not yours (any more); stop it"))
 }
 
@@ -484,6 +484,8 @@ pub async fn complete(
     let completed =
         state.ci().complete_job(job, runner.id, body.attempt, conclusion, outputs.as_deref(), state.now()).await?;
     state.logs().close(job, body.attempt);
+    // Uploads it did not finish are dropped.
+    state.artifacts().discard_staged(job, body.attempt).await;
     if completed {
         // The finished log's size joins the attempt's usage.
         match state.logs().stored_bytes(job, body.attempt).await {

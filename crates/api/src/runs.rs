@@ -252,7 +252,7 @@ pub async fn get(
 
 /// The run and its repository, when the caller may act on the repository with `needed` (a run of
 /// a repository the caller may not see is missing).
-async fn authorize_run(
+pub(crate) async fn authorize_run(
     state: &AppState,
     caller: Option<&gitstratum_platform::Principal>,
     id: i64,

@@ -1,5 +1,7 @@
-//! CI usage of an organization: `GET /api/v1/orgs/{org}/usage?from=&to=` (its owners): job
-//! minutes by runner labels and by repository, and log storage, over a period; and its CI limits,
+//! CI usage of an organization: `GET /api/v1/orgs/{org}/usage?from=&to=` (its owners), or of the
+//! caller's own repositories (`GET /api/v1/user/usage`): job minutes by runner labels and by
+//! repository, and log storage, over a period, and the artifact and cache storage taken now; and
+//! an organization's CI limits,
 //! `/api/v1/orgs/{org}/ci/limits` (read by its owners, set by site administrators).
 
 use axum::Json;
@@ -31,6 +33,10 @@ pub struct UsageBody {
     pub log_bytes: i64,
     pub by_labels: Vec<LabelUsage>,
     pub by_repository: Vec<RepoUsage>,
+    /// What its kept artifacts take in storage now (compressed).
+    pub artifact_bytes: i64,
+    /// What its caches take in storage now (compressed).
+    pub cache_bytes: i64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,13 +88,34 @@ pub async fn org_usage(
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<UsageBody>, ApiError> {
     let org = owned_org(&state, &caller, &org).await?;
+    Ok(Json(usage_of(&state, org.id, &q).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/user/usage",
+    tag = "ci",
+    summary = "The CI usage of the caller's own repositories over a period",
+    params(UsageQuery),
+    responses((status = 200, description = "Job minutes and storage, by labels and by repository", body = UsageBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn user_usage(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageBody>, ApiError> {
+    Ok(Json(usage_of(&state, caller.account.id, &q).await?))
+}
+
+/// A tenant's (the account owning repositories) usage over the query's period.
+async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<UsageBody, ApiError> {
     let now = state.now();
     let from = q.from.as_deref().map(|t| when("from", t)).transpose()?.unwrap_or_else(|| month_start(now));
     let to = q.to.as_deref().map(|t| when("to", t)).transpose()?.unwrap_or(Timestamp(now.0 + 1));
     if to <= from {
         return Err(ApiError::validation("to", "the end comes after the start"));
     }
-    let lines = state.ci().usage(org.id, from, to).await?;
+    let lines = state.ci().usage(tenant_id, from, to).await?;
     let mut by_labels: Vec<LabelUsage> = Vec::new();
     let mut by_repository: Vec<(i64, RepoUsage)> = Vec::new();
     for line in &lines {
@@ -126,7 +153,8 @@ pub async fn org_usage(
             }
         }
     }
-    Ok(Json(UsageBody {
+    let (artifact_bytes, cache_bytes) = state.artifacts().stored_bytes(tenant_id).await?;
+    Ok(UsageBody {
         from: from.to_rfc3339(),
         to: to.to_rfc3339(),
         jobs: lines.iter().map(|l| l.jobs).sum(),
@@ -134,7 +162,9 @@ pub async fn org_usage(
         log_bytes: lines.iter().map(|l| l.log_bytes).sum(),
         by_labels,
         by_repository: by_repository.into_iter().map(|(_, r)| r).collect(),
-    }))
+        artifact_bytes,
+        cache_bytes,
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -237,6 +267,9 @@ pub struct RepoCiSettings {
     /// Days this repository's job logs are kept after their job completed (`null`: the site's
     /// default).
     pub log_retention_days: Option<i64>,
+    /// The most days this repository's artifacts are kept (an upload's `retention-days` may ask
+    /// for fewer; `null`: the site's default).
+    pub artifact_retention_days: Option<i64>,
 }
 
 #[utoipa::path(
@@ -253,7 +286,11 @@ pub async fn repo_settings(
 ) -> Result<Json<RepoCiSettings>, ApiError> {
     let repo =
         crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
-    Ok(Json(RepoCiSettings { log_retention_days: state.ci().repo_log_retention(repo.id).await? }))
+    let settings = state.ci().repo_settings(repo.id).await?;
+    Ok(Json(RepoCiSettings {
+        log_retention_days: settings.log_retention_days,
+        artifact_retention_days: settings.artifact_retention_days,
+    }))
 }
 
 #[utoipa::path(
@@ -273,10 +310,18 @@ pub async fn set_repo_settings(
 ) -> Result<Json<RepoCiSettings>, ApiError> {
     let repo =
         crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
-    if body.log_retention_days.is_some_and(|d| !(1..=36_500).contains(&d)) {
-        return Err(ApiError::validation("log_retention_days", "1 to 36500 days (null: the site's default)"));
+    for (field, days) in
+        [("log_retention_days", body.log_retention_days), ("artifact_retention_days", body.artifact_retention_days)]
+    {
+        if days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+            return Err(ApiError::validation(field, "1 to 36500 days (null: the site's default)"));
+        }
     }
-    state.ci().set_repo_log_retention(repo.id, body.log_retention_days, state.now()).await?;
+    let settings = gitstratum_ci::usage::RepoSettings {
+        log_retention_days: body.log_retention_days,
+        artifact_retention_days: body.artifact_retention_days,
+    };
+    state.ci().set_repo_settings(repo.id, settings, state.now()).await?;
     let event = gitstratum_platform::AuditEvent::new("ci.settings.set", format!("repo:{}/{}", repo.owner, repo.name))
         .details(serde_json::to_string(&body).map_err(ApiError::internal)?);
     state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;

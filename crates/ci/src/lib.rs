@@ -9,6 +9,8 @@
 //! - [`orchestrate`]: runners lease, acknowledge and keep jobs; completing a job releases its
 //!   dependents and completes the run; expired leases re-queue.
 //! - [`logs`]: job logs per step, appended by byte offset so a resent frame is harmless.
+//! - [`artifacts`]: artifacts and caches: chunked uploads, checked archives, retention, LRU
+//!   eviction; their archives rest in a [`blob::BlobStore`].
 //! - [`usage`]: usage metering (a row per attempt that ran) and log retention.
 //! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
 //!
@@ -17,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
+pub mod blob;
 pub mod events;
 pub mod ingest;
 pub mod logs;
@@ -26,6 +30,7 @@ pub mod state;
 pub mod store;
 pub mod usage;
 
+pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, Cache};
 pub use ingest::Ingestor;
 pub use logs::LogStore;
 pub use orchestrate::{Beat, JobToken, Lease, Runner, StepReport};

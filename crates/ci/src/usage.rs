@@ -56,13 +56,21 @@ pub(crate) async fn record_usage(
     Ok(())
 }
 
-struct RepoSettings {
-    log_retention_days: Option<i64>,
+/// A repository's own CI settings; `None`: the site's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepoSettings {
+    /// Days its job logs are kept.
+    pub log_retention_days: Option<i64>,
+    /// Days its artifacts are kept at most.
+    pub artifact_retention_days: Option<i64>,
 }
 
 impl FromDbRow for RepoSettings {
     fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
-        Ok(RepoSettings { log_retention_days: row.get("log_retention_days")? })
+        Ok(RepoSettings {
+            log_retention_days: row.get("log_retention_days")?,
+            artifact_retention_days: row.get("artifact_retention_days")?,
+        })
     }
 }
 
@@ -168,24 +176,30 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
-    /// A repository's own log retention in days (`None`: the site's default).
-    pub async fn repo_log_retention(&self, repo_id: i64) -> Result<Option<i64>> {
+    /// A repository's own CI settings.
+    pub async fn repo_settings(&self, repo_id: i64) -> Result<RepoSettings> {
         let q = Query::select()
-            .column("log_retention_days")
+            .columns(["log_retention_days", "artifact_retention_days"])
             .from("ci_repo_settings")
             .and_where(Expr::col("repo_id").eq(repo_id))
             .to_owned();
         let found: Option<RepoSettings> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
-        Ok(found.and_then(|s| s.log_retention_days))
+        Ok(found.unwrap_or_default())
     }
 
-    /// Sets a repository's own log retention in days (`None`: the site's default).
-    pub async fn set_repo_log_retention(&self, repo_id: i64, days: Option<i64>, now: Timestamp) -> Result<()> {
+    /// Sets a repository's own CI settings.
+    pub async fn set_repo_settings(&self, repo_id: i64, settings: RepoSettings, now: Timestamp) -> Result<()> {
+        let columns = ["log_retention_days", "artifact_retention_days", "updated_at"];
         let upsert = Query::insert()
             .into_table("ci_repo_settings")
-            .columns(["repo_id", "log_retention_days", "updated_at"])
-            .values_panic([repo_id.into(), days.into(), now.0.into()])
-            .on_conflict(OnConflict::column("repo_id").update_columns(["log_retention_days", "updated_at"]).to_owned())
+            .columns(["repo_id", columns[0], columns[1], columns[2]])
+            .values_panic([
+                repo_id.into(),
+                settings.log_retention_days.into(),
+                settings.artifact_retention_days.into(),
+                now.0.into(),
+            ])
+            .on_conflict(OnConflict::column("repo_id").update_columns(columns).to_owned())
             .to_owned();
         self.db.acquire().await?.conn().execute(&upsert).await?;
         Ok(())

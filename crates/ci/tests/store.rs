@@ -519,9 +519,10 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     assert_eq!(ci.get_job(job).await.expect("job").expect("job").logs_expired_at, Some(at(300)));
     assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(400), 100_000).await.expect("sweep"), 0, "once");
     // A repository's own retention wins over the default: 1 day here, against a default of a year.
-    assert_eq!(ci.repo_log_retention(repo.id).await.expect("get"), None);
-    ci.set_repo_log_retention(repo.id, Some(1), T0).await.expect("set");
-    assert_eq!(ci.repo_log_retention(repo.id).await.expect("get"), Some(1));
+    assert_eq!(ci.repo_settings(repo.id).await.expect("get").log_retention_days, None);
+    let one_day = gitstratum_ci::usage::RepoSettings { log_retention_days: Some(1), artifact_retention_days: Some(7) };
+    ci.set_repo_settings(repo.id, one_day, T0).await.expect("set");
+    assert_eq!(ci.repo_settings(repo.id).await.expect("get"), one_day);
     let year = 365 * 86_400_000;
     let mut again = run(repo.id, "ci.yml", "push:9");
     again.jobs.truncate(1);
@@ -552,7 +553,161 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     assert!(job.message.as_deref().is_some_and(|m| m.contains("used its 2 job minutes")), "{:?}", job.message);
 }
 
+/// An archive of `files` (path, length) of incompressible bytes.
+fn archive(files: &[(&str, usize)]) -> Vec<u8> {
+    let mut writer = gitstratum_artifact::Writer::new(Vec::new()).expect("writer");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for (path, len) in files {
+        let data: Vec<u8> = (0..*len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        writer.add(path, 0o644, data.len() as u64, &mut &data[..]).expect("add");
+    }
+    writer.finish().expect("finish")
+}
+
+async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore) {
+    use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Uploader};
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let run_id = ci.create_runs("ci", 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create")[0];
+    let jobs = ci.jobs(run_id).await.expect("jobs");
+    let dir = tempfile::tempdir().expect("tmp");
+    let blobs = gitstratum_ci::blob::FsBlobStore::open(dir.path().to_owned()).expect("blobs");
+    let config = gitstratum_ci::ArtifactConfig {
+        max_artifact_bytes: 1000,
+        max_run_bytes: 1500,
+        retention_days: 90,
+        max_cache_bytes: 1000,
+        max_repo_cache_bytes: 1100,
+    };
+    let artifacts = gitstratum_ci::Artifacts::new(ci.clone(), std::sync::Arc::new(blobs), config);
+    let who = |job: i64, git_ref: &'static str| Uploader {
+        job_id: job,
+        attempt: 1,
+        run_id,
+        repo_id: repo.id,
+        tenant_id: alice.id,
+        git_ref,
+    };
+    let (j0, j1) = (jobs[0].id, jobs[1].id);
+    let upload = |job: i64, slot: &'static str, bytes: Vec<u8>| {
+        let artifacts = &artifacts;
+        async move { artifacts.append_chunk(job, 1, slot, 0, &bytes).await.expect("upload") }
+    };
+    let new = |slot, name| NewArtifact { slot, name, retention_days: None, overwrite: false };
+    let day = 86_400_000;
+
+    // Chunks by offset: a gap is refused with what the server has, a resend is harmless.
+    let bytes = archive(&[("a.txt", 600)]);
+    let (first, second) = bytes.split_at(bytes.len() / 2);
+    assert_eq!(artifacts.append_chunk(j0, 1, "s1", 0, first).await.expect("chunk"), first.len() as u64);
+    let gap = artifacts.append_chunk(j0, 1, "s1", first.len() as u64 + 5, second).await;
+    assert!(matches!(gap, Err(ArtifactError::Gap { have, .. }) if have == first.len() as u64), "{gap:?}");
+    artifacts.append_chunk(j0, 1, "s1", 0, first).await.expect("resend");
+    let end = artifacts.append_chunk(j0, 1, "s1", first.len() as u64, second).await.expect("chunk");
+    assert_eq!(end, bytes.len() as u64);
+    let kept = artifacts
+        .finish_artifact(who(j0, "refs/heads/main"), NewArtifact { retention_days: Some(5), ..new("s1", "dist") }, T0)
+        .await
+        .expect("kept");
+    assert_eq!((kept.size_bytes, kept.files, kept.expires_at), (600, 1, Timestamp(T0.0 + 5 * day)));
+    assert_eq!(kept.stored_bytes, bytes.len() as i64);
+    assert!(artifacts.append_chunk(j0, 1, "../x", 0, b"x").await.is_err(), "slots are plain names");
+
+    // Another job may not take the name, unless it overwrites.
+    upload(j1, "s2", archive(&[("b.txt", 10)])).await;
+    let taken = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s2", "dist"), T0).await;
+    assert!(matches!(taken, Err(ArtifactError::Conflict(_))), "{taken:?}");
+    // Too big for what is left of the run's 1500 bytes (600 are taken).
+    upload(j1, "s3", archive(&[("big", 950)])).await;
+    let big = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s3", "big"), T0).await;
+    assert!(matches!(&big, Err(ArtifactError::TooBig(why)) if why.contains("the run's artifacts")), "{big:?}");
+    // Damaged archives, bad names and missing uploads are refused, and nothing is kept.
+    upload(j1, "s4", b"not an archive".to_vec()).await;
+    let damaged = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s4", "junk"), T0).await;
+    assert!(matches!(damaged, Err(ArtifactError::Invalid(_))), "{damaged:?}");
+    upload(j1, "s5", archive(&[("c", 1)])).await;
+    let named = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s5", "a/b"), T0).await;
+    assert!(matches!(named, Err(ArtifactError::Invalid(_))), "{named:?}");
+    let missing = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("nothing", "x"), T0).await;
+    assert!(matches!(missing, Err(ArtifactError::NoUpload(_))), "{missing:?}");
+    let listed = artifacts.list(run_id).await.expect("list");
+    assert_eq!(listed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["dist"]);
+    let mut names = Vec::new();
+    let blob = artifacts.open_blob(&kept.blob_key).expect("blob");
+    gitstratum_artifact::read_archive(blob, &Default::default(), |e, _| {
+        names.push(e.path.clone());
+        Ok(())
+    })
+    .expect("read");
+    assert_eq!(names, ["a.txt"]);
+    assert_eq!(artifacts.stored_bytes(alice.id).await.expect("bytes"), (kept.stored_bytes, 0));
+    // Staged uploads of an ended attempt go.
+    artifacts.discard_staged(j1, 1).await;
+    assert!(
+        std::fs::read_dir(dir.path().join("staging"))
+            .expect("staging")
+            .all(|e| { !e.expect("entry").file_name().to_string_lossy().starts_with(&format!("{j1}-1-")) })
+    );
+
+    // Retention: kept 5 days, then its blob goes and it says so.
+    assert_eq!(artifacts.sweep(Timestamp(T0.0 + 4 * day)).await.expect("sweep"), 0);
+    assert_eq!(artifacts.sweep(Timestamp(T0.0 + 6 * day)).await.expect("sweep"), 1);
+    let gone = artifacts.get(kept.id).await.expect("get").expect("row stays");
+    assert_eq!(gone.expired_at, Some(Timestamp(T0.0 + 6 * day)));
+    assert!(artifacts.open_blob(&kept.blob_key).is_err());
+    assert_eq!(artifacts.stored_bytes(alice.id).await.expect("bytes"), (0, 0));
+    assert_eq!(artifacts.sweep(Timestamp(T0.0 + 7 * day)).await.expect("sweep"), 0, "once");
+
+    // Caches: exact key, else the newest with a restore-keys prefix, on the given scopes in turn.
+    const MAIN: &[&str] = &["refs/heads/main"];
+    let save = |key: &'static str, at: i64| {
+        let artifacts = &artifacts;
+        let who = who(j0, "refs/heads/main");
+        async move {
+            let slot = format!("c-{key}");
+            artifacts.append_chunk(j0, 1, &slot, 0, &archive(&[("w/deps", 400)])).await.expect("upload");
+            artifacts.finish_cache(who, &slot, key, "v1", Timestamp(T0.0 + at)).await
+        }
+    };
+    save("k-1", 0).await.expect("k-1");
+    save("k-2", 1).await.expect("k-2");
+    assert!(matches!(save("k-2", 2).await, Err(ArtifactError::Conflict(_))), "caches are immutable");
+    let find = |key: &'static str, prefixes: &'static [&'static str], scopes: &'static [&'static str], at: i64| {
+        let artifacts = &artifacts;
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        async move {
+            artifacts
+                .find_cache(repo.id, scopes, key, &prefixes, "v1", Timestamp(T0.0 + at))
+                .await
+                .expect("find")
+                .map(|c| c.key)
+        }
+    };
+    assert_eq!(find("k-9", &["k-"], MAIN, 2).await.as_deref(), Some("k-2"), "the newest by prefix");
+    assert_eq!(find("k-1", &[], MAIN, 3).await.as_deref(), Some("k-1"), "exact");
+    assert_eq!(find("x", &["y-"], MAIN, 3).await, None);
+    assert_eq!(find("k-1", &[], &["refs/heads/feature"], 3).await, None, "another branch's");
+    assert_eq!(find("k-1", &[], &["refs/heads/feature", "refs/heads/main"], 3).await.as_deref(), Some("k-1"));
+    let other_version = artifacts.find_cache(repo.id, MAIN, "k-1", &[], "v2", Timestamp(T0.0 + 3)).await.expect("find");
+    assert!(other_version.is_none(), "other paths, other version");
+    // A third cache passes the repository's cap: the least recently used (k-2, used at 2) goes.
+    save("k-3", 4).await.expect("k-3");
+    let left: Vec<String> = artifacts.list_caches(repo.id).await.expect("list").into_iter().map(|c| c.key).collect();
+    assert_eq!(left, ["k-3", "k-1"]);
+    let (_, cache_bytes) = artifacts.stored_bytes(alice.id).await.expect("bytes");
+    assert!(cache_bytes > 800 && cache_bytes <= 1100, "{cache_bytes}");
+}
+
 gitstratum_platform::both_backends!(
+    artifacts_and_caches_are_checked_kept_and_evicted,
     usage_is_metered_and_logs_expire,
     tenants_share_the_runners_fairly,
     job_concurrency_events_and_annotations,

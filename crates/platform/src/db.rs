@@ -244,6 +244,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci repo settings",
         sql: include_str!("../migrations/sqlite/0014_ci_repo_settings.sql"),
     },
+    MigrationSource {
+        version: 15,
+        description: "ci artifacts caches",
+        sql: include_str!("../migrations/sqlite/0015_ci_artifacts_caches.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -307,6 +312,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 14,
         description: "ci repo settings",
         sql: include_str!("../migrations/postgres/0014_ci_repo_settings.sql"),
+    },
+    MigrationSource {
+        version: 15,
+        description: "ci artifacts caches",
+        sql: include_str!("../migrations/postgres/0015_ci_artifacts_caches.sql"),
     },
 ];
 

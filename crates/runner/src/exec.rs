@@ -16,6 +16,7 @@ use gitstratum_workflow::template;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use crate::actions;
 use crate::limits::{Hit, JobCgroup};
 use crate::logship::{self, LogWriter};
 use crate::protocol::{Client, Lease, Reply, Signal};
@@ -87,7 +88,14 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
             None
         }
     };
-    let place = JobPlace { network: config.network, limits: config.limits, cgroup: cgroup.as_ref() };
+    let place = JobPlace {
+        network: config.network,
+        limits: config.limits,
+        cgroup: cgroup.as_ref(),
+        client,
+        runner,
+        post: std::sync::Mutex::new(Vec::new()),
+    };
     let (ending, outputs) = execute(client, runner, &place, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
     drop(log);
@@ -104,11 +112,15 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
     Ok(())
 }
 
-/// Where a job runs: its network, its limits and its cgroups.
+/// Where a job runs: its network, its limits and its cgroups, the server it reports to, and
+/// what is left to do after its steps (caches to save).
 struct JobPlace<'a> {
     network: crate::Network,
     limits: crate::limits::Limits,
     cgroup: Option<&'a JobCgroup>,
+    client: &'a Client,
+    runner: i64,
+    post: std::sync::Mutex<Vec<actions::PendingCache>>,
 }
 
 /// The expression context of a step: named values, and the status functions of `if:`.
@@ -402,6 +414,14 @@ async fn execute_steps(
     }
     // What the runner says from here on is the job's last part of the log.
     log.step(job.steps.len() as i64 + 1);
+    // Caches the job's steps missed are saved once it succeeded (`actions/cache`'s post step).
+    let saves = std::mem::take(&mut *place.post.lock().unwrap_or_else(|e| e.into_inner()));
+    if !ctx.failed && !ctx.cancelled && *stop.borrow() == Signal::Continue {
+        for pending in &saves {
+            let cx = actions::ActionCx { client, runner, lease, dirs, log, number: pending.number };
+            actions::save_cache(&cx, pending).await;
+        }
+    }
     // The job's outputs, from what its steps produced.
     ctx.values.set("env", env_value(&env));
     for (key, template_text) in &job.outputs {
@@ -515,7 +535,7 @@ fn env_value(env: &BTreeMap<String, String>) -> Value {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Succeeded,
     Failed,
     TimedOut,
@@ -537,39 +557,37 @@ async fn run_step(
     number: usize,
 ) -> Outcome {
     match &step.action {
-        StepAction::Uses { action: BuiltinAction::Checkout, with, .. } => {
+        StepAction::Uses { action, with, .. } => {
             // `with:` values may be templates; numbers and booleans come as they are.
-            let input = |name: &str| -> Result<Option<String>, String> {
-                match with.get(name) {
-                    None | Some(serde_json::Value::Null) => Ok(None),
-                    Some(serde_json::Value::String(t)) => {
-                        evaluate(t, &places::STEP, ctx).map(|v| Some(v.to_coerced_string()))
+            let mut inputs = BTreeMap::new();
+            for (name, value) in with {
+                let text = match value {
+                    serde_json::Value::Null => continue,
+                    serde_json::Value::String(t) => match evaluate(t, &places::STEP, ctx) {
+                        Ok(v) => v.to_coerced_string(),
+                        Err(e) => {
+                            log.line(&format!("error: {}: {name}: {e}", action.name()));
+                            return Outcome::Failed;
+                        }
+                    },
+                    other => other.to_string(),
+                };
+                inputs.insert(name.clone(), text);
+            }
+            let inputs = actions::Inputs(inputs);
+            let cx = actions::ActionCx { client: place.client, runner: place.runner, lease, dirs, log, number };
+            match action {
+                BuiltinAction::Checkout => checkout_step(&inputs, lease, dirs, log, deadline, stop).await,
+                BuiltinAction::UploadArtifact => actions::upload_artifact(&cx, &inputs).await,
+                BuiltinAction::DownloadArtifact => actions::download_artifact(&cx, &inputs).await,
+                BuiltinAction::Cache => {
+                    let (outcome, pending) = actions::restore_cache(&cx, &inputs).await;
+                    if let Some(pending) = pending {
+                        place.post.lock().unwrap_or_else(|e| e.into_inner()).push(pending);
                     }
-                    Some(other) => Ok(Some(other.to_string())),
+                    outcome
                 }
-            };
-            let (depth, wanted) = match (input("fetch-depth"), input("ref")) {
-                (Ok(depth), Ok(wanted)) => (depth, wanted.filter(|r| !r.is_empty())),
-                (Err(e), _) | (_, Err(e)) => {
-                    log.line(&format!("error: actions/checkout: {e}"));
-                    return Outcome::Failed;
-                }
-            };
-            let depth: u64 = match depth.as_deref().map(str::trim) {
-                None => 1,
-                Some(d) => match d.parse() {
-                    Ok(d) => d,
-                    Err(_) => {
-                        log.line(&format!("error: actions/checkout: fetch-depth {d:?} is not a number"));
-                        return Outcome::Failed;
-                    }
-                },
-            };
-            checkout(lease, dirs, log, depth, wanted.as_deref(), deadline, stop).await
-        }
-        StepAction::Uses { action, .. } => {
-            log.line(&format!("error: {} is not supported by this runner yet", action.name()));
-            Outcome::Failed
+            }
         }
         StepAction::Run(script) => {
             let script = match evaluate(script, &places::STEP, ctx) {
@@ -631,6 +649,29 @@ async fn run_step(
             outcome
         }
     }
+}
+
+/// `actions/checkout`'s inputs: `fetch-depth` (default 1) and `ref`.
+async fn checkout_step(
+    inputs: &actions::Inputs,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<Signal>,
+) -> Outcome {
+    let wanted = inputs.0.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty());
+    let depth: u64 = match inputs.0.get("fetch-depth").map(|d| d.trim()) {
+        None => 1,
+        Some(d) => match d.parse() {
+            Ok(d) => d,
+            Err(_) => {
+                log.line(&format!("error: actions/checkout: fetch-depth {d:?} is not a number"));
+                return Outcome::Failed;
+            }
+        },
+    };
+    checkout(lease, dirs, log, depth, wanted, deadline, stop).await
 }
 
 /// `actions/checkout`: the job's commit into the workspace, fetched with the job's token (passed

@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+mod actions;
 pub mod exec;
+mod files;
 pub mod limits;
 pub mod logship;
 pub mod protocol;

@@ -197,6 +197,158 @@ impl Client {
     }
 }
 
+/// What the server said to a request about artifacts or caches.
+#[derive(Debug)]
+pub enum Answer {
+    /// 2xx, with its JSON body (`Null` for 204).
+    Ok(serde_json::Value),
+    /// Refused for a reason worth telling the job (a 4xx other than a lost lease): code and message.
+    No(String, String),
+    LeaseLost,
+}
+
+/// The size of an upload's chunks.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+impl Client {
+    fn job_path(&self, runner: i64, job: i64, rest: &str) -> String {
+        format!("{}/{runner}/jobs/{job}/{rest}", self.base)
+    }
+
+    async fn answer(response: reqwest::Response) -> Result<Answer, RunnerError> {
+        let status = response.status();
+        if status.is_success() {
+            if status == reqwest::StatusCode::NO_CONTENT {
+                return Ok(Answer::Ok(serde_json::Value::Null));
+            }
+            return Ok(Answer::Ok(response.json().await?));
+        }
+        if status.is_client_error() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body["error"]["code"].as_str().unwrap_or_default().to_owned();
+            if code == "job.lease_lost" {
+                return Ok(Answer::LeaseLost);
+            }
+            let message = body["error"]["message"].as_str().unwrap_or("refused").to_owned();
+            return Ok(Answer::No(code, message));
+        }
+        Err(Self::refused(response).await)
+    }
+
+    /// A JSON request about the job (`rest` under `jobs/{job}/`).
+    pub async fn job_request(
+        &self,
+        method: reqwest::Method,
+        runner: i64,
+        job: i64,
+        rest: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, RunnerError> {
+        let mut request = self.http.request(method, self.job_path(runner, job, rest)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Self::answer(request.send().await?).await
+    }
+
+    /// Uploads the file at `path` into the job's upload `slot`, in chunks addressed by offset (a
+    /// chunk the server missed is resent from the offset it has; a failed chunk is retried).
+    pub async fn upload(
+        &self,
+        runner: i64,
+        job: i64,
+        attempt: i64,
+        slot: &str,
+        path: &std::path::Path,
+    ) -> Result<Answer, RunnerError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        let mut offset = 0u64;
+        let mut failures = 0;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            let mut n = 0;
+            while n < buf.len() {
+                let got = file.read(&mut buf[n..]).await?;
+                if got == 0 {
+                    break;
+                }
+                n += got;
+            }
+            if n == 0 && offset > 0 {
+                return Ok(Answer::Ok(serde_json::Value::Null));
+            }
+            let url = self.job_path(runner, job, &format!("uploads/{slot}?attempt={attempt}&offset={offset}"));
+            let sent = self
+                .http
+                .put(url)
+                .bearer_auth(&self.token)
+                .header("content-type", "application/octet-stream")
+                .body(buf[..n].to_vec())
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) if r.status().is_server_error() && failures < 5 => {
+                    failures += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
+                    continue;
+                }
+                Err(_) if failures < 5 => {
+                    failures += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
+                    continue;
+                }
+                Ok(r) => r,
+                Err(e) => return Err(e.into()),
+            };
+            if response.status() == reqwest::StatusCode::CONFLICT
+                && let Some(have) = response.headers().get(UPLOAD_OFFSET).and_then(|v| v.to_str().ok()?.parse().ok())
+            {
+                offset = have;
+                continue;
+            }
+            match Self::answer(response).await? {
+                Answer::Ok(body) => {
+                    offset = body["offset"].as_u64().unwrap_or(offset + n as u64);
+                    failures = 0;
+                    if offset >= len {
+                        return Ok(Answer::Ok(serde_json::Value::Null));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Downloads `rest` (under `jobs/{job}/`) into a new file at `to`; returns its length.
+    pub async fn download(
+        &self,
+        runner: i64,
+        job: i64,
+        rest: &str,
+        to: &std::path::Path,
+    ) -> Result<Answer, RunnerError> {
+        use tokio::io::AsyncWriteExt;
+        let mut response = self.http.get(self.job_path(runner, job, rest)).bearer_auth(&self.token).send().await?;
+        if !response.status().is_success() {
+            return Self::answer(response).await;
+        }
+        let mut file = tokio::fs::File::create(to).await?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await? {
+            file.write_all(&chunk).await?;
+            bytes += chunk.len() as u64;
+        }
+        file.flush().await?;
+        Ok(Answer::Ok(serde_json::json!({ "bytes": bytes })))
+    }
+}
+
+/// The header of an upload gap reply: how much of the slot the server has.
+pub const UPLOAD_OFFSET: &str = "x-upload-offset";
+
 /// The header of a gap reply that says how much of the step the server has.
 pub const LOG_OFFSET: &str = "x-log-offset";
 

@@ -73,6 +73,8 @@ pub struct Config {
     pub ci_tenant_limits: gitstratum_ci::TenantLimits,
     /// Days job logs are kept after their job completed.
     pub ci_log_retention_days: u64,
+    /// Artifact and cache limits, and the site's artifact retention.
+    pub ci_artifacts: gitstratum_ci::ArtifactConfig,
     /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
     pub secrets_key: Option<gitstratum_platform::SecretKey>,
 }
@@ -94,6 +96,7 @@ impl fmt::Debug for Config {
             .field("ci_log_step_max_bytes", &self.ci_log_step_max_bytes)
             .field("ci_tenant_limits", &self.ci_tenant_limits)
             .field("ci_log_retention_days", &self.ci_log_retention_days)
+            .field("ci_artifacts", &self.ci_artifacts)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -122,6 +125,11 @@ pub struct ConfigLayer {
     pub ci_max_queued_runs_per_tenant: Option<String>,
     pub ci_max_minutes_per_month_per_tenant: Option<String>,
     pub ci_log_retention_days: Option<String>,
+    pub ci_artifact_max_mb: Option<String>,
+    pub ci_run_artifacts_max_mb: Option<String>,
+    pub ci_artifact_retention_days: Option<String>,
+    pub ci_cache_max_mb: Option<String>,
+    pub ci_repo_caches_max_mb: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -149,6 +157,11 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_max_queued_runs_per_tenant", &self.ci_max_queued_runs_per_tenant)
             .field("ci_max_minutes_per_month_per_tenant", &self.ci_max_minutes_per_month_per_tenant)
             .field("ci_log_retention_days", &self.ci_log_retention_days)
+            .field("ci_artifact_max_mb", &self.ci_artifact_max_mb)
+            .field("ci_run_artifacts_max_mb", &self.ci_run_artifacts_max_mb)
+            .field("ci_artifact_retention_days", &self.ci_artifact_retention_days)
+            .field("ci_cache_max_mb", &self.ci_cache_max_mb)
+            .field("ci_repo_caches_max_mb", &self.ci_repo_caches_max_mb)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -196,6 +209,11 @@ struct FileCi {
     max_queued_runs_per_tenant: Option<u64>,
     max_minutes_per_month_per_tenant: Option<u64>,
     log_retention_days: Option<u64>,
+    artifact_max_mb: Option<u64>,
+    run_artifacts_max_mb: Option<u64>,
+    artifact_retention_days: Option<u64>,
+    cache_max_mb: Option<u64>,
+    repo_caches_max_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +278,11 @@ impl ConfigLayer {
             ci_max_queued_runs_per_tenant: file.ci.max_queued_runs_per_tenant.map(|n| n.to_string()),
             ci_max_minutes_per_month_per_tenant: file.ci.max_minutes_per_month_per_tenant.map(|n| n.to_string()),
             ci_log_retention_days: file.ci.log_retention_days.map(|n| n.to_string()),
+            ci_artifact_max_mb: file.ci.artifact_max_mb.map(|n| n.to_string()),
+            ci_run_artifacts_max_mb: file.ci.run_artifacts_max_mb.map(|n| n.to_string()),
+            ci_artifact_retention_days: file.ci.artifact_retention_days.map(|n| n.to_string()),
+            ci_cache_max_mb: file.ci.cache_max_mb.map(|n| n.to_string()),
+            ci_repo_caches_max_mb: file.ci.repo_caches_max_mb.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -297,6 +320,11 @@ impl ConfigLayer {
                     layer.ci_max_minutes_per_month_per_tenant = Some(value)
                 }
                 "GITSTRATUM_CI_LOG_RETENTION_DAYS" => layer.ci_log_retention_days = Some(value),
+                "GITSTRATUM_CI_ARTIFACT_MAX_MB" => layer.ci_artifact_max_mb = Some(value),
+                "GITSTRATUM_CI_RUN_ARTIFACTS_MAX_MB" => layer.ci_run_artifacts_max_mb = Some(value),
+                "GITSTRATUM_CI_ARTIFACT_RETENTION_DAYS" => layer.ci_artifact_retention_days = Some(value),
+                "GITSTRATUM_CI_CACHE_MAX_MB" => layer.ci_cache_max_mb = Some(value),
+                "GITSTRATUM_CI_REPO_CACHES_MAX_MB" => layer.ci_repo_caches_max_mb = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -329,6 +357,11 @@ impl ConfigLayer {
                 .ci_max_minutes_per_month_per_tenant
                 .or(self.ci_max_minutes_per_month_per_tenant),
             ci_log_retention_days: over.ci_log_retention_days.or(self.ci_log_retention_days),
+            ci_artifact_max_mb: over.ci_artifact_max_mb.or(self.ci_artifact_max_mb),
+            ci_run_artifacts_max_mb: over.ci_run_artifacts_max_mb.or(self.ci_run_artifacts_max_mb),
+            ci_artifact_retention_days: over.ci_artifact_retention_days.or(self.ci_artifact_retention_days),
+            ci_cache_max_mb: over.ci_cache_max_mb.or(self.ci_cache_max_mb),
+            ci_repo_caches_max_mb: over.ci_repo_caches_max_mb.or(self.ci_repo_caches_max_mb),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -454,6 +487,36 @@ impl Config {
                 merged.ci_max_minutes_per_month_per_tenant.as_deref(),
             )?,
         };
+        let artifact_defaults = gitstratum_ci::ArtifactConfig::default();
+        let mb = |setting: &'static str, value: Option<String>, default: u64| -> Result<u64, ConfigError> {
+            Ok(positive(setting, value, default >> 20)?.min(1 << 24) << 20)
+        };
+        let ci_artifacts = gitstratum_ci::ArtifactConfig {
+            // No Zip64 yet: an artifact's zip stays under 4 GiB.
+            max_artifact_bytes: mb(
+                "ci.artifact_max_mb",
+                merged.ci_artifact_max_mb,
+                artifact_defaults.max_artifact_bytes,
+            )?
+            .min(4000 << 20),
+            max_run_bytes: mb(
+                "ci.run_artifacts_max_mb",
+                merged.ci_run_artifacts_max_mb,
+                artifact_defaults.max_run_bytes,
+            )?,
+            retention_days: positive(
+                "ci.artifact_retention_days",
+                merged.ci_artifact_retention_days,
+                artifact_defaults.retention_days,
+            )?
+            .min(36_500),
+            max_cache_bytes: mb("ci.cache_max_mb", merged.ci_cache_max_mb, artifact_defaults.max_cache_bytes)?,
+            max_repo_cache_bytes: mb(
+                "ci.repo_caches_max_mb",
+                merged.ci_repo_caches_max_mb,
+                artifact_defaults.max_repo_cache_bytes,
+            )?,
+        };
         let secrets_key = match merged.secrets_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             None => None,
             Some(text) => Some(gitstratum_platform::SecretKey::from_hex(text).map_err(|e| ConfigError::Invalid {
@@ -476,6 +539,7 @@ impl Config {
             ci_log_step_max_bytes,
             ci_tenant_limits,
             ci_log_retention_days: positive("ci.log_retention_days", merged.ci_log_retention_days, 90)?.min(36_500),
+            ci_artifacts,
             secrets_key,
         })
     }

@@ -251,6 +251,8 @@ impl Server {
             self.data_dir.blobs_dir().join("logs"),
             self.config.ci_log_step_max_bytes,
         ));
+        let blobs = gitstratum_ci::blob::FsBlobStore::open(self.data_dir.blobs_dir()).map_err(Error::Serve)?;
+        let artifacts = Arc::new(gitstratum_ci::Artifacts::new(ci.clone(), Arc::new(blobs), self.config.ci_artifacts));
         let state = AppState::new(
             self.store.clone(),
             git,
@@ -258,7 +260,12 @@ impl Server {
             self.metrics.clone(),
             &public_url,
             self.config.rate_limits,
-            gitstratum_api::CiParts { store: ci.clone(), logs: logs.clone(), secrets_key: self.secrets_key.clone() },
+            gitstratum_api::CiParts {
+                store: ci.clone(),
+                logs: logs.clone(),
+                artifacts: artifacts.clone(),
+                secrets_key: self.secrets_key.clone(),
+            },
         );
         let app = gitstratum_api::router(state);
 
@@ -296,7 +303,7 @@ impl Server {
         };
 
         // Histograms accumulate samples until upkeep folds them in; do it even when nobody scrapes.
-        // Logs older than the retention are deleted hourly (and at start).
+        // Logs and artifacts older than their retention are deleted hourly (and at start).
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.clone();
         let (retention_ci, retention_clock) = (ci.clone(), self.clock.clone());
@@ -314,6 +321,11 @@ impl Server {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(jobs = n, "ci: deleted logs past their retention"),
                             Err(e) => tracing::warn!(error = %e, "ci: the log retention sweep failed"),
+                        }
+                        match artifacts.sweep(now).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(artifacts = n, "ci: deleted artifacts past their retention"),
+                            Err(e) => tracing::warn!(error = %e, "ci: the artifact retention sweep failed"),
                         }
                     }
                     _ = &mut upkeep_stopped => break,

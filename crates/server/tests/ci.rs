@@ -470,6 +470,15 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&job_token), None).await.0, 403);
     assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/other", Some(&job_token), None).await.0, 404);
     assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/app", Some(&job_token), None).await.0, 200);
+    // Artifacts reach a job only through its runner, and only its own run's.
+    let artifacts = format!("/api/v1/runs/{}/artifacts", run["id"]);
+    assert_eq!(s.send(Method::GET, &artifacts, Some(&job_token), None).await.0, 403);
+    let (status, mine) =
+        s.send(Method::GET, &format!("/api/v1/runner/{r}/jobs/{job}/artifacts?attempt=1"), rt, None).await;
+    assert_eq!((status.as_u16(), mine["total_count"].as_i64()), (200, Some(0)), "{mine}");
+    let (status, _) =
+        s.send(Method::GET, &format!("/api/v1/runner/{r}/jobs/{job}/artifacts/1/archive?attempt=1"), rt, None).await;
+    assert_eq!(status, 404);
     let err = git.fails(&clone, &["push", "-q", &with_job_token("app"), "HEAD:refs/heads/evil"]).await;
     assert!(err.contains("403") || err.contains("denied") || err.contains("scope"), "{err}");
 
@@ -1384,6 +1393,233 @@ async fn usage_is_reported_and_old_logs_expire() {
     assert!(!s.data_dir.path().join(format!("blobs/logs/{}", job["id"])).exists());
     let (status, body) = s.send(Method::GET, &format!("/api/v1/jobs/{}/logs", job["id"]), Some(&token), None).await;
     assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (410, Some("logs.expired")), "{body}");
+    s.stop().await;
+}
+
+/// Artifacts end to end, with the embedded runner: one job uploads (a directory, an exclude
+/// pattern, a retention), another downloads it by name; a link out of the workspace and a
+/// missing artifact fail their jobs, saying why; the API lists the run's artifacts and serves a
+/// zip (exact length, valid to Python's zipfile); a job's token may not read them; storage is
+/// metered; after the retention the artifact answers 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_travel_between_jobs_and_download_as_a_zip() {
+    let Fixture { s, token, tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    write(
+        &src,
+        ".github/workflows/art.yml",
+        r#"on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          mkdir -p dist/sub
+          echo hello > dist/a.txt
+          head -c 100000 /dev/zero | tr '\0' x > dist/sub/big.txt
+          echo map > dist/a.map
+          echo hidden > dist/.env
+      - uses: actions/upload-artifact@v4
+        id: up
+        with:
+          name: dist
+          path: |
+            dist/
+            !dist/**/*.map
+          retention-days: 5
+      - run: echo "uploaded ${{ steps.up.outputs.artifact-id }}"
+  use:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: dist
+          path: got
+      - run: |
+          cat got/a.txt
+          test ! -e got/a.map && test ! -e got/.env && echo "no map, no hidden"
+          wc -c < got/sub/big.txt
+  evil:
+    runs-on: ubuntu-latest
+    steps:
+      - run: ln -s /etc/hostname leak
+      - uses: actions/upload-artifact@v4
+        with:
+          name: leak
+          path: leak
+  missing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: nope
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["name"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    if ends != [("build", "success"), ("use", "success"), ("evil", "failure"), ("missing", "failure")] {
+        let mut logs = String::new();
+        for job in jobs {
+            logs.push_str(&job_log(&s, &token, job).await);
+        }
+        panic!("{ends:?}\n{logs}");
+    }
+    let log = job_log(&s, &token, &jobs[1]).await;
+    assert!(log.contains("hello") && log.contains("no map, no hidden") && log.contains("100000"), "{log}");
+    let log = job_log(&s, &token, &jobs[2]).await;
+    assert!(log.contains("outside the workspace"), "{log}");
+    let log = job_log(&s, &token, &jobs[3]).await;
+    assert!(log.contains("artifact \"nope\" not found in this run"), "{log}");
+
+    let (status, list) =
+        s.send(Method::GET, &format!("/api/v1/runs/{}/artifacts", run["id"]), Some(&token), None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total_count"], 1, "{list}");
+    let artifact = &list["artifacts"][0];
+    assert_eq!((artifact["name"].as_str(), artifact["files"].as_i64()), (Some("dist"), Some(2)), "{artifact}");
+    assert_eq!(artifact["size_in_bytes"], 100_006, "{artifact}");
+    assert!(job_log(&s, &token, &jobs[0]).await.contains(&format!("uploaded {}", artifact["id"])));
+    let zip = s
+        .http
+        .get(s.url(&format!("/api/v1/artifacts/{}/download", artifact["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(zip.status(), 200);
+    let length = zip.content_length();
+    let bytes = zip.bytes().await.expect("zip");
+    assert_eq!(length, Some(bytes.len() as u64), "the announced length is the length");
+    let file = tmp.path().join("dist.zip");
+    std::fs::write(&file, &bytes).expect("write zip");
+    let check = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+             print(sorted(z.namelist())); print(z.read('a.txt').decode().strip())",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out} {}", String::from_utf8_lossy(&check.stderr));
+    assert_eq!(out, "['a.txt', 'sub/big.txt']\nhello\n");
+    // Storage is metered for the repository's owner.
+    let (_, usage) = s.send(Method::GET, "/api/v1/user/usage", Some(&token), None).await;
+    assert!(usage["artifact_bytes"].as_i64().is_some_and(|b| b > 0 && b < 100_006), "compressed: {usage}");
+    // Someone who may not read the repository sees nothing (it is public: anyone may read).
+    let (status, _) = s.send(Method::DELETE, &format!("/api/v1/artifacts/{}", artifact["id"]), None, None).await;
+    assert_eq!(status, 401);
+
+    // After its 5 days, the artifact is gone: 410, and the list says so.
+    let ci = ci_store(&s).await;
+    let blobs = gitstratum_ci::blob::FsBlobStore::open(s.data_dir.path().join("blobs")).expect("blobs");
+    let artifacts = gitstratum_ci::Artifacts::new(ci, std::sync::Arc::new(blobs), Default::default());
+    let later =
+        gitstratum_core::Timestamp(gitstratum_core::Clock::now(&gitstratum_core::SystemClock).0 + 6 * 86_400_000);
+    assert_eq!(artifacts.sweep(later).await.expect("sweep"), 1);
+    let path = format!("/api/v1/artifacts/{}/download", artifact["id"]);
+    let (status, body) = s.send(Method::GET, &path, Some(&token), None).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (410, Some("artifact.expired")), "{body}");
+    let (_, list) = s.send(Method::GET, &format!("/api/v1/runs/{}/artifacts", run["id"]), Some(&token), None).await;
+    assert_eq!(list["artifacts"][0]["expired"], true, "{list}");
+    s.stop().await;
+}
+
+/// `actions/cache` end to end: a miss saves after the job; the next run on the branch restores
+/// the newest cache by a restore-keys prefix (workspace and $HOME paths) and an exact key hits
+/// without saving again; a run on another branch falls back to the default branch's caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_restore_by_key_prefix_and_from_the_default_branch() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    write(
+        &src,
+        ".github/workflows/cache.yml",
+        r#"on: push
+jobs:
+  prefix:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/cache@v4
+        id: c
+        with:
+          path: |
+            deps
+            ~/.tool
+          key: deps-${{ github.sha }}
+          restore-keys: |
+            deps-
+      - run: |
+          echo "hit=${{ steps.c.outputs.cache-hit }} matched=${{ steps.c.outputs.cache-matched-key }}"
+          echo "deps from $(cat deps/from 2>/dev/null || echo nothing), tool $(cat ~/.tool/t 2>/dev/null || echo none)"
+          mkdir -p deps ~/.tool
+          echo "$GITHUB_SHA" > deps/from
+          echo sharp > ~/.tool/t
+  exact:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/cache@v4
+        id: c
+        with:
+          path: out
+          key: fixed
+      - run: |
+          echo "exact hit=${{ steps.c.outputs.cache-hit }}"
+          mkdir -p out && echo built > out/f
+"#,
+    );
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    let mut shas = Vec::new();
+    let mut logs = Vec::new();
+    for (n, branch) in [(1, "main"), (2, "main"), (3, "feature")] {
+        write(&src, "n.txt", &n.to_string());
+        commit(&git, &src, &format!("commit {n}")).await;
+        let sha = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
+        git.ok(&src, &["push", "-q", &url, &format!("HEAD:refs/heads/{branch}")]).await;
+        let run = runs(&s, &token, n).await.remove(0);
+        let detail = completed(&s, &token, &run).await;
+        assert_eq!(detail["conclusion"], "success", "{detail:#}");
+        let jobs = detail["jobs"].as_array().expect("jobs");
+        logs.push((job_log(&s, &token, &jobs[0]).await, job_log(&s, &token, &jobs[1]).await));
+        shas.push(sha);
+    }
+    let (prefix, exact) = &logs[0];
+    assert!(prefix.contains("hit=false matched=") && prefix.contains("deps from nothing, tool none"), "{prefix}");
+    assert!(prefix.contains(&format!("Cache saved with key \"deps-{}\"", shas[0])), "{prefix}");
+    assert!(exact.contains("exact hit=false") && exact.contains("Cache saved with key \"fixed\""), "{exact}");
+    let (prefix, exact) = &logs[1];
+    assert!(prefix.contains(&format!("hit=false matched=deps-{}", shas[0])), "{prefix}");
+    assert!(prefix.contains(&format!("deps from {}, tool sharp", shas[0])), "{prefix}");
+    assert!(exact.contains("exact hit=true") && !exact.contains("Cache saved"), "{exact}");
+    // Another branch: nothing of its own, so the default branch's newest.
+    let (prefix, _) = &logs[2];
+    assert!(prefix.contains(&format!("deps from {}", shas[1])), "{prefix}");
+    let (status, caches) = s.send(Method::GET, "/api/v1/repos/admin/app/caches", Some(&token), None).await;
+    assert_eq!(status, 200, "{caches}");
+    let mut keys: Vec<(String, String)> = caches
+        .as_array()
+        .expect("caches")
+        .iter()
+        .map(|c| (c["key"].as_str().unwrap_or_default().to_owned(), c["ref"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    keys.sort();
+    let main = "refs/heads/main".to_owned();
+    let mut expected = vec![
+        (format!("deps-{}", shas[0]), main.clone()),
+        (format!("deps-{}", shas[1]), main.clone()),
+        (format!("deps-{}", shas[2]), "refs/heads/feature".to_owned()),
+        ("fixed".to_owned(), main),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
     s.stop().await;
 }
 
