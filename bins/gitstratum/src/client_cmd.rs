@@ -1299,13 +1299,15 @@ impl Client {
         let partial = to.with_extension("zip.part");
         let mut file =
             std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-        let mut progress = Progress::new(resp.content_length());
+        // The announced length (read now: reqwest's hint counts down as the body is read).
+        let announced = resp.content_length();
+        let mut progress = Progress::new(announced);
         while let Some(chunk) = resp.chunk().await.context("the download broke off")? {
             file.write_all(&chunk).with_context(|| format!("cannot write {}", partial.display()))?;
             progress.add(chunk.len() as u64);
         }
         progress.finish();
-        if let Some(total) = resp.content_length()
+        if let Some(total) = announced
             && total != progress.done
         {
             let _ = std::fs::remove_file(&partial);

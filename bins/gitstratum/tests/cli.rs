@@ -209,7 +209,7 @@ fn run_commands_follow_a_pushed_workflow() {
     std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
     std::fs::write(
         src.join(".github/workflows/ci.yml"),
-        "name: CI\non: push\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello from the runner\n",
+        "name: CI\non: push\njobs:\n  hello:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello from the runner\n      - run: mkdir out && echo zipped > out/r.txt\n      - uses: actions/upload-artifact@v4\n        with:\n          name: report\n          path: out\n",
     )
     .expect("write");
     std::fs::write(
@@ -226,6 +226,16 @@ fn run_commands_follow_a_pushed_workflow() {
     assert!(view.contains("hello [success]") && view.contains("1. Run echo hello from the runner [success]"), "{view}");
     let logs = ok(&me, &["run", "logs", &id], "");
     assert!(logs.contains("=== hello [success]") && logs.contains("hello from the runner"), "{logs}");
+    // The job's artifact: listed, and downloaded as a zip.
+    let artifacts = ok(&me, &["artifact", "list", &id], "");
+    assert!(artifacts.starts_with("ID") && artifacts.contains("report"), "{artifacts}");
+    let listed = json(&ok(&me, &["--json", "artifact", "list", &id], ""));
+    let artifact = listed["artifacts"][0]["id"].to_string();
+    let zip = tmp.path().join("report.zip");
+    let got = ok(&me, &["artifact", "download", &artifact, "-o", zip.to_str().expect("utf-8")], "");
+    assert!(got.contains("Downloaded artifact \"report\""), "{got}");
+    let bytes = std::fs::read(&zip).expect("zip");
+    assert!(bytes.starts_with(b"PK\x03\x04") && bytes.windows(5).any(|w| w == b"r.txt"), "a zip with r.txt");
     let err = fails(&me, &["run", "cancel", &id], "");
     assert!(err.contains("HTTP 409"), "{err}");
     ok(&me, &["run", "rerun", &id], "");

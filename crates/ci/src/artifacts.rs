@@ -315,6 +315,22 @@ impl Artifacts {
         }
     }
 
+    /// Deletes staged uploads nobody touched for `idle` (their attempt was lost, or its runner
+    /// never finished them); returns how many.
+    pub async fn sweep_staging(&self, idle: std::time::Duration) -> usize {
+        let dir = self.blobs.staging_dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > idle)))
+                .filter(|e| std::fs::remove_file(e.path()).is_ok())
+                .count()
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     /// Reads a staged archive through, checking everything, on a blocking thread.
     async fn check(&self, path: PathBuf, limits: Limits) -> Result<Checked> {
         tokio::task::spawn_blocking(move || -> Result<Checked> {

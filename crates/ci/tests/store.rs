@@ -657,6 +657,12 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
             .all(|e| { !e.expect("entry").file_name().to_string_lossy().starts_with(&format!("{j1}-1-")) })
     );
 
+    // Abandoned uploads go after their idle time (none here is that old; then all are).
+    upload(j1, "s6", archive(&[("d", 1)])).await;
+    assert_eq!(artifacts.sweep_staging(std::time::Duration::from_secs(3600)).await, 0);
+    assert!(artifacts.sweep_staging(std::time::Duration::ZERO).await >= 1);
+    let missing = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s6", "late"), T0).await;
+    assert!(matches!(missing, Err(ArtifactError::NoUpload(_))), "{missing:?}");
     // Retention: kept 5 days, then its blob goes and it says so.
     assert_eq!(artifacts.sweep(Timestamp(T0.0 + 4 * day)).await.expect("sweep"), 0);
     assert_eq!(artifacts.sweep(Timestamp(T0.0 + 6 * day)).await.expect("sweep"), 1);

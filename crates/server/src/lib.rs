@@ -327,6 +327,11 @@ impl Server {
                             Ok(n) => tracing::info!(artifacts = n, "ci: deleted artifacts past their retention"),
                             Err(e) => tracing::warn!(error = %e, "ci: the artifact retention sweep failed"),
                         }
+                        // Uploads left unfinished for two days (a lost attempt's, say) go too.
+                        let stale = artifacts.sweep_staging(Duration::from_secs(2 * 86_400)).await;
+                        if stale > 0 {
+                            tracing::info!(uploads = stale, "ci: deleted abandoned artifact and cache uploads");
+                        }
                     }
                     _ = &mut upkeep_stopped => break,
                 }
