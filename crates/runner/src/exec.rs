@@ -80,8 +80,13 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         }
     });
     let (log, shipper) = logship::start(client.clone(), runner, job, attempt, lease.log_step_max_bytes);
-    let dirs = JobDirs::create(config.work_dir.join(format!("job-{job}-{attempt}")))?;
-    let cgroup = match JobCgroup::create(&format!("job-{job}-{attempt}"), config.limits) {
+    // Unique on this host: job ids repeat across servers, and runners may share a machine (and a
+    // work directory, and the cgroup tree).
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let place_name = format!("job-{}-{seq}-{job}-{attempt}", std::process::id());
+    let dirs = JobDirs::create(config.work_dir.join(&place_name))?;
+    let cgroup = match JobCgroup::create(&place_name, config.limits) {
         Ok(cgroup) => Some(cgroup),
         Err(why) => {
             log.line(&format!("warning: this runner cannot limit the job's memory and processes: {why}"));
