@@ -47,13 +47,17 @@ pub struct LabelUsage {
     pub job_minutes: f64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct RepoUsage {
     /// `owner/name`, or `#ID` for a repository deleted since.
     pub repository: String,
     pub jobs: i64,
     pub job_minutes: f64,
     pub log_bytes: i64,
+    /// What its kept artifacts take in storage now (compressed).
+    pub artifact_bytes: i64,
+    /// What its caches take in storage now (compressed).
+    pub cache_bytes: i64,
 }
 
 fn minutes(ms: i64) -> f64 {
@@ -148,12 +152,30 @@ async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<Us
                         jobs: line.jobs,
                         job_minutes: minutes(line.duration_ms),
                         log_bytes: line.log_bytes,
+                        artifact_bytes: 0,
+                        cache_bytes: 0,
                     },
                 ));
             }
         }
     }
-    let (artifact_bytes, cache_bytes) = state.artifacts().stored_bytes(tenant_id).await?;
+    // Storage now, by repository (one with storage but no jobs in the period is listed too).
+    for (repo_id, artifact_bytes, cache_bytes) in state.artifacts().stored_bytes_by_repo(tenant_id).await? {
+        match by_repository.iter_mut().find(|(id, _)| *id == repo_id) {
+            Some((_, r)) => {
+                r.artifact_bytes = artifact_bytes;
+                r.cache_bytes = cache_bytes;
+            }
+            None => {
+                let name = match state.store().get_repo_by_id(repo_id).await? {
+                    Some(repo) => format!("{}/{}", repo.owner, repo.name),
+                    None => format!("#{repo_id}"),
+                };
+                let r = RepoUsage { repository: name, artifact_bytes, cache_bytes, ..RepoUsage::default() };
+                by_repository.push((repo_id, r));
+            }
+        }
+    }
     Ok(UsageBody {
         from: from.to_rfc3339(),
         to: to.to_rfc3339(),
@@ -161,9 +183,9 @@ async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<Us
         job_minutes: minutes(lines.iter().map(|l| l.duration_ms).sum()),
         log_bytes: lines.iter().map(|l| l.log_bytes).sum(),
         by_labels,
+        artifact_bytes: by_repository.iter().map(|(_, r)| r.artifact_bytes).sum(),
+        cache_bytes: by_repository.iter().map(|(_, r)| r.cache_bytes).sum(),
         by_repository: by_repository.into_iter().map(|(_, r)| r).collect(),
-        artifact_bytes,
-        cache_bytes,
     })
 }
 

@@ -541,21 +541,35 @@ impl Artifacts {
         Ok(due.len())
     }
 
-    /// Stored bytes of a tenant's kept artifacts and of its caches.
-    pub async fn stored_bytes(&self, tenant_id: i64) -> Result<(i64, i64)> {
+    /// Stored bytes of a tenant's kept artifacts and of its caches, by repository (ascending id).
+    pub async fn stored_bytes_by_repo(&self, tenant_id: i64) -> Result<Vec<(i64, i64, i64)>> {
         let mut conn = self.ci.db.acquire().await?;
-        let artifacts = Query::select()
-            .expr(Expr::cust("CAST(COALESCE(SUM(stored_bytes), 0) AS BIGINT)"))
-            .from("ci_artifacts")
-            .and_where(Expr::col("tenant_id").eq(tenant_id))
-            .and_where(Expr::col("expired_at").is_null())
-            .to_owned();
-        let caches = Query::select()
-            .expr(Expr::cust("CAST(COALESCE(SUM(stored_bytes), 0) AS BIGINT)"))
-            .from("ci_caches")
-            .and_where(Expr::col("tenant_id").eq(tenant_id))
-            .to_owned();
-        Ok((conn.conn().fetch_one(&artifacts).await?, conn.conn().fetch_one(&caches).await?))
+        let mut out: Vec<(i64, i64, i64)> = Vec::new();
+        for (table, kept_only) in [("ci_artifacts", true), ("ci_caches", false)] {
+            let mut q = Query::select()
+                .column("repo_id")
+                .expr_as(Expr::cust("CAST(COALESCE(SUM(stored_bytes), 0) AS BIGINT)"), sea_query::Alias::new("bytes"))
+                .from(table)
+                .and_where(Expr::col("tenant_id").eq(tenant_id))
+                .group_by_col("repo_id")
+                .to_owned();
+            if kept_only {
+                q.and_where(Expr::col("expired_at").is_null());
+            }
+            let rows: Vec<RepoBytes> = conn.conn().fetch_all(&q).await?;
+            for row in rows {
+                let entry = match out.iter_mut().find(|(id, _, _)| *id == row.repo_id) {
+                    Some(entry) => entry,
+                    None => {
+                        out.push((row.repo_id, 0, 0));
+                        out.last_mut().expect("just pushed")
+                    }
+                };
+                if kept_only { entry.1 += row.bytes } else { entry.2 += row.bytes }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// The cache a job restores: on each scope in turn (the run's ref, then the default branch),
@@ -714,6 +728,17 @@ impl Artifacts {
         self.ci.db.acquire().await?.conn().execute(&delete).await?;
         self.delete_blob(cache.blob_key.clone()).await;
         Ok(())
+    }
+}
+
+struct RepoBytes {
+    repo_id: i64,
+    bytes: i64,
+}
+
+impl FromDbRow for RepoBytes {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(RepoBytes { repo_id: row.get("repo_id")?, bytes: row.get("bytes")? })
     }
 }
 

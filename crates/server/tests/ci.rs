@@ -482,6 +482,37 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     let err = git.fails(&clone, &["push", "-q", &with_job_token("app"), "HEAD:refs/heads/evil"]).await;
     assert!(err.contains("403") || err.contains("denied") || err.contains("scope"), "{err}");
 
+    // An artifact over the protocol: a chunk, then finishing the slot. An archive with a `../`
+    // path is refused whole; a good one is kept.
+    let upload = |slot: &'static str, bytes: Vec<u8>| {
+        let request = s
+            .http
+            .put(s.url(&format!("/api/v1/runner/{r}/jobs/{job}/uploads/{slot}?attempt=1&offset=0")))
+            .bearer_auth(&runner_token)
+            .body(bytes);
+        async move { request.send().await.expect("chunk").status().as_u16() }
+    };
+    let finish = |slot: &str, name: &str| {
+        let body = json!({"attempt": 1, "slot": slot, "name": name});
+        let path = format!("/api/v1/runner/{r}/jobs/{job}/artifacts");
+        let s = &s;
+        async move { s.send(Method::POST, &path, rt, Some(body)).await }
+    };
+    let mut evil = b"GSAR\x01F".to_vec();
+    evil.extend_from_slice(&7u16.to_be_bytes());
+    evil.extend_from_slice(b"../evil");
+    evil.extend_from_slice(&0o644u32.to_be_bytes());
+    evil.extend_from_slice(&1u64.to_be_bytes());
+    evil.extend_from_slice(b"x\0\0\0\0E");
+    assert_eq!(upload("evil", zstd::stream::encode_all(&evil[..], 1).expect("zstd")).await, 200);
+    let (status, refused) = finish("evil", "evil").await;
+    assert_eq!((status.as_u16(), refused["error"]["code"].as_str()), (422, Some("artifact.invalid")), "{refused}");
+    let mut good = gitstratum_artifact::Writer::new(Vec::new()).expect("writer");
+    good.add("report.txt", 0o644, 2, &mut &b"ok"[..]).expect("add");
+    assert_eq!(upload("good", good.finish().expect("archive")).await, 200);
+    let (status, kept) = finish("good", "report").await;
+    assert_eq!(status, 201, "{kept}");
+
     // Log frames by offset: a resend adds nothing, an overlap only its new part, a gap is refused.
     let log = |offset: u64, body: &'static str| {
         let request = s
@@ -555,6 +586,24 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     let first =
         s.http.get(s.url(&format!("/api/v1/jobs/{job}/logs?attempt=1"))).bearer_auth(&admin).send().await.expect("log");
     assert_eq!(first.text().await.expect("text"), "hello world\n");
+
+    // Another run's job sees none of this run's artifacts, even by id.
+    write(&src, "more.txt", "more");
+    commit(&git, &src, "second").await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    runs(&s, &admin, 2).await;
+    let (status, next) = s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/request?wait=5"), rt, None).await;
+    assert_eq!(status, 200, "{next}");
+    let other = next["job_id"].as_i64().expect("job");
+    assert_ne!(next["run_id"], run["id"]);
+    assert_eq!(s.send(Method::POST, &format!("/api/v1/runner/{r}/jobs/{other}/ack"), rt, at(1)).await.0, 204);
+    let path = format!("/api/v1/runner/{r}/jobs/{other}/artifacts");
+    let (_, list) = s.send(Method::GET, &format!("{path}?attempt=1"), rt, None).await;
+    assert_eq!(list["total_count"], 0, "{list}");
+    let (status, _) = s.send(Method::GET, &format!("{path}/{}/archive?attempt=1", kept["id"]), rt, None).await;
+    assert_eq!(status, 404, "another run's artifact");
+    let (_, mine) = s.send(Method::GET, &format!("/api/v1/runs/{}/artifacts", run["id"]), Some(&admin), None).await;
+    assert_eq!(mine["artifacts"][0]["name"], "report", "{mine}");
     s.stop().await;
 }
 
@@ -1515,6 +1564,7 @@ jobs:
     // Storage is metered for the repository's owner.
     let (_, usage) = s.send(Method::GET, "/api/v1/user/usage", Some(&token), None).await;
     assert!(usage["artifact_bytes"].as_i64().is_some_and(|b| b > 0 && b < 100_006), "compressed: {usage}");
+    assert_eq!(usage["by_repository"][0]["artifact_bytes"], usage["artifact_bytes"], "{usage}");
     // Someone who may not read the repository sees nothing (it is public: anyone may read).
     let (status, _) = s.send(Method::DELETE, &format!("/api/v1/artifacts/{}", artifact["id"]), None, None).await;
     assert_eq!(status, 401);
