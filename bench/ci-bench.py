@@ -13,40 +13,14 @@ Everything runs on this machine; absolute numbers depend on it, so compare runs 
 import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 from datetime import datetime
 
+from benchlib import Server, git
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 def ts(s):  # RFC 3339 -> seconds
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-class Server:
-    def __init__(self, binary, data, extra):
-        self.proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data, *extra],
-                                     stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if not k.startswith("GITSTRATUM_")})
-        self.base = None
-        for line in self.proc.stderr:
-            m = re.search(r"listening on (http://[0-9.:]+)", line)
-            if m:
-                self.base = m.group(1)
-                break
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-        self.token = open(os.path.join(data, "initial-admin-token")).read().strip()
-
-    def api(self, method, path, body=None, token=None):
-        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req) as r:
-            text = r.read().decode()
-            return json.loads(text) if text.startswith(("{", "[")) else text
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-
-def git(cwd, *args):
-    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x", GIT_CONFIG_NOSYSTEM="1")
-    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 def repo_with(tmp, workflow):
     src = os.path.join(tmp, "src")
@@ -63,7 +37,7 @@ def latency(binary, n):
     s = Server(binary, os.path.join(tmp, "data"), [])
     s.api("POST", "/api/v1/repos", {"name": "app"})
     src = repo_with(tmp, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n")
-    url = s.base.replace("http://", f"http://x:{s.token}@") + "/admin/app.git"
+    url = s.push_url("admin/app")
     created, started = [], []  # push -> run listed; push -> its job running
     for i in range(n):
         open(os.path.join(src, "f"), "w").write(str(i)); git(src, "add", "-A"); git(src, "commit", "-qm", str(i))
@@ -115,7 +89,7 @@ def throughput(binary, jobs, runners):
     src = repo_with(tmp, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo\n")
     for i in range(jobs - 1):
         git(src, "branch", f"b{i}")
-    url = s.base.replace("http://", f"http://x:{s.token}@") + "/admin/app.git"
+    url = s.push_url("admin/app")
     git(src, "push", "-q", url, "--all")
     while True:
         first_page = s.api("GET", "/api/v1/repos/admin/app/runs?limit=100")

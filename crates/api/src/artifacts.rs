@@ -181,7 +181,7 @@ pub async fn upload_chunk(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (job, _, _) = held(&state, &caller, id, job, q.attempt).await?;
-    match state.artifacts().append_chunk(job.id, job.attempt, &slot, q.offset, &body).await {
+    match state.artifacts().append_chunk(job.id, job.attempt, &slot, q.offset, body).await {
         Ok(offset) => Ok(Json(UploadAck { offset }).into_response()),
         Err(e @ ArtifactError::Gap { have, .. }) => {
             let mut response = ApiError::from(e).into_response();
@@ -226,8 +226,17 @@ pub async fn finish_artifact(
         retention_days: body.retention_days,
         overwrite: body.overwrite,
     };
+    let started = std::time::Instant::now();
     let artifact = state.artifacts().finish_artifact(uploader(&job, &run, &repo), new, state.now()).await?;
-    tracing::info!(run = run.id, job = job.id, artifact = artifact.id, name = %artifact.name, bytes = artifact.size_bytes, "ci: artifact uploaded");
+    tracing::info!(
+        run = run.id,
+        job = job.id,
+        artifact = artifact.id,
+        name = %artifact.name,
+        bytes = artifact.size_bytes,
+        check_ms = started.elapsed().as_millis() as u64,
+        "ci: artifact uploaded (checked and kept)"
+    );
     Ok((StatusCode::CREATED, Json(ArtifactBody::new(artifact, state.public_url()))))
 }
 

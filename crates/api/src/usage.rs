@@ -111,6 +111,14 @@ pub async fn user_usage(
     Ok(Json(usage_of(&state, caller.account.id, &q).await?))
 }
 
+/// `owner/name`, or `#ID` for a repository deleted since.
+async fn repo_label(state: &AppState, repo_id: i64) -> Result<String, ApiError> {
+    Ok(match state.store().get_repo_by_id(repo_id).await? {
+        Some(repo) => format!("{}/{}", repo.owner, repo.name),
+        None => format!("#{repo_id}"),
+    })
+}
+
 /// A tenant's (the account owning repositories) usage over the query's period.
 async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<UsageBody, ApiError> {
     let now = state.now();
@@ -141,10 +149,7 @@ async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<Us
                 r.log_bytes += line.log_bytes;
             }
             None => {
-                let name = match state.store().get_repo_by_id(line.repo_id).await? {
-                    Some(repo) => format!("{}/{}", repo.owner, repo.name),
-                    None => format!("#{}", line.repo_id),
-                };
+                let name = repo_label(state, line.repo_id).await?;
                 by_repository.push((
                     line.repo_id,
                     RepoUsage {
@@ -167,10 +172,7 @@ async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<Us
                 r.cache_bytes = cache_bytes;
             }
             None => {
-                let name = match state.store().get_repo_by_id(repo_id).await? {
-                    Some(repo) => format!("{}/{}", repo.owner, repo.name),
-                    None => format!("#{repo_id}"),
-                };
+                let name = repo_label(state, repo_id).await?;
                 let r = RepoUsage { repository: name, artifact_bytes, cache_bytes, ..RepoUsage::default() };
                 by_repository.push((repo_id, r));
             }

@@ -22,7 +22,6 @@ use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{DbRow, FromDbRow};
 use sea_query::{Expr, ExprTrait, Order, Query};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::blob::{self, BlobStore};
 use crate::store::CiStore;
@@ -113,12 +112,14 @@ pub struct Artifact {
     pub expired_at: Option<Timestamp>,
 }
 
-const ARTIFACT_COLUMNS: [&str; 15] = [
+/// Its columns: `[1..15]` are those an insert sets.
+const ARTIFACT_COLUMNS: [&str; 16] = [
     "id",
     "run_id",
     "job_id",
     "attempt",
     "repo_id",
+    "tenant_id",
     "name",
     "size_bytes",
     "stored_bytes",
@@ -167,9 +168,11 @@ pub struct Cache {
     pub last_used_at: Timestamp,
 }
 
-const CACHE_COLUMNS: [&str; 10] = [
+/// Its columns: `[1..]` are those an insert sets.
+const CACHE_COLUMNS: [&str; 11] = [
     "id",
     "repo_id",
+    "tenant_id",
     "scope",
     "cache_key",
     "version",
@@ -279,29 +282,41 @@ impl Artifacts {
     }
 
     /// Writes `bytes` at `offset` of a job's upload slot; returns the length the slot has now.
-    pub async fn append_chunk(&self, job: i64, attempt: i64, slot: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
+    pub async fn append_chunk(
+        &self,
+        job: i64,
+        attempt: i64,
+        slot: &str,
+        offset: u64,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<u64> {
         let path = self.staged(job, attempt, slot)?;
-        if bytes.len() > MAX_CHUNK_BYTES {
+        let len = bytes.as_ref().len();
+        if len > MAX_CHUNK_BYTES {
             return Err(ArtifactError::TooBig(format!("a chunk has at most {MAX_CHUNK_BYTES} bytes")));
         }
-        let end = offset + bytes.len() as u64;
+        let end = offset + len as u64;
         if end > self.max_staged() {
             return Err(ArtifactError::TooBig(format!(
                 "the upload passes {} bytes, more than any artifact or cache may have",
                 self.max_staged()
             )));
         }
-        let mut file = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).await?;
-        let have = file.metadata().await?.len();
-        if offset > have {
-            return Err(ArtifactError::Gap { offset, have });
-        }
-        // A resend rewrites what the slot has from its offset on (the same bytes).
-        file.set_len(offset).await?;
-        file.seek(io::SeekFrom::Start(offset)).await?;
-        file.write_all(bytes).await?;
-        file.flush().await?;
-        Ok(end)
+        // One trip to a blocking thread for the whole chunk.
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+            let have = file.metadata()?.len();
+            if offset > have {
+                return Err(ArtifactError::Gap { offset, have });
+            }
+            // A resend rewrites what the slot has from its offset on (the same bytes).
+            file.set_len(offset)?;
+            file.write_all_at(bytes.as_ref(), offset)?;
+            Ok(end)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("writing an upload chunk panicked: {e}")))?
     }
 
     /// Drops a job attempt's staged uploads (it ended).
@@ -446,22 +461,7 @@ impl Artifacts {
         let key = self.commit_blob(staged, "artifacts").await?;
         let insert = Query::insert()
             .into_table("ci_artifacts")
-            .columns([
-                "run_id",
-                "job_id",
-                "attempt",
-                "repo_id",
-                "tenant_id",
-                "name",
-                "size_bytes",
-                "stored_bytes",
-                "files",
-                "zip_bytes",
-                "digest",
-                "blob_key",
-                "created_at",
-                "expires_at",
-            ])
+            .columns(ARTIFACT_COLUMNS[1..15].iter().copied())
             .values_panic([
                 who.run_id.into(),
                 who.job_id.into(),
@@ -665,18 +665,7 @@ impl Artifacts {
         let blob_key = self.commit_blob(staged, "caches").await?;
         let insert = Query::insert()
             .into_table("ci_caches")
-            .columns([
-                "repo_id",
-                "tenant_id",
-                "scope",
-                "cache_key",
-                "version",
-                "size_bytes",
-                "stored_bytes",
-                "blob_key",
-                "created_at",
-                "last_used_at",
-            ])
+            .columns(CACHE_COLUMNS[1..].iter().copied())
             .values_panic([
                 who.repo_id.into(),
                 who.tenant_id.into(),

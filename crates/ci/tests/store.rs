@@ -599,7 +599,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
     let (j0, j1) = (jobs[0].id, jobs[1].id);
     let upload = |job: i64, slot: &'static str, bytes: Vec<u8>| {
         let artifacts = &artifacts;
-        async move { artifacts.append_chunk(job, 1, slot, 0, &bytes).await.expect("upload") }
+        async move { artifacts.append_chunk(job, 1, slot, 0, bytes).await.expect("upload") }
     };
     let new = |slot, name| NewArtifact { slot, name, retention_days: None, overwrite: false };
     let day = 86_400_000;
@@ -607,11 +607,11 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
     // Chunks by offset: a gap is refused with what the server has, a resend is harmless.
     let bytes = archive(&[("a.txt", 600)]);
     let (first, second) = bytes.split_at(bytes.len() / 2);
-    assert_eq!(artifacts.append_chunk(j0, 1, "s1", 0, first).await.expect("chunk"), first.len() as u64);
-    let gap = artifacts.append_chunk(j0, 1, "s1", first.len() as u64 + 5, second).await;
+    assert_eq!(artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("chunk"), first.len() as u64);
+    let gap = artifacts.append_chunk(j0, 1, "s1", first.len() as u64 + 5, second.to_vec()).await;
     assert!(matches!(gap, Err(ArtifactError::Gap { have, .. }) if have == first.len() as u64), "{gap:?}");
-    artifacts.append_chunk(j0, 1, "s1", 0, first).await.expect("resend");
-    let end = artifacts.append_chunk(j0, 1, "s1", first.len() as u64, second).await.expect("chunk");
+    artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("resend");
+    let end = artifacts.append_chunk(j0, 1, "s1", first.len() as u64, second.to_vec()).await.expect("chunk");
     assert_eq!(end, bytes.len() as u64);
     let kept = artifacts
         .finish_artifact(who(j0, "refs/heads/main"), NewArtifact { retention_days: Some(5), ..new("s1", "dist") }, T0)
@@ -619,7 +619,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
         .expect("kept");
     assert_eq!((kept.size_bytes, kept.files, kept.expires_at), (600, 1, Timestamp(T0.0 + 5 * day)));
     assert_eq!(kept.stored_bytes, bytes.len() as i64);
-    assert!(artifacts.append_chunk(j0, 1, "../x", 0, b"x").await.is_err(), "slots are plain names");
+    assert!(artifacts.append_chunk(j0, 1, "../x", 0, b"x".to_vec()).await.is_err(), "slots are plain names");
 
     // Another job may not take the name, unless it overwrites.
     upload(j1, "s2", archive(&[("b.txt", 10)])).await;
@@ -683,7 +683,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
         let who = who(j0, "refs/heads/main");
         async move {
             let slot = format!("c-{key}");
-            artifacts.append_chunk(j0, 1, &slot, 0, &archive(&[("w/deps", 400)])).await.expect("upload");
+            artifacts.append_chunk(j0, 1, &slot, 0, archive(&[("w/deps", 400)])).await.expect("upload");
             artifacts.finish_cache(who, &slot, key, "v1", Timestamp(T0.0 + at)).await
         }
     };

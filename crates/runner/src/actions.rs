@@ -15,10 +15,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::exec::Outcome;
-use crate::files::{self, Found, Root};
+use crate::files::{self, Found};
 use crate::logship::LogWriter;
 use crate::protocol::{Answer, Client, Lease};
-use crate::sandbox::{self, JobDirs};
+use crate::sandbox::JobDirs;
 
 /// A step's `with:` inputs, evaluated.
 pub(crate) struct Inputs(pub BTreeMap<String, String>);
@@ -103,6 +103,7 @@ async fn send(
         Answer::Ok(_) => {}
         other => return Ok(other),
     }
+    tracing::debug!(slot, "runner: upload sent; asking the server to check and keep it");
     body["attempt"] = json!(lease.attempt);
     body["slot"] = json!(slot);
     cx.request(Method::POST, finish, Some(&body)).await
@@ -155,11 +156,13 @@ pub(crate) async fn upload_artifact(cx: &ActionCx<'_>, inputs: &Inputs) -> Outco
     };
     let total: u64 = gathered.files.iter().map(|f| f.size).sum();
     cx.log.line(&format!("Uploading artifact {name:?}: {} files, {}", gathered.files.len(), mib(total)));
+    let started = std::time::Instant::now();
     let strip = if base.is_empty() { 0 } else { base.len() + 1 };
     let (archive, _, _) = match pack(cx, gathered.files, move |f| f.rel[strip..].to_owned()).await {
         Ok(packed) => packed,
         Err(e) => return cx.fail(WHAT, e),
     };
+    let packed = started.elapsed();
     let slot = format!("artifact-{}", short_hash(&name));
     let body = json!({"name": name, "retention_days": retention_days, "overwrite": inputs.flag("overwrite")});
     let answer = send(cx, &archive, &slot, "artifacts", body).await;
@@ -167,11 +170,13 @@ pub(crate) async fn upload_artifact(cx: &ActionCx<'_>, inputs: &Inputs) -> Outco
     match answer {
         Ok(Answer::Ok(a)) => {
             cx.log.line(&format!(
-                "Artifact {name:?} uploaded (id {}): {} files, {} ({} stored), kept until {}",
+                "Artifact {name:?} uploaded (id {}): {} files, {} ({} stored) in {:.2} s (packing {:.2} s), kept until {}",
                 a["id"],
                 a["files"],
                 mib(a["size_in_bytes"].as_u64().unwrap_or(0)),
                 mib(a["stored_bytes"].as_u64().unwrap_or(0)),
+                started.elapsed().as_secs_f64(),
+                packed.as_secs_f64(),
                 a["expires_at"].as_str().unwrap_or("?"),
             ));
             let id = a["id"].to_string();
@@ -275,27 +280,21 @@ pub(crate) async fn download_artifact(cx: &ActionCx<'_>, inputs: &Inputs) -> Out
     }
     for (id, name, dir) in wanted {
         let host = root.host(cx.dirs).to_path_buf();
-        let shown = match root {
-            Root::Workspace => format!("{}/{dir}", sandbox::WORKSPACE),
-            Root::Home => format!("{}/{dir}", sandbox::HOME),
-        };
+        let shown = root.inside(&dir);
         let rest = format!("artifacts/{id}/archive?attempt={}", cx.lease.attempt);
         let place =
             move |p: &str| Some((host.clone(), if dir.is_empty() { p.to_owned() } else { format!("{dir}/{p}") }));
+        let started = std::time::Instant::now();
         match fetch_into(cx, &rest, place).await {
-            Ok((count, bytes)) => {
-                cx.log.line(&format!("Artifact {name:?} downloaded to {shown}: {count} files, {}", mib(bytes)))
-            }
+            Ok((count, bytes)) => cx.log.line(&format!(
+                "Artifact {name:?} downloaded to {shown}: {count} files, {} in {:.2} s",
+                mib(bytes),
+                started.elapsed().as_secs_f64()
+            )),
             Err(e) => return cx.fail(WHAT, format!("artifact {name:?}: {e}")),
         }
     }
-    cx.outputs(&[(
-        "download-path",
-        &match root {
-            Root::Workspace => format!("{}/{dest}", sandbox::WORKSPACE),
-            Root::Home => format!("{}/{dest}", sandbox::HOME),
-        },
-    )]);
+    cx.outputs(&[("download-path", &root.inside(&dest))]);
     Outcome::Succeeded
 }
 

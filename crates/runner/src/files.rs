@@ -33,6 +33,15 @@ impl Root {
         }
     }
 
+    /// Where `rel` under it is as the job sees it (`/workspace/rel`).
+    pub fn inside(self, rel: &str) -> String {
+        let root = match self {
+            Root::Workspace => sandbox::WORKSPACE,
+            Root::Home => sandbox::HOME,
+        };
+        if rel.is_empty() { root.to_owned() } else { format!("{root}/{rel}") }
+    }
+
     /// The prefix of its files' paths in a cache archive.
     pub fn tag(self) -> &'static str {
         match self {
