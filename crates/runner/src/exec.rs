@@ -133,6 +133,8 @@ struct StepContext {
     values: Dict,
     failed: bool,
     cancelled: bool,
+    /// The job's directories, for `hashFiles()`.
+    dirs: JobDirs,
 }
 
 impl Context for StepContext {
@@ -140,12 +142,16 @@ impl Context for StepContext {
         self.values.get(name).cloned()
     }
 
-    fn call(&self, name: &str, _args: &[Value]) -> Result<Value, String> {
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, String> {
         match name {
             "success" => Ok(Value::from(!self.failed && !self.cancelled)),
             "failure" => Ok(Value::from(self.failed)),
             "cancelled" => Ok(Value::from(self.cancelled)),
             "always" => Ok(Value::from(true)),
+            "hashfiles" => {
+                let patterns: Vec<String> = args.iter().map(Value::to_coerced_string).collect();
+                crate::files::hash_files(&self.dirs, &patterns).map(|h| Value::from(h.as_str()))
+            }
             other => Err(format!("function '{other}' is not supported by this runner yet")),
         }
     }
@@ -274,7 +280,7 @@ async fn execute_steps(
     ] {
         env.insert(key.to_owned(), value);
     }
-    let mut ctx = StepContext { values, failed: false, cancelled: false };
+    let mut ctx = StepContext { values, failed: false, cancelled: false, dirs: dirs.clone() };
     for (level, vars) in [("workflow", &workflow.env), ("job", &job.env)] {
         for (key, template_text) in vars {
             ctx.values.set("env", env_value(&env));

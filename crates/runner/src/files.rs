@@ -214,6 +214,34 @@ pub fn gather(dirs: &JobDirs, lines: &[String], hidden: bool) -> Result<Gathered
     Ok(out)
 }
 
+/// `hashFiles(patterns)` as GitHub computes it: the SHA-256 of the SHA-256s of the workspace's
+/// files the patterns match (`!` excludes; hidden files included), in path order; `""` when none
+/// match.
+pub fn hash_files(dirs: &JobDirs, patterns: &[String]) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let lines: Vec<String> = patterns
+        .iter()
+        .map(|p| match p.strip_prefix('!') {
+            Some(rest) => format!("!{}", rest.trim_start_matches("./")),
+            None => p.trim_start_matches("./").to_owned(),
+        })
+        .collect();
+    let mut found = gather(dirs, &lines, true).map_err(|e| format!("hashFiles: {e}"))?.files;
+    found.retain(|f| f.root == Root::Workspace);
+    if found.is_empty() {
+        return Ok(String::new());
+    }
+    found.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let mut all = Sha256::new();
+    for file in &found {
+        let mut one = Sha256::new();
+        let mut input = std::fs::File::open(&file.host).map_err(|e| format!("hashFiles: {}: {e}", file.rel))?;
+        io::copy(&mut input, &mut one).map_err(|e| format!("hashFiles: {}: {e}", file.rel))?;
+        all.update(one.finalize());
+    }
+    Ok(all.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn parent_of(rel: &str) -> String {
     rel.rsplit_once('/').map_or(String::new(), |(p, _)| p.to_owned())
 }
@@ -384,6 +412,23 @@ mod tests {
         let got = gather(&dirs, &lines(&["dist"]), true).expect("gather");
         assert!(got.files.iter().any(|f| f.rel == "dist/.env"));
         assert!(gather(&dirs, &lines(&["missing/file"]), false).expect("gather").files.is_empty());
+    }
+
+    #[test]
+    fn hash_files_is_a_hash_of_hashes() {
+        let (_tmp, dirs) = dirs();
+        put(&dirs.workspace, "a/Cargo.lock", "one");
+        put(&dirs.workspace, "b/Cargo.lock", "two");
+        put(&dirs.workspace, "b/other", "x");
+        let hash = |p: &[&str]| hash_files(&dirs, &p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("hash");
+        let both = hash(&["**/Cargo.lock"]);
+        assert_eq!(both.len(), 64);
+        assert_eq!(both, hash(&["./**/Cargo.lock"]), "a leading ./ changes nothing");
+        assert_ne!(both, hash(&["a/Cargo.lock"]));
+        assert_eq!(hash(&["**/Cargo.lock", "!b/**"]), hash(&["a/Cargo.lock"]));
+        assert_eq!(hash(&["nothing/*"]), "");
+        put(&dirs.workspace, "a/Cargo.lock", "changed");
+        assert_ne!(both, hash(&["**/Cargo.lock"]));
     }
 
     #[test]

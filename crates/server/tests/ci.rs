@@ -1616,16 +1616,18 @@ jobs:
   exact:
     runs-on: ubuntu-latest
     steps:
+      - uses: actions/checkout@v4
       - uses: actions/cache@v4
         id: c
         with:
           path: out
-          key: fixed
+          key: fixed-${{ hashFiles('**/lock.txt') }}
       - run: |
           echo "exact hit=${{ steps.c.outputs.cache-hit }}"
           mkdir -p out && echo built > out/f
 "#,
     );
+    write(&src, "deps/lock.txt", "pinned");
     let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
     let mut shas = Vec::new();
     let mut logs = Vec::new();
@@ -1644,7 +1646,14 @@ jobs:
     let (prefix, exact) = &logs[0];
     assert!(prefix.contains("hit=false matched=") && prefix.contains("deps from nothing, tool none"), "{prefix}");
     assert!(prefix.contains(&format!("Cache saved with key \"deps-{}\"", shas[0])), "{prefix}");
-    assert!(exact.contains("exact hit=false") && exact.contains("Cache saved with key \"fixed\""), "{exact}");
+    // hashFiles('**/lock.txt'): the SHA-256 of the SHA-256 of the one file it matches.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    use sha2::Digest;
+    let fixed = format!("fixed-{}", hex(&sha2::Sha256::digest(sha2::Sha256::digest(b"pinned"))));
+    assert!(
+        exact.contains("exact hit=false") && exact.contains(&format!("Cache saved with key \"{fixed}\"")),
+        "{exact}"
+    );
     let (prefix, exact) = &logs[1];
     assert!(prefix.contains(&format!("hit=false matched=deps-{}", shas[0])), "{prefix}");
     assert!(prefix.contains(&format!("deps from {}, tool sharp", shas[0])), "{prefix}");
@@ -1666,7 +1675,7 @@ jobs:
         (format!("deps-{}", shas[0]), main.clone()),
         (format!("deps-{}", shas[1]), main.clone()),
         (format!("deps-{}", shas[2]), "refs/heads/feature".to_owned()),
-        ("fixed".to_owned(), main),
+        (fixed, main),
     ];
     expected.sort();
     assert_eq!(keys, expected);
