@@ -236,6 +236,11 @@ fn run_commands_follow_a_pushed_workflow() {
     assert!(got.contains("Downloaded artifact \"report\""), "{got}");
     let bytes = std::fs::read(&zip).expect("zip");
     assert!(bytes.starts_with(b"PK\x03\x04") && bytes.windows(5).any(|w| w == b"r.txt"), "a zip with r.txt");
+    // Usage of one's own repositories: the job, and the artifact's storage.
+    let usage = ok(&me, &["usage"], "");
+    assert!(usage.starts_with("Your repositories from") && usage.contains("1 jobs"), "{usage}");
+    let usage = json(&ok(&me, &["--json", "usage"], ""));
+    assert!(usage["artifact_bytes"].as_i64().is_some_and(|b| b > 0), "{usage}");
     let err = fails(&me, &["run", "cancel", &id], "");
     assert!(err.contains("HTTP 409"), "{err}");
     ok(&me, &["run", "rerun", &id], "");
