@@ -1,7 +1,8 @@
 //! Artifacts and caches over HTTP.
 //!
 //! For runners (`/api/v1/runner/{id}/jobs/{job}/…`, a runner token, only while it holds the job's
-//! attempt): upload chunks into a slot by byte offset, finish a slot as an artifact or a cache,
+//! attempt): upload chunks into a slot by byte offset (in any order, several at once), finish a
+//! slot as an artifact or a cache naming its length and SHA-256,
 //! list and fetch the run's artifacts, look up and fetch the repository's caches. A job reaches
 //! only its own run's artifacts and its own repository's caches.
 //!
@@ -16,7 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Uploader};
+use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Upload, Uploader};
 use gitstratum_ci::{Artifact, Cache, Job, JobState, Run};
 use gitstratum_platform::{Principal, Repo, Role};
 use serde::{Deserialize, Serialize};
@@ -27,9 +28,6 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, Caller, RequestMeta};
 use crate::git::{ChannelStream, ChannelWriter};
 
-/// The header of a gap reply: how much of the slot the server has.
-pub const UPLOAD_OFFSET: &str = "x-upload-offset";
-
 impl From<ArtifactError> for ApiError {
     fn from(e: ArtifactError) -> Self {
         match e {
@@ -39,7 +37,6 @@ impl From<ArtifactError> for ApiError {
             e @ ArtifactError::NoUpload(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "artifact.no_upload", e.to_string())
             }
-            e @ ArtifactError::Gap { .. } => ApiError::new(StatusCode::CONFLICT, "upload.gap", e.to_string()),
             ArtifactError::Db(e) => e.into(),
             ArtifactError::Io(e) => ApiError::internal(e),
         }
@@ -160,7 +157,7 @@ pub struct ChunkQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadAck {
-    /// Send the next chunk from here.
+    /// The offset just past the chunk.
     pub offset: u64,
 }
 
@@ -168,10 +165,10 @@ pub struct UploadAck {
     put,
     path = "/api/v1/runner/{id}/jobs/{job}/uploads/{slot}",
     tag = "runner",
-    summary = "Write a chunk (at most 8 MiB) of an upload at a byte offset of a slot",
+    summary = "Write a chunk (at most 8 MiB) of an upload at a byte offset of a slot (any order; resends are harmless)",
     params(ChunkQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, description = "Stored", body = UploadAck), (status = "4XX", description = "Refused (409 `upload.gap`: the server has less than the offset; resend from the `X-Upload-Offset` header's offset)", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "Stored", body = UploadAck), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn upload_chunk(
     State(state): State<AppState>,
@@ -179,17 +176,10 @@ pub async fn upload_chunk(
     Path((id, job, slot)): Path<(i64, i64, String)>,
     Query(q): Query<ChunkQuery>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<UploadAck>, ApiError> {
     let (job, _, _) = held(&state, &caller, id, job, q.attempt).await?;
-    match state.artifacts().append_chunk(job.id, job.attempt, &slot, q.offset, body).await {
-        Ok(offset) => Ok(Json(UploadAck { offset }).into_response()),
-        Err(e @ ArtifactError::Gap { have, .. }) => {
-            let mut response = ApiError::from(e).into_response();
-            response.headers_mut().insert(UPLOAD_OFFSET, have.into());
-            Ok(response)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let offset = state.artifacts().append_chunk(job.id, job.attempt, &slot, q.offset, body).await?;
+    Ok(Json(UploadAck { offset }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -197,6 +187,10 @@ pub struct FinishArtifact {
     pub attempt: i64,
     /// The slot the archive was uploaded into.
     pub slot: String,
+    /// The archive's length in bytes.
+    pub length: u64,
+    /// The archive's SHA-256 (hex): a chunk lost or damaged on the way is caught.
+    pub sha256: String,
     pub name: String,
     /// Days to keep it (at most the repository's retention).
     pub retention_days: Option<u64>,
@@ -221,7 +215,7 @@ pub async fn finish_artifact(
 ) -> Result<(StatusCode, Json<ArtifactBody>), ApiError> {
     let (job, run, repo) = held(&state, &caller, id, job, body.attempt).await?;
     let new = NewArtifact {
-        slot: &body.slot,
+        upload: Upload { slot: &body.slot, length: body.length, sha256: &body.sha256 },
         name: &body.name,
         retention_days: body.retention_days,
         overwrite: body.overwrite,
@@ -360,6 +354,10 @@ pub async fn cache_lookup(
 pub struct FinishCache {
     pub attempt: i64,
     pub slot: String,
+    /// The archive's length in bytes.
+    pub length: u64,
+    /// The archive's SHA-256 (hex).
+    pub sha256: String,
     pub key: String,
     pub version: String,
 }
@@ -381,7 +379,13 @@ pub async fn finish_cache(
     let (job, run, repo) = held(&state, &caller, id, job, body.attempt).await?;
     let cache = state
         .artifacts()
-        .finish_cache(uploader(&job, &run, &repo), &body.slot, &body.key, &body.version, state.now())
+        .finish_cache(
+            uploader(&job, &run, &repo),
+            Upload { slot: &body.slot, length: body.length, sha256: &body.sha256 },
+            &body.key,
+            &body.version,
+            state.now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(cache.into())))
 }

@@ -1,10 +1,11 @@
 //! Artifacts (`actions/upload-artifact`, `download-artifact`) and caches (`actions/cache`).
 //!
 //! A runner uploads an archive ([`gitstratum_artifact::archive`]) in chunks addressed by byte
-//! offset into a staging file named by its job, attempt and a slot of its choosing (a resent chunk
-//! is harmless; a gap is refused with the length the server has). Finishing the upload checks the
-//! whole archive as it streams (paths, CRCs, limits), commits it to the [`BlobStore`] under a
-//! fresh key, and only then records its row. Nothing is ever held whole in memory.
+//! offset into a staging file named by its job, attempt and a slot of its choosing; chunks may
+//! arrive in any order and a resent one is harmless. Finishing the upload names the archive's
+//! length and SHA-256, so a lost or damaged chunk is caught; the whole archive is checked as it
+//! streams (digest, paths, CRCs, limits), committed to the [`BlobStore`] under a fresh key, and
+//! only then recorded. Nothing is ever held whole in memory.
 //!
 //! Artifacts belong to a run, unique by name (a job's later attempt, or `overwrite`, replaces its
 //! own), and expire after their retention (the upload's `retention-days`, at most the
@@ -65,8 +66,6 @@ pub enum ArtifactError {
     TooBig(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("the chunk starts at byte {offset}, but the server has {have}; resend from {have}")]
-    Gap { offset: u64, have: u64 },
     #[error("nothing was uploaded in slot {0:?}")]
     NoUpload(String),
     #[error(transparent)]
@@ -213,10 +212,18 @@ pub struct Uploader<'a> {
     pub git_ref: &'a str,
 }
 
+/// What an uploader says its upload is: the slot, and the archive's length and SHA-256 (hex).
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub slot: &'a str,
+    pub length: u64,
+    pub sha256: &'a str,
+}
+
 /// An artifact upload being finished.
 #[derive(Debug, Clone)]
 pub struct NewArtifact<'a> {
-    pub slot: &'a str,
+    pub upload: Upload<'a>,
     pub name: &'a str,
     /// Days to keep it (capped by the repository's retention); `None`: the repository's.
     pub retention_days: Option<u64>,
@@ -281,7 +288,8 @@ impl Artifacts {
         most + most / 64 + (1 << 20)
     }
 
-    /// Writes `bytes` at `offset` of a job's upload slot; returns the length the slot has now.
+    /// Writes `bytes` at `offset` of a job's upload slot (in any order; a resend rewrites the
+    /// same bytes); returns the offset just past them.
     pub async fn append_chunk(
         &self,
         job: i64,
@@ -306,12 +314,6 @@ impl Artifacts {
         tokio::task::spawn_blocking(move || -> Result<u64> {
             use std::os::unix::fs::FileExt;
             let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
-            let have = file.metadata()?.len();
-            if offset > have {
-                return Err(ArtifactError::Gap { offset, have });
-            }
-            // A resend rewrites what the slot has from its offset on (the same bytes).
-            file.set_len(offset)?;
             file.write_all_at(bytes.as_ref(), offset)?;
             Ok(end)
         })
@@ -347,9 +349,10 @@ impl Artifacts {
     }
 
     /// Reads a staged archive through, checking everything, on a blocking thread.
-    async fn check(&self, path: PathBuf, limits: Limits) -> Result<Checked> {
+    async fn check(&self, path: PathBuf, upload: Upload<'_>, limits: Limits) -> Result<Checked> {
+        let (length, sha256) = (upload.length, upload.sha256.to_ascii_lowercase());
         tokio::task::spawn_blocking(move || -> Result<Checked> {
-            let file = match std::fs::File::open(&path) {
+            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(ArtifactError::NoUpload(
@@ -358,10 +361,28 @@ impl Artifacts {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // What a slot holds past the length is left from an earlier try; what it lacks is lost.
+            let have = file.metadata()?.len();
+            if have < length {
+                return Err(ArtifactError::Invalid(format!(
+                    "the upload is incomplete: the server has {have} of its {length} bytes"
+                )));
+            }
+            file.set_len(length)?;
             let mut input = Hashing { inner: io::BufReader::new(file), hash: Sha256::new(), bytes: 0 };
-            let summary = archive::read_archive(&mut input, &limits, |_, _| Ok(()))?;
-            // The decoder may stop at the end of the frame: the rest must be nothing.
-            if io::copy(&mut input, &mut io::sink())? != 0 {
+            // The archive as it streams; then the rest of the bytes (after its end there must be
+            // none), all through the digest, which is checked first: a lost or damaged chunk is
+            // reported as such, not as whatever it broke in the archive.
+            let read = archive::read_archive(&mut input, &limits, |_, _| Ok(()));
+            let trailing = io::copy(&mut input, &mut io::sink())?;
+            let digest: String = input.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if digest != sha256 {
+                return Err(ArtifactError::Invalid(
+                    "the upload's SHA-256 is not the one its uploader named: a chunk was lost or damaged".to_owned(),
+                ));
+            }
+            let summary = read?;
+            if trailing != 0 {
                 return Err(ArtifactError::Invalid("the archive has bytes after its end".to_owned()));
             }
             if !gitstratum_artifact::zip::fits(summary.zip_bytes, summary.files) {
@@ -369,7 +390,6 @@ impl Artifacts {
                     "an artifact's zip must stay under 4 GiB and 65,535 files (no Zip64 yet)".to_owned(),
                 ));
             }
-            let digest = input.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
             Ok(Checked { summary, stored_bytes: input.bytes, digest })
         })
         .await
@@ -438,8 +458,8 @@ impl Artifacts {
             .sum();
         let run_left = self.config.max_run_bytes.saturating_sub(others);
         let limits = Limits { max_bytes: Ord::min(self.config.max_artifact_bytes, run_left), ..Limits::default() };
-        let staged = self.staged(who.job_id, who.attempt, new.slot)?;
-        let checked = match self.check(staged.clone(), limits).await {
+        let staged = self.staged(who.job_id, who.attempt, new.upload.slot)?;
+        let checked = match self.check(staged.clone(), new.upload, limits).await {
             Err(ArtifactError::TooBig(why)) => {
                 let _ = tokio::fs::remove_file(&staged).await;
                 let limit = if run_left < self.config.max_artifact_bytes {
@@ -636,7 +656,7 @@ impl Artifacts {
     pub async fn finish_cache(
         &self,
         who: Uploader<'_>,
-        slot: &str,
+        upload: Upload<'_>,
         key: &str,
         version: &str,
         now: Timestamp,
@@ -647,9 +667,9 @@ impl Artifacts {
         if version.is_empty() || version.len() > 128 {
             return Err(ArtifactError::Invalid("a cache version has 1 to 128 characters".to_owned()));
         }
-        let staged = self.staged(who.job_id, who.attempt, slot)?;
+        let staged = self.staged(who.job_id, who.attempt, upload.slot)?;
         let limits = Limits { max_bytes: self.config.max_cache_bytes, ..Limits::default() };
-        let checked = match self.check(staged.clone(), limits).await {
+        let checked = match self.check(staged.clone(), upload, limits).await {
             Err(e @ (ArtifactError::TooBig(_) | ArtifactError::Invalid(_))) => {
                 let _ = tokio::fs::remove_file(&staged).await;
                 return Err(match e {

@@ -572,7 +572,8 @@ fn archive(files: &[(&str, usize)]) -> Vec<u8> {
 }
 
 async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore) {
-    use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Uploader};
+    use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Upload, Uploader};
+    use sha2::{Digest, Sha256};
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
     let ci = CiStore::new(store.db().clone());
@@ -597,22 +598,32 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
         git_ref,
     };
     let (j0, j1) = (jobs[0].id, jobs[1].id);
+    // What each slot was given (the uploader names its archive's length and SHA-256 at the end).
+    let sent: std::sync::Mutex<std::collections::HashMap<&str, Upload<'static>>> = Default::default();
+    let described = |slot: &'static str, bytes: &[u8]| {
+        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let upload = Upload { slot, length: bytes.len() as u64, sha256: Box::leak(sha256.into_boxed_str()) };
+        sent.lock().expect("lock").insert(slot, upload);
+    };
     let upload = |job: i64, slot: &'static str, bytes: Vec<u8>| {
         let artifacts = &artifacts;
+        described(slot, &bytes);
         async move { artifacts.append_chunk(job, 1, slot, 0, bytes).await.expect("upload") }
     };
-    let new = |slot, name| NewArtifact { slot, name, retention_days: None, overwrite: false };
+    let named = |slot: &'static str| {
+        sent.lock().expect("lock").get(slot).copied().unwrap_or(Upload { slot, length: 1, sha256: "00" })
+    };
+    let new = |slot, name| NewArtifact { upload: named(slot), name, retention_days: None, overwrite: false };
     let day = 86_400_000;
 
-    // Chunks by offset: a gap is refused with what the server has, a resend is harmless.
+    // Chunks by offset, in any order; a resend is harmless.
     let bytes = archive(&[("a.txt", 600)]);
+    described("s1", &bytes);
     let (first, second) = bytes.split_at(bytes.len() / 2);
-    assert_eq!(artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("chunk"), first.len() as u64);
-    let gap = artifacts.append_chunk(j0, 1, "s1", first.len() as u64 + 5, second.to_vec()).await;
-    assert!(matches!(gap, Err(ArtifactError::Gap { have, .. }) if have == first.len() as u64), "{gap:?}");
-    artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("resend");
     let end = artifacts.append_chunk(j0, 1, "s1", first.len() as u64, second.to_vec()).await.expect("chunk");
     assert_eq!(end, bytes.len() as u64);
+    assert_eq!(artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("chunk"), first.len() as u64);
+    artifacts.append_chunk(j0, 1, "s1", 0, first.to_vec()).await.expect("resend");
     let kept = artifacts
         .finish_artifact(who(j0, "refs/heads/main"), NewArtifact { retention_days: Some(5), ..new("s1", "dist") }, T0)
         .await
@@ -629,6 +640,16 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
     upload(j1, "s3", archive(&[("big", 950)])).await;
     let big = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s3", "big"), T0).await;
     assert!(matches!(&big, Err(ArtifactError::TooBig(why)) if why.contains("the run's artifacts")), "{big:?}");
+    // A lost chunk, a damaged one, or a length that is not the upload's: refused.
+    let whole = archive(&[("e", 100)]);
+    described("s7", &whole);
+    artifacts.append_chunk(j1, 1, "s7", 50, whole[50..].to_vec()).await.expect("second half only");
+    let holed = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s7", "holed"), T0).await;
+    assert!(matches!(&holed, Err(ArtifactError::Invalid(why)) if why.contains("SHA-256")), "{holed:?}");
+    upload(j1, "s8", whole.clone()).await;
+    let short = NewArtifact { upload: Upload { length: whole.len() as u64 + 1, ..named("s8") }, ..new("s8", "short") };
+    let short = artifacts.finish_artifact(who(j1, "refs/heads/main"), short, T0).await;
+    assert!(matches!(&short, Err(ArtifactError::Invalid(why)) if why.contains("incomplete")), "{short:?}");
     // Damaged archives, bad names and missing uploads are refused, and nothing is kept.
     upload(j1, "s4", b"not an archive".to_vec()).await;
     let damaged = artifacts.finish_artifact(who(j1, "refs/heads/main"), new("s4", "junk"), T0).await;
@@ -683,8 +704,11 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
         let who = who(j0, "refs/heads/main");
         async move {
             let slot = format!("c-{key}");
-            artifacts.append_chunk(j0, 1, &slot, 0, archive(&[("w/deps", 400)])).await.expect("upload");
-            artifacts.finish_cache(who, &slot, key, "v1", Timestamp(T0.0 + at)).await
+            let bytes = archive(&[("w/deps", 400)]);
+            let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            let upload = Upload { slot: &slot, length: bytes.len() as u64, sha256: &sha256 };
+            artifacts.append_chunk(j0, 1, &slot, 0, bytes).await.expect("upload");
+            artifacts.finish_cache(who, upload, key, "v1", Timestamp(T0.0 + at)).await
         }
     };
     save("k-1", 0).await.expect("k-1");

@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::exec::Outcome;
-use crate::files::{self, Found};
+use crate::files::{self, Found, Packed};
 use crate::logship::LogWriter;
 use crate::protocol::{Answer, Client, Lease};
 use crate::sandbox::JobDirs;
@@ -75,25 +75,26 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-/// Packs `found` into a scratch archive on a blocking thread; returns (path, files, bytes).
+/// Packs `found` into a scratch archive on a blocking thread; returns its path and what it holds.
 async fn pack(
     cx: &ActionCx<'_>,
     found: Vec<Found>,
     name: impl Fn(&Found) -> String + Send + 'static,
-) -> Result<(PathBuf, u64, u64), String> {
+) -> Result<(PathBuf, Packed), String> {
     let path = cx.scratch("up");
     let out = path.clone();
     let packed = tokio::task::spawn_blocking(move || files::pack(&found, name, &out))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok((path, packed.0, packed.1))
+    Ok((path, packed))
 }
 
 /// Uploads an archive into a slot and finishes it with `finish` (`artifacts` or `caches`).
 async fn send(
     cx: &ActionCx<'_>,
     archive: &std::path::Path,
+    packed: &Packed,
     slot: &str,
     finish: &str,
     mut body: serde_json::Value,
@@ -106,6 +107,8 @@ async fn send(
     tracing::debug!(slot, "runner: upload sent; asking the server to check and keep it");
     body["attempt"] = json!(lease.attempt);
     body["slot"] = json!(slot);
+    body["length"] = json!(packed.length);
+    body["sha256"] = json!(packed.sha256);
     cx.request(Method::POST, finish, Some(&body)).await
 }
 
@@ -158,14 +161,14 @@ pub(crate) async fn upload_artifact(cx: &ActionCx<'_>, inputs: &Inputs) -> Outco
     cx.log.line(&format!("Uploading artifact {name:?}: {} files, {}", gathered.files.len(), mib(total)));
     let started = std::time::Instant::now();
     let strip = if base.is_empty() { 0 } else { base.len() + 1 };
-    let (archive, _, _) = match pack(cx, gathered.files, move |f| f.rel[strip..].to_owned()).await {
+    let (archive, packed) = match pack(cx, gathered.files, move |f| f.rel[strip..].to_owned()).await {
         Ok(packed) => packed,
         Err(e) => return cx.fail(WHAT, e),
     };
-    let packed = started.elapsed();
+    let packing = started.elapsed();
     let slot = format!("artifact-{}", short_hash(&name));
     let body = json!({"name": name, "retention_days": retention_days, "overwrite": inputs.flag("overwrite")});
-    let answer = send(cx, &archive, &slot, "artifacts", body).await;
+    let answer = send(cx, &archive, &packed, &slot, "artifacts", body).await;
     let _ = tokio::fs::remove_file(&archive).await;
     match answer {
         Ok(Answer::Ok(a)) => {
@@ -176,7 +179,7 @@ pub(crate) async fn upload_artifact(cx: &ActionCx<'_>, inputs: &Inputs) -> Outco
                 mib(a["size_in_bytes"].as_u64().unwrap_or(0)),
                 mib(a["stored_bytes"].as_u64().unwrap_or(0)),
                 started.elapsed().as_secs_f64(),
-                packed.as_secs_f64(),
+                packing.as_secs_f64(),
                 a["expires_at"].as_str().unwrap_or("?"),
             ));
             let id = a["id"].to_string();
@@ -392,18 +395,21 @@ pub(crate) async fn save_cache(cx: &ActionCx<'_>, pending: &PendingCache) {
     if gathered.files.is_empty() {
         return cx.log.line(&format!("warning: cache {:?} not saved: its paths hold no files", pending.key));
     }
-    let (archive, count, bytes) = match pack(cx, gathered.files, |f| format!("{}/{}", f.root.tag(), f.rel)).await {
+    let (archive, packed) = match pack(cx, gathered.files, |f| format!("{}/{}", f.root.tag(), f.rel)).await {
         Ok(packed) => packed,
         Err(e) => return cx.log.line(&format!("warning: cache {:?} not saved: {e}", pending.key)),
     };
     let slot = format!("cache-{}", pending.number);
     let body = json!({"key": pending.key, "version": pending.version});
-    let answer = send(cx, &archive, &slot, "caches", body).await;
+    let answer = send(cx, &archive, &packed, &slot, "caches", body).await;
     let _ = tokio::fs::remove_file(&archive).await;
     match answer {
-        Ok(Answer::Ok(_)) => {
-            cx.log.line(&format!("Cache saved with key {:?}: {count} files, {}", pending.key, mib(bytes)))
-        }
+        Ok(Answer::Ok(_)) => cx.log.line(&format!(
+            "Cache saved with key {:?}: {} files, {}",
+            pending.key,
+            packed.files,
+            mib(packed.bytes)
+        )),
         Ok(Answer::No(code, message)) if code == "artifact.exists" => {
             cx.log.line(&format!("Cache not saved: {message} (another job saved it first)"))
         }

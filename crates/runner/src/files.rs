@@ -291,10 +291,43 @@ pub fn common_root(search_roots: &[(Root, String)]) -> Option<(Root, String)> {
     Some((*root, common.join("/")))
 }
 
-/// Packs `files` into an archive at `out`, each named by `name`; returns (files, bytes).
-pub fn pack(files: &[Found], name: impl Fn(&Found) -> String, out: &Path) -> io::Result<(u64, u64)> {
-    let file = std::fs::File::create(out)?;
-    let mut writer = gitstratum_artifact::Writer::new(io::BufWriter::with_capacity(256 * 1024, file))?;
+/// An archive packed into a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    pub files: u64,
+    /// The files' bytes.
+    pub bytes: u64,
+    /// The archive's length and SHA-256 (hex), as the server will check them.
+    pub length: u64,
+    pub sha256: String,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    length: u64,
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.length += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Packs `files` into an archive at `out`, each named by `name`.
+pub fn pack(files: &[Found], name: impl Fn(&Found) -> String, out: &Path) -> io::Result<Packed> {
+    use sha2::Digest;
+    let file = io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(out)?);
+    let mut writer = gitstratum_artifact::Writer::new(Hashing { inner: file, hash: sha2::Sha256::new(), length: 0 })?;
     for found in files {
         let mut input = std::fs::File::open(&found.host)?;
         writer.add(&name(found), found.mode, found.size, &mut input)?;
@@ -302,7 +335,8 @@ pub fn pack(files: &[Found], name: impl Fn(&Found) -> String, out: &Path) -> io:
     let (count, bytes) = (writer.files(), writer.bytes());
     let mut out = writer.finish()?;
     io::Write::flush(&mut out)?;
-    Ok((count, bytes))
+    let sha256 = out.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Packed { files: count, bytes, length: out.length, sha256 })
 }
 
 /// Creates `rel`'s directories under `root`, refusing to pass through anything but a real
@@ -459,8 +493,13 @@ mod tests {
         put(&dirs.workspace, "dist/b/c.txt", "charlie");
         let got = gather(&dirs, &["dist".to_owned()], false).expect("gather");
         let archive = tmp.path().join("a.gsar");
-        let (files, bytes) = pack(&got.files, |f| f.rel["dist/".len()..].to_owned(), &archive).expect("pack");
-        assert_eq!((files, bytes), (2, 12));
+        let packed = pack(&got.files, |f| f.rel["dist/".len()..].to_owned(), &archive).expect("pack");
+        assert_eq!((packed.files, packed.bytes), (2, 12));
+        let on_disk = std::fs::read(&archive).expect("archive");
+        assert_eq!(packed.length, on_disk.len() as u64);
+        use sha2::Digest;
+        let hex: String = sha2::Sha256::digest(&on_disk).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(packed.sha256, hex);
         let target = tmp.path().join("target");
         std::fs::create_dir_all(&target).expect("mkdir");
         // A link planted where a directory goes is not followed.

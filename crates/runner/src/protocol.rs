@@ -209,6 +209,8 @@ pub enum Answer {
 
 /// The size of an upload's chunks.
 pub const CHUNK_BYTES: usize = 8 << 20;
+/// How many chunks of an upload are sent at once.
+const UPLOADS_IN_FLIGHT: usize = 3;
 
 impl Client {
     fn job_path(&self, runner: i64, job: i64, rest: &str) -> String {
@@ -251,8 +253,9 @@ impl Client {
         Self::answer(request.send().await?).await
     }
 
-    /// Uploads the file at `path` into the job's upload `slot`, in chunks addressed by offset (a
-    /// chunk the server missed is resent from the offset it has; a failed chunk is retried).
+    /// Uploads the file at `path` into the job's upload `slot`: chunks addressed by offset, a few
+    /// in flight at once (the server takes them in any order), each retried on a network error or a
+    /// server error. Only one chunk's bytes per request are in memory.
     pub async fn upload(
         &self,
         runner: i64,
@@ -261,64 +264,54 @@ impl Client {
         slot: &str,
         path: &std::path::Path,
     ) -> Result<Answer, RunnerError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        use tokio::io::AsyncReadExt;
         let mut file = tokio::fs::File::open(path).await?;
         let len = file.metadata().await?.len();
+        let mut inflight: tokio::task::JoinSet<Result<Answer, RunnerError>> = tokio::task::JoinSet::new();
         let mut offset = 0u64;
-        let mut failures = 0;
-        let mut buf = vec![0u8; CHUNK_BYTES];
         loop {
-            file.seek(std::io::SeekFrom::Start(offset)).await?;
-            let mut n = 0;
-            while n < buf.len() {
-                let got = file.read(&mut buf[n..]).await?;
-                if got == 0 {
-                    break;
+            let mut chunk = vec![0u8; usize::try_from((len - offset).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES)];
+            file.read_exact(&mut chunk).await?;
+            let url = self.job_path(runner, job, &format!("uploads/{slot}?attempt={attempt}&offset={offset}"));
+            let (http, token) = (self.http.clone(), self.token.clone());
+            inflight.spawn(async move { Self::put_chunk(&http, &token, &url, chunk).await });
+            offset += CHUNK_BYTES as u64;
+            // Wait for a chunk to land when enough are in flight, and at the end for all of them.
+            while inflight.len() >= UPLOADS_IN_FLIGHT || (offset >= len && !inflight.is_empty()) {
+                match inflight.join_next().await {
+                    Some(Ok(Ok(Answer::Ok(_)))) | None => {}
+                    Some(Ok(Ok(other))) => return Ok(other),
+                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Err(e)) => return Err(RunnerError::Io(std::io::Error::other(e.to_string()))),
                 }
-                n += got;
             }
-            if n == 0 && offset > 0 {
+            if offset >= len {
                 return Ok(Answer::Ok(serde_json::Value::Null));
             }
-            let url = self.job_path(runner, job, &format!("uploads/{slot}?attempt={attempt}&offset={offset}"));
-            let sent = self
-                .http
+        }
+    }
+
+    /// One chunk, retried up to five times (with backoff) on a network or server error.
+    async fn put_chunk(http: &reqwest::Client, token: &str, url: &str, chunk: Vec<u8>) -> Result<Answer, RunnerError> {
+        // Shared, so a retry sends it again without a copy.
+        let chunk = bytes::Bytes::from(chunk);
+        let mut failures = 0;
+        loop {
+            let sent = http
                 .put(url)
-                .bearer_auth(&self.token)
+                .bearer_auth(token)
                 .header("content-type", "application/octet-stream")
-                .body(buf[..n].to_vec())
+                .body(chunk.clone())
                 .send()
                 .await;
-            let response = match sent {
-                Ok(r) if r.status().is_server_error() && failures < 5 => {
-                    failures += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
-                    continue;
-                }
-                Err(_) if failures < 5 => {
-                    failures += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
-                    continue;
-                }
-                Ok(r) => r,
+            match sent {
+                Ok(r) if r.status().is_server_error() && failures < 5 => {}
+                Err(_) if failures < 5 => {}
+                Ok(r) => return Self::answer(r).await,
                 Err(e) => return Err(e.into()),
-            };
-            if response.status() == reqwest::StatusCode::CONFLICT
-                && let Some(have) = response.headers().get(UPLOAD_OFFSET).and_then(|v| v.to_str().ok()?.parse().ok())
-            {
-                offset = have;
-                continue;
             }
-            match Self::answer(response).await? {
-                Answer::Ok(body) => {
-                    offset = body["offset"].as_u64().unwrap_or(offset + n as u64);
-                    failures = 0;
-                    if offset >= len {
-                        return Ok(Answer::Ok(serde_json::Value::Null));
-                    }
-                }
-                other => return Ok(other),
-            }
+            failures += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
         }
     }
 
@@ -345,9 +338,6 @@ impl Client {
         Ok(Answer::Ok(serde_json::json!({ "bytes": bytes })))
     }
 }
-
-/// The header of an upload gap reply: how much of the slot the server has.
-pub const UPLOAD_OFFSET: &str = "x-upload-offset";
 
 /// The header of a gap reply that says how much of the step the server has.
 pub const LOG_OFFSET: &str = "x-log-offset";

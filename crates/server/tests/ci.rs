@@ -492,8 +492,10 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
             .body(bytes);
         async move { request.send().await.expect("chunk").status().as_u16() }
     };
-    let finish = |slot: &str, name: &str| {
-        let body = json!({"attempt": 1, "slot": slot, "name": name});
+    let finish = |slot: &str, name: &str, bytes: &[u8]| {
+        use sha2::Digest;
+        let sha256: String = sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let body = json!({"attempt": 1, "slot": slot, "name": name, "length": bytes.len(), "sha256": sha256});
         let path = format!("/api/v1/runner/{r}/jobs/{job}/artifacts");
         let s = &s;
         async move { s.send(Method::POST, &path, rt, Some(body)).await }
@@ -504,13 +506,15 @@ async fn the_runner_protocol_survives_repeats_and_lost_runners() {
     evil.extend_from_slice(&0o644u32.to_be_bytes());
     evil.extend_from_slice(&1u64.to_be_bytes());
     evil.extend_from_slice(b"x\0\0\0\0E");
-    assert_eq!(upload("evil", zstd::stream::encode_all(&evil[..], 1).expect("zstd")).await, 200);
-    let (status, refused) = finish("evil", "evil").await;
+    let evil = zstd::stream::encode_all(&evil[..], 1).expect("zstd");
+    assert_eq!(upload("evil", evil.clone()).await, 200);
+    let (status, refused) = finish("evil", "evil", &evil).await;
     assert_eq!((status.as_u16(), refused["error"]["code"].as_str()), (422, Some("artifact.invalid")), "{refused}");
     let mut good = gitstratum_artifact::Writer::new(Vec::new()).expect("writer");
     good.add("report.txt", 0o644, 2, &mut &b"ok"[..]).expect("add");
-    assert_eq!(upload("good", good.finish().expect("archive")).await, 200);
-    let (status, kept) = finish("good", "report").await;
+    let good = good.finish().expect("archive");
+    assert_eq!(upload("good", good.clone()).await, 200);
+    let (status, kept) = finish("good", "report", &good).await;
     assert_eq!(status, 201, "{kept}");
 
     // Log frames by offset: a resend adds nothing, an overlap only its new part, a gap is refused.
