@@ -348,6 +348,37 @@ impl Artifacts {
         .unwrap_or(0)
     }
 
+    /// Deletes blobs no row names that are older than `min_age`: those of artifacts and caches
+    /// whose repository was deleted (the rows go with it), and those a crash left between storing
+    /// a blob and recording it. Returns how many. `min_age` spares uploads being recorded now.
+    pub async fn sweep_orphans(&self, min_age: std::time::Duration) -> Result<usize> {
+        let mut named = std::collections::HashSet::new();
+        let mut conn = self.ci.db.acquire().await?;
+        for table in ["ci_artifacts", "ci_caches"] {
+            let q = Query::select().column("blob_key").from(table).to_owned();
+            let keys: Vec<BlobKey> = conn.conn().fetch_all(&q).await?;
+            named.extend(keys.into_iter().map(|k| k.0));
+        }
+        drop(conn);
+        let blobs = self.blobs.clone();
+        let deleted = tokio::task::spawn_blocking(move || -> io::Result<usize> {
+            let mut deleted = 0;
+            for kind in ["artifacts", "caches"] {
+                for (key, written) in blobs.list(kind)? {
+                    let old = written.elapsed().is_ok_and(|age| age >= min_age);
+                    if old && !named.contains(&key) {
+                        blobs.delete(&key)?;
+                        deleted += 1;
+                    }
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("sweeping blobs panicked: {e}")))??;
+        Ok(deleted)
+    }
+
     /// Reads a staged archive through, checking everything, on a blocking thread.
     async fn check(&self, path: PathBuf, upload: Upload<'_>, limits: Limits) -> Result<Checked> {
         let (length, sha256) = (upload.length, upload.sha256.to_ascii_lowercase());
@@ -737,6 +768,14 @@ impl Artifacts {
         self.ci.db.acquire().await?.conn().execute(&delete).await?;
         self.delete_blob(cache.blob_key.clone()).await;
         Ok(())
+    }
+}
+
+struct BlobKey(String);
+
+impl FromDbRow for BlobKey {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(BlobKey(row.get("blob_key")?))
     }
 }
 

@@ -19,6 +19,8 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Deletes a blob; deleting a missing one is fine.
     fn delete(&self, key: &str) -> io::Result<()>;
+    /// The blobs of `kind` (`artifacts`, `caches`): their keys and when they were written.
+    fn list(&self, kind: &str) -> io::Result<Vec<(String, std::time::SystemTime)>>;
 }
 
 /// Blobs as files: `ROOT/<key>`, keys being `kind/xx/xxxxxxxx…` of lowercase hex.
@@ -74,6 +76,26 @@ impl BlobStore for FsBlobStore {
             _ => Ok(()),
         }
     }
+
+    fn list(&self, kind: &str) -> io::Result<Vec<(String, std::time::SystemTime)>> {
+        let mut out = Vec::new();
+        let fans = match std::fs::read_dir(self.path(kind)?) {
+            Ok(fans) => fans,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for fan in fans {
+            let fan = fan?;
+            let Some(fan_name) = fan.file_name().to_str().map(str::to_owned) else { continue };
+            for blob in std::fs::read_dir(fan.path())? {
+                let blob = blob?;
+                let Some(name) = blob.file_name().to_str().map(str::to_owned) else { continue };
+                let written = blob.metadata()?.modified()?;
+                out.push((format!("{kind}/{fan_name}/{name}"), written));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A fresh key for a blob of `kind` (`artifacts`, `caches`): 128 random bits, fanned out by the
@@ -101,6 +123,11 @@ mod tests {
         let mut text = String::new();
         store.open(&key).expect("open").read_to_string(&mut text).expect("read");
         assert_eq!(text, "archive");
+        assert_eq!(
+            store.list("artifacts").expect("list").into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            [key.clone()]
+        );
+        assert!(store.list("caches").expect("list").is_empty());
         store.delete(&key).expect("delete");
         store.delete(&key).expect("twice is fine");
         assert!(store.open(&key).is_err());

@@ -738,6 +738,18 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
     assert_eq!(left, ["k-3", "k-1"]);
     let (_, _, cache_bytes) = stored("bytes").await[0];
     assert!(cache_bytes > 800 && cache_bytes <= 1100, "{cache_bytes}");
+
+    // Blobs nothing names go (once old enough): a stray one, and those of a deleted repository.
+    let stray = dir.path().join("caches/ff/0123456789abcdef0123456789abcd");
+    std::fs::create_dir_all(stray.parent().expect("fan")).expect("mkdir");
+    std::fs::write(&stray, b"left by a crash").expect("stray");
+    assert_eq!(artifacts.sweep_orphans(std::time::Duration::from_secs(3600)).await.expect("sweep"), 0, "too young");
+    assert_eq!(artifacts.sweep_orphans(std::time::Duration::ZERO).await.expect("sweep"), 1);
+    assert!(!stray.exists());
+    let named = artifacts.list_caches(repo.id).await.expect("caches");
+    store.delete_repo(&repo, &Actor::system(), T0).await.expect("delete repository");
+    assert_eq!(artifacts.sweep_orphans(std::time::Duration::ZERO).await.expect("sweep"), named.len());
+    assert!(artifacts.open_blob(&named[0].blob_key).is_err());
 }
 
 gitstratum_platform::both_backends!(

@@ -332,6 +332,13 @@ impl Server {
                         if stale > 0 {
                             tracing::info!(uploads = stale, "ci: deleted abandoned artifact and cache uploads");
                         }
+                        // Blobs no row names (their repository was deleted, or a crash came between
+                        // storing and recording), once an hour old.
+                        match artifacts.sweep_orphans(Duration::from_secs(3600)).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(blobs = n, "ci: deleted artifact and cache blobs nothing names"),
+                            Err(e) => tracing::warn!(error = %e, "ci: the orphan blob sweep failed"),
+                        }
                     }
                     _ = &mut upkeep_stopped => break,
                 }
