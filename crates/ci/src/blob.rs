@@ -123,10 +123,8 @@ mod tests {
         let mut text = String::new();
         store.open(&key).expect("open").read_to_string(&mut text).expect("read");
         assert_eq!(text, "archive");
-        assert_eq!(
-            store.list("artifacts").expect("list").into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            [key.clone()]
-        );
+        let listed: Vec<String> = store.list("artifacts").expect("list").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(listed, std::slice::from_ref(&key));
         assert!(store.list("caches").expect("list").is_empty());
         store.delete(&key).expect("delete");
         store.delete(&key).expect("twice is fine");
