@@ -352,11 +352,7 @@ impl Client {
     /// conclusion.
     async fn follow_log(&self, job: &str) -> anyhow::Result<String> {
         use std::io::Write as _;
-        let url = format!("{}/api/v1/jobs/{job}/logs/stream", self.server);
-        let mut req = self.http.get(&url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
+        let req = self.request(reqwest::Method::GET, &format!("/jobs/{job}/logs/stream"));
         let mut resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
         if !resp.status().is_success() {
             bail!("the server refused the log stream (HTTP {})", resp.status().as_u16());
@@ -393,12 +389,27 @@ impl Client {
         Ok("unknown".to_owned())
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1{path}", self.server);
-        let mut req = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+    /// A request to `path` under `/api/v1`, with the token when there is one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}/api/v1{path}", self.server));
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
         }
+    }
+
+    /// The error for a refused request: the server's message and code.
+    fn refusal(status: reqwest::StatusCode, value: &Value) -> anyhow::Error {
+        let message = value["error"]["message"].as_str().unwrap_or("request failed");
+        let code = value["error"]["code"].as_str().unwrap_or("unknown");
+        match value["error"]["field"].as_str() {
+            Some(field) => anyhow::anyhow!("{message} (field {field}; {code}, HTTP {})", status.as_u16()),
+            None => anyhow::anyhow!("{message} ({code}, HTTP {})", status.as_u16()),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -410,12 +421,7 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let message = value["error"]["message"].as_str().unwrap_or("request failed");
-        let code = value["error"]["code"].as_str().unwrap_or("unknown");
-        match value["error"]["field"].as_str() {
-            Some(field) => bail!("{message} (field {field}; {code}, HTTP {})", status.as_u16()),
-            None => bail!("{message} ({code}, HTTP {})", status.as_u16()),
-        }
+        Err(Self::refusal(status, &value))
     }
 }
 
@@ -1283,18 +1289,11 @@ impl Client {
     /// Streams `path` (under `/api/v1`) into a new file, showing progress; returns its length.
     /// The file is written beside its place and renamed there once complete.
     async fn download(&self, path: &str, to: &std::path::Path) -> anyhow::Result<u64> {
-        let url = format!("{}/api/v1{path}", self.server);
-        let mut req = self.http.get(&url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
+        let req = self.request(reqwest::Method::GET, path);
         let mut resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
         let status = resp.status();
         if !status.is_success() {
-            let value: Value = resp.json().await.unwrap_or_default();
-            let message = value["error"]["message"].as_str().unwrap_or("request failed");
-            let code = value["error"]["code"].as_str().unwrap_or("unknown");
-            bail!("{message} ({code}, HTTP {})", status.as_u16());
+            return Err(Self::refusal(status, &resp.json().await.unwrap_or_default()));
         }
         let partial = to.with_extension("zip.part");
         let mut file =

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitstratum_ci::artifacts::{ArtifactError, NewArtifact, Upload, Uploader};
-use gitstratum_ci::{Artifact, Cache, Job, JobState, Run};
+use gitstratum_ci::{Artifact, Cache, Job, Run};
 use gitstratum_platform::{Principal, Repo, Role};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -126,12 +126,8 @@ async fn held(
     job: i64,
     attempt: i64,
 ) -> Result<(Job, Run, Repo), ApiError> {
-    let runner = crate::runner::own_runner(state, caller, id).await?;
-    let lost = || crate::runner::lease_lost(job);
-    let job = state.ci().get_job(job).await?.ok_or_else(lost)?;
-    if job.runner_id != Some(runner.id) || job.attempt != attempt || job.state != JobState::InProgress {
-        return Err(lost());
-    }
+    let job = crate::runner::held_job(state, caller, id, job, attempt).await?;
+    let lost = || crate::runner::lease_lost(job.id);
     let run = state.ci().get_run(job.run_id).await?.ok_or_else(lost)?;
     let repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(lost)?;
     Ok((job, run, repo))
@@ -177,7 +173,8 @@ pub async fn upload_chunk(
     Query(q): Query<ChunkQuery>,
     body: Bytes,
 ) -> Result<Json<UploadAck>, ApiError> {
-    let (job, _, _) = held(&state, &caller, id, job, q.attempt).await?;
+    // A chunk needs only the job (its run and repository matter when the upload is finished).
+    let job = crate::runner::held_job(&state, &caller, id, job, q.attempt).await?;
     let offset = state.artifacts().append_chunk(job.id, job.attempt, &slot, q.offset, body).await?;
     Ok(Json(UploadAck { offset }))
 }
@@ -265,21 +262,28 @@ pub async fn job_artifacts(
     Ok(Json(ArtifactList { total_count: artifacts.len(), artifacts }))
 }
 
-/// A blob, streamed from a blocking reader.
-fn blob_response(state: &AppState, key: String, content_type: &'static str) -> Response {
-    let artifacts = state.artifacts_arc();
+/// A response body written by `produce` on a blocking thread as the client reads it; an error
+/// ends the body broken (and is logged as `what`).
+fn blocking_body(what: &'static str, produce: impl FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
-        let copied = artifacts.open_blob(&key).and_then(|mut input| {
-            let mut out = io::BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: tx.clone(), written: 0 });
-            io::copy(&mut input, &mut out)?;
-            out.flush()
-        });
-        if let Err(e) = copied {
+        let mut out = io::BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: tx.clone(), written: 0 });
+        if let Err(e) = produce(&mut out).and_then(|()| out.flush()) {
+            tracing::warn!(error = %e, "cannot serve {what}");
             let _ = tx.blocking_send(Err(e));
         }
     });
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(ChannelStream(rx))).into_response()
+    Body::from_stream(ChannelStream(rx))
+}
+
+/// A blob (an archive as stored), streamed.
+fn blob_response(state: &AppState, key: String) -> Response {
+    let artifacts = state.artifacts_arc();
+    let body = blocking_body("an archive", move |out| {
+        io::copy(&mut artifacts.open_blob(&key)?, out)?;
+        Ok(())
+    });
+    ([(header::CONTENT_TYPE, "application/zstd")], body).into_response()
 }
 
 #[utoipa::path(
@@ -303,7 +307,7 @@ pub async fn job_artifact_archive(
         _ => return Err(artifact_not_found(artifact)),
     };
     refuse_expired(&artifact)?;
-    Ok(blob_response(&state, artifact.blob_key, "application/zstd"))
+    Ok(blob_response(&state, artifact.blob_key))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -408,7 +412,7 @@ pub async fn cache_archive(
     let default_ref = format!("refs/heads/{}", repo.default_branch);
     match state.artifacts().get_cache(cache).await? {
         Some(c) if c.repo_id == repo.id && (c.scope == run.git_ref || c.scope == default_ref) => {
-            Ok(blob_response(&state, c.blob_key, "application/zstd"))
+            Ok(blob_response(&state, c.blob_key))
         }
         _ => Err(ApiError::not_found("cache.not_found", format!("no cache {cache} for this job"))),
     }
@@ -527,31 +531,23 @@ pub async fn download(
     let (artifact, _) = authorize_artifact(&state, caller.as_ref(), id, Role::Read).await?;
     refuse_expired(&artifact)?;
     let artifacts = state.artifacts_arc();
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let (key, created) = (artifact.blob_key.clone(), artifact.created_at.0 / 1000);
-    tokio::task::spawn_blocking(move || {
-        let zipped = artifacts.open_blob(&key).and_then(|input| {
-            let out = io::BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: tx.clone(), written: 0 });
-            let mut zip = gitstratum_artifact::zip::ZipWriter::new(out, created);
-            gitstratum_artifact::read_archive(
-                input,
-                &gitstratum_artifact::Limits { max_bytes: u64::MAX, max_files: u64::MAX },
-                |entry, data| {
-                    zip.start_file(&entry.path, entry.mode)?;
-                    io::copy(data, &mut zip)?;
-                    zip.end_file()
-                },
-            )
-            .map_err(|e| io::Error::other(e.to_string()))?;
-            zip.finish()?.flush()
-        });
-        if let Err(e) = zipped {
-            tracing::warn!(artifact = id, error = %e, "cannot serve an artifact's zip");
-            let _ = tx.blocking_send(Err(e));
-        }
+    let body = blocking_body("an artifact's zip", move |out| {
+        let mut zip = gitstratum_artifact::zip::ZipWriter::new(out, created);
+        gitstratum_artifact::read_archive(
+            artifacts.open_blob(&key)?,
+            &gitstratum_artifact::Limits::NONE,
+            |entry, data| {
+                zip.start_file(&entry.path, entry.mode)?;
+                io::copy(data, &mut zip)?;
+                zip.end_file()
+            },
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        zip.finish().map(|_| ())
     });
     let disposition = format!("attachment; filename=\"{}.zip\"", artifact.name.replace(['"', '\\'], "_"));
-    let mut response = Response::new(Body::from_stream(ChannelStream(rx)));
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/zip"));
     headers.insert(header::CONTENT_LENGTH, artifact.zip_bytes.into());

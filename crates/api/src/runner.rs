@@ -91,6 +91,27 @@ pub(crate) async fn own_runner(state: &AppState, caller: &Principal, id: i64) ->
     }
 }
 
+/// The job, when the calling runner `id` holds its `attempt` running; else a lost lease (409).
+pub(crate) async fn held_job(
+    state: &AppState,
+    caller: &Principal,
+    id: i64,
+    job: i64,
+    attempt: i64,
+) -> Result<gitstratum_ci::Job, ApiError> {
+    let runner = own_runner(state, caller, id).await?;
+    match state.ci().get_job(job).await? {
+        Some(j)
+            if j.runner_id == Some(runner.id)
+                && j.attempt == attempt
+                && j.state == gitstratum_ci::JobState::InProgress =>
+        {
+            Ok(j)
+        }
+        _ => Err(lease_lost(job)),
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct WaitQuery {
     /// Seconds to hold the request open for a job (0 to 30; default 30).
@@ -323,13 +344,7 @@ pub async fn logs(
     Query(q): Query<LogQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let runner = own_runner(&state, &caller, id).await?;
-    let holds = state.ci().get_job(job).await?.is_some_and(|j| {
-        j.runner_id == Some(runner.id) && j.attempt == q.attempt && j.state == gitstratum_ci::JobState::InProgress
-    });
-    if !holds {
-        return Err(lease_lost(job));
-    }
+    held_job(&state, &caller, id, job, q.attempt).await?;
     if q.step < 0 || q.step > 10_000 {
         return Err(ApiError::validation("step", "a step number from 0 to 10000"));
     }

@@ -43,6 +43,11 @@ pub struct Limits {
     pub max_files: u64,
 }
 
+impl Limits {
+    /// No limits: for archives the server checked when it took them.
+    pub const NONE: Limits = Limits { max_bytes: u64::MAX, max_files: u64::MAX };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_bytes: 1 << 30, max_files: 65_535 }

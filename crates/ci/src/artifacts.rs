@@ -242,18 +242,16 @@ fn valid_slot(slot: &str) -> bool {
     !slot.is_empty() && slot.len() <= 64 && slot.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Reads through, hashing and counting.
+/// Reads through, hashing.
 struct Hashing<R> {
     inner: R,
     hash: Sha256,
-    bytes: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
         Ok(n)
     }
 }
@@ -400,7 +398,7 @@ impl Artifacts {
                 )));
             }
             file.set_len(length)?;
-            let mut input = Hashing { inner: io::BufReader::new(file), hash: Sha256::new(), bytes: 0 };
+            let mut input = Hashing { inner: io::BufReader::new(file), hash: Sha256::new() };
             // The archive as it streams; then the rest of the bytes (after its end there must be
             // none), all through the digest, which is checked first: a lost or damaged chunk is
             // reported as such, not as whatever it broke in the archive.
@@ -421,7 +419,8 @@ impl Artifacts {
                     "an artifact's zip must stay under 4 GiB and 65,535 files (no Zip64 yet)".to_owned(),
                 ));
             }
-            Ok(Checked { summary, stored_bytes: input.bytes, digest })
+            // Cut to `length` above, and matching its digest: the stored archive is that long.
+            Ok(Checked { summary, stored_bytes: length, digest })
         })
         .await
         .map_err(|e| io::Error::other(format!("checking an upload panicked: {e}")))?

@@ -24,7 +24,8 @@ use crate::sandbox::JobDirs;
 pub(crate) struct Inputs(pub BTreeMap<String, String>);
 
 impl Inputs {
-    fn get(&self, name: &str) -> Option<&str> {
+    /// An input's value, trimmed; `None` when absent or empty.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
     }
 
@@ -201,11 +202,6 @@ fn short_hash(text: &str) -> String {
     Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The limits an archive from the server is read with (it checked them when it was uploaded).
-fn download_limits() -> gitstratum_artifact::Limits {
-    gitstratum_artifact::Limits { max_bytes: u64::MAX, max_files: u64::MAX }
-}
-
 /// Downloads an archive (`rest` under the job) and extracts it under `root`/`dir`.
 async fn fetch_into(
     cx: &ActionCx<'_>,
@@ -219,9 +215,10 @@ async fn fetch_into(
         Answer::LeaseLost => return Err("the job is no longer this runner's".to_owned()),
     }
     let path = archive.clone();
-    let extracted = tokio::task::spawn_blocking(move || files::extract(&path, &download_limits(), place))
-        .await
-        .map_err(|e| e.to_string())?;
+    let extracted =
+        tokio::task::spawn_blocking(move || files::extract(&path, &gitstratum_artifact::Limits::NONE, place))
+            .await
+            .map_err(|e| e.to_string())?;
     let _ = tokio::fs::remove_file(&archive).await;
     extracted
 }

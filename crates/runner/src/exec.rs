@@ -671,7 +671,7 @@ async fn checkout_step(
     deadline: Instant,
     stop: &mut watch::Receiver<Signal>,
 ) -> Outcome {
-    let wanted = inputs.0.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty());
+    let wanted = inputs.get("ref");
     let depth: u64 = match inputs.0.get("fetch-depth").map(|d| d.trim()) {
         None => 1,
         Some(d) => match d.parse() {
