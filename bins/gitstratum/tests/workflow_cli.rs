@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const VALID: &str = "name: CI\non:\n  push:\n    branches: [main]\njobs:\n  build:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        node: [18, 20]\n    steps:\n      - run: npm test\n  deploy:\n    needs: build\n    runs-on: [self-hosted]\n    steps:\n      - run: ./deploy\n";
-const INVALID: &str = "on: push\njobs:\n  a:\n    runs-on: x\n    stepz: []\n";
+const INVALID: &str = "on: push\njobs:\n  __a:\n    runs-on: x\n    stepz: []\n";
 
 fn gitstratum(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gitstratum")).args(args).current_dir(dir).output().expect("run gitstratum")
@@ -33,8 +33,8 @@ fn validate_discovers_the_repositorys_workflows_and_reports_positions() {
     let out = gitstratum(&nested, &["workflow", "validate"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("bad.yaml:5:5: unknown key 'stepz' in job 'a'"), "{stdout}");
-    assert!(stdout.contains("bad.yaml:3:3: job 'a' has no 'steps'"), "{stdout}");
+    assert!(stdout.contains("bad.yaml:5:5: unknown key 'stepz' in job '__a'"), "{stdout}");
+    assert!(stdout.contains("bad.yaml:3:3: The identifier '__a' is invalid. IDs starting with '__' are reserved."), "{stdout}");
     assert!(text(&out.stderr).contains("2 problems in 2 files"), "{}", text(&out.stderr));
 
     // A .gitstratum folder takes precedence over .github.

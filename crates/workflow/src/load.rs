@@ -28,9 +28,10 @@ impl Place {
     }
 }
 
+/// A job's `if:` may name the jobs whose status it asks about: `success('build', 'test')`.
 const STATUS_FUNCTIONS: &[FunctionSig] = &[
-    FunctionSig { name: "success", min_args: 0, max_args: 0 },
-    FunctionSig { name: "failure", min_args: 0, max_args: 0 },
+    FunctionSig { name: "success", min_args: 0, max_args: 255 },
+    FunctionSig { name: "failure", min_args: 0, max_args: 255 },
     FunctionSig { name: "always", min_args: 0, max_args: 0 },
     FunctionSig { name: "cancelled", min_args: 0, max_args: 0 },
 ];
@@ -57,7 +58,22 @@ pub mod places {
         Place { named_values: &["github", "needs", "strategy", "matrix", "vars", "inputs"], functions: &[] };
     pub const JOB_ENV: Place =
         Place { named_values: &["github", "needs", "strategy", "matrix", "vars", "secrets", "inputs"], functions: &[] };
-    pub const JOB_CONTAINER: Place = JOB_ENV;
+    pub const JOB_CONTAINER: Place =
+        Place { named_values: &["github", "needs", "strategy", "matrix", "vars", "inputs"], functions: &[] };
+    pub const CONTAINER_ENV: Place = Place {
+        named_values: &[
+            "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "secrets", "steps", "inputs",
+        ],
+        functions: &[],
+    };
+    pub const CONTAINER_CREDENTIALS: Place =
+        Place { named_values: &["github", "inputs", "vars", "secrets", "env"], functions: &[] };
+    /// A reusable workflow call's `with:` and `secrets:`.
+    pub const JOB_CALL: Place = Place {
+        named_values: &["github", "needs", "strategy", "matrix", "vars", "secrets", "inputs"],
+        functions: &[],
+    };
+    pub const CALL_OUTPUTS: Place = Place { named_values: &["github", "inputs", "vars", "jobs"], functions: &[] };
     pub const JOB_DEFAULTS: Place =
         Place { named_values: &["github", "needs", "strategy", "matrix", "env", "vars", "inputs"], functions: &[] };
     pub const JOB_OUTPUTS: Place = Place {
@@ -80,6 +96,11 @@ pub mod places {
 
 /// Longest chain of `needs` a workflow may have, and most jobs (GitHub allows 256 jobs).
 pub const MAX_JOBS: usize = 256;
+/// Longest string holding expressions (GitHub's limit on an expression, which such a string
+/// becomes: `format('…', …)`).
+pub const MAX_EXPRESSION_LENGTH: usize = 21_000;
+/// Ids (of jobs and steps) must be shorter than this.
+pub const MAX_ID_LENGTH: usize = 100;
 
 /// Parses and validates a workflow file.
 pub fn load(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
@@ -102,6 +123,19 @@ fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// GitHub's rules for job and step ids, with its messages.
+fn id_problem(id: &str) -> Option<String> {
+    if !is_valid_id(id) || id.len() >= MAX_ID_LENGTH {
+        Some(format!(
+            "The identifier '{id}' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. IDs must start with a letter or '_' and and must be less than {MAX_ID_LENGTH} characters."
+        ))
+    } else if id.starts_with("__") {
+        Some(format!("The identifier '{id}' is invalid. IDs starting with '__' are reserved."))
+    } else {
+        None
+    }
 }
 
 impl Loader {
@@ -145,6 +179,18 @@ impl Loader {
 
     fn check_template(&mut self, pos: Pos, text: &str, what: &str, place: Option<Place>) {
         if !template::has_expression(text) {
+            return;
+        }
+        if text.len() > MAX_EXPRESSION_LENGTH {
+            self.error(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+            return;
+        }
+        if template::single_expression(text).is_none_or(|e| !e.eq_ignore_ascii_case("insert"))
+            && template::split(text).is_ok_and(|parts| {
+                parts.iter().any(|p| matches!(p, template::Segment::Expr(e) if e.eq_ignore_ascii_case("insert")))
+            })
+        {
+            self.error(pos, "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression.");
             return;
         }
         match place {
@@ -196,11 +242,8 @@ impl Loader {
 
     fn number_or_expr(&mut self, node: &Node, what: &str, place: Place) -> Option<NumberOrExpr> {
         if let Some(n) = node.as_number() {
-            if n.is_finite() && n > 0.0 {
-                return Some(NumberOrExpr::Value(n));
-            }
-            self.error(node.pos, format!("{what} must be a positive number"));
-            return None;
+            // GitHub takes any number here (even one that rounds to infinity); a run clamps it.
+            return Some(NumberOrExpr::Value(n));
         }
         if let Some(e) = node.as_scalar().and_then(template::single_expression) {
             self.check_template(node.pos, node.as_scalar().unwrap_or_default(), what, Some(place));
@@ -212,29 +255,35 @@ impl Loader {
 
     /// An `if:` condition: an expression with or without `${{ }}`.
     fn condition(&mut self, node: &Node, what: &str, place: Place) -> Option<String> {
-        if let Some(b) = node.as_bool() {
-            return Some(b.to_string());
-        }
         let Some(text) = node.as_scalar() else {
             self.error(node.pos, format!("{what} must be an expression, found {}", node.describe()));
             return None;
         };
         let expr = match template::single_expression(text) {
             Some(inner) => inner.to_owned(),
-            None if template::has_expression(text) => {
-                self.error(
-                    node.pos,
-                    format!("{what} mixes text and ${{{{ }}}}; write the whole condition as one expression (as written it would always be true)"),
-                );
-                return None;
-            }
+            // Text around `${{ }}` makes the whole condition a string, as on GitHub: `false ||
+            // ${{ x }}` is `format('false || {0}', x)`, which is truthy whenever it is not empty.
+            None if template::has_expression(text) => match template::as_format_call(text.trim()) {
+                Ok(call) => call,
+                Err(message) => {
+                    self.error(node.pos, format!("{what}: {message}"));
+                    return None;
+                }
+            },
             None => text.trim().to_owned(),
         };
-        if let Err(e) = crate::expr::parse(&expr, &place.options()) {
-            self.error(node.pos, format!("{what}: {}", e.message));
+        if expr.is_empty() && template::has_expression(text) {
+            self.error(node.pos, "An expression was expected");
             return None;
         }
-        Some(expr)
+        // GitHub's implied `success() && (…)` unless the condition asks for a status itself.
+        match crate::expr::effective_condition(Some(&expr), &place.options()) {
+            Ok(condition) => Some(condition),
+            Err(e) => {
+                self.error(node.pos, format!("{what}: {}", e.message));
+                None
+            }
+        }
     }
 
     fn env(&mut self, node: &Node, what: &str, place: Place) -> IndexMap<String, String> {
@@ -248,7 +297,16 @@ impl Loader {
         for (key, value) in self.mapping(node, what, &[]) {
             let name = key.as_scalar().unwrap_or_default().to_owned();
             if template::has_expression(&name) {
-                self.error(key.pos, format!("expressions are not allowed in {what} names"));
+                // `${{ insert }}: ${{ fromJSON(…) }}` merges an object's entries in here.
+                if let Some(e) = value.as_scalar().and_then(template::single_expression)
+                    && template::single_expression(&name).is_some_and(|k| k.eq_ignore_ascii_case("insert"))
+                {
+                    self.check_template(value.pos, value.as_scalar().unwrap_or_default(), what, Some(place));
+                    env.insert(insert_key(env.len()), format!("${{{{ {e} }}}}"));
+                } else {
+                    self.error(key.pos, format!("expressions are not allowed in {what} names"));
+                }
+                continue;
             }
             if let Some(v) = self.string(value, &format!("{what}.{name}"), Some(place)) {
                 env.insert(name, v);
@@ -258,10 +316,11 @@ impl Loader {
     }
 
     fn workflow(&mut self, root: &Node) -> Workflow {
-        let allowed = ["name", "run-name", "on", "env", "defaults", "concurrency", "permissions", "jobs"];
+        let allowed = ["name", "description", "run-name", "on", "env", "defaults", "concurrency", "permissions", "jobs"];
         let mut wf = Workflow {
             model_version: MODEL_VERSION,
             name: None,
+            description: None,
             run_name: None,
             on: Triggers::default(),
             env: IndexMap::new(),
@@ -282,6 +341,7 @@ impl Loader {
         for (key, value) in self.mapping(root, "the workflow", &allowed) {
             match key.as_scalar().unwrap_or_default() {
                 "name" => wf.name = self.string(value, "name", None),
+                "description" => wf.description = self.string(value, "description", None),
                 "run-name" => wf.run_name = self.string(value, "run-name", Some(places::RUN_NAME)),
                 "on" => {
                     seen_on = true;
@@ -314,6 +374,9 @@ impl Loader {
             "workflow_dispatch" => {
                 triggers.workflow_dispatch = Some(config.map(|c| this.dispatch(c)).unwrap_or_default())
             }
+            "workflow_call" => {
+                triggers.workflow_call = Some(config.map(|c| this.workflow_call(c)).unwrap_or_default())
+            }
             "schedule" => match config {
                 Some(c) => triggers.schedule = this.schedule(c),
                 None => this.error(pos, "'schedule' needs a list of '- cron: ...' entries"),
@@ -341,6 +404,7 @@ impl Loader {
         }
         if triggers.push.is_none()
             && triggers.workflow_dispatch.is_none()
+            && triggers.workflow_call.is_none()
             && triggers.schedule.is_empty()
             && triggers.other.is_empty()
         {
@@ -383,8 +447,9 @@ impl Loader {
 
     fn dispatch(&mut self, node: &Node) -> Dispatch {
         let mut dispatch = Dispatch::default();
-        for (key, value) in self.mapping(node, "on.workflow_dispatch", &["inputs"]) {
-            if key.as_scalar() != Some("inputs") {
+        // GitHub ignores keys it does not know here, and takes `inputs:` (or an input) left empty.
+        for (key, value) in self.mapping(node, "on.workflow_dispatch", &[]) {
+            if key.as_scalar() != Some("inputs") || value.is_null() {
                 continue;
             }
             for (name_node, spec) in self.mapping(value, "on.workflow_dispatch.inputs", &[]) {
@@ -400,7 +465,13 @@ impl Loader {
                     kind: InputKind::String,
                     options: Vec::new(),
                 };
-                for (k, v) in self.mapping(spec, &what, &["description", "required", "default", "type", "options"]) {
+                let no_keys: &[(Node, Node)] = &[];
+                let spec_entries = if spec.is_null() {
+                    no_keys
+                } else {
+                    self.mapping(spec, &what, &["description", "required", "default", "type", "options"])
+                };
+                for (k, v) in spec_entries {
                     match k.as_scalar().unwrap_or_default() {
                         "description" => input.description = self.string(v, "description", None),
                         "required" => match v.as_bool() {
@@ -437,6 +508,98 @@ impl Loader {
             }
         }
         dispatch
+    }
+
+    /// `on.workflow_call`: typed inputs, secrets and outputs, checked as GitHub checks them.
+    fn workflow_call(&mut self, node: &Node) -> WorkflowCall {
+        let mut call = WorkflowCall::default();
+        for (key, value) in self.mapping(node, "on.workflow_call", &["inputs", "secrets", "outputs"]) {
+            if value.is_null() {
+                continue;
+            }
+            match key.as_scalar().unwrap_or_default() {
+                "inputs" => {
+                    for (name_node, spec) in self.mapping(value, "on.workflow_call.inputs", &[]) {
+                        let name = name_node.as_scalar().unwrap_or_default().to_owned();
+                        let what = format!("on.workflow_call input '{name}'");
+                        let mut input =
+                            CallInput { description: None, required: false, default: None, kind: InputKind::String };
+                        let mut typed = false;
+                        for (k, v) in self.mapping(spec, &what, &["description", "required", "default", "type"]) {
+                            match k.as_scalar().unwrap_or_default() {
+                                "description" => input.description = self.string(v, "description", None),
+                                "required" => match v.as_bool() {
+                                    Some(b) => input.required = b,
+                                    None => self.error(v.pos, format!("{what}: 'required' must be true or false")),
+                                },
+                                "default" => {
+                                    self.check_json_templates(v, &what, places::RUN_NAME);
+                                    input.default = Some(v.to_json());
+                                }
+                                "type" => {
+                                    typed = true;
+                                    input.kind = match v.as_scalar().unwrap_or_default() {
+                                        "string" => InputKind::String,
+                                        "boolean" => InputKind::Boolean,
+                                        "number" => InputKind::Number,
+                                        other => {
+                                            self.error(v.pos, format!("{what}: unexpected type '{other}'; expected boolean, number or string"));
+                                            InputKind::String
+                                        }
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        if !typed && spec.as_map().is_some() {
+                            self.error(spec.pos, format!("{what}: required property is missing: type"));
+                        }
+                        call.inputs.insert(name, input);
+                    }
+                }
+                "secrets" => {
+                    for (name_node, spec) in self.mapping(value, "on.workflow_call.secrets", &[]) {
+                        let name = name_node.as_scalar().unwrap_or_default().to_owned();
+                        let mut required = false;
+                        if !spec.is_null() {
+                            let what = format!("on.workflow_call secret '{name}'");
+                            for (k, v) in self.mapping(spec, &what, &["description", "required"]) {
+                                if k.as_scalar() == Some("required") {
+                                    match v.as_bool() {
+                                        Some(b) => required = b,
+                                        None => self.error(v.pos, format!("{what}: 'required' must be true or false")),
+                                    }
+                                }
+                            }
+                        }
+                        call.secrets.insert(name, required);
+                    }
+                }
+                "outputs" => {
+                    for (name_node, spec) in self.mapping(value, "on.workflow_call.outputs", &[]) {
+                        let name = name_node.as_scalar().unwrap_or_default().to_owned();
+                        let what = format!("on.workflow_call output '{name}'");
+                        let mut output = None;
+                        for (k, v) in self.mapping(spec, &what, &["description", "value"]) {
+                            if k.as_scalar() == Some("value") {
+                                output = self.string(v, &what, Some(places::CALL_OUTPUTS));
+                            }
+                        }
+                        match output {
+                            Some(value) => {
+                                call.outputs.insert(name, value);
+                            }
+                            None if spec.as_map().is_some() => {
+                                self.error(spec.pos, format!("{what}: required property is missing: value"))
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        call
     }
 
     fn schedule(&mut self, node: &Node) -> Vec<CronEntry> {
@@ -484,9 +647,16 @@ impl Loader {
         }
         let mut group = None;
         let mut cancel = BoolOrExpr::Value(false);
-        for (key, value) in self.mapping(node, what, &["group", "cancel-in-progress"]) {
+        for (key, value) in self.mapping(node, what, &["group", "cancel-in-progress", "queue"]) {
             match key.as_scalar().unwrap_or_default() {
                 "group" => group = self.string(value, &format!("{what}.group"), Some(place)),
+                // How many runs may wait (GitHub's `single`, the default, or `max`); this
+                // installation keeps one waiting, as with `single`.
+                "queue" => {
+                    if !matches!(value.as_scalar(), Some("single" | "max")) {
+                        self.error(value.pos, format!("{what}.queue must be 'single' or 'max'"));
+                    }
+                }
                 "cancel-in-progress" => {
                     cancel = self.bool_or_expr(value, &format!("{what}.cancel-in-progress"), place).unwrap_or(cancel)
                 }
@@ -563,16 +733,17 @@ impl Loader {
                 format!("a workflow may have at most {MAX_JOBS} jobs; this one has {}", entries.len()),
             );
         }
+        let mut seen: Vec<String> = Vec::new();
         for (key, value) in entries {
             let id = key.as_scalar().unwrap_or_default().to_owned();
-            if !is_valid_id(&id) {
-                self.error(
-                    key.pos,
-                    format!(
-                        "job id '{id}' must start with a letter or '_' and contain only letters, digits, '-' and '_'"
-                    ),
-                );
+            if let Some(problem) = id_problem(&id) {
+                self.error(key.pos, problem);
+            } else if seen.iter().any(|s| s.eq_ignore_ascii_case(&id)) {
+                // Job ids are case-insensitive (`needs`, `jobs.<id>` in expressions).
+                self.error(key.pos, format!("'{id}' is already defined"));
+                continue;
             }
+            seen.push(id.clone());
             if let Some(job) = self.job(&id, key.pos, value) {
                 jobs.insert(id, job);
             }
@@ -601,6 +772,7 @@ impl Loader {
             "env",
             "defaults",
             "timeout-minutes",
+            "cancel-timeout-minutes",
             "continue-on-error",
             "strategy",
             "outputs",
@@ -610,6 +782,7 @@ impl Loader {
             "container",
             "services",
             "steps",
+            "snapshot",
             "uses",
             "with",
             "secrets",
@@ -627,6 +800,7 @@ impl Loader {
             env: IndexMap::new(),
             defaults: RunDefaults::default(),
             timeout_minutes: NumberOrExpr::Value(DEFAULT_JOB_TIMEOUT_MINUTES),
+            cancel_timeout_minutes: None,
             continue_on_error: BoolOrExpr::Value(false),
             strategy: None,
             outputs: IndexMap::new(),
@@ -642,6 +816,7 @@ impl Loader {
         };
         let mut has_runs_on = false;
         let mut has_steps = false;
+        let mut has_snapshot = false;
         for (key, value) in entries {
             let k = key.as_scalar().unwrap_or_default();
             let field = format!("{what}: {k}");
@@ -657,6 +832,13 @@ impl Loader {
                 "defaults" => job.defaults = self.defaults(value, &field, places::JOB_DEFAULTS),
                 "timeout-minutes" => {
                     job.timeout_minutes = self.number_or_expr(value, &field, places::JOB).unwrap_or(job.timeout_minutes)
+                }
+                "cancel-timeout-minutes" => job.cancel_timeout_minutes = self.number_or_expr(value, &field, places::JOB),
+                "snapshot" => {
+                    // Saving the runner as a custom image (GitHub-hosted larger runners): checked,
+                    // but there is nothing to snapshot on this installation's runners.
+                    has_snapshot = true;
+                    self.snapshot(value, &field);
                 }
                 "continue-on-error" => {
                     job.continue_on_error =
@@ -676,12 +858,13 @@ impl Loader {
                 "environment" => job.environment = self.environment(value, &field),
                 "permissions" => job.permissions = self.permissions(value, &field),
                 "container" => {
-                    self.check_json_templates(value, &field, places::JOB_CONTAINER);
+                    self.container(value, &field);
                     job.container = Some(value.to_json());
                 }
                 "services" => {
                     for (name, v) in self.mapping(value, &field, &[]) {
-                        self.check_json_templates(v, &field, places::JOB_CONTAINER);
+                        let service = format!("{field}.{}", name.as_scalar().unwrap_or_default());
+                        self.container(v, &service);
                         job.services.insert(name.as_scalar().unwrap_or_default().to_owned(), v.to_json());
                     }
                 }
@@ -690,8 +873,16 @@ impl Loader {
                     job.steps = self.steps(value, &what);
                 }
                 "uses" => job.uses = self.string(value, &field, None),
+                "secrets" if value.as_scalar().is_some() => {
+                    if value.as_scalar() != Some("inherit") {
+                        self.error(
+                            value.pos,
+                            format!("{field} must be 'inherit' or a mapping of secrets, found '{}'", value.as_scalar().unwrap_or_default()),
+                        );
+                    }
+                }
                 "with" | "secrets" => {
-                    self.check_json_templates(value, &field, places::JOB);
+                    self.check_json_templates(value, &field, places::JOB_CALL);
                     if k == "with" {
                         job.with = self
                             .mapping(value, &field, &[])
@@ -711,14 +902,12 @@ impl Loader {
                     format!("{what} calls a reusable workflow with 'uses', so it cannot have 'runs-on' or 'steps'"),
                 );
             }
-        } else {
-            if !has_runs_on {
-                self.error(pos, format!("{what} has neither 'runs-on' nor 'uses'"));
-            }
-            if !has_steps {
-                self.error(pos, format!("{what} has no 'steps'"));
-            }
+        } else if !has_runs_on {
+            self.error(pos, format!("{what} has neither 'runs-on' nor 'uses'"));
         }
+        // A job without steps is valid (GitHub's schema makes `steps` optional); it succeeds at
+        // once when it runs.
+        let _ = (has_steps, has_snapshot);
         Some(job)
     }
 
@@ -731,8 +920,22 @@ impl Loader {
             // `runs-on: {group: ..., labels: [...]}`: runner groups are not modelled; labels count.
             let mut labels = Vec::new();
             for (k, v) in self.mapping(node, what, &["group", "labels"]) {
-                if k.as_scalar() == Some("labels") {
-                    labels = self.labels(v, what);
+                match k.as_scalar() {
+                    Some("labels") => labels = self.labels(v, what),
+                    Some("group") => {
+                        let group = v.as_scalar().unwrap_or_default();
+                        if let Some((prefix, name)) = group.split_once('/')
+                            && !template::has_expression(group)
+                        {
+                            // `org/`, `organization/`, `ent/` or `enterprise/` name one group.
+                            if !["org", "organization", "ent", "enterprise"].contains(&prefix) || name.contains('/') {
+                                self.error(v.pos, format!("Invalid runs-on group name '{group}'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."));
+                            } else if name.trim().is_empty() {
+                                self.error(v.pos, format!("Invalid runs-on group name '{group}'."));
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
             return RunsOn::Labels(labels);
@@ -775,15 +978,8 @@ impl Loader {
                 _ => {}
             }
         }
-        match matrix {
-            Some(matrix) => Some(Strategy { matrix, fail_fast, max_parallel }),
-            None => {
-                if node.as_map().is_some() {
-                    self.error(node.pos, format!("{what} needs a 'matrix'"));
-                }
-                None
-            }
-        }
+        node.as_map()?;
+        Some(Strategy { matrix, fail_fast, max_parallel })
     }
 
     fn matrix(&mut self, node: &Node, what: &str) -> Option<Matrix> {
@@ -840,15 +1036,93 @@ impl Loader {
         Some(Matrix::Values { axes, include, exclude })
     }
 
+    /// `container:` or a service: an image name, or a mapping GitHub's schema allows.
+    fn container(&mut self, node: &Node, what: &str) {
+        if let Some(image) = node.as_scalar() {
+            self.check_template(node.pos, image, what, Some(places::JOB_CONTAINER));
+            if image.trim().is_empty() && !node.is_null() {
+                self.error(node.pos, "Container image cannot be empty");
+            }
+            return;
+        }
+        let mut image = None;
+        for (k, v) in self.mapping(node, what, &["image", "options", "env", "ports", "volumes", "credentials"]) {
+            let key = k.as_scalar().unwrap_or_default();
+            let field = format!("{what}.{key}");
+            match key {
+                "image" => image = self.string(v, &field, Some(places::JOB_CONTAINER)),
+                "options" => {
+                    self.string(v, &field, Some(places::JOB_CONTAINER));
+                }
+                "env" => {
+                    self.env(v, &field, places::CONTAINER_ENV);
+                }
+                "ports" | "volumes" => match v.as_seq() {
+                    Some(items) => {
+                        for item in items {
+                            if self.string(item, &field, Some(places::JOB_CONTAINER)).is_some_and(|t| t.is_empty()) {
+                                self.error(item.pos, format!("{field}: an entry cannot be empty"));
+                            }
+                        }
+                    }
+                    None => self.error(v.pos, format!("{field} must be a list, found {}", v.describe())),
+                },
+                "credentials" => {
+                    for (ck, cv) in self.mapping(v, &field, &["username", "password"]) {
+                        let cfield = format!("{field}.{}", ck.as_scalar().unwrap_or_default());
+                        if self.string(cv, &cfield, Some(places::CONTAINER_CREDENTIALS)).is_some_and(|t| t.is_empty()) {
+                            self.error(cv.pos, format!("{cfield} cannot be empty"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if node.as_map().is_some() && image.is_none_or(|i| i.trim().is_empty()) {
+            self.error(node.pos, "Container image cannot be empty");
+        }
+    }
+
+    /// `snapshot:` an image name, or `{image-name, version, if}`.
+    fn snapshot(&mut self, node: &Node, what: &str) {
+        if node.as_scalar().is_some() {
+            if self.string(node, what, None).is_some_and(|t| t.trim().is_empty()) {
+                self.error(node.pos, format!("{what} cannot be empty"));
+            }
+            return;
+        }
+        let mut named = false;
+        for (k, v) in self.mapping(node, what, &["image-name", "version", "if"]) {
+            match k.as_scalar().unwrap_or_default() {
+                "image-name" => named = self.string(v, what, None).is_some_and(|t| !t.trim().is_empty()),
+                "version" => {
+                    self.string(v, what, None);
+                }
+                "if" => {
+                    self.condition(v, what, places::JOB_STRATEGY);
+                }
+                _ => {}
+            }
+        }
+        if node.as_map().is_some() && !named {
+            self.error(node.pos, format!("{what}: required property is missing: image-name"));
+        }
+    }
+
     fn environment(&mut self, node: &Node, what: &str) -> Option<Environment> {
         if node.as_scalar().is_some() {
             return self.string(node, what, Some(places::JOB)).map(|name| Environment { name, url: None });
         }
         let mut name = None;
         let mut url = None;
-        for (k, v) in self.mapping(node, what, &["name", "url"]) {
+        for (k, v) in self.mapping(node, what, &["name", "url", "deployment"]) {
             match k.as_scalar().unwrap_or_default() {
                 "name" => name = self.string(v, what, Some(places::JOB)),
+                "deployment" => {
+                    if v.as_bool().is_none() {
+                        self.error(v.pos, format!("{what}.deployment must be true or false"));
+                    }
+                }
                 "url" => url = self.string(v, what, Some(places::STEP)),
                 _ => {}
             }
@@ -899,15 +1173,12 @@ impl Loader {
             self.error(node.pos, format!("{job}: steps must be a list, found {}", node.describe()));
             return Vec::new();
         };
-        if items.is_empty() {
-            self.error(node.pos, format!("{job} must have at least one step"));
-        }
         let mut ids: Vec<(String, Pos)> = Vec::new();
         let mut steps = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let Some(step) = self.step(item, &format!("{job}, step {}", i + 1)) else { continue };
             if let Some(id) = &step.id {
-                if let Some((_, first)) = ids.iter().find(|(other, _)| other == id) {
+                if let Some((_, first)) = ids.iter().find(|(other, _)| other.eq_ignore_ascii_case(id)) {
                     self.error(item.pos, format!("{job}: step id '{id}' is used twice (first at line {})", first.line));
                 }
                 ids.push((id.clone(), item.pos));
@@ -954,10 +1225,8 @@ impl Loader {
             match k {
                 "id" => {
                     step.id = self.string(value, &field, None);
-                    if let Some(id) = &step.id
-                        && !is_valid_id(id)
-                    {
-                        self.error(value.pos, format!("{what}: step id '{id}' must start with a letter or '_' and contain only letters, digits, '-' and '_'"));
+                    if let Some(problem) = step.id.as_deref().and_then(id_problem) {
+                        self.error(value.pos, format!("{what}: {problem}"));
                     }
                 }
                 "name" => step.name = self.string(value, &field, Some(places::STEP)),
@@ -1008,22 +1277,35 @@ impl Loader {
                         self.error(uses_node.pos, format!("{what}: '{reference}' needs a version, e.g. '{action}@v4'"));
                         return None;
                     }
-                    None => {
-                        let supported: Vec<&str> = BuiltinAction::ALL.iter().map(|(_, n)| *n).collect();
+                    None if !is_action_reference(&reference) => {
                         self.error(
                             uses_node.pos,
-                            format!(
-                                "{what}: action '{reference}' is not available; GitStratum provides {}",
-                                supported.join(", ")
-                            ),
+                            format!("{what}: Expected format {{org}}/{{repo}}[/path]@ref. Actual '{reference}'"),
                         );
                         return None;
                     }
+                    // Valid, but run by no runner of this installation yet: the step fails
+                    // then, naming the action.
+                    None => StepAction::Other { reference, with },
                 }
             }
         };
         Some(step)
     }
+}
+
+/// GitHub's forms of `uses:`: `./local/path`, `docker://image`, or `owner/repo[/path]@ref`.
+fn is_action_reference(reference: &str) -> bool {
+    if reference.starts_with("./") || reference.starts_with(".\\") {
+        return true;
+    }
+    if let Some(image) = reference.strip_prefix("docker://") {
+        return !image.is_empty();
+    }
+    let Some((path, git_ref)) = reference.split_once('@') else { return false };
+    let mut parts = path.split('/');
+    let (owner, repo) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    !git_ref.is_empty() && !owner.is_empty() && !repo.is_empty() && !owner.starts_with(['.', '$'])
 }
 
 /// A cycle in `needs`, as the job ids around it (the first repeated at the end), if any.

@@ -20,6 +20,9 @@ pub struct MatrixValues {
 }
 
 pub fn expand(matrix: &MatrixValues) -> Result<Vec<Combination>, String> {
+    if matrix.axes.is_empty() && matrix.include.is_empty() {
+        return Err("Matrix must define at least one vector".to_owned());
+    }
     if let Some((name, _)) = matrix.axes.iter().find(|(_, values)| values.is_empty()) {
         return Err(format!("matrix vector '{name}' does not contain any values"));
     }

@@ -20,6 +20,9 @@ pub const MODEL_VERSION: u32 = 1;
 pub struct Workflow {
     pub model_version: u32,
     pub name: Option<String>,
+    /// `description:`, shown to people; it changes nothing about a run.
+    #[serde(default)]
+    pub description: Option<String>,
     pub run_name: Option<String>,
     pub on: Triggers,
     pub env: IndexMap<String, String>,
@@ -33,6 +36,10 @@ pub struct Workflow {
 pub struct Triggers {
     pub push: Option<PushFilters>,
     pub workflow_dispatch: Option<Dispatch>,
+    /// `on.workflow_call`: the workflow can be called by others (running such calls is not
+    /// supported yet; the declaration is validated).
+    #[serde(default)]
+    pub workflow_call: Option<WorkflowCall>,
     pub schedule: Vec<CronEntry>,
     /// Other events, kept by name so they can be supported later.
     pub other: Vec<String>,
@@ -62,6 +69,24 @@ pub struct DispatchInput {
     pub kind: InputKind,
     /// The allowed values of a `choice` input.
     pub options: Vec<String>,
+}
+
+/// `on.workflow_call`'s declared inputs, secrets and outputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowCall {
+    pub inputs: IndexMap<String, CallInput>,
+    /// Secret names and whether each is required.
+    pub secrets: IndexMap<String, bool>,
+    /// Output names and their value templates.
+    pub outputs: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallInput {
+    pub description: Option<String>,
+    pub required: bool,
+    pub default: Option<Json>,
+    pub kind: InputKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +158,10 @@ pub struct Job {
     pub env: IndexMap<String, String>,
     pub defaults: RunDefaults,
     pub timeout_minutes: NumberOrExpr,
+    /// `cancel-timeout-minutes`: how long a cancelled job's step may take to stop before it is
+    /// killed.
+    #[serde(default)]
+    pub cancel_timeout_minutes: Option<NumberOrExpr>,
     pub continue_on_error: BoolOrExpr,
     pub strategy: Option<Strategy>,
     pub outputs: IndexMap<String, String>,
@@ -163,7 +192,9 @@ pub enum RunsOn {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Strategy {
-    pub matrix: Matrix,
+    /// `None` for a strategy with only `fail-fast`/`max-parallel`: one instance, as without one.
+    #[serde(default)]
+    pub matrix: Option<Matrix>,
     pub fail_fast: BoolOrExpr,
     pub max_parallel: Option<NumberOrExpr>,
 }
@@ -232,6 +263,7 @@ impl Step {
                 format!("Run {first}")
             }
             StepAction::Uses { action, version, .. } => format!("Run {}@{version}", action.name()),
+            StepAction::Other { reference, .. } => format!("Run {reference}"),
         }
     }
 }
@@ -242,6 +274,22 @@ pub enum StepAction {
     Run(String),
     /// A built-in action with its inputs (templates or other YAML values).
     Uses { action: BuiltinAction, version: String, with: IndexMap<String, Json> },
+    /// Any other action (`owner/repo@ref`, `./path`, `docker://image`): valid in a workflow, but
+    /// this runner cannot run it yet, so the step fails saying so.
+    Other { reference: String, with: IndexMap<String, Json> },
+}
+
+/// The key under which an env-like mapping keeps a `${{ insert }}` (or a whole-mapping
+/// expression, `env: ${{ … }}`): its value is an expression giving an object whose entries are
+/// merged in at that place when evaluated.
+pub fn insert_key(n: usize) -> String {
+    format!("${{{{ insert }}}}#{n}")
+}
+
+/// Whether a key of an env-like mapping is an insert (see [`insert_key`]); the empty key is the
+/// older spelling of a whole-mapping expression.
+pub fn is_insert_key(key: &str) -> bool {
+    key.is_empty() || key.starts_with("${{")
 }
 
 /// The actions GitStratum implements itself.

@@ -17,6 +17,9 @@ pub struct PlanContext {
     pub github: Value,
     pub inputs: Value,
     pub vars: Value,
+    /// The `needs` context, once the jobs a deferred job needs have finished (`Null` when a run
+    /// is created: nothing has run yet).
+    pub needs: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +42,26 @@ pub struct PlannedJob {
     pub fail_fast: bool,
     /// `strategy.max-parallel`, evaluated: at most this many instances run at once.
     pub max_parallel: Option<i64>,
+    /// Set when the job cannot run as written (its matrix, name or `runs-on` failed to
+    /// evaluate, or its matrix is empty): why. Such a job fails without running, as on GitHub.
+    pub failure: Option<String>,
+}
+
+impl PlannedJob {
+    fn failed(id: &str, job: &Job, why: String) -> PlannedJob {
+        PlannedJob {
+            job_id: id.to_owned(),
+            display_name: job.name.clone().filter(|n| !template::has_expression(n)).unwrap_or_else(|| id.to_owned()),
+            matrix: None,
+            needs: job.needs.clone(),
+            runs_on: None,
+            deferred: false,
+            concurrency: None,
+            fail_fast: true,
+            max_parallel: None,
+            failure: Some(why),
+        }
+    }
 }
 
 /// An evaluated `concurrency:`: at most one run (or job) of a group runs, and one waits.
@@ -116,9 +139,23 @@ pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Plan, String> {
     let mut jobs = Vec::new();
     for id in topological_order(workflow) {
         let job = &workflow.jobs[&id];
-        jobs.extend(plan_job(&id, job, ctx).map_err(|e| format!("job '{id}': {e}"))?);
+        match plan_job(&id, job, ctx) {
+            Ok(planned) => jobs.extend(planned),
+            Err(e) => jobs.push(PlannedJob::failed(&id, job, format!("Error when evaluating job '{id}': {e}"))),
+        }
     }
     Ok(Plan { run_name, concurrency, jobs })
+}
+
+/// Plans a job whose matrix or `runs-on` needs the outputs of the jobs it needs, now that they
+/// have finished (`ctx.needs` holds their results and outputs): its instances, or why it fails.
+pub fn plan_deferred(workflow: &Workflow, job_id: &str, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
+    let job = workflow.jobs.get(job_id).ok_or_else(|| format!("the workflow has no job '{job_id}'"))?;
+    let planned = plan_job(job_id, job, ctx).map_err(|e| format!("Error when evaluating job '{job_id}': {e}"))?;
+    if planned.iter().any(|p| p.deferred) {
+        return Err(format!("job '{job_id}' still depends on jobs that have not finished"));
+    }
+    Ok(planned)
 }
 
 fn eval_template(t: &str, options: &expr::ParseOptions<'_>, names: &Dict) -> Result<Value, String> {
@@ -159,7 +196,11 @@ fn base_context(ctx: &PlanContext) -> Dict {
     d.insert("github", ctx.github.clone());
     d.insert("inputs", ctx.inputs.clone());
     d.insert("vars", ctx.vars.clone());
-    d.insert("needs", Value::object(Dict::new()));
+    let needs = match &ctx.needs {
+        Value::Null => Value::object(Dict::new()),
+        known => known.clone(),
+    };
+    d.insert("needs", needs);
     d
 }
 
@@ -171,6 +212,21 @@ fn eval_expr(source: &str, names: &Dict) -> Result<Value, String> {
 
 fn references_needs(source: &str) -> bool {
     expr::parse(source, &places::JOB.options()).is_ok_and(|e| e.references("needs"))
+}
+
+fn template_references_needs(text: &str) -> bool {
+    template::split(text).is_ok_and(|parts| {
+        parts.iter().any(|p| matches!(p, template::Segment::Expr(e) if references_needs(e)))
+    })
+}
+
+fn json_references_needs(v: &Json) -> bool {
+    match v {
+        Json::String(s) => template_references_needs(s),
+        Json::Array(items) => items.iter().any(json_references_needs),
+        Json::Object(map) => map.iter().any(|(k, v)| template_references_needs(k) || json_references_needs(v)),
+        _ => false,
+    }
 }
 
 /// `strategy.fail-fast` and `strategy.max-parallel`, evaluated.
@@ -203,24 +259,28 @@ fn strategy_limits(job: &Job, base: &Dict) -> Result<(bool, Option<i64>), String
 fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
     let base = base_context(ctx);
     let (fail_fast, max_parallel) = strategy_limits(job, &base)?;
-    let combinations: Option<Vec<Combination>> = match &job.strategy {
+    let matrix = job.strategy.as_ref().and_then(|s| s.matrix.as_ref());
+    let waits_for_needs = matrix.is_some_and(matrix_references_needs)
+        || matches!(&job.runs_on, RunsOn::Expr(e) if references_needs(e))
+        || matches!(&job.runs_on, RunsOn::Labels(labels) if labels.iter().any(|l| template_references_needs(l)));
+    if waits_for_needs && matches!(ctx.needs, Value::Null) && !job.needs.is_empty() {
+        // Expanded when the jobs it needs have finished (`plan_deferred`).
+        return Ok(vec![PlannedJob {
+            job_id: id.to_owned(),
+            display_name: job.name.clone().filter(|n| !template::has_expression(n)).unwrap_or_else(|| id.to_owned()),
+            matrix: None,
+            needs: job.needs.clone(),
+            runs_on: None,
+            deferred: true,
+            concurrency: None,
+            fail_fast,
+            max_parallel,
+            failure: None,
+        }]);
+    }
+    let combinations: Option<Vec<Combination>> = match matrix {
         None => None,
-        Some(strategy) => {
-            if matrix_references_needs(&strategy.matrix) {
-                return Ok(vec![PlannedJob {
-                    job_id: id.to_owned(),
-                    display_name: job.name.clone().unwrap_or_else(|| id.to_owned()),
-                    matrix: None,
-                    needs: job.needs.clone(),
-                    runs_on: None,
-                    deferred: true,
-                    concurrency: None,
-                    fail_fast,
-                    max_parallel,
-                }]);
-            }
-            Some(matrix::expand(&matrix_values(&strategy.matrix, &base)?)?)
-        }
+        Some(matrix) => Some(matrix::expand(&matrix_values(matrix, &base)?)?),
     };
     let instances: Vec<Option<Combination>> = match combinations {
         None => vec![None],
@@ -235,7 +295,6 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
         }
         let display_name = display_name(id, job, combo.as_ref(), &names)?;
         let runs_on = match &job.runs_on {
-            RunsOn::Expr(e) if references_needs(e) => None,
             RunsOn::Expr(e) => Some(labels_from(eval_expr(e, &names)?)?),
             RunsOn::Labels(labels) => {
                 let mut out = Vec::new();
@@ -260,6 +319,7 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
             concurrency,
             fail_fast,
             max_parallel,
+            failure: None,
         });
     }
     Ok(out)
@@ -269,8 +329,13 @@ fn matrix_references_needs(m: &Matrix) -> bool {
     match m {
         Matrix::Expr(e) => references_needs(e),
         Matrix::Values { axes, include, exclude } => {
-            axes.values().any(|a| matches!(a, AxisValues::Expr(e) if references_needs(e)))
-                || [include, exclude].iter().any(|l| matches!(l, ListOrExpr::Expr(e) if references_needs(e)))
+            axes.values().any(|a| match a {
+                AxisValues::Expr(e) => references_needs(e),
+                AxisValues::List(items) => items.iter().any(json_references_needs),
+            }) || [include, exclude].iter().any(|l| match l {
+                ListOrExpr::Expr(e) => references_needs(e),
+                ListOrExpr::List(items) => items.iter().any(|c| c.values().any(json_references_needs)),
+            })
         }
     }
 }
@@ -314,10 +379,29 @@ fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
         Matrix::Values { axes, include, exclude } => {
             let mut out = MatrixValues::default();
             for (name, values) in axes {
-                let list = match values {
-                    AxisValues::List(items) => {
-                        items.iter().map(|v| eval_json_templates(v, names)).collect::<Result<_, _>>()?
+                if crate::model::is_insert_key(name) {
+                    // `${{ insert }}: ${{ … }}` adds the vectors of an object.
+                    let AxisValues::Expr(e) = values else { continue };
+                    match to_json(eval_expr(e, names)?) {
+                        Json::Object(map) => {
+                            for (k, v) in map {
+                                match v {
+                                    Json::Array(items) => {
+                                        out.axes.insert(k, items);
+                                    }
+                                    other => return Err(format!("matrix vector '{k}' must be a list, got {other}")),
+                                }
+                            }
+                        }
+                        other => return Err(format!("an inserted matrix must be an object, got {other}")),
                     }
+                    continue;
+                }
+                let list = match values {
+                    AxisValues::List(items) => match eval_json_templates(&Json::Array(items.clone()), names)? {
+                        Json::Array(items) => items,
+                        other => vec![other],
+                    },
                     AxisValues::Expr(e) => match to_json(eval_expr(e, names)?) {
                         Json::Array(items) => items,
                         other => return Err(format!("matrix vector '{name}' must be a list, got {other}")),
@@ -341,20 +425,44 @@ fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
     }
 }
 
-/// Evaluates templates inside strings of a literal value.
+/// Evaluates templates inside a literal value as GitHub's template evaluator does: a sequence
+/// item that is one expression giving a sequence is spliced in, and a `${{ insert }}` key merges
+/// the entries of the object its value gives.
 fn eval_json_templates(v: &Json, names: &Dict) -> Result<Json, String> {
+    let eval = |s: &str| {
+        template::evaluate(s, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
+            .map_err(|e| e.message)
+            .map(|v| v.to_json())
+    };
     Ok(match v {
-        Json::String(s) if template::has_expression(s) => {
-            template::evaluate(s, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
-                .map_err(|e| e.message)?
-                .to_json()
-        }
+        Json::String(s) if template::has_expression(s) => eval(s)?,
         Json::Array(items) => {
-            Json::Array(items.iter().map(|i| eval_json_templates(i, names)).collect::<Result<_, _>>()?)
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Json::String(s) if template::single_expression(s).is_some() => match eval(s)? {
+                        Json::Array(spliced) => out.extend(spliced),
+                        one => out.push(one),
+                    },
+                    other => out.push(eval_json_templates(other, names)?),
+                }
+            }
+            Json::Array(out)
         }
-        Json::Object(map) => Json::Object(
-            map.iter().map(|(k, v)| Ok((k.clone(), eval_json_templates(v, names)?))).collect::<Result<_, String>>()?,
-        ),
+        Json::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                if template::single_expression(k).is_some_and(|e| e.eq_ignore_ascii_case("insert")) {
+                    match eval_json_templates(v, names)? {
+                        Json::Object(inserted) => out.extend(inserted),
+                        other => return Err(format!("an inserted value must be an object, got {other}")),
+                    }
+                } else {
+                    out.insert(k.clone(), eval_json_templates(v, names)?);
+                }
+            }
+            Json::Object(out)
+        }
         other => other.clone(),
     })
 }

@@ -60,11 +60,41 @@ pub fn single_expression(s: &str) -> Option<&str> {
 /// Parses every expression in the string; the first error is returned.
 pub fn check(s: &str, options: &ParseOptions<'_>) -> Result<(), String> {
     for segment in split(s)? {
-        if let Segment::Expr(e) = segment {
-            expr::parse(e, options).map_err(|e| e.message)?;
+        match segment {
+            Segment::Expr("") => return Err("An expression was expected".to_owned()),
+            Segment::Expr(e) => {
+                expr::parse(e, options).map_err(|e| e.message)?;
+            }
+            Segment::Literal(_) => {}
         }
     }
     Ok(())
+}
+
+/// The expression GitHub makes of a string mixing text and expressions: `a ${{ x }} b` is
+/// `format('a {0} b', x)` (quotes doubled, braces of the text escaped).
+pub fn as_format_call(s: &str) -> Result<String, String> {
+    let mut text = String::new();
+    let mut args = Vec::new();
+    for segment in split(s)? {
+        match segment {
+            Segment::Literal(t) => {
+                text.push_str(&t.replace('\'', "''").replace('{', "{{").replace('}', "}}"));
+            }
+            Segment::Expr("") => return Err("An expression was expected".to_owned()),
+            Segment::Expr(e) => {
+                text.push_str(&format!("{{{}}}", args.len()));
+                args.push(e);
+            }
+        }
+    }
+    let mut call = format!("format('{text}'");
+    for arg in args {
+        call.push_str(", ");
+        call.push_str(arg);
+    }
+    call.push(')');
+    Ok(call)
 }
 
 /// Evaluates a template: a string that is one expression keeps the expression's type; otherwise
@@ -100,6 +130,17 @@ mod tests {
         assert!(split("a ${{ x").is_err());
         assert_eq!(single_expression("  ${{ true }} "), Some("true"));
         assert_eq!(single_expression("${{ a }}${{ b }}"), None);
+    }
+
+    #[test]
+    fn mixed_text_becomes_a_format_call_as_on_github() {
+        assert_eq!(
+            as_format_call("false || ${{ true && true }}").expect("ok"),
+            "format('false || {0}', true && true)"
+        );
+        assert_eq!(as_format_call("it's {x} ${{ a }}${{ b }}").expect("ok"), "format('it''s {{x}} {0}{1}', a, b)");
+        assert!(as_format_call("x ${{ }}").is_err());
+        assert_eq!(check("echo ${{ }}", &ParseOptions::default()), Err("An expression was expected".to_owned()));
     }
 
     struct NoContext;

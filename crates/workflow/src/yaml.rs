@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
 use crate::diag::{Diagnostic, Pos};
 
 /// Largest workflow file accepted.
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
-/// Deepest nesting of mappings and sequences.
-pub const MAX_DEPTH: usize = 64;
+/// Deepest nesting of mappings and sequences (GitHub's limit).
+pub const MAX_DEPTH: usize = 50;
 /// Most nodes a document may have once aliases are expanded (a guard against "billion laughs").
 pub const MAX_NODES: usize = 200_000;
 
@@ -189,16 +189,21 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
                 nodes = nodes.saturating_add(count_nodes(&node));
                 Some((Node { pos, ..node }, 0))
             }
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
                 nodes += 1;
-                let plain = matches!(style, ScalarStyle::Plain);
+                let plain = match &tag {
+                    Some(tag) => scalar_tag(tag, &text, style, pos)?,
+                    None => matches!(style, ScalarStyle::Plain),
+                };
                 Some((Node { kind: NodeKind::Scalar { text: text.into_owned(), plain }, pos }, anchor))
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                collection_tag(tag.as_deref(), "seq", pos)?;
                 stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
                 None
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                collection_tag(tag.as_deref(), "map", pos)?;
                 stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None });
                 None
             }
@@ -214,7 +219,7 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
             },
         };
         if stack.len() > MAX_DEPTH {
-            return Err(Diagnostic::new(pos, format!("the document nests deeper than {MAX_DEPTH} levels")));
+            return Err(Diagnostic::new(pos, format!("Maximum object depth exceeded: the document nests deeper than {MAX_DEPTH} levels")));
         }
         if nodes > MAX_NODES {
             return Err(Diagnostic::new(
@@ -259,6 +264,84 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
     Ok(root.unwrap_or(Node { kind: NodeKind::Scalar { text: String::new(), plain: true }, pos: Pos::START }))
 }
 
+/// The tags of YAML's core schema GitHub accepts (`!!str`, `!!int`, …); any other is refused.
+const CORE_TAGS: [&str; 7] = ["str", "int", "float", "bool", "null", "seq", "map"];
+
+fn full_tag(tag: &Tag) -> String {
+    if tag.handle == "!" { format!("!{}", tag.suffix) } else { format!("{}{}", tag.handle, tag.suffix) }
+}
+
+fn core_tag(tag: &Tag, pos: Pos) -> Result<&str, Diagnostic> {
+    // `!!int` arrives resolved (handle `tag:yaml.org,2002:`); `!<tag:yaml.org,2002:int>` verbatim.
+    let suffix = if tag.is_yaml_core_schema() {
+        Some(tag.suffix.as_str())
+    } else if tag.handle.is_empty() {
+        tag.suffix.strip_prefix("tag:yaml.org,2002:")
+    } else {
+        None
+    };
+    match suffix {
+        Some(kind) if CORE_TAGS.contains(&kind) => Ok(kind),
+        _ => Err(Diagnostic::new(pos, format!("Unexpected tag '{}'", full_tag(tag)))),
+    }
+}
+
+fn collection_tag(tag: Option<&Tag>, want: &str, pos: Pos) -> Result<(), Diagnostic> {
+    match tag {
+        Some(tag) if core_tag(tag, pos)? != want => {
+            Err(Diagnostic::new(pos, format!("the tag '{}' cannot mark a {}", full_tag(tag), if want == "seq" { "sequence" } else { "mapping" })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks an explicitly tagged scalar as GitHub does: a non-string tag needs a plain scalar whose
+/// text reads as that type. Returns whether the scalar is plain (`!!str` makes it a string).
+fn scalar_tag(tag: &Tag, text: &str, style: ScalarStyle, pos: Pos) -> Result<bool, Diagnostic> {
+    let kind = core_tag(tag, pos)?;
+    if kind == "str" {
+        return Ok(false);
+    }
+    let style_name = match style {
+        ScalarStyle::Plain => None,
+        ScalarStyle::SingleQuoted => Some("SingleQuoted"),
+        ScalarStyle::DoubleQuoted => Some("DoubleQuoted"),
+        ScalarStyle::Literal => Some("Literal"),
+        ScalarStyle::Folded => Some("Folded"),
+    };
+    if let Some(style_name) = style_name {
+        return Err(Diagnostic::new(
+            pos,
+            format!(
+                "The scalar style '{style_name}' on line {} and column {} is not valid with the tag '{}'",
+                pos.line,
+                pos.col,
+                full_tag(tag)
+            ),
+        ));
+    }
+    let node = Node { kind: NodeKind::Scalar { text: text.to_owned(), plain: true }, pos };
+    let fits = match kind {
+        "bool" => node.as_bool().is_some(),
+        "null" => node.is_null(),
+        "int" => node.as_number().is_some_and(|n| n.fract() == 0.0) && !text.contains(['.', 'e', 'E']),
+        "float" => node.as_number().is_some() || matches!(text, ".nan" | ".NaN" | ".NAN"),
+        _ => false,
+    };
+    if !fits {
+        return Err(Diagnostic::new(
+            pos,
+            format!(
+                "The value '{text}' on line {} and column {} is invalid for the type '{}'",
+                pos.line,
+                pos.col,
+                full_tag(tag)
+            ),
+        ));
+    }
+    Ok(true)
+}
+
 fn count_nodes(node: &Node) -> usize {
     match &node.kind {
         NodeKind::Scalar { .. } => 1,
@@ -284,6 +367,10 @@ mod tests {
         assert_eq!(parse("a: 1.5e3").expect("valid").get("a").and_then(Node::as_number), Some(1500.0));
         assert_eq!(parse("a: yes").expect("valid").get("a").and_then(Node::as_bool), None, "YAML 1.2: yes is a string");
         assert!(parse("").expect("empty").is_null());
+        let tagged = parse("a: !!str 12\nb: !!bool FALSE\nc: !<tag:yaml.org,2002:int> 7\n").expect("valid tags");
+        assert_eq!(tagged.get("a").map(Node::to_json), Some(serde_json::json!("12")), "!!str makes a string");
+        assert_eq!(tagged.get("b").and_then(Node::as_bool), Some(false));
+        assert_eq!(tagged.get("c").and_then(Node::as_number), Some(7.0));
     }
 
     #[test]
@@ -295,6 +382,10 @@ mod tests {
             ("a: [1, 2\n", 2, "invalid YAML"),
             ("a: b: c\n", 1, "invalid YAML"),
             ("? [1]\n: x\n", 1, "keys must be strings"),
+            ("a: !!bool test\n", 1, "The value 'test' on line 1 and column 4 is invalid for the type 'tag:yaml.org,2002:bool'"),
+            ("a: !!int \"300\"\n", 1, "The scalar style 'DoubleQuoted'"),
+            ("a: !!timestamp 2022-10-26\n", 1, "Unexpected tag 'tag:yaml.org,2002:timestamp'"),
+            ("a: !custom x\n", 1, "Unexpected tag '!custom'"),
         ] {
             let err = parse(src).expect_err(src);
             assert_eq!(err.pos.line, line, "{src:?}: {err}");
