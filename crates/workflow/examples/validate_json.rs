@@ -5,9 +5,9 @@ fn main() {
     for path in std::env::args().skip(1) {
         let result = match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => gitstratum_workflow::load(&text).map(|_| ()).map_err(|diags| {
-                    diags.iter().map(|d| d.to_string()).collect::<Vec<_>>()
-                }),
+                Ok(text) => gitstratum_workflow::load(&text)
+                    .map(|_| ())
+                    .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
                 Err(_) => Err(vec!["the file is not UTF-8".to_owned()]),
             },
             Err(e) => Err(vec![format!("cannot read: {e}")]),

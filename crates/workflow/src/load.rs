@@ -69,10 +69,8 @@ pub mod places {
     pub const CONTAINER_CREDENTIALS: Place =
         Place { named_values: &["github", "inputs", "vars", "secrets", "env"], functions: &[] };
     /// A reusable workflow call's `with:` and `secrets:`.
-    pub const JOB_CALL: Place = Place {
-        named_values: &["github", "needs", "strategy", "matrix", "vars", "secrets", "inputs"],
-        functions: &[],
-    };
+    pub const JOB_CALL: Place =
+        Place { named_values: &["github", "needs", "strategy", "matrix", "vars", "secrets", "inputs"], functions: &[] };
     pub const CALL_OUTPUTS: Place = Place { named_values: &["github", "inputs", "vars", "jobs"], functions: &[] };
     pub const JOB_DEFAULTS: Place =
         Place { named_values: &["github", "needs", "strategy", "matrix", "env", "vars", "inputs"], functions: &[] };
@@ -316,7 +314,8 @@ impl Loader {
     }
 
     fn workflow(&mut self, root: &Node) -> Workflow {
-        let allowed = ["name", "description", "run-name", "on", "env", "defaults", "concurrency", "permissions", "jobs"];
+        let allowed =
+            ["name", "description", "run-name", "on", "env", "defaults", "concurrency", "permissions", "jobs"];
         let mut wf = Workflow {
             model_version: MODEL_VERSION,
             name: None,
@@ -374,9 +373,7 @@ impl Loader {
             "workflow_dispatch" => {
                 triggers.workflow_dispatch = Some(config.map(|c| this.dispatch(c)).unwrap_or_default())
             }
-            "workflow_call" => {
-                triggers.workflow_call = Some(config.map(|c| this.workflow_call(c)).unwrap_or_default())
-            }
+            "workflow_call" => triggers.workflow_call = Some(config.map(|c| this.workflow_call(c)).unwrap_or_default()),
             "schedule" => match config {
                 Some(c) => triggers.schedule = this.schedule(c),
                 None => this.error(pos, "'schedule' needs a list of '- cron: ...' entries"),
@@ -652,10 +649,8 @@ impl Loader {
                 "group" => group = self.string(value, &format!("{what}.group"), Some(place)),
                 // How many runs may wait (GitHub's `single`, the default, or `max`); this
                 // installation keeps one waiting, as with `single`.
-                "queue" => {
-                    if !matches!(value.as_scalar(), Some("single" | "max")) {
-                        self.error(value.pos, format!("{what}.queue must be 'single' or 'max'"));
-                    }
+                "queue" if !matches!(value.as_scalar(), Some("single" | "max")) => {
+                    self.error(value.pos, format!("{what}.queue must be 'single' or 'max'"))
                 }
                 "cancel-in-progress" => {
                     cancel = self.bool_or_expr(value, &format!("{what}.cancel-in-progress"), place).unwrap_or(cancel)
@@ -833,7 +828,9 @@ impl Loader {
                 "timeout-minutes" => {
                     job.timeout_minutes = self.number_or_expr(value, &field, places::JOB).unwrap_or(job.timeout_minutes)
                 }
-                "cancel-timeout-minutes" => job.cancel_timeout_minutes = self.number_or_expr(value, &field, places::JOB),
+                "cancel-timeout-minutes" => {
+                    job.cancel_timeout_minutes = self.number_or_expr(value, &field, places::JOB)
+                }
                 "snapshot" => {
                     // Saving the runner as a custom image (GitHub-hosted larger runners): checked,
                     // but there is nothing to snapshot on this installation's runners.
@@ -873,14 +870,14 @@ impl Loader {
                     job.steps = self.steps(value, &what);
                 }
                 "uses" => job.uses = self.string(value, &field, None),
-                "secrets" if value.as_scalar().is_some() => {
-                    if value.as_scalar() != Some("inherit") {
-                        self.error(
-                            value.pos,
-                            format!("{field} must be 'inherit' or a mapping of secrets, found '{}'", value.as_scalar().unwrap_or_default()),
-                        );
-                    }
-                }
+                "secrets" if value.as_scalar() == Some("inherit") => {}
+                "secrets" if value.as_scalar().is_some() => self.error(
+                    value.pos,
+                    format!(
+                        "{field} must be 'inherit' or a mapping of secrets, found '{}'",
+                        value.as_scalar().unwrap_or_default()
+                    ),
+                ),
                 "with" | "secrets" => {
                     self.check_json_templates(value, &field, places::JOB_CALL);
                     if k == "with" {
@@ -995,6 +992,17 @@ impl Loader {
         for (key, value) in entries {
             let name = key.as_scalar().unwrap_or_default().to_owned();
             self.check_json_templates(value, what, places::JOB_STRATEGY);
+            if template::has_expression(&name) {
+                let is_insert = template::single_expression(&name).is_some_and(|e| e.eq_ignore_ascii_case("insert"));
+                if !is_insert {
+                    self.error(key.pos, format!("expressions are not allowed in {what} vector names"));
+                    continue;
+                }
+                if value.as_scalar().and_then(template::single_expression).is_none() {
+                    self.error(value.pos, format!("{what}: '${{{{ insert }}}}' needs an expression giving an object"));
+                    continue;
+                }
+            }
             match name.as_str() {
                 "include" | "exclude" => {
                     let list = if let Some(e) = value.as_scalar().and_then(template::single_expression) {
@@ -1118,10 +1126,8 @@ impl Loader {
         for (k, v) in self.mapping(node, what, &["name", "url", "deployment"]) {
             match k.as_scalar().unwrap_or_default() {
                 "name" => name = self.string(v, what, Some(places::JOB)),
-                "deployment" => {
-                    if v.as_bool().is_none() {
-                        self.error(v.pos, format!("{what}.deployment must be true or false"));
-                    }
+                "deployment" if v.as_bool().is_none() => {
+                    self.error(v.pos, format!("{what}.deployment must be true or false"))
                 }
                 "url" => url = self.string(v, what, Some(places::STEP)),
                 _ => {}

@@ -215,9 +215,8 @@ fn references_needs(source: &str) -> bool {
 }
 
 fn template_references_needs(text: &str) -> bool {
-    template::split(text).is_ok_and(|parts| {
-        parts.iter().any(|p| matches!(p, template::Segment::Expr(e) if references_needs(e)))
-    })
+    template::split(text)
+        .is_ok_and(|parts| parts.iter().any(|p| matches!(p, template::Segment::Expr(e) if references_needs(e))))
 }
 
 fn json_references_needs(v: &Json) -> bool {
@@ -257,6 +256,17 @@ fn strategy_limits(job: &Job, base: &Dict) -> Result<(bool, Option<i64>), String
 }
 
 fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
+    // Valid, but nothing here can run them yet: the job fails saying so rather than running
+    // something other than what it says.
+    if let Some(uses) = &job.uses {
+        return Err(format!("it calls the reusable workflow '{uses}', which this installation cannot run yet"));
+    }
+    if job.container.is_some() || !job.services.is_empty() {
+        return Err(
+            "it asks for a container or service containers, which this installation's runners cannot start yet"
+                .to_owned(),
+        );
+    }
     let base = base_context(ctx);
     let (fail_fast, max_parallel) = strategy_limits(job, &base)?;
     let matrix = job.strategy.as_ref().and_then(|s| s.matrix.as_ref());

@@ -134,10 +134,7 @@ mod tests {
 
     #[test]
     fn mixed_text_becomes_a_format_call_as_on_github() {
-        assert_eq!(
-            as_format_call("false || ${{ true && true }}").expect("ok"),
-            "format('false || {0}', true && true)"
-        );
+        assert_eq!(as_format_call("false || ${{ true && true }}").expect("ok"), "format('false || {0}', true && true)");
         assert_eq!(as_format_call("it's {x} ${{ a }}${{ b }}").expect("ok"), "format('it''s {{x}} {0}{1}', a, b)");
         assert!(as_format_call("x ${{ }}").is_err());
         assert_eq!(check("echo ${{ }}", &ParseOptions::default()), Err("An expression was expected".to_owned()));

@@ -219,7 +219,10 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
             },
         };
         if stack.len() > MAX_DEPTH {
-            return Err(Diagnostic::new(pos, format!("Maximum object depth exceeded: the document nests deeper than {MAX_DEPTH} levels")));
+            return Err(Diagnostic::new(
+                pos,
+                format!("Maximum object depth exceeded: the document nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
         if nodes > MAX_NODES {
             return Err(Diagnostic::new(
@@ -288,9 +291,10 @@ fn core_tag(tag: &Tag, pos: Pos) -> Result<&str, Diagnostic> {
 
 fn collection_tag(tag: Option<&Tag>, want: &str, pos: Pos) -> Result<(), Diagnostic> {
     match tag {
-        Some(tag) if core_tag(tag, pos)? != want => {
-            Err(Diagnostic::new(pos, format!("the tag '{}' cannot mark a {}", full_tag(tag), if want == "seq" { "sequence" } else { "mapping" })))
-        }
+        Some(tag) if core_tag(tag, pos)? != want => Err(Diagnostic::new(
+            pos,
+            format!("the tag '{}' cannot mark a {}", full_tag(tag), if want == "seq" { "sequence" } else { "mapping" }),
+        )),
         _ => Ok(()),
     }
 }
@@ -382,7 +386,11 @@ mod tests {
             ("a: [1, 2\n", 2, "invalid YAML"),
             ("a: b: c\n", 1, "invalid YAML"),
             ("? [1]\n: x\n", 1, "keys must be strings"),
-            ("a: !!bool test\n", 1, "The value 'test' on line 1 and column 4 is invalid for the type 'tag:yaml.org,2002:bool'"),
+            (
+                "a: !!bool test\n",
+                1,
+                "The value 'test' on line 1 and column 4 is invalid for the type 'tag:yaml.org,2002:bool'",
+            ),
             ("a: !!int \"300\"\n", 1, "The scalar style 'DoubleQuoted'"),
             ("a: !!timestamp 2022-10-26\n", 1, "Unexpected tag 'tag:yaml.org,2002:timestamp'"),
             ("a: !custom x\n", 1, "Unexpected tag '!custom'"),

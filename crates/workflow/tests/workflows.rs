@@ -230,13 +230,38 @@ const INVALID: &[(&str, u32, u32, &str)] = &[
         14,
         "Unrecognized named-value: 'secrets'",
     ),
-    ("on: push\njobs:\n  ${{ x }}:\n    runs-on: x\n    steps: [{run: echo}]\n", 3, 3, "The identifier '${{ x }}' is invalid"),
+    (
+        "on: push\njobs:\n  ${{ x }}:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        3,
+        "The identifier '${{ x }}' is invalid",
+    ),
     ("on: push\njobs:\n  __a:\n    runs-on: x\n", 3, 3, "IDs starting with '__' are reserved"),
     ("on: push\njobs:\n  build:\n    runs-on: x\n  BUILD:\n    runs-on: x\n", 5, 3, "'BUILD' is already defined"),
-    ("on: push\njobs:\n  a:\n    runs-on: !!bool test\n", 4, 14, "The value 'test' on line 4 and column 14 is invalid for the type 'tag:yaml.org,2002:bool'"),
-    ("on: push\njobs:\n  a:\n    runs-on: x\n    container:\n      options: --cpus 1\n", 6, 7, "Container image cannot be empty"),
-    ("on:\n  workflow_call:\n    inputs:\n      x:\n        required: true\n", 5, 9, "required property is missing: type"),
-    ("on: push\njobs:\n  a:\n    runs-on: x\n    env:\n      A: \"bad ${{ insert }}\"\n", 6, 10, "The directive 'insert' is not allowed in this context"),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: !!bool test\n",
+        4,
+        14,
+        "The value 'test' on line 4 and column 14 is invalid for the type 'tag:yaml.org,2002:bool'",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    container:\n      options: --cpus 1\n",
+        6,
+        7,
+        "Container image cannot be empty",
+    ),
+    (
+        "on:\n  workflow_call:\n    inputs:\n      x:\n        required: true\n",
+        5,
+        9,
+        "required property is missing: type",
+    ),
+    (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    env:\n      A: \"bad ${{ insert }}\"\n",
+        6,
+        10,
+        "The directive 'insert' is not allowed in this context",
+    ),
     ("on: push\njobs:\n  a:\n    runs-on: x\n    secrets: inhrit\n", 5, 14, "must be 'inherit' or a mapping"),
     ("on: push\njobs:\n  a:\n    runs-on: {group: ent/org/g}\n", 4, 22, "Invalid runs-on group name 'ent/org/g'"),
     (
@@ -428,7 +453,10 @@ fn matrices_splice_insert_and_wait_for_needs() {
     let planned = plan(&wf, &PlanContext::default()).expect("plans");
     assert!(planned.jobs[1].deferred && planned.jobs[1].runs_on.is_none());
     let mut needs = Dict::new();
-    needs.insert("setup", Value::from_json(serde_json::json!({"result": "success", "outputs": {"m": "{\"n\": [1, 2]}"}})));
+    needs.insert(
+        "setup",
+        Value::from_json(serde_json::json!({"result": "success", "outputs": {"m": "{\"n\": [1, 2]}"}})),
+    );
     let ctx = PlanContext { needs: Value::object(needs.clone()), ..Default::default() };
     let instances = gitstratum_workflow::plan::plan_deferred(&wf, "build", &ctx).expect("expands");
     assert_eq!(instances.iter().map(|j| j.display_name.as_str()).collect::<Vec<_>>(), ["build (1)", "build (2)"]);
