@@ -158,6 +158,44 @@ pub struct JobLease {
     pub secrets: std::collections::BTreeMap<String, String>,
     /// The `vars` context: the organization's and the repository's variables.
     pub vars: std::collections::BTreeMap<String, String>,
+    /// The server's URL (`GITHUB_SERVER_URL`; the API is under `/api/v1`).
+    pub server_url: String,
+    pub repository_id: i64,
+    pub repository_owner_id: i64,
+    /// The account that started the run, when it still exists.
+    pub actor_id: Option<i64>,
+    /// The workflow file's path in the repository (`GITHUB_WORKFLOW_REF`).
+    pub workflow_path: String,
+    /// The event's payload, as GitHub would write it (`GITHUB_EVENT_PATH`, `github.event`).
+    #[schema(value_type = Object)]
+    pub event_payload: serde_json::Value,
+}
+
+/// The payload of the event that started a run: a push as the ref-change log recorded it (with
+/// its head commit), a dispatch with its inputs.
+async fn event_payload(
+    state: &AppState,
+    run: &gitstratum_ci::Run,
+    repo: &gitstratum_platform::Repo,
+    inputs: &serde_json::Value,
+) -> serde_json::Value {
+    use gitstratum_ci::payload;
+    let public_url = state.public_url().to_owned();
+    if run.event != "push" {
+        return payload::dispatch_payload(&run.git_ref, inputs, &run.workflow_path, &run.actor, repo, &public_url);
+    }
+    let Some(seq) = run.event_key.strip_prefix("push:").and_then(|s| s.parse::<u64>().ok()) else {
+        return serde_json::json!({"ref": run.git_ref, "after": run.commit_sha, "repository": payload::repository_json(repo, &public_url)});
+    };
+    let objects = state.git().objects().clone();
+    let refs = state.git().refs().clone();
+    let repo = repo.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let event = refs.events_after(seq.saturating_sub(1), 1).ok()?.into_iter().find(|e| e.seq == seq)?;
+        let head = event.new.and_then(|id| payload::commit_json(objects.as_ref(), event.repo, id));
+        Some(payload::push_payload(&event, &repo, &public_url, head))
+    });
+    read.await.ok().flatten().unwrap_or_else(|| serde_json::json!({"ref": run.git_ref, "after": run.commit_sha}))
 }
 
 #[utoipa::path(
@@ -207,6 +245,14 @@ pub async fn request(
                 }
                 None => Default::default(),
             };
+            let inputs: serde_json::Value =
+                lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+            let event = match &repo {
+                Some(repo) => event_payload(&state, &lease.run, repo, &inputs).await,
+                None => serde_json::Value::Null,
+            };
+            let actor_id = state.store().find_account(&lease.run.actor).await?.map(|a| a.id);
+            let (repository_id, repository_owner_id) = repo.as_ref().map_or((0, 0), |r| (r.id, r.owner_id));
             let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
             let body = JobLease {
                 job_id: lease.job.id,
@@ -223,7 +269,7 @@ pub async fn request(
                 name: lease.job.name,
                 matrix: lease.job.matrix.as_deref().and_then(|m| serde_json::from_str(m).ok()),
                 workflow,
-                inputs: lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default(),
+                inputs,
                 needs: lease.needs,
                 token: lease.token.expose().to_owned(),
                 heartbeat_seconds: state.ci().timing().heartbeat_ms / 1000,
@@ -231,6 +277,12 @@ pub async fn request(
                 log_step_max_bytes: state.logs().step_cap(),
                 secrets,
                 vars,
+                server_url: state.public_url().to_owned(),
+                repository_id,
+                repository_owner_id,
+                actor_id,
+                workflow_path: lease.run.workflow_path.clone(),
+                event_payload: event,
             };
             metrics::counter!("gitstratum_ci_jobs_leased_total").increment(1);
             return Ok(Json(body).into_response());

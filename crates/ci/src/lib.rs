@@ -12,6 +12,7 @@
 //! - [`artifacts`]: artifacts and caches: chunked uploads, checked archives, retention, LRU
 //!   eviction; their archives rest in a [`blob::BlobStore`].
 //! - [`usage`]: usage metering (a row per attempt that ran) and log retention.
+//! - [`payload`]: GitHub's event payloads (webhooks, and `$GITHUB_EVENT_PATH` for jobs).
 //! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
 //!
 //! What it must never do: know HTTP (the API crate serves runs) or run anything itself (runners
@@ -25,6 +26,7 @@ pub mod events;
 pub mod ingest;
 pub mod logs;
 pub mod orchestrate;
+pub mod payload;
 pub mod source;
 pub mod state;
 pub mod store;

@@ -1108,11 +1108,49 @@ pub fn needs_context(jobs: &[Job], needs: &[String]) -> serde_json::Value {
     serde_json::Value::Object(context)
 }
 
+/// Every job a job depends on, directly or through others (GitHub's status functions for a
+/// job look at this whole chain), with its result.
+fn ancestor_results(jobs: &[Job], needs: &[String]) -> Vec<(String, &'static str)> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = needs.to_vec();
+    while let Some(key) = todo.pop() {
+        if seen.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+            continue;
+        }
+        for job in jobs.iter().filter(|j| j.job_key.eq_ignore_ascii_case(&key)) {
+            todo.extend(job.needs.iter().cloned());
+        }
+        seen.push(key);
+    }
+    seen.into_iter()
+        .map(|key| {
+            let instances: Vec<&Job> = jobs.iter().filter(|j| j.job_key.eq_ignore_ascii_case(&key)).collect();
+            let result = result_of(&instances);
+            (key, result)
+        })
+        .collect()
+}
+
 /// The expression context of a job's `if:`.
 struct JobIf {
     values: gitstratum_workflow::expr::Dict,
-    success: bool,
-    failure: bool,
+    /// Each job of the chain the job depends on, with its result.
+    ancestors: Vec<(String, &'static str)>,
+}
+
+impl JobIf {
+    /// The results `success(…)`/`failure(…)` look at: the named jobs, or the whole chain.
+    fn results(&self, args: &[gitstratum_workflow::expr::Value]) -> Vec<&'static str> {
+        if args.is_empty() {
+            return self.ancestors.iter().map(|(_, r)| *r).collect();
+        }
+        args.iter()
+            .map(|a| a.to_coerced_string())
+            .map(|name| {
+                self.ancestors.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)).map_or("skipped", |(_, r)| *r)
+            })
+            .collect()
+    }
 }
 
 impl gitstratum_workflow::expr::Context for JobIf {
@@ -1123,12 +1161,12 @@ impl gitstratum_workflow::expr::Context for JobIf {
     fn call(
         &self,
         name: &str,
-        _args: &[gitstratum_workflow::expr::Value],
+        args: &[gitstratum_workflow::expr::Value],
     ) -> Result<gitstratum_workflow::expr::Value, String> {
         use gitstratum_workflow::expr::Value;
         match name {
-            "success" => Ok(Value::from(self.success)),
-            "failure" => Ok(Value::from(self.failure)),
+            "success" => Ok(Value::from(self.results(args).iter().all(|r| *r == "success"))),
+            "failure" => Ok(Value::from(self.results(args).contains(&"failure"))),
             "always" => Ok(Value::from(true)),
             // A cancelled run's waiting jobs are cancelled outright; none is asked.
             "cancelled" => Ok(Value::from(false)),
@@ -1184,28 +1222,20 @@ impl FromDbRow for RepoName {
     }
 }
 
-/// Whether a job whose needs have all finished runs: its `if:` (default `success()`: every need
-/// succeeded), or why not.
+/// Whether a job whose needs have all finished runs: its `if:` (default `success()`: every job
+/// of the chain it depends on succeeded, as on GitHub, where a failure or a skip anywhere up the
+/// chain skips it unless its `if:` says otherwise), or why not.
 fn job_runs(run: &RunContext, jobs: &[Job], job: &Job) -> Result<(), (Conclusion, String)> {
     use gitstratum_workflow::expr::{self, Dict, Value};
     use gitstratum_workflow::load::places;
     let needs = needs_context(jobs, &job.needs);
-    let results: Vec<&str> =
-        needs.as_object().into_iter().flatten().filter_map(|(_, n)| n["result"].as_str()).collect();
-    let success = results.iter().all(|r| *r == "success");
-    let failure = results.contains(&"failure");
+    let ancestors = ancestor_results(jobs, &job.needs);
     let condition = run.workflow.as_ref().and_then(|w| w.jobs.get(&job.job_key)).and_then(|j| j.condition.clone());
     let Some(condition) = condition else {
-        if success {
+        let failed: Vec<&str> = ancestors.iter().filter(|(_, r)| *r != "success").map(|(k, _)| k.as_str()).collect();
+        if failed.is_empty() {
             return Ok(());
         }
-        let failed: Vec<&str> = needs
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, n)| n["result"] != "success")
-            .map(|(k, _)| k.as_str())
-            .collect();
         return Err((Conclusion::Skipped, format!("skipped: {} did not succeed", failed.join(", "))));
     };
     let mut values = Dict::new();
@@ -1213,7 +1243,7 @@ fn job_runs(run: &RunContext, jobs: &[Job], job: &Job) -> Result<(), (Conclusion
     values.insert("inputs", run.inputs.clone());
     values.insert("needs", Value::from_json(needs));
     values.insert("vars", Value::object(Dict::new()));
-    let context = JobIf { values, success, failure };
+    let context = JobIf { values, ancestors };
     let evaluated = expr::parse(&condition, &places::JOB_IF.options())
         .map_err(|e| e.message)
         .and_then(|e| expr::evaluate(&e, &context, &condition).map_err(|e| e.message));
@@ -1243,6 +1273,7 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
     let mut context: Option<RunContext> = None;
     loop {
         let mut changed = false;
+        let mut reload = false;
         for i in 0..jobs.len() {
             if jobs[i].state != JobState::Waiting || jobs[i].blocked {
                 continue;
@@ -1255,7 +1286,22 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
                 context = Some(run_context(conn, run_id).await?);
             }
             let Some(run) = context.as_ref() else { continue };
-            let decision = job_runs(run, &jobs, &jobs[i]);
+            let mut decision = job_runs(run, &jobs, &jobs[i]);
+            if decision.is_ok() && jobs[i].runs_on.is_none() {
+                // Its matrix or labels wait for what its needs produced (or planning it failed
+                // when the run was created): plan it now.
+                match expand_job(conn, run, &jobs, &jobs[i], group.repo_id, now).await? {
+                    Ok(true) => {
+                        reload = true;
+                        changed = true;
+                        break;
+                    }
+                    Ok(false) => {
+                        decision = Err((Conclusion::Skipped, "skipped: its matrix has no combinations".to_owned()))
+                    }
+                    Err(why) => decision = Err((Conclusion::Failure, why)),
+                }
+            }
             // A job that may run takes its place in its concurrency group first.
             let may_queue = match (&decision, jobs[i].concurrency.clone()) {
                 (Ok(()), Some((group, cancel))) => join_job_group(conn, &jobs[i], &group, cancel, now).await?,
@@ -1294,6 +1340,9 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
                 }
             }
             changed = true;
+        }
+        if reload {
+            jobs = conn.fetch_all(&q).await?;
         }
         if !changed {
             break;
@@ -1348,6 +1397,60 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
         }
     }
     Ok(released)
+}
+
+/// Plans a waiting job whose `runs_on` was not known when its run was created, now that the jobs
+/// it needs have finished: the row becomes its first instance and the others are added beside
+/// it (all waiting). `Ok(false)`: the matrix gave no instance; `Err`: why the job fails.
+async fn expand_job(
+    conn: &mut Conn<'_>,
+    run: &RunContext,
+    jobs: &[Job],
+    job: &Job,
+    repo_id: i64,
+    now: Timestamp,
+) -> Result<std::result::Result<bool, String>> {
+    use gitstratum_workflow::expr::Value;
+    use gitstratum_workflow::plan::{PlanContext, plan_deferred};
+    let Some(workflow) = &run.workflow else {
+        return Ok(Err("the run keeps no workflow to plan this job from".to_owned()));
+    };
+    let ctx = PlanContext {
+        github: run.github.clone(),
+        inputs: run.inputs.clone(),
+        vars: Value::Null,
+        needs: Value::from_json(needs_context(jobs, &job.needs)),
+    };
+    let planned = match plan_deferred(workflow, &job.job_key, &ctx) {
+        Ok(planned) => planned,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut instances = planned.iter().map(|p| crate::ingest::new_job(workflow, p));
+    let Some(first) = instances.next() else { return Ok(Ok(false)) };
+    let Some(labels) = &first.runs_on else {
+        return Ok(Err("the job's runs-on gave no runner labels".to_owned()));
+    };
+    let update = Query::update()
+        .table("ci_jobs")
+        .values([
+            ("name", first.name.as_str().into()),
+            ("matrix", first.matrix.clone().into()),
+            ("runs_on", labels.join(" ").into()),
+            ("fail_fast", first.fail_fast.into()),
+            ("max_parallel", first.max_parallel.into()),
+            ("concurrency_group", first.concurrency.as_ref().map(|(g, _)| g.clone()).into()),
+            ("concurrency_cancel", first.concurrency.as_ref().is_some_and(|(_, c)| *c).into()),
+        ])
+        .and_where(Expr::col("id").eq(job.id))
+        .and_where(Expr::col("state").eq(JobState::Waiting.as_str()))
+        .to_owned();
+    if conn.execute(&update).await? != 1 {
+        return Ok(Ok(true)); // someone else planned it: reload and see
+    }
+    for other in instances {
+        crate::store::insert_job(conn, job.run_id, repo_id, &other, now).await?;
+    }
+    Ok(Ok(true))
 }
 
 /// A run's concurrency group and whether it is pending behind it.

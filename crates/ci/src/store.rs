@@ -74,6 +74,8 @@ pub struct Run {
     pub workflow_name: String,
     pub title: String,
     pub event: String,
+    /// What made it (`push:<ref-log seq>`, `dispatch:<id>`).
+    pub event_key: String,
     pub git_ref: String,
     pub commit_sha: String,
     pub actor: String,
@@ -117,6 +119,7 @@ impl FromDbRow for Run {
             workflow_name: row.get("workflow_name")?,
             title: row.get("title")?,
             event: row.get("event")?,
+            event_key: row.get("event_key")?,
             git_ref: row.get("git_ref")?,
             commit_sha: row.get("commit_sha")?,
             actor: row.get("actor")?,
@@ -130,7 +133,7 @@ impl FromDbRow for Run {
     }
 }
 
-pub(crate) const RUN_COLUMNS: [&str; 16] = [
+pub(crate) const RUN_COLUMNS: [&str; 17] = [
     "id",
     "repo_id",
     "run_number",
@@ -138,6 +141,7 @@ pub(crate) const RUN_COLUMNS: [&str; 16] = [
     "workflow_name",
     "title",
     "event",
+    "event_key",
     "git_ref",
     "commit_sha",
     "actor",
@@ -748,7 +752,21 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now
         crate::orchestrate::join_group(conn, run_id, run.repo_id, group, *cancel, now).await?;
     }
     for job in &run.jobs {
-        // Every job starts waiting; settling releases those whose needs and `if:` allow.
+        insert_job(conn, run_id, run.repo_id, job, now).await?;
+    }
+    Ok(Some(run_id))
+}
+
+/// Inserts a job of a run with its steps. Every job starts waiting; settling releases those
+/// whose needs and `if:` allow (and plans those whose `runs_on` is not known yet).
+pub(crate) async fn insert_job(
+    conn: &mut Conn<'_>,
+    run_id: i64,
+    repo_id: i64,
+    job: &NewJob,
+    now: Timestamp,
+) -> Result<i64> {
+    {
         let state = JobState::Waiting;
         let insert = Query::insert()
             .into_table("ci_jobs")
@@ -783,7 +801,7 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now
                 job.retry.map(|r| r.max_attempts).into(),
                 job.retry.map(|r| r.delay_ms).into(),
                 job.retry.is_some_and(|r| r.exponential).into(),
-                run.repo_id.into(),
+                repo_id.into(),
                 job.concurrency.as_ref().map(|(g, _)| g.clone()).into(),
                 job.concurrency.as_ref().is_some_and(|(_, c)| *c).into(),
                 now.0.into(),
@@ -799,6 +817,6 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now
                 .to_owned();
             conn.execute(&insert).await?;
         }
+        Ok(job_id)
     }
-    Ok(Some(run_id))
 }

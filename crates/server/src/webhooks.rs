@@ -9,10 +9,11 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitstratum_ci::payload::{push_payload, repository_json};
 use gitstratum_core::Clock;
 use gitstratum_platform::webhooks::delivery_guid;
 use gitstratum_platform::{AttemptOutcome, Delivery, NewDelivery, PlatformEvent, PlatformStore, Repo, Webhook};
-use gitstratum_store::{ObjectId, RefEvent, RefStore};
+use gitstratum_store::RefStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -26,7 +27,6 @@ const POLL: Duration = Duration::from_millis(250);
 const EVENTS_PER_BATCH: usize = 200;
 const DELIVERIES_PER_ROUND: u64 = 16;
 const TIMEOUT: Duration = Duration::from_secs(10);
-const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// HMAC-SHA256 (RFC 2104), hex: what `X-Hub-Signature-256` carries after `sha256=`.
 pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
@@ -41,40 +41,6 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
     let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
     outer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The `repository` object of GitHub's payloads.
-fn repository_json(repo: &Repo, public_url: &str) -> serde_json::Value {
-    let full_name = format!("{}/{}", repo.owner, repo.name);
-    json!({
-        "id": repo.id,
-        "name": repo.name,
-        "full_name": full_name,
-        "private": repo.private,
-        "visibility": if repo.private { "private" } else { "public" },
-        "owner": {"id": repo.owner_id, "name": repo.owner, "login": repo.owner},
-        "html_url": format!("{public_url}/{full_name}"),
-        "clone_url": format!("{public_url}/{full_name}.git"),
-        "default_branch": repo.default_branch,
-        "created_at": repo.created_at.to_rfc3339(),
-    })
-}
-
-/// GitHub's `push` payload, with what receivers rely on (`commits` is left empty for now).
-fn push_payload(event: &RefEvent, repo: &Repo, public_url: &str) -> serde_json::Value {
-    let hex = |id: Option<ObjectId>| id.map_or_else(|| ZERO.to_owned(), |i| i.to_string());
-    json!({
-        "ref": event.name,
-        "before": hex(event.old),
-        "after": hex(event.new),
-        "created": event.old.is_none(),
-        "deleted": event.new.is_none(),
-        "commits": [],
-        "head_commit": event.new.map(|id| json!({"id": id.to_string()})),
-        "repository": repository_json(repo, public_url),
-        "pusher": {"name": event.pusher},
-        "sender": {"login": event.pusher},
-    })
 }
 
 /// GitHub's `repository` payload: `created`, `deleted`, `publicized` or `privatized`.
@@ -211,7 +177,7 @@ impl Dispatcher {
             }
             let Some(Some((repo, hooks))) = repos.get(&id) else { continue };
             for hook in hooks.iter().filter(|h| subscribed(h, "push")) {
-                let payload = push_payload(event, repo, &self.public_url).to_string();
+                let payload = push_payload(event, repo, &self.public_url, None).to_string();
                 let guid = delivery_guid()?;
                 deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "push".into(), payload });
             }
