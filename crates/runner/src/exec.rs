@@ -94,6 +94,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         }
     };
     let place = JobPlace {
+        runner_name: &config.name,
         network: config.network,
         limits: config.limits,
         cgroup: cgroup.as_ref(),
@@ -120,6 +121,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
 /// Where a job runs: its network, its limits and its cgroups, the server it reports to, and
 /// what is left to do after its steps (caches to save).
 struct JobPlace<'a> {
+    runner_name: &'a str,
     network: crate::Network,
     limits: crate::limits::Limits,
     cgroup: Option<&'a JobCgroup>,
@@ -227,16 +229,37 @@ async fn execute_steps(
         Value::Object(dict) => (*dict).clone(),
         _ => Dict::new(),
     };
-    github.insert("workspace", Value::from(sandbox::WORKSPACE));
-    github.insert("run_id", Value::from(lease.run_id.to_string()));
-    github.insert("run_number", Value::from(lease.run_number.to_string()));
-    github.insert("job", Value::from(lease.job_key.as_str()));
+    // What GitHub's runner says about the run, the repository and the event, in the `github`
+    // context and (below) in the environment.
+    let defaults = Defaults::of(lease, &name);
+    for (key, value) in defaults.github_fields() {
+        github.set(key, Value::from(value.as_str()));
+    }
+    github.set("workspace", Value::from(sandbox::WORKSPACE));
+    github.set("job", Value::from(lease.job_key.as_str()));
+    github.set("token", Value::from(lease.token.as_str()));
+    github.set("event", Value::from_json(lease.event_payload.clone()));
+    github.set("event_path", Value::from(EVENT_PATH));
+    github.set("retention_days", Value::from(RETENTION_DAYS));
     let mut values = Dict::new();
     values.insert("github", Value::object(github.clone()));
     values.insert("matrix", Value::from_json(lease.matrix.clone().unwrap_or(serde_json::Value::Null)));
+    let debug = ["ACTIONS_RUNNER_DEBUG", "ACTIONS_STEP_DEBUG"]
+        .iter()
+        .any(|k| lease.vars.get(*k).or_else(|| lease.secrets.get(*k)).is_some_and(|v| v.eq_ignore_ascii_case("true")));
     let mut runner_ctx = Dict::new();
-    for (k, v) in [("os", "Linux"), ("arch", "X64"), ("temp", "/tmp"), ("tool_cache", "/tmp"), ("name", "gitstratum")] {
+    for (k, v) in [
+        ("os", "Linux"),
+        ("arch", "X64"),
+        ("temp", "/tmp"),
+        ("tool_cache", TOOL_CACHE),
+        ("name", place.runner_name),
+        ("environment", "self-hosted"),
+    ] {
         runner_ctx.insert(k, Value::from(v));
+    }
+    if debug {
+        runner_ctx.insert("debug", Value::from("1"));
     }
     values.insert("runner", Value::object(runner_ctx));
     // Secrets: what the job references, and GITHUB_TOKEN (the job's own token); every value is
@@ -253,9 +276,15 @@ async fn execute_steps(
     values.insert("steps", Value::object(Dict::new()));
     values.insert("needs", Value::from_json(lease.needs.clone()));
 
+    // The event's payload, where GitHub's runner puts it.
+    if let Err(e) = std::fs::write(dirs.files.join(EVENT_FILE), lease.event_payload.to_string()) {
+        log.line(&format!("error: cannot write the event payload: {e}"));
+        return Ending::Failure;
+    }
+    let _ = std::fs::create_dir_all(dirs.home.join(TOOL_CACHE_DIR));
+
     // The environment: GitHub's variables, then the workflow's, the job's, each step's own.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    let string = |v: &Value| v.to_coerced_string();
     for (key, value) in [
         ("CI", "true".to_owned()),
         ("GITHUB_ACTIONS", "true".to_owned()),
@@ -264,35 +293,31 @@ async fn execute_steps(
         ("PATH", PATH.to_owned()),
         ("LANG", "C.UTF-8".to_owned()),
         ("GITHUB_WORKSPACE", sandbox::WORKSPACE.to_owned()),
-        ("GITHUB_SHA", lease.sha.clone()),
-        ("GITHUB_REF", lease.git_ref.clone()),
-        ("GITHUB_REF_NAME", github.get("ref_name").map(string).unwrap_or_default()),
-        ("GITHUB_REPOSITORY", lease.repository.clone()),
-        ("GITHUB_ACTOR", lease.actor.clone()),
-        ("GITHUB_EVENT_NAME", lease.event.clone()),
-        ("GITHUB_RUN_ID", lease.run_id.to_string()),
-        ("GITHUB_RUN_NUMBER", lease.run_number.to_string()),
         ("GITHUB_JOB", lease.job_key.clone()),
+        ("GITHUB_EVENT_PATH", EVENT_PATH.to_owned()),
+        ("GITHUB_RETENTION_DAYS", RETENTION_DAYS.to_owned()),
         ("GITSTRATUM_JOB_ATTEMPT", lease.attempt.to_string()),
         ("RUNNER_OS", "Linux".to_owned()),
         ("RUNNER_ARCH", "X64".to_owned()),
         ("RUNNER_TEMP", "/tmp".to_owned()),
+        ("RUNNER_TOOL_CACHE", TOOL_CACHE.to_owned()),
+        ("RUNNER_NAME", place.runner_name.to_owned()),
+        ("RUNNER_ENVIRONMENT", "self-hosted".to_owned()),
     ] {
         env.insert(key.to_owned(), value);
     }
+    for (key, value) in defaults.github_fields() {
+        env.insert(format!("GITHUB_{}", key.to_ascii_uppercase()), value);
+    }
+    if debug {
+        env.insert("RUNNER_DEBUG".to_owned(), "1".to_owned());
+    }
     let mut ctx = StepContext { values, failed: false, cancelled: false, dirs: dirs.clone() };
     for (level, vars) in [("workflow", &workflow.env), ("job", &job.env)] {
-        for (key, template_text) in vars {
-            ctx.values.set("env", env_value(&env));
-            match evaluate(template_text, &places::JOB_ENV, &ctx) {
-                Ok(v) => {
-                    env.insert(key.clone(), v.to_coerced_string());
-                }
-                Err(e) => {
-                    log.line(&format!("error: {level} env {key}: {e}"));
-                    return Ending::Failure;
-                }
-            }
+        ctx.values.set("env", env_value(&env));
+        if let Err(e) = evaluate_env(vars, &places::JOB_ENV, &mut ctx, &mut env) {
+            log.line(&format!("error: {level} {e}"));
+            return Ending::Failure;
         }
     }
     ctx.values.set("env", env_value(&env));
@@ -305,6 +330,7 @@ async fn execute_steps(
     };
     let deadline = Instant::now() + Duration::from_secs_f64((job_minutes * 60.0).clamp(1.0, 30.0 * 24.0 * 3600.0));
     let mut timed_out = false;
+    let mut action_names = step_action_names(&job.steps).into_iter();
 
     for (index, step) in job.steps.iter().enumerate() {
         let number = index + 1;
@@ -314,19 +340,37 @@ async fn execute_steps(
             Signal::Continue => {}
         }
         let title = step.display_name();
-        let runs = match &step.condition {
-            None => !ctx.failed && !ctx.cancelled,
-            Some(cond) => match expr::parse(cond, &places::STEP_IF.options())
-                .map_err(|e| e.message)
-                .and_then(|e| expr::evaluate(&e, &ctx, cond).map_err(|e| e.message))
-            {
-                Ok(v) => v.is_truthy(),
-                Err(e) => {
-                    log.line(&format!("error: step {number} if: {e}"));
-                    ctx.failed = true;
-                    false
-                }
-            },
+        let action_name = action_names.next().unwrap_or_default();
+        if let Some(Value::Object(github)) = ctx.values.get("github").cloned() {
+            let mut github = (*github).clone();
+            github.set("action", Value::from(action_name.as_str()));
+            ctx.values.set("github", Value::object(github));
+        }
+        // As GitHub's runner does: the step's `env` is evaluated first (what earlier steps wrote
+        // to $GITHUB_ENV included), so its `if:` sees the whole `env` context.
+        let mut step_env = env.clone();
+        step_env.insert("GITHUB_ACTION".to_owned(), action_name.clone());
+        let mut env_errors = Vec::new();
+        ctx.values.set("env", env_value(&step_env));
+        let evaluated = evaluate_env(&step.env, &places::STEP, &mut ctx, &mut step_env);
+        env_errors.extend(evaluated.err());
+        ctx.values.set("env", env_value(&step_env));
+        let runs = if !env_errors.is_empty() {
+            true // it fails below, saying why
+        } else {
+            match &step.condition {
+                None => !ctx.failed && !ctx.cancelled,
+                Some(cond) => match expr::parse(cond, &places::STEP_IF.options())
+                    .map_err(|e| e.message)
+                    .and_then(|e| expr::evaluate(&e, &ctx, cond).map_err(|e| e.message))
+                {
+                    Ok(v) => v.is_truthy(),
+                    Err(e) => {
+                        env_errors.push(format!("if: {e}"));
+                        true
+                    }
+                },
+            }
         };
         if !runs {
             let _ = client.step(runner, lease.job_id, lease.attempt, number, Some("skipped"), &[]).await;
@@ -338,21 +382,14 @@ async fn execute_steps(
         log.step(number as i64);
         log.take_annotations(); // a step's annotations are its own
         log.line(&format!("##[group]{title}"));
-        let mut step_env = env.clone();
         let mut ok = true;
-        for (key, template_text) in &step.env {
-            ctx.values.set("env", env_value(&step_env));
-            match evaluate(template_text, &places::STEP, &ctx) {
-                Ok(v) => {
-                    step_env.insert(key.clone(), v.to_coerced_string());
-                }
-                Err(e) => {
-                    log.line(&format!("error: env {key}: {e}"));
-                    ok = false;
-                }
-            }
+        for e in &env_errors {
+            log.line(&format!("##[error]{e}"));
+            ok = false;
         }
-        ctx.values.set("env", env_value(&step_env));
+        let unsecure =
+            step_env.get("ACTIONS_ALLOW_UNSECURE_COMMANDS").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        log.begin_step_commands(unsecure);
         let files = StepFiles::create(dirs, number);
         files.set_env(&mut step_env);
         let mut step_deadline = deadline;
@@ -372,8 +409,14 @@ async fn execute_steps(
         } else {
             run_step(step, job, lease, dirs, place, &step_env, &ctx, log, step_deadline, stop, number).await
         };
-        // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH.
-        let written = files.read();
+        // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH, and asked for with
+        // the older commands (`::set-output`, `::save-state`, `::set-env`, `::add-path`).
+        let mut written = files.read();
+        let legacy = log.take_legacy_commands();
+        let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
+        written.outputs.splice(0..0, legacy.outputs);
+        written.env.splice(0..0, legacy.env);
+        written.path.splice(0..0, legacy.path);
         for (key, value) in &written.env {
             env.insert(key.clone(), value.clone());
         }
@@ -469,10 +512,11 @@ fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcom
     values.set("steps", Value::object(steps));
 }
 
-/// A step's `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_PATH` files.
+/// A step's `$GITHUB_OUTPUT`, `$GITHUB_ENV`, `$GITHUB_PATH`, `$GITHUB_STEP_SUMMARY` and
+/// `$GITHUB_STATE` files.
 struct StepFiles {
-    host: [std::path::PathBuf; 4],
-    inside: [String; 4],
+    host: [std::path::PathBuf; 5],
+    inside: [String; 5],
 }
 
 /// What a step wrote to its files.
@@ -492,6 +536,7 @@ impl StepFiles {
             format!("env-{number}"),
             format!("path-{number}"),
             format!("summary-{number}"),
+            format!("state-{number}"),
         ];
         let host = names.clone().map(|n| dirs.files.join(n));
         for file in &host {
@@ -501,8 +546,9 @@ impl StepFiles {
     }
 
     fn set_env(&self, env: &mut BTreeMap<String, String>) {
-        for (key, path) in
-            ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"].into_iter().zip(&self.inside)
+        for (key, path) in ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE"]
+            .into_iter()
+            .zip(&self.inside)
         {
             env.insert(key.to_owned(), path.clone());
         }
@@ -539,6 +585,131 @@ fn parse_file_commands(text: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Evaluates an `env:` mapping into `env` (each value sees those before it in the `env`
+/// context); a `${{ insert }}` (or a whole-mapping expression) merges the object it gives.
+fn evaluate_env<'v>(
+    vars: impl IntoIterator<Item = (&'v String, &'v String)>,
+    place: &Place,
+    ctx: &mut StepContext,
+    env: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (key, template_text) in vars {
+        let value = evaluate(template_text, place, ctx).map_err(|e| format!("env {key}: {e}"))?;
+        if gitstratum_workflow::model::is_insert_key(key) {
+            let serde_json::Value::Object(map) = value.to_json() else {
+                return Err(format!("env: {template_text} must give an object, got {}", value.to_json_compact()));
+            };
+            for (k, v) in map {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => Value::from_json(other).to_coerced_string(),
+                };
+                env.insert(k, text);
+            }
+        } else {
+            env.insert(key.clone(), value.to_coerced_string());
+        }
+        ctx.values.set("env", env_value(env));
+    }
+    Ok(())
+}
+
+/// `GITHUB_ACTION` of each step, as GitHub names them: the step's id, else `__run` for a script
+/// and `__owner_repo` for an action, with `_2`, `_3`, … when a name repeats.
+fn step_action_names(steps: &[Step]) -> Vec<String> {
+    let mut used: Vec<String> = steps.iter().filter_map(|s| s.id.clone()).collect();
+    steps
+        .iter()
+        .map(|step| {
+            if let Some(id) = &step.id {
+                return id.clone();
+            }
+            let base = match &step.action {
+                StepAction::Run(_) => "__run".to_owned(),
+                StepAction::Uses { action, .. } => format!("__{}", action.name().replace('/', "_")),
+                StepAction::Other { reference, .. } => {
+                    let name = reference.split('@').next().unwrap_or_default();
+                    let cleaned: String =
+                        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+                    format!("__{}", cleaned.trim_start_matches('_'))
+                }
+            };
+            let mut name = base.clone();
+            let mut n = 1;
+            while used.iter().any(|u| u.eq_ignore_ascii_case(&name)) {
+                n += 1;
+                name = format!("{base}_{n}");
+            }
+            used.push(name.clone());
+            name
+        })
+        .collect()
+}
+
+/// Where the event's payload is inside the sandbox.
+const EVENT_FILE: &str = "event.json";
+const EVENT_PATH: &str = "/__gitstratum/files/event.json";
+/// The tool cache (`RUNNER_TOOL_CACHE`), in the job's home.
+const TOOL_CACHE_DIR: &str = "_tool";
+const TOOL_CACHE: &str = "/home/runner/_tool";
+/// How long artifacts are kept unless a repository or an upload says otherwise (the server's
+/// default).
+const RETENTION_DAYS: &str = "90";
+
+/// The run's facts GitHub puts both in the `github` context and (upper-cased, with `GITHUB_`
+/// before them) in the environment.
+struct Defaults(Vec<(&'static str, String)>);
+
+impl Defaults {
+    fn of(lease: &Lease, workflow_name: &str) -> Defaults {
+        let owner = lease.repository.split('/').next().unwrap_or_default().to_owned();
+        let ref_type = if lease.git_ref.starts_with("refs/tags/") { "tag" } else { "branch" };
+        let server = lease.server_url.trim_end_matches('/').to_owned();
+        let server = if server.is_empty() {
+            // Older servers did not say; the clone URL starts with it.
+            lease.clone_url.strip_suffix(&format!("/{}.git", lease.repository)).unwrap_or_default().to_owned()
+        } else {
+            server
+        };
+        let workflow = if workflow_name.is_empty() { lease.workflow_path.clone() } else { workflow_name.to_owned() };
+        let (head_ref, base_ref) = match &lease.event_payload {
+            serde_json::Value::Object(p) => (
+                p.get("pull_request").and_then(|pr| pr["head"]["ref"].as_str()).unwrap_or_default().to_owned(),
+                p.get("pull_request").and_then(|pr| pr["base"]["ref"].as_str()).unwrap_or_default().to_owned(),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        Defaults(vec![
+            ("sha", lease.sha.clone()),
+            ("ref", lease.git_ref.clone()),
+            ("ref_name", gitstratum_workflow::plan::ref_name(&lease.git_ref).to_owned()),
+            ("ref_type", ref_type.to_owned()),
+            ("repository", lease.repository.clone()),
+            ("repository_id", lease.repository_id.to_string()),
+            ("repository_owner", owner),
+            ("repository_owner_id", lease.repository_owner_id.to_string()),
+            ("actor", lease.actor.clone()),
+            ("actor_id", lease.actor_id.map(|id| id.to_string()).unwrap_or_default()),
+            ("triggering_actor", lease.actor.clone()),
+            ("event_name", lease.event.clone()),
+            ("run_id", lease.run_id.to_string()),
+            ("run_number", lease.run_number.to_string()),
+            ("run_attempt", lease.attempt.to_string()),
+            ("server_url", server.clone()),
+            ("api_url", format!("{server}/api/v1")),
+            ("workflow", workflow),
+            ("workflow_ref", format!("{}/{}@{}", lease.repository, lease.workflow_path, lease.git_ref)),
+            ("workflow_sha", lease.sha.clone()),
+            ("head_ref", head_ref),
+            ("base_ref", base_ref),
+        ])
+    }
+
+    fn github_fields(&self) -> Vec<(&'static str, String)> {
+        self.0.clone()
+    }
 }
 
 fn env_value(env: &BTreeMap<String, String>) -> Value {
@@ -599,6 +770,16 @@ async fn run_step(
                     outcome
                 }
             }
+        }
+        StepAction::Other { reference, .. } => {
+            let why = if reference.starts_with("docker://") {
+                "Docker actions need a container executor, which this runner does not have".to_owned()
+            } else {
+                let builtin: Vec<&str> = BuiltinAction::ALL.iter().map(|(_, n)| *n).collect();
+                format!("this runner runs the actions built into GitStratum ({}) and no others yet", builtin.join(", "))
+            };
+            log.line(&format!("##[error]The step uses '{reference}', which cannot run here: {why}."));
+            Outcome::Failed
         }
         StepAction::Run(script) => {
             let script = match evaluate(script, &places::STEP, ctx) {

@@ -51,12 +51,35 @@ enum Piece {
     Bytes(Vec<u8>),
 }
 
+/// What a step asked for through GitHub's older workflow commands (`::set-output`,
+/// `::save-state`, and, where allowed, `::set-env` and `::add-path`); the job applies it when
+/// the step ends, as it applies the step's files.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LegacyCommands {
+    pub outputs: Vec<(String, String)>,
+    pub state: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub path: Vec<String>,
+    /// A command could not be applied (the step fails, as on GitHub).
+    pub failed: bool,
+}
+
 #[derive(Default)]
 struct Commands {
     masks: Vec<String>,
     /// Set by `::stop-commands::TOKEN`: commands are not applied until `::TOKEN::`.
     stopped: Option<String>,
     annotations: Vec<Annotation>,
+    legacy: LegacyCommands,
+    /// `ACTIONS_ALLOW_UNSECURE_COMMANDS=true` in the running step's environment.
+    unsecure_allowed: bool,
+}
+
+/// GitHub's message for `::set-env` and `::add-path` without `ACTIONS_ALLOW_UNSECURE_COMMANDS`.
+fn disabled_message(command: &str) -> String {
+    format!(
+        "The `{command}` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`. For more information see: https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/"
+    )
 }
 
 /// The writing end; dropping every clone lets the shipper send what is left and finish. Every
@@ -143,6 +166,20 @@ impl LogWriter {
         let _ = self.tx.send(Piece::Bytes(format!("{}\n", self.masked(text)).into_bytes()));
     }
 
+    /// Starts a step: whether it may use `::set-env` and `::add-path`, and nothing left over
+    /// from the step before.
+    pub fn begin_step_commands(&self, unsecure_allowed: bool) {
+        if let Ok(mut commands) = self.commands.lock() {
+            commands.legacy = LegacyCommands::default();
+            commands.unsecure_allowed = unsecure_allowed;
+        }
+    }
+
+    /// What the step asked for through the older workflow commands.
+    pub fn take_legacy_commands(&self) -> LegacyCommands {
+        self.commands.lock().map(|mut c| std::mem::take(&mut c.legacy)).unwrap_or_default()
+    }
+
     /// The annotations the steps printed since the last call.
     pub fn take_annotations(&self) -> Vec<Annotation> {
         self.commands.lock().map(|mut c| std::mem::take(&mut c.annotations)).unwrap_or_default()
@@ -199,8 +236,46 @@ impl LogWriter {
                     commands.annotations.push(annotation);
                 }
             }
-            // A command this runner does not know (or one GitHub retired, such as set-output) is
-            // logged as it is.
+            "set-output" | "save-state" | "set-env" => {
+                let name = properties.iter().find(|(k, _)| *k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
+                let Ok(mut commands) = self.commands.lock() else { return };
+                let refusal = if matches!(command, "set-env") && !commands.unsecure_allowed {
+                    Some(disabled_message(command))
+                } else if name.is_empty() {
+                    Some(format!("Required field 'name' is missing in ##[{command}] command."))
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(why) => {
+                        commands.legacy.failed = true;
+                        drop(commands);
+                        self.line(&format!("##[error]Unable to process command '{line}' successfully."));
+                        self.line(&format!("##[error]{why}"));
+                    }
+                    None => {
+                        let list = match command {
+                            "set-output" => &mut commands.legacy.outputs,
+                            "save-state" => &mut commands.legacy.state,
+                            _ => &mut commands.legacy.env,
+                        };
+                        list.push((name, value));
+                    }
+                }
+            }
+            "add-path" => {
+                let Ok(mut commands) = self.commands.lock() else { return };
+                if !commands.unsecure_allowed {
+                    commands.legacy.failed = true;
+                    drop(commands);
+                    self.line(&format!("##[error]Unable to process command '{line}' successfully."));
+                    self.line(&format!("##[error]{}", disabled_message(command)));
+                } else if !value.trim().is_empty() {
+                    commands.legacy.path.retain(|p| *p != value);
+                    commands.legacy.path.push(value);
+                }
+            }
+            // A command this runner does not know is logged as it is.
             _ => self.line(line),
         }
     }
@@ -422,6 +497,8 @@ mod tests {
         log.step_line("::tok::");
         log.step_line("::notice::back on");
         log.step_line("::set-output name=x::y");
+        log.step_line("::save-state name=s::v");
+        log.step_line("::set-env name=E::1");
         assert_eq!(
             lines(&mut rx),
             [
@@ -431,8 +508,21 @@ mod tests {
                 "##[endgroup]\n",
                 "::error::not a command now\n",
                 "##[notice]back on\n",
-                "::set-output name=x::y\n",
+                "##[error]Unable to process command '::set-env name=E::1' successfully.\n",
+                "##[error]The `set-env` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`. For more information see: https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/\n",
             ]
+        );
+        let legacy = log.take_legacy_commands();
+        assert_eq!(legacy.outputs, [("x".to_owned(), "y".to_owned())]);
+        assert_eq!(legacy.state, [("s".to_owned(), "v".to_owned())]);
+        assert!(legacy.failed && legacy.env.is_empty(), "set-env needs ACTIONS_ALLOW_UNSECURE_COMMANDS");
+        log.begin_step_commands(true);
+        log.step_line("::set-env name=E::1");
+        log.step_line("::add-path::/opt/bin");
+        let legacy = log.take_legacy_commands();
+        assert_eq!(
+            (legacy.env, legacy.path, legacy.failed),
+            (vec![("E".to_owned(), "1".to_owned())], vec!["/opt/bin".to_owned()], false)
         );
         let annotations = log.take_annotations();
         assert_eq!(annotations.len(), 3);

@@ -44,6 +44,21 @@ pub struct Lease {
     /// The `vars` context.
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// The server's URL (`GITHUB_SERVER_URL`).
+    #[serde(default)]
+    pub server_url: String,
+    #[serde(default)]
+    pub repository_id: i64,
+    #[serde(default)]
+    pub repository_owner_id: i64,
+    #[serde(default)]
+    pub actor_id: Option<i64>,
+    /// The workflow file's path in the repository.
+    #[serde(default)]
+    pub workflow_path: String,
+    /// The event's payload (`$GITHUB_EVENT_PATH`, `github.event`).
+    #[serde(default)]
+    pub event_payload: serde_json::Value,
 }
 
 fn default_step_log_bytes() -> u64 {

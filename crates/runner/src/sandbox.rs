@@ -1,8 +1,8 @@
 //! The sandbox every step runs in: bubblewrap with new user, PID, IPC, UTS and cgroup namespaces
 //! (and a network namespace with only loopback, unless the runner is told `host`), every
 //! capability dropped, the host's system directories read-only, a curated part of `/etc` (never
-//! `shadow` or the like), a fresh `/tmp`, and of the job only its workspace, its `$HOME` and its
-//! step scripts. Nothing else of the host is visible: no data directory, no other job, no server
+//! `shadow` or the like), the job's own `/tmp` (shared by its steps), and of the job only its
+//! workspace, its `$HOME` and its step scripts. Nothing else of the host is visible: no data directory, no other job, no server
 //! secret. The environment is cleared and set from the step's alone.
 
 use std::path::{Path, PathBuf};
@@ -66,6 +66,9 @@ pub struct JobDirs {
     pub home: PathBuf,
     pub scripts: PathBuf,
     pub files: PathBuf,
+    /// The job's `/tmp` (and `RUNNER_TEMP`): one for all its steps, as on GitHub, and not the
+    /// host's.
+    pub tmp: PathBuf,
 }
 
 impl JobDirs {
@@ -75,9 +78,10 @@ impl JobDirs {
             home: root.join("home"),
             scripts: root.join("scripts"),
             files: root.join("files"),
+            tmp: root.join("tmp"),
             root,
         };
-        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts, &dirs.files] {
+        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts, &dirs.files, &dirs.tmp] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(dirs)
@@ -127,7 +131,8 @@ pub fn command(
         let path = format!("/etc/{name}");
         cmd.args(["--ro-bind-try", &path, &path]);
     }
-    cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+    cmd.arg("--bind").arg(&dirs.tmp).arg("/tmp");
     cmd.arg("--bind").arg(&dirs.workspace).arg(WORKSPACE);
     cmd.arg("--bind").arg(&dirs.home).arg(HOME);
     cmd.arg("--ro-bind").arg(&dirs.scripts).arg(SCRIPTS);
