@@ -34,7 +34,10 @@ fn validate_discovers_the_repositorys_workflows_and_reports_positions() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("bad.yaml:5:5: unknown key 'stepz' in job '__a'"), "{stdout}");
-    assert!(stdout.contains("bad.yaml:3:3: The identifier '__a' is invalid. IDs starting with '__' are reserved."), "{stdout}");
+    assert!(
+        stdout.contains("bad.yaml:3:3: The identifier '__a' is invalid. IDs starting with '__' are reserved."),
+        "{stdout}"
+    );
     assert!(text(&out.stderr).contains("2 problems in 2 files"), "{}", text(&out.stderr));
 
     // A .gitstratum folder takes precedence over .github.

@@ -948,7 +948,7 @@ jobs:
     assert_eq!(detail["conclusion"], "success");
     let produce = job_log(&s, &token, &jobs[0]).await;
     assert_eq!(jobs[0]["outputs"], json!({"version": "1.2.3", "notes": "first\nsecond"}), "{produce}");
-    assert_eq!(jobs[2]["message"], "skipped: if: github.ref == 'refs/heads/release' was false");
+    assert_eq!(jobs[2]["message"], "skipped: if: success() && (github.ref == 'refs/heads/release') was false");
     assert!(produce.contains("env carried") && produce.contains("the tool ran"), "{produce}");
     assert!(produce.contains("step said 1.2.3 success"), "{produce}");
     assert!(produce.contains("the value is ***") && !produce.contains("s3cr3t-value"), "{produce}");
@@ -1688,6 +1688,291 @@ jobs:
 
 /// A server (with or without the embedded runner), a repository `admin/app`, and a local
 /// repository `src` to push from.
+/// Workflows that used to end differently than on GitHub, each run for real and held to GitHub's
+/// documented result: the implied `success()` of `if:` for steps and jobs, status functions over
+/// the whole chain of `needs` (and naming jobs), `env` (from `$GITHUB_ENV` and the step's own)
+/// in a step's `if:`, legacy workflow commands, one `/tmp` per job, GitHub's default variables,
+/// contexts and event payload, matrices from `needs` outputs (and an empty one failing its job),
+/// spliced and inserted matrix values, a strategy without a matrix, a job without steps, and an
+/// action this runner cannot run failing its step with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_end_as_they_do_on_github() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    write(
+        &src,
+        ".github/workflows/conditions.yml",
+        r#"name: conditions
+on: push
+jobs:
+  steps:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 1
+      - if: github.event_name == 'push'
+        run: echo SHOULD-NOT-RUN
+      - if: always() && github.event_name == 'push'
+        run: echo always-ran
+  fail:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 1
+  recover:
+    needs: fail
+    if: success() || failure()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo recovered
+  next:
+    needs: recover
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo SHOULD-NOT-RUN
+  named:
+    needs: recover
+    if: success('recover')
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo named ran
+  implied:
+    needs: fail
+    if: github.event_name == 'push'
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo SHOULD-NOT-RUN
+"#,
+    );
+    write(
+        &src,
+        ".github/workflows/env.yml",
+        r#"name: env
+on: push
+jobs:
+  env:
+    runs-on: ubuntu-latest
+    steps:
+      - id: first
+        run: |
+          echo "FROM_FILE=yes" >> "$GITHUB_ENV"
+          mkdir -p /tmp/tools
+          printf '#!/bin/sh\necho tool-in-tmp\n' > /tmp/tools/mytool
+          chmod +x /tmp/tools/mytool
+          echo /tmp/tools >> "$GITHUB_PATH"
+          echo "::set-output name=legacy::old-style"
+          echo "::save-state name=st::1"
+      - if: env.FROM_FILE == 'yes'
+        run: echo if-saw-env
+      - if: env.STEP_OWN == 'mine'
+        env:
+          STEP_OWN: mine
+        run: echo if-saw-step-env
+      - run: |
+          mytool
+          echo "legacy=${{ steps.first.outputs.legacy }}"
+          for v in GITHUB_RUN_ATTEMPT GITHUB_SERVER_URL GITHUB_API_URL GITHUB_REPOSITORY_OWNER GITHUB_REPOSITORY_ID GITHUB_REF_TYPE GITHUB_WORKFLOW GITHUB_WORKFLOW_REF GITHUB_WORKFLOW_SHA GITHUB_ACTOR_ID GITHUB_TRIGGERING_ACTOR GITHUB_EVENT_PATH GITHUB_ACTION GITHUB_RETENTION_DAYS GITHUB_STATE RUNNER_NAME RUNNER_TOOL_CACHE RUNNER_TEMP; do
+            eval "val=\${$v-UNSET}"
+            echo "$v=$val"
+          done
+          echo "HEAD_REF=[${GITHUB_HEAD_REF-UNSET}]"
+          python3 -c 'import json, os; e = json.load(open(os.environ["GITHUB_EVENT_PATH"])); print("event", e["ref"], e["after"] == os.environ["GITHUB_SHA"], e["head_commit"]["message"])'
+          echo "ctx ${{ github.run_attempt }} ${{ github.event.head_commit.message }} ${{ github.action }} ${{ runner.name != '' }}"
+  unsecure:
+    runs-on: ubuntu-latest
+    env:
+      ACTIONS_ALLOW_UNSECURE_COMMANDS: 'true'
+    steps:
+      - run: |
+          echo "::set-env name=SET_BY_CMD::hello"
+          echo "::add-path::/opt/legacy-bin"
+      - run: echo "set-env=$SET_BY_CMD path=$PATH"
+  secure:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "::set-env name=X::1"
+"#,
+    );
+    write(
+        &src,
+        ".github/workflows/matrix.yml",
+        r#"name: matrix
+on: push
+jobs:
+  setup:
+    runs-on: ubuntu-latest
+    outputs:
+      matrix: ${{ steps.m.outputs.matrix }}
+      empty: ${{ steps.m.outputs.empty }}
+    steps:
+      - id: m
+        run: |
+          echo 'matrix={"n":[1,2]}' >> "$GITHUB_OUTPUT"
+          echo 'empty={}' >> "$GITHUB_OUTPUT"
+  from-needs:
+    needs: setup
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.setup.outputs.matrix) }}
+    steps:
+      - run: echo "n=${{ matrix.n }}"
+  empty:
+    needs: setup
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.setup.outputs.empty) }}
+    steps:
+      - run: echo never
+  spliced:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        v:
+          - one
+          - ${{ fromJSON('["two","three"]') }}
+        ${{ insert }}: ${{ fromJSON('{"os":["l"]}') }}
+    steps:
+      - run: echo "${{ matrix.v }}-${{ matrix.os }}"
+  no-matrix:
+    runs-on: ubuntu-latest
+    strategy:
+      fail-fast: false
+    steps:
+      - run: echo plain
+  after:
+    needs: from-needs
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "after ${{ needs.from-needs.result }}"
+"#,
+    );
+    write(
+        &src,
+        ".github/workflows/other.yml",
+        r#"name: other
+on: push
+jobs:
+  uses-other:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/setup-node@v4
+  no-steps:
+    runs-on: ubuntu-latest
+  in-container:
+    runs-on: ubuntu-latest
+    container: alpine:3
+    steps:
+      - run: echo SHOULD-NOT-RUN
+"#,
+    );
+    commit(&git, &src, "the commit message").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let mut details = std::collections::HashMap::new();
+    for run in runs(&s, &token, 4).await {
+        let detail = completed(&s, &token, &run).await;
+        details.insert(detail["name"].as_str().unwrap_or_default().to_owned(), detail);
+    }
+    let ends = |workflow: &str| -> std::collections::BTreeMap<String, (String, String)> {
+        details[workflow]["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| {
+                let s = |k: &str| j[k].as_str().unwrap_or_default().to_owned();
+                (s("name"), (s("conclusion"), s("message")))
+            })
+            .collect()
+    };
+    let job = |workflow: &str, name: &str| -> Value {
+        details[workflow]["jobs"].as_array().expect("jobs").iter().find(|j| j["name"] == name).cloned().expect(name)
+    };
+
+    // Conditions: GitHub's implied success(), and the whole chain of needs.
+    let conditions = ends("conditions");
+    let conclusion = |name: &str| conditions[name].0.as_str();
+    assert_eq!(
+        ["steps", "fail", "recover", "next", "named", "implied"].map(conclusion),
+        ["failure", "failure", "success", "skipped", "success", "skipped"],
+        "{conditions:#?}"
+    );
+    let log = job_log(&s, &token, &job("conditions", "steps")).await;
+    assert!(log.contains("always-ran") && !log.contains("SHOULD-NOT-RUN"), "{log}");
+    assert!(conditions["next"].1.contains("fail did not succeed"), "{conditions:#?}");
+
+    // Env, commands, /tmp, default variables and the event payload.
+    let env = ends("env");
+    assert_eq!(["env", "unsecure", "secure"].map(|n| env[n].0.as_str()), ["success", "success", "failure"], "{env:#?}");
+    let log = job_log(&s, &token, &job("env", "env")).await;
+    for needle in [
+        "if-saw-env",
+        "if-saw-step-env",
+        "tool-in-tmp",
+        "legacy=old-style",
+        "GITHUB_RUN_ATTEMPT=1",
+        &format!("GITHUB_SERVER_URL={}", s.base),
+        &format!("GITHUB_API_URL={}/api/v1", s.base),
+        "GITHUB_REPOSITORY_OWNER=admin",
+        "GITHUB_REF_TYPE=branch",
+        "GITHUB_WORKFLOW=env",
+        "GITHUB_WORKFLOW_REF=admin/app/.github/workflows/env.yml@refs/heads/main",
+        "GITHUB_TRIGGERING_ACTOR=admin",
+        "GITHUB_EVENT_PATH=/__gitstratum/files/event.json",
+        "GITHUB_ACTION=__run_3",
+        "GITHUB_RETENTION_DAYS=90",
+        "RUNNER_TOOL_CACHE=/home/runner/_tool",
+        "RUNNER_TEMP=/tmp",
+        "HEAD_REF=[]",
+        "event refs/heads/main True the commit message",
+        "ctx 1 the commit message __run_3 true",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in:\n{log}");
+    }
+    for unset in ["GITHUB_REPOSITORY_ID=UNSET", "GITHUB_ACTOR_ID=UNSET", "GITHUB_STATE=UNSET", "RUNNER_NAME=UNSET"] {
+        assert!(!log.contains(unset), "{unset} in:\n{log}");
+    }
+    let log = job_log(&s, &token, &job("env", "unsecure")).await;
+    assert!(log.contains("set-env=hello path=/opt/legacy-bin:"), "{log}");
+    let log = job_log(&s, &token, &job("env", "secure")).await;
+    assert!(log.contains("The `set-env` command is disabled."), "{log}");
+
+    // Matrices.
+    let matrix = ends("matrix");
+    let names: Vec<&str> = matrix.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "after",
+            "empty",
+            "from-needs (1)",
+            "from-needs (2)",
+            "no-matrix",
+            "setup",
+            "spliced (one, l)",
+            "spliced (three, l)",
+            "spliced (two, l)"
+        ],
+        "{matrix:#?}"
+    );
+    for (name, (conclusion, message)) in &matrix {
+        let want = if name == "empty" { "failure" } else { "success" };
+        assert_eq!(conclusion, want, "{name}: {message}");
+    }
+    assert!(matrix["empty"].1.contains("Matrix must define at least one vector"), "{matrix:#?}");
+    assert!(job_log(&s, &token, &job("matrix", "from-needs (2)")).await.contains("n=2"));
+    assert!(job_log(&s, &token, &job("matrix", "spliced (three, l)")).await.contains("three-l"));
+    assert!(job_log(&s, &token, &job("matrix", "after")).await.contains("after success"));
+
+    // Actions this runner cannot run fail their step, saying so; a job without steps succeeds.
+    let other = ends("other");
+    assert_eq!(
+        ["uses-other", "no-steps", "in-container"].map(|n| other[n].0.as_str()),
+        ["failure", "success", "failure"],
+        "{other:#?}"
+    );
+    assert!(other["in-container"].1.contains("container"), "{other:#?}");
+    let log = job_log(&s, &token, &job("other", "uses-other")).await;
+    assert!(log.contains("The step uses 'actions/setup-node@v4', which cannot run here"), "{log}");
+    s.stop().await;
+}
+
 struct Fixture {
     s: TestServer,
     token: String,
