@@ -216,6 +216,12 @@ async fn execute_steps(
         log.line(&format!("error: the workflow has no job {:?}", lease.job_key));
         return Ending::Failure;
     };
+    // `defaults.run` of the job, else of the workflow.
+    let mut job = job.clone();
+    job.defaults.shell = job.defaults.shell.take().or_else(|| workflow.defaults.shell.clone());
+    job.defaults.working_directory =
+        job.defaults.working_directory.take().or_else(|| workflow.defaults.working_directory.clone());
+    let job = &job;
     let name = workflow.name.clone().unwrap_or_default();
     let github = github_context(&GithubEvent {
         event_name: &lease.event,
@@ -795,7 +801,20 @@ async fn run_step(
                 return Outcome::Failed;
             }
             let inside = format!("{}/{file}", sandbox::SCRIPTS);
-            let shell = step.shell.clone().or_else(|| job.defaults.shell.clone()).unwrap_or_else(|| "bash".to_owned());
+            // `shell` and `working-directory` may hold expressions (`${{ matrix.dir }}`).
+            let text = |t: Option<&String>| -> Result<Option<String>, String> {
+                t.map(|t| evaluate(t, &places::STEP, ctx).map(|v| v.to_coerced_string())).transpose()
+            };
+            let (shell, dir) = match (
+                text(step.shell.as_ref().or(job.defaults.shell.as_ref())),
+                text(step.working_directory.as_ref().or(job.defaults.working_directory.as_ref())),
+            ) {
+                (Ok(shell), Ok(dir)) => (shell.unwrap_or_else(|| "bash".to_owned()), dir),
+                (Err(e), _) | (_, Err(e)) => {
+                    log.line(&format!("##[error]{e}"));
+                    return Outcome::Failed;
+                }
+            };
             let argv: Vec<String> = match shell.as_str() {
                 "bash" => {
                     vec!["bash".into(), "--noprofile".into(), "--norc".into(), "-eo".into(), "pipefail".into(), inside]
@@ -811,7 +830,6 @@ async fn run_step(
                     words
                 }
             };
-            let dir = step.working_directory.clone().or_else(|| job.defaults.working_directory.clone());
             let cwd = match dir {
                 Some(d) if d.starts_with('/') => d,
                 Some(d) => format!("{}/{d}", sandbox::WORKSPACE),

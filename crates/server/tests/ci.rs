@@ -1862,11 +1862,35 @@ jobs:
       - run: echo SHOULD-NOT-RUN
 "#,
     );
+    write(
+        &src,
+        ".github/workflows/defaults.yml",
+        r#"name: defaults
+on: push
+defaults:
+  run:
+    shell: sh
+    working-directory: /tmp
+jobs:
+  workflow-defaults:
+    runs-on: ubuntu-latest
+    steps:
+      - run: '[ -z "$BASH_VERSION" ] && echo "not bash, in $(pwd)"'
+  computed:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        ${{ github.event_name }}-dir: ['/home/runner']
+    steps:
+      - run: echo "computed ${{ matrix.push-dir }} in $(pwd)"
+        working-directory: ${{ matrix.push-dir }}
+"#,
+    );
     commit(&git, &src, "the commit message").await;
     let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
     git.ok(&src, &["push", "-q", &url, "main"]).await;
     let mut details = std::collections::HashMap::new();
-    for run in runs(&s, &token, 4).await {
+    for run in runs(&s, &token, 5).await {
         let detail = completed(&s, &token, &run).await;
         details.insert(detail["name"].as_str().unwrap_or_default().to_owned(), detail);
     }
@@ -1959,6 +1983,13 @@ jobs:
     assert!(job_log(&s, &token, &job("matrix", "from-needs (2)")).await.contains("n=2"));
     assert!(job_log(&s, &token, &job("matrix", "spliced (three, l)")).await.contains("three-l"));
     assert!(job_log(&s, &token, &job("matrix", "after")).await.contains("after success"));
+
+    // The workflow's `defaults.run`; a computed vector name; `working-directory` from an expression.
+    assert_eq!(details["defaults"]["conclusion"], "success", "{:#}", details["defaults"]);
+    let log = job_log(&s, &token, &job("defaults", "workflow-defaults")).await;
+    assert!(log.contains("not bash, in /tmp"), "{log}");
+    let log = job_log(&s, &token, &job("defaults", "computed (/home/runner)")).await;
+    assert!(log.contains("computed /home/runner in /home/runner"), "{log}");
 
     // Actions this runner cannot run fail their step, saying so; a job without steps succeeds.
     let other = ends("other");

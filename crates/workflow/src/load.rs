@@ -995,10 +995,9 @@ impl Loader {
             if template::has_expression(&name) {
                 let is_insert = template::single_expression(&name).is_some_and(|e| e.eq_ignore_ascii_case("insert"));
                 if !is_insert {
-                    self.error(key.pos, format!("expressions are not allowed in {what} vector names"));
-                    continue;
-                }
-                if value.as_scalar().and_then(template::single_expression).is_none() {
+                    // A vector's name may be computed (`${{ needs.a.outputs.name }}: [1, 2]`).
+                    self.check_template(key.pos, &name, what, Some(places::JOB_STRATEGY));
+                } else if value.as_scalar().and_then(template::single_expression).is_none() {
                     self.error(value.pos, format!("{what}: '${{{{ insert }}}}' needs an expression giving an object"));
                     continue;
                 }

@@ -339,13 +339,15 @@ fn matrix_references_needs(m: &Matrix) -> bool {
     match m {
         Matrix::Expr(e) => references_needs(e),
         Matrix::Values { axes, include, exclude } => {
-            axes.values().any(|a| match a {
-                AxisValues::Expr(e) => references_needs(e),
-                AxisValues::List(items) => items.iter().any(json_references_needs),
-            }) || [include, exclude].iter().any(|l| match l {
-                ListOrExpr::Expr(e) => references_needs(e),
-                ListOrExpr::List(items) => items.iter().any(|c| c.values().any(json_references_needs)),
-            })
+            axes.keys().any(|k| template_references_needs(k))
+                || axes.values().any(|a| match a {
+                    AxisValues::Expr(e) => references_needs(e),
+                    AxisValues::List(items) => items.iter().any(json_references_needs),
+                })
+                || [include, exclude].iter().any(|l| match l {
+                    ListOrExpr::Expr(e) => references_needs(e),
+                    ListOrExpr::List(items) => items.iter().any(|c| c.values().any(json_references_needs)),
+                })
         }
     }
 }
@@ -389,7 +391,27 @@ fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
         Matrix::Values { axes, include, exclude } => {
             let mut out = MatrixValues::default();
             for (name, values) in axes {
-                if crate::model::is_insert_key(name) {
+                let is_insert = template::single_expression(name).is_some_and(|e| e.eq_ignore_ascii_case("insert"));
+                if !is_insert && template::has_expression(name) {
+                    // A computed vector name.
+                    let evaluated =
+                        template::evaluate(name, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
+                            .map_err(|e| e.message)?
+                            .to_coerced_string();
+                    let list = match values {
+                        AxisValues::List(items) => match eval_json_templates(&Json::Array(items.clone()), names)? {
+                            Json::Array(items) => items,
+                            other => vec![other],
+                        },
+                        AxisValues::Expr(e) => match to_json(eval_expr(e, names)?) {
+                            Json::Array(items) => items,
+                            other => return Err(format!("matrix vector '{evaluated}' must be a list, got {other}")),
+                        },
+                    };
+                    out.axes.insert(evaluated, list);
+                    continue;
+                }
+                if is_insert {
                     // `${{ insert }}: ${{ … }}` adds the vectors of an object.
                     let AxisValues::Expr(e) = values else { continue };
                     match to_json(eval_expr(e, names)?) {
