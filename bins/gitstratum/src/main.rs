@@ -159,8 +159,18 @@ struct RunnerArgs {
     processes: u64,
 }
 
+/// Files and directories the process creates are readable by its own user only (0600 and 0700):
+/// the data directory holds the database, Git data, logs and secrets, and a runner's work
+/// directory holds jobs' workspaces. Set before any thread starts.
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Runner(_) | Command::Admin(_)) {
+        private_files();
+    }
     let json = cli.json;
     let result = match cli.command {
         Command::Serve(args) => serve(args),

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::EXAMPLE_CONFIG;
@@ -42,8 +42,14 @@ impl DataDir {
             fs::TryLockError::Error(e) => e,
         })?;
         let dir = DataDir { root: root.to_owned(), _lock: lock };
+        tighten_once(&dir.root)?;
         for sub in [dir.git_dir(), dir.blobs_dir()] {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(sub)?;
+        }
+        // SQLite gives its -wal and -shm files the database file's mode: create it private.
+        let db = dir.root.join("platform.db");
+        if !db.exists() {
+            fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&db)?;
         }
         let config = dir.root.join("config.toml");
         if !config.exists() {
@@ -87,6 +93,37 @@ impl DataDir {
     pub fn write_initial_admin_token(&self, token: &str) -> io::Result<()> {
         write_atomically(&self.initial_admin_token_path(), format!("{token}\n").as_bytes(), 0o600)
     }
+}
+
+/// Data directories made by earlier versions have files other users may read (0644): once, make
+/// every file 0600 and every directory 0700 (files made from now on are, by the process's umask
+/// and the modes given here). A marker file records that it was done.
+fn tighten_once(root: &Path) -> io::Result<()> {
+    let marker = root.join(".private");
+    if marker.exists() {
+        return Ok(());
+    }
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                continue;
+            }
+            let path = entry.path();
+            let mode = entry.metadata()?.permissions().mode() & 0o777;
+            let want = if kind.is_dir() { 0o700 } else { mode & 0o700 };
+            if mode != want {
+                fs::set_permissions(&path, fs::Permissions::from_mode(want))?;
+            }
+            if kind.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
+    write_atomically(&marker, b"files here are private to the server (0600, directories 0700)\n", 0o600)
 }
 
 /// Write to `path.tmp` with `mode`, fsync, rename over `path`, fsync the directory.
@@ -140,5 +177,26 @@ mod tests {
         dir.write_initial_admin_token("gst_x").expect("token");
         assert_eq!(mode(&dir.initial_admin_token_path()), 0o600);
         assert!(!root.join("initial-admin-token.tmp").exists());
+    }
+
+    #[test]
+    fn an_older_data_directory_is_made_private_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("data");
+        fs::create_dir_all(root.join("blobs/logs")).expect("mkdir");
+        fs::set_permissions(root.join("blobs"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(root.join("platform.db"), b"").expect("write");
+        fs::set_permissions(root.join("platform.db"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        fs::write(root.join("blobs/logs/1.log"), b"x").expect("write");
+        fs::set_permissions(root.join("blobs/logs/1.log"), fs::Permissions::from_mode(0o664)).expect("chmod");
+        let dir = DataDir::create(&root).expect("open");
+        assert_eq!(mode(&root.join("platform.db")), 0o600);
+        assert_eq!(mode(&root.join("blobs")), 0o700);
+        assert_eq!(mode(&root.join("blobs/logs/1.log")), 0o600);
+        drop(dir);
+        // Done once: a file the operator opens up later is left alone.
+        fs::set_permissions(root.join("platform.db"), fs::Permissions::from_mode(0o640)).expect("chmod");
+        let _dir = DataDir::create(&root).expect("open again");
+        assert_eq!(mode(&root.join("platform.db")), 0o640);
     }
 }

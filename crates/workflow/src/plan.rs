@@ -392,43 +392,28 @@ fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
             let mut out = MatrixValues::default();
             for (name, values) in axes {
                 let is_insert = template::single_expression(name).is_some_and(|e| e.eq_ignore_ascii_case("insert"));
-                if !is_insert && template::has_expression(name) {
-                    // A computed vector name.
-                    let evaluated =
-                        template::evaluate(name, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
-                            .map_err(|e| e.message)?
-                            .to_coerced_string();
-                    let list = match values {
-                        AxisValues::List(items) => match eval_json_templates(&Json::Array(items.clone()), names)? {
-                            Json::Array(items) => items,
-                            other => vec![other],
-                        },
-                        AxisValues::Expr(e) => match to_json(eval_expr(e, names)?) {
-                            Json::Array(items) => items,
-                            other => return Err(format!("matrix vector '{evaluated}' must be a list, got {other}")),
-                        },
-                    };
-                    out.axes.insert(evaluated, list);
-                    continue;
-                }
                 if is_insert {
                     // `${{ insert }}: ${{ … }}` adds the vectors of an object.
                     let AxisValues::Expr(e) = values else { continue };
-                    match to_json(eval_expr(e, names)?) {
-                        Json::Object(map) => {
-                            for (k, v) in map {
-                                match v {
-                                    Json::Array(items) => {
-                                        out.axes.insert(k, items);
-                                    }
-                                    other => return Err(format!("matrix vector '{k}' must be a list, got {other}")),
-                                }
-                            }
-                        }
-                        other => return Err(format!("an inserted matrix must be an object, got {other}")),
+                    let Json::Object(map) = to_json(eval_expr(e, names)?) else {
+                        return Err("an inserted matrix must be an object".to_owned());
+                    };
+                    for (k, v) in map {
+                        let Json::Array(items) = v else {
+                            return Err(format!("matrix vector '{k}' must be a list, got {v}"));
+                        };
+                        out.axes.insert(k, items);
                     }
                     continue;
                 }
+                // A vector's name may be computed too.
+                let name = if template::has_expression(name) {
+                    template::evaluate(name, &places::JOB_STRATEGY.options(), &DictContext(names.clone()))
+                        .map_err(|e| e.message)?
+                        .to_coerced_string()
+                } else {
+                    name.clone()
+                };
                 let list = match values {
                     AxisValues::List(items) => match eval_json_templates(&Json::Array(items.clone()), names)? {
                         Json::Array(items) => items,
@@ -439,7 +424,7 @@ fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
                         other => return Err(format!("matrix vector '{name}' must be a list, got {other}")),
                     },
                 };
-                out.axes.insert(name.clone(), list);
+                out.axes.insert(name, list);
             }
             let lists = |l: &ListOrExpr, what: &str| -> Result<Vec<Combination>, String> {
                 match l {

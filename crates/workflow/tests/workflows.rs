@@ -418,6 +418,8 @@ fn forms_github_accepts_load() {
         "on: push\njobs:\n  a:\n    runs-on: x\n    env:\n      ${{ insert }}: ${{ fromJSON('{}') }}\n    container:\n      image: alpine\n      credentials:\n        username: ${{ env.U }}\n        password: ${{ secrets.P }}\n",
         // Tags of the core schema.
         "on: push\njobs:\n  a:\n    runs-on: !!str ubuntu\n    timeout-minutes: !!int 5\n",
+        // Folded scalars and timestamp-like values are strings.
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/setup-python@v4\n        with:\n          python-version: >-\n            3.10\n          not-before: 2022-10-26T00:00:00Z\n",
         // Group names with GitHub's prefixes.
         "on: push\njobs:\n  a:\n    runs-on:\n      group: org/my group\n",
     ] {
