@@ -106,6 +106,8 @@ async fn job_principal(state: &AppState, token: &str) -> Result<Option<Principal
         token_id: 0,
         scopes: gitstratum_platform::Scopes::new([gitstratum_platform::Scope::RepoRead]),
         repo_only: Some(job.repo_id),
+        session: false,
+        expires_at: None,
     }))
 }
 

@@ -139,9 +139,10 @@ pub async fn login(
     };
     guard.succeed(&account_key);
     metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login").increment(1);
-    let scopes = if account.is_admin { Scopes::new([Scope::Admin]) } else { Scopes::new([Scope::RepoAdmin]) };
+    let scopes =
+        if account.is_admin { Scopes::new([Scope::Admin]) } else { Scopes::new([Scope::RepoAdmin, Scope::User]) };
     let expires_at = Timestamp(now.0 + SESSION_DAYS * DAY_MS);
-    let new = NewToken { name: "session".into(), scopes, expires_at: Some(expires_at) };
+    let new = NewToken { name: gitstratum_platform::SESSION_TOKEN_NAME.into(), scopes, expires_at: Some(expires_at) };
     let actor = Actor::account(account.id, &account.name).from(meta.ip, meta.request_id);
     let (_, secret) = state.store().create_token(account.id, &new, &actor, now).await?;
     let secure = if state.public_url().starts_with("https://") { "; Secure" } else { "" };

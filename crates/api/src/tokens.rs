@@ -58,6 +58,18 @@ pub struct CreatedToken {
 
 /// Whether the caller may mint a token with `wanted`: never more than its own token holds (so a
 /// leaked narrow token cannot mint a broad one), `admin` only for site administrators.
+/// Managing tokens is managing the account: a session (logged in with a password) may, and so may
+/// a token with the `user` scope (or `admin`); a token made for repositories or runners may not.
+fn may_manage_tokens(caller: &Principal) -> Result<(), ApiError> {
+    if caller.scopes.allows(Scope::User) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "managing tokens needs a session (log in with a password) or a token with the 'user' scope",
+        ))
+    }
+}
+
 fn may_grant(caller: &Principal, wanted: Scope) -> Result<(), ApiError> {
     let held = caller.scopes.allows(wanted) || (wanted == Scope::CiRunner && caller.is_site_admin());
     if wanted == Scope::Admin && !caller.account.is_admin {
@@ -85,9 +97,13 @@ pub async fn create(
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    may_manage_tokens(&caller)?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::validation("name", "a token needs a name of 1 to 100 characters"));
+    }
+    if name.eq_ignore_ascii_case(gitstratum_platform::SESSION_TOKEN_NAME) {
+        return Err(ApiError::validation("name", "'session' is the name of login sessions; choose another"));
     }
     if body.scopes.is_empty() {
         return Err(ApiError::validation("scopes", "a token needs at least one scope"));
@@ -95,7 +111,7 @@ pub async fn create(
     let scopes = Scopes::parse(&body.scopes.join(" ")).map_err(|word| {
         ApiError::validation(
             "scopes",
-            format!("unknown scope {word:?}; known: repo:read, repo:write, repo:admin, admin, ci:runner"),
+            format!("unknown scope {word:?}; known: repo:read, repo:write, repo:admin, admin, ci:runner, user"),
         )
     })?;
     for scope in scopes.iter() {
@@ -109,6 +125,16 @@ pub async fn create(
         Some(days) => Some(Timestamp(state.now().0 + i64::from(days) * DAY_MS)),
         None => None,
     };
+    // A token never mints one that outlives it (a session stands for the account, which does
+    // not expire).
+    if let (false, Some(limit)) = (caller.session, caller.expires_at)
+        && expires_at.is_none_or(|at| at > limit)
+    {
+        return Err(ApiError::forbidden(format!(
+            "this token expires at {}; a token it creates must expire no later (set expires_in_days)",
+            limit.to_rfc3339()
+        )));
+    }
     let new = NewToken { name: name.to_owned(), scopes, expires_at };
     let (info, secret) = state.store().create_token(caller.account.id, &new, &meta.actor(&caller), state.now()).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { info: info.into(), token: secret.expose().to_owned() })))
@@ -125,6 +151,7 @@ pub async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Vec<TokenBody>>, ApiError> {
+    may_manage_tokens(&caller)?;
     Ok(Json(state.store().list_tokens(caller.account.id).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -141,6 +168,7 @@ pub async fn revoke(
     meta: RequestMeta,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
+    may_manage_tokens(&caller)?;
     if state.store().revoke_token(caller.account.id, id, &meta.actor(&caller), state.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -29,6 +29,8 @@ pub use keys_teams::{SshKey, Team};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
 pub use secrets::{SecretKey, Visibility};
-pub use store::{Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, TokenInfo};
+pub use store::{
+    Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, SESSION_TOKEN_NAME, TokenInfo,
+};
 pub use token::{Scope, Scopes, TokenSecret};
 pub use webhooks::{AttemptOutcome, Delivery, HookOwner, NewDelivery, Webhook};

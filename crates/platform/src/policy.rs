@@ -146,6 +146,8 @@ mod tests {
             token_id: 1,
             scopes: Scopes::new(scopes.iter().copied()),
             repo_only: None,
+            session: false,
+            expires_at: None,
         }
     }
 

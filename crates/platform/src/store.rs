@@ -106,6 +106,10 @@ pub struct Principal {
     /// Set for a CI job's token: the one repository it may read (the policy refuses every
     /// other, and the API's `Authenticated` endpoints refuse it altogether).
     pub repo_only: Option<i64>,
+    /// The token is a login session (made from a password), not a personal access token.
+    pub session: bool,
+    /// When the token stops working, if it does.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Principal {
@@ -114,6 +118,9 @@ impl Principal {
         self.account.is_admin && self.scopes.allows(Scope::Admin)
     }
 }
+
+/// The name login sessions' tokens have; no other token may take it.
+pub const SESSION_TOKEN_NAME: &str = "session";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewToken {
@@ -356,7 +363,15 @@ impl PlatformStore {
                 )
                 .await?;
         }
-        Ok(Some(Principal { account, token_id: token.id, scopes: token.scopes, repo_only: None }))
+        let session = token.name == SESSION_TOKEN_NAME;
+        Ok(Some(Principal {
+            account,
+            token_id: token.id,
+            scopes: token.scopes,
+            repo_only: None,
+            session,
+            expires_at: token.expires_at,
+        }))
     }
 
     pub async fn create_repo(

@@ -70,10 +70,14 @@ pub enum Scope {
     RepoAdmin,
     Admin,
     CiRunner,
+    /// Managing the account itself: creating, listing and revoking its tokens. Sessions have it;
+    /// `admin` implies it.
+    User,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [Scope::RepoRead, Scope::RepoWrite, Scope::RepoAdmin, Scope::Admin, Scope::CiRunner];
+    pub const ALL: [Scope; 6] =
+        [Scope::RepoRead, Scope::RepoWrite, Scope::RepoAdmin, Scope::Admin, Scope::CiRunner, Scope::User];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,6 +86,7 @@ impl Scope {
             Scope::RepoAdmin => "repo:admin",
             Scope::Admin => "admin",
             Scope::CiRunner => "ci:runner",
+            Scope::User => "user",
         }
     }
 

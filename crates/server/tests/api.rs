@@ -256,17 +256,41 @@ async fn tokens_are_created_listed_and_revoked_without_escalation() {
     let (status, body) =
         s.send(Method::POST, "/api/v1/tokens", Some(&ci), Some(json!({"name": "x", "scopes": ["repo:write"]}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let user = s.user_token("octo", &[Scope::RepoAdmin]).await;
+    let user = s.user_token("octo", &[Scope::RepoAdmin, Scope::User]).await;
     let (status, _) =
         s.send(Method::POST, "/api/v1/tokens", Some(&user), Some(json!({"name": "x", "scopes": ["admin"]}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "admin is for site administrators");
 
+    // Managing tokens needs a session or the `user` scope: a repository token can neither mint,
+    // list nor revoke tokens.
+    for (method, path) in [(Method::GET, "/api/v1/tokens"), (Method::DELETE, "/api/v1/tokens/1")] {
+        let (status, body) = s.send(method, path, Some(&ci), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
+    let (status, body) = create(json!({"name": "session", "scopes": ["repo:read"]})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("name")), "{body}");
+    // A token never mints one that outlives it.
+    let (status, body) = create(json!({"name": "mgr", "scopes": ["user", "repo:read"], "expires_in_days": 30})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mgr = body["token"].as_str().expect("token").to_owned();
+    let by_mgr = |body: Value| s.send(Method::POST, "/api/v1/tokens", Some(&mgr), Some(body));
+    for (body, want) in [
+        (json!({"name": "forever", "scopes": ["repo:read"]}), StatusCode::FORBIDDEN),
+        (json!({"name": "later", "scopes": ["repo:read"], "expires_in_days": 60}), StatusCode::FORBIDDEN),
+        (json!({"name": "wider", "scopes": ["repo:write"], "expires_in_days": 10}), StatusCode::FORBIDDEN),
+        (json!({"name": "fine", "scopes": ["repo:read"], "expires_in_days": 10}), StatusCode::CREATED),
+    ] {
+        let (status, response) = by_mgr(body.clone()).await;
+        assert_eq!(status, want, "{body} -> {response}");
+    }
+    assert_eq!(s.send(Method::GET, "/api/v1/tokens", Some(&mgr), None).await.0, StatusCode::OK);
+
     let (status, list) = s.send(Method::GET, "/api/v1/tokens", admin, None).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|t| t["name"].as_str()).collect();
-    assert_eq!(names, ["runner", "ci", "initial admin token"]);
+    assert_eq!(names, ["fine", "mgr", "runner", "ci", "initial admin token"]);
     assert!(list.as_array().expect("list").iter().all(|t| t.get("token").is_none()), "secrets never listed");
-    let ci_id = list[1]["id"].as_i64().expect("id");
+    let ci_id = list[3]["id"].as_i64().expect("id");
 
     assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&ci), None).await.0, StatusCode::OK);
     let (status, _) = s.send(Method::DELETE, &format!("/api/v1/tokens/{ci_id}"), Some(&user), None).await;
@@ -308,7 +332,12 @@ async fn login_with_a_password_logout_and_guessing_is_limited() {
     let session = body["token"].as_str().expect("token").to_owned();
     let (status, me) = s.send(Method::GET, "/api/v1/user", Some(&session), None).await;
     assert_eq!((status, me["name"].as_str()), (StatusCode::OK, Some("mona")));
-    assert_eq!(me["scopes"], json!(["repo:admin"]));
+    assert_eq!(me["scopes"], json!(["repo:admin", "user"]));
+    // A session stands for the account: it may mint a token that does not expire.
+    let (status, body) = s
+        .send(Method::POST, "/api/v1/tokens", Some(&session), Some(json!({"name": "laptop", "scopes": ["repo:read"]})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(s.send(Method::DELETE, "/api/v1/session", Some(&session), None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&session), None).await.0, StatusCode::UNAUTHORIZED);
 
