@@ -210,7 +210,7 @@ pub struct CollaboratorBody {
     get,
     path = "/api/v1/repos/{owner}/{repo}/collaborators",
     tag = "repos",
-    summary = "List collaborators",
+    summary = "List collaborators (needs push access)",
     responses((status = 200, description = "List collaborators", body = Vec<CollaboratorBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn collaborators(
@@ -218,7 +218,8 @@ pub async fn collaborators(
     Caller(caller): Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<CollaboratorBody>>, ApiError> {
-    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    // As on GitHub: listing who has access (and how much) needs push access.
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Write).await?;
     let list = state.store().collaborators(repo.id).await?;
     Ok(Json(
         list.into_iter()

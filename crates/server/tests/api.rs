@@ -413,6 +413,7 @@ async fn unauthorized_attempts_are_all_refused() {
     let own = Some(owner.as_str());
     assert_eq!(s.send(Method::POST, "/api/v1/orgs", own, Some(json!({"name": "acme"}))).await.0, 201);
     assert_eq!(s.create_repo(own, json!({"name": "secret", "owner": "acme", "private": true})).await.0, 201);
+    assert_eq!(s.create_repo(own, json!({"name": "open", "owner": "acme"})).await.0, 201);
     assert_eq!(s.send(Method::POST, "/api/v1/orgs/acme/teams", own, Some(json!({"name": "core"}))).await.0, 201);
     let member = s.user_token("member", &[Scope::RepoAdmin]).await;
     assert_eq!(s.send(Method::PUT, "/api/v1/orgs/acme/members/member", own, Some(json!({}))).await.0, 204);
@@ -445,7 +446,15 @@ async fn unauthorized_attempts_are_all_refused() {
             Method::GET,
             "/api/v1/repos/acme/secret/collaborators",
             None,
-            vec![("anonymous", 404), ("stranger", 404)],
+            vec![("anonymous", 404), ("stranger", 404), ("reader", 403), ("triager", 403)],
+        ),
+        (
+            // As on GitHub: who has access, and how much, is for those with push access.
+            "list a public repository's collaborators",
+            Method::GET,
+            "/api/v1/repos/acme/open/collaborators",
+            None,
+            vec![("anonymous", 401), ("stranger", 403)],
         ),
         (
             "delete the repository",
