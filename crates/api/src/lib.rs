@@ -257,5 +257,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::security_headers))
         .with_state(state)
 }

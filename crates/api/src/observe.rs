@@ -62,6 +62,27 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Headers every response carries, as GitHub sends them: no content sniffing, no framing, the
+/// referrer kept to the origin across sites, and (when the server is reached over https) HSTS.
+pub async fn security_headers(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::http::header;
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    headers.entry(header::X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("deny"));
+    headers.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("strict-origin-when-cross-origin"));
+    if state.public_url().starts_with("https://") {
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+    response
+}
+
 /// Liveness: the process is up and serving.
 pub async fn healthz() -> &'static str {
     "ok\n"

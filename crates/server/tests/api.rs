@@ -692,3 +692,27 @@ async fn swagger_ui_is_served_from_vendored_assets() {
     }
     s.stop().await;
 }
+
+/// Every response, refusals and unknown paths included, carries GitHub's security headers; HSTS
+/// only when the server is reached over https.
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let s = TestServer::start().await;
+    for path in ["/healthz", "/api/v1/repos/nobody/nothing", "/no/such/page/at/all"] {
+        let response = s.http.get(s.url(path)).send().await.expect("request");
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{path}");
+        assert_eq!(header("x-frame-options").as_deref(), Some("deny"), "{path}");
+        assert_eq!(header("referrer-policy").as_deref(), Some("strict-origin-when-cross-origin"), "{path}");
+        assert_eq!(header("strict-transport-security"), None, "{path}: plain http");
+    }
+    s.stop().await;
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        public_url: Some("https://git.example.com".into()),
+        ..Default::default()
+    })
+    .await;
+    let response = s.http.get(s.url("/healthz")).send().await.expect("request");
+    assert!(response.headers().get("strict-transport-security").is_some());
+    s.stop().await;
+}
