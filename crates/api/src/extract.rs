@@ -15,15 +15,38 @@ use crate::error::ApiError;
 use crate::observe::RequestId;
 
 /// A JSON body whose rejections use our error format: malformed JSON is 400, a body of the wrong
-/// shape is 422, a missing `Content-Type` is 415, an oversized body is 413.
+/// shape is 422 (anything but an object: serde would read a struct from an array, by position),
+/// a missing `Content-Type` is 415, an oversized body is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => {
+                if !value.is_object() {
+                    let kind = match &value {
+                        serde_json::Value::Array(_) => "an array",
+                        serde_json::Value::String(_) => "a string",
+                        serde_json::Value::Number(_) => "a number",
+                        serde_json::Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    };
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "validation_failed",
+                        format!("the request body must be a JSON object, not {kind}"),
+                    ));
+                }
+                serde_json::from_value(value).map(ApiJson).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "validation_failed",
+                        format!("the request body does not fit: {e}"),
+                    )
+                })
+            }
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", e.body_text())

@@ -25,6 +25,8 @@ use crate::extract::Caller;
 
 /// Largest request body a Git client may send (a push carries its pack).
 pub const MAX_GIT_BODY_BYTES: usize = 1 << 30;
+/// Largest fetch request (wants, haves, arguments: a few MiB for the largest negotiations).
+pub const MAX_UPLOAD_REQUEST_BYTES: usize = 32 << 20;
 
 /// A Git HTTP error: plain text, which `git` shows to the user.
 pub struct GitError {
@@ -84,8 +86,8 @@ enum Access {
 }
 
 /// Finds the repository and checks, through the one policy, that the caller may do `access`.
-/// Git asks for credentials only on a 401, so a private repository an anonymous caller may not
-/// see answers 401 here (the API answers 404).
+/// Git asks for credentials only on a 401, so a private (or missing) repository an anonymous
+/// caller may not see answers 401 here (the API answers 404).
 async fn authorize(
     state: &AppState,
     owner: &str,
@@ -94,7 +96,13 @@ async fn authorize(
     access: Access,
 ) -> Result<Repo, GitError> {
     let name = repo.strip_suffix(".git").unwrap_or(repo);
-    let repo = state.store().get_repo(owner, name).await?.ok_or_else(GitError::not_found)?;
+    // An anonymous caller cannot tell a missing repository from a private one: both ask for
+    // credentials (as GitHub does).
+    let missing = || match caller {
+        None => GitError::new(StatusCode::UNAUTHORIZED, "Authentication required."),
+        Some(_) => GitError::not_found(),
+    };
+    let repo = state.store().get_repo(owner, name).await?.ok_or_else(missing)?;
     let needed = if access == Access::Write { Role::Write } else { Role::Read };
     match crate::repos::repo_decision(state, caller, &repo, needed).await? {
         Ok(()) => Ok(repo),
@@ -162,8 +170,26 @@ pub async fn info_refs(
     Ok(git_response(service, "advertisement", Body::from(body)))
 }
 
-/// The request body, gunzipped when the client compressed it.
-fn request_body(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, GitError> {
+/// The request body, read only now (after the caller was authorized: an anonymous or refused
+/// request never gets its body read), at most `limit` bytes, gunzipped (to at most `limit`)
+/// when the client compressed it.
+async fn request_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, GitError> {
+    let too_large =
+        || GitError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: at most {} MiB", limit >> 20));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.to_string().contains("length limit exceeded"));
+        if over {
+            too_large()
+        } else {
+            GitError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+        }
+    })?;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -173,11 +199,11 @@ fn request_body(headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, GitError> {
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(&body[..])
-        .take(MAX_GIT_BODY_BYTES as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| GitError::new(StatusCode::BAD_REQUEST, format!("invalid gzip request body: {e}")))?;
-    if out.len() > MAX_GIT_BODY_BYTES {
-        return Err(GitError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+    if out.len() > limit {
+        return Err(too_large());
     }
     Ok(out)
 }
@@ -219,11 +245,11 @@ pub async fn upload_pack(
     Caller(caller): Caller,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, GitError> {
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Read).await?;
     let protocol = protocol(&headers);
-    let request = request_body(&headers, body)?;
+    let request = request_body(&headers, body, MAX_UPLOAD_REQUEST_BYTES).await?;
     let git = state.git().clone();
     // A few chunks in flight keep the producer busy without buffering the pack.
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
@@ -275,11 +301,11 @@ pub async fn receive_pack(
     Caller(caller): Caller,
     Path((owner, repo)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, GitError> {
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Write).await?;
     let principal = caller.expect("authorize requires a caller for writes");
-    let request = request_body(&headers, body)?;
+    let request = request_body(&headers, body, MAX_GIT_BODY_BYTES).await?;
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
     let repo_name = format!("{}/{}", repo.owner, repo.name);

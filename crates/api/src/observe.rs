@@ -46,7 +46,11 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %req.uri().path());
 
+    let is_api = req.uri().path().starts_with("/api/");
     let mut response = next.run(req).instrument(span.clone()).await;
+    if is_api {
+        response = json_rejection(response).await;
+    }
 
     let elapsed = start.elapsed();
     let status = response.status();
@@ -60,6 +64,25 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response
+}
+
+/// An API refusal that axum wrote as plain text (a path parameter that does not parse, an
+/// integer that overflows, a bad query string) in the documented JSON error shape instead.
+async fn json_rejection(response: Response) -> Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if message.is_empty() { "the request is invalid".to_owned() } else { message };
+    crate::error::ApiError::new(status, "request.invalid", message).into_response()
 }
 
 /// Headers every response carries, as GitHub sends them: no content sniffing, no framing, the

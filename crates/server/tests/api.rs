@@ -716,3 +716,43 @@ async fn responses_carry_security_headers() {
     assert!(response.headers().get("strict-transport-security").is_some());
     s.stop().await;
 }
+
+/// Only a JSON object is a request body (serde would read a struct from an array, by position),
+/// and every refusal — bad path parameters, bad query strings — comes in the documented JSON
+/// error shape, never as plain text; nothing changes.
+#[tokio::test]
+async fn bodies_must_be_objects_and_every_error_is_json() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    for body in [json!(["sneaky", null, false]), json!("name"), json!(7), json!(null)] {
+        let (status, response) = s.send(Method::POST, "/api/v1/repos", admin, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {response}");
+        assert_eq!(response["error"]["code"], "validation_failed", "{response}");
+    }
+    let (_, repos) = s.send(Method::GET, "/api/v1/user/repos", admin, None).await;
+    assert_eq!(repos.as_array().map(Vec::len), Some(0), "nothing was created: {repos}");
+    for path in [
+        "/api/v1/runs/99999999999999999999999999",
+        "/api/v1/runs/not-a-number",
+        "/api/v1/tokens/-",
+        "/api/v1/audit?limit=lots",
+        "/api/v1/repos/admin/x/runs?limit=-1",
+    ] {
+        let response = s.http.get(s.url(path)).bearer_auth(&s.admin_token).send().await.expect("request");
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = response.text().await.expect("body");
+        assert!(status.is_client_error(), "{path}: {status}");
+        assert!(content_type.starts_with("application/json"), "{path}: {content_type}: {text}");
+        let body: Value = serde_json::from_str(&text).expect("json");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{path}: {body}");
+    }
+    // Invalid UTF-8 in a path parameter.
+    let response = s.http.get(s.url("/api/v1/repos/%FF%FE/x")).send().await.expect("request");
+    assert!(response.status().is_client_error());
+    let body: Value = response.json().await.expect("json error");
+    assert!(body["error"]["code"].is_string(), "{body}");
+    s.stop().await;
+}

@@ -845,3 +845,71 @@ async fn organization_hooks_hear_repository_events_and_pushes() {
     assert_eq!(status, 403);
     s.stop().await;
 }
+
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// An anonymous push of 400 MiB — to a repository that does not exist, and to a private one — is
+/// refused before its body is read: the answer comes while the client is still sending, and the
+/// server's memory does not grow with the body. A fetch request has a tight limit of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_anonymous_bodies_are_refused_before_they_are_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    assert_eq!(s.create_repo(Some(&s.admin_token), json!({"name": "private", "private": true})).await.0, 201);
+    let before = resident_mib();
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    for path in ["/nobody/nothing.git/git-receive-pack", "/admin/private.git/git-receive-pack"] {
+        let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        let total: u64 = 400 << 20;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {total}\r\n\r\n"
+        );
+        write.write_all(head.as_bytes()).await.expect("headers");
+        let sender = tokio::spawn(async move {
+            let chunk = vec![0u8; 1 << 20];
+            let mut sent = 0u64;
+            while sent < total {
+                if write.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let mut answer = vec![0u8; 256];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), read.read(&mut answer))
+            .await
+            .expect("the server answers without waiting for the body")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        drop(read);
+        sender.abort();
+    }
+    let grown = resident_mib().saturating_sub(before);
+    assert!(grown < 100, "the server's memory grew by {grown} MiB");
+
+    // A fetch request over 32 MiB is refused by its declared length, even from an authorized
+    // caller, before it is read.
+    let response = s
+        .http
+        .post(s.url("/admin/private.git/git-upload-pack"))
+        .basic_auth("x", Some(&s.admin_token))
+        .header("content-type", "application/x-git-upload-pack-request")
+        .body(vec![b'0'; (32 << 20) + 1])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 413);
+    s.stop().await;
+}
