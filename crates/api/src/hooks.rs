@@ -95,6 +95,48 @@ fn validate_url(url: &str) -> Result<(), ApiError> {
     if host.is_empty() || url.contains(char::is_whitespace) || url.len() > 2000 {
         return Err(ApiError::validation("url", "the URL needs a host, no spaces, and at most 2000 characters"));
     }
+    if host.contains('@') {
+        return Err(ApiError::validation("url", "the URL may not carry a user name or password"));
+    }
+    Ok(())
+}
+
+/// The URL's host and port (`host`, `host:port`, `[v6]:port`), default port by scheme.
+fn host_and_port(url: &str) -> Option<(String, u16)> {
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (url.strip_prefix("http://")?, 80),
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').map_or(Some(default_port), |p| p.parse().ok())?;
+        return Some((addr.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
+        None => Some((authority.to_owned(), default_port)),
+    }
+}
+
+/// Refuses a URL whose host resolves to an address webhooks may not reach (loopback,
+/// link-local, private, …) unless the operator allowed it. Deliveries check again as they
+/// connect, so a name that changes what it resolves to later is caught then.
+async fn check_destination(state: &AppState, url: &str) -> Result<(), ApiError> {
+    let (host, port) =
+        host_and_port(url).ok_or_else(|| ApiError::validation("url", "the URL's host or port is invalid"))?;
+    let lookup =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), port)));
+    let addrs: Vec<std::net::SocketAddr> = match lookup.await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        _ => return Err(ApiError::validation("url", format!("the host {host:?} does not resolve"))),
+    };
+    if addrs.is_empty() || addrs.iter().any(|a| !state.webhook_destinations().permits(&host, a.ip())) {
+        return Err(ApiError::validation(
+            "url",
+            "the URL's host is a private or internal address; webhooks go to public addresses unless the administrator allows the host ([webhooks] allowed_hosts)",
+        ));
+    }
     Ok(())
 }
 
@@ -173,6 +215,7 @@ async fn create_hook(
     body: CreateHook,
 ) -> Result<(StatusCode, Json<HookBody>), ApiError> {
     validate_hook(&body)?;
+    check_destination(state, &body.url).await?;
     let hook = state
         .store()
         .create_webhook(

@@ -73,6 +73,15 @@ struct Inner {
     public_url: String,
     login_guard: session::LoginGuard,
     limiters: ratelimit::Limiters,
+    /// Non-public destinations webhooks may be created for anyway.
+    webhook_destinations: gitstratum_core::Destinations,
+}
+
+/// The site's rules for callers: rate limits, and where webhooks may point.
+pub struct Policies {
+    pub rate_limits: ratelimit::RateLimits,
+    /// Non-public destinations webhooks may be created for anyway.
+    pub webhook_destinations: gitstratum_core::Destinations,
 }
 
 impl AppState {
@@ -84,7 +93,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         metrics: PrometheusHandle,
         public_url: &str,
-        limits: ratelimit::RateLimits,
+        policies: Policies,
         ci: CiParts,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
@@ -100,7 +109,8 @@ impl AppState {
                 metrics,
                 public_url,
                 login_guard: session::LoginGuard::default(),
-                limiters: ratelimit::Limiters::new(limits),
+                limiters: ratelimit::Limiters::new(policies.rate_limits),
+                webhook_destinations: policies.webhook_destinations,
             }),
         }
     }
@@ -111,6 +121,11 @@ impl AppState {
 
     pub fn store(&self) -> &PlatformStore {
         &self.inner.store
+    }
+
+    /// Non-public destinations webhooks may be created for anyway (`[webhooks] allowed_hosts`).
+    pub fn webhook_destinations(&self) -> &gitstratum_core::Destinations {
+        &self.inner.webhook_destinations
     }
 
     /// CI state: runs, jobs and steps (in the platform database).

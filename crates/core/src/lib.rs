@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod destinations;
 pub mod name;
 pub mod sshkey;
 pub mod time;
 
+pub use destinations::Destinations;
 pub use name::{NameError, validate_repo_name, validate_username};
 pub use sshkey::{SshKeyError, SshPublicKey, parse_ssh_public_key};
 pub use time::{Clock, SystemClock, Timestamp};

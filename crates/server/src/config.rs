@@ -77,6 +77,8 @@ pub struct Config {
     pub ci_artifacts: gitstratum_ci::ArtifactConfig,
     /// The key CI secrets are sealed with, when given in the environment (else `DATA/secrets.key`).
     pub secrets_key: Option<gitstratum_platform::SecretKey>,
+    /// Non-public destinations webhooks may be delivered to anyway (`[webhooks] allowed_hosts`).
+    pub webhook_destinations: gitstratum_core::Destinations,
 }
 
 impl fmt::Debug for Config {
@@ -130,6 +132,8 @@ pub struct ConfigLayer {
     pub ci_artifact_retention_days: Option<String>,
     pub ci_cache_max_mb: Option<String>,
     pub ci_repo_caches_max_mb: Option<String>,
+    /// Comma-separated host names, addresses, CIDR networks, or `*`.
+    pub webhook_allowed_hosts: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -162,6 +166,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_artifact_retention_days", &self.ci_artifact_retention_days)
             .field("ci_cache_max_mb", &self.ci_cache_max_mb)
             .field("ci_repo_caches_max_mb", &self.ci_repo_caches_max_mb)
+            .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -197,6 +202,14 @@ struct FileConfig {
     runner: FileRunner,
     #[serde(default)]
     ci: FileCi,
+    #[serde(default)]
+    webhooks: FileWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhooks {
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,6 +296,7 @@ impl ConfigLayer {
             ci_artifact_retention_days: file.ci.artifact_retention_days.map(|n| n.to_string()),
             ci_cache_max_mb: file.ci.cache_max_mb.map(|n| n.to_string()),
             ci_repo_caches_max_mb: file.ci.repo_caches_max_mb.map(|n| n.to_string()),
+            webhook_allowed_hosts: file.webhooks.allowed_hosts.map(|hosts| hosts.join(",")),
             secrets_key: None,
         })
     }
@@ -325,6 +339,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_ARTIFACT_RETENTION_DAYS" => layer.ci_artifact_retention_days = Some(value),
                 "GITSTRATUM_CI_CACHE_MAX_MB" => layer.ci_cache_max_mb = Some(value),
                 "GITSTRATUM_CI_REPO_CACHES_MAX_MB" => layer.ci_repo_caches_max_mb = Some(value),
+                "GITSTRATUM_WEBHOOK_ALLOWED_HOSTS" => layer.webhook_allowed_hosts = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -362,6 +377,7 @@ impl ConfigLayer {
             ci_artifact_retention_days: over.ci_artifact_retention_days.or(self.ci_artifact_retention_days),
             ci_cache_max_mb: over.ci_cache_max_mb.or(self.ci_cache_max_mb),
             ci_repo_caches_max_mb: over.ci_repo_caches_max_mb.or(self.ci_repo_caches_max_mb),
+            webhook_allowed_hosts: over.webhook_allowed_hosts.or(self.webhook_allowed_hosts),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -524,6 +540,9 @@ impl Config {
                 message: format!("GITSTRATUM_SECRETS_KEY: {e}"),
             })?),
         };
+        let webhook_destinations =
+            gitstratum_core::Destinations::parse(merged.webhook_allowed_hosts.as_deref().unwrap_or("").split(','))
+                .map_err(|message| ConfigError::Invalid { setting: "webhooks.allowed_hosts", message })?;
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -541,6 +560,7 @@ impl Config {
             ci_log_retention_days: positive("ci.log_retention_days", merged.ci_log_retention_days, 90)?.min(36_500),
             ci_artifacts,
             secrets_key,
+            webhook_destinations,
         })
     }
 }
@@ -687,6 +707,7 @@ mod tests {
             ("rate_limit per_client", layer.rate_limit_per_client.is_some()),
             ("rate_limit anonymous", layer.rate_limit_anonymous.is_some()),
             ("rate_limit git_per_repo", layer.rate_limit_git_per_repo.is_some()),
+            ("webhooks allowed_hosts", layer.webhook_allowed_hosts.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

@@ -259,7 +259,10 @@ impl Server {
             self.clock.clone(),
             self.metrics.clone(),
             &public_url,
-            self.config.rate_limits,
+            gitstratum_api::Policies {
+                rate_limits: self.config.rate_limits,
+                webhook_destinations: self.config.webhook_destinations.clone(),
+            },
             gitstratum_api::CiParts {
                 store: ci.clone(),
                 logs: logs.clone(),
@@ -277,7 +280,8 @@ impl Server {
             refs: self.git_store.clone(),
             clock: self.clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            http: http::client_builder().user_agent("GitStratum-Hookshot").build().map_err(Error::HttpClient)?,
+            http: http::webhook_client(self.config.webhook_destinations.clone()).map_err(Error::HttpClient)?,
+            destinations: self.config.webhook_destinations.clone(),
             secrets_key: self.secrets_key.clone(),
         };
         let webhooks = tokio::spawn(dispatcher.run(webhooks_stopped));

@@ -124,7 +124,10 @@ pub struct Dispatcher {
     pub refs: Arc<dyn RefStore>,
     pub clock: Arc<dyn Clock>,
     pub public_url: String,
+    /// Built by `http::webhook_client`: it connects only where `destinations` permits.
     pub http: reqwest::Client,
+    /// Non-public destinations deliveries may go to anyway.
+    pub destinations: gitstratum_core::Destinations,
     /// Opens the hooks' signing secrets.
     pub secrets_key: gitstratum_platform::SecretKey,
 }
@@ -268,6 +271,11 @@ impl Dispatcher {
 
     async fn send(&self, delivery: &Delivery, url: &str, secret: Option<&str>, hook_id: i64) -> AttemptOutcome {
         let started = Instant::now();
+        // A name is checked by the client's resolver as it connects; an address written in the
+        // URL (in any of its spellings, which the URL parser normalizes) is checked here.
+        if let Some(refused) = literal_address_refused(url, &self.destinations) {
+            return AttemptOutcome { status_code: None, error: Some(refused), duration_ms: 0, success: false };
+        }
         let mut request = self
             .http
             .post(url)
@@ -293,9 +301,44 @@ impl Dispatcher {
                     success: status.is_success(),
                 }
             }
-            Err(e) => AttemptOutcome { status_code: None, error: Some(error_chain(&e)), duration_ms, success: false },
+            Err(e) => {
+                // The whole story goes to the server's log; the delivery log says what a receiver's
+                // owner can act on, without details of the server's network.
+                tracing::info!(hook = hook_id, error = %error_chain(&e), "webhook delivery failed");
+                AttemptOutcome { status_code: None, error: Some(failure_reason(&e)), duration_ms, success: false }
+            }
         }
     }
+}
+
+/// Why a delivery failed, in words that tell nothing of the server's network: refused by the
+/// destination policy, timed out, a certificate problem (with its kind), or no connection.
+fn failure_reason(error: &reqwest::Error) -> String {
+    let chain = error_chain(error);
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        if e.is::<crate::http::DestinationRefused>() {
+            return e.to_string();
+        }
+        source = e.source();
+    }
+    if error.is_timeout() {
+        "the delivery timed out".to_owned()
+    } else if let Some(at) = chain.find("invalid peer certificate") {
+        format!("TLS: {}", &chain[at..])
+    } else if error.is_connect() {
+        "could not connect to the destination".to_owned()
+    } else {
+        "the delivery failed before a response arrived".to_owned()
+    }
+}
+
+/// The refusal of a URL whose host is an address the policy does not permit.
+fn literal_address_refused(url: &str, destinations: &gitstratum_core::Destinations) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let addr: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    (!destinations.permits(host, addr)).then(|| crate::http::DestinationRefused.to_string())
 }
 
 /// An error with its causes ("error sending request: … : invalid peer certificate: UnknownIssuer"),

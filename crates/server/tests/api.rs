@@ -756,3 +756,52 @@ async fn bodies_must_be_objects_and_every_error_is_json() {
     assert!(body["error"]["code"].is_string(), "{body}");
     s.stop().await;
 }
+
+/// Webhooks cannot be pointed at the server's own network: loopback, link-local (cloud
+/// metadata), private ranges, `[::1]`, decimal and hex spellings of an address, names resolving
+/// to them, and URLs with credentials are refused at creation, unless the operator allows the
+/// destination (`[webhooks] allowed_hosts`).
+#[tokio::test]
+async fn webhooks_cannot_reach_internal_addresses() {
+    use reqwest::Method;
+    let strict = gitstratum_server::ConfigLayer { webhook_allowed_hosts: Some(String::new()), ..Default::default() };
+    let s = TestServer::start_with(strict).await;
+    let admin = Some(s.admin_token.as_str());
+    assert_eq!(s.create_repo(admin, json!({"name": "app"})).await.0, 201);
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7/",
+        "http://192.168.1.1/",
+        "http://[::1]:3000/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://localhost:3000/",
+        "https://user:pass@example.com/",
+    ] {
+        let (status, body) = s
+            .send(Method::POST, "/api/v1/repos/admin/app/hooks", admin, Some(json!({"url": url, "events": ["push"]})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["error"]["field"], "url", "{url}: {body}");
+    }
+    let (_, hooks) = s.send(Method::GET, "/api/v1/repos/admin/app/hooks", admin, None).await;
+    assert_eq!(hooks.as_array().map(Vec::len), Some(0), "nothing was created: {hooks}");
+    s.stop().await;
+    // Allowed by the operator, a local receiver is fine.
+    let allowing =
+        gitstratum_server::ConfigLayer { webhook_allowed_hosts: Some("127.0.0.0/8".into()), ..Default::default() };
+    let s = TestServer::start_with(allowing).await;
+    let admin = Some(s.admin_token.as_str());
+    assert_eq!(s.create_repo(admin, json!({"name": "app"})).await.0, 201);
+    let (status, body) = s
+        .send(
+            Method::POST,
+            "/api/v1/repos/admin/app/hooks",
+            admin,
+            Some(json!({"url": "http://127.0.0.1:8080/hook", "events": ["push"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.stop().await;
+}

@@ -23,6 +23,8 @@ pub fn spawn(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Proc
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GITSTRATUM_")) {
         cmd.env_remove(key);
     }
+    // Tests deliver webhooks to receivers on this machine: allow loopback (unless a test says).
+    cmd.env("GITSTRATUM_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1,::1");
     cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gitstratum");
     let stderr = child.stderr.take().expect("piped");

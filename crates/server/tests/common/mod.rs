@@ -42,7 +42,12 @@ impl TestServer {
 
     /// A server with `file` as its `config.toml` layer (the embedded runner off unless it says).
     pub async fn start_with(file: ConfigLayer) -> TestServer {
-        let file = ConfigLayer { embedded_runner: file.embedded_runner.or(Some("false".into())), ..file };
+        let file = ConfigLayer {
+            embedded_runner: file.embedded_runner.or(Some("false".into())),
+            // Tests deliver webhooks to receivers on this machine (unless a test says otherwise).
+            webhook_allowed_hosts: file.webhook_allowed_hosts.or(Some("127.0.0.1,::1".into())),
+            ..file
+        };
         let data_dir = tempfile::tempdir().expect("temp dir");
         let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
         let config = Config::from_layers(file, ConfigLayer::default(), flags).expect("config");
