@@ -124,6 +124,9 @@ impl FromRequestParts<AppState> for Authenticated {
 async fn job_principal(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
     let Some(job) = state.ci().job_token(token).await? else { return Ok(None) };
     let Some(account) = state.store().find_account(&job.actor).await? else { return Ok(None) };
+    if account.suspended_at.is_some() {
+        return Ok(None); // a suspended account's jobs read nothing more
+    }
     Ok(Some(Principal {
         account,
         token_id: 0,

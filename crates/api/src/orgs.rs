@@ -239,6 +239,99 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
+fn site_admin_only(caller: &Principal, what: &str) -> Result<(), ApiError> {
+    if caller.is_site_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("only site administrators may {what}")))
+    }
+}
+
+/// Suspends a user: every token and session it holds, its Git access and its CI jobs' tokens
+/// stop working at once (site administrators; GitHub Enterprise Server's admin API).
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{username}/suspended",
+    tag = "users",
+    summary = "Suspend a user (site admins)",
+    responses((status = 204, description = "Suspended"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn suspend(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    site_admin_only(&caller, "suspend accounts")?;
+    let user = find_user(&state, &username).await?;
+    if user.id == caller.account.id {
+        return Err(ApiError::forbidden("you cannot suspend yourself"));
+    }
+    state.store().set_suspended(&user, true, &meta.actor(&caller), state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lifts a user's suspension (site administrators).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{username}/suspended",
+    tag = "users",
+    summary = "Unsuspend a user (site admins)",
+    responses((status = 204, description = "Unsuspended"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn unsuspend(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    site_admin_only(&caller, "unsuspend accounts")?;
+    let user = find_user(&state, &username).await?;
+    state.store().set_suspended(&user, false, &meta.actor(&caller), state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Any user's tokens (site administrators).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{username}/tokens",
+    tag = "users",
+    summary = "A user's tokens (site admins)",
+    responses((status = 200, description = "A user's tokens", body = Vec<crate::tokens::TokenBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn user_tokens(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(username): Path<String>,
+) -> Result<Json<Vec<crate::tokens::TokenBody>>, ApiError> {
+    site_admin_only(&caller, "list other users' tokens")?;
+    let user = find_user(&state, &username).await?;
+    Ok(Json(state.store().list_tokens(user.id).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Revokes any user's token (site administrators); audited.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{username}/tokens/{id}",
+    tag = "users",
+    summary = "Revoke a user's token (site admins)",
+    responses((status = 204, description = "Revoked"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn revoke_user_token(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((username, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    site_admin_only(&caller, "revoke other users' tokens")?;
+    let user = find_user(&state, &username).await?;
+    if state.store().revoke_token(user.id, id, &meta.actor(&caller), state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token.not_found", format!("{username} has no token {id}")))
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AuditQuery {
     pub actor: Option<String>,

@@ -137,6 +137,9 @@ pub async fn login(
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad username or password"));
         }
     };
+    if account.suspended_at.is_some() {
+        return Err(ApiError::forbidden("this account is suspended"));
+    }
     guard.succeed(&account_key);
     metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login").increment(1);
     let scopes =

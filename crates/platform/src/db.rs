@@ -249,6 +249,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci artifacts caches",
         sql: include_str!("../migrations/sqlite/0015_ci_artifacts_caches.sql"),
     },
+    MigrationSource {
+        version: 16,
+        description: "account suspension",
+        sql: include_str!("../migrations/sqlite/0016_account_suspension.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -317,6 +322,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 15,
         description: "ci artifacts caches",
         sql: include_str!("../migrations/postgres/0015_ci_artifacts_caches.sql"),
+    },
+    MigrationSource {
+        version: 16,
+        description: "account suspension",
+        sql: include_str!("../migrations/postgres/0016_account_suspension.sql"),
     },
 ];
 

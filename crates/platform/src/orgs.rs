@@ -103,7 +103,7 @@ impl PlatformStore {
         let event = AuditEvent::new("org.create", format!("org:{name}")).org(Some(id));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
-        Ok(Account { id, name: name.to_owned(), is_admin: false, is_org: true, created_at: now })
+        Ok(Account { id, name: name.to_owned(), is_admin: false, is_org: true, created_at: now, suspended_at: None })
     }
 
     /// Organizations `user_id` belongs to, or every organization when `None`.

@@ -142,7 +142,14 @@ mod tests {
 
     fn principal(admin: bool, scopes: &[Scope]) -> Principal {
         Principal {
-            account: Account { id: 7, name: "octo".into(), is_admin: admin, is_org: false, created_at: Timestamp(0) },
+            account: Account {
+                id: 7,
+                name: "octo".into(),
+                is_admin: admin,
+                is_org: false,
+                created_at: Timestamp(0),
+                suspended_at: None,
+            },
             token_id: 1,
             scopes: Scopes::new(scopes.iter().copied()),
             repo_only: None,

@@ -48,6 +48,8 @@ pub struct Account {
     /// An organization rather than a user: it owns repositories and has members, never logs in.
     pub is_org: bool,
     pub created_at: Timestamp,
+    /// Set while a site administrator has it suspended: it authenticates nowhere.
+    pub suspended_at: Option<Timestamp>,
 }
 
 impl FromDbRow for Account {
@@ -58,6 +60,7 @@ impl FromDbRow for Account {
             is_admin: row.get("is_admin")?,
             is_org: row.get::<String>("kind")? == "org",
             created_at: Timestamp(row.get("created_at")?),
+            suspended_at: row.get::<Option<i64>>("suspended_at")?.map(Timestamp),
         })
     }
 }
@@ -160,7 +163,7 @@ pub struct PlatformStore {
     pub(crate) db: Db,
 }
 
-pub(crate) const ACCOUNT_COLUMNS: [&str; 5] = ["id", "name", "kind", "is_admin", "created_at"];
+pub(crate) const ACCOUNT_COLUMNS: [&str; 6] = ["id", "name", "kind", "is_admin", "created_at", "suspended_at"];
 const TOKEN_COLUMNS: [&str; 8] =
     ["id", "account_id", "name", "scopes", "expires_at", "last_used_at", "created_at", "token_hash"];
 
@@ -222,7 +225,29 @@ impl PlatformStore {
             AuditEvent::new("user.create", format!("user:{name}")).details(format!(r#"{{"admin":{is_admin}}}"#));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
-        Ok(Account { id, name: name.to_owned(), is_admin, is_org: false, created_at: now })
+        Ok(Account { id, name: name.to_owned(), is_admin, is_org: false, created_at: now, suspended_at: None })
+    }
+
+    /// Suspends a user (nothing it holds authenticates any more: tokens, sessions, Git, its CI
+    /// jobs' tokens) or lifts the suspension; audited. Organizations are not suspended this way.
+    pub async fn set_suspended(&self, account: &Account, suspended: bool, actor: &Actor, now: Timestamp) -> Result<()> {
+        if account.is_org {
+            return Err(Error::Refused(format!("{} is an organization; only users are suspended", account.name)));
+        }
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute(
+                &Query::update()
+                    .table("accounts")
+                    .value("suspended_at", suspended.then_some(now.0))
+                    .and_where(Expr::col("id").eq(account.id))
+                    .to_owned(),
+            )
+            .await?;
+        let action = if suspended { "user.suspend" } else { "user.unsuspend" };
+        append_audit(&mut tx.conn(), actor, &AuditEvent::new(action, format!("user:{}", account.name)), now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Sets a user's password to an already computed hash ([`crate::password::hash_password`],
@@ -362,6 +387,10 @@ impl PlatformStore {
                         .to_owned(),
                 )
                 .await?;
+        }
+        if account.suspended_at.is_some() {
+            // Every token and session of a suspended account stops working at once.
+            return Ok(None);
         }
         let session = token.name == SESSION_TOKEN_NAME;
         Ok(Some(Principal {

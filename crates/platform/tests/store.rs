@@ -29,7 +29,28 @@ gitstratum_platform::both_backends!(
     organization_hooks_hear_every_repository_of_the_organization,
     repository_changes_are_platform_events,
     secrets_are_sealed_scoped_and_audited,
+    a_suspended_account_authenticates_nowhere,
 );
+
+/// Suspending a user stops every token it holds at once; lifting the suspension restores them;
+/// both are audited; organizations are not suspended this way.
+async fn a_suspended_account_authenticates_nowhere(store: &PlatformStore) {
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let new = NewToken { name: "ci".into(), scopes: Scopes::new([Scope::RepoRead]), expires_at: None };
+    let (_, secret) = store.create_token(user.id, &new, &sys(), T0).await.expect("token");
+    assert!(store.authenticate(secret.expose(), T0).await.expect("auth").is_some());
+    store.set_suspended(&user, true, &sys(), T0).await.expect("suspend");
+    assert!(store.authenticate(secret.expose(), T0).await.expect("auth").is_none(), "suspended");
+    let found = store.find_account("octo").await.expect("find").expect("exists");
+    assert_eq!(found.suspended_at, Some(T0));
+    store.set_suspended(&found, false, &sys(), T0).await.expect("unsuspend");
+    assert!(store.authenticate(secret.expose(), T0).await.expect("auth").is_some(), "restored");
+    let entries = store.list_audit(&AuditFilter { limit: 10, ..AuditFilter::default() }).await.expect("audit");
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.starts_with(&["user.unsuspend", "user.suspend"]), "{actions:?}");
+    let org = store.create_org("acme", &user, &sys(), T0).await.expect("org");
+    assert!(store.set_suspended(&org, true, &sys(), T0).await.is_err());
+}
 
 /// Secrets: sealed at rest (the stored text is not the value and opens only with the key), listed
 /// without values, replaced and deleted with audit entries; an organization's secret reaches the

@@ -805,3 +805,75 @@ async fn webhooks_cannot_reach_internal_addresses() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.stop().await;
 }
+
+/// A site administrator suspends an account: its token, its session and its Git access stop at
+/// once (and it cannot log in); lifting the suspension restores the token. Site administrators list
+/// and revoke any user's tokens; nobody else may do either.
+#[tokio::test]
+async fn site_admins_suspend_accounts_and_manage_their_tokens() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let (status, _) = s
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            admin,
+            Some(json!({"username": "octo", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let login = || {
+        s.send(
+            Method::POST,
+            "/api/v1/session",
+            None,
+            Some(json!({"username": "octo", "password": "correct horse battery"})),
+        )
+    };
+    let (status, session) = login().await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = session["token"].as_str().expect("token").to_owned();
+    let (_, created) = s
+        .send(Method::POST, "/api/v1/tokens", Some(&session), Some(json!({"name": "laptop", "scopes": ["repo:admin"]})))
+        .await;
+    let token = created["token"].as_str().expect("token").to_owned();
+    assert_eq!(s.create_repo(Some(&token), json!({"name": "mine"})).await.0, 201);
+    assert_eq!(info_refs(&s, &token).await, 200);
+
+    // Only site administrators suspend.
+    let (status, _) = s.send(Method::PUT, "/api/v1/users/octo/suspended", Some(&token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(s.send(Method::PUT, "/api/v1/users/octo/suspended", admin, None).await.0, StatusCode::NO_CONTENT);
+    for t in [&token, &session] {
+        assert_eq!(s.send(Method::GET, "/api/v1/user", Some(t), None).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(info_refs(&s, &token).await, 401, "no Git either");
+    assert_eq!(login().await.0, StatusCode::FORBIDDEN, "no new session");
+    assert_eq!(
+        s.send(Method::PUT, "/api/v1/users/admin/suspended", admin, None).await.0,
+        StatusCode::FORBIDDEN,
+        "not yourself"
+    );
+
+    // Site administrators see and revoke anyone's tokens.
+    let (status, tokens) = s.send(Method::GET, "/api/v1/users/octo/tokens", admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = tokens.as_array().expect("list").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["laptop", "session"]);
+    let session_id = tokens[1]["id"].as_i64().expect("id");
+    let path = format!("/api/v1/users/octo/tokens/{session_id}");
+    assert_eq!(s.send(Method::DELETE, &path, admin, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.send(Method::DELETE, "/api/v1/users/octo/suspended", admin, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&token), None).await.0, StatusCode::OK, "restored");
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&session), None).await.0, StatusCode::UNAUTHORIZED, "revoked");
+    assert_eq!(s.send(Method::GET, "/api/v1/users/admin/tokens", Some(&token), None).await.0, StatusCode::FORBIDDEN);
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=user.suspend", admin, None).await;
+    assert_eq!(audit["entries"][0]["target"], "user:octo");
+    s.stop().await;
+}
+
+async fn info_refs(s: &TestServer, token: &str) -> u16 {
+    let url = s.url("/octo/mine.git/info/refs?service=git-receive-pack");
+    s.http.get(url).basic_auth("x", Some(token)).send().await.expect("git").status().as_u16()
+}
