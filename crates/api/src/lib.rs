@@ -75,6 +75,7 @@ struct Inner {
     limiters: ratelimit::Limiters,
     /// Non-public destinations webhooks may be created for anyway.
     webhook_destinations: gitstratum_core::Destinations,
+    token_max_days: Option<u32>,
 }
 
 /// The site's rules for callers: rate limits, and where webhooks may point.
@@ -82,6 +83,8 @@ pub struct Policies {
     pub rate_limits: ratelimit::RateLimits,
     /// Non-public destinations webhooks may be created for anyway.
     pub webhook_destinations: gitstratum_core::Destinations,
+    /// The longest a token may live, in days; `None`: no cap.
+    pub token_max_days: Option<u32>,
 }
 
 impl AppState {
@@ -111,6 +114,7 @@ impl AppState {
                 login_guard: session::LoginGuard::default(),
                 limiters: ratelimit::Limiters::new(policies.rate_limits),
                 webhook_destinations: policies.webhook_destinations,
+                token_max_days: policies.token_max_days,
             }),
         }
     }
@@ -126,6 +130,11 @@ impl AppState {
     /// Non-public destinations webhooks may be created for anyway (`[webhooks] allowed_hosts`).
     pub fn webhook_destinations(&self) -> &gitstratum_core::Destinations {
         &self.inner.webhook_destinations
+    }
+
+    /// The longest a token may live, in days (`[tokens] max_days`).
+    pub fn token_max_days(&self) -> Option<u32> {
+        self.inner.token_max_days
     }
 
     /// CI state: runs, jobs and steps (in the platform database).

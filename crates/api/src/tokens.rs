@@ -117,6 +117,14 @@ pub async fn create(
     for scope in scopes.iter() {
         may_grant(&caller, scope)?;
     }
+    if let Some(max) = state.token_max_days()
+        && body.expires_in_days.is_none_or(|days| days > max)
+    {
+        return Err(ApiError::validation(
+            "expires_in_days",
+            format!("tokens on this server must expire within {max} days (set expires_in_days)"),
+        ));
+    }
     let expires_at = match body.expires_in_days {
         Some(0) => return Err(ApiError::validation("expires_in_days", "must be at least 1")),
         Some(days) if days > MAX_EXPIRY_DAYS => {

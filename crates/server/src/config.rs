@@ -79,6 +79,8 @@ pub struct Config {
     pub secrets_key: Option<gitstratum_platform::SecretKey>,
     /// Non-public destinations webhooks may be delivered to anyway (`[webhooks] allowed_hosts`).
     pub webhook_destinations: gitstratum_core::Destinations,
+    /// The longest a token may live, in days (`[tokens] max_days`); `None`: no cap.
+    pub token_max_days: Option<u32>,
 }
 
 impl fmt::Debug for Config {
@@ -134,6 +136,7 @@ pub struct ConfigLayer {
     pub ci_repo_caches_max_mb: Option<String>,
     /// Comma-separated host names, addresses, CIDR networks, or `*`.
     pub webhook_allowed_hosts: Option<String>,
+    pub token_max_days: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -167,6 +170,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_cache_max_mb", &self.ci_cache_max_mb)
             .field("ci_repo_caches_max_mb", &self.ci_repo_caches_max_mb)
             .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
+            .field("token_max_days", &self.token_max_days)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -204,6 +208,14 @@ struct FileConfig {
     ci: FileCi,
     #[serde(default)]
     webhooks: FileWebhooks,
+    #[serde(default)]
+    tokens: FileTokens,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTokens {
+    max_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -297,6 +309,7 @@ impl ConfigLayer {
             ci_cache_max_mb: file.ci.cache_max_mb.map(|n| n.to_string()),
             ci_repo_caches_max_mb: file.ci.repo_caches_max_mb.map(|n| n.to_string()),
             webhook_allowed_hosts: file.webhooks.allowed_hosts.map(|hosts| hosts.join(",")),
+            token_max_days: file.tokens.max_days.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -340,6 +353,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_CACHE_MAX_MB" => layer.ci_cache_max_mb = Some(value),
                 "GITSTRATUM_CI_REPO_CACHES_MAX_MB" => layer.ci_repo_caches_max_mb = Some(value),
                 "GITSTRATUM_WEBHOOK_ALLOWED_HOSTS" => layer.webhook_allowed_hosts = Some(value),
+                "GITSTRATUM_TOKEN_MAX_DAYS" => layer.token_max_days = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -378,6 +392,7 @@ impl ConfigLayer {
             ci_cache_max_mb: over.ci_cache_max_mb.or(self.ci_cache_max_mb),
             ci_repo_caches_max_mb: over.ci_repo_caches_max_mb.or(self.ci_repo_caches_max_mb),
             webhook_allowed_hosts: over.webhook_allowed_hosts.or(self.webhook_allowed_hosts),
+            token_max_days: over.token_max_days.or(self.token_max_days),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -561,6 +576,15 @@ impl Config {
             ci_artifacts,
             secrets_key,
             webhook_destinations,
+            token_max_days: match merged.token_max_days.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => Some(text.parse::<u32>().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        setting: "tokens.max_days",
+                        message: format!("{text:?} is not a number of days from 1 to 3650"),
+                    }
+                })?),
+            },
         })
     }
 }
@@ -708,6 +732,7 @@ mod tests {
             ("rate_limit anonymous", layer.rate_limit_anonymous.is_some()),
             ("rate_limit git_per_repo", layer.rate_limit_git_per_repo.is_some()),
             ("webhooks allowed_hosts", layer.webhook_allowed_hosts.is_some()),
+            ("tokens max_days", layer.token_max_days.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

@@ -262,6 +262,7 @@ impl Server {
             gitstratum_api::Policies {
                 rate_limits: self.config.rate_limits,
                 webhook_destinations: self.config.webhook_destinations.clone(),
+                token_max_days: self.config.token_max_days,
             },
             gitstratum_api::CiParts {
                 store: ci.clone(),

@@ -877,3 +877,24 @@ async fn info_refs(s: &TestServer, token: &str) -> u16 {
     let url = s.url("/octo/mine.git/info/refs?service=git-receive-pack");
     s.http.get(url).basic_auth("x", Some(token)).send().await.expect("git").status().as_u16()
 }
+
+/// A site may cap how long tokens live: a token without an expiry, or beyond the cap, is refused.
+#[tokio::test]
+async fn the_site_caps_token_lifetime() {
+    use reqwest::Method;
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        token_max_days: Some("30".into()),
+        ..Default::default()
+    })
+    .await;
+    let admin = Some(s.admin_token.as_str());
+    for (body, want) in [
+        (json!({"name": "forever", "scopes": ["repo:read"]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"name": "long", "scopes": ["repo:read"], "expires_in_days": 31}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"name": "month", "scopes": ["repo:read"], "expires_in_days": 30}), StatusCode::CREATED),
+    ] {
+        let (status, response) = s.send(Method::POST, "/api/v1/tokens", admin, Some(body.clone())).await;
+        assert_eq!(status, want, "{body} -> {response}");
+    }
+    s.stop().await;
+}
