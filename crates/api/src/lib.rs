@@ -214,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(orgs::set_member, orgs::remove_member))
         .routes(routes!(orgs::create_user))
         .routes(routes!(orgs::suspend, orgs::unsuspend))
+        .routes(routes!(orgs::delete_user))
         .routes(routes!(orgs::user_tokens))
         .routes(routes!(orgs::revoke_user_token))
         .routes(routes!(tokens::whoami))

@@ -291,6 +291,61 @@ pub async fn unsuspend(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteUserQuery {
+    /// The account (a user or an organization) the user's repositories go to; without it they
+    /// are deleted.
+    pub transfer_to: Option<String>,
+}
+
+/// Deletes a user (site administrators): its repositories are transferred to `transfer_to`, or
+/// deleted; its tokens, keys, memberships and grants go with it. Refused when it is the last
+/// owner of an organization.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{username}",
+    tag = "users",
+    summary = "Delete a user (site admins)",
+    params(DeleteUserQuery),
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(username): Path<String>,
+    Query(q): Query<DeleteUserQuery>,
+) -> Result<StatusCode, ApiError> {
+    site_admin_only(&caller, "delete accounts")?;
+    let user = find_user(&state, &username).await?;
+    if user.id == caller.account.id {
+        return Err(ApiError::forbidden("you cannot delete yourself"));
+    }
+    let heir = match &q.transfer_to {
+        Some(name) => Some(
+            state
+                .store()
+                .find_account(name)
+                .await?
+                .ok_or_else(|| ApiError::validation("transfer_to", format!("no account named {name:?}")))?,
+        ),
+        None => None,
+    };
+    if heir.as_ref().is_some_and(|h| h.id == user.id) {
+        return Err(ApiError::validation("transfer_to", "the repositories must go to another account"));
+    }
+    let deleted = state.store().delete_user(&user, heir.as_ref(), &meta.actor(&caller), state.now()).await?;
+    // Their rows are gone, so nothing reaches their Git data any more; remove it.
+    for repo in deleted {
+        let git = state.git().clone();
+        tokio::task::spawn_blocking(move || git.delete_repo(gitstratum_store::RepoId(repo.id)))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Any user's tokens (site administrators).
 #[utoipa::path(
     get,

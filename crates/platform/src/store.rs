@@ -542,6 +542,109 @@ impl PlatformStore {
     }
 }
 
+impl PlatformStore {
+    /// Deletes a user account in one transaction: its repositories go to `heir` (a user or an
+    /// organization) or, without one, are deleted; its tokens, keys, memberships and grants go
+    /// with it. Refused — nothing changes — when it is the last owner of an organization, or when
+    /// the heir already has a repository of the same name. Returns the repositories deleted (their
+    /// Git data is the caller's to remove). Audited.
+    pub async fn delete_user(
+        &self,
+        user: &Account,
+        heir: Option<&Account>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Vec<Repo>> {
+        if user.is_org {
+            return Err(Error::Refused(format!("{} is an organization", user.name)));
+        }
+        let mut tx = self.db.begin().await?;
+        let owned_orgs: Vec<i64> = tx
+            .conn()
+            .fetch_all(
+                &Query::select()
+                    .column("org_id")
+                    .from("org_members")
+                    .and_where(Expr::col("user_id").eq(user.id))
+                    .and_where(Expr::col("role").eq("owner"))
+                    .to_owned(),
+            )
+            .await?;
+        for org in owned_orgs {
+            let owners: i64 = tx
+                .conn()
+                .fetch_one(
+                    &Query::select()
+                        .expr(Expr::col("user_id").count())
+                        .from("org_members")
+                        .and_where(Expr::col("org_id").eq(org))
+                        .and_where(Expr::col("role").eq("owner"))
+                        .to_owned(),
+                )
+                .await?;
+            if owners <= 1 {
+                return Err(Error::Refused(format!(
+                    "{} is the last owner of an organization; make someone else an owner first",
+                    user.name
+                )));
+            }
+        }
+        let repos: Vec<Repo> = tx
+            .conn()
+            .fetch_all(&repo_select().and_where(Expr::col(("repos", "owner_id")).eq(user.id)).to_owned())
+            .await?;
+        let mut deleted = Vec::new();
+        for repo in repos {
+            let target = format!("repo:{}/{}", repo.owner, repo.name);
+            match heir {
+                Some(heir) => {
+                    let taken: Option<i64> = tx
+                        .conn()
+                        .fetch_optional(
+                            &Query::select()
+                                .column("id")
+                                .from("repos")
+                                .and_where(Expr::col("owner_id").eq(heir.id))
+                                .and_where(Expr::col("name_key").eq(repo.name.to_ascii_lowercase()))
+                                .to_owned(),
+                        )
+                        .await?;
+                    if taken.is_some() {
+                        return Err(Error::Conflict { what: format!("repository {}/{}", heir.name, repo.name) });
+                    }
+                    tx.conn()
+                        .execute(
+                            &Query::update()
+                                .table("repos")
+                                .value("owner_id", heir.id)
+                                .and_where(Expr::col("id").eq(repo.id))
+                                .to_owned(),
+                        )
+                        .await?;
+                    let event =
+                        AuditEvent::new("repo.transfer", target).details(format!(r#"{{"to":{:?}}}"#, heir.name));
+                    append_audit(&mut tx.conn(), actor, &event, now).await?;
+                }
+                None => {
+                    tx.conn()
+                        .execute(&Query::delete().from_table("repos").and_where(Expr::col("id").eq(repo.id)).to_owned())
+                        .await?;
+                    append_audit(&mut tx.conn(), actor, &AuditEvent::new("repo.delete", target), now).await?;
+                    append_repo_event(&mut tx.conn(), RepoAction::Deleted, &repo, actor, now).await?;
+                    deleted.push(repo);
+                }
+            }
+        }
+        tx.conn()
+            .execute(&Query::delete().from_table("accounts").and_where(Expr::col("id").eq(user.id)).to_owned())
+            .await?;
+        append_audit(&mut tx.conn(), actor, &AuditEvent::new("user.delete", format!("user:{}", user.name)), now)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
 pub(crate) fn insert_account(name: &str, kind: &str, is_admin: bool, now: Timestamp) -> sea_query::InsertStatement {
     Query::insert()
         .into_table("accounts")

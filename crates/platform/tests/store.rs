@@ -30,7 +30,31 @@ gitstratum_platform::both_backends!(
     repository_changes_are_platform_events,
     secrets_are_sealed_scoped_and_audited,
     a_suspended_account_authenticates_nowhere,
+    deleting_a_user_transfers_or_deletes_its_repositories,
 );
+
+/// Deleting a user is all or nothing: a name clash at the heir changes nothing; its repositories
+/// move to the heir or are deleted (and returned, for their Git data); the account is gone.
+async fn deleting_a_user_transfers_or_deletes_its_repositories(store: &PlatformStore) {
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let heir = store.create_user("heir", false, &sys(), T0).await.expect("heir");
+    store.create_repo(&user, "app", false, &sys(), T0).await.expect("repo");
+    store.create_repo(&user, "lib", false, &sys(), T0).await.expect("repo");
+    store.create_repo(&heir, "LIB", false, &sys(), T0).await.expect("clash");
+    assert!(store.delete_user(&user, Some(&heir), &sys(), T0).await.is_err(), "heir/lib exists");
+    assert!(store.find_account("octo").await.expect("find").is_some(), "nothing changed");
+    assert_eq!(store.list_repos(user.id).await.expect("repos").len(), 2);
+    let deleted = store.delete_user(&user, None, &sys(), T0).await.expect("delete");
+    let mut names: Vec<&str> = deleted.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["app", "lib"]);
+    assert!(store.find_account("octo").await.expect("find").is_none());
+    assert!(store.get_repo("octo", "app").await.expect("get").is_none());
+    let other = store.create_user("mona", false, &sys(), T0).await.expect("user");
+    store.create_repo(&other, "kept", false, &sys(), T0).await.expect("repo");
+    assert!(store.delete_user(&other, Some(&heir), &sys(), T0).await.expect("transfer").is_empty());
+    assert!(store.get_repo("heir", "kept").await.expect("get").is_some());
+}
 
 /// Suspending a user stops every token it holds at once; lifting the suspension restores them;
 /// both are audited; organizations are not suspended this way.

@@ -898,3 +898,37 @@ async fn the_site_caps_token_lifetime() {
     }
     s.stop().await;
 }
+
+/// A site administrator deletes a user: refused while it is an organization's last owner; its
+/// repositories go to the account named, or are deleted (Git data too); it authenticates no more.
+#[tokio::test]
+async fn site_admins_delete_accounts_transferring_or_deleting_their_repositories() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let octo = s.user_token("octo", &[Scope::RepoAdmin, Scope::User]).await;
+    assert_eq!(s.create_repo(Some(&octo), json!({"name": "kept"})).await.0, 201);
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs", Some(&octo), Some(json!({"name": "acme"}))).await.0, 201);
+    let (status, body) = s.send(Method::DELETE, "/api/v1/users/octo?transfer_to=admin", admin, None).await;
+    assert_eq!(status.as_u16() / 100, 4, "the last owner of acme: {body}");
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/octo/kept", admin, None).await.0, StatusCode::OK, "nothing changed");
+    assert_eq!(
+        s.send(Method::PUT, "/api/v1/orgs/acme/members/admin", Some(&octo), Some(json!({"role": "owner"}))).await.0,
+        204
+    );
+    assert_eq!(s.send(Method::DELETE, "/api/v1/users/octo", Some(&octo), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.send(Method::DELETE, "/api/v1/users/octo?transfer_to=admin", admin, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/kept", admin, None).await.0, StatusCode::OK, "transferred");
+    assert_eq!(s.send(Method::GET, "/api/v1/user", Some(&octo), None).await.0, StatusCode::UNAUTHORIZED, "gone");
+
+    let mona = s.user_token("mona", &[Scope::RepoAdmin]).await;
+    assert_eq!(s.create_repo(Some(&mona), json!({"name": "doomed"})).await.0, 201);
+    assert_eq!(s.send(Method::DELETE, "/api/v1/users/mona", admin, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/mona/doomed", admin, None).await.0, StatusCode::NOT_FOUND, "deleted");
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=user.delete", admin, None).await;
+    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(2), "{audit}");
+    s.stop().await;
+}
