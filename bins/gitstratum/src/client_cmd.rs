@@ -103,6 +103,20 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Suspend a user: its tokens, sessions, Git access and CI jobs stop at once (site administrators)
+    Suspend { name: String },
+    /// Lift a user's suspension (site administrators)
+    Unsuspend { name: String },
+    /// Delete a user; its repositories go to --transfer-to, or are deleted (site administrators)
+    Delete {
+        name: String,
+        #[arg(long)]
+        transfer_to: Option<String>,
+    },
+    /// A user's tokens (site administrators)
+    Tokens { name: String },
+    /// Revoke a user's token (site administrators)
+    RevokeToken { name: String, id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -707,8 +721,51 @@ pub fn org(command: OrgCommand, json_out: bool) -> anyhow::Result<()> {
 }
 
 pub fn user(command: UserCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
     let client = Client::from_config()?;
-    let UserCommand::Create { name, admin, password_stdin } = command;
+    let done = |what: String| {
+        if !json_out {
+            println!("{what}");
+        }
+        Ok(())
+    };
+    let (name, admin, password_stdin) = match command {
+        UserCommand::Create { name, admin, password_stdin } => (name, admin, password_stdin),
+        UserCommand::Suspend { name } => {
+            runtime()?.block_on(client.call(Method::PUT, &format!("/users/{name}/suspended"), None))?;
+            return done(format!("Suspended {name}."));
+        }
+        UserCommand::Unsuspend { name } => {
+            runtime()?.block_on(client.call(Method::DELETE, &format!("/users/{name}/suspended"), None))?;
+            return done(format!("Lifted the suspension of {name}."));
+        }
+        UserCommand::Delete { name, transfer_to } => {
+            let path = match &transfer_to {
+                Some(heir) => format!("/users/{name}?transfer_to={heir}"),
+                None => format!("/users/{name}"),
+            };
+            runtime()?.block_on(client.call(Method::DELETE, &path, None))?;
+            return done(match transfer_to {
+                Some(heir) => format!("Deleted {name}; its repositories now belong to {heir}."),
+                None => format!("Deleted {name} and its repositories."),
+            });
+        }
+        UserCommand::Tokens { name } => {
+            let list = runtime()?.block_on(client.call(Method::GET, &format!("/users/{name}/tokens"), None))?;
+            if json_out {
+                return print_json(&list);
+            }
+            table(
+                &["id", "name", "scopes", "expires", "last used", "created"],
+                rows(&list, &["id", "name", "scopes", "expires_at", "last_used_at", "created_at"]),
+            );
+            return Ok(());
+        }
+        UserCommand::RevokeToken { name, id } => {
+            runtime()?.block_on(client.call(Method::DELETE, &format!("/users/{name}/tokens/{id}"), None))?;
+            return done(format!("Revoked token {id} of {name}."));
+        }
+    };
     let password = if password_stdin { Some(read_secret_line("password")?) } else { None };
     let body = json!({"username": name, "admin": admin, "password": password});
     let created = runtime()?.block_on(client.call(reqwest::Method::POST, "/users", Some(body)))?;

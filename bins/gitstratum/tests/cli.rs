@@ -103,6 +103,18 @@ fn the_client_commands_drive_a_real_server() {
     let err = fails(&bob, &["token", "revoke", &id], "");
     assert!(err.contains("token.not_found"), "{err}");
 
+    // Site administration: suspension, anyone's tokens, deletion.
+    ok(&admin, &["user", "create", "dave"], "");
+    assert!(ok(&admin, &["user", "suspend", "dave"], "").contains("Suspended dave"));
+    let err = fails(&bob, &["user", "suspend", "dave"], "");
+    assert!(err.contains("only site administrators"), "{err}");
+    ok(&admin, &["user", "unsuspend", "dave"], "");
+    let tokens = json(&ok(&admin, &["--json", "user", "tokens", "bob"], ""));
+    assert!(tokens.as_array().is_some_and(|t| !t.is_empty()), "{tokens}");
+    assert!(ok(&admin, &["user", "delete", "dave", "--transfer-to", "admin"], "").contains("Deleted dave"));
+    let err = fails(&admin, &["user", "suspend", "dave"], "");
+    assert!(err.contains("user.not_found"), "{err}");
+
     // Organizations.
     ok(&bob, &["org", "create", "acme"], "");
     ok(&admin, &["user", "create", "carol"], "");
