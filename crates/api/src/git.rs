@@ -25,6 +25,8 @@ use crate::extract::Caller;
 
 /// Largest request body a Git client may send (a push carries its pack).
 pub const MAX_GIT_BODY_BYTES: usize = 1 << 30;
+/// How long a push waits for its turn to be read before it is refused (503, Retry-After).
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest fetch request (wants, haves, arguments: a few MiB for the largest negotiations).
 pub const MAX_UPLOAD_REQUEST_BYTES: usize = 32 << 20;
 
@@ -305,6 +307,20 @@ pub async fn receive_pack(
 ) -> Result<Response, GitError> {
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Write).await?;
     let principal = caller.expect("authorize requires a caller for writes");
+    // Each push is read whole (up to 1 GiB): only so many at once, so pushes cannot exhaust
+    // memory together. One waits a moment for its turn, then is told to try again.
+    let _permit = match tokio::time::timeout(PUSH_WAIT, state.push_bodies().clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => "concurrent_pushes")
+                .increment(1);
+            let mut refused =
+                GitError::new(StatusCode::SERVICE_UNAVAILABLE, "Too many pushes in progress; try again in a moment.")
+                    .into_response();
+            refused.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Ok(refused);
+        }
+    };
     let request = request_body(&headers, body, MAX_GIT_BODY_BYTES).await?;
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };

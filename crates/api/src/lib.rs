@@ -76,6 +76,8 @@ struct Inner {
     /// Non-public destinations webhooks may be created for anyway.
     webhook_destinations: gitstratum_core::Destinations,
     token_max_days: Option<u32>,
+    /// Permits to read a push's body: bounds the memory pushes take (each is read whole).
+    push_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 /// The site's rules for callers: rate limits, and where webhooks may point.
@@ -85,6 +87,8 @@ pub struct Policies {
     pub webhook_destinations: gitstratum_core::Destinations,
     /// The longest a token may live, in days; `None`: no cap.
     pub token_max_days: Option<u32>,
+    /// Pushes whose bodies may be read at once.
+    pub max_concurrent_pushes: usize,
 }
 
 impl AppState {
@@ -115,6 +119,7 @@ impl AppState {
                 limiters: ratelimit::Limiters::new(policies.rate_limits),
                 webhook_destinations: policies.webhook_destinations,
                 token_max_days: policies.token_max_days,
+                push_bodies: Arc::new(tokio::sync::Semaphore::new(policies.max_concurrent_pushes.max(1))),
             }),
         }
     }
@@ -130,6 +135,11 @@ impl AppState {
     /// Non-public destinations webhooks may be created for anyway (`[webhooks] allowed_hosts`).
     pub fn webhook_destinations(&self) -> &gitstratum_core::Destinations {
         &self.inner.webhook_destinations
+    }
+
+    /// Permits to read a push's body (`[server] max_concurrent_pushes`).
+    pub fn push_bodies(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.push_bodies
     }
 
     /// The longest a token may live, in days (`[tokens] max_days`).

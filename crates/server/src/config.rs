@@ -18,6 +18,9 @@ pub const DEFAULT_DATA_DIR: &str = "./gitstratum-data";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// The example configuration, committed at the repository root and written (all commented out)
 /// into a new data directory as `config.toml`.
+/// Pushes read at once unless configured.
+pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
+
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../config.example.toml");
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -81,6 +84,9 @@ pub struct Config {
     pub webhook_destinations: gitstratum_core::Destinations,
     /// The longest a token may live, in days (`[tokens] max_days`); `None`: no cap.
     pub token_max_days: Option<u32>,
+    /// Pushes whose bodies are read at once (each may hold up to 1 GiB in memory); more wait
+    /// their turn for a moment, then are refused with 503 (`[server] max_concurrent_pushes`).
+    pub max_concurrent_pushes: usize,
 }
 
 impl fmt::Debug for Config {
@@ -137,6 +143,7 @@ pub struct ConfigLayer {
     /// Comma-separated host names, addresses, CIDR networks, or `*`.
     pub webhook_allowed_hosts: Option<String>,
     pub token_max_days: Option<String>,
+    pub max_concurrent_pushes: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -171,6 +178,7 @@ impl fmt::Debug for ConfigLayer {
             .field("ci_repo_caches_max_mb", &self.ci_repo_caches_max_mb)
             .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .field("token_max_days", &self.token_max_days)
+            .field("max_concurrent_pushes", &self.max_concurrent_pushes)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -263,6 +271,7 @@ struct FileRateLimit {
 struct FileServer {
     listen: Option<String>,
     public_url: Option<String>,
+    max_concurrent_pushes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +319,7 @@ impl ConfigLayer {
             ci_repo_caches_max_mb: file.ci.repo_caches_max_mb.map(|n| n.to_string()),
             webhook_allowed_hosts: file.webhooks.allowed_hosts.map(|hosts| hosts.join(",")),
             token_max_days: file.tokens.max_days.map(|n| n.to_string()),
+            max_concurrent_pushes: file.server.max_concurrent_pushes.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -354,6 +364,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_REPO_CACHES_MAX_MB" => layer.ci_repo_caches_max_mb = Some(value),
                 "GITSTRATUM_WEBHOOK_ALLOWED_HOSTS" => layer.webhook_allowed_hosts = Some(value),
                 "GITSTRATUM_TOKEN_MAX_DAYS" => layer.token_max_days = Some(value),
+                "GITSTRATUM_MAX_CONCURRENT_PUSHES" => layer.max_concurrent_pushes = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -393,6 +404,7 @@ impl ConfigLayer {
             ci_repo_caches_max_mb: over.ci_repo_caches_max_mb.or(self.ci_repo_caches_max_mb),
             webhook_allowed_hosts: over.webhook_allowed_hosts.or(self.webhook_allowed_hosts),
             token_max_days: over.token_max_days.or(self.token_max_days),
+            max_concurrent_pushes: over.max_concurrent_pushes.or(self.max_concurrent_pushes),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -585,6 +597,15 @@ impl Config {
                     }
                 })?),
             },
+            max_concurrent_pushes: match merged.max_concurrent_pushes.as_deref().map(str::trim) {
+                None | Some("") => DEFAULT_MAX_CONCURRENT_PUSHES,
+                Some(text) => text.parse::<usize>().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        setting: "server.max_concurrent_pushes",
+                        message: format!("{text:?} is not a number from 1 to 1024"),
+                    }
+                })?,
+            },
         })
     }
 }
@@ -733,6 +754,7 @@ mod tests {
             ("rate_limit git_per_repo", layer.rate_limit_git_per_repo.is_some()),
             ("webhooks allowed_hosts", layer.webhook_allowed_hosts.is_some()),
             ("tokens max_days", layer.token_max_days.is_some()),
+            ("server max_concurrent_pushes", layer.max_concurrent_pushes.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

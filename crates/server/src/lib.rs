@@ -263,6 +263,7 @@ impl Server {
                 rate_limits: self.config.rate_limits,
                 webhook_destinations: self.config.webhook_destinations.clone(),
                 token_max_days: self.config.token_max_days,
+                max_concurrent_pushes: self.config.max_concurrent_pushes,
             },
             gitstratum_api::CiParts {
                 store: ci.clone(),

@@ -913,3 +913,60 @@ async fn large_anonymous_bodies_are_refused_before_they_are_read() {
     assert_eq!(response.status().as_u16(), 413);
     s.stop().await;
 }
+
+/// Pushes are read whole, so only so many are read at once (`[server] max_concurrent_pushes`,
+/// here 1): while one is being received, another is refused with 503 and Retry-After after a short
+/// wait; once the first is gone, pushes are read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        max_concurrent_pushes: Some("1".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(s.create_repo(Some(&s.admin_token), json!({"name": "busy"})).await.0, 201);
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("x:{}", s.admin_token))
+    };
+    // The first push: headers and a part of its body, then it holds on.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /admin/busy.git/git-receive-pack HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
+        10 << 20
+    );
+    slow.write_all(head.as_bytes()).await.expect("headers");
+    slow.write_all(&vec![b'0'; 1 << 20]).await.expect("part of the body");
+    let push = || {
+        s.http
+            .post(s.url("/admin/busy.git/git-receive-pack"))
+            .basic_auth("x", Some(&s.admin_token))
+            .header("content-type", "application/x-git-receive-pack-request")
+            .body("0000")
+            .send()
+    };
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = push().await.expect("push");
+        if response.status().as_u16() == 503 {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a second push is refused while the first is read");
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+    drop(slow);
+    let mut status = 503;
+    for _ in 0..50 {
+        status = push().await.expect("push").status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(status, 503, "the permit came back with the first push gone");
+    s.stop().await;
+}
