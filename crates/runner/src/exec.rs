@@ -250,6 +250,7 @@ async fn execute_steps(
     let mut values = Dict::new();
     values.insert("github", Value::object(github.clone()));
     values.insert("matrix", Value::from_json(lease.matrix.clone().unwrap_or(serde_json::Value::Null)));
+    values.insert("strategy", Value::from_json(lease.strategy.clone()));
     let debug = ["ACTIONS_RUNNER_DEBUG", "ACTIONS_STEP_DEBUG"]
         .iter()
         .any(|k| lease.vars.get(*k).or_else(|| lease.secrets.get(*k)).is_some_and(|v| v.eq_ignore_ascii_case("true")));

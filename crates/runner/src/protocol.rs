@@ -59,6 +59,9 @@ pub struct Lease {
     /// The event's payload (`$GITHUB_EVENT_PATH`, `github.event`).
     #[serde(default)]
     pub event_payload: serde_json::Value,
+    /// The `strategy` context.
+    #[serde(default)]
+    pub strategy: serde_json::Value,
 }
 
 fn default_step_log_bytes() -> u64 {

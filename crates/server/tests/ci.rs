@@ -1829,7 +1829,7 @@ jobs:
           - ${{ fromJSON('["two","three"]') }}
         ${{ insert }}: ${{ fromJSON('{"os":["l"]}') }}
     steps:
-      - run: echo "${{ matrix.v }}-${{ matrix.os }}"
+      - run: echo "${{ matrix.v }}-${{ matrix.os }} ${{ strategy.job-index }}/${{ strategy.job-total }} ${{ strategy.fail-fast }}"
   no-matrix:
     runs-on: ubuntu-latest
     strategy:
@@ -1981,7 +1981,8 @@ jobs:
     }
     assert!(matrix["empty"].1.contains("Matrix must define at least one vector"), "{matrix:#?}");
     assert!(job_log(&s, &token, &job("matrix", "from-needs (2)")).await.contains("n=2"));
-    assert!(job_log(&s, &token, &job("matrix", "spliced (three, l)")).await.contains("three-l"));
+    let log = job_log(&s, &token, &job("matrix", "spliced (three, l)")).await;
+    assert!(log.contains("three-l 2/3 true"), "the strategy context: {log}");
     assert!(job_log(&s, &token, &job("matrix", "after")).await.contains("after success"));
 
     // The workflow's `defaults.run`; a computed vector name; `working-directory` from an expression.
