@@ -255,22 +255,6 @@ pub async fn request(
                 None => serde_json::Value::Null,
             };
             let actor_id = state.store().find_account(&lease.run.actor).await?.map(|a| a.id);
-            // GitHub's `strategy` context: this instance's place among its job's instances.
-            let siblings: Vec<i64> = state
-                .ci()
-                .jobs(lease.run.id)
-                .await?
-                .into_iter()
-                .filter(|j| j.job_key == lease.job.job_key)
-                .map(|j| j.id)
-                .collect();
-            let index = siblings.iter().position(|id| *id == lease.job.id).unwrap_or(0);
-            let strategy = serde_json::json!({
-                "fail-fast": lease.job.fail_fast,
-                "job-index": index,
-                "job-total": siblings.len().max(1),
-                "max-parallel": lease.job.max_parallel.unwrap_or(siblings.len().max(1) as i64),
-            });
             let (repository_id, repository_owner_id) = repo.as_ref().map_or((0, 0), |r| (r.id, r.owner_id));
             let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
             let body = JobLease {
@@ -302,7 +286,7 @@ pub async fn request(
                 actor_id,
                 workflow_path: lease.run.workflow_path.clone(),
                 event_payload: event,
-                strategy,
+                strategy: lease.strategy,
             };
             metrics::counter!("gitstratum_ci_jobs_leased_total").increment(1);
             return Ok(Json(body).into_response());

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gitstratum_core::Clock;
 use gitstratum_platform::{PlatformStore, Repo};
 use gitstratum_store::{ObjectStore, RefEvent, RefStore};
-use gitstratum_workflow::plan::{GithubEvent, PlanContext, combination_to_json, github_context, plan};
+use gitstratum_workflow::plan::{GithubEvent, PlanContext, github_context, plan};
 use gitstratum_workflow::trigger::{PushEvent, push_triggers};
 
 use crate::source::{self, WorkflowFile};
@@ -209,7 +209,7 @@ pub fn plan_run(
         Ok(planned) => planned,
         Err(e) => return Some(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base }),
     };
-    let jobs = planned.jobs.iter().map(|job| new_job(&workflow, job)).collect();
+    let jobs = planned.jobs.iter().map(|job| NewJob::planned(&workflow, job)).collect();
     Some(NewRun {
         title: planned.run_name.unwrap_or(name),
         workflow: serde_json::to_string(&workflow).ok(),
@@ -218,30 +218,6 @@ pub fn plan_run(
         jobs,
         ..base
     })
-}
-
-/// The job row a planned job instance becomes. A job whose `runs_on` is not known (its matrix or
-/// labels need the outputs of the jobs it needs, or planning it failed) is planned again when
-/// those jobs have finished, and then runs or fails saying why.
-pub(crate) fn new_job(workflow: &gitstratum_workflow::Workflow, job: &gitstratum_workflow::plan::PlannedJob) -> NewJob {
-    let spec = workflow.jobs.get(&job.job_id);
-    NewJob {
-        job_key: job.job_id.clone(),
-        name: job.display_name.clone(),
-        matrix: job.matrix.as_ref().map(|m| combination_to_json(m).to_string()),
-        needs: job.needs.clone(),
-        runs_on: job.runs_on.clone(),
-        steps: spec
-            .map_or_else(Vec::new, |j| j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()),
-        fail_fast: job.fail_fast,
-        max_parallel: job.max_parallel,
-        concurrency: job.concurrency.as_ref().map(|c| (c.group.clone(), c.cancel_in_progress)),
-        retry: spec.and_then(|j| j.retry.as_ref()).map(|r| crate::store::RetryPolicy {
-            max_attempts: i64::from(r.max_attempts),
-            delay_ms: (r.delay_seconds * 1000.0) as i64,
-            exponential: r.exponential,
-        }),
-    }
 }
 
 /// The runs a push starts: one per workflow file whose filters match (or that is invalid).

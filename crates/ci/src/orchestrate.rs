@@ -14,7 +14,7 @@ use gitstratum_platform::token::{JOB_TOKEN_PREFIX, TokenSecret, hash_token};
 use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
 
 use crate::state::{Conclusion, JobState, RunState};
-use crate::store::{CiStore, JOB_COLUMNS, Job, RUN_COLUMNS, Run};
+use crate::store::{CiStore, JOB_COLUMNS, Job, NewJob, RUN_COLUMNS, Run};
 
 /// Attempts of a job whose runner is lost, before the job fails (by default).
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -145,6 +145,8 @@ pub struct Lease {
     pub inputs: Option<String>,
     /// The `needs` context: `{<id>: {result, outputs}}`.
     pub needs: serde_json::Value,
+    /// The `strategy` context: `fail-fast`, `job-index`, `job-total`, `max-parallel`.
+    pub strategy: serde_json::Value,
     pub token: TokenSecret,
 }
 
@@ -334,16 +336,26 @@ impl CiStore {
                 .columns(JOB_COLUMNS)
                 .from("ci_jobs")
                 .and_where(Expr::col("run_id").eq(job.run_id))
+                .order_by("id", Order::Asc)
                 .to_owned();
             let siblings: Vec<Job> = conn.conn().fetch_all(&siblings_q).await?;
             let needs = needs_context(&siblings, &job.needs);
+            // GitHub's `strategy` context: this instance's place among its job's instances.
+            let instances: Vec<i64> = siblings.iter().filter(|j| j.job_key == job.job_key).map(|j| j.id).collect();
+            let total = instances.len().max(1);
+            let strategy = serde_json::json!({
+                "fail-fast": job.fail_fast,
+                "job-index": instances.iter().position(|id| *id == job.id).unwrap_or(0),
+                "job-total": total,
+                "max-parallel": job.max_parallel.unwrap_or(total as i64),
+            });
             let job = Job {
                 state: JobState::Leased,
                 runner_id: Some(runner.id),
                 lease_expires_at: Some(Timestamp(now.0 + self.timing.ack_ms)),
                 ..job
             };
-            return Ok(Some(Lease { job, run, workflow, inputs, needs, token }));
+            return Ok(Some(Lease { job, run, workflow, inputs, needs, strategy, token }));
         }
         Ok(None)
     }
@@ -1425,7 +1437,7 @@ async fn expand_job(
         Ok(planned) => planned,
         Err(why) => return Ok(Err(why)),
     };
-    let mut instances = planned.iter().map(|p| crate::ingest::new_job(workflow, p));
+    let mut instances = planned.iter().map(|p| NewJob::planned(workflow, p));
     let Some(first) = instances.next() else { return Ok(Ok(false)) };
     let Some(labels) = &first.runs_on else {
         return Ok(Err("the job's runs-on gave no runner labels".to_owned()));

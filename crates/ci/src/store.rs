@@ -56,6 +56,33 @@ pub struct NewJob {
     pub retry: Option<RetryPolicy>,
 }
 
+impl NewJob {
+    /// The job row a planned job instance becomes. A job whose `runs_on` is not known (its matrix
+    /// or labels need the outputs of the jobs it needs, or planning it failed) is planned again
+    /// when those jobs have finished, and then runs or fails saying why.
+    pub fn planned(workflow: &gitstratum_workflow::Workflow, job: &gitstratum_workflow::plan::PlannedJob) -> NewJob {
+        let spec = workflow.jobs.get(&job.job_id);
+        NewJob {
+            job_key: job.job_id.clone(),
+            name: job.display_name.clone(),
+            matrix: job.matrix.as_ref().map(|m| gitstratum_workflow::plan::combination_to_json(m).to_string()),
+            needs: job.needs.clone(),
+            runs_on: job.runs_on.clone(),
+            steps: spec.map_or_else(Vec::new, |j| {
+                j.steps.iter().map(gitstratum_workflow::model::Step::display_name).collect()
+            }),
+            fail_fast: job.fail_fast,
+            max_parallel: job.max_parallel,
+            concurrency: job.concurrency.as_ref().map(|c| (c.group.clone(), c.cancel_in_progress)),
+            retry: spec.and_then(|j| j.retry.as_ref()).map(|r| RetryPolicy {
+                max_attempts: i64::from(r.max_attempts),
+                delay_ms: (r.delay_seconds * 1000.0) as i64,
+                exponential: r.exponential,
+            }),
+        }
+    }
+}
+
 /// How a failed job is tried again: `max_attempts` in all, the second after `delay_ms`, each
 /// further one after twice as long when `exponential` (with ±20 % jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -766,57 +793,55 @@ pub(crate) async fn insert_job(
     job: &NewJob,
     now: Timestamp,
 ) -> Result<i64> {
-    {
-        let state = JobState::Waiting;
+    let state = JobState::Waiting;
+    let insert = Query::insert()
+        .into_table("ci_jobs")
+        .columns([
+            "run_id",
+            "job_key",
+            "name",
+            "matrix",
+            "needs",
+            "runs_on",
+            "state",
+            "fail_fast",
+            "max_parallel",
+            "retry_max",
+            "retry_delay_ms",
+            "retry_exponential",
+            "repo_id",
+            "concurrency_group",
+            "concurrency_cancel",
+            "created_at",
+        ])
+        .values_panic([
+            run_id.into(),
+            job.job_key.as_str().into(),
+            job.name.as_str().into(),
+            job.matrix.clone().into(),
+            job.needs.join(" ").into(),
+            job.runs_on.as_ref().map(|labels| labels.join(" ")).into(),
+            state.as_str().into(),
+            job.fail_fast.into(),
+            job.max_parallel.into(),
+            job.retry.map(|r| r.max_attempts).into(),
+            job.retry.map(|r| r.delay_ms).into(),
+            job.retry.is_some_and(|r| r.exponential).into(),
+            repo_id.into(),
+            job.concurrency.as_ref().map(|(g, _)| g.clone()).into(),
+            job.concurrency.as_ref().is_some_and(|(_, c)| *c).into(),
+            now.0.into(),
+        ])
+        .returning_col("id")
+        .to_owned();
+    let job_id: i64 = conn.fetch_one(&insert).await?;
+    for (number, name) in (1i64..).zip(&job.steps) {
         let insert = Query::insert()
-            .into_table("ci_jobs")
-            .columns([
-                "run_id",
-                "job_key",
-                "name",
-                "matrix",
-                "needs",
-                "runs_on",
-                "state",
-                "fail_fast",
-                "max_parallel",
-                "retry_max",
-                "retry_delay_ms",
-                "retry_exponential",
-                "repo_id",
-                "concurrency_group",
-                "concurrency_cancel",
-                "created_at",
-            ])
-            .values_panic([
-                run_id.into(),
-                job.job_key.as_str().into(),
-                job.name.as_str().into(),
-                job.matrix.clone().into(),
-                job.needs.join(" ").into(),
-                job.runs_on.as_ref().map(|labels| labels.join(" ")).into(),
-                state.as_str().into(),
-                job.fail_fast.into(),
-                job.max_parallel.into(),
-                job.retry.map(|r| r.max_attempts).into(),
-                job.retry.map(|r| r.delay_ms).into(),
-                job.retry.is_some_and(|r| r.exponential).into(),
-                repo_id.into(),
-                job.concurrency.as_ref().map(|(g, _)| g.clone()).into(),
-                job.concurrency.as_ref().is_some_and(|(_, c)| *c).into(),
-                now.0.into(),
-            ])
-            .returning_col("id")
+            .into_table("ci_steps")
+            .columns(["job_id", "number", "name", "state"])
+            .values_panic([job_id.into(), number.into(), name.as_str().into(), RunState::Queued.as_str().into()])
             .to_owned();
-        let job_id: i64 = conn.fetch_one(&insert).await?;
-        for (number, name) in (1i64..).zip(&job.steps) {
-            let insert = Query::insert()
-                .into_table("ci_steps")
-                .columns(["job_id", "number", "name", "state"])
-                .values_panic([job_id.into(), number.into(), name.as_str().into(), RunState::Queued.as_str().into()])
-                .to_owned();
-            conn.execute(&insert).await?;
-        }
-        Ok(job_id)
+        conn.execute(&insert).await?;
     }
+    Ok(job_id)
 }

@@ -239,7 +239,7 @@ async fn execute_steps(
     // context and (below) in the environment.
     let defaults = Defaults::of(lease, &name);
     for (key, value) in defaults.github_fields() {
-        github.set(key, Value::from(value.as_str()));
+        github.set(*key, Value::from(value.as_str()));
     }
     github.set("workspace", Value::from(sandbox::WORKSPACE));
     github.set("job", Value::from(lease.job_key.as_str()));
@@ -314,7 +314,7 @@ async fn execute_steps(
         env.insert(key.to_owned(), value);
     }
     for (key, value) in defaults.github_fields() {
-        env.insert(format!("GITHUB_{}", key.to_ascii_uppercase()), value);
+        env.insert(format!("GITHUB_{}", key.to_ascii_uppercase()), value.clone());
     }
     if debug {
         env.insert("RUNNER_DEBUG".to_owned(), "1".to_owned());
@@ -714,8 +714,8 @@ impl Defaults {
         ])
     }
 
-    fn github_fields(&self) -> Vec<(&'static str, String)> {
-        self.0.clone()
+    fn github_fields(&self) -> &[(&'static str, String)] {
+        &self.0
     }
 }
 
