@@ -82,6 +82,19 @@ sweep_stale_test_schemas() {
         | psql "$GITSTRATUM_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
 }
 
+# ensure_schemathesis: the OpenAPI fuzzer the API test runs, pinned, in a virtualenv under
+# ~/.cache (from PyPI); its `st` in GITSTRATUM_SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv="$HOME/.cache/gitstratum-schemathesis"
+    if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+        python3 -m venv "$venv" 2>/dev/null || { ensure_packages python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+        "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+    export GITSTRATUM_SCHEMATHESIS="$venv/bin/st"
+}
+
 ensure_nextest() {
     cargo nextest --version >/dev/null 2>&1 && return 0
     log "installing cargo-nextest"

@@ -145,6 +145,7 @@ fn uploader<'a>(job: &Job, run: &'a Run, repo: &Repo) -> Uploader<'a> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChunkQuery {
     pub attempt: i64,
     /// Where in the slot this chunk starts.
@@ -183,10 +184,12 @@ pub async fn upload_chunk(
 pub struct FinishArtifact {
     pub attempt: i64,
     /// The slot the archive was uploaded into.
+    #[schema(pattern = "^[A-Za-z0-9-]{1,64}$")]
     pub slot: String,
     /// The archive's length in bytes.
     pub length: u64,
     /// The archive's SHA-256 (hex): a chunk lost or damaged on the way is caught.
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     pub sha256: String,
     pub name: String,
     /// Days to keep it (at most the repository's retention).
@@ -232,6 +235,7 @@ pub async fn finish_artifact(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     pub attempt: i64,
 }
@@ -314,8 +318,9 @@ pub async fn job_artifact_archive(
 pub struct CacheLookup {
     pub attempt: i64,
     pub key: String,
-    /// Key prefixes to fall back on, in order.
+    /// Key prefixes to fall back on, in order (at most 32).
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub restore_keys: Vec<String>,
     /// What the cache holds (a hash of its paths); only caches of the same version match.
     pub version: String,
@@ -357,10 +362,12 @@ pub async fn cache_lookup(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FinishCache {
     pub attempt: i64,
+    #[schema(pattern = "^[A-Za-z0-9-]{1,64}$")]
     pub slot: String,
     /// The archive's length in bytes.
     pub length: u64,
     /// The archive's SHA-256 (hex).
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     pub sha256: String,
     pub key: String,
     pub version: String,
@@ -463,6 +470,7 @@ async fn authorize_artifact(
     get,
     path = "/api/v1/runs/{id}/artifacts",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A run's artifacts",
     responses((status = 200, description = "Its artifacts (expired ones say so)", body = ArtifactList), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -481,7 +489,9 @@ pub async fn run_artifacts(
 #[utoipa::path(
     get,
     path = "/api/v1/artifacts/{id}",
+    operation_id = "get_artifact",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "An artifact",
     responses((status = 200, description = "The artifact", body = ArtifactBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -497,6 +507,7 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/api/v1/artifacts/{id}",
+    operation_id = "delete_artifact",
     tag = "ci",
     summary = "Delete an artifact (write access to its repository)",
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -520,6 +531,7 @@ pub async fn delete(
     get,
     path = "/api/v1/artifacts/{id}/download",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "An artifact's files as a zip (streamed; Content-Length is exact)",
     responses((status = 200, description = "The zip", content_type = "application/zip"), (status = 410, description = "Deleted by artifact retention", body = crate::error::ErrorDoc), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]

@@ -39,6 +39,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                         format!("the request body must be a JSON object, not {kind}"),
                     ));
                 }
+                let mut value = value;
+                integral_numbers_as_integers(&mut value);
                 serde_json::from_value(value).map(ApiJson).map_err(|e| {
                     ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -65,6 +67,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 other => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_body", other.body_text()),
             }),
         }
+    }
+}
+
+/// Rewrites every number with no fractional part (`3.0`, `1e2`) as the integer it is, as JSON
+/// Schema counts it (`{"type": "integer"}` admits `3.0`): the document declares integers, and a
+/// client whose JSON library writes them as floats is not refused for it.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                // Strictly within ±2^63 it converts; beyond stays a float, which an integer field
+                // refuses. (An integer literal past i64's range, -9223372036854775809, reads as
+                // the float -2^63: the bound is exclusive, so it is refused too.)
+                if f > -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+                    *value = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -193,5 +216,17 @@ mod tests {
         assert_eq!(parse("Bearer "), None);
         assert_eq!(parse("Digest x"), None);
         assert_eq!(parse("gst_abc"), None);
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        let mut value = serde_json::json!({"a": 3.0, "b": [1e2, 2.5, -7.0], "c": {"d": 1e300}, "e": "4.0"});
+        super::integral_numbers_as_integers(&mut value);
+        assert_eq!(value, serde_json::json!({"a": 3, "b": [100, 2.5, -7], "c": {"d": 1e300}, "e": "4.0"}));
+        assert!(value["a"].is_i64());
+        let mut past: serde_json::Value =
+            serde_json::from_str("[-9223372036854775809, 9223372036854775808.0]").expect("json");
+        super::integral_numbers_as_integers(&mut past);
+        assert!(past[0].is_f64() && past[1].is_f64(), "{past}");
     }
 }

@@ -15,13 +15,20 @@ use crate::orgs::owned_org;
 use crate::repos::authorize_repo;
 
 /// Events a hook may subscribe to (`*` is all of them).
-const EVENTS: [&str; 5] = ["push", "repository", "workflow_run", "workflow_job", "*"];
+pub(crate) const EVENTS: [&str; 5] = ["push", "repository", "workflow_run", "workflow_job", "*"];
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {
+    /// An `http://` or `https://` URL with a host, without user name or password, at most 2000
+    /// characters, whose host resolves to addresses webhooks may reach.
+    #[schema(pattern = r"^https?://[^\s/?#@]+([/?#]\S*)?$", max_length = 2000)]
     pub url: String,
+    /// Signs each delivery (`X-Hub-Signature-256`); 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     pub secret: Option<String>,
+    /// `push` (the default), `repository`, `workflow_run`, `workflow_job`, or `*` for all.
     #[serde(default = "default_events")]
+    #[schema(min_items = 1)]
     pub events: Vec<String>,
 }
 
@@ -275,6 +282,7 @@ async fn redeliver_hook(
 #[utoipa::path(
     post,
     path = "/api/v1/repos/{owner}/{repo}/hooks",
+    operation_id = "create_hook",
     tag = "webhooks",
     summary = "Add a webhook to a repository",
     request_body = CreateHook,
@@ -294,6 +302,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/repos/{owner}/{repo}/hooks",
+    operation_id = "list_hooks",
     tag = "webhooks",
     summary = "A repository's webhooks",
     responses((status = 200, description = "A repository's webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -309,6 +318,7 @@ pub async fn list(
 #[utoipa::path(
     delete,
     path = "/api/v1/repos/{owner}/{repo}/hooks/{id}",
+    operation_id = "delete_hook",
     tag = "webhooks",
     summary = "Delete a repository's webhook",
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -356,6 +366,7 @@ pub async fn redeliver(
 #[utoipa::path(
     post,
     path = "/api/v1/orgs/{org}/hooks",
+    operation_id = "create_org_hook",
     tag = "webhooks",
     summary = "Add a webhook to an organization (it hears every repository of the organization)",
     request_body = CreateHook,
@@ -375,6 +386,7 @@ pub async fn create_org(
 #[utoipa::path(
     get,
     path = "/api/v1/orgs/{org}/hooks",
+    operation_id = "list_org_hooks",
     tag = "webhooks",
     summary = "An organization's webhooks",
     responses((status = 200, description = "An organization's webhooks", body = Vec<HookBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -390,6 +402,7 @@ pub async fn list_org(
 #[utoipa::path(
     delete,
     path = "/api/v1/orgs/{org}/hooks/{id}",
+    operation_id = "delete_org_hook",
     tag = "webhooks",
     summary = "Delete an organization's webhook",
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))

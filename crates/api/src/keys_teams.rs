@@ -15,6 +15,8 @@ use crate::repos::{find_user, parse_permission, require_scope};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddKey {
+    /// At most 100 characters.
+    #[schema(max_length = 100)]
     pub title: Option<String>,
     /// One `authorized_keys` line: `TYPE BASE64 [COMMENT]`.
     pub key: String,
@@ -231,7 +233,9 @@ pub async fn remove_team_member(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TeamGrant {
+    /// `read`, `triage`, `write`, `maintain` or `admin`; `push`/`pull` as GitHub's aliases.
     #[serde(default = "default_permission")]
+    #[schema(pattern = "^(read|triage|write|maintain|admin|push|pull)$")]
     pub permission: String,
 }
 

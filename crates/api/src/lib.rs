@@ -273,8 +273,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(gitstratum_ci::artifacts::MAX_CHUNK_BYTES)),
         )
         .split_for_parts();
-    let mut doc = doc;
-    openapi::declare_path_params(&mut doc);
+    let doc = openapi::finish(doc);
     let api = api
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::api_layer))

@@ -63,6 +63,7 @@ fn event_with(name: &str, id: Option<&str>, data: &str) -> Bytes {
     get,
     path = "/api/v1/jobs/{id}/logs/stream",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A job's log as it is written (Server-Sent Events)",
     params(JobLogQuery),
     responses((status = 200, description = "A `step` event (data: the step's number; 0 is what the runner says before the first step) whenever the log moves on to a step, `log` events (whole lines; the id is `STEP:OFFSET`, where the event ends in that step's log), then one `end` event with the job's conclusion. Send `Last-Event-ID` to resume.", content_type = "text/event-stream", body = String), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -245,6 +246,7 @@ impl Follower {
     get,
     path = "/api/v1/runs/{id}/events",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A run's status as it changes (Server-Sent Events)",
     responses((status = 200, description = "A `run` event with the run, its jobs and steps (as `GET /api/v1/runs/{id}`) now and at each change, within a second; the stream ends once the run has completed.", content_type = "text/event-stream", body = String), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]

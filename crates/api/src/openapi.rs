@@ -39,7 +39,7 @@ impl Modify for BearerAuth {
 /// level, so it applies to each of the path's operations). The templates come from the handlers'
 /// annotations; the descriptions and types from this one table, so a parameter means the same
 /// thing on every route.
-pub fn declare_path_params(doc: &mut utoipa::openapi::OpenApi) {
+fn declare_path_params(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::{ObjectBuilder, Required, Type};
 
@@ -52,7 +52,8 @@ pub fn declare_path_params(doc: &mut utoipa::openapi::OpenApi) {
             let schema = if integer {
                 schema.format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
             } else {
-                schema
+                let (pattern, max_length) = name_rule(name).map_or((None, None), |(p, m)| (Some(p), m));
+                schema.pattern(pattern).max_length(max_length)
             };
             let param = ParameterBuilder::new()
                 .name(name)
@@ -64,6 +65,55 @@ pub fn declare_path_params(doc: &mut utoipa::openapi::OpenApi) {
             item.parameters.get_or_insert_with(Vec::new).push(param);
         }
     }
+}
+
+/// The naming rule of a path parameter or body field that names something: the pattern the
+/// server's validator enforces (from the validator's own module), and a maximum length where the
+/// pattern does not say it.
+fn name_rule(kind: &str) -> Option<(String, Option<usize>)> {
+    use gitstratum_core::name;
+    Some(match kind {
+        "owner" | "org" | "team" | "username" => (name::username_pattern(), Some(name::MAX_USERNAME_LEN)),
+        "repo" => (name::REPO_NAME_PATTERN.to_owned(), None),
+        "name" => (gitstratum_platform::secrets::NAME_PATTERN.to_owned(), None),
+        "slot" => ("^[A-Za-z0-9-]{1,64}$".to_owned(), None),
+        _ => return None,
+    })
+}
+
+/// Request body fields that name something, by schema and property, and the naming rule (of
+/// [`name_rule`]) each follows.
+const NAMED_FIELDS: &[(&str, &str, &str)] = &[
+    ("CreateRepo", "name", "repo"),
+    ("CreateRepo", "owner", "owner"),
+    ("CreateOrg", "name", "org"),
+    ("CreateUser", "username", "username"),
+    ("CreateTeam", "name", "team"),
+];
+
+/// The served document: the generated one with every path parameter declared and the naming
+/// rules and enumerations the server enforces written into the request schemas (values that live
+/// in other crates, which the handlers' annotations cannot name).
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    declare_path_params(&mut doc);
+    let mut doc = serde_json::to_value(&doc).expect("an OpenAPI document serializes");
+    let schemas = &mut doc["components"]["schemas"];
+    for (schema, property, kind) in NAMED_FIELDS {
+        let field = &mut schemas[*schema]["properties"][*property];
+        assert!(field.is_object(), "{schema}.{property} is not in the document");
+        let (pattern, max_length) = name_rule(kind).expect("a known naming rule");
+        field["pattern"] = pattern.into();
+        if let Some(max) = max_length {
+            field["maxLength"] = max.into();
+        }
+    }
+    let scopes: Vec<&str> = gitstratum_platform::Scope::ALL.iter().map(|s| s.as_str()).collect();
+    schemas["CreateToken"]["properties"]["scopes"]["items"] = serde_json::json!({"type": "string", "enum": scopes});
+    schemas["CreateHook"]["properties"]["events"]["items"] =
+        serde_json::json!({"type": "string", "enum": crate::hooks::EVENTS});
+    schemas["Register"]["properties"]["labels"]["items"] =
+        serde_json::json!({"type": "string", "pattern": crate::runner::LABEL_PATTERN});
+    doc
 }
 
 /// What a path parameter not in the table is described as (the OpenAPI test refuses it).

@@ -81,6 +81,7 @@ pub(crate) async fn owned_org(state: &AppState, caller: &Principal, name: &str) 
 #[utoipa::path(
     post,
     path = "/api/v1/orgs",
+    operation_id = "create_org",
     tag = "orgs",
     summary = "Create an organization",
     request_body = CreateOrg,
@@ -104,6 +105,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/orgs",
+    operation_id = "list_orgs",
     tag = "orgs",
     summary = "Your organizations",
     responses((status = 200, description = "Your organizations", body = Vec<AccountBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -141,7 +143,9 @@ pub async fn members(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetMember {
+    /// `member` (the default) or `owner`.
     #[serde(default = "default_role")]
+    #[schema(pattern = "^(member|owner)$")]
     pub role: String,
 }
 
@@ -196,7 +200,9 @@ pub async fn remove_member(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateUser {
     pub username: String,
-    /// Lets the user log in (`POST /api/v1/session`); without it, only tokens work.
+    /// Lets the user log in (`POST /api/v1/session`); without it, only tokens work. 8 to 1024
+    /// characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     #[serde(default)]
     pub admin: bool,
@@ -292,6 +298,7 @@ pub async fn unsuspend(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteUserQuery {
     /// The account (a user or an organization) the user's repositories go to; without it they
     /// are deleted.
@@ -387,16 +394,21 @@ pub async fn revoke_user_token(
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only entries by this account (its name, or `system`).
     pub actor: Option<String>,
+    /// Only entries of this action, such as `repo.create` or `token.revoke`.
     pub action: Option<String>,
+    /// Only entries about this target, such as `alice/widgets`.
     pub target: Option<String>,
     /// Entries of one organization; its owners may read those.
     pub org: Option<String>,
     /// The `next_cursor` of the previous page.
     pub before: Option<i64>,
-    pub limit: Option<u64>,
+    /// Entries per page (default 50; a value outside 1 to 500 is taken as the nearer bound).
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -444,6 +456,7 @@ pub struct AuditPage {
     path = "/api/v1/audit",
     tag = "audit",
     summary = "The audit log, newest first",
+    params(AuditQuery),
     responses((status = 200, description = "The audit log, newest first", body = AuditPage), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn audit(
@@ -460,7 +473,7 @@ pub async fn audit(
             ));
         }
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = q.limit.unwrap_or(50).clamp(1, 500) as u64;
     let filter =
         AuditFilter { actor: q.actor, action: q.action, target: q.target, org_id, before: q.before, limit: limit + 1 };
     let mut entries = state.store().list_audit(&filter).await?;

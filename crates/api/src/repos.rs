@@ -102,6 +102,7 @@ pub(crate) async fn authorize_repo(
 #[utoipa::path(
     post,
     path = "/api/v1/repos",
+    operation_id = "create_repo",
     tag = "repos",
     summary = "Create a repository",
     request_body = CreateRepo,
@@ -150,7 +151,9 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/repos/{owner}/{repo}",
+    operation_id = "get_repo",
     tag = "repos",
+    security((), ("token" = [])),
     summary = "Read a repository",
     responses((status = 200, description = "Read a repository", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -166,6 +169,7 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/api/v1/repos/{owner}/{repo}",
+    operation_id = "delete_repo",
     tag = "repos",
     summary = "Delete a repository",
     responses((status = 204, description = "Delete a repository"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -193,6 +197,7 @@ pub async fn delete(
 pub struct SetCollaborator {
     /// `read`, `triage`, `write`, `maintain` or `admin`; `push`/`pull` as GitHub's aliases.
     #[serde(default = "default_permission")]
+    #[schema(pattern = "^(read|triage|write|maintain|admin|push|pull)$")]
     pub permission: String,
 }
 
@@ -210,6 +215,7 @@ pub struct CollaboratorBody {
     get,
     path = "/api/v1/repos/{owner}/{repo}/collaborators",
     tag = "repos",
+    security((), ("token" = [])),
     summary = "List collaborators (needs push access)",
     responses((status = 200, description = "List collaborators", body = Vec<CollaboratorBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -315,6 +321,7 @@ pub struct UpdateRepo {
 #[utoipa::path(
     patch,
     path = "/api/v1/repos/{owner}/{repo}",
+    operation_id = "update_repo",
     tag = "repos",
     summary = "Change a repository's visibility",
     request_body = UpdateRepo,

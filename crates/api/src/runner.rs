@@ -27,7 +27,11 @@ pub const MAX_WAIT_SECONDS: u64 = 30;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Register {
+    /// 1 to 100 characters, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,100}$")]
     pub name: String,
+    /// 1 to 50 labels, each 1 to 100 printable ASCII characters without spaces.
+    #[schema(min_items = 1, max_items = 50)]
     pub labels: Vec<String>,
 }
 
@@ -41,6 +45,9 @@ pub struct Registered {
     /// A job whose runner is silent this long is taken back.
     pub lease_seconds: i64,
 }
+
+/// [`valid_label`] as a JSON Schema pattern.
+pub(crate) const LABEL_PATTERN: &str = "^[!-~]{1,100}$";
 
 fn valid_label(label: &str) -> bool {
     !label.is_empty() && label.len() <= 100 && label.chars().all(|c| c.is_ascii_graphic())
@@ -60,7 +67,7 @@ pub async fn register(
     ApiJson(body): ApiJson<Register>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     require_scope(&caller, Scope::CiRunner)?;
-    if body.name.is_empty() || body.name.len() > 100 || body.name.chars().any(char::is_control) {
+    if body.name.is_empty() || body.name.chars().count() > 100 || body.name.chars().any(char::is_control) {
         return Err(ApiError::validation("name", "a runner's name has 1 to 100 printable characters"));
     }
     if body.labels.is_empty() || body.labels.len() > 50 || !body.labels.iter().all(|l| valid_label(l)) {
@@ -113,6 +120,7 @@ pub(crate) async fn held_job(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Seconds to hold the request open for a job (0 to 30; default 30).
     pub wait: Option<u64>,
@@ -368,6 +376,7 @@ pub async fn heartbeat(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     pub attempt: i64,
     /// The step the frame belongs to: 0 before the first step, the step's number, or one more
@@ -419,16 +428,19 @@ pub async fn logs(
 pub struct StepReport {
     pub attempt: i64,
     /// Absent when the step starts; its conclusion when it ends.
+    #[schema(pattern = "^(success|failure|cancelled|skipped|timed_out)$")]
     pub conclusion: Option<String>,
     /// What the step printed as `::error::`, `::warning::` or `::notice::` (with its ending; at
     /// most 30).
     #[serde(default)]
+    #[schema(max_items = 30)]
     pub annotations: Vec<AnnotationReport>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AnnotationReport {
     /// `error`, `warning` or `notice`.
+    #[schema(pattern = "^(error|warning|notice)$")]
     pub level: String,
     pub message: String,
     pub title: Option<String>,
@@ -521,6 +533,7 @@ pub async fn step(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Complete {
     pub attempt: i64,
+    #[schema(pattern = "^(success|failure|cancelled|skipped|timed_out)$")]
     pub conclusion: String,
     /// The job's `outputs`, evaluated by the runner.
     #[serde(default)]

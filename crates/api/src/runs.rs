@@ -13,13 +13,15 @@ use crate::extract::Caller;
 use crate::repos::{authorize_repo, repo_decision};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// The `next_cursor` of the previous page.
     pub before: Option<i64>,
-    /// Runs per page (1 to 100; default 30).
-    pub limit: Option<u64>,
+    /// Runs per page (default 30; a value outside 1 to 100 is taken as the nearer bound).
+    pub limit: Option<i64>,
     /// Only runs with this status (`queued`, `in_progress`, `completed`) or conclusion
     /// (`success`, `failure`, `cancelled`, `skipped`, `timed_out`).
+    #[param(pattern = "^(queued|in_progress|completed|success|failure|cancelled|skipped|timed_out)?$")]
     pub status: Option<String>,
 }
 
@@ -207,7 +209,9 @@ fn run_not_found(id: i64) -> ApiError {
 #[utoipa::path(
     get,
     path = "/api/v1/repos/{owner}/{repo}/runs",
+    operation_id = "list_runs",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A repository's workflow runs, newest first",
     params(RunsQuery),
     responses((status = 200, description = "A page of runs", body = RunPageBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -219,7 +223,7 @@ pub async fn list(
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<RunPageBody>, ApiError> {
     let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
-    let limit = q.limit.unwrap_or(30).clamp(1, 100);
+    let limit = q.limit.unwrap_or(30).clamp(1, 100) as u64;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(gitstratum_ci::RunStatus::parse(text).ok_or_else(|| {
@@ -237,7 +241,9 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}",
+    operation_id = "get_run",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A run with its jobs and steps",
     responses((status = 200, description = "The run", body = RunDetail), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
@@ -316,6 +322,7 @@ pub(crate) async fn run_detail(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobLogQuery {
     /// Which attempt's log (default: the job's current attempt).
     pub attempt: Option<i64>,
@@ -327,6 +334,7 @@ pub struct JobLogQuery {
     get,
     path = "/api/v1/jobs/{id}/logs",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "A job's log so far (text): its steps' logs one after another, or one step's",
     params(JobLogQuery),
     responses((status = 200, description = "The log", content_type = "text/plain", body = String), (status = 410, description = "The logs were deleted (log retention)", body = crate::error::ErrorDoc), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
@@ -564,6 +572,7 @@ pub struct StatusBody {
     get,
     path = "/api/v1/repos/{owner}/{repo}/commits/{sha}/status",
     tag = "ci",
+    security((), ("token" = [])),
     summary = "The combined status of a commit (a branch or tag name works too): its latest run of each workflow",
     responses((status = 200, description = "The combined status", body = CommitStatus), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]

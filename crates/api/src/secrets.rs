@@ -20,6 +20,7 @@ pub struct PutSecret {
     /// The value (at most 48 KiB). Send it over HTTPS; it is sealed at once and never shown again.
     pub value: String,
     /// Organization secrets: `all` (the default), `private` (private repositories) or `selected`.
+    #[schema(pattern = "^(all|private|selected)$")]
     pub visibility: Option<String>,
     /// With `selected`: the names of the organization's repositories that see the secret.
     pub selected_repositories: Option<Vec<String>>,

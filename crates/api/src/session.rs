@@ -92,6 +92,7 @@ fn too_many(retry_after: u64) -> Response {
     post,
     path = "/api/v1/session",
     tag = "users",
+    security(()),
     summary = "Log in with a password",
     request_body = Login,
     responses((status = 201, description = "Log in with a password", body = SessionBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))

@@ -18,10 +18,20 @@ const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
+    /// 1 to 100 characters, not all spaces, no control characters; leading and trailing spaces
+    /// are dropped. `session` is reserved for login sessions.
+    #[schema(
+        max_length = 100,
+        pattern = r"^(?! *[Ss][Ee][Ss][Ss][Ii][Oo][Nn] *$)[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+    )]
     pub name: String,
-    /// Scope names, e.g. `["repo:read", "repo:write"]`.
+    /// Scope names, e.g. `["repo:read", "repo:write"]`: `repo:read`, `repo:write`, `repo:admin`,
+    /// `admin`, `ci:runner`, `user`.
+    #[schema(min_items = 1)]
     pub scopes: Vec<String>,
-    /// Days until the token stops working; without it, it works until revoked.
+    /// Days until the token stops working (1 to 3650); without it, it works until revoked (unless
+    /// the site caps token lifetime).
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
@@ -86,6 +96,7 @@ fn may_grant(caller: &Principal, wanted: Scope) -> Result<(), ApiError> {
 #[utoipa::path(
     post,
     path = "/api/v1/tokens",
+    operation_id = "create_token",
     tag = "users",
     summary = "Create a token",
     request_body = CreateToken,
@@ -98,9 +109,12 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     may_manage_tokens(&caller)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::validation("name", "a token needs a name of 1 to 100 characters"));
+    let name = body.name.trim_matches(' ');
+    if name.is_empty() || body.name.chars().count() > 100 || body.name.chars().any(|c| c.is_ascii_control()) {
+        return Err(ApiError::validation(
+            "name",
+            "a token needs a name of 1 to 100 characters, not all spaces, without control characters",
+        ));
     }
     if name.eq_ignore_ascii_case(gitstratum_platform::SESSION_TOKEN_NAME) {
         return Err(ApiError::validation("name", "'session' is the name of login sessions; choose another"));
@@ -108,12 +122,19 @@ pub async fn create(
     if body.scopes.is_empty() {
         return Err(ApiError::validation("scopes", "a token needs at least one scope"));
     }
-    let scopes = Scopes::parse(&body.scopes.join(" ")).map_err(|word| {
-        ApiError::validation(
-            "scopes",
-            format!("unknown scope {word:?}; known: repo:read, repo:write, repo:admin, admin, ci:runner, user"),
-        )
-    })?;
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|word| {
+            Scope::parse(word).ok_or_else(|| {
+                ApiError::validation(
+                    "scopes",
+                    format!("unknown scope {word:?}; known: repo:read, repo:write, repo:admin, admin, ci:runner, user"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Scopes::new)?;
     for scope in scopes.iter() {
         may_grant(&caller, scope)?;
     }
@@ -151,6 +172,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/tokens",
+    operation_id = "list_tokens",
     tag = "users",
     summary = "Your tokens",
     responses((status = 200, description = "Your tokens", body = Vec<TokenBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))

@@ -15,10 +15,17 @@ use crate::extract::Authenticated;
 use crate::orgs::owned_org;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// The start (inclusive): `YYYY-MM-DD` or RFC 3339; default the first of this month (UTC).
+    #[param(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     pub from: Option<String>,
     /// The end (exclusive): `YYYY-MM-DD` or RFC 3339; default now.
+    #[param(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     pub to: Option<String>,
 }
 
@@ -194,12 +201,15 @@ async fn usage_of(state: &AppState, tenant_id: i64, q: &UsageQuery) -> Result<Us
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitsBody {
     /// Jobs the organization may have running at once (`null`: the site's default).
+    #[schema(minimum = 1)]
     pub max_running_jobs: Option<i64>,
     /// Runs not yet completed it may have; a run beyond fails at once, saying so (`null`: the
     /// site's default).
+    #[schema(minimum = 1)]
     pub max_queued_runs: Option<i64>,
     /// Job minutes per calendar month (UTC); past it, its queued jobs fail, saying so (`null`:
     /// the site's default).
+    #[schema(minimum = 1)]
     pub max_minutes_per_month: Option<i64>,
 }
 
@@ -290,9 +300,11 @@ pub async fn set_org_limits(
 pub struct RepoCiSettings {
     /// Days this repository's job logs are kept after their job completed (`null`: the site's
     /// default).
+    #[schema(minimum = 1, maximum = 36500)]
     pub log_retention_days: Option<i64>,
     /// The most days this repository's artifacts are kept (an upload's `retention-days` may ask
     /// for fewer; `null`: the site's default).
+    #[schema(minimum = 1, maximum = 36500)]
     pub artifact_retention_days: Option<i64>,
 }
 

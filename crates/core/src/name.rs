@@ -44,6 +44,27 @@ pub fn validate_repo_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// [`validate_repo_name`] as a JSON Schema pattern (ECMA-262), for the API's document.
+pub const REPO_NAME_PATTERN: &str = r"^(?!\.{1,2}$)(?!.*\.[Gg][Ii][Tt]$)[A-Za-z0-9._-]{1,100}$";
+
+/// [`validate_username`] as a JSON Schema pattern (ECMA-262, which has no case-insensitive flag:
+/// reserved names are spelled as character classes); `maxLength` [`MAX_USERNAME_LEN`] goes beside
+/// it.
+pub fn username_pattern() -> String {
+    let reserved: Vec<String> =
+        RESERVED_USERNAMES
+            .iter()
+            .map(|name| {
+                name.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphabetic() { format!("[{}{c}]", c.to_ascii_uppercase()) } else { c.to_string() }
+                    })
+                    .collect()
+            })
+            .collect();
+    format!("^(?!(?:{})$)[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$", reserved.join("|"))
+}
+
 /// Names that would collide with routes of the web UI and API.
 const RESERVED_USERNAMES: &[&str] = &["api", "admin-ui", "assets", "login", "logout", "metrics", "healthz", "readyz"];
 
@@ -88,6 +109,13 @@ mod tests {
         {
             check_repo(bad, false);
         }
+    }
+
+    #[test]
+    fn username_pattern_spells_reserved_names_case_insensitively() {
+        let pattern = username_pattern();
+        assert!(pattern.starts_with("^(?!(?:[Aa][Pp][Ii]|[Aa][Dd][Mm][Ii][Nn]-[Uu][Ii]|"), "{pattern}");
+        assert!(pattern.ends_with(")$)[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$"), "{pattern}");
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub fn validate_password(password: &str) -> Result<(), String> {
     if len < MIN_PASSWORD_LEN {
         return Err(format!("a password needs at least {MIN_PASSWORD_LEN} characters"));
     }
-    if password.len() > MAX_PASSWORD_LEN {
-        return Err(format!("a password may have at most {MAX_PASSWORD_LEN} bytes"));
+    if len > MAX_PASSWORD_LEN {
+        return Err(format!("a password may have at most {MAX_PASSWORD_LEN} characters"));
     }
     Ok(())
 }

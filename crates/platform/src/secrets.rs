@@ -103,6 +103,9 @@ impl SecretKey {
     }
 }
 
+/// [`normalize_name`] as a JSON Schema pattern, for the API's document.
+pub const NAME_PATTERN: &str = r"^(?![0-9])(?![Gg][Ii][Tt][Hh][Uu][Bb]_)[A-Za-z0-9_]{1,100}$";
+
 /// A secret's or variable's name as GitHub allows it: letters, digits and `_`, not starting with a
 /// digit or `GITHUB_`, at most 100 characters. Names are case-insensitive; they are kept in
 /// upper case.
