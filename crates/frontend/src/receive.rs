@@ -140,9 +140,19 @@ impl GitService {
                 continue;
             }
             if let Some(missing) = walk::check_connected(&*self.objects, repo, &objects, new)? {
-                status.1 = Err(format!("missing necessary objects ({missing})"));
+                // From a shallow clone, history past its shallow commits was never sent: the
+                // server must already have it (C git refuses the same way, without
+                // receive.shallowUpdate).
+                status.1 = Err(if request.shallow.is_empty() {
+                    format!("missing necessary objects ({missing})")
+                } else {
+                    "shallow update not allowed".to_owned()
+                });
             }
         }
+        self.refuse_non_commit_branches(repo, request, &objects, &mut statuses)?;
+        let existing = self.refs.list(repo)?;
+        refuse_name_conflicts(request, &existing, &mut statuses);
         let atomic = request.has_capability("atomic");
         if atomic && statuses.iter().any(|(_, s)| s.is_err()) {
             for (_, status) in statuses.iter_mut().filter(|(_, s)| s.is_ok()) {
@@ -153,7 +163,7 @@ impl GitService {
             self.objects.put(repo, &stored)?;
         }
 
-        let was_empty = self.refs.list(repo)?.is_empty();
+        let was_empty = existing.is_empty();
         let updates: Vec<(usize, RefUpdate)> = request
             .commands
             .iter()
@@ -193,6 +203,40 @@ impl GitService {
         outcome.rejected =
             statuses.iter().filter_map(|(n, s)| s.as_ref().err().map(|e| (n.clone(), e.clone()))).collect();
         Ok((Report { unpack: Ok(()), refs: statuses }, outcome))
+    }
+
+    /// A branch (`refs/heads/*`) points at a commit: a tag, tree or blob there is refused, as C
+    /// git's ref store refuses it.
+    fn refuse_non_commit_branches(
+        &self,
+        repo: RepoId,
+        request: &PushRequest,
+        pack: &PackObjects<'_>,
+        statuses: &mut [(String, std::result::Result<(), String>)],
+    ) -> Result<()> {
+        let tips: Vec<(usize, ObjectId)> = request
+            .commands
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.name.starts_with("refs/heads/") && statuses[*i].1.is_ok())
+            .filter_map(|(i, c)| c.new.map(|new| (i, new)))
+            .collect();
+        let stored: Vec<ObjectId> = tips.iter().map(|(_, id)| *id).filter(|id| !pack.contains_key(id)).collect();
+        let mut stored_kinds = self.objects.info_many(repo, &stored)?.into_iter();
+        for (i, id) in tips {
+            let kind = match pack.get(&id) {
+                Some((kind, _)) => Some(*kind),
+                None => stored_kinds.next().flatten().map(|info| info.kind),
+            };
+            if let Some(kind) = kind.filter(|k| *k != ObjectKind::Commit) {
+                statuses[i].1 = Err(format!(
+                    "failed to update ref: trying to write non-commit object {id} ({}) to branch '{}'",
+                    kind.as_str(),
+                    request.commands[i].name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// On the first push to an empty repository, `HEAD` names `main` if it was pushed, or the
@@ -237,6 +281,45 @@ impl GitService {
                 NewObject { id: r.id, kind: r.kind, data: r.data, delta }
             })
             .collect())
+    }
+}
+
+/// Refuses ref names that clash with another ref as file and directory (`refs/heads/a` and
+/// `refs/heads/a/b`): clients store refs as files and cannot have both. Checked in command order
+/// against the refs there are plus those this push creates, minus those it deletes, as C git's
+/// ref transaction does.
+fn refuse_name_conflicts(
+    request: &PushRequest,
+    existing: &[(String, ObjectId)],
+    statuses: &mut [(String, std::result::Result<(), String>)],
+) {
+    let deleted: std::collections::HashSet<&str> = request
+        .commands
+        .iter()
+        .zip(statuses.iter())
+        .filter(|(c, s)| c.new.is_none() && s.1.is_ok())
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let mut names: std::collections::BTreeSet<String> =
+        existing.iter().map(|(n, _)| n.clone()).filter(|n| !deleted.contains(n.as_str())).collect();
+    for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
+        if command.new.is_none() || status.1.is_err() || names.contains(&command.name) {
+            continue;
+        }
+        let name = &command.name;
+        // A ref that is a directory of this one (`a` for `a/b`), or one inside it (`a/b` for `a`).
+        let parent = name.match_indices('/').map(|(i, _)| &name[..i]).find(|p| names.contains(*p));
+        let inside = format!("{name}/");
+        let child = names.range(inside.clone()..).next().filter(|n| n.starts_with(&inside));
+        let clash = parent.map(str::to_owned).or_else(|| child.cloned());
+        match clash {
+            Some(other) => {
+                status.1 = Err(format!("failed to update ref: '{other}' exists; cannot create '{name}'"));
+            }
+            None => {
+                names.insert(name.clone());
+            }
+        }
     }
 }
 

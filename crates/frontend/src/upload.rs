@@ -57,7 +57,7 @@ pub(crate) fn advertise_v2(out: &mut Vec<u8>) {
     pktline::write_text(out, "version 2");
     pktline::write_text(out, format!("agent={AGENT}"));
     pktline::write_text(out, "ls-refs=unborn");
-    pktline::write_text(out, "fetch=shallow filter");
+    pktline::write_text(out, "fetch=shallow wait-for-done filter");
     pktline::write_text(out, "server-option");
     pktline::write_text(out, "object-format=sha1");
     pktline::write_flush(out);
@@ -139,6 +139,9 @@ struct FetchArgs {
     want_refs: Vec<String>,
     haves: Vec<ObjectId>,
     done: bool,
+    /// `wait-for-done`: never answer `ready`; the pack comes only after `done` (what
+    /// `git fetch --negotiate-only` relies on).
+    wait_for_done: bool,
     thin_pack: bool,
     no_progress: bool,
     include_tag: bool,
@@ -155,6 +158,7 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
         want_refs: vec![],
         haves: vec![],
         done: false,
+        wait_for_done: false,
         thin_pack: false,
         no_progress: false,
         include_tag: false,
@@ -174,7 +178,8 @@ fn parse_fetch_args(args: &[Vec<u8>]) -> std::result::Result<FetchArgs, String> 
             b"no-progress" => f.no_progress = true,
             b"include-tag" => f.include_tag = true,
             b"ofs-delta" => f.ofs_delta = true,
-            b"sideband-all" | b"wait-for-done" => {}
+            b"wait-for-done" => f.wait_for_done = true,
+            b"sideband-all" => {}
             a if a.starts_with(b"shallow ") => {
                 f.shallow_request = true;
                 f.shape.client_shallow.insert(id(&a[8..])?);
@@ -424,7 +429,9 @@ impl GitService {
             for id in &common {
                 pktline::write_text(&mut head, format!("ACK {id}"));
             }
-            if !walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)? {
+            if args.wait_for_done
+                || !walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)?
+            {
                 // Not ready: the client sends more haves, or "done".
                 pktline::write_flush(&mut head);
                 out.write_all(&head)?;

@@ -207,7 +207,7 @@ fn tree_contents(store: &dyn ObjectStore, repo: RepoId, trees: &[ObjectId]) -> R
 pub(crate) enum Filter {
     /// `blob:none`
     NoBlobs,
-    /// `blob:limit=<n>`: blobs of at most n bytes.
+    /// `blob:limit=<n>`: blobs smaller than n bytes (git leaves out those of at least n).
     BlobLimit(u64),
     /// `tree:<depth>`: trees and blobs less than `depth` levels below a commit's root tree.
     TreeDepth(u32),
@@ -319,6 +319,8 @@ pub(crate) fn objects_to_send(
     let mut included: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
     let mut included_order: Vec<ObjectId> = Vec::new();
     let mut cut: HashSet<ObjectId> = HashSet::new();
+    // Commits at the depth limit: shallow even without parents, as C git reports them.
+    let mut at_depth_limit: HashSet<ObjectId> = HashSet::new();
     let mut commits_and_tags = Vec::new();
     let mut roots: Vec<(ObjectId, ObjectKind)> = Vec::new();
     let start_level = if shape.depth.is_some() && !shape.deepen_relative { Some(1) } else { None };
@@ -370,6 +372,7 @@ pub(crate) fn objects_to_send(
             };
             if depth_limit.is_some_and(|limit| level.is_some_and(|l| l >= limit)) {
                 cut.insert(*id);
+                at_depth_limit.insert(*id);
             } else if client_shallow && client_has && !deepen {
                 // The client keeps its boundary here.
                 cut.insert(*id);
@@ -386,7 +389,8 @@ pub(crate) fn objects_to_send(
     let mut unshallow = Vec::new();
     for id in &included_order {
         let parents = &included[id];
-        if parents.is_empty() {
+        // A root is shallow only where the depth limit cut it (and unshallowed when deepened).
+        if parents.is_empty() && !at_depth_limit.contains(id) && !shape.client_shallow.contains(id) {
             continue;
         }
         let complete = !cut.contains(id) && parents.iter().all(|p| included.contains_key(p) || have.contains_key(p));
@@ -419,7 +423,10 @@ pub(crate) fn objects_to_send(
     };
     let mut frontier: Vec<(ObjectId, ObjectKind, u32)> = roots.into_iter().map(|(id, k)| (id, k, 0)).collect();
     while !frontier.is_empty() {
-        frontier.retain(|(id, _, _)| !have_objects.contains(id) && seen_objects.insert(*id));
+        // What the client is assumed to have is not sent, except what it names: a partial clone
+        // fetches a missing blob by id while its commits are haves (as C git, which sends any
+        // object it is asked for by name).
+        frontier.retain(|(id, _, _)| (wanted.contains(id) || !have_objects.contains(id)) && seen_objects.insert(*id));
         let mut to_load = Vec::new();
         for (id, kind, level) in frontier.drain(..) {
             match kind {
@@ -463,7 +470,8 @@ pub(crate) fn objects_to_send(
             for chunk in blobs.chunks(4096) {
                 let ids: Vec<ObjectId> = chunk.iter().map(|(id, _)| *id).collect();
                 for (id, info) in ids.iter().zip(store.info_many(repo, &ids)?) {
-                    if wanted.contains(id) || info.is_some_and(|i| i.size <= limit) {
+                    // Git's definition: blobs of at least `limit` bytes are left out.
+                    if wanted.contains(id) || info.is_some_and(|i| i.size < limit) {
                         kept.push((*id, ObjectKind::Blob));
                     }
                 }

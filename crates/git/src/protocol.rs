@@ -160,6 +160,9 @@ pub struct PushCommand {
 /// The command part of a receive-pack request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushRequest {
+    /// The client's shallow commits (`shallow <id>` lines before the commands): it pushes from a
+    /// shallow clone, whose history stops there.
+    pub shallow: Vec<ObjectId>,
     pub commands: Vec<PushCommand>,
     pub capabilities: Vec<String>,
     pub push_options: Vec<String>,
@@ -186,9 +189,18 @@ pub fn parse_push_request(buf: &[u8]) -> Result<PushRequest, RequestError> {
     }
     // A request with no commands is valid and does nothing: git sends one (a bare flush) to
     // probe authentication before streaming a large push.
+    let mut shallow = Vec::new();
     let mut commands = Vec::new();
     let mut capabilities = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
+    // `shallow <id>` lines come first (a push from a shallow clone); then the commands, the first
+    // carrying the capabilities.
+    let first_command = lines.iter().position(|l| !l.starts_with(b"shallow ")).unwrap_or(lines.len());
+    for line in &lines[..first_command] {
+        let hex = std::str::from_utf8(&line[8..]).map_err(|_| invalid("malformed shallow line"))?;
+        let id = parse_id(hex.trim_end())?.ok_or_else(|| invalid("a shallow line names the null id"))?;
+        shallow.push(id);
+    }
+    for (i, line) in lines[first_command..].iter().enumerate() {
         let (line, caps) = match line.iter().position(|b| *b == 0) {
             Some(nul) if i == 0 => (&line[..nul], Some(&line[nul + 1..])),
             Some(_) => return Err(invalid("capabilities may only follow the first command")),
@@ -214,7 +226,7 @@ pub fn parse_push_request(buf: &[u8]) -> Result<PushRequest, RequestError> {
         push_options = options.iter().map(|o| String::from_utf8_lossy(o).into_owned()).collect();
         used += n;
     }
-    Ok(PushRequest { commands, capabilities, push_options, pack_offset: used })
+    Ok(PushRequest { shallow, commands, capabilities, push_options, pack_offset: used })
 }
 
 #[cfg(test)]
@@ -306,5 +318,19 @@ mod tests {
         write_text(&mut bad, format!("{zero} nothex refs/heads/x"));
         write_flush(&mut bad);
         assert!(parse_push_request(&bad).is_err());
+
+        // From a shallow clone: its shallow commits first, then the commands with capabilities.
+        let mut shallow = Vec::new();
+        write_text(&mut shallow, format!("shallow {one}"));
+        write_data(&mut shallow, format!("{zero} {one} refs/heads/main\0report-status atomic\n").as_bytes());
+        write_flush(&mut shallow);
+        let r = parse_push_request(&shallow).expect("valid");
+        assert_eq!(r.shallow.len(), 1);
+        assert_eq!(r.commands[0].name, "refs/heads/main");
+        assert!(r.has_capability("atomic"));
+        let mut null_shallow = Vec::new();
+        write_text(&mut null_shallow, format!("shallow {zero}"));
+        write_flush(&mut null_shallow);
+        assert!(parse_push_request(&null_shallow).is_err());
     }
 }

@@ -970,3 +970,239 @@ async fn concurrent_pushes_are_bounded() {
     assert_ne!(status, 503, "the permit came back with the first push gone");
     s.stop().await;
 }
+
+/// What C git does, beside us: the same client runs the same commands against our server and
+/// against C git itself (`file://`: its own upload-pack and receive-pack), and the outcomes must
+/// agree.
+struct Reference {
+    /// The `file://` URL of a bare repository: C git serves it.
+    url: String,
+}
+
+impl Reference {
+    async fn new(git: &Git, root: &std::path::Path, name: &str) -> Reference {
+        let bare = root.join(format!("{name}-reference.git"));
+        git.ok(root, &["init", "-q", "--bare", "-b", "main", bare.to_str().expect("utf-8")]).await;
+        for (key, value) in [("uploadpack.allowFilter", "true"), ("uploadpack.allowAnySHA1InWant", "true")] {
+            git.ok(&bare, &["config", key, value]).await;
+        }
+        Reference { url: format!("file://{}", bare.display()) }
+    }
+}
+
+/// Runs `args` in `dir` against each URL (`{url}` in the arguments stands for it) and returns
+/// whether each succeeded.
+async fn outcomes(git: &Git, dir: &std::path::Path, urls: [&str; 2], args: &[&str]) -> [bool; 2] {
+    let mut out = [false; 2];
+    for (slot, url) in out.iter_mut().zip(urls) {
+        let args: Vec<String> = args.iter().map(|a| a.replace("{url}", url)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        *slot = git.run(dir, &args).await.status.success();
+    }
+    out
+}
+
+/// Pushes C git refuses are refused here, and those it accepts are accepted: from a shallow
+/// clone (accepted when the server has the history; "shallow update not allowed" when it does
+/// not), a tree or tag as a branch tip, and refs that clash as file and directory (`a` and
+/// `a/b`), atomic or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_refused_where_c_git_refuses_them() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let ours = create_repo(&s, "refusals", false).await;
+    let reference = Reference::new(&git, tmp.path(), "refusals").await;
+    let urls = [ours.as_str(), reference.url.as_str()];
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 4).await;
+    git.ok(&src, &["tag", "-a", "v1", "-m", "v1"]).await;
+    for url in urls {
+        git.ok(&src, &["push", "-q", url, "main", "v1"]).await;
+    }
+    let listing = |url: &str| {
+        let (git, src, url) = (git.clone(), src.clone(), url.to_owned());
+        async move { refs(&git.ok(&src, &["ls-remote", &url]).await) }
+    };
+
+    // A CI bot's push from a depth-1 clone.
+    for (i, url) in urls.iter().enumerate() {
+        let bot = tmp.path().join(format!("bot{i}"));
+        git.ok(tmp.path(), &["clone", "-q", "--depth=1", url, bot.to_str().expect("utf-8")]).await;
+        std::fs::write(bot.join("bot.txt"), "from a shallow clone\n").expect("write");
+        git.ok(&bot, &["add", "-A"]).await;
+        git.ok(&bot, &["commit", "-q", "-m", "bot"]).await;
+        git.ok(&bot, &["push", "-q", "origin", "main"]).await;
+    }
+    assert_eq!(listing(&ours).await, listing(&reference.url).await);
+    // The same shallow clone pushed into an empty repository would leave it incomplete.
+    let empty_ours = create_repo(&s, "refusals-empty", false).await;
+    let empty_reference = Reference::new(&git, tmp.path(), "refusals-empty").await;
+    let bot = tmp.path().join("bot0");
+    let pushed = outcomes(&git, &bot, [&empty_ours, &empty_reference.url], &["push", "-q", "{url}", "main"]).await;
+    assert_eq!(pushed, [false, false], "C git refuses a shallow push the server cannot complete");
+    let refused = git.fails(&bot, &["push", &empty_ours, "main"]).await;
+    assert!(refused.contains("shallow update not allowed"), "{refused}");
+    git.fsck(&bot).await;
+
+    // A tree, a blob or an annotated tag as a branch tip; a tag's name is fine for a tag.
+    for tip in ["HEAD^{tree}", "HEAD:file.txt", "v1"] {
+        let id = git.ok(&src, &["rev-parse", tip]).await;
+        let spec = format!("{}:refs/heads/not-a-commit", id.trim());
+        assert_eq!(outcomes(&git, &src, urls, &["push", "-q", "{url}", &spec]).await, [false, false], "{tip}");
+    }
+    let spec = format!("{}:refs/tags/tree-tag", git.ok(&src, &["rev-parse", "HEAD^{tree}"]).await.trim());
+    assert_eq!(outcomes(&git, &src, urls, &["push", "-q", "{url}", &spec]).await, [true, true]);
+
+    // File/directory clashes, against existing refs and within one push.
+    let cases: [&[&str]; 5] = [
+        &["push", "-q", "{url}", "main:refs/heads/main/sub"],
+        &["push", "-q", "--atomic", "{url}", "main:refs/heads/main/sub"],
+        &["push", "-q", "{url}", "main:refs/heads/x", "main:refs/heads/x/y"],
+        &["push", "-q", "--atomic", "{url}", "main:refs/heads/p", "main:refs/heads/p/q"],
+        &["push", "-q", "{url}", "main:refs/heads/deep/er/ref", "main:refs/heads/deep"],
+    ];
+    for args in cases {
+        let got = outcomes(&git, &src, urls, args).await;
+        assert_eq!(got[0], got[1], "{args:?}: ours succeeded {}, C git {}", got[0], got[1]);
+        assert_eq!(listing(&ours).await, listing(&reference.url).await, "{args:?}");
+    }
+    // Deleting the clashing ref in the same push makes room, as in C git.
+    let args = ["push", "-q", "{url}", ":refs/heads/x", "main:refs/heads/x/z"];
+    assert_eq!(outcomes(&git, &src, urls, &args).await, [true, true]);
+    assert_eq!(listing(&ours).await, listing(&reference.url).await);
+    s.stop().await;
+}
+
+/// Partial clones fetch what they name, `blob:limit` draws git's line (a blob of exactly the
+/// limit is left out), and `git fetch --negotiate-only` works (`wait-for-done`), each as C git.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_fetches_and_negotiation_match_c_git() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let ours = create_repo(&s, "partial", false).await;
+    let reference = Reference::new(&git, tmp.path(), "partial").await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 3).await;
+    std::fs::write(src.join("limit.bin"), vec![b'x'; 1024]).expect("write");
+    std::fs::write(src.join("under.bin"), vec![b'y'; 1023]).expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "sizes"]).await;
+    for url in [&ours, &reference.url] {
+        git.ok(&src, &["push", "-q", url, "main"]).await;
+    }
+    let blob = git.ok(&src, &["rev-parse", "HEAD:f0.txt"]).await.trim().to_owned();
+    for (i, url) in [&ours, &reference.url].into_iter().enumerate() {
+        // After a treeless clone, a blob is fetched by id.
+        let bare = tmp.path().join(format!("treeless{i}.git"));
+        git.ok(tmp.path(), &["clone", "-q", "--bare", "--filter=tree:0", url, bare.to_str().expect("utf-8")]).await;
+        git.ok(&bare, &["fetch", "-q", "origin", &blob]).await;
+        assert_eq!(git.ok(&bare, &["cat-file", "-t", &blob]).await.trim(), "blob", "{url}");
+    }
+    let mut missing = Vec::new();
+    for (i, url) in [&ours, &reference.url].into_iter().enumerate() {
+        let limited = tmp.path().join(format!("limited{i}"));
+        let dir = limited.to_str().expect("utf-8");
+        git.ok(tmp.path(), &["clone", "-q", "--no-checkout", "--filter=blob:limit=1k", url, dir]).await;
+        let listed = git.ok(&limited, &["rev-list", "--objects", "--all", "--missing=print"]).await;
+        let mut ids: Vec<String> = listed.lines().filter(|l| l.starts_with('?')).map(str::to_owned).collect();
+        ids.sort();
+        missing.push(ids);
+    }
+    assert_eq!(missing[0], missing[1], "blob:limit=1k leaves out the same blobs");
+    let at_limit = git.ok(&src, &["rev-parse", "HEAD:limit.bin"]).await;
+    let under = git.ok(&src, &["rev-parse", "HEAD:under.bin"]).await;
+    assert!(missing[0].contains(&format!("?{}", at_limit.trim())), "a blob of exactly 1k is left out");
+    assert!(!missing[0].contains(&format!("?{}", under.trim())), "one byte less is sent");
+
+    // A push's negotiation: which of the tips the server has.
+    std::fs::write(src.join("local.txt"), "not pushed\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "local"]).await;
+    let mut answers = Vec::new();
+    for url in [&ours, &reference.url] {
+        let args = ["fetch", "--negotiate-only", "--negotiation-tip=main", url];
+        answers.push(git.ok(&src, &args).await);
+    }
+    // C git (stateful, over file://) acknowledges only the newest common commit; ours, as C git
+    // does over stateless HTTP, every common one: the newest is among them, and nothing else.
+    let newest_common = git.ok(&src, &["rev-parse", "HEAD~1"]).await;
+    assert_eq!(answers[1].trim(), newest_common.trim());
+    assert!(answers[0].lines().any(|l| l == newest_common.trim()), "{}", answers[0]);
+    let server_has = git.ok(&src, &["rev-list", "HEAD~1"]).await;
+    assert!(answers[0].lines().all(|l| server_has.contains(l)), "{}", answers[0]);
+    s.stop().await;
+}
+
+/// Deepening a shallow clone of a history with merges selects the commits C git selects (the
+/// same commits, the same shallow boundary), over protocol v2 and v0, on generated histories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deepening_merge_histories_matches_c_git() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    for seed in [2u64, 11] {
+        let name = format!("merges{seed}");
+        let ours = create_repo(&s, &name, false).await;
+        let reference = Reference::new(&git, tmp.path(), &name).await;
+        let src = tmp.path().join(&name);
+        merge_history(&git, &src, seed).await;
+        for url in [&ours, &reference.url] {
+            git.ok(&src, &["push", "-q", url, "main"]).await;
+        }
+        for protocol in ["2", "0"] {
+            let version = format!("protocol.version={protocol}");
+            for (depth, deeper) in [(1, 2), (2, 4), (3, 4), (3, 5), (4, 5), (5, 6), (5, 7)] {
+                let mut results = Vec::new();
+                for (i, url) in [&ours, &reference.url].into_iter().enumerate() {
+                    let clone = tmp.path().join(format!("{name}-{protocol}-{depth}-{deeper}-{i}"));
+                    let dir = clone.to_str().expect("utf-8");
+                    let depth_arg = format!("--depth={depth}");
+                    git.ok(tmp.path(), &["-c", &version, "clone", "-q", &depth_arg, url, dir]).await;
+                    git.ok(&clone, &["-c", &version, "fetch", "-q", &format!("--depth={deeper}")]).await;
+                    let commits = git.ok(&clone, &["rev-list", "origin/main"]).await;
+                    let mut shallow: Vec<String> = std::fs::read_to_string(clone.join(".git/shallow"))
+                        .unwrap_or_default()
+                        .lines()
+                        .map(str::to_owned)
+                        .collect();
+                    shallow.sort();
+                    results.push((refs(&commits), shallow));
+                }
+                assert_eq!(results[0], results[1], "seed {seed}, v{protocol}, --depth={depth} then {deeper}");
+            }
+        }
+    }
+    s.stop().await;
+}
+
+/// A history of 9 to 24 commits with branches and merges, shaped by `seed`.
+async fn merge_history(git: &Git, dir: &std::path::Path, seed: u64) {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    std::fs::create_dir_all(dir).expect("dir");
+    git.ok(dir, &["init", "-q", "-b", "main"]).await;
+    let mut commits: Vec<String> = Vec::new();
+    for i in 0..9 + next(16) {
+        let roll = next(100);
+        if !commits.is_empty() && roll < 25 {
+            let from = commits[next(commits.len() as u64) as usize].clone();
+            git.ok(dir, &["checkout", "-q", "--detach", &from]).await;
+        }
+        if commits.len() > 2 && roll >= 75 {
+            let other = commits[next(commits.len() as u64) as usize].clone();
+            git.run(dir, &["merge", "-q", "--no-edit", "-s", "ours", &other]).await;
+        }
+        std::fs::write(dir.join(format!("f{i}")), format!("{i}\n")).expect("write");
+        git.ok(dir, &["add", "-A"]).await;
+        git.ok(dir, &["commit", "-q", "-m", &format!("c{i}")]).await;
+        commits.push(git.ok(dir, &["rev-parse", "HEAD"]).await.trim().to_owned());
+    }
+    git.ok(dir, &["checkout", "-q", "-B", "main"]).await;
+}
