@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pack_cache;
 mod receive;
 mod upload;
 mod walk;
@@ -90,11 +91,18 @@ impl Service {
 pub struct GitService {
     objects: Arc<dyn ObjectStore>,
     refs: Arc<dyn RefStore>,
+    pack_cache: Option<Arc<pack_cache::PackCache>>,
 }
 
 impl GitService {
     pub fn new(objects: Arc<dyn ObjectStore>, refs: Arc<dyn RefStore>) -> Self {
-        GitService { objects, refs }
+        GitService { objects, refs, pack_cache: None }
+    }
+
+    /// Serves protocol v2 fetches through a pack cache.
+    pub fn with_pack_cache(mut self, cache: Arc<pack_cache::PackCache>) -> Self {
+        self.pack_cache = Some(cache);
+        self
     }
 
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {

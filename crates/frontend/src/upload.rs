@@ -21,6 +21,7 @@ use gitstratum_git::protocol::{self, AGENT};
 use gitstratum_git::{ObjectId, ObjectKind, parse};
 use gitstratum_store::{Object, RepoId, StoredDelta};
 
+use crate::pack_cache::{self, KeyBuilder, Lookup, Meta};
 use crate::{Error, GitService, Result, walk};
 
 /// Longest chain of reused deltas written base-first; deeper chains are cut with a whole object.
@@ -98,6 +99,75 @@ impl Write for Sideband<'_> {
             self.buf.clear();
         }
         self.out.flush()
+    }
+}
+
+/// Copies a cached pack to the client in side-band packets, then the flush that ends the response;
+/// the stats come from the pack's header (reused deltas are not known for a copy).
+fn copy_cached(source: &mut dyn CachedPack, kind: (bool, bool, bool), out: &mut dyn Write) -> Result<PackStats> {
+    let (shallow, filtered, clone) = kind;
+    let mut sink = Sideband { out: &mut *out, buf: Vec::new(), max_packet: pktline::MAX_PACKET_LEN };
+    let mut counter = HeaderReader { header: Vec::with_capacity(12), inner: &mut sink };
+    source.copy_pack(&mut counter)?;
+    let objects = counter.objects();
+    sink.flush()?;
+    let mut tail = Vec::new();
+    pktline::write_flush(&mut tail);
+    out.write_all(&tail)?;
+    Ok(PackStats { objects, reused_deltas: 0, shallow, filtered, clone })
+}
+
+/// A cached pack, complete or growing.
+trait CachedPack {
+    fn copy_pack(&mut self, out: &mut dyn Write) -> io::Result<u64>;
+}
+
+impl CachedPack for std::fs::File {
+    fn copy_pack(&mut self, out: &mut dyn Write) -> io::Result<u64> {
+        io::copy(self, &mut WriteAdapter(out))
+    }
+}
+
+impl CachedPack for pack_cache::Follower {
+    fn copy_pack(&mut self, out: &mut dyn Write) -> io::Result<u64> {
+        self.copy_to(out)
+    }
+}
+
+struct WriteAdapter<'a>(&'a mut dyn Write);
+
+impl Write for WriteAdapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Passes bytes on, keeping the pack header's first 12 bytes (its object count).
+struct HeaderReader<'a> {
+    header: Vec<u8>,
+    inner: &'a mut dyn Write,
+}
+
+impl HeaderReader<'_> {
+    fn objects(&self) -> usize {
+        self.header.get(8..12).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+}
+
+impl Write for HeaderReader<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let want = 12usize.saturating_sub(self.header.len()).min(buf.len());
+        self.header.extend_from_slice(&buf[..want]);
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -440,29 +510,112 @@ impl GitService {
             pktline::write_text(&mut head, "ready");
             pktline::write_delimiter(&mut head);
         }
-        let set = match self.fetch_set(repo, &args, &common, true)? {
+        let shallow_request = args.shallow_request;
+        let write_head = |mut head: Vec<u8>, meta: &Meta, out: &mut dyn Write| -> io::Result<()> {
+            if shallow_request {
+                pktline::write_text(&mut head, "shallow-info");
+                for id in &meta.shallow {
+                    pktline::write_text(&mut head, format!("shallow {id}"));
+                }
+                for id in &meta.unshallow {
+                    pktline::write_text(&mut head, format!("unshallow {id}"));
+                }
+                pktline::write_delimiter(&mut head);
+            }
+            if !wanted_refs.is_empty() {
+                pktline::write_text(&mut head, "wanted-refs");
+                for (id, name) in &wanted_refs {
+                    pktline::write_text(&mut head, format!("{id} {name}"));
+                }
+                pktline::write_delimiter(&mut head);
+            }
+            pktline::write_text(&mut head, "packfile");
+            out.write_all(&head)
+        };
+        // What the response is, for its stats: (shallow, filtered, clone).
+        let kind = (args.shape.deepens(), args.shape.filter.is_some(), common.is_empty());
+        let lookup = match &self.pack_cache {
+            Some(cache) => Some(cache.lookup(&self.cache_key(repo, &args, &common)?)?),
+            None => None,
+        };
+        let (set, leader) = match lookup {
+            Some(Lookup::Hit(meta, mut file)) => {
+                write_head(head, &meta, out)?;
+                let stats = copy_cached(&mut file, kind, out)?;
+                return Ok(Some(stats));
+            }
+            Some(Lookup::Follow(mut follower)) => match follower.meta()? {
+                Some(meta) => {
+                    write_head(head, &meta, out)?;
+                    let stats = copy_cached(&mut follower, kind, out)?;
+                    return Ok(Some(stats));
+                }
+                // Its leader failed before it had anything: generate without the cache.
+                None => (self.fetch_set(repo, &args, &common, true)?, None),
+            },
+            Some(Lookup::Lead(leader)) => (self.fetch_set(repo, &args, &common, true)?, Some(leader)),
+            None => (self.fetch_set(repo, &args, &common, true)?, None),
+        };
+        let set = match set {
             Ok(set) => set,
             Err(message) => return write_err(out, &format!("upload-pack: {message}")),
         };
-        if args.shallow_request {
-            pktline::write_text(&mut head, "shallow-info");
-            write_shallow_lines(&mut head, &set);
-            pktline::write_delimiter(&mut head);
+        let meta = Meta { shallow: set.shallow.clone(), unshallow: set.unshallow.clone() };
+        if let Some(mut leader) = leader {
+            // The pack is written into the cache by a thread of its own, whatever becomes of this
+            // client; this request, like any identical one meanwhile, reads it as it grows.
+            leader.set_meta(&meta)?;
+            let mut follower = leader.follower();
+            follower.meta()?; // opens the entry (its header is written)
+            let service = self.clone();
+            let show_progress = !args.no_progress;
+            std::thread::Builder::new().name("pack-cache".into()).spawn(move || {
+                let written = service.send_pack(repo, set, &args, &common, None, &mut leader);
+                match written {
+                    Ok(_) => {
+                        if let Err(e) = leader.finish() {
+                            tracing::warn!(error = %e, "pack cache: could not keep the entry");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pack cache: generating the pack failed"),
+                }
+            })?;
+            write_head(head, &meta, out)?;
+            progress(out, Some(pktline::MAX_PACKET_LEN), show_progress, "Enumerating objects, done.\n")?;
+            return Ok(Some(copy_cached(&mut follower, kind, out)?));
         }
-        if !wanted_refs.is_empty() {
-            pktline::write_text(&mut head, "wanted-refs");
-            for (id, name) in &wanted_refs {
-                pktline::write_text(&mut head, format!("{id} {name}"));
-            }
-            pktline::write_delimiter(&mut head);
-        }
-        pktline::write_text(&mut head, "packfile");
-        out.write_all(&head)?;
+        write_head(head, &meta, out)?;
         let stats = self.send_pack(repo, set, &args, &common, Some(pktline::MAX_PACKET_LEN), out)?;
         let mut tail = Vec::new();
         pktline::write_flush(&mut tail);
         out.write_all(&tail)?;
         Ok(Some(stats))
+    }
+
+    /// The pack cache key of a fetch: everything that decides the pack's bytes.
+    fn cache_key(&self, repo: RepoId, args: &FetchArgs, common: &[ObjectId]) -> Result<String> {
+        let mut key = KeyBuilder::default();
+        key.field("format", "v1")
+            .field("repo", repo.0.to_be_bytes())
+            .ids("wants", args.wants.iter().copied())
+            .ids("common", common.iter().copied())
+            .ids("client-shallow", args.shape.client_shallow.iter().copied())
+            .field("depth", format!("{:?} {}", args.shape.depth, args.shape.deepen_relative))
+            .field("deepen-since", format!("{:?}", args.shape.deepen_since))
+            .ids("deepen-not", args.shape.deepen_not.iter().copied())
+            .field("filter", format!("{:?}", args.shape.filter))
+            .field("caps", format!("{} {} {}", args.thin_pack, args.ofs_delta, args.include_tag));
+        if args.include_tag {
+            // Which tags are sent depends on the tag refs of the moment.
+            let mut tags = Vec::new();
+            for (name, id) in self.refs.list(repo)?.into_iter().filter(|(n, _)| n.starts_with("refs/tags/")) {
+                tags.extend_from_slice(name.as_bytes());
+                tags.push(0);
+                tags.extend_from_slice(id.as_bytes());
+            }
+            key.field("tags", tags);
+        }
+        Ok(key.finish())
     }
 
     /// Handles one protocol v0/v1 upload-pack request of a stateless (HTTP) client: the shallow

@@ -20,6 +20,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// into a new data directory as `config.toml`.
 /// Pushes read at once unless configured.
 pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
+/// The pack cache\'s default bound on disk, in MiB.
+const DEFAULT_PACK_CACHE_MB: u64 = 1024;
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../config.example.toml");
 
@@ -87,6 +89,8 @@ pub struct Config {
     /// Pushes whose bodies are read at once (each may hold up to 1 GiB in memory); more wait
     /// their turn for a moment, then are refused with 503 (`[server] max_concurrent_pushes`).
     pub max_concurrent_pushes: usize,
+    /// The pack cache's bound on disk, in bytes (`[server] pack_cache_mb`); 0: no cache.
+    pub pack_cache_bytes: u64,
 }
 
 impl fmt::Debug for Config {
@@ -144,6 +148,7 @@ pub struct ConfigLayer {
     pub webhook_allowed_hosts: Option<String>,
     pub token_max_days: Option<String>,
     pub max_concurrent_pushes: Option<String>,
+    pub pack_cache_mb: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -179,6 +184,7 @@ impl fmt::Debug for ConfigLayer {
             .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .field("token_max_days", &self.token_max_days)
             .field("max_concurrent_pushes", &self.max_concurrent_pushes)
+            .field("pack_cache_mb", &self.pack_cache_mb)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -272,6 +278,7 @@ struct FileServer {
     listen: Option<String>,
     public_url: Option<String>,
     max_concurrent_pushes: Option<u32>,
+    pack_cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +327,7 @@ impl ConfigLayer {
             webhook_allowed_hosts: file.webhooks.allowed_hosts.map(|hosts| hosts.join(",")),
             token_max_days: file.tokens.max_days.map(|n| n.to_string()),
             max_concurrent_pushes: file.server.max_concurrent_pushes.map(|n| n.to_string()),
+            pack_cache_mb: file.server.pack_cache_mb.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -365,6 +373,7 @@ impl ConfigLayer {
                 "GITSTRATUM_WEBHOOK_ALLOWED_HOSTS" => layer.webhook_allowed_hosts = Some(value),
                 "GITSTRATUM_TOKEN_MAX_DAYS" => layer.token_max_days = Some(value),
                 "GITSTRATUM_MAX_CONCURRENT_PUSHES" => layer.max_concurrent_pushes = Some(value),
+                "GITSTRATUM_PACK_CACHE_MB" => layer.pack_cache_mb = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -405,6 +414,7 @@ impl ConfigLayer {
             webhook_allowed_hosts: over.webhook_allowed_hosts.or(self.webhook_allowed_hosts),
             token_max_days: over.token_max_days.or(self.token_max_days),
             max_concurrent_pushes: over.max_concurrent_pushes.or(self.max_concurrent_pushes),
+            pack_cache_mb: over.pack_cache_mb.or(self.pack_cache_mb),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -606,6 +616,15 @@ impl Config {
                     }
                 })?,
             },
+            pack_cache_bytes: match merged.pack_cache_mb.as_deref().map(str::trim) {
+                None | Some("") => DEFAULT_PACK_CACHE_MB << 20,
+                Some(text) => text.parse::<u64>().ok().filter(|n| *n <= 1 << 24).map(|n| n << 20).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        setting: "server.pack_cache_mb",
+                        message: format!("{text:?} is not a number of MiB (0 turns the cache off)"),
+                    }
+                })?,
+            },
         })
     }
 }
@@ -755,6 +774,7 @@ mod tests {
             ("webhooks allowed_hosts", layer.webhook_allowed_hosts.is_some()),
             ("tokens max_days", layer.token_max_days.is_some()),
             ("server max_concurrent_pushes", layer.max_concurrent_pushes.is_some()),
+            ("server pack_cache_mb", layer.pack_cache_mb.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

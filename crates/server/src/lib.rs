@@ -242,7 +242,13 @@ impl Server {
     ) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-        let git = GitService::new(self.git_store.clone(), self.git_store.clone());
+        let mut git = GitService::new(self.git_store.clone(), self.git_store.clone());
+        if self.config.pack_cache_bytes > 0 {
+            let dir = self.data_dir().git_dir().join("pack-cache");
+            let cache = gitstratum_frontend::pack_cache::PackCache::open(&dir, self.config.pack_cache_bytes)
+                .map_err(|e| Error::Serve(std::io::Error::other(format!("pack cache at {}: {e}", dir.display()))))?;
+            git = git.with_pack_cache(Arc::new(cache));
+        }
         // One CI store for the API and the ingestor: they share the signal that wakes runners.
         let ci = gitstratum_ci::CiStore::new(self.store.db().clone())
             .with_timing(self.config.ci_timing)

@@ -1206,3 +1206,67 @@ async fn merge_history(git: &Git, dir: &std::path::Path, seed: u64) {
     }
     git.ok(dir, &["checkout", "-q", "-B", "main"]).await;
 }
+
+/// The sum of a counter's samples in the server's metrics.
+async fn counter(s: &TestServer, name: &str) -> u64 {
+    let text = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A CI fleet's clones: identical requests arriving together share one generation of the pack
+/// (one cache miss), later ones are copied from the cache, every clone is complete, and a moved
+/// ref is never answered from the cache (its want is new).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_clones_share_one_cached_pack_that_is_never_stale() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "fleet", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 8).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let anonymous = format!("{}/admin/fleet", s.base);
+
+    let clones = (0..6).map(|i| {
+        let (git, root, url) = (git.clone(), tmp.path().to_owned(), anonymous.clone());
+        tokio::spawn(async move {
+            let dir = root.join(format!("ci{i}"));
+            git.ok(&root, &["clone", "-q", "--depth=1", &url, dir.to_str().expect("utf-8")]).await;
+            git.fsck(&dir).await;
+            git.ok(&dir, &["rev-parse", "HEAD"]).await
+        })
+    });
+    let head = git.ok(&src, &["rev-parse", "HEAD"]).await;
+    for clone in clones {
+        assert_eq!(clone.await.expect("clone"), head);
+    }
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_misses_total").await, 1, "one generation for six clones");
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_hits_total").await, 5);
+
+    // A new commit: the next clone gets it, not the cached pack of the old tip.
+    std::fs::write(src.join("next.txt"), "next\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "next"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let fresh = tmp.path().join("fresh");
+    git.ok(tmp.path(), &["clone", "-q", "--depth=1", &anonymous, fresh.to_str().expect("utf-8")]).await;
+    assert_eq!(git.ok(&fresh, &["rev-parse", "HEAD"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+    git.fsck(&fresh).await;
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_misses_total").await, 2);
+
+    // Full clones and an incremental fetch too, from the cache the second time.
+    for i in 0..2 {
+        let full = tmp.path().join(format!("full{i}"));
+        git.ok(tmp.path(), &["clone", "-q", &anonymous, full.to_str().expect("utf-8")]).await;
+        git.fsck(&full).await;
+        assert_eq!(git.ok(&full, &["rev-list", "--count", "HEAD"]).await.trim(), "9");
+    }
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_misses_total").await, 3);
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_hits_total").await, 6);
+    let entries = std::fs::read_dir(s.data_dir.path().join("git/pack-cache")).expect("cache dir").count();
+    assert_eq!(entries, 3, "one entry per distinct request");
+    s.stop().await;
+}
