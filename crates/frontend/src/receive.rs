@@ -17,7 +17,7 @@ use gitstratum_git::parse::is_valid_ref_name;
 use gitstratum_git::pktline::{self, Band};
 use gitstratum_git::protocol::{self, AGENT, PushCommand, PushRequest};
 use gitstratum_git::{ObjectId, ObjectKind};
-use gitstratum_store::{Actor, NewObject, RefUpdate, RepoId, StoredDelta};
+use gitstratum_store::{Actor, NewObject, RefNames, RefUpdate, RepoId, StoredDelta};
 
 use crate::walk::{self, PackObjects};
 use crate::{DEFAULT_HEAD, Error, GitService, Result};
@@ -287,38 +287,28 @@ impl GitService {
 /// Refuses ref names that clash with another ref as file and directory (`refs/heads/a` and
 /// `refs/heads/a/b`): clients store refs as files and cannot have both. Checked in command order
 /// against the refs there are plus those this push creates, minus those it deletes, as C git's
-/// ref transaction does.
+/// ref transaction does. (The ref store checks again inside its compare-and-swap.)
 fn refuse_name_conflicts(
     request: &PushRequest,
     existing: &[(String, ObjectId)],
     statuses: &mut [(String, std::result::Result<(), String>)],
 ) {
-    let deleted: std::collections::HashSet<&str> = request
-        .commands
-        .iter()
-        .zip(statuses.iter())
-        .filter(|(c, s)| c.new.is_none() && s.1.is_ok())
-        .map(|(c, _)| c.name.as_str())
-        .collect();
-    let mut names: std::collections::BTreeSet<String> =
-        existing.iter().map(|(n, _)| n.clone()).filter(|n| !deleted.contains(n.as_str())).collect();
+    let mut names = RefNames::new(existing.iter().map(|(n, _)| n.as_str()));
+    for (command, status) in request.commands.iter().zip(statuses.iter()) {
+        if command.new.is_none() && status.1.is_ok() {
+            names.remove(&command.name);
+        }
+    }
     for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
-        if command.new.is_none() || status.1.is_err() || names.contains(&command.name) {
+        if command.new.is_none() || status.1.is_err() {
             continue;
         }
         let name = &command.name;
-        // A ref that is a directory of this one (`a` for `a/b`), or one inside it (`a/b` for `a`).
-        let parent = name.match_indices('/').map(|(i, _)| &name[..i]).find(|p| names.contains(*p));
-        let inside = format!("{name}/");
-        let child = names.range(inside.clone()..).next().filter(|n| n.starts_with(&inside));
-        let clash = parent.map(str::to_owned).or_else(|| child.cloned());
-        match clash {
+        match names.clash(name) {
             Some(other) => {
                 status.1 = Err(format!("failed to update ref: '{other}' exists; cannot create '{name}'"));
             }
-            None => {
-                names.insert(name.clone());
-            }
+            None => names.insert(name),
         }
     }
 }

@@ -73,6 +73,11 @@ impl DataDir {
         self.root.join("git")
     }
 
+    /// Fetch responses kept for identical requests (the pack cache); safe to delete while stopped.
+    pub fn pack_cache_dir(&self) -> PathBuf {
+        self.root.join("pack-cache")
+    }
+
     pub fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }

@@ -244,7 +244,7 @@ impl Server {
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let mut git = GitService::new(self.git_store.clone(), self.git_store.clone());
         if self.config.pack_cache_bytes > 0 {
-            let dir = self.data_dir().git_dir().join("pack-cache");
+            let dir = self.data_dir().pack_cache_dir();
             let cache = gitstratum_frontend::pack_cache::PackCache::open(&dir, self.config.pack_cache_bytes)
                 .map_err(|e| Error::Serve(std::io::Error::other(format!("pack cache at {}: {e}", dir.display()))))?;
             git = git.with_pack_cache(Arc::new(cache));

@@ -1266,7 +1266,7 @@ async fn identical_clones_share_one_cached_pack_that_is_never_stale() {
     }
     assert_eq!(counter(&s, "gitstratum_frontend_cache_misses_total").await, 3);
     assert_eq!(counter(&s, "gitstratum_frontend_cache_hits_total").await, 6);
-    let entries = std::fs::read_dir(s.data_dir.path().join("git/pack-cache")).expect("cache dir").count();
+    let entries = std::fs::read_dir(s.data_dir.path().join("pack-cache")).expect("cache dir").count();
     assert_eq!(entries, 3, "one entry per distinct request");
     s.stop().await;
 }

@@ -162,12 +162,61 @@ pub struct Conflict {
     pub name: String,
 }
 
+/// Ref names as a client stores them (files in directories): `refs/heads/a` and
+/// `refs/heads/a/b` cannot both exist.
+#[derive(Debug, Default, Clone)]
+pub struct RefNames(std::collections::BTreeSet<String>);
+
+impl RefNames {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> RefNames {
+        RefNames(names.into_iter().map(str::to_owned).collect())
+    }
+
+    /// The ref `name` would clash with as file and directory: one that is a directory of it
+    /// (`a` for `a/b`) or one inside it (`a/b` for `a`). A name that exists itself clashes with
+    /// nothing.
+    pub fn clash(&self, name: &str) -> Option<&str> {
+        if self.0.contains(name) {
+            return None;
+        }
+        if let Some(parent) = name.match_indices('/').map(|(i, _)| &name[..i]).find(|p| self.0.contains(*p)) {
+            return self.0.get(parent).map(String::as_str);
+        }
+        let inside = format!("{name}/");
+        self.0.range(inside.clone()..).next().filter(|n| n.starts_with(&inside)).map(String::as_str)
+    }
+
+    pub fn insert(&mut self, name: &str) {
+        self.0.insert(name.to_owned());
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// The first update of a batch that would create a ref clashing with another, counting the
+    /// batch's own deletions and creations.
+    pub fn first_clash(mut self, updates: &[RefUpdate]) -> Option<&RefUpdate> {
+        for u in updates.iter().filter(|u| u.new.is_none()) {
+            self.remove(&u.name);
+        }
+        for u in updates.iter().filter(|u| u.new.is_some()) {
+            if self.clash(&u.name).is_some() {
+                return Some(u);
+            }
+            self.insert(&u.name);
+        }
+        None
+    }
+}
+
 pub trait RefStore: Send + Sync + 'static {
     /// Every ref of a repository, sorted by name.
     fn list(&self, repo: RepoId) -> Result<Vec<(String, ObjectId)>>;
     fn get(&self, repo: RepoId, name: &str) -> Result<Option<ObjectId>>;
-    /// Applies every update or none: each ref must still have its `old` value. Appends one event
-    /// per update in the same atomic, durable write. Returns the events written.
+    /// Applies every update or none: each ref must still have its `old` value, and no ref may be
+    /// created beside another as file and directory ([`RefNames`]; a conflict names it). Appends
+    /// one event per update in the same atomic, durable write. Returns the events written.
     fn update(&self, repo: RepoId, updates: &[RefUpdate], actor: &Actor) -> Result<Result<Vec<RefEvent>, Conflict>>;
     /// The ref `HEAD` points to (`refs/heads/main`), if set.
     fn head(&self, repo: RepoId) -> Result<Option<String>>;

@@ -115,6 +115,10 @@ impl RefStore for MemStore {
                 return Ok(Err(Conflict { name: u.name.clone() }));
             }
         }
+        let names = crate::RefNames::new(s.refs.keys().filter(|(r, _)| *r == repo).map(|(_, n)| n.as_str()));
+        if let Some(u) = names.first_clash(updates) {
+            return Ok(Err(Conflict { name: u.name.clone() }));
+        }
         let mut written = Vec::with_capacity(updates.len());
         for u in updates {
             match u.new {

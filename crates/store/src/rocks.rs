@@ -462,6 +462,12 @@ impl RefStore for RocksStore {
                 return Ok(Err(Conflict { name: u.name.clone() }));
             }
         }
+        if updates.iter().any(|u| u.old.is_none() && u.new.is_some()) {
+            let existing = self.list(repo)?;
+            if let Some(u) = crate::RefNames::new(existing.iter().map(|(n, _)| n.as_str())).first_clash(updates) {
+                return Ok(Err(Conflict { name: u.name.clone() }));
+            }
+        }
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(updates.len());
         let mut seq = self.last_seq.load(Ordering::SeqCst);

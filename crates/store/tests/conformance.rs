@@ -56,7 +56,8 @@ suite!(
     events_record_every_change,
     racing_updates_have_one_winner,
     head_and_deletion,
-    index_graph_and_counters
+    index_graph_and_counters,
+    refs_never_clash_as_file_and_directory
 );
 
 fn objects_round_trip_per_repository(s: Arc<impl Store>) {
@@ -171,6 +172,27 @@ fn batches_are_all_or_nothing(s: Arc<impl Store>) {
     assert_eq!(result.expect_err("conflict").name, "refs/heads/a");
     assert_eq!(s.get(A, "refs/heads/b").expect("get"), None);
     assert_eq!(s.events_after(0, 100).expect("events").len(), before, "no events for a failed batch");
+}
+
+/// `a` and `a/b` cannot both exist (clients keep refs as files); the batch that would make them is
+/// refused whole, naming the ref. A deletion in the same batch makes room.
+fn refs_never_clash_as_file_and_directory(s: Arc<impl Store>) {
+    let one = blob("1").id;
+    s.update(A, &[set("refs/heads/a", None, Some(one))], &actor()).expect("io").expect("ok");
+    for batch in [
+        vec![set("refs/heads/a/b", None, Some(one))],
+        vec![set("refs/heads/c", None, Some(one)), set("refs/heads/c/d/e", None, Some(one))],
+        vec![set("refs/heads/x", None, Some(one)), set("refs", None, Some(one))],
+    ] {
+        let clash = s.update(A, &batch, &actor()).expect("io").expect_err("clash");
+        assert_eq!(clash.name, batch.last().expect("update").name);
+        assert_eq!(s.get(A, "refs/heads/c").expect("get"), None, "nothing of the batch applies");
+    }
+    // Another repository is another namespace; a deletion makes room.
+    s.update(B, &[set("refs/heads/a/b", None, Some(one))], &actor()).expect("io").expect("other repository");
+    let swap = [set("refs/heads/a", Some(one), None), set("refs/heads/a/b", None, Some(one))];
+    s.update(A, &swap, &actor()).expect("io").expect("the deletion makes room");
+    assert_eq!(s.list(A).expect("list"), vec![("refs/heads/a/b".to_owned(), one)]);
 }
 
 fn events_record_every_change(s: Arc<impl Store>) {
