@@ -247,7 +247,7 @@ def main():
         for name in ("test", "http-backend"):
             record("push of one commit (s)", name, timed(lambda: git(["push", "-q", name, f"HEAD:{branch}"], work, env)))
         for name in ("test", "http-backend"):
-            record("fetch of one commit (s)", name, timed(lambda: git(["fetch", "-q", "origin"], readers[name], env)))
+            record("fetch of one commit (s)", name, timed(lambda: git(["fetch", "-q", "origin", branch], readers[name], env)))
         os.killpg(daemon.pid, signal.SIGTERM)
 
         table = {}
