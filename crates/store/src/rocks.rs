@@ -292,6 +292,24 @@ fn decode_stats(v: &[u8]) -> Result<RepoStats> {
 }
 
 impl RocksStore {
+    /// The refs a batch's creations could clash with as file and directory: those named by a
+    /// directory of a created ref and those inside one. Point reads and prefix scans, not the
+    /// whole list: a mirror push of thousands of refs, one update each, stays linear.
+    fn refs_near(&self, repo: RepoId, updates: &[RefUpdate]) -> Result<Vec<String>> {
+        let mut near = Vec::new();
+        for u in updates.iter().filter(|u| u.old.is_none() && u.new.is_some()) {
+            for parent in u.name.match_indices('/').map(|(i, _)| &u.name[..i]) {
+                if self.get(repo, parent)?.is_some() {
+                    near.push(parent.to_owned());
+                }
+            }
+            for (k, _) in self.keys_with_prefix(REFS, &key(repo, format!("{}/", u.name).as_bytes()))? {
+                near.push(String::from_utf8(k[8..].to_vec()).map_err(|_| Error::Corrupt("ref name".into()))?);
+            }
+        }
+        Ok(near)
+    }
+
     /// One batched lookup of `ids` in a per-repository column family, each value decoded.
     fn multi_get<T>(
         &self,
@@ -462,11 +480,9 @@ impl RefStore for RocksStore {
                 return Ok(Err(Conflict { name: u.name.clone() }));
             }
         }
-        if updates.iter().any(|u| u.old.is_none() && u.new.is_some()) {
-            let existing = self.list(repo)?;
-            if let Some(u) = crate::RefNames::new(existing.iter().map(|(n, _)| n.as_str())).first_clash(updates) {
-                return Ok(Err(Conflict { name: u.name.clone() }));
-            }
+        let near = self.refs_near(repo, updates)?;
+        if let Some(u) = crate::RefNames::new(near.iter().map(String::as_str)).first_clash(updates) {
+            return Ok(Err(Conflict { name: u.name.clone() }));
         }
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(updates.len());
