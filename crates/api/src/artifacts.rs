@@ -184,7 +184,6 @@ pub async fn upload_chunk(
 pub struct FinishArtifact {
     pub attempt: i64,
     /// The slot the archive was uploaded into.
-    #[schema(pattern = "^[A-Za-z0-9-]{1,64}$")]
     pub slot: String,
     /// The archive's length in bytes.
     pub length: u64,
@@ -362,7 +361,6 @@ pub async fn cache_lookup(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FinishCache {
     pub attempt: i64,
-    #[schema(pattern = "^[A-Za-z0-9-]{1,64}$")]
     pub slot: String,
     /// The archive's length in bytes.
     pub length: u64,

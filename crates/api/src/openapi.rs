@@ -76,7 +76,7 @@ fn name_rule(kind: &str) -> Option<(String, Option<usize>)> {
         "owner" | "org" | "team" | "username" => (name::username_pattern(), Some(name::MAX_USERNAME_LEN)),
         "repo" => (name::REPO_NAME_PATTERN.to_owned(), None),
         "name" => (gitstratum_platform::secrets::NAME_PATTERN.to_owned(), None),
-        "slot" => ("^[A-Za-z0-9-]{1,64}$".to_owned(), None),
+        "slot" => (gitstratum_ci::artifacts::SLOT_PATTERN.to_owned(), None),
         _ => return None,
     })
 }
@@ -89,6 +89,8 @@ const NAMED_FIELDS: &[(&str, &str, &str)] = &[
     ("CreateOrg", "name", "org"),
     ("CreateUser", "username", "username"),
     ("CreateTeam", "name", "team"),
+    ("FinishArtifact", "slot", "slot"),
+    ("FinishCache", "slot", "slot"),
 ];
 
 /// The served document: the generated one with every path parameter declared and the naming

@@ -238,6 +238,9 @@ pub struct Artifacts {
     config: ArtifactConfig,
 }
 
+/// [`valid_slot`] as a JSON Schema pattern, for the API's document.
+pub const SLOT_PATTERN: &str = "^[A-Za-z0-9-]{1,64}$";
+
 fn valid_slot(slot: &str) -> bool {
     !slot.is_empty() && slot.len() <= 64 && slot.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }

@@ -9,12 +9,12 @@
 //! want, hence a new key.
 //!
 //! An entry is a file `<key>.pack`: a header (magic, the shallow and unshallow ids of the
-//! response) and the pack as sent. The first request of a key (the leader) writes `<key>.tmp`
-//! while it streams to its client, then renames it; requests for the same key meanwhile (the
-//! followers) read the growing file as it is written. Files are bounded in total size, least
-//! recently used removed first. A leader whose client goes away finishes the entry anyway (its
-//! followers and the next request need it); one that fails marks it failed and its followers
-//! generate their own.
+//! response) and the pack as sent. The first request of a key (the leader) has the pack written
+//! into `<key>.tmp` by a thread of its own, then synced and renamed; the leading request and every
+//! identical one meanwhile (the followers) read the growing file as it is written, so a client
+//! that goes away stops nothing. Files are bounded in total size, least recently used removed
+//! first. A generation that fails is marked failed and removed; a follower that has not started
+//! generates its own response.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -353,15 +353,12 @@ impl Follower {
             if let Some(meta) = &state.meta {
                 let meta = meta.clone();
                 let header = meta.encode().len() as u64;
-                let complete = state.done == Some(true);
                 drop(state);
-                // Renamed once complete: a follower that comes late reads it under its name (the
-                // rename happens before `done` is set, so one of the two opens finds it).
-                let mut file = match File::open(&self.inflight.tmp) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(&self.inflight.path)?,
-                    other if complete => other.or_else(|_| File::open(&self.inflight.path))?,
-                    other => other?,
-                };
+                // Renamed once complete: a follower that comes late reads it under its name.
+                let mut file = File::open(&self.inflight.tmp).or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => File::open(&self.inflight.path),
+                    _ => Err(e),
+                })?;
                 file.seek(SeekFrom::Start(header))?;
                 self.file = Some(file);
                 self.offset = header;

@@ -124,25 +124,13 @@ trait CachedPack {
 
 impl CachedPack for std::fs::File {
     fn copy_pack(&mut self, out: &mut dyn Write) -> io::Result<u64> {
-        io::copy(self, &mut WriteAdapter(out))
+        io::copy(self, out)
     }
 }
 
 impl CachedPack for pack_cache::Follower {
     fn copy_pack(&mut self, out: &mut dyn Write) -> io::Result<u64> {
         self.copy_to(out)
-    }
-}
-
-struct WriteAdapter<'a>(&'a mut dyn Write);
-
-impl Write for WriteAdapter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 
@@ -185,11 +173,11 @@ fn progress(out: &mut dyn Write, sideband: SidebandMode, enabled: bool, message:
 }
 
 /// The `shallow`/`unshallow` lines of a fetch (v2's shallow-info section, v0's shallow list).
-fn write_shallow_lines(out: &mut Vec<u8>, set: &walk::FetchSet) {
-    for id in &set.shallow {
+fn write_shallow_lines(out: &mut Vec<u8>, shallow: &[ObjectId], unshallow: &[ObjectId]) {
+    for id in shallow {
         pktline::write_text(out, format!("shallow {id}"));
     }
-    for id in &set.unshallow {
+    for id in unshallow {
         pktline::write_text(out, format!("unshallow {id}"));
     }
 }
@@ -514,12 +502,7 @@ impl GitService {
         let write_head = |mut head: Vec<u8>, meta: &Meta, out: &mut dyn Write| -> io::Result<()> {
             if shallow_request {
                 pktline::write_text(&mut head, "shallow-info");
-                for id in &meta.shallow {
-                    pktline::write_text(&mut head, format!("shallow {id}"));
-                }
-                for id in &meta.unshallow {
-                    pktline::write_text(&mut head, format!("unshallow {id}"));
-                }
+                write_shallow_lines(&mut head, &meta.shallow, &meta.unshallow);
                 pktline::write_delimiter(&mut head);
             }
             if !wanted_refs.is_empty() {
@@ -538,25 +521,23 @@ impl GitService {
             Some(cache) => Some(cache.lookup(&self.cache_key(repo, &args, &common)?)?),
             None => None,
         };
-        let (set, leader) = match lookup {
+        let leader = match lookup {
             Some(Lookup::Hit(meta, mut file)) => {
                 write_head(head, &meta, out)?;
-                let stats = copy_cached(&mut file, kind, out)?;
-                return Ok(Some(stats));
+                return Ok(Some(copy_cached(&mut file, kind, out)?));
             }
             Some(Lookup::Follow(mut follower)) => match follower.meta()? {
                 Some(meta) => {
                     write_head(head, &meta, out)?;
-                    let stats = copy_cached(&mut follower, kind, out)?;
-                    return Ok(Some(stats));
+                    return Ok(Some(copy_cached(&mut follower, kind, out)?));
                 }
                 // Its leader failed before it had anything: generate without the cache.
-                None => (self.fetch_set(repo, &args, &common, true)?, None),
+                None => None,
             },
-            Some(Lookup::Lead(leader)) => (self.fetch_set(repo, &args, &common, true)?, Some(leader)),
-            None => (self.fetch_set(repo, &args, &common, true)?, None),
+            Some(Lookup::Lead(leader)) => Some(leader),
+            None => None,
         };
-        let set = match set {
+        let set = match self.fetch_set(repo, &args, &common, true)? {
             Ok(set) => set,
             Err(message) => return write_err(out, &format!("upload-pack: {message}")),
         };
@@ -680,7 +661,7 @@ impl GitService {
         };
         let mut head = Vec::new();
         if let (true, Some(set)) = (deepening, &set) {
-            write_shallow_lines(&mut head, set);
+            write_shallow_lines(&mut head, &set.shallow, &set.unshallow);
             pktline::write_flush(&mut head);
         }
         if !request.negotiates {
