@@ -9,6 +9,7 @@
 pub mod delta;
 pub mod object;
 pub mod pack;
+pub mod packfile;
 pub mod parse;
 pub mod pktline;
 pub mod protocol;

@@ -95,6 +95,17 @@ impl<R: BufRead> BufRead for Hashing<R> {
     }
 }
 
+/// Appends an entry header: type and inflated size (4 bits, then 7 bits a byte).
+pub fn encode_entry_header(out: &mut Vec<u8>, type_code: u8, mut size: u64) {
+    out.push((type_code << 4) | (size & 0x0f) as u8);
+    size >>= 4;
+    while size > 0 {
+        *out.last_mut().expect("non-empty") |= 0x80;
+        out.push((size & 0x7f) as u8);
+        size >>= 7;
+    }
+}
+
 /// Reads a pack entry by entry. Iterate it; after the last entry it checks the trailing checksum
 /// and that nothing follows.
 pub struct Reader<R> {
@@ -299,41 +310,21 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    fn header(&mut self, type_code: u8, size: usize, extra: &[u8]) -> io::Result<u64> {
+    fn header(&mut self, type_code: u8, size: u64, extra: &[u8]) -> io::Result<u64> {
         if self.remaining == 0 {
             return Err(io::Error::other("more entries than the pack header declared"));
         }
         self.remaining -= 1;
         let offset = self.position;
-        let mut size = size as u64;
-        let mut header = vec![(type_code << 4) | (size & 0x0f) as u8];
-        size >>= 4;
-        while size > 0 {
-            *header.last_mut().expect("non-empty") |= 0x80;
-            header.push((size & 0x7f) as u8);
-            size >>= 7;
-        }
+        let mut header = Vec::with_capacity(12 + extra.len());
+        encode_entry_header(&mut header, type_code, size);
         header.extend_from_slice(extra);
         self.emit(&header)?;
         Ok(offset)
     }
 
-    fn compressed(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut encoder = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), self.level);
-        encoder.write_all(data)?;
-        let compressed = encoder.finish()?;
-        self.emit(&compressed)
-    }
-
-    /// Writes a whole object; returns its entry's offset.
-    pub fn write_object(&mut self, kind: ObjectKind, data: &[u8]) -> io::Result<u64> {
-        let offset = self.header(kind.pack_type(), data.len(), &[])?;
-        self.compressed(data)?;
-        Ok(offset)
-    }
-
-    /// Writes a delta against the entry written at `base_offset`.
-    pub fn write_ofs_delta(&mut self, base_offset: u64, delta: &[u8]) -> io::Result<u64> {
+    /// The encoded distance back to `base_offset` from the entry about to be written.
+    fn ofs_distance(&self, base_offset: u64) -> io::Result<Vec<u8>> {
         let distance = self
             .position
             .checked_sub(base_offset)
@@ -347,7 +338,27 @@ impl<W: Write> Writer<W> {
             rest >>= 7;
         }
         encoded.reverse();
-        let offset = self.header(6, delta.len(), &encoded)?;
+        Ok(encoded)
+    }
+
+    fn compressed(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut encoder = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), self.level);
+        encoder.write_all(data)?;
+        let compressed = encoder.finish()?;
+        self.emit(&compressed)
+    }
+
+    /// Writes a whole object; returns its entry's offset.
+    pub fn write_object(&mut self, kind: ObjectKind, data: &[u8]) -> io::Result<u64> {
+        let offset = self.header(kind.pack_type(), data.len() as u64, &[])?;
+        self.compressed(data)?;
+        Ok(offset)
+    }
+
+    /// Writes a delta against the entry written at `base_offset`.
+    pub fn write_ofs_delta(&mut self, base_offset: u64, delta: &[u8]) -> io::Result<u64> {
+        let encoded = self.ofs_distance(base_offset)?;
+        let offset = self.header(6, delta.len() as u64, &encoded)?;
         self.compressed(delta)?;
         Ok(offset)
     }
@@ -355,8 +366,43 @@ impl<W: Write> Writer<W> {
     /// Writes a delta against an object named by id (in this pack or, for a thin pack, known to
     /// the receiver).
     pub fn write_ref_delta(&mut self, base: &ObjectId, delta: &[u8]) -> io::Result<u64> {
-        let offset = self.header(7, delta.len(), base.as_bytes())?;
+        let offset = self.header(7, delta.len() as u64, base.as_bytes())?;
         self.compressed(delta)?;
+        Ok(offset)
+    }
+
+    /// Writes an entry verbatim, as another pack holds it: `raw` is its header and compressed
+    /// data, whose header is an object's or a REF delta's (nothing in it depends on where it sits).
+    pub fn write_raw(&mut self, raw: &[u8]) -> io::Result<u64> {
+        if self.remaining == 0 {
+            return Err(io::Error::other("more entries than the pack header declared"));
+        }
+        self.remaining -= 1;
+        let offset = self.position;
+        self.emit(raw)?;
+        Ok(offset)
+    }
+
+    /// Writes a delta verbatim as an OFS delta against the entry at `base_offset`: `size` is the
+    /// delta's inflated size and `compressed` its zlib stream, copied as they are.
+    pub fn write_raw_ofs_delta(&mut self, base_offset: u64, size: u64, compressed: &[u8]) -> io::Result<u64> {
+        let encoded = self.ofs_distance(base_offset)?;
+        let offset = self.header(6, size, &encoded)?;
+        self.emit(compressed)?;
+        Ok(offset)
+    }
+
+    /// Writes a delta verbatim as a REF delta against `base`.
+    pub fn write_raw_ref_delta(&mut self, base: &ObjectId, size: u64, compressed: &[u8]) -> io::Result<u64> {
+        let offset = self.header(7, size, base.as_bytes())?;
+        self.emit(compressed)?;
+        Ok(offset)
+    }
+
+    /// Writes a whole object verbatim: `compressed` is its zlib stream.
+    pub fn write_raw_object(&mut self, kind: ObjectKind, size: u64, compressed: &[u8]) -> io::Result<u64> {
+        let offset = self.header(kind.pack_type(), size, &[])?;
+        self.emit(compressed)?;
         Ok(offset)
     }
 

@@ -229,6 +229,71 @@ pub fn parse_push_request(buf: &[u8]) -> Result<PushRequest, RequestError> {
     Ok(PushRequest { shallow, commands, capabilities, push_options, pack_offset: used })
 }
 
+/// Reads the command part of a receive-pack request from a stream (the pack follows it, left
+/// unread): pkt-lines through the flush ending the commands, and the push options after it when
+/// the client named `push-options`. At most `limit` bytes.
+pub fn read_push_request(input: &mut dyn std::io::BufRead, limit: usize) -> Result<PushRequest, RequestError> {
+    let mut buf = Vec::new();
+    let first = read_section_from(input, &mut buf, limit)?;
+    if !first.is_empty() && first_capabilities(&buf).split(' ').any(|c| c == "push-options") {
+        read_section_from(input, &mut buf, limit)?;
+    }
+    let mut request = parse_push_request(&buf)?;
+    request.pack_offset = buf.len();
+    Ok(request)
+}
+
+/// Appends pkt-lines to `buf` through the next flush; returns the section's bytes (flush excluded).
+fn read_section_from<'a>(
+    input: &mut dyn std::io::BufRead,
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+) -> Result<&'a [u8], RequestError> {
+    let start = buf.len();
+    loop {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len).map_err(|_| invalid("the request ends before its commands do"))?;
+        let text = std::str::from_utf8(&len).map_err(|_| invalid("malformed pkt-line length"))?;
+        let n = usize::from_str_radix(text, 16).map_err(|_| invalid("malformed pkt-line length"))?;
+        buf.extend_from_slice(&len);
+        if n == 0 {
+            let end = buf.len() - 4;
+            return Ok(&buf[start..end]);
+        }
+        if !(4..=crate::pktline::MAX_PACKET_LEN).contains(&n) {
+            return Err(invalid(format!("invalid pkt-line length {n}")));
+        }
+        if buf.len() + n > limit {
+            return Err(invalid(format!("the commands exceed {} MiB", limit >> 20)));
+        }
+        let at = buf.len();
+        buf.resize(at + n - 4, 0);
+        input.read_exact(&mut buf[at..]).map_err(|_| invalid("the request ends inside a pkt-line"))?;
+    }
+}
+
+/// The capabilities after the NUL of the first command line, or "" (pkt-line framed bytes).
+fn first_capabilities(section: &[u8]) -> &str {
+    let mut rest = section;
+    while rest.len() >= 4 {
+        let Some(n) = std::str::from_utf8(&rest[..4]).ok().and_then(|t| usize::from_str_radix(t, 16).ok()) else {
+            return "";
+        };
+        let Some(line) = rest.get(4..n.max(4)) else { return "" };
+        rest = &rest[n.max(4)..];
+        if line.starts_with(b"shallow ") {
+            continue;
+        }
+        return line
+            .iter()
+            .position(|b| *b == 0)
+            .and_then(|nul| std::str::from_utf8(&line[nul + 1..]).ok())
+            .unwrap_or("")
+            .trim_end();
+    }
+    ""
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +375,14 @@ mod tests {
         assert!(r.has_capability("report-status") && r.has_capability("agent") && !r.has_capability("atomic"));
         assert_eq!(r.push_options, ["ci.skip"]);
         assert_eq!(&buf[r.pack_offset..], b"PACK...");
+        // From a stream: the same request, and the pack left unread.
+        let mut stream = &buf[..];
+        let streamed = read_push_request(&mut stream, 1 << 20).expect("valid");
+        assert_eq!((streamed.commands, streamed.push_options), (r.commands.clone(), r.push_options.clone()));
+        assert_eq!(stream, b"PACK...");
+        assert!(read_push_request(&mut &buf[..40], 1 << 20).is_err(), "cut short");
+        assert!(read_push_request(&mut &buf[..], 64).is_err(), "over the limit");
+        assert!(read_push_request(&mut &b"0000"[..], 64).expect("probe").commands.is_empty());
 
         let probe = parse_push_request(b"0000").expect("a bare flush is a valid, empty request");
         assert!(probe.commands.is_empty());
