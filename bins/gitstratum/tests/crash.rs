@@ -149,6 +149,68 @@ async fn sigkill_during_a_push_leaves_a_consistent_repository() {
     assert_eq!(again.terminate().code(), Some(0));
 }
 
+/// The server dies (as a SIGKILL leaves it) at each point of a push: after the pack is spooled,
+/// after it is indexed and completed, and after it is stored durably but before the refs move.
+/// After a restart on the same data directory the ref is the old one, the repository is whole
+/// (`fsck` of a clone), nothing spooled is left behind, and the same push succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_killed_at_each_step_is_retried_cleanly() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let data = tmp.path().join("data");
+    let (server, base, token) = serve_with_repo(&data, "steps").await;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    ok(&home, &src, &["init", "-q", "-b", "main"]);
+    let text: String = (0..500).map(|l| format!("line {l}\n")).collect();
+    std::fs::write(src.join("a.txt"), &text).expect("write");
+    ok(&home, &src, &["add", "-A"]);
+    ok(&home, &src, &["commit", "-q", "-m", "old"]);
+    let url_for = |base: &str| format!("http://x:{token}@{}/admin/steps.git", base.trim_start_matches("http://"));
+    ok(&home, &src, &["push", "-q", &url_for(&base), "main"]);
+    let mut old = ok(&home, &src, &["rev-parse", "HEAD"]);
+    let mut server = server;
+    assert_eq!(server.terminate().code(), Some(0));
+    let incoming = data.join("git/packs/incoming");
+    for (i, point) in ["receive:after-spool", "receive:before-store", "receive:before-refs"].into_iter().enumerate() {
+        // A new commit each round, a delta against what the server has (a thin pack).
+        std::fs::write(src.join("a.txt"), format!("{text}{point}\n")).expect("write");
+        std::fs::write(src.join(format!("new{i}.txt")), point).expect("write");
+        ok(&home, &src, &["add", "-A"]);
+        ok(&home, &src, &["commit", "-q", "-m", point]);
+        let new = ok(&home, &src, &["rev-parse", "HEAD"]);
+
+        let mut dying = spawn(&data, &[], &[("GITSTRATUM_CRASH_AT", point)]);
+        let url = url_for(&dying.base_url());
+        let pushed = git(&home, &src, &["push", "-q", &url, "main"]);
+        assert!(!pushed.status.success(), "{point}: the server died, the push cannot have succeeded");
+        let status = dying.wait();
+        assert!(!status.success(), "{point}: the server died at the failpoint: {status:?}");
+
+        let mut again = spawn(&data, &[], &[]);
+        let url = url_for(&again.base_url());
+        let (home2, root, url2) = (home.clone(), tmp.path().to_owned(), url.clone());
+        let main = tokio::task::spawn_blocking(move || remote_main(&home2, &root, &url2)).await.expect("join");
+        assert_eq!(main.as_deref(), Some(old.as_str()), "{point}: the refs never moved");
+        assert_eq!(std::fs::read_dir(&incoming).expect("incoming").count(), 0, "{point}: the spooled push is gone");
+        let (home3, src3, root, url3) = (home.clone(), src.clone(), tmp.path().to_owned(), url.clone());
+        let point_dir = format!("clone-{i}");
+        let expected = new.clone();
+        tokio::task::spawn_blocking(move || {
+            ok(&home3, &src3, &["push", "-q", &url3, "main"]);
+            let dir = root.join(point_dir);
+            ok(&home3, &root, &["clone", "-q", "--bare", &url3, dir.to_str().expect("utf-8")]);
+            ok(&home3, &dir, &["fsck", "--strict", "--no-dangling"]);
+            assert_eq!(ok(&home3, &dir, &["rev-parse", "main"]), expected);
+        })
+        .await
+        .expect("join");
+        assert_eq!(again.terminate().code(), Some(0));
+        old = new;
+    }
+}
+
 async fn api(base: &str, token: &str, path: &str) -> serde_json::Value {
     let response = gitstratum_server::http::client()
         .expect("client")

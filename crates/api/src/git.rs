@@ -23,8 +23,9 @@ use tokio::sync::mpsc;
 use crate::AppState;
 use crate::extract::Caller;
 
-/// Largest request body a Git client may send (a push carries its pack).
-pub const MAX_GIT_BODY_BYTES: usize = 1 << 30;
+/// Largest request body a Git client may send (a push carries its pack; it is streamed to disk,
+/// never held in memory). GitHub refuses pushes over 2 GiB; this leaves room above that.
+pub const MAX_GIT_BODY_BYTES: u64 = 4 << 30;
 /// How long a push waits for its turn to be read before it is refused (503, Retry-After).
 const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest fetch request (wants, haves, arguments: a few MiB for the largest negotiations).
@@ -176,8 +177,7 @@ pub async fn info_refs(
 /// request never gets its body read), at most `limit` bytes, gunzipped (to at most `limit`)
 /// when the client compressed it.
 async fn request_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, GitError> {
-    let too_large =
-        || GitError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: at most {} MiB", limit >> 20));
+    let too_large = || too_large(limit as u64);
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -208,6 +208,95 @@ async fn request_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
         return Err(too_large());
     }
     Ok(out)
+}
+
+/// A request body read by blocking code as it arrives: an async task pulls frames from the
+/// connection and hands them over a small channel, so at most a few frames are in memory. More
+/// than `limit` bytes (compressed or not) is an error, as is a broken connection.
+fn streamed_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Box<dyn io::BufRead + Send>, GitError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let item = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => {
+                        total += data.len() as u64;
+                        if total > limit {
+                            Err(io::Error::other(format!("request body too large: at most {} MiB", limit >> 20)))
+                        } else {
+                            Ok(data)
+                        }
+                    }
+                    Err(_) => continue,
+                },
+                Err(e) => Err(io::Error::other(format!("cannot read the request body: {e}"))),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let raw = io::BufReader::with_capacity(64 << 10, ChannelReader { rx, current: Bytes::new() });
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(Box::new(raw));
+    }
+    let inflated = Limited { inner: flate2::read::GzDecoder::new(raw), remaining: limit };
+    Ok(Box::new(io::BufReader::with_capacity(64 << 10, inflated)))
+}
+
+fn too_large(limit: u64) -> GitError {
+    GitError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: at most {} MiB", limit >> 20))
+}
+
+/// The blocking end of [`streamed_body`].
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(data)) => self.current = data,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A reader that fails past `remaining` bytes (a decompressed body over the limit).
+struct Limited<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.remaining = self
+            .remaining
+            .checked_sub(n as u64)
+            .ok_or_else(|| io::Error::other("request body too large once decompressed"))?;
+        Ok(n)
+    }
 }
 
 /// Carries output from a blocking producer to the response body as it is produced; a client
@@ -307,8 +396,9 @@ pub async fn receive_pack(
 ) -> Result<Response, GitError> {
     let repo = authorize(&state, &owner, &repo, caller.as_ref(), Access::Write).await?;
     let principal = caller.expect("authorize requires a caller for writes");
-    // Each push is read whole (up to 1 GiB): only so many at once, so pushes cannot exhaust
-    // memory together. One waits a moment for its turn, then is told to try again.
+    // Each push streams to disk with bounded memory; only so many at once, so pushes cannot
+    // exhaust disk bandwidth or memory together. One waits a moment for its turn, then is told
+    // to try again.
     let _permit = match tokio::time::timeout(PUSH_WAIT, state.push_bodies().clone().acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => {
@@ -321,18 +411,19 @@ pub async fn receive_pack(
             return Ok(refused);
         }
     };
-    let request = request_body(&headers, body, MAX_GIT_BODY_BYTES).await?;
+    let mut request = streamed_body(&headers, body, MAX_GIT_BODY_BYTES)?;
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
     let repo_name = format!("{}/{}", repo.owner, repo.name);
-    let received = request.len() as u64;
-    tracing::info!(repo = %repo_name, bytes = received, "receive-pack: applying push");
+    tracing::info!(repo = %repo_name, "receive-pack: applying push");
     let span = tracing::Span::current();
-    let (report, outcome) = tokio::task::spawn_blocking(move || {
+    let (report, outcome, received) = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let mut report = Vec::new();
-        let outcome = git.receive_pack(RepoId(repo.id), &request, &actor, &ReceiveOptions::default(), &mut report);
-        outcome.map(|o| (report, o))
+        let mut counted = Counted { inner: &mut *request, count: 0 };
+        let outcome = git.receive_pack(RepoId(repo.id), &mut counted, &actor, &ReceiveOptions::default(), &mut report);
+        let received = counted.count;
+        outcome.map(|o| (report, o, received))
     })
     .await
     .map_err(internal)??;
@@ -351,6 +442,31 @@ pub async fn receive_pack(
         tracing::info!(repo = %repo_name, git_ref = %name, reason = %reason, "ref update rejected");
     }
     Ok(git_response(Service::ReceivePack, "result", Body::from(report)))
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a> {
+    inner: &'a mut dyn io::BufRead,
+    count: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::BufRead for Counted<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.count += amt as u64;
+        self.inner.consume(amt);
+    }
 }
 
 #[cfg(test)]

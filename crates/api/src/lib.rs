@@ -282,7 +282,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{owner}/{repo}/info/refs", get(git::info_refs))
         .route("/{owner}/{repo}/git-upload-pack", axum::routing::post(git::upload_pack))
         .route("/{owner}/{repo}/git-receive-pack", axum::routing::post(git::receive_pack))
-        .layer(DefaultBodyLimit::max(git::MAX_GIT_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(git::MAX_GIT_BODY_BYTES as usize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::git_layer));
     Router::new()
         .route("/healthz", get(observe::healthz))

@@ -1,25 +1,29 @@
 //! receive-pack: what `git push` talks to.
 //!
 //! Order of work, which is what makes a push safe:
-//! 1. parse the commands; refuse invalid ref names;
-//! 2. read the pack, resolve its deltas (thin-pack bases from the store) and verify every id;
+//! 1. read the commands; refuse invalid ref names;
+//! 2. stream the pack to a file (never held in memory), indexing it as it arrives: every entry
+//!    hashed, then deltas resolved from the file with a bounded base cache (thin-pack bases from
+//!    the store), every commit, tree and tag parsed;
 //! 3. check that each new tip is connected (everything it reaches is in the pack or stored);
-//! 4. store the objects (one synced write);
+//! 4. complete a thin pack (its bases appended) and store the pack: synced and in place, then
+//!    indexed in one synced write;
 //! 5. update the refs with compare-and-swap, appending their events in the same synced write;
 //! 6. report. A push is acknowledged only after step 5 is durable; a crash before it leaves the
-//!    refs as they were (the objects stored in step 4 are unreferenced and harmless).
+//!    refs as they were (a pack stored in step 4 is unreferenced and harmless; a spooled one is
+//!    removed when the store is next opened).
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufWriter, Write};
 
-use gitstratum_git::pack::{self, EntryKind};
-use gitstratum_git::parse::is_valid_ref_name;
+use gitstratum_git::packfile::{self, IndexedEntry};
+use gitstratum_git::parse::{self, is_valid_ref_name};
 use gitstratum_git::pktline::{self, Band};
 use gitstratum_git::protocol::{self, AGENT, PushCommand, PushRequest};
 use gitstratum_git::{ObjectId, ObjectKind};
-use gitstratum_store::{Actor, NewObject, RefNames, RefUpdate, RepoId, StoredDelta};
+use gitstratum_store::{Actor, IncomingPack, RefNames, RefUpdate, RepoId};
 
-use crate::walk::{self, PackObjects};
+use crate::walk;
 use crate::{DEFAULT_HEAD, Error, GitService, Result};
 
 /// Capabilities receive-pack advertises.
@@ -30,12 +34,31 @@ const CAPABILITIES: &str =
 pub struct ReceiveOptions {
     /// Largest object accepted in a push.
     pub max_object_size: u64,
+    /// Bytes of delta bases held while indexing a push (more are rebuilt from the file).
+    pub delta_base_budget: usize,
 }
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
-        ReceiveOptions { max_object_size: 1 << 30 }
+        ReceiveOptions { max_object_size: 1 << 30, delta_base_budget: 64 << 20 }
     }
+}
+
+/// Largest command section of a push (ref updates and push options): a mirror push of 100,000
+/// refs is about 10 MiB.
+const MAX_COMMANDS_BYTES: usize = 64 << 20;
+
+/// A pushed pack, spooled and indexed, not yet stored.
+struct Received {
+    file: tempfile::NamedTempFile,
+    checksum: ObjectId,
+    len: u64,
+    entries: Vec<IndexedEntry>,
+    /// Bases a thin pack left out, to append before storing.
+    external: Vec<ObjectId>,
+    commits: Vec<(ObjectId, parse::Commit)>,
+    /// Ids the pack's commits, trees and tags name, deduplicated.
+    links: HashSet<ObjectId>,
 }
 
 /// What a push did, for callers that log, audit or trigger on it.
@@ -73,21 +96,22 @@ struct Report {
 }
 
 impl GitService {
-    /// Handles a receive-pack request body (commands, then the pack); writes the report to `out`.
+    /// Handles a receive-pack request body (commands, then the pack, streamed from `body`);
+    /// writes the report to `out`.
     pub fn receive_pack(
         &self,
         repo: RepoId,
-        body: &[u8],
+        body: &mut dyn BufRead,
         actor: &Actor,
         options: &ReceiveOptions,
         out: &mut dyn Write,
     ) -> Result<PushOutcome> {
-        let request =
-            protocol::parse_push_request(body).map_err(|e| Error::Protocol(format!("invalid push request: {e}")))?;
+        let request = protocol::read_push_request(body, MAX_COMMANDS_BYTES)
+            .map_err(|e| Error::Protocol(format!("invalid push request: {e}")))?;
         if request.commands.is_empty() {
             return Ok(PushOutcome::default());
         }
-        let (report, outcome) = self.apply_push(repo, &request, &body[request.pack_offset..], actor, options)?;
+        let (report, outcome) = self.apply_push(repo, &request, body, actor, options)?;
         write_report(&request, &report, out)?;
         Ok(outcome)
     }
@@ -96,7 +120,7 @@ impl GitService {
         &self,
         repo: RepoId,
         request: &PushRequest,
-        pack_bytes: &[u8],
+        pack_stream: &mut dyn BufRead,
         actor: &Actor,
         options: &ReceiveOptions,
     ) -> Result<(Report, PushOutcome)> {
@@ -110,12 +134,12 @@ impl GitService {
             }
         }
 
-        // Read and verify the pack (absent when every command deletes).
+        // Read and index the pack (absent when every command deletes).
         let needs_pack = request.commands.iter().any(|c| c.new.is_some());
-        let mut stored: Vec<NewObject> = Vec::new();
-        if needs_pack || !pack_bytes.is_empty() {
-            match self.read_pack(repo, pack_bytes, options) {
-                Ok(list) => stored = list,
+        let mut received = None;
+        if needs_pack || !pack_stream.fill_buf()?.is_empty() {
+            match self.receive_pack_file(repo, pack_stream, options)? {
+                Ok(r) => received = Some(r),
                 Err(message) => {
                     let report = Report {
                         unpack: Err(message.clone()),
@@ -131,26 +155,12 @@ impl GitService {
                 }
             }
         }
+        let kinds: HashMap<ObjectId, ObjectKind> =
+            received.iter().flat_map(|r| r.entries.iter().map(|e| (e.id, e.kind))).collect();
 
         // Every new tip must be complete.
-        let objects: PackObjects<'_> = stored.iter().map(|o| (o.id, (o.kind, o.data.as_slice()))).collect();
-        for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
-            let Some(new) = command.new else { continue };
-            if status.1.is_err() {
-                continue;
-            }
-            if let Some(missing) = walk::check_connected(&*self.objects, repo, &objects, new)? {
-                // From a shallow clone, history past its shallow commits was never sent: the
-                // server must already have it (C git refuses the same way, without
-                // receive.shallowUpdate).
-                status.1 = Err(if request.shallow.is_empty() {
-                    format!("missing necessary objects ({missing})")
-                } else {
-                    "shallow update not allowed".to_owned()
-                });
-            }
-        }
-        self.refuse_non_commit_branches(repo, request, &objects, &mut statuses)?;
+        self.check_tips(repo, request, received.as_ref(), &kinds, &mut statuses)?;
+        self.refuse_non_commit_branches(repo, request, &kinds, &mut statuses)?;
         let existing = self.refs.list(repo)?;
         refuse_name_conflicts(request, &existing, &mut statuses);
         let atomic = request.has_capability("atomic");
@@ -159,9 +169,12 @@ impl GitService {
                 *status = Err("atomic push failed".into());
             }
         }
-        if !stored.is_empty() && statuses.iter().any(|(_, s)| s.is_ok()) {
-            self.objects.put(repo, &stored)?;
+        if let Some(received) = received
+            && statuses.iter().any(|(_, s)| s.is_ok())
+        {
+            self.store_pack(repo, received)?;
         }
+        crate::failpoint("receive:before-refs");
 
         let was_empty = existing.is_empty();
         let updates: Vec<(usize, RefUpdate)> = request
@@ -205,13 +218,171 @@ impl GitService {
         Ok((Report { unpack: Ok(()), refs: statuses }, outcome))
     }
 
+    /// Marks the commands whose new tip is not complete: something it reaches is neither in the
+    /// pack nor stored. Every id the pack's objects name is checked at once; only when one is
+    /// missing are the tips walked one by one, to tell which of them it affects.
+    fn check_tips(
+        &self,
+        repo: RepoId,
+        request: &PushRequest,
+        received: Option<&Received>,
+        kinds: &HashMap<ObjectId, ObjectKind>,
+        statuses: &mut [(String, std::result::Result<(), String>)],
+    ) -> Result<()> {
+        let outside: Vec<ObjectId> = received
+            .map(|r| r.links.iter().filter(|id| !kinds.contains_key(*id)).copied().collect())
+            .unwrap_or_default();
+        let mut complete = true;
+        for chunk in outside.chunks(4096) {
+            if self.objects.has_many(repo, chunk)?.iter().any(|present| !present) {
+                complete = false;
+                break;
+            }
+        }
+        let pending = received.map(PendingPack::open).transpose()?;
+        for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
+            let Some(new) = command.new else { continue };
+            if status.1.is_err() {
+                continue;
+            }
+            let missing = if kinds.contains_key(&new) && complete {
+                None
+            } else if complete {
+                (!self.objects.has_many(repo, &[new])?[0]).then_some(new)
+            } else {
+                let read = |id: &ObjectId| match &pending {
+                    Some(p) => p.read(self, repo, id),
+                    None => Ok(None),
+                };
+                walk::check_connected(&*self.objects, repo, &read, new)?
+            };
+            if let Some(missing) = missing {
+                // From a shallow clone, history past its shallow commits was never sent: the
+                // server must already have it (C git refuses the same way, without
+                // receive.shallowUpdate).
+                status.1 = Err(if request.shallow.is_empty() {
+                    format!("missing necessary objects ({missing})")
+                } else {
+                    "shallow update not allowed".to_owned()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams a pushed pack into a file under the store's incoming directory and indexes it.
+    /// `Ok(Err(message))` is a pack the client got wrong (the report's unpack line).
+    fn receive_pack_file(
+        &self,
+        repo: RepoId,
+        input: &mut dyn BufRead,
+        options: &ReceiveOptions,
+    ) -> Result<std::result::Result<Received, String>> {
+        let file = tempfile::Builder::new().prefix("push-").suffix(".pack").tempfile_in(self.objects.incoming_dir())?;
+        let scan =
+            match packfile::scan(input, BufWriter::with_capacity(256 << 10, file.as_file()), options.max_object_size) {
+                Ok(scan) => scan,
+                // A broken or oversized body, a malformed pack, or no room to spool it: the client's
+                // report says which (as C git's "unpack failed" does).
+                Err(e) => {
+                    tracing::info!(error = %e, "receive-pack: the pack could not be read");
+                    return Ok(Err(e.to_string()));
+                }
+            };
+        crate::failpoint("receive:after-spool");
+        let mut commits = Vec::new();
+        let mut links = HashSet::new();
+        let mut visit = |id: &ObjectId, kind: ObjectKind, data: &[u8]| -> std::result::Result<(), String> {
+            let malformed = |e: parse::ParseError| format!("object {id} is malformed: {e}");
+            match kind {
+                ObjectKind::Commit => {
+                    let c = parse::commit(data).map_err(malformed)?;
+                    links.insert(c.tree);
+                    links.extend(c.parents.iter().copied());
+                    commits.push((*id, c));
+                }
+                ObjectKind::Tree => {
+                    for entry in parse::tree(data).map_err(malformed)? {
+                        if entry.kind().is_some() {
+                            links.insert(entry.id);
+                        }
+                    }
+                }
+                ObjectKind::Tag => {
+                    links.insert(parse::tag(data).map_err(malformed)?.target);
+                }
+                ObjectKind::Blob => {}
+            }
+            Ok(())
+        };
+        let store = &self.objects;
+        let external = |id: &ObjectId| -> Option<(ObjectKind, Vec<u8>)> {
+            store.get_many(repo, std::slice::from_ref(id)).ok()?.pop().flatten().map(|o| (o.kind, o.data))
+        };
+        let resolution =
+            match packfile::resolve(file.as_file(), &scan, &external, options.delta_base_budget, &mut visit) {
+                Ok(r) => r,
+                Err(packfile::ResolveError::Read(gitstratum_git::pack::ReadError::Io(e))) => return Err(Error::Io(e)),
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+        Ok(Ok(Received {
+            file,
+            checksum: scan.checksum,
+            len: scan.len,
+            entries: resolution.entries,
+            external: resolution.external,
+            commits,
+            links,
+        }))
+    }
+
+    /// Completes a thin pack and hands it to the store (durable when this returns).
+    fn store_pack(&self, repo: RepoId, mut received: Received) -> Result<()> {
+        let mut checksum = received.checksum;
+        if !received.external.is_empty() {
+            let bases = self.objects.get_many(repo, &received.external)?;
+            let mut whole = Vec::with_capacity(bases.len());
+            for (id, base) in received.external.iter().zip(bases) {
+                let base = base.ok_or_else(|| Error::Protocol(format!("delta base {id} vanished during the push")))?;
+                whole.push((*id, base));
+            }
+            let count = u32::try_from(received.entries.len())
+                .map_err(|_| Error::Protocol("too many objects for one pack".into()))?;
+            let objects: Vec<(ObjectKind, Vec<u8>)> = whole.iter().map(|(_, o)| (o.kind, o.data.clone())).collect();
+            let completed = packfile::append_bases(received.file.as_file_mut(), received.len, count, &objects)?;
+            checksum = completed.checksum;
+            for ((id, object), (offset, end, crc32)) in whole.into_iter().zip(completed.appended) {
+                received.entries.push(IndexedEntry {
+                    id,
+                    kind: object.kind,
+                    size: object.data.len() as u64,
+                    offset,
+                    end,
+                    crc32,
+                    base: None,
+                });
+            }
+        }
+        crate::failpoint("receive:before-store");
+        self.objects.put_pack(
+            repo,
+            IncomingPack {
+                path: received.file.path(),
+                checksum,
+                entries: &received.entries,
+                commits: &received.commits,
+            },
+        )?;
+        Ok(())
+    }
+
     /// A branch (`refs/heads/*`) points at a commit: a tag, tree or blob there is refused, as C
     /// git's ref store refuses it.
     fn refuse_non_commit_branches(
         &self,
         repo: RepoId,
         request: &PushRequest,
-        pack: &PackObjects<'_>,
+        pack: &HashMap<ObjectId, ObjectKind>,
         statuses: &mut [(String, std::result::Result<(), String>)],
     ) -> Result<()> {
         let tips: Vec<(usize, ObjectId)> = request
@@ -225,7 +396,7 @@ impl GitService {
         let mut stored_kinds = self.objects.info_many(repo, &stored)?.into_iter();
         for (i, id) in tips {
             let kind = match pack.get(&id) {
-                Some((kind, _)) => Some(*kind),
+                Some(kind) => Some(*kind),
                 None => stored_kinds.next().flatten().map(|info| info.kind),
             };
             if let Some(kind) = kind.filter(|k| *k != ObjectKind::Commit) {
@@ -256,31 +427,50 @@ impl GitService {
         }
         Ok(())
     }
+}
 
-    /// Reads a pushed pack: every entry resolved (thin bases from the store) and hashed.
-    fn read_pack(&self, repo: RepoId, bytes: &[u8], options: &ReceiveOptions) -> Result<Vec<NewObject>, String> {
-        let reader = pack::Reader::with_limit(bytes, options.max_object_size).map_err(|e| e.to_string())?;
-        let entries = reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-        let store = &self.objects;
-        let external = |id: &ObjectId| -> Option<(ObjectKind, Vec<u8>)> {
-            store.get_many(repo, std::slice::from_ref(id)).ok()?.pop().flatten().map(|o| (o.kind, o.data))
+/// A received pack not stored yet, read by id (for the connectivity walk when something is
+/// missing).
+struct PendingPack<'a> {
+    file: &'a std::fs::File,
+    at: HashMap<ObjectId, u64>,
+}
+
+impl<'a> PendingPack<'a> {
+    fn open(received: &'a Received) -> Result<PendingPack<'a>> {
+        Ok(PendingPack {
+            file: received.file.as_file(),
+            at: received.entries.iter().map(|e| (e.id, e.offset)).collect(),
+        })
+    }
+
+    /// The object `id` if the pack has it (deltas resolved in the pack, or against the store).
+    fn read(&self, service: &GitService, repo: RepoId, id: &ObjectId) -> Result<Option<(ObjectKind, Vec<u8>)>> {
+        self.read_nested(service, repo, id, 0)
+    }
+
+    fn read_nested(
+        &self,
+        service: &GitService,
+        repo: RepoId,
+        id: &ObjectId,
+        depth: usize,
+    ) -> Result<Option<(ObjectKind, Vec<u8>)>> {
+        let Some(offset) = self.at.get(id) else { return Ok(None) };
+        if depth > 64 {
+            return Err(Error::Protocol(format!("object {id}: REF deltas nest too deep in the pushed pack")));
+        }
+        let base = |base: &ObjectId| -> std::result::Result<_, gitstratum_git::pack::ReadError> {
+            let nested = self.read_nested(service, repo, base, depth + 1);
+            if let Some(found) = nested.map_err(|e| std::io::Error::other(e.to_string()))? {
+                return Ok(Some((found.0, std::sync::Arc::new(found.1))));
+            }
+            let stored = service.objects.get_many(repo, std::slice::from_ref(base)).map_err(std::io::Error::other)?;
+            Ok(stored.into_iter().next().flatten().map(|o| (o.kind, std::sync::Arc::new(o.data))))
         };
-        let resolved = pack::resolve_all(&entries, &external).map_err(|e| e.to_string())?;
-        let id_at: HashMap<u64, ObjectId> = resolved.iter().map(|r| (r.offset, r.id)).collect();
-        let entries_at: HashMap<u64, &pack::Entry> = entries.iter().map(|e| (e.offset, e)).collect();
-        Ok(resolved
-            .into_iter()
-            .map(|r| {
-                let delta = entries_at.get(&r.offset).and_then(|e| match &e.kind {
-                    EntryKind::Base(_) => None,
-                    EntryKind::RefDelta { base } => Some(StoredDelta { base: *base, delta: e.data.clone() }),
-                    EntryKind::OfsDelta { base_offset } => {
-                        id_at.get(base_offset).map(|base| StoredDelta { base: *base, delta: e.data.clone() })
-                    }
-                });
-                NewObject { id: r.id, kind: r.kind, data: r.data, delta }
-            })
-            .collect())
+        let (kind, data) = packfile::read_object(self.file, *offset, &base, &packfile::NoCache, 10_000)
+            .map_err(|e| Error::Protocol(format!("reading the pushed pack: {e}")))?;
+        Ok(Some((kind, std::sync::Arc::unwrap_or_clone(data))))
     }
 }
 

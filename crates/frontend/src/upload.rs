@@ -19,7 +19,7 @@ use gitstratum_git::pack::Writer;
 use gitstratum_git::pktline::{self, Band};
 use gitstratum_git::protocol::{self, AGENT};
 use gitstratum_git::{ObjectId, ObjectKind, parse};
-use gitstratum_store::{Object, RepoId, StoredDelta};
+use gitstratum_store::{Object, RawEntry, RawKind, RepoId};
 
 use crate::pack_cache::{self, KeyBuilder, Lookup, Meta};
 use crate::{Error, GitService, Result, walk};
@@ -798,12 +798,16 @@ impl GitService {
             if ids.is_empty() {
                 continue;
             }
-            // Objects that will go out as their stored delta are never loaded (nor inflated).
-            let deltas = self.objects.deltas(repo, &ids)?;
+            // Entries go out as stored (compressed as they are); only deltas whose base the
+            // client will not have are loaded whole, in one batch.
+            let raws = self.objects.raw_many(repo, &ids)?;
             let whole: Vec<ObjectId> = ids
                 .iter()
-                .zip(&deltas)
-                .filter(|(id, d)| !d.as_ref().is_some_and(|d| ctx.reusable(**id, d)))
+                .zip(&raws)
+                .filter(|(id, raw)| match raw.as_ref().map(|r| &r.kind) {
+                    Some(RawKind::Delta { base }) => !ctx.reusable(**id, base),
+                    _ => false,
+                })
                 .map(|(id, _)| *id)
                 .collect();
             let mut loaded: HashMap<ObjectId, Object> = HashMap::with_capacity(whole.len());
@@ -811,8 +815,9 @@ impl GitService {
                 let object = object.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
                 loaded.insert(*id, object);
             }
-            for (id, delta) in ids.iter().zip(deltas) {
-                ctx.write_one(&mut writer, *id, loaded.remove(id), delta, 0)?;
+            for (id, raw) in ids.iter().zip(raws) {
+                let raw = raw.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
+                ctx.write_one(&mut writer, *id, raw, loaded.remove(id), 0)?;
             }
         }
         writer.finish()?;
@@ -831,47 +836,60 @@ struct PackCtx<'a> {
 }
 
 impl PackCtx<'_> {
-    /// Whether `id` can go out as its stored delta: its base is in the pack, or (thin pack) the
-    /// client has it.
-    fn reusable(&self, id: ObjectId, d: &StoredDelta) -> bool {
-        (self.in_pack.contains(&d.base) && d.base != id) || (self.args.thin_pack && self.client_has.contains(&d.base))
+    /// Whether `id`, stored as a delta against `base`, can go out as that delta: its base is in
+    /// the pack, or (thin pack) the client has it.
+    fn reusable(&self, id: ObjectId, base: &ObjectId) -> bool {
+        (self.in_pack.contains(base) && *base != id) || (self.args.thin_pack && self.client_has.contains(base))
     }
 
-    /// Writes one object, reusing its stored delta when it can (its base first, if need be);
-    /// `object` is its whole form when already loaded, else it is loaded only if needed.
+    /// Writes one object as stored (a delta's base first, if need be), or whole when its delta
+    /// cannot go; `object` is its whole form when already loaded.
     fn write_one(
         &mut self,
         writer: &mut Writer<&mut dyn Write>,
         id: ObjectId,
+        raw: RawEntry,
         object: Option<Object>,
-        delta: Option<StoredDelta>,
         depth: usize,
     ) -> Result<()> {
         if self.written.contains_key(&id) {
             return Ok(());
         }
-        if let Some(d) = delta {
-            if self.in_pack.contains(&d.base) && d.base != id && depth < MAX_REUSE_DEPTH {
-                if !self.written.contains_key(&d.base) {
-                    // Write the base first so this object can follow as a delta against it.
-                    let base_delta = self.service.objects.deltas(self.repo, &[d.base])?.pop().flatten();
-                    self.write_one(writer, d.base, None, base_delta, depth + 1)?;
-                }
-                if let Some(&base_offset) = self.written.get(&d.base) {
-                    let offset = if self.args.ofs_delta {
-                        writer.write_ofs_delta(base_offset, &d.delta)?
-                    } else {
-                        writer.write_ref_delta(&d.base, &d.delta)?
-                    };
+        match raw.kind {
+            RawKind::Whole(kind) => {
+                let offset = writer.write_raw_object(kind, raw.size, &raw.compressed)?;
+                self.written.insert(id, offset);
+                return Ok(());
+            }
+            RawKind::Delta { base } => {
+                if self.in_pack.contains(&base) && base != id && depth < MAX_REUSE_DEPTH {
+                    if !self.written.contains_key(&base) {
+                        // Write the base first so this object can follow as a delta against it.
+                        let base_raw = self
+                            .service
+                            .objects
+                            .raw_many(self.repo, &[base])?
+                            .pop()
+                            .flatten()
+                            .ok_or_else(|| Error::Protocol(format!("object {base} vanished while packing")))?;
+                        self.write_one(writer, base, base_raw, None, depth + 1)?;
+                    }
+                    if let Some(&base_offset) = self.written.get(&base) {
+                        let offset = if self.args.ofs_delta {
+                            writer.write_raw_ofs_delta(base_offset, raw.size, &raw.compressed)?
+                        } else {
+                            writer.write_raw_ref_delta(&base, raw.size, &raw.compressed)?
+                        };
+                        self.written.insert(id, offset);
+                        *self.reused += 1;
+                        return Ok(());
+                    }
+                } else if self.args.thin_pack && self.client_has.contains(&base) {
+                    let offset = writer.write_raw_ref_delta(&base, raw.size, &raw.compressed)?;
                     self.written.insert(id, offset);
                     *self.reused += 1;
                     return Ok(());
                 }
-            } else if self.args.thin_pack && self.client_has.contains(&d.base) {
-                let offset = writer.write_ref_delta(&d.base, &d.delta)?;
-                self.written.insert(id, offset);
-                *self.reused += 1;
-                return Ok(());
             }
         }
         let object = match object {

@@ -10,8 +10,9 @@ use gitstratum_store::{CommitInfo, ObjectStore, RepoId};
 
 use crate::{Error, Result};
 
-/// Objects that arrived in a push, by id (borrowed from the decoded pack).
-pub(crate) type PackObjects<'a> = HashMap<ObjectId, (ObjectKind, &'a [u8])>;
+/// Reads an object that arrived in a push and is not stored yet; `None` when the push does not
+/// have it.
+pub(crate) type PackObject<'a> = dyn Fn(&ObjectId) -> Result<Option<(ObjectKind, Vec<u8>)>> + 'a;
 
 fn corrupt(id: &ObjectId, e: parse::ParseError) -> Error {
     Error::Protocol(format!("object {id} is malformed: {e}"))
@@ -39,28 +40,30 @@ fn children(id: &ObjectId, kind: ObjectKind, data: &[u8]) -> Result<Vec<(ObjectI
     })
 }
 
-/// Checks that everything reachable from `tip` is either in `pack` or already stored. Stored
-/// objects are complete by construction (a push is stored only after this check), so the walk
-/// stops at them. Returns the first missing object.
+/// Checks that everything reachable from `tip` is either in the push (`pack`) or already stored.
+/// Stored objects are complete by construction (a push is stored only after this check), so the
+/// walk stops at them. Returns the first missing object.
 pub(crate) fn check_connected(
     store: &dyn ObjectStore,
     repo: RepoId,
-    pack: &PackObjects,
+    pack: &PackObject<'_>,
     tip: ObjectId,
 ) -> Result<Option<ObjectId>> {
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut frontier = vec![tip];
     while !frontier.is_empty() {
         frontier.retain(|id| seen.insert(*id));
-        let (in_pack, outside): (Vec<ObjectId>, Vec<ObjectId>) = frontier.iter().partition(|id| pack.contains_key(*id));
+        let mut next = Vec::new();
+        let mut outside = Vec::new();
+        for id in &frontier {
+            match pack(id)? {
+                Some((kind, data)) => next.extend(children(id, kind, &data)?.into_iter().map(|(child, _)| child)),
+                None => outside.push(*id),
+            }
+        }
         let present = store.has_many(repo, &outside)?;
         if let Some((id, _)) = outside.iter().zip(&present).find(|(_, present)| !**present) {
             return Ok(Some(*id));
-        }
-        let mut next = Vec::new();
-        for id in in_pack {
-            let (kind, data) = &pack[&id];
-            next.extend(children(&id, *kind, data)?.into_iter().map(|(child, _)| child));
         }
         frontier = next;
     }
@@ -502,9 +505,7 @@ mod tests {
         }
         text.push_str(&format!("committer C <c@x> {n} +0000\n\n{n}\n"));
         let id = hash_object(ObjectKind::Commit, text.as_bytes()).expect("hash");
-        store
-            .put(RepoId(1), &[NewObject { id, kind: ObjectKind::Commit, data: text.into_bytes(), delta: None }])
-            .expect("put");
+        store.put(RepoId(1), &[NewObject { id, kind: ObjectKind::Commit, data: text.into_bytes() }]).expect("put");
         id
     }
 

@@ -13,11 +13,20 @@ pub fn commit_records(
     objects: &[NewObject],
     stored: impl FnOnce(&[ObjectId]) -> Result<Vec<Option<u32>>>,
 ) -> Result<Vec<(ObjectId, CommitInfo)>> {
-    let mut parsed: HashMap<ObjectId, parse::Commit> = HashMap::new();
+    let mut parsed = Vec::new();
     for o in objects.iter().filter(|o| o.kind == ObjectKind::Commit) {
         let c = parse::commit(&o.data).map_err(|e| Error::Corrupt(format!("commit {}: {e}", o.id)))?;
-        parsed.insert(o.id, c);
+        parsed.push((o.id, c));
     }
+    commit_records_parsed(&parsed, stored)
+}
+
+/// [`commit_records`] of commits already parsed.
+pub fn commit_records_parsed(
+    commits: &[(ObjectId, parse::Commit)],
+    stored: impl FnOnce(&[ObjectId]) -> Result<Vec<Option<u32>>>,
+) -> Result<Vec<(ObjectId, CommitInfo)>> {
+    let parsed: HashMap<ObjectId, &parse::Commit> = commits.iter().map(|(id, c)| (*id, c)).collect();
     let mut outside: Vec<ObjectId> =
         parsed.values().flat_map(|c| c.parents.iter()).filter(|p| !parsed.contains_key(*p)).copied().collect();
     outside.sort_unstable();
@@ -30,14 +39,14 @@ pub fn commit_records(
     }
     // Iterative post-order walk: a commit's generation once all its parents have one.
     let mut out = Vec::with_capacity(parsed.len());
-    for start in objects.iter().filter(|o| o.kind == ObjectKind::Commit).map(|o| o.id) {
+    for start in commits.iter().map(|(id, _)| *id) {
         let mut stack = vec![start];
         while let Some(&id) = stack.last() {
             if generation.contains_key(&id) {
                 stack.pop();
                 continue;
             }
-            let commit = &parsed[&id];
+            let commit = parsed[&id];
             let pending: Vec<ObjectId> =
                 commit.parents.iter().filter(|p| !generation.contains_key(*p)).copied().collect();
             if pending.is_empty() {
@@ -50,10 +59,12 @@ pub fn commit_records(
             }
         }
     }
-    for o in objects.iter().filter(|o| o.kind == ObjectKind::Commit) {
-        if let Some(c) = parsed.remove(&o.id) {
-            let info = CommitInfo { tree: c.tree, parents: c.parents, time: c.time, generation: generation[&o.id] };
-            out.push((o.id, info));
+    let mut seen = std::collections::HashSet::with_capacity(commits.len());
+    for (id, c) in commits {
+        if seen.insert(*id) {
+            let info =
+                CommitInfo { tree: c.tree, parents: c.parents.clone(), time: c.time, generation: generation[id] };
+            out.push((*id, info));
         }
     }
     Ok(out)

@@ -1,5 +1,5 @@
 //! Git storage behind two traits, so the frontend never knows where bytes live:
-//! [`ObjectStore`] (immutable, content-addressed objects, plus the deltas pushes arrived with) and
+//! [`ObjectStore`] (immutable, content-addressed objects, kept in packs as they arrived) and
 //! [`RefStore`] (refs with atomic compare-and-swap batches, `HEAD`, and the ref-change event log).
 //!
 //! Implementations: [`mem::MemStore`] (tests) and [`rocks::RocksStore`] (RocksDB, column families
@@ -23,11 +23,12 @@
 
 #![forbid(unsafe_code)]
 
+mod basecache;
 mod graph;
 pub mod mem;
 pub mod rocks;
 
-pub use graph::commit_records;
+pub use graph::{commit_records, commit_records_parsed};
 
 pub use gitstratum_git::{ObjectId, ObjectKind};
 
@@ -57,14 +58,38 @@ pub struct NewObject {
     pub id: ObjectId,
     pub kind: ObjectKind,
     pub data: Vec<u8>,
-    /// The delta this object arrived as, against `base`; kept so serving can reuse it.
-    pub delta: Option<StoredDelta>,
 }
 
+/// A pack received and indexed ([`gitstratum_git::packfile`]), complete (a thin pack's bases
+/// appended), in a file under [`ObjectStore::incoming_dir`], ready to become part of the store.
+#[derive(Debug)]
+pub struct IncomingPack<'a> {
+    pub path: &'a std::path::Path,
+    /// The pack's trailer.
+    pub checksum: ObjectId,
+    /// Every entry, in pack order.
+    pub entries: &'a [IndexedEntry],
+    /// The commits among them, parsed (for the commit graph).
+    pub commits: &'a [(ObjectId, gitstratum_git::parse::Commit)],
+}
+
+pub use gitstratum_git::packfile::IndexedEntry;
+
+/// What a stored entry holds, for copying it into another pack without inflating it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredDelta {
-    pub base: ObjectId,
-    pub delta: Vec<u8>,
+pub enum RawKind {
+    Whole(ObjectKind),
+    Delta { base: ObjectId },
+}
+
+/// A stored pack entry: its zlib stream as stored, checked against the CRC-32 recorded when its
+/// pack was indexed (a corrupt byte is an error, never served).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub kind: RawKind,
+    /// Inflated size of `compressed`: the object's, or the delta's.
+    pub size: u64,
+    pub compressed: Vec<u8>,
 }
 
 /// A stored object.
@@ -107,6 +132,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Stores objects (idempotent), with their object index entries, commit graph entries and the
     /// repository's counters. One call is one atomic, durable write.
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()>;
+    /// Where a pack being received is spooled (the same file system as the store's packs, so
+    /// [`ObjectStore::put_pack`] can move it into place).
+    fn incoming_dir(&self) -> &std::path::Path;
+    /// Makes an indexed pack part of the repository: durable (the file synced and in place), then
+    /// its objects indexed, with commit graph entries and counters, in one atomic, durable write.
+    /// Objects already stored keep their place. The file is consumed (moved or removed).
+    fn put_pack(&self, repo: RepoId, pack: IncomingPack<'_>) -> Result<()>;
     /// Looks up many objects in one batch; `None` for ids not stored.
     fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>>;
     /// Kind and size of many objects, without reading them; `None` for ids not stored.
@@ -119,8 +151,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>>;
     /// The repository's counters.
     fn stats(&self, repo: RepoId) -> Result<RepoStats>;
-    /// The deltas stored objects arrived as, in one batch.
-    fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>>;
+    /// Stored entries as they are, for verbatim copying, in one batch; `None` for ids not stored.
+    fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<RawEntry>>>;
     /// Removes everything of a repository.
     fn delete_repo(&self, repo: RepoId) -> Result<()>;
 }

@@ -1,19 +1,21 @@
 //! In-memory storage for tests: the same semantics as RocksDB, nothing durable.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use gitstratum_git::ObjectId;
+use gitstratum_git::packfile;
 
 use crate::{
-    Actor, CommitInfo, Conflict, NewObject, Object, ObjectInfo, ObjectStore, RefEvent, RefStore, RefUpdate, RepoId,
-    RepoStats, Result, StoredDelta, commit_records,
+    Actor, CommitInfo, Conflict, Error, IncomingPack, NewObject, Object, ObjectInfo, ObjectStore, RawEntry, RawKind,
+    RefEvent, RefStore, RefUpdate, RepoId, RepoStats, Result, commit_records,
 };
 
 #[derive(Default)]
 struct State {
     objects: HashMap<(RepoId, ObjectId), Object>,
-    deltas: HashMap<(RepoId, ObjectId), StoredDelta>,
     commits: HashMap<(RepoId, ObjectId), CommitInfo>,
     stats: HashMap<RepoId, RepoStats>,
     refs: BTreeMap<(RepoId, String), ObjectId>,
@@ -21,9 +23,15 @@ struct State {
     events: Vec<RefEvent>,
 }
 
-#[derive(Default)]
 pub struct MemStore {
     state: Mutex<State>,
+    incoming: PathBuf,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        MemStore { state: Mutex::default(), incoming: std::env::temp_dir() }
+    }
 }
 
 impl MemStore {
@@ -51,9 +59,6 @@ impl ObjectStore for MemStore {
             let stats = s.stats.entry(repo).or_default();
             stats.objects += 1;
             stats.bytes += o.data.len() as u64;
-            if let Some(d) = &o.delta {
-                s.deltas.insert((repo, o.id), d.clone());
-            }
         }
         for (id, info) in records {
             s.commits.insert((repo, id), info);
@@ -83,15 +88,51 @@ impl ObjectStore for MemStore {
         Ok(ids.iter().map(|id| s.objects.get(&(repo, *id)).cloned()).collect())
     }
 
-    fn deltas(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<StoredDelta>>> {
+    fn incoming_dir(&self) -> &Path {
+        &self.incoming
+    }
+
+    /// Reads every object out of the pack and keeps it whole.
+    fn put_pack(&self, repo: RepoId, pack: IncomingPack<'_>) -> Result<()> {
+        let read = || -> std::result::Result<Vec<NewObject>, gitstratum_git::pack::ReadError> {
+            let file = std::fs::File::open(pack.path)?;
+            let at: HashMap<ObjectId, u64> = pack.entries.iter().map(|e| (e.id, e.offset)).collect();
+            let by_id = |id: &ObjectId| match at.get(id) {
+                Some(offset) => {
+                    packfile::read_object(&file, *offset, &|_| Ok(None), &packfile::NoCache, 10_000).map(Some)
+                }
+                None => Ok(None),
+            };
+            pack.entries
+                .iter()
+                .map(|e| {
+                    let (kind, data) = packfile::read_object(&file, e.offset, &by_id, &packfile::NoCache, 10_000)?;
+                    Ok(NewObject { id: e.id, kind, data: data.to_vec() })
+                })
+                .collect()
+        };
+        let objects = read().map_err(|e| Error::Corrupt(format!("incoming pack: {e}")));
+        let _ = std::fs::remove_file(pack.path);
+        self.put(repo, &objects?)
+    }
+
+    /// Whole objects, compressed on the way out (this store keeps no deltas).
+    fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<RawEntry>>> {
         let s = self.state();
-        Ok(ids.iter().map(|id| s.deltas.get(&(repo, *id)).cloned()).collect())
+        ids.iter()
+            .map(|id| {
+                let Some(o) = s.objects.get(&(repo, *id)) else { return Ok(None) };
+                let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                z.write_all(&o.data).and_then(|()| z.finish()).map_err(|e| Error::Backend(e.to_string())).map(
+                    |compressed| Some(RawEntry { kind: RawKind::Whole(o.kind), size: o.data.len() as u64, compressed }),
+                )
+            })
+            .collect()
     }
 
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
         let mut s = self.state();
         s.objects.retain(|(r, _), _| *r != repo);
-        s.deltas.retain(|(r, _), _| *r != repo);
         s.commits.retain(|(r, _), _| *r != repo);
         s.stats.remove(&repo);
         Ok(())

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use gitstratum_git::packfile;
 use gitstratum_git::{ObjectId, ObjectKind, hash_object};
 use gitstratum_store::mem::MemStore;
 use gitstratum_store::rocks::RocksStore;
-use gitstratum_store::{Actor, NewObject, ObjectStore, RefStore, RefUpdate, RepoId, StoredDelta};
+use gitstratum_store::{Actor, IncomingPack, NewObject, ObjectStore, RawKind, RefStore, RefUpdate, RepoId};
 
 trait Store: ObjectStore + RefStore {}
 impl<T: ObjectStore + RefStore> Store for T {}
@@ -18,7 +19,6 @@ fn blob(text: &str) -> NewObject {
         id: hash_object(ObjectKind::Blob, text.as_bytes()).expect("hash"),
         kind: ObjectKind::Blob,
         data: text.as_bytes().to_vec(),
-        delta: None,
     }
 }
 
@@ -50,7 +50,7 @@ macro_rules! suite {
 
 suite!(
     objects_round_trip_per_repository,
-    deltas_are_kept,
+    packs_are_stored_as_pushed,
     refs_compare_and_swap,
     batches_are_all_or_nothing,
     events_record_every_change,
@@ -89,17 +89,12 @@ fn commit(tree: ObjectId, parents: &[ObjectId], time: i64) -> NewObject {
         id: hash_object(ObjectKind::Commit, text.as_bytes()).expect("hash"),
         kind: ObjectKind::Commit,
         data: text.into_bytes(),
-        delta: None,
     }
 }
 
 fn index_graph_and_counters(s: Arc<impl Store>) {
-    let tree = NewObject {
-        id: hash_object(ObjectKind::Tree, b"").expect("hash"),
-        kind: ObjectKind::Tree,
-        data: vec![],
-        delta: None,
-    };
+    let tree =
+        NewObject { id: hash_object(ObjectKind::Tree, b"").expect("hash"), kind: ObjectKind::Tree, data: vec![] };
     let root = commit(tree.id, &[], 1_000);
     let left = commit(tree.id, &[root.id], 2_000);
     let right = commit(tree.id, &[root.id], 2_001);
@@ -131,14 +126,53 @@ fn index_graph_and_counters(s: Arc<impl Store>) {
     assert!(s.commits(A, &[merge.id]).expect("commits")[0].is_none());
 }
 
-fn deltas_are_kept(s: Arc<impl Store>) {
-    let base = blob("base\n");
-    let mut target = blob("target\n");
-    target.delta = Some(StoredDelta { base: base.id, delta: vec![5, 7, 7, b't', b'a', b'r', b'g', b'e', b't', b'\n'] });
-    s.put(A, &[base.clone(), target.clone()]).expect("put");
-    let d = s.deltas(A, &[target.id, base.id]).expect("deltas");
-    assert_eq!(d[0], target.delta);
-    assert_eq!(d[1], None);
+/// A pushed pack (a whole object, an OFS delta and a REF delta against it) is stored: every
+/// object reads back, and each raw entry inflates to the object (applied to its base if it is a
+/// delta). Storing the same pack again changes nothing.
+fn packs_are_stored_as_pushed(s: Arc<impl Store>) {
+    use std::io::Read;
+    let base = "shared line\n".repeat(40);
+    let one = format!("{base}one\n");
+    let two = format!("{base}two\n");
+    let mut bytes = Vec::new();
+    let mut w = gitstratum_git::pack::Writer::new(&mut bytes, 3).expect("pack");
+    let at = w.write_object(ObjectKind::Blob, base.as_bytes()).expect("write");
+    w.write_ofs_delta(at, &gitstratum_git::delta::encode(base.as_bytes(), one.as_bytes())).expect("write");
+    w.write_ref_delta(&blob(&base).id, &gitstratum_git::delta::encode(base.as_bytes(), two.as_bytes())).expect("write");
+    w.finish().expect("finish");
+    for _ in 0..2 {
+        let spooled = tempfile::NamedTempFile::new_in(s.incoming_dir()).expect("spool");
+        let scan = packfile::scan(bytes.as_slice(), spooled.as_file(), 1 << 20).expect("scan");
+        let file = std::fs::File::open(spooled.path()).expect("open");
+        let resolved = packfile::resolve(&file, &scan, &|_| None, 1 << 20, &mut |_, _, _| Ok(())).expect("resolve");
+        let pack =
+            IncomingPack { path: spooled.path(), checksum: scan.checksum, entries: &resolved.entries, commits: &[] };
+        s.put_pack(A, pack).expect("put_pack");
+    }
+    assert_eq!(s.stats(A).expect("stats").objects, 3);
+    let ids = [blob(&one).id, blob(&two).id, blob(&base).id];
+    let got = s.get_many(A, &ids).expect("get");
+    for (object, text) in got.iter().zip([&one, &two, &base]) {
+        assert_eq!(object.as_ref().map(|o| o.data.as_slice()), Some(text.as_bytes()));
+    }
+    for (raw, text) in s.raw_many(A, &ids).expect("raw").into_iter().zip([&one, &two, &base]) {
+        let raw = raw.expect("stored");
+        let mut data = Vec::new();
+        flate2::read::ZlibDecoder::new(raw.compressed.as_slice()).read_to_end(&mut data).expect("inflate");
+        assert_eq!(data.len() as u64, raw.size);
+        let object = match raw.kind {
+            RawKind::Whole(kind) => {
+                assert_eq!(kind, ObjectKind::Blob);
+                data
+            }
+            RawKind::Delta { base: b } => {
+                assert_eq!(b, blob(&base).id);
+                gitstratum_git::delta::apply(base.as_bytes(), &data).expect("apply")
+            }
+        };
+        assert_eq!(object, text.as_bytes());
+    }
+    assert!(s.raw_many(B, &ids).expect("raw").iter().all(Option::is_none), "per repository");
 }
 
 fn refs_compare_and_swap(s: Arc<impl Store>) {
