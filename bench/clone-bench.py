@@ -13,7 +13,7 @@ Moved here from shared/bench (same interface) and extended for issue 17: the fir
 repeated ones (a repeated one may come from the server's pack cache), a tree:0 clone, a fetch of one new
 commit, and the server under test's peak resident memory during `push --mirror` and during --parallel full
 clones at once (Linux: VmHWM, reset through /proc/PID/clear_refs; the references spawn a process per request,
-so they have no such figure).
+so they have no such figure); with --large-push-mib, a push of one incompressible file of that size.
 """
 import argparse
 import json
@@ -136,6 +136,9 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--json")
+    ap.add_argument("--large-push-mib", type=int, default=0,
+                    help="also push a new repository holding one incompressible file of this many MiB, "
+                         "reporting its time and the server's peak resident memory")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="clone-bench-")
     home = os.path.join(tmp, "home")
@@ -249,6 +252,23 @@ def main():
         for name in ("test", "http-backend"):
             record("fetch of one commit (s)", name, timed(lambda: git(["fetch", "-q", "origin", branch], readers[name], env)))
         os.killpg(daemon.pid, signal.SIGTERM)
+        if a.large_push_mib:
+            large = dest()
+            git(["init", "-q", "-b", "main", large], tmp, env)
+            with open(os.path.join(large, "large.bin"), "wb") as fh:
+                for _ in range(a.large_push_mib):
+                    fh.write(os.urandom(1 << 20))
+            git(["add", "-A"], large, env)
+            git(["-c", "user.name=b", "-c", "user.email=b@e", "commit", "-qm", "large"], large, env)
+            git(["repack", "-adq"], large, env)  # the client packs once; each push then only sends
+            for name, s in servers.items():
+                url = s.create("large")
+                s.reset_peak()
+                record(f"push of {a.large_push_mib} MiB (s)", name,
+                       timed(lambda: git(["push", "-q", url, "main"], large, env)))
+                if name == "test":
+                    record(f"server peak RSS, push of {a.large_push_mib} MiB (MiB)", name, s.peak_mib())
+            shutil.rmtree(large)
 
         table = {}
         print(f"{'metric':44} {'test':>12} {'http-backend':>13} {'ratio':>7} {'git-daemon':>11} {'ratio':>7}")
