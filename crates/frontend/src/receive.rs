@@ -239,7 +239,8 @@ impl GitService {
                 break;
             }
         }
-        let pending = received.map(PendingPack::open).transpose()?;
+        // Read by id only when a walk is needed.
+        let pending = if complete { None } else { received.map(PendingPack::open) };
         for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
             let Some(new) = command.new else { continue };
             if status.1.is_err() {
@@ -340,27 +341,20 @@ impl GitService {
     fn store_pack(&self, repo: RepoId, mut received: Received) -> Result<()> {
         let mut checksum = received.checksum;
         if !received.external.is_empty() {
-            let bases = self.objects.get_many(repo, &received.external)?;
-            let mut whole = Vec::with_capacity(bases.len());
-            for (id, base) in received.external.iter().zip(bases) {
+            let mut bases = Vec::with_capacity(received.external.len());
+            for (id, base) in received.external.iter().zip(self.objects.get_many(repo, &received.external)?) {
                 let base = base.ok_or_else(|| Error::Protocol(format!("delta base {id} vanished during the push")))?;
-                whole.push((*id, base));
+                bases.push((base.kind, base.data));
             }
             let count = u32::try_from(received.entries.len())
                 .map_err(|_| Error::Protocol("too many objects for one pack".into()))?;
-            let objects: Vec<(ObjectKind, Vec<u8>)> = whole.iter().map(|(_, o)| (o.kind, o.data.clone())).collect();
-            let completed = packfile::append_bases(received.file.as_file_mut(), received.len, count, &objects)?;
+            let completed = packfile::append_bases(received.file.as_file_mut(), received.len, count, &bases)?;
             checksum = completed.checksum;
-            for ((id, object), (offset, end, crc32)) in whole.into_iter().zip(completed.appended) {
-                received.entries.push(IndexedEntry {
-                    id,
-                    kind: object.kind,
-                    size: object.data.len() as u64,
-                    offset,
-                    end,
-                    crc32,
-                    base: None,
-                });
+            for ((id, (kind, data)), (offset, end, crc32)) in
+                received.external.iter().zip(&bases).zip(completed.appended)
+            {
+                let size = data.len() as u64;
+                received.entries.push(IndexedEntry { id: *id, kind: *kind, size, offset, end, crc32, base: None });
             }
         }
         crate::failpoint("receive:before-store");
@@ -437,11 +431,8 @@ struct PendingPack<'a> {
 }
 
 impl<'a> PendingPack<'a> {
-    fn open(received: &'a Received) -> Result<PendingPack<'a>> {
-        Ok(PendingPack {
-            file: received.file.as_file(),
-            at: received.entries.iter().map(|e| (e.id, e.offset)).collect(),
-        })
+    fn open(received: &'a Received) -> PendingPack<'a> {
+        PendingPack { file: received.file.as_file(), at: received.entries.iter().map(|e| (e.id, e.offset)).collect() }
     }
 
     /// The object `id` if the pack has it (deltas resolved in the pack, or against the store).

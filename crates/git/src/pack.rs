@@ -151,48 +151,13 @@ impl<R: BufRead> Reader<R> {
     fn next_entry(&mut self) -> Result<Entry, ReadError> {
         let offset = self.input.position;
         let truncated = || ReadError::Truncated { entries: self.read, expected: self.count };
-        let mut byte = read_byte(&mut self.input).ok_or_else(truncated)?;
-        let type_code = (byte >> 4) & 7;
-        let mut size = u64::from(byte & 0x0f);
-        let mut shift = 4;
-        while byte & 0x80 != 0 {
-            byte = read_byte(&mut self.input).ok_or_else(truncated)?;
-            if shift > 60 {
-                return Err(ReadError::Entry { offset, message: "object size does not fit 64 bits".into() });
-            }
-            size |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-        }
-        let kind = match type_code {
-            1 => EntryKind::Base(ObjectKind::Commit),
-            2 => EntryKind::Base(ObjectKind::Tree),
-            3 => EntryKind::Base(ObjectKind::Blob),
-            4 => EntryKind::Base(ObjectKind::Tag),
-            6 => {
-                let mut byte = read_byte(&mut self.input).ok_or_else(truncated)?;
-                let mut distance = u64::from(byte & 0x7f);
-                while byte & 0x80 != 0 {
-                    byte = read_byte(&mut self.input).ok_or_else(truncated)?;
-                    distance = distance
-                        .checked_add(1)
-                        .and_then(|d| d.checked_mul(128))
-                        .map(|d| d | u64::from(byte & 0x7f))
-                        .ok_or_else(|| ReadError::Entry { offset, message: "delta base offset overflows".into() })?;
-                }
-                if distance == 0 || distance > offset {
-                    return Err(ReadError::Entry {
-                        offset,
-                        message: format!("delta base is {distance} bytes back, outside the pack"),
-                    });
-                }
-                EntryKind::OfsDelta { base_offset: offset - distance }
-            }
-            7 => {
-                let mut id = [0u8; 20];
-                read_exact_or(&mut self.input, &mut id, truncated())?;
-                EntryKind::RefDelta { base: ObjectId::from_bytes_or_panic(&id) }
-            }
-            other => return Err(ReadError::Entry { offset, message: format!("unknown object type {other}") }),
+        let raw = crate::packfile::read_header_bytes(&mut self.input, truncated)?;
+        let header = crate::packfile::parse_header(&raw, offset)?;
+        let size = header.size;
+        let kind = match header.header {
+            crate::packfile::Header::Whole(kind) => EntryKind::Base(kind),
+            crate::packfile::Header::OfsDelta { base_offset } => EntryKind::OfsDelta { base_offset },
+            crate::packfile::Header::RefDelta { base } => EntryKind::RefDelta { base },
         };
         if size > self.max_object_size {
             return Err(ReadError::TooLarge { offset, size, limit: self.max_object_size });
@@ -269,11 +234,6 @@ impl<R: BufRead> Iterator for Reader<R> {
         self.read += 1;
         Some(entry)
     }
-}
-
-fn read_byte(input: &mut impl Read) -> Option<u8> {
-    let mut b = [0u8; 1];
-    input.read_exact(&mut b).ok().map(|()| b[0])
 }
 
 fn read_exact_or(input: &mut impl Read, buf: &mut [u8], error: ReadError) -> Result<(), ReadError> {

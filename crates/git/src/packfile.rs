@@ -201,6 +201,42 @@ fn inflate_exactly<R: Read>(
     Ok(())
 }
 
+/// Reads an entry's header bytes from a stream, a byte at a time: the type and size (up to the
+/// first byte without the high bit), then a delta's base offset or id. [`parse_header`] reads them.
+pub(crate) fn read_header_bytes(
+    input: &mut impl Read,
+    truncated: impl Fn() -> ReadError,
+) -> Result<Vec<u8>, ReadError> {
+    let mut byte = || -> Result<u8, ReadError> {
+        let mut b = [0u8; 1];
+        input
+            .read_exact(&mut b)
+            .map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { truncated() } else { e.into() })?;
+        Ok(b[0])
+    };
+    let mut raw = Vec::with_capacity(24);
+    raw.push(byte()?);
+    while raw.last().is_some_and(|b| b & 0x80 != 0) && raw.len() < 11 {
+        raw.push(byte()?);
+    }
+    match (raw[0] >> 4) & 7 {
+        6 => loop {
+            let b = byte()?;
+            raw.push(b);
+            if b & 0x80 == 0 || raw.len() > 32 {
+                break;
+            }
+        },
+        7 => {
+            for _ in 0..20 {
+                raw.push(byte()?);
+            }
+        }
+        _ => {}
+    }
+    Ok(raw)
+}
+
 /// One entry of a scanned pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedEntry {
@@ -212,6 +248,22 @@ pub struct ScannedEntry {
     pub crc32: u32,
     /// The id of a whole object (deltas get theirs when resolved).
     pub id: Option<ObjectId>,
+}
+
+impl ScannedEntry {
+    /// The index entry of a whole object (a delta has none until it is resolved).
+    pub fn whole(&self) -> Option<IndexedEntry> {
+        let (Header::Whole(kind), Some(id)) = (self.header.header, self.id) else { return None };
+        Some(IndexedEntry {
+            id,
+            kind,
+            size: self.header.size,
+            offset: self.offset,
+            end: self.end,
+            crc32: self.crc32,
+            base: None,
+        })
+    }
 }
 
 /// What [`scan`] learned of a pack.
@@ -305,31 +357,7 @@ pub fn scan<R: BufRead, W: Write>(input: R, sink: W, max_object_size: u64) -> Re
         let truncated = || ReadError::Truncated { entries: read, expected: count };
         let offset = tee.position;
         tee.crc.reset();
-        // The header, a byte at a time (it ends at the first byte without the high bit, then an
-        // offset or an id follows for deltas).
-        let mut raw = Vec::with_capacity(24);
-        let mut b = [0u8; 1];
-        tee.read_exact_or(&mut b, truncated)?;
-        raw.push(b[0]);
-        while raw.last().is_some_and(|b| b & 0x80 != 0) && raw.len() < 11 {
-            tee.read_exact_or(&mut b, truncated)?;
-            raw.push(b[0]);
-        }
-        match (raw[0] >> 4) & 7 {
-            6 => loop {
-                tee.read_exact_or(&mut b, truncated)?;
-                raw.push(b[0]);
-                if b[0] & 0x80 == 0 || raw.len() > 32 {
-                    break;
-                }
-            },
-            7 => {
-                let mut id = [0u8; 20];
-                tee.read_exact_or(&mut id, truncated)?;
-                raw.extend_from_slice(&id);
-            }
-            _ => {}
-        }
+        let raw = read_header_bytes(&mut tee, truncated)?;
         let parsed = parse_header(&raw, offset)?;
         if parsed.size > max_object_size {
             return Err(ReadError::TooLarge { offset, size: parsed.size, limit: max_object_size });
@@ -467,16 +495,9 @@ pub fn resolve<S: ReadAt + ?Sized>(
     let mut out: Vec<Option<IndexedEntry>> = vec![None; entries.len()];
     let mut resolver = Resolver { pack, entries, external, budget, held: 0, visit };
     for (i, e) in entries.iter().enumerate() {
-        let (Header::Whole(kind), Some(id)) = (e.header.header, e.id) else { continue };
-        out[i] = Some(IndexedEntry {
-            id,
-            kind,
-            size: e.header.size,
-            offset: e.offset,
-            end: e.end,
-            crc32: e.crc32,
-            base: None,
-        });
+        let Some(whole) = e.whole() else { continue };
+        let (id, kind) = (whole.id, whole.kind);
+        out[i] = Some(whole);
         let mut children = by_offset.remove(&e.offset).unwrap_or_default();
         children.extend(by_id.remove(&id).unwrap_or_default());
         if children.is_empty() && kind == ObjectKind::Blob {

@@ -60,6 +60,8 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const MEMTABLE_BUDGET: usize = 64 << 20;
 /// Objects resolved from delta chains, kept for the next read.
 const BASE_CACHE_BYTES: usize = 64 << 20;
+/// Pack files kept open at once.
+const MAX_OPEN_PACKS: usize = 512;
 /// Longest delta chain followed when reading (packs we index never exceed what C git writes).
 const MAX_CHAIN: usize = 10_000;
 const REFS: &str = "refs";
@@ -399,7 +401,12 @@ impl RocksStore {
             .ok_or_else(|| Error::Corrupt(format!("pack {number} is indexed but not registered")))?;
         let path = self.pack_path_of(&value)?;
         let file = Arc::new(File::open(&path).map_err(|e| Error::Corrupt(format!("pack {}: {e}", path.display())))?);
-        self.open_packs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, file.clone());
+        let mut open = self.open_packs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A bound on descriptors: past it, start over (readers keep the files they hold).
+        if open.len() >= MAX_OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(number, file.clone());
         Ok(file)
     }
 
@@ -539,18 +546,7 @@ fn index_whole_pack(path: &Path) -> Result<(ObjectId, Vec<IndexedEntry>)> {
     let entries = scan
         .entries
         .iter()
-        .map(|e| match (e.header.header, e.id) {
-            (Header::Whole(kind), Some(id)) => Ok(IndexedEntry {
-                id,
-                kind,
-                size: e.header.size,
-                offset: e.offset,
-                end: e.end,
-                crc32: e.crc32,
-                base: None,
-            }),
-            _ => Err(Error::Corrupt("a pack of whole objects holds a delta".into())),
-        })
+        .map(|e| e.whole().ok_or_else(|| Error::Corrupt("a pack of whole objects holds a delta".into())))
         .collect::<Result<_>>()?;
     Ok((scan.checksum, entries))
 }
