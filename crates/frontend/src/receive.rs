@@ -199,12 +199,14 @@ impl GitService {
                     }
                 }
             }
-        } else {
-            for (i, update) in updates {
-                match self.refs.update(repo, std::slice::from_ref(&update), actor)? {
-                    Ok(events) => outcome.updated.extend(events),
+        } else if !updates.is_empty() {
+            // Each ref on its own, all in one durable write.
+            let batch: Vec<RefUpdate> = updates.iter().map(|(_, u)| u.clone()).collect();
+            for ((i, _), result) in updates.iter().zip(self.refs.update_each(repo, &batch, actor)?) {
+                match result {
+                    Ok(event) => outcome.updated.push(event),
                     Err(_) => {
-                        statuses[i].1 =
+                        statuses[*i].1 =
                             Err("failed to update ref: it changed since it was read; fetch and try again".into())
                     }
                 }

@@ -250,6 +250,22 @@ pub trait RefStore: Send + Sync + 'static {
     /// created beside another as file and directory ([`RefNames`]; a conflict names it). Appends
     /// one event per update in the same atomic, durable write. Returns the events written.
     fn update(&self, repo: RepoId, updates: &[RefUpdate], actor: &Actor) -> Result<Result<Vec<RefEvent>, Conflict>>;
+    /// Applies each update that can be applied, independently, in order (a non-atomic push):
+    /// each ref must still have its `old` value (counting the updates before it) and may not
+    /// clash as file and directory; the rest are skipped. One atomic, durable write for all that
+    /// apply, with one event each. Returns, per update, its event or why it was skipped.
+    fn update_each(
+        &self,
+        repo: RepoId,
+        updates: &[RefUpdate],
+        actor: &Actor,
+    ) -> Result<Vec<Result<RefEvent, Conflict>>> {
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            out.push(self.update(repo, std::slice::from_ref(u), actor)?.map(|mut events| events.remove(0)));
+        }
+        Ok(out)
+    }
     /// The ref `HEAD` points to (`refs/heads/main`), if set.
     fn head(&self, repo: RepoId) -> Result<Option<String>>;
     fn set_head(&self, repo: RepoId, target: &str) -> Result<()>;

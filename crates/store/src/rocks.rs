@@ -870,6 +870,63 @@ impl RefStore for RocksStore {
         Ok(Ok(events))
     }
 
+    /// All that apply in one synced batch: a mirror push of thousands of refs is one write, not
+    /// thousands.
+    fn update_each(
+        &self,
+        repo: RepoId,
+        updates: &[RefUpdate],
+        actor: &Actor,
+    ) -> Result<Vec<Result<RefEvent, Conflict>>> {
+        let _guard = self.ref_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let near = self.refs_near(repo, updates)?;
+        let mut names = crate::RefNames::new(near.iter().map(String::as_str));
+        let mut now: HashMap<&str, Option<ObjectId>> = HashMap::new();
+        let mut batch = WriteBatch::default();
+        let mut seq = self.last_seq.load(Ordering::SeqCst);
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            let current = match now.get(u.name.as_str()) {
+                Some(value) => *value,
+                None => self.get(repo, &u.name)?,
+            };
+            let clashes = u.new.is_some() && current.is_none() && names.clash(&u.name).is_some();
+            if current != u.old || clashes {
+                out.push(Err(Conflict { name: u.name.clone() }));
+                continue;
+            }
+            let k = key(repo, u.name.as_bytes());
+            match u.new {
+                Some(id) => {
+                    batch.put_cf(self.cf(REFS), k, id.as_bytes());
+                    names.insert(&u.name);
+                }
+                None => {
+                    batch.delete_cf(self.cf(REFS), k);
+                    names.remove(&u.name);
+                }
+            }
+            now.insert(&u.name, u.new);
+            seq += 1;
+            let event = RefEvent {
+                seq,
+                repo,
+                name: u.name.clone(),
+                old: u.old,
+                new: u.new,
+                pusher: actor.name.clone(),
+                time_ms: actor.time_ms,
+            };
+            batch.put_cf(self.cf(EVENTS), seq.to_be_bytes(), encode_event(&event));
+            out.push(Ok(event));
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &Self::synced()).map_err(backend)?;
+            self.last_seq.store(seq, Ordering::SeqCst);
+        }
+        Ok(out)
+    }
+
     fn head(&self, repo: RepoId) -> Result<Option<String>> {
         self.db
             .get_cf(self.cf(REPO_CONFIG), key(repo, b"HEAD"))

@@ -57,7 +57,8 @@ suite!(
     racing_updates_have_one_winner,
     head_and_deletion,
     index_graph_and_counters,
-    refs_never_clash_as_file_and_directory
+    refs_never_clash_as_file_and_directory,
+    independent_updates_apply_each_that_can
 );
 
 fn objects_round_trip_per_repository(s: Arc<impl Store>) {
@@ -297,4 +298,41 @@ fn rocks_state_survives_reopening() {
 fn mem_store_is_usable_through_trait_objects() {
     let s: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
     s.put(A, &[blob("x")]).expect("put");
+}
+
+/// `update_each` (a non-atomic push): every update that can apply does, the rest are skipped,
+/// each judged after the ones before it; events only for those applied.
+fn independent_updates_apply_each_that_can(s: Arc<impl Store>) {
+    let (one, two) = (blob("1").id, blob("2").id);
+    s.update(A, &[set("refs/heads/a", None, Some(one)), set("refs/heads/x", None, Some(one))], &actor())
+        .expect("io")
+        .expect("ok");
+    let before = s.events_after(0, 100).expect("events").len();
+    let results = s
+        .update_each(
+            A,
+            &[
+                set("refs/heads/a", Some(two), Some(one)), // stale: skipped
+                set("refs/heads/b", None, Some(one)),      // applies
+                set("refs/heads/a/c", None, Some(one)),    // clashes with refs/heads/a: skipped
+                set("refs/heads/x", Some(one), None),      // applies (a deletion)
+                set("refs/heads/x/y", None, Some(two)),    // applies: x is gone by now
+                set("refs/heads/b", Some(one), Some(two)), // applies, after b's creation
+            ],
+            &actor(),
+        )
+        .expect("io");
+    let applied: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(applied, [false, true, false, true, true, true]);
+    assert_eq!(results[2].as_ref().expect_err("clash").name, "refs/heads/a/c");
+    let names: Vec<(String, ObjectId)> = s.list(A).expect("list");
+    assert_eq!(
+        names,
+        [("refs/heads/a".to_owned(), one), ("refs/heads/b".to_owned(), two), ("refs/heads/x/y".to_owned(), two)]
+    );
+    let events = s.events_after(0, 100).expect("events");
+    assert_eq!(events.len(), before + 4);
+    let seqs: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok().map(|e| e.seq)).collect();
+    assert_eq!(seqs, events[before..].iter().map(|e| e.seq).collect::<Vec<_>>());
+    assert!(s.update_each(B, &[], &actor()).expect("io").is_empty());
 }
