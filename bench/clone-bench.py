@@ -46,8 +46,11 @@ class Http:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(root, "server.log"), "wb")
+        # The repository's own CI workflows (tokio has them) would run on the embedded runner and
+        # compete for the CPU: the references run no CI, so neither does the server under test.
+        env = dict(os.environ, GITSTRATUM_EMBEDDED_RUNNER="false")
         self.proc = subprocess.Popen(cmd + ["serve", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.time() + 120
         while True:
             try:
