@@ -28,6 +28,8 @@ use crate::extract::Caller;
 pub const MAX_GIT_BODY_BYTES: u64 = 4 << 30;
 /// How long a push waits for its turn to be read before it is refused (503, Retry-After).
 const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a push's body may pause before the push is given up.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest fetch request (wants, haves, arguments: a few MiB for the largest negotiations).
 pub const MAX_UPLOAD_REQUEST_BYTES: usize = 32 << 20;
 
@@ -213,7 +215,12 @@ async fn request_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
 /// A request body read by blocking code as it arrives: an async task pulls frames from the
 /// connection and hands them over a small channel, so at most a few frames are in memory. More
 /// than `limit` bytes (compressed or not) is an error, as is a broken connection.
-fn streamed_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Box<dyn io::BufRead + Send>, GitError> {
+fn streamed_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<Box<dyn io::BufRead + Send>, GitError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -224,7 +231,17 @@ fn streamed_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Box<dyn 
         use http_body_util::BodyExt;
         let mut body = body;
         let mut total = 0u64;
-        while let Some(frame) = body.frame().await {
+        loop {
+            // A client that stops sending holds a push permit: give it a minute, not forever.
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(_) => {
+                    let abandoned = io::Error::other(format!("no data for {idle:?}: the push was abandoned"));
+                    let _ = tx.send(Err(abandoned)).await;
+                    return;
+                }
+            };
             let item = match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) => {
@@ -411,7 +428,7 @@ pub async fn receive_pack(
             return Ok(refused);
         }
     };
-    let mut request = streamed_body(&headers, body, MAX_GIT_BODY_BYTES)?;
+    let mut request = streamed_body(&headers, body, MAX_GIT_BODY_BYTES, BODY_IDLE)?;
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
     let repo_name = format!("{}/{}", repo.owner, repo.name);
@@ -472,6 +489,42 @@ impl io::BufRead for Counted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push body that stops arriving is given up after the idle time (it would hold a push
+    /// permit forever), and one over the limit fails as it passes it; what came before is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_or_oversized_push_body_fails_the_read() {
+        struct Stalls(bool);
+        impl futures_core::Stream for Stalls {
+            type Item = io::Result<Bytes>;
+            fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                if std::mem::replace(&mut self.0, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Some(Ok(Bytes::from_static(b"0000"))))
+                }
+            }
+        }
+        let idle = std::time::Duration::from_millis(200);
+        let Ok(mut reader) = streamed_body(&HeaderMap::new(), Body::from_stream(Stalls(false)), 1 << 20, idle) else {
+            panic!("a reader")
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            let result = reader.read_to_end(&mut all);
+            (all, result)
+        })
+        .await
+        .expect("join");
+        assert_eq!(read.0, b"0000");
+        assert!(read.1.expect_err("abandoned").to_string().contains("abandoned"));
+
+        let Ok(mut reader) = streamed_body(&HeaderMap::new(), Body::from(vec![0u8; 4096]), 1024, idle) else {
+            panic!("a reader")
+        };
+        let result = tokio::task::spawn_blocking(move || reader.read_to_end(&mut Vec::new())).await.expect("join");
+        assert!(result.expect_err("too large").to_string().contains("too large"));
+    }
 
     /// A body longer than the limit without a declared length (chunked) is told apart from a
     /// broken one: 413, as for a declared length over the limit.
