@@ -1373,3 +1373,47 @@ async fn pushes_are_stored_as_packs_c_git_verifies() {
     assert_eq!(std::fs::metadata(fetched.join("large.bin")).expect("large.bin").len(), 192 << 20);
     s.stop().await;
 }
+
+/// A byte of a stored pack goes bad: a clone fails rather than receive the damaged object (the
+/// server finds it by the entry's CRC-32 or zlib's checksum and reports it), nothing of the failed
+/// response is cached, and once the byte is repaired a clone works (no bad answer was kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_pack_is_reported_not_served() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let (status, created) = s.create_repo(Some(&s.admin_token), json!({"name": "rot"})).await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    let repo_id = created["id"].as_i64().expect("id");
+    let url = authed_url(&s, &s.admin_token, "rot");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    let text: String = (0..20_000).map(|l| format!("line {l} of a file with some bulk\n")).collect();
+    std::fs::write(src.join("bulk.txt"), text).expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "bulk"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+
+    let idx = stored_indexes(&s, repo_id).pop().expect("a stored pack");
+    let pack = idx.with_extension("pack");
+    let mut bytes = std::fs::read(&pack).expect("pack");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&pack, &bytes).expect("write");
+
+    let clone = tmp.path().join("clone");
+    let failed = git.fails(tmp.path(), &["clone", "-q", &url, clone.to_str().expect("utf-8")]).await;
+    assert!(!failed.is_empty(), "git says why");
+    let cached: Vec<_> = std::fs::read_dir(s.data_dir.path().join("pack-cache"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(cached.iter().all(|p| p.extension().is_none_or(|e| e != "pack")), "nothing cached: {cached:?}");
+
+    bytes[middle] ^= 0x55;
+    std::fs::write(&pack, &bytes).expect("repair");
+    let again = tmp.path().join("again");
+    git.ok(tmp.path(), &["clone", "-q", &url, again.to_str().expect("utf-8")]).await;
+    git.fsck(&again).await;
+    s.stop().await;
+}
