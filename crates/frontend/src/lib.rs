@@ -111,7 +111,7 @@ impl GitService {
         GitService { objects, refs, pack_cache: None }
     }
 
-    /// Serves protocol v2 fetches through a pack cache.
+    /// Serves fetches (every protocol version) through a pack cache.
     pub fn with_pack_cache(mut self, cache: Arc<pack_cache::PackCache>) -> Self {
         self.pack_cache = Some(cache);
         self

@@ -102,18 +102,34 @@ impl Write for Sideband<'_> {
     }
 }
 
-/// Copies a cached pack to the client in side-band packets, then the flush that ends the response;
-/// the stats come from the pack's header (reused deltas are not known for a copy).
-fn copy_cached(source: &mut dyn CachedPack, kind: (bool, bool, bool), out: &mut dyn Write) -> Result<PackStats> {
+/// Copies a cached pack to the client, in side-band packets (then the flush that ends the
+/// response) or raw; the stats come from the pack's header (reused deltas are not known for a
+/// copy).
+fn copy_cached(
+    source: &mut dyn CachedPack,
+    kind: (bool, bool, bool),
+    sideband: SidebandMode,
+    out: &mut dyn Write,
+) -> Result<PackStats> {
     let (shallow, filtered, clone) = kind;
-    let mut sink = Sideband { out: &mut *out, buf: Vec::new(), max_packet: pktline::MAX_PACKET_LEN };
-    let mut counter = HeaderReader { header: Vec::with_capacity(12), inner: &mut sink };
-    source.copy_pack(&mut counter)?;
-    let objects = counter.objects();
-    sink.flush()?;
-    let mut tail = Vec::new();
-    pktline::write_flush(&mut tail);
-    out.write_all(&tail)?;
+    let objects = match sideband {
+        Some(max_packet) => {
+            let mut sink = Sideband { out: &mut *out, buf: Vec::new(), max_packet };
+            let mut counter = HeaderReader { header: Vec::with_capacity(12), inner: &mut sink };
+            source.copy_pack(&mut counter)?;
+            let objects = counter.objects();
+            sink.flush()?;
+            let mut tail = Vec::new();
+            pktline::write_flush(&mut tail);
+            out.write_all(&tail)?;
+            objects
+        }
+        None => {
+            let mut counter = HeaderReader { header: Vec::with_capacity(12), inner: &mut *out };
+            source.copy_pack(&mut counter)?;
+            counter.objects()
+        }
+    };
     Ok(PackStats { objects, reused_deltas: 0, shallow, filtered, clone })
 }
 
@@ -515,6 +531,24 @@ impl GitService {
             pktline::write_text(&mut head, "packfile");
             out.write_all(&head)
         };
+        let sideband = Some(pktline::MAX_PACKET_LEN);
+        self.send_cached(repo, args, common, sideband, &|meta, out| write_head(head.clone(), meta, out), out)
+    }
+
+    /// Sends the pack of a fetch through the pack cache (when there is one): a hit is copied, an
+    /// identical request in progress is followed, else this request leads: the pack is generated
+    /// into the cache by a thread of its own and copied from there as it grows. `write_head` writes
+    /// what precedes the pack, once its shallow lines are known. A request the history cannot
+    /// satisfy gets an `ERR` line.
+    fn send_cached(
+        &self,
+        repo: RepoId,
+        args: FetchArgs,
+        common: Vec<ObjectId>,
+        sideband: SidebandMode,
+        write_head: &dyn Fn(&Meta, &mut dyn Write) -> io::Result<()>,
+        out: &mut dyn Write,
+    ) -> Result<Option<PackStats>> {
         // What the response is, for its stats: (shallow, filtered, clone).
         let kind = (args.shape.deepens(), args.shape.filter.is_some(), common.is_empty());
         let lookup = match &self.pack_cache {
@@ -523,13 +557,13 @@ impl GitService {
         };
         let leader = match lookup {
             Some(Lookup::Hit(meta, mut file)) => {
-                write_head(head, &meta, out)?;
-                return Ok(Some(copy_cached(&mut file, kind, out)?));
+                write_head(&meta, out)?;
+                return Ok(Some(copy_cached(&mut file, kind, sideband, out)?));
             }
             Some(Lookup::Follow(mut follower)) => match follower.meta()? {
                 Some(meta) => {
-                    write_head(head, &meta, out)?;
-                    return Ok(Some(copy_cached(&mut follower, kind, out)?));
+                    write_head(&meta, out)?;
+                    return Ok(Some(copy_cached(&mut follower, kind, sideband, out)?));
                 }
                 // Its leader failed before it had anything: generate without the cache.
                 None => None,
@@ -561,15 +595,17 @@ impl GitService {
                     Err(e) => tracing::warn!(error = %e, "pack cache: generating the pack failed"),
                 }
             })?;
-            write_head(head, &meta, out)?;
-            progress(out, Some(pktline::MAX_PACKET_LEN), show_progress, "Enumerating objects, done.\n")?;
-            return Ok(Some(copy_cached(&mut follower, kind, out)?));
+            write_head(&meta, out)?;
+            progress(out, sideband, show_progress, "Enumerating objects, done.\n")?;
+            return Ok(Some(copy_cached(&mut follower, kind, sideband, out)?));
         }
-        write_head(head, &meta, out)?;
-        let stats = self.send_pack(repo, set, &args, &common, Some(pktline::MAX_PACKET_LEN), out)?;
-        let mut tail = Vec::new();
-        pktline::write_flush(&mut tail);
-        out.write_all(&tail)?;
+        write_head(&meta, out)?;
+        let stats = self.send_pack(repo, set, &args, &common, sideband, out)?;
+        if sideband.is_some() {
+            let mut tail = Vec::new();
+            pktline::write_flush(&mut tail);
+            out.write_all(&tail)?;
+        }
         Ok(Some(stats))
     }
 
@@ -651,6 +687,21 @@ impl GitService {
             && walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)?;
         let send = args.done || (no_done && ready);
         let deepening = args.shape.deepens();
+        if send && request.negotiates {
+            // The pack goes through the cache; the shallow lines (from the set, or the cached
+            // entry) come first, then the acknowledgments.
+            let acks = acknowledgments(&common, detailed, multi_ack, args.done, ready, send);
+            let write_head = |meta: &Meta, out: &mut dyn Write| -> io::Result<()> {
+                let mut head = Vec::new();
+                if deepening {
+                    write_shallow_lines(&mut head, &meta.shallow, &meta.unshallow);
+                    pktline::write_flush(&mut head);
+                }
+                head.extend_from_slice(&acks);
+                out.write_all(&head)
+            };
+            return self.send_cached(repo, args, common, sideband, &write_head, out);
+        }
         let set = if send || deepening {
             match self.fetch_set(repo, &args, &common, send)? {
                 Ok(set) => Some(set),
@@ -670,33 +721,7 @@ impl GitService {
             out.write_all(&head)?;
             return Ok(None);
         }
-        for (i, id) in common.iter().enumerate() {
-            if detailed {
-                pktline::write_text(&mut head, format!("ACK {id} common"));
-            } else if multi_ack {
-                pktline::write_text(&mut head, format!("ACK {id} continue"));
-            } else if i == 0 {
-                pktline::write_text(&mut head, format!("ACK {id}"));
-            }
-        }
-        let last = common.last();
-        if args.done {
-            match last {
-                Some(id) if multi_ack => pktline::write_text(&mut head, format!("ACK {id}")),
-                Some(_) => {}
-                None => pktline::write_text(&mut head, "NAK"),
-            }
-        } else {
-            if let (true, Some(id)) = (ready, last) {
-                pktline::write_text(&mut head, format!("ACK {id} ready"));
-            }
-            if common.is_empty() || multi_ack {
-                pktline::write_text(&mut head, "NAK");
-            }
-            if let (true, Some(id)) = (send, last) {
-                pktline::write_text(&mut head, format!("ACK {id}"));
-            }
-        }
+        head.extend_from_slice(&acknowledgments(&common, detailed, multi_ack, args.done, ready, send));
         out.write_all(&head)?;
         let Some(set) = set.filter(|_| send) else { return Ok(None) };
         let stats = self.send_pack(repo, set, &args, &common, sideband, out)?;
@@ -823,6 +848,47 @@ impl GitService {
         writer.finish()?;
         Ok((reused, objects.len()))
     }
+}
+
+/// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for
+/// `multi_ack_detailed`, `multi_ack` and neither.
+fn acknowledgments(
+    common: &[ObjectId],
+    detailed: bool,
+    multi_ack: bool,
+    done: bool,
+    ready: bool,
+    send: bool,
+) -> Vec<u8> {
+    let mut head = Vec::new();
+    for (i, id) in common.iter().enumerate() {
+        if detailed {
+            pktline::write_text(&mut head, format!("ACK {id} common"));
+        } else if multi_ack {
+            pktline::write_text(&mut head, format!("ACK {id} continue"));
+        } else if i == 0 {
+            pktline::write_text(&mut head, format!("ACK {id}"));
+        }
+    }
+    let last = common.last();
+    if done {
+        match last {
+            Some(id) if multi_ack => pktline::write_text(&mut head, format!("ACK {id}")),
+            Some(_) => {}
+            None => pktline::write_text(&mut head, "NAK"),
+        }
+    } else {
+        if let (true, Some(id)) = (ready, last) {
+            pktline::write_text(&mut head, format!("ACK {id} ready"));
+        }
+        if common.is_empty() || multi_ack {
+            pktline::write_text(&mut head, "NAK");
+        }
+        if let (true, Some(id)) = (send, last) {
+            pktline::write_text(&mut head, format!("ACK {id}"));
+        }
+    }
+    head
 }
 
 struct PackCtx<'a> {

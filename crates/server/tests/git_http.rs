@@ -1290,6 +1290,23 @@ async fn identical_clones_share_one_cached_pack_that_is_never_stale() {
     assert_eq!(counter(&s, "gitstratum_frontend_cache_hits_total").await, 6);
     let entries = std::fs::read_dir(s.data_dir.path().join("pack-cache")).expect("cache dir").count();
     assert_eq!(entries, 3, "one entry per distinct request");
+
+    // Protocol v0 and v1 clients (older git, many tools) go through the cache as well: the pack
+    // is the same bytes whatever the protocol around it, only its framing differs.
+    let (hits, misses) = (
+        counter(&s, "gitstratum_frontend_cache_hits_total").await,
+        counter(&s, "gitstratum_frontend_cache_misses_total").await,
+    );
+    for (i, version) in ["0", "1", "0"].into_iter().enumerate() {
+        let old = tmp.path().join(format!("v{version}-{i}"));
+        let config = format!("protocol.version={version}");
+        git.ok(tmp.path(), &["-c", &config, "clone", "-q", "--depth=2", &anonymous, old.to_str().expect("utf-8")])
+            .await;
+        git.fsck(&old).await;
+        assert_eq!(git.ok(&old, &["rev-list", "--count", "HEAD"]).await.trim(), "2");
+    }
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_misses_total").await, misses + 1, "one generation");
+    assert_eq!(counter(&s, "gitstratum_frontend_cache_hits_total").await, hits + 2);
     s.stop().await;
 }
 
