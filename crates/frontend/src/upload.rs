@@ -551,8 +551,15 @@ impl GitService {
     ) -> Result<Option<PackStats>> {
         // What the response is, for its stats: (shallow, filtered, clone).
         let kind = (args.shape.deepens(), args.shape.filter.is_some(), common.is_empty());
+        // A cache that cannot be used (a full disk, say) costs this request its speed, not its answer.
         let lookup = match &self.pack_cache {
-            Some(cache) => Some(cache.lookup(&self.cache_key(repo, &args, &common)?)?),
+            Some(cache) => match cache.lookup(&self.cache_key(repo, &args, &common)?) {
+                Ok(lookup) => Some(lookup),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pack cache: lookup failed; sending without the cache");
+                    None
+                }
+            },
             None => None,
         };
         let leader = match lookup {
@@ -576,16 +583,31 @@ impl GitService {
             Err(message) => return write_err(out, &format!("upload-pack: {message}")),
         };
         let meta = Meta { shallow: set.shallow.clone(), unshallow: set.unshallow.clone() };
-        if let Some(mut leader) = leader {
+        let leader = leader.and_then(|mut leader| {
+            // Opening the entry: its header written, and readable by a follower.
+            let mut follower = leader.set_meta(&meta).map(|()| leader.follower()).ok()?;
+            match follower.meta() {
+                Ok(_) => Some((leader, follower)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pack cache: cannot write an entry; sending without the cache");
+                    None
+                }
+            }
+        });
+        if let Some((mut leader, mut follower)) = leader {
             // The pack is written into the cache by a thread of its own, whatever becomes of this
             // client; this request, like any identical one meanwhile, reads it as it grows.
-            leader.set_meta(&meta)?;
-            let mut follower = leader.follower();
-            follower.meta()?; // opens the entry (its header is written)
             let service = self.clone();
             let show_progress = !args.no_progress;
             std::thread::Builder::new().name("pack-cache".into()).spawn(move || {
-                let written = service.send_pack(repo, set, &args, &common, None, &mut leader);
+                // Followers wake when the entry grows: let it grow in large steps, not an entry
+                // header at a time.
+                let written = {
+                    let mut buffered = io::BufWriter::with_capacity(256 << 10, &mut leader);
+                    service
+                        .send_pack(repo, set, &args, &common, None, &mut buffered)
+                        .and_then(|stats| buffered.flush().map(|()| stats).map_err(Error::from))
+                };
                 match written {
                     Ok(_) => {
                         if let Err(e) = leader.finish() {

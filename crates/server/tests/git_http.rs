@@ -1434,3 +1434,27 @@ async fn a_corrupt_pack_is_reported_not_served() {
     git.fsck(&again).await;
     s.stop().await;
 }
+
+/// A pack cache that cannot be written (here its directory is gone, a file in its place) costs a
+/// fetch its speed, never its answer: clones in both protocols are served without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_pack_cache_costs_speed_not_answers() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "nocache", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 3).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let cache = s.data_dir.path().join("pack-cache");
+    std::fs::remove_dir_all(&cache).expect("remove the cache");
+    std::fs::write(&cache, "not a directory").expect("a file in its place");
+    for version in ["2", "0"] {
+        let dir = tmp.path().join(format!("clone-v{version}"));
+        let config = format!("protocol.version={version}");
+        git.ok(tmp.path(), &["-c", &config, "clone", "-q", &url, dir.to_str().expect("utf-8")]).await;
+        git.fsck(&dir).await;
+        assert_eq!(git.ok(&dir, &["rev-list", "--count", "HEAD"]).await.trim(), "3");
+    }
+    s.stop().await;
+}
