@@ -16,7 +16,7 @@ use flate2::Compression;
 use flate2::bufread::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 
-use crate::object::{CollisionDetected, HashKind, ObjectId, ObjectKind, hash_object};
+use crate::object::{HashKind, ObjectId, ObjectKind, hash_object};
 
 /// Largest inflated entry accepted by default (objects larger than this are refused).
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 2 << 30;
@@ -386,19 +386,8 @@ pub struct Resolved {
     pub offset: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("delta at offset {offset} refers to base {base}, which is neither in the pack nor known")]
-    MissingBase { offset: u64, base: String },
-    #[error("delta at offset {offset}: {source}")]
-    Delta {
-        offset: u64,
-        #[source]
-        source: crate::delta::ApplyError,
-    },
-    #[error(transparent)]
-    Collision(#[from] CollisionDetected),
-}
+/// Why a pack's deltas could not be resolved (shared with [`crate::packfile::resolve`]).
+pub use crate::packfile::ResolveError;
 
 /// Looks up an object outside the pack by id: its kind and data, or `None` when unknown.
 pub type KnownObjects<'a> = dyn Fn(&ObjectId) -> Option<(ObjectKind, Vec<u8>)> + 'a;

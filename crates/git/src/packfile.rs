@@ -441,6 +441,12 @@ pub enum ResolveError {
     Refused(String),
 }
 
+impl From<crate::object::CollisionDetected> for ResolveError {
+    fn from(_: crate::object::CollisionDetected) -> Self {
+        ResolveError::Collision
+    }
+}
+
 /// Looks up a base outside the pack (thin packs): kind and data, or `None` when unknown.
 pub type External<'a> = dyn Fn(&ObjectId) -> Option<(ObjectKind, Vec<u8>)> + 'a;
 

@@ -816,6 +816,28 @@ fn decode_event(seq: u64, v: &[u8]) -> Result<RefEvent> {
     Ok(RefEvent { seq, repo, name, old: ids[0], new: ids[1], pusher, time_ms })
 }
 
+impl RocksStore {
+    /// Adds a ref update and its event (number `seq`) to `batch`; returns the event.
+    fn stage(&self, batch: &mut WriteBatch, repo: RepoId, u: &RefUpdate, seq: u64, actor: &Actor) -> RefEvent {
+        let k = key(repo, u.name.as_bytes());
+        match u.new {
+            Some(id) => batch.put_cf(self.cf(REFS), k, id.as_bytes()),
+            None => batch.delete_cf(self.cf(REFS), k),
+        }
+        let event = RefEvent {
+            seq,
+            repo,
+            name: u.name.clone(),
+            old: u.old,
+            new: u.new,
+            pusher: actor.name.clone(),
+            time_ms: actor.time_ms,
+        };
+        batch.put_cf(self.cf(EVENTS), seq.to_be_bytes(), encode_event(&event));
+        event
+    }
+}
+
 impl RefStore for RocksStore {
     fn list(&self, repo: RepoId) -> Result<Vec<(String, ObjectId)>> {
         self.keys_with_prefix(REFS, &repo.key_prefix())?
@@ -846,23 +868,8 @@ impl RefStore for RocksStore {
         let mut events = Vec::with_capacity(updates.len());
         let mut seq = self.last_seq.load(Ordering::SeqCst);
         for u in updates {
-            let k = key(repo, u.name.as_bytes());
-            match u.new {
-                Some(id) => batch.put_cf(self.cf(REFS), k, id.as_bytes()),
-                None => batch.delete_cf(self.cf(REFS), k),
-            }
             seq += 1;
-            let event = RefEvent {
-                seq,
-                repo,
-                name: u.name.clone(),
-                old: u.old,
-                new: u.new,
-                pusher: actor.name.clone(),
-                time_ms: actor.time_ms,
-            };
-            batch.put_cf(self.cf(EVENTS), seq.to_be_bytes(), encode_event(&event));
-            events.push(event);
+            events.push(self.stage(&mut batch, repo, u, seq, actor));
         }
         self.db.write_opt(batch, &Self::synced()).map_err(backend)?;
         // Published only after the write is durable, under the lock.
@@ -895,30 +902,13 @@ impl RefStore for RocksStore {
                 out.push(Err(Conflict { name: u.name.clone() }));
                 continue;
             }
-            let k = key(repo, u.name.as_bytes());
             match u.new {
-                Some(id) => {
-                    batch.put_cf(self.cf(REFS), k, id.as_bytes());
-                    names.insert(&u.name);
-                }
-                None => {
-                    batch.delete_cf(self.cf(REFS), k);
-                    names.remove(&u.name);
-                }
+                Some(_) => names.insert(&u.name),
+                None => names.remove(&u.name),
             }
             now.insert(&u.name, u.new);
             seq += 1;
-            let event = RefEvent {
-                seq,
-                repo,
-                name: u.name.clone(),
-                old: u.old,
-                new: u.new,
-                pusher: actor.name.clone(),
-                time_ms: actor.time_ms,
-            };
-            batch.put_cf(self.cf(EVENTS), seq.to_be_bytes(), encode_event(&event));
-            out.push(Ok(event));
+            out.push(Ok(self.stage(&mut batch, repo, u, seq, actor)));
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &Self::synced()).map_err(backend)?;
