@@ -13,7 +13,7 @@ Moved here from shared/bench (same interface) and extended for issue 17: the fir
 repeated ones (a repeated one may come from the server's pack cache), a tree:0 clone, a fetch of one new
 commit, and the server under test's peak resident memory during `push --mirror` and during --parallel full
 clones at once (Linux: VmHWM, reset through /proc/PID/clear_refs; the references spawn a process per request,
-so they have no such figure); with --large-push-mib, a push of one incompressible file of that size.
+so they have no such figure); with --large-push-mib, a push of that many MiB of incompressible files.
 """
 import argparse
 import json
@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--json")
     ap.add_argument("--large-push-mib", type=int, default=0,
-                    help="also push a new repository holding one incompressible file of this many MiB, "
+                    help="also push a new repository holding this many MiB of incompressible files, "
                          "reporting its time and the server's peak resident memory")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="clone-bench-")
@@ -258,9 +258,12 @@ def main():
         if a.large_push_mib:
             large = dest()
             git(["init", "-q", "-b", "main", large], tmp, env)
-            with open(os.path.join(large, "large.bin"), "wb") as fh:
-                for _ in range(a.large_push_mib):
-                    fh.write(os.urandom(1 << 20))
+            # Files of at most 512 MiB: one object may be at most 1 GiB (GitHub refuses files
+            # over 100 MB).
+            for part in range((a.large_push_mib + 511) // 512):
+                with open(os.path.join(large, f"large-{part}.bin"), "wb") as fh:
+                    for _ in range(min(512, a.large_push_mib - part * 512)):
+                        fh.write(os.urandom(1 << 20))
             git(["add", "-A"], large, env)
             git(["-c", "user.name=b", "-c", "user.email=b@e", "commit", "-qm", "large"], large, env)
             git(["repack", "-adq"], large, env)  # the client packs once; each push then only sends
