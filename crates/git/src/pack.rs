@@ -95,6 +95,18 @@ impl<R: BufRead> BufRead for Hashing<R> {
     }
 }
 
+/// Checks a pack's 12-byte header (`PACK`, version 2 or 3); returns the entry count it declares.
+pub fn parse_pack_header(header: &[u8; 12]) -> Result<u32, ReadError> {
+    if &header[..4] != b"PACK" {
+        return Err(ReadError::NotAPack);
+    }
+    let version = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+    if version != 2 && version != 3 {
+        return Err(ReadError::Version(version));
+    }
+    Ok(u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")))
+}
+
 /// Appends an entry header: type and inflated size (4 bits, then 7 bits a byte).
 pub fn encode_entry_header(out: &mut Vec<u8>, type_code: u8, mut size: u64) {
     out.push((type_code << 4) | (size & 0x0f) as u8);
@@ -128,14 +140,7 @@ impl<R: BufRead> Reader<R> {
         let mut input = Hashing { inner: input, hasher: gix_hash::hasher(HashKind::Sha1), position: 0 };
         let mut header = [0u8; 12];
         read_exact_or(&mut input, &mut header, ReadError::NotAPack)?;
-        if &header[..4] != b"PACK" {
-            return Err(ReadError::NotAPack);
-        }
-        let version = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-        if version != 2 && version != 3 {
-            return Err(ReadError::Version(version));
-        }
-        let count = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+        let count = parse_pack_header(&header)?;
         Ok(Reader { input, count, read: 0, max_object_size, finished: false, checksum: None })
     }
 

@@ -344,14 +344,7 @@ pub fn scan<R: BufRead, W: Write>(input: R, sink: W, max_object_size: u64) -> Re
     };
     let mut header = [0u8; 12];
     tee.read_exact_or(&mut header, || ReadError::NotAPack)?;
-    if &header[..4] != b"PACK" {
-        return Err(ReadError::NotAPack);
-    }
-    let version = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-    if version != 2 && version != 3 {
-        return Err(ReadError::Version(version));
-    }
-    let count = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+    let count = crate::pack::parse_pack_header(&header)?;
     let mut entries = Vec::with_capacity(count.min(1 << 20) as usize);
     for read in 0..count {
         let truncated = || ReadError::Truncated { entries: read, expected: count };

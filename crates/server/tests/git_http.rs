@@ -21,6 +21,19 @@ fn authed_url(s: &TestServer, token: &str, name: &str) -> String {
     format!("http://x:{token}@{}/admin/{name}.git", s.base.trim_start_matches("http://"))
 }
 
+/// `len` bytes no compressor shrinks (xorshift), the same every run.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x9e3779b97f4a7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 fn refs(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines.sort();
@@ -262,15 +275,7 @@ async fn long_histories_and_large_binaries() {
     };
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
     // A 40 MB incompressible binary.
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let binary: Vec<u8> = (0..40 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let binary = incompressible(40 << 20);
     std::fs::write(src.join("blob.bin"), &binary).expect("write");
     git.ok(&src, &["add", "-A"]).await;
     git.ok(&src, &["commit", "-q", "-m", "binary"]).await;
@@ -1367,15 +1372,7 @@ async fn pushes_are_stored_as_packs_c_git_verifies() {
     assert!(objects_stored > total, "stored {objects_stored} objects for a repository of {total}: bases appended");
 
     // A large push streams: the server's memory does not grow with it.
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let binary: Vec<u8> = (0..192 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let binary = incompressible(192 << 20);
     std::fs::write(src.join("large.bin"), &binary).expect("write");
     drop(binary);
     git.ok(&src, &["add", "-A"]).await;

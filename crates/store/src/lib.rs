@@ -180,6 +180,21 @@ pub struct RefEvent {
     pub time_ms: i64,
 }
 
+impl RefEvent {
+    /// The event of applying `update` as `actor`, numbered `seq`.
+    pub fn of(seq: u64, repo: RepoId, update: &RefUpdate, actor: &Actor) -> RefEvent {
+        RefEvent {
+            seq,
+            repo,
+            name: update.name.clone(),
+            old: update.old,
+            new: update.new,
+            pusher: actor.name.clone(),
+            time_ms: actor.time_ms,
+        }
+    }
+}
+
 /// Who made a change, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {

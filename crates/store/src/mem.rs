@@ -167,15 +167,7 @@ impl RefStore for MemStore {
                 None => s.refs.remove(&(repo, u.name.clone())),
             };
             let seq = s.events.last().map_or(1, |e| e.seq + 1);
-            let event = RefEvent {
-                seq,
-                repo,
-                name: u.name.clone(),
-                old: u.old,
-                new: u.new,
-                pusher: actor.name.clone(),
-                time_ms: actor.time_ms,
-            };
+            let event = RefEvent::of(seq, repo, u, actor);
             s.events.push(event.clone());
             written.push(event);
         }

@@ -824,15 +824,7 @@ impl RocksStore {
             Some(id) => batch.put_cf(self.cf(REFS), k, id.as_bytes()),
             None => batch.delete_cf(self.cf(REFS), k),
         }
-        let event = RefEvent {
-            seq,
-            repo,
-            name: u.name.clone(),
-            old: u.old,
-            new: u.new,
-            pusher: actor.name.clone(),
-            time_ms: actor.time_ms,
-        };
+        let event = RefEvent::of(seq, repo, u, actor);
         batch.put_cf(self.cf(EVENTS), seq.to_be_bytes(), encode_event(&event));
         event
     }
