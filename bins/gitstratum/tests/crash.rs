@@ -1,6 +1,6 @@
 //! SIGKILL in the middle of a push: after a restart the repository holds either the old or the
 //! new ref (never a ref to a missing object), an acknowledged push is never lost, and the push
-//! can be retried. SIGKILL in the middle of a job, of the server or of an external runner: the
+//! can be retried. The same for storage maintenance killed mid-repack. SIGKILL in the middle of a job, of the server or of an external runner: the
 //! job runs again as a new attempt and the run completes.
 
 use std::path::{Path, PathBuf};
@@ -208,6 +208,89 @@ async fn a_push_killed_at_each_step_is_retried_cleanly() {
         .expect("join");
         assert_eq!(again.terminate().code(), Some(0));
         old = new;
+    }
+}
+
+/// Maintenance killed after writing its new pack but before registering it, and killed after
+/// registering it but before removing the packs it replaced: after a restart the repository is
+/// whole (a clone passes `fsck`), the leftovers are gone, and pushes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_killed_mid_repack_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let data = tmp.path().join("data");
+    let (mut server, base, token) = serve_with_repo(&data, "upkeep").await;
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    let url_for = |base: &str| format!("http://x:{token}@{}/admin/upkeep.git", base.trim_start_matches("http://"));
+    let (home1, src1, url1) = (home.clone(), src.clone(), url_for(&base));
+    let mut tip = tokio::task::spawn_blocking(move || {
+        ok(&home1, &src1, &["init", "-q", "-b", "main"]);
+        let mut text: String = (0..400).map(|l| format!("line {l}\n")).collect();
+        // Three pushes, three packs: due for a roll-up and a full repack.
+        for i in 0..3 {
+            text.push_str(&format!("edit {i}\n"));
+            std::fs::write(src1.join("a.txt"), &text).expect("write");
+            ok(&home1, &src1, &["add", "-A"]);
+            ok(&home1, &src1, &["commit", "-q", "-m", &format!("c{i}")]);
+            ok(&home1, &src1, &["push", "-q", &url1, "main"]);
+        }
+        ok(&home1, &src1, &["rev-parse", "HEAD"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(server.terminate().code(), Some(0));
+    let packs_dir = std::fs::read_dir(data.join("git/packs"))
+        .expect("packs")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n != "incoming"))
+        .expect("the repository's pack directory");
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&packs_dir);
+    assert_eq!(before.len(), 6, "three packs and their indexes: {before:?}");
+    let maintain_now = [("GITSTRATUM_GIT_MAINTENANCE_SECS", "1"), ("GITSTRATUM_GIT_FULL_REPACK_HOURS", "0")];
+    for (round, point) in ["maintain:before-commit", "maintain:after-commit"].into_iter().enumerate() {
+        let mut env = maintain_now.to_vec();
+        env.push(("GITSTRATUM_CRASH_AT", point));
+        let mut dying = spawn(&data, &[], &env);
+        let status = dying.wait();
+        assert!(!status.success(), "{point}: maintenance ran and the server died there: {status:?}");
+
+        let mut again = spawn(&data, &[], &[]);
+        let url = url_for(&again.base_url());
+        let after = files(&packs_dir);
+        if point == "maintain:before-commit" {
+            assert_eq!(after, before, "{point}: the unregistered new pack is gone, the old ones stay");
+        } else {
+            assert_eq!(after.len(), 2, "{point}: the replaced packs are gone: {after:?}");
+        }
+        assert_eq!(std::fs::read_dir(data.join("git/packs/incoming")).expect("incoming").count(), 0);
+        for idx in after.iter().filter(|n| n.ends_with(".idx")) {
+            ok(&home, tmp.path(), &["verify-pack", packs_dir.join(idx).to_str().expect("utf-8")]);
+        }
+        let (home2, src2, root, expected) = (home.clone(), src.clone(), tmp.path().to_owned(), tip.clone());
+        tip = tokio::task::spawn_blocking(move || {
+            let dir = root.join(format!("clone-{round}"));
+            ok(&home2, &root, &["clone", "-q", "--bare", &url, dir.to_str().expect("utf-8")]);
+            ok(&home2, &dir, &["fsck", "--strict", "--no-dangling"]);
+            assert_eq!(ok(&home2, &dir, &["rev-parse", "main"]), expected);
+            std::fs::write(src2.join(format!("r{round}.txt")), "more\n").expect("write");
+            ok(&home2, &src2, &["add", "-A"]);
+            ok(&home2, &src2, &["commit", "-q", "-m", "after"]);
+            ok(&home2, &src2, &["push", "-q", &url, "main"]);
+            ok(&home2, &src2, &["rev-parse", "HEAD"])
+        })
+        .await
+        .expect("join");
+        assert_eq!(again.terminate().code(), Some(0));
     }
 }
 

@@ -23,17 +23,10 @@ use gitstratum_store::{ObjectStore, RefStore, RepoId};
 pub use receive::{PushOutcome, ReceiveOptions};
 pub use upload::{PackStats, UploadOptions};
 
-/// Crash tests: with `GITSTRATUM_CRASH_AT=<name>` in its environment, the process dies at the
-/// point of that name as a SIGKILL would leave it (no destructors, no cleanup). Points:
-/// `receive:after-spool` (the pack is on disk, not indexed), `receive:before-store` (indexed, not
-/// stored), `receive:before-refs` (stored and durable, refs not moved).
-pub(crate) fn failpoint(name: &str) {
-    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if POINT.get_or_init(|| std::env::var("GITSTRATUM_CRASH_AT").ok()).as_deref() == Some(name) {
-        eprintln!("GITSTRATUM_CRASH_AT={name}: dying here");
-        std::process::abort();
-    }
-}
+/// Crash points of a push ([`gitstratum_store::failpoint`]): `receive:after-spool` (the pack is
+/// on disk, not indexed), `receive:before-store` (indexed, not stored), `receive:before-refs`
+/// (stored and durable, refs not moved).
+pub(crate) use gitstratum_store::failpoint;
 
 /// The branch `HEAD` names until a push says otherwise.
 pub const DEFAULT_HEAD: &str = "refs/heads/main";

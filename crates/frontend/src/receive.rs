@@ -124,6 +124,9 @@ impl GitService {
         actor: &Actor,
         options: &ReceiveOptions,
     ) -> Result<(Report, PushOutcome)> {
+        // From the first lookup of a stored object until the refs moved: nothing it finds is
+        // pruned meanwhile.
+        let _pin = self.objects.pin(repo);
         let mut statuses: Vec<(String, Result<(), String>)> =
             request.commands.iter().map(|c| (c.name.clone(), Ok(()))).collect();
         for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {

@@ -253,6 +253,8 @@ pub struct Writer<W: Write> {
     position: u64,
     remaining: u32,
     level: Compression,
+    /// CRC-32 of the entry being written (what a pack index records for it).
+    crc: flate2::Crc,
 }
 
 impl<W: Write> Writer<W> {
@@ -265,14 +267,32 @@ impl<W: Write> Writer<W> {
         out.write_all(&header)?;
         let mut hasher = gix_hash::hasher(HashKind::Sha1);
         hasher.update(&header);
-        Ok(Writer { out, hasher, position: 12, remaining: count, level: Compression::default() })
+        Ok(Writer {
+            out,
+            hasher,
+            position: 12,
+            remaining: count,
+            level: Compression::default(),
+            crc: flate2::Crc::new(),
+        })
     }
 
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
         self.hasher.update(bytes);
+        self.crc.update(bytes);
         self.position += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Where the next entry starts (so, after an entry, where it ended).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The CRC-32 of the entry written last, header included (as a pack index records it).
+    pub fn entry_crc32(&self) -> u32 {
+        self.crc.sum()
     }
 
     fn header(&mut self, type_code: u8, size: u64, extra: &[u8]) -> io::Result<u64> {
@@ -280,6 +300,7 @@ impl<W: Write> Writer<W> {
             return Err(io::Error::other("more entries than the pack header declared"));
         }
         self.remaining -= 1;
+        self.crc.reset();
         let offset = self.position;
         let mut header = Vec::with_capacity(12 + extra.len());
         encode_entry_header(&mut header, type_code, size);
@@ -343,6 +364,7 @@ impl<W: Write> Writer<W> {
             return Err(io::Error::other("more entries than the pack header declared"));
         }
         self.remaining -= 1;
+        self.crc.reset();
         let offset = self.position;
         self.emit(raw)?;
         Ok(offset)

@@ -22,6 +22,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
 /// The pack cache\'s default bound on disk, in MiB.
 const DEFAULT_PACK_CACHE_MB: u64 = 1024;
+/// Git's own default for pruning (`gc.pruneExpire`: two weeks).
+const DEFAULT_PRUNE_GRACE_HOURS: u64 = 14 * 24;
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../config.example.toml");
 
@@ -91,6 +93,19 @@ pub struct Config {
     pub max_concurrent_pushes: usize,
     /// The pack cache's bound on disk, in bytes (`[server] pack_cache_mb`); 0: no cache.
     pub pack_cache_bytes: u64,
+    /// Background maintenance of Git storage (`[git]`).
+    pub git_maintenance: GitMaintenance,
+}
+
+/// When Git storage is maintained in the background (packs rolled up, repacked, pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitMaintenance {
+    /// How often repositories are looked at; `None`: never.
+    pub every: Option<std::time::Duration>,
+    /// How long after its last full repack a repository is fully repacked again.
+    pub full_repack_after: std::time::Duration,
+    /// How long an object must have been unreachable before it is deleted.
+    pub prune_grace: std::time::Duration,
 }
 
 impl fmt::Debug for Config {
@@ -149,6 +164,9 @@ pub struct ConfigLayer {
     pub token_max_days: Option<String>,
     pub max_concurrent_pushes: Option<String>,
     pub pack_cache_mb: Option<String>,
+    pub git_maintenance_secs: Option<String>,
+    pub git_full_repack_hours: Option<String>,
+    pub git_prune_grace_hours: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -185,6 +203,9 @@ impl fmt::Debug for ConfigLayer {
             .field("token_max_days", &self.token_max_days)
             .field("max_concurrent_pushes", &self.max_concurrent_pushes)
             .field("pack_cache_mb", &self.pack_cache_mb)
+            .field("git_maintenance_secs", &self.git_maintenance_secs)
+            .field("git_full_repack_hours", &self.git_full_repack_hours)
+            .field("git_prune_grace_hours", &self.git_prune_grace_hours)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -210,6 +231,8 @@ pub enum ConfigError {
 struct FileConfig {
     #[serde(default)]
     server: FileServer,
+    #[serde(default)]
+    git: FileGit,
     #[serde(default)]
     database: FileDatabase,
     #[serde(default)]
@@ -283,6 +306,14 @@ struct FileServer {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileGit {
+    maintenance_secs: Option<u64>,
+    full_repack_hours: Option<u64>,
+    prune_grace_hours: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileDatabase {
     url: Option<String>,
 }
@@ -328,6 +359,9 @@ impl ConfigLayer {
             token_max_days: file.tokens.max_days.map(|n| n.to_string()),
             max_concurrent_pushes: file.server.max_concurrent_pushes.map(|n| n.to_string()),
             pack_cache_mb: file.server.pack_cache_mb.map(|n| n.to_string()),
+            git_maintenance_secs: file.git.maintenance_secs.map(|n| n.to_string()),
+            git_full_repack_hours: file.git.full_repack_hours.map(|n| n.to_string()),
+            git_prune_grace_hours: file.git.prune_grace_hours.map(|n| n.to_string()),
             secrets_key: None,
         })
     }
@@ -374,6 +408,9 @@ impl ConfigLayer {
                 "GITSTRATUM_TOKEN_MAX_DAYS" => layer.token_max_days = Some(value),
                 "GITSTRATUM_MAX_CONCURRENT_PUSHES" => layer.max_concurrent_pushes = Some(value),
                 "GITSTRATUM_PACK_CACHE_MB" => layer.pack_cache_mb = Some(value),
+                "GITSTRATUM_GIT_MAINTENANCE_SECS" => layer.git_maintenance_secs = Some(value),
+                "GITSTRATUM_GIT_FULL_REPACK_HOURS" => layer.git_full_repack_hours = Some(value),
+                "GITSTRATUM_GIT_PRUNE_GRACE_HOURS" => layer.git_prune_grace_hours = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
                 _ => {}
             }
@@ -415,6 +452,9 @@ impl ConfigLayer {
             token_max_days: over.token_max_days.or(self.token_max_days),
             max_concurrent_pushes: over.max_concurrent_pushes.or(self.max_concurrent_pushes),
             pack_cache_mb: over.pack_cache_mb.or(self.pack_cache_mb),
+            git_maintenance_secs: over.git_maintenance_secs.or(self.git_maintenance_secs),
+            git_full_repack_hours: over.git_full_repack_hours.or(self.git_full_repack_hours),
+            git_prune_grace_hours: over.git_prune_grace_hours.or(self.git_prune_grace_hours),
             secrets_key: over.secrets_key.or(self.secrets_key),
         }
     }
@@ -625,8 +665,36 @@ impl Config {
                     }
                 })?,
             },
+            git_maintenance: GitMaintenance {
+                every: match whole("git.maintenance_secs", merged.git_maintenance_secs, 60, 86_400)? {
+                    0 => None,
+                    n => Some(std::time::Duration::from_secs(n)),
+                },
+                full_repack_after: hours(whole("git.full_repack_hours", merged.git_full_repack_hours, 24, 87_600)?),
+                prune_grace: hours(whole(
+                    "git.prune_grace_hours",
+                    merged.git_prune_grace_hours,
+                    DEFAULT_PRUNE_GRACE_HOURS,
+                    87_600,
+                )?),
+            },
         })
     }
+}
+
+/// A whole number from 0 to `max`; `default` when unset.
+fn whole(setting: &'static str, value: Option<String>, default: u64, max: u64) -> Result<u64, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => text.parse::<u64>().ok().filter(|n| *n <= max).ok_or_else(|| ConfigError::Invalid {
+            setting,
+            message: format!("{text:?} is not a whole number from 0 to {max}"),
+        }),
+    }
+}
+
+fn hours(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n * 3600)
 }
 
 /// A requests-per-minute setting: a whole number, 0 turning the limit off.
@@ -775,6 +843,9 @@ mod tests {
             ("tokens max_days", layer.token_max_days.is_some()),
             ("server max_concurrent_pushes", layer.max_concurrent_pushes.is_some()),
             ("server pack_cache_mb", layer.pack_cache_mb.is_some()),
+            ("git maintenance_secs", layer.git_maintenance_secs.is_some()),
+            ("git full_repack_hours", layer.git_full_repack_hours.is_some()),
+            ("git prune_grace_hours", layer.git_prune_grace_hours.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

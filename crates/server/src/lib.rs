@@ -11,6 +11,7 @@
 pub mod config;
 pub mod datadir;
 pub mod http;
+mod maintenance;
 pub mod webhooks;
 
 use std::future::Future;
@@ -357,6 +358,14 @@ impl Server {
             }
         });
 
+        let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel::<()>();
+        let maintenance = tokio::spawn(maintenance::run(
+            self.git_store.clone(),
+            self.config.git_maintenance,
+            self.clock.clone(),
+            maintenance_stopped,
+        ));
+
         tracing::info!(%addr, "listening on http://{addr}");
         // On shutdown, runners' long polls end at once, so they do not hold the shutdown up.
         let closing = ci.clone();
@@ -370,6 +379,8 @@ impl Server {
         tracing::info!("no longer accepting; in-flight requests finished");
         let _ = stop_upkeep.send(());
         let _ = upkeep.await;
+        let _ = stop_maintenance.send(());
+        let _ = maintenance.await;
         let _ = stop_webhooks.send(());
         let _ = webhooks.await;
         let _ = stop_ingestor.send(());

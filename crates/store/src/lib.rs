@@ -2,9 +2,8 @@
 //! [`ObjectStore`] (immutable, content-addressed objects, kept in packs as they arrived) and
 //! [`RefStore`] (refs with atomic compare-and-swap batches, `HEAD`, and the ref-change event log).
 //!
-//! Implementations: [`mem::MemStore`] (tests) and [`rocks::RocksStore`] (RocksDB, column families
-//! `objects`, `deltas`, `object_index`, `commit_graph`, `repo_stats`, `refs`, `repo_config`,
-//! `events`, and `pack_cache`, reserved). Both pass one conformance suite (`tests/conformance.rs`).
+//! Implementations: [`mem::MemStore`] (tests) and [`rocks::RocksStore`] (packs on disk, RocksDB
+//! for everything else; see its module). Both pass one conformance suite (`tests/conformance.rs`).
 //!
 //! Besides the objects themselves, storing objects records what serving needs without reading
 //! them again: each object's kind and size (the object index: existence checks and `blob:limit`
@@ -29,6 +28,17 @@ pub mod mem;
 pub mod rocks;
 
 pub use graph::{commit_records, commit_records_parsed};
+
+/// Crash tests: with `GITSTRATUM_CRASH_AT=<name>` in its environment, the process dies at the
+/// point of that name as a SIGKILL would leave it (no destructors, no cleanup). The points are
+/// named where they are placed (`receive:*` in the frontend, `maintain:*` here).
+pub fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT.get_or_init(|| std::env::var("GITSTRATUM_CRASH_AT").ok()).as_deref() == Some(name) {
+        eprintln!("GITSTRATUM_CRASH_AT={name}: dying here");
+        std::process::abort();
+    }
+}
 
 pub use gitstratum_git::{ObjectId, ObjectKind};
 
@@ -155,6 +165,37 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<RawEntry>>>;
     /// Removes everything of a repository.
     fn delete_repo(&self, repo: RepoId) -> Result<()>;
+    /// Holds back the pruning of the repository's unreachable objects while the returned guard
+    /// lives. A writer that relies on objects already stored (a push: thin bases, objects it
+    /// did not send because the store has them) holds it from its first lookup until its refs
+    /// moved, so no object it found can be pruned before a ref reaches it.
+    fn pin(&self, _repo: RepoId) -> Pin {
+        Pin::default()
+    }
+}
+
+/// See [`ObjectStore::pin`]; released when dropped.
+#[derive(Default)]
+pub struct Pin(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Pin {
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Pin {
+        Pin(Some(Box::new(release)))
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Pin(held)" } else { "Pin(none)" })
+    }
 }
 
 /// One ref change: `old` is the value the ref must have now (`None`: must not exist), `new` the

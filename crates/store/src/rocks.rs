@@ -6,7 +6,7 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `packs` | pack number (u64) | repo ‖ pack checksum |
+//! | `packs` | pack number (u64) | repo ‖ pack checksum [‖ 1 ‖ made (ms, i64): a cruft pack] |
 //! | `object_index` | repo ‖ oid | kind ‖ size (u64) ‖ pack (u64) ‖ offset (u64) ‖ end (u64) ‖ CRC-32 (u32) [‖ delta base oid] |
 //! | `commit_graph` | repo ‖ oid | tree ‖ generation (u32) ‖ time (i64) ‖ parents |
 //! | `repo_stats` | repo | objects (u64) ‖ bytes (u64) |
@@ -24,6 +24,14 @@
 //!
 //! Data written in formats 1 and 2 (every object its own zlib value) is converted on open: one
 //! pack per repository, the stored zlib streams copied into it as they are.
+//!
+//! Maintenance ([`maintain`]) rewrites packs: a new pack is durable and registered, and the
+//! objects re-pointed to it, in one batch before the old files go. A reader whose location went
+//! stale in between (its pack is no longer registered) reads the location again.
+
+mod maintain;
+
+pub use maintain::{Maintenance, MaintenanceReport};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -85,6 +93,10 @@ pub struct RocksStore {
     next_pack: AtomicU64,
     open_packs: RwLock<HashMap<u64, Arc<File>>>,
     bases: Lru,
+    /// Pushes in flight per repository ([`ObjectStore::pin`]): while any is, nothing is pruned.
+    pins: Arc<Mutex<HashMap<RepoId, usize>>>,
+    /// One maintenance run at a time.
+    maintenance: Mutex<()>,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
@@ -234,6 +246,8 @@ impl RocksStore {
             next_pack: AtomicU64::new(next_pack),
             open_packs: RwLock::default(),
             bases: Lru::new(BASE_CACHE_BYTES),
+            pins: Arc::default(),
+            maintenance: Mutex::new(()),
         };
         store.remove_leftovers()?;
         store.upgrade()?;
@@ -262,22 +276,27 @@ impl RocksStore {
 
     /// Every registered pack: its number and the path of its `.pack` file.
     fn registered_packs(&self) -> Result<Vec<(u64, PathBuf)>> {
+        Ok(self.pack_records()?.into_iter().map(|r| (r.number, self.pack_path(r.repo, &r.checksum))).collect())
+    }
+
+    /// Every registered pack, oldest first.
+    fn pack_records(&self) -> Result<Vec<PackRecord>> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(PACKS), IteratorMode::Start) {
             let (k, v) = item.map_err(backend)?;
             let number = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| Error::Corrupt("pack key".into()))?);
-            out.push((number, self.pack_path_of(&v)?));
+            out.push(decode_registry(number, &v)?);
         }
         Ok(out)
     }
 
     fn pack_path_of(&self, value: &[u8]) -> Result<PathBuf> {
-        if value.len() != 28 {
-            return Err(Error::Corrupt("pack registry entry".into()));
-        }
-        let repo = i64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-        let checksum = oid_from(&value[8..])?;
-        Ok(self.packs_dir.join(repo.to_string()).join(format!("{}.pack", pack_name(&checksum))))
+        let record = decode_registry(0, value)?;
+        Ok(self.pack_path(record.repo, &record.checksum))
+    }
+
+    fn pack_path(&self, repo: RepoId, checksum: &ObjectId) -> PathBuf {
+        self.packs_dir.join(repo.0.to_string()).join(format!("{}.pack", pack_name(checksum)))
     }
 
     /// Brings data of an older format up to [`FORMAT`].
@@ -389,34 +408,81 @@ impl RocksStore {
         self.db.flush().map_err(backend)
     }
 
-    /// The open file of pack `number`.
-    fn pack_file(&self, number: u64) -> Result<Arc<File>> {
+    /// The open file of pack `number`; `None` when it is not registered (any more: maintenance
+    /// replaced it, and the caller's location is stale).
+    fn pack_file(&self, number: u64) -> Result<Option<Arc<File>>> {
         if let Some(f) = self.open_packs.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&number) {
-            return Ok(f.clone());
+            return Ok(Some(f.clone()));
         }
-        let value = self
-            .db
-            .get_cf(self.cf(PACKS), number.to_be_bytes())
-            .map_err(backend)?
-            .ok_or_else(|| Error::Corrupt(format!("pack {number} is indexed but not registered")))?;
+        let Some(value) = self.db.get_cf(self.cf(PACKS), number.to_be_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
         let path = self.pack_path_of(&value)?;
-        let file = Arc::new(File::open(&path).map_err(|e| Error::Corrupt(format!("pack {}: {e}", path.display())))?);
+        let file = match File::open(&path) {
+            Ok(file) => Arc::new(file),
+            // Maintenance replaced it between the two reads: the caller's location is stale.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.db.get_cf(self.cf(PACKS), number.to_be_bytes()).map_err(backend)?.is_none() =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::Corrupt(format!("pack {}: {e}", path.display()))),
+        };
         let mut open = self.open_packs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A bound on descriptors: past it, start over (readers keep the files they hold).
         if open.len() >= MAX_OPEN_PACKS {
             open.clear();
         }
         open.insert(number, file.clone());
-        Ok(file)
+        Ok(Some(file))
+    }
+
+    /// Runs `read` on the pack file holding `id` at `location`; when maintenance moved the object
+    /// since its location was read, reads the location again.
+    fn with_pack<T>(
+        &self,
+        repo: RepoId,
+        id: &ObjectId,
+        location: Location,
+        read: impl Fn(&Location, &File) -> Result<T>,
+    ) -> Result<T> {
+        let mut location = location;
+        for _ in 0..4 {
+            if let Some(file) = self.pack_file(location.pack)? {
+                return read(&location, &file);
+            }
+            location = self
+                .locations(repo, std::slice::from_ref(id))?
+                .pop()
+                .flatten()
+                .ok_or_else(|| Error::Corrupt(format!("object {id} was removed while it was read")))?;
+        }
+        Err(Error::Corrupt(format!("object {id} moved between packs too often while it was read")))
     }
 
     fn locations(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Location>>> {
         self.multi_get(OBJECT_INDEX, repo, ids, decode_location)
     }
 
-    /// Reads the object at `location`; REF delta bases are found through the object index.
-    fn read_located(&self, repo: RepoId, location: &Location, depth: usize) -> Result<(ObjectKind, Arc<Vec<u8>>)> {
-        let file = self.pack_file(location.pack)?;
+    /// Reads object `id` at `location`; REF delta bases are found through the object index.
+    fn read_located(
+        &self,
+        repo: RepoId,
+        id: &ObjectId,
+        location: Location,
+        depth: usize,
+    ) -> Result<(ObjectKind, Arc<Vec<u8>>)> {
+        self.with_pack(repo, id, location, |location, file| self.read_in(repo, location, file, depth))
+    }
+
+    fn read_in(
+        &self,
+        repo: RepoId,
+        location: &Location,
+        file: &File,
+        depth: usize,
+    ) -> Result<(ObjectKind, Arc<Vec<u8>>)> {
         let ref_base = |id: &ObjectId| -> std::result::Result<Option<packfile::Resolved>, ReadError> {
             if depth > 8 {
                 return Err(ReadError::Entry {
@@ -428,14 +494,14 @@ impl RocksStore {
                 self.locations(repo, std::slice::from_ref(id)).map_err(|e| ReadError::Io(std::io::Error::other(e)))?;
             match found.into_iter().next().flatten() {
                 Some(l) => self
-                    .read_located(repo, &l, depth + 1)
+                    .read_located(repo, id, l, depth + 1)
                     .map(Some)
                     .map_err(|e| ReadError::Io(std::io::Error::other(e))),
                 None => Ok(None),
             }
         };
         let cache = self.bases.for_pack(location.pack);
-        let (kind, data) = packfile::read_object(&*file, location.offset, &ref_base, &cache, MAX_CHAIN)
+        let (kind, data) = packfile::read_object(file, location.offset, &ref_base, &cache, MAX_CHAIN)
             .map_err(|e| Error::Corrupt(format!("pack {}: {e}", location.pack)))?;
         if kind != location.kind || data.len() as u64 != location.size {
             return Err(Error::Corrupt(format!(
@@ -449,6 +515,29 @@ impl RocksStore {
             )));
         }
         Ok((kind, data))
+    }
+
+    /// Makes the pack at `path` durable and puts it in place with its index (written from
+    /// `entries`), the directories synced: what must be true before a batch registers it.
+    fn place_pack(&self, repo: RepoId, path: &Path, checksum: &ObjectId, entries: &[IndexedEntry]) -> Result<()> {
+        let dir = self.packs_dir.join(repo.0.to_string());
+        fs::create_dir_all(&dir).map_err(io_error("creating a pack directory"))?;
+        let name = pack_name(checksum);
+        let final_path = dir.join(format!("{name}.pack"));
+        File::open(path).and_then(|f| f.sync_all()).map_err(io_error("syncing a pack"))?;
+        fs::rename(path, &final_path).map_err(io_error("moving a pack into place"))?;
+        let idx_temp = dir.join(format!("{name}.idx.tmp"));
+        {
+            let file = File::create(&idx_temp).map_err(io_error("writing a pack index"))?;
+            let mut out = BufWriter::new(&file);
+            packfile::write_idx(&mut out, entries, checksum).map_err(io_error("writing a pack index"))?;
+            out.flush().map_err(io_error("writing a pack index"))?;
+            drop(out);
+            file.sync_all().map_err(io_error("syncing a pack index"))?;
+        }
+        fs::rename(&idx_temp, dir.join(format!("{name}.idx"))).map_err(io_error("moving a pack index"))?;
+        sync_dir(&dir)?;
+        sync_dir(&self.packs_dir)
     }
 
     /// Registers an indexed pack and indexes its objects (see [`ObjectStore::put_pack`]). With
@@ -476,30 +565,11 @@ impl RocksStore {
             let _ = fs::remove_file(pack.path);
             return Ok(());
         }
-        // The pack and its index, durable and in place.
-        let dir = self.packs_dir.join(repo.0.to_string());
-        fs::create_dir_all(&dir).map_err(io_error("creating a pack directory"))?;
-        let name = pack_name(&pack.checksum);
-        let final_path = dir.join(format!("{name}.pack"));
-        File::open(pack.path).and_then(|f| f.sync_all()).map_err(io_error("syncing a pack"))?;
-        fs::rename(pack.path, &final_path).map_err(io_error("moving a pack into place"))?;
-        let idx_temp = dir.join(format!("{name}.idx.tmp"));
-        {
-            let file = File::create(&idx_temp).map_err(io_error("writing a pack index"))?;
-            let mut out = BufWriter::new(&file);
-            packfile::write_idx(&mut out, pack.entries, &pack.checksum).map_err(io_error("writing a pack index"))?;
-            drop(out);
-            file.sync_all().map_err(io_error("syncing a pack index"))?;
-        }
-        fs::rename(&idx_temp, dir.join(format!("{name}.idx"))).map_err(io_error("moving a pack index"))?;
-        sync_dir(&dir)?;
-        sync_dir(&self.packs_dir)?;
+        self.place_pack(repo, pack.path, &pack.checksum, pack.entries)?;
 
         let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
         let mut batch = WriteBatch::default();
-        let mut registry = repo.key_prefix().to_vec();
-        registry.extend_from_slice(pack.checksum.as_bytes());
-        batch.put_cf(self.cf(PACKS), number.to_be_bytes(), registry);
+        batch.put_cf(self.cf(PACKS), number.to_be_bytes(), encode_registry(repo, &pack.checksum, None));
         let new_ids: HashSet<ObjectId> = new.iter().map(|e| e.id).collect();
         let commits: Vec<(ObjectId, parse::Commit)> =
             pack.commits.iter().filter(|(id, _)| new_ids.contains(id)).cloned().collect();
@@ -531,6 +601,56 @@ impl RocksStore {
         extra(&mut batch, &self.db);
         self.db.write_opt(batch, &Self::synced()).map_err(backend)
     }
+}
+
+/// The entry at `l` as stored (see [`ObjectStore::raw_many`]).
+fn raw_in(l: &Location, file: &File) -> Result<RawEntry> {
+    let corrupt = |e: ReadError| Error::Corrupt(format!("pack {} at offset {}: {e}", l.pack, l.offset));
+    let mut raw = packfile::raw_entry(file, l.offset, l.end, l.crc32).map_err(corrupt)?;
+    let header = packfile::parse_header(&raw, l.offset).map_err(corrupt)?;
+    let kind = match (header.header, l.base) {
+        (Header::Whole(kind), _) => RawKind::Whole(kind),
+        (_, Some(base)) => RawKind::Delta { base },
+        (_, None) => return Err(Error::Corrupt(format!("delta {} has no base in the index", l.offset))),
+    };
+    let compressed = raw.split_off(header.header_len as usize);
+    Ok(RawEntry { kind, size: header.size, compressed })
+}
+
+/// A registered pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PackRecord {
+    number: u64,
+    repo: RepoId,
+    checksum: ObjectId,
+    /// For a cruft pack (objects no ref reached when it was written): when it was written.
+    cruft_since_ms: Option<i64>,
+}
+
+fn encode_registry(repo: RepoId, checksum: &ObjectId, cruft_since_ms: Option<i64>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(37);
+    v.extend_from_slice(&repo.key_prefix());
+    v.extend_from_slice(checksum.as_bytes());
+    if let Some(ms) = cruft_since_ms {
+        v.push(1);
+        v.extend_from_slice(&ms.to_be_bytes());
+    }
+    v
+}
+
+fn decode_registry(number: u64, v: &[u8]) -> Result<PackRecord> {
+    let corrupt = || Error::Corrupt(format!("registry entry of pack {number}"));
+    let cruft_since_ms = match v.len() {
+        28 => None,
+        37 if v[28] == 1 => Some(i64::from_be_bytes(v[29..37].try_into().map_err(|_| corrupt())?)),
+        _ => return Err(corrupt()),
+    };
+    Ok(PackRecord {
+        number,
+        repo: RepoId(i64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt())?)),
+        checksum: oid_from(&v[8..28])?,
+        cruft_since_ms,
+    })
 }
 
 fn cf_of<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
@@ -695,9 +815,10 @@ impl ObjectStore for RocksStore {
     fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Object>>> {
         self.locations(repo, ids)?
             .into_iter()
-            .map(|l| {
+            .zip(ids)
+            .map(|(l, id)| {
                 l.map(|l| {
-                    self.read_located(repo, &l, 0).map(|(kind, data)| Object {
+                    self.read_located(repo, id, l, 0).map(|(kind, data)| Object {
                         kind,
                         data: Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone()),
                     })
@@ -725,21 +846,23 @@ impl ObjectStore for RocksStore {
     fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<RawEntry>>> {
         self.locations(repo, ids)?
             .into_iter()
-            .map(|l| {
-                let Some(l) = l else { return Ok(None) };
-                let file = self.pack_file(l.pack)?;
-                let corrupt = |e: ReadError| Error::Corrupt(format!("pack {} at offset {}: {e}", l.pack, l.offset));
-                let mut raw = packfile::raw_entry(&*file, l.offset, l.end, l.crc32).map_err(corrupt)?;
-                let header = packfile::parse_header(&raw, l.offset).map_err(corrupt)?;
-                let kind = match (header.header, l.base) {
-                    (Header::Whole(kind), _) => RawKind::Whole(kind),
-                    (_, Some(base)) => RawKind::Delta { base },
-                    (_, None) => return Err(Error::Corrupt(format!("delta {} has no base in the index", l.offset))),
-                };
-                let compressed = raw.split_off(header.header_len as usize);
-                Ok(Some(RawEntry { kind, size: header.size, compressed }))
-            })
+            .zip(ids)
+            .map(|(l, id)| l.map(|l| self.with_pack(repo, id, l, raw_in)).transpose())
             .collect()
+    }
+
+    fn pin(&self, repo: RepoId) -> crate::Pin {
+        *self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(repo).or_default() += 1;
+        let pins = self.pins.clone();
+        crate::Pin::new(move || {
+            let mut pins = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = pins.get_mut(&repo) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&repo);
+                }
+            }
+        })
     }
 
     fn delete_repo(&self, repo: RepoId) -> Result<()> {

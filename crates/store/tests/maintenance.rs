@@ -1,0 +1,290 @@
+//! Maintenance of `RocksStore` packs, on packs C git wrote: roll-ups and full repacks keep every
+//! object readable (and the packs ones `git verify-pack` accepts), unreachable objects go to a
+//! cruft pack and are pruned only after the grace period, never while a push holds a pin, and
+//! never when a kept object needs them as a delta base; readers never miss an object while
+//! packs are replaced under them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use gitstratum_git::{ObjectId, ObjectKind, hash_object, packfile, parse};
+use gitstratum_store::rocks::{Maintenance, RocksStore};
+use gitstratum_store::{Actor, IncomingPack, ObjectStore, RefStore, RefUpdate, RepoId};
+
+const REPO: RepoId = RepoId(5);
+const HOUR: i64 = 3_600_000;
+const T0: i64 = 1_800_000_000_000;
+
+fn git_in(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    let mut child = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_AUTHOR_NAME", "A")
+        .env("GIT_AUTHOR_EMAIL", "a@example.com")
+        .env("GIT_COMMITTER_NAME", "C")
+        .env("GIT_COMMITTER_EMAIL", "c@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.unwrap_or_default().to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let out = child.wait_with_output().expect("git");
+    let _ = writer.join();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    String::from_utf8(git_in(dir, args, None)).expect("utf-8").trim().to_owned()
+}
+
+fn id(hex: &str) -> ObjectId {
+    ObjectId::from_hex(hex.as_bytes()).expect("object id")
+}
+
+/// Indexes `bytes` (a pack) as a push would and stores it.
+fn store_pack(s: &RocksStore, bytes: &[u8]) {
+    let spooled = tempfile::NamedTempFile::new_in(s.incoming_dir()).expect("spool");
+    let scan = packfile::scan(bytes, spooled.as_file(), 1 << 30).expect("scan");
+    let file = std::fs::File::open(spooled.path()).expect("open");
+    let mut commits = Vec::new();
+    let external = |id: &ObjectId| s.get_many(REPO, &[*id]).ok()?.pop().flatten().map(|o| (o.kind, o.data));
+    let resolved = packfile::resolve(&file, &scan, &external, 1 << 26, &mut |id, kind, data| {
+        if kind == ObjectKind::Commit {
+            commits.push((*id, parse::commit(data).map_err(|e| e.to_string())?));
+        }
+        Ok(())
+    })
+    .expect("resolve");
+    let pack =
+        IncomingPack { path: spooled.path(), checksum: scan.checksum, entries: &resolved.entries, commits: &commits };
+    s.put_pack(REPO, pack).expect("put_pack");
+}
+
+/// What C git packs for `revs` (one per line, `^` excluding).
+fn git_pack(work: &Path, revs: &str) -> Vec<u8> {
+    git_in(work, &["pack-objects", "--revs", "--stdout", "-q"], Some(format!("{revs}\n").as_bytes()))
+}
+
+fn set_ref(s: &RocksStore, name: &str, new: Option<ObjectId>) {
+    let old = s.get(REPO, name).expect("get");
+    let actor = Actor { name: "t".into(), time_ms: T0 };
+    s.update(REPO, &[RefUpdate { name: name.into(), old, new }], &actor).expect("io").expect("no conflict");
+}
+
+/// Every id reads back, and hashes to itself.
+fn assert_all_readable(s: &RocksStore, ids: &[ObjectId]) {
+    for (id, object) in ids.iter().zip(s.get_many(REPO, ids).expect("get")) {
+        let object = object.unwrap_or_else(|| panic!("{id} is stored"));
+        assert_eq!(hash_object(object.kind, &object.data).expect("hash"), *id);
+    }
+    assert!(s.raw_many(REPO, ids).expect("raw").iter().all(Option::is_some));
+}
+
+fn pack_files(data: &Path) -> Vec<PathBuf> {
+    let dir = data.join("packs").join(REPO.0.to_string());
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir).expect("packs").map(|e| e.expect("entry").path()).collect();
+    out.sort();
+    out
+}
+
+fn verify_packs(data: &Path) {
+    for idx in pack_files(data).into_iter().filter(|p| p.extension().is_some_and(|e| e == "idx")) {
+        let out = Command::new("git").args(["verify-pack", "-v"]).arg(&idx).output().expect("git verify-pack");
+        assert!(out.status.success(), "{}: {}", idx.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn full(now_ms: i64) -> Maintenance {
+    Maintenance { full: true, prune_grace_ms: HOUR, now_ms }
+}
+
+/// A history with deltas (one file edited commit after commit) and a side branch with objects
+/// of its own; pushed as four packs.
+fn history(work: &Path, s: &RocksStore) -> (Vec<ObjectId>, Vec<ObjectId>) {
+    git(work, &["init", "-q", "-b", "main"]);
+    let mut text: String = (0..300).map(|l| format!("line {l} of a file that changes a little each time\n")).collect();
+    let mut commits = Vec::new();
+    for i in 0..6 {
+        text.push_str(&format!("edit {i}\n"));
+        std::fs::write(work.join("f.txt"), &text).expect("write");
+        std::fs::write(work.join(format!("n{i}.txt")), format!("{i}\n")).expect("write");
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", &format!("c{i}")]);
+        commits.push(git(work, &["rev-parse", "HEAD"]));
+        if i == 2 {
+            git(work, &["branch", "side"]);
+        }
+    }
+    git(work, &["checkout", "-q", "side"]);
+    for i in 0..2 {
+        std::fs::write(work.join("side.txt"), format!("side {i}\n").repeat(50)).expect("write");
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", &format!("s{i}")]);
+    }
+    git(work, &["checkout", "-q", "main"]);
+    let c = |i: usize| commits[i].clone();
+    for revs in [c(2), format!("{}\n^{}", c(4), c(2)), format!("{}\n^{}", c(5), c(4)), format!("side\n^{}", c(2))] {
+        store_pack(s, &git_pack(work, &revs));
+    }
+    set_ref(s, "refs/heads/main", Some(id(&c(5))));
+    set_ref(s, "refs/heads/side", Some(id(&git(work, &["rev-parse", "side"]))));
+    let list = |args: &[&str]| -> Vec<ObjectId> {
+        git(work, args).lines().map(|l| id(&l[..40])).collect::<HashSet<_>>().into_iter().collect()
+    };
+    (list(&["rev-list", "--objects", "main"]), list(&["rev-list", "--objects", "side", "^main"]))
+}
+
+#[test]
+fn repacks_keep_every_object_and_prune_only_the_long_unreachable() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = RocksStore::open(&data).expect("open");
+    let (main, side) = history(&work, &s);
+    let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
+    assert_all_readable(&s, &everything);
+
+    // Four small packs: rolled into one.
+    assert!(s.needs_roll_up(REPO).expect("plan"));
+    let report = s.maintain(REPO, &Maintenance { full: false, prune_grace_ms: HOUR, now_ms: T0 }).expect("roll up");
+    assert_eq!((report.packs_before, report.packs_after), (4, 1), "{report:?}");
+    assert!(!s.needs_roll_up(REPO).expect("plan"));
+    assert_all_readable(&s, &everything);
+    verify_packs(&data);
+
+    // Full: everything is reachable, one pack.
+    assert!(s.full_repack_due(REPO, T0, 0, HOUR).expect("due"), "never repacked");
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert_eq!((report.packs_after, report.cruft, report.pruned), (1, 0, 0), "{report:?}");
+    assert_all_readable(&s, &everything);
+    verify_packs(&data);
+    assert!(!s.full_repack_due(REPO, T0 + 2 * HOUR, 0, HOUR).expect("due"), "nothing changed");
+
+    // The side branch goes: its objects move to a cruft pack, still readable.
+    set_ref(&s, "refs/heads/side", None);
+    assert!(s.full_repack_due(REPO, T0, 0, HOUR).expect("due"), "a ref moved");
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert_eq!((report.packs_after, report.cruft, report.pruned), (2, side.len() as u64, 0), "{report:?}");
+    assert_all_readable(&s, &everything);
+    verify_packs(&data);
+    // Within the grace period nothing is due and nothing would be pruned.
+    assert!(!s.full_repack_due(REPO, T0 + HOUR / 2, 0, HOUR).expect("due"));
+    let report = s.maintain(REPO, &full(T0 + HOUR / 2)).expect("full");
+    assert_eq!(report.pruned, 0, "{report:?}");
+    assert_all_readable(&s, &everything);
+
+    // Past it, a push in flight still holds pruning back.
+    assert!(s.full_repack_due(REPO, T0 + 2 * HOUR, 0, HOUR).expect("due"), "the cruft expired");
+    let pin = s.pin(REPO);
+    let report = s.maintain(REPO, &full(T0 + 2 * HOUR)).expect("full");
+    assert!(report.prune_deferred && report.pruned == 0, "{report:?}");
+    assert_all_readable(&s, &everything);
+    drop(pin);
+
+    let before = s.stats(REPO).expect("stats").objects;
+    let report = s.maintain(REPO, &full(T0 + 2 * HOUR)).expect("full");
+    assert_eq!((report.pruned, report.packs_after), (side.len() as u64, 1), "{report:?}");
+    assert_eq!(s.stats(REPO).expect("stats").objects, before - side.len() as u64);
+    assert_all_readable(&s, &main);
+    assert!(s.get_many(REPO, &side).expect("get").iter().all(Option::is_none), "pruned");
+    verify_packs(&data);
+    assert_eq!(pack_files(&data).len(), 2, "one pack and its index, nothing left over");
+
+    // All of it durable.
+    drop(s);
+    let s = RocksStore::open(&data).expect("reopen");
+    assert_all_readable(&s, &main);
+    assert_eq!(pack_files(&data).len(), 2);
+}
+
+/// An object no ref reaches but that a kept delta is based on stays (in the main pack, which
+/// is then whole on its own: the REF delta against another pack became an OFS delta).
+#[test]
+fn a_kept_delta_keeps_its_unreachable_base() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let s = RocksStore::open(&data).expect("open");
+    let base_text = "a base nobody names any more\n".repeat(80);
+    let kept_text = format!("{base_text}and one line more\n");
+    let base = hash_object(ObjectKind::Blob, base_text.as_bytes()).expect("hash");
+    let kept = hash_object(ObjectKind::Blob, kept_text.as_bytes()).expect("hash");
+    let mut tree = b"100644 k.txt\0".to_vec();
+    tree.extend_from_slice(kept.as_bytes());
+    let tree_id = hash_object(ObjectKind::Tree, &tree).expect("hash");
+    let commit = format!("tree {tree_id}\ncommitter C <c@x> 5 +0000\n\nm\n");
+    let commit_id = hash_object(ObjectKind::Commit, commit.as_bytes()).expect("hash");
+
+    let mut first = Vec::new();
+    let mut w = gitstratum_git::pack::Writer::new(&mut first, 1).expect("pack");
+    w.write_object(ObjectKind::Blob, base_text.as_bytes()).expect("write");
+    w.finish().expect("finish");
+    store_pack(&s, &first);
+    let mut second = Vec::new();
+    let mut w = gitstratum_git::pack::Writer::new(&mut second, 3).expect("pack");
+    let delta = gitstratum_git::delta::encode(base_text.as_bytes(), kept_text.as_bytes());
+    w.write_ref_delta(&base, &delta).expect("write");
+    w.write_object(ObjectKind::Tree, &tree).expect("write");
+    w.write_object(ObjectKind::Commit, commit.as_bytes()).expect("write");
+    w.finish().expect("finish");
+    store_pack(&s, &second);
+    set_ref(&s, "refs/heads/main", Some(commit_id));
+
+    for now in [T0, T0 + 2 * HOUR, T0 + 4 * HOUR] {
+        let report = s.maintain(REPO, &full(now)).expect("full");
+        assert_eq!((report.pruned, report.cruft, report.packs_after), (0, 0, 1), "{report:?}");
+        assert_all_readable(&s, &[base, kept, tree_id, commit_id]);
+        verify_packs(&data);
+    }
+}
+
+/// Readers racing maintenance: every read finds its object, whether its location is read
+/// before or after the pack holding it is replaced.
+#[test]
+fn readers_never_miss_an_object_while_packs_are_replaced() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = Arc::new(RocksStore::open(&data).expect("open"));
+    let (main, side) = history(&work, &s);
+    let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, ids, done) = (s.clone(), everything.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || rounds == 0 {
+                    for chunk in ids.chunks(7) {
+                        assert_all_readable(&s, chunk);
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        // A new small pack each round, then a roll-up or a full repack.
+        let blob = format!("round {round}\n");
+        let mut bytes = Vec::new();
+        let mut w = gitstratum_git::pack::Writer::new(&mut bytes, 1).expect("pack");
+        w.write_object(ObjectKind::Blob, blob.as_bytes()).expect("write");
+        w.finish().expect("finish");
+        store_pack(&s, &bytes);
+        let what = Maintenance { full: round % 2 == 1, prune_grace_ms: HOUR, now_ms: T0 };
+        s.maintain(REPO, &what).expect("maintain");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().expect("reader did not fail") > 0);
+    }
+    assert_all_readable(&s, &everything);
+}
