@@ -481,6 +481,34 @@ impl GitService {
         common: &[ObjectId],
         with_trees: bool,
     ) -> Result<Result<walk::FetchSet, String>> {
+        // A clone of whole history: the store's reachability bitmaps answer without a walk.
+        let shape = &args.shape;
+        let plain = !shape.deepens() && shape.client_shallow.is_empty();
+        let with_blobs = match shape.filter {
+            None => Some(true),
+            Some(walk::Filter::NoBlobs) => Some(false),
+            _ => None,
+        };
+        if let (true, true, true, Some(with_blobs)) = (common.is_empty(), plain, with_trees, with_blobs)
+            && let Some(mut objects) = self.objects.reachable(repo, &args.wants, with_blobs)?
+        {
+            if !with_blobs {
+                // Blobs named by the client are sent whatever the filter.
+                let named: Vec<ObjectId> = args.wants.clone();
+                for (id, info) in named.iter().zip(self.objects.info_many(repo, &named)?) {
+                    if info.is_some_and(|i| i.kind == ObjectKind::Blob) {
+                        objects.push((*id, ObjectKind::Blob));
+                    }
+                }
+            }
+            metrics::counter!("gitstratum_git_object_sets_from_bitmaps_total").increment(1);
+            return Ok(Ok(walk::FetchSet {
+                objects,
+                client_has: HashSet::new(),
+                shallow: Vec::new(),
+                unshallow: Vec::new(),
+            }));
+        }
         match walk::objects_to_send(&*self.objects, repo, &args.wants, common, &args.shape, with_trees) {
             Ok(set) => Ok(Ok(set)),
             Err(Error::Protocol(message)) => Ok(Err(message)),

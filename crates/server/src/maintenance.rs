@@ -68,10 +68,12 @@ fn maintain(
     if !full && !store.needs_roll_up(repo)? {
         return Ok(false);
     }
+    let started = Instant::now();
     let report = store.maintain(repo, &Maintenance { full, prune_grace_ms: grace, now_ms })?;
     tracing::info!(
         repo = repo.0,
         full,
+        took_ms = started.elapsed().as_millis() as u64,
         packs_before = report.packs_before,
         packs_after = report.packs_after,
         objects_written = report.objects_written,

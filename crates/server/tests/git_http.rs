@@ -7,6 +7,7 @@ use std::process::Command;
 
 use common::{Git, Receiver, TestServer};
 use gitstratum_platform::Scope;
+use gitstratum_server::ConfigLayer;
 use serde_json::json;
 
 mod common;
@@ -1454,4 +1455,87 @@ async fn a_broken_pack_cache_costs_speed_not_answers() {
         assert_eq!(git.ok(&dir, &["rev-list", "--count", "HEAD"]).await.trim(), "3");
     }
     s.stop().await;
+}
+
+/// After maintenance has fully repacked a repository (writing reachability bitmaps), clones are
+/// answered from the bitmaps: a mirror clone and a `blob:none` clone hold exactly the objects C
+/// git's rev-list names for the same refs (branches, an annotated tag, a tag of a tag), also for
+/// commits pushed after the repack, and pass `fsck`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_answered_from_bitmaps_hold_what_c_git_names() {
+    let s = TestServer::start_with(ConfigLayer {
+        git_maintenance_secs: Some("1".into()),
+        git_full_repack_hours: Some("0".into()),
+        ..ConfigLayer::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let (status, created) = s.create_repo(Some(&s.admin_token), json!({"name": "bitmaps"})).await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    let repo_id = created["id"].as_i64().expect("id");
+    let url = authed_url(&s, &s.admin_token, "bitmaps");
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 8).await;
+    git.ok(&src, &["tag", "-a", "-m", "v1", "v1", "HEAD~3"]).await;
+    git.ok(&src, &["tag", "-a", "-m", "of a tag", "v1-again", "v1"]).await;
+    git.ok(&src, &["checkout", "-q", "-b", "dev", "HEAD~5"]).await;
+    std::fs::write(src.join("dev.txt"), "dev\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "dev"]).await;
+    git.ok(&src, &["checkout", "-q", "main"]).await;
+    git.ok(&src, &["push", "-q", "--mirror", &url]).await;
+
+    let reach_written = || {
+        std::fs::read_dir(s.data_dir.path().join("git/packs").join(repo_id.to_string()))
+            .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "reach")))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reach_written() {
+        assert!(std::time::Instant::now() < deadline, "maintenance wrote no bitmaps");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let objects = |listing: String| -> std::collections::BTreeSet<String> {
+        listing.lines().map(|l| l[..40].to_owned()).collect()
+    };
+    for round in 0..2 {
+        if round == 1 {
+            // Newer than the bitmaps: walked from the tip down to bitmapped commits.
+            std::fs::write(src.join("later.txt"), "later\n").expect("write");
+            git.ok(&src, &["add", "-A"]).await;
+            git.ok(&src, &["commit", "-q", "-m", "later"]).await;
+            git.ok(&src, &["push", "-q", &url, "main"]).await;
+        }
+        let expected = objects(git.ok(&src, &["rev-list", "--objects", "--all"]).await);
+        let mirror = tmp.path().join(format!("mirror-{round}"));
+        git.ok(tmp.path(), &["clone", "-q", "--mirror", &url, mirror.to_str().expect("utf-8")]).await;
+        git.fsck(&mirror).await;
+        assert_eq!(objects(git.ok(&mirror, &["rev-list", "--objects", "--all"]).await), expected, "round {round}");
+        let partial = tmp.path().join(format!("partial-{round}"));
+        git.ok(tmp.path(), &["clone", "-q", "--bare", "--filter=blob:none", &url, partial.to_str().expect("utf-8")])
+            .await;
+        let present: std::collections::BTreeSet<String> = git
+            .ok(&partial, &["cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)"])
+            .await
+            .lines()
+            .map(|l| l[..40].to_owned())
+            .collect();
+        let blobs: std::collections::BTreeSet<String> = git
+            .ok(&src, &["cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)"])
+            .await
+            .lines()
+            .filter(|l| l.ends_with(" blob"))
+            .map(|l| l[..40].to_owned())
+            .collect();
+        // The partial clone's refs are the branches and tags (not dev's remote copy alone).
+        let wanted = objects(git.ok(&partial, &["rev-list", "--objects", "--all", "--missing=allow-promisor"]).await);
+        let expected_present: std::collections::BTreeSet<String> = wanted.difference(&blobs).cloned().collect();
+        assert_eq!(present, expected_present, "round {round}: every commit, tree and tag, no blob");
+        assert_eq!(
+            counter(&s, "gitstratum_git_object_sets_from_bitmaps_total").await,
+            2 * (round + 1),
+            "bitmaps answered"
+        );
+    }
 }

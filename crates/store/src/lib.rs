@@ -172,6 +172,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn pin(&self, _repo: RepoId) -> Pin {
         Pin::default()
     }
+    /// Every object reachable from `tips` (without blobs unless `with_blobs`), from precomputed
+    /// reachability (bitmaps) where the store has it; `None` when it has none for this
+    /// repository (the caller walks).
+    fn reachable(
+        &self,
+        _repo: RepoId,
+        _tips: &[ObjectId],
+        _with_blobs: bool,
+    ) -> Result<Option<Vec<(ObjectId, ObjectKind)>>> {
+        Ok(None)
+    }
 }
 
 /// See [`ObjectStore::pin`]; released when dropped.

@@ -30,6 +30,7 @@
 //! stale in between (its pack is no longer registered) reads the location again.
 
 mod maintain;
+mod reach;
 
 pub use maintain::{Maintenance, MaintenanceReport};
 
@@ -97,6 +98,8 @@ pub struct RocksStore {
     pins: Arc<Mutex<HashMap<RepoId, usize>>>,
     /// One maintenance run at a time.
     maintenance: Mutex<()>,
+    /// Reachability bitmaps loaded, by pack number.
+    reach_cache: Mutex<HashMap<u64, Arc<reach::Reach>>>,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
@@ -248,6 +251,7 @@ impl RocksStore {
             bases: Lru::new(BASE_CACHE_BYTES),
             pins: Arc::default(),
             maintenance: Mutex::new(()),
+            reach_cache: Mutex::default(),
         };
         store.remove_leftovers()?;
         store.upgrade()?;
@@ -849,6 +853,15 @@ impl ObjectStore for RocksStore {
             .zip(ids)
             .map(|(l, id)| l.map(|l| self.with_pack(repo, id, l, raw_in)).transpose())
             .collect()
+    }
+
+    fn reachable(
+        &self,
+        repo: RepoId,
+        tips: &[ObjectId],
+        with_blobs: bool,
+    ) -> Result<Option<Vec<(ObjectId, ObjectKind)>>> {
+        self.reach_from(repo, tips, with_blobs)
     }
 
     fn pin(&self, repo: RepoId) -> crate::Pin {

@@ -102,6 +102,27 @@ fn verify_packs(data: &Path) {
     }
 }
 
+/// The store's reachability answer for `revs` is `git rev-list --objects`'s, with and without
+/// blobs.
+fn assert_reach(s: &RocksStore, work: &Path, revs: &[&str]) {
+    let mut args = vec!["rev-list", "--objects"];
+    args.extend_from_slice(revs);
+    let expected: HashSet<ObjectId> = git(work, &args).lines().map(|l| id(&l[..40])).collect();
+    let tips: Vec<ObjectId> = revs.iter().map(|r| id(&git(work, &["rev-parse", r]))).collect();
+    let got = s.reachable(REPO, &tips, true).expect("reachable").expect("bitmaps after a full repack");
+    let got_set: HashSet<ObjectId> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(got.len(), got_set.len(), "{revs:?}: each object once");
+    assert_eq!(got_set, expected, "{revs:?}");
+    for (id, kind) in &got {
+        let info = s.info_many(REPO, &[*id]).expect("info")[0].expect("stored");
+        assert_eq!(info.kind, *kind, "{id}");
+    }
+    let without: HashSet<ObjectId> =
+        s.reachable(REPO, &tips, false).expect("reachable").expect("bitmaps").into_iter().map(|(id, _)| id).collect();
+    let blobs: HashSet<ObjectId> = got.iter().filter(|(_, k)| *k == ObjectKind::Blob).map(|(id, _)| *id).collect();
+    assert_eq!(without, &expected - &blobs, "{revs:?} without blobs");
+}
+
 fn full(now_ms: i64) -> Maintenance {
     Maintenance { full: true, prune_grace_ms: HOUR, now_ms }
 }
@@ -168,6 +189,25 @@ fn repacks_keep_every_object_and_prune_only_the_long_unreachable() {
     verify_packs(&data);
     assert!(!s.full_repack_due(REPO, T0 + 2 * HOUR, 0, HOUR).expect("due"), "nothing changed");
 
+    // Bitmaps answer what C git's rev-list does, from ref tips (bitmapped), from commits between
+    // them (walked down to bitmapped ones), and for objects pushed after the repack.
+    for revs in [&["main"][..], &["side"], &["main", "side"], &["main~2"], &["main~1", "side~1"]] {
+        assert_reach(&s, &work, revs);
+    }
+    git(&work, &["checkout", "-q", "main"]);
+    std::fs::write(work.join("later.txt"), "pushed after the repack\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "later"]);
+    store_pack(&s, &git_pack(&work, "main\n^main~1"));
+    assert_reach(&s, &work, &["main"]);
+    assert_reach(&s, &work, &["main", "side"]);
+    let later = id(&git(&work, &["rev-parse", "main"]));
+    set_ref(&s, "refs/heads/main", Some(later));
+    let main: Vec<ObjectId> = git(&work, &["rev-list", "--objects", "main"]).lines().map(|l| id(&l[..40])).collect();
+    let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert_eq!((report.packs_after, report.cruft), (1, 0), "{report:?}");
+
     // The side branch goes: its objects move to a cruft pack, still readable.
     set_ref(&s, "refs/heads/side", None);
     assert!(s.full_repack_due(REPO, T0, 0, HOUR).expect("due"), "a ref moved");
@@ -196,13 +236,13 @@ fn repacks_keep_every_object_and_prune_only_the_long_unreachable() {
     assert_all_readable(&s, &main);
     assert!(s.get_many(REPO, &side).expect("get").iter().all(Option::is_none), "pruned");
     verify_packs(&data);
-    assert_eq!(pack_files(&data).len(), 2, "one pack and its index, nothing left over");
+    assert_eq!(pack_files(&data).len(), 3, "one pack, its index and bitmaps, nothing left over");
 
     // All of it durable.
     drop(s);
     let s = RocksStore::open(&data).expect("reopen");
     assert_all_readable(&s, &main);
-    assert_eq!(pack_files(&data).len(), 2);
+    assert_eq!(pack_files(&data).len(), 3);
 }
 
 /// An object no ref reaches but that a kept delta is based on stays (in the main pack, which

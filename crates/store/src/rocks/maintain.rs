@@ -99,11 +99,12 @@ fn geometric_split(weights: &[u64], factor: u64) -> usize {
     if split < 2 { 0 } else { split }
 }
 
-/// A pack being written by maintenance: its entries as indexed.
+/// A pack being written by maintenance: its entries as indexed, and its bitmaps.
 struct NewPack {
     file: tempfile::NamedTempFile,
     checksum: ObjectId,
     entries: Vec<IndexedEntry>,
+    reach: Option<tempfile::NamedTempFile>,
 }
 
 impl RocksStore {
@@ -284,8 +285,22 @@ impl RocksStore {
         // Only the packs whose every kept object moves are replaced: non-cruft packs and
         // (when pruning) expired cruft packs.
         let replaced: HashSet<u64> = all.difference(&cruft_packs).copied().collect();
-        let main = self.write_pack(repo, main_objects)?;
+        let mut main = self.write_pack(repo, main_objects)?;
         let cruft = self.write_pack(repo, cruft_objects)?;
+        if let Some(main) = &mut main {
+            // Bitmaps for the ref tips, branches and tags first.
+            let mut tips: Vec<&(String, ObjectId)> = refs.iter().collect();
+            tips.sort_by_key(|(name, _)| !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")));
+            let tips = self.peel_to_commits(repo, tips.into_iter().map(|(_, id)| *id).collect())?;
+            let file = tempfile::Builder::new()
+                .prefix("reach-")
+                .tempfile_in(&self.incoming)
+                .map_err(io_error("creating a bitmap file"))?;
+            let ids = main.entries.iter().map(|e| e.id).collect();
+            let kinds = main.entries.iter().map(|e| e.kind).collect();
+            self.write_reach(repo, file.path(), ids, kinds, &tips)?;
+            main.reach = Some(file);
+        }
         report.objects_written = main.as_ref().map_or(0, |p| p.entries.len() as u64);
         report.cruft = cruft.as_ref().map_or(0, |p| p.entries.len() as u64);
         let prune = Prune { refs: &refs, expired: &expired, deleted: &deleted, record: Vec::new() };
@@ -296,6 +311,26 @@ impl RocksStore {
         let prune = Prune { record, ..prune };
         self.commit(repo, main, cruft, &replaced, &cruft_packs, Some(prune), report)?;
         Ok(())
+    }
+
+    /// The commits `ids` are or (through tags) point to; others are left out.
+    fn peel_to_commits(&self, repo: RepoId, ids: Vec<ObjectId>) -> Result<Vec<ObjectId>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, info) in ids.iter().zip(self.info_many(repo, &ids)?) {
+            let (mut id, mut kind) = (*id, info.map(|i| i.kind));
+            for _ in 0..8 {
+                if kind != Some(ObjectKind::Tag) {
+                    break;
+                }
+                let Some(tag) = self.get_many(repo, &[id])?.pop().flatten() else { break };
+                let tag = parse::tag(&tag.data).map_err(|e| Error::Corrupt(format!("tag {id}: {e}")))?;
+                (id, kind) = (tag.target, Some(tag.target_kind));
+            }
+            if kind == Some(ObjectKind::Commit) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// Every object reachable from `tips`: commits through the commit graph, trees read and
@@ -403,7 +438,7 @@ impl RocksStore {
         let (mut out, checksum) = writer.finish().map_err(wrote)?;
         out.flush().map_err(wrote)?;
         drop(out);
-        Ok(Some(NewPack { file, checksum, entries }))
+        Ok(Some(NewPack { file, checksum, entries, reach: None }))
     }
 
     /// Installs the new packs and, in one synced batch, registers them, re-points their objects,
@@ -426,6 +461,11 @@ impl RocksStore {
             main.iter().map(|p| (p, None)).chain(cruft.iter().map(|(p, t)| (p, Some(*t)))).collect();
         for (pack, _) in &new {
             self.place_pack(repo, pack.file.path(), &pack.checksum, &pack.entries)?;
+            if let Some(reach) = &pack.reach {
+                let path = self.pack_path(repo, &pack.checksum).with_extension("reach");
+                std::fs::rename(reach.path(), &path).map_err(io_error("moving a bitmap file into place"))?;
+                super::sync_dir(path.parent().unwrap_or(&self.packs_dir))?;
+            }
         }
         crate::failpoint("maintain:before-commit");
         let _put = self.put_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -468,6 +508,9 @@ impl RocksStore {
         for (pack, cruft_since) in &new {
             let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
             batch.put_cf(self.cf(PACKS), number.to_be_bytes(), encode_registry(repo, &pack.checksum, *cruft_since));
+            if pack.reach.is_some() {
+                batch.put_cf(self.cf(REPO_CONFIG), key(repo, super::reach::REACH_KEY), number.to_be_bytes());
+            }
             for e in &pack.entries {
                 let location = Location {
                     kind: e.kind,
@@ -508,6 +551,7 @@ impl RocksStore {
     /// which the next open removes.
     fn remove_pack_files(&self, repo: RepoId, checksum: &ObjectId) {
         let path = self.pack_path(repo, checksum);
+        let _ = fs::remove_file(path.with_extension("reach"));
         let _ = fs::remove_file(path.with_extension("idx"));
         let _ = fs::remove_file(&path);
     }
