@@ -78,6 +78,7 @@ fn maintain(
         packs_after = report.packs_after,
         objects_written = report.objects_written,
         cruft = report.cruft,
+        deltas_found = report.deltas_found,
         pruned = report.pruned,
         prune_deferred = report.prune_deferred,
         "git maintenance"

@@ -57,6 +57,8 @@ pub struct MaintenanceReport {
     pub objects_written: u64,
     /// Objects moved into a new cruft pack (no ref reached them).
     pub cruft: u64,
+    /// Objects stored whole that the repack wrote as deltas.
+    pub deltas_found: u64,
     /// Objects deleted (unreachable for longer than the grace period).
     pub pruned: u64,
     /// Pruning was due but put off: a ref moved or a push was in flight meanwhile.
@@ -232,7 +234,7 @@ impl RocksStore {
             return Ok(());
         }
         let refs = self.list(repo)?;
-        let reachable = self.reachable(repo, refs.iter().map(|(_, id)| *id).collect())?;
+        let (reachable, names) = self.reachable(repo, refs.iter().map(|(_, id)| *id).collect())?;
         let expired: HashSet<u64> = packs
             .iter()
             .filter(|p| p.cruft_since_ms.is_some_and(|t| what.now_ms.saturating_sub(t) >= what.prune_grace_ms))
@@ -285,7 +287,9 @@ impl RocksStore {
         // Only the packs whose every kept object moves are replaced: non-cruft packs and
         // (when pruning) expired cruft packs.
         let replaced: HashSet<u64> = all.difference(&cruft_packs).copied().collect();
-        let mut main = self.write_pack(repo, main_objects)?;
+        let deltas = self.find_deltas(repo, &main_objects, &names)?;
+        report.deltas_found = deltas.len() as u64;
+        let mut main = self.write_pack_with(repo, main_objects, &deltas)?;
         let cruft = self.write_pack(repo, cruft_objects)?;
         if let Some(main) = &mut main {
             // Bitmaps for the ref tips, branches and tags first.
@@ -333,10 +337,76 @@ impl RocksStore {
         Ok(out)
     }
 
+    /// A sliding-window delta search (as `git pack-objects` does) over the trees and blobs of
+    /// `objects` that are stored whole: sorted by kind, name hash and size (largest first), each
+    /// is tried against the ones before it in a window; a delta is kept when it is less than
+    /// half the object. Bounded in time, window memory and depth. Returns object → (base,
+    /// delta); new deltas only point back in the sorted order, so they form no cycle.
+    fn find_deltas(
+        &self,
+        repo: RepoId,
+        objects: &[(ObjectId, Location)],
+        names: &HashMap<ObjectId, u32>,
+    ) -> Result<HashMap<ObjectId, (ObjectId, Vec<u8>)>> {
+        let started = std::time::Instant::now();
+        let mut candidates: Vec<(ObjectKind, u32, std::cmp::Reverse<u64>, ObjectId)> = objects
+            .iter()
+            .filter(|(_, l)| {
+                l.base.is_none()
+                    && matches!(l.kind, ObjectKind::Blob | ObjectKind::Tree)
+                    && (32..=DELTA_MAX_OBJECT).contains(&l.size)
+            })
+            .map(|(id, l)| (l.kind, names.get(id).copied().unwrap_or(0), std::cmp::Reverse(l.size), *id))
+            .collect();
+        candidates.sort();
+        let mut found: HashMap<ObjectId, (ObjectId, Vec<u8>)> = HashMap::new();
+        let mut depth: HashMap<ObjectId, u32> = HashMap::new();
+        let mut held = 0usize;
+        let mut window: std::collections::VecDeque<(ObjectKind, ObjectId, Vec<u8>)> = Default::default();
+        let mut window_bytes = 0usize;
+        for chunk in candidates.chunks(256) {
+            if started.elapsed() > DELTA_BUDGET || held > DELTA_HELD_BYTES {
+                break;
+            }
+            let ids: Vec<ObjectId> = chunk.iter().map(|c| c.3).collect();
+            for ((kind, ..), (id, object)) in chunk.iter().zip(ids.iter().zip(self.get_many(repo, &ids)?)) {
+                let Some(object) = object else { continue };
+                let mut best: Option<(ObjectId, Vec<u8>, u32)> = None;
+                for (base_kind, base_id, base) in window.iter().rev() {
+                    let base_depth = depth.get(base_id).copied().unwrap_or(0);
+                    if base_kind != kind || base_depth >= DELTA_MAX_DEPTH || base.len() / 4 > object.data.len() {
+                        continue;
+                    }
+                    let delta = gitstratum_git::delta::encode(base, &object.data);
+                    let limit = best.as_ref().map_or(object.data.len() / 2, |(_, d, _)| d.len());
+                    if delta.len() < limit {
+                        best = Some((*base_id, delta, base_depth + 1));
+                    }
+                }
+                if let Some((base, delta, d)) = best {
+                    held += delta.len();
+                    depth.insert(*id, d);
+                    found.insert(*id, (base, delta));
+                }
+                window_bytes += object.data.len();
+                window.push_back((*kind, *id, object.data));
+                while window.len() > DELTA_WINDOW || (window_bytes > DELTA_WINDOW_BYTES && window.len() > 1) {
+                    if let Some((_, _, gone)) = window.pop_front() {
+                        window_bytes -= gone.len();
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Every object reachable from `tips`: commits through the commit graph, trees read and
     /// parsed, blobs named by trees (never read), tags followed.
-    fn reachable(&self, repo: RepoId, tips: Vec<ObjectId>) -> Result<HashSet<ObjectId>> {
+    /// Also returns, for trees and blobs, a hash of a name a tree gave them (git's
+    /// `pack_name_hash`), which groups likely delta pairs.
+    fn reachable(&self, repo: RepoId, tips: Vec<ObjectId>) -> Result<(HashSet<ObjectId>, HashMap<ObjectId, u32>)> {
         let mut seen: HashSet<ObjectId> = HashSet::new();
+        let mut names: HashMap<ObjectId, u32> = HashMap::new();
         // Ids whose kind is not known yet, commits, and trees or tags to read.
         let mut unknown = tips;
         let mut commits: Vec<ObjectId> = Vec::new();
@@ -378,6 +448,7 @@ impl RocksStore {
                     match object.kind {
                         ObjectKind::Tree => {
                             for entry in parse::tree(&object.data).map_err(corrupt)? {
+                                names.entry(entry.id).or_insert_with(|| name_hash(entry.name));
                                 match entry.kind() {
                                     Some(ObjectKind::Tree) if seen.insert(entry.id) => to_read.push(entry.id),
                                     Some(ObjectKind::Blob) => {
@@ -393,16 +464,29 @@ impl RocksStore {
                 }
             }
         }
-        Ok(seen)
+        Ok((seen, names))
     }
 
     /// Writes `objects` into a new pack under `incoming/`, entries copied as stored, in the
     /// order of their old packs and offsets (so OFS bases come first). `None` when empty.
-    fn write_pack(&self, repo: RepoId, mut objects: Vec<(ObjectId, Location)>) -> Result<Option<NewPack>> {
+    fn write_pack(&self, repo: RepoId, objects: Vec<(ObjectId, Location)>) -> Result<Option<NewPack>> {
+        self.write_pack_with(repo, objects, &HashMap::new())
+    }
+
+    /// [`RocksStore::write_pack`], writing the objects in `deltas` as the deltas found for them.
+    fn write_pack_with(
+        &self,
+        repo: RepoId,
+        mut objects: Vec<(ObjectId, Location)>,
+        deltas: &HashMap<ObjectId, (ObjectId, Vec<u8>)>,
+    ) -> Result<Option<NewPack>> {
         if objects.is_empty() {
             return Ok(None);
         }
         objects.sort_by_key(|(_, l)| (l.pack, l.offset));
+        if !deltas.is_empty() {
+            objects = bases_first(objects, deltas);
+        }
         let count = u32::try_from(objects.len()).map_err(|_| Error::Backend("too many objects for one pack".into()))?;
         let file = tempfile::Builder::new()
             .prefix("repack-")
@@ -415,6 +499,24 @@ impl RocksStore {
         let mut writer = gitstratum_git::pack::Writer::new(BufWriter::with_capacity(256 << 10, file.as_file()), count)
             .map_err(wrote)?;
         for (id, location) in &objects {
+            if let Some((base, delta)) = deltas.get(id) {
+                let offset = match written.get(base) {
+                    Some(base_offset) => writer.write_ofs_delta(*base_offset, delta),
+                    None => writer.write_ref_delta(base, delta),
+                }
+                .map_err(wrote)?;
+                written.insert(*id, offset);
+                entries.push(IndexedEntry {
+                    id: *id,
+                    kind: location.kind,
+                    size: location.size,
+                    offset,
+                    end: writer.position(),
+                    crc32: writer.entry_crc32(),
+                    base: Some(*base),
+                });
+                continue;
+            }
             let raw = self.with_pack(repo, id, *location, raw_in)?;
             let offset = match raw.kind {
                 crate::RawKind::Whole(kind) => writer.write_raw_object(kind, raw.size, &raw.compressed),
@@ -565,6 +667,53 @@ struct Prune<'a> {
     deleted: &'a [(ObjectId, Location)],
     record: Vec<u8>,
 }
+
+/// `objects` in their order, except that the base of a delta in `deltas` (when among them) comes
+/// before it, so every new delta can be an OFS delta.
+fn bases_first(
+    objects: Vec<(ObjectId, Location)>,
+    deltas: &HashMap<ObjectId, (ObjectId, Vec<u8>)>,
+) -> Vec<(ObjectId, Location)> {
+    let at: HashMap<ObjectId, usize> = objects.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    let mut placed = vec![false; objects.len()];
+    let mut out = Vec::with_capacity(objects.len());
+    for start in 0..objects.len() {
+        // The chain of not yet placed new-delta bases under `start`, deepest first.
+        let mut chain = vec![start];
+        while let Some(base) = deltas.get(&objects[*chain.last().expect("not empty")].0).and_then(|(b, _)| at.get(b)) {
+            if placed[*base] || chain.contains(base) {
+                break;
+            }
+            chain.push(*base);
+        }
+        for i in chain.into_iter().rev() {
+            if !placed[i] {
+                placed[i] = true;
+                out.push(objects[i]);
+            }
+        }
+    }
+    out
+}
+
+/// git's `pack_name_hash`: the last characters of a name weigh most, so sorting by it puts
+/// files of one name (and then of one extension) together.
+fn name_hash(name: &[u8]) -> u32 {
+    name.iter().filter(|c| !c.is_ascii_whitespace()).fold(0u32, |hash, c| (hash >> 2).wrapping_add(u32::from(*c) << 24))
+}
+
+/// Objects tried as bases for each object (git's `pack.window`).
+const DELTA_WINDOW: usize = 10;
+/// Bytes of objects the window may hold (git's `pack.windowMemory`).
+const DELTA_WINDOW_BYTES: usize = 64 << 20;
+/// Objects larger than this are not deltified (git's `core.bigFileThreshold` is 512 MiB).
+const DELTA_MAX_OBJECT: u64 = 16 << 20;
+/// Longest chain a new delta may end (git's `pack.depth` is 50).
+const DELTA_MAX_DEPTH: u32 = 16;
+/// Time a full repack may spend searching for deltas; what is left stays whole.
+const DELTA_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+/// Bytes of new deltas held until they are written.
+const DELTA_HELD_BYTES: usize = 256 << 20;
 
 /// Key (after the repository) of the last full repack's record in `repo_config`.
 const MAINTAINED: &[u8] = b"\0maintained";
