@@ -396,3 +396,29 @@ fn a_full_repack_finds_deltas_for_whole_objects() {
     assert_all_readable(&s, &ids);
     verify_packs(&data);
 }
+
+/// A cruft pack whose objects became reachable again (the branch came back) is emptied into the
+/// main pack and goes, rather than waiting out the grace period; a repack never starts while a
+/// push is in flight (its objects would look unreachable until its refs move).
+#[test]
+fn a_cruft_pack_emptied_by_a_returning_branch_goes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = RocksStore::open(&data).expect("open");
+    let (main, side) = history(&work, &s);
+    let side_tip = s.get(REPO, "refs/heads/side").expect("get");
+    set_ref(&s, "refs/heads/side", None);
+    let pin = s.pin(REPO);
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert_eq!((report.packs_after, report.objects_written, report.cruft), (4, 0, 0), "{report:?}");
+    drop(pin);
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert!(report.packs_after == 2 && report.cruft > 0, "{report:?}");
+    set_ref(&s, "refs/heads/side", side_tip);
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert_eq!((report.packs_after, report.cruft), (1, 0), "{report:?}");
+    let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
+    assert_all_readable(&s, &everything);
+    verify_packs(&data);
+}

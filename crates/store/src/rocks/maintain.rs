@@ -233,6 +233,12 @@ impl RocksStore {
         if packs.is_empty() {
             return Ok(());
         }
+        // A push in flight has stored its pack but not moved its refs yet: what it brought would
+        // look unreachable. Its refs are moments away; repack then.
+        if self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&repo) {
+            report.prune_deferred = true;
+            return Ok(());
+        }
         let refs = self.list(repo)?;
         let (reachable, names) = self.reachable(repo, refs.iter().map(|(_, id)| *id).collect())?;
         let expired: HashSet<u64> = packs
@@ -284,9 +290,14 @@ impl RocksStore {
             fate.iter().filter(|(_, (f, _))| *f == wanted).map(|(id, (_, l))| (*id, *l)).collect()
         };
         let (main_objects, cruft_objects, deleted) = (pick(Fate::Main), pick(Fate::Cruft), pick(Fate::Delete));
-        // Only the packs whose every kept object moves are replaced: non-cruft packs and
-        // (when pruning) expired cruft packs.
-        let replaced: HashSet<u64> = all.difference(&cruft_packs).copied().collect();
+        // Only the packs whose every kept object moves are replaced: non-cruft packs, cruft
+        // packs none of whose objects stays, and (when pruning) expired cruft packs.
+        let staying: HashSet<u64> = fate.values().filter(|(f, _)| *f == Fate::Stay).map(|(_, l)| l.pack).collect();
+        let replaced: HashSet<u64> = all
+            .iter()
+            .filter(|n| !cruft_packs.contains(n) || !(staying.contains(n) || expired.contains(n)))
+            .copied()
+            .collect();
         let deltas = self.find_deltas(repo, &main_objects, &names)?;
         report.deltas_found = deltas.len() as u64;
         let mut main = self.write_pack_with(repo, main_objects, &deltas)?;
@@ -309,7 +320,7 @@ impl RocksStore {
         report.cruft = cruft.as_ref().map_or(0, |p| p.entries.len() as u64);
         let prune = Prune { refs: &refs, expired: &expired, deleted: &deleted, record: Vec::new() };
         let cruft = cruft.map(|c| (c, what.now_ms));
-        let cruft_packs: Vec<u64> = cruft_packs.into_iter().collect();
+        let cruft_packs: Vec<u64> = cruft_packs.difference(&replaced).copied().collect();
         let mut record = what.now_ms.to_be_bytes().to_vec();
         record.extend_from_slice(refs_digest(&refs).as_bytes());
         let prune = Prune { record, ..prune };
