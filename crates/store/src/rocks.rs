@@ -150,6 +150,13 @@ struct Location {
     base: Option<ObjectId>,
 }
 
+impl Location {
+    /// Where an indexed entry of pack `pack` is.
+    fn of(e: &IndexedEntry, pack: u64) -> Location {
+        Location { kind: e.kind, size: e.size, pack, offset: e.offset, end: e.end, crc32: e.crc32, base: e.base }
+    }
+}
+
 fn encode_location(l: &Location) -> Vec<u8> {
     let mut v = Vec::with_capacity(57);
     v.push(kind_code(l.kind));
@@ -582,15 +589,7 @@ impl RocksStore {
         })?;
         let mut stats = if replace { RepoStats::default() } else { self.stats(repo)? };
         for e in &new {
-            let location = Location {
-                kind: e.kind,
-                size: e.size,
-                pack: number,
-                offset: e.offset,
-                end: e.end,
-                crc32: e.crc32,
-                base: e.base,
-            };
+            let location = Location::of(e, number);
             batch.put_cf(self.cf(OBJECT_INDEX), key(repo, e.id.as_bytes()), encode_location(&location));
             stats.objects += 1;
             stats.bytes += e.size;

@@ -303,10 +303,14 @@ impl RocksStore {
         let mut main = self.write_pack_with(repo, main_objects, &deltas)?;
         let cruft = self.write_pack(repo, cruft_objects)?;
         if let Some(main) = &mut main {
-            // Bitmaps for the ref tips, branches and tags first.
-            let mut tips: Vec<&(String, ObjectId)> = refs.iter().collect();
-            tips.sort_by_key(|(name, _)| !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")));
-            let tips = self.peel_to_commits(repo, tips.into_iter().map(|(_, id)| *id).collect())?;
+            // Bitmaps for the tips of branches and tags (what clones ask for); other refs (pull
+            // requests, say) are walked down to them when asked for.
+            let branch_or_tag = |name: &str| name.starts_with("refs/heads/") || name.starts_with("refs/tags/");
+            let tips: Vec<ObjectId> = match refs.iter().any(|(name, _)| branch_or_tag(name)) {
+                true => refs.iter().filter(|(name, _)| branch_or_tag(name)).map(|(_, id)| *id).collect(),
+                false => refs.iter().map(|(_, id)| *id).collect(),
+            };
+            let tips = self.peel_to_commits(repo, tips)?;
             let file = tempfile::Builder::new()
                 .prefix("reach-")
                 .tempfile_in(&self.incoming)
@@ -360,7 +364,7 @@ impl RocksStore {
         names: &HashMap<ObjectId, u32>,
     ) -> Result<HashMap<ObjectId, (ObjectId, Vec<u8>)>> {
         let started = std::time::Instant::now();
-        let mut candidates: Vec<(ObjectKind, u32, std::cmp::Reverse<u64>, ObjectId)> = objects
+        let mut candidates: Vec<Candidate> = objects
             .iter()
             .filter(|(_, l)| {
                 l.base.is_none()
@@ -375,7 +379,18 @@ impl RocksStore {
         let mut held = 0usize;
         let mut window: std::collections::VecDeque<(ObjectKind, ObjectId, Vec<u8>)> = Default::default();
         let mut window_bytes = 0usize;
-        for chunk in candidates.chunks(256) {
+        // Read in batches of at most 256 objects and 32 MiB.
+        let mut chunks: Vec<&[Candidate]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0u64);
+        for (i, c) in candidates.iter().enumerate() {
+            if i > start && (i - start >= 256 || bytes + c.2.0 > 32 << 20) {
+                chunks.push(&candidates[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += c.2.0;
+        }
+        chunks.push(&candidates[start..]);
+        for chunk in chunks {
             if started.elapsed() > DELTA_BUDGET || held > DELTA_HELD_BYTES {
                 break;
             }
@@ -510,33 +525,24 @@ impl RocksStore {
         let mut writer = gitstratum_git::pack::Writer::new(BufWriter::with_capacity(256 << 10, file.as_file()), count)
             .map_err(wrote)?;
         for (id, location) in &objects {
-            if let Some((base, delta)) = deltas.get(id) {
+            let (offset, base) = if let Some((base, delta)) = deltas.get(id) {
                 let offset = match written.get(base) {
                     Some(base_offset) => writer.write_ofs_delta(*base_offset, delta),
                     None => writer.write_ref_delta(base, delta),
-                }
-                .map_err(wrote)?;
-                written.insert(*id, offset);
-                entries.push(IndexedEntry {
-                    id: *id,
-                    kind: location.kind,
-                    size: location.size,
-                    offset,
-                    end: writer.position(),
-                    crc32: writer.entry_crc32(),
-                    base: Some(*base),
-                });
-                continue;
-            }
-            let raw = self.with_pack(repo, id, *location, raw_in)?;
-            let offset = match raw.kind {
-                crate::RawKind::Whole(kind) => writer.write_raw_object(kind, raw.size, &raw.compressed),
-                crate::RawKind::Delta { base } => match written.get(&base) {
-                    Some(base_offset) => writer.write_raw_ofs_delta(*base_offset, raw.size, &raw.compressed),
-                    None => writer.write_raw_ref_delta(&base, raw.size, &raw.compressed),
-                },
-            }
-            .map_err(wrote)?;
+                };
+                (offset, Some(*base))
+            } else {
+                let raw = self.with_pack(repo, id, *location, raw_in)?;
+                let offset = match raw.kind {
+                    crate::RawKind::Whole(kind) => writer.write_raw_object(kind, raw.size, &raw.compressed),
+                    crate::RawKind::Delta { base } => match written.get(&base) {
+                        Some(base_offset) => writer.write_raw_ofs_delta(*base_offset, raw.size, &raw.compressed),
+                        None => writer.write_raw_ref_delta(&base, raw.size, &raw.compressed),
+                    },
+                };
+                (offset, location.base)
+            };
+            let offset = offset.map_err(wrote)?;
             written.insert(*id, offset);
             entries.push(IndexedEntry {
                 id: *id,
@@ -545,7 +551,7 @@ impl RocksStore {
                 offset,
                 end: writer.position(),
                 crc32: writer.entry_crc32(),
-                base: location.base,
+                base,
             });
         }
         let (mut out, checksum) = writer.finish().map_err(wrote)?;
@@ -625,15 +631,7 @@ impl RocksStore {
                 batch.put_cf(self.cf(REPO_CONFIG), key(repo, super::reach::REACH_KEY), number.to_be_bytes());
             }
             for e in &pack.entries {
-                let location = Location {
-                    kind: e.kind,
-                    size: e.size,
-                    pack: number,
-                    offset: e.offset,
-                    end: e.end,
-                    crc32: e.crc32,
-                    base: e.base,
-                };
+                let location = Location::of(e, number);
                 batch.put_cf(self.cf(OBJECT_INDEX), key(repo, e.id.as_bytes()), encode_location(&location));
             }
         }
@@ -712,6 +710,10 @@ fn bases_first(
 fn name_hash(name: &[u8]) -> u32 {
     name.iter().filter(|c| !c.is_ascii_whitespace()).fold(0u32, |hash, c| (hash >> 2).wrapping_add(u32::from(*c) << 24))
 }
+
+/// An object the delta search looks at, in its sort order: kind, name hash, size (largest
+/// first), id.
+type Candidate = (ObjectKind, u32, std::cmp::Reverse<u64>, ObjectId);
 
 /// Objects tried as bases for each object (git's `pack.window`).
 const DELTA_WINDOW: usize = 10;

@@ -1,5 +1,5 @@
 //! Reachability bitmaps of a repository's main pack (what `git repack -b` writes, in a format of
-//! our own): for selected commits (the ref tips at the last full repack), the set of the main
+//! our own): for selected commits (the branch and tag tips at the last full repack), the set of the main
 //! pack's objects each reaches, one bit per object in pack order. A clone then unions the
 //! bitmaps of the commits it reaches instead of reading every tree of the history, and walks
 //! only what is newer than the last full repack.
@@ -28,7 +28,8 @@ use crate::{Error, ObjectStore, RepoId, Result};
 pub(super) const REACH_KEY: &[u8] = b"\0reach";
 /// Bitmaps written at most per full repack (ref tips beyond it are walked at clone time).
 const MAX_BITMAPS: usize = 2000;
-/// Loaded bitmap files kept in memory.
+/// Loaded bitmap files kept in memory (tokio's, 395 tags and 75 branches over 153,681 objects,
+/// is about 10 MB loaded).
 const CACHED: usize = 8;
 
 /// A dense set of positions.
