@@ -1059,7 +1059,11 @@ async fn pushes_are_refused_where_c_git_refuses_them() {
         git.ok(tmp.path(), &["clone", "-q", "--depth=1", url, bot.to_str().expect("utf-8")]).await;
         std::fs::write(bot.join("bot.txt"), "from a shallow clone\n").expect("write");
         git.ok(&bot, &["add", "-A"]).await;
-        git.ok(&bot, &["commit", "-q", "-m", "bot"]).await;
+        // One commit time for both bots, so their commits (and the listings compared) are the
+        // same whichever second each was made in.
+        let date = [("GIT_AUTHOR_DATE", "1700000000 +0000"), ("GIT_COMMITTER_DATE", "1700000000 +0000")];
+        let committed = git.run_env(&bot, &["commit", "-q", "-m", "bot"], &date).await;
+        assert!(committed.status.success(), "{}", String::from_utf8_lossy(&committed.stderr));
         git.ok(&bot, &["push", "-q", "origin", "main"]).await;
     }
     assert_eq!(listing(&ours).await, listing(&reference.url).await);
