@@ -288,11 +288,7 @@ struct Tee<R, W> {
 
 impl<R: BufRead, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        crate::pack::read_through_buffer(self, buf)
     }
 }
 
