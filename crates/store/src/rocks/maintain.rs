@@ -114,7 +114,7 @@ impl RocksStore {
     /// pushes, fetches and ref updates.
     pub fn maintain(&self, repo: RepoId, what: &Maintenance) -> Result<MaintenanceReport> {
         let _one = self.maintenance.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let packs: Vec<PackRecord> = self.pack_records()?.into_iter().filter(|p| p.repo == repo).collect();
+        let packs: Vec<PackRecord> = self.repo_packs(repo)?;
         let mut report =
             MaintenanceReport { packs_before: packs.len(), packs_after: packs.len(), ..Default::default() };
         if what.full {
@@ -122,8 +122,13 @@ impl RocksStore {
         } else {
             self.roll_up(repo, &packs, &mut report)?;
         }
-        report.packs_after = self.pack_records()?.iter().filter(|p| p.repo == repo).count();
+        report.packs_after = self.repo_packs(repo)?.len();
         Ok(report)
+    }
+
+    /// The registered packs of `repo`, oldest first.
+    fn repo_packs(&self, repo: RepoId) -> Result<Vec<PackRecord>> {
+        Ok(self.pack_records()?.into_iter().filter(|p| p.repo == repo).collect())
     }
 
     /// Repositories with packs, and how many each has.
@@ -145,7 +150,7 @@ impl RocksStore {
         if now_ms.saturating_sub(last_ms) < after_ms {
             return Ok(false);
         }
-        let packs: Vec<PackRecord> = self.pack_records()?.into_iter().filter(|p| p.repo == repo).collect();
+        let packs: Vec<PackRecord> = self.repo_packs(repo)?;
         let expired =
             packs.iter().any(|p| p.cruft_since_ms.is_some_and(|t| now_ms.saturating_sub(t) >= prune_grace_ms));
         let uncombined = packs.iter().filter(|p| p.cruft_since_ms.is_none()).count() > 1;
@@ -165,7 +170,7 @@ impl RocksStore {
 
     /// Whether a roll-up of `repo`'s packs would do something.
     pub fn needs_roll_up(&self, repo: RepoId) -> Result<bool> {
-        let packs: Vec<PackRecord> = self.pack_records()?.into_iter().filter(|p| p.repo == repo).collect();
+        let packs: Vec<PackRecord> = self.repo_packs(repo)?;
         Ok(!self.roll_up_set(&packs)?.is_empty())
     }
 
@@ -240,7 +245,13 @@ impl RocksStore {
             return Ok(());
         }
         let refs = self.list(repo)?;
-        let (reachable, names) = self.reachable(repo, refs.iter().map(|(_, id)| *id).collect())?;
+        // Everything the refs reach, walked (no bitmaps), with a name for each tree and blob.
+        let mut names: HashMap<ObjectId, u32> = HashMap::new();
+        let tips: Vec<ObjectId> = refs.iter().map(|(_, id)| *id).collect();
+        let Some((_, found)) = self.collect(repo, &super::reach::Reach::empty(), &tips, Some(&mut names))? else {
+            return Err(Error::Corrupt(format!("repository {}: an object its refs reach is missing", repo.0)));
+        };
+        let reachable: HashSet<ObjectId> = found.into_iter().map(|(id, _)| id).collect();
         let expired: HashSet<u64> = packs
             .iter()
             .filter(|p| p.cruft_since_ms.is_some_and(|t| what.now_ms.saturating_sub(t) >= what.prune_grace_ms))
@@ -426,73 +437,6 @@ impl RocksStore {
         Ok(found)
     }
 
-    /// Every object reachable from `tips`: commits through the commit graph, trees read and
-    /// parsed, blobs named by trees (never read), tags followed.
-    /// Also returns, for trees and blobs, a hash of a name a tree gave them (git's
-    /// `pack_name_hash`), which groups likely delta pairs.
-    fn reachable(&self, repo: RepoId, tips: Vec<ObjectId>) -> Result<(HashSet<ObjectId>, HashMap<ObjectId, u32>)> {
-        let mut seen: HashSet<ObjectId> = HashSet::new();
-        let mut names: HashMap<ObjectId, u32> = HashMap::new();
-        // Ids whose kind is not known yet, commits, and trees or tags to read.
-        let mut unknown = tips;
-        let mut commits: Vec<ObjectId> = Vec::new();
-        let mut to_read: Vec<ObjectId> = Vec::new();
-        while !(unknown.is_empty() && commits.is_empty() && to_read.is_empty()) {
-            unknown.retain(|id| seen.insert(*id));
-            for (id, info) in unknown.iter().zip(self.info_many(repo, &unknown)?) {
-                match info.map(|i| i.kind) {
-                    Some(ObjectKind::Commit) => commits.push(*id),
-                    Some(ObjectKind::Tree | ObjectKind::Tag) => to_read.push(*id),
-                    // Blobs have nothing to follow; missing objects cannot be kept.
-                    Some(ObjectKind::Blob) | None => {}
-                }
-            }
-            unknown.clear();
-            for chunk in std::mem::take(&mut commits).chunks(1024) {
-                for (id, info) in chunk.iter().zip(self.commits(repo, chunk)?) {
-                    match info {
-                        Some(c) => {
-                            if seen.insert(c.tree) {
-                                to_read.push(c.tree);
-                            }
-                            for p in c.parents {
-                                if seen.insert(p) {
-                                    commits.push(p);
-                                }
-                            }
-                        }
-                        None => {
-                            return Err(Error::Corrupt(format!("commit {id} is not in the commit graph")));
-                        }
-                    }
-                }
-            }
-            for chunk in std::mem::take(&mut to_read).chunks(256) {
-                for (id, object) in chunk.iter().zip(self.get_many(repo, chunk)?) {
-                    let Some(object) = object else { continue };
-                    let corrupt = |e: parse::ParseError| Error::Corrupt(format!("object {id}: {e}"));
-                    match object.kind {
-                        ObjectKind::Tree => {
-                            for entry in parse::tree(&object.data).map_err(corrupt)? {
-                                names.entry(entry.id).or_insert_with(|| name_hash(entry.name));
-                                match entry.kind() {
-                                    Some(ObjectKind::Tree) if seen.insert(entry.id) => to_read.push(entry.id),
-                                    Some(ObjectKind::Blob) => {
-                                        seen.insert(entry.id);
-                                    }
-                                    _ => {}
-                                }
-                            }
-                        }
-                        ObjectKind::Tag => unknown.push(parse::tag(&object.data).map_err(corrupt)?.target),
-                        ObjectKind::Commit | ObjectKind::Blob => {}
-                    }
-                }
-            }
-        }
-        Ok((seen, names))
-    }
-
     /// Writes `objects` into a new pack under `incoming/`, entries copied as stored, in the
     /// order of their old packs and offsets (so OFS bases come first). `None` when empty.
     fn write_pack(&self, repo: RepoId, objects: Vec<(ObjectId, Location)>) -> Result<Option<NewPack>> {
@@ -648,8 +592,7 @@ impl RocksStore {
         }
         drop(open);
         // A new pack can have the bytes (so the name) of one it replaces: keep what is registered.
-        let kept: HashSet<ObjectId> =
-            self.pack_records()?.into_iter().filter(|p| p.repo == repo).map(|p| p.checksum).collect();
+        let kept: HashSet<ObjectId> = self.repo_packs(repo)?.into_iter().map(|p| p.checksum).collect();
         for n in &unregister {
             if let Some(record) = records.get(n).filter(|r| !kept.contains(&r.checksum)) {
                 self.remove_pack_files(repo, &record.checksum);
@@ -707,7 +650,7 @@ fn bases_first(
 
 /// git's `pack_name_hash`: the last characters of a name weigh most, so sorting by it puts
 /// files of one name (and then of one extension) together.
-fn name_hash(name: &[u8]) -> u32 {
+pub(super) fn name_hash(name: &[u8]) -> u32 {
     name.iter().filter(|c| !c.is_ascii_whitespace()).fold(0u32, |hash, c| (hash >> 2).wrapping_add(u32::from(*c) << 24))
 }
 

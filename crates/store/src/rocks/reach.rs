@@ -130,6 +130,11 @@ pub(super) struct Reach {
 }
 
 impl Reach {
+    /// No bitmaps and no main pack: [`RocksStore::collect`] over it walks everything.
+    pub(super) fn empty() -> Reach {
+        Reach { ids: Vec::new(), kinds: Vec::new(), positions: HashMap::new(), bitmaps: HashMap::new() }
+    }
+
     fn parse(bytes: &[u8]) -> Result<Reach> {
         let (body, trailer) = bytes.split_at_checked(bytes.len().saturating_sub(20)).ok_or_else(|| corrupt("short"))?;
         let sum = gitstratum_git::hash_object(ObjectKind::Blob, body).map_err(|_| corrupt("checksum"))?;
@@ -233,7 +238,7 @@ impl RocksStore {
         with_blobs: bool,
     ) -> Result<Option<Vec<(ObjectId, ObjectKind)>>> {
         let Some(reach) = self.reach(repo)? else { return Ok(None) };
-        let Some((bits, extra)) = self.collect(repo, &reach, tips)? else { return Ok(None) };
+        let Some((bits, extra)) = self.collect(repo, &reach, tips, None)? else { return Ok(None) };
         let mut out: Vec<(ObjectId, ObjectKind)> = bits
             .ones()
             .map(|p| (reach.ids[p], reach.kinds[p]))
@@ -244,8 +249,16 @@ impl RocksStore {
     }
 
     /// The main pack's objects reachable from `tips`, and the other objects reachable from them
-    /// (in the order found); `None` when an object is missing.
-    fn collect(&self, repo: RepoId, reach: &Reach, tips: &[ObjectId]) -> Result<Option<Found>> {
+    /// (in the order found); `None` when an object is missing. With `names`, records for each
+    /// tree and blob walked a hash of a name a tree gave it (git's `pack_name_hash`, for the
+    /// delta search). Over [`Reach::empty`], a plain walk: everything is in the second part.
+    pub(super) fn collect(
+        &self,
+        repo: RepoId,
+        reach: &Reach,
+        tips: &[ObjectId],
+        mut names: Option<&mut HashMap<ObjectId, u32>>,
+    ) -> Result<Option<Found>> {
         let n = reach.ids.len();
         let mut c = Collect { reach, bits: Bits::new(n), extra: Vec::new(), extra_seen: HashSet::new() };
         // Bitmapped tips first: what they cover is skipped by the walk of the rest.
@@ -318,6 +331,9 @@ impl RocksStore {
                 for (id, tree) in chunk.iter().zip(self.get_many(repo, chunk)?) {
                     let Some(tree) = tree else { return Ok(None) };
                     for entry in parse::tree(&tree.data).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))? {
+                        if let Some(names) = names.as_deref_mut() {
+                            names.entry(entry.id).or_insert_with(|| super::maintain::name_hash(entry.name));
+                        }
                         match entry.kind() {
                             Some(ObjectKind::Tree) => trees.push(entry.id),
                             Some(ObjectKind::Blob) => {
@@ -397,7 +413,7 @@ impl RocksStore {
         tips.sort();
         let mut written = Vec::with_capacity(tips.len());
         for (_, tip) in tips {
-            let Some((bits, _)) = self.collect(repo, &reach, &[tip])? else { continue };
+            let Some((bits, _)) = self.collect(repo, &reach, &[tip], None)? else { continue };
             let encoded = bits.encode(n);
             reach.bitmaps.insert(tip, encoded.clone());
             written.push((tip, encoded));
