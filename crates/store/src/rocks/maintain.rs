@@ -176,8 +176,13 @@ impl RocksStore {
 
     /// The packs a geometric roll-up would merge (cruft packs are left alone).
     fn roll_up_set(&self, packs: &[PackRecord]) -> Result<Vec<PackRecord>> {
+        let candidates: Vec<&PackRecord> = packs.iter().filter(|p| p.cruft_since_ms.is_none()).collect();
+        // One pack is its own progression: no need to open it (the scheduler asks every minute).
+        if candidates.len() < 2 {
+            return Ok(Vec::new());
+        }
         let mut weighted = Vec::new();
-        for p in packs.iter().filter(|p| p.cruft_since_ms.is_none()) {
+        for p in candidates {
             weighted.push((self.pack_object_count(p)?, p.clone()));
         }
         weighted.sort_by_key(|(w, p)| (*w, p.number));
