@@ -31,7 +31,8 @@ pub enum ApplyError {
 /// Largest result [`apply`] will build (a guard against a tiny delta declaring a huge result).
 pub const MAX_RESULT: u64 = 4 << 30;
 
-fn read_varint(delta: &[u8], pos: &mut usize) -> Result<u64, ApplyError> {
+/// Reads a little-endian base-128 varint (the delta header's sizes) at `pos`, advancing it.
+pub fn read_varint(delta: &[u8], pos: &mut usize) -> Result<u64, ApplyError> {
     let mut value = 0u64;
     let mut shift = 0;
     loop {
@@ -118,7 +119,8 @@ const BLOCK: usize = 16;
 const MAX_COPY: usize = 0x10000;
 const MAX_INSERT: usize = 0x7f;
 
-fn write_varint(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` as a little-endian base-128 varint (what [`read_varint`] reads).
+pub fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;

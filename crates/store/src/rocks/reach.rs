@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
-use gitstratum_git::{ObjectId, ObjectKind, parse};
+use gitstratum_git::{ObjectId, ObjectKind, delta, parse};
 
 use super::{RocksStore, backend, io_error, key, kind_from_code, oid_from};
 use crate::{Error, ObjectStore, RepoId, Result};
@@ -72,17 +72,18 @@ impl Bits {
             while at < n && self.get(at) == want {
                 at += 1;
             }
-            put_varint(&mut out, (at - start) as u64);
+            delta::write_varint(&mut out, (at - start) as u64);
             want = !want;
         }
         out
     }
 
     /// Adds the positions of an encoded bitmap.
-    fn or_encoded(&mut self, mut data: &[u8], n: usize) -> Result<()> {
-        let (mut at, mut set) = (0usize, false);
-        while !data.is_empty() {
-            let run = usize::try_from(take_varint(&mut data)?).map_err(|_| corrupt("run"))?;
+    fn or_encoded(&mut self, data: &[u8], n: usize) -> Result<()> {
+        let (mut at, mut set, mut pos) = (0usize, false, 0usize);
+        while pos < data.len() {
+            let run = delta::read_varint(data, &mut pos).map_err(|_| corrupt("truncated run"))?;
+            let run = usize::try_from(run).map_err(|_| corrupt("run"))?;
             let end = at.checked_add(run).filter(|e| *e <= n).ok_or_else(|| corrupt("run past the end"))?;
             if set {
                 for i in at..end {
@@ -98,27 +99,6 @@ impl Bits {
 
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("reachability bitmap: {what}"))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn take_varint(data: &mut &[u8]) -> Result<u64> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = data.split_first().ok_or_else(|| corrupt("truncated"))?;
-        *data = rest;
-        n |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(n);
-        }
-    }
-    Err(corrupt("varint too long"))
 }
 
 /// A loaded bitmap file.
