@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use gitstratum_workflow::expr::{self, Context, Dict, Value};
 use gitstratum_workflow::load::{Place, places};
-use gitstratum_workflow::model::{BoolOrExpr, BuiltinAction, Job, NumberOrExpr, Step, StepAction, Workflow};
+use gitstratum_workflow::model::{BoolOrExpr, BuiltinAction, NumberOrExpr, Step, StepAction, Workflow};
 use gitstratum_workflow::plan::{GithubEvent, github_context};
 use gitstratum_workflow::template;
 use tokio::io::AsyncReadExt;
@@ -21,6 +21,7 @@ use crate::limits::{Hit, JobCgroup};
 use crate::logship::{self, LogWriter};
 use crate::protocol::{Client, Lease, Reply, Signal};
 use crate::sandbox::{self, JobDirs};
+use crate::uses::{self, StepSite};
 use crate::{RunnerConfig, RunnerError};
 
 /// The time a stopped step gets between SIGTERM and SIGKILL.
@@ -101,6 +102,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         client,
         runner,
         post: std::sync::Mutex::new(Vec::new()),
+        posts: std::sync::Mutex::new(Vec::new()),
     };
     let (ending, outputs) = execute(client, runner, &place, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
@@ -120,23 +122,26 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
 
 /// Where a job runs: its network, its limits and its cgroups, the server it reports to, and
 /// what is left to do after its steps (caches to save).
-struct JobPlace<'a> {
-    runner_name: &'a str,
-    network: crate::Network,
-    limits: crate::limits::Limits,
-    cgroup: Option<&'a JobCgroup>,
-    client: &'a Client,
-    runner: i64,
-    post: std::sync::Mutex<Vec<actions::PendingCache>>,
+pub(crate) struct JobPlace<'a> {
+    pub(crate) runner_name: &'a str,
+    pub(crate) network: crate::Network,
+    pub(crate) limits: crate::limits::Limits,
+    pub(crate) cgroup: Option<&'a JobCgroup>,
+    pub(crate) client: &'a Client,
+    pub(crate) runner: i64,
+    pub(crate) post: std::sync::Mutex<Vec<actions::PendingCache>>,
+    /// The `post` scripts of the JavaScript actions the job ran, in the order they ran.
+    pub(crate) posts: std::sync::Mutex<Vec<uses::PostStep>>,
 }
 
 /// The expression context of a step: named values, and the status functions of `if:`.
-struct StepContext {
-    values: Dict,
-    failed: bool,
-    cancelled: bool,
+#[derive(Clone)]
+pub(crate) struct StepContext {
+    pub(crate) values: Dict,
+    pub(crate) failed: bool,
+    pub(crate) cancelled: bool,
     /// The job's directories, for `hashFiles()`.
-    dirs: JobDirs,
+    pub(crate) dirs: JobDirs,
 }
 
 impl Context for StepContext {
@@ -159,11 +164,11 @@ impl Context for StepContext {
     }
 }
 
-fn evaluate(text: &str, place: &Place, ctx: &dyn Context) -> Result<Value, String> {
+pub(crate) fn evaluate(text: &str, place: &Place, ctx: &dyn Context) -> Result<Value, String> {
     template::evaluate(text, &place.options(), ctx).map_err(|e| e.message)
 }
 
-fn minutes(value: &NumberOrExpr, place: &Place, ctx: &dyn Context) -> Result<f64, String> {
+pub(crate) fn minutes(value: &NumberOrExpr, place: &Place, ctx: &dyn Context) -> Result<f64, String> {
     match value {
         NumberOrExpr::Value(n) => Ok(*n),
         NumberOrExpr::Expr(e) => {
@@ -173,7 +178,7 @@ fn minutes(value: &NumberOrExpr, place: &Place, ctx: &dyn Context) -> Result<f64
     }
 }
 
-fn flag(value: &BoolOrExpr, place: &Place, ctx: &dyn Context) -> bool {
+pub(crate) fn flag(value: &BoolOrExpr, place: &Place, ctx: &dyn Context) -> bool {
     match value {
         BoolOrExpr::Value(b) => *b,
         BoolOrExpr::Expr(e) => evaluate(&format!("${{{{ {e} }}}}"), place, ctx).is_ok_and(|v| v.is_truthy()),
@@ -397,7 +402,7 @@ async fn execute_steps(
         let unsecure =
             step_env.get("ACTIONS_ALLOW_UNSECURE_COMMANDS").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         log.begin_step_commands(unsecure);
-        let files = StepFiles::create(dirs, number);
+        let files = StepFiles::create(dirs, &number.to_string());
         files.set_env(&mut step_env);
         let mut step_deadline = deadline;
         if let Some(limit) = &step.timeout_minutes {
@@ -414,13 +419,28 @@ async fn execute_steps(
         let outcome = if !ok {
             Outcome::Failed
         } else {
-            run_step(step, job, lease, dirs, place, &step_env, &ctx, log, step_deadline, stop, number).await
+            let site = StepSite {
+                step,
+                job,
+                lease,
+                dirs,
+                place,
+                env: &step_env,
+                ctx: &ctx,
+                log,
+                deadline: step_deadline,
+                number,
+                files: &files,
+                depth: 0,
+            };
+            run_step(site, stop).await
         };
         // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH, and asked for with
         // the older commands (`::set-output`, `::save-state`, `::set-env`, `::add-path`).
         let mut written = files.read();
         let legacy = log.take_legacy_commands();
         let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
+        files.append(FileKind::State, &legacy.state.iter().map(|(k, v)| uses::file_command(k, v)).collect::<String>());
         written.outputs.splice(0..0, legacy.outputs);
         written.env.splice(0..0, legacy.env);
         written.path.splice(0..0, legacy.path);
@@ -475,6 +495,44 @@ async fn execute_steps(
     }
     // What the runner says from here on is the job's last part of the log.
     log.step(job.steps.len() as i64 + 1);
+    // The `post` scripts of the JavaScript actions that ran, last first.
+    let posts = std::mem::take(&mut *place.posts.lock().unwrap_or_else(|e| e.into_inner()));
+    for post in posts.iter().rev() {
+        if *stop.borrow() == Signal::Stop {
+            return Ending::Cancelled;
+        }
+        ctx.values.set("env", env_value(&env));
+        let runs = expr::parse(&post.condition, &places::ACTION_STEP_IF.options())
+            .map_err(|e| e.message)
+            .and_then(|e| expr::evaluate(&e, &ctx, &post.condition).map_err(|e| e.message));
+        match runs {
+            Ok(v) if v.is_truthy() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                log.line(&format!("##[error]{}: post-if: {e}", post.title));
+                ctx.failed = true;
+                continue;
+            }
+        }
+        log.line(&format!("##[group]{}", post.title));
+        let mut post_env: BTreeMap<String, String> = post.env.iter().cloned().collect();
+        for (key, value) in StepFiles::saved_state(dirs, &post.label) {
+            post_env.insert(format!("STATE_{key}"), value);
+        }
+        let files = StepFiles::create(dirs, &format!("post-{}", post.label));
+        files.set_env(&mut post_env);
+        log.begin_step_commands(false);
+        // A post script gets at least a minute, even after the job's own time ran out.
+        let until = deadline.max(Instant::now() + Duration::from_secs(60));
+        let outcome = sandboxed(place, dirs, &post.argv, sandbox::WORKSPACE, &post_env, log, until, stop).await;
+        let _ = log.take_legacy_commands();
+        log.line("##[endgroup]");
+        match outcome {
+            Outcome::Succeeded => {}
+            Outcome::Stopped => ctx.cancelled = true,
+            Outcome::Failed | Outcome::TimedOut => ctx.failed = true,
+        }
+    }
     // Caches the job's steps missed are saved once it succeeded (`actions/cache`'s post step).
     let saves = std::mem::take(&mut *place.post.lock().unwrap_or_else(|e| e.into_inner()));
     if !ctx.failed && !ctx.cancelled && *stop.borrow() == Signal::Continue {
@@ -505,7 +563,7 @@ async fn execute_steps(
 }
 
 /// Adds a step's `outputs`, `outcome` and `conclusion` to the `steps` context.
-fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcome: &str, conclusion: &str) {
+pub(crate) fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcome: &str, conclusion: &str) {
     let mut steps = match values.get("steps") {
         Some(Value::Object(dict)) => (**dict).clone(),
         _ => Dict::new(),
@@ -521,23 +579,38 @@ fn record_step(values: &mut Dict, id: &str, outputs: &[(String, String)], outcom
 
 /// A step's `$GITHUB_OUTPUT`, `$GITHUB_ENV`, `$GITHUB_PATH`, `$GITHUB_STEP_SUMMARY` and
 /// `$GITHUB_STATE` files.
-struct StepFiles {
+pub(crate) struct StepFiles {
+    label: String,
     host: [std::path::PathBuf; 5],
     inside: [String; 5],
 }
 
+/// The variables naming a step's files.
+pub(crate) const STEP_FILE_VARIABLES: [&str; 5] =
+    ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE"];
+
+/// One of a step's files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FileKind {
+    Output = 0,
+    Env = 1,
+    Path = 2,
+    Summary = 3,
+    State = 4,
+}
+
 /// What a step wrote to its files.
 #[derive(Debug, Default, PartialEq)]
-struct Written {
-    outputs: Vec<(String, String)>,
-    env: Vec<(String, String)>,
-    path: Vec<String>,
+pub(crate) struct Written {
+    pub(crate) outputs: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) path: Vec<String>,
     /// `$GITHUB_STEP_SUMMARY` (Markdown), shown in the log for now.
-    summary: String,
+    pub(crate) summary: String,
 }
 
 impl StepFiles {
-    fn create(dirs: &JobDirs, number: usize) -> StepFiles {
+    pub(crate) fn create(dirs: &JobDirs, number: &str) -> StepFiles {
         let names = [
             format!("output-{number}"),
             format!("env-{number}"),
@@ -549,19 +622,41 @@ impl StepFiles {
         for file in &host {
             let _ = std::fs::write(file, "");
         }
-        StepFiles { host, inside: names.map(|n| format!("{}/{n}", sandbox::FILES)) }
+        StepFiles { label: number.to_owned(), host, inside: names.map(|n| format!("{}/{n}", sandbox::FILES)) }
     }
 
-    fn set_env(&self, env: &mut BTreeMap<String, String>) {
-        for (key, path) in ["GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE"]
-            .into_iter()
-            .zip(&self.inside)
-        {
+    /// What tells this step's files from others' (`3`, or `3.1` for a step of the action step 3
+    /// uses).
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Adds text to one of the files, as a step would (an action hands up what its own steps
+    /// wrote).
+    pub(crate) fn append(&self, kind: FileKind, text: &str) {
+        use std::io::Write;
+        if text.is_empty() {
+            return;
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&self.host[kind as usize]) {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+
+    /// What a step saved with `$GITHUB_STATE` (for its action's `post` script), read without
+    /// creating the files anew.
+    pub(crate) fn saved_state(dirs: &JobDirs, label: &str) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(dirs.files.join(format!("state-{label}"))).unwrap_or_default();
+        parse_file_commands(&text)
+    }
+
+    pub(crate) fn set_env(&self, env: &mut BTreeMap<String, String>) {
+        for (key, path) in STEP_FILE_VARIABLES.into_iter().zip(&self.inside) {
             env.insert(key.to_owned(), path.clone());
         }
     }
 
-    fn read(&self) -> Written {
+    pub(crate) fn read(&self) -> Written {
         let text = |i: usize| std::fs::read_to_string(&self.host[i]).unwrap_or_default();
         Written {
             outputs: parse_file_commands(&text(0)),
@@ -596,7 +691,7 @@ fn parse_file_commands(text: &str) -> Vec<(String, String)> {
 
 /// Evaluates an `env:` mapping into `env` (each value sees those before it in the `env`
 /// context); a `${{ insert }}` (or a whole-mapping expression) merges the object it gives.
-fn evaluate_env<'v>(
+pub(crate) fn evaluate_env<'v>(
     vars: impl IntoIterator<Item = (&'v String, &'v String)>,
     place: &Place,
     ctx: &mut StepContext,
@@ -625,7 +720,7 @@ fn evaluate_env<'v>(
 
 /// `GITHUB_ACTION` of each step, as GitHub names them: the step's id, else `__run` for a script
 /// and `__owner_repo` for an action, with `_2`, `_3`, … when a name repeats.
-fn step_action_names(steps: &[Step]) -> Vec<String> {
+pub(crate) fn step_action_names(steps: &[Step]) -> Vec<String> {
     let mut used: Vec<String> = steps.iter().filter_map(|s| s.id.clone()).collect();
     steps
         .iter()
@@ -719,7 +814,7 @@ impl Defaults {
     }
 }
 
-fn env_value(env: &BTreeMap<String, String>) -> Value {
+pub(crate) fn env_value(env: &BTreeMap<String, String>) -> Value {
     Value::object(env.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect())
 }
 
@@ -731,20 +826,8 @@ pub(crate) enum Outcome {
     Stopped,
 }
 
-#[allow(clippy::too_many_arguments)] // one step's whole situation; a struct would only rename it
-async fn run_step(
-    step: &Step,
-    job: &Job,
-    lease: &Lease,
-    dirs: &JobDirs,
-    place: &JobPlace<'_>,
-    env: &BTreeMap<String, String>,
-    ctx: &StepContext,
-    log: &LogWriter,
-    deadline: Instant,
-    stop: &mut watch::Receiver<Signal>,
-    number: usize,
-) -> Outcome {
+pub(crate) async fn run_step(site: StepSite<'_>, stop: &mut watch::Receiver<Signal>) -> Outcome {
+    let StepSite { step, job, lease, dirs, place, env, ctx, log, deadline, number, .. } = site;
     match &step.action {
         StepAction::Uses { action, with, .. } => {
             // `with:` values may be templates; numbers and booleans come as they are.
@@ -778,16 +861,7 @@ async fn run_step(
                 }
             }
         }
-        StepAction::Other { reference, .. } => {
-            let why = if reference.starts_with("docker://") {
-                "Docker actions need a container executor, which this runner does not have".to_owned()
-            } else {
-                let builtin: Vec<&str> = BuiltinAction::ALL.iter().map(|(_, n)| *n).collect();
-                format!("this runner runs the actions built into GitStratum ({}) and no others yet", builtin.join(", "))
-            };
-            log.line(&format!("##[error]The step uses '{reference}', which cannot run here: {why}."));
-            Outcome::Failed
-        }
+        StepAction::Other { .. } => uses::run_action(site, stop).await,
         StepAction::Run(script) => {
             let script = match evaluate(script, &places::STEP, ctx) {
                 Ok(v) => v.to_coerced_string(),
@@ -836,30 +910,46 @@ async fn run_step(
                 Some(d) => format!("{}/{d}", sandbox::WORKSPACE),
                 None => sandbox::WORKSPACE.to_owned(),
             };
-            let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let joins = place.cgroup.map(JobCgroup::procs_files).unwrap_or_default();
-            let mut cmd = sandbox::command(dirs, place.network, &cwd, &env, &joins);
-            cmd.args(&argv);
-            let before = place.cgroup.map(JobCgroup::counters);
-            let outcome = run_process(cmd, log, deadline, stop).await;
-            if outcome == Outcome::Failed
-                && let (Some(cgroup), Some(before)) = (place.cgroup, before)
-            {
-                match cgroup.hit_since(before) {
-                    Some(Hit::Memory) => log.line(&format!(
-                        "error: the step exceeded the job's memory limit ({} MiB)",
-                        place.limits.memory_bytes >> 20
-                    )),
-                    Some(Hit::Processes) => log.line(&format!(
-                        "error: the step exceeded the job's process limit ({} processes)",
-                        place.limits.processes
-                    )),
-                    None => {}
-                }
-            }
-            outcome
+            sandboxed(place, dirs, &argv, &cwd, env, log, deadline, stop).await
         }
     }
+}
+
+/// Runs `argv` in the job's sandbox (and cgroups) from `cwd`, saying so when the step was
+/// stopped by the job's memory or process limit.
+#[allow(clippy::too_many_arguments)] // a process's whole situation
+pub(crate) async fn sandboxed(
+    place: &JobPlace<'_>,
+    dirs: &JobDirs,
+    argv: &[String],
+    cwd: &str,
+    env: &BTreeMap<String, String>,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<Signal>,
+) -> Outcome {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let joins = place.cgroup.map(JobCgroup::procs_files).unwrap_or_default();
+    let mut cmd = sandbox::command(dirs, place.network, cwd, &env, &joins);
+    cmd.args(argv);
+    let before = place.cgroup.map(JobCgroup::counters);
+    let outcome = run_process(cmd, log, deadline, stop).await;
+    if outcome == Outcome::Failed
+        && let (Some(cgroup), Some(before)) = (place.cgroup, before)
+    {
+        match cgroup.hit_since(before) {
+            Some(Hit::Memory) => log.line(&format!(
+                "error: the step exceeded the job's memory limit ({} MiB)",
+                place.limits.memory_bytes >> 20
+            )),
+            Some(Hit::Processes) => log.line(&format!(
+                "error: the step exceeded the job's process limit ({} processes)",
+                place.limits.processes
+            )),
+            None => {}
+        }
+    }
+    outcome
 }
 
 /// `actions/checkout`'s inputs: `fetch-depth` (default 1) and `ref`.

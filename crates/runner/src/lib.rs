@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logship;
 pub mod protocol;
 pub mod sandbox;
+mod uses;
 
 use std::path::PathBuf;
 use std::time::Duration;

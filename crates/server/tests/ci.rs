@@ -2005,6 +2005,163 @@ jobs:
     s.stop().await;
 }
 
+/// Actions from the job's workspace (`uses: ./path`), run as GitHub runs them: a composite action
+/// with inputs (a default), outputs over its steps, `$GITHUB_ENV`/`$GITHUB_PATH` reaching the
+/// rest of the job, `github.action_path` and a nested composite action; a JavaScript action with
+/// `INPUT_*`, outputs, state and a `post` script at the job's end; a Docker action refused with
+/// its reason; an `action.yml` with a mistake reported at its line and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_from_the_workspace_run_as_on_github() {
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    write(
+        &src,
+        ".github/workflows/flow.yml",
+        r#"on: push
+jobs:
+  use:
+    runs-on: ubuntu-latest
+    outputs:
+      greeting: ${{ steps.greet.outputs.greeting }}
+    steps:
+      - uses: actions/checkout@v4
+      - id: greet
+        uses: ./.github/actions/greet
+        with:
+          who: world
+          extra: ignored
+      - run: |
+          echo "outer got ${{ steps.greet.outputs.greeting }} ${{ steps.greet.outcome }}"
+          echo "env from action: $FROM_ACTION"
+          helper-tool
+      - id: js
+        uses: ./.github/actions/js
+        with:
+          name: Mona
+      - run: echo "js said ${{ steps.js.outputs.said }}"
+      - id: docker
+        uses: ./.github/actions/docker
+        continue-on-error: true
+      - run: echo "docker step ${{ steps.docker.outcome }}"
+  bad:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/bad
+  missing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: ./.github/actions/greet
+"#,
+    );
+    write(
+        &src,
+        ".github/actions/greet/action.yml",
+        r#"name: Greet
+inputs:
+  who:
+    required: true
+  punctuation:
+    default: "!"
+outputs:
+  greeting:
+    value: ${{ steps.make.outputs.text }}
+runs:
+  using: composite
+  steps:
+    - id: make
+      shell: bash
+      run: echo "text=hello ${{ inputs.who }}${{ inputs.punctuation }}" >> "$GITHUB_OUTPUT"
+    - shell: bash
+      run: |
+        echo "FROM_ACTION=set" >> "$GITHUB_ENV"
+        mkdir -p "$HOME/tools"
+        printf '#!/bin/sh\necho helper ran\n' > "$HOME/tools/helper-tool"
+        chmod +x "$HOME/tools/helper-tool"
+        echo "$HOME/tools" >> "$GITHUB_PATH"
+        echo "path is ${{ github.action_path }} $GITHUB_ACTION_PATH"
+        cat "$GITHUB_ACTION_PATH/data.txt"
+    - if: failure()
+      shell: bash
+      run: echo never runs
+    - uses: ./.github/actions/inner
+      with:
+        x: nested
+"#,
+    );
+    write(&src, ".github/actions/greet/data.txt", "data beside the action\n");
+    write(
+        &src,
+        ".github/actions/inner/action.yaml",
+        "name: Inner\ninputs:\n  x: {}\nruns:\n  using: composite\n  steps:\n    - run: echo \"inner ${{ inputs.x }}\"\n      shell: sh\n",
+    );
+    write(
+        &src,
+        ".github/actions/js/action.yml",
+        "name: JS\ninputs:\n  name:\n    required: true\noutputs:\n  said:\n    description: what it said\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n",
+    );
+    write(
+        &src,
+        ".github/actions/js/main.js",
+        r#"const fs = require('fs');
+const name = process.env.INPUT_NAME;
+console.log(`main sees ${name} in ${process.cwd()}`);
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `said=hi ${name}\n`);
+fs.appendFileSync(process.env.GITHUB_STATE, `phase=main-ran\n`);
+console.log('::save-state name=legacy::old-style');
+"#,
+    );
+    write(
+        &src,
+        ".github/actions/js/post.js",
+        "console.log(`post saw state ${process.env.STATE_phase} ${process.env.STATE_legacy}`);\n",
+    );
+    write(&src, ".github/actions/docker/action.yml", "name: D\nruns:\n  using: docker\n  image: Dockerfile\n");
+    write(
+        &src,
+        ".github/actions/bad/action.yml",
+        "name: Bad\nruns:\n  using: composite\n  steps:\n    - run: echo no shell\n",
+    );
+    commit(&git, &src, "actions").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["key"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    let used = job_log(&s, &token, &jobs[0]).await;
+    assert_eq!(ends, [("use", "success"), ("bad", "failure"), ("missing", "failure")], "{used}");
+    assert_eq!(jobs[0]["outputs"], json!({"greeting": "hello world!"}), "{used}");
+    for expected in [
+        "Unexpected input(s) 'extra', valid inputs are ['who', 'punctuation']",
+        "outer got hello world! success",
+        "env from action: set",
+        "helper ran",
+        "path is /workspace/.github/actions/greet /workspace/.github/actions/greet",
+        "data beside the action",
+        "inner nested",
+        "main sees Mona in /workspace",
+        "js said hi Mona",
+        "Docker actions need a container executor",
+        "docker step failure",
+        "Post Run ./.github/actions/js",
+        "post saw state main-ran old-style",
+    ] {
+        assert!(used.contains(expected), "{expected:?} not in:\n{used}");
+    }
+    assert!(!used.contains("never runs"), "{used}");
+    let bad = job_log(&s, &token, &jobs[1]).await;
+    assert!(
+        bad.contains("/workspace/.github/actions/bad/action.yml:5:7: runs.steps, step 1: 'shell' is required"),
+        "{bad}"
+    );
+    let missing = job_log(&s, &token, &jobs[2]).await;
+    assert!(missing.contains("Did you forget to run actions/checkout"), "{missing}");
+    s.stop().await;
+}
+
 struct Fixture {
     s: TestServer,
     token: String,

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod cron;
 pub mod diag;
 pub mod expr;

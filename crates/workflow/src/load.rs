@@ -90,6 +90,24 @@ pub mod places {
         ],
         functions: STEP_FUNCTIONS,
     };
+    /// The steps of a composite action (GitHub's `action_yaml.json`: no `secrets`, `vars` or
+    /// `needs`; an action gets what it needs through its inputs).
+    pub const ACTION_STEP: Place = Place {
+        named_values: &["github", "inputs", "strategy", "matrix", "steps", "job", "runner", "env"],
+        functions: STEP_FUNCTIONS,
+    };
+    pub const ACTION_STEP_IF: Place = Place {
+        named_values: &["github", "inputs", "strategy", "matrix", "steps", "job", "runner", "env"],
+        functions: STEP_IF_FUNCTIONS,
+    };
+    /// An action's `outputs.<id>.value`.
+    pub const ACTION_OUTPUT: Place = Place {
+        named_values: &["github", "inputs", "strategy", "matrix", "steps", "job", "runner", "env"],
+        functions: &[],
+    };
+    /// An action input's `default`.
+    pub const ACTION_INPUT_DEFAULT: Place =
+        Place { named_values: &["github", "strategy", "matrix", "job", "runner"], functions: STEP_FUNCTIONS };
 }
 
 /// Longest chain of `needs` a workflow may have, and most jobs (GitHub allows 256 jobs).
@@ -103,7 +121,7 @@ pub const MAX_ID_LENGTH: usize = 100;
 /// Parses and validates a workflow file.
 pub fn load(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
     let root = yaml::parse(source).map_err(|d| vec![d])?;
-    let mut loader = Loader { diags: Vec::new() };
+    let mut loader = Loader { diags: Vec::new(), composite: false };
     let workflow = loader.workflow(&root);
     if loader.diags.is_empty() {
         Ok(workflow)
@@ -113,8 +131,11 @@ pub fn load(source: &str) -> Result<Workflow, Vec<Diagnostic>> {
     }
 }
 
-struct Loader {
-    diags: Vec<Diagnostic>,
+pub(crate) struct Loader {
+    pub(crate) diags: Vec<Diagnostic>,
+    /// Loading the steps of a composite action (`action.yml`): their expressions see the
+    /// contexts an action's steps see, and a `run` step must name its shell.
+    pub(crate) composite: bool,
 }
 
 fn is_valid_id(id: &str) -> bool {
@@ -137,12 +158,20 @@ fn id_problem(id: &str) -> Option<String> {
 }
 
 impl Loader {
-    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+    fn step_place(&self) -> Place {
+        if self.composite { places::ACTION_STEP } else { places::STEP }
+    }
+
+    fn step_if_place(&self) -> Place {
+        if self.composite { places::ACTION_STEP_IF } else { places::STEP_IF }
+    }
+
+    pub(crate) fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.diags.push(Diagnostic::new(pos, message));
     }
 
     /// The entries of a mapping, checking every key against `allowed`.
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> &'n [(Node, Node)] {
+    pub(crate) fn mapping<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> &'n [(Node, Node)] {
         let Some(entries) = node.as_map() else {
             self.error(node.pos, format!("{what} must be a mapping, found {}", node.describe()));
             return &[];
@@ -163,7 +192,7 @@ impl Loader {
 
     /// Any scalar as a string (GitHub reads `name: 123` as "123"); the expressions in it must
     /// parse at `place`, or there must be none when `place` is `None`.
-    fn string(&mut self, node: &Node, what: &str, place: Option<Place>) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, what: &str, place: Option<Place>) -> Option<String> {
         if node.is_null() {
             return Some(String::new());
         }
@@ -226,7 +255,7 @@ impl Loader {
         list
     }
 
-    fn bool_or_expr(&mut self, node: &Node, what: &str, place: Place) -> Option<BoolOrExpr> {
+    pub(crate) fn bool_or_expr(&mut self, node: &Node, what: &str, place: Place) -> Option<BoolOrExpr> {
         if let Some(b) = node.as_bool() {
             return Some(BoolOrExpr::Value(b));
         }
@@ -252,7 +281,7 @@ impl Loader {
     }
 
     /// An `if:` condition: an expression with or without `${{ }}`.
-    fn condition(&mut self, node: &Node, what: &str, place: Place) -> Option<String> {
+    pub(crate) fn condition(&mut self, node: &Node, what: &str, place: Place) -> Option<String> {
         let Some(text) = node.as_scalar() else {
             self.error(node.pos, format!("{what} must be an expression, found {}", node.describe()));
             return None;
@@ -284,7 +313,7 @@ impl Loader {
         }
     }
 
-    fn env(&mut self, node: &Node, what: &str, place: Place) -> IndexMap<String, String> {
+    pub(crate) fn env(&mut self, node: &Node, what: &str, place: Place) -> IndexMap<String, String> {
         let mut env = IndexMap::new();
         if let Some(e) = node.as_scalar().and_then(template::single_expression) {
             // `env: ${{ fromJSON(...) }}` is valid on GitHub; keep it under a reserved key.
@@ -1165,7 +1194,7 @@ impl Loader {
     }
 
     /// Checks the expressions in every string of an arbitrary value (`with:`, matrix values).
-    fn check_json_templates(&mut self, node: &Node, what: &str, place: Place) {
+    pub(crate) fn check_json_templates(&mut self, node: &Node, what: &str, place: Place) {
         match &node.kind {
             NodeKind::Scalar { text, .. } => self.check_template(node.pos, text, what, Some(place)),
             NodeKind::Seq(items) => items.iter().for_each(|i| self.check_json_templates(i, what, place)),
@@ -1173,7 +1202,7 @@ impl Loader {
         }
     }
 
-    fn steps(&mut self, node: &Node, job: &str) -> Vec<Step> {
+    pub(crate) fn steps(&mut self, node: &Node, job: &str) -> Vec<Step> {
         let Some(items) = node.as_seq() else {
             self.error(node.pos, format!("{job}: steps must be a list, found {}", node.describe()));
             return Vec::new();
@@ -1234,26 +1263,26 @@ impl Loader {
                         self.error(value.pos, format!("{what}: {problem}"));
                     }
                 }
-                "name" => step.name = self.string(value, &field, Some(places::STEP)),
-                "if" => step.condition = self.condition(value, &field, places::STEP_IF),
-                "run" => run = self.string(value, &field, Some(places::STEP)),
+                "name" => step.name = self.string(value, &field, Some(self.step_place())),
+                "if" => step.condition = self.condition(value, &field, self.step_if_place()),
+                "run" => run = self.string(value, &field, Some(self.step_place())),
                 "uses" => uses = self.string(value, &field, None).map(|u| (value.clone(), u)),
                 "with" => {
-                    self.check_json_templates(value, &field, places::STEP);
+                    self.check_json_templates(value, &field, self.step_place());
                     with = self
                         .mapping(value, &field, &[])
                         .iter()
                         .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_owned(), v.to_json()))
                         .collect();
                 }
-                "shell" => step.shell = self.string(value, &field, Some(places::STEP)),
-                "working-directory" => step.working_directory = self.string(value, &field, Some(places::STEP)),
-                "env" => step.env = self.env(value, &field, places::STEP),
+                "shell" => step.shell = self.string(value, &field, Some(self.step_place())),
+                "working-directory" => step.working_directory = self.string(value, &field, Some(self.step_place())),
+                "env" => step.env = self.env(value, &field, self.step_place()),
                 "continue-on-error" => {
                     step.continue_on_error =
-                        self.bool_or_expr(value, &field, places::STEP).unwrap_or(step.continue_on_error)
+                        self.bool_or_expr(value, &field, self.step_place()).unwrap_or(step.continue_on_error)
                 }
-                "timeout-minutes" => step.timeout_minutes = self.number_or_expr(value, &field, places::STEP),
+                "timeout-minutes" => step.timeout_minutes = self.number_or_expr(value, &field, self.step_place()),
                 _ => {}
             }
         }
@@ -1267,6 +1296,9 @@ impl Loader {
                 return None;
             }
             (Some(script), None) => {
+                if self.composite && step.shell.is_none() {
+                    self.error(node.pos, format!("{what}: 'shell' is required for a 'run' step of a composite action"));
+                }
                 if !with.is_empty() {
                     self.error(node.pos, format!("{what}: 'with' only applies to steps that use an action"));
                 }

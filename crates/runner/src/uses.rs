@@ -1,0 +1,469 @@
+//! Steps that use an action other than the built-in ones: `uses: ./path` (an action in the job's
+//! workspace, as GitHub runs it: the repository must have been checked out first).
+//!
+//! - **Composite** actions run their steps here, in the outer step's log, with their own `inputs`
+//!   and `steps` contexts; what they write to `$GITHUB_ENV`/`$GITHUB_PATH` reaches the rest of the
+//!   job, and their `outputs` (evaluated over their steps) become the outer step's outputs.
+//! - **JavaScript** actions (`node12` … `node24`) run `node main` in the sandbox with `INPUT_*`,
+//!   `GITHUB_ACTION_PATH` and the step's files, as `@actions/core` expects; a `post` script runs
+//!   at the job's end (in reverse order, under `post-if`, default `always()`) with the `STATE_*`
+//!   the main script saved. `pre` is not run for a local action (GitHub does not either: the
+//!   action is not there before the checkout).
+//! - **Docker** actions are refused with a message naming the step.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use gitstratum_workflow::action::{ACTION_FILES, Action, ActionRuns, load_action};
+use gitstratum_workflow::expr::{self, Dict, Value};
+use gitstratum_workflow::load::places;
+use gitstratum_workflow::model::{Job, Step, StepAction};
+use tokio::sync::watch;
+
+use crate::exec::{
+    FileKind, JobPlace, Outcome, StepContext, StepFiles, env_value, evaluate, evaluate_env, flag, minutes, record_step,
+    run_step, sandboxed, step_action_names,
+};
+use crate::logship::LogWriter;
+use crate::protocol::{Lease, Signal};
+use crate::sandbox::{self, JobDirs};
+
+/// GitHub's limit on actions nested in composite actions.
+const MAX_DEPTH: usize = 10;
+/// The largest `action.yml` read.
+const MAX_ACTION_FILE: u64 = 1 << 20;
+
+/// A `post` script a JavaScript action left for the job's end.
+pub(crate) struct PostStep {
+    pub(crate) title: String,
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    /// The `post-if` condition (an expression), GitHub's default `always()`.
+    pub(crate) condition: String,
+    /// The outer step's label, for the post's own files.
+    pub(crate) label: String,
+}
+
+/// One step's whole situation, handed down to the actions it runs.
+#[derive(Clone, Copy)]
+pub(crate) struct StepSite<'a> {
+    pub(crate) step: &'a Step,
+    pub(crate) job: &'a Job,
+    pub(crate) lease: &'a Lease,
+    pub(crate) dirs: &'a JobDirs,
+    pub(crate) place: &'a JobPlace<'a>,
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) ctx: &'a StepContext,
+    pub(crate) log: &'a LogWriter,
+    pub(crate) deadline: Instant,
+    pub(crate) number: usize,
+    pub(crate) files: &'a StepFiles,
+    /// How many composite actions this step is inside.
+    pub(crate) depth: usize,
+}
+
+/// Runs a step that uses a non-built-in action.
+pub(crate) fn run_action<'a>(
+    site: StepSite<'a>,
+    stop: &'a mut watch::Receiver<Signal>,
+) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+    Box::pin(async move {
+        let StepAction::Other { reference, .. } = &site.step.action else { return Outcome::Failed };
+        let log = site.log;
+        if let Some(image) = reference.strip_prefix("docker://") {
+            log.line(&format!(
+                "##[error]The step uses the Docker image '{image}': Docker actions need a container executor, which this runner does not have."
+            ));
+            return Outcome::Failed;
+        }
+        let Some(rel) = reference.strip_prefix("./").or_else(|| reference.strip_prefix(".\\")) else {
+            log.line(&format!(
+                "##[error]The step uses '{reference}': this runner runs actions from the job's workspace ('./path') and the built-in ones; actions from other repositories are not resolved yet."
+            ));
+            return Outcome::Failed;
+        };
+        if site.depth >= MAX_DEPTH {
+            log.line(&format!("##[error]'{reference}' is nested {MAX_DEPTH} composite actions deep, GitHub's limit."));
+            return Outcome::Failed;
+        }
+        let (host_dir, inside_dir, root) = match locate(site.dirs, rel) {
+            Ok(found) => found,
+            Err(e) => {
+                log.line(&format!("##[error]{e}"));
+                return Outcome::Failed;
+            }
+        };
+        let action = match read_action(&host_dir, &inside_dir, &root) {
+            Ok(action) => action,
+            Err(lines) => {
+                for line in lines {
+                    log.line(&format!("##[error]{line}"));
+                }
+                return Outcome::Failed;
+            }
+        };
+        let inputs = match action_inputs(&action, &site) {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                log.line(&format!("##[error]{reference}: {e}"));
+                return Outcome::Failed;
+            }
+        };
+        match &action.runs {
+            ActionRuns::Docker { image } => {
+                log.line(&format!(
+                    "##[error]The step uses '{reference}', a Docker action (image '{image}'): Docker actions need a container executor, which this runner does not have."
+                ));
+                Outcome::Failed
+            }
+            ActionRuns::Node { main, post, post_if, .. } => {
+                run_node(&site, stop, &inside_dir, main, post.as_deref(), post_if.as_deref(), &inputs).await
+            }
+            ActionRuns::Composite { steps } => run_composite(&site, stop, &action, steps, &inside_dir, inputs).await,
+        }
+    })
+}
+
+/// The action's directory on the host and inside the sandbox; it must be in the workspace.
+fn locate(dirs: &JobDirs, rel: &str) -> Result<(PathBuf, String, PathBuf), String> {
+    let rel = rel.trim_end_matches(['/', '\\']);
+    let root = dirs.workspace.canonicalize().map_err(|e| format!("the workspace is not readable: {e}"))?;
+    let shown = if rel.is_empty() { sandbox::WORKSPACE.to_owned() } else { format!("{}/{rel}", sandbox::WORKSPACE) };
+    let missing = || {
+        format!(
+            "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{shown}'. Did you forget to run actions/checkout before running your local action?"
+        )
+    };
+    let real = dirs.workspace.join(rel).canonicalize().map_err(|_| missing())?;
+    let Ok(under) = real.strip_prefix(&root) else {
+        return Err(format!("'./{rel}' leads outside the workspace ({shown})"));
+    };
+    let inside = if under.as_os_str().is_empty() {
+        sandbox::WORKSPACE.to_owned()
+    } else {
+        format!("{}/{}", sandbox::WORKSPACE, under.display())
+    };
+    if !real.is_dir() {
+        return Err(missing());
+    }
+    Ok((real, inside, root))
+}
+
+/// Reads and validates the action's metadata; a directory with only a `Dockerfile` is a Docker
+/// action. Errors come as log lines, positioned in the file.
+fn read_action(dir: &Path, inside: &str, root: &Path) -> Result<Action, Vec<String>> {
+    for name in ACTION_FILES {
+        let path = dir.join(name);
+        let Ok(real) = path.canonicalize() else { continue };
+        if !real.starts_with(root) {
+            return Err(vec![format!("{inside}/{name} leads outside the workspace")]);
+        }
+        let text = match read_bounded(&real) {
+            Ok(text) => text,
+            Err(e) => return Err(vec![format!("{inside}/{name}: {e}")]),
+        };
+        return load_action(&text)
+            .map_err(|diags| diags.iter().map(|d| format!("{}", d.display_in(&format!("{inside}/{name}")))).collect());
+    }
+    if dir.join("Dockerfile").is_file() {
+        return Ok(Action {
+            name: String::new(),
+            description: String::new(),
+            inputs: Default::default(),
+            outputs: Default::default(),
+            runs: ActionRuns::Docker { image: "Dockerfile".to_owned() },
+        });
+    }
+    Err(vec![format!(
+        "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{inside}'. Did you forget to run actions/checkout before running your local action?"
+    )])
+}
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ACTION_FILE + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_ACTION_FILE {
+        return Err(format!("larger than {} KiB", MAX_ACTION_FILE >> 10));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())
+}
+
+/// The action's inputs: each declared one from the step's `with:` (names are case-insensitive),
+/// else its default (evaluated where the step runs), else empty; undeclared ones given in
+/// `with:` are kept (a JavaScript action still sees them as `INPUT_*`) after a warning, as
+/// GitHub's runner does.
+fn action_inputs(action: &Action, site: &StepSite<'_>) -> Result<Vec<(String, String)>, String> {
+    let StepAction::Other { with, .. } = &site.step.action else { return Ok(Vec::new()) };
+    let mut given: Vec<(String, String)> = Vec::new();
+    for (name, value) in with {
+        let text = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(t) => {
+                evaluate(t, &places::STEP, site.ctx).map_err(|e| format!("{name}: {e}"))?.to_coerced_string()
+            }
+            other => other.to_string(),
+        };
+        given.push((name.clone(), text));
+    }
+    let declared = |name: &str| action.inputs.keys().any(|k| k.eq_ignore_ascii_case(name));
+    let unexpected: Vec<&str> = given.iter().map(|(k, _)| k.as_str()).filter(|k| !declared(k)).collect();
+    if !unexpected.is_empty() && !action.inputs.is_empty() {
+        let valid: Vec<String> = action.inputs.keys().map(|k| format!("'{k}'")).collect();
+        let unexpected: Vec<String> = unexpected.iter().map(|k| format!("'{k}'")).collect();
+        site.log.line(&format!(
+            "##[warning]Unexpected input(s) {}, valid inputs are [{}]",
+            unexpected.join(", "),
+            valid.join(", ")
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, input) in &action.inputs {
+        let value = match given.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => {
+                if let Some(message) = &input.deprecation_message {
+                    site.log.line(&format!("##[warning]Input '{name}' has been deprecated with message: {message}"));
+                }
+                v.clone()
+            }
+            None => match &input.default {
+                Some(default) => evaluate(default, &places::ACTION_INPUT_DEFAULT, site.ctx)
+                    .map_err(|e| format!("the default of input '{name}': {e}"))?
+                    .to_coerced_string(),
+                None => String::new(),
+            },
+        };
+        out.push((name.clone(), value));
+    }
+    out.extend(given.into_iter().filter(|(k, _)| !declared(k)));
+    Ok(out)
+}
+
+/// The `github` context with `action_path` (and `action`) set for an action's own steps.
+fn with_action_path(ctx: &StepContext, inside_dir: &str) -> StepContext {
+    let mut ctx = ctx.clone();
+    if let Some(Value::Object(github)) = ctx.values.get("github").cloned() {
+        let mut github = (*github).clone();
+        github.set("action_path", Value::from(inside_dir));
+        ctx.values.set("github", Value::object(github));
+    }
+    ctx
+}
+
+async fn run_composite(
+    site: &StepSite<'_>,
+    stop: &mut watch::Receiver<Signal>,
+    action: &Action,
+    steps: &[Step],
+    inside_dir: &str,
+    inputs: Vec<(String, String)>,
+) -> Outcome {
+    let log = site.log;
+    let mut cx = with_action_path(site.ctx, inside_dir);
+    cx.failed = false;
+    let declared: Dict = inputs
+        .iter()
+        .filter(|(k, _)| action.inputs.keys().any(|d| d.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    cx.values.set("inputs", Value::object(declared));
+    cx.values.set("steps", Value::object(Dict::new()));
+    let mut env = site.env.clone();
+    env.insert("GITHUB_ACTION_PATH".to_owned(), inside_dir.to_owned());
+    // What the action's steps change for the rest of the job, handed up through the outer
+    // step's files.
+    let mut env_changes: Vec<(String, String)> = Vec::new();
+    let mut path_prefix: Vec<String> = Vec::new();
+    let mut timed_out = false;
+    let names = step_action_names(steps);
+    for (index, inner) in steps.iter().enumerate() {
+        match *stop.borrow() {
+            Signal::Stop => return Outcome::Stopped,
+            Signal::Cancel => cx.cancelled = true,
+            Signal::Continue => {}
+        }
+        let mut step_env = env.clone();
+        step_env.insert("GITHUB_ACTION".to_owned(), names.get(index).cloned().unwrap_or_default());
+        cx.values.set("env", env_value(&step_env));
+        let mut errors: Vec<String> =
+            evaluate_env(&inner.env, &places::ACTION_STEP, &mut cx, &mut step_env).err().into_iter().collect();
+        cx.values.set("env", env_value(&step_env));
+        let runs = if !errors.is_empty() {
+            true
+        } else {
+            match &inner.condition {
+                None => !cx.failed && !cx.cancelled,
+                Some(cond) => match expr::parse(cond, &places::ACTION_STEP_IF.options())
+                    .map_err(|e| e.message)
+                    .and_then(|e| expr::evaluate(&e, &cx, cond).map_err(|e| e.message))
+                {
+                    Ok(v) => v.is_truthy(),
+                    Err(e) => {
+                        errors.push(format!("if: {e}"));
+                        true
+                    }
+                },
+            }
+        };
+        if !runs {
+            continue;
+        }
+        log.line(&inner.display_name());
+        let label = format!("{}.{}", site.files.label(), index + 1);
+        let files = StepFiles::create(site.dirs, &label);
+        files.set_env(&mut step_env);
+        let mut deadline = site.deadline;
+        if let Some(limit) = &inner.timeout_minutes {
+            match minutes(limit, &places::ACTION_STEP, &cx) {
+                Ok(m) => deadline = deadline.min(Instant::now() + Duration::from_secs_f64((m * 60.0).max(1.0))),
+                Err(e) => errors.push(e),
+            }
+        }
+        let outcome = if !errors.is_empty() {
+            for e in &errors {
+                log.line(&format!("##[error]{e}"));
+            }
+            Outcome::Failed
+        } else {
+            let inner_site = StepSite {
+                step: inner,
+                job: site.job,
+                lease: site.lease,
+                dirs: site.dirs,
+                place: site.place,
+                env: &step_env,
+                ctx: &cx,
+                log,
+                deadline,
+                number: site.number,
+                files: &files,
+                depth: site.depth + 1,
+            };
+            run_step(inner_site, stop).await
+        };
+        let mut written = files.read();
+        let legacy = log.take_legacy_commands();
+        let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
+        files.append(FileKind::State, &legacy.state.iter().map(|(k, v)| file_command(k, v)).collect::<String>());
+        written.outputs.splice(0..0, legacy.outputs);
+        written.env.splice(0..0, legacy.env);
+        written.path.splice(0..0, legacy.path);
+        for (key, value) in &written.env {
+            env.insert(key.clone(), value.clone());
+            env_changes.push((key.clone(), value.clone()));
+        }
+        if !written.path.is_empty() {
+            let path = env.get("PATH").cloned().unwrap_or_default();
+            env.insert("PATH".to_owned(), format!("{}:{path}", written.path.join(":")));
+            path_prefix.splice(0..0, written.path.iter().cloned());
+        }
+        if !written.summary.is_empty() {
+            site.files.append(FileKind::Summary, &written.summary);
+        }
+        let word = match outcome {
+            Outcome::Succeeded => "success",
+            Outcome::Failed | Outcome::TimedOut => "failure",
+            Outcome::Stopped => "cancelled",
+        };
+        let conclusion = match outcome {
+            Outcome::Succeeded => "success",
+            Outcome::Failed | Outcome::TimedOut if flag(&inner.continue_on_error, &places::ACTION_STEP, &cx) => {
+                "success"
+            }
+            Outcome::Failed => {
+                cx.failed = true;
+                "failure"
+            }
+            Outcome::TimedOut => {
+                log.line("error: the step ran out of time (timeout-minutes)");
+                cx.failed = true;
+                timed_out |= deadline >= site.deadline;
+                "failure"
+            }
+            Outcome::Stopped => {
+                cx.cancelled = true;
+                "cancelled"
+            }
+        };
+        if let Some(id) = &inner.id {
+            record_step(&mut cx.values, id, &written.outputs, word, conclusion);
+        }
+    }
+    // The action's outputs, over its steps; then everything handed up to the outer step.
+    cx.values.set("env", env_value(&env));
+    let mut outputs = String::new();
+    for (name, output) in &action.outputs {
+        let Some(template) = &output.value else { continue };
+        match evaluate(template, &places::ACTION_OUTPUT, &cx) {
+            Ok(v) => outputs.push_str(&file_command(name, &v.to_coerced_string())),
+            Err(e) => log.line(&format!("##[warning]output {name}: {e}")),
+        }
+    }
+    site.files.append(FileKind::Output, &outputs);
+    let env_text: String = env_changes.iter().map(|(k, v)| file_command(k, v)).collect();
+    site.files.append(FileKind::Env, &env_text);
+    let path_text: String = path_prefix.iter().map(|p| format!("{p}\n")).collect();
+    site.files.append(FileKind::Path, &path_text);
+    if *stop.borrow() == Signal::Stop || (cx.cancelled && !site.ctx.cancelled) {
+        Outcome::Stopped
+    } else if timed_out {
+        Outcome::TimedOut
+    } else if cx.failed {
+        Outcome::Failed
+    } else {
+        Outcome::Succeeded
+    }
+}
+
+/// One entry in GitHub's file-command format, with a delimiter the value does not contain.
+pub(crate) fn file_command(name: &str, value: &str) -> String {
+    let mut n = 0u32;
+    let mut delimiter = "ghadelimiter_gitstratum".to_owned();
+    while value.lines().any(|l| l == delimiter) || name.contains(&delimiter) {
+        n += 1;
+        delimiter = format!("ghadelimiter_gitstratum_{n}");
+    }
+    format!("{name}<<{delimiter}\n{value}\n{delimiter}\n")
+}
+
+/// `INPUT_<NAME>`: the name upper-cased with spaces as `_`, as `@actions/core` reads it.
+fn input_variable(name: &str) -> String {
+    format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
+}
+
+async fn run_node(
+    site: &StepSite<'_>,
+    stop: &mut watch::Receiver<Signal>,
+    inside_dir: &str,
+    main: &str,
+    post: Option<&str>,
+    post_if: Option<&str>,
+    inputs: &[(String, String)],
+) -> Outcome {
+    let mut env = site.env.clone();
+    env.insert("GITHUB_ACTION_PATH".to_owned(), inside_dir.to_owned());
+    for (name, value) in inputs {
+        env.insert(input_variable(name), value.clone());
+    }
+    let script = |file: &str| format!("{inside_dir}/{}", file.trim_start_matches("./"));
+    let argv = vec!["node".to_owned(), script(main)];
+    let outcome =
+        sandboxed(site.place, site.dirs, &argv, sandbox::WORKSPACE, &env, site.log, site.deadline, stop).await;
+    if let Some(post) = post {
+        let mut post_env = env.clone();
+        // The post script gets its own files; what the main one saved comes back as STATE_*.
+        post_env.retain(|k, _| !crate::exec::STEP_FILE_VARIABLES.contains(&k.as_str()));
+        site.place.posts.lock().unwrap_or_else(|e| e.into_inner()).push(PostStep {
+            title: format!("Post {}", site.step.display_name()),
+            argv: vec!["node".to_owned(), script(post)],
+            env: post_env.into_iter().collect(),
+            condition: post_if.unwrap_or("always()").to_owned(),
+            label: site.files.label().to_owned(),
+        });
+    }
+    outcome
+}
