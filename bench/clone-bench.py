@@ -16,6 +16,7 @@ clones at once (Linux: VmHWM, reset through /proc/PID/clear_refs; the references
 so they have no such figure); with --large-push-mib, a push of that many MiB of incompressible files.
 """
 import argparse
+import base64
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,6 +144,70 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def pkt(line):
+    data = line.encode() if isinstance(line, str) else line
+    return b"%04x" % (len(data) + 4) + data
+
+
+def fetch_request(wants, depth=None):
+    """A protocol v2 fetch command as a client sends it (no progress, no haves). It asks for no
+    `thin-pack` and no `include-tag`, unlike `git clone`, so our server's pack cache keys it apart
+    from the clones measured beside it."""
+    body = pkt("command=fetch\n") + pkt("agent=clone-bench\n") + pkt("object-format=sha1\n") + b"0001"
+    body += pkt("ofs-delta\n") + pkt("no-progress\n")
+    if depth:
+        body += pkt(f"deepen {depth}\n")
+    for w in wants:
+        body += pkt(f"want {w}\n")
+    return body + pkt("done\n") + b"0000"
+
+
+def read_to_flush(f):
+    """Reads pkt-lines until a flush packet (the end of a v2 response); returns the bytes read."""
+    n = 0
+    while True:
+        head = f.read(4)
+        if len(head) < 4:
+            raise EOFError("response ended before its flush packet")
+        size = int(head, 16)
+        if size == 0:
+            return n
+        if size < 4:
+            continue  # delimiter or response-end
+        data = f.read(size - 4)
+        if len(data) < size - 4:
+            raise EOFError("short pkt-line")
+        n += size
+
+
+def raw_fetch(url, body):
+    """Seconds to send one fetch request and read the whole response, without a git client: the
+    server's part of a clone, apart from the client's indexing and checkout. Returns (seconds, bytes)."""
+    t = time.perf_counter()
+    if url.startswith("git://"):
+        rest = url[len("git://"):]
+        hostport, path = rest.split("/", 1)
+        host, port = hostport.rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as s:
+            f = s.makefile("rwb")
+            f.write(pkt(f"git-upload-pack /{path}\0host={hostport}\0\0version=2\0"))
+            f.flush()
+            read_to_flush(f)  # the capability advertisement
+            f.write(body)
+            f.flush()
+            n = read_to_flush(f)
+    else:
+        u = urllib.parse.urlsplit(url)
+        plain = urllib.parse.urlunsplit((u.scheme, f"{u.hostname}:{u.port}", u.path, "", ""))
+        auth = base64.b64encode(f"{u.username}:{u.password}".encode()).decode()
+        req = urllib.request.Request(plain + "/git-upload-pack", data=body, method="POST", headers={
+            "Content-Type": "application/x-git-upload-pack-request", "Git-Protocol": "version=2",
+            "Accept": "application/x-git-upload-pack-result", "Authorization": "Basic " + auth})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            n = read_to_flush(r)
+    return time.perf_counter() - t, n
+
+
 def pack_bytes(path):
     d = os.path.join(path, "objects", "pack") if os.path.isdir(os.path.join(path, "objects")) else \
         os.path.join(path, ".git", "objects", "pack")
@@ -209,6 +275,20 @@ def main():
             dst = dest()
             record("depth=1 clone, first (s)", name, timed(lambda: git(["clone", "-q", "--depth=1", "--no-checkout", "-b", branch, urls[name], dst], tmp, env)))
             shutil.rmtree(dst)
+        # The servers' part alone: the same depth=1 and full-clone requests sent raw, the response read
+        # to its end. The first of each is a cache miss on our server (its key differs from the git
+        # clients' above); the repeated ones may be cache hits. C git has no cache: each is "first".
+        tip = git(["rev-parse", branch], src, env).stdout.decode().strip()
+        tips = sorted(set(git(["for-each-ref", "--format=%(objectname)", "refs/heads", "refs/tags"], src, env)
+                          .stdout.decode().split()))
+        shallow_req, full_req = fetch_request([tip], depth=1), fetch_request(tips)
+        for name in names:
+            record("depth=1 server response, first (s)", name, raw_fetch(urls[name], shallow_req)[0])
+            record("full clone server response, first (s)", name, raw_fetch(urls[name], full_req)[0])
+        for _ in range(a.runs):
+            for name in names:
+                record("depth=1 server response, repeated (s)", name, raw_fetch(urls[name], shallow_req)[0])
+                record("full clone server response, repeated (s)", name, raw_fetch(urls[name], full_req)[0])
         for _ in range(a.runs):
             for name in names:
                 dst = dest()
