@@ -267,7 +267,10 @@ pub async fn job_artifacts(
 
 /// A response body written by `produce` on a blocking thread as the client reads it; an error
 /// ends the body broken (and is logged as `what`).
-fn blocking_body(what: &'static str, produce: impl FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static) -> Body {
+pub(crate) fn blocking_body(
+    what: &'static str,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let mut out = io::BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: tx.clone(), written: 0 });

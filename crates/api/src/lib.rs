@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod artifacts;
 pub mod docs;
 pub mod error;
@@ -256,6 +257,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runner::logs))
         .routes(routes!(runner::step))
         .routes(routes!(runner::complete))
+        .routes(routes!(actions::resolve_action))
+        .routes(routes!(actions::action_archive))
         .routes(routes!(artifacts::finish_artifact, artifacts::job_artifacts))
         .routes(routes!(artifacts::job_artifact_archive))
         .routes(routes!(artifacts::cache_lookup))

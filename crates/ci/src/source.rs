@@ -180,3 +180,46 @@ pub fn workflow_file(
 ) -> Result<Option<WorkflowFile>, SourceError> {
     Ok(workflow_files(store, repo, commit)?.into_iter().find(|f| f.path.rsplit('/').next() == Some(name)))
 }
+
+/// The most files, and bytes, an action repository may hand a runner.
+pub const MAX_ACTION_FILES: usize = 20_000;
+pub const MAX_ACTION_BYTES: u64 = 256 << 20;
+
+/// What [`each_file`] hands every file to: its path, mode (`0o644` or `0o755`) and contents.
+pub type FileSink<'a> = dyn FnMut(&str, u32, &[u8]) -> std::io::Result<()> + 'a;
+
+/// Every regular file of the tree at `commit` as `(path, mode, contents)`, handed to `each`; symbolic links and submodules are left out (an action archive holds files only).
+/// Fails past [`MAX_ACTION_FILES`] files or [`MAX_ACTION_BYTES`] bytes.
+pub fn each_file(
+    store: &dyn ObjectStore,
+    repo: RepoId,
+    commit: ObjectId,
+    each: &mut FileSink<'_>,
+) -> Result<(), String> {
+    let root = tree_of(store, repo, commit).map_err(|e| e.to_string())?;
+    let mut stack = vec![(String::new(), root)];
+    let (mut files, mut bytes) = (0usize, 0u64);
+    while let Some((prefix, tree)) = stack.pop() {
+        for (name, mode, id) in entries(store, repo, tree).map_err(|e| e.to_string())? {
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            match mode {
+                0o040000 => stack.push((path, id)),
+                0o100644 | 0o100755 | 0o100664 => {
+                    let data = object(store, repo, id).map_err(|e| e.to_string())?.data;
+                    files += 1;
+                    bytes += data.len() as u64;
+                    if files > MAX_ACTION_FILES || bytes > MAX_ACTION_BYTES {
+                        return Err(format!(
+                            "the repository holds more than {MAX_ACTION_FILES} files or {} MiB",
+                            MAX_ACTION_BYTES >> 20
+                        ));
+                    }
+                    let mode = if mode == 0o100755 { 0o755 } else { 0o644 };
+                    each(&path, mode, &data).map_err(|e| e.to_string())?;
+                }
+                _ => {} // symbolic links, submodules
+            }
+        }
+    }
+    Ok(())
+}

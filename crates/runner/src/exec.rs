@@ -103,6 +103,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         runner,
         post: std::sync::Mutex::new(Vec::new()),
         posts: std::sync::Mutex::new(Vec::new()),
+        actions_cache: config.work_dir.join("_actions"),
     };
     let (ending, outputs) = execute(client, runner, &place, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
@@ -132,6 +133,8 @@ pub(crate) struct JobPlace<'a> {
     pub(crate) post: std::sync::Mutex<Vec<actions::PendingCache>>,
     /// The `post` scripts of the JavaScript actions the job ran, in the order they ran.
     pub(crate) posts: std::sync::Mutex<Vec<uses::PostStep>>,
+    /// The runner's cache of action repositories, by commit (`_actions` in its work directory).
+    pub(crate) actions_cache: std::path::PathBuf,
 }
 
 /// The expression context of a step: named values, and the status functions of `if:`.

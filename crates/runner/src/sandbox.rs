@@ -35,6 +35,8 @@ pub const HOME: &str = "/home/runner";
 pub const SCRIPTS: &str = "/__gitstratum/scripts";
 /// Where steps write `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_PATH`.
 pub const FILES: &str = "/__gitstratum/files";
+/// Where the actions of other repositories a job uses are, read-only.
+pub const ACTIONS: &str = "/__gitstratum/actions";
 
 /// Parts of `/etc` programs need (name resolution, TLS roots, the dynamic linker, users).
 const ETC: &[&str] = &[
@@ -69,6 +71,9 @@ pub struct JobDirs {
     /// The job's `/tmp` (and `RUNNER_TEMP`): one for all its steps, as on GitHub, and not the
     /// host's.
     pub tmp: PathBuf,
+    /// The actions of other repositories the job uses (linked from the runner's cache), read-only
+    /// inside the sandbox.
+    pub actions: PathBuf,
 }
 
 impl JobDirs {
@@ -79,9 +84,10 @@ impl JobDirs {
             scripts: root.join("scripts"),
             files: root.join("files"),
             tmp: root.join("tmp"),
+            actions: root.join("actions"),
             root,
         };
-        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts, &dirs.files, &dirs.tmp] {
+        for dir in [&dirs.workspace, &dirs.home, &dirs.scripts, &dirs.files, &dirs.tmp, &dirs.actions] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(dirs)
@@ -137,6 +143,7 @@ pub fn command(
     cmd.arg("--bind").arg(&dirs.home).arg(HOME);
     cmd.arg("--ro-bind").arg(&dirs.scripts).arg(SCRIPTS);
     cmd.arg("--bind").arg(&dirs.files).arg(FILES);
+    cmd.arg("--ro-bind").arg(&dirs.actions).arg(ACTIONS);
     cmd.args(["--chdir", cwd, "--clearenv"]);
     for (key, value) in env {
         cmd.arg("--setenv").arg(key).arg(value);

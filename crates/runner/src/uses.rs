@@ -79,17 +79,18 @@ pub(crate) fn run_action<'a>(
             ));
             return Outcome::Failed;
         }
-        let Some(rel) = reference.strip_prefix("./").or_else(|| reference.strip_prefix(".\\")) else {
-            log.line(&format!(
-                "##[error]The step uses '{reference}': this runner runs actions from the job's workspace ('./path') and the built-in ones; actions from other repositories are not resolved yet."
-            ));
-            return Outcome::Failed;
-        };
         if site.depth >= MAX_DEPTH {
             log.line(&format!("##[error]'{reference}' is nested {MAX_DEPTH} composite actions deep, GitHub's limit."));
             return Outcome::Failed;
         }
-        let (host_dir, inside_dir, root) = match locate(site.dirs, rel) {
+        let found = match reference.strip_prefix("./").or_else(|| reference.strip_prefix(".\\")) {
+            Some(rel) => locate(site.dirs, rel),
+            None => match Remote::parse(reference) {
+                Some(remote) => fetch_remote(&site, &remote).await,
+                None => Err(format!("'{reference}' is not an action reference (owner/repo[/path]@ref or ./path)")),
+            },
+        };
+        let (host_dir, inside_dir, root) = match found {
             Ok(found) => found,
             Err(e) => {
                 log.line(&format!("##[error]{e}"));
@@ -466,4 +467,182 @@ async fn run_node(
         });
     }
     outcome
+}
+
+/// The most files and bytes of one action repository the runner unpacks (the server sends no more).
+const MAX_ACTION_FILES: u64 = 20_000;
+const MAX_ACTION_BYTES: u64 = 256 << 20;
+
+/// `owner/repo[/path]@ref`, checked: names as repositories are named, a path without `..`.
+#[derive(Debug, PartialEq, Eq)]
+struct Remote {
+    owner: String,
+    repo: String,
+    path: String,
+    git_ref: String,
+}
+
+impl Remote {
+    fn parse(reference: &str) -> Option<Remote> {
+        let (full, git_ref) = reference.split_once('@')?;
+        let mut parts = full.splitn(3, '/');
+        let (owner, repo) = (parts.next()?, parts.next()?);
+        let path = parts.next().unwrap_or_default().trim_matches('/');
+        let name_ok = |n: &str| {
+            !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        let path_ok = path.split('/').all(|p| p != ".." && p != ".") && !path.contains('\\');
+        let ref_ok = !git_ref.is_empty() && git_ref.len() <= 255 && !git_ref.chars().any(char::is_control);
+        (name_ok(owner) && name_ok(repo) && path_ok && ref_ok).then(|| Remote {
+            owner: owner.to_owned(),
+            repo: repo.trim_end_matches(".git").to_owned(),
+            path: path.to_owned(),
+            git_ref: git_ref.to_owned(),
+        })
+    }
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Resolves a remote action to a commit (the server checks the job may use the repository),
+/// fetches that commit's files into the runner's cache unless they are there already, and links
+/// them into the job's read-only actions directory. Returns the action's directory on the host and
+/// inside the sandbox, and the root it must stay in.
+async fn fetch_remote(site: &StepSite<'_>, remote: &Remote) -> Result<(PathBuf, String, PathBuf), String> {
+    use crate::protocol::Answer;
+    let (client, runner, lease) = (site.place.client, site.place.runner, site.lease);
+    let shown = format!("{}/{}@{}", remote.owner, remote.repo, remote.git_ref);
+    let rest =
+        format!("actions/{}/{}?attempt={}&ref={}", remote.owner, remote.repo, lease.attempt, encode(&remote.git_ref));
+    let resolved = client
+        .job_request(reqwest::Method::GET, runner, lease.job_id, &rest, None)
+        .await
+        .map_err(|e| format!("Unable to resolve action '{shown}': {e}"))?;
+    let commit = match resolved {
+        Answer::Ok(v) => v["commit"].as_str().unwrap_or_default().to_owned(),
+        Answer::No(_, message) => return Err(format!("Unable to resolve action '{shown}': {message}")),
+        Answer::LeaseLost => return Err("the job is no longer this runner's".to_owned()),
+    };
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("Unable to resolve action '{shown}': the server named no commit"));
+    }
+    let (owner, repo) = (remote.owner.to_lowercase(), remote.repo.to_lowercase());
+    let cached = site.place.actions_cache.join(&owner).join(&repo).join(&commit);
+    if cached.is_dir() {
+        site.log.line(&format!("Using action repository '{shown}' (SHA:{commit}) from this runner's cache"));
+    } else {
+        site.log.line(&format!("Download action repository '{shown}' (SHA:{commit})"));
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let archive = site.dirs.root.join(format!("action-{seq}.archive"));
+        let rest = format!("actions/{}/{}/archive?attempt={}&ref={commit}", remote.owner, remote.repo, lease.attempt);
+        let fetched = client.download(runner, lease.job_id, &rest, &archive).await.map_err(|e| e.to_string());
+        match fetched {
+            Ok(Answer::Ok(_)) => {}
+            Ok(Answer::No(_, message)) | Err(message) => {
+                let _ = std::fs::remove_file(&archive);
+                return Err(format!("Unable to download action '{shown}': {message}"));
+            }
+            Ok(Answer::LeaseLost) => return Err("the job is no longer this runner's".to_owned()),
+        }
+        // Unpacked beside the cache entry, then renamed into place: an entry is whole or absent.
+        let parent = cached.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tmp = parent.join(format!(".tmp-{}-{seq}-{commit}", std::process::id()));
+        let (from, into, to) = (archive.clone(), tmp, cached.clone());
+        let placed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            std::fs::create_dir_all(&into).map_err(|e| e.to_string())?;
+            let limits = gitstratum_artifact::Limits { max_bytes: MAX_ACTION_BYTES, max_files: MAX_ACTION_FILES };
+            let unpacked = crate::files::extract(&from, &limits, |path| Some((into.clone(), path.to_owned())))
+                .and_then(|_| match std::fs::rename(&into, &to) {
+                    Ok(()) => Ok(()),
+                    Err(_) if to.is_dir() => Ok(()), // another job of this runner placed it first
+                    Err(e) => Err(e.to_string()),
+                });
+            if into.exists() {
+                let _ = std::fs::remove_dir_all(&into);
+            }
+            unpacked
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&archive);
+        placed.map_err(|e| format!("Unable to unpack action '{shown}': {e}"))?;
+    }
+    let root = site.dirs.actions.join(&owner).join(&repo).join(&commit);
+    if !root.is_dir() {
+        let (from, to) = (cached, root.clone());
+        tokio::task::spawn_blocking(move || link_tree(&from, &to))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("Unable to place action '{shown}' for the job: {e}"))?;
+    }
+    let mut inside = format!("{}/{owner}/{repo}/{commit}", sandbox::ACTIONS);
+    let mut host = root.clone();
+    if !remote.path.is_empty() {
+        host = host.join(&remote.path);
+        inside = format!("{inside}/{}", remote.path);
+    }
+    if !host.is_dir() {
+        return Err(format!(
+            "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' for action '{shown}' under '{inside}'"
+        ));
+    }
+    let host = host.canonicalize().map_err(|e| e.to_string())?;
+    let root = root.canonicalize().map_err(|e| e.to_string())?;
+    Ok((host, inside, root))
+}
+
+/// Recreates the directory tree `from` at `to` with hard links to its files (copies where a link
+/// cannot be made): the job sees them read-only, so the runner's cache cannot be changed through
+/// them.
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if kind.is_file() && std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_references_parse_as_github_writes_them() {
+        let r = Remote::parse("actions/setup-node@v4").expect("parses");
+        assert_eq!(
+            (r.owner.as_str(), r.repo.as_str(), r.path.as_str(), r.git_ref.as_str()),
+            ("actions", "setup-node", "", "v4")
+        );
+        let r = Remote::parse("org/tools/lint/rust@releases/v1").expect("parses");
+        assert_eq!((r.path.as_str(), r.git_ref.as_str()), ("lint/rust", "releases/v1"));
+        for bad in ["nope", "a@v1", "a/b", "../x@v1", "a/b/../../c@v1", "a b/c@v1", "a/b@"] {
+            assert!(Remote::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(encode("releases/v1 x"), "releases%2Fv1%20x");
+    }
+
+    #[test]
+    fn file_commands_carry_values_of_several_lines() {
+        assert_eq!(file_command("a", "x\ny"), "a<<ghadelimiter_gitstratum\nx\ny\nghadelimiter_gitstratum\n");
+        assert!(file_command("a", "ghadelimiter_gitstratum").contains("ghadelimiter_gitstratum_1"));
+    }
 }

@@ -2162,6 +2162,111 @@ console.log('::save-state name=legacy::old-style');
     s.stop().await;
 }
 
+/// Actions from other repositories of the installation (`owner/repo[/path]@ref`): resolved to a
+/// commit by tag or branch, fetched with the job's lease into the runner's cache (the second use
+/// comes from it), run from a read-only directory; a private action repository of another owner,
+/// and a reference that names nothing, are refused with their reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_from_other_repositories_resolve_and_cache() {
+    let Fixture { s, token, tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    // admin/tools: private, the same owner as admin/app.
+    let (status, body) = s.create_repo(Some(&token), json!({"name": "tools", "private": true})).await;
+    assert_eq!(status, 201, "{body}");
+    let tools = tmp.path().join("tools");
+    std::fs::create_dir_all(&tools).expect("dir");
+    git.ok(&tools, &["init", "-q", "-b", "main"]).await;
+    write(
+        &tools,
+        "action.yml",
+        "name: Tools\ninputs:\n  word: {default: none}\noutputs:\n  upper:\n    value: ${{ steps.up.outputs.v }}\nruns:\n  using: composite\n  steps:\n    - id: up\n      shell: bash\n      run: |\n        echo \"v=$(echo '${{ inputs.word }}' | tr a-z A-Z)\" >> \"$GITHUB_OUTPUT\"\n        echo \"tools at $GITHUB_ACTION_PATH\"\n        touch \"$GITHUB_ACTION_PATH/written\" 2>/dev/null || echo 'the action directory is read-only'\n",
+    );
+    write(&tools, "greet/action.yml", "name: Greet\nruns:\n  using: node20\n  main: index.js\n");
+    write(&tools, "greet/index.js", "console.log(`greetings from ${process.env.GITHUB_ACTION_PATH}`);\n");
+    commit(&git, &tools, "tools").await;
+    git.ok(&tools, &["tag", "v1"]).await;
+    let tools_url = format!("http://x:{token}@{host}/admin/tools.git");
+    git.ok(&tools, &["push", "-q", &tools_url, "main", "v1"]).await;
+
+    write(
+        &src,
+        ".github/workflows/flow.yml",
+        r#"on: push
+jobs:
+  first:
+    runs-on: ubuntu-latest
+    steps:
+      - id: t
+        uses: admin/tools@v1
+        with:
+          word: hello
+      - uses: admin/tools/greet@main
+      - run: echo "upper ${{ steps.t.outputs.upper }}"
+  second:
+    needs: first
+    runs-on: ubuntu-latest
+    steps:
+      - uses: admin/tools@v1
+  unknown:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: admin/tools@no-such-tag
+"#,
+    );
+    commit(&git, &src, "use tools").await;
+    git.ok(&src, &["push", "-q", &format!("http://x:{token}@{host}/admin/app.git"), "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let ends: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["key"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
+        .collect();
+    let first = job_log(&s, &token, &jobs[0]).await;
+    assert_eq!(ends, [("first", "success"), ("second", "success"), ("unknown", "failure")], "{first}");
+    let sha = git.ok(&tools, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    for expected in [
+        format!("Download action repository 'admin/tools@v1' (SHA:{sha})"),
+        format!("tools at /__gitstratum/actions/admin/tools/{sha}"),
+        "the action directory is read-only".to_owned(),
+        format!("greetings from /__gitstratum/actions/admin/tools/{sha}/greet"),
+        "upper HELLO".to_owned(),
+    ] {
+        assert!(first.contains(&expected), "{expected:?} not in:\n{first}");
+    }
+    let second = job_log(&s, &token, &jobs[1]).await;
+    assert!(second.contains("from this runner's cache"), "{second}");
+    let unknown = job_log(&s, &token, &jobs[2]).await;
+    assert!(unknown.contains("admin/tools has no tag, branch or commit 'no-such-tag'"), "{unknown}");
+
+    // Another owner's job may not use admin's private action repository.
+    let bob = s.user_token("bob", &[gitstratum_platform::Scope::RepoAdmin]).await;
+    let (status, body) = s.create_repo(Some(&bob), json!({"name": "app"})).await;
+    assert_eq!(status, 201, "{body}");
+    let bob_src = tmp.path().join("bob");
+    std::fs::create_dir_all(&bob_src).expect("dir");
+    git.ok(&bob_src, &["init", "-q", "-b", "main"]).await;
+    write(
+        &bob_src,
+        ".github/workflows/flow.yml",
+        "on: push\njobs:\n  borrow:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: admin/tools@v1\n",
+    );
+    commit(&git, &bob_src, "borrow").await;
+    git.ok(&bob_src, &["push", "-q", &format!("http://x:{bob}@{host}/bob/app.git"), "main"]).await;
+    let run = runs_of(&s, &bob, "bob/app", 1).await.remove(0);
+    let detail = completed(&s, &bob, &run).await;
+    let job = &detail["jobs"][0];
+    assert_eq!(job["conclusion"], "failure", "{detail}");
+    let log = job_log(&s, &bob, job).await;
+    assert!(
+        log.contains(
+            "Unable to resolve action 'admin/tools@v1': no repository admin/tools this job may use actions from"
+        ),
+        "{log}"
+    );
+    s.stop().await;
+}
+
 struct Fixture {
     s: TestServer,
     token: String,
