@@ -95,6 +95,24 @@ ensure_schemathesis() {
     export GITSTRATUM_SCHEMATHESIS="$venv/bin/st"
 }
 
+# ensure_actions_toolkit: GitHub's JavaScript actions toolkit (@actions/core) and esbuild, pinned,
+# under ~/.cache (from npm), so a test can bundle an action exactly as published actions are.
+ACTIONS_CORE_VERSION=1.11.1
+ESBUILD_VERSION=0.24.2
+ensure_actions_toolkit() {
+    local dir="$HOME/.cache/gitstratum-actions-toolkit"
+    if ! grep -qs "\"version\": \"$ACTIONS_CORE_VERSION\"" "$dir/node_modules/@actions/core/package.json" \
+        || ! [ -x "$dir/node_modules/.bin/esbuild" ]; then
+        command -v npm >/dev/null 2>&1 || ensure_packages npm
+        log "installing @actions/core $ACTIONS_CORE_VERSION and esbuild $ESBUILD_VERSION into $dir"
+        mkdir -p "$dir"
+        echo '{"name": "gitstratum-actions-toolkit", "private": true}' > "$dir/package.json"
+        (cd "$dir" && npm install --no-audit --no-fund --silent \
+            "@actions/core@$ACTIONS_CORE_VERSION" "esbuild@$ESBUILD_VERSION")
+    fi
+    export GITSTRATUM_ACTIONS_TOOLKIT="$dir"
+}
+
 ensure_nextest() {
     cargo nextest --version >/dev/null 2>&1 && return 0
     log "installing cargo-nextest"

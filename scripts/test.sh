@@ -8,6 +8,7 @@ ensure_build_deps
 ensure_packages git bubblewrap
 ensure_nextest
 ensure_schemathesis
+ensure_actions_toolkit
 ensure_postgres
 sweep_stale_test_schemas
 export GITSTRATUM_TEST_POSTGRES_URL

@@ -346,6 +346,11 @@ async fn execute_steps(
     let deadline = Instant::now() + Duration::from_secs_f64((job_minutes * 60.0).clamp(1.0, 30.0 * 24.0 * 3600.0));
     let mut timed_out = false;
     let mut action_names = step_action_names(&job.steps).into_iter();
+    // The `pre` scripts of the JavaScript actions of other repositories the job uses, before its
+    // first step (in the job's set-up part of the log), as GitHub runs them.
+    if !uses::run_pre_scripts(job, lease, dirs, place, &env, &ctx, log, deadline, stop).await {
+        ctx.failed = true;
+    }
 
     for (index, step) in job.steps.iter().enumerate() {
         let number = index + 1;
@@ -519,7 +524,8 @@ async fn execute_steps(
         }
         log.line(&format!("##[group]{}", post.title));
         let mut post_env: BTreeMap<String, String> = post.env.iter().cloned().collect();
-        for (key, value) in StepFiles::saved_state(dirs, &post.label) {
+        let saved = [format!("pre-{}", post.label), post.label.clone()];
+        for (key, value) in saved.iter().flat_map(|label| StepFiles::saved_state(dirs, label)) {
             post_env.insert(format!("STATE_{key}"), value);
         }
         let files = StepFiles::create(dirs, &format!("post-{}", post.label));

@@ -1,5 +1,7 @@
 //! Steps that use an action other than the built-in ones: `uses: ./path` (an action in the job's
-//! workspace, as GitHub runs it: the repository must have been checked out first).
+//! workspace, as GitHub runs it: the repository must have been checked out first) and
+//! `uses: owner/repo[/path]@ref` (an action of another repository of this installation, resolved
+//! by the server, cached by commit, shown to the job read-only; [`fetch_remote`]).
 //!
 //! - **Composite** actions run their steps here, in the outer step's log, with their own `inputs`
 //!   and `steps` contexts; what they write to `$GITHUB_ENV`/`$GITHUB_PATH` reaches the rest of the
@@ -7,8 +9,9 @@
 //! - **JavaScript** actions (`node12` … `node24`) run `node main` in the sandbox with `INPUT_*`,
 //!   `GITHUB_ACTION_PATH` and the step's files, as `@actions/core` expects; a `post` script runs
 //!   at the job's end (in reverse order, under `post-if`, default `always()`) with the `STATE_*`
-//!   the main script saved. `pre` is not run for a local action (GitHub does not either: the
-//!   action is not there before the checkout).
+//!   the `pre` and main scripts saved. `pre` runs before the job's first step for actions of other
+//!   repositories ([`run_pre_scripts`]), not for a local one (GitHub does not either: the action
+//!   is not there before the checkout).
 //! - **Docker** actions are refused with a message naming the step.
 
 use std::collections::BTreeMap;
@@ -450,6 +453,10 @@ async fn run_node(
     for (name, value) in inputs {
         env.insert(input_variable(name), value.clone());
     }
+    // What the action's `pre` script saved, if it ran.
+    for (key, value) in StepFiles::saved_state(site.dirs, &format!("pre-{}", site.files.label())) {
+        env.insert(format!("STATE_{key}"), value);
+    }
     let script = |file: &str| format!("{inside_dir}/{}", file.trim_start_matches("./"));
     let argv = vec!["node".to_owned(), script(main)];
     let outcome =
@@ -645,4 +652,78 @@ mod tests {
         assert_eq!(file_command("a", "x\ny"), "a<<ghadelimiter_gitstratum\nx\ny\nghadelimiter_gitstratum\n");
         assert!(file_command("a", "ghadelimiter_gitstratum").contains("ghadelimiter_gitstratum_1"));
     }
+}
+
+/// Runs the `pre` scripts of the JavaScript actions of other repositories the job's steps use,
+/// in step order, each under its `pre-if` (default `always()`), with the step's inputs; what a
+/// script saves in `$GITHUB_STATE` reaches the action's main and post scripts as `STATE_*`.
+/// An action that cannot be fetched here is left for its step to report. False when a `pre`
+/// script failed (the job then fails, as on GitHub).
+#[allow(clippy::too_many_arguments)] // the job's whole situation
+pub(crate) async fn run_pre_scripts(
+    job: &Job,
+    lease: &Lease,
+    dirs: &JobDirs,
+    place: &JobPlace<'_>,
+    env: &BTreeMap<String, String>,
+    ctx: &StepContext,
+    log: &LogWriter,
+    deadline: Instant,
+    stop: &mut watch::Receiver<Signal>,
+) -> bool {
+    let mut ok = true;
+    for (index, step) in job.steps.iter().enumerate() {
+        let StepAction::Other { reference, .. } = &step.action else { continue };
+        let Some(remote) = Remote::parse(reference) else { continue };
+        if *stop.borrow() == Signal::Stop {
+            return ok;
+        }
+        let number = index + 1;
+        let label = format!("pre-{number}");
+        let files = StepFiles::create(dirs, &label);
+        let site = StepSite { step, job, lease, dirs, place, env, ctx, log, deadline, number, files: &files, depth: 0 };
+        let Ok((host, inside, root)) = fetch_remote(&site, &remote).await else { continue };
+        let Ok(action) = read_action(&host, &inside, &root) else { continue };
+        let ActionRuns::Node { pre: Some(pre), pre_if, .. } = &action.runs else { continue };
+        let condition = pre_if.as_deref().unwrap_or("always()");
+        let runs = expr::parse(condition, &places::ACTION_STEP_IF.options())
+            .map_err(|e| e.message)
+            .and_then(|e| expr::evaluate(&e, ctx, condition).map_err(|e| e.message));
+        match runs {
+            Ok(v) if v.is_truthy() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                log.line(&format!("##[error]Pre {}: pre-if: {e}", step.display_name()));
+                ok = false;
+                continue;
+            }
+        }
+        log.line(&format!("##[group]Pre {}", step.display_name()));
+        let outcome = match action_inputs(&action, &site) {
+            Ok(inputs) => {
+                let mut env = env.clone();
+                env.insert("GITHUB_ACTION_PATH".to_owned(), inside.clone());
+                for (name, value) in &inputs {
+                    env.insert(input_variable(name), value.clone());
+                }
+                files.set_env(&mut env);
+                log.begin_step_commands(false);
+                let argv = vec!["node".to_owned(), format!("{inside}/{}", pre.trim_start_matches("./"))];
+                let outcome = sandboxed(place, dirs, &argv, sandbox::WORKSPACE, &env, log, deadline, stop).await;
+                let legacy = log.take_legacy_commands();
+                files
+                    .append(FileKind::State, &legacy.state.iter().map(|(k, v)| file_command(k, v)).collect::<String>());
+                outcome
+            }
+            Err(e) => {
+                log.line(&format!("##[error]{reference}: {e}"));
+                Outcome::Failed
+            }
+        };
+        log.line("##[endgroup]");
+        if outcome != Outcome::Succeeded {
+            ok = false;
+        }
+    }
+    ok
 }

@@ -2267,6 +2267,137 @@ jobs:
     s.stop().await;
 }
 
+/// The JavaScript actions toolkit (`@actions/core` and esbuild from npm, which scripts/test.sh
+/// installs), or `None` outside CI when it is missing.
+fn actions_toolkit() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("GITSTRATUM_ACTIONS_TOOLKIT").map(std::path::PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/gitstratum-actions-toolkit"))
+    })?;
+    if dir.join("node_modules/@actions/core").is_dir() && dir.join("node_modules/.bin/esbuild").exists() {
+        return Some(dir);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set but the actions toolkit is missing at {}", dir.display());
+    eprintln!("skipped: the actions toolkit is not installed at {} (scripts/test.sh installs it)", dir.display());
+    None
+}
+
+/// A JavaScript action written exactly as published actions are — `@actions/core` from npm,
+/// bundled into `dist/` with esbuild, `pre`/`main`/`post` in `action.yml` — runs unchanged from a
+/// repository of the installation: inputs (a missing required one fails as the toolkit says),
+/// outputs, state from `pre` to `main` to `post`, exported variables, added paths, masked
+/// secrets, annotations and the step summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_action_built_with_the_toolkit_runs_unchanged() {
+    let Some(toolkit) = actions_toolkit() else { return };
+    let Fixture { s, token, tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let (status, body) = s.create_repo(Some(&token), json!({"name": "hello-action"})).await;
+    assert_eq!(status, 201, "{body}");
+    let action = tmp.path().join("hello-action");
+    std::fs::create_dir_all(&action).expect("dir");
+    git.ok(&action, &["init", "-q", "-b", "main"]).await;
+    write(
+        &action,
+        "action.yml",
+        "name: Hello\ndescription: says hello\ninputs:\n  who:\n    description: whom to greet\n    required: true\noutputs:\n  greeting:\n    description: what it said\nruns:\n  using: node20\n  pre: dist/pre.js\n  main: dist/main.js\n  post: dist/post.js\n",
+    );
+    write(
+        &action,
+        "src/pre.js",
+        "const core = require('@actions/core');\ncore.saveState('pre', 'pre-state');\ncore.info('pre ran');\n",
+    );
+    write(
+        &action,
+        "src/main.js",
+        r#"const core = require('@actions/core');
+async function run() {
+  try {
+    const who = core.getInput('who', { required: true });
+    core.info(`main: hello ${who}, pre said ${core.getState('pre')}`);
+    core.setOutput('greeting', `hello ${who}`);
+    core.saveState('main', 'main-state');
+    core.exportVariable('FROM_CORE', 'exported-by-core');
+    core.addPath('/opt/from-core/bin');
+    core.setSecret('core-secret-value');
+    core.info('the secret is core-secret-value');
+    core.warning('a warning from core');
+    await core.summary.addHeading('Core summary').write();
+  } catch (error) {
+    core.setFailed(error.message);
+  }
+}
+run();
+"#,
+    );
+    write(
+        &action,
+        "src/post.js",
+        "const core = require('@actions/core');\ncore.info(`post: ${core.getState('pre')} ${core.getState('main')}`);\n",
+    );
+    for script in ["pre", "main", "post"] {
+        let out = std::process::Command::new(toolkit.join("node_modules/.bin/esbuild"))
+            .args([format!("src/{script}.js"), "--bundle".into(), "--platform=node".into(), "--target=node20".into()])
+            .arg(format!("--outfile=dist/{script}.js"))
+            .current_dir(&action)
+            .env("NODE_PATH", toolkit.join("node_modules"))
+            .output()
+            .expect("esbuild runs");
+        assert!(out.status.success(), "esbuild: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(action.join("src")).expect("only dist/ is published");
+    commit(&git, &action, "v1").await;
+    git.ok(&action, &["tag", "v1"]).await;
+    git.ok(&action, &["push", "-q", &format!("http://x:{token}@{host}/admin/hello-action.git"), "main", "v1"]).await;
+
+    write(
+        &src,
+        ".github/workflows/flow.yml",
+        r#"on: push
+jobs:
+  hello:
+    runs-on: ubuntu-latest
+    steps:
+      - id: hi
+        uses: admin/hello-action@v1
+        with:
+          who: Mona
+      - run: |
+          echo "greeting ${{ steps.hi.outputs.greeting }}"
+          echo "exported $FROM_CORE"
+          echo "path $PATH"
+  no-input:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: admin/hello-action@v1
+"#,
+    );
+    commit(&git, &src, "use hello").await;
+    git.ok(&src, &["push", "-q", &format!("http://x:{token}@{host}/admin/app.git"), "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let hello = job_log(&s, &token, &jobs[0]).await;
+    assert_eq!(jobs[0]["conclusion"], "success", "{hello}");
+    for expected in [
+        "pre ran",
+        "main: hello Mona, pre said pre-state",
+        "the secret is ***",
+        "<h1>Core summary</h1>",
+        "greeting hello Mona",
+        "exported exported-by-core",
+        "path /opt/from-core/bin:",
+        "post: pre-state main-state",
+    ] {
+        assert!(hello.contains(expected), "{expected:?} not in:\n{hello}");
+    }
+    assert!(!hello.contains("core-secret-value"), "{hello}");
+    assert!(jobs[0]["annotations"].to_string().contains("a warning from core"), "{detail:#}");
+    let no_input = job_log(&s, &token, &jobs[1]).await;
+    assert_eq!(jobs[1]["conclusion"], "failure", "{no_input}");
+    assert!(no_input.contains("Input required and not supplied: who"), "{no_input}");
+    s.stop().await;
+}
+
 struct Fixture {
     s: TestServer,
     token: String,
