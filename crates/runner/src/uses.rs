@@ -628,32 +628,6 @@ fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_references_parse_as_github_writes_them() {
-        let r = Remote::parse("actions/setup-node@v4").expect("parses");
-        assert_eq!(
-            (r.owner.as_str(), r.repo.as_str(), r.path.as_str(), r.git_ref.as_str()),
-            ("actions", "setup-node", "", "v4")
-        );
-        let r = Remote::parse("org/tools/lint/rust@releases/v1").expect("parses");
-        assert_eq!((r.path.as_str(), r.git_ref.as_str()), ("lint/rust", "releases/v1"));
-        for bad in ["nope", "a@v1", "a/b", "../x@v1", "a/b/../../c@v1", "a b/c@v1", "a/b@"] {
-            assert!(Remote::parse(bad).is_none(), "{bad}");
-        }
-        assert_eq!(encode("releases/v1 x"), "releases%2Fv1%20x");
-    }
-
-    #[test]
-    fn file_commands_carry_values_of_several_lines() {
-        assert_eq!(file_command("a", "x\ny"), "a<<ghadelimiter_gitstratum\nx\ny\nghadelimiter_gitstratum\n");
-        assert!(file_command("a", "ghadelimiter_gitstratum").contains("ghadelimiter_gitstratum_1"));
-    }
-}
-
 /// Runs the `pre` scripts of the JavaScript actions of other repositories the job's steps use,
 /// in step order, each under its `pre-if` (default `always()`), with the step's inputs; what a
 /// script saves in `$GITHUB_STATE` reaches the action's main and post scripts as `STATE_*`.
@@ -726,4 +700,30 @@ pub(crate) async fn run_pre_scripts(
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_references_parse_as_github_writes_them() {
+        let r = Remote::parse("actions/setup-node@v4").expect("parses");
+        assert_eq!(
+            (r.owner.as_str(), r.repo.as_str(), r.path.as_str(), r.git_ref.as_str()),
+            ("actions", "setup-node", "", "v4")
+        );
+        let r = Remote::parse("org/tools/lint/rust@releases/v1").expect("parses");
+        assert_eq!((r.path.as_str(), r.git_ref.as_str()), ("lint/rust", "releases/v1"));
+        for bad in ["nope", "a@v1", "a/b", "../x@v1", "a/b/../../c@v1", "a b/c@v1", "a/b@"] {
+            assert!(Remote::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(encode("releases/v1 x"), "releases%2Fv1%20x");
+    }
+
+    #[test]
+    fn file_commands_carry_values_of_several_lines() {
+        assert_eq!(file_command("a", "x\ny"), "a<<ghadelimiter_gitstratum\nx\ny\nghadelimiter_gitstratum\n");
+        assert!(file_command("a", "ghadelimiter_gitstratum").contains("ghadelimiter_gitstratum_1"));
+    }
 }
