@@ -256,8 +256,27 @@ pub async fn request(
                 }
                 None => Default::default(),
             };
-            let inputs: serde_json::Value =
+            let mut inputs: serde_json::Value =
                 lease.inputs.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+            let mut secrets = secrets;
+            // A job a reusable workflow call brought in gets the inputs and secrets its callers
+            // pass, evaluated now that the jobs they need have finished.
+            let frames: Vec<gitstratum_workflow::model::CallFrame> =
+                serde_json::from_value(workflow["jobs"][&lease.job.job_key]["call"].clone()).unwrap_or_default();
+            if !frames.is_empty() {
+                match call_values(&state, &lease, &frames, inputs.clone(), &secrets, &vars).await {
+                    Ok((call_inputs, call_secrets)) => {
+                        inputs = call_inputs;
+                        secrets = call_secrets;
+                    }
+                    Err(why) => {
+                        let job = &lease.job;
+                        let why = format!("not run: {why}");
+                        state.ci().fail_lease(job.id, runner.id, job.attempt, &why, state.now()).await?;
+                        continue;
+                    }
+                }
+            }
             let event = match &repo {
                 Some(repo) => event_payload(&state, &lease.run, repo, &inputs).await,
                 None => serde_json::Value::Null,
@@ -303,6 +322,55 @@ pub async fn request(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
+}
+
+/// The `inputs` and `secrets` of a job inside reusable workflow calls: its callers' `with:` and
+/// `secrets:`, outermost first, over the run's inputs and the repository's secrets.
+async fn call_values(
+    state: &AppState,
+    lease: &gitstratum_ci::Lease,
+    frames: &[gitstratum_workflow::model::CallFrame],
+    inputs: serde_json::Value,
+    secrets: &std::collections::BTreeMap<String, String>,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<(serde_json::Value, std::collections::BTreeMap<String, String>), String> {
+    use gitstratum_workflow::expr::{Dict, Value};
+    let jobs = state.ci().jobs(lease.run.id).await.map_err(|e| e.to_string())?;
+    let repo = state.store().get_repo_by_id(lease.run.repo_id).await.map_err(|e| e.to_string())?;
+    let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
+    let github = gitstratum_workflow::plan::github_context(&gitstratum_workflow::plan::GithubEvent {
+        event_name: &lease.run.event,
+        git_ref: &lease.run.git_ref,
+        sha: &lease.run.commit_sha,
+        repository: &repository,
+        actor: &lease.run.actor,
+        workflow: &lease.run.workflow_name,
+    });
+    let dict = |m: &std::collections::BTreeMap<String, String>| -> Value {
+        Value::object(m.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Dict>())
+    };
+    let top = gitstratum_workflow::call::CallValues {
+        github,
+        vars: dict(vars),
+        inputs: Value::from_json(inputs),
+        secrets: dict(secrets),
+    };
+    let needs_of = |keys: &[String]| gitstratum_ci::orchestrate::needs_context(&jobs, keys);
+    let values = gitstratum_workflow::call::callee_values(frames, top, &needs_of)?;
+    let secrets = match values.secrets.to_json() {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect(),
+        _ => Default::default(),
+    };
+    Ok((values.inputs.to_json(), secrets))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -513,6 +513,7 @@ pub async fn dispatch(
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    let commit_id = commit;
     let commit = commit.to_string();
     let Some(workflow) = workflow else {
         return Err(ApiError::validation("file", format!("no workflow file {file:?} at {git_ref}")));
@@ -520,8 +521,18 @@ pub async fn dispatch(
     let key = format!("dispatch:{}", gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?);
     let event =
         Event { name: "workflow_dispatch", key, git_ref: &git_ref, commit: &commit, actor: &caller.account.name };
+    let texts = workflow.text.clone().ok();
+    let callees = gitstratum_ci::ingest::read_callees(
+        state.store(),
+        state.git().objects(),
+        state.git().refs(),
+        &repo,
+        commit_id,
+        texts,
+    )
+    .await;
     let mut refusal = None;
-    let run = plan_run(&repo, &workflow, &event, |wf| {
+    let run = plan_run(&repo, &workflow, &event, &callees, |wf| {
         match gitstratum_workflow::trigger::dispatch_inputs(wf, &body.inputs) {
             None => {
                 refusal = Some(ApiError::validation("file", format!("{file} does not run on workflow_dispatch")));

@@ -1298,6 +1298,26 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
                 context = Some(run_context(conn, run_id).await?);
             }
             let Some(run) = context.as_ref() else { continue };
+            // A calling job (a reusable workflow's call) runs nowhere: it ends as its called jobs
+            // did, with the call's outputs.
+            let call_result =
+                run.workflow.as_ref().and_then(|w| w.jobs.get(&jobs[i].job_key)).and_then(|j| j.call_result.clone());
+            if let Some(result) = call_result {
+                let (conclusion, outputs) = call_completion(run, &jobs, &result);
+                let outputs = serde_json::to_string(&outputs).unwrap_or_else(|_| "{}".to_owned());
+                let update = finish_job(jobs[i].id, conclusion, None, now)
+                    .value("outputs", outputs.clone())
+                    .and_where(Expr::col("state").eq(JobState::Waiting.as_str()))
+                    .to_owned();
+                if conn.execute(&update).await? == 1 {
+                    released |= job_completed(conn, jobs[i].id, now).await?;
+                }
+                jobs[i].state = JobState::Completed;
+                jobs[i].conclusion = Some(conclusion);
+                jobs[i].outputs = Some(outputs);
+                changed = true;
+                continue;
+            }
             let mut decision = job_runs(run, &jobs, &jobs[i]);
             if decision.is_ok() && jobs[i].runs_on.is_none() {
                 // Its matrix or labels wait for what its needs produced (or planning it failed
@@ -1411,6 +1431,44 @@ pub(crate) async fn settle_run(conn: &mut Conn<'_>, run_id: i64, now: Timestamp)
     Ok(released)
 }
 
+/// How a calling job ends: as its called jobs did (a failure among them fails it, all skipped
+/// skips it), with the called workflow's outputs over their results and outputs.
+fn call_completion(
+    run: &RunContext,
+    jobs: &[Job],
+    result: &gitstratum_workflow::model::CallResult,
+) -> (Conclusion, serde_json::Map<String, serde_json::Value>) {
+    let mut context = serde_json::Map::new();
+    let mut all: Vec<&Job> = Vec::new();
+    for id in &result.jobs {
+        let key = format!("{}{id}", result.prefix);
+        let instances: Vec<&Job> = jobs.iter().filter(|j| j.job_key == key).collect();
+        let mut outputs = serde_json::Map::new();
+        for job in &instances {
+            if let Some(serde_json::Value::Object(o)) =
+                job.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok())
+            {
+                outputs.extend(o);
+            }
+        }
+        context.insert(id.clone(), serde_json::json!({"result": result_of(&instances), "outputs": outputs}));
+        all.extend(instances);
+    }
+    let conclusion = match result_of(&all) {
+        "failure" => Conclusion::Failure,
+        "cancelled" => Conclusion::Cancelled,
+        "skipped" => Conclusion::Skipped,
+        _ => Conclusion::Success,
+    };
+    let outputs = gitstratum_workflow::call::call_outputs(
+        result,
+        serde_json::Value::Object(context),
+        run.github.clone(),
+        run.inputs.clone(),
+    );
+    (conclusion, outputs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect())
+}
+
 /// Plans a waiting job whose `runs_on` was not known when its run was created, now that the jobs
 /// it needs have finished: the row becomes its first instance and the others are added beside
 /// it (all waiting). `Ok(false)`: the matrix gave no instance; `Err`: why the job fails.
@@ -1431,7 +1489,7 @@ async fn expand_job(
         github: run.github.clone(),
         inputs: run.inputs.clone(),
         vars: Value::Null,
-        needs: Value::from_json(needs_context(jobs, &job.needs)),
+        needs: Value::from_json(needs_context(jobs, &every_key(jobs, workflow, job))),
     };
     let planned = match plan_deferred(workflow, &job.job_key, &ctx) {
         Ok(planned) => planned,
@@ -1463,6 +1521,21 @@ async fn expand_job(
         crate::store::insert_job(conn, job.run_id, repo_id, &other, now).await?;
     }
     Ok(Ok(true))
+}
+
+/// The jobs whose results a waiting job's planning may read: the jobs it needs, and for a job a
+/// reusable workflow call brought in, the jobs its callers need.
+fn every_key(jobs: &[Job], workflow: &gitstratum_workflow::Workflow, job: &Job) -> Vec<String> {
+    let mut keys = job.needs.clone();
+    if let Some(planned) = workflow.jobs.get(&job.job_key) {
+        for frame in &planned.call {
+            keys.extend(frame.caller_needs.iter().cloned());
+        }
+    }
+    keys.retain(|k| jobs.iter().any(|j| &j.job_key == k));
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// A run's concurrency group and whether it is pending behind it.

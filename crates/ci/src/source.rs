@@ -223,3 +223,30 @@ pub fn each_file(
     }
     Ok(())
 }
+
+/// The text of the file at `path` in the tree of `commit`: `Ok(None)` when there is none;
+/// `Err` text when it is too large for a workflow or not UTF-8.
+pub fn text_file(
+    store: &dyn ObjectStore,
+    repo: RepoId,
+    commit: ObjectId,
+    path: &str,
+) -> Result<Option<Result<String, String>>, SourceError> {
+    let root = tree_of(store, repo, commit)?;
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let tree = if dir.is_empty() { Some(root) } else { subtree(store, repo, root, dir)? };
+    let Some(tree) = tree else { return Ok(None) };
+    let Some((_, _, id)) = entries(store, repo, tree)?.into_iter().find(|(n, mode, _)| n == name && *mode != 0o040000)
+    else {
+        return Ok(None);
+    };
+    if let Some(info) = store.info_many(repo, &[id])?.pop().flatten()
+        && info.size > MAX_WORKFLOW_BYTES as u64
+    {
+        return Ok(Some(Err(format!(
+            "{path} has {} bytes; workflow files may have at most {MAX_WORKFLOW_BYTES}",
+            info.size
+        ))));
+    }
+    Ok(Some(String::from_utf8(object(store, repo, id)?.data).map_err(|_| format!("{path} is not UTF-8"))))
+}

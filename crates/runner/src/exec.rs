@@ -328,7 +328,9 @@ async fn execute_steps(
         env.insert("RUNNER_DEBUG".to_owned(), "1".to_owned());
     }
     let mut ctx = StepContext { values, failed: false, cancelled: false, dirs: dirs.clone() };
-    for (level, vars) in [("workflow", &workflow.env), ("job", &job.env)] {
+    // A job a reusable workflow call brought in gets its own workflow's `env`, not the caller's.
+    let workflow_env = job.call.last().map_or(&workflow.env, |frame| &frame.env);
+    for (level, vars) in [("workflow", workflow_env), ("job", &job.env)] {
         ctx.values.set("env", env_value(&env));
         if let Err(e) = evaluate_env(vars, &places::JOB_ENV, &mut ctx, &mut env) {
             log.line(&format!("error: {level} {e}"));

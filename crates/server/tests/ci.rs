@@ -1992,7 +1992,8 @@ jobs:
     let log = job_log(&s, &token, &job("defaults", "computed (/home/runner)")).await;
     assert!(log.contains("computed /home/runner in /home/runner"), "{log}");
 
-    // Actions this runner cannot run fail their step, saying so; a job without steps succeeds.
+    // An action this installation does not have fails its step, saying so; a job without steps
+    // succeeds.
     let other = ends("other");
     assert_eq!(
         ["uses-other", "no-steps", "in-container"].map(|n| other[n].0.as_str()),
@@ -2001,7 +2002,12 @@ jobs:
     );
     assert!(other["in-container"].1.contains("container"), "{other:#?}");
     let log = job_log(&s, &token, &job("other", "uses-other")).await;
-    assert!(log.contains("The step uses 'actions/setup-node@v4', which cannot run here"), "{log}");
+    assert!(
+        log.contains(
+            "Unable to resolve action 'actions/setup-node@v4': no repository actions/setup-node this job may use actions from"
+        ),
+        "{log}"
+    );
     s.stop().await;
 }
 
@@ -2264,6 +2270,163 @@ jobs:
         ),
         "{log}"
     );
+    s.stop().await;
+}
+
+/// Reusable workflows (`jobs.<id>.uses`) run as GitHub runs them: typed inputs (one from a job
+/// the caller needs), secrets passed by mapping (masked in the called job's log) and by
+/// `inherit`, the called workflow's own `env`, outputs a later job reads, a nested call, a call
+/// into another repository of the same owner, and a call that leaves out a required input
+/// refused when the run is created. Called jobs are named `caller / callee`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusable_workflows_take_inputs_and_secrets_and_give_outputs() {
+    let Fixture { s, token, tmp, git, src } = Fixture::new(true, false, Default::default()).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let (status, _) = s
+        .send(
+            Method::PUT,
+            "/api/v1/repos/admin/app/secrets/DEPLOY_TOKEN",
+            Some(&token),
+            Some(json!({"value": "tok-123-secret"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = s.create_repo(Some(&token), json!({"name": "shared", "private": true})).await;
+    assert_eq!(status, 201, "{body}");
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("dir");
+    git.ok(&shared, &["init", "-q", "-b", "main"]).await;
+    write(
+        &shared,
+        ".github/workflows/lint.yml",
+        "on: workflow_call\njobs:\n  lint:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"lint sees ${{ secrets.DEPLOY_TOKEN }} on ${{ github.repository }}\"\n",
+    );
+    commit(&git, &shared, "lint").await;
+    git.ok(&shared, &["tag", "v1"]).await;
+    git.ok(&shared, &["push", "-q", &format!("http://x:{token}@{host}/admin/shared.git"), "main", "v1"]).await;
+
+    write(
+        &src,
+        ".github/workflows/ci.yml",
+        r#"on: push
+env:
+  WHERE: caller
+jobs:
+  setup:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+    steps:
+      - id: v
+        run: echo "version=1.2.3" >> "$GITHUB_OUTPUT"
+  build:
+    needs: setup
+    uses: ./.github/workflows/build.yml
+    with:
+      version: ${{ needs.setup.outputs.version }}
+      release: true
+    secrets:
+      token: ${{ secrets.DEPLOY_TOKEN }}
+  report:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "built ${{ needs.build.outputs.artifact }} ${{ needs.build.result }} where=$WHERE"
+  shared:
+    uses: admin/shared/.github/workflows/lint.yml@v1
+    secrets: inherit
+"#,
+    );
+    write(
+        &src,
+        ".github/workflows/build.yml",
+        r#"on:
+  workflow_call:
+    inputs:
+      version: {type: string, required: true}
+      release: {type: boolean, default: false}
+    secrets:
+      token: {required: true}
+    outputs:
+      artifact:
+        value: ${{ jobs.compile.outputs.name }}
+env:
+  WHERE: callee
+jobs:
+  compile:
+    runs-on: ubuntu-latest
+    outputs:
+      name: ${{ steps.c.outputs.name }}
+    steps:
+      - id: c
+        run: |
+          echo "compiling ${{ inputs.version }} release=${{ inputs.release }} where=$WHERE"
+          echo "token is ${{ secrets.token }}"
+          echo "name=app-${{ inputs.version }}.tar" >> "$GITHUB_OUTPUT"
+  nested:
+    needs: compile
+    uses: ./.github/workflows/inner.yml
+    with:
+      what: v${{ inputs.version }}
+"#,
+    );
+    write(
+        &src,
+        ".github/workflows/inner.yml",
+        "on:\n  workflow_call:\n    inputs:\n      what: {type: string}\njobs:\n  say:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"inner ${{ inputs.what }}\"\n",
+    );
+    write(
+        &src,
+        ".github/workflows/bad.yml",
+        "on: push\njobs:\n  c:\n    uses: ./.github/workflows/build.yml\n    secrets: inherit\n",
+    );
+    commit(&git, &src, "calls").await;
+    git.ok(&src, &["push", "-q", &format!("http://x:{token}@{host}/admin/app.git"), "main"]).await;
+    let all = runs(&s, &token, 2).await;
+    let bad = all.iter().find(|r| r["path"] == ".github/workflows/bad.yml").expect("bad run");
+    let bad = completed(&s, &token, bad).await;
+    assert_eq!(bad["conclusion"], "failure", "{bad:#}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Input version is required, but not provided while calling"),
+        "{bad:#}"
+    );
+    let run = all.iter().find(|r| r["path"] == ".github/workflows/ci.yml").expect("ci run");
+    let detail = completed(&s, &token, run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let by_key =
+        |key: &str| jobs.iter().find(|j| j["key"] == key).unwrap_or_else(|| panic!("no job {key}: {detail:#}"));
+    let summary: Vec<(&str, &str, &str)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j["key"].as_str().unwrap_or_default(),
+                j["name"].as_str().unwrap_or_default(),
+                j["conclusion"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(detail["conclusion"], "success", "{summary:?}");
+    for (key, name) in [
+        ("build/compile", "build / compile"),
+        ("build/nested/say", "build / nested / say"),
+        ("build", "build"),
+        ("shared/lint", "shared / lint"),
+    ] {
+        assert_eq!(by_key(key)["name"], name, "{summary:?}");
+    }
+    assert_eq!(by_key("build")["outputs"], json!({"artifact": "app-1.2.3.tar"}), "{summary:?}");
+    let compile = job_log(&s, &token, by_key("build/compile")).await;
+    assert!(compile.contains("compiling 1.2.3 release=true where=callee"), "{compile}");
+    assert!(compile.contains("token is ***") && !compile.contains("tok-123-secret"), "{compile}");
+    let say = job_log(&s, &token, by_key("build/nested/say")).await;
+    assert!(say.contains("inner v1.2.3"), "{say}");
+    let report = job_log(&s, &token, by_key("report")).await;
+    assert!(report.contains("built app-1.2.3.tar success where=caller"), "{report}");
+    let lint = job_log(&s, &token, by_key("shared/lint")).await;
+    assert!(lint.contains("lint sees *** on admin/app"), "{lint}");
     s.stop().await;
 }
 

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod call;
 pub mod cron;
 pub mod diag;
 pub mod expr;

@@ -835,6 +835,9 @@ impl Loader {
             services: IndexMap::new(),
             uses: None,
             with: IndexMap::new(),
+            secrets: None,
+            call: Vec::new(),
+            call_result: None,
             steps: Vec::new(),
             retry: None,
         };
@@ -899,7 +902,7 @@ impl Loader {
                     job.steps = self.steps(value, &what);
                 }
                 "uses" => job.uses = self.string(value, &field, None),
-                "secrets" if value.as_scalar() == Some("inherit") => {}
+                "secrets" if value.as_scalar() == Some("inherit") => job.secrets = Some(CallSecrets::Inherit),
                 "secrets" if value.as_scalar().is_some() => self.error(
                     value.pos,
                     format!(
@@ -909,12 +912,24 @@ impl Loader {
                 ),
                 "with" | "secrets" => {
                     self.check_json_templates(value, &field, places::JOB_CALL);
+                    let entries = self.mapping(value, &field, &[]);
                     if k == "with" {
-                        job.with = self
-                            .mapping(value, &field, &[])
+                        job.with = entries
                             .iter()
                             .map(|(k, v)| (k.as_scalar().unwrap_or_default().to_owned(), v.to_json()))
                             .collect();
+                    } else {
+                        let map = entries
+                            .iter()
+                            .map(|(k, v)| {
+                                let text = match v.to_json() {
+                                    Json::String(s) => s,
+                                    other => other.to_string(),
+                                };
+                                (k.as_scalar().unwrap_or_default().to_owned(), text)
+                            })
+                            .collect();
+                        job.secrets = Some(CallSecrets::Map(map));
                     }
                 }
                 "retry" => job.retry = self.retry(value, &field),

@@ -171,9 +171,21 @@ pub struct Job {
     /// `container:` and `services:`, kept as written; running them is not supported yet.
     pub container: Option<Json>,
     pub services: IndexMap<String, Json>,
-    /// A reusable workflow (`uses: ./.github/workflows/x.yml`); running it is not supported yet.
+    /// A reusable workflow this job calls (`uses: ./.github/workflows/x.yml` or
+    /// `owner/repo/.github/workflows/x.yml@ref`); [`crate::call::expand_calls`] replaces the job
+    /// with the called workflow's jobs when a run is created.
     pub uses: Option<String>,
     pub with: IndexMap<String, Json>,
+    /// The secrets a calling job passes (`secrets: inherit`, or a mapping of templates).
+    #[serde(default)]
+    pub secrets: Option<CallSecrets>,
+    /// Set on a job a reusable workflow call brought in: the calls it is inside, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub call: Vec<CallFrame>,
+    /// Set on a calling job once its call is expanded: it runs on no runner; the server completes
+    /// it when the called jobs have, with their overall result and the call's outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_result: Option<CallResult>,
     pub steps: Vec<Step>,
     /// GitStratum extension: retry failed attempts.
     pub retry: Option<Retry>,
@@ -312,4 +324,41 @@ impl BuiltinAction {
     pub fn name(self) -> &'static str {
         BuiltinAction::ALL.iter().find(|(a, _)| *a == self).map_or("", |(_, n)| n)
     }
+}
+
+/// `secrets:` of a job that calls a reusable workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallSecrets {
+    Inherit,
+    /// Callee secret names and templates over the caller's `secrets`.
+    Map(IndexMap<String, String>),
+}
+
+/// One reusable workflow call a job is inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallFrame {
+    /// The calling job's key (with the keys of the calls around it: `deploy/build`).
+    pub caller: String,
+    /// The called workflow, as the caller named it.
+    pub uses: String,
+    /// The caller's `with:` (templates over the caller's contexts).
+    pub with: IndexMap<String, Json>,
+    pub secrets: Option<CallSecrets>,
+    /// The called workflow's `on.workflow_call.inputs`.
+    pub inputs: IndexMap<String, CallInput>,
+    /// The jobs the caller needs (keys in the run), whose outputs its `with:` may read.
+    pub caller_needs: Vec<String>,
+    /// The called workflow's own `env`, which its jobs get instead of the caller's.
+    pub env: IndexMap<String, String>,
+}
+
+/// What completes a calling job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// The prefix of the called jobs' keys (`deploy/`).
+    pub prefix: String,
+    /// The called workflow's job ids (the `jobs` context of its outputs).
+    pub jobs: Vec<String>,
+    /// `on.workflow_call.outputs`: names and templates over `jobs`.
+    pub outputs: IndexMap<String, String>,
 }

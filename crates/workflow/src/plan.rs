@@ -256,10 +256,9 @@ fn strategy_limits(job: &Job, base: &Dict) -> Result<(bool, Option<i64>), String
 }
 
 fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
-    // Valid, but nothing here can run them yet: the job fails saying so rather than running
-    // something other than what it says.
+    // Calls are expanded before planning (`call::expand_calls`); one left here was not.
     if let Some(uses) = &job.uses {
-        return Err(format!("it calls the reusable workflow '{uses}', which this installation cannot run yet"));
+        return Err(format!("it calls the reusable workflow '{uses}', which was not expanded"));
     }
     if job.container.is_some() || !job.services.is_empty() {
         return Err(
@@ -267,7 +266,48 @@ fn plan_job(id: &str, job: &Job, ctx: &PlanContext) -> Result<Vec<PlannedJob>, S
                 .to_owned(),
         );
     }
-    let base = base_context(ctx);
+    let mut base = base_context(ctx);
+    if !job.call.is_empty() {
+        // A called job's expressions see the inputs its callers gave; when a caller's `with:`
+        // reads `needs`, they are known only once those jobs have finished.
+        if matches!(ctx.needs, Value::Null) && crate::call::frames_read_needs(&job.call) && !job.needs.is_empty() {
+            return Ok(vec![PlannedJob {
+                job_id: id.to_owned(),
+                display_name: job
+                    .name
+                    .clone()
+                    .filter(|n| !template::has_expression(n))
+                    .unwrap_or_else(|| id.to_owned()),
+                matrix: None,
+                needs: job.needs.clone(),
+                runs_on: None,
+                deferred: true,
+                concurrency: None,
+                fail_fast: true,
+                max_parallel: None,
+                failure: None,
+            }]);
+        }
+        let known = ctx.needs.to_json();
+        let needs_of = |keys: &[String]| -> Json {
+            let mut out = serde_json::Map::new();
+            for key in keys {
+                if let Some(v) = known.get(key) {
+                    out.insert(key.clone(), v.clone());
+                }
+            }
+            Json::Object(out)
+        };
+        let top = crate::call::CallValues {
+            github: ctx.github.clone(),
+            vars: ctx.vars.clone(),
+            inputs: ctx.inputs.clone(),
+            secrets: Value::object(Dict::new()),
+        };
+        let values = crate::call::callee_values(&job.call, top, &needs_of)?;
+        base.set("inputs", values.inputs);
+    }
+    let base = base;
     let (fail_fast, max_parallel) = strategy_limits(job, &base)?;
     let matrix = job.strategy.as_ref().and_then(|s| s.matrix.as_ref());
     let waits_for_needs = matrix.is_some_and(matrix_references_needs)
