@@ -54,35 +54,15 @@ async fn usable_repo(
         ApiError::not_found("action.not_found", format!("no repository {owner}/{name} this job may use actions from"))
     };
     let repo = state.store().get_repo(owner, name).await?.ok_or_else(missing)?;
-    if repo.id == job_repo.id || !repo.private || repo.owner_id == job_repo.owner_id {
-        Ok(repo)
-    } else {
-        Err(missing())
-    }
+    if gitstratum_ci::references::may_use(&job_repo, &repo) { Ok(repo) } else { Err(missing()) }
 }
 
 /// The commit `name` names in `repo`: a full commit id that is there, else a tag, else a branch.
 async fn resolve(state: &AppState, repo: &Repo, name: &str) -> Result<ObjectId, ApiError> {
     let git = state.git().clone();
-    let repo_id = RepoId(repo.id);
-    let wanted = name.to_owned();
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<ObjectId>, String> {
-        let name = wanted;
-        let objects = git.objects();
-        if name.len() == 40
-            && let Ok(id) = ObjectId::from_hex(name.as_bytes())
-        {
-            return gitstratum_ci::source::peel_to_commit(objects.as_ref(), repo_id, id).or(Ok(None));
-        }
-        for git_ref in [format!("refs/tags/{name}"), format!("refs/heads/{name}")] {
-            let Some(id) = git.refs().get(repo_id, &git_ref).map_err(|e| e.to_string())? else { continue };
-            if let Some(commit) =
-                gitstratum_ci::source::peel_to_commit(objects.as_ref(), repo_id, id).map_err(|e| e.to_string())?
-            {
-                return Ok(Some(commit));
-            }
-        }
-        Ok(None)
+    let (repo_id, wanted) = (RepoId(repo.id), name.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        gitstratum_ci::references::resolve_name(git.objects().as_ref(), git.refs().as_ref(), repo_id, &wanted)
     })
     .await
     .map_err(ApiError::internal)?

@@ -522,7 +522,7 @@ pub async fn dispatch(
     let event =
         Event { name: "workflow_dispatch", key, git_ref: &git_ref, commit: &commit, actor: &caller.account.name };
     let texts = workflow.text.clone().ok();
-    let callees = gitstratum_ci::ingest::read_callees(
+    let referenced = gitstratum_ci::references::read_references(
         state.store(),
         state.git().objects(),
         state.git().refs(),
@@ -532,20 +532,21 @@ pub async fn dispatch(
     )
     .await;
     let mut refusal = None;
-    let run = plan_run(&repo, &workflow, &event, &callees, |wf| {
-        match gitstratum_workflow::trigger::dispatch_inputs(wf, &body.inputs) {
-            None => {
-                refusal = Some(ApiError::validation("file", format!("{file} does not run on workflow_dispatch")));
-                Decision::Skip
+    let run =
+        plan_run(&repo, &workflow, &event, &referenced, |wf| {
+            match gitstratum_workflow::trigger::dispatch_inputs(wf, &body.inputs) {
+                None => {
+                    refusal = Some(ApiError::validation("file", format!("{file} does not run on workflow_dispatch")));
+                    Decision::Skip
+                }
+                Some(Err(errors)) => {
+                    let text: Vec<String> = errors.iter().map(|(n, m)| format!("input {n}: {m}")).collect();
+                    refusal = Some(ApiError::validation("inputs", text.join("; ")));
+                    Decision::Skip
+                }
+                Some(Ok(inputs)) => Decision::Run { inputs },
             }
-            Some(Err(errors)) => {
-                let text: Vec<String> = errors.iter().map(|(n, m)| format!("input {n}: {m}")).collect();
-                refusal = Some(ApiError::validation("inputs", text.join("; ")));
-                Decision::Skip
-            }
-            Some(Ok(inputs)) => Decision::Run { inputs },
-        }
-    });
+        });
     if let Some(refusal) = refusal {
         return Err(refusal);
     }

@@ -10,7 +10,6 @@
 //! per workflow, for the new tip. An invalid workflow file does not vanish silently: its run is
 //! created failed, with the diagnostics as its message.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use gitstratum_store::{ObjectStore, RefEvent, RefStore};
 use gitstratum_workflow::plan::{GithubEvent, PlanContext, github_context, plan};
 use gitstratum_workflow::trigger::{PushEvent, push_triggers};
 
+use crate::references::{References, read_references};
 use crate::source::{self, WorkflowFile};
 use crate::store::{CiStore, NewJob, NewRun};
 
@@ -102,7 +102,7 @@ impl Ingestor {
                 continue;
             };
             let texts = source.files.iter().filter_map(|f| f.text.clone().ok());
-            let callees = read_callees(
+            let referenced = read_references(
                 &self.platform,
                 &self.objects,
                 &self.refs,
@@ -111,7 +111,7 @@ impl Ingestor {
                 texts.collect::<Vec<_>>(),
             )
             .await;
-            runs.extend(runs_for_push(&repo, event, &source, &callees));
+            runs.extend(runs_for_push(&repo, event, &source, &referenced));
         }
         let created = self.ci.create_runs(CURSOR, last, &runs, self.clock.now()).await?;
         if !created.is_empty() {
@@ -167,7 +167,7 @@ pub fn plan_run(
     repo: &Repo,
     file: &WorkflowFile,
     event: &Event<'_>,
-    callees: &Callees,
+    refs: &References,
     decide: impl FnOnce(&gitstratum_workflow::Workflow) -> Decision,
 ) -> Option<NewRun> {
     let base = NewRun {
@@ -220,12 +220,24 @@ pub fn plan_run(
     let inputs_json = (!matches!(inputs, gitstratum_workflow::expr::Value::Null)).then(|| inputs.to_json().to_string());
     // Reusable workflows it calls become their jobs (the files were read beforehand).
     let mut resolve = |uses: &str| -> Result<(String, String), String> {
-        callees.get(uses).cloned().unwrap_or_else(|| Err(format!("'{uses}' could not be read")))
+        refs.workflows.get(uses).cloned().unwrap_or_else(|| Err(format!("'{uses}' could not be read")))
     };
-    let workflow = match gitstratum_workflow::call::expand_calls(&workflow, &mut resolve) {
+    let mut workflow = match gitstratum_workflow::call::expand_calls(&workflow, &mut resolve) {
         Ok(expanded) => expanded,
         Err(e) => return Some(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base }),
     };
+    // A job with a step whose action cannot be used fails without running, saying where.
+    for job in workflow.jobs.values_mut() {
+        let file_shown = job.call.last().map_or(file.path.clone(), |f| f.uses.clone());
+        let unusable = job.steps.iter().enumerate().find_map(|(n, step)| {
+            let gitstratum_workflow::model::StepAction::Other { reference, .. } = &step.action else { return None };
+            let Some(Err(why)) = refs.actions.get(reference) else { return None };
+            Some(format!("{file_shown}:{}:{}: step {}: {why}", step.pos.line, step.pos.col, n + 1))
+        });
+        if unusable.is_some() {
+            job.refused = unusable;
+        }
+    }
     let planned = match plan(&workflow, &PlanContext { github, inputs, ..Default::default() }) {
         Ok(planned) => planned,
         Err(e) => return Some(NewRun { failure: Some(format!("{}: {e}", file.path)), ..base }),
@@ -241,117 +253,8 @@ pub fn plan_run(
     })
 }
 
-/// Called workflows by the `uses:` naming them: `(path to show, text)`, or why they cannot be read.
-pub type Callees = HashMap<String, Result<(String, String), String>>;
-
-/// Reads the reusable workflows that workflow files call, and those they call in turn (up to
-/// GitHub's depth): a local `./.github/workflows/x.yml` at `commit`; another repository's
-/// `owner/repo/.github/workflows/x.yml@ref` at its tag, branch or commit, when `repo` may use it
-/// (its own repository, a public one, or one of the same owner; any other is reported missing).
-pub async fn read_callees(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
-    repo: &Repo,
-    commit: gitstratum_store::ObjectId,
-    texts: impl IntoIterator<Item = String>,
-) -> Callees {
-    use gitstratum_workflow::call;
-    let mut callees = Callees::new();
-    let mut level: Vec<String> = texts.into_iter().collect();
-    for _ in 0..call::MAX_DEPTH {
-        let mut next = Vec::new();
-        for text in &level {
-            let Ok(workflow) = gitstratum_workflow::load(text) else { continue };
-            for uses in call::called(&workflow) {
-                if callees.contains_key(&uses) || callees.len() >= 4 * call::MAX_CALLED {
-                    continue;
-                }
-                let read = read_callee(platform, objects, refs, repo, commit, &uses).await;
-                if let Ok((_, text)) = &read {
-                    next.push(text.clone());
-                }
-                callees.insert(uses, read);
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        level = next;
-    }
-    callees
-}
-
-async fn read_callee(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
-    repo: &Repo,
-    commit: gitstratum_store::ObjectId,
-    uses: &str,
-) -> Result<(String, String), String> {
-    use gitstratum_workflow::call;
-    let (target, at, path) = if let Some(path) = uses.strip_prefix("./") {
-        if !gitstratum_workflow::WORKFLOW_DIRS.iter().any(|d| path.starts_with(&format!("{d}/"))) {
-            return Err(format!("'{uses}': a reusable workflow must be in .github/workflows"));
-        }
-        (repo.clone(), Some(commit), path.to_owned())
-    } else {
-        let Some((owner, name, path, git_ref)) = call::parse_remote(uses) else {
-            return Err(format!(
-                "'{uses}' is not a reusable workflow reference (./.github/workflows/x.yml or owner/repo/.github/workflows/x.yml@ref)"
-            ));
-        };
-        let missing = || format!("'{uses}': no repository {owner}/{name} this workflow may call");
-        let target = match platform.get_repo(owner, name).await {
-            Ok(Some(t)) if t.id == repo.id || !t.private || t.owner_id == repo.owner_id => t,
-            Ok(_) => return Err(missing()),
-            Err(e) => return Err(format!("'{uses}': {e}")),
-        };
-        let (objects, refs, wanted, id) = (objects.clone(), refs.clone(), git_ref.to_owned(), target.id);
-        let at = tokio::task::spawn_blocking(move || -> Result<Option<gitstratum_store::ObjectId>, String> {
-            let (repo_id, git_ref) = (gitstratum_store::RepoId(id), wanted);
-            if git_ref.len() == 40
-                && let Ok(oid) = gitstratum_store::ObjectId::from_hex(git_ref.as_bytes())
-            {
-                return Ok(source::peel_to_commit(objects.as_ref(), repo_id, oid).ok().flatten());
-            }
-            for name in [format!("refs/tags/{git_ref}"), format!("refs/heads/{git_ref}")] {
-                if let Some(v) = refs.get(repo_id, &name).map_err(|e| e.to_string())?
-                    && let Some(c) = source::peel_to_commit(objects.as_ref(), repo_id, v).map_err(|e| e.to_string())?
-                {
-                    return Ok(Some(c));
-                }
-            }
-            Ok(None)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let Some(at) = at else {
-            return Err(format!("'{uses}': {owner}/{name} has no tag, branch or commit '{git_ref}'"));
-        };
-        (target, Some(at), path.to_owned())
-    };
-    let Some(at) = at else { return Err(format!("'{uses}' could not be read")) };
-    let objects = objects.clone();
-    let (id, file) = (target.id, path.clone());
-    let text = tokio::task::spawn_blocking(move || {
-        source::text_file(objects.as_ref(), gitstratum_store::RepoId(id), at, &file).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    match text {
-        Some(Ok(text)) => {
-            let shown = if target.id == repo.id { path } else { format!("{}/{}/{path}", target.owner, target.name) };
-            Ok((shown, text))
-        }
-        Some(Err(why)) => Err(format!("'{uses}': {why}")),
-        None => Err(format!("'{uses}': no such file")),
-    }
-}
-
 /// The runs a push starts: one per workflow file whose filters match (or that is invalid).
-fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, callees: &Callees) -> Vec<NewRun> {
+fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, refs: &References) -> Vec<NewRun> {
     let ev = Event {
         name: "push",
         key: format!("push:{}", event.seq),
@@ -364,7 +267,7 @@ fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, callees: &C
         .files
         .iter()
         .filter_map(|file| {
-            plan_run(repo, file, &ev, callees, |workflow| {
+            plan_run(repo, file, &ev, refs, |workflow| {
                 if push_triggers(workflow, &push) {
                     Decision::Run { inputs: gitstratum_workflow::expr::Value::Null }
                 } else {

@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod logs;
 pub mod orchestrate;
 pub mod payload;
+pub mod references;
 pub mod source;
 pub mod state;
 pub mod store;

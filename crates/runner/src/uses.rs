@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use gitstratum_workflow::action::{ACTION_FILES, Action, ActionRuns, load_action};
+use gitstratum_workflow::action::{ACTION_FILES, Action, ActionRuns, RemoteAction as Remote, load_action};
 use gitstratum_workflow::expr::{self, Dict, Value};
 use gitstratum_workflow::load::places;
 use gitstratum_workflow::model::{Job, Step, StepAction};
@@ -480,35 +480,6 @@ async fn run_node(
 const MAX_ACTION_FILES: u64 = 20_000;
 const MAX_ACTION_BYTES: u64 = 256 << 20;
 
-/// `owner/repo[/path]@ref`, checked: names as repositories are named, a path without `..`.
-#[derive(Debug, PartialEq, Eq)]
-struct Remote {
-    owner: String,
-    repo: String,
-    path: String,
-    git_ref: String,
-}
-
-impl Remote {
-    fn parse(reference: &str) -> Option<Remote> {
-        let (full, git_ref) = reference.split_once('@')?;
-        let mut parts = full.splitn(3, '/');
-        let (owner, repo) = (parts.next()?, parts.next()?);
-        let path = parts.next().unwrap_or_default().trim_matches('/');
-        let name_ok = |n: &str| {
-            !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        let path_ok = path.split('/').all(|p| p != ".." && p != ".") && !path.contains('\\');
-        let ref_ok = !git_ref.is_empty() && git_ref.len() <= 255 && !git_ref.chars().any(char::is_control);
-        (name_ok(owner) && name_ok(repo) && path_ok && ref_ok).then(|| Remote {
-            owner: owner.to_owned(),
-            repo: repo.trim_end_matches(".git").to_owned(),
-            path: path.to_owned(),
-            git_ref: git_ref.to_owned(),
-        })
-    }
-}
-
 /// Percent-encodes all but RFC 3986's unreserved characters.
 fn encode(text: &str) -> String {
     text.bytes()
@@ -529,7 +500,7 @@ fn encode(text: &str) -> String {
 async fn fetch_remote(site: &StepSite<'_>, remote: &Remote) -> Result<(PathBuf, String, PathBuf), String> {
     use crate::protocol::Answer;
     let (client, runner, lease) = (site.place.client, site.place.runner, site.lease);
-    let shown = format!("{}/{}@{}", remote.owner, remote.repo, remote.git_ref);
+    let shown = remote.shown();
     let rest =
         format!("actions/{}/{}?attempt={}&ref={}", remote.owner, remote.repo, lease.attempt, encode(&remote.git_ref));
     let resolved = client
@@ -707,17 +678,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_references_parse_as_github_writes_them() {
-        let r = Remote::parse("actions/setup-node@v4").expect("parses");
-        assert_eq!(
-            (r.owner.as_str(), r.repo.as_str(), r.path.as_str(), r.git_ref.as_str()),
-            ("actions", "setup-node", "", "v4")
-        );
-        let r = Remote::parse("org/tools/lint/rust@releases/v1").expect("parses");
-        assert_eq!((r.path.as_str(), r.git_ref.as_str()), ("lint/rust", "releases/v1"));
-        for bad in ["nope", "a@v1", "a/b", "../x@v1", "a/b/../../c@v1", "a b/c@v1", "a/b@"] {
-            assert!(Remote::parse(bad).is_none(), "{bad}");
-        }
+    fn refs_are_percent_encoded() {
         assert_eq!(encode("releases/v1 x"), "releases%2Fv1%20x");
     }
 

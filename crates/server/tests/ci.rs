@@ -2001,12 +2001,11 @@ jobs:
         "{other:#?}"
     );
     assert!(other["in-container"].1.contains("container"), "{other:#?}");
-    let log = job_log(&s, &token, &job("other", "uses-other")).await;
     assert!(
-        log.contains(
-            "Unable to resolve action 'actions/setup-node@v4': no repository actions/setup-node this job may use actions from"
+        other["uses-other"].1.contains(
+            "Unable to resolve action 'actions/setup-node@v4': no repository actions/setup-node this job may use"
         ),
-        "{log}"
+        "{other:#?}"
     );
     s.stop().await;
 }
@@ -2189,6 +2188,8 @@ async fn actions_from_other_repositories_resolve_and_cache() {
     );
     write(&tools, "greet/action.yml", "name: Greet\nruns:\n  using: node20\n  main: index.js\n");
     write(&tools, "greet/index.js", "console.log(`greetings from ${process.env.GITHUB_ACTION_PATH}`);\n");
+    write(&tools, "docker/action.yml", "name: D\nruns:\n  using: docker\n  image: Dockerfile\n");
+    write(&tools, "bad/action.yml", "name: Bad\nruns:\n  using: node8\n  main: x.js\n");
     commit(&git, &tools, "tools").await;
     git.ok(&tools, &["tag", "v1"]).await;
     let tools_url = format!("http://x:{token}@{host}/admin/tools.git");
@@ -2217,6 +2218,15 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - uses: admin/tools@no-such-tag
+  docker:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+      - uses: admin/tools/docker@v1
+  bad:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: admin/tools/bad@v1
 "#,
     );
     commit(&git, &src, "use tools").await;
@@ -2229,7 +2239,17 @@ jobs:
         .map(|j| (j["key"].as_str().unwrap_or_default(), j["conclusion"].as_str().unwrap_or_default()))
         .collect();
     let first = job_log(&s, &token, &jobs[0]).await;
-    assert_eq!(ends, [("first", "success"), ("second", "success"), ("unknown", "failure")], "{first}");
+    assert_eq!(
+        ends,
+        [
+            ("first", "success"),
+            ("second", "success"),
+            ("unknown", "failure"),
+            ("docker", "failure"),
+            ("bad", "failure")
+        ],
+        "{first}"
+    );
     let sha = git.ok(&tools, &["rev-parse", "HEAD"]).await.trim().to_owned();
     for expected in [
         format!("Download action repository 'admin/tools@v1' (SHA:{sha})"),
@@ -2242,8 +2262,23 @@ jobs:
     }
     let second = job_log(&s, &token, &jobs[1]).await;
     assert!(second.contains("from this runner's cache"), "{second}");
-    let unknown = job_log(&s, &token, &jobs[2]).await;
-    assert!(unknown.contains("admin/tools has no tag, branch or commit 'no-such-tag'"), "{unknown}");
+    // Actions that cannot be used fail their jobs when the run is created, saying where.
+    let message = |i: usize| jobs[i]["message"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        message(2),
+        ".github/workflows/flow.yml:20:9: step 1: Unable to resolve action 'admin/tools@no-such-tag': admin/tools has no tag, branch or commit 'no-such-tag'"
+    );
+    assert!(
+        message(3).starts_with(".github/workflows/flow.yml:25:9: step 2: 'admin/tools@v1' is a Docker action"),
+        "{}",
+        message(3)
+    );
+    assert!(
+        message(4)
+            .contains("the action 'admin/tools@v1' is not valid:\nadmin/tools/bad/action.yml:3:10: runs.using 'node8'"),
+        "{}",
+        message(4)
+    );
 
     // Another owner's job may not use admin's private action repository.
     let bob = s.user_token("bob", &[gitstratum_platform::Scope::RepoAdmin]).await;
@@ -2263,12 +2298,10 @@ jobs:
     let detail = completed(&s, &bob, &run).await;
     let job = &detail["jobs"][0];
     assert_eq!(job["conclusion"], "failure", "{detail}");
-    let log = job_log(&s, &bob, job).await;
-    assert!(
-        log.contains(
-            "Unable to resolve action 'admin/tools@v1': no repository admin/tools this job may use actions from"
-        ),
-        "{log}"
+    assert_eq!(
+        job["message"],
+        ".github/workflows/flow.yml:6:9: step 1: Unable to resolve action 'admin/tools@v1': no repository admin/tools this job may use",
+        "{detail}"
     );
     s.stop().await;
 }

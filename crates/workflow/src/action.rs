@@ -68,6 +68,43 @@ pub enum ActionRuns {
     },
 }
 
+/// `owner/repo[/path]@ref`: an action of another repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAction {
+    pub owner: String,
+    pub repo: String,
+    /// The action's directory in the repository (empty: its root).
+    pub path: String,
+    pub git_ref: String,
+}
+
+impl RemoteAction {
+    /// Parses a `uses:` naming another repository's action; `None` for anything else (`./path`,
+    /// `docker://…`, a malformed reference) or a name no repository can have.
+    pub fn parse(reference: &str) -> Option<RemoteAction> {
+        let (full, git_ref) = reference.split_once('@')?;
+        let mut parts = full.splitn(3, '/');
+        let (owner, repo) = (parts.next()?, parts.next()?);
+        let path = parts.next().unwrap_or_default().trim_matches('/');
+        let name_ok = |n: &str| {
+            !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        let path_ok = path.split('/').all(|p| p != ".." && p != ".") && !path.contains('\\');
+        let ref_ok = !git_ref.is_empty() && git_ref.len() <= 255 && !git_ref.chars().any(char::is_control);
+        (name_ok(owner) && name_ok(repo) && path_ok && ref_ok).then(|| RemoteAction {
+            owner: owner.to_owned(),
+            repo: repo.trim_end_matches(".git").to_owned(),
+            path: path.to_owned(),
+            git_ref: git_ref.to_owned(),
+        })
+    }
+
+    /// `owner/repo@ref`, as logs name it.
+    pub fn shown(&self) -> String {
+        format!("{}/{}@{}", self.owner, self.repo, self.git_ref)
+    }
+}
+
 /// Parses and validates an action's metadata file.
 pub fn load_action(source: &str) -> Result<Action, Vec<Diagnostic>> {
     let root = yaml::parse(source).map_err(|d| vec![d])?;
@@ -270,6 +307,20 @@ mod tests {
         );
         let d = load_action("name: x\nruns:\n  using: docker\n  image: Dockerfile\n").expect("loads");
         assert_eq!(d.runs, ActionRuns::Docker { image: "Dockerfile".into() });
+    }
+
+    #[test]
+    fn remote_references_parse_as_github_writes_them() {
+        let r = RemoteAction::parse("actions/setup-node@v4").expect("parses");
+        assert_eq!(
+            (r.owner.as_str(), r.repo.as_str(), r.path.as_str(), r.git_ref.as_str()),
+            ("actions", "setup-node", "", "v4")
+        );
+        let r = RemoteAction::parse("org/tools/lint/rust@releases/v1").expect("parses");
+        assert_eq!((r.path.as_str(), r.git_ref.as_str()), ("lint/rust", "releases/v1"));
+        for bad in ["nope", "a@v1", "a/b", "../x@v1", "a/b/../../c@v1", "a b/c@v1", "a/b@", "./x@v1"] {
+            assert!(RemoteAction::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -838,6 +838,7 @@ impl Loader {
             secrets: None,
             call: Vec::new(),
             call_result: None,
+            refused: None,
             steps: Vec::new(),
             retry: None,
         };

@@ -186,6 +186,10 @@ pub struct Job {
     /// it when the called jobs have, with their overall result and the call's outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_result: Option<CallResult>,
+    /// Set when the run is created if the job cannot run as written (a step's action cannot be
+    /// used): why, positioned. The job then fails without running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     pub steps: Vec<Step>,
     /// GitStratum extension: retry failed attempts.
     pub retry: Option<Retry>,

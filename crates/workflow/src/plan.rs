@@ -139,6 +139,10 @@ pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Plan, String> {
     let mut jobs = Vec::new();
     for id in topological_order(workflow) {
         let job = &workflow.jobs[&id];
+        if let Some(why) = &job.refused {
+            jobs.push(PlannedJob::failed(&id, job, why.clone()));
+            continue;
+        }
         match plan_job(&id, job, ctx) {
             Ok(planned) => jobs.extend(planned),
             Err(e) => jobs.push(PlannedJob::failed(&id, job, format!("Error when evaluating job '{id}': {e}"))),
@@ -151,6 +155,9 @@ pub fn plan(workflow: &Workflow, ctx: &PlanContext) -> Result<Plan, String> {
 /// have finished (`ctx.needs` holds their results and outputs): its instances, or why it fails.
 pub fn plan_deferred(workflow: &Workflow, job_id: &str, ctx: &PlanContext) -> Result<Vec<PlannedJob>, String> {
     let job = workflow.jobs.get(job_id).ok_or_else(|| format!("the workflow has no job '{job_id}'"))?;
+    if let Some(why) = &job.refused {
+        return Err(why.clone());
+    }
     let planned = plan_job(job_id, job, ctx).map_err(|e| format!("Error when evaluating job '{job_id}': {e}"))?;
     if planned.iter().any(|p| p.deferred) {
         return Err(format!("job '{job_id}' still depends on jobs that have not finished"));

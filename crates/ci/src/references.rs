@@ -1,0 +1,216 @@
+//! What a run's workflow files refer to outside themselves, read before the run is planned:
+//! the reusable workflows they call (and those call, to GitHub's depth), and the actions of other
+//! repositories their steps use, each checked (the repository may be used, the reference names a
+//! commit, the action's metadata is there and valid, and it is not a Docker action).
+//!
+//! Who may use what: a repository may use its own files, any public repository's, and those of
+//! private repositories of the same owner; any other repository is reported missing, as if it did
+//! not exist. The API's action endpoints for runners apply the same rule ([`may_use`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gitstratum_platform::{PlatformStore, Repo};
+use gitstratum_store::{ObjectId, ObjectStore, RefStore, RepoId};
+use gitstratum_workflow::action::{ACTION_FILES, ActionRuns, RemoteAction, load_action};
+use gitstratum_workflow::call;
+use gitstratum_workflow::model::StepAction;
+
+use crate::source;
+
+/// What a run's files refer to, by the `uses:` naming it.
+#[derive(Debug, Default)]
+pub struct References {
+    /// Called workflows: `(path to show, text)`, or why they cannot be read.
+    pub workflows: HashMap<String, Result<(String, String), String>>,
+    /// Actions of other repositories: usable, or why not.
+    pub actions: HashMap<String, Result<(), String>>,
+}
+
+/// Whether `repo`'s runs may use `target`'s workflows and actions.
+pub fn may_use(repo: &Repo, target: &Repo) -> bool {
+    target.id == repo.id || !target.private || target.owner_id == repo.owner_id
+}
+
+/// The commit `name` names in a repository: a full commit id that is there, else a tag, else a
+/// branch (as git resolves a name). Blocking.
+pub fn resolve_name(
+    objects: &dyn ObjectStore,
+    refs: &dyn RefStore,
+    repo: RepoId,
+    name: &str,
+) -> Result<Option<ObjectId>, String> {
+    if name.len() == 40
+        && let Ok(id) = ObjectId::from_hex(name.as_bytes())
+    {
+        return Ok(source::peel_to_commit(objects, repo, id).ok().flatten());
+    }
+    for full in [format!("refs/tags/{name}"), format!("refs/heads/{name}")] {
+        if let Some(id) = refs.get(repo, &full).map_err(|e| e.to_string())?
+            && let Some(commit) = source::peel_to_commit(objects, repo, id).map_err(|e| e.to_string())?
+        {
+            return Ok(Some(commit));
+        }
+    }
+    Ok(None)
+}
+
+/// The repository `owner/name` and the commit `git_ref` names in it, when `repo` may use it.
+async fn other_commit(
+    platform: &PlatformStore,
+    objects: &Arc<dyn ObjectStore>,
+    refs: &Arc<dyn RefStore>,
+    repo: &Repo,
+    owner: &str,
+    name: &str,
+    git_ref: &str,
+    what: &str,
+) -> Result<(Repo, ObjectId), String> {
+    let target = match platform.get_repo(owner, name).await {
+        Ok(Some(t)) if may_use(repo, &t) => t,
+        Ok(_) => return Err(format!("no repository {owner}/{name} this {what} may use")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (objects, refs, wanted, id) = (objects.clone(), refs.clone(), git_ref.to_owned(), RepoId(target.id));
+    let at = tokio::task::spawn_blocking(move || resolve_name(objects.as_ref(), refs.as_ref(), id, &wanted))
+        .await
+        .map_err(|e| e.to_string())??;
+    match at {
+        Some(at) => Ok((target, at)),
+        None => Err(format!("{owner}/{name} has no tag, branch or commit '{git_ref}'")),
+    }
+}
+
+async fn read_text(
+    objects: &Arc<dyn ObjectStore>,
+    repo: &Repo,
+    at: ObjectId,
+    path: &str,
+) -> Result<Option<Result<String, String>>, String> {
+    let (objects, id, file) = (objects.clone(), RepoId(repo.id), path.to_owned());
+    tokio::task::spawn_blocking(move || source::text_file(objects.as_ref(), id, at, &file).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Reads what the workflow `texts` (at `commit` of `repo`) refer to.
+pub async fn read_references(
+    platform: &PlatformStore,
+    objects: &Arc<dyn ObjectStore>,
+    refs: &Arc<dyn RefStore>,
+    repo: &Repo,
+    commit: ObjectId,
+    texts: impl IntoIterator<Item = String>,
+) -> References {
+    let mut out = References::default();
+    let mut level: Vec<String> = texts.into_iter().collect();
+    let mut all_texts = level.clone();
+    for _ in 0..call::MAX_DEPTH {
+        let mut next = Vec::new();
+        for text in &level {
+            let Ok(workflow) = gitstratum_workflow::load(text) else { continue };
+            for uses in call::called(&workflow) {
+                if out.workflows.contains_key(&uses) || out.workflows.len() >= 4 * call::MAX_CALLED {
+                    continue;
+                }
+                let read = read_workflow(platform, objects, refs, repo, commit, &uses).await;
+                if let Ok((_, text)) = &read {
+                    next.push(text.clone());
+                }
+                out.workflows.insert(uses, read);
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        all_texts.extend(next.iter().cloned());
+        level = next;
+    }
+    for text in &all_texts {
+        let Ok(workflow) = gitstratum_workflow::load(text) else { continue };
+        for step in workflow.jobs.values().flat_map(|j| &j.steps) {
+            let StepAction::Other { reference, .. } = &step.action else { continue };
+            if out.actions.contains_key(reference) || out.actions.len() >= 200 {
+                continue;
+            }
+            let Some(remote) = RemoteAction::parse(reference) else { continue };
+            let checked = check_action(platform, objects, refs, repo, &remote).await;
+            out.actions.insert(reference.clone(), checked);
+        }
+    }
+    out
+}
+
+async fn read_workflow(
+    platform: &PlatformStore,
+    objects: &Arc<dyn ObjectStore>,
+    refs: &Arc<dyn RefStore>,
+    repo: &Repo,
+    commit: ObjectId,
+    uses: &str,
+) -> Result<(String, String), String> {
+    let (target, at, path) = if let Some(path) = uses.strip_prefix("./") {
+        if !gitstratum_workflow::WORKFLOW_DIRS.iter().any(|d| path.starts_with(&format!("{d}/"))) {
+            return Err(format!("'{uses}': a reusable workflow must be in .github/workflows"));
+        }
+        (repo.clone(), commit, path.to_owned())
+    } else {
+        let Some((owner, name, path, git_ref)) = call::parse_remote(uses) else {
+            return Err(format!(
+                "'{uses}' is not a reusable workflow reference (./.github/workflows/x.yml or owner/repo/.github/workflows/x.yml@ref)"
+            ));
+        };
+        let (target, at) = other_commit(platform, objects, refs, repo, owner, name, git_ref, "workflow")
+            .await
+            .map_err(|e| format!("'{uses}': {e}"))?;
+        (target, at, path.to_owned())
+    };
+    match read_text(objects, &target, at, &path).await.map_err(|e| format!("'{uses}': {e}"))? {
+        Some(Ok(text)) => {
+            let shown = if target.id == repo.id { path } else { format!("{}/{}/{path}", target.owner, target.name) };
+            Ok((shown, text))
+        }
+        Some(Err(why)) => Err(format!("'{uses}': {why}")),
+        None => Err(format!("'{uses}': no such file")),
+    }
+}
+
+/// Whether a step of `repo` can use the action: its repository may be used, its reference names
+/// a commit, its metadata is there and valid (messages positioned in that file), and it is not a
+/// Docker action.
+async fn check_action(
+    platform: &PlatformStore,
+    objects: &Arc<dyn ObjectStore>,
+    refs: &Arc<dyn RefStore>,
+    repo: &Repo,
+    remote: &RemoteAction,
+) -> Result<(), String> {
+    let shown = remote.shown();
+    let unable = |e: String| format!("Unable to resolve action '{shown}': {e}");
+    let (target, at) = other_commit(platform, objects, refs, repo, &remote.owner, &remote.repo, &remote.git_ref, "job")
+        .await
+        .map_err(unable)?;
+    let dir = if remote.path.is_empty() { String::new() } else { format!("{}/", remote.path) };
+    for name in ACTION_FILES {
+        let path = format!("{dir}{name}");
+        let Some(text) = read_text(objects, &target, at, &path).await.map_err(unable)? else { continue };
+        let text = text.map_err(unable)?;
+        let action = load_action(&text).map_err(|diags| {
+            let shown_file = format!("{}/{}/{path}", target.owner, target.name);
+            let lines: Vec<String> = diags.iter().take(5).map(|d| d.display_in(&shown_file).to_string()).collect();
+            format!("the action '{shown}' is not valid:\n{}", lines.join("\n"))
+        })?;
+        if let ActionRuns::Docker { image } = action.runs {
+            return Err(format!(
+                "'{shown}' is a Docker action (image '{image}'): Docker actions need a container executor, which this installation's runners do not have"
+            ));
+        }
+        return Ok(());
+    }
+    if read_text(objects, &target, at, &format!("{dir}Dockerfile")).await.map_err(unable)?.is_some() {
+        return Err(format!(
+            "'{shown}' is a Docker action (a Dockerfile): Docker actions need a container executor, which this installation's runners do not have"
+        ));
+    }
+    Err(format!("Can't find 'action.yml', 'action.yaml' or 'Dockerfile' for action '{shown}'"))
+}
