@@ -19,7 +19,7 @@ use gitstratum_store::{ObjectStore, RefEvent, RefStore};
 use gitstratum_workflow::plan::{GithubEvent, PlanContext, github_context, plan};
 use gitstratum_workflow::trigger::{PushEvent, push_triggers};
 
-use crate::references::{References, read_references};
+use crate::references::{References, Stores, read_references};
 use crate::source::{self, WorkflowFile};
 use crate::store::{CiStore, NewJob, NewRun};
 
@@ -102,15 +102,8 @@ impl Ingestor {
                 continue;
             };
             let texts = source.files.iter().filter_map(|f| f.text.clone().ok());
-            let referenced = read_references(
-                &self.platform,
-                &self.objects,
-                &self.refs,
-                &repo,
-                source.commit_id,
-                texts.collect::<Vec<_>>(),
-            )
-            .await;
+            let stores = Stores { platform: &self.platform, objects: &self.objects, refs: &self.refs };
+            let referenced = read_references(stores, &repo, source.commit_id, texts.collect::<Vec<_>>()).await;
             runs.extend(runs_for_push(&repo, event, &source, &referenced));
         }
         let created = self.ci.create_runs(CURSOR, last, &runs, self.clock.now()).await?;

@@ -27,6 +27,14 @@ pub struct References {
     pub actions: HashMap<String, Result<(), String>>,
 }
 
+/// Where references are read from.
+#[derive(Clone, Copy)]
+pub struct Stores<'a> {
+    pub platform: &'a PlatformStore,
+    pub objects: &'a Arc<dyn ObjectStore>,
+    pub refs: &'a Arc<dyn RefStore>,
+}
+
 /// Whether `repo`'s runs may use `target`'s workflows and actions.
 pub fn may_use(repo: &Repo, target: &Repo) -> bool {
     target.id == repo.id || !target.private || target.owner_id == repo.owner_id
@@ -57,21 +65,20 @@ pub fn resolve_name(
 
 /// The repository `owner/name` and the commit `git_ref` names in it, when `repo` may use it.
 async fn other_commit(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
+    stores: Stores<'_>,
     repo: &Repo,
     owner: &str,
     name: &str,
     git_ref: &str,
     what: &str,
 ) -> Result<(Repo, ObjectId), String> {
-    let target = match platform.get_repo(owner, name).await {
+    let target = match stores.platform.get_repo(owner, name).await {
         Ok(Some(t)) if may_use(repo, &t) => t,
         Ok(_) => return Err(format!("no repository {owner}/{name} this {what} may use")),
         Err(e) => return Err(e.to_string()),
     };
-    let (objects, refs, wanted, id) = (objects.clone(), refs.clone(), git_ref.to_owned(), RepoId(target.id));
+    let (objects, refs, wanted, id) =
+        (stores.objects.clone(), stores.refs.clone(), git_ref.to_owned(), RepoId(target.id));
     let at = tokio::task::spawn_blocking(move || resolve_name(objects.as_ref(), refs.as_ref(), id, &wanted))
         .await
         .map_err(|e| e.to_string())??;
@@ -95,9 +102,7 @@ async fn read_text(
 
 /// Reads what the workflow `texts` (at `commit` of `repo`) refer to.
 pub async fn read_references(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
+    stores: Stores<'_>,
     repo: &Repo,
     commit: ObjectId,
     texts: impl IntoIterator<Item = String>,
@@ -113,7 +118,7 @@ pub async fn read_references(
                 if out.workflows.contains_key(&uses) || out.workflows.len() >= 4 * call::MAX_CALLED {
                     continue;
                 }
-                let read = read_workflow(platform, objects, refs, repo, commit, &uses).await;
+                let read = read_workflow(stores, repo, commit, &uses).await;
                 if let Ok((_, text)) = &read {
                     next.push(text.clone());
                 }
@@ -134,7 +139,7 @@ pub async fn read_references(
                 continue;
             }
             let Some(remote) = RemoteAction::parse(reference) else { continue };
-            let checked = check_action(platform, objects, refs, repo, &remote).await;
+            let checked = check_action(stores, repo, &remote).await;
             out.actions.insert(reference.clone(), checked);
         }
     }
@@ -142,9 +147,7 @@ pub async fn read_references(
 }
 
 async fn read_workflow(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
+    stores: Stores<'_>,
     repo: &Repo,
     commit: ObjectId,
     uses: &str,
@@ -160,12 +163,11 @@ async fn read_workflow(
                 "'{uses}' is not a reusable workflow reference (./.github/workflows/x.yml or owner/repo/.github/workflows/x.yml@ref)"
             ));
         };
-        let (target, at) = other_commit(platform, objects, refs, repo, owner, name, git_ref, "workflow")
-            .await
-            .map_err(|e| format!("'{uses}': {e}"))?;
+        let (target, at) =
+            other_commit(stores, repo, owner, name, git_ref, "workflow").await.map_err(|e| format!("'{uses}': {e}"))?;
         (target, at, path.to_owned())
     };
-    match read_text(objects, &target, at, &path).await.map_err(|e| format!("'{uses}': {e}"))? {
+    match read_text(stores.objects, &target, at, &path).await.map_err(|e| format!("'{uses}': {e}"))? {
         Some(Ok(text)) => {
             let shown = if target.id == repo.id { path } else { format!("{}/{}/{path}", target.owner, target.name) };
             Ok((shown, text))
@@ -178,22 +180,15 @@ async fn read_workflow(
 /// Whether a step of `repo` can use the action: its repository may be used, its reference names
 /// a commit, its metadata is there and valid (messages positioned in that file), and it is not a
 /// Docker action.
-async fn check_action(
-    platform: &PlatformStore,
-    objects: &Arc<dyn ObjectStore>,
-    refs: &Arc<dyn RefStore>,
-    repo: &Repo,
-    remote: &RemoteAction,
-) -> Result<(), String> {
+async fn check_action(stores: Stores<'_>, repo: &Repo, remote: &RemoteAction) -> Result<(), String> {
     let shown = remote.shown();
     let unable = |e: String| format!("Unable to resolve action '{shown}': {e}");
-    let (target, at) = other_commit(platform, objects, refs, repo, &remote.owner, &remote.repo, &remote.git_ref, "job")
-        .await
-        .map_err(unable)?;
+    let (target, at) =
+        other_commit(stores, repo, &remote.owner, &remote.repo, &remote.git_ref, "job").await.map_err(unable)?;
     let dir = if remote.path.is_empty() { String::new() } else { format!("{}/", remote.path) };
     for name in ACTION_FILES {
         let path = format!("{dir}{name}");
-        let Some(text) = read_text(objects, &target, at, &path).await.map_err(unable)? else { continue };
+        let Some(text) = read_text(stores.objects, &target, at, &path).await.map_err(unable)? else { continue };
         let text = text.map_err(unable)?;
         let action = load_action(&text).map_err(|diags| {
             let shown_file = format!("{}/{}/{path}", target.owner, target.name);
@@ -207,7 +202,7 @@ async fn check_action(
         }
         return Ok(());
     }
-    if read_text(objects, &target, at, &format!("{dir}Dockerfile")).await.map_err(unable)?.is_some() {
+    if read_text(stores.objects, &target, at, &format!("{dir}Dockerfile")).await.map_err(unable)?.is_some() {
         return Err(format!(
             "'{shown}' is a Docker action (a Dockerfile): Docker actions need a container executor, which this installation's runners do not have"
         ));
