@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod crc;
 pub mod delta;
 pub mod object;
 pub mod pack;

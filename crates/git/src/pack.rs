@@ -260,7 +260,7 @@ pub struct Writer<W: Write> {
     remaining: u32,
     level: Compression,
     /// CRC-32 of the entry being written (what a pack index records for it).
-    crc: flate2::Crc,
+    crc: crate::crc::Crc,
 }
 
 impl<W: Write> Writer<W> {
@@ -279,7 +279,7 @@ impl<W: Write> Writer<W> {
             position: 12,
             remaining: count,
             level: Compression::default(),
-            crc: flate2::Crc::new(),
+            crc: crate::crc::Crc::new(),
         })
     }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use flate2::Crc;
+use crate::crc::Crc;
 use flate2::bufread::ZlibDecoder;
 
 use crate::object::{HashKind, ObjectId, ObjectKind, hash_object};
