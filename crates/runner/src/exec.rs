@@ -104,6 +104,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         post: std::sync::Mutex::new(Vec::new()),
         posts: std::sync::Mutex::new(Vec::new()),
         actions_cache: config.work_dir.join("_actions"),
+        resolved: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
     let (ending, outputs) = execute(client, runner, &place, &lease, &dirs, &log, stop_rx.clone()).await;
     log.line(&format!("Job ended: {}", ending.as_str()));
@@ -135,6 +136,9 @@ pub(crate) struct JobPlace<'a> {
     pub(crate) posts: std::sync::Mutex<Vec<uses::PostStep>>,
     /// The runner's cache of action repositories, by commit (`_actions` in its work directory).
     pub(crate) actions_cache: std::path::PathBuf,
+    /// The actions of other repositories this job resolved, by `uses:`: each is resolved once,
+    /// so every step (and `pre`/`post`) of the job runs the same commit.
+    pub(crate) resolved: std::sync::Mutex<std::collections::HashMap<String, uses::Placed>>,
 }
 
 /// The expression context of a step: named values, and the status functions of `if:`.

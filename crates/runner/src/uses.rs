@@ -495,9 +495,22 @@ fn encode(text: &str) -> String {
 
 /// Resolves a remote action to a commit (the server checks the job may use the repository),
 /// fetches that commit's files into the runner's cache unless they are there already, and links
-/// them into the job's read-only actions directory. Returns the action's directory on the host and
-/// inside the sandbox, and the root it must stay in.
-async fn fetch_remote(site: &StepSite<'_>, remote: &Remote) -> Result<(PathBuf, String, PathBuf), String> {
+/// them into the job's read-only actions directory, once per job. Returns the action's directory
+/// on the host and inside the sandbox, and the root it must stay in.
+async fn fetch_remote(site: &StepSite<'_>, remote: &Remote) -> Result<Placed, String> {
+    let key = remote.shown() + "/" + &remote.path;
+    if let Some(placed) = site.place.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(placed.clone());
+    }
+    let placed = fetch_remote_once(site, remote).await?;
+    site.place.resolved.lock().unwrap_or_else(|e| e.into_inner()).insert(key, placed.clone());
+    Ok(placed)
+}
+
+/// Where an action is: its directory on the host, inside the sandbox, and the root it must stay in.
+pub(crate) type Placed = (PathBuf, String, PathBuf);
+
+async fn fetch_remote_once(site: &StepSite<'_>, remote: &Remote) -> Result<Placed, String> {
     use crate::protocol::Answer;
     let (client, runner, lease) = (site.place.client, site.place.runner, site.lease);
     let shown = remote.shown();
