@@ -885,11 +885,12 @@ impl GitService {
                 })
                 .map(|(id, _)| *id)
                 .collect();
-            let mut loaded: HashMap<ObjectId, Object> = HashMap::with_capacity(whole.len());
+            let mut objects = Vec::with_capacity(whole.len());
             for (id, object) in whole.iter().zip(self.objects.get_many(repo, &whole)?) {
-                let object = object.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
-                loaded.insert(*id, object);
+                objects
+                    .push((*id, object.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?));
             }
+            let mut loaded = deflate_all(objects)?;
             for (id, raw) in ids.iter().zip(raws) {
                 let raw = raw.ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
                 ctx.write_one(&mut writer, *id, raw, loaded.remove(id), 0)?;
@@ -898,6 +899,46 @@ impl GitService {
         writer.finish()?;
         Ok((reused, objects.len()))
     }
+}
+
+/// An object going out whole, compressed.
+struct Deflated {
+    kind: ObjectKind,
+    size: u64,
+    data: Vec<u8>,
+}
+
+/// Compresses the objects a pack sends whole (deltas whose base the client will not get), on
+/// every core: for a depth=1 clone most of them are, and compressing is most of its work.
+fn deflate_all(objects: Vec<(ObjectId, Object)>) -> Result<HashMap<ObjectId, Deflated>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let one = |(id, object): (ObjectId, Object)| -> io::Result<(ObjectId, Deflated)> {
+        let data = gitstratum_git::pack::deflate(&object.data)?;
+        Ok((id, Deflated { kind: object.kind, size: object.data.len() as u64, data }))
+    };
+    if threads < 2 || objects.len() < 8 {
+        return Ok(objects.into_iter().map(one).collect::<io::Result<_>>()?);
+    }
+    // Round-robin by size, so each thread gets a like share of the bytes.
+    let mut objects = objects;
+    objects.sort_by_key(|(_, o)| std::cmp::Reverse(o.data.len()));
+    let mut shares: Vec<Vec<(ObjectId, Object)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in objects.into_iter().enumerate() {
+        shares[i % threads].push(item);
+    }
+    let results: Vec<io::Result<Vec<(ObjectId, Deflated)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            shares.into_iter().map(|share| scope.spawn(move || share.into_iter().map(one).collect())).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a compressing thread panicked"))))
+            .collect()
+    });
+    let mut out = HashMap::new();
+    for result in results {
+        out.extend(result?);
+    }
+    Ok(out)
 }
 
 /// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for
@@ -965,7 +1006,7 @@ impl PackCtx<'_> {
         writer: &mut Writer<&mut dyn Write>,
         id: ObjectId,
         raw: RawEntry,
-        object: Option<Object>,
+        deflated: Option<Deflated>,
         depth: usize,
     ) -> Result<()> {
         if self.written.contains_key(&id) {
@@ -1008,17 +1049,19 @@ impl PackCtx<'_> {
                 }
             }
         }
-        let object = match object {
-            Some(o) => o,
-            None => self
-                .service
-                .objects
-                .get_many(self.repo, &[id])?
-                .pop()
-                .flatten()
-                .ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?,
+        let offset = match deflated {
+            Some(d) => writer.write_raw_object(d.kind, d.size, &d.data)?,
+            None => {
+                let object = self
+                    .service
+                    .objects
+                    .get_many(self.repo, &[id])?
+                    .pop()
+                    .flatten()
+                    .ok_or_else(|| Error::Protocol(format!("object {id} vanished while packing")))?;
+                writer.write_object(object.kind, &object.data)?
+            }
         };
-        let offset = writer.write_object(object.kind, &object.data)?;
         self.written.insert(id, offset);
         Ok(())
     }

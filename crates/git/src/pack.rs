@@ -258,7 +258,6 @@ pub struct Writer<W: Write> {
     hasher: gix_hash::Hasher,
     position: u64,
     remaining: u32,
-    level: Compression,
     /// CRC-32 of the entry being written (what a pack index records for it).
     crc: crate::crc::Crc,
 }
@@ -273,14 +272,7 @@ impl<W: Write> Writer<W> {
         out.write_all(&header)?;
         let mut hasher = gix_hash::hasher(HashKind::Sha1);
         hasher.update(&header);
-        Ok(Writer {
-            out,
-            hasher,
-            position: 12,
-            remaining: count,
-            level: Compression::default(),
-            crc: crate::crc::Crc::new(),
-        })
+        Ok(Writer { out, hasher, position: 12, remaining: count, crc: crate::crc::Crc::new() })
     }
 
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -334,9 +326,7 @@ impl<W: Write> Writer<W> {
     }
 
     fn compressed(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut encoder = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), self.level);
-        encoder.write_all(data)?;
-        let compressed = encoder.finish()?;
+        let compressed = deflate(data)?;
         self.emit(&compressed)
     }
 
@@ -490,4 +480,11 @@ pub fn resolve_all(entries: &[Entry], external: &KnownObjects<'_>) -> Result<Vec
         out.push(Resolved { id: hash_object(kind, &data)?, kind, data, offset: entries[i].offset });
     }
     Ok(out)
+}
+
+/// Compresses an entry's data as the pack writer does (zlib, its default level).
+pub fn deflate(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::default());
+    encoder.write_all(data)?;
+    encoder.finish()
 }
