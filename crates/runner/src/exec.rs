@@ -377,27 +377,7 @@ async fn execute_steps(
         let mut step_env = env.clone();
         step_env.insert("GITHUB_ACTION".to_owned(), action_name.clone());
         let mut env_errors = Vec::new();
-        ctx.values.set("env", env_value(&step_env));
-        let evaluated = evaluate_env(&step.env, &places::STEP, &mut ctx, &mut step_env);
-        env_errors.extend(evaluated.err());
-        ctx.values.set("env", env_value(&step_env));
-        let runs = if !env_errors.is_empty() {
-            true // it fails below, saying why
-        } else {
-            match &step.condition {
-                None => !ctx.failed && !ctx.cancelled,
-                Some(cond) => match expr::parse(cond, &places::STEP_IF.options())
-                    .map_err(|e| e.message)
-                    .and_then(|e| expr::evaluate(&e, &ctx, cond).map_err(|e| e.message))
-                {
-                    Ok(v) => v.is_truthy(),
-                    Err(e) => {
-                        env_errors.push(format!("if: {e}"));
-                        true
-                    }
-                },
-            }
-        };
+        let runs = prepare_step(step, (&places::STEP, &places::STEP_IF), &mut ctx, &mut step_env, &mut env_errors);
         if !runs {
             let _ = client.step(runner, lease.job_id, lease.attempt, number, Some("skipped"), &[]).await;
             continue;
@@ -516,12 +496,9 @@ async fn execute_steps(
             return Ending::Cancelled;
         }
         ctx.values.set("env", env_value(&env));
-        let runs = expr::parse(&post.condition, &places::ACTION_STEP_IF.options())
-            .map_err(|e| e.message)
-            .and_then(|e| expr::evaluate(&e, &ctx, &post.condition).map_err(|e| e.message));
-        match runs {
-            Ok(v) if v.is_truthy() => {}
-            Ok(_) => continue,
+        match holds(&post.condition, &places::ACTION_STEP_IF, &ctx) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 log.line(&format!("##[error]{}: post-if: {e}", post.title));
                 ctx.failed = true;
@@ -575,6 +552,39 @@ async fn execute_steps(
     } else {
         Ending::Success
     }
+}
+
+/// Evaluates a step's `env` (into `step_env`, the `env` context following) and then its `if:`,
+/// as GitHub's runner does; whether it runs. A problem is added to `errors`, and the step then
+/// "runs" only to fail saying so.
+pub(crate) fn prepare_step(
+    step: &Step,
+    (env_place, if_place): (&Place, &Place),
+    ctx: &mut StepContext,
+    step_env: &mut BTreeMap<String, String>,
+    errors: &mut Vec<String>,
+) -> bool {
+    ctx.values.set("env", env_value(step_env));
+    errors.extend(evaluate_env(&step.env, env_place, ctx, step_env).err());
+    ctx.values.set("env", env_value(step_env));
+    if !errors.is_empty() {
+        return true;
+    }
+    match &step.condition {
+        None => !ctx.failed && !ctx.cancelled,
+        Some(cond) => holds(cond, if_place, ctx).unwrap_or_else(|e| {
+            errors.push(format!("if: {e}"));
+            true
+        }),
+    }
+}
+
+/// Whether a condition (an expression without `${{ }}`) holds.
+pub(crate) fn holds(condition: &str, place: &Place, ctx: &StepContext) -> Result<bool, String> {
+    expr::parse(condition, &place.options())
+        .map_err(|e| e.message)
+        .and_then(|e| expr::evaluate(&e, ctx, condition).map_err(|e| e.message))
+        .map(|v| v.is_truthy())
 }
 
 /// Adds a step's `outputs`, `outcome` and `conclusion` to the `steps` context.

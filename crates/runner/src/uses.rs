@@ -21,14 +21,14 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use gitstratum_workflow::action::{ACTION_FILES, Action, ActionRuns, RemoteAction as Remote, load_action};
-use gitstratum_workflow::expr::{self, Dict, Value};
+use gitstratum_workflow::expr::{Dict, Value};
 use gitstratum_workflow::load::places;
 use gitstratum_workflow::model::{Job, Step, StepAction};
 use tokio::sync::watch;
 
 use crate::exec::{
-    FileKind, JobPlace, Outcome, StepContext, StepFiles, env_value, evaluate, evaluate_env, flag, minutes, record_step,
-    run_step, sandboxed, step_action_names,
+    FileKind, JobPlace, Outcome, StepContext, StepFiles, env_value, evaluate, flag, holds, minutes, prepare_step,
+    record_step, run_step, sandboxed, step_action_names,
 };
 use crate::logship::LogWriter;
 use crate::protocol::{Lease, Signal};
@@ -292,27 +292,9 @@ async fn run_composite(
         }
         let mut step_env = env.clone();
         step_env.insert("GITHUB_ACTION".to_owned(), names.get(index).cloned().unwrap_or_default());
-        cx.values.set("env", env_value(&step_env));
-        let mut errors: Vec<String> =
-            evaluate_env(&inner.env, &places::ACTION_STEP, &mut cx, &mut step_env).err().into_iter().collect();
-        cx.values.set("env", env_value(&step_env));
-        let runs = if !errors.is_empty() {
-            true
-        } else {
-            match &inner.condition {
-                None => !cx.failed && !cx.cancelled,
-                Some(cond) => match expr::parse(cond, &places::ACTION_STEP_IF.options())
-                    .map_err(|e| e.message)
-                    .and_then(|e| expr::evaluate(&e, &cx, cond).map_err(|e| e.message))
-                {
-                    Ok(v) => v.is_truthy(),
-                    Err(e) => {
-                        errors.push(format!("if: {e}"));
-                        true
-                    }
-                },
-            }
-        };
+        let mut errors: Vec<String> = Vec::new();
+        let runs =
+            prepare_step(inner, (&places::ACTION_STEP, &places::ACTION_STEP_IF), &mut cx, &mut step_env, &mut errors);
         if !runs {
             continue;
         }
@@ -644,12 +626,9 @@ pub(crate) async fn run_pre_scripts(
         let Ok(action) = read_action(&host, &inside, &root) else { continue };
         let ActionRuns::Node { pre: Some(pre), pre_if, .. } = &action.runs else { continue };
         let condition = pre_if.as_deref().unwrap_or("always()");
-        let runs = expr::parse(condition, &places::ACTION_STEP_IF.options())
-            .map_err(|e| e.message)
-            .and_then(|e| expr::evaluate(&e, ctx, condition).map_err(|e| e.message));
-        match runs {
-            Ok(v) if v.is_truthy() => {}
-            Ok(_) => continue,
+        match holds(condition, &places::ACTION_STEP_IF, ctx) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 log.line(&format!("##[error]Pre {}: pre-if: {e}", step.display_name()));
                 ok = false;
