@@ -254,7 +254,10 @@ async fn execute_steps(
         github.set(*key, Value::from(value.as_str()));
     }
     github.set("workspace", Value::from(sandbox::WORKSPACE));
-    github.set("job", Value::from(lease.job_key.as_str()));
+    // A job a reusable workflow call brought in (`build/compile`) is `compile` to itself, as on
+    // GitHub.
+    let own_key = lease.job_key.rsplit('/').next().unwrap_or(&lease.job_key).to_owned();
+    github.set("job", Value::from(own_key.as_str()));
     github.set("token", Value::from(lease.token.as_str()));
     github.set("event", Value::from_json(lease.event_payload.clone()));
     github.set("event_path", Value::from(EVENT_PATH));
@@ -312,7 +315,7 @@ async fn execute_steps(
         ("PATH", PATH.to_owned()),
         ("LANG", "C.UTF-8".to_owned()),
         ("GITHUB_WORKSPACE", sandbox::WORKSPACE.to_owned()),
-        ("GITHUB_JOB", lease.job_key.clone()),
+        ("GITHUB_JOB", own_key.clone()),
         ("GITHUB_EVENT_PATH", EVENT_PATH.to_owned()),
         ("GITHUB_RETENTION_DAYS", RETENTION_DAYS.to_owned()),
         ("GITSTRATUM_JOB_ATTEMPT", lease.attempt.to_string()),

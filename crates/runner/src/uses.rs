@@ -93,6 +93,12 @@ pub(crate) fn run_action<'a>(
                 None => Err(format!("'{reference}' is not an action reference (owner/repo[/path]@ref or ./path)")),
             },
         };
+        // `github.action_repository`/`action_ref` and their variables: the action's repository
+        // and reference for an action of another repository, empty for a local one.
+        let (action_repository, action_ref) = match Remote::parse(reference) {
+            Some(r) if !reference.starts_with("./") => (format!("{}/{}", r.owner, r.repo), r.git_ref),
+            _ => (String::new(), String::new()),
+        };
         let (host_dir, inside_dir, root) = match found {
             Ok(found) => found,
             Err(e) => {
@@ -109,6 +115,17 @@ pub(crate) fn run_action<'a>(
                 return Outcome::Failed;
             }
         };
+        let mut env = site.env.clone();
+        env.insert("GITHUB_ACTION_REPOSITORY".to_owned(), action_repository.clone());
+        env.insert("GITHUB_ACTION_REF".to_owned(), action_ref.clone());
+        let mut ctx = site.ctx.clone();
+        if let Some(Value::Object(github)) = ctx.values.get("github").cloned() {
+            let mut github = (*github).clone();
+            github.set("action_repository", Value::from(action_repository.as_str()));
+            github.set("action_ref", Value::from(action_ref.as_str()));
+            ctx.values.set("github", Value::object(github));
+        }
+        let site = StepSite { env: &env, ctx: &ctx, ..site };
         let inputs = match action_inputs(&action, &site) {
             Ok(inputs) => inputs,
             Err(e) => {

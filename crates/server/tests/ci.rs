@@ -2184,7 +2184,7 @@ async fn actions_from_other_repositories_resolve_and_cache() {
     write(
         &tools,
         "action.yml",
-        "name: Tools\ninputs:\n  word: {default: none}\noutputs:\n  upper:\n    value: ${{ steps.up.outputs.v }}\nruns:\n  using: composite\n  steps:\n    - id: up\n      shell: bash\n      run: |\n        echo \"v=$(echo '${{ inputs.word }}' | tr a-z A-Z)\" >> \"$GITHUB_OUTPUT\"\n        echo \"tools at $GITHUB_ACTION_PATH\"\n        touch \"$GITHUB_ACTION_PATH/written\" 2>/dev/null || echo 'the action directory is read-only'\n",
+        "name: Tools\ninputs:\n  word: {default: none}\noutputs:\n  upper:\n    value: ${{ steps.up.outputs.v }}\nruns:\n  using: composite\n  steps:\n    - id: up\n      shell: bash\n      run: |\n        echo \"v=$(echo '${{ inputs.word }}' | tr a-z A-Z)\" >> \"$GITHUB_OUTPUT\"\n        echo \"tools at $GITHUB_ACTION_PATH\"\n        echo \"from ${{ github.action_repository }} at $GITHUB_ACTION_REF\"\n        touch \"$GITHUB_ACTION_PATH/written\" 2>/dev/null || echo 'the action directory is read-only'\n",
     );
     write(&tools, "greet/action.yml", "name: Greet\nruns:\n  using: node20\n  main: index.js\n");
     write(&tools, "greet/index.js", "console.log(`greetings from ${process.env.GITHUB_ACTION_PATH}`);\n");
@@ -2257,6 +2257,7 @@ jobs:
         "the action directory is read-only".to_owned(),
         format!("greetings from /__gitstratum/actions/admin/tools/{sha}/greet"),
         "upper HELLO".to_owned(),
+        "from admin/tools at v1".to_owned(),
     ] {
         assert!(first.contains(&expected), "{expected:?} not in:\n{first}");
     }
@@ -2395,6 +2396,7 @@ jobs:
         run: |
           echo "compiling ${{ inputs.version }} release=${{ inputs.release }} where=$WHERE"
           echo "token is ${{ secrets.token }}"
+          echo "job ${{ github.job }} $GITHUB_JOB"
           echo "name=app-${{ inputs.version }}.tar" >> "$GITHUB_OUTPUT"
   nested:
     needs: compile
@@ -2454,6 +2456,7 @@ jobs:
     let compile = job_log(&s, &token, by_key("build/compile")).await;
     assert!(compile.contains("compiling 1.2.3 release=true where=callee"), "{compile}");
     assert!(compile.contains("token is ***") && !compile.contains("tok-123-secret"), "{compile}");
+    assert!(compile.contains("job compile compile"), "{compile}");
     let say = job_log(&s, &token, by_key("build/nested/say")).await;
     assert!(say.contains("inner v1.2.3"), "{say}");
     let report = job_log(&s, &token, by_key("report")).await;
