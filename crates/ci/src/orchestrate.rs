@@ -1438,21 +1438,33 @@ fn call_completion(
     jobs: &[Job],
     result: &gitstratum_workflow::model::CallResult,
 ) -> (Conclusion, serde_json::Map<String, serde_json::Value>) {
-    let mut context = serde_json::Map::new();
     let mut all: Vec<&Job> = Vec::new();
-    for id in &result.jobs {
-        let key = format!("{}{id}", result.prefix);
-        let instances: Vec<&Job> = jobs.iter().filter(|j| j.job_key == key).collect();
-        let mut outputs = serde_json::Map::new();
-        for job in &instances {
-            if let Some(serde_json::Value::Object(o)) =
-                job.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok())
-            {
-                outputs.extend(o);
+    let mut outputs = serde_json::Map::new();
+    // One call per combination of a calling job's matrix: their outputs merged, a later
+    // combination winning, as a matrix job's are.
+    for prefix in &result.prefixes {
+        let mut context = serde_json::Map::new();
+        for id in &result.jobs {
+            let key = format!("{prefix}{id}");
+            let instances: Vec<&Job> = jobs.iter().filter(|j| j.job_key == key).collect();
+            let mut job_outputs = serde_json::Map::new();
+            for job in &instances {
+                if let Some(serde_json::Value::Object(o)) =
+                    job.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok())
+                {
+                    job_outputs.extend(o);
+                }
             }
+            context.insert(id.clone(), serde_json::json!({"result": result_of(&instances), "outputs": job_outputs}));
+            all.extend(instances);
         }
-        context.insert(id.clone(), serde_json::json!({"result": result_of(&instances), "outputs": outputs}));
-        all.extend(instances);
+        let evaluated = gitstratum_workflow::call::call_outputs(
+            result,
+            serde_json::Value::Object(context),
+            run.github.clone(),
+            run.inputs.clone(),
+        );
+        outputs.extend(evaluated.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))));
     }
     let conclusion = match result_of(&all) {
         "failure" => Conclusion::Failure,
@@ -1460,13 +1472,7 @@ fn call_completion(
         "skipped" => Conclusion::Skipped,
         _ => Conclusion::Success,
     };
-    let outputs = gitstratum_workflow::call::call_outputs(
-        result,
-        serde_json::Value::Object(context),
-        run.github.clone(),
-        run.inputs.clone(),
-    );
-    (conclusion, outputs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect())
+    (conclusion, outputs)
 }
 
 /// Plans a waiting job whose `runs_on` was not known when its run was created, now that the jobs

@@ -2369,6 +2369,13 @@ jobs:
   shared:
     uses: admin/shared/.github/workflows/lint.yml@v1
     secrets: inherit
+  regions:
+    strategy:
+      matrix:
+        region: [eu, us]
+    uses: ./.github/workflows/inner.yml
+    with:
+      what: region-${{ matrix.region }}
 "#,
     );
     write(
@@ -2461,6 +2468,15 @@ jobs:
     assert!(say.contains("inner v1.2.3"), "{say}");
     let report = job_log(&s, &token, by_key("report")).await;
     assert!(report.contains("built app-1.2.3.tar success where=caller"), "{report}");
+    for (key, name, said) in [
+        ("regions/1/say", "regions (eu) / say", "inner region-eu"),
+        ("regions/2/say", "regions (us) / say", "inner region-us"),
+    ] {
+        assert_eq!(by_key(key)["name"], name, "{summary:?}");
+        let log = job_log(&s, &token, by_key(key)).await;
+        assert!(log.contains(said), "{log}");
+    }
+    assert_eq!(by_key("regions")["conclusion"], "success", "{summary:?}");
     let lint = job_log(&s, &token, by_key("shared/lint")).await;
     assert!(lint.contains("lint sees *** on admin/app"), "{lint}");
     s.stop().await;

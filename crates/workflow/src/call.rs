@@ -10,7 +10,8 @@
 //! ([`callee_inputs`], [`callee_secrets`]), when its needs are known.
 //!
 //! Limits as GitHub's: four levels of workflows (the caller and three nested calls), 20 distinct
-//! called workflows per run. Not supported yet: a matrix on a calling job.
+//! called workflows per run. A calling job with a matrix calls once per combination (keys
+//! `caller/1/job`, names `caller (a, b) / job`); its matrix must be known when the run is created.
 
 use indexmap::IndexMap;
 use serde_json::Value as Json;
@@ -84,9 +85,21 @@ fn expand(
                 "job '{key}' calls '{uses}', past the limit of {MAX_DEPTH} levels of reusable workflows"
             ));
         }
-        if job.strategy.as_ref().is_some_and(|s| s.matrix.is_some()) {
-            return Err(format!("job '{key}' calls '{uses}' with a matrix, which this installation cannot run yet"));
-        }
+        // A calling job with a matrix calls the workflow once per combination; the matrix must
+        // be known when the run is created (no expressions in it).
+        let combinations: Vec<Option<crate::matrix::Combination>> = match job
+            .strategy
+            .as_ref()
+            .and_then(|s| s.matrix.as_ref())
+        {
+            None => vec![None],
+            Some(matrix) => {
+                let values = crate::plan::matrix_values(matrix, &Dict::new()).map_err(|e| {
+                    format!("job '{key}' calls '{uses}' with a matrix this installation cannot expand when the run is created: {e}")
+                })?;
+                crate::matrix::expand(&values).map_err(|e| format!("job '{key}': {e}"))?.into_iter().map(Some).collect()
+            }
+        };
         if !seen.contains(uses) {
             seen.push(uses.clone());
             if seen.len() > MAX_CALLED {
@@ -133,55 +146,71 @@ fn expand(
                 }
             }
         }
-        let frame = CallFrame {
-            caller: key.clone(),
-            uses: uses.clone(),
-            with: job.with.clone(),
-            secrets: job.secrets.clone(),
-            inputs: spec.inputs.clone(),
-            caller_needs: needs.clone(),
-            env: callee.env.clone(),
-        };
-        let mut inner_frames = frames.to_vec();
-        inner_frames.push(frame);
-        let inner_prefix = format!("{key}/");
-        let mut inner = IndexMap::new();
-        expand(&callee.jobs, &inner_prefix, &inner_frames, depth + 1, resolve, seen, &mut inner)?;
         let caller_name = job.name.clone().filter(|n| !template::has_expression(n)).unwrap_or_else(|| id.clone());
-        let inner_keys: Vec<String> = inner.keys().cloned().collect();
-        for (inner_key, mut inner_job) in inner {
-            if inner_job.needs.is_empty() {
-                // A first job of the call waits for what the caller waits for, and runs only if
-                // the caller's `if:` holds.
-                inner_job.needs = needs.clone();
-                inner_job.condition = match (&job.condition, inner_job.condition.take()) {
-                    (Some(outer), Some(own)) => Some(format!("({outer}) && ({own})")),
-                    (Some(outer), None) => Some(outer.clone()),
-                    (None, own) => own,
-                };
+        let mut all_keys: Vec<String> = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        for (index, combination) in combinations.iter().enumerate() {
+            let (inner_prefix, shown_caller) = match combination {
+                None => (format!("{key}/"), caller_name.clone()),
+                Some(c) => {
+                    let values: Vec<String> = c
+                        .values()
+                        .map(|v| match v {
+                            Json::String(s) => s.clone(),
+                            other => Value::from_json(other.clone()).to_coerced_string(),
+                        })
+                        .collect();
+                    (format!("{key}/{}/", index + 1), format!("{caller_name} ({})", values.join(", ")))
+                }
+            };
+            let frame = CallFrame {
+                caller: key.clone(),
+                uses: uses.clone(),
+                with: job.with.clone(),
+                secrets: job.secrets.clone(),
+                inputs: spec.inputs.clone(),
+                caller_needs: needs.clone(),
+                matrix: combination.as_ref().map(crate::plan::combination_to_json),
+                env: callee.env.clone(),
+            };
+            let mut inner_frames = frames.to_vec();
+            inner_frames.push(frame);
+            let mut inner = IndexMap::new();
+            expand(&callee.jobs, &inner_prefix, &inner_frames, depth + 1, resolve, seen, &mut inner)?;
+            all_keys.extend(inner.keys().cloned());
+            for (inner_key, mut inner_job) in inner {
+                if inner_job.needs.is_empty() {
+                    // A first job of the call waits for what the caller waits for, and runs only
+                    // if the caller's `if:` holds.
+                    inner_job.needs = needs.clone();
+                    inner_job.condition = match (&job.condition, inner_job.condition.take()) {
+                        (Some(outer), Some(own)) => Some(format!("({outer}) && ({own})")),
+                        (Some(outer), None) => Some(outer.clone()),
+                        (None, own) => own,
+                    };
+                }
+                inner_job.defaults.shell = inner_job.defaults.shell.take().or_else(|| callee.defaults.shell.clone());
+                inner_job.defaults.working_directory =
+                    inner_job.defaults.working_directory.take().or_else(|| callee.defaults.working_directory.clone());
+                let own = inner_key.strip_prefix(&inner_prefix).unwrap_or(&inner_key).to_owned();
+                let own_name = inner_job.name.clone().unwrap_or(own);
+                inner_job.name = Some(format!("{shown_caller} / {own_name}"));
+                out.insert(inner_key, inner_job);
             }
-            inner_job.defaults.shell = inner_job.defaults.shell.take().or_else(|| callee.defaults.shell.clone());
-            inner_job.defaults.working_directory =
-                inner_job.defaults.working_directory.take().or_else(|| callee.defaults.working_directory.clone());
-            let own = inner_key.strip_prefix(&inner_prefix).unwrap_or(&inner_key).to_owned();
-            let own_name = inner_job.name.clone().unwrap_or(own);
-            inner_job.name = Some(format!("{caller_name} / {own_name}"));
-            out.insert(inner_key, inner_job);
+            prefixes.push(inner_prefix);
         }
         let mut result = job.clone();
         result.uses = None;
         result.with = IndexMap::new();
         result.secrets = None;
         result.condition = None;
-        result.needs = inner_keys;
+        result.needs = all_keys;
+        result.strategy = None;
         result.runs_on = crate::model::RunsOn::Labels(Vec::new());
         result.steps = Vec::new();
         result.call = frames.to_vec();
-        result.call_result = Some(CallResult {
-            prefix: inner_prefix,
-            jobs: callee.jobs.keys().cloned().collect(),
-            outputs: spec.outputs.clone(),
-        });
+        result.call_result =
+            Some(CallResult { prefixes, jobs: callee.jobs.keys().cloned().collect(), outputs: spec.outputs.clone() });
         out.insert(key, result);
     }
     Ok(())
@@ -214,6 +243,7 @@ pub fn callee_values(
         names.insert("inputs", level.inputs.clone());
         names.insert("secrets", level.secrets.clone());
         names.insert("needs", Value::from_json(needs_of(&frame.caller_needs)));
+        names.insert("matrix", frame.matrix.clone().map_or(Value::Null, Value::from_json));
         let options = places::JOB_CALL.options();
         let eval = |t: &str, names: &Dict| -> Result<Value, String> {
             template::evaluate(t, &options, &DictContext(names.clone())).map_err(|e| e.message)
@@ -359,7 +389,7 @@ mod tests {
         assert_eq!(expanded.jobs["ship/deploy"].needs, ["ship/build"]);
         let ship = &expanded.jobs["ship"];
         assert_eq!(ship.needs, ["ship/build", "ship/deploy"]);
-        assert_eq!(ship.call_result.as_ref().map(|r| r.prefix.as_str()), Some("ship/"));
+        assert_eq!(ship.call_result.as_ref().map(|r| r.prefixes.clone()), Some(vec!["ship/".to_owned()]));
         assert_eq!(expanded.jobs["after"].needs, ["ship"]);
 
         let top = CallValues {
@@ -371,6 +401,25 @@ mod tests {
         let values = callee_values(&build.call, top, &|_| Json::Object(Default::default())).expect("values");
         assert_eq!(values.inputs.to_json(), serde_json::json!({"target": "prod", "fast": false}));
         assert_eq!(values.secrets.to_json(), serde_json::json!({"token": "s3cr3t"}));
+    }
+
+    #[test]
+    fn a_calling_job_with_a_matrix_calls_once_per_combination() {
+        let wf = caller(
+            "    strategy:\n      matrix:\n        target: [eu, us]\n    with: {target: '${{ matrix.target }}'}\n    secrets: inherit\n",
+        );
+        let expanded = expand_calls(&wf, &mut resolver).expect("expands");
+        let keys: Vec<&str> = expanded.jobs.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["setup", "ship/1/build", "ship/1/deploy", "ship/2/build", "ship/2/deploy", "ship", "after"]);
+        assert_eq!(expanded.jobs["ship/2/deploy"].name.as_deref(), Some("ship (us) / deploy"));
+        assert_eq!(expanded.jobs["ship/2/deploy"].needs, ["ship/2/build"]);
+        let ship = &expanded.jobs["ship"];
+        assert!(ship.strategy.is_none());
+        assert_eq!(ship.needs.len(), 4);
+        let frames = &expanded.jobs["ship/2/build"].call;
+        let values =
+            callee_values(frames, CallValues::default(), &|_| Json::Object(Default::default())).expect("values");
+        assert_eq!(values.inputs.to_json()["target"], "us");
     }
 
     #[test]

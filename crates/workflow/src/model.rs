@@ -352,6 +352,10 @@ pub struct CallFrame {
     pub inputs: IndexMap<String, CallInput>,
     /// The jobs the caller needs (keys in the run), whose outputs its `with:` may read.
     pub caller_needs: Vec<String>,
+    /// The caller's matrix combination, when the calling job has a matrix (its `with:` may read
+    /// `matrix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Json>,
     /// The called workflow's own `env`, which its jobs get instead of the caller's.
     pub env: IndexMap<String, String>,
 }
@@ -359,8 +363,9 @@ pub struct CallFrame {
 /// What completes a calling job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallResult {
-    /// The prefix of the called jobs' keys (`deploy/`).
-    pub prefix: String,
+    /// The prefixes of the called jobs' keys (`deploy/`; one per combination of a calling job
+    /// with a matrix, `deploy/1/`, `deploy/2/`, …).
+    pub prefixes: Vec<String>,
     /// The called workflow's job ids (the `jobs` context of its outputs).
     pub jobs: Vec<String>,
     /// `on.workflow_call.outputs`: names and templates over `jobs`.

@@ -400,7 +400,7 @@ fn matrix_references_needs(m: &Matrix) -> bool {
 }
 
 /// Evaluates whatever expressions a matrix holds into plain values.
-fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
+pub(crate) fn matrix_values(m: &Matrix, names: &Dict) -> Result<MatrixValues, String> {
     let to_json = |v: Value| v.to_json();
     let list_of_objects = |v: Value, what: &str| -> Result<Vec<Combination>, String> {
         match to_json(v) {
