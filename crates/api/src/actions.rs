@@ -95,6 +95,9 @@ pub async fn resolve_action(
 ) -> Result<Json<ResolvedAction>, ApiError> {
     let repo = usable_repo(&state, &caller, id, job, q.attempt, &owner, &name).await?;
     let commit = resolve(&state, &repo, &q.git_ref).await?;
+    // The job's record says which commit each action it used was.
+    let uses = format!("{}/{}@{}", repo.owner, repo.name, name_for_message(&q.git_ref));
+    state.ci().record_job_action(job, q.attempt, &uses, &commit.to_string()).await?;
     Ok(Json(ResolvedAction { repository: format!("{}/{}", repo.owner, repo.name), commit: commit.to_string() }))
 }
 

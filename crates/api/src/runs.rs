@@ -130,6 +130,9 @@ pub struct JobBody {
     pub steps: Vec<StepBody>,
     /// What this attempt's steps printed as `::error::`, `::warning::` or `::notice::`.
     pub annotations: Vec<AnnotationBody>,
+    /// The actions of other repositories this attempt used, each with the commit it resolved
+    /// to.
+    pub actions: Vec<JobActionBody>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -166,8 +169,16 @@ impl From<gitstratum_ci::Annotation> for AnnotationBody {
     }
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobActionBody {
+    /// `owner/repo@ref`, as the workflow named it.
+    pub uses: String,
+    /// The commit it resolved to.
+    pub commit: String,
+}
+
 impl JobBody {
-    fn new(job: Job, steps: Vec<StepBody>, annotations: Vec<AnnotationBody>) -> JobBody {
+    fn new(job: Job, steps: Vec<StepBody>, annotations: Vec<AnnotationBody>, actions: Vec<JobActionBody>) -> JobBody {
         JobBody {
             id: job.id,
             key: job.job_key,
@@ -184,6 +195,7 @@ impl JobBody {
             completed_at: job.completed_at.map(|t| t.to_rfc3339()),
             steps,
             annotations,
+            actions,
         }
     }
 }
@@ -308,6 +320,7 @@ pub(crate) async fn run_detail(
     let jobs = state.ci().jobs(run.id).await?;
     let mut steps = state.ci().steps(run.id).await?;
     let mut annotations = state.ci().annotations(run.id).await?;
+    let mut actions = state.ci().job_actions(run.id).await?;
     let jobs = jobs
         .into_iter()
         .map(|job| {
@@ -315,7 +328,15 @@ pub(crate) async fn run_detail(
             steps = rest;
             let (notes, rest): (Vec<_>, Vec<_>) = annotations.drain(..).partition(|a| a.job_id == job.id);
             annotations = rest;
-            JobBody::new(job, mine.into_iter().map(Into::into).collect(), notes.into_iter().map(Into::into).collect())
+            let (used, rest): (Vec<_>, Vec<_>) = actions.drain(..).partition(|a| a.job_id == job.id);
+            actions = rest;
+            let used = used.into_iter().map(|a| JobActionBody { uses: a.uses, commit: a.commit_sha }).collect();
+            JobBody::new(
+                job,
+                mine.into_iter().map(Into::into).collect(),
+                notes.into_iter().map(Into::into).collect(),
+                used,
+            )
         })
         .collect();
     Ok(Some(RunDetail { run: RunBody::new(run, repo), jobs }))

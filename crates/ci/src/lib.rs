@@ -38,4 +38,6 @@ pub use ingest::Ingestor;
 pub use logs::LogStore;
 pub use orchestrate::{Beat, JobToken, Lease, Runner, StepReport};
 pub use state::{Conclusion, JobState, RunState};
-pub use store::{Annotation, CiStore, Job, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step, TenantLimits};
+pub use store::{
+    Annotation, CiStore, Job, JobAction, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step, TenantLimits,
+};

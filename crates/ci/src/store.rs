@@ -636,6 +636,62 @@ impl CiStore {
     }
 }
 
+/// An action of another repository a job attempt used, and the commit it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobAction {
+    pub job_id: i64,
+    pub attempt: i64,
+    /// `owner/repo@ref`.
+    pub uses: String,
+    pub commit_sha: String,
+}
+
+impl FromDbRow for JobAction {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(JobAction {
+            job_id: row.get("job_id")?,
+            attempt: row.get("attempt")?,
+            uses: row.get("uses")?,
+            commit_sha: row.get("commit_sha")?,
+        })
+    }
+}
+
+impl CiStore {
+    /// Records the commit an action reference resolved to for a job attempt (the first
+    /// resolution stands: the runner resolves each reference once per job).
+    pub async fn record_job_action(&self, job_id: i64, attempt: i64, uses: &str, commit: &str) -> Result<()> {
+        let insert = Query::insert()
+            .into_table("ci_job_actions")
+            .columns(["job_id", "attempt", "uses", "commit_sha"])
+            .values_panic([job_id.into(), attempt.into(), uses.into(), commit.into()])
+            .on_conflict(OnConflict::columns(["job_id", "attempt", "uses"]).do_nothing().to_owned())
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&insert).await?;
+        Ok(())
+    }
+
+    /// The actions the current attempts of a run's jobs used, in the order recorded.
+    pub async fn job_actions(&self, run_id: i64) -> Result<Vec<JobAction>> {
+        let q = Query::select()
+            .columns(["job_id", "attempt", "uses", "commit_sha"].map(|c| (Alias::new("a"), Alias::new(c))))
+            .from_as("ci_job_actions", Alias::new("a"))
+            .inner_join(
+                Alias::new("ci_jobs"),
+                Expr::col((Alias::new("ci_jobs"), Alias::new("id")))
+                    .equals((Alias::new("a"), Alias::new("job_id")))
+                    .and(
+                        Expr::col((Alias::new("ci_jobs"), Alias::new("attempt")))
+                            .equals((Alias::new("a"), Alias::new("attempt"))),
+                    ),
+            )
+            .and_where(Expr::col((Alias::new("ci_jobs"), Alias::new("run_id"))).eq(run_id))
+            .order_by((Alias::new("a"), Alias::new("uses")), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+}
+
 /// An `::error::`, `::warning::` or `::notice::` a step printed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Annotation {

@@ -388,6 +388,16 @@ async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
         (kept[0].step, kept[0].level.as_str(), kept[0].file.as_deref(), kept[0].line),
         (1, "error", Some("a.rs"), Some(2))
     );
+    // The actions a job used are recorded once per reference, the first resolution standing.
+    ci.record_job_action(job, 1, "admin/tools@v1", "aa").await.expect("record");
+    ci.record_job_action(job, 1, "admin/tools@v1", "bb").await.expect("again");
+    ci.record_job_action(job, 1, "admin/other@main", "cc").await.expect("record");
+    let used: Vec<(String, String)> =
+        ci.job_actions(first).await.expect("actions").into_iter().map(|a| (a.uses, a.commit_sha)).collect();
+    assert_eq!(
+        used,
+        [("admin/other@main".to_owned(), "cc".to_owned()), ("admin/tools@v1".to_owned(), "aa".to_owned())]
+    );
     assert!(ci.complete_job(job, r.id, 1, Conclusion::Failure, None, T0).await.expect("complete"));
     let next = ci.lease_job(&r, T0).await.expect("lease").expect("the third job, released");
     assert_eq!(next.run.id, third);

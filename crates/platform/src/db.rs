@@ -254,6 +254,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "account suspension",
         sql: include_str!("../migrations/sqlite/0016_account_suspension.sql"),
     },
+    MigrationSource {
+        version: 17,
+        description: "ci job actions",
+        sql: include_str!("../migrations/sqlite/0017_ci_job_actions.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -327,6 +332,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 16,
         description: "account suspension",
         sql: include_str!("../migrations/postgres/0016_account_suspension.sql"),
+    },
+    MigrationSource {
+        version: 17,
+        description: "ci job actions",
+        sql: include_str!("../migrations/postgres/0017_ci_job_actions.sql"),
     },
 ];
 

@@ -2263,6 +2263,12 @@ jobs:
     }
     let second = job_log(&s, &token, &jobs[1]).await;
     assert!(second.contains("from this runner's cache"), "{second}");
+    // The job's record names the commit each action resolved to.
+    assert_eq!(
+        jobs[0]["actions"],
+        json!([{"uses": "admin/tools@main", "commit": sha}, {"uses": "admin/tools@v1", "commit": sha}]),
+        "{detail:#}"
+    );
     // Actions that cannot be used fail their jobs when the run is created, saying where.
     let message = |i: usize| jobs[i]["message"].as_str().unwrap_or_default().to_owned();
     assert_eq!(
