@@ -2,9 +2,10 @@
 //! owner/repo[/path]@ref` resolved to a commit, and that commit's files as an archive (the
 //! artifact format), so the runner can cache it by commit id.
 //!
-//! Who may use which action repository: the job's own repository, any public repository, and a
-//! private repository of the same owner as the job's repository (GitHub's "accessible from
-//! repositories owned by the same user or organization"). Any other repository is answered as
+//! Who may use which action repository (`gitstratum_ci::references::may_use`): the job's own
+//! repository, any public repository, a private repository of the same owner as the job's
+//! repository (GitHub's "accessible from repositories owned by the same user or organization"),
+//! and one whose CI settings share it with the installation. Any other repository is answered as
 //! missing, as if it did not exist.
 
 use axum::Json;
@@ -54,7 +55,7 @@ async fn usable_repo(
         ApiError::not_found("action.not_found", format!("no repository {owner}/{name} this job may use actions from"))
     };
     let repo = state.store().get_repo(owner, name).await?.ok_or_else(missing)?;
-    if gitstratum_ci::references::may_use(&job_repo, &repo) { Ok(repo) } else { Err(missing()) }
+    if gitstratum_ci::references::may_use(state.ci(), &job_repo, &repo).await? { Ok(repo) } else { Err(missing()) }
 }
 
 /// The commit `name` names in `repo`: a full commit id that is there, else a tag, else a branch.

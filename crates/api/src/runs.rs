@@ -545,6 +545,7 @@ pub async fn dispatch(
     let texts = workflow.text.clone().ok();
     let stores = gitstratum_ci::references::Stores {
         platform: state.store(),
+        ci: state.ci(),
         objects: state.git().objects(),
         refs: state.git().refs(),
     };

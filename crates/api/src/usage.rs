@@ -306,6 +306,10 @@ pub struct RepoCiSettings {
     /// for fewer; `null`: the site's default).
     #[schema(minimum = 1, maximum = 36500)]
     pub artifact_retention_days: Option<i64>,
+    /// Any repository of this installation may use this repository's actions and reusable
+    /// workflows (default false: when private, only its owner's repositories may).
+    #[serde(default)]
+    pub actions_shared: bool,
 }
 
 #[utoipa::path(
@@ -326,6 +330,7 @@ pub async fn repo_settings(
     Ok(Json(RepoCiSettings {
         log_retention_days: settings.log_retention_days,
         artifact_retention_days: settings.artifact_retention_days,
+        actions_shared: settings.actions_shared,
     }))
 }
 
@@ -356,6 +361,7 @@ pub async fn set_repo_settings(
     let settings = gitstratum_ci::usage::RepoSettings {
         log_retention_days: body.log_retention_days,
         artifact_retention_days: body.artifact_retention_days,
+        actions_shared: body.actions_shared,
     };
     state.ci().set_repo_settings(repo.id, settings, state.now()).await?;
     let event = gitstratum_platform::AuditEvent::new("ci.settings.set", format!("repo:{}/{}", repo.owner, repo.name))

@@ -102,7 +102,7 @@ impl Ingestor {
                 continue;
             };
             let texts = source.files.iter().filter_map(|f| f.text.clone().ok());
-            let stores = Stores { platform: &self.platform, objects: &self.objects, refs: &self.refs };
+            let stores = Stores { platform: &self.platform, ci: &self.ci, objects: &self.objects, refs: &self.refs };
             let referenced = read_references(stores, &repo, source.commit_id, texts.collect::<Vec<_>>()).await;
             runs.extend(runs_for_push(&repo, event, &source, &referenced));
         }

@@ -4,8 +4,9 @@
 //! commit, the action's metadata is there and valid, and it is not a Docker action).
 //!
 //! Who may use what: a repository may use its own files, any public repository's, and those of
-//! private repositories of the same owner; any other repository is reported missing, as if it did
-//! not exist. The API's action endpoints for runners apply the same rule ([`may_use`]).
+//! private repositories of the same owner, and those whose CI settings share them with the whole
+//! installation (`actions_shared`); any other repository is reported missing, as if it did not
+//! exist. The API's action endpoints for runners apply the same rule ([`may_use`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,13 +32,18 @@ pub struct References {
 #[derive(Clone, Copy)]
 pub struct Stores<'a> {
     pub platform: &'a PlatformStore,
+    pub ci: &'a crate::CiStore,
     pub objects: &'a Arc<dyn ObjectStore>,
     pub refs: &'a Arc<dyn RefStore>,
 }
 
-/// Whether `repo`'s runs may use `target`'s workflows and actions.
-pub fn may_use(repo: &Repo, target: &Repo) -> bool {
-    target.id == repo.id || !target.private || target.owner_id == repo.owner_id
+/// Whether `repo`'s runs may use `target`'s workflows and actions: its own, a public one, one of
+/// the same owner, or one whose CI settings share it with the whole installation.
+pub async fn may_use(ci: &crate::CiStore, repo: &Repo, target: &Repo) -> Result<bool, gitstratum_platform::Error> {
+    if target.id == repo.id || !target.private || target.owner_id == repo.owner_id {
+        return Ok(true);
+    }
+    Ok(ci.repo_settings(target.id).await?.actions_shared)
 }
 
 /// The commit `name` names in a repository: a full commit id that is there, else a tag, else a
@@ -72,11 +78,15 @@ async fn other_commit(
     git_ref: &str,
     what: &str,
 ) -> Result<(Repo, ObjectId), String> {
+    let missing = || format!("no repository {owner}/{name} this {what} may use");
     let target = match stores.platform.get_repo(owner, name).await {
-        Ok(Some(t)) if may_use(repo, &t) => t,
-        Ok(_) => return Err(format!("no repository {owner}/{name} this {what} may use")),
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(missing()),
         Err(e) => return Err(e.to_string()),
     };
+    if !may_use(stores.ci, repo, &target).await.map_err(|e| e.to_string())? {
+        return Err(missing());
+    }
     let (objects, refs, wanted, id) =
         (stores.objects.clone(), stores.refs.clone(), git_ref.to_owned(), RepoId(target.id));
     let at = tokio::task::spawn_blocking(move || resolve_name(objects.as_ref(), refs.as_ref(), id, &wanted))

@@ -530,7 +530,11 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     assert_eq!(gitstratum_ci::usage::sweep_logs(&ci, &logs, at(400), 100_000).await.expect("sweep"), 0, "once");
     // A repository's own retention wins over the default: 1 day here, against a default of a year.
     assert_eq!(ci.repo_settings(repo.id).await.expect("get").log_retention_days, None);
-    let one_day = gitstratum_ci::usage::RepoSettings { log_retention_days: Some(1), artifact_retention_days: Some(7) };
+    let one_day = gitstratum_ci::usage::RepoSettings {
+        log_retention_days: Some(1),
+        artifact_retention_days: Some(7),
+        actions_shared: false,
+    };
     ci.set_repo_settings(repo.id, one_day, T0).await.expect("set");
     assert_eq!(ci.repo_settings(repo.id).await.expect("get"), one_day);
     let year = 365 * 86_400_000;

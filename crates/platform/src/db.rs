@@ -259,6 +259,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci job actions",
         sql: include_str!("../migrations/sqlite/0017_ci_job_actions.sql"),
     },
+    MigrationSource {
+        version: 18,
+        description: "ci actions shared",
+        sql: include_str!("../migrations/sqlite/0018_ci_actions_shared.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -337,6 +342,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 17,
         description: "ci job actions",
         sql: include_str!("../migrations/postgres/0017_ci_job_actions.sql"),
+    },
+    MigrationSource {
+        version: 18,
+        description: "ci actions shared",
+        sql: include_str!("../migrations/postgres/0018_ci_actions_shared.sql"),
     },
 ];
 

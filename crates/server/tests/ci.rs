@@ -2310,6 +2310,22 @@ jobs:
         ".github/workflows/flow.yml:6:9: step 1: Unable to resolve action 'admin/tools@v1': no repository admin/tools this job may use",
         "{detail}"
     );
+    // Shared with the installation, the same workflow may use it.
+    let (status, body) = s
+        .send(
+            Method::PUT,
+            "/api/v1/repos/admin/tools/ci/settings",
+            Some(&token),
+            Some(json!({"log_retention_days": null, "artifact_retention_days": null, "actions_shared": true})),
+        )
+        .await;
+    assert_eq!((status.as_u16(), &body["actions_shared"]), (200, &json!(true)), "{body}");
+    write(&bob_src, "again", "1");
+    commit(&git, &bob_src, "again").await;
+    git.ok(&bob_src, &["push", "-q", &format!("http://x:{bob}@{host}/bob/app.git"), "main"]).await;
+    let run = runs_of(&s, &bob, "bob/app", 2).await.remove(0);
+    let detail = completed(&s, &bob, &run).await;
+    assert_eq!(detail["jobs"][0]["conclusion"], "success", "{detail:#}");
     s.stop().await;
 }
 
