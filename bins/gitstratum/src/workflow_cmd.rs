@@ -133,6 +133,17 @@ fn plan_cmd(file: &Path, event: Event, git_ref: &str, changed: &[String]) -> any
         return Ok(());
     }
     let github = github_context(&GithubEvent { event_name, git_ref, workflow: &title, ..Default::default() });
+    // Reusable workflows of this repository are read from the working directory (the
+    // repository's root, as for `validate`); another repository's cannot be read here.
+    let mut resolve = |uses: &str| -> Result<(String, String), String> {
+        let Some(path) = uses.strip_prefix("./") else {
+            return Err(format!("'{uses}' is in another repository; `workflow plan` reads this one only"));
+        };
+        std::fs::read_to_string(path)
+            .map(|text| (path.to_owned(), text))
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    let wf = gitstratum_workflow::call::expand_calls(&wf, &mut resolve).map_err(anyhow::Error::msg)?;
     let planned = plan(&wf, &PlanContext { github, ..Default::default() }).map_err(anyhow::Error::msg)?;
     let jobs = planned.jobs;
     let title = planned.run_name.unwrap_or(title);
@@ -147,7 +158,9 @@ fn plan_cmd(file: &Path, event: Event, git_ref: &str, changed: &[String]) -> any
     }
     let width = jobs.iter().map(|j| j.display_name.chars().count()).max().unwrap_or(0);
     for job in &jobs {
+        let calls = wf.jobs.get(&job.job_id).is_some_and(|j| j.call_result.is_some());
         let runs_on = match &job.runs_on {
+            _ if calls => "(no runner: ends as the workflow it calls does)".to_owned(),
             Some(labels) => labels.join(", "),
             None => "(decided when its dependencies finish)".to_owned(),
         };

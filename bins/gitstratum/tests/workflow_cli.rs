@@ -75,4 +75,22 @@ fn plan_shows_the_job_graph_or_why_nothing_runs() {
     let out = gitstratum(dir.path(), &["workflow", "plan", "bad.yml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("bad.yml:5:5:"), "{}", text(&out.stdout));
+
+    // A call of this repository's reusable workflow shows the jobs it brings in.
+    let workflows = dir.path().join(".github/workflows");
+    std::fs::create_dir_all(&workflows).expect("dir");
+    std::fs::write(
+        workflows.join("build.yml"),
+        "on: workflow_call\njobs:\n  compile:\n    runs-on: ubuntu-latest\n    steps: [{run: make}]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("calls.yml"),
+        "on: push\njobs:\n  build:\n    uses: ./.github/workflows/build.yml\n  after:\n    needs: build\n    runs-on: x\n",
+    )
+    .expect("write");
+    let out = gitstratum(dir.path(), &["workflow", "plan", "calls.yml"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("build / compile") && stdout.contains("needs: build/compile"), "{stdout}");
 }

@@ -617,23 +617,28 @@ impl CiStore {
 
     /// The annotations of a run's jobs (each job's current attempt), by job and step.
     pub async fn annotations(&self, run_id: i64) -> Result<Vec<Annotation>> {
-        let q = Query::select()
-            .columns(ANNOTATION_COLUMNS.map(|c| (Alias::new("a"), Alias::new(c))))
-            .from_as("ci_annotations", Alias::new("a"))
-            .inner_join(
-                Alias::new("ci_jobs"),
-                Expr::col((Alias::new("ci_jobs"), Alias::new("id")))
-                    .equals((Alias::new("a"), Alias::new("job_id")))
-                    .and(
-                        Expr::col((Alias::new("ci_jobs"), Alias::new("attempt")))
-                            .equals((Alias::new("a"), Alias::new("attempt"))),
-                    ),
-            )
-            .and_where(Expr::col((Alias::new("ci_jobs"), Alias::new("run_id"))).eq(run_id))
+        let q = of_current_attempts("ci_annotations", &ANNOTATION_COLUMNS, run_id)
             .order_by((Alias::new("a"), Alias::new("id")), Order::Asc)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
+}
+
+/// The rows of a per-attempt table (aliased `a`, with `job_id` and `attempt`) that belong to the
+/// current attempts of a run's jobs.
+fn of_current_attempts(table: &str, columns: &[&str], run_id: i64) -> sea_query::SelectStatement {
+    Query::select()
+        .columns(columns.iter().map(|c| (Alias::new("a"), Alias::new(*c))))
+        .from_as(Alias::new(table), Alias::new("a"))
+        .inner_join(
+            Alias::new("ci_jobs"),
+            Expr::col((Alias::new("ci_jobs"), Alias::new("id"))).equals((Alias::new("a"), Alias::new("job_id"))).and(
+                Expr::col((Alias::new("ci_jobs"), Alias::new("attempt")))
+                    .equals((Alias::new("a"), Alias::new("attempt"))),
+            ),
+        )
+        .and_where(Expr::col((Alias::new("ci_jobs"), Alias::new("run_id"))).eq(run_id))
+        .to_owned()
 }
 
 /// An action of another repository a job attempt used, and the commit it resolved to.
@@ -673,19 +678,7 @@ impl CiStore {
 
     /// The actions the current attempts of a run's jobs used, in the order recorded.
     pub async fn job_actions(&self, run_id: i64) -> Result<Vec<JobAction>> {
-        let q = Query::select()
-            .columns(["job_id", "attempt", "uses", "commit_sha"].map(|c| (Alias::new("a"), Alias::new(c))))
-            .from_as("ci_job_actions", Alias::new("a"))
-            .inner_join(
-                Alias::new("ci_jobs"),
-                Expr::col((Alias::new("ci_jobs"), Alias::new("id")))
-                    .equals((Alias::new("a"), Alias::new("job_id")))
-                    .and(
-                        Expr::col((Alias::new("ci_jobs"), Alias::new("attempt")))
-                            .equals((Alias::new("a"), Alias::new("attempt"))),
-                    ),
-            )
-            .and_where(Expr::col((Alias::new("ci_jobs"), Alias::new("run_id"))).eq(run_id))
+        let q = of_current_attempts("ci_job_actions", &["job_id", "attempt", "uses", "commit_sha"], run_id)
             .order_by((Alias::new("a"), Alias::new("uses")), Order::Asc)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
