@@ -26,6 +26,7 @@ pub struct ActionQuery {
     pub attempt: i64,
     /// A tag, a branch or a full commit id (tags first, as git resolves a name).
     #[serde(rename = "ref")]
+    #[param(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub git_ref: String,
 }
 
@@ -80,6 +81,16 @@ fn name_for_message(name: &str) -> String {
     name.chars().take(200).collect()
 }
 
+/// A reference as the runner sends it: 1 to 255 characters, no control characters (as the
+/// runner's parser of `uses:` allows).
+fn checked(q: &ActionQuery) -> Result<&str, ApiError> {
+    let r = q.git_ref.as_str();
+    if r.is_empty() || r.chars().count() > 255 || r.chars().any(char::is_control) {
+        return Err(ApiError::validation("ref", "a tag, branch or commit id of 1 to 255 characters"));
+    }
+    Ok(r)
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/runner/{id}/jobs/{job}/actions/{owner}/{repo}",
@@ -94,10 +105,11 @@ pub async fn resolve_action(
     Path((id, job, owner, name)): Path<(i64, i64, String, String)>,
     Query(q): Query<ActionQuery>,
 ) -> Result<Json<ResolvedAction>, ApiError> {
+    let git_ref = checked(&q)?;
     let repo = usable_repo(&state, &caller, id, job, q.attempt, &owner, &name).await?;
-    let commit = resolve(&state, &repo, &q.git_ref).await?;
+    let commit = resolve(&state, &repo, git_ref).await?;
     // The job's record says which commit each action it used was.
-    let uses = format!("{}/{}@{}", repo.owner, repo.name, name_for_message(&q.git_ref));
+    let uses = format!("{}/{}@{git_ref}", repo.owner, repo.name);
     state.ci().record_job_action(job, q.attempt, &uses, &commit.to_string()).await?;
     Ok(Json(ResolvedAction { repository: format!("{}/{}", repo.owner, repo.name), commit: commit.to_string() }))
 }
@@ -116,8 +128,9 @@ pub async fn action_archive(
     Path((id, job, owner, name)): Path<(i64, i64, String, String)>,
     Query(q): Query<ActionQuery>,
 ) -> Result<Response, ApiError> {
+    let git_ref = checked(&q)?;
     let repo = usable_repo(&state, &caller, id, job, q.attempt, &owner, &name).await?;
-    let commit = resolve(&state, &repo, &q.git_ref).await?;
+    let commit = resolve(&state, &repo, git_ref).await?;
     let git = state.git().clone();
     let repo_id = RepoId(repo.id);
     let body = crate::artifacts::blocking_body("an action archive", move |out| {
