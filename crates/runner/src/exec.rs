@@ -102,7 +102,7 @@ pub async fn run_job(client: &Client, runner: i64, config: &RunnerConfig, lease:
         client,
         runner,
         post: std::sync::Mutex::new(Vec::new()),
-        posts: std::sync::Mutex::new(Vec::new()),
+        post_scripts: std::sync::Mutex::new(Vec::new()),
         actions_cache: config.work_dir.join("_actions"),
         resolved: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
@@ -133,7 +133,7 @@ pub(crate) struct JobPlace<'a> {
     pub(crate) runner: i64,
     pub(crate) post: std::sync::Mutex<Vec<actions::PendingCache>>,
     /// The `post` scripts of the JavaScript actions the job ran, in the order they ran.
-    pub(crate) posts: std::sync::Mutex<Vec<uses::PostStep>>,
+    pub(crate) post_scripts: std::sync::Mutex<Vec<uses::PostStep>>,
     /// The runner's cache of action repositories, by commit (`_actions` in its work directory).
     pub(crate) actions_cache: std::path::PathBuf,
     /// The actions of other repositories this job resolved, by `uses:`: each is resolved once,
@@ -434,20 +434,11 @@ async fn execute_steps(
         };
         // What the step wrote to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_PATH, and asked for with
         // the older commands (`::set-output`, `::save-state`, `::set-env`, `::add-path`).
-        let mut written = files.read();
-        let legacy = log.take_legacy_commands();
-        let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
-        files.append(FileKind::State, &legacy.state.iter().map(|(k, v)| uses::file_command(k, v)).collect::<String>());
-        written.outputs.splice(0..0, legacy.outputs);
-        written.env.splice(0..0, legacy.env);
-        written.path.splice(0..0, legacy.path);
+        let (written, outcome) = files.collect(log, outcome);
         for (key, value) in &written.env {
             env.insert(key.clone(), value.clone());
         }
-        for dir in written.path.iter().rev() {
-            let path = env.get("PATH").cloned().unwrap_or_default();
-            env.insert("PATH".to_owned(), format!("{dir}:{path}"));
-        }
+        prepend_path(&mut env, &written.path);
         if !written.summary.trim().is_empty() {
             log.line("##[group]Step summary");
             for line in written.summary.lines() {
@@ -455,11 +446,6 @@ async fn execute_steps(
             }
             log.line("##[endgroup]");
         }
-        let outcome_word = match outcome {
-            Outcome::Succeeded => "success",
-            Outcome::Failed | Outcome::TimedOut => "failure",
-            Outcome::Stopped => "cancelled",
-        };
         let conclusion = match outcome {
             Outcome::Succeeded => "success",
             Outcome::Failed if flag(&step.continue_on_error, &places::STEP, &ctx) => {
@@ -485,7 +471,7 @@ async fn execute_steps(
         };
         log.line("##[endgroup]");
         if let Some(id) = &step.id {
-            record_step(&mut ctx.values, id, &written.outputs, outcome_word, conclusion);
+            record_step(&mut ctx.values, id, &written.outputs, outcome.word(), conclusion);
         }
         let annotations = log.take_annotations();
         let _ = client.step(runner, lease.job_id, lease.attempt, number, Some(conclusion), &annotations).await;
@@ -493,7 +479,7 @@ async fn execute_steps(
     // What the runner says from here on is the job's last part of the log.
     log.step(job.steps.len() as i64 + 1);
     // The `post` scripts of the JavaScript actions that ran, last first.
-    let posts = std::mem::take(&mut *place.posts.lock().unwrap_or_else(|e| e.into_inner()));
+    let posts = std::mem::take(&mut *place.post_scripts.lock().unwrap_or_else(|e| e.into_inner()));
     for post in posts.iter().rev() {
         if *stop.borrow() == Signal::Stop {
             return Ending::Cancelled;
@@ -684,7 +670,22 @@ impl StepFiles {
         }
     }
 
-    pub(crate) fn read(&self) -> Written {
+    /// What the step wrote to its files and asked for with the older workflow commands
+    /// (`::set-output`, `::save-state`, `::set-env`, `::add-path`), those first; its state saved
+    /// to `$GITHUB_STATE` for its action's later scripts; the outcome failed if a command could
+    /// not be applied.
+    pub(crate) fn collect(&self, log: &LogWriter, outcome: Outcome) -> (Written, Outcome) {
+        let mut written = self.read();
+        let legacy = log.take_legacy_commands();
+        let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
+        self.append(FileKind::State, &legacy.state.iter().map(|(k, v)| uses::file_command(k, v)).collect::<String>());
+        written.outputs.splice(0..0, legacy.outputs);
+        written.env.splice(0..0, legacy.env);
+        written.path.splice(0..0, legacy.path);
+        (written, outcome)
+    }
+
+    fn read(&self) -> Written {
         let text = |i: usize| std::fs::read_to_string(&self.host[i]).unwrap_or_default();
         Written {
             outputs: parse_file_commands(&text(0)),
@@ -852,6 +853,27 @@ pub(crate) enum Outcome {
     Failed,
     TimedOut,
     Stopped,
+}
+
+impl Outcome {
+    /// The step's `outcome` in the `steps` context.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "success",
+            Outcome::Failed | Outcome::TimedOut => "failure",
+            Outcome::Stopped => "cancelled",
+        }
+    }
+}
+
+/// Puts directories a step added (`$GITHUB_PATH`, in the order written) before `PATH`, so the
+/// first one written comes first.
+pub(crate) fn prepend_path(env: &mut BTreeMap<String, String>, dirs: &[String]) {
+    if dirs.is_empty() {
+        return;
+    }
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    env.insert("PATH".to_owned(), format!("{}:{path}", dirs.join(":")));
 }
 
 pub(crate) async fn run_step(site: StepSite<'_>, stop: &mut watch::Receiver<Signal>) -> Outcome {

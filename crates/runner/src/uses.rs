@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::exec::{
     FileKind, JobPlace, Outcome, StepContext, StepFiles, env_value, evaluate, flag, holds, minutes, prepare_step,
-    record_step, run_step, sandboxed, step_action_names,
+    prepend_path, record_step, run_step, sandboxed, step_action_names,
 };
 use crate::logship::LogWriter;
 use crate::protocol::{Lease, Signal};
@@ -86,18 +86,12 @@ pub(crate) fn run_action<'a>(
             log.line(&format!("##[error]'{reference}' is nested {MAX_DEPTH} composite actions deep, GitHub's limit."));
             return Outcome::Failed;
         }
-        let found = match reference.strip_prefix("./").or_else(|| reference.strip_prefix(".\\")) {
-            Some(rel) => locate(site.dirs, rel),
-            None => match Remote::parse(reference) {
-                Some(remote) => fetch_remote(&site, &remote).await,
-                None => Err(format!("'{reference}' is not an action reference (owner/repo[/path]@ref or ./path)")),
-            },
-        };
-        // `github.action_repository`/`action_ref` and their variables: the action's repository
-        // and reference for an action of another repository, empty for a local one.
-        let (action_repository, action_ref) = match Remote::parse(reference) {
-            Some(r) if !reference.starts_with("./") => (format!("{}/{}", r.owner, r.repo), r.git_ref),
-            _ => (String::new(), String::new()),
+        let local = reference.strip_prefix("./").or_else(|| reference.strip_prefix(".\\"));
+        let remote = if local.is_some() { None } else { Remote::parse(reference) };
+        let found = match (local, &remote) {
+            (Some(rel), _) => locate(site.dirs, rel),
+            (None, Some(remote)) => fetch_remote(&site, remote).await,
+            (None, None) => Err(format!("'{reference}' is not an action reference (owner/repo[/path]@ref or ./path)")),
         };
         let (host_dir, inside_dir, root) = match found {
             Ok(found) => found,
@@ -115,16 +109,25 @@ pub(crate) fn run_action<'a>(
                 return Outcome::Failed;
             }
         };
+        // The action's own place in `github` and the environment: `action_path`, and for an action
+        // of another repository `action_repository`/`action_ref` (empty for a local one).
+        let (repository, git_ref) =
+            remote.map_or_else(Default::default, |r| (format!("{}/{}", r.owner, r.repo), r.git_ref));
         let mut env = site.env.clone();
-        env.insert("GITHUB_ACTION_REPOSITORY".to_owned(), action_repository.clone());
-        env.insert("GITHUB_ACTION_REF".to_owned(), action_ref.clone());
         let mut ctx = site.ctx.clone();
-        if let Some(Value::Object(github)) = ctx.values.get("github").cloned() {
-            let mut github = (*github).clone();
-            github.set("action_repository", Value::from(action_repository.as_str()));
-            github.set("action_ref", Value::from(action_ref.as_str()));
-            ctx.values.set("github", Value::object(github));
+        let mut github = match ctx.values.get("github") {
+            Some(Value::Object(github)) => (**github).clone(),
+            _ => Dict::new(),
+        };
+        for (field, variable, value) in [
+            ("action_path", "GITHUB_ACTION_PATH", &inside_dir),
+            ("action_repository", "GITHUB_ACTION_REPOSITORY", &repository),
+            ("action_ref", "GITHUB_ACTION_REF", &git_ref),
+        ] {
+            github.set(field, Value::from(value.as_str()));
+            env.insert(variable.to_owned(), value.clone());
         }
+        ctx.values.set("github", Value::object(github));
         let site = StepSite { env: &env, ctx: &ctx, ..site };
         let inputs = match action_inputs(&action, &site) {
             Ok(inputs) => inputs,
@@ -143,7 +146,7 @@ pub(crate) fn run_action<'a>(
             ActionRuns::Node { main, post, post_if, .. } => {
                 run_node(&site, stop, &inside_dir, main, post.as_deref(), post_if.as_deref(), &inputs).await
             }
-            ActionRuns::Composite { steps } => run_composite(&site, stop, &action, steps, &inside_dir, inputs).await,
+            ActionRuns::Composite { steps } => run_composite(&site, stop, &action, steps, inputs).await,
         }
     })
 }
@@ -153,11 +156,7 @@ fn locate(dirs: &JobDirs, rel: &str) -> Result<(PathBuf, String, PathBuf), Strin
     let rel = rel.trim_end_matches(['/', '\\']);
     let root = dirs.workspace.canonicalize().map_err(|e| format!("the workspace is not readable: {e}"))?;
     let shown = if rel.is_empty() { sandbox::WORKSPACE.to_owned() } else { format!("{}/{rel}", sandbox::WORKSPACE) };
-    let missing = || {
-        format!(
-            "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{shown}'. Did you forget to run actions/checkout before running your local action?"
-        )
-    };
+    let missing = || no_action_under(&shown);
     let real = dirs.workspace.join(rel).canonicalize().map_err(|_| missing())?;
     let Ok(under) = real.strip_prefix(&root) else {
         return Err(format!("'./{rel}' leads outside the workspace ({shown})"));
@@ -198,9 +197,14 @@ fn read_action(dir: &Path, inside: &str, root: &Path) -> Result<Action, Vec<Stri
             runs: ActionRuns::Docker { image: "Dockerfile".to_owned() },
         });
     }
-    Err(vec![format!(
-        "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{inside}'. Did you forget to run actions/checkout before running your local action?"
-    )])
+    Err(vec![no_action_under(inside)])
+}
+
+/// GitHub's message for a directory with no action in it.
+fn no_action_under(dir: &str) -> String {
+    format!(
+        "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{dir}'. Did you forget to run actions/checkout before running your local action?"
+    )
 }
 
 fn read_bounded(path: &Path) -> Result<String, String> {
@@ -264,27 +268,15 @@ fn action_inputs(action: &Action, site: &StepSite<'_>) -> Result<Vec<(String, St
     Ok(out)
 }
 
-/// The `github` context with `action_path` (and `action`) set for an action's own steps.
-fn with_action_path(ctx: &StepContext, inside_dir: &str) -> StepContext {
-    let mut ctx = ctx.clone();
-    if let Some(Value::Object(github)) = ctx.values.get("github").cloned() {
-        let mut github = (*github).clone();
-        github.set("action_path", Value::from(inside_dir));
-        ctx.values.set("github", Value::object(github));
-    }
-    ctx
-}
-
 async fn run_composite(
     site: &StepSite<'_>,
     stop: &mut watch::Receiver<Signal>,
     action: &Action,
     steps: &[Step],
-    inside_dir: &str,
     inputs: Vec<(String, String)>,
 ) -> Outcome {
     let log = site.log;
-    let mut cx = with_action_path(site.ctx, inside_dir);
+    let mut cx = site.ctx.clone();
     cx.failed = false;
     let declared: Dict = inputs
         .iter()
@@ -294,7 +286,6 @@ async fn run_composite(
     cx.values.set("inputs", Value::object(declared));
     cx.values.set("steps", Value::object(Dict::new()));
     let mut env = site.env.clone();
-    env.insert("GITHUB_ACTION_PATH".to_owned(), inside_dir.to_owned());
     // What the action's steps change for the rest of the job, handed up through the outer
     // step's files.
     let mut env_changes: Vec<(String, String)> = Vec::new();
@@ -348,30 +339,16 @@ async fn run_composite(
             };
             run_step(inner_site, stop).await
         };
-        let mut written = files.read();
-        let legacy = log.take_legacy_commands();
-        let outcome = if legacy.failed && outcome == Outcome::Succeeded { Outcome::Failed } else { outcome };
-        files.append(FileKind::State, &legacy.state.iter().map(|(k, v)| file_command(k, v)).collect::<String>());
-        written.outputs.splice(0..0, legacy.outputs);
-        written.env.splice(0..0, legacy.env);
-        written.path.splice(0..0, legacy.path);
+        let (written, outcome) = files.collect(log, outcome);
         for (key, value) in &written.env {
             env.insert(key.clone(), value.clone());
             env_changes.push((key.clone(), value.clone()));
         }
-        if !written.path.is_empty() {
-            let path = env.get("PATH").cloned().unwrap_or_default();
-            env.insert("PATH".to_owned(), format!("{}:{path}", written.path.join(":")));
-            path_prefix.splice(0..0, written.path.iter().cloned());
-        }
+        prepend_path(&mut env, &written.path);
+        path_prefix.splice(0..0, written.path.iter().cloned());
         if !written.summary.is_empty() {
             site.files.append(FileKind::Summary, &written.summary);
         }
-        let word = match outcome {
-            Outcome::Succeeded => "success",
-            Outcome::Failed | Outcome::TimedOut => "failure",
-            Outcome::Stopped => "cancelled",
-        };
         let conclusion = match outcome {
             Outcome::Succeeded => "success",
             Outcome::Failed | Outcome::TimedOut if flag(&inner.continue_on_error, &places::ACTION_STEP, &cx) => {
@@ -393,7 +370,7 @@ async fn run_composite(
             }
         };
         if let Some(id) = &inner.id {
-            record_step(&mut cx.values, id, &written.outputs, word, conclusion);
+            record_step(&mut cx.values, id, &written.outputs, outcome.word(), conclusion);
         }
     }
     // The action's outputs, over its steps; then everything handed up to the outer step.
@@ -448,7 +425,6 @@ async fn run_node(
     inputs: &[(String, String)],
 ) -> Outcome {
     let mut env = site.env.clone();
-    env.insert("GITHUB_ACTION_PATH".to_owned(), inside_dir.to_owned());
     for (name, value) in inputs {
         env.insert(input_variable(name), value.clone());
     }
@@ -464,7 +440,7 @@ async fn run_node(
         let mut post_env = env.clone();
         // The post script gets its own files; what the main one saved comes back as STATE_*.
         post_env.retain(|k, _| !crate::exec::STEP_FILE_VARIABLES.contains(&k.as_str()));
-        site.place.posts.lock().unwrap_or_else(|e| e.into_inner()).push(PostStep {
+        site.place.post_scripts.lock().unwrap_or_else(|e| e.into_inner()).push(PostStep {
             title: format!("Post {}", site.step.display_name()),
             argv: vec!["node".to_owned(), script(post)],
             env: post_env.into_iter().collect(),
@@ -664,10 +640,7 @@ pub(crate) async fn run_pre_scripts(
                 log.begin_step_commands(false);
                 let argv = vec!["node".to_owned(), format!("{inside}/{}", pre.trim_start_matches("./"))];
                 let outcome = sandboxed(place, dirs, &argv, sandbox::WORKSPACE, &env, log, deadline, stop).await;
-                let legacy = log.take_legacy_commands();
-                files
-                    .append(FileKind::State, &legacy.state.iter().map(|(k, v)| file_command(k, v)).collect::<String>());
-                outcome
+                files.collect(log, outcome).1
             }
             Err(e) => {
                 log.line(&format!("##[error]{reference}: {e}"));
