@@ -357,17 +357,8 @@ async fn call_values(
     };
     let needs_of = |keys: &[String]| gitstratum_ci::orchestrate::needs_context(&jobs, keys);
     let values = gitstratum_workflow::call::callee_values(frames, top, &needs_of)?;
-    let secrets = match values.secrets.to_json() {
-        serde_json::Value::Object(map) => map
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, text)
-            })
-            .collect(),
+    let secrets = match &values.secrets {
+        Value::Object(dict) => dict.iter().map(|(k, v)| (k.to_owned(), v.to_coerced_string())).collect(),
         _ => Default::default(),
     };
     Ok((values.inputs.to_json(), secrets))

@@ -1443,21 +1443,12 @@ fn call_completion(
     // One call per combination of a calling job's matrix: their outputs merged, a later
     // combination winning, as a matrix job's are.
     for prefix in &result.prefixes {
-        let mut context = serde_json::Map::new();
-        for id in &result.jobs {
-            let key = format!("{prefix}{id}");
-            let instances: Vec<&Job> = jobs.iter().filter(|j| j.job_key == key).collect();
-            let mut job_outputs = serde_json::Map::new();
-            for job in &instances {
-                if let Some(serde_json::Value::Object(o)) =
-                    job.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok())
-                {
-                    job_outputs.extend(o);
-                }
-            }
-            context.insert(id.clone(), serde_json::json!({"result": result_of(&instances), "outputs": job_outputs}));
-            all.extend(instances);
-        }
+        // The `jobs` context is the `needs` context of the called jobs, by their own ids.
+        let keys: Vec<String> = result.jobs.iter().map(|id| format!("{prefix}{id}")).collect();
+        let by_key = needs_context(jobs, &keys);
+        let context: serde_json::Map<String, serde_json::Value> =
+            result.jobs.iter().zip(&keys).map(|(id, key)| (id.clone(), by_key[key].clone())).collect();
+        all.extend(jobs.iter().filter(|j| keys.contains(&j.job_key)));
         let evaluated = gitstratum_workflow::call::call_outputs(
             result,
             serde_json::Value::Object(context),
@@ -1466,13 +1457,7 @@ fn call_completion(
         );
         outputs.extend(evaluated.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))));
     }
-    let conclusion = match result_of(&all) {
-        "failure" => Conclusion::Failure,
-        "cancelled" => Conclusion::Cancelled,
-        "skipped" => Conclusion::Skipped,
-        _ => Conclusion::Success,
-    };
-    (conclusion, outputs)
+    (Conclusion::parse(result_of(&all)).unwrap_or(Conclusion::Success), outputs)
 }
 
 /// Plans a waiting job whose `runs_on` was not known when its run was created, now that the jobs

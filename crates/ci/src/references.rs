@@ -118,19 +118,22 @@ pub async fn read_references(
     texts: impl IntoIterator<Item = String>,
 ) -> References {
     let mut out = References::default();
-    let mut level: Vec<String> = texts.into_iter().collect();
-    let mut all_texts = level.clone();
+    // Every workflow met, each parsed once; `parsed[level..]` are the last level's.
+    let mut parsed: Vec<gitstratum_workflow::Workflow> =
+        texts.into_iter().filter_map(|t| gitstratum_workflow::load(&t).ok()).collect();
+    let mut level = 0;
     for _ in 0..call::MAX_DEPTH {
         let mut next = Vec::new();
-        for text in &level {
-            let Ok(workflow) = gitstratum_workflow::load(text) else { continue };
-            for uses in call::called(&workflow) {
+        for workflow in &parsed[level..] {
+            for uses in call::called(workflow) {
                 if out.workflows.contains_key(&uses) || out.workflows.len() >= 4 * call::MAX_CALLED {
                     continue;
                 }
                 let read = read_workflow(stores, repo, commit, &uses).await;
-                if let Ok((_, text)) = &read {
-                    next.push(text.clone());
+                if let Ok((_, text)) = &read
+                    && let Ok(callee) = gitstratum_workflow::load(text)
+                {
+                    next.push(callee);
                 }
                 out.workflows.insert(uses, read);
             }
@@ -138,11 +141,10 @@ pub async fn read_references(
         if next.is_empty() {
             break;
         }
-        all_texts.extend(next.iter().cloned());
-        level = next;
+        level = parsed.len();
+        parsed.extend(next);
     }
-    for text in &all_texts {
-        let Ok(workflow) = gitstratum_workflow::load(text) else { continue };
+    for workflow in &parsed {
         for step in workflow.jobs.values().flat_map(|j| &j.steps) {
             let StepAction::Other { reference, .. } = &step.action else { continue };
             if out.actions.contains_key(reference) || out.actions.len() >= 200 {

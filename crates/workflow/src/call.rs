@@ -152,16 +152,7 @@ fn expand(
         for (index, combination) in combinations.iter().enumerate() {
             let (inner_prefix, shown_caller) = match combination {
                 None => (format!("{key}/"), caller_name.clone()),
-                Some(c) => {
-                    let values: Vec<String> = c
-                        .values()
-                        .map(|v| match v {
-                            Json::String(s) => s.clone(),
-                            other => Value::from_json(other.clone()).to_coerced_string(),
-                        })
-                        .collect();
-                    (format!("{key}/{}/", index + 1), format!("{caller_name} ({})", values.join(", ")))
-                }
+                Some(c) => (format!("{key}/{}/", index + 1), crate::plan::with_combination(&caller_name, c)),
             };
             let frame = CallFrame {
                 caller: key.clone(),

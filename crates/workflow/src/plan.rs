@@ -552,18 +552,22 @@ fn display_name(id: &str, job: &Job, combo: Option<&Combination>, names: &Dict) 
     };
     let mentions_matrix = job.name.as_deref().is_some_and(|n| n.contains("matrix"));
     match combo {
-        Some(combo) if !mentions_matrix && !combo.is_empty() => {
-            let values: Vec<String> = combo
-                .values()
-                .map(|v| match v {
-                    Json::String(s) => s.clone(),
-                    other => Value::from_json(other.clone()).to_coerced_string(),
-                })
-                .collect();
-            Ok(format!("{base} ({})", values.join(", ")))
-        }
+        Some(combo) if !mentions_matrix && !combo.is_empty() => Ok(with_combination(&base, combo)),
         _ => Ok(base),
     }
+}
+
+/// A name with a matrix combination's values after it, as GitHub shows an instance:
+/// `build (linux, 18)`.
+pub(crate) fn with_combination(name: &str, combo: &Combination) -> String {
+    let values: Vec<String> = combo
+        .values()
+        .map(|v| match v {
+            Json::String(s) => s.clone(),
+            other => Value::from_json(other.clone()).to_coerced_string(),
+        })
+        .collect();
+    format!("{name} ({})", values.join(", "))
 }
 
 /// Matrix values of a job as an ordered map, for callers that store them.
