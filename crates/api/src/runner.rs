@@ -338,14 +338,7 @@ async fn call_values(
     let jobs = state.ci().jobs(lease.run.id).await.map_err(|e| e.to_string())?;
     let repo = state.store().get_repo_by_id(lease.run.repo_id).await.map_err(|e| e.to_string())?;
     let repository = repo.map(|r| format!("{}/{}", r.owner, r.name)).unwrap_or_default();
-    let github = gitstratum_workflow::plan::github_context(&gitstratum_workflow::plan::GithubEvent {
-        event_name: &lease.run.event,
-        git_ref: &lease.run.git_ref,
-        sha: &lease.run.commit_sha,
-        repository: &repository,
-        actor: &lease.run.actor,
-        workflow: &lease.run.workflow_name,
-    });
+    let github = lease.run.github_context(&repository);
     let dict = |m: &std::collections::BTreeMap<String, String>| -> Value {
         Value::object(m.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<Dict>())
     };

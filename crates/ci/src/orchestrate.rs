@@ -1196,7 +1196,6 @@ struct RunContext {
 
 async fn run_context(conn: &mut Conn<'_>, run_id: i64) -> Result<RunContext> {
     use gitstratum_workflow::expr::Value;
-    use gitstratum_workflow::plan::{GithubEvent, github_context};
     let run_q = Query::select().columns(RUN_COLUMNS).from("ci_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
     let run: Run = conn.fetch_one(&run_q).await?;
     let source_q = Query::select()
@@ -1213,14 +1212,7 @@ async fn run_context(conn: &mut Conn<'_>, run_id: i64) -> Result<RunContext> {
         .and_where(Expr::col(("repos", "id")).eq(run.repo_id))
         .to_owned();
     let repository = conn.fetch_optional::<RepoName>(&repo_q).await?.map(|r| r.0).unwrap_or_default();
-    let github = github_context(&GithubEvent {
-        event_name: &run.event,
-        git_ref: &run.git_ref,
-        sha: &run.commit_sha,
-        repository: &repository,
-        actor: &run.actor,
-        workflow: &run.workflow_name,
-    });
+    let github = run.github_context(&repository);
     let inputs = inputs.and_then(|i| serde_json::from_str(&i).ok()).map_or(Value::Null, Value::from_json);
     let workflow = workflow.and_then(|w| serde_json::from_str(&w).ok());
     Ok(RunContext { github, inputs, workflow })

@@ -115,6 +115,20 @@ pub struct Run {
 }
 
 impl Run {
+    /// The `github` context of the run's expressions (`repository` is its `owner/name`).
+    pub fn github_context(&self, repository: &str) -> gitstratum_workflow::expr::Value {
+        gitstratum_workflow::plan::github_context(&gitstratum_workflow::plan::GithubEvent {
+            event_name: &self.event,
+            git_ref: &self.git_ref,
+            sha: &self.commit_sha,
+            repository,
+            actor: &self.actor,
+            workflow: &self.workflow_name,
+        })
+    }
+}
+
+impl Run {
     /// The branch or tag the run is for (`head_branch`).
     pub fn ref_name(&self) -> &str {
         gitstratum_workflow::plan::ref_name(&self.git_ref)
