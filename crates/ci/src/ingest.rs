@@ -101,7 +101,14 @@ impl Ingestor {
             let Some(source) = tokio::task::spawn_blocking(move || read_push(&*objects, &read_event)).await?? else {
                 continue;
             };
-            let texts = source.files.iter().filter_map(|f| f.text.clone().ok());
+            // What the workflows this push starts refer to (the others' references are not read).
+            let push = push_event(event, &source);
+            let texts = source
+                .files
+                .iter()
+                .filter_map(|f| f.text.as_ref().ok())
+                .filter(|text| gitstratum_workflow::load(text).is_ok_and(|w| push_triggers(&w, &push)))
+                .cloned();
             let stores = Stores { platform: &self.platform, ci: &self.ci, objects: &self.objects, refs: &self.refs };
             let referenced = read_references(stores, &repo, source.commit_id, texts.collect::<Vec<_>>()).await;
             runs.extend(runs_for_push(&repo, event, &source, &referenced));
@@ -246,6 +253,11 @@ pub fn plan_run(
     })
 }
 
+/// What a push's trigger filters look at.
+fn push_event<'a>(event: &'a RefEvent, source: &'a PushSource) -> PushEvent<'a> {
+    PushEvent { git_ref: &event.name, changed_paths: source.changed.as_deref(), deleted: false }
+}
+
 /// The runs a push starts: one per workflow file whose filters match (or that is invalid).
 fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, refs: &References) -> Vec<NewRun> {
     let ev = Event {
@@ -255,7 +267,7 @@ fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, refs: &Refe
         commit: &source.commit,
         actor: &event.pusher,
     };
-    let push = PushEvent { git_ref: &event.name, changed_paths: source.changed.as_deref(), deleted: false };
+    let push = push_event(event, source);
     source
         .files
         .iter()
