@@ -6,14 +6,15 @@
 //! repository, any public repository, a private repository of the same owner as the job's
 //! repository (GitHub's "accessible from repositories owned by the same user or organization"),
 //! and one whose CI settings share it with the installation. Any other repository is answered as
-//! missing, as if it did not exist.
+//! missing, as if it did not exist. When no repository here has the name, the installation's
+//! upstream sources (`[actions] sources`) are asked, in order (`gitstratum_ci::references::locate`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gitstratum_platform::{Principal, Repo};
-use gitstratum_store::{ObjectId, RepoId};
+use gitstratum_ci::references::{self, Located, Unusable};
+use gitstratum_platform::Principal;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -36,49 +37,36 @@ pub struct ResolvedAction {
     pub repository: String,
     /// The commit the reference names now.
     pub commit: String,
+    /// The upstream repository's URL, for an action of an upstream source; `null` for one of
+    /// this installation.
+    pub source: Option<String>,
 }
 
-/// The action repository, when the job may use it; else 404 (never saying it exists).
-async fn usable_repo(
+/// Where the job's action `owner/name@git_ref` is read from and its commit: a repository of this
+/// installation the job may use, else an upstream source's (404 when neither has it, never saying
+/// whether a repository the job may not use exists; 502 when an upstream source failed).
+async fn locate(
     state: &AppState,
     caller: &Principal,
-    id: i64,
-    job: i64,
-    attempt: i64,
+    (id, job, attempt): (i64, i64, i64),
     owner: &str,
     name: &str,
-) -> Result<Repo, ApiError> {
+    git_ref: &str,
+) -> Result<Located, ApiError> {
     let job = crate::runner::held_job(state, caller, id, job, attempt).await?;
     let lost = || crate::runner::lease_lost(job.id);
     let run = state.ci().get_run(job.run_id).await?.ok_or_else(lost)?;
     let job_repo = state.store().get_repo_by_id(run.repo_id).await?.ok_or_else(lost)?;
-    let missing = || {
-        ApiError::not_found("action.not_found", format!("no repository {owner}/{name} this job may use actions from"))
-    };
-    let repo = state.store().get_repo(owner, name).await?.ok_or_else(missing)?;
-    if gitstratum_ci::references::may_use(state.ci(), &job_repo, &repo).await? { Ok(repo) } else { Err(missing()) }
-}
-
-/// The commit `name` names in `repo`: a full commit id that is there, else a tag, else a branch.
-async fn resolve(state: &AppState, repo: &Repo, name: &str) -> Result<ObjectId, ApiError> {
-    let git = state.git().clone();
-    let (repo_id, wanted) = (RepoId(repo.id), name.to_owned());
-    let found = tokio::task::spawn_blocking(move || {
-        gitstratum_ci::references::resolve_name(git.objects().as_ref(), git.refs().as_ref(), repo_id, &wanted)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    found.ok_or_else(|| {
-        ApiError::not_found(
-            "action.ref_not_found",
-            format!("{}/{} has no tag, branch or commit '{}'", repo.owner, repo.name, name_for_message(name)),
-        )
+    references::locate(state.reference_stores(), &job_repo, owner, name, git_ref, "job").await.map_err(|e| match e {
+        Unusable::Repository(m) => ApiError::not_found("action.not_found", name_for_message(&m)),
+        Unusable::Reference(m) => ApiError::not_found("action.ref_not_found", name_for_message(&m)),
+        Unusable::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, "action.upstream_failed", m),
+        Unusable::Internal(m) => ApiError::internal(m),
     })
 }
 
 fn name_for_message(name: &str) -> String {
-    name.chars().take(200).collect()
+    name.chars().take(600).collect()
 }
 
 /// A reference as the runner sends it: 1 to 255 characters, no control characters (as the
@@ -97,7 +85,7 @@ fn checked(q: &ActionQuery) -> Result<&str, ApiError> {
     tag = "runner",
     summary = "Resolve an action's repository and reference (tag, branch or commit) to a commit, for a job that may use it",
     params(ActionQuery),
-    responses((status = 200, description = "Resolved", body = ResolvedAction), (status = "4XX", description = "Refused (404: no such repository this job may use, or no such reference)", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "Resolved", body = ResolvedAction), (status = "4XX", description = "Refused (404: no such repository this job may use, here or upstream, or no such reference)", body = crate::error::ErrorDoc), (status = 502, description = "An upstream source failed", body = crate::error::ErrorDoc))
 )]
 pub async fn resolve_action(
     State(state): State<AppState>,
@@ -106,12 +94,12 @@ pub async fn resolve_action(
     Query(q): Query<ActionQuery>,
 ) -> Result<Json<ResolvedAction>, ApiError> {
     let git_ref = checked(&q)?;
-    let repo = usable_repo(&state, &caller, id, job, q.attempt, &owner, &name).await?;
-    let commit = resolve(&state, &repo, git_ref).await?;
+    let located = locate(&state, &caller, (id, job, q.attempt), &owner, &name, git_ref).await?;
+    let commit = located.commit.to_string();
     // The job's record says which commit each action it used was.
-    let uses = format!("{}/{}@{git_ref}", repo.owner, repo.name);
-    state.ci().record_job_action(job, q.attempt, &uses, &commit.to_string()).await?;
-    Ok(Json(ResolvedAction { repository: format!("{}/{}", repo.owner, repo.name), commit: commit.to_string() }))
+    let uses = format!("{}@{git_ref}", located.name);
+    state.ci().record_job_action(job, q.attempt, &uses, &commit).await?;
+    Ok(Json(ResolvedAction { repository: located.name, commit, source: located.source }))
 }
 
 #[utoipa::path(
@@ -120,7 +108,7 @@ pub async fn resolve_action(
     tag = "runner",
     summary = "An action repository's files at a commit, as an archive (the artifact format, zstd-compressed)",
     params(ActionQuery),
-    responses((status = 200, description = "The archive", content_type = "application/zstd"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "The archive", content_type = "application/zstd"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc), (status = 502, description = "An upstream source failed", body = crate::error::ErrorDoc))
 )]
 pub async fn action_archive(
     State(state): State<AppState>,
@@ -129,13 +117,10 @@ pub async fn action_archive(
     Query(q): Query<ActionQuery>,
 ) -> Result<Response, ApiError> {
     let git_ref = checked(&q)?;
-    let repo = usable_repo(&state, &caller, id, job, q.attempt, &owner, &name).await?;
-    let commit = resolve(&state, &repo, git_ref).await?;
-    let git = state.git().clone();
-    let repo_id = RepoId(repo.id);
+    let located = locate(&state, &caller, (id, job, q.attempt), &owner, &name, git_ref).await?;
+    let Located { objects, repo: repo_id, commit, .. } = located;
     let body = crate::artifacts::blocking_body("an action archive", move |out| {
         let mut writer = gitstratum_artifact::Writer::new(out)?;
-        let objects = git.objects();
         gitstratum_ci::source::each_file(objects.as_ref(), repo_id, commit, &mut |path, mode, data| {
             if gitstratum_artifact::check_entry_path(path).is_err() {
                 return Ok(()); // a name the archive cannot carry (`:` or `*` in it, say)

@@ -54,6 +54,8 @@ pub struct CiParts {
     pub artifacts: Arc<gitstratum_ci::Artifacts>,
     /// The key CI secrets are sealed with.
     pub secrets_key: gitstratum_platform::SecretKey,
+    /// Where actions of repositories this installation lacks are looked up.
+    pub upstream: Arc<dyn gitstratum_ci::upstream::Upstream>,
 }
 
 /// Everything handlers need. Cheap to clone.
@@ -68,6 +70,7 @@ struct Inner {
     logs: Arc<gitstratum_ci::LogStore>,
     artifacts: Arc<gitstratum_ci::Artifacts>,
     secrets_key: gitstratum_platform::SecretKey,
+    upstream: Arc<dyn gitstratum_ci::upstream::Upstream>,
     git: GitService,
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
@@ -111,6 +114,7 @@ impl AppState {
                 logs: ci.logs,
                 artifacts: ci.artifacts,
                 secrets_key: ci.secrets_key,
+                upstream: ci.upstream,
                 store,
                 git,
                 clock,
@@ -149,6 +153,17 @@ impl AppState {
     }
 
     /// CI state: runs, jobs and steps (in the platform database).
+    /// What runs' references to other repositories (actions, reusable workflows) are read from.
+    pub fn reference_stores(&self) -> gitstratum_ci::references::Stores<'_> {
+        gitstratum_ci::references::Stores {
+            platform: &self.inner.store,
+            ci: &self.inner.ci,
+            objects: self.inner.git.objects(),
+            refs: self.inner.git.refs(),
+            upstream: self.inner.upstream.as_ref(),
+        }
+    }
+
     pub fn ci(&self) -> &gitstratum_ci::CiStore {
         &self.inner.ci
     }

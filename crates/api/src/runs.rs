@@ -543,13 +543,8 @@ pub async fn dispatch(
     let event =
         Event { name: "workflow_dispatch", key, git_ref: &git_ref, commit: &commit, actor: &caller.account.name };
     let texts = workflow.text.clone().ok();
-    let stores = gitstratum_ci::references::Stores {
-        platform: state.store(),
-        ci: state.ci(),
-        objects: state.git().objects(),
-        refs: state.git().refs(),
-    };
-    let referenced = gitstratum_ci::references::read_references(stores, &repo, commit_id, texts).await;
+    let referenced =
+        gitstratum_ci::references::read_references(state.reference_stores(), &repo, commit_id, texts).await;
     let mut refusal = None;
     let run =
         plan_run(&repo, &workflow, &event, &referenced, |wf| {

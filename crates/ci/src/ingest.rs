@@ -49,6 +49,8 @@ pub struct Ingestor {
     pub objects: Arc<dyn ObjectStore>,
     pub refs: Arc<dyn RefStore>,
     pub clock: Arc<dyn Clock>,
+    /// Where actions of repositories this installation lacks are looked up.
+    pub upstream: Arc<dyn crate::upstream::Upstream>,
 }
 
 /// What one push carries to planning: the workflow files at the new commit and the changed paths.
@@ -109,7 +111,13 @@ impl Ingestor {
                 .filter_map(|f| f.text.as_ref().ok())
                 .filter(|text| gitstratum_workflow::load(text).is_ok_and(|w| push_triggers(&w, &push)))
                 .cloned();
-            let stores = Stores { platform: &self.platform, ci: &self.ci, objects: &self.objects, refs: &self.refs };
+            let stores = Stores {
+                platform: &self.platform,
+                ci: &self.ci,
+                objects: &self.objects,
+                refs: &self.refs,
+                upstream: self.upstream.as_ref(),
+            };
             let referenced = read_references(stores, &repo, source.commit_id, texts.collect::<Vec<_>>()).await;
             runs.extend(runs_for_push(&repo, event, &source, &referenced));
         }

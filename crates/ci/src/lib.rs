@@ -13,6 +13,7 @@
 //!   eviction; their archives rest in a [`blob::BlobStore`].
 //! - [`usage`]: usage metering (a row per attempt that ran) and log retention.
 //! - [`payload`]: GitHub's event payloads (webhooks, and `$GITHUB_EVENT_PATH` for jobs).
+//! - [`upstream`]: actions of upstream sources (the seam the server fetches them through).
 //! - [`state`]: the states, and GitHub's status/conclusion vocabulary shown for them.
 //!
 //! What it must never do: know HTTP (the API crate serves runs) or run anything itself (runners
@@ -31,6 +32,7 @@ pub mod references;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod usage;
 
 pub use artifacts::{Artifact, ArtifactConfig, ArtifactError, Artifacts, Cache};

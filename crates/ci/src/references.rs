@@ -7,6 +7,11 @@
 //! private repositories of the same owner, and those whose CI settings share them with the whole
 //! installation (`actions_shared`); any other repository is reported missing, as if it did not
 //! exist. The API's action endpoints for runners apply the same rule ([`may_use`]).
+//!
+//! Where from ([`locate`]): a repository of this installation by that name first; when there is
+//! none the job may use, the first upstream source (`[actions] sources`, [`crate::upstream`])
+//! that has `owner/name`. Everything upstream may be used by every job: the operator chose the
+//! sources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use gitstratum_workflow::call;
 use gitstratum_workflow::model::StepAction;
 
 use crate::source;
+use crate::upstream::{self, Missing, Snapshot, Upstream};
 
 /// What a run's files refer to, by the `uses:` naming it.
 #[derive(Debug, Default)]
@@ -35,6 +41,8 @@ pub struct Stores<'a> {
     pub ci: &'a crate::CiStore,
     pub objects: &'a Arc<dyn ObjectStore>,
     pub refs: &'a Arc<dyn RefStore>,
+    /// Where actions no repository here has are looked up.
+    pub upstream: &'a dyn Upstream,
 }
 
 /// Whether `repo`'s runs may use `target`'s workflows and actions: its own, a public one, one of
@@ -69,48 +77,129 @@ pub fn resolve_name(
     Ok(None)
 }
 
-/// The repository `owner/name` and the commit `git_ref` names in it, when `repo` may use it.
-async fn other_commit(
+/// Where the files of another repository's action or workflow are read: a repository of this
+/// installation, or a commit fetched from an upstream source.
+#[derive(Clone)]
+pub struct Located {
+    /// `owner/name` as stored here, or as the step named it for an upstream one.
+    pub name: String,
+    /// The upstream repository's URL; `None` for a repository of this installation.
+    pub source: Option<String>,
+    pub objects: Arc<dyn ObjectStore>,
+    /// The repository id the objects are kept under in `objects`.
+    pub repo: RepoId,
+    /// The commit the reference named.
+    pub commit: ObjectId,
+}
+
+impl Located {
+    /// The text of the file at `path` of the commit (`None`: no such file).
+    pub async fn read_text(&self, path: &str) -> Result<Option<Result<String, String>>, String> {
+        let (objects, id, at, file) = (self.objects.clone(), self.repo, self.commit, path.to_owned());
+        tokio::task::spawn_blocking(move || {
+            source::text_file(objects.as_ref(), id, at, &file).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Why another repository's action or workflow cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// No repository of that name that the job may use, here or upstream.
+    Repository(String),
+    /// The repository has no such tag, branch or commit.
+    Reference(String),
+    /// An upstream source failed.
+    Upstream(String),
+    /// Storage failed.
+    Internal(String),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Repository(m) | Unusable::Reference(m) | Unusable::Upstream(m) | Unusable::Internal(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// The repository `owner/name` that `repo`'s runs may use and the commit `git_ref` names in it: a
+/// repository of this installation first (one the job may not use counts as missing), then the
+/// first upstream source that has `owner/name`. `what` names the user in messages (`job`).
+pub async fn locate(
     stores: Stores<'_>,
     repo: &Repo,
     owner: &str,
     name: &str,
     git_ref: &str,
     what: &str,
-) -> Result<(Repo, ObjectId), String> {
-    let missing = || format!("no repository {owner}/{name} this {what} may use");
+) -> Result<Located, Unusable> {
+    let internal = |e: String| Unusable::Internal(e);
     let target = match stores.platform.get_repo(owner, name).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return Err(missing()),
-        Err(e) => return Err(e.to_string()),
+        Ok(found) => found,
+        Err(e) => return Err(internal(e.to_string())),
     };
-    if !may_use(stores.ci, repo, &target).await.map_err(|e| e.to_string())? {
-        return Err(missing());
+    let usable = match &target {
+        Some(t) => may_use(stores.ci, repo, t).await.map_err(|e| internal(e.to_string()))?,
+        None => false,
+    };
+    if let Some(target) = target.filter(|_| usable) {
+        let (objects, refs, wanted, id) =
+            (stores.objects.clone(), stores.refs.clone(), git_ref.to_owned(), RepoId(target.id));
+        let at = tokio::task::spawn_blocking(move || resolve_name(objects.as_ref(), refs.as_ref(), id, &wanted))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(internal)?;
+        let Some(at) = at else {
+            return Err(Unusable::Reference(format!("{owner}/{name} has no tag, branch or commit '{git_ref}'")));
+        };
+        return Ok(Located {
+            name: format!("{}/{}", target.owner, target.name),
+            source: None,
+            objects: stores.objects.clone(),
+            repo: RepoId(target.id),
+            commit: at,
+        });
     }
-    let (objects, refs, wanted, id) =
-        (stores.objects.clone(), stores.refs.clone(), git_ref.to_owned(), RepoId(target.id));
-    let at = tokio::task::spawn_blocking(move || resolve_name(objects.as_ref(), refs.as_ref(), id, &wanted))
-        .await
-        .map_err(|e| e.to_string())??;
-    match at {
-        Some(at) => Ok((target, at)),
-        None => Err(format!("{owner}/{name} has no tag, branch or commit '{git_ref}'")),
+    let sources = stores.upstream.sources();
+    if sources.is_empty() || !upstream::is_name(owner) || !upstream::is_name(name) {
+        return Err(Unusable::Repository(format!("no repository {owner}/{name} this {what} may use")));
+    }
+    match stores.upstream.resolve(owner, name, git_ref).await {
+        Ok(found) => {
+            let snapshot = stores
+                .upstream
+                .snapshot(&found)
+                .await
+                .map_err(|e| Unusable::Upstream(format!("fetching {owner}/{name} from {}: {e}", found.url)))?;
+            Ok(Located {
+                name: format!("{owner}/{name}"),
+                source: Some(found.url),
+                objects: snapshot.objects(),
+                repo: Snapshot::REPO,
+                commit: snapshot.commit,
+            })
+        }
+        Err(Ok(Missing::Repository)) => Err(Unusable::Repository(format!(
+            "no repository {owner}/{name} this {what} may use here or at {}",
+            sources.join(", ")
+        ))),
+        Err(Ok(Missing::Reference(url))) => {
+            Err(Unusable::Reference(format!("{url} has no tag, branch or commit '{git_ref}'")))
+        }
+        Err(Err(e)) => Err(Unusable::Upstream(e)),
     }
 }
 
-async fn read_text(
-    objects: &Arc<dyn ObjectStore>,
-    repo: &Repo,
-    at: ObjectId,
-    path: &str,
-) -> Result<Option<Result<String, String>>, String> {
-    let (objects, id, file) = (objects.clone(), RepoId(repo.id), path.to_owned());
-    tokio::task::spawn_blocking(move || source::text_file(objects.as_ref(), id, at, &file).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| e.to_string())?
-}
+/// The longest reading what a push's workflows refer to may take (it is only slow when an upstream
+/// source is).
+pub const READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reads what the workflow `texts` (at `commit` of `repo`) refer to.
+/// Reads what the workflow `texts` (at `commit` of `repo`) refer to, within [`READ_BUDGET`].
 pub async fn read_references(
     stores: Stores<'_>,
     repo: &Repo,
@@ -118,6 +207,8 @@ pub async fn read_references(
     texts: impl IntoIterator<Item = String>,
 ) -> References {
     let mut out = References::default();
+    // Runs wait for this: an upstream source that does not answer may not hold them up for long.
+    let deadline = tokio::time::Instant::now() + READ_BUDGET;
     // Every workflow met, each parsed once; `parsed[level..]` are the last level's.
     let mut parsed: Vec<gitstratum_workflow::Workflow> =
         texts.into_iter().filter_map(|t| gitstratum_workflow::load(&t).ok()).collect();
@@ -129,7 +220,9 @@ pub async fn read_references(
                 if out.workflows.contains_key(&uses) || out.workflows.len() >= 4 * call::MAX_CALLED {
                     continue;
                 }
-                let read = read_workflow(stores, repo, commit, &uses).await;
+                let read = tokio::time::timeout_at(deadline, read_workflow(stores, repo, commit, &uses))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("'{uses}': not read in time (an upstream source did not answer)")));
                 if let Ok((_, text)) = &read
                     && let Ok(callee) = gitstratum_workflow::load(text)
                 {
@@ -151,7 +244,10 @@ pub async fn read_references(
                 continue;
             }
             let Some(remote) = RemoteAction::parse(reference) else { continue };
-            let checked = check_action(stores, repo, &remote).await;
+            // Not checked in time (a slow upstream source): the job's runner resolves it when the
+            // job starts, and the step fails there if it still cannot be used.
+            let checked =
+                tokio::time::timeout_at(deadline, check_action(stores, repo, &remote)).await.unwrap_or(Ok(()));
             out.actions.insert(reference.clone(), checked);
         }
     }
@@ -164,24 +260,31 @@ async fn read_workflow(
     commit: ObjectId,
     uses: &str,
 ) -> Result<(String, String), String> {
-    let (target, at, path) = if let Some(path) = uses.strip_prefix("./") {
+    let (located, path) = if let Some(path) = uses.strip_prefix("./") {
         if !gitstratum_workflow::WORKFLOW_DIRS.iter().any(|d| path.starts_with(&format!("{d}/"))) {
             return Err(format!("'{uses}': a reusable workflow must be in .github/workflows"));
         }
-        (repo.clone(), commit, path.to_owned())
+        let own = Located {
+            name: format!("{}/{}", repo.owner, repo.name),
+            source: None,
+            objects: stores.objects.clone(),
+            repo: RepoId(repo.id),
+            commit,
+        };
+        (own, path.to_owned())
     } else {
         let Some((owner, name, path, git_ref)) = call::parse_remote(uses) else {
             return Err(format!(
                 "'{uses}' is not a reusable workflow reference (./.github/workflows/x.yml or owner/repo/.github/workflows/x.yml@ref)"
             ));
         };
-        let (target, at) =
-            other_commit(stores, repo, owner, name, git_ref, "workflow").await.map_err(|e| format!("'{uses}': {e}"))?;
-        (target, at, path.to_owned())
+        let located =
+            locate(stores, repo, owner, name, git_ref, "workflow").await.map_err(|e| format!("'{uses}': {e}"))?;
+        (located, path.to_owned())
     };
-    match read_text(stores.objects, &target, at, &path).await.map_err(|e| format!("'{uses}': {e}"))? {
+    match located.read_text(&path).await.map_err(|e| format!("'{uses}': {e}"))? {
         Some(Ok(text)) => {
-            let shown = if target.id == repo.id { path } else { format!("{}/{}/{path}", target.owner, target.name) };
+            let shown = if uses.starts_with("./") { path } else { format!("{}/{path}", located.name) };
             Ok((shown, text))
         }
         Some(Err(why)) => Err(format!("'{uses}': {why}")),
@@ -195,15 +298,16 @@ async fn read_workflow(
 async fn check_action(stores: Stores<'_>, repo: &Repo, remote: &RemoteAction) -> Result<(), String> {
     let shown = remote.shown();
     let unable = |e: String| format!("Unable to resolve action '{shown}': {e}");
-    let (target, at) =
-        other_commit(stores, repo, &remote.owner, &remote.repo, &remote.git_ref, "job").await.map_err(unable)?;
+    let located = locate(stores, repo, &remote.owner, &remote.repo, &remote.git_ref, "job")
+        .await
+        .map_err(|e| unable(e.to_string()))?;
     let dir = if remote.path.is_empty() { String::new() } else { format!("{}/", remote.path) };
     for name in ACTION_FILES {
         let path = format!("{dir}{name}");
-        let Some(text) = read_text(stores.objects, &target, at, &path).await.map_err(unable)? else { continue };
+        let Some(text) = located.read_text(&path).await.map_err(unable)? else { continue };
         let text = text.map_err(unable)?;
         let action = load_action(&text).map_err(|diags| {
-            let shown_file = format!("{}/{}/{path}", target.owner, target.name);
+            let shown_file = format!("{}/{path}", located.name);
             let lines: Vec<String> = diags.iter().take(5).map(|d| d.display_in(&shown_file).to_string()).collect();
             format!("the action '{shown}' is not valid:\n{}", lines.join("\n"))
         })?;
@@ -214,7 +318,7 @@ async fn check_action(stores: Stores<'_>, repo: &Repo, remote: &RemoteAction) ->
         }
         return Ok(());
     }
-    if read_text(stores.objects, &target, at, &format!("{dir}Dockerfile")).await.map_err(unable)?.is_some() {
+    if located.read_text(&format!("{dir}Dockerfile")).await.map_err(unable)?.is_some() {
         return Err(format!(
             "'{shown}' is a Docker action (a Dockerfile): Docker actions need a container executor, which this installation's runners do not have"
         ));

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod crc;
 pub mod delta;
 pub mod object;

@@ -95,6 +95,9 @@ pub struct Config {
     pub pack_cache_bytes: u64,
     /// Background maintenance of Git storage (`[git]`).
     pub git_maintenance: GitMaintenance,
+    /// Git hosts actions no repository here has are fetched from, in order (`[actions] sources`):
+    /// `http(s)://` base URLs, `<source>/<owner>/<repo>.git` being a repository.
+    pub actions_sources: Vec<String>,
 }
 
 /// When Git storage is maintained in the background (packs rolled up, repacked, pruned).
@@ -127,6 +130,10 @@ impl fmt::Debug for Config {
             .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("ci_artifacts", &self.ci_artifacts)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
+            .field(
+                "actions_sources",
+                &self.actions_sources.iter().map(|s| crate::upstream::redact_source(s)).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -167,6 +174,8 @@ pub struct ConfigLayer {
     pub git_maintenance_secs: Option<String>,
     pub git_full_repack_hours: Option<String>,
     pub git_prune_grace_hours: Option<String>,
+    /// Comma-separated base URLs.
+    pub actions_sources: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
 }
@@ -206,6 +215,7 @@ impl fmt::Debug for ConfigLayer {
             .field("git_maintenance_secs", &self.git_maintenance_secs)
             .field("git_full_repack_hours", &self.git_full_repack_hours)
             .field("git_prune_grace_hours", &self.git_prune_grace_hours)
+            .field("actions_sources", &self.actions_sources.as_deref().map(redact_sources))
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
             .finish()
     }
@@ -223,6 +233,11 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("invalid {setting}: {message}")]
     Invalid { setting: &'static str, message: String },
+}
+
+/// Comma-separated sources with their credentials hidden.
+fn redact_sources(sources: &str) -> String {
+    sources.split(',').map(crate::upstream::redact_source).collect::<Vec<_>>().join(",")
 }
 
 /// `config.toml` as written by people: grouped in tables; unknown keys are errors so typos surface.
@@ -247,6 +262,14 @@ struct FileConfig {
     webhooks: FileWebhooks,
     #[serde(default)]
     tokens: FileTokens,
+    #[serde(default)]
+    actions: FileActions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileActions {
+    sources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -356,6 +379,7 @@ impl ConfigLayer {
             ci_cache_max_mb: file.ci.cache_max_mb.map(|n| n.to_string()),
             ci_repo_caches_max_mb: file.ci.repo_caches_max_mb.map(|n| n.to_string()),
             webhook_allowed_hosts: file.webhooks.allowed_hosts.map(|hosts| hosts.join(",")),
+            actions_sources: file.actions.sources.map(|sources| sources.join(",")),
             token_max_days: file.tokens.max_days.map(|n| n.to_string()),
             max_concurrent_pushes: file.server.max_concurrent_pushes.map(|n| n.to_string()),
             pack_cache_mb: file.server.pack_cache_mb.map(|n| n.to_string()),
@@ -405,6 +429,7 @@ impl ConfigLayer {
                 "GITSTRATUM_CI_CACHE_MAX_MB" => layer.ci_cache_max_mb = Some(value),
                 "GITSTRATUM_CI_REPO_CACHES_MAX_MB" => layer.ci_repo_caches_max_mb = Some(value),
                 "GITSTRATUM_WEBHOOK_ALLOWED_HOSTS" => layer.webhook_allowed_hosts = Some(value),
+                "GITSTRATUM_ACTIONS_SOURCES" => layer.actions_sources = Some(value),
                 "GITSTRATUM_TOKEN_MAX_DAYS" => layer.token_max_days = Some(value),
                 "GITSTRATUM_MAX_CONCURRENT_PUSHES" => layer.max_concurrent_pushes = Some(value),
                 "GITSTRATUM_PACK_CACHE_MB" => layer.pack_cache_mb = Some(value),
@@ -449,6 +474,7 @@ impl ConfigLayer {
             ci_cache_max_mb: over.ci_cache_max_mb.or(self.ci_cache_max_mb),
             ci_repo_caches_max_mb: over.ci_repo_caches_max_mb.or(self.ci_repo_caches_max_mb),
             webhook_allowed_hosts: over.webhook_allowed_hosts.or(self.webhook_allowed_hosts),
+            actions_sources: over.actions_sources.or(self.actions_sources),
             token_max_days: over.token_max_days.or(self.token_max_days),
             max_concurrent_pushes: over.max_concurrent_pushes.or(self.max_concurrent_pushes),
             pack_cache_mb: over.pack_cache_mb.or(self.pack_cache_mb),
@@ -620,6 +646,19 @@ impl Config {
         let webhook_destinations =
             gitstratum_core::Destinations::parse(merged.webhook_allowed_hosts.as_deref().unwrap_or("").split(','))
                 .map_err(|message| ConfigError::Invalid { setting: "webhooks.allowed_hosts", message })?;
+        let actions_sources: Vec<String> = merged
+            .actions_sources
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for source in &actions_sources {
+            crate::upstream::parse_source(source)
+                .map_err(|message| ConfigError::Invalid { setting: "actions.sources", message })?;
+        }
         Ok(Config {
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -638,6 +677,7 @@ impl Config {
             ci_artifacts,
             secrets_key,
             webhook_destinations,
+            actions_sources,
             token_max_days: match merged.token_max_days.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(text) => Some(text.parse::<u32>().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| {
@@ -846,6 +886,7 @@ mod tests {
             ("git maintenance_secs", layer.git_maintenance_secs.is_some()),
             ("git full_repack_hours", layer.git_full_repack_hours.is_some()),
             ("git prune_grace_hours", layer.git_prune_grace_hours.is_some()),
+            ("actions sources", layer.actions_sources.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }

@@ -78,6 +78,11 @@ impl DataDir {
         self.root.join("pack-cache")
     }
 
+    /// Commits of upstream actions, as fetched (`[actions] sources`); safe to delete while stopped.
+    pub fn actions_cache_dir(&self) -> PathBuf {
+        self.root.join("actions-cache")
+    }
+
     pub fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }

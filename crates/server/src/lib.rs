@@ -12,6 +12,7 @@ pub mod config;
 pub mod datadir;
 pub mod http;
 mod maintenance;
+pub mod upstream;
 pub mod webhooks;
 
 use std::future::Future;
@@ -260,6 +261,15 @@ impl Server {
         ));
         let blobs = gitstratum_ci::blob::FsBlobStore::open(self.data_dir.blobs_dir()).map_err(Error::Serve)?;
         let artifacts = Arc::new(gitstratum_ci::Artifacts::new(ci.clone(), Arc::new(blobs), self.config.ci_artifacts));
+        let upstream: Arc<dyn gitstratum_ci::upstream::Upstream> = if self.config.actions_sources.is_empty() {
+            Arc::new(gitstratum_ci::upstream::NoUpstream)
+        } else {
+            let cache = self.data_dir.actions_cache_dir();
+            Arc::new(
+                upstream::HttpUpstream::new(&self.config.actions_sources, cache)
+                    .map_err(|e| Error::Serve(std::io::Error::other(format!("[actions] sources: {e}"))))?,
+            )
+        };
         let state = AppState::new(
             self.store.clone(),
             git,
@@ -277,6 +287,7 @@ impl Server {
                 logs: logs.clone(),
                 artifacts: artifacts.clone(),
                 secrets_key: self.secrets_key.clone(),
+                upstream: upstream.clone(),
             },
         );
         let app = gitstratum_api::router(state);
@@ -303,6 +314,7 @@ impl Server {
             objects: self.git_store.clone(),
             refs: self.git_store.clone(),
             clock: self.clock.clone(),
+            upstream,
         };
         let ingestor = tokio::spawn(ingestor.run(ingestor_stopped));
         let (stop_reaper, reaper_stopped) = tokio::sync::oneshot::channel::<()>();

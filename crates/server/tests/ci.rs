@@ -2635,6 +2635,215 @@ jobs:
     s.stop().await;
 }
 
+/// C git's `http-backend` behind the project's reference server (`bench/refserver.py`), on a free
+/// port of loopback: an upstream Git host that is the reference itself.
+struct RefServer {
+    base: String,
+    token: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RefServer {
+    async fn start() -> RefServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/refserver.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the reference server");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                let token = std::fs::read_to_string(dir.path().join("initial-admin-token")).expect("token");
+                return RefServer { base, token: token.trim().to_owned(), child, _dir: dir };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the reference server did not start");
+    }
+}
+
+impl Drop for RefServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number a counter of this process shows (0 before its first increment).
+fn counter(name_and_labels: &str) -> u64 {
+    let text = common::metrics_handle().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn actions_of_upstream_sources_are_fetched_once_and_pinned() {
+    // Two upstream hosts, asked in order: another GitStratum, then C git.
+    let other = TestServer::start().await;
+    let c_git = RefServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let (status, body) = other.create_repo(Some(&other.admin_token), json!({"name": "shout"})).await;
+    assert_eq!(status, 201, "{body}");
+    let shout = tmp.path().join("shout");
+    std::fs::create_dir_all(&shout).expect("dir");
+    git.ok(&shout, &["init", "-q", "-b", "main"]).await;
+    write(
+        &shout,
+        "action.yml",
+        "name: Shout\ninputs:\n  word: {required: true}\noutputs:\n  loud:\n    value: ${{ steps.s.outputs.loud }}\nruns:\n  using: composite\n  steps:\n    - id: s\n      shell: bash\n      run: echo \"loud=$(echo '${{ inputs.word }}' | tr a-z A-Z)\" >> \"$GITHUB_OUTPUT\"\n",
+    );
+    commit(&git, &shout, "shout").await;
+    git.ok(&shout, &["tag", "v1"]).await;
+    let other_host = other.base.trim_start_matches("http://").to_owned();
+    let push = format!("http://x:{}@{other_host}/admin/shout.git", other.admin_token);
+    git.ok(&shout, &["push", "-q", &push, "main", "v1"]).await;
+    let shout_sha = git.ok(&shout, &["rev-parse", "HEAD"]).await.trim().to_owned();
+
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/repos", c_git.base))
+        .bearer_auth(&c_git.token)
+        .json(&json!({"name": "greet"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(created["name"], "greet", "{created}");
+    let greet = tmp.path().join("greet");
+    std::fs::create_dir_all(&greet).expect("dir");
+    git.ok(&greet, &["init", "-q", "-b", "main"]).await;
+    write(&greet, "js/action.yml", "name: Greet\nruns:\n  using: node20\n  main: index.js\n  post: post.js\n");
+    write(&greet, "js/index.js", "console.log(`greetings from ${process.env.GITHUB_ACTION_PATH}`);\n");
+    write(&greet, "js/post.js", "console.log('greet cleans up');\n");
+    write(&greet, "old.txt", "history the action does not need\n");
+    commit(&git, &greet, "first").await;
+    std::fs::remove_file(greet.join("old.txt")).expect("rm");
+    commit(&git, &greet, "second").await;
+    // An annotated tag: ls-refs peels it to the commit.
+    git.ok(&greet, &["tag", "-a", "-m", "release", "v2"]).await;
+    let c_git_host = c_git.base.trim_start_matches("http://").to_owned();
+    git.ok(&greet, &["push", "-q", &format!("http://x:{}@{c_git_host}/admin/greet.git", c_git.token), "main", "v2"])
+        .await;
+    let greet_sha = git.ok(&greet, &["rev-parse", "HEAD"]).await.trim().to_owned();
+
+    let sources = format!("{},{}", other.base, c_git.base);
+    let Fixture { s, token, tmp: _app_tmp, git, src } = Fixture::new(
+        true,
+        false,
+        gitstratum_server::ConfigLayer { actions_sources: Some(sources.clone()), ..Default::default() },
+    )
+    .await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    write(
+        &src,
+        ".github/workflows/flow.yml",
+        r#"on: push
+jobs:
+  upstream:
+    runs-on: ubuntu-latest
+    steps:
+      - id: s
+        uses: admin/shout@v1
+        with:
+          word: hello
+      - uses: admin/greet/js@v2
+      - run: echo "said ${{ steps.s.outputs.loud }}"
+  no-ref:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: admin/greet/js@v9
+  nowhere:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: nobody/nothing@v1
+"#,
+    );
+    commit(&git, &src, "use upstream actions").await;
+    let fetched_before = counter("gitstratum_ci_upstream_actions_total{from=\"source\"}");
+    git.ok(&src, &["push", "-q", &format!("http://x:{token}@{host}/admin/app.git"), "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let log = job_log(&s, &token, &jobs[0]).await;
+    assert_eq!(jobs[0]["conclusion"], "success", "{log}");
+    for expected in [
+        format!("Download action repository 'admin/shout@v1' (SHA:{shout_sha})"),
+        format!("Download action repository 'admin/greet@v2' (SHA:{greet_sha})"),
+        format!("greetings from /__gitstratum/actions/admin/greet/{greet_sha}/js"),
+        "said HELLO".to_owned(),
+        "greet cleans up".to_owned(),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
+    }
+    assert_eq!(
+        jobs[0]["actions"],
+        json!([{"uses": "admin/greet@v2", "commit": greet_sha}, {"uses": "admin/shout@v1", "commit": shout_sha}]),
+        "{detail:#}"
+    );
+    let message = |i: usize| jobs[i]["message"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        message(1),
+        format!(
+            ".github/workflows/flow.yml:15:9: step 1: Unable to resolve action 'admin/greet@v9': {}/admin/greet has no tag, branch or commit 'v9'",
+            c_git.base
+        )
+    );
+    assert_eq!(
+        message(2),
+        format!(
+            ".github/workflows/flow.yml:19:9: step 1: Unable to resolve action 'nobody/nothing@v1': no repository nobody/nothing this job may use here or at {}, {}",
+            other.base, c_git.base
+        )
+    );
+    // Each commit was fetched once: checking the run, then serving two jobs' runners came from
+    // what was kept.
+    let fetched = counter("gitstratum_ci_upstream_actions_total{from=\"source\"}") - fetched_before;
+    assert_eq!(fetched, 2);
+    // The fetch took the commit alone, not its history.
+    let kept = s.data_dir.path().join("actions-cache");
+    let packs: Vec<_> = walk_files(&kept).into_iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    for pack in &packs {
+        // No index is kept beside a cached pack: C git indexes it to count its commits.
+        let indexed = std::process::Command::new("git").arg("index-pack").arg(pack).output().expect("git");
+        assert!(indexed.status.success(), "{}", String::from_utf8_lossy(&indexed.stderr));
+        let listed = std::process::Command::new("git")
+            .args(["verify-pack", "-v"])
+            .arg(pack.with_extension("idx"))
+            .output()
+            .expect("git");
+        let commits = String::from_utf8_lossy(&listed.stdout).lines().filter(|l| l.contains(" commit ")).count();
+        assert_eq!(commits, 1, "{}", String::from_utf8_lossy(&listed.stdout));
+    }
+    s.stop().await;
+    other.stop().await;
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { stack.push(path) } else { out.push(path) }
+        }
+    }
+    out
+}
+
 struct Fixture {
     s: TestServer,
     token: String,
