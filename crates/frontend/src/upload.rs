@@ -19,7 +19,7 @@ use gitstratum_git::pack::Writer;
 use gitstratum_git::pktline::{self, Band};
 use gitstratum_git::protocol::{self, AGENT};
 use gitstratum_git::{ObjectId, ObjectKind, parse};
-use gitstratum_store::{Object, RawEntry, RawKind, RepoId};
+use gitstratum_store::{Object, PackReuse, RawEntry, RawKind, RepoId, ReuseEntry};
 
 use crate::pack_cache::{self, KeyBuilder, Lookup, Meta};
 use crate::{Error, GitService, Result, walk};
@@ -490,8 +490,9 @@ impl GitService {
             _ => None,
         };
         if let (true, true, true, Some(with_blobs)) = (common.is_empty(), plain, with_trees, with_blobs)
-            && let Some(mut objects) = self.objects.reachable(repo, &args.wants, with_blobs)?
+            && let Some(found) = self.objects.reachable_reuse(repo, &args.wants, with_blobs)?
         {
+            let gitstratum_store::Reachable { mut objects, reuse } = found;
             if !with_blobs {
                 // Blobs named by the client are sent whatever the filter.
                 let named: Vec<ObjectId> = args.wants.clone();
@@ -507,6 +508,7 @@ impl GitService {
                 client_has: HashSet::new(),
                 shallow: Vec::new(),
                 unshallow: Vec::new(),
+                reuse,
             }));
         }
         match walk::objects_to_send(&*self.objects, repo, &args.wants, common, &args.shape, with_trees) {
@@ -793,20 +795,22 @@ impl GitService {
         sideband: SidebandMode,
         out: &mut dyn Write,
     ) -> Result<PackStats> {
-        let walk::FetchSet { mut objects, client_has, .. } = set;
+        let walk::FetchSet { mut objects, client_has, reuse, .. } = set;
         let show = !args.no_progress;
+        let reuse_entries = reuse.as_ref().map_or(&[][..], |r| &r.entries[..]);
         if args.include_tag {
-            self.add_tags(repo, &mut objects, &client_has)?;
+            self.add_tags(repo, &mut objects, reuse_entries, &client_has)?;
         }
-        progress(out, sideband, show, &format!("Enumerating objects: {}, done.\n", objects.len()))?;
+        let enumerated = objects.len() + reuse_entries.len();
+        progress(out, sideband, show, &format!("Enumerating objects: {enumerated}, done.\n"))?;
         let (reused, total) = match sideband {
             Some(max_packet) => {
                 let mut sink = Sideband { out: &mut *out, buf: Vec::new(), max_packet };
-                let stats = self.write_pack(repo, &objects, &client_has, args, &mut sink)?;
+                let stats = self.write_pack(repo, &objects, reuse.as_ref(), &client_has, args, &mut sink)?;
                 sink.flush()?;
                 stats
             }
-            None => self.write_pack(repo, &objects, &client_has, args, &mut *out)?,
+            None => self.write_pack(repo, &objects, reuse.as_ref(), &client_has, args, &mut *out)?,
         };
         progress(out, sideband, show, &format!("Total {total} (delta {reused}), reused {reused} (delta {reused})\n"))?;
         Ok(PackStats {
@@ -823,9 +827,10 @@ impl GitService {
         &self,
         repo: RepoId,
         objects: &mut Vec<(ObjectId, ObjectKind)>,
+        reused: &[ReuseEntry],
         client_has: &HashSet<ObjectId>,
     ) -> Result<()> {
-        let sending: HashSet<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+        let sending: HashSet<ObjectId> = objects.iter().map(|(id, _)| *id).chain(reused.iter().map(|e| e.id)).collect();
         let tags: Vec<ObjectId> = self
             .refs
             .list(repo)?
@@ -843,21 +848,33 @@ impl GitService {
         Ok(())
     }
 
-    /// Writes the pack; returns (objects written as reused deltas, objects written).
+    /// Writes the pack: `reuse`'s entries first, copied as stored, then `objects`; returns
+    /// (objects written as reused deltas, objects written).
     fn write_pack(
         &self,
         repo: RepoId,
         objects: &[(ObjectId, ObjectKind)],
+        reuse: Option<&PackReuse>,
         client_has: &HashSet<ObjectId>,
         args: &FetchArgs,
         sink: &mut dyn Write,
     ) -> Result<(usize, usize)> {
-        let count =
-            u32::try_from(objects.len()).map_err(|_| Error::Protocol("too many objects for one pack".into()))?;
+        let reuse_entries = reuse.map_or(&[][..], |r| &r.entries[..]);
+        let total = objects.len() + reuse_entries.len();
+        let count = u32::try_from(total).map_err(|_| Error::Protocol("too many objects for one pack".into()))?;
         let mut writer = Writer::new(sink, count)?;
-        let in_pack: HashSet<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
-        let mut written: HashMap<ObjectId, u64> = HashMap::with_capacity(objects.len());
+        let in_pack: HashSet<ObjectId> =
+            objects.iter().map(|(id, _)| *id).chain(reuse_entries.iter().map(|e| e.id)).collect();
+        let mut written: HashMap<ObjectId, u64> = HashMap::with_capacity(total);
         let mut reused = 0;
+        // Entries that could not be copied (a delta whose base is not sent) go out below.
+        let mut rest = Vec::new();
+        if let Some(reuse) = reuse {
+            reused += copy_entries(&mut writer, reuse, &in_pack, args.ofs_delta, &mut written, &mut rest)?;
+            metrics::counter!("gitstratum_git_pack_entries_copied_total").increment(written.len() as u64);
+        }
+        let objects: Vec<(ObjectId, ObjectKind)> = objects.iter().copied().chain(rest).collect();
+        let objects = &objects[..];
         let mut ctx = PackCtx {
             service: self,
             repo,
@@ -897,8 +914,101 @@ impl GitService {
             }
         }
         writer.finish()?;
-        Ok((reused, objects.len()))
+        Ok((reused, total))
     }
+}
+
+/// The most bytes of a pack read at once when copying its entries.
+const RUN_BYTES: u64 = 8 << 20;
+
+/// Copies `reuse`'s entries into the pack as stored, reading runs of adjacent entries at once,
+/// each checked against its CRC-32 (a corrupt byte fails the response, never goes out). An
+/// offset delta gets its base's new offset; a delta whose base is not sent (or not yet written)
+/// is left in `rest`, to go out the usual way. Returns how many deltas were copied.
+fn copy_entries(
+    writer: &mut Writer<&mut dyn Write>,
+    reuse: &PackReuse,
+    in_pack: &HashSet<ObjectId>,
+    ofs_delta: bool,
+    written: &mut HashMap<ObjectId, u64>,
+    rest: &mut Vec<(ObjectId, ObjectKind)>,
+) -> Result<usize> {
+    use gitstratum_git::packfile::{Header, ReadAt, parse_header};
+    let entries = &reuse.entries;
+    // Where each entry went in this pack; `None`: not copied.
+    let mut placed: Vec<Option<u64>> = Vec::with_capacity(entries.len());
+    let mut deltas = 0;
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let start = entries[i].offset;
+        let mut j = i + 1;
+        while j < entries.len() && entries[j].offset == entries[j - 1].end && entries[j].end - start <= RUN_BYTES {
+            j += 1;
+        }
+        let len = usize::try_from(entries[j - 1].end - start).map_err(|_| Error::Protocol("entry too large".into()))?;
+        buf.resize(len, 0);
+        let mut filled = 0;
+        while filled < len {
+            match reuse.file.read_at(&mut buf[filled..], start + filled as u64)? {
+                0 => {
+                    return Err(gitstratum_store::Error::Corrupt(format!(
+                        "pack ends before offset {}",
+                        start + len as u64
+                    ))
+                    .into());
+                }
+                n => filled += n,
+            }
+        }
+        for (k, e) in entries.iter().enumerate().take(j).skip(i) {
+            let raw = &buf[(e.offset - start) as usize..(e.end - start) as usize];
+            if gitstratum_git::packfile::entry_crc32(raw) != e.crc32 {
+                return Err(gitstratum_store::Error::Corrupt(format!(
+                    "the pack entry of {} at offset {} does not match its CRC-32",
+                    e.id, e.offset
+                ))
+                .into());
+            }
+            let header =
+                parse_header(raw, e.offset).map_err(|err| gitstratum_store::Error::Corrupt(err.to_string()))?;
+            let data = &raw[header.header_len as usize..];
+            let offset = match header.header {
+                Header::Whole(_) => Some(writer.write_raw(raw)?),
+                Header::OfsDelta { base_offset } => {
+                    match entries[..k]
+                        .binary_search_by_key(&base_offset, |b| b.offset)
+                        .ok()
+                        .and_then(|b| placed[b].map(|at| (b, at)))
+                    {
+                        Some((b, at)) => {
+                            deltas += 1;
+                            Some(if ofs_delta {
+                                writer.write_raw_ofs_delta(at, header.size, data)?
+                            } else {
+                                writer.write_raw_ref_delta(&entries[b].id, header.size, data)?
+                            })
+                        }
+                        None => None,
+                    }
+                }
+                Header::RefDelta { base } if in_pack.contains(&base) && base != e.id => {
+                    deltas += 1;
+                    Some(writer.write_raw(raw)?)
+                }
+                Header::RefDelta { .. } => None,
+            };
+            placed.push(offset);
+            match offset {
+                Some(at) => {
+                    written.insert(e.id, at);
+                }
+                None => rest.push((e.id, e.kind)),
+            }
+        }
+        i = j;
+    }
+    Ok(deltas)
 }
 
 /// An object going out whole, compressed.

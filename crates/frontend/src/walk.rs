@@ -282,6 +282,8 @@ pub(crate) struct FetchSet {
     pub shallow: Vec<ObjectId>,
     /// Client shallow commits whose parents are now sent.
     pub unshallow: Vec<ObjectId>,
+    /// Entries of a pack to copy as stored (not in `objects`).
+    pub reuse: Option<gitstratum_store::PackReuse>,
 }
 
 /// The objects a fetch must send: reachable from `wants`, minus what the client has. The client
@@ -408,7 +410,7 @@ pub(crate) fn objects_to_send(
 
     if !with_trees {
         let client_has = have.into_keys().collect();
-        return Ok(FetchSet { objects: commits_and_tags, client_has, shallow, unshallow });
+        return Ok(FetchSet { objects: commits_and_tags, client_has, shallow, unshallow, reuse: None });
     }
 
     // Trees and blobs under the commits, at a tree depth for `tree:<n>` filters.
@@ -488,7 +490,7 @@ pub(crate) fn objects_to_send(
     all.extend(blobs);
     let mut client_has = have_objects;
     client_has.extend(have.into_keys());
-    Ok(FetchSet { objects: all, client_has, shallow, unshallow })
+    Ok(FetchSet { objects: all, client_has, shallow, unshallow, reuse: None })
 }
 
 #[cfg(test)]

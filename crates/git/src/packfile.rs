@@ -781,6 +781,79 @@ pub fn write_idx<W: Write>(out: W, entries: &[IndexedEntry], pack_checksum: &Obj
     Ok(checksum)
 }
 
+/// The CRC-32 of an entry's bytes as stored (header and compressed data), as indexes record it.
+pub fn entry_crc32(raw: &[u8]) -> u32 {
+    let mut crc = Crc::new();
+    crc.update(raw);
+    crc.sum()
+}
+
+/// One entry of a pack index: an object id, where its entry starts, and the entry's CRC-32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdxEntry {
+    pub id: ObjectId,
+    pub offset: u64,
+    pub crc32: u32,
+}
+
+/// Reads a pack index, version 2, as [`write_idx`] (and `git index-pack`) write it: checks its
+/// own checksum, that the fan-out table agrees with the ids, that ids are sorted and unique, and
+/// that every large offset exists. Entries come in id order; `pack_checksum` is the pack's.
+pub fn read_idx(bytes: &[u8]) -> Result<(Vec<IdxEntry>, ObjectId), ReadError> {
+    let bad = |message: &str| ReadError::Entry { offset: 0, message: format!("pack index: {message}") };
+    if bytes.len() < 8 + 256 * 4 + 40 || bytes[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+        return Err(bad("not a version 2 index"));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 20);
+    let mut hasher = gix_hash::hasher(HashKind::Sha1);
+    hasher.update(body);
+    let sum = hasher.try_finalize().map_err(|_| bad("SHA-1 collision detected"))?;
+    if sum.as_bytes() != trailer {
+        return Err(ReadError::Checksum);
+    }
+    let u32_at = |at: usize| -> Result<u32, ReadError> {
+        bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(|| bad("truncated"))
+    };
+    let n = u32_at(8 + 255 * 4)? as usize;
+    let ids_at = 8 + 256 * 4;
+    let (crcs_at, offsets_at) = (ids_at + 20 * n, ids_at + 24 * n);
+    let large_at = ids_at + 28 * n;
+    if large_at + 40 > bytes.len() {
+        return Err(bad("truncated"));
+    }
+    let large_count = (bytes.len() - 40 - large_at) / 8;
+    let mut entries = Vec::with_capacity(n);
+    let mut fanout = [0u32; 256];
+    for i in 0..n {
+        let id = ObjectId::from_bytes_or_panic(&bytes[ids_at + 20 * i..ids_at + 20 * (i + 1)]);
+        if entries.last().is_some_and(|last: &IdxEntry| last.id >= id) {
+            return Err(bad("ids are not sorted"));
+        }
+        fanout[id.as_bytes()[0] as usize] += 1;
+        let raw = u32_at(offsets_at + 4 * i)?;
+        let offset = if raw & 0x8000_0000 == 0 {
+            u64::from(raw)
+        } else {
+            let index = (raw & 0x7fff_ffff) as usize;
+            if index >= large_count {
+                return Err(bad("a large offset is missing"));
+            }
+            let at = large_at + 8 * index;
+            u64::from_be_bytes(bytes[at..at + 8].try_into().map_err(|_| bad("truncated"))?)
+        };
+        entries.push(IdxEntry { id, offset, crc32: u32_at(crcs_at + 4 * i)? });
+    }
+    let mut total = 0u32;
+    for (slot, count) in fanout.iter().enumerate() {
+        total += count;
+        if u32_at(8 + 4 * slot)? != total {
+            return Err(bad("the fan-out table does not match the ids"));
+        }
+    }
+    let pack = ObjectId::from_bytes_or_panic(&bytes[bytes.len() - 40..bytes.len() - 20]);
+    Ok((entries, pack))
+}
+
 struct HashingWriter<W> {
     out: W,
     hasher: gix_hash::Hasher,

@@ -202,3 +202,45 @@ fn corrupt_and_truncated_packs_are_refused() {
         Some(Err(ReadError::TooLarge { .. }))
     ));
 }
+
+#[test]
+fn reads_the_indexes_git_writes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let repo = fixture(tmp.path());
+    let ids = git(&repo, &["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"], None);
+    let base = tmp.path().join("out");
+    let base = base.to_str().expect("utf-8");
+    let name = git(&repo, &["pack-objects", "-q", "--delta-base-offset", base], Some(&ids));
+    let name = String::from_utf8(name).expect("utf-8").trim().to_owned();
+    let idx = std::fs::read(format!("{base}-{name}.idx")).expect("idx");
+    let (entries, pack_checksum) = gitstratum_git::packfile::read_idx(&idx).expect("git's index reads");
+    assert_eq!(pack_checksum.to_string(), name);
+    // `git verify-pack -v`: "<id> <type> <size> <size-in-pack> <offset> …" per object.
+    let listing = git(&repo, &["verify-pack", "-v", &format!("{base}-{name}.idx")], None);
+    let expected: BTreeMap<String, u64> = String::from_utf8(listing)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5 && f[0].len() == 40).then(|| (f[0].to_owned(), f[4].parse().expect("offset")))
+        })
+        .collect();
+    let got: BTreeMap<String, u64> = entries.iter().map(|e| (e.id.to_string(), e.offset)).collect();
+    assert_eq!(got, expected);
+    let pack = std::fs::read(format!("{base}-{name}.pack")).expect("pack");
+    let mut by_offset = entries.clone();
+    by_offset.sort_by_key(|e| e.offset);
+    for (i, e) in by_offset.iter().enumerate() {
+        let end = by_offset.get(i + 1).map_or(pack.len() as u64 - 20, |n| n.offset);
+        let raw = &pack[e.offset as usize..end as usize];
+        assert_eq!(crc32fast::hash(raw), e.crc32, "the CRC-32 of the entry at {}", e.offset);
+    }
+    // A flipped byte anywhere is caught; a cut index is refused.
+    for at in [10, 8 + 256 * 4 + 3, idx.len() - 30] {
+        let mut bad = idx.clone();
+        bad[at] ^= 0x40;
+        assert!(gitstratum_git::packfile::read_idx(&bad).is_err(), "flip at {at}");
+    }
+    assert!(gitstratum_git::packfile::read_idx(&idx[..idx.len() - 1]).is_err());
+    assert!(gitstratum_git::packfile::read_idx(b"").is_err());
+}

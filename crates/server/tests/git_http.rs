@@ -1481,6 +1481,14 @@ async fn clones_answered_from_bitmaps_hold_what_c_git_names() {
     let url = authed_url(&s, &s.admin_token, "bitmaps");
     let src = tmp.path().join("src");
     git.repo_with_commits(&src, 8).await;
+    // A file edited over commits: the main pack holds deltas, which clones copy as stored.
+    let mut text: String = (0..3000).map(|l| format!("line {l} of a file edited a little each time\n")).collect();
+    for round in 0..4 {
+        text = text.replacen(&format!("line {}0 ", round * 7), &format!("LINE {round} EDITED "), 1);
+        std::fs::write(src.join("edited.txt"), &text).expect("write");
+        git.ok(&src, &["add", "-A"]).await;
+        git.ok(&src, &["commit", "-q", "-m", &format!("edit {round}")]).await;
+    }
     git.ok(&src, &["tag", "-a", "-m", "v1", "v1", "HEAD~3"]).await;
     git.ok(&src, &["tag", "-a", "-m", "of a tag", "v1-again", "v1"]).await;
     git.ok(&src, &["checkout", "-q", "-b", "dev", "HEAD~5"]).await;
@@ -1541,5 +1549,43 @@ async fn clones_answered_from_bitmaps_hold_what_c_git_names() {
             2 * (round + 1),
             "bitmaps answered"
         );
+        // The main pack's entries were copied as stored, not looked up one by one.
+        assert!(counter(&s, "gitstratum_git_pack_entries_copied_total").await >= expected.len() as u64 / 2);
     }
+
+    // A byte of the main pack goes bad: a clone copying its entries finds it by the entry's
+    // CRC-32 and fails, rather than send it; repaired, the clone works (nothing bad was kept).
+    let dir = s.data_dir.path().join("git/packs").join(repo_id.to_string());
+    let count = |ext: &str| {
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == ext)).count())
+            .unwrap_or(0)
+    };
+    // Maintenance has repacked the later push into one main pack again, and rests.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while (count("pack"), count("reach")) != (1, 1) {
+        assert!(std::time::Instant::now() < deadline, "maintenance did not repack into one pack");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let main_pack = std::fs::read_dir(&dir)
+        .expect("packs")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "reach"))
+        .expect("bitmaps")
+        .with_extension("pack");
+    let mut bytes = std::fs::read(&main_pack).expect("pack");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&main_pack, &bytes).expect("write");
+    let broken = tmp.path().join("broken");
+    // Not the request the pack cache answered before: every tag left out.
+    let failed =
+        git.fails(tmp.path(), &["clone", "-q", "--bare", "--no-tags", &url, broken.to_str().expect("utf-8")]).await;
+    assert!(!failed.is_empty(), "git says why");
+    bytes[middle] ^= 0x55;
+    std::fs::write(&main_pack, &bytes).expect("repair");
+    let repaired = tmp.path().join("repaired");
+    git.ok(tmp.path(), &["clone", "-q", "--bare", "--no-tags", &url, repaired.to_str().expect("utf-8")]).await;
+    git.fsck(&repaired).await;
 }

@@ -183,6 +183,36 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<(ObjectId, ObjectKind)>>> {
         Ok(None)
     }
+    /// [`ObjectStore::reachable`], with the objects of a pack the store can hand over to be
+    /// copied as stored, in pack order, apart ([`Reachable::reuse`]).
+    fn reachable_reuse(&self, repo: RepoId, tips: &[ObjectId], with_blobs: bool) -> Result<Option<Reachable>> {
+        Ok(self.reachable(repo, tips, with_blobs)?.map(|objects| Reachable { objects, reuse: None }))
+    }
+}
+
+/// Objects reachable from some tips, as precomputed reachability gives them.
+pub struct Reachable {
+    /// The objects `reuse` does not hold.
+    pub objects: Vec<(ObjectId, ObjectKind)>,
+    /// Entries of one pack, to copy into a response as they are stored.
+    pub reuse: Option<PackReuse>,
+}
+
+/// Entries of one pack file, in pack order, each to be copied as stored (its CRC-32 checked as
+/// it is read). A delta's base is another entry of the file.
+pub struct PackReuse {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub entries: Vec<ReuseEntry>,
+}
+
+/// One entry of a [`PackReuse`]: the object, and where its entry is (`offset..end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReuseEntry {
+    pub id: ObjectId,
+    pub kind: ObjectKind,
+    pub offset: u64,
+    pub end: u64,
+    pub crc32: u32,
 }
 
 /// See [`ObjectStore::pin`]; released when dropped.

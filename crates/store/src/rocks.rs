@@ -863,6 +863,10 @@ impl ObjectStore for RocksStore {
         self.reach_from(repo, tips, with_blobs)
     }
 
+    fn reachable_reuse(&self, repo: RepoId, tips: &[ObjectId], with_blobs: bool) -> Result<Option<crate::Reachable>> {
+        self.reach_reuse(repo, tips, with_blobs, true)
+    }
+
     fn pin(&self, repo: RepoId) -> crate::Pin {
         *self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(repo).or_default() += 1;
         let pins = self.pins.clone();

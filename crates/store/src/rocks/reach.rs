@@ -22,7 +22,7 @@ use std::sync::Arc;
 use gitstratum_git::{ObjectId, ObjectKind, delta, parse};
 
 use super::{RocksStore, backend, io_error, key, kind_from_code, oid_from};
-use crate::{Error, ObjectStore, RepoId, Result};
+use crate::{Error, ObjectStore, PackReuse, Reachable, RepoId, Result, ReuseEntry};
 
 /// Key (after the repository) in `repo_config` of the pack whose bitmaps are current.
 pub(super) const REACH_KEY: &[u8] = b"\0reach";
@@ -125,12 +125,49 @@ pub(super) struct Reach {
     kinds: Vec<ObjectKind>,
     positions: HashMap<ObjectId, u32>,
     bitmaps: HashMap<ObjectId, Vec<u8>>,
+    /// The main pack's number in the registry, and where its index is.
+    pack: Option<(u64, std::path::PathBuf)>,
+    /// Where each entry of the main pack is, read from its index the first time it is asked for.
+    layout: std::sync::OnceLock<Option<Layout>>,
+}
+
+/// Where the main pack's entries are, by position (pack order).
+struct Layout {
+    offsets: Vec<u64>,
+    ends: Vec<u64>,
+    crcs: Vec<u32>,
+}
+
+impl Layout {
+    /// Reads the main pack's index: entries sorted by offset must be the bitmap file's ids.
+    fn read(reach: &Reach, idx_path: &std::path::Path, pack_len: u64) -> std::result::Result<Layout, String> {
+        let bytes = std::fs::read(idx_path).map_err(|e| e.to_string())?;
+        let (mut entries, _) = gitstratum_git::packfile::read_idx(&bytes).map_err(|e| e.to_string())?;
+        entries.sort_unstable_by_key(|e| e.offset);
+        if entries.len() != reach.ids.len() || entries.iter().zip(&reach.ids).any(|(e, id)| e.id != *id) {
+            return Err("the index does not list the bitmap file's objects in pack order".to_owned());
+        }
+        let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+        let mut ends: Vec<u64> = offsets.iter().skip(1).copied().collect();
+        ends.push(pack_len.saturating_sub(20));
+        if offsets.iter().zip(&ends).any(|(o, e)| o >= e) {
+            return Err("entries overlap or run past the pack".to_owned());
+        }
+        Ok(Layout { offsets, ends, crcs: entries.iter().map(|e| e.crc32).collect() })
+    }
 }
 
 impl Reach {
     /// No bitmaps and no main pack: [`RocksStore::collect`] over it walks everything.
     pub(super) fn empty() -> Reach {
-        Reach { ids: Vec::new(), kinds: Vec::new(), positions: HashMap::new(), bitmaps: HashMap::new() }
+        Reach {
+            ids: Vec::new(),
+            kinds: Vec::new(),
+            positions: HashMap::new(),
+            bitmaps: HashMap::new(),
+            pack: None,
+            layout: std::sync::OnceLock::new(),
+        }
     }
 
     fn parse(bytes: &[u8]) -> Result<Reach> {
@@ -161,7 +198,7 @@ impl Reach {
             bitmaps.insert(commit, take(len)?.to_vec());
         }
         let positions = ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
-        Ok(Reach { ids, kinds, positions, bitmaps })
+        Ok(Reach { ids, kinds, positions, bitmaps, pack: None, layout: std::sync::OnceLock::new() })
     }
 
     fn serialize(ids: &[ObjectId], kinds: &[ObjectKind], bitmaps: &[(ObjectId, Vec<u8>)]) -> Vec<u8> {
@@ -235,15 +272,53 @@ impl RocksStore {
         tips: &[ObjectId],
         with_blobs: bool,
     ) -> Result<Option<Vec<(ObjectId, ObjectKind)>>> {
+        Ok(self.reach_reuse(repo, tips, with_blobs, false)?.map(|r| r.objects))
+    }
+
+    /// [`RocksStore::reach_from`]; with `reuse`, the main pack's objects are handed over as
+    /// entries of its file, in pack order, when its index can be read (else they are listed
+    /// with the others).
+    pub(super) fn reach_reuse(
+        &self,
+        repo: RepoId,
+        tips: &[ObjectId],
+        with_blobs: bool,
+        reuse: bool,
+    ) -> Result<Option<Reachable>> {
         let Some(reach) = self.reach(repo)? else { return Ok(None) };
         let Some((bits, extra)) = self.collect(repo, &reach, tips, None)? else { return Ok(None) };
-        let mut out: Vec<(ObjectId, ObjectKind)> = bits
-            .ones()
-            .map(|p| (reach.ids[p], reach.kinds[p]))
-            .filter(|(_, k)| with_blobs || *k != ObjectKind::Blob)
-            .collect();
-        out.extend(extra.into_iter().filter(|(_, k)| with_blobs || *k != ObjectKind::Blob));
-        Ok(Some(out))
+        let wanted = |k: &ObjectKind| with_blobs || *k != ObjectKind::Blob;
+        let mut extra: Vec<(ObjectId, ObjectKind)> = extra.into_iter().filter(|(_, k)| wanted(k)).collect();
+        let from_pack = || bits.ones().filter(|p| wanted(&reach.kinds[*p]));
+        if reuse
+            && let Some((number, idx_path)) = &reach.pack
+            && let Some(file) = self.pack_file(*number)?
+            && let Some(layout) = reach
+                .layout
+                .get_or_init(|| {
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    Layout::read(&reach, idx_path, len)
+                        .inspect_err(|e| {
+                            tracing::warn!(path = %idx_path.display(), error = %e, "the main pack's entries cannot be reused");
+                        })
+                        .ok()
+                })
+                .as_ref()
+        {
+            let entries = from_pack()
+                .map(|p| ReuseEntry {
+                    id: reach.ids[p],
+                    kind: reach.kinds[p],
+                    offset: layout.offsets[p],
+                    end: layout.ends[p],
+                    crc32: layout.crcs[p],
+                })
+                .collect();
+            return Ok(Some(Reachable { objects: extra, reuse: Some(PackReuse { file, entries }) }));
+        }
+        let mut out: Vec<(ObjectId, ObjectKind)> = from_pack().map(|p| (reach.ids[p], reach.kinds[p])).collect();
+        out.append(&mut extra);
+        Ok(Some(Reachable { objects: out, reuse: None }))
     }
 
     /// The main pack's objects reachable from `tips`, and the other objects reachable from them
@@ -363,7 +438,10 @@ impl RocksStore {
         let loaded =
             std::fs::read(&path).map_err(io_error("reading reachability bitmaps")).and_then(|b| Reach::parse(&b));
         let reach = match loaded {
-            Ok(r) => Arc::new(r),
+            Ok(mut r) => {
+                r.pack = Some((number, path.with_extension("idx")));
+                Arc::new(r)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable reachability bitmaps: clones walk instead");
                 return Ok(None);
@@ -394,6 +472,8 @@ impl RocksStore {
             ids,
             kinds,
             bitmaps: HashMap::new(),
+            pack: None,
+            layout: std::sync::OnceLock::new(),
         };
         // Oldest first, so each walk stops at the bitmaps of the ones before.
         let mut seen = HashSet::new();
