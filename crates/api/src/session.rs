@@ -23,7 +23,7 @@ const DAY_MS: i64 = 86_400_000;
 const MAX_FAILURES_PER_ACCOUNT: u32 = 5;
 const MAX_FAILURES_PER_ADDRESS: u32 = 20;
 const WINDOW_MS: i64 = 15 * 60 * 1000;
-/// Cookie the web UI will authenticate with (set now; not accepted by the API yet).
+/// Cookie the web UI's pages authenticate with (never accepted by the API).
 pub const SESSION_COOKIE: &str = "gitstratum_session";
 
 /// Counts failed logins per key (`account:<name>`, `address:<ip>`) in fixed windows.
@@ -102,8 +102,35 @@ pub async fn login(
     meta: RequestMeta,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
+    let (cookie, body) = match start_session(&state, &meta, &body.username, &body.password).await? {
+        Started::Session { cookie, body } => (cookie, body),
+        Started::Locked(wait) => return Ok(too_many(wait)),
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// What a login attempt gave.
+pub(crate) enum Started {
+    /// A session: its cookie (`Set-Cookie` value) and token.
+    Session { cookie: String, body: SessionBody },
+    /// Too many failures lately: try again in this many seconds.
+    Locked(u64),
+}
+
+/// Checks a password and starts a session (the API's login and the web UI's sign-in form):
+/// failures are limited per account and per address, recorded in the audit log, and take as
+/// long for unknown names as for known ones.
+pub(crate) async fn start_session(
+    state: &AppState,
+    meta: &RequestMeta,
+    username: &str,
+    password: &str,
+) -> Result<Started, ApiError> {
     let now = state.now();
-    let account_key = format!("account:{}", body.username.to_ascii_lowercase());
+    let account_key = format!("account:{}", username.to_ascii_lowercase());
     let address_key = format!("address:{}", meta.ip.as_deref().unwrap_or("unknown"));
     let guard = state.login_guard();
     if let Some(wait) = guard
@@ -111,12 +138,12 @@ pub async fn login(
         .or_else(|| guard.locked(&address_key, MAX_FAILURES_PER_ADDRESS, now))
     {
         metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => "login").increment(1);
-        return Ok(too_many(wait));
+        return Ok(Started::Locked(wait));
     }
-    let candidate = state.store().login_candidate(&body.username).await?;
+    let candidate = state.store().login_candidate(username).await?;
     // Verify even for unknown accounts, so timing does not tell which names exist.
     let stored = candidate.as_ref().and_then(|(_, h)| h.clone());
-    let password = body.password.clone();
+    let password = password.to_owned();
     let matches = tokio::task::spawn_blocking(move || match stored {
         Some(hash) => password::verify_password(&hash, &password),
         None => {
@@ -132,8 +159,9 @@ pub async fn login(
             guard.fail(account_key, now);
             guard.fail(address_key, now);
             metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login_failed").increment(1);
-            let actor = Actor { id: None, name: body.username.clone(), ip: meta.ip, request_id: meta.request_id };
-            let event = AuditEvent::new("session.failed", format!("user:{}", body.username));
+            let actor =
+                Actor { id: None, name: username.to_owned(), ip: meta.ip.clone(), request_id: meta.request_id.clone() };
+            let event = AuditEvent::new("session.failed", format!("user:{username}"));
             state.store().record_audit(&actor, &event, now).await?;
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad username or password"));
         }
@@ -147,7 +175,7 @@ pub async fn login(
         if account.is_admin { Scopes::new([Scope::Admin]) } else { Scopes::new([Scope::RepoAdmin, Scope::User]) };
     let expires_at = Timestamp(now.0 + SESSION_DAYS * DAY_MS);
     let new = NewToken { name: gitstratum_platform::SESSION_TOKEN_NAME.into(), scopes, expires_at: Some(expires_at) };
-    let actor = Actor::account(account.id, &account.name).from(meta.ip, meta.request_id);
+    let actor = Actor::account(account.id, &account.name).from(meta.ip.clone(), meta.request_id.clone());
     let (_, secret) = state.store().create_token(account.id, &new, &actor, now).await?;
     let secure = if state.public_url().starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!(
@@ -155,11 +183,10 @@ pub async fn login(
         secret.expose(),
         SESSION_DAYS * 86_400
     );
-    let body = SessionBody { token: secret.expose().to_owned(), expires_at: expires_at.to_rfc3339() };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(Started::Session {
+        cookie,
+        body: SessionBody { token: secret.expose().to_owned(), expires_at: expires_at.to_rfc3339() },
+    })
 }
 
 /// Logs out: revokes the token this request used.

@@ -180,3 +180,75 @@ mod tests {
         }
     }
 }
+
+/// Who made a commit or tag, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signature {
+    pub name: String,
+    pub email: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// What people read of a commit: its author, committer and message (lossily decoded: a commit
+/// may carry any bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitText {
+    pub author: Signature,
+    pub committer: Signature,
+    pub message: String,
+}
+
+impl CommitText {
+    /// The message's first line.
+    pub fn summary(&self) -> &str {
+        self.message.lines().next().unwrap_or_default()
+    }
+}
+
+fn signature(line: &[u8]) -> Signature {
+    let line = String::from_utf8_lossy(line);
+    let (who, when) = line.rsplit_once('>').unwrap_or((&line, ""));
+    let (name, email) = who.split_once('<').unwrap_or((who, ""));
+    let time = when.split_whitespace().next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    Signature { name: name.trim().to_owned(), email: email.trim().to_owned(), time }
+}
+
+/// The author, committer and message of a commit; headers it lacks are left empty.
+pub fn commit_text(data: &[u8]) -> CommitText {
+    let mut out = CommitText::default();
+    let (headers, message) = match data.windows(2).position(|w| w == b"\n\n") {
+        Some(at) => (&data[..at], &data[at + 2..]),
+        None => (data, &[][..]),
+    };
+    for line in headers.split(|b| *b == b'\n') {
+        if let Some(rest) = line.strip_prefix(b"author ") {
+            out.author = signature(rest);
+        } else if let Some(rest) = line.strip_prefix(b"committer ") {
+            out.committer = signature(rest);
+        }
+    }
+    out.message = String::from_utf8_lossy(message).into_owned();
+    out
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn commit_texts_read_what_people_see() {
+        let data = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nparent 1111111111111111111111111111111111111111\nauthor A U Thor <a@example.com> 1700000000 +0100\ncommitter C O Mitter <c@example.com> 1700000100 +0000\n\nSubject line\n\nBody\n";
+        let text = commit_text(data);
+        assert_eq!(
+            text.author,
+            Signature { name: "A U Thor".into(), email: "a@example.com".into(), time: 1_700_000_000 }
+        );
+        assert_eq!(text.committer.time, 1_700_000_100);
+        assert_eq!(text.summary(), "Subject line");
+        assert_eq!(text.message, "Subject line\n\nBody\n");
+        let odd = commit_text(b"author \xff<\n\n");
+        assert_eq!(odd.author.time, 0);
+        assert_eq!(commit_text(b"").summary(), "");
+    }
+}
