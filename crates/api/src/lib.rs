@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod session;
 pub mod tokens;
 pub mod usage;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -309,6 +310,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(docs::routes())
         .merge(git)
+        .merge(web::routes())
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))

@@ -1,0 +1,365 @@
+//! The web UI: server-rendered pages (maud templates, escaped by construction) over the same
+//! platform, CI and Git code the API uses, under GitHub's URLs. Every page reads with JavaScript
+//! off; nothing is loaded from elsewhere (the stylesheet is compiled in).
+//!
+//! - Who: the session cookie a sign-in sets ([`Viewer`]); tokens never authenticate pages, and the
+//!   cookie never authenticates the API.
+//! - Access: the API's one policy ([`crate::repos::repo_decision`]): a repository the viewer may
+//!   not read is a 404 page, as in the API.
+//! - Forms: every state-changing form carries a CSRF token that must equal the `gitstratum_csrf`
+//!   cookie (double submit; the cookie is `SameSite=Strict`).
+//! - Headers: a Content-Security-Policy without `unsafe-inline` and `frame-ancestors 'none'` on
+//!   every page; raw files are served sandboxed.
+
+mod markdown;
+mod repo;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use gitstratum_platform::Principal;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::AppState;
+use crate::extract::RequestMeta;
+use crate::session::{SESSION_COOKIE, Started, start_session};
+
+/// The cookie CSRF tokens are checked against.
+const CSRF_COOKIE: &str = "gitstratum_csrf";
+/// The pages' policy: only this server's stylesheet, scripts and images (and `data:` images).
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const STYLE: &str = include_str!("style.css");
+
+/// The pages' routes (merged beside the API's and Git's).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/static/style.css", get(style))
+        .route("/{owner}/{repo}", get(repo::home))
+        .route("/{owner}/{repo}/tree/{*rest}", get(repo::tree))
+        .route("/{owner}/{repo}/blob/{*rest}", get(repo::blob))
+        .route("/{owner}/{repo}/raw/{*rest}", get(repo::raw))
+        .route("/{owner}/{repo}/commits/{*rest}", get(repo::commits))
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CSP));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Who is looking: the account of a valid session cookie, else nobody.
+pub(crate) struct Viewer(pub Option<Principal>);
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Ok(Viewer(None)) };
+        match state.store().authenticate(token, state.now()).await {
+            // Only a sign-in's session: a token pasted into a cookie does not make a page viewer.
+            Ok(Some(p)) if p.session && p.repo_only.is_none() && p.account.suspended_at.is_none() => {
+                Ok(Viewer(Some(p)))
+            }
+            _ => Ok(Viewer(None)),
+        }
+    }
+}
+
+/// What every page needs: who is looking, their CSRF token (and the cookie that makes it, when
+/// new), and the request's id for errors.
+pub(crate) struct Ctx {
+    pub viewer: Viewer,
+    pub csrf: String,
+    set_csrf: Option<String>,
+    pub meta: RequestMeta,
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        let meta = RequestMeta::from_request_parts(parts, state).await?;
+        let (csrf, set_csrf) = csrf_token(&parts.headers);
+        Ok(Ctx { viewer, csrf, set_csrf, meta })
+    }
+}
+
+impl Ctx {
+    /// A page in the site's layout.
+    pub(crate) fn page(&self, title: &str, body: Markup) -> Markup {
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · GitStratum" }
+                    link rel="stylesheet" href="/static/style.css";
+                }
+                body {
+                    header.site {
+                        a.brand href="/" { "GitStratum" }
+                        nav {
+                            @if let Some(p) = &self.viewer.0 {
+                                span.who { (p.account.name) }
+                                form.inline method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(self.csrf);
+                                    button type="submit" { "Sign out" }
+                                }
+                            } @else {
+                                a href="/login" { "Sign in" }
+                            }
+                        }
+                    }
+                    main { (body) }
+                }
+            }
+        }
+    }
+
+    /// A finished page response (with the CSRF cookie when it is new).
+    pub(crate) fn respond(&self, status: StatusCode, title: &str, body: Markup) -> Response {
+        let markup = self.page(title, body);
+        let response =
+            (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], markup.into_string()).into_response();
+        with_cookie(response, self.set_csrf.clone())
+    }
+
+    /// The 404 page: also what a private repository the viewer may not read looks like.
+    pub(crate) fn not_found(&self) -> Response {
+        self.respond(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            html! { h1 { "Not found" } p { "There is nothing here, or you may not see it." } },
+        )
+    }
+
+    /// The 500 page: the request id, nothing else.
+    pub(crate) fn failed(&self, error: impl std::fmt::Display) -> Response {
+        let id = self.meta.request_id.as_deref().unwrap_or("-");
+        tracing::error!(error = %error, request_id = id, "a page failed");
+        self.respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            html! { h1 { "Something went wrong" } p { "Request " code { (id) } } },
+        )
+    }
+}
+
+/// The viewer's CSRF token, and the `Set-Cookie` that makes it when there is none yet.
+pub(crate) fn csrf_token(headers: &HeaderMap) -> (String, Option<String>) {
+    if let Some(t) = cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return (t.to_owned(), None);
+    }
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let set = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    (token, Some(set))
+}
+
+/// Whether a form's token is the viewer's (constant time).
+fn csrf_ok(headers: &HeaderMap, presented: &str) -> bool {
+    let Some(expected) = cookie(headers, CSRF_COOKIE) else { return false };
+    expected.len() == 32
+        && presented.len() == expected.len()
+        && presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn with_cookie(mut response: Response, set: Option<String>) -> Response {
+    if let Some(value) = set.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLE)
+        .into_response()
+}
+
+/// `/`: the viewer's repositories, or a way to sign in.
+async fn home(State(state): State<AppState>, ctx: Ctx) -> Response {
+    let repos = match &ctx.viewer.0 {
+        Some(p) => match state.store().list_accessible_repos(p.account.id).await {
+            Ok(r) => r,
+            Err(e) => return ctx.failed(e),
+        },
+        None => Vec::new(),
+    };
+    let body = html! {
+        @if ctx.viewer.0.is_some() {
+            h1 { "Your repositories" }
+            @if repos.is_empty() {
+                p { "No repositories yet. Create one with " code { "gitstratum repo create NAME" } " or the API." }
+            } @else {
+                ul.repos {
+                    @for r in &repos {
+                        li {
+                            a href={ "/" (r.owner) "/" (r.name) } { (r.owner) " / " (r.name) }
+                            @if r.private { " " span.badge { "private" } }
+                        }
+                    }
+                }
+            }
+        } @else {
+            h1 { "GitStratum" }
+            p { "Git hosting and CI. " a href="/login" { "Sign in" } " to see your repositories." }
+        }
+    };
+    ctx.respond(StatusCode::OK, "Home", body)
+}
+
+fn login_body(ctx: &Ctx, error: Option<&str>) -> Markup {
+    html! {
+        h1 { "Sign in" }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form.stack method="post" action="/login" {
+            input type="hidden" name="csrf" value=(ctx.csrf);
+            label for="username" { "Username" }
+            input id="username" type="text" name="username" autocomplete="username" required autofocus;
+            label for="password" { "Password" }
+            input id="password" type="password" name="password" autocomplete="current-password" required;
+            button type="submit" { "Sign in" }
+        }
+    }
+}
+
+async fn login_form(ctx: Ctx) -> Response {
+    ctx.respond(StatusCode::OK, "Sign in", login_body(&ctx, None))
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    if !csrf_ok(&headers, &form.csrf) {
+        return ctx.respond(StatusCode::FORBIDDEN, "Sign in", login_body(&ctx, Some("The form expired; try again.")));
+    }
+    match start_session(&state, &ctx.meta, &form.username, &form.password).await {
+        Ok(Started::Session { cookie, .. }) => with_cookie(Redirect::to("/").into_response(), Some(cookie)),
+        Ok(Started::Locked(wait)) => {
+            let message = format!("Too many failed sign-ins; try again in {wait} s.");
+            ctx.respond(StatusCode::TOO_MANY_REQUESTS, "Sign in", login_body(&ctx, Some(&message)))
+        }
+        Err(e) if e.status.is_client_error() => ctx.respond(
+            e.status,
+            "Sign in",
+            login_body(&ctx, Some("Bad username or password, or the account is suspended.")),
+        ),
+        Err(e) => ctx.failed(e.message),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&headers, &form.csrf) {
+        return ctx.respond(StatusCode::FORBIDDEN, "Sign out", html! { p { "The form expired." } });
+    }
+    if let Some(p) = &ctx.viewer.0
+        && let Err(e) = state.store().revoke_token(p.account.id, p.token_id, &ctx.meta.actor(p), state.now()).await
+    {
+        return ctx.failed(e);
+    }
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    with_cookie(Redirect::to("/").into_response(), Some(expired))
+}
+
+/// "3 days ago", with the absolute time in UTC for the `title`.
+pub(crate) fn when(seconds: i64, now_ms: i64) -> Markup {
+    let ago = (now_ms / 1000 - seconds).max(0);
+    let (n, unit) = match ago {
+        0..60 => (ago, "second"),
+        60..3600 => (ago / 60, "minute"),
+        3600..86_400 => (ago / 3600, "hour"),
+        86_400..2_592_000 => (ago / 86_400, "day"),
+        2_592_000..31_536_000 => (ago / 2_592_000, "month"),
+        _ => (ago / 31_536_000, "year"),
+    };
+    let absolute = gitstratum_core::Timestamp(seconds.saturating_mul(1000)).to_rfc3339();
+    let text = if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") };
+    html! { time datetime=(absolute) title=(absolute) { (text) } }
+}
+
+/// Inline markup already made safe (HTML the Markdown renderer produced from escaped events).
+pub(crate) fn trusted(html: String) -> PreEscaped<String> {
+    PreEscaped(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; gitstratum_csrf=abc; b=2"));
+        assert_eq!(cookie(&h, "gitstratum_csrf"), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_must_equal_the_cookie() {
+        let (token, set) = csrf_token(&HeaderMap::new());
+        assert_eq!(token.len(), 32);
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&format!("{CSRF_COOKIE}={token}")).expect("header"));
+        assert!(set.expect("a new cookie").contains("SameSite=Strict"));
+        assert!(csrf_ok(&h, &token));
+        assert!(!csrf_ok(&h, "0".repeat(32).as_str()));
+        assert!(!csrf_ok(&h, ""));
+        assert!(!csrf_ok(&HeaderMap::new(), &token));
+        assert_eq!(csrf_token(&h).0, token);
+    }
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = 1_700_000_000_000;
+        assert!(when(1_700_000_000 - 3 * 86_400, now).into_string().contains(">3 days ago<"));
+        assert!(when(1_700_000_000 - 60, now).into_string().contains(">1 minute ago<"));
+    }
+}

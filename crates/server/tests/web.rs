@@ -1,0 +1,216 @@
+//! The web UI over HTTP: pages of a repository pushed by the real git client, who may see them,
+//! signing in and out with the CSRF rule, and hostile names, messages and Markdown shown inert.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+mod common;
+use common::{Git, TestServer};
+
+/// A client that keeps no cookies and follows no redirects: each test says what it sends.
+fn browser() -> reqwest::Client {
+    gitstratum_server::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+async fn get(
+    http: &reqwest::Client,
+    s: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String, reqwest::header::HeaderMap) {
+    let mut req = http.get(s.url(path));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.expect("request");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, resp.text().await.expect("body"), headers)
+}
+
+/// The value of cookie `name` a response sets.
+fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        v.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+    })
+}
+
+/// `application/x-www-form-urlencoded` of `fields` (as a browser sends a form).
+fn post_form(req: reqwest::RequestBuilder, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let encode = |v: &str| -> String {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    req.header("content-type", "application/x-www-form-urlencoded").body(body.join("&"))
+}
+
+/// The hidden CSRF field of a page's form.
+fn csrf_field(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    page[at..at + 32].to_owned()
+}
+
+const HOSTILE_README: &str = "# Hello\n\n<script>window.pwned=1</script>\n\n[click](javascript:alert(1)) \
+<img src=x onerror=alert(2)> [docs](docs/guide.md)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token.clone();
+    let (status, body) = s.create_repo(Some(&admin), json!({"name": "site"})).await;
+    assert_eq!(status, 201, "{body}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("docs")).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(src.join("README.md"), HOSTILE_README).expect("write");
+    std::fs::write(src.join("docs/guide.md"), "guide\n").expect("write");
+    let code: String = (1..=40).map(|i| format!("line {i} <b>&amp;</b>\n")).collect();
+    std::fs::write(src.join("code.txt"), code).expect("write");
+    std::fs::write(src.join("<img src=x onerror=alert(3)>.txt"), "hostile name\n").expect("write");
+    std::fs::write(src.join("blob.bin"), [0u8, 1, 2, 3, 0, 255]).expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "<script>alert(4)</script> first"]).await;
+    git.ok(&src, &["checkout", "-q", "-b", "feature/x"]).await;
+    std::fs::write(src.join("feature.txt"), "on a branch with a slash\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "feature"]).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    git.ok(&src, &["push", "-q", &format!("http://x:{admin}@{host}/admin/site.git"), "main", "feature/x"]).await;
+
+    let http = browser();
+    // The home page: files, the README rendered inert, the last commit, the clone URL.
+    let (status, page, headers) = get(&http, &s, "/admin/site", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let csp = headers["content-security-policy"].to_str().expect("ascii");
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    for expected in [
+        "<h1>Hello</h1>",
+        "&lt;script&gt;window.pwned=1&lt;/script&gt;",
+        "&lt;img src=x onerror=alert(2)&gt;",
+        r#"href="/admin/site/blob/main/docs/guide.md""#,
+        "<table>",
+        "&lt;script&gt;alert(4)&lt;/script&gt; first",
+        "&lt;img src=x onerror=alert(3)&gt;.txt",
+        &format!("{}/admin/site.git", s.base),
+    ] {
+        assert!(page.contains(expected), "{expected:?} not in the home page:\n{page}");
+    }
+    assert!(!page.contains("<script") && !page.contains("javascript:") && !page.contains("<img src=x"), "{page}");
+
+    // A tree and a file at a branch whose name has a slash; lines are numbered and linkable.
+    let (status, page, _) = get(&http, &s, "/admin/site/tree/feature/x/docs", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"href="/admin/site/blob/feature/x/docs/guide.md""#), "{page}");
+    let (status, page, _) = get(&http, &s, "/admin/site/blob/main/code.txt", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r##"<tr id="L40"><td class="num"><a href="#L40">40</a>"##), "{page}");
+    assert!(page.contains("line 7 &lt;b&gt;&amp;amp;&lt;/b&gt;"), "{page}");
+    let (_, page, _) = get(&http, &s, "/admin/site/blob/main/blob.bin", None).await;
+    assert!(page.contains("Binary file not shown"), "{page}");
+    // Raw bytes: text, sandboxed, never sniffed.
+    let (status, raw, headers) = get(&http, &s, "/admin/site/raw/main/README.md", None).await;
+    assert_eq!((status, raw.as_str()), (StatusCode::OK, HOSTILE_README));
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert!(headers["content-security-policy"].to_str().expect("ascii").contains("sandbox"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    // History of the branch.
+    let (status, page, _) = get(&http, &s, "/admin/site/commits/feature/x", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(">feature<") && page.contains("&lt;script&gt;alert(4)&lt;/script&gt; first"), "{page}");
+    // What is not there is a 404 page in the layout.
+    for missing in
+        ["/admin/site/blob/main/nope.txt", "/admin/site/tree/no-branch", "/admin/nope", "/admin/site/blob/main/docs"]
+    {
+        let (status, page, _) = get(&http, &s, missing, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(page.contains("Not found") && page.contains("GitStratum"), "{missing}: {page}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_shows_private_repositories_and_a_cookie_never_authorizes_the_api() {
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    let user = json!({"username": "mona", "password": "octocat-1234"});
+    assert_eq!(s.send(Method::POST, "/api/v1/users", admin, Some(user)).await.0, 201);
+    let (status, body) = s.create_repo(admin, json!({"name": "secret", "private": true})).await;
+    assert_eq!(status, 201, "{body}");
+    let http = browser();
+
+    // Anonymous: a private repository is a 404 page, like one that does not exist.
+    let (status, _, _) = get(&http, &s, "/admin/secret", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The sign-in form sets a CSRF cookie; a post without the matching token is refused.
+    let (status, form, headers) = get(&http, &s, "/login", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = set_cookie(&headers, "gitstratum_csrf").expect("a CSRF cookie");
+    assert_eq!(csrf_field(&form), csrf);
+    let post = |cookie: String, token: String, password: &'static str| {
+        post_form(
+            http.post(s.url("/login")).header("cookie", cookie),
+            &[("csrf", token.as_str()), ("username", "admin"), ("password", password)],
+        )
+        .send()
+    };
+    let refused = post(format!("gitstratum_csrf={csrf}"), "0".repeat(32), "whatever").await.expect("post");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let bad = post(format!("gitstratum_csrf={csrf}"), csrf.clone(), "wrong-password").await.expect("post");
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(bad.text().await.expect("body").contains("Bad username or password"));
+
+    // Mona signs in; she is not a member of admin's repositories.
+    let resp = post_form(
+        http.post(s.url("/login")).header("cookie", format!("gitstratum_csrf={csrf}")),
+        &[("csrf", csrf.as_str()), ("username", "mona"), ("password", "octocat-1234")],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(resp.headers(), "gitstratum_session").expect("a session cookie");
+    let cookies = format!("gitstratum_csrf={csrf}; gitstratum_session={session}");
+    let (status, page, _) = get(&http, &s, "/", Some(&cookies)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("mona") && page.contains("Sign out"), "{page}");
+    assert_eq!(get(&http, &s, "/admin/secret", Some(&cookies)).await.0, StatusCode::NOT_FOUND);
+    // Granted read, she sees it, and the home page lists it.
+    let (status, body) = s
+        .send(Method::PUT, "/api/v1/repos/admin/secret/collaborators/mona", admin, Some(json!({"permission": "read"})))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, page, _) = get(&http, &s, "/admin/secret", Some(&cookies)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("This repository is empty"), "{page}");
+    assert!(get(&http, &s, "/", Some(&cookies)).await.1.contains("/admin/secret"));
+
+    // The cookie alone never authorizes an API call.
+    let api = http.get(s.url("/api/v1/user")).header("cookie", &cookies).send().await.expect("api");
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    // A personal access token in the cookie does not make a page viewer.
+    let pat = format!("gitstratum_session={}", s.admin_token);
+    assert_eq!(get(&http, &s, "/admin/secret", Some(&pat)).await.0, StatusCode::NOT_FOUND);
+
+    // Signing out needs the token too, and revokes the session.
+    let out =
+        post_form(http.post(s.url("/logout")).header("cookie", &cookies), &[("csrf", "x")]).send().await.expect("post");
+    assert_eq!(out.status(), StatusCode::FORBIDDEN);
+    let out = post_form(http.post(s.url("/logout")).header("cookie", &cookies), &[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(get(&http, &s, "/admin/secret", Some(&cookies)).await.0, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
