@@ -81,8 +81,13 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     git.ok(&src, &["commit", "-q", "-m", "<script>alert(4)</script> first"]).await;
     git.ok(&src, &["checkout", "-q", "-b", "feature/x"]).await;
     std::fs::write(src.join("feature.txt"), "on a branch with a slash\n").expect("write");
+    git.ok(&src, &["mv", "docs/guide.md", "docs/manual.md"]).await;
+    let edited: String =
+        (1..=40).map(|i| if i == 7 { "line seven\n".to_owned() } else { format!("line {i} <b>&amp;</b>\n") }).collect();
+    std::fs::write(src.join("code.txt"), edited).expect("write");
     git.ok(&src, &["add", "-A"]).await;
-    git.ok(&src, &["commit", "-q", "-m", "feature"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "feature\n\nWith a body <i>that stays text</i>."]).await;
+    let feature = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
     let host = s.base.trim_start_matches("http://").to_owned();
     git.ok(&src, &["push", "-q", &format!("http://x:{admin}@{host}/admin/site.git"), "main", "feature/x"]).await;
 
@@ -110,7 +115,7 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     // A tree and a file at a branch whose name has a slash; lines are numbered and linkable.
     let (status, page, _) = get(&http, &s, "/admin/site/tree/feature/x/docs", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains(r#"href="/admin/site/blob/feature/x/docs/guide.md""#), "{page}");
+    assert!(page.contains(r#"href="/admin/site/blob/feature/x/docs/manual.md""#), "{page}");
     let (status, page, _) = get(&http, &s, "/admin/site/blob/main/code.txt", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(r##"<tr id="L40"><td class="num"><a href="#L40">40</a>"##), "{page}");
@@ -127,6 +132,32 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     let (status, page, _) = get(&http, &s, "/admin/site/commits/feature/x", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(">feature<") && page.contains("&lt;script&gt;alert(4)&lt;/script&gt; first"), "{page}");
+    // The commit: message, files changed against its parent, an exact rename, hunks as git's.
+    assert!(page.contains(&format!(r#"href="/admin/site/commit/{feature}""#)), "{page}");
+    let (status, page, _) = get(&http, &s, &format!("/admin/site/commit/{feature}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for expected in [
+        "<h2>feature</h2>",
+        "With a body &lt;i&gt;that stays text&lt;/i&gt;.",
+        "<code>docs/guide.md</code> → <code>docs/manual.md</code>",
+        "<code>feature.txt</code>",
+        "<code>@@ -4,7 +4,7 @@</code>",
+        "-line 7 &lt;b&gt;&amp;amp;&lt;/b&gt;",
+        "+line seven",
+        "3</strong> changed files with",
+    ] {
+        assert!(page.contains(expected), "{expected:?} not in the commit page:\n{page}");
+    }
+    // Every hunk header C git prints for the same commit is on the page.
+    let patch = git.ok(&src, &["diff", "--histogram", "-U3", &format!("{feature}~1"), &feature]).await;
+    let headers: Vec<&str> = patch
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@ ").and_then(|r| r.split_once(" @@")).map(|(ranges, _)| ranges))
+        .collect();
+    assert!(!headers.is_empty());
+    for ranges in headers {
+        assert!(page.contains(&format!("<code>@@ {ranges} @@</code>")), "git's hunk @@ {ranges} @@ not on the page");
+    }
     // What is not there is a 404 page in the layout.
     for missing in
         ["/admin/site/blob/main/nope.txt", "/admin/site/tree/no-branch", "/admin/nope", "/admin/site/blob/main/docs"]

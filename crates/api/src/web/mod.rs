@@ -11,6 +11,7 @@
 //! - Headers: a Content-Security-Policy without `unsafe-inline` and `frame-ancestors 'none'` on
 //!   every page; raw files are served sandboxed.
 
+mod diff;
 mod markdown;
 mod repo;
 
@@ -46,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/blob/{*rest}", get(repo::blob))
         .route("/{owner}/{repo}/raw/{*rest}", get(repo::raw))
         .route("/{owner}/{repo}/commits/{*rest}", get(repo::commits))
+        .route("/{owner}/{repo}/commit/{*rest}", get(repo::commit))
         .layer(axum::middleware::map_response(page_headers))
 }
 

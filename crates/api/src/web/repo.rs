@@ -13,6 +13,7 @@ use gitstratum_platform::{Repo, Role};
 use gitstratum_store::{ObjectId, ObjectKind, ObjectStore, RefStore, RepoId};
 use maud::{Markup, html};
 
+use super::diff;
 use super::markdown::{self, Base};
 use super::{Ctx, trusted, when};
 use crate::AppState;
@@ -530,7 +531,7 @@ pub(super) async fn commits(
         ol.commits {
             @for c in &list {
                 li {
-                    a.summary href={ "/" (repo.owner) "/" (repo.name) "/tree/" (c.id) } { (c.text.summary()) }
+                    a.summary href={ "/" (repo.owner) "/" (repo.name) "/commit/" (c.id) } { (c.text.summary()) }
                     div.meta { (c.text.author.name) " committed " (when(c.text.committer.time, now)) " · " code { (&c.id.to_string()[..7]) } }
                 }
             }
@@ -541,4 +542,122 @@ pub(super) async fn commits(
         }
     };
     ctx.respond(StatusCode::OK, &format!("Commits · {}/{}", repo.owner, repo.name), body)
+}
+
+/// A changed file as its commit page shows it.
+struct ShownChange {
+    change: diff::Change,
+    diff: diff::FileDiff,
+}
+
+/// `/{owner}/{repo}/commit/{sha}`: the commit's message, people, parents, and what it changed
+/// (against its first parent, as GitHub shows a merge; a root commit against nothing).
+pub(super) async fn commit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, rest)): Path<(String, String, String)>,
+) -> Response {
+    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let read = blocking(&ctx, move || {
+        let Some((_, id, path)) = git.split_ref(&rest)? else { return Ok(None) };
+        if !path.is_empty() {
+            return Ok(None);
+        }
+        let Some((parsed, shown)) = git.commit(id)? else { return Ok(None) };
+        let parent_tree = match parsed.parents.first() {
+            Some(p) => git.commit(*p)?.map(|(c, _)| c.tree),
+            None => None,
+        };
+        let read_tree = |t: ObjectId| -> Result<diff::Entries, String> {
+            Ok(git.entries(t)?.into_iter().map(|e| (e.name, e.mode, e.id)).collect())
+        };
+        let (changes, truncated) = diff::changed_paths(parent_tree, Some(parsed.tree), &read_tree)?;
+        let mut budget = diff::MAX_LINES;
+        let blob = |side: diff::Side| -> Result<Vec<u8>, String> {
+            match side {
+                Some((mode, id)) if mode != 0o160000 => Ok(git.object(id)?.map(|o| o.data).unwrap_or_default()),
+                _ => Ok(Vec::new()),
+            }
+        };
+        let mut shown_changes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let d = diff::file_diff(&blob(change.old)?, &blob(change.new)?, &mut budget);
+            shown_changes.push(ShownChange { change, diff: d });
+        }
+        Ok(Some((shown, parsed.parents, shown_changes, truncated)))
+    })
+    .await;
+    let (shown, parents, changes, truncated) = match read {
+        Ok(Some(found)) => found,
+        Ok(None) => return ctx.not_found(),
+        Err(page) => return page,
+    };
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let (added, removed) = changes.iter().fold((0, 0), |(a, r), c| match &c.diff {
+        diff::FileDiff::Text { added, removed, .. } => (a + added, r + removed),
+        _ => (a, r),
+    });
+    let summary = shown.text.summary().to_owned();
+    let body_text = shown.text.message.split_once('\n').map(|(_, rest)| rest.trim()).unwrap_or_default().to_owned();
+    let body = html! {
+        (repo_header(&repo, "commits"))
+        section.commit {
+            h2 { (summary) }
+            @if !body_text.is_empty() { pre.message { (body_text) } }
+            p.meta {
+                (shown.text.author.name) " authored " (when(shown.text.author.time, now))
+                @if shown.text.committer.name != shown.text.author.name {
+                    " · " (shown.text.committer.name) " committed " (when(shown.text.committer.time, now))
+                }
+            }
+            p.meta {
+                "commit " code { (shown.id) }
+                @for p in &parents { " · parent " a href={ (base) "/commit/" (p) } { code { (&p.to_string()[..7]) } } }
+                " · " a href={ (base) "/tree/" (shown.id) } { "Browse files" }
+            }
+        }
+        p.stats {
+            strong { (changes.len()) } " changed files with " span.add { (added) " additions" } " and " span.del { (removed) " deletions" }
+            @if truncated { " (only the first " (diff::MAX_FILES) " files are listed)" }
+        }
+        @for c in &changes {
+            details.file open {
+                summary {
+                    @if let Some(from) = &c.change.from { code { (from) } " → " }
+                    code { (c.change.path) }
+                    @match &c.diff {
+                        diff::FileDiff::Text { added, removed, .. } => { " " span.add { "+" (added) } " " span.del { "−" (removed) } }
+                        _ => {}
+                    }
+                }
+                @match &c.diff {
+                    diff::FileDiff::Text { hunks, .. } => {
+                        @if hunks.is_empty() { p.note { "No changes to the contents (the mode or the file's kind changed)." } }
+                        table.diff {
+                            tbody {
+                                @for h in hunks {
+                                    tr.hunk { td.num {} td.num {} td { code { (h.header) } } }
+                                    @for l in &h.lines {
+                                        @match l {
+                                            diff::Line::Context { old, new, text } => tr { td.num { (old) } td.num { (new) } td.line { code { " " (text) } } },
+                                            diff::Line::Removed { old, text } => tr.del { td.num { (old) } td.num {} td.line { code { "-" (text) } } },
+                                            diff::Line::Added { new, text } => tr.add { td.num {} td.num { (new) } td.line { code { "+" (text) } } },
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    diff::FileDiff::Binary => { p.note { "Binary file not shown." } }
+                    diff::FileDiff::TooLarge => { p.note { "This file is too large to show its diff." } }
+                    diff::FileDiff::Elided => { p.note { "Not shown: this page shows at most 20,000 lines of diff." } }
+                }
+            }
+        }
+    };
+    ctx.respond(StatusCode::OK, &format!("{summary} · {}/{}", repo.owner, repo.name), body)
 }
