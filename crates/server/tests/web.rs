@@ -88,8 +88,18 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     git.ok(&src, &["add", "-A"]).await;
     git.ok(&src, &["commit", "-q", "-m", "feature\n\nWith a body <i>that stays text</i>."]).await;
     let feature = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    git.ok(&src, &["tag", "-a", "-m", "first release", "v1", "main"]).await;
+    git.ok(&src, &["checkout", "-q", "-b", "old", "main"]).await;
+    std::fs::write(src.join("old.txt"), "diverged\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "old work"]).await;
+    git.ok(&src, &["checkout", "-q", "main"]).await;
+    std::fs::write(src.join("later.txt"), "later on main\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "later on main"]).await;
     let host = s.base.trim_start_matches("http://").to_owned();
-    git.ok(&src, &["push", "-q", &format!("http://x:{admin}@{host}/admin/site.git"), "main", "feature/x"]).await;
+    let push = format!("http://x:{admin}@{host}/admin/site.git");
+    git.ok(&src, &["push", "-q", &push, "main", "feature/x", "old", "v1"]).await;
 
     let http = browser();
     // The home page: files, the README rendered inert, the last commit, the clone URL.
@@ -104,7 +114,7 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
         "&lt;img src=x onerror=alert(2)&gt;",
         r#"href="/admin/site/blob/main/docs/guide.md""#,
         "<table>",
-        "&lt;script&gt;alert(4)&lt;/script&gt; first",
+        "later on main",
         "&lt;img src=x onerror=alert(3)&gt;.txt",
         &format!("{}/admin/site.git", s.base),
     ] {
@@ -158,6 +168,22 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     for ranges in headers {
         assert!(page.contains(&format!("<code>@@ {ranges} @@</code>")), "git's hunk @@ {ranges} @@ not on the page");
     }
+    // Branches, ahead of and behind the default branch as C git counts them; tags.
+    let (status, page, _) = get(&http, &s, "/admin/site/branches", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for branch in ["feature/x", "old"] {
+        let counts = git.ok(&src, &["rev-list", "--left-right", "--count", &format!("{branch}...main")]).await;
+        let (ahead, behind) = counts.trim().split_once('\t').expect("two counts");
+        let row = &page[page.find(&format!(">{branch}</a>")).expect("listed")..];
+        let row = &row[..row.find("</tr>").expect("row end")];
+        assert!(
+            row.contains(&format!("<td>{behind} | {ahead}</td>")),
+            "{branch}: C git says {behind} behind, {ahead} ahead:\n{row}"
+        );
+    }
+    let (status, page, _) = get(&http, &s, "/admin/site/tags", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"href="/admin/site/tree/v1">v1</a>"#), "{page}");
     // What is not there is a 404 page in the layout.
     for missing in
         ["/admin/site/blob/main/nope.txt", "/admin/site/tree/no-branch", "/admin/nope", "/admin/site/blob/main/docs"]

@@ -48,6 +48,8 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/raw/{*rest}", get(repo::raw))
         .route("/{owner}/{repo}/commits/{*rest}", get(repo::commits))
         .route("/{owner}/{repo}/commit/{*rest}", get(repo::commit))
+        .route("/{owner}/{repo}/branches", get(repo::branches))
+        .route("/{owner}/{repo}/tags", get(repo::tags))
         .layer(axum::middleware::map_response(page_headers))
 }
 

@@ -196,6 +196,8 @@ fn repo_header(repo: &Repo, tab: &str) -> Markup {
             nav.tabs aria-label="Repository" {
                 a href=(base) aria-current=[(tab == "code").then_some("page")] { "Code" }
                 a href={ (base) "/commits/" (repo.default_branch) } aria-current=[(tab == "commits").then_some("page")] { "Commits" }
+                a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] { "Branches" }
+                a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] { "Tags" }
             }
         }
     }
@@ -660,4 +662,165 @@ pub(super) async fn commit(
         }
     };
     ctx.respond(StatusCode::OK, &format!("{summary} · {}/{}", repo.owner, repo.name), body)
+}
+
+/// The most commits an ahead/behind count walks before saying "at least".
+const MAX_AHEAD_BEHIND: usize = 1000;
+
+impl Git {
+    /// How many commits `a` has that `b` lacks, and `b` has that `a` lacks (git's
+    /// `rev-list --left-right --count a...b`), painting both histories down the commit graph by
+    /// generation; `None` past [`MAX_AHEAD_BEHIND`] commits walked.
+    fn ahead_behind(&self, a: ObjectId, b: ObjectId) -> Result<Option<(usize, usize)>, String> {
+        use std::collections::{BinaryHeap, HashMap};
+        const A: u8 = 1;
+        const B: u8 = 2;
+        let mut flags: HashMap<ObjectId, u8> = HashMap::new();
+        let mut queue: BinaryHeap<(u32, ObjectId)> = BinaryHeap::new();
+        let info = |id: ObjectId| -> Result<Option<gitstratum_store::CommitInfo>, String> {
+            Ok(self.objects.commits(self.id, &[id]).map_err(|e| e.to_string())?.pop().flatten())
+        };
+        for (id, flag) in [(a, A), (b, B)] {
+            let Some(i) = info(id)? else { return Ok(None) };
+            let entry = flags.entry(id).or_insert(0);
+            if *entry == 0 {
+                queue.push((i.generation, id));
+            }
+            *entry |= flag;
+        }
+        let (mut ahead, mut behind, mut walked) = (0, 0, 0);
+        // Commits painted with one side only and not yet popped: once none is, the rest is common.
+        while queue.iter().any(|(_, id)| flags[id] != A | B) {
+            let Some((_, id)) = queue.pop() else { break };
+            walked += 1;
+            if walked > MAX_AHEAD_BEHIND {
+                return Ok(None);
+            }
+            let flag = flags[&id];
+            match flag {
+                A => ahead += 1,
+                B => behind += 1,
+                _ => {}
+            }
+            let Some(i) = info(id)? else { continue };
+            for p in i.parents {
+                let Some(pi) = info(p)? else { continue };
+                let entry = flags.entry(p).or_insert(0);
+                if *entry | flag != *entry {
+                    if *entry == 0 {
+                        queue.push((pi.generation, p));
+                    }
+                    *entry |= flag;
+                }
+            }
+        }
+        Ok(Some((ahead, behind)))
+    }
+}
+
+/// `/{owner}/{repo}/branches`: every branch with its last commit and how far it is ahead of and
+/// behind the default branch.
+pub(super) async fn branches(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
+    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let default = repo.default_branch.clone();
+    let read = blocking(&ctx, move || {
+        let refs = git.refs.list(git.id).map_err(|e| e.to_string())?;
+        let default_tip =
+            refs.iter().find(|(n, _)| n.strip_prefix("refs/heads/") == Some(default.as_str())).map(|(_, id)| *id);
+        let mut out = Vec::new();
+        for (name, id) in refs.iter().filter_map(|(n, id)| n.strip_prefix("refs/heads/").map(|b| (b, *id))).take(500) {
+            let Some((_, shown)) = git.commit(id)? else { continue };
+            let counts = match default_tip {
+                Some(d) if name != default => git.ahead_behind(id, d)?.map(Some).unwrap_or(None),
+                _ => None,
+            };
+            out.push((name.to_owned(), shown, counts));
+        }
+        // The default branch first, then the most recently committed.
+        out.sort_by_key(|(n, s, _)| (*n != default, std::cmp::Reverse(s.text.committer.time)));
+        Ok(out)
+    })
+    .await;
+    let list = match read {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let body = html! {
+        (repo_header(&repo, "branches"))
+        table.refs {
+            thead { tr { th { "Branch" } th { "Last commit" } th { "Behind | Ahead" } } }
+            tbody {
+                @for (name, shown, counts) in &list {
+                    tr {
+                        td {
+                            a href={ (base) "/tree/" (name) } { (name) }
+                            @if *name == repo.default_branch { " " span.badge { "default" } }
+                        }
+                        td { a href={ (base) "/commit/" (shown.id) } { (shown.text.summary()) } " · " (when(shown.text.committer.time, now)) }
+                        td {
+                            @match counts {
+                                Some((ahead, behind)) => { (behind) " | " (ahead) }
+                                None => @if *name == repo.default_branch { "—" } @else { "many" },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    ctx.respond(StatusCode::OK, &format!("Branches · {}/{}", repo.owner, repo.name), body)
+}
+
+/// `/{owner}/{repo}/tags`: every tag with the commit it names, newest first.
+pub(super) async fn tags(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
+    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let read = blocking(&ctx, move || {
+        let refs = git.refs.list(git.id).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (name, id) in refs.iter().filter_map(|(n, id)| n.strip_prefix("refs/tags/").map(|t| (t, *id))).take(1000) {
+            let Some(commit) = git.peel(id)? else { continue };
+            let Some((_, shown)) = git.commit(commit)? else { continue };
+            out.push((name.to_owned(), shown));
+        }
+        out.sort_by_key(|(_, s)| std::cmp::Reverse(s.text.committer.time));
+        Ok(out)
+    })
+    .await;
+    let list = match read {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let body = html! {
+        (repo_header(&repo, "tags"))
+        @if list.is_empty() { p { "No tags yet." } }
+        table.refs {
+            tbody {
+                @for (name, shown) in &list {
+                    tr {
+                        td { a href={ (base) "/tree/" (name) } { (name) } }
+                        td { a href={ (base) "/commit/" (shown.id) } { code { (&shown.id.to_string()[..7]) } } " · " (when(shown.text.committer.time, now)) }
+                    }
+                }
+            }
+        }
+    };
+    ctx.respond(StatusCode::OK, &format!("Tags · {}/{}", repo.owner, repo.name), body)
 }
