@@ -56,7 +56,7 @@ pub struct RunBody {
 }
 
 impl RunBody {
-    fn new(run: Run, repo: &Repo) -> RunBody {
+    pub(crate) fn new(run: Run, repo: &Repo) -> RunBody {
         let branch = run.ref_name().to_owned();
         RunBody {
             id: run.id,

@@ -271,3 +271,68 @@ async fn signing_in_shows_private_repositories_and_a_cookie_never_authorizes_the
     assert_eq!(get(&http, &s, "/admin/secret", Some(&cookies)).await.0, StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ci_pages_show_runs_jobs_and_inert_logs() {
+    let s = TestServer::start_with(gitstratum_server::ConfigLayer {
+        embedded_runner: Some("true".into()),
+        ..Default::default()
+    })
+    .await;
+    let admin = s.admin_token.clone();
+    let (status, body) = s.create_repo(Some(&admin), json!({"name": "app"})).await;
+    assert_eq!(status, 201, "{body}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "name: CI\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Say\n        run: |\n          echo '<script>alert(5)</script>'\n          printf '\\033[31mred\\033[0m text\\n'\n  broken:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - name: Fail\n        run: exit 3\n",
+    )
+    .expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "ci <b>please</b>"]).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    git.ok(&src, &["push", "-q", &format!("http://x:{admin}@{host}/admin/app.git"), "main"]).await;
+
+    // Wait for the run to complete (through the API).
+    let mut run = serde_json::Value::Null;
+    for _ in 0..600 {
+        let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs", Some(&admin), None).await;
+        if let Some(r) = page["runs"].get(0)
+            && r["status"] == "completed"
+        {
+            run = r.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["conclusion"], "failure", "{run}");
+    let id = run["id"].as_i64().expect("id");
+    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{id}"), Some(&admin), None).await;
+    let build = detail["jobs"][0]["id"].as_i64().expect("job id");
+
+    let http = browser();
+    let (status, page, _) = get(&http, &s, "/admin/app/actions", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(&format!(r#"href="/admin/app/actions/runs/{id}""#)) && page.contains("✗ failure"), "{page}");
+    assert!(page.contains("CI #1 · push on <code>main</code> by admin"), "{page}");
+    let (status, page, _) = get(&http, &s, "/admin/app/actions?status=success", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains(&format!("/actions/runs/{id}\"")), "filtered out: {page}");
+    let (status, page, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(&format!(r#"href="/admin/app/actions/runs/{id}/job/{build}""#)), "{page}");
+    assert!(page.contains("needs build") && !page.contains("http-equiv=\"refresh\""), "{page}");
+    let (status, page, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{build}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("&lt;script&gt;alert(5)&lt;/script&gt;"), "{page}");
+    assert!(page.contains("red text") && !page.contains('\u{1b}'), "{page}");
+    assert!(!page.contains("<script"), "{page}");
+    // A run of this repository under another repository's URL is not there.
+    let (status, _, _) = get(&http, &s, &format!("/admin/other/actions/runs/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}

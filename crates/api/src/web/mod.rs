@@ -14,6 +14,7 @@
 mod diff;
 mod markdown;
 mod repo;
+mod runs;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -50,6 +51,9 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/commit/{*rest}", get(repo::commit))
         .route("/{owner}/{repo}/branches", get(repo::branches))
         .route("/{owner}/{repo}/tags", get(repo::tags))
+        .route("/{owner}/{repo}/actions", get(runs::list))
+        .route("/{owner}/{repo}/actions/runs/{id}", get(runs::run))
+        .route("/{owner}/{repo}/actions/runs/{id}/job/{job}", get(runs::job))
         .layer(axum::middleware::map_response(page_headers))
 }
 
@@ -110,14 +114,15 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 impl Ctx {
-    /// A page in the site's layout.
-    pub(crate) fn page(&self, title: &str, body: Markup) -> Markup {
+    /// A page in the site's layout; `refresh`: seconds after which the browser reloads it.
+    pub(crate) fn page(&self, title: &str, body: Markup, refresh: Option<u32>) -> Markup {
         html! {
             (DOCTYPE)
             html lang="en" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                     title { (title) " · GitStratum" }
                     link rel="stylesheet" href="/static/style.css";
                 }
@@ -144,7 +149,19 @@ impl Ctx {
 
     /// A finished page response (with the CSRF cookie when it is new).
     pub(crate) fn respond(&self, status: StatusCode, title: &str, body: Markup) -> Response {
-        let markup = self.page(title, body);
+        self.respond_refreshing(status, title, body, None)
+    }
+
+    /// [`Ctx::respond`] for a page that changes by itself (a run in progress): reloaded after
+    /// `refresh` seconds.
+    pub(crate) fn respond_refreshing(
+        &self,
+        status: StatusCode,
+        title: &str,
+        body: Markup,
+        refresh: Option<u32>,
+    ) -> Response {
+        let markup = self.page(title, body, refresh);
         let response =
             (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], markup.into_string()).into_response();
         with_cookie(response, self.set_csrf.clone())

@@ -185,7 +185,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn repo_header(repo: &Repo, tab: &str) -> Markup {
+pub(super) fn repo_header(repo: &Repo, tab: &str) -> Markup {
     let base = format!("/{}/{}", repo.owner, repo.name);
     html! {
         div.repo-head {
@@ -198,6 +198,7 @@ fn repo_header(repo: &Repo, tab: &str) -> Markup {
                 a href={ (base) "/commits/" (repo.default_branch) } aria-current=[(tab == "commits").then_some("page")] { "Commits" }
                 a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] { "Branches" }
                 a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] { "Tags" }
+                a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] { "Actions" }
             }
         }
     }

@@ -1,0 +1,293 @@
+//! A repository's CI pages: its runs (filtered by status, paginated), a run with its jobs, and a
+//! job with its steps' logs. The same reads as the API (`runs::run_detail`, the log store), under
+//! the same policy. While a run is in progress the run and job pages reload themselves every
+//! few seconds (a `refresh` hint; no script).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use gitstratum_platform::Role;
+use maud::{Markup, html};
+
+use super::{Ctx, when};
+use crate::AppState;
+use crate::runs::{JobBody, RunBody};
+
+/// Runs on one page.
+const PER_PAGE: u64 = 30;
+/// The most bytes of one step's log shown in the page (the rest: the API's raw log).
+const MAX_STEP_LOG: usize = 1 << 20;
+
+fn outcome(status: &str, conclusion: Option<&str>) -> Markup {
+    let (class, text) = match (status, conclusion) {
+        ("completed", Some("success")) => ("ok", "✓ success"),
+        ("completed", Some("failure")) => ("bad", "✗ failure"),
+        ("completed", Some("timed_out")) => ("bad", "✗ timed out"),
+        ("completed", Some("cancelled")) => ("muted", "⊘ cancelled"),
+        ("completed", Some("skipped")) => ("muted", "– skipped"),
+        ("completed", _) => ("muted", "completed"),
+        ("in_progress", _) => ("running", "● in progress"),
+        _ => ("muted", "○ queued"),
+    };
+    html! { span class={ "state " (class) } { (text) } }
+}
+
+fn seconds(rfc3339: &str) -> Option<i64> {
+    gitstratum_core::Timestamp::parse_rfc3339(rfc3339).map(|t| t.0 / 1000)
+}
+
+/// Text a log line may show: ANSI escape sequences and other control characters removed (colours
+/// are not kept yet), tabs kept.
+pub(crate) fn inert(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ params… final byte (0x40–0x7e); OSC: ESC ] … BEL or ESC \; else ESC x.
+                match chars.next() {
+                    Some('[') => {
+                        for c in chars.by_ref() {
+                            if ('\u{40}'..='\u{7e}').contains(&c) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(']') => {
+                        while let Some(c) = chars.next() {
+                            if c == '\u{7}' || (c == '\u{1b}' && chars.peek() == Some(&'\\')) {
+                                chars.next_if_eq(&'\\');
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct RunsQuery {
+    before: Option<i64>,
+    status: Option<String>,
+}
+
+async fn readable_repo(
+    state: &AppState,
+    ctx: &Ctx,
+    owner: &str,
+    name: &str,
+) -> Result<gitstratum_platform::Repo, Response> {
+    match crate::repos::authorize_repo(state, ctx.viewer.0.as_ref(), owner, name, Role::Read).await {
+        Ok(repo) => Ok(repo),
+        Err(e) if e.status.is_client_error() => Err(ctx.not_found()),
+        Err(e) => Err(ctx.failed(e.message)),
+    }
+}
+
+/// `/{owner}/{repo}/actions`: the repository's runs, newest first.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    let repo = match readable_repo(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let status = q.status.as_deref().filter(|s| !s.is_empty()).and_then(gitstratum_ci::RunStatus::parse);
+    let page = match state.ci().list_runs(repo.id, q.before, PER_PAGE, status).await {
+        Ok(p) => p,
+        Err(e) => return ctx.failed(e),
+    };
+    let runs: Vec<RunBody> = page.runs.into_iter().map(|r| RunBody::new(r, &repo)).collect();
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let filter = q.status.clone().unwrap_or_default();
+    let body = html! {
+        (super::repo::repo_header(&repo, "actions"))
+        form.filters method="get" action={ (base) "/actions" } {
+            label for="status" { "Status" }
+            select id="status" name="status" {
+                @for s in ["", "queued", "in_progress", "completed", "success", "failure", "cancelled"] {
+                    option value=(s) selected[filter == s] { @if s.is_empty() { "all" } @else { (s) } }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        @if runs.is_empty() { p { "No runs yet. Push a workflow under " code { ".github/workflows/" } " to start one." } }
+        ol.runs {
+            @for r in &runs {
+                li {
+                    (outcome(&r.status, r.conclusion.as_deref()))
+                    " "
+                    a href={ (base) "/actions/runs/" (r.id) } { strong { (r.display_title) } }
+                    div.meta {
+                        (r.name) " #" (r.run_number) " · " (r.event) " on " code { (r.head_branch) } " by " (r.actor)
+                        @if let Some(t) = seconds(&r.created_at) { " · " (when(t, now)) }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = page.next_before {
+            nav.pages { a rel="next" href={ (base) "/actions?before=" (next) "&status=" (filter) } { "Older" } }
+        }
+    };
+    ctx.respond(StatusCode::OK, &format!("Actions · {}/{}", repo.owner, repo.name), body)
+}
+
+/// The run `id` of this repository (a run of another repository is not found here).
+async fn run_of(
+    state: &AppState,
+    ctx: &Ctx,
+    owner: &str,
+    name: &str,
+    id: i64,
+) -> Result<(gitstratum_platform::Repo, crate::runs::RunDetail), Response> {
+    let repo = readable_repo(state, ctx, owner, name).await?;
+    match crate::runs::run_detail(state, id, &repo).await {
+        Ok(Some(detail)) if detail.run.repository == format!("{}/{}", repo.owner, repo.name) => Ok((repo, detail)),
+        Ok(_) => Err(ctx.not_found()),
+        Err(e) => Err(ctx.failed(e)),
+    }
+}
+
+fn job_line(base: &str, run: i64, job: &JobBody) -> Markup {
+    html! {
+        li {
+            (outcome(&job.status, job.conclusion.as_deref()))
+            " "
+            a href={ (base) "/actions/runs/" (run) "/job/" (job.id) } { (job.name) }
+            @if !job.needs.is_empty() { span.meta { " · needs " (job.needs.join(", ")) } }
+            @if job.attempt > 1 { span.meta { " · attempt " (job.attempt) } }
+            @if let Some(m) = &job.message { pre.message { (m) } }
+        }
+    }
+}
+
+/// `/{owner}/{repo}/actions/runs/{id}`: the run, its jobs and what went wrong.
+pub(super) async fn run(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> Response {
+    let (repo, detail) = match run_of(&state, &ctx, &owner, &name, id).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let r = &detail.run;
+    let body = html! {
+        (super::repo::repo_header(&repo, "actions"))
+        h2 { (outcome(&r.status, r.conclusion.as_deref())) " " (r.display_title) }
+        p.meta {
+            (r.name) " #" (r.run_number) " · " (r.event) " on " code { (r.head_branch) } " · commit "
+            a href={ (base) "/commit/" (r.head_sha) } { code { (&r.head_sha[..r.head_sha.len().min(7)]) } }
+            " · by " (r.actor)
+            @if let Some(t) = seconds(&r.created_at) { " · " (when(t, now)) }
+        }
+        @if let Some(m) = &r.message { pre.message { (m) } }
+        h3 { "Jobs" }
+        ul.jobs { @for job in &detail.jobs { (job_line(&base, r.id, job)) } }
+    };
+    let refresh = (r.status != "completed").then_some(5);
+    ctx.respond_refreshing(
+        StatusCode::OK,
+        &format!("{} #{} · {}/{}", r.name, r.run_number, repo.owner, repo.name),
+        body,
+        refresh,
+    )
+}
+
+/// `/{owner}/{repo}/actions/runs/{id}/job/{job}`: the job's steps, each with its log.
+pub(super) async fn job(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id, job_id)): Path<(String, String, i64, i64)>,
+) -> Response {
+    let (repo, detail) = match run_of(&state, &ctx, &owner, &name, id).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(job) = detail.jobs.iter().find(|j| j.id == job_id) else { return ctx.not_found() };
+    let stored = match state.ci().get_job(job_id).await {
+        Ok(Some(j)) => j,
+        Ok(None) => return ctx.not_found(),
+        Err(e) => return ctx.failed(e),
+    };
+    let mut logs: Vec<(i64, Result<String, String>)> = Vec::new();
+    if stored.logs_expired_at.is_none() {
+        for step in &job.steps {
+            let text = match state.logs().read_step(job_id, job.attempt, step.number, 0).await {
+                Ok(bytes) => {
+                    let cut = bytes.len() > MAX_STEP_LOG;
+                    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STEP_LOG)]).into_owned();
+                    if cut {
+                        text.push_str("\n[shown up to 1 MiB: the whole log is in the API]");
+                    }
+                    Ok(text)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            logs.push((step.number, text));
+        }
+    }
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let r = &detail.run;
+    let body = html! {
+        (super::repo::repo_header(&repo, "actions"))
+        p.crumbs { a href={ (base) "/actions/runs/" (r.id) } { (r.name) " #" (r.run_number) } " / " (job.name) }
+        h2 { (outcome(&job.status, job.conclusion.as_deref())) " " (job.name) }
+        @if let Some(m) = &job.message { pre.message { (m) } }
+        @if stored.logs_expired_at.is_some() { p.note { "This job's logs were deleted (log retention)." } }
+        @for a in &job.annotations {
+            p.annotation { strong { (a.level) } " " (a.message) }
+        }
+        @for step in &job.steps {
+            details.step open[step.conclusion.as_deref() == Some("failure")] {
+                summary { (outcome(&step.status, step.conclusion.as_deref())) " " (step.name) }
+                @if let Some((_, text)) = logs.iter().find(|(n, _)| *n == step.number) {
+                    @match text {
+                        Ok(text) => {
+                            table.log {
+                                tbody {
+                                    @for (i, line) in text.lines().enumerate() {
+                                        tr id={ "s" (step.number) "-L" (i + 1) } {
+                                            td.num { a href={ "#s" (step.number) "-L" (i + 1) } { (i + 1) } }
+                                            td.line { (inert(line)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => { p.note { "The log cannot be read: " (e) } }
+                    }
+                }
+            }
+        }
+    };
+    let refresh = (job.status != "completed").then_some(5);
+    ctx.respond_refreshing(StatusCode::OK, &format!("{} · {} #{}", job.name, r.name, r.run_number), body, refresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_lose_escapes_and_controls() {
+        assert_eq!(inert("\u{1b}[31mred\u{1b}[0m plain"), "red plain");
+        assert_eq!(inert("a\u{1b}]0;title\u{7}b"), "ab");
+        assert_eq!(inert("x\u{1b}]8;;http://e\u{1b}\\y"), "xy");
+        assert_eq!(inert("tab\there\r\u{8}\u{0}"), "tab\there");
+        assert_eq!(inert("<script>"), "<script>");
+    }
+}
