@@ -78,10 +78,13 @@ pub async fn job_log_stream(
     let job = readable_job(&state, caller.as_ref(), id).await?;
     crate::runs::refuse_expired(&job)?;
     let attempt = q.attempt.unwrap_or(job.attempt);
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (step, offset) = v.trim().split_once(':')?;
-        Some((step.parse().ok()?, offset.parse().ok()?))
-    });
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(parse_resume);
+    Ok(follow_job_log(state, id, attempt, resume))
+}
+
+/// A job attempt's log as Server-Sent Events from `resume` (`(step, offset)`; the start when
+/// `None`) until the attempt is over (shared by the API and the web UI's job page).
+pub(crate) fn follow_job_log(state: AppState, id: i64, attempt: i64, resume: Option<(i64, u64)>) -> Response {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
     tokio::spawn(async move {
         let (step, offset) = resume.unwrap_or((0, 0));
@@ -90,7 +93,13 @@ pub async fn job_log_stream(
         let _ = follower.follow(&state).await;
         state.logs().unsubscribe(id, attempt);
     });
-    Ok(sse(rx))
+    sse(rx)
+}
+
+/// `STEP:OFFSET`, as log events' ids say where they end.
+pub(crate) fn parse_resume(text: &str) -> Option<(i64, u64)> {
+    let (step, offset) = text.trim().split_once(':')?;
+    Some((step.parse().ok()?, offset.parse().ok()?))
 }
 
 /// The subscriber has gone (or storage failed): the stream ends.

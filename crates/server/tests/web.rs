@@ -289,13 +289,41 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     git.ok(&src, &["init", "-q", "-b", "main"]).await;
     std::fs::write(
         src.join(".github/workflows/ci.yml"),
-        "name: CI\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Say\n        run: |\n          echo '<script>alert(5)</script>'\n          printf '\\033[31mred\\033[0m text\\n'\n  broken:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - name: Fail\n        run: exit 3\n",
+        "name: CI\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Say\n        run: |\n          echo '<script>alert(5)</script>'\n          printf '\\033[31mred\\033[0m text\\n'\n  broken:\n    needs: build\n    runs-on: ubuntu-latest\n    steps:\n      - name: Wait\n        run: echo waiting; sleep 4\n      - name: Fail\n        run: exit 3\n",
     )
     .expect("write");
     git.ok(&src, &["add", "-A"]).await;
     git.ok(&src, &["commit", "-q", "-m", "ci <b>please</b>"]).await;
     let host = s.base.trim_start_matches("http://").to_owned();
     git.ok(&src, &["push", "-q", &format!("http://x:{admin}@{host}/admin/app.git"), "main"]).await;
+
+    // While `broken` runs, its page follows its log live (and reloads itself without a script).
+    let http = browser();
+    let mut seen_live = false;
+    for _ in 0..300 {
+        let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/app/runs", Some(&admin), None).await;
+        if let Some(id) = page["runs"][0]["id"].as_i64() {
+            let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{id}"), Some(&admin), None).await;
+            if detail["jobs"][1]["status"] == "in_progress" {
+                let job = detail["jobs"][1]["id"].as_i64().expect("id");
+                let (_, html, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{job}"), None).await;
+                if html.contains("data-live-log=") {
+                    assert!(html.contains(r#"<script src="/static/live.js" defer>"#), "{html}");
+                    assert!(html.contains(r#"<noscript><meta http-equiv="refresh" content="5"></noscript>"#), "{html}");
+                    seen_live = true;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen_live, "the running job's page follows its log");
+    let (status, script, headers) = get(&http, &s, "/static/live.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"].to_str().expect("ascii").starts_with("text/javascript")
+            && script.contains("EventSource")
+    );
 
     // Wait for the run to complete (through the API).
     let mut run = serde_json::Value::Null;
@@ -314,7 +342,6 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{id}"), Some(&admin), None).await;
     let build = detail["jobs"][0]["id"].as_i64().expect("job id");
 
-    let http = browser();
     let (status, page, _) = get(&http, &s, "/admin/app/actions", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(&format!(r#"href="/admin/app/actions/runs/{id}""#)) && page.contains("✗ failure"), "{page}");
@@ -331,6 +358,14 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     assert!(page.contains("&lt;script&gt;alert(5)&lt;/script&gt;"), "{page}");
     assert!(page.contains("red text") && !page.contains('\u{1b}'), "{page}");
     assert!(!page.contains("<script"), "{page}");
+    assert!(!page.contains("data-live-log") && !page.contains("live.js"), "a completed job's page is still: {page}");
+    // The page's stream: the log from where the page's copy ended, then the job's end.
+    let (status, events, headers) =
+        get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{build}/stream?from=0:0"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(events.contains("event: log") && events.contains("alert(5)"), "{events}");
+    assert!(events.trim_end().ends_with("data: success"), "{events}");
     // A run of this repository under another repository's URL is not there.
     let (status, _, _) = get(&http, &s, &format!("/admin/other/actions/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -35,6 +35,7 @@ const CSRF_COOKIE: &str = "gitstratum_csrf";
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
+const LIVE: &str = include_str!("live.js");
 
 /// The pages' routes (merged beside the API's and Git's).
 pub fn routes() -> Router<AppState> {
@@ -54,6 +55,8 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/actions", get(runs::list))
         .route("/{owner}/{repo}/actions/runs/{id}", get(runs::run))
         .route("/{owner}/{repo}/actions/runs/{id}/job/{job}", get(runs::job))
+        .route("/{owner}/{repo}/actions/runs/{id}/job/{job}/stream", get(runs::stream))
+        .route("/static/live.js", get(live_script))
         .layer(axum::middleware::map_response(page_headers))
 }
 
@@ -114,15 +117,19 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 impl Ctx {
-    /// A page in the site's layout; `refresh`: seconds after which the browser reloads it.
-    pub(crate) fn page(&self, title: &str, body: Markup, refresh: Option<u32>) -> Markup {
+    /// A page in the site's layout; `refresh`: seconds after which the browser reloads it (with
+    /// `scripted`, only a browser without JavaScript: the page's script keeps it current).
+    pub(crate) fn page(&self, title: &str, body: Markup, refresh: Option<u32>, scripted: bool) -> Markup {
         html! {
             (DOCTYPE)
             html lang="en" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
+                    @if let Some(seconds) = refresh {
+                        @if scripted { noscript { meta http-equiv="refresh" content=(seconds); } }
+                        @else { meta http-equiv="refresh" content=(seconds); }
+                    }
                     title { (title) " · GitStratum" }
                     link rel="stylesheet" href="/static/style.css";
                 }
@@ -161,7 +168,16 @@ impl Ctx {
         body: Markup,
         refresh: Option<u32>,
     ) -> Response {
-        let markup = self.page(title, body, refresh);
+        self.respond_page(status, self.page(title, body, refresh, false))
+    }
+
+    /// [`Ctx::respond_refreshing`] for a page whose script follows it live: only a browser
+    /// without JavaScript reloads it.
+    pub(crate) fn respond_live(&self, status: StatusCode, title: &str, body: Markup, refresh: Option<u32>) -> Response {
+        self.respond_page(status, self.page(title, body, refresh, true))
+    }
+
+    fn respond_page(&self, status: StatusCode, markup: Markup) -> Response {
         let response =
             (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], markup.into_string()).into_response();
         with_cookie(response, self.set_csrf.clone())
@@ -214,6 +230,11 @@ fn with_cookie(mut response: Response, set: Option<String>) -> Response {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+async fn live_script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], LIVE)
+        .into_response()
 }
 
 async fn style() -> Response {

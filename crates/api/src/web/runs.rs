@@ -223,14 +223,23 @@ pub(super) async fn job(
         Ok(None) => return ctx.not_found(),
         Err(e) => return ctx.failed(e),
     };
+    let live = job.status != "completed" && stored.logs_expired_at.is_none();
+    // Each step's log as read now; for a job still running, only whole lines (the stream goes on
+    // from the end of the last of them).
     let mut logs: Vec<(i64, Result<String, String>)> = Vec::new();
+    let mut resume = (0i64, 0u64);
     if stored.logs_expired_at.is_none() {
         for step in &job.steps {
             let text = match state.logs().read_step(job_id, job.attempt, step.number, 0).await {
                 Ok(bytes) => {
-                    let cut = bytes.len() > MAX_STEP_LOG;
-                    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STEP_LOG)]).into_owned();
-                    if cut {
+                    let whole =
+                        if live { bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) } else { bytes.len() };
+                    if whole > 0 || step.number == 0 {
+                        resume = resume.max((step.number, whole as u64));
+                    }
+                    let shown = &bytes[..whole.min(MAX_STEP_LOG)];
+                    let mut text = String::from_utf8_lossy(shown).into_owned();
+                    if whole > MAX_STEP_LOG {
                         text.push_str("\n[shown up to 1 MiB: the whole log is in the API]");
                     }
                     Ok(text)
@@ -242,6 +251,7 @@ pub(super) async fn job(
     }
     let base = format!("/{}/{}", repo.owner, repo.name);
     let r = &detail.run;
+    let stream = format!("{base}/actions/runs/{}/job/{job_id}/stream?from={}:{}", r.id, resume.0, resume.1);
     let body = html! {
         (super::repo::repo_header(&repo, "actions"))
         p.crumbs { a href={ (base) "/actions/runs/" (r.id) } { (r.name) " #" (r.run_number) } " / " (job.name) }
@@ -251,31 +261,61 @@ pub(super) async fn job(
         @for a in &job.annotations {
             p.annotation { strong { (a.level) } " " (a.message) }
         }
-        @for step in &job.steps {
-            details.step open[step.conclusion.as_deref() == Some("failure")] {
-                summary { (outcome(&step.status, step.conclusion.as_deref())) " " (step.name) }
-                @if let Some((_, text)) = logs.iter().find(|(n, _)| *n == step.number) {
-                    @match text {
-                        Ok(text) => {
-                            table.log {
-                                tbody {
-                                    @for (i, line) in text.lines().enumerate() {
-                                        tr id={ "s" (step.number) "-L" (i + 1) } {
-                                            td.num { a href={ "#s" (step.number) "-L" (i + 1) } { (i + 1) } }
-                                            td.line { (inert(line)) }
-                                        }
+        div.steps data-live-log=[live.then_some(&stream)] {
+            @for step in &job.steps {
+                details.step data-step=(step.number) open[step.conclusion.as_deref() == Some("failure") || (live && step.status == "in_progress")] {
+                    summary { (outcome(&step.status, step.conclusion.as_deref())) " " (step.name) }
+                    table.log {
+                        tbody {
+                            @if let Some((_, Ok(text))) = logs.iter().find(|(n, _)| *n == step.number) {
+                                @for (i, line) in text.lines().enumerate() {
+                                    tr id={ "s" (step.number) "-L" (i + 1) } {
+                                        td.num { a href={ "#s" (step.number) "-L" (i + 1) } { (i + 1) } }
+                                        td.line { (inert(line)) }
                                     }
                                 }
                             }
                         }
-                        Err(e) => { p.note { "The log cannot be read: " (e) } }
+                    }
+                    @if let Some((_, Err(e))) = logs.iter().find(|(n, _)| *n == step.number) {
+                        p.note { "The log cannot be read: " (e) }
                     }
                 }
             }
         }
+        @if live { script src="/static/live.js" defer {} }
     };
-    let refresh = (job.status != "completed").then_some(5);
-    ctx.respond_refreshing(StatusCode::OK, &format!("{} · {} #{}", job.name, r.name, r.run_number), body, refresh)
+    // Without JavaScript, a running job's page reloads itself instead.
+    let refresh = (live).then_some(5);
+    ctx.respond_live(StatusCode::OK, &format!("{} · {} #{}", job.name, r.name, r.run_number), body, refresh)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct StreamQuery {
+    from: Option<String>,
+}
+
+/// `/{owner}/{repo}/actions/runs/{id}/job/{job}/stream`: the job's log as Server-Sent Events
+/// (the API's stream, authorized by the page's viewer), from `?from=STEP:OFFSET` or the
+/// `Last-Event-ID` a reconnecting browser sends.
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id, job_id)): Path<(String, String, i64, i64)>,
+    Query(q): Query<StreamQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (_, detail) = match run_of(&state, &ctx, &owner, &name, id).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(job) = detail.jobs.iter().find(|j| j.id == job_id) else { return ctx.not_found() };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::live::parse_resume)
+        .or_else(|| q.from.as_deref().and_then(crate::live::parse_resume));
+    crate::live::follow_job_log(state.clone(), job_id, job.attempt, resume)
 }
 
 #[cfg(test)]
