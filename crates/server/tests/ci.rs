@@ -2658,7 +2658,7 @@ impl RefServer {
             .spawn()
             .expect("python3 runs the reference server");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = gitstratum_server::http::client().expect("client");
         for _ in 0..100 {
             if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
                 let token = std::fs::read_to_string(dir.path().join("initial-admin-token")).expect("token");

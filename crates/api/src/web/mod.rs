@@ -32,7 +32,7 @@ use crate::session::{SESSION_COOKIE, Started, start_session};
 /// The cookie CSRF tokens are checked against.
 const CSRF_COOKIE: &str = "gitstratum_csrf";
 /// The pages' policy: only this server's stylesheet, scripts and images (and `data:` images).
-const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
 const LIVE: &str = include_str!("live.js");
