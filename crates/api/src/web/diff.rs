@@ -144,7 +144,8 @@ pub(crate) enum FileDiff {
     Elided,
 }
 
-fn is_binary(data: &[u8]) -> bool {
+/// Whether contents are binary, as git decides: a NUL byte in the first 8,000 bytes.
+pub(crate) fn is_binary(data: &[u8]) -> bool {
     data[..data.len().min(8000)].contains(&0)
 }
 

@@ -183,6 +183,23 @@ impl Ctx {
         with_cookie(response, self.set_csrf.clone())
     }
 
+    /// The repository, when the viewer may read it (the API's policy); else the 404 page (or the
+    /// 500 page when the policy could not be asked).
+    pub(crate) async fn readable_repo(
+        &self,
+        state: &AppState,
+        owner: &str,
+        name: &str,
+    ) -> Result<gitstratum_platform::Repo, Response> {
+        match crate::repos::authorize_repo(state, self.viewer.0.as_ref(), owner, name, gitstratum_platform::Role::Read)
+            .await
+        {
+            Ok(repo) => Ok(repo),
+            Err(e) if e.status.is_client_error() => Err(self.not_found()),
+            Err(e) => Err(self.failed(e.message)),
+        }
+    }
+
     /// The 404 page: also what a private repository the viewer may not read looks like.
     pub(crate) fn not_found(&self) -> Response {
         self.respond(

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitstratum_git::parse;
-use gitstratum_platform::{Repo, Role};
+use gitstratum_platform::Repo;
 use gitstratum_store::{ObjectId, ObjectKind, ObjectStore, RefStore, RepoId};
 use maud::{Markup, html};
 
@@ -44,6 +44,14 @@ impl Entry {
     fn is_dir(&self) -> bool {
         self.mode == 0o040000
     }
+}
+
+/// A file a URL names: its ref, path, mode and contents.
+struct File {
+    git_ref: String,
+    path: String,
+    mode: u32,
+    data: Vec<u8>,
 }
 
 /// A commit as shown.
@@ -120,6 +128,20 @@ impl Git {
         Ok(None)
     }
 
+    /// The file `rest` (`{ref}/{path}`) names: its ref, path, mode and contents; `None` when it
+    /// is not a file (a folder, a submodule, nothing).
+    fn file_at(&self, rest: &str) -> Result<Option<File>, String> {
+        let Some((git_ref, tip, path)) = self.split_ref(rest)? else { return Ok(None) };
+        let (commit, _) = self.commit(tip)?.ok_or("the commit is missing")?;
+        match self.at_path(commit.tree, &path)? {
+            Some((mode, id)) if mode != 0o040000 && mode != 0o160000 => {
+                let data = self.object(id)?.ok_or("the file's object is missing")?.data;
+                Ok(Some(File { git_ref, path, mode, data }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn peel(&self, id: ObjectId) -> Result<Option<ObjectId>, String> {
         gitstratum_ci::source::peel_to_commit(self.objects.as_ref(), self.id, id).map_err(|e| e.to_string())
     }
@@ -163,15 +185,9 @@ impl Git {
 
 /// The repository, when the viewer may read it; else the 404 page.
 async fn readable(state: &AppState, ctx: &Ctx, owner: &str, name: &str) -> Result<(Repo, Git), Response> {
-    match crate::repos::authorize_repo(state, ctx.viewer.0.as_ref(), owner, name, Role::Read).await {
-        Ok(repo) => {
-            let git =
-                Git { objects: state.git().objects().clone(), refs: state.git().refs().clone(), id: RepoId(repo.id) };
-            Ok((repo, git))
-        }
-        Err(e) if e.status.is_client_error() => Err(ctx.not_found()),
-        Err(e) => Err(ctx.failed(e.message)),
-    }
+    let repo = ctx.readable_repo(state, owner, name).await?;
+    let git = Git { objects: state.git().objects().clone(), refs: state.git().refs().clone(), id: RepoId(repo.id) };
+    Ok((repo, git))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -383,7 +399,7 @@ fn image_type(path: &str) -> Option<&'static str> {
 fn content_of(path: &str, data: &[u8]) -> Content {
     if image_type(path).is_some() {
         Content::Image
-    } else if data[..data.len().min(8000)].contains(&0) {
+    } else if diff::is_binary(data) {
         Content::Binary
     } else if data.len() > MAX_RENDERED {
         Content::TooLarge
@@ -403,21 +419,14 @@ pub(super) async fn blob(
         Err(page) => return page,
     };
     let read = blocking(&ctx, move || {
-        let Some((git_ref, tip, path)) = git.split_ref(&rest)? else { return Ok(None) };
-        let (commit, _) = git.commit(tip)?.ok_or("the commit is missing")?;
-        match git.at_path(commit.tree, &path)? {
-            Some((mode, id)) if mode != 0o040000 && mode != 0o160000 => {
-                let o = git.object(id)?.ok_or("the file's object is missing")?;
-                let size = o.data.len();
-                let content = if mode == 0o120000 {
-                    Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&o.data)))
-                } else {
-                    content_of(&path, &o.data)
-                };
-                Ok(Some((git_ref, path, size, content)))
-            }
-            _ => Ok(None),
-        }
+        Ok(git.file_at(&rest)?.map(|File { git_ref, path, mode, data }| {
+            let content = if mode == 0o120000 {
+                Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&data)))
+            } else {
+                content_of(&path, &data)
+            };
+            (git_ref, path, data.len(), content)
+        }))
     })
     .await;
     let (git_ref, path, size, content) = match read {
@@ -466,17 +475,7 @@ pub(super) async fn raw(
         Ok(r) => r,
         Err(page) => return page,
     };
-    let read = blocking(&ctx, move || {
-        let Some((_, tip, path)) = git.split_ref(&rest)? else { return Ok(None) };
-        let (commit, _) = git.commit(tip)?.ok_or("the commit is missing")?;
-        match git.at_path(commit.tree, &path)? {
-            Some((mode, id)) if mode != 0o040000 && mode != 0o160000 => {
-                Ok(Some((path, git.object(id)?.ok_or("the file's object is missing")?.data)))
-            }
-            _ => Ok(None),
-        }
-    })
-    .await;
+    let read = blocking(&ctx, move || Ok(git.file_at(&rest)?.map(|f| (f.path, f.data)))).await;
     let (path, data) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
@@ -484,7 +483,7 @@ pub(super) async fn raw(
     };
     let kind = match image_type(&path) {
         Some(t) => t,
-        None if data[..data.len().min(8000)].contains(&0) => "application/octet-stream",
+        None if diff::is_binary(&data) => "application/octet-stream",
         None => "text/plain; charset=utf-8",
     };
     let mut response = (StatusCode::OK, data).into_response();

@@ -6,7 +6,6 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use gitstratum_platform::Role;
 use maud::{Markup, html};
 
 use super::{Ctx, when};
@@ -78,19 +77,6 @@ pub(super) struct RunsQuery {
     status: Option<String>,
 }
 
-async fn readable_repo(
-    state: &AppState,
-    ctx: &Ctx,
-    owner: &str,
-    name: &str,
-) -> Result<gitstratum_platform::Repo, Response> {
-    match crate::repos::authorize_repo(state, ctx.viewer.0.as_ref(), owner, name, Role::Read).await {
-        Ok(repo) => Ok(repo),
-        Err(e) if e.status.is_client_error() => Err(ctx.not_found()),
-        Err(e) => Err(ctx.failed(e.message)),
-    }
-}
-
 /// `/{owner}/{repo}/actions`: the repository's runs, newest first.
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -98,7 +84,7 @@ pub(super) async fn list(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Query<RunsQuery>,
 ) -> Response {
-    let repo = match readable_repo(&state, &ctx, &owner, &name).await {
+    let repo = match ctx.readable_repo(&state, &owner, &name).await {
         Ok(r) => r,
         Err(page) => return page,
     };
@@ -151,7 +137,7 @@ async fn run_of(
     name: &str,
     id: i64,
 ) -> Result<(gitstratum_platform::Repo, crate::runs::RunDetail), Response> {
-    let repo = readable_repo(state, ctx, owner, name).await?;
+    let repo = ctx.readable_repo(state, owner, name).await?;
     match crate::runs::run_detail(state, id, &repo).await {
         Ok(Some(detail)) if detail.run.repository == format!("{}/{}", repo.owner, repo.name) => Ok((repo, detail)),
         Ok(_) => Err(ctx.not_found()),
