@@ -31,8 +31,18 @@ pub struct RepoBody {
     pub created_at: String,
 }
 
+/// The branch `HEAD` names in Git storage (what a clone checks out; the first push to an empty
+/// repository may have picked it), else the repository's recorded default.
+pub(crate) fn default_branch(state: &AppState, repo: &Repo) -> String {
+    match state.git().refs().head(gitstratum_store::RepoId(repo.id)) {
+        Ok(Some(head)) => head.strip_prefix("refs/heads/").unwrap_or(&head).to_owned(),
+        _ => repo.default_branch.clone(),
+    }
+}
+
 impl RepoBody {
-    fn new(repo: Repo, state: &AppState) -> Self {
+    fn new(mut repo: Repo, state: &AppState) -> Self {
+        repo.default_branch = default_branch(state, &repo);
         RepoBody {
             clone_url: format!("{}/{}/{}.git", state.public_url(), repo.owner, repo.name),
             full_name: format!("{}/{}", repo.owner, repo.name),

@@ -409,8 +409,11 @@ impl GitService {
         Ok(())
     }
 
-    /// On the first push to an empty repository, `HEAD` names `main` if it was pushed, or the
-    /// only branch pushed.
+    /// On the first push to an empty repository, `HEAD` names a branch that was pushed (as GitHub
+    /// and Gitea pick the default branch then): the one it already names if that was pushed,
+    /// else `main`, else `master`, else the first branch the push named. A mirror of a repository
+    /// whose branch is `master` or `trunk` then clones with a checkout, not as an empty
+    /// repository.
     fn choose_head(&self, repo: RepoId, outcome: &PushOutcome) -> Result<()> {
         let branches: Vec<&str> = outcome
             .updated
@@ -419,10 +422,13 @@ impl GitService {
             .map(|e| e.name.as_str())
             .filter(|n| n.starts_with("refs/heads/"))
             .collect();
-        if branches.contains(&DEFAULT_HEAD) {
-            self.refs.set_head(repo, DEFAULT_HEAD)?;
-        } else if let [only] = branches.as_slice() {
-            self.refs.set_head(repo, only)?;
+        let current = self.refs.head(repo)?.unwrap_or_else(|| DEFAULT_HEAD.to_owned());
+        let pick = [current.as_str(), DEFAULT_HEAD, "refs/heads/master"]
+            .into_iter()
+            .find(|b| branches.contains(b))
+            .or_else(|| branches.first().copied());
+        if let Some(branch) = pick {
+            self.refs.set_head(repo, branch)?;
         }
         Ok(())
     }

@@ -211,6 +211,28 @@ async fn empty_repositories_mirrors_and_the_first_branch() {
     let clone = tmp.path().join("trunk-clone");
     git.ok(tmp.path(), &["clone", "-q", &trunk_url, clone.to_str().expect("utf-8")]).await;
     assert_eq!(git.ok(&clone, &["symbolic-ref", "HEAD"]).await.trim(), "refs/heads/trunk");
+    // The API and the pages call it the default branch too.
+    let (_, body) = s.send(reqwest::Method::GET, "/api/v1/repos/admin/trunk", Some(&s.admin_token), None).await;
+    assert_eq!(body["default_branch"], "trunk", "{body}");
+    let page = s.http.get(s.url("/admin/trunk")).send().await.expect("page").text().await.expect("html");
+    assert!(page.contains("Branch: <strong>trunk</strong>"), "{page}");
+
+    // Several branches, none `main`: `master` is picked (a mirror of an older repository clones
+    // with a checkout, not as an empty repository); without `master`, the first branch the push named.
+    for (name, pushed, head) in [
+        ("legacy", &["main:refs/heads/master", "main:refs/heads/dev"][..], "refs/heads/master"),
+        ("several", &["main:refs/heads/b-second", "main:refs/heads/a-first"][..], "refs/heads/b-second"),
+    ] {
+        let url = create_repo(&s, name, false).await;
+        let mut args = vec!["push", "-q", url.as_str()];
+        args.extend_from_slice(pushed);
+        git.ok(&src, &args).await;
+        let listed = git.ok(tmp.path(), &["ls-remote", "--symref", &url, "HEAD"]).await;
+        assert!(listed.starts_with(&format!("ref: {head}\tHEAD")), "{name}: {listed}");
+        let clone = tmp.path().join(format!("{name}-clone"));
+        git.ok(tmp.path(), &["clone", "-q", &url, clone.to_str().expect("utf-8")]).await;
+        assert_eq!(git.ok(&clone, &["rev-list", "--count", "HEAD"]).await.trim(), "3", "{name}: a checkout");
+    }
 
     // A mirror push and a mirror clone carry every ref.
     git.ok(&src, &["branch", "b1", "HEAD~1"]).await;

@@ -194,7 +194,11 @@ impl Ctx {
         match crate::repos::authorize_repo(state, self.viewer.0.as_ref(), owner, name, gitstratum_platform::Role::Read)
             .await
         {
-            Ok(repo) => Ok(repo),
+            Ok(mut repo) => {
+                // What a clone checks out is what the pages call the default branch.
+                repo.default_branch = crate::repos::default_branch(state, &repo);
+                Ok(repo)
+            }
             Err(e) if e.status.is_client_error() => Err(self.not_found()),
             Err(e) => Err(self.failed(e.message)),
         }
