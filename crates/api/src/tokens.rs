@@ -108,7 +108,20 @@ pub async fn create(
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    may_manage_tokens(&caller)?;
+    let (info, token) = mint(&state, &caller, &meta, &body).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { info: info.into(), token })))
+}
+
+/// Makes a token for the caller's account, under every rule of the API (the web UI's tokens page
+/// comes here too): a valid name, known scopes the caller may grant, the site's lifetime cap,
+/// never outliving the token that asks. Returns it with its secret (shown once).
+pub(crate) async fn mint(
+    state: &AppState,
+    caller: &Principal,
+    meta: &RequestMeta,
+    body: &CreateToken,
+) -> Result<(TokenInfo, String), ApiError> {
+    may_manage_tokens(caller)?;
     let name = body.name.trim_matches(' ');
     if name.is_empty() || body.name.chars().count() > 100 || body.name.chars().any(|c| c.is_ascii_control()) {
         return Err(ApiError::validation(
@@ -136,7 +149,7 @@ pub async fn create(
         .collect::<Result<Vec<_>, _>>()
         .map(Scopes::new)?;
     for scope in scopes.iter() {
-        may_grant(&caller, scope)?;
+        may_grant(caller, scope)?;
     }
     if let Some(max) = state.token_max_days()
         && body.expires_in_days.is_none_or(|days| days > max)
@@ -165,8 +178,8 @@ pub async fn create(
         )));
     }
     let new = NewToken { name: name.to_owned(), scopes, expires_at };
-    let (info, secret) = state.store().create_token(caller.account.id, &new, &meta.actor(&caller), state.now()).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { info: info.into(), token: secret.expose().to_owned() })))
+    let (info, secret) = state.store().create_token(caller.account.id, &new, &meta.actor(caller), state.now()).await?;
+    Ok((info, secret.expose().to_owned()))
 }
 
 #[utoipa::path(

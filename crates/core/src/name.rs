@@ -66,7 +66,8 @@ pub fn username_pattern() -> String {
 }
 
 /// Names that would collide with routes of the web UI and API.
-const RESERVED_USERNAMES: &[&str] = &["api", "admin-ui", "assets", "login", "logout", "metrics", "healthz", "readyz"];
+const RESERVED_USERNAMES: &[&str] =
+    &["api", "admin-ui", "assets", "login", "logout", "metrics", "healthz", "readyz", "settings", "static"];
 
 /// A user or organization name: ASCII letters, digits and single hyphens, 1 to 39 characters,
 /// not beginning or ending with a hyphen.

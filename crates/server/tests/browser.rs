@@ -175,6 +175,26 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
         .await;
     browser.screenshot("home").await;
 
+    // A token, made from the settings page, shown once.
+    browser.goto(&s.url("/settings/tokens")).await;
+    browser
+        .js("document.getElementById('token-name').value = 'laptop'; document.getElementById('scope-repo:read').checked = true; document.querySelector('form.stack').submit(); return true;")
+        .await;
+    browser
+        .until(
+            "the new token",
+            "const t = document.getElementById('new-token'); return !!t && t.value.startsWith('gst_');",
+        )
+        .await;
+    browser.screenshot("tokens").await;
+    browser.goto(&s.url("/settings/tokens")).await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('new-token') === null && document.body.innerText.includes('laptop');")
+            .await,
+        json!(true)
+    );
+
     // The repository's home: the README rendered, nothing of it running.
     browser.goto(&s.url("/admin/site")).await;
     browser.until("the repository page", "return document.readyState === 'complete';").await;

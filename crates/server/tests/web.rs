@@ -252,6 +252,55 @@ async fn signing_in_shows_private_repositories_and_a_cookie_never_authorizes_the
     assert!(page.contains("This repository is empty"), "{page}");
     assert!(get(&http, &s, "/", Some(&cookies)).await.1.contains("/admin/secret"));
 
+    // Tokens: made under the API's rules, shown once, listed without their secret, revoked.
+    let (status, page, _) = get(&http, &s, "/settings/tokens", Some(&cookies)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let made = post_form(
+        http.post(s.url("/settings/tokens")).header("cookie", &cookies),
+        &[("csrf", csrf.as_str()), ("name", "ci <bot>"), ("scope", "repo:read"), ("expires_in_days", "30")],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let page = made.text().await.expect("body");
+    let marker = r#"id="new-token" type="text" readonly value=""#;
+    let at = page.find(marker).expect("the token shown once") + marker.len();
+    let secret = page[at..].split('"').next().expect("value").to_owned();
+    assert!(secret.starts_with("gst_") && page.contains("ci &lt;bot&gt;"), "{page}");
+    let (_, who) = s.send(Method::GET, "/api/v1/user", Some(&secret), None).await;
+    assert_eq!(who["login"].as_str().or(who["name"].as_str()), Some("mona"), "{who}");
+    let (_, page, _) = get(&http, &s, "/settings/tokens", Some(&cookies)).await;
+    assert!(!page.contains(&secret) && page.contains("ci &lt;bot&gt;"), "listed, not shown");
+    assert!(page.contains(">in 30 days<"), "{page}");
+    // A session may not grant what it lacks (`admin`), and a form without the CSRF token is refused.
+    let refused = post_form(
+        http.post(s.url("/settings/tokens")).header("cookie", &cookies),
+        &[("csrf", csrf.as_str()), ("name", "too much"), ("scope", "admin")],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let no_csrf =
+        post_form(http.post(s.url("/settings/tokens")).header("cookie", &cookies), &[("name", "x"), ("scope", "user")])
+            .send()
+            .await
+            .expect("post");
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    let id =
+        page[page.find("/settings/tokens/").expect("a revoke form") + 17..].split('/').next().expect("id").to_owned();
+    let revoked = post_form(
+        http.post(s.url(&format!("/settings/tokens/{id}/revoke"))).header("cookie", &cookies),
+        &[("csrf", csrf.as_str())],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert!(revoked.status().is_redirection());
+    // Anonymous: the settings page sends to sign in.
+    assert_eq!(get(&http, &s, "/settings/tokens", None).await.0, StatusCode::SEE_OTHER);
+
     // The cookie alone never authorizes an API call.
     let api = http.get(s.url("/api/v1/user")).header("cookie", &cookies).send().await.expect("api");
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);

@@ -15,6 +15,7 @@ mod diff;
 mod markdown;
 mod repo;
 mod runs;
+mod settings;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -44,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/static/style.css", get(style))
+        .route("/settings/tokens", get(settings::tokens).post(settings::create))
+        .route("/settings/tokens/{id}/revoke", post(settings::revoke))
         .route("/{owner}/{repo}", get(repo::home))
         .route("/{owner}/{repo}/tree/{*rest}", get(repo::tree))
         .route("/{owner}/{repo}/blob/{*rest}", get(repo::blob))
@@ -139,6 +142,7 @@ impl Ctx {
                         nav {
                             @if let Some(p) = &self.viewer.0 {
                                 span.who { (p.account.name) }
+                                a href="/settings/tokens" { "Tokens" }
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name="csrf" value=(self.csrf);
                                     button type="submit" { "Sign out" }
@@ -239,7 +243,7 @@ pub(crate) fn csrf_token(headers: &HeaderMap) -> (String, Option<String>) {
 }
 
 /// Whether a form's token is the viewer's (constant time).
-fn csrf_ok(headers: &HeaderMap, presented: &str) -> bool {
+pub(crate) fn csrf_ok(headers: &HeaderMap, presented: &str) -> bool {
     let Some(expected) = cookie(headers, CSRF_COOKIE) else { return false };
     expected.len() == 32
         && presented.len() == expected.len()
@@ -374,17 +378,19 @@ async fn logout(
 
 /// "3 days ago", with the absolute time in UTC for the `title`.
 pub(crate) fn when(seconds: i64, now_ms: i64) -> Markup {
-    let ago = (now_ms / 1000 - seconds).max(0);
+    let future = seconds > now_ms / 1000;
+    let ago = (now_ms / 1000 - seconds).abs();
     let (n, unit) = match ago {
         0..60 => (ago, "second"),
         60..3600 => (ago / 60, "minute"),
         3600..86_400 => (ago / 3600, "hour"),
-        86_400..2_592_000 => (ago / 86_400, "day"),
-        2_592_000..31_536_000 => (ago / 2_592_000, "month"),
+        86_400..3_888_000 => (ago / 86_400, "day"),
+        3_888_000..31_536_000 => (ago / 2_592_000, "month"),
         _ => (ago / 31_536_000, "year"),
     };
     let absolute = gitstratum_core::Timestamp(seconds.saturating_mul(1000)).to_rfc3339();
-    let text = if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") };
+    let amount = if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
+    let text = if future { format!("in {amount}") } else { format!("{amount} ago") };
     html! { time datetime=(absolute) title=(absolute) { (text) } }
 }
 
@@ -424,5 +430,6 @@ mod tests {
         let now = 1_700_000_000_000;
         assert!(when(1_700_000_000 - 3 * 86_400, now).into_string().contains(">3 days ago<"));
         assert!(when(1_700_000_000 - 60, now).into_string().contains(">1 minute ago<"));
+        assert!(when(1_700_000_000 + 30 * 86_400, now).into_string().contains(">in 30 days<"));
     }
 }

@@ -1,0 +1,158 @@
+//! Personal settings: the signed-in account's tokens — listed (never their secrets), made under
+//! the API's rules (`tokens::mint`: scopes the session may grant, the site's lifetime cap), shown
+//! once when made, and revoked. Every form carries the CSRF token.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+
+use super::{Ctx, csrf_ok, when};
+use crate::AppState;
+use crate::tokens::CreateToken;
+
+/// The scopes a person may tick, with what they allow.
+const SCOPES: [(&str, &str); 6] = [
+    ("repo:read", "read repositories (clone, fetch, the API)"),
+    ("repo:write", "push"),
+    ("repo:admin", "manage repositories"),
+    ("user", "manage your account and tokens"),
+    ("ci:runner", "register CI runners"),
+    ("admin", "administer the site (site administrators only)"),
+];
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+async fn tokens_page(
+    state: &AppState,
+    ctx: &Ctx,
+    status: StatusCode,
+    made: Option<(String, String)>,
+    error: Option<String>,
+) -> Response {
+    let Some(p) = &ctx.viewer.0 else { return to_login() };
+    let tokens = match state.store().list_tokens(p.account.id).await {
+        Ok(t) => t,
+        Err(e) => return ctx.failed(e),
+    };
+    let now = state.now().0;
+    let body: Markup = html! {
+        h1 { "Tokens" }
+        p { "Personal access tokens work for Git over HTTP (as the password) and for the API (" code { "Authorization: Bearer" } "). Sessions from signing in are listed as " code { "session" } "." }
+        @if let Some((name, secret)) = &made {
+            section.made role="status" {
+                p { "Your new token " strong { (name) } ". Copy it now: it is not shown again." }
+                input id="new-token" type="text" readonly value=(secret) aria-label="The new token";
+            }
+        }
+        @if let Some(e) = &error { p.error role="alert" { (e) } }
+        table.refs {
+            thead { tr { th { "Name" } th { "Scopes" } th { "Expires" } th { "Last used" } th {} } }
+            tbody {
+                @for t in &tokens {
+                    tr {
+                        td { (t.name) }
+                        td { (t.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")) }
+                        td { @if let Some(at) = t.expires_at { (when(at.0 / 1000, now)) } @else { "never" } }
+                        td { @if let Some(at) = t.last_used_at { (when(at.0 / 1000, now)) } @else { "—" } }
+                        td {
+                            form.inline method="post" action={ "/settings/tokens/" (t.id) "/revoke" } {
+                                input type="hidden" name="csrf" value=(ctx.csrf);
+                                button type="submit" { "Revoke" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "New token" }
+        form.stack method="post" action="/settings/tokens" {
+            input type="hidden" name="csrf" value=(ctx.csrf);
+            label for="token-name" { "Name" }
+            input id="token-name" type="text" name="name" maxlength="100" required;
+            fieldset {
+                legend { "Scopes" }
+                @for (scope, what) in SCOPES {
+                    div {
+                        input id={ "scope-" (scope) } type="checkbox" name="scope" value=(scope);
+                        " " label for={ "scope-" (scope) } { code { (scope) } " — " (what) }
+                    }
+                }
+            }
+            label for="token-days" { "Expires in days (empty: never, unless the site caps it)" }
+            input id="token-days" type="number" name="expires_in_days" min="1" max="3650";
+            button type="submit" { "Make token" }
+        }
+    };
+    ctx.respond(status, "Tokens", body)
+}
+
+/// `/settings/tokens`.
+pub(super) async fn tokens(State(state): State<AppState>, ctx: Ctx) -> Response {
+    if ctx.viewer.0.is_none() {
+        return to_login();
+    }
+    tokens_page(&state, &ctx, StatusCode::OK, None, None).await
+}
+
+/// `POST /settings/tokens`: `csrf`, `name`, `scope` (repeated), `expires_in_days`.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return to_login() };
+    let mut form = CreateToken { name: String::new(), scopes: Vec::new(), expires_in_days: None };
+    let mut csrf = String::new();
+    let mut bad_days = false;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "csrf" => csrf = value,
+            "name" => form.name = value,
+            "scope" => form.scopes.push(value),
+            "expires_in_days" if !value.trim().is_empty() => match value.trim().parse() {
+                Ok(days) => form.expires_in_days = Some(days),
+                Err(_) => bad_days = true,
+            },
+            _ => {}
+        }
+    }
+    if !csrf_ok(&headers, &csrf) {
+        return tokens_page(&state, &ctx, StatusCode::FORBIDDEN, None, Some("The form expired; try again.".into()))
+            .await;
+    }
+    if bad_days {
+        let why = Some("Expiry must be a number of days.".to_owned());
+        return tokens_page(&state, &ctx, StatusCode::UNPROCESSABLE_ENTITY, None, why).await;
+    }
+    match crate::tokens::mint(&state, &p, &ctx.meta, &form).await {
+        Ok((info, secret)) => tokens_page(&state, &ctx, StatusCode::CREATED, Some((info.name, secret)), None).await,
+        Err(e) if e.status.is_client_error() => tokens_page(&state, &ctx, e.status, None, Some(e.message)).await,
+        Err(e) => ctx.failed(e.message),
+    }
+}
+
+/// `POST /settings/tokens/{id}/revoke`.
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return to_login() };
+    let csrf = pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v).unwrap_or_default();
+    if !csrf_ok(&headers, &csrf) {
+        return tokens_page(&state, &ctx, StatusCode::FORBIDDEN, None, Some("The form expired; try again.".into()))
+            .await;
+    }
+    match state.store().revoke_token(p.account.id, id, &ctx.meta.actor(&p), state.now()).await {
+        // Revoking the session this page runs on signs the viewer out.
+        Ok(_) if id == p.token_id => to_login(),
+        Ok(_) => Redirect::to("/settings/tokens").into_response(),
+        Err(e) => ctx.failed(e),
+    }
+}
