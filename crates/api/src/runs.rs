@@ -406,7 +406,16 @@ pub async fn cancel(
     crate::extract::Authenticated(caller): crate::extract::Authenticated,
     Path(id): Path<i64>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let (run, _) = authorize_run(&state, Some(&caller), id, Role::Write).await?;
+    cancel_run(&state, &caller, id).await
+}
+
+/// Cancels a run the caller may write to (the API and the run page's button).
+pub(crate) async fn cancel_run(
+    state: &AppState,
+    caller: &gitstratum_platform::Principal,
+    id: i64,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let (run, _) = authorize_run(state, Some(caller), id, Role::Write).await?;
     if state.ci().cancel_run(run.id, state.now()).await? {
         Ok(axum::http::StatusCode::ACCEPTED)
     } else {
@@ -414,7 +423,8 @@ pub async fn cancel(
     }
 }
 
-async fn rerun_run(
+/// Runs a completed run's jobs (or its failed ones) again (the API and the run page's buttons).
+pub(crate) async fn rerun_run(
     state: &AppState,
     caller: &gitstratum_platform::Principal,
     id: i64,

@@ -265,6 +265,24 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
     browser.screenshot("job-done").await;
     browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
     browser.screenshot("run").await;
+    // Mona may read but not write: no buttons. Granted write, she re-runs the run from its page.
+    assert_eq!(browser.js("return document.querySelectorAll('div.actions button').length;").await, json!(0));
+    let (status, body) = s
+        .send(
+            Method::PUT,
+            "/api/v1/repos/admin/site/collaborators/mona",
+            Some(&admin),
+            Some(json!({"permission": "write"})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
+    browser
+        .js("const b = [...document.querySelectorAll('div.actions button')].find(b => b.textContent === 'Re-run all jobs'); b.click(); return true;")
+        .await;
+    browser.until("the re-run's new attempt", "return document.body.innerText.includes('attempt 2') || document.body.innerText.includes('in progress') || document.body.innerText.includes('queued');").await;
+    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{run}"), Some(&admin), None).await;
+    assert_eq!(detail["jobs"][0]["attempt"], 2, "{detail}");
     browser.goto(&s.url("/admin/site/actions")).await;
     browser.screenshot("runs").await;
     let _ = browser.cmd(Method::DELETE, "", None).await;

@@ -415,6 +415,13 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     assert_eq!(headers["content-type"], "text/event-stream");
     assert!(events.contains("event: log") && events.contains("alert(5)"), "{events}");
     assert!(events.trim_end().ends_with("data: success"), "{events}");
+    // The run page's buttons act only for a signed-in viewer (and then under the API's rules).
+    let anonymous = post_form(http.post(s.url(&format!("/admin/app/actions/runs/{id}/rerun"))), &[("csrf", "x")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert!(!get(&http, &s, &format!("/admin/app/actions/runs/{id}"), None).await.1.contains("Re-run"));
     // A run of this repository under another repository's URL is not there.
     let (status, _, _) = get(&http, &s, &format!("/admin/other/actions/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/actions", get(runs::list))
         .route("/{owner}/{repo}/actions/runs/{id}", get(runs::run))
         .route("/{owner}/{repo}/actions/runs/{id}/job/{job}", get(runs::job))
+        .route("/{owner}/{repo}/actions/runs/{id}/{action}", post(runs::act))
         .route("/{owner}/{repo}/actions/runs/{id}/job/{job}/stream", get(runs::stream))
         .route("/static/live.js", get(live_script))
         .layer(axum::middleware::map_response(page_headers))

@@ -5,7 +5,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::{Ctx, when};
@@ -164,9 +164,29 @@ pub(super) async fn run(
     ctx: Ctx,
     Path((owner, name, id)): Path<(String, String, i64)>,
 ) -> Response {
-    let (repo, detail) = match run_of(&state, &ctx, &owner, &name, id).await {
+    run_page(&state, &ctx, &owner, &name, id, StatusCode::OK, None).await
+}
+
+async fn run_page(
+    state: &AppState,
+    ctx: &Ctx,
+    owner: &str,
+    name: &str,
+    id: i64,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let (repo, detail) = match run_of(state, ctx, owner, name, id).await {
         Ok(found) => found,
         Err(page) => return page,
+    };
+    // Buttons for those who may act on the run (the API checks again when pressed).
+    let may_write = match &ctx.viewer.0 {
+        Some(p) => matches!(
+            crate::repos::repo_decision(state, Some(p), &repo, gitstratum_platform::Role::Write).await,
+            Ok(Ok(()))
+        ),
+        None => false,
     };
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
@@ -181,12 +201,29 @@ pub(super) async fn run(
             @if let Some(t) = seconds(&r.created_at) { " · " (when(t, now)) }
         }
         @if let Some(m) = &r.message { pre.message { (m) } }
+        @if let Some(e) = &error { p.error role="alert" { (e) } }
+        @if may_write {
+            div.actions {
+                @for (action, label, shown) in [
+                    ("cancel", "Cancel run", r.status != "completed"),
+                    ("rerun", "Re-run all jobs", r.status == "completed"),
+                    ("rerun-failed", "Re-run failed jobs", r.status == "completed" && detail.jobs.iter().any(|j| j.conclusion.as_deref() == Some("failure"))),
+                ] {
+                    @if shown {
+                        form.inline method="post" action={ (base) "/actions/runs/" (r.id) "/" (action) } {
+                            input type="hidden" name="csrf" value=(ctx.csrf);
+                            button type="submit" { (label) }
+                        }
+                    }
+                }
+            }
+        }
         h3 { "Jobs" }
         ul.jobs { @for job in &detail.jobs { (job_line(&base, r.id, job)) } }
     };
     let refresh = (r.status != "completed").then_some(5);
     ctx.respond_refreshing(
-        StatusCode::OK,
+        status,
         &format!("{} #{} · {}/{}", r.name, r.run_number, repo.owner, repo.name),
         body,
         refresh,
@@ -274,6 +311,53 @@ pub(super) async fn job(
     // Without JavaScript, a running job's page reloads itself instead.
     let refresh = (live).then_some(5);
     ctx.respond_live(StatusCode::OK, &format!("{} · {} #{}", job.name, r.name, r.run_number), body, refresh)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /{owner}/{repo}/actions/runs/{id}/{cancel|rerun|rerun-failed}`: the run page's buttons,
+/// through the API's own functions (write access, the run's state); back to the run page.
+pub(super) async fn act(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    Path((owner, name, id, action)): Path<(String, String, i64, String)>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return axum::response::Redirect::to("/login").into_response() };
+    if !super::csrf_ok(&headers, &form.csrf) {
+        return run_page(
+            &state,
+            &ctx,
+            &owner,
+            &name,
+            id,
+            StatusCode::FORBIDDEN,
+            Some("The form expired; try again.".into()),
+        )
+        .await;
+    }
+    // The run must be this repository's (and readable) before anything is done to it.
+    if let Err(page) = run_of(&state, &ctx, &owner, &name, id).await {
+        return page;
+    }
+    let done = match action.as_str() {
+        "cancel" => crate::runs::cancel_run(&state, &p, id).await,
+        "rerun" => crate::runs::rerun_run(&state, &p, id, false).await,
+        "rerun-failed" => crate::runs::rerun_run(&state, &p, id, true).await,
+        _ => return ctx.not_found(),
+    };
+    match done {
+        Ok(_) => axum::response::Redirect::to(&format!("/{owner}/{name}/actions/runs/{id}")).into_response(),
+        Err(e) if e.status.is_client_error() => {
+            run_page(&state, &ctx, &owner, &name, id, e.status, Some(e.message)).await
+        }
+        Err(e) => ctx.failed(e.message),
+    }
 }
 
 #[derive(serde::Deserialize)]
