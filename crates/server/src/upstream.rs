@@ -275,7 +275,8 @@ impl HttpUpstream {
             .iter()
             .find(|s| found.url.starts_with(&format!("{}/", s.shown)))
             .ok_or("the source is no longer configured")?;
-        let repo = Url::parse(&format!("{}/", found.url)).map_err(|e| e.to_string())?;
+        // The same repository URL the reference was resolved at (`<source>/<owner>/<repo>.git/`).
+        let repo = Url::parse(&format!("{}.git/", found.url)).map_err(|e| e.to_string())?;
         let response =
             self.upload_pack(source, &repo, client::fetch_request(&commit, 1), MAX_PACK_BYTES + (1 << 20)).await?;
         let pack = client::fetch_response_pack(&response, MAX_PACK_BYTES)?;
