@@ -301,6 +301,15 @@ async fn signing_in_shows_private_repositories_and_a_cookie_never_authorizes_the
     // Anonymous: the settings page sends to sign in.
     assert_eq!(get(&http, &s, "/settings/tokens", None).await.0, StatusCode::SEE_OTHER);
 
+    // The owner's page lists what the viewer may see.
+    let (status, page, _) = get(&http, &s, "/admin", Some(&cookies)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"href="/admin/secret""#), "{page}");
+    let (status, page, _) = get(&http, &s, "/admin", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("/admin/secret"), "{page}");
+    assert_eq!(get(&http, &s, "/nobody-here", None).await.0, StatusCode::NOT_FOUND);
+
     // The cookie alone never authorizes an API call.
     let api = http.get(s.url("/api/v1/user")).header("cookie", &cookies).send().await.expect("api");
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);

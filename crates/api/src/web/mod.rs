@@ -47,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/style.css", get(style))
         .route("/settings/tokens", get(settings::tokens).post(settings::create))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke))
+        .route("/{owner}", get(owner_page))
         .route("/{owner}/{repo}", get(repo::home))
         .route("/{owner}/{repo}/tree/{*rest}", get(repo::tree))
         .route("/{owner}/{repo}/blob/{*rest}", get(repo::blob))
@@ -398,6 +399,44 @@ pub(crate) fn when(seconds: i64, now_ms: i64) -> Markup {
 /// Inline markup already made safe (HTML the Markdown renderer produced from escaped events).
 pub(crate) fn trusted(html: String) -> PreEscaped<String> {
     PreEscaped(html)
+}
+
+/// `/{owner}`: a user's or organization's repositories the viewer may see.
+async fn owner_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    axum::extract::Path(owner): axum::extract::Path<String>,
+) -> Response {
+    let account = match state.store().find_account(&owner).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return ctx.not_found(),
+        Err(e) => return ctx.failed(e),
+    };
+    let all = match state.store().list_repos(account.id).await {
+        Ok(r) => r,
+        Err(e) => return ctx.failed(e),
+    };
+    let mut repos = Vec::with_capacity(all.len());
+    for repo in all {
+        match crate::repos::repo_decision(&state, ctx.viewer.0.as_ref(), &repo, gitstratum_platform::Role::Read).await {
+            Ok(Ok(())) => repos.push(repo),
+            Ok(Err(_)) => {}
+            Err(e) => return ctx.failed(e),
+        }
+    }
+    let body = html! {
+        h1 { (account.name) @if account.is_org { " " span.badge { "organization" } } }
+        @if repos.is_empty() { p { "No repositories you may see." } }
+        ul.repos {
+            @for r in &repos {
+                li {
+                    a href={ "/" (r.owner) "/" (r.name) } { (r.name) }
+                    @if r.private { " " span.badge { "private" } }
+                }
+            }
+        }
+    };
+    ctx.respond(StatusCode::OK, &account.name, body)
 }
 
 #[cfg(test)]
