@@ -76,15 +76,26 @@ pub async fn add_key(
     meta: RequestMeta,
     ApiJson(body): ApiJson<AddKey>,
 ) -> Result<(StatusCode, Json<KeyBody>), ApiError> {
-    require_scope(&caller, Scope::RepoAdmin)?;
-    let key =
-        gitstratum_core::parse_ssh_public_key(&body.key).map_err(|e| ApiError::validation("key", e.to_string()))?;
-    let title = body.title.or_else(|| key.comment.clone()).unwrap_or_else(|| key.key_type.clone());
+    let added = add_key_for(&state, &caller, &meta, &body.key, body.title).await?;
+    Ok((StatusCode::CREATED, Json(added.into())))
+}
+
+/// Adds an SSH public key to the caller's account (the API and the web UI's keys page): the
+/// key must parse as OpenSSH writes it; the title defaults to its comment, then its type.
+pub(crate) async fn add_key_for(
+    state: &AppState,
+    caller: &gitstratum_platform::Principal,
+    meta: &RequestMeta,
+    key: &str,
+    title: Option<String>,
+) -> Result<SshKey, ApiError> {
+    require_scope(caller, Scope::RepoAdmin)?;
+    let key = gitstratum_core::parse_ssh_public_key(key).map_err(|e| ApiError::validation("key", e.to_string()))?;
+    let title = title.or_else(|| key.comment.clone()).unwrap_or_else(|| key.key_type.clone());
     if title.chars().count() > 100 {
         return Err(ApiError::validation("title", "a title has at most 100 characters"));
     }
-    let added = state.store().add_ssh_key(&caller.account, &title, &key, &meta.actor(&caller), state.now()).await?;
-    Ok((StatusCode::CREATED, Json(added.into())))
+    Ok(state.store().add_ssh_key(&caller.account, &title, &key, &meta.actor(caller), state.now()).await?)
 }
 
 #[utoipa::path(

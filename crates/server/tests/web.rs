@@ -301,6 +301,41 @@ async fn signing_in_shows_private_repositories_and_a_cookie_never_authorizes_the
     // Anonymous: the settings page sends to sign in.
     assert_eq!(get(&http, &s, "/settings/tokens", None).await.0, StatusCode::SEE_OTHER);
 
+    // SSH keys: added (titled by its comment), listed with the fingerprint, a bad key refused
+    // with the parser's reason, deleted.
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKl0UOwkXXh5iHy4+8ZqR/Yxx9yWeCgdeusVCeND979i mona@laptop";
+    let added = post_form(
+        http.post(s.url("/settings/keys")).header("cookie", &cookies),
+        &[("csrf", csrf.as_str()), ("title", ""), ("key", KEY)],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(added.status(), StatusCode::SEE_OTHER);
+    let (status, page, _) = get(&http, &s, "/settings/keys", Some(&cookies)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<strong>mona@laptop</strong>") && page.contains("SHA256:"), "{page}");
+    let bad = post_form(
+        http.post(s.url("/settings/keys")).header("cookie", &cookies),
+        &[("csrf", csrf.as_str()), ("key", "ssh-ed25519 AAAA <script>")],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!bad.text().await.expect("body").contains("<script>"));
+    let key_id =
+        page[page.find("/settings/keys/").expect("a delete form") + 15..].split('/').next().expect("id").to_owned();
+    let deleted = post_form(
+        http.post(s.url(&format!("/settings/keys/{key_id}/delete"))).header("cookie", &cookies),
+        &[("csrf", csrf.as_str())],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    assert!(get(&http, &s, "/settings/keys", Some(&cookies)).await.1.contains("No keys yet."));
+
     // The owner's page lists what the viewer may see.
     let (status, page, _) = get(&http, &s, "/admin", Some(&cookies)).await;
     assert_eq!(status, StatusCode::OK);

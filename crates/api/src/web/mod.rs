@@ -47,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/static/style.css", get(style))
         .route("/settings/tokens", get(settings::tokens).post(settings::create))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke))
+        .route("/settings/keys", get(settings::keys).post(settings::add_key))
+        .route("/settings/keys/{id}/delete", post(settings::delete_key))
         .route("/{owner}", get(owner_page))
         .route("/{owner}/{repo}", get(repo::home))
         .route("/{owner}/{repo}/tree/{*rest}", get(repo::tree))
@@ -145,6 +147,7 @@ impl Ctx {
                             @if let Some(p) = &self.viewer.0 {
                                 span.who { (p.account.name) }
                                 a href="/settings/tokens" { "Tokens" }
+                                a href="/settings/keys" { "SSH keys" }
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name="csrf" value=(self.csrf);
                                     button type="submit" { "Sign out" }

@@ -156,3 +156,99 @@ pub(super) async fn revoke(
         Err(e) => ctx.failed(e),
     }
 }
+
+async fn keys_page(state: &AppState, ctx: &Ctx, status: StatusCode, error: Option<String>) -> Response {
+    let Some(p) = &ctx.viewer.0 else { return to_login() };
+    let keys = match state.store().list_ssh_keys(p.account.id).await {
+        Ok(k) => k,
+        Err(e) => return ctx.failed(e),
+    };
+    let now = state.now().0;
+    let body = html! {
+        h1 { "SSH keys" }
+        p { "Keys listed here let Git over SSH act as you." }
+        @if let Some(e) = &error { p.error role="alert" { (e) } }
+        @if keys.is_empty() { p { "No keys yet." } }
+        table.refs {
+            tbody {
+                @for k in &keys {
+                    tr {
+                        td { strong { (k.title) } br; code { (k.fingerprint) } }
+                        td { (k.key_type) " · " (k.bits) " bits" }
+                        td { "added " (when(k.created_at.0 / 1000, now)) }
+                        td { @if let Some(at) = k.last_used_at { "used " (when(at.0 / 1000, now)) } @else { "never used" } }
+                        td {
+                            form.inline method="post" action={ "/settings/keys/" (k.id) "/delete" } {
+                                input type="hidden" name="csrf" value=(ctx.csrf);
+                                button type="submit" { "Delete" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "New key" }
+        form.stack method="post" action="/settings/keys" {
+            input type="hidden" name="csrf" value=(ctx.csrf);
+            label for="key-title" { "Title (empty: the key's comment)" }
+            input id="key-title" type="text" name="title" maxlength="100";
+            label for="key-text" { "Key (" code { "ssh-ed25519 AAAA… you@host" } ")" }
+            textarea id="key-text" name="key" rows="4" required {}
+            button type="submit" { "Add key" }
+        }
+    };
+    ctx.respond(status, "SSH keys", body)
+}
+
+/// `/settings/keys`.
+pub(super) async fn keys(State(state): State<AppState>, ctx: Ctx) -> Response {
+    keys_page(&state, &ctx, StatusCode::OK, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// `POST /settings/keys`: `csrf`, `title`, `key`.
+pub(super) async fn add_key(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<KeyForm>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return to_login() };
+    if !csrf_ok(&headers, &form.csrf) {
+        return keys_page(&state, &ctx, StatusCode::FORBIDDEN, Some("The form expired; try again.".into())).await;
+    }
+    let title = Some(form.title.trim().to_owned()).filter(|t| !t.is_empty());
+    match crate::keys_teams::add_key_for(&state, &p, &ctx.meta, &form.key, title).await {
+        Ok(_) => Redirect::to("/settings/keys").into_response(),
+        Err(e) if e.status.is_client_error() => keys_page(&state, &ctx, e.status, Some(e.message)).await,
+        Err(e) => ctx.failed(e.message),
+    }
+}
+
+/// `POST /settings/keys/{id}/delete`.
+pub(super) async fn delete_key(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return to_login() };
+    let csrf = pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v).unwrap_or_default();
+    if !csrf_ok(&headers, &csrf) {
+        return keys_page(&state, &ctx, StatusCode::FORBIDDEN, Some("The form expired; try again.".into())).await;
+    }
+    match state.store().remove_ssh_key(&p.account, id, &ctx.meta.actor(&p), state.now()).await {
+        Ok(_) => Redirect::to("/settings/keys").into_response(),
+        Err(e) => ctx.failed(e),
+    }
+}
