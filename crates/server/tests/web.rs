@@ -449,7 +449,7 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     let (status, page, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{build}"), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("&lt;script&gt;alert(5)&lt;/script&gt;"), "{page}");
-    assert!(page.contains("red text") && !page.contains('\u{1b}'), "{page}");
+    assert!(page.contains(r#"<span class="c31">red</span> text"#) && !page.contains('\u{1b}'), "{page}");
     assert!(!page.contains("<script"), "{page}");
     assert!(!page.contains("data-live-log") && !page.contains("live.js"), "a completed job's page is still: {page}");
     // The page's stream: the log from where the page's copy ended, then the job's end.

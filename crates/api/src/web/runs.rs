@@ -71,6 +71,78 @@ pub(crate) fn inert(line: &str) -> String {
     out
 }
 
+/// A run of a log line's text with one look: a colour class (`c31`…`c37`, `c91`…`c97`) and bold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Styled {
+    pub text: String,
+    pub colour: Option<u8>,
+    pub bold: bool,
+}
+
+/// A log line split where its SGR escape sequences (`ESC [ … m`) change the colour or boldness;
+/// the sequences themselves, every other escape and control character are dropped (as
+/// [`inert`]). Only the basic and bright foreground colours and bold are kept.
+pub(crate) fn styled(line: &str) -> Vec<Styled> {
+    let mut out: Vec<Styled> = Vec::new();
+    let (mut colour, mut bold) = (None, false);
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (text, after) = match rest.find("\u{1b}[") {
+            Some(at) => (&rest[..at], Some(&rest[at + 2..])),
+            None => (rest, None),
+        };
+        let text = inert(text);
+        if !text.is_empty() {
+            match out.last_mut() {
+                Some(last) if last.colour == colour && last.bold == bold => last.text.push_str(&text),
+                _ => out.push(Styled { text, colour, bold }),
+            }
+        }
+        let Some(after) = after else { break };
+        // Parameters up to the final byte; only `m` (SGR) changes the look.
+        let end = after.find(|c: char| ('\u{40}'..='\u{7e}').contains(&c)).unwrap_or(after.len());
+        if after[end..].starts_with('m') {
+            let params = &after[..end];
+            for p in if params.is_empty() { vec!["0"] } else { params.split(';').collect() } {
+                match p.parse::<u8>() {
+                    Ok(0) => (colour, bold) = (None, false),
+                    Ok(1) => bold = true,
+                    Ok(22) => bold = false,
+                    Ok(39) => colour = None,
+                    Ok(c @ (30..=37 | 90..=97)) => colour = Some(c),
+                    _ => {}
+                }
+            }
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out
+}
+
+/// A log line as the page shows it: coloured runs, and the runner's `##[group]`, `##[error]`,
+/// `##[warning]` and `##[notice]` lines set apart (the marker itself not shown).
+fn log_line(line: &str) -> Markup {
+    let markers = [
+        ("##[group]", "group"),
+        ("##[endgroup]", "endgroup"),
+        ("##[error]", "error"),
+        ("##[warning]", "warning"),
+        ("##[notice]", "notice"),
+    ];
+    let (class, line) = markers
+        .iter()
+        .find_map(|(m, class)| line.strip_prefix(m).map(|rest| (Some(*class), rest)))
+        .unwrap_or((None, line));
+    html! {
+        span class=[class] {
+            @for run in styled(line) {
+                @if run.colour.is_none() && !run.bold { (run.text) }
+                @else { span class={ @if let Some(c) = run.colour { "c" (c) } @if run.bold { " b" } } { (run.text) } }
+            }
+        }
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct RunsQuery {
     before: Option<i64>,
@@ -294,7 +366,7 @@ pub(super) async fn job(
                                 @for (i, line) in text.lines().enumerate() {
                                     tr id={ "s" (step.number) "-L" (i + 1) } {
                                         td.num { a href={ "#s" (step.number) "-L" (i + 1) } { (i + 1) } }
-                                        td.line { (inert(line)) }
+                                        td.line { (log_line(line)) }
                                     }
                                 }
                             }
@@ -399,5 +471,19 @@ mod tests {
         assert_eq!(inert("x\u{1b}]8;;http://e\u{1b}\\y"), "xy");
         assert_eq!(inert("tab\there\r\u{8}\u{0}"), "tab\there");
         assert_eq!(inert("<script>"), "<script>");
+    }
+
+    #[test]
+    fn colours_and_markers_are_kept_as_classes_only() {
+        let runs = styled("\u{1b}[1;31merror\u{1b}[0m: plain \u{1b}[32mok\u{1b}[39m\u{1b}[2Kend");
+        let shown: Vec<(&str, Option<u8>, bool)> = runs.iter().map(|r| (r.text.as_str(), r.colour, r.bold)).collect();
+        assert_eq!(
+            shown,
+            [("error", Some(31), true), (": plain ", None, false), ("ok", Some(32), false), ("end", None, false)]
+        );
+        let html = log_line("##[error]\u{1b}[31m<b>boom</b>").into_string();
+        assert_eq!(html, r#"<span class="error"><span class="c31">&lt;b&gt;boom&lt;/b&gt;</span></span>"#);
+        assert_eq!(log_line("##[group]Tick").into_string(), r#"<span class="group">Tick</span>"#);
+        assert_eq!(styled("\u{1b}["), []);
     }
 }
