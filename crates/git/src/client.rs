@@ -6,7 +6,7 @@
 //! naming what was wrong, never panics.
 
 use crate::ObjectId;
-use crate::pktline::{self, Decoded, Packet};
+use crate::pktline::{self, Packet};
 
 /// The path (relative to a repository's URL) of the capability advertisement.
 pub const ADVERTISEMENT_PATH: &str = "info/refs?service=git-upload-pack";
@@ -16,18 +16,8 @@ pub const REQUEST_TYPE: &str = "application/x-git-upload-pack-request";
 pub const RESULT_TYPE: &str = "application/x-git-upload-pack-result";
 
 /// Every packet of `body`, in order; an error for bytes that are not pkt-lines.
-fn packets(mut body: &[u8]) -> Result<Vec<Packet<'_>>, String> {
-    let mut out = Vec::new();
-    while !body.is_empty() {
-        match pktline::decode(body).map_err(|e| e.to_string())? {
-            Decoded::Packet(packet, used) => {
-                out.push(packet);
-                body = &body[used..];
-            }
-            Decoded::Incomplete => return Err("the response ends inside a pkt-line".to_owned()),
-        }
-    }
-    Ok(out)
+fn packets(body: &[u8]) -> Result<Vec<Packet<'_>>, String> {
+    pktline::decode_all(body).map_err(|e| e.to_string())
 }
 
 fn text(packet: Packet<'_>) -> Option<&str> {

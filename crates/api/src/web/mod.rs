@@ -357,10 +357,12 @@ async fn login(
     }
 }
 
+/// A form whose only field that matters is its CSRF token (sign out, the buttons that revoke,
+/// delete, cancel or re-run).
 #[derive(serde::Deserialize)]
-struct CsrfForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 async fn logout(

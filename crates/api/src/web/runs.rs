@@ -385,12 +385,6 @@ pub(super) async fn job(
     ctx.respond_live(StatusCode::OK, &format!("{} · {} #{}", job.name, r.name, r.run_number), body, refresh)
 }
 
-#[derive(serde::Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /{owner}/{repo}/actions/runs/{id}/{cancel|rerun|rerun-failed}`: the run page's buttons,
 /// through the API's own functions (write access, the run's state); back to the run page.
 pub(super) async fn act(
@@ -398,7 +392,7 @@ pub(super) async fn act(
     ctx: Ctx,
     headers: axum::http::HeaderMap,
     Path((owner, name, id, action)): Path<(String, String, i64, String)>,
-    axum::Form(form): axum::Form<CsrfForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
     let Some(p) = ctx.viewer.0.clone() else { return axum::response::Redirect::to("/login").into_response() };
     if !super::csrf_ok(&headers, &form.csrf) {

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
-use super::{Ctx, csrf_ok, when};
+use super::{CsrfForm, Ctx, csrf_ok, when};
 use crate::AppState;
 use crate::tokens::CreateToken;
 
@@ -141,11 +141,10 @@ pub(super) async fn revoke(
     ctx: Ctx,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+    axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     let Some(p) = ctx.viewer.0.clone() else { return to_login() };
-    let csrf = pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v).unwrap_or_default();
-    if !csrf_ok(&headers, &csrf) {
+    if !csrf_ok(&headers, &form.csrf) {
         return tokens_page(&state, &ctx, StatusCode::FORBIDDEN, None, Some("The form expired; try again.".into()))
             .await;
     }
@@ -240,11 +239,10 @@ pub(super) async fn delete_key(
     ctx: Ctx,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    axum::Form(pairs): axum::Form<Vec<(String, String)>>,
+    axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     let Some(p) = ctx.viewer.0.clone() else { return to_login() };
-    let csrf = pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v).unwrap_or_default();
-    if !csrf_ok(&headers, &csrf) {
+    if !csrf_ok(&headers, &form.csrf) {
         return keys_page(&state, &ctx, StatusCode::FORBIDDEN, Some("The form expired; try again.".into())).await;
     }
     match state.store().remove_ssh_key(&p.account, id, &ctx.meta.actor(&p), state.now()).await {
