@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::repos::{authorize_repo, repo_decision};
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// The `next_cursor` of the previous page.
@@ -23,6 +23,37 @@ pub struct RunsQuery {
     /// (`success`, `failure`, `cancelled`, `skipped`, `timed_out`).
     #[param(pattern = "^(queued|in_progress|completed|success|failure|cancelled|skipped|timed_out)?$")]
     pub status: Option<String>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// Only runs started by this event (`push`, `pull_request`, `workflow_dispatch`, …).
+    pub event: Option<String>,
+    /// Only runs of this workflow: its file name (`ci.yml`) or path.
+    pub workflow: Option<String>,
+    /// Only runs started by this account.
+    pub actor: Option<String>,
+}
+
+impl RunsQuery {
+    /// The listing's filter; a status that names nothing is an error the caller words.
+    pub(crate) fn filter(&self) -> Result<gitstratum_ci::RunFilter, ApiError> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let status = match given(&self.status) {
+            None => None,
+            Some(text) => Some(gitstratum_ci::RunStatus::parse(&text).ok_or_else(|| {
+                ApiError::validation(
+                    "status",
+                    "one of queued, in_progress, completed, success, failure, cancelled, skipped, timed_out",
+                )
+            })?),
+        };
+        Ok(gitstratum_ci::RunFilter {
+            status,
+            branch: given(&self.branch),
+            event: given(&self.event),
+            workflow: given(&self.workflow),
+            actor: given(&self.actor),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -236,16 +267,7 @@ pub async fn list(
 ) -> Result<Json<RunPageBody>, ApiError> {
     let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
     let limit = q.limit.unwrap_or(30).clamp(1, 100) as u64;
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(gitstratum_ci::RunStatus::parse(text).ok_or_else(|| {
-            ApiError::validation(
-                "status",
-                "one of queued, in_progress, completed, success, failure, cancelled, skipped, timed_out",
-            )
-        })?),
-    };
-    let page = state.ci().list_runs(repo.id, q.before, limit, status).await?;
+    let page = state.ci().list_runs(repo.id, q.before, limit, &q.filter()?).await?;
     let runs = page.runs.into_iter().map(|r| RunBody::new(r, &repo)).collect();
     Ok(Json(RunPageBody { runs, next_cursor: page.next_before }))
 }

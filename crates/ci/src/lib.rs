@@ -41,5 +41,6 @@ pub use logs::LogStore;
 pub use orchestrate::{Beat, JobToken, Lease, Runner, StepReport};
 pub use state::{Conclusion, JobState, RunState};
 pub use store::{
-    Annotation, CiStore, Job, JobAction, NewJob, NewRun, RetryPolicy, Run, RunPage, RunStatus, Step, TenantLimits,
+    Annotation, CiStore, Job, JobAction, NewJob, NewRun, RetryPolicy, Run, RunFilter, RunPage, RunStatus, Step,
+    TenantLimits,
 };

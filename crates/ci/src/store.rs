@@ -357,6 +357,20 @@ impl RunStatus {
     }
 }
 
+/// Which runs a listing shows: those matching every field that is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    /// A branch name (`main`): runs of `refs/heads/main`.
+    pub branch: Option<String>,
+    /// An event (`push`, `pull_request`, `workflow_dispatch`, …).
+    pub event: Option<String>,
+    /// A workflow file: its name under `.github/workflows/` (`ci.yml`) or its path.
+    pub workflow: Option<String>,
+    /// The account whose push or action started the run.
+    pub actor: Option<String>,
+}
+
 /// A page of runs, newest first, and the cursor of the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPage {
@@ -557,14 +571,14 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
     }
 
-    /// A repository's runs, newest first: `limit` of them with ids below `before`, those with
-    /// `status` only when it is given.
+    /// A repository's runs, newest first: `limit` of them with ids below `before`, those that
+    /// match `filter` (each field that is given).
     pub async fn list_runs(
         &self,
         repo_id: i64,
         before: Option<i64>,
         limit: u64,
-        status: Option<RunStatus>,
+        filter: &RunFilter,
     ) -> Result<RunPage> {
         let mut q = Query::select()
             .columns(RUN_COLUMNS)
@@ -576,7 +590,7 @@ impl CiStore {
         if let Some(before) = before {
             q.and_where(Expr::col("id").lt(before));
         }
-        match status {
+        match filter.status {
             Some(RunStatus::State(state)) => {
                 q.and_where(Expr::col("state").eq(state.as_str()));
             }
@@ -584,6 +598,19 @@ impl CiStore {
                 q.and_where(Expr::col("conclusion").eq(conclusion.as_str()));
             }
             None => {}
+        }
+        if let Some(branch) = &filter.branch {
+            q.and_where(Expr::col("git_ref").eq(format!("refs/heads/{branch}")));
+        }
+        if let Some(event) = &filter.event {
+            q.and_where(Expr::col("event").eq(event.as_str()));
+        }
+        if let Some(workflow) = &filter.workflow {
+            // A file name (`ci.yml`) names the file under `.github/workflows/`.
+            q.and_where(Expr::col("workflow_path").is_in([workflow.clone(), format!(".github/workflows/{workflow}")]));
+        }
+        if let Some(actor) = &filter.actor {
+            q.and_where(Expr::col("actor").eq(actor.as_str()));
         }
         let mut runs: Vec<Run> = self.db.acquire().await?.conn().fetch_all(&q).await?;
         let more = runs.len() as u64 > limit;

@@ -1,6 +1,6 @@
 //! CI state on SQLite and on PostgreSQL: the same cases on both.
 
-use gitstratum_ci::{CiStore, Conclusion, JobState, NewJob, NewRun, RunState, StepReport};
+use gitstratum_ci::{CiStore, Conclusion, JobState, NewJob, NewRun, RunFilter, RunState, RunStatus, StepReport};
 use gitstratum_core::Timestamp;
 use gitstratum_platform::{Actor, PlatformStore};
 
@@ -84,9 +84,21 @@ async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
     assert_eq!(names, [(true, 1, "Run actions/checkout@v4"), (true, 2, "Run make"), (false, 1, "Run make test")]);
 
     // Newest first, by pages.
-    let page = ci.list_runs(repo.id, None, 1, None).await.expect("page");
+    let page = ci.list_runs(repo.id, None, 1, &Default::default()).await.expect("page");
     assert_eq!((page.runs[0].id, page.next_before), (created[1], Some(created[1])));
-    let page = ci.list_runs(repo.id, page.next_before, 1, None).await.expect("page 2");
+    let repo_id = repo.id;
+    let only = |f: RunFilter| {
+        let ci = ci.clone();
+        async move { ci.list_runs(repo_id, None, 10, &f).await.expect("list").runs.len() }
+    };
+    assert_eq!(only(RunFilter { workflow: Some("broken.yml".into()), ..Default::default() }).await, 1);
+    assert_eq!(
+        only(RunFilter { branch: Some("main".into()), event: Some("push".into()), ..Default::default() }).await,
+        2
+    );
+    assert_eq!(only(RunFilter { branch: Some("dev".into()), ..Default::default() }).await, 0);
+    assert_eq!(only(RunFilter { actor: Some("bob".into()), ..Default::default() }).await, 0);
+    let page = ci.list_runs(repo.id, page.next_before, 1, &Default::default()).await.expect("page 2");
     assert_eq!((page.runs[0].id, page.next_before), (created[0], None));
     // Runs go with their repository.
     assert!(store.delete_repo(&repo, &Actor::system(), T0).await.expect("delete"));
@@ -318,7 +330,7 @@ async fn concurrency_groups(store: &PlatformStore) {
 /// jobs. Job events record each job's queued, in-progress and completed moments; annotations come
 /// with a step's ending, once; runs list by status.
 async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
-    use gitstratum_ci::{Annotation, RunStatus};
+    use gitstratum_ci::Annotation;
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
     let ci = CiStore::new(store.db().clone());
@@ -415,9 +427,20 @@ async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
     assert_eq!(of_first, [("queued", None), ("in_progress", None), ("completed", Some("failure"))]);
     assert!(events.iter().any(|e| e.job_id.is_none() && e.run_id == first && e.action == "completed"));
 
-    let failed = ci.list_runs(repo.id, None, 10, Some(RunStatus::Conclusion(Conclusion::Failure))).await.expect("list");
+    let failed = ci
+        .list_runs(
+            repo.id,
+            None,
+            10,
+            &RunFilter { status: Some(RunStatus::Conclusion(Conclusion::Failure)), ..Default::default() },
+        )
+        .await
+        .expect("list");
     assert_eq!(failed.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [first]);
-    let running = ci.list_runs(repo.id, None, 10, RunStatus::parse("in_progress")).await.expect("list");
+    let running = ci
+        .list_runs(repo.id, None, 10, &RunFilter { status: RunStatus::parse("in_progress"), ..Default::default() })
+        .await
+        .expect("list");
     assert_eq!(running.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [third]);
     assert_eq!(RunStatus::parse("nonsense"), None);
 }
