@@ -390,7 +390,7 @@ async fn execute_steps(
         }
         log.step(number as i64);
         log.take_annotations(); // a step's annotations are its own
-        log.line(&format!("##[group]{title}"));
+        step_header(log, &title, step);
         let mut ok = true;
         for e in &env_errors {
             log.line(&format!("##[error]{e}"));
@@ -469,7 +469,6 @@ async fn execute_steps(
                 "cancelled"
             }
         };
-        log.line("##[endgroup]");
         if let Some(id) = &step.id {
             record_step(&mut ctx.values, id, &written.outputs, outcome.word(), conclusion);
         }
@@ -868,6 +867,32 @@ impl Outcome {
 
 /// Puts directories a step added (`$GITHUB_PATH`, in the order written) before `PATH`, so the
 /// first one written comes first.
+/// A step's header, as GitHub's runner writes it: a group titled with the step's name holding
+/// what it runs (the script as written, or the action's `with:` inputs); the step's own output
+/// follows outside the group.
+fn step_header(log: &LogWriter, title: &str, step: &Step) {
+    log.line(&format!("##[group]{title}"));
+    match &step.action {
+        StepAction::Run(script) => {
+            for line in script.lines() {
+                log.line(line);
+            }
+        }
+        StepAction::Uses { with, .. } | StepAction::Other { with, .. } if !with.is_empty() => {
+            log.line("with:");
+            for (key, value) in with {
+                let shown = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                log.line(&format!("  {key}: {shown}"));
+            }
+        }
+        _ => {}
+    }
+    log.line("##[endgroup]");
+}
+
 pub(crate) fn prepend_path(env: &mut BTreeMap<String, String>, dirs: &[String]) {
     if dirs.is_empty() {
         return;
