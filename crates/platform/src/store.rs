@@ -287,6 +287,21 @@ impl PlatformStore {
         Ok(row.map(|r| (r.0, r.1)))
     }
 
+    /// Accounts (users and organizations) by name, `limit` of them after the name `after`
+    /// (case-insensitively), for a site administrator's listing.
+    pub async fn list_accounts(&self, after: Option<&str>, limit: u64) -> Result<Vec<Account>> {
+        let mut q = Query::select()
+            .columns(ACCOUNT_COLUMNS)
+            .from("accounts")
+            .order_by("name_key", Order::Asc)
+            .limit(limit)
+            .to_owned();
+        if let Some(after) = after {
+            q.and_where(Expr::col("name_key").gt(after.to_ascii_lowercase()));
+        }
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
     pub async fn find_account(&self, name: &str) -> Result<Option<Account>> {
         let query = Query::select()
             .columns(ACCOUNT_COLUMNS)

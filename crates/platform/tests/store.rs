@@ -252,6 +252,11 @@ async fn passwords_are_stored_as_hashes(store: &PlatformStore) {
     let org = store.create_org("acme", &user, &sys(), T0).await.expect("org");
     assert!(store.login_candidate("acme").await.expect("find").is_none(), "organizations do not log in");
     assert!(matches!(store.set_password_hash(&org, &hash, &sys(), T0).await, Err(Error::Refused(_))));
+    // A site administrator's listing: users and organizations by name, in pages.
+    store.create_user("Bob", false, &sys(), T0).await.expect("user");
+    let names = |list: Vec<gitstratum_platform::Account>| list.into_iter().map(|a| a.name).collect::<Vec<_>>();
+    assert_eq!(names(store.list_accounts(None, 2).await.expect("list")), ["acme", "Bob"]);
+    assert_eq!(names(store.list_accounts(Some("bob"), 10).await.expect("list")), ["octo"]);
 }
 
 async fn users_are_unique_case_insensitively(store: &PlatformStore) {
