@@ -120,15 +120,15 @@ pub(crate) enum Started {
     Locked(u64),
 }
 
-/// Checks a password and starts a session (the API's login and the web UI's sign-in form):
-/// failures are limited per account and per address, recorded in the audit log, and take as
-/// long for unknown names as for known ones.
-pub(crate) async fn start_session(
+/// Checks `username`'s password as a sign-in does: failures are limited per account and per
+/// address, recorded in the audit log, and take as long for unknown names as for known ones.
+/// `Ok(Err(wait))`: locked out for `wait` seconds; a wrong password or unknown name: 401.
+async fn verify_login(
     state: &AppState,
     meta: &RequestMeta,
     username: &str,
     password: &str,
-) -> Result<Started, ApiError> {
+) -> Result<Result<gitstratum_platform::Account, u64>, ApiError> {
     let now = state.now();
     let account_key = format!("account:{}", username.to_ascii_lowercase());
     let address_key = format!("address:{}", meta.ip.as_deref().unwrap_or("unknown"));
@@ -138,7 +138,7 @@ pub(crate) async fn start_session(
         .or_else(|| guard.locked(&address_key, MAX_FAILURES_PER_ADDRESS, now))
     {
         metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => "login").increment(1);
-        return Ok(Started::Locked(wait));
+        return Ok(Err(wait));
     }
     let candidate = state.store().login_candidate(username).await?;
     // Verify even for unknown accounts, so timing does not tell which names exist.
@@ -153,8 +153,11 @@ pub(crate) async fn start_session(
     })
     .await
     .map_err(ApiError::internal)?;
-    let account = match (candidate, matches) {
-        (Some((account, _)), true) => account,
+    match (candidate, matches) {
+        (Some((account, _)), true) => {
+            guard.succeed(&account_key);
+            Ok(Ok(account))
+        }
         _ => {
             guard.fail(account_key, now);
             guard.fail(address_key, now);
@@ -163,13 +166,47 @@ pub(crate) async fn start_session(
                 Actor { id: None, name: username.to_owned(), ip: meta.ip.clone(), request_id: meta.request_id.clone() };
             let event = AuditEvent::new("session.failed", format!("user:{username}"));
             state.store().record_audit(&actor, &event, now).await?;
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad username or password"));
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "auth.bad_credentials", "bad username or password"))
         }
+    }
+}
+
+/// Whether `password` is `username`'s, under the sign-in's limits ([`verify_login`]; a lockout
+/// is a 429): for pages that ask for the current password again (changing it).
+pub(crate) async fn check_password(
+    state: &AppState,
+    meta: &RequestMeta,
+    username: &str,
+    password: &str,
+) -> Result<bool, ApiError> {
+    match verify_login(state, meta, username, password).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(wait)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth.locked",
+            format!("Too many failed attempts; try again in {wait} s."),
+        )),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a password ([`verify_login`]) and starts a session (the API's login and the web UI's
+/// sign-in form).
+pub(crate) async fn start_session(
+    state: &AppState,
+    meta: &RequestMeta,
+    username: &str,
+    password: &str,
+) -> Result<Started, ApiError> {
+    let now = state.now();
+    let account = match verify_login(state, meta, username, password).await? {
+        Ok(account) => account,
+        Err(wait) => return Ok(Started::Locked(wait)),
     };
     if account.suspended_at.is_some() {
         return Err(ApiError::forbidden("this account is suspended"));
     }
-    guard.succeed(&account_key);
     metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login").increment(1);
     let scopes =
         if account.is_admin { Scopes::new([Scope::Admin]) } else { Scopes::new([Scope::RepoAdmin, Scope::User]) };
