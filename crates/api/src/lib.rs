@@ -310,7 +310,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(docs::routes())
         .merge(git)
-        .merge(web::routes())
+        .merge(web::routes().layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::web_layer)))
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))

@@ -135,10 +135,43 @@ fn git_repo(path: &str) -> Option<String> {
     Some(format!("{owner}/{}", repo.strip_suffix(".git").unwrap_or(repo)))
 }
 
-async fn limit(state: AppState, request: Request, next: Next, git: bool) -> Response {
+/// Which surface a request came in on: how its client is known and how a refusal is worded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Api,
+    Git,
+    Web,
+}
+
+/// A page's client: its session cookie, counted as that token's (the same bucket its API use
+/// has); none: its address.
+fn page_credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let session = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == crate::session::SESSION_COOKIE)
+        .map(|(_, v)| v);
+    if let Some(value) = session.and_then(|s| HeaderValue::from_str(&format!("Bearer {s}")).ok()) {
+        out.insert(header::AUTHORIZATION, value);
+    }
+    out
+}
+
+async fn limit(state: AppState, request: Request, next: Next, surface: Surface) -> Response {
     let addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let repo = if git { git_repo(request.uri().path()) } else { None };
-    match state.limiters().check(request.headers(), addr, repo.as_deref()) {
+    let repo = if surface == Surface::Git { git_repo(request.uri().path()) } else { None };
+    let page_headers;
+    let headers = if surface == Surface::Web {
+        page_headers = page_credentials(request.headers());
+        &page_headers
+    } else {
+        request.headers()
+    };
+    match state.limiters().check(headers, addr, repo.as_deref()) {
         Ok(headroom) => {
             let mut response = next.run(request).await;
             if let Some((limit, remaining)) = headroom {
@@ -154,11 +187,10 @@ async fn limit(state: AppState, request: Request, next: Next, git: bool) -> Resp
                 "rate limit exceeded ({} requests per minute per {}); retry in {} s",
                 refusal.per_minute, refusal.limit, refusal.retry_after_secs
             );
-            let mut response = if git {
-                // Git prints the body of an error response to the user.
-                (StatusCode::TOO_MANY_REQUESTS, message).into_response()
-            } else {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response()
+            let mut response = match surface {
+                // Git prints the body of an error response to the user; a browser shows it.
+                Surface::Git | Surface::Web => (StatusCode::TOO_MANY_REQUESTS, message).into_response(),
+                Surface::Api => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response(),
             };
             let headers = response.headers_mut();
             headers.insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs));
@@ -170,11 +202,21 @@ async fn limit(state: AppState, request: Request, next: Next, git: bool) -> Resp
 }
 
 pub async fn api_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    limit(state, request, next, false).await
+    limit(state, request, next, Surface::Api).await
 }
 
 pub async fn git_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    limit(state, request, next, true).await
+    limit(state, request, next, Surface::Git).await
+}
+
+/// The web pages' limit: a signed-in viewer's session counts as its token (the per-client
+/// limit), anyone else by address (the anonymous limit). The stylesheet and script are not
+/// counted (browsers cache them).
+pub async fn web_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/static/") {
+        return next.run(request).await;
+    }
+    limit(state, request, next, Surface::Web).await
 }
 
 #[cfg(test)]
@@ -212,6 +254,17 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.check(&none, Some(addr), Some("o/r")).ok(), Some(None));
         }
+    }
+
+    #[test]
+    fn a_page_is_counted_by_its_session_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("gitstratum_csrf=x; gitstratum_session=gst_s"));
+        assert_eq!(page_credentials(&headers)[header::AUTHORIZATION], "Bearer gst_s");
+        // Whatever else it sends (an Authorization header) does not choose its bucket.
+        let mut other = HeaderMap::new();
+        other.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer gst_a"));
+        assert!(page_credentials(&other).is_empty());
     }
 
     #[test]
