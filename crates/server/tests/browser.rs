@@ -228,7 +228,13 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
     std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
     std::fs::write(
         src.join(".github/workflows/ci.yml"),
-        "on: push\njobs:\n  ticks:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Tick\n        run: |\n          for i in 1 2 3 4 5 6 7 8; do echo \"tick $i <b>bold</b>\"; sleep 0.5; done\n",
+        concat!(
+            "on: push\njobs:\n  ticks:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Tick\n        run: |\n",
+            "          echo '::group::Setup <b>things</b>'\n          echo 'inside the group'\n          echo '::endgroup::'\n",
+            "          for i in 1 2 3 4 5 6 7 8; do printf '\\033[32mtick %s\\033[0m <b>bold</b>\\n' $i; sleep 0.5; done\n",
+            "  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Fails the first time\n",
+            "        run: test \"${{ github.run_attempt }}\" != 1\n",
+        ),
     )
     .expect("write");
     git.ok(&src, &["add", "-A"]).await;
@@ -238,8 +244,9 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
         let (_, page) = s.send(Method::GET, "/api/v1/repos/admin/site/runs", Some(&admin), None).await;
         if let Some(id) = page["runs"][0]["id"].as_i64() {
             let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{id}"), Some(&admin), None).await;
-            if detail["jobs"][0]["status"] == "in_progress" {
-                break (id, detail["jobs"][0]["id"].as_i64().expect("job"));
+            let ticks = detail["jobs"].as_array().and_then(|jobs| jobs.iter().find(|j| j["name"] == "ticks"));
+            if let Some(ticks) = ticks.filter(|j| j["status"] == "in_progress") {
+                break (id, ticks["id"].as_i64().expect("job"));
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,6 +262,14 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
         .await;
     browser.screenshot("job-live").await;
     assert!(!browser.dialog_open().await);
+    // Live lines keep their colours as classes, and the group folds its lines under its title.
+    assert_eq!(browser.js("return document.querySelectorAll('div.log span.c32').length >= 6;").await, json!(true));
+    assert_eq!(
+        browser
+            .js("const g = [...document.querySelectorAll('div.log details.group')].find(d => d.querySelector('summary').textContent.includes('Setup <b>things</b>')); return !!g && !g.open && g.textContent.includes('inside the group') && document.querySelectorAll('div.log b').length === 0;")
+            .await,
+        json!(true)
+    );
     // At its end the page shows the job's outcome.
     browser
         .until(
@@ -262,6 +277,11 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
             "return document.body.innerText.includes('✓ success') && !document.querySelector('[data-live-log]');",
         )
         .await;
+    // Rendered by the server now: the group still folded, the colours still there.
+    assert_eq!(
+        browser.js("return !!document.querySelector('div.log details.group summary') && document.querySelectorAll('div.log span.c32').length === 8;").await,
+        json!(true)
+    );
     browser.screenshot("job-done").await;
     browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
     browser.screenshot("run").await;
@@ -276,13 +296,25 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
         )
         .await;
     assert!(status.is_success(), "{body}");
+    // The run failed (the flaky job's first attempt): re-run only the failed job from the page.
     browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
+    browser.until("the failed run", "return document.body.innerText.includes('Re-run failed jobs');").await;
     browser
-        .js("const b = [...document.querySelectorAll('div.actions button')].find(b => b.textContent === 'Re-run all jobs'); b.click(); return true;")
+        .js("const b = [...document.querySelectorAll('div.actions button')].find(b => b.textContent === 'Re-run failed jobs'); b.click(); return true;")
         .await;
-    browser.until("the re-run's new attempt", "return document.body.innerText.includes('attempt 2') || document.body.innerText.includes('in progress') || document.body.innerText.includes('queued');").await;
-    let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{run}"), Some(&admin), None).await;
-    assert_eq!(detail["jobs"][0]["attempt"], 2, "{detail}");
+    browser.until("the re-run's new attempt", "return document.body.innerText.includes('attempt 2');").await;
+    let detail = loop {
+        let (_, detail) = s.send(Method::GET, &format!("/api/v1/runs/{run}"), Some(&admin), None).await;
+        if detail["status"] == "completed" {
+            break detail;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempt = |name: &str| {
+        detail["jobs"].as_array().expect("jobs").iter().find(|j| j["name"] == name).map(|j| j["attempt"].clone())
+    };
+    assert_eq!((attempt("ticks"), attempt("flaky")), (Some(json!(1)), Some(json!(2))), "{detail}");
+    assert_eq!(detail["conclusion"], "success", "{detail}");
     browser.goto(&s.url("/admin/site/actions")).await;
     browser.screenshot("runs").await;
     let _ = browser.cmd(Method::DELETE, "", None).await;

@@ -51,6 +51,12 @@ fn post_form(req: reqwest::RequestBuilder, fields: &[(&str, &str)]) -> reqwest::
     req.header("content-type", "application/x-www-form-urlencoded").body(body.join("&"))
 }
 
+/// A page without the site's own script tag (every page loads `/static/page.js`): what is left
+/// must hold no `<script` at all.
+fn without_own_scripts(page: &str) -> String {
+    page.replace(r#"<script src="/static/page.js" defer></script>"#, "")
+}
+
 /// The hidden CSRF field of a page's form.
 fn csrf_field(page: &str) -> String {
     let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
@@ -120,6 +126,7 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     ] {
         assert!(page.contains(expected), "{expected:?} not in the home page:\n{page}");
     }
+    let page = without_own_scripts(&page);
     assert!(!page.contains("<script") && !page.contains("javascript:") && !page.contains("<img src=x"), "{page}");
 
     // A tree and a file at a branch whose name has a slash; lines are numbered and linkable.
@@ -403,6 +410,12 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
                 if html.contains("data-live-log=") {
                     assert!(html.contains(r#"<script src="/static/live.js" defer>"#), "{html}");
                     assert!(html.contains(r#"<noscript><meta http-equiv="refresh" content="5"></noscript>"#), "{html}");
+                    // The run's page follows it too.
+                    let (_, html, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}"), None).await;
+                    assert!(
+                        html.contains(&format!(r#"data-live-run="/admin/app/actions/runs/{id}/events""#)),
+                        "{html}"
+                    );
                     seen_live = true;
                     break;
                 }
@@ -442,6 +455,32 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     let (status, page, _) = get(&http, &s, "/admin/app/actions?status=success", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!page.contains(&format!("/actions/runs/{id}\"")), "filtered out: {page}");
+    for (query, listed) in [
+        ("workflow=ci.yml", true),
+        ("workflow=.github%2Fworkflows%2Fci.yml", true),
+        ("workflow=other.yml", false),
+        ("branch=main&event=push", true),
+        ("branch=dev", false),
+        ("event=pull_request", false),
+        ("status=nonsense", true),
+    ] {
+        let (status, page, _) = get(&http, &s, &format!("/admin/app/actions?{query}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page.contains(&format!("/actions/runs/{id}\"")), listed, "{query}: {page}");
+    }
+    let (_, api) =
+        s.send(Method::GET, "/api/v1/repos/admin/app/runs?workflow=ci.yml&branch=dev", Some(&admin), None).await;
+    assert_eq!(api["runs"].as_array().map(Vec::len), Some(0), "the API filters alike: {api}");
+    // The run's events, for its page's script: one event with its state, then the end.
+    let (status, events, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/events"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(events.contains("event: run") && events.contains("\"conclusion\":\"failure\""), "{events}");
+    // The raw log: text, sandboxed.
+    let (status, raw, headers) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{build}/raw"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(raw.contains("<script>alert(5)</script>"), "{raw}");
+    assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    assert!(headers["content-security-policy"].to_str().expect("ascii").contains("sandbox"));
     let (status, page, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(&format!(r#"href="/admin/app/actions/runs/{id}/job/{build}""#)), "{page}");
@@ -450,7 +489,7 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("&lt;script&gt;alert(5)&lt;/script&gt;"), "{page}");
     assert!(page.contains(r#"<span class="c31">red</span> text"#) && !page.contains('\u{1b}'), "{page}");
-    assert!(!page.contains("<script"), "{page}");
+    assert!(!without_own_scripts(&page).contains("<script"), "{page}");
     assert!(!page.contains("data-live-log") && !page.contains("live.js"), "a completed job's page is still: {page}");
     // The page's stream: the log from where the page's copy ended, then the job's end.
     let (status, events, headers) =
@@ -469,5 +508,197 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     // A run of this repository under another repository's URL is not there.
     let (status, _, _) = get(&http, &s, &format!("/admin/other/actions/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+/// Signs `username` in through the login form; the cookies a browser would then send, and the
+/// CSRF token its forms carry.
+async fn sign_in(http: &reqwest::Client, s: &TestServer, username: &str, password: &str) -> (String, String) {
+    let (_, _, headers) = get(http, s, "/login", None).await;
+    let csrf = set_cookie(&headers, "gitstratum_csrf").expect("a CSRF cookie");
+    let resp = post_form(
+        http.post(s.url("/login")).header("cookie", format!("gitstratum_csrf={csrf}")),
+        &[("csrf", csrf.as_str()), ("username", username), ("password", password)],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{username} signs in");
+    let session = set_cookie(resp.headers(), "gitstratum_session").expect("a session cookie");
+    (format!("gitstratum_csrf={csrf}; gitstratum_session={session}"), csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_compare_branches_and_administration_pages() {
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    for (name, is_admin) in [("mona", false), ("hubot", false), ("root", true)] {
+        let user = json!({"username": name, "password": "octocat-1234", "admin": is_admin});
+        assert_eq!(s.send(Method::POST, "/api/v1/users", admin, Some(user)).await.0, 201);
+    }
+    let (status, body) = s.create_repo(admin, json!({"name": "site"})).await;
+    assert_eq!(status, 201, "{body}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(src.join("lib.rs"), "fn main() {\n    let s = \"<script>alert(1)</script>\";\n}\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "base"]).await;
+    git.ok(&src, &["checkout", "-q", "-b", "topic#1"]).await;
+    std::fs::write(src.join("topic.txt"), "topic work\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "topic one"]).await;
+    std::fs::write(src.join("topic.txt"), "topic work, more\n").expect("write");
+    git.ok(&src, &["commit", "-q", "-am", "topic two"]).await;
+    git.ok(&src, &["checkout", "-q", "main"]).await;
+    std::fs::write(src.join("main.txt"), "main moves on\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "main moves"]).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let push = format!("http://x:{}@{host}/admin/site.git", s.admin_token);
+    git.ok(&src, &["push", "-q", &push, "main", "topic#1"]).await;
+    let http = browser();
+    let (mona, csrf) = sign_in(&http, &s, "mona", "octocat-1234").await;
+
+    // The file page highlights Rust, as inert text.
+    let (status, page, _) = get(&http, &s, "/admin/site/blob/main/lib.rs", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("hl-source hl-rust") && page.contains("&lt;script&gt;"), "{page}");
+    assert!(!page.contains("<script>"), "{page}");
+
+    // Compare: the two commits the topic has (oldest first), the diff since the merge base.
+    let (status, page, _) = get(&http, &s, "/admin/site/compare/main...topic%231", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("is 2 commits ahead of and 1 behind"), "{page}");
+    let (one, two) = (page.find("topic one").expect("one"), page.find("topic two").expect("two"));
+    assert!(one < two, "oldest first");
+    assert!(page.contains("topic.txt") && !page.contains("main.txt"), "only the topic's changes: {page}");
+    // The branches page links the branch encoded (`#` is not a fragment) and offers no delete
+    // button to someone who may not write.
+    let (_, page, _) = get(&http, &s, "/admin/site/branches", Some(&mona)).await;
+    assert!(page.contains(r#"href="/admin/site/tree/topic%231""#), "{page}");
+    assert!(!page.contains("/branches/delete"), "{page}");
+    assert_eq!(get(&http, &s, "/admin/site/tree/topic%231", None).await.0, StatusCode::OK);
+
+    // Settings: a 404 for a reader, the page for an admin.
+    assert_eq!(get(&http, &s, "/admin/site/settings", Some(&mona)).await.0, StatusCode::NOT_FOUND);
+    let grant = json!({"permission": "admin"});
+    let (status, body) = s.send(Method::PUT, "/api/v1/repos/admin/site/collaborators/mona", admin, Some(grant)).await;
+    assert!(status.is_success(), "{body}");
+    let (status, page, _) = get(&http, &s, "/admin/site/settings", Some(&mona)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"href="/admin/site/settings" aria-current="page""#), "the Settings tab: {page}");
+    let act = |action: &str, fields: Vec<(&'static str, String)>| {
+        let mut all = vec![("csrf", csrf.clone())];
+        all.extend(fields);
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post_form(http.post(s.url(&format!("/admin/site/settings/{action}"))).header("cookie", &mona), &pairs).send()
+    };
+    // A form without its token changes nothing.
+    let refused = post_form(
+        http.post(s.url("/admin/site/settings/visibility")).header("cookie", &mona),
+        &[("csrf", "0".repeat(32).as_str()), ("private", "true")],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/site", admin, None).await.1["private"], false);
+    let done = act("visibility", vec![("private", "true".into())]).await.expect("post");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/site", admin, None).await.1["private"], true);
+    assert_eq!(get(&http, &s, "/admin/site", None).await.0, StatusCode::NOT_FOUND, "private now");
+    let done = act("collaborators", vec![("username", "hubot".into()), ("permission", "write".into())]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    let (_, list) = s.send(Method::GET, "/api/v1/repos/admin/site/collaborators", admin, None).await;
+    assert!(list.as_array().expect("list").iter().any(|c| c["username"] == "hubot" && c["permission"] == "write"));
+    let unknown = act("collaborators", vec![("username", "nobody".into()), ("permission", "write".into())]).await;
+    let unknown = unknown.expect("post");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.text().await.expect("body").contains("no user named"), "the API's reason, on the page");
+    let done = act("secrets", vec![("name", "DEPLOY_KEY".into()), ("value", "s3cr3t-value".into())]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    let done = act("variables", vec![("name", "REGION".into()), ("value", "eu <west>".into())]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    let bad_days = act("ci", vec![("log_retention_days", "0".into())]).await.expect("post");
+    assert_eq!(bad_days.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let done = act("ci", vec![("log_retention_days", "7".into()), ("actions_shared", "true".into())]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    let (_, ci) = s.send(Method::GET, "/api/v1/repos/admin/site/ci/settings", admin, None).await;
+    assert_eq!((ci["log_retention_days"].as_i64(), ci["actions_shared"].as_bool()), (Some(7), Some(true)), "{ci}");
+    // An internal address is refused as the API refuses it (the tests allow loopback only).
+    let hook = act("hooks", vec![("url", "http://10.1.2.3/hook".into()), ("events", "push".into())]).await;
+    assert_eq!(hook.expect("post").status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let hook = act("hooks", vec![("url", "http://127.0.0.1:9/hook".into()), ("events", "push".into())]).await;
+    assert_eq!(hook.expect("post").status(), StatusCode::SEE_OTHER);
+    let (_, hooks) = s.send(Method::GET, "/api/v1/repos/admin/site/hooks", admin, None).await;
+    let hook_id = hooks[0]["id"].as_i64().expect("a webhook");
+    let (status, page, _) = get(&http, &s, &format!("/admin/site/settings/hooks/{hook_id}"), Some(&mona)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Recent deliveries"), "{page}");
+    let (_, page, _) = get(&http, &s, "/admin/site/settings", Some(&mona)).await;
+    assert!(page.contains("hubot") && page.contains("DEPLOY_KEY") && page.contains("eu &lt;west&gt;"), "{page}");
+    assert!(!page.contains("s3cr3t-value"), "secret values are never shown");
+    assert!(page.contains(r#"name="log_retention_days" min="1" max="36500" value="7""#), "{page}");
+
+    // Branch deletion (a writer; never the default branch), through the ref log.
+    let (_, page, _) = get(&http, &s, "/admin/site/branches", Some(&mona)).await;
+    assert!(page.contains("/admin/site/branches/delete"), "{page}");
+    let delete = |branch: &'static str| {
+        post_form(
+            http.post(s.url("/admin/site/branches/delete")).header("cookie", &mona),
+            &[("csrf", csrf.as_str()), ("branch", branch)],
+        )
+        .send()
+    };
+    assert_eq!(delete("main").await.expect("post").status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(delete("topic#1").await.expect("post").status(), StatusCode::SEE_OTHER);
+    let remote = git.ok(&src, &["ls-remote", &push]).await;
+    assert!(!remote.contains("topic") && remote.contains("refs/heads/main"), "{remote}");
+
+    // Deleting the repository takes its full name typed out.
+    let wrong = act("delete", vec![("confirm", "site".into())]).await.expect("post");
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let gone = act("delete", vec![("confirm", "admin/site".into())]).await.expect("post");
+    assert_eq!(gone.status(), StatusCode::SEE_OTHER);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/site", admin, None).await.0, 404);
+
+    // Site administration: only for site administrators.
+    assert_eq!(get(&http, &s, "/-/admin/accounts", Some(&mona)).await.0, StatusCode::NOT_FOUND);
+    let (root, root_csrf) = sign_in(&http, &s, "root", "octocat-1234").await;
+    let (status, page, _) = get(&http, &s, "/-/admin/accounts", Some(&root)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"action="/-/admin/accounts/hubot/suspend""#), "{page}");
+    let suspended = post_form(
+        http.post(s.url("/-/admin/accounts/hubot/suspend")).header("cookie", &root),
+        &[("csrf", root_csrf.as_str())],
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(suspended.status(), StatusCode::SEE_OTHER);
+    let (_, page, _) = get(&http, &s, "/-/admin/audit?action=user.suspend", Some(&root)).await;
+    assert!(page.contains("user:hubot") && !page.contains("repo.delete"), "filtered: {page}");
+    let (_, page, _) = get(&http, &s, "/-/admin/audit?actor=mona", Some(&root)).await;
+    assert!(page.contains("repo.delete") || page.contains("secret"), "{page}");
+
+    // Password: the current one is asked again; the new one works; other sessions end.
+    let (other, _) = sign_in(&http, &s, "mona", "octocat-1234").await;
+    let change = |current: &'static str, new: &'static str, confirm: &'static str| {
+        post_form(
+            http.post(s.url("/settings/password")).header("cookie", &mona),
+            &[("csrf", csrf.as_str()), ("current", current), ("new", new), ("confirm", confirm)],
+        )
+        .send()
+    };
+    assert_eq!(change("wrong-one", "new-password-1", "new-password-1").await.expect("post").status(), 401);
+    assert_eq!(change("octocat-1234", "new-password-1", "different").await.expect("post").status(), 422);
+    assert_eq!(change("octocat-1234", "short", "short").await.expect("post").status(), 422);
+    assert_eq!(change("octocat-1234", "new-password-1", "new-password-1").await.expect("post").status(), 200);
+    assert!(!get(&http, &s, "/", Some(&other)).await.1.contains("Sign out"), "the other session ended");
+    assert!(get(&http, &s, "/", Some(&mona)).await.1.contains("Sign out"), "this one goes on");
+    sign_in(&http, &s, "mona", "new-password-1").await;
     s.stop().await;
 }

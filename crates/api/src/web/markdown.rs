@@ -49,7 +49,7 @@ fn resolve(base: &Base<'_>, url: &str, kind: &str) -> String {
             p => parts.push(p),
         }
     }
-    let mut out = format!("/{}/{kind}/{}/{}", base.repo, base.git_ref, parts.join("/"));
+    let mut out = format!("/{}/{kind}/{}/{}", base.repo, super::enc(base.git_ref), parts.join("/"));
     if let Some(f) = fragment {
         out.push('#');
         out.push_str(f);

@@ -11,9 +11,13 @@
 //! - Headers: a Content-Security-Policy without `unsafe-inline` and `frame-ancestors 'none'` on
 //!   every page; raw files are served sandboxed.
 
+mod admin;
 mod diff;
+mod highlight;
+mod home;
 mod markdown;
 mod repo;
+mod repo_settings;
 mod runs;
 mod settings;
 
@@ -37,19 +41,24 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; conn
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
 const LIVE: &str = include_str!("live.js");
+const PAGE: &str = include_str!("page.js");
 
 /// The pages' routes (merged beside the API's and Git's).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
+        .route("/", get(home::dashboard))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/static/style.css", get(style))
+        .route("/static/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/settings/tokens", get(settings::tokens).post(settings::create))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke))
         .route("/settings/keys", get(settings::keys).post(settings::add_key))
         .route("/settings/keys/{id}/delete", post(settings::delete_key))
-        .route("/{owner}", get(owner_page))
+        .route("/settings/password", get(settings::password).post(settings::change_password))
+        .route("/-/admin/accounts", get(admin::accounts))
+        .route("/-/admin/accounts/{name}/{action}", post(admin::act))
+        .route("/-/admin/audit", get(admin::audit))
+        .route("/{owner}", get(home::owner))
         .route("/{owner}/{repo}", get(repo::home))
         .route("/{owner}/{repo}/tree/{*rest}", get(repo::tree))
         .route("/{owner}/{repo}/blob/{*rest}", get(repo::blob))
@@ -57,13 +66,23 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/commits/{*rest}", get(repo::commits))
         .route("/{owner}/{repo}/commit/{*rest}", get(repo::commit))
         .route("/{owner}/{repo}/branches", get(repo::branches))
+        .route("/{owner}/{repo}/branches/delete", post(repo::delete_branch))
+        .route("/{owner}/{repo}/compare/{*spec}", get(repo::compare))
+        .route("/{owner}/{repo}/settings", get(repo_settings::page))
+        .route("/{owner}/{repo}/settings/hooks/{id}", get(repo_settings::hook))
+        .route("/{owner}/{repo}/settings/hooks/{id}/redeliver", post(repo_settings::redeliver))
+        .route("/{owner}/{repo}/settings/{action}", post(repo_settings::act))
         .route("/{owner}/{repo}/tags", get(repo::tags))
         .route("/{owner}/{repo}/actions", get(runs::list))
         .route("/{owner}/{repo}/actions/runs/{id}", get(runs::run))
         .route("/{owner}/{repo}/actions/runs/{id}/job/{job}", get(runs::job))
         .route("/{owner}/{repo}/actions/runs/{id}/{action}", post(runs::act))
+        .route("/{owner}/{repo}/actions/runs/{id}/artifacts/{artifact}", get(runs::artifact))
         .route("/{owner}/{repo}/actions/runs/{id}/job/{job}/stream", get(runs::stream))
-        .route("/static/live.js", get(live_script))
+        .route("/{owner}/{repo}/actions/runs/{id}/job/{job}/raw", get(runs::raw_log))
+        .route("/{owner}/{repo}/actions/runs/{id}/events", get(runs::run_events))
+        .route("/static/live.js", get(|| async { asset("text/javascript; charset=utf-8", LIVE) }))
+        .route("/static/page.js", get(|| async { asset("text/javascript; charset=utf-8", PAGE) }))
         .layer(axum::middleware::map_response(page_headers))
 }
 
@@ -110,6 +129,9 @@ pub(crate) struct Ctx {
     pub csrf: String,
     set_csrf: Option<String>,
     pub meta: RequestMeta,
+    /// Whether the viewer administers the repository the page is about (its header shows the
+    /// Settings tab); set by [`Ctx::readable_repo`].
+    repo_admin: std::sync::atomic::AtomicBool,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -119,7 +141,7 @@ impl FromRequestParts<AppState> for Ctx {
         let viewer = Viewer::from_request_parts(parts, state).await?;
         let meta = RequestMeta::from_request_parts(parts, state).await?;
         let (csrf, set_csrf) = csrf_token(&parts.headers);
-        Ok(Ctx { viewer, csrf, set_csrf, meta })
+        Ok(Ctx { viewer, csrf, set_csrf, meta, repo_admin: Default::default() })
     }
 }
 
@@ -139,6 +161,7 @@ impl Ctx {
                     }
                     title { (title) " · GitStratum" }
                     link rel="stylesheet" href="/static/style.css";
+                    script src="/static/page.js" defer {}
                 }
                 body {
                     header.site {
@@ -148,6 +171,8 @@ impl Ctx {
                                 span.who { (p.account.name) }
                                 a href="/settings/tokens" { "Tokens" }
                                 a href="/settings/keys" { "SSH keys" }
+                                a href="/settings/password" { "Password" }
+                                @if p.is_site_admin() { a href="/-/admin/accounts" { "Admin" } }
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name="csrf" value=(self.csrf);
                                     button type="submit" { "Sign out" }
@@ -206,11 +231,29 @@ impl Ctx {
             Ok(mut repo) => {
                 // What a clone checks out is what the pages call the default branch.
                 repo.default_branch = crate::repos::default_branch(state, &repo);
+                if self.viewer.0.is_some() {
+                    let admin = crate::repos::repo_decision(
+                        state,
+                        self.viewer.0.as_ref(),
+                        &repo,
+                        gitstratum_platform::Role::Admin,
+                    )
+                    .await;
+                    self.set_repo_admin(matches!(admin, Ok(Ok(()))));
+                }
                 Ok(repo)
             }
             Err(e) if e.status.is_client_error() => Err(self.not_found()),
             Err(e) => Err(self.failed(e.message)),
         }
+    }
+
+    pub(crate) fn set_repo_admin(&self, admin: bool) {
+        self.repo_admin.store(admin, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn repo_admin(&self) -> bool {
+        self.repo_admin.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The 404 page: also what a private repository the viewer may not read looks like.
@@ -262,46 +305,9 @@ fn with_cookie(mut response: Response, set: Option<String>) -> Response {
     response
 }
 
-async fn live_script() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], LIVE)
-        .into_response()
-}
-
-async fn style() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLE)
-        .into_response()
-}
-
-/// `/`: the viewer's repositories, or a way to sign in.
-async fn home(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let repos = match &ctx.viewer.0 {
-        Some(p) => match state.store().list_accessible_repos(p.account.id).await {
-            Ok(r) => r,
-            Err(e) => return ctx.failed(e),
-        },
-        None => Vec::new(),
-    };
-    let body = html! {
-        @if ctx.viewer.0.is_some() {
-            h1 { "Your repositories" }
-            @if repos.is_empty() {
-                p { "No repositories yet. Create one with " code { "gitstratum repo create NAME" } " or the API." }
-            } @else {
-                ul.repos {
-                    @for r in &repos {
-                        li {
-                            a href={ "/" (r.owner) "/" (r.name) } { (r.owner) " / " (r.name) }
-                            @if r.private { " " span.badge { "private" } }
-                        }
-                    }
-                }
-            }
-        } @else {
-            h1 { "GitStratum" }
-            p { "Git hosting and CI. " a href="/login" { "Sign in" } " to see your repositories." }
-        }
-    };
-    ctx.respond(StatusCode::OK, "Home", body)
+/// One of the compiled-in files (cached an hour by browsers).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
 
 fn login_body(ctx: &Ctx, error: Option<&str>) -> Markup {
@@ -401,47 +407,28 @@ pub(crate) fn when(seconds: i64, now_ms: i64) -> Markup {
     html! { time datetime=(absolute) title=(absolute) { (text) } }
 }
 
+/// `s` for a URL path: every byte but unreserved ones and `/` percent-encoded, so a branch or
+/// file named `a#b?c` or `%41` links to itself (axum decodes path captures back).
+pub(crate) fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `s` for a URL's query: [`enc`], with `/` encoded too.
+pub(crate) fn enc_query(s: &str) -> String {
+    enc(s).replace('/', "%2F")
+}
+
 /// Inline markup already made safe (HTML the Markdown renderer produced from escaped events).
 pub(crate) fn trusted(html: String) -> PreEscaped<String> {
     PreEscaped(html)
-}
-
-/// `/{owner}`: a user's or organization's repositories the viewer may see.
-async fn owner_page(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    axum::extract::Path(owner): axum::extract::Path<String>,
-) -> Response {
-    let account = match state.store().find_account(&owner).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return ctx.not_found(),
-        Err(e) => return ctx.failed(e),
-    };
-    let all = match state.store().list_repos(account.id).await {
-        Ok(r) => r,
-        Err(e) => return ctx.failed(e),
-    };
-    let mut repos = Vec::with_capacity(all.len());
-    for repo in all {
-        match crate::repos::repo_decision(&state, ctx.viewer.0.as_ref(), &repo, gitstratum_platform::Role::Read).await {
-            Ok(Ok(())) => repos.push(repo),
-            Ok(Err(_)) => {}
-            Err(e) => return ctx.failed(e),
-        }
-    }
-    let body = html! {
-        h1 { (account.name) @if account.is_org { " " span.badge { "organization" } } }
-        @if repos.is_empty() { p { "No repositories you may see." } }
-        ul.repos {
-            @for r in &repos {
-                li {
-                    a href={ "/" (r.owner) "/" (r.name) } { (r.name) }
-                    @if r.private { " " span.badge { "private" } }
-                }
-            }
-        }
-    };
-    ctx.respond(StatusCode::OK, &account.name, body)
 }
 
 #[cfg(test)]
@@ -468,6 +455,12 @@ mod tests {
         assert!(!csrf_ok(&h, ""));
         assert!(!csrf_ok(&HeaderMap::new(), &token));
         assert_eq!(csrf_token(&h).0, token);
+    }
+
+    #[test]
+    fn url_paths_are_encoded_except_slashes() {
+        assert_eq!(enc("feature/a b#c?d%e"), "feature/a%20b%23c%3Fd%25e");
+        assert_eq!(enc("\u{e9}t\u{e9}.md"), "%C3%A9t%C3%A9.md");
     }
 
     #[test]

@@ -13,9 +13,9 @@ use gitstratum_platform::Repo;
 use gitstratum_store::{ObjectId, ObjectKind, ObjectStore, RefStore, RepoId};
 use maud::{Markup, html};
 
-use super::diff;
 use super::markdown::{self, Base};
-use super::{Ctx, trusted, when};
+use super::{Ctx, csrf_ok, enc, trusted, when};
+use super::{diff, highlight};
 use crate::AppState;
 
 /// Files larger than this are not shown in the page (the raw file is linked).
@@ -51,6 +51,7 @@ struct File {
     git_ref: String,
     path: String,
     mode: u32,
+    id: ObjectId,
     data: Vec<u8>,
 }
 
@@ -136,7 +137,7 @@ impl Git {
         match self.at_path(commit.tree, &path)? {
             Some((mode, id)) if mode != 0o040000 && mode != 0o160000 => {
                 let data = self.object(id)?.ok_or("the file's object is missing")?.data;
-                Ok(Some(File { git_ref, path, mode, data }))
+                Ok(Some(File { git_ref, path, mode, id, data }))
             }
             _ => Ok(None),
         }
@@ -201,7 +202,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-pub(super) fn repo_header(repo: &Repo, tab: &str) -> Markup {
+pub(super) fn repo_header(ctx: &Ctx, repo: &Repo, tab: &str) -> Markup {
     let base = format!("/{}/{}", repo.owner, repo.name);
     html! {
         div.repo-head {
@@ -211,10 +212,13 @@ pub(super) fn repo_header(repo: &Repo, tab: &str) -> Markup {
             }
             nav.tabs aria-label="Repository" {
                 a href=(base) aria-current=[(tab == "code").then_some("page")] { "Code" }
-                a href={ (base) "/commits/" (repo.default_branch) } aria-current=[(tab == "commits").then_some("page")] { "Commits" }
+                a href={ (base) "/commits/" (enc(&repo.default_branch)) } aria-current=[(tab == "commits").then_some("page")] { "Commits" }
                 a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] { "Branches" }
                 a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] { "Tags" }
                 a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] { "Actions" }
+                @if ctx.repo_admin() {
+                    a href={ (base) "/settings" } aria-current=[(tab == "settings").then_some("page")] { "Settings" }
+                }
             }
         }
     }
@@ -222,7 +226,7 @@ pub(super) fn repo_header(repo: &Repo, tab: &str) -> Markup {
 
 /// `a / b / c` links for a path at a ref.
 fn breadcrumbs(repo: &Repo, git_ref: &str, path: &str) -> Markup {
-    let base = format!("/{}/{}/tree/{git_ref}", repo.owner, repo.name);
+    let base = format!("/{}/{}/tree/{}", repo.owner, repo.name, enc(git_ref));
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     html! {
         nav.crumbs aria-label="Path" {
@@ -230,7 +234,7 @@ fn breadcrumbs(repo: &Repo, git_ref: &str, path: &str) -> Markup {
             @for (i, part) in parts.iter().enumerate() {
                 " / "
                 @if i + 1 == parts.len() { strong { (part) } }
-                @else { a href={ (base) "/" (parts[..=i].join("/")) } { (part) } }
+                @else { a href={ (base) "/" (enc(&parts[..=i].join("/"))) } { (part) } }
             }
         }
     }
@@ -248,7 +252,7 @@ fn listing(repo: &Repo, git_ref: &str, dir: &str, entries: &[Entry]) -> Markup {
                             @if e.mode == 0o160000 {
                                 span title={ "submodule at " (e.id) } { (e.name) " @ " (&e.id.to_string()[..7]) }
                             } @else {
-                                a href={ "/" (repo.owner) "/" (repo.name) "/" (if e.is_dir() { "tree" } else { "blob" }) "/" (git_ref) "/" (prefix) (e.name) } { (e.name) }
+                                a href={ "/" (repo.owner) "/" (repo.name) "/" (if e.is_dir() { "tree" } else { "blob" }) "/" (enc(git_ref)) "/" (enc(&prefix)) (enc(&e.name)) } { (e.name) }
                             }
                         }
                     }
@@ -303,11 +307,16 @@ pub(super) async fn home(
         Err(page) => return page,
     };
     let now = state.now().0;
+    let status = match &read {
+        Some((last, ..)) => ci_status(&state, &ctx, &repo, &last.id.to_string()).await,
+        None => html! {},
+    };
     let body = html! {
-        (repo_header(&repo, "code"))
+        (repo_header(&ctx, &repo, "code"))
         div.clone {
             label for="clone-url" { "Clone" }
             input id="clone-url" type="text" readonly value=(clone_url);
+            button type="button" data-copy="#clone-url" hidden { "Copy" }
         }
         @match &read {
             None => {
@@ -321,11 +330,12 @@ pub(super) async fn home(
                 div.bar {
                     details.switch {
                         summary { "Branch: " strong { (repo.default_branch) } }
-                        ul { @for b in branches { li { a href={ "/" (repo.owner) "/" (repo.name) "/tree/" (b) } { (b) } } } }
+                        ul { @for b in branches { li { a href={ "/" (repo.owner) "/" (repo.name) "/tree/" (enc(b)) } { (b) } } } }
                     }
                     span.last {
-                        a href={ "/" (repo.owner) "/" (repo.name) "/commits/" (repo.default_branch) } { (last.text.summary()) }
+                        a href={ "/" (repo.owner) "/" (repo.name) "/commits/" (enc(&repo.default_branch)) } { (last.text.summary()) }
                         " · " (last.text.author.name) " · " (when(last.text.committer.time, now))
+                        (status)
                     }
                 }
                 (listing(&repo, &repo.default_branch, "", entries))
@@ -366,7 +376,7 @@ pub(super) async fn tree(
         Err(page) => return page,
     };
     let body = html! {
-        (repo_header(&repo, "code"))
+        (repo_header(&ctx, &repo, "code"))
         (breadcrumbs(&repo, &git_ref, &path))
         (listing(&repo, &git_ref, &path, &entries))
         @if let Some(r) = readme { (r) }
@@ -419,24 +429,28 @@ pub(super) async fn blob(
         Err(page) => return page,
     };
     let read = blocking(&ctx, move || {
-        Ok(git.file_at(&rest)?.map(|File { git_ref, path, mode, data }| {
+        Ok(git.file_at(&rest)?.map(|File { git_ref, path, mode, id, data }| {
             let content = if mode == 0o120000 {
                 Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&data)))
             } else {
                 content_of(&path, &data)
             };
-            (git_ref, path, data.len(), content)
+            let highlighted = match &content {
+                Content::Text(text) if mode != 0o120000 => highlight::lines(id, &path, text),
+                _ => None,
+            };
+            (git_ref, path, data.len(), content, highlighted)
         }))
     })
     .await;
-    let (git_ref, path, size, content) = match read {
+    let (git_ref, path, size, content, highlighted) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
         Err(page) => return page,
     };
-    let raw = format!("/{}/{}/raw/{git_ref}/{path}", repo.owner, repo.name);
+    let raw = format!("/{}/{}/raw/{}/{}", repo.owner, repo.name, enc(&git_ref), enc(&path));
     let body = html! {
-        (repo_header(&repo, "code"))
+        (repo_header(&ctx, &repo, "code"))
         (breadcrumbs(&repo, &git_ref, &path))
         div.file-bar {
             span { (size) " bytes" }
@@ -450,7 +464,15 @@ pub(super) async fn blob(
                         @for (i, line) in text.lines().enumerate() {
                             tr id={ "L" (i + 1) } {
                                 td.num { a href={ "#L" (i + 1) } { (i + 1) } }
-                                td.line { code { (line) } }
+                                td.line {
+                                    code {
+                                        @match highlighted.as_ref().and_then(|h| h.get(i)) {
+                                            // Escaped by the highlighter (its spans carry classes only).
+                                            Some(html) => (trusted(html.clone())),
+                                            None => (line),
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -526,9 +548,9 @@ pub(super) async fn commits(
         Err(page) => return page,
     };
     let now = state.now().0;
-    let base = format!("/{}/{}/commits/{git_ref}", repo.owner, repo.name);
+    let base = format!("/{}/{}/commits/{}", repo.owner, repo.name, enc(&git_ref));
     let body = html! {
-        (repo_header(&repo, "commits"))
+        (repo_header(&ctx, &repo, "commits"))
         h2 { "Commits on " (git_ref) }
         ol.commits {
             @for c in &list {
@@ -552,81 +574,43 @@ struct ShownChange {
     diff: diff::FileDiff,
 }
 
-/// `/{owner}/{repo}/commit/{sha}`: the commit's message, people, parents, and what it changed
-/// (against its first parent, as GitHub shows a merge; a root commit against nothing).
-pub(super) async fn commit(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path((owner, name, rest)): Path<(String, String, String)>,
-) -> Response {
-    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
-        Ok(r) => r,
-        Err(page) => return page,
-    };
-    let read = blocking(&ctx, move || {
-        let Some((_, id, path)) = git.split_ref(&rest)? else { return Ok(None) };
-        if !path.is_empty() {
-            return Ok(None);
-        }
-        let Some((parsed, shown)) = git.commit(id)? else { return Ok(None) };
-        let parent_tree = match parsed.parents.first() {
-            Some(p) => git.commit(*p)?.map(|(c, _)| c.tree),
-            None => None,
-        };
+impl Git {
+    /// What changed from `old` (`None`: nothing) to `new`, each file's diff within the page's
+    /// budget; whether the list of files was cut.
+    fn changes(&self, old: Option<ObjectId>, new: ObjectId) -> Result<(Vec<ShownChange>, bool), String> {
         let read_tree = |t: ObjectId| -> Result<diff::Entries, String> {
-            Ok(git.entries(t)?.into_iter().map(|e| (e.name, e.mode, e.id)).collect())
+            Ok(self.entries(t)?.into_iter().map(|e| (e.name, e.mode, e.id)).collect())
         };
-        let (changes, truncated) = diff::changed_paths(parent_tree, Some(parsed.tree), &read_tree)?;
+        let (changes, truncated) = diff::changed_paths(old, Some(new), &read_tree)?;
         let mut budget = diff::MAX_LINES;
         let blob = |side: diff::Side| -> Result<Vec<u8>, String> {
             match side {
-                Some((mode, id)) if mode != 0o160000 => Ok(git.object(id)?.map(|o| o.data).unwrap_or_default()),
+                Some((mode, id)) if mode != 0o160000 => Ok(self.object(id)?.map(|o| o.data).unwrap_or_default()),
                 _ => Ok(Vec::new()),
             }
         };
-        let mut shown_changes = Vec::with_capacity(changes.len());
+        let mut shown = Vec::with_capacity(changes.len());
         for change in changes {
             let d = diff::file_diff(&blob(change.old)?, &blob(change.new)?, &mut budget);
-            shown_changes.push(ShownChange { change, diff: d });
+            shown.push(ShownChange { change, diff: d });
         }
-        Ok(Some((shown, parsed.parents, shown_changes, truncated)))
-    })
-    .await;
-    let (shown, parents, changes, truncated) = match read {
-        Ok(Some(found)) => found,
-        Ok(None) => return ctx.not_found(),
-        Err(page) => return page,
-    };
-    let now = state.now().0;
-    let base = format!("/{}/{}", repo.owner, repo.name);
+        Ok((shown, truncated))
+    }
+}
+
+/// The changed files with their diffs (a commit's, a comparison's): counts, then each file,
+/// collapsible.
+fn changes_view(changes: &[ShownChange], truncated: bool) -> Markup {
     let (added, removed) = changes.iter().fold((0, 0), |(a, r), c| match &c.diff {
         diff::FileDiff::Text { added, removed, .. } => (a + added, r + removed),
         _ => (a, r),
     });
-    let summary = shown.text.summary().to_owned();
-    let body_text = shown.text.message.split_once('\n').map(|(_, rest)| rest.trim()).unwrap_or_default().to_owned();
-    let body = html! {
-        (repo_header(&repo, "commits"))
-        section.commit {
-            h2 { (summary) }
-            @if !body_text.is_empty() { pre.message { (body_text) } }
-            p.meta {
-                (shown.text.author.name) " authored " (when(shown.text.author.time, now))
-                @if shown.text.committer.name != shown.text.author.name {
-                    " · " (shown.text.committer.name) " committed " (when(shown.text.committer.time, now))
-                }
-            }
-            p.meta {
-                "commit " code { (shown.id) }
-                @for p in &parents { " · parent " a href={ (base) "/commit/" (p) } { code { (&p.to_string()[..7]) } } }
-                " · " a href={ (base) "/tree/" (shown.id) } { "Browse files" }
-            }
-        }
+    html! {
         p.stats {
             strong { (changes.len()) } " changed files with " span.add { (added) " additions" } " and " span.del { (removed) " deletions" }
             @if truncated { " (only the first " (diff::MAX_FILES) " files are listed)" }
         }
-        @for c in &changes {
+        @for c in changes {
             details.file open {
                 summary {
                     @if let Some(from) = &c.change.from { code { (from) } " → " }
@@ -660,18 +644,87 @@ pub(super) async fn commit(
                 }
             }
         }
+    }
+}
+
+/// `/{owner}/{repo}/commit/{sha}`: the commit's message, people, parents, and what it changed
+/// (against its first parent, as GitHub shows a merge; a root commit against nothing).
+pub(super) async fn commit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, rest)): Path<(String, String, String)>,
+) -> Response {
+    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let read = blocking(&ctx, move || {
+        let Some((_, id, path)) = git.split_ref(&rest)? else { return Ok(None) };
+        if !path.is_empty() {
+            return Ok(None);
+        }
+        let Some((parsed, shown)) = git.commit(id)? else { return Ok(None) };
+        let parent_tree = match parsed.parents.first() {
+            Some(p) => git.commit(*p)?.map(|(c, _)| c.tree),
+            None => None,
+        };
+        let (changes, truncated) = git.changes(parent_tree, parsed.tree)?;
+        Ok(Some((shown, parsed.parents, changes, truncated)))
+    })
+    .await;
+    let (shown, parents, changes, truncated) = match read {
+        Ok(Some(found)) => found,
+        Ok(None) => return ctx.not_found(),
+        Err(page) => return page,
+    };
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let summary = shown.text.summary().to_owned();
+    let body_text = shown.text.message.split_once('\n').map(|(_, rest)| rest.trim()).unwrap_or_default().to_owned();
+    let status = ci_status(&state, &ctx, &repo, &shown.id.to_string()).await;
+    let body = html! {
+        (repo_header(&ctx, &repo, "commits"))
+        section.commit {
+            h2 { (summary) (status) }
+            @if !body_text.is_empty() { pre.message { (body_text) } }
+            p.meta {
+                (shown.text.author.name) " authored " (when(shown.text.author.time, now))
+                @if shown.text.committer.name != shown.text.author.name {
+                    " · " (shown.text.committer.name) " committed " (when(shown.text.committer.time, now))
+                }
+            }
+            p.meta {
+                "commit " code { (shown.id) }
+                @for p in &parents { " · parent " a href={ (base) "/commit/" (p) } { code { (&p.to_string()[..7]) } } }
+                " · " a href={ (base) "/tree/" (shown.id) } { "Browse files" }
+            }
+        }
+        (changes_view(&changes, truncated))
     };
     ctx.respond(StatusCode::OK, &format!("{summary} · {}/{}", repo.owner, repo.name), body)
 }
 
+/// Branches whose CI status the branches page shows (the most recently committed).
+const MAX_BRANCH_STATUSES: usize = 30;
+
 /// The most commits an ahead/behind count walks before saying "at least".
 const MAX_AHEAD_BEHIND: usize = 1000;
 
+/// What painting two histories down the commit graph found.
+struct Walk {
+    /// Commits only `a` reaches, newest (by generation) first.
+    only_a: Vec<ObjectId>,
+    /// How many commits only `b` reaches.
+    only_b: usize,
+    /// A best common ancestor (`git merge-base a b`), if they share history.
+    base: Option<ObjectId>,
+}
+
 impl Git {
-    /// How many commits `a` has that `b` lacks, and `b` has that `a` lacks (git's
-    /// `rev-list --left-right --count a...b`), painting both histories down the commit graph by
-    /// generation; `None` past [`MAX_AHEAD_BEHIND`] commits walked.
-    fn ahead_behind(&self, a: ObjectId, b: ObjectId) -> Result<Option<(usize, usize)>, String> {
+    /// Paints `a`'s and `b`'s histories down the commit graph by generation (git's
+    /// `rev-list --left-right a...b` and `merge-base`); `None` past [`MAX_AHEAD_BEHIND`] commits
+    /// walked.
+    fn walk(&self, a: ObjectId, b: ObjectId) -> Result<Option<Walk>, String> {
         use std::collections::{BinaryHeap, HashMap};
         const A: u8 = 1;
         const B: u8 = 2;
@@ -688,7 +741,8 @@ impl Git {
             }
             *entry |= flag;
         }
-        let (mut ahead, mut behind, mut walked) = (0, 0, 0);
+        let mut walk = Walk { only_a: Vec::new(), only_b: 0, base: None };
+        let mut walked = 0;
         // Commits painted with one side only and not yet popped: once none is, the rest is common.
         while queue.iter().any(|(_, id)| flags[id] != A | B) {
             let Some((_, id)) = queue.pop() else { break };
@@ -698,9 +752,13 @@ impl Git {
             }
             let flag = flags[&id];
             match flag {
-                A => ahead += 1,
-                B => behind += 1,
-                _ => {}
+                A => walk.only_a.push(id),
+                B => walk.only_b += 1,
+                // Popped in generation order, so every descendant was painted before: the first
+                // common commit popped is a best common ancestor.
+                _ => {
+                    walk.base.get_or_insert(id);
+                }
             }
             let Some(i) = info(id)? else { continue };
             for p in i.parents {
@@ -714,7 +772,42 @@ impl Git {
                 }
             }
         }
-        Ok(Some((ahead, behind)))
+        if walk.base.is_none() {
+            walk.base = queue.peek().map(|(_, id)| *id);
+        }
+        Ok(Some(walk))
+    }
+
+    /// How many commits `a` has that `b` lacks, and `b` has that `a` lacks.
+    fn ahead_behind(&self, a: ObjectId, b: ObjectId) -> Result<Option<(usize, usize)>, String> {
+        Ok(self.walk(a, b)?.map(|w| (w.only_a.len(), w.only_b)))
+    }
+}
+
+/// The combined CI status of a commit (the API's `commits/{sha}/status`), linked to its runs;
+/// nothing when no workflow ran for it.
+async fn ci_status(state: &AppState, ctx: &Ctx, repo: &Repo, sha: &str) -> Markup {
+    let status = crate::runs::commit_status(
+        State(state.clone()),
+        crate::extract::Caller(ctx.viewer.0.clone()),
+        Path((repo.owner.clone(), repo.name.clone(), sha.to_owned())),
+    )
+    .await;
+    let Ok(axum::Json(status)) = status else { return html! {} };
+    if status.statuses.is_empty() {
+        return html! {};
+    }
+    let (class, mark) = match status.state.as_str() {
+        "success" => ("ok", "✓"),
+        "failure" | "error" => ("bad", "✗"),
+        _ => ("running", "●"),
+    };
+    let title: Vec<String> = status.statuses.iter().map(|s| s.description.clone()).collect();
+    let run = status.statuses.first().map(|s| s.run_id).unwrap_or_default();
+    html! {
+        " "
+        a class={ "state " (class) } href={ "/" (repo.owner) "/" (repo.name) "/actions/runs/" (run) } title=(title.join("\n"))
+            aria-label={ "CI: " (status.state) } { (mark) }
     }
 }
 
@@ -754,22 +847,49 @@ pub(super) async fn branches(
     };
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
+    let may_write = matches!(
+        crate::repos::repo_decision(&state, ctx.viewer.0.as_ref(), &repo, gitstratum_platform::Role::Write).await,
+        Ok(Ok(()))
+    );
+    // The CI status of the most recently committed branches (one lookup each).
+    let mut statuses = Vec::with_capacity(list.len());
+    for (i, (_, shown, _)) in list.iter().enumerate() {
+        statuses.push(if i < MAX_BRANCH_STATUSES {
+            ci_status(&state, &ctx, &repo, &shown.id.to_string()).await
+        } else {
+            html! {}
+        });
+    }
     let body = html! {
-        (repo_header(&repo, "branches"))
+        (repo_header(&ctx, &repo, "branches"))
         table.refs {
-            thead { tr { th { "Branch" } th { "Last commit" } th { "Behind | Ahead" } } }
+            thead { tr { th { "Branch" } th { "Last commit" } th { "Behind | Ahead" } th {} } }
             tbody {
-                @for (name, shown, counts) in &list {
+                @for ((name, shown, counts), status) in list.iter().zip(&statuses) {
                     tr {
                         td {
-                            a href={ (base) "/tree/" (name) } { (name) }
+                            a href={ (base) "/tree/" (enc(name)) } { (name) }
                             @if *name == repo.default_branch { " " span.badge { "default" } }
+                            (status)
                         }
                         td { a href={ (base) "/commit/" (shown.id) } { (shown.text.summary()) } " · " (when(shown.text.committer.time, now)) }
                         td {
                             @match counts {
                                 Some((ahead, behind)) => { (behind) " | " (ahead) }
                                 None => @if *name == repo.default_branch { "—" } @else { "many" },
+                            }
+                        }
+                        td {
+                            @if *name != repo.default_branch {
+                                a href={ (base) "/compare/" (enc(&repo.default_branch)) "..." (enc(name)) } { "Compare" }
+                                @if may_write {
+                                    " "
+                                    form.inline method="post" action={ (base) "/branches/delete" } {
+                                        input type="hidden" name="csrf" value=(ctx.csrf);
+                                        input type="hidden" name="branch" value=(name);
+                                        button type="submit" aria-label={ "Delete branch " (name) } { "Delete" }
+                                    }
+                                }
                             }
                         }
                     }
@@ -809,13 +929,13 @@ pub(super) async fn tags(
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
     let body = html! {
-        (repo_header(&repo, "tags"))
+        (repo_header(&ctx, &repo, "tags"))
         @if list.is_empty() { p { "No tags yet." } }
         table.refs {
             tbody {
                 @for (name, shown) in &list {
                     tr {
-                        td { a href={ (base) "/tree/" (name) } { (name) } }
+                        td { a href={ (base) "/tree/" (enc(name)) } { (name) } }
                         td { a href={ (base) "/commit/" (shown.id) } { code { (&shown.id.to_string()[..7]) } } " · " (when(shown.text.committer.time, now)) }
                     }
                 }
@@ -823,4 +943,168 @@ pub(super) async fn tags(
         }
     };
     ctx.respond(StatusCode::OK, &format!("Tags · {}/{}", repo.owner, repo.name), body)
+}
+
+/// The most commits a comparison lists.
+const MAX_COMPARED: usize = 250;
+
+/// Splits a compare spec (`base...head`, `base..head`, or just `head` against `default`).
+fn compare_spec<'a>(spec: &'a str, default: &'a str) -> (&'a str, &'a str, bool) {
+    if let Some((base, head)) = spec.split_once("...") {
+        (base, head, true)
+    } else if let Some((base, head)) = spec.split_once("..") {
+        (base, head, false)
+    } else {
+        (default, spec, true)
+    }
+}
+
+/// `/{owner}/{repo}/compare/{base}...{head}`: the commits `head` has that `base` lacks, and what
+/// they changed since the two met (their merge base, as GitHub and `git diff base...head`
+/// show); with `..`, the two trees compared directly.
+pub(super) async fn compare(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, spec)): Path<(String, String, String)>,
+) -> Response {
+    let (repo, git) = match readable(&state, &ctx, &owner, &name).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
+    let (base_name, head_name, three_dots) = compare_spec(&spec, &repo.default_branch);
+    let (base_name, head_name) = (base_name.to_owned(), head_name.to_owned());
+    let (b, h) = (base_name.clone(), head_name.clone());
+    let read = blocking(&ctx, move || {
+        let (Some((_, base, rest_b)), Some((_, head, rest_h))) = (git.split_ref(&b)?, git.split_ref(&h)?) else {
+            return Ok(None);
+        };
+        if !rest_b.is_empty() || !rest_h.is_empty() {
+            return Ok(None);
+        }
+        let walk = git.walk(head, base)?;
+        let from = match (&walk, three_dots) {
+            (Some(w), true) => w.base,
+            _ => Some(base),
+        };
+        let commits: Vec<Shown> = match &walk {
+            Some(w) => w
+                .only_a
+                .iter()
+                .take(MAX_COMPARED)
+                .filter_map(|id| git.commit(*id).transpose())
+                .map(|r| r.map(|(_, shown)| shown))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let old_tree = match from {
+            Some(id) => git.commit(id)?.map(|(c, _)| c.tree),
+            None => None,
+        };
+        let (new, _) = git.commit(head)?.ok_or("the head commit is missing")?;
+        let (changes, truncated) = git.changes(old_tree, new.tree)?;
+        let counted = walk.as_ref().map(|w| (w.only_a.len(), w.only_b));
+        Ok(Some((commits, counted, changes, truncated)))
+    })
+    .await;
+    let (mut commits, counted, changes, truncated) = match read {
+        Ok(Some(found)) => found,
+        Ok(None) => return ctx.not_found(),
+        Err(page) => return page,
+    };
+    // Oldest first, as GitHub lists a comparison (the walk found them newest first, by
+    // generation: reversed, parents come before their children).
+    commits.reverse();
+    let now = state.now().0;
+    let base = format!("/{}/{}", repo.owner, repo.name);
+    let body = html! {
+        (repo_header(&ctx, &repo, "branches"))
+        h2 { "Comparing " code { (base_name) } (if three_dots { "..." } else { ".." }) code { (head_name) } }
+        @match counted {
+            Some((ahead, behind)) => p.meta {
+                code { (head_name) } " is " (ahead) " commits ahead of and " (behind) " behind " code { (base_name) } "."
+                @if ahead > MAX_COMPARED { " The first " (MAX_COMPARED) " are listed." }
+            },
+            None => p.meta { "These histories are too far apart to list their commits; the trees are compared directly." },
+        }
+        @if !commits.is_empty() {
+            ol.commits {
+                @for c in &commits {
+                    li {
+                        a.summary href={ (base) "/commit/" (c.id) } { (c.text.summary()) }
+                        div.meta { (c.text.author.name) " committed " (when(c.text.committer.time, now)) " · " code { (&c.id.to_string()[..7]) } }
+                    }
+                }
+            }
+        }
+        @if changes.is_empty() { p { "There is nothing to compare: the trees are the same." } }
+        @else { (changes_view(&changes, truncated)) }
+    };
+    ctx.respond(StatusCode::OK, &format!("Comparing {base_name}...{head_name} · {}/{}", repo.owner, repo.name), body)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct DeleteBranch {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    branch: String,
+}
+
+/// `POST /{owner}/{repo}/branches/delete` (`csrf`, `branch`): deletes a branch as a push of its
+/// deletion would (writers; never the default branch), through the ref log, so CI and webhooks
+/// see it.
+pub(super) async fn delete_branch(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+    axum::Form(form): axum::Form<DeleteBranch>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return ctx.not_found() };
+    let repo =
+        match crate::repos::authorize_repo(&state, Some(&p), &owner, &name, gitstratum_platform::Role::Write).await {
+            Ok(mut r) => {
+                r.default_branch = crate::repos::default_branch(&state, &r);
+                r
+            }
+            Err(e) if e.status.is_client_error() => return ctx.not_found(),
+            Err(e) => return ctx.failed(e.message),
+        };
+    if !csrf_ok(&headers, &form.csrf) {
+        return ctx.respond(
+            StatusCode::FORBIDDEN,
+            "Branches",
+            html! { p.error { "The form expired; go back and try again." } },
+        );
+    }
+    if form.branch == repo.default_branch {
+        return ctx.respond(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Branches",
+            html! { p.error { "The default branch cannot be deleted." } },
+        );
+    }
+    let refs = state.git().refs().clone();
+    let id = RepoId(repo.id);
+    let ref_name = format!("refs/heads/{}", form.branch);
+    let actor = gitstratum_store::Actor { name: p.account.name.clone(), time_ms: state.now().as_millis() };
+    let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+        let Some(current) = refs.get(id, &ref_name).map_err(|e| e.to_string())? else { return Ok(false) };
+        let update = gitstratum_store::RefUpdate { name: ref_name, old: Some(current), new: None };
+        Ok(refs.update(id, &[update], &actor).map_err(|e| e.to_string())?.is_ok())
+    })
+    .await;
+    match done {
+        Ok(Ok(true)) => {
+            tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), branch = %form.branch, actor = %p.account.name, "branch deleted from the web");
+            state.ci().ref_log_grew();
+            axum::response::Redirect::to(&format!("/{}/{}/branches", repo.owner, repo.name)).into_response()
+        }
+        // Gone already, or moved since the page was read: show the list as it is now.
+        Ok(Ok(false)) => {
+            axum::response::Redirect::to(&format!("/{}/{}/branches", repo.owner, repo.name)).into_response()
+        }
+        Ok(Err(e)) => ctx.failed(e),
+        Err(e) => ctx.failed(e),
+    }
 }

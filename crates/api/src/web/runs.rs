@@ -17,7 +17,7 @@ const PER_PAGE: u64 = 30;
 /// The most bytes of one step's log shown in the page (the rest: the API's raw log).
 const MAX_STEP_LOG: usize = 1 << 20;
 
-fn outcome(status: &str, conclusion: Option<&str>) -> Markup {
+pub(super) fn outcome(status: &str, conclusion: Option<&str>) -> Markup {
     let (class, text) = match (status, conclusion) {
         ("completed", Some("success")) => ("ok", "✓ success"),
         ("completed", Some("failure")) => ("bad", "✗ failure"),
@@ -119,16 +119,10 @@ pub(crate) fn styled(line: &str) -> Vec<Styled> {
     out
 }
 
-/// A log line as the page shows it: coloured runs, and the runner's `##[group]`, `##[error]`,
-/// `##[warning]` and `##[notice]` lines set apart (the marker itself not shown).
+/// A log line as the page shows it: coloured runs, and the runner's `##[error]`, `##[warning]`
+/// and `##[notice]` lines set apart (the marker itself not shown).
 fn log_line(line: &str) -> Markup {
-    let markers = [
-        ("##[group]", "group"),
-        ("##[endgroup]", "endgroup"),
-        ("##[error]", "error"),
-        ("##[warning]", "warning"),
-        ("##[notice]", "notice"),
-    ];
+    let markers = [("##[error]", "error"), ("##[warning]", "warning"), ("##[notice]", "notice")];
     let (class, line) = markers
         .iter()
         .find_map(|(m, class)| line.strip_prefix(m).map(|rest| (Some(*class), rest)))
@@ -143,10 +137,73 @@ fn log_line(line: &str) -> Markup {
     }
 }
 
-#[derive(serde::Deserialize)]
-pub(super) struct RunsQuery {
-    before: Option<i64>,
-    status: Option<String>,
+/// A step's log, as lines and the `##[group]` … `##[endgroup]` runs of lines folded under their
+/// title (as GitHub folds them; groups do not nest, a new group ends the open one).
+enum LogBlock<'a> {
+    Line(usize, &'a str),
+    /// `open`: not ended yet (a live page's script puts the next lines in it).
+    Group {
+        number: usize,
+        title: &'a str,
+        lines: Vec<(usize, &'a str)>,
+        open: bool,
+    },
+}
+
+fn log_blocks(text: &str) -> Vec<LogBlock<'_>> {
+    let mut out = Vec::new();
+    let mut open: Option<LogBlock<'_>> = None;
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        if let Some(title) = line.strip_prefix("##[group]") {
+            out.extend(open.take());
+            open = Some(LogBlock::Group { number, title, lines: Vec::new(), open: false });
+        } else if line.starts_with("##[endgroup]") {
+            out.extend(open.take());
+        } else if let Some(LogBlock::Group { lines, .. }) = &mut open {
+            lines.push((number, line));
+        } else {
+            out.push(LogBlock::Line(number, line));
+        }
+    }
+    if let Some(LogBlock::Group { open, .. }) = &mut open {
+        *open = true;
+    }
+    out.extend(open);
+    out
+}
+
+/// One numbered, linkable log line (`#s{step}-L{n}`).
+fn numbered(step: i64, number: usize, line: &str) -> Markup {
+    html! {
+        div.l id={ "s" (step) "-L" (number) } {
+            a.num href={ "#s" (step) "-L" (number) } { (number) }
+            span.t { (log_line(line)) }
+        }
+    }
+}
+
+/// A step's log: its lines, groups folded (`data-lines`: how many lines it numbered, for the
+/// live script to go on from).
+fn log_view(step: i64, text: &str) -> Markup {
+    html! {
+        div.log data-lines=(text.lines().count()) {
+            @for block in log_blocks(text) {
+                @match block {
+                    LogBlock::Line(n, line) => (numbered(step, n, line)),
+                    LogBlock::Group { number, title, lines, open } => {
+                        details.group data-open=[open.then_some("1")] {
+                            summary id={ "s" (step) "-L" (number) } {
+                                a.num href={ "#s" (step) "-L" (number) } { (number) }
+                                span.t { (log_line(title)) }
+                            }
+                            @for (n, line) in lines { (numbered(step, n, line)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `/{owner}/{repo}/actions`: the repository's runs, newest first.
@@ -154,33 +211,58 @@ pub(super) async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
     Path((owner, name)): Path<(String, String)>,
-    Query(q): Query<RunsQuery>,
+    Query(q): Query<crate::runs::RunsQuery>,
 ) -> Response {
     let repo = match ctx.readable_repo(&state, &owner, &name).await {
         Ok(r) => r,
         Err(page) => return page,
     };
-    let status = q.status.as_deref().filter(|s| !s.is_empty()).and_then(gitstratum_ci::RunStatus::parse);
-    let page = match state.ci().list_runs(repo.id, q.before, PER_PAGE, status).await {
+    // A status that names nothing lists everything (the form only offers real ones).
+    let filter = q
+        .filter()
+        .unwrap_or_else(|_| crate::runs::RunsQuery { status: None, ..q.clone() }.filter().unwrap_or_default());
+    let page = match state.ci().list_runs(repo.id, q.before, PER_PAGE, &filter).await {
         Ok(p) => p,
         Err(e) => return ctx.failed(e),
     };
     let runs: Vec<RunBody> = page.runs.into_iter().map(|r| RunBody::new(r, &repo)).collect();
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
-    let filter = q.status.clone().unwrap_or_default();
+    let field = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (status, branch, event, workflow) = (field(&q.status), field(&q.branch), field(&q.event), field(&q.workflow));
+    let filtered = [&status, &branch, &event, &workflow].iter().any(|v| !v.is_empty());
+    let kept = format!(
+        "&status={}&branch={}&event={}&workflow={}",
+        super::enc_query(&status),
+        super::enc_query(&branch),
+        super::enc_query(&event),
+        super::enc_query(&workflow)
+    );
     let body = html! {
-        (super::repo::repo_header(&repo, "actions"))
+        (super::repo::repo_header(&ctx, &repo, "actions"))
         form.filters method="get" action={ (base) "/actions" } {
+            label for="workflow" { "Workflow" }
+            input id="workflow" type="text" name="workflow" value=(workflow) placeholder="ci.yml" size="12";
+            label for="branch" { "Branch" }
+            input id="branch" type="text" name="branch" value=(branch) size="12";
+            label for="event" { "Event" }
+            select id="event" name="event" {
+                @for e in ["", "push", "pull_request", "workflow_dispatch", "workflow_call", "schedule"] {
+                    option value=(e) selected[event == e] { @if e.is_empty() { "any" } @else { (e) } }
+                }
+            }
             label for="status" { "Status" }
             select id="status" name="status" {
                 @for s in ["", "queued", "in_progress", "completed", "success", "failure", "cancelled"] {
-                    option value=(s) selected[filter == s] { @if s.is_empty() { "all" } @else { (s) } }
+                    option value=(s) selected[status == s] { @if s.is_empty() { "all" } @else { (s) } }
                 }
             }
             button type="submit" { "Filter" }
         }
-        @if runs.is_empty() { p { "No runs yet. Push a workflow under " code { ".github/workflows/" } " to start one." } }
+        @if runs.is_empty() {
+            @if filtered { p { "No runs match these filters." } }
+            @else { p { "No runs yet. Push a workflow under " code { ".github/workflows/" } " to start one." } }
+        }
         ol.runs {
             @for r in &runs {
                 li {
@@ -195,7 +277,7 @@ pub(super) async fn list(
             }
         }
         @if let Some(next) = page.next_before {
-            nav.pages { a rel="next" href={ (base) "/actions?before=" (next) "&status=" (filter) } { "Older" } }
+            nav.pages { a rel="next" href={ (base) "/actions?before=" (next) (kept) } { "Older" } }
         }
     };
     ctx.respond(StatusCode::OK, &format!("Actions · {}/{}", repo.owner, repo.name), body)
@@ -217,9 +299,88 @@ async fn run_of(
     }
 }
 
+/// `/{owner}/{repo}/actions/runs/{id}/job/{job}/raw`: the job's whole log as text (the API's
+/// `GET /api/v1/jobs/{id}/logs`, under the page's viewer), sandboxed like a raw file.
+pub(super) async fn raw_log(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id, job_id)): Path<(String, String, i64, i64)>,
+) -> Response {
+    let detail = match run_of(&state, &ctx, &owner, &name, id).await {
+        Ok((_, detail)) => detail,
+        Err(page) => return page,
+    };
+    if !detail.jobs.iter().any(|j| j.id == job_id) {
+        return ctx.not_found();
+    }
+    let query = crate::runs::JobLogQuery { attempt: None, step: None };
+    match crate::runs::job_logs(
+        State(state.clone()),
+        crate::extract::Caller(ctx.viewer.0.clone()),
+        Path(job_id),
+        Query(query),
+    )
+    .await
+    {
+        Ok(mut response) => {
+            let headers = response.headers_mut();
+            headers.insert(
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static("default-src 'none'; sandbox"),
+            );
+            headers.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+            response
+        }
+        Err(e) if e.status == StatusCode::GONE => {
+            ctx.respond(StatusCode::GONE, "Log", html! { p { "This job's logs were deleted (log retention)." } })
+        }
+        Err(e) if e.status.is_client_error() => ctx.not_found(),
+        Err(e) => ctx.failed(e.message),
+    }
+}
+
+/// Bytes as people read them (`1.5 MiB`).
+fn size(bytes: i64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} bytes") } else { format!("{value:.1} {}", units[unit]) }
+}
+
+/// `/{owner}/{repo}/actions/runs/{id}/artifacts/{artifact}`: an artifact of the run as a zip
+/// (the API's download, under the page's viewer).
+pub(super) async fn artifact(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id, artifact)): Path<(String, String, i64, i64)>,
+) -> Response {
+    if let Err(page) = run_of(&state, &ctx, &owner, &name, id).await {
+        return page;
+    }
+    match state.artifacts().list(id).await {
+        Ok(list) if list.iter().any(|a| a.id == artifact) => {}
+        Ok(_) => return ctx.not_found(),
+        Err(e) => return ctx.failed(e),
+    }
+    match crate::artifacts::download(State(state.clone()), crate::extract::Caller(ctx.viewer.0.clone()), Path(artifact))
+        .await
+    {
+        Ok(response) => response,
+        Err(e) if e.status == StatusCode::GONE => {
+            ctx.respond(StatusCode::GONE, "Artifact", html! { p { "This artifact was deleted (artifact retention)." } })
+        }
+        Err(e) if e.status.is_client_error() => ctx.not_found(),
+        Err(e) => ctx.failed(e.message),
+    }
+}
+
 fn job_line(base: &str, run: i64, job: &JobBody) -> Markup {
     html! {
-        li {
+        li data-job=(job.id) {
             (outcome(&job.status, job.conclusion.as_deref()))
             " "
             a href={ (base) "/actions/runs/" (run) "/job/" (job.id) } { (job.name) }
@@ -260,12 +421,24 @@ async fn run_page(
         ),
         None => false,
     };
+    let artifacts = match crate::artifacts::run_artifacts(
+        State(state.clone()),
+        crate::extract::Caller(ctx.viewer.0.clone()),
+        Path(id),
+    )
+    .await
+    {
+        Ok(axum::Json(list)) => list.artifacts,
+        Err(e) => return ctx.failed(e.message),
+    };
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
     let r = &detail.run;
+    let live = r.status != "completed";
+    let events = format!("{base}/actions/runs/{}/events", r.id);
     let body = html! {
-        (super::repo::repo_header(&repo, "actions"))
-        h2 { (outcome(&r.status, r.conclusion.as_deref())) " " (r.display_title) }
+        (super::repo::repo_header(ctx, &repo, "actions"))
+        h2 id="run-state" data-live-run=[live.then_some(&events)] { (outcome(&r.status, r.conclusion.as_deref())) " " (r.display_title) }
         p.meta {
             (r.name) " #" (r.run_number) " · " (r.event) " on " code { (r.head_branch) } " · commit "
             a href={ (base) "/commit/" (r.head_sha) } { code { (&r.head_sha[..r.head_sha.len().min(7)]) } }
@@ -292,14 +465,46 @@ async fn run_page(
         }
         h3 { "Jobs" }
         ul.jobs { @for job in &detail.jobs { (job_line(&base, r.id, job)) } }
+        @if live { script src="/static/live.js" defer {} }
+        @if !artifacts.is_empty() {
+            h3 { "Artifacts" }
+            table.refs {
+                tbody {
+                    @for a in &artifacts {
+                        tr {
+                            td {
+                                @if a.expired { (a.name) " " span.badge { "expired" } }
+                                @else { a href={ (base) "/actions/runs/" (r.id) "/artifacts/" (a.id) } download { (a.name) } }
+                            }
+                            td { (size(a.size_in_bytes)) " · " (a.files) " files" }
+                            td.meta { code { (a.digest.get(..19).unwrap_or(&a.digest)) } }
+                        }
+                    }
+                }
+            }
+        }
     };
-    let refresh = (r.status != "completed").then_some(5);
-    ctx.respond_refreshing(
-        status,
-        &format!("{} #{} · {}/{}", r.name, r.run_number, repo.owner, repo.name),
-        body,
-        refresh,
-    )
+    // Its script follows a run in progress (job states change in place; at its end the page is
+    // read again); without JavaScript it reloads itself.
+    let refresh = live.then_some(5);
+    ctx.respond_live(status, &format!("{} #{} · {}/{}", r.name, r.run_number, repo.owner, repo.name), body, refresh)
+}
+
+/// `/{owner}/{repo}/actions/runs/{id}/events`: the run's state as Server-Sent Events (the API's
+/// `GET /api/v1/runs/{id}/events`, under the page's viewer), for the run page's script.
+pub(super) async fn run_events(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((owner, name, id)): Path<(String, String, i64)>,
+) -> Response {
+    if let Err(page) = run_of(&state, &ctx, &owner, &name, id).await {
+        return page;
+    }
+    match crate::live::run_events(State(state.clone()), crate::extract::Caller(ctx.viewer.0.clone()), Path(id)).await {
+        Ok(response) => response,
+        Err(e) if e.status.is_client_error() => ctx.not_found(),
+        Err(e) => ctx.failed(e.message),
+    }
 }
 
 /// `/{owner}/{repo}/actions/runs/{id}/job/{job}`: the job's steps, each with its log.
@@ -348,7 +553,7 @@ pub(super) async fn job(
     let r = &detail.run;
     let stream = format!("{base}/actions/runs/{}/job/{job_id}/stream?from={}:{}", r.id, resume.0, resume.1);
     let body = html! {
-        (super::repo::repo_header(&repo, "actions"))
+        (super::repo::repo_header(&ctx, &repo, "actions"))
         p.crumbs { a href={ (base) "/actions/runs/" (r.id) } { (r.name) " #" (r.run_number) } " / " (job.name) }
         h2 { (outcome(&job.status, job.conclusion.as_deref())) " " (job.name) }
         @if let Some(m) = &job.message { pre.message { (m) } }
@@ -356,21 +561,18 @@ pub(super) async fn job(
         @for a in &job.annotations {
             p.annotation { strong { (a.level) } " " (a.message) }
         }
+        div.log-tools {
+            label for="log-filter" hidden { "Search the log" }
+            input id="log-filter" type="search" data-filter="div.steps" placeholder="Search the log (/)" hidden;
+            a href={ (base) "/actions/runs/" (r.id) "/job/" (job_id) "/raw" } { "Raw log" }
+        }
         div.steps data-live-log=[live.then_some(&stream)] {
             @for step in &job.steps {
                 details.step data-step=(step.number) open[step.conclusion.as_deref() == Some("failure") || (live && step.status == "in_progress")] {
                     summary { (outcome(&step.status, step.conclusion.as_deref())) " " (step.name) }
-                    table.log {
-                        tbody {
-                            @if let Some((_, Ok(text))) = logs.iter().find(|(n, _)| *n == step.number) {
-                                @for (i, line) in text.lines().enumerate() {
-                                    tr id={ "s" (step.number) "-L" (i + 1) } {
-                                        td.num { a href={ "#s" (step.number) "-L" (i + 1) } { (i + 1) } }
-                                        td.line { (log_line(line)) }
-                                    }
-                                }
-                            }
-                        }
+                    @match logs.iter().find(|(n, _)| *n == step.number) {
+                        Some((_, Ok(text))) => (log_view(step.number, text)),
+                        _ => div.log {},
                     }
                     @if let Some((_, Err(e))) = logs.iter().find(|(n, _)| *n == step.number) {
                         p.note { "The log cannot be read: " (e) }
@@ -477,7 +679,22 @@ mod tests {
         );
         let html = log_line("##[error]\u{1b}[31m<b>boom</b>").into_string();
         assert_eq!(html, r#"<span class="error"><span class="c31">&lt;b&gt;boom&lt;/b&gt;</span></span>"#);
-        assert_eq!(log_line("##[group]Tick").into_string(), r#"<span class="group">Tick</span>"#);
         assert_eq!(styled("\u{1b}["), []);
+    }
+
+    #[test]
+    fn groups_fold_their_lines_under_their_title() {
+        let text = "a\n##[group]Install <x>\nb\nc\n##[endgroup]\nd\n##[group]Open\ne";
+        let shape: Vec<String> = log_blocks(text)
+            .iter()
+            .map(|b| match b {
+                LogBlock::Line(n, l) => format!("{n}:{l}"),
+                LogBlock::Group { number, title, lines, open } => format!("{number}:{title}{lines:?}{open}"),
+            })
+            .collect();
+        assert_eq!(shape, ["1:a", "2:Install <x>[(3, \"b\"), (4, \"c\")]false", "6:d", "7:Open[(8, \"e\")]true"]);
+        let html = log_view(1, text).into_string();
+        assert!(html.contains(r##"<summary id="s1-L2"><a class="num" href="#s1-L2">2</a><span class="t"><span>Install &lt;x&gt;</span></span></summary>"##), "{html}");
+        assert!(html.contains(r#"<div class="l" id="s1-L8">"#), "{html}");
     }
 }

@@ -250,3 +250,94 @@ pub(super) async fn delete_key(
         Err(e) => ctx.failed(e),
     }
 }
+
+fn password_body(ctx: &Ctx, note: Option<(&str, bool)>) -> Markup {
+    html! {
+        h1 { "Password" }
+        @if let Some((text, ok)) = note {
+            @if ok { p.made role="status" { (text) } } @else { p.error role="alert" { (text) } }
+        }
+        form.stack method="post" action="/settings/password" {
+            input type="hidden" name="csrf" value=(ctx.csrf);
+            label for="current-password" { "Current password" }
+            input id="current-password" type="password" name="current" autocomplete="current-password" required;
+            label for="new-password" { "New password (at least " (gitstratum_platform::password::MIN_PASSWORD_LEN) " characters)" }
+            input id="new-password" type="password" name="new" autocomplete="new-password" required
+                minlength=(gitstratum_platform::password::MIN_PASSWORD_LEN);
+            label for="confirm-password" { "New password again" }
+            input id="confirm-password" type="password" name="confirm" autocomplete="new-password" required;
+            button type="submit" { "Change password" }
+        }
+        p.meta { "Changing it signs you out everywhere else (your other sessions end); tokens keep working." }
+    }
+}
+
+/// `/settings/password`.
+pub(super) async fn password(ctx: Ctx) -> Response {
+    if ctx.viewer.0.is_none() {
+        return to_login();
+    }
+    ctx.respond(StatusCode::OK, "Password", password_body(&ctx, None))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /settings/password` (`csrf`, `current`, `new`, `confirm`): the current password is
+/// checked as a sign-in checks it (failures count toward the same lockout), then the new one is
+/// stored and every other session of the account ends.
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<PasswordForm>,
+) -> Response {
+    let Some(p) = ctx.viewer.0.clone() else { return to_login() };
+    let refuse = |status, text: &str| ctx.respond(status, "Password", password_body(&ctx, Some((text, false))));
+    if !csrf_ok(&headers, &form.csrf) {
+        return refuse(StatusCode::FORBIDDEN, "The form expired; try again.");
+    }
+    if form.new != form.confirm {
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, "The new password and its confirmation differ.");
+    }
+    if let Err(why) = gitstratum_platform::password::validate_password(&form.new) {
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, &format!("The new password is not accepted: {why}."));
+    }
+    // The current password, checked the way a sign-in checks it (limits, audit, timing).
+    match crate::session::check_password(&state, &ctx.meta, &p.account.name, &form.current).await {
+        Ok(true) => {}
+        Ok(false) => return refuse(StatusCode::UNAUTHORIZED, "The current password is wrong."),
+        Err(e) if e.status.is_client_error() => return refuse(e.status, &e.message),
+        Err(e) => return ctx.failed(e.message),
+    }
+    let new = form.new.clone();
+    let hash = match tokio::task::spawn_blocking(move || gitstratum_platform::password::hash_password(&new)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return ctx.failed(e),
+        Err(e) => return ctx.failed(e),
+    };
+    let actor = ctx.meta.actor(&p);
+    if let Err(e) = state.store().set_password_hash(&p.account, &hash, &actor, state.now()).await {
+        return ctx.failed(e);
+    }
+    // Every other session ends: whoever else was signed in with the old password is out.
+    let tokens = match state.store().list_tokens(p.account.id).await {
+        Ok(t) => t,
+        Err(e) => return ctx.failed(e),
+    };
+    for t in tokens.iter().filter(|t| t.name == gitstratum_platform::SESSION_TOKEN_NAME && t.id != p.token_id) {
+        if let Err(e) = state.store().revoke_token(p.account.id, t.id, &actor, state.now()).await {
+            return ctx.failed(e);
+        }
+    }
+    ctx.respond(StatusCode::OK, "Password", password_body(&ctx, Some(("Your password was changed.", true))))
+}
