@@ -234,6 +234,8 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
             "          for i in 1 2 3 4 5 6 7 8; do printf '\\033[32mtick %s\\033[0m <b>bold</b>\\n' $i; sleep 0.5; done\n",
             "  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Fails the first time\n",
             "        run: test \"${{ github.run_attempt }}\" != 1\n",
+            "  sizes:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [1, 2]\n",
+            "    steps:\n      - run: echo size ${{ matrix.n }}\n",
         ),
     )
     .expect("write");
@@ -284,7 +286,15 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
     );
     browser.screenshot("job-done").await;
     browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
+    browser.until("the finished run", "return !document.querySelector('[data-live-run]');").await;
     browser.screenshot("run").await;
+    // The matrix's two jobs are grouped under its key.
+    assert_eq!(
+        browser
+            .js("const m = document.querySelector('li.matrix summary'); return !!m && m.textContent.includes('sizes') && m.textContent.includes('2 jobs') && document.querySelectorAll('li.matrix li[data-job]').length === 2;")
+            .await,
+        json!(true)
+    );
     // Mona may read but not write: no buttons. Granted write, she re-runs the run from its page.
     assert_eq!(browser.js("return document.querySelectorAll('div.actions button').length;").await, json!(0));
     let (status, body) = s

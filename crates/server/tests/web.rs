@@ -471,6 +471,16 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     let (_, api) =
         s.send(Method::GET, "/api/v1/repos/admin/app/runs?workflow=ci.yml&branch=dev", Some(&admin), None).await;
     assert_eq!(api["runs"].as_array().map(Vec::len), Some(0), "the API filters alike: {api}");
+    // The commit's page and the branches page show its combined CI status, linked to the run.
+    let sha = run["head_sha"].as_str().expect("sha").to_owned();
+    for page in [format!("/admin/app/commit/{sha}"), "/admin/app/branches".to_owned(), "/admin/app".to_owned()] {
+        let (_, html, _) = get(&http, &s, &page, None).await;
+        assert!(
+            html.contains(&format!(r#"<a class="state bad" href="/admin/app/actions/runs/{id}""#))
+                && html.contains(r#"aria-label="CI: failure""#),
+            "{page}: {html}"
+        );
+    }
     // The run's events, for its page's script: one event with its state, then the end.
     let (status, events, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/events"), None).await;
     assert_eq!(status, StatusCode::OK);

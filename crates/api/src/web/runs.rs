@@ -378,15 +378,76 @@ pub(super) async fn artifact(
     }
 }
 
+/// `1m 5s`, `3s`.
+fn duration(seconds: i64) -> String {
+    match seconds {
+        ..60 => format!("{}s", seconds.max(0)),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
 fn job_line(base: &str, run: i64, job: &JobBody) -> Markup {
+    let took = job.started_at.as_deref().and_then(seconds).zip(job.completed_at.as_deref().and_then(seconds));
     html! {
         li data-job=(job.id) {
             (outcome(&job.status, job.conclusion.as_deref()))
             " "
             a href={ (base) "/actions/runs/" (run) "/job/" (job.id) } { (job.name) }
+            @if let Some((start, end)) = took { span.meta { " · " (duration(end - start)) } }
             @if !job.needs.is_empty() { span.meta { " · needs " (job.needs.join(", ")) } }
             @if job.attempt > 1 { span.meta { " · attempt " (job.attempt) } }
+            @if !job.annotations.is_empty() { span.meta { " · " (job.annotations.len()) " annotations" } }
             @if let Some(m) = &job.message { pre.message { (m) } }
+        }
+    }
+}
+
+/// The jobs of a run, those of one matrix (one job key) grouped under it, in plan order.
+fn job_groups(jobs: &[JobBody]) -> Vec<(&str, Vec<&JobBody>)> {
+    let mut groups: Vec<(&str, Vec<&JobBody>)> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|(key, _)| *key == job.key) {
+            Some((_, members)) => members.push(job),
+            None => groups.push((&job.key, vec![job])),
+        }
+    }
+    groups
+}
+
+/// A group's state: running while any runs, else the worst conclusion.
+fn group_outcome(jobs: &[&JobBody]) -> (&'static str, Option<&'static str>) {
+    let has = |c: &str| jobs.iter().any(|j| j.conclusion.as_deref() == Some(c));
+    if jobs.iter().any(|j| j.status == "in_progress") {
+        ("in_progress", None)
+    } else if jobs.iter().any(|j| j.status != "completed") {
+        ("queued", None)
+    } else if has("failure") || has("timed_out") {
+        ("completed", Some("failure"))
+    } else if has("cancelled") {
+        ("completed", Some("cancelled"))
+    } else if jobs.iter().all(|j| j.conclusion.as_deref() == Some("skipped")) {
+        ("completed", Some("skipped"))
+    } else {
+        ("completed", Some("success"))
+    }
+}
+
+fn jobs_view(base: &str, run: i64, jobs: &[JobBody]) -> Markup {
+    html! {
+        ul.jobs {
+            @for (key, members) in job_groups(jobs) {
+                @if let [one] = members.as_slice() { (job_line(base, run, one)) }
+                @else {
+                    @let (status, conclusion) = group_outcome(&members);
+                    li.matrix {
+                        details open[status != "completed" || conclusion == Some("failure")] {
+                            summary { (outcome(status, conclusion)) " " strong { (key) } span.meta { " · " (members.len()) " jobs" } }
+                            ul.jobs { @for job in &members { (job_line(base, run, job)) } }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -464,7 +525,7 @@ async fn run_page(
             }
         }
         h3 { "Jobs" }
-        ul.jobs { @for job in &detail.jobs { (job_line(&base, r.id, job)) } }
+        (jobs_view(&base, r.id, &detail.jobs))
         @if live { script src="/static/live.js" defer {} }
         @if !artifacts.is_empty() {
             h3 { "Artifacts" }
@@ -680,6 +741,11 @@ mod tests {
         let html = log_line("##[error]\u{1b}[31m<b>boom</b>").into_string();
         assert_eq!(html, r#"<span class="error"><span class="c31">&lt;b&gt;boom&lt;/b&gt;</span></span>"#);
         assert_eq!(styled("\u{1b}["), []);
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!((duration(3), duration(65), duration(7260)), ("3s".into(), "1m 5s".into(), "2h 1m".into()));
     }
 
     #[test]
