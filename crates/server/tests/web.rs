@@ -575,7 +575,7 @@ async fn settings_compare_branches_and_administration_pages() {
     // The file page highlights Rust, as inert text.
     let (status, page, _) = get(&http, &s, "/admin/site/blob/main/lib.rs", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("hl-source hl-rust") && page.contains("&lt;script&gt;"), "{page}");
+    assert!(page.contains(r#"<span class="hl-storage">fn</span>"#) && page.contains("&lt;script&gt;"), "{page}");
     assert!(!page.contains("<script>"), "{page}");
 
     // Compare: the two commits the topic has (oldest first), the diff since the merge base.
