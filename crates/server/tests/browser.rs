@@ -218,6 +218,9 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
     browser.screenshot("file").await;
     browser.js("history.back(); return true;").await;
     browser.until("the repository page again", "return location.pathname === '/admin/site';").await;
+    // A range of lines, as a link names it.
+    browser.goto(&s.url("/admin/site/blob/main/code.rs#L3-L5")).await;
+    browser.until("the marked range", "return document.querySelectorAll('table.code tr.selected').length === 3 && document.getElementById('L4').classList.contains('selected');").await;
     let commit = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
     browser.goto(&s.url(&format!("/admin/site/commit/{commit}"))).await;
     browser.until("the commit page", "return document.querySelectorAll('table.diff tr.add').length > 30;").await;

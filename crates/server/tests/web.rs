@@ -151,6 +151,15 @@ async fn repository_pages_show_what_git_pushed_and_nothing_runs() {
     assert!(page.contains(">feature<") && page.contains("&lt;script&gt;alert(4)&lt;/script&gt; first"), "{page}");
     // The commit: message, files changed against its parent, an exact rename, hunks as git's.
     assert!(page.contains(&format!(r#"href="/admin/site/commit/{feature}""#)), "{page}");
+    // A path's history: only the commits that changed it, as `git log -- PATH` lists them.
+    for (at, path) in [("feature/x", "code.txt"), ("main", "code.txt"), ("main", "later.txt"), ("feature/x", "docs")] {
+        let (status, page, _) = get(&http, &s, &format!("/admin/site/commits/{at}/{path}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let listed: Vec<String> =
+            page.match_indices("/admin/site/commit/").map(|(i, _)| page[i + 19..i + 59].to_owned()).collect();
+        let expected = git.ok(&src, &["log", "--format=%H", at, "--", path]).await;
+        assert_eq!(listed, expected.lines().collect::<Vec<_>>(), "{at} -- {path}");
+    }
     let (status, page, _) = get(&http, &s, &format!("/admin/site/commit/{feature}"), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     for expected in [

@@ -22,6 +22,8 @@ use crate::AppState;
 const MAX_RENDERED: usize = 1 << 20;
 /// Commits on one page of history.
 const PER_PAGE: usize = 30;
+/// The most commits a history of one path looks at (deeper: clone it).
+const MAX_PATH_WALK: usize = 20_000;
 /// The furthest page of history (deeper history: clone it).
 const MAX_PAGE: usize = 1000;
 
@@ -152,23 +154,52 @@ impl Git {
         Ok(refs.iter().filter_map(|(n, _)| n.strip_prefix("refs/heads/").map(str::to_owned)).take(200).collect())
     }
 
-    /// Up to `limit` commits from `tip`, newest first by committer time, after skipping `skip`.
-    fn history(&self, tip: ObjectId, skip: usize, limit: usize) -> Result<(Vec<Shown>, bool), String> {
+    /// Up to `limit` commits from `tip`, newest first by committer time, after skipping `skip`;
+    /// with a `path`, only those that changed what is there (git's default simplification: a
+    /// commit with the path as one of its parents had it is left out), looking at no more than
+    /// [`MAX_PATH_WALK`] commits. Whether there are more; whether the walk was cut.
+    fn history(
+        &self,
+        tip: ObjectId,
+        path: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(Vec<Shown>, bool, bool), String> {
         let mut seen = std::collections::HashSet::new();
         let mut queue: std::collections::BinaryHeap<(i64, ObjectId)> = std::collections::BinaryHeap::new();
         let mut out = Vec::new();
-        let mut skipped = 0;
+        let (mut skipped, mut walked) = (0, 0);
         if let Some((c, _)) = self.commit(tip)? {
             seen.insert(tip);
             queue.push((c.time, tip));
         }
         while let Some((_, id)) = queue.pop() {
             let Some((c, shown)) = self.commit(id)? else { continue };
+            let mut parent_trees = Vec::with_capacity(c.parents.len());
             for p in c.parents {
-                if seen.insert(p)
-                    && let Some(info) = self.objects.commits(self.id, &[p]).map_err(|e| e.to_string())?.pop().flatten()
-                {
-                    queue.push((info.time, p));
+                let info = self.objects.commits(self.id, &[p]).map_err(|e| e.to_string())?.pop().flatten();
+                if let Some(info) = info {
+                    parent_trees.push(info.tree);
+                    if seen.insert(p) {
+                        queue.push((info.time, p));
+                    }
+                }
+            }
+            if !path.is_empty() {
+                walked += 1;
+                if walked > MAX_PATH_WALK {
+                    return Ok((out, false, true));
+                }
+                let here = self.at_path(c.tree, path)?;
+                let mut same = false;
+                for tree in &parent_trees {
+                    if self.at_path(*tree, path)? == here {
+                        same = true;
+                        break;
+                    }
+                }
+                if same || (parent_trees.is_empty() && here.is_none()) {
+                    continue;
                 }
             }
             if skipped < skip {
@@ -176,11 +207,11 @@ impl Git {
                 continue;
             }
             if out.len() == limit {
-                return Ok((out, true));
+                return Ok((out, true, false));
             }
             out.push(shown);
         }
-        Ok((out, false))
+        Ok((out, false, false))
     }
 }
 
@@ -456,6 +487,7 @@ pub(super) async fn blob(
             span { (size) " bytes" }
             a href=(raw) { "Raw" }
             a href=(raw) download { "Download" }
+            a href={ "/" (repo.owner) "/" (repo.name) "/commits/" (enc(&git_ref)) "/" (enc(&path)) } { "History" }
         }
         @match &content {
             Content::Text(text) => {
@@ -537,21 +569,27 @@ pub(super) async fn commits(
     };
     let page = q.page.unwrap_or(1).clamp(1, MAX_PAGE);
     let read = blocking(&ctx, move || {
-        let Some((git_ref, tip, _)) = git.split_ref(&rest)? else { return Ok(None) };
-        let (list, more) = git.history(tip, (page - 1) * PER_PAGE, PER_PAGE)?;
-        Ok(Some((git_ref, list, more)))
+        let Some((git_ref, tip, path)) = git.split_ref(&rest)? else { return Ok(None) };
+        let path = path.trim_end_matches('/').to_owned();
+        let (list, more, cut) = git.history(tip, &path, (page - 1) * PER_PAGE, PER_PAGE)?;
+        Ok(Some((git_ref, path, list, more, cut)))
     })
     .await;
-    let (git_ref, list, more) = match read {
+    let (git_ref, path, list, more, cut) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
         Err(page) => return page,
     };
     let now = state.now().0;
-    let base = format!("/{}/{}/commits/{}", repo.owner, repo.name, enc(&git_ref));
+    let base = if path.is_empty() {
+        format!("/{}/{}/commits/{}", repo.owner, repo.name, enc(&git_ref))
+    } else {
+        format!("/{}/{}/commits/{}/{}", repo.owner, repo.name, enc(&git_ref), enc(&path))
+    };
     let body = html! {
         (repo_header(&ctx, &repo, "commits"))
-        h2 { "Commits on " (git_ref) }
+        h2 { "Commits on " (git_ref) @if !path.is_empty() { " to " code { (path) } } }
+        @if cut { p.note { "Only the latest " (MAX_PATH_WALK) " commits were looked at; clone the repository for the rest of this file's history." } }
         ol.commits {
             @for c in &list {
                 li {
