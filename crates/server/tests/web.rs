@@ -504,6 +504,9 @@ async fn ci_pages_show_runs_jobs_and_inert_logs() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(&format!(r#"href="/admin/app/actions/runs/{id}/job/{build}""#)), "{page}");
     assert!(page.contains("needs build") && !page.contains("http-equiv=\"refresh\""), "{page}");
+    // Laid out by stage: `broken` (needs build) in the second column.
+    let second = page.split(r#"aria-label="Stage 2""#).nth(1).expect("a second stage");
+    assert!(second.contains(">broken<") && !second.contains(">build<"), "{page}");
     let (status, page, _) = get(&http, &s, &format!("/admin/app/actions/runs/{id}/job/{build}"), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("&lt;script&gt;alert(5)&lt;/script&gt;"), "{page}");

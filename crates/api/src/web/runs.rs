@@ -433,19 +433,63 @@ fn group_outcome(jobs: &[&JobBody]) -> (&'static str, Option<&'static str>) {
     }
 }
 
-fn jobs_view(base: &str, run: i64, jobs: &[JobBody]) -> Markup {
+/// The most stages drawn (deeper ones share the last column).
+const MAX_STAGES: usize = 64;
+
+/// The jobs laid out by stage: a job's stage is one more than the latest stage of the jobs it
+/// `needs` (0 without needs), so the columns read left to right as the run's graph does.
+fn stages<'a>(groups: Vec<(&'a str, Vec<&'a JobBody>)>) -> Vec<Vec<(&'a str, Vec<&'a JobBody>)>> {
+    let mut depth: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Plans are acyclic and list a job after its needs, but a few passes cover any order.
+    for _ in 0..groups.len().max(1) {
+        let mut changed = false;
+        for (key, members) in &groups {
+            let needs = members.first().map(|j| j.needs.as_slice()).unwrap_or_default();
+            let d = needs.iter().filter_map(|n| depth.get(n.as_str()).map(|d| d + 1)).max().unwrap_or(0);
+            if depth.get(key) != Some(&d) {
+                depth.insert(key, d);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut out: Vec<Vec<(&str, Vec<&JobBody>)>> = Vec::new();
+    for group in groups {
+        let d = depth.get(group.0).copied().unwrap_or(0).min(MAX_STAGES - 1);
+        if out.len() <= d {
+            out.resize_with(d + 1, Vec::new);
+        }
+        out[d].push(group);
+    }
+    out.retain(|stage| !stage.is_empty());
+    out
+}
+
+fn group_item(base: &str, run: i64, key: &str, members: &[&JobBody]) -> Markup {
     html! {
-        ul.jobs {
-            @for (key, members) in job_groups(jobs) {
-                @if let [one] = members.as_slice() { (job_line(base, run, one)) }
-                @else {
-                    @let (status, conclusion) = group_outcome(&members);
-                    li.matrix {
-                        details open[status != "completed" || conclusion == Some("failure")] {
-                            summary { (outcome(status, conclusion)) " " strong { (key) } span.meta { " · " (members.len()) " jobs" } }
-                            ul.jobs { @for job in &members { (job_line(base, run, job)) } }
-                        }
-                    }
+        @if let [one] = members { (job_line(base, run, one)) }
+        @else {
+            @let (status, conclusion) = group_outcome(members);
+            li.matrix {
+                details open[status != "completed" || conclusion == Some("failure")] {
+                    summary { (outcome(status, conclusion)) " " strong { (key) } span.meta { " · " (members.len()) " jobs" } }
+                    ul.jobs { @for job in members { (job_line(base, run, job)) } }
+                }
+            }
+        }
+    }
+}
+
+fn jobs_view(base: &str, run: i64, jobs: &[JobBody]) -> Markup {
+    let stages = stages(job_groups(jobs));
+    html! {
+        div.graph {
+            @for (i, stage) in stages.iter().enumerate() {
+                section.stage aria-label={ "Stage " (i + 1) } {
+                    @if stages.len() > 1 { p.meta { "Stage " (i + 1) } }
+                    ul.jobs { @for (key, members) in stage { (group_item(base, run, key, members)) } }
                 }
             }
         }
