@@ -76,6 +76,17 @@ pub(crate) async fn repo_decision(
     repo: &Repo,
     needed: Role,
 ) -> Result<Result<(), Denial>, gitstratum_platform::Error> {
+    Ok(role_and_decision(state, caller, repo, needed).await?.1)
+}
+
+/// [`repo_decision`], with the caller's role it was decided on (for asking the policy again
+/// about the same repository without another lookup: [`decide`] with it).
+async fn role_and_decision(
+    state: &AppState,
+    caller: Option<&Principal>,
+    repo: &Repo,
+    needed: Role,
+) -> Result<(Option<Role>, Result<(), Denial>), gitstratum_platform::Error> {
     let role = match caller {
         Some(p) => state.store().repo_role(p.account.id, repo).await?,
         None => None,
@@ -88,7 +99,7 @@ pub(crate) async fn repo_decision(
         Err(Denial::Forbidden(_)) => "forbidden",
     };
     metrics::counter!("gitstratum_control_auth_decisions_total", "result" => result).increment(1);
-    Ok(decision)
+    Ok((role, decision))
 }
 
 /// Finds a repository and checks, through the one policy, that the caller may act on it with the
@@ -100,12 +111,24 @@ pub(crate) async fn authorize_repo(
     name: &str,
     needed: Role,
 ) -> Result<Repo, ApiError> {
+    Ok(authorize_repo_role(state, caller, owner, name, needed).await?.0)
+}
+
+/// [`authorize_repo`], with the caller's role on the repository (the web pages ask the policy
+/// again with it: may this viewer write, administer?).
+pub(crate) async fn authorize_repo_role(
+    state: &AppState,
+    caller: Option<&Principal>,
+    owner: &str,
+    name: &str,
+    needed: Role,
+) -> Result<(Repo, Option<Role>), ApiError> {
     let repo = state.store().get_repo(owner, name).await?.ok_or_else(|| repo_not_found(owner, name))?;
-    match repo_decision(state, caller, &repo, needed).await? {
-        Ok(()) => Ok(repo),
-        Err(Denial::NotFound) => Err(repo_not_found(owner, name)),
-        Err(Denial::Unauthenticated) => Err(ApiError::unauthenticated("authentication required")),
-        Err(Denial::Forbidden(reason)) => Err(ApiError::forbidden(reason)),
+    match role_and_decision(state, caller, &repo, needed).await? {
+        (role, Ok(())) => Ok((repo, role)),
+        (_, Err(Denial::NotFound)) => Err(repo_not_found(owner, name)),
+        (_, Err(Denial::Unauthenticated)) => Err(ApiError::unauthenticated("authentication required")),
+        (_, Err(Denial::Forbidden(reason))) => Err(ApiError::forbidden(reason)),
     }
 }
 

@@ -69,12 +69,8 @@ async fn accounts_page(
                         td {
                             @if !a.is_org && a.id != me.account.id {
                                 @let action = if a.suspended_at.is_some() { "unsuspend" } else { "suspend" };
-                                form.inline method="post" action={ "/-/admin/accounts/" (a.name) "/" (action) } {
-                                    input type="hidden" name="csrf" value=(ctx.csrf);
-                                    button type="submit" aria-label={ (action) " " (a.name) } {
-                                        (if a.suspended_at.is_some() { "Lift suspension" } else { "Suspend" })
-                                    }
-                                }
+                                @let label = if a.suspended_at.is_some() { "Lift suspension" } else { "Suspend" };
+                                (ctx.button(&format!("/-/admin/accounts/{}/{action}", a.name), None, label, Some(&format!("{action} {}", a.name))))
                             }
                         }
                     }

@@ -129,9 +129,9 @@ pub(crate) struct Ctx {
     pub csrf: String,
     set_csrf: Option<String>,
     pub meta: RequestMeta,
-    /// Whether the viewer administers the repository the page is about (its header shows the
-    /// Settings tab); set by [`Ctx::readable_repo`].
-    repo_admin: std::sync::atomic::AtomicBool,
+    /// The viewer's role on the repository the page is about (its id, and the role its access was
+    /// last decided on), set when that access is checked; [`Ctx::may`] asks the policy with it.
+    repo_role: std::sync::Mutex<Option<(i64, Option<gitstratum_platform::Role>)>>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -141,7 +141,7 @@ impl FromRequestParts<AppState> for Ctx {
         let viewer = Viewer::from_request_parts(parts, state).await?;
         let meta = RequestMeta::from_request_parts(parts, state).await?;
         let (csrf, set_csrf) = csrf_token(&parts.headers);
-        Ok(Ctx { viewer, csrf, set_csrf, meta, repo_admin: Default::default() })
+        Ok(Ctx { viewer, csrf, set_csrf, meta, repo_role: Default::default() })
     }
 }
 
@@ -173,10 +173,7 @@ impl Ctx {
                                 a href="/settings/keys" { "SSH keys" }
                                 a href="/settings/password" { "Password" }
                                 @if p.is_site_admin() { a href="/-/admin/accounts" { "Admin" } }
-                                form.inline method="post" action="/logout" {
-                                    input type="hidden" name="csrf" value=(self.csrf);
-                                    button type="submit" { "Sign out" }
-                                }
+                                (self.button("/logout", None, "Sign out", None))
                             } @else {
                                 a href="/login" { "Sign in" }
                             }
@@ -184,6 +181,18 @@ impl Ctx {
                     }
                     main { (body) }
                 }
+            }
+        }
+    }
+
+    /// A form that is one button: a POST of `action` with the CSRF token and, when given, one more
+    /// hidden field; `aria`: the button's accessible name when its label alone is ambiguous.
+    pub(crate) fn button(&self, action: &str, field: Option<(&str, &str)>, label: &str, aria: Option<&str>) -> Markup {
+        html! {
+            form.inline method="post" action=(action) {
+                input type="hidden" name="csrf" value=(self.csrf);
+                @if let Some((name, value)) = field { input type="hidden" name=(name) value=(value); }
+                button type="submit" aria-label=[aria] { (label) }
             }
         }
     }
@@ -225,21 +234,25 @@ impl Ctx {
         owner: &str,
         name: &str,
     ) -> Result<gitstratum_platform::Repo, Response> {
-        match crate::repos::authorize_repo(state, self.viewer.0.as_ref(), owner, name, gitstratum_platform::Role::Read)
-            .await
-        {
-            Ok(mut repo) => {
+        self.authorized_repo(state, owner, name, gitstratum_platform::Role::Read).await
+    }
+
+    /// The repository, when the viewer has the powers of `needed` on it (the API's policy);
+    /// else the 404 page (the 500 page when the policy could not be asked). Remembers the
+    /// viewer's role for [`Ctx::may`].
+    pub(crate) async fn authorized_repo(
+        &self,
+        state: &AppState,
+        owner: &str,
+        name: &str,
+        needed: gitstratum_platform::Role,
+    ) -> Result<gitstratum_platform::Repo, Response> {
+        match crate::repos::authorize_repo_role(state, self.viewer.0.as_ref(), owner, name, needed).await {
+            Ok((mut repo, role)) => {
                 // What a clone checks out is what the pages call the default branch.
                 repo.default_branch = crate::repos::default_branch(state, &repo);
-                if self.viewer.0.is_some() {
-                    let admin = crate::repos::repo_decision(
-                        state,
-                        self.viewer.0.as_ref(),
-                        &repo,
-                        gitstratum_platform::Role::Admin,
-                    )
-                    .await;
-                    self.set_repo_admin(matches!(admin, Ok(Ok(()))));
+                if let Ok(mut remembered) = self.repo_role.lock() {
+                    *remembered = Some((repo.id, role));
                 }
                 Ok(repo)
             }
@@ -248,12 +261,17 @@ impl Ctx {
         }
     }
 
-    pub(crate) fn set_repo_admin(&self, admin: bool) {
-        self.repo_admin.store(admin, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn repo_admin(&self) -> bool {
-        self.repo_admin.load(std::sync::atomic::Ordering::Relaxed)
+    /// Whether the viewer has the powers of `needed` on `repo`, the repository this page checked
+    /// access to (the policy asked again with the role found then; any other repository: no).
+    pub(crate) fn may(&self, repo: &gitstratum_platform::Repo, needed: gitstratum_platform::Role) -> bool {
+        let Some((id, role)) = self.repo_role.lock().ok().and_then(|r| *r) else { return false };
+        let access = gitstratum_platform::policy::RepoAccess {
+            caller: self.viewer.0.as_ref(),
+            repo_id: repo.id,
+            role,
+            private: repo.private,
+        };
+        id == repo.id && gitstratum_platform::policy::decide(access, needed).is_ok()
     }
 
     /// The 404 page: also what a private repository the viewer may not read looks like.

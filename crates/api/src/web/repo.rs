@@ -247,7 +247,7 @@ pub(super) fn repo_header(ctx: &Ctx, repo: &Repo, tab: &str) -> Markup {
                 a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] { "Branches" }
                 a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] { "Tags" }
                 a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] { "Actions" }
-                @if ctx.repo_admin() {
+                @if ctx.may(repo, gitstratum_platform::Role::Admin) {
                     a href={ (base) "/settings" } aria-current=[(tab == "settings").then_some("page")] { "Settings" }
                 }
             }
@@ -885,10 +885,7 @@ pub(super) async fn branches(
     };
     let now = state.now().0;
     let base = format!("/{}/{}", repo.owner, repo.name);
-    let may_write = matches!(
-        crate::repos::repo_decision(&state, ctx.viewer.0.as_ref(), &repo, gitstratum_platform::Role::Write).await,
-        Ok(Ok(()))
-    );
+    let may_write = ctx.may(&repo, gitstratum_platform::Role::Write);
     // The CI status of the most recently committed branches (one lookup each).
     let mut statuses = Vec::with_capacity(list.len());
     for (i, (_, shown, _)) in list.iter().enumerate() {
@@ -922,11 +919,7 @@ pub(super) async fn branches(
                                 a href={ (base) "/compare/" (enc(&repo.default_branch)) "..." (enc(name)) } { "Compare" }
                                 @if may_write {
                                     " "
-                                    form.inline method="post" action={ (base) "/branches/delete" } {
-                                        input type="hidden" name="csrf" value=(ctx.csrf);
-                                        input type="hidden" name="branch" value=(name);
-                                        button type="submit" aria-label={ "Delete branch " (name) } { "Delete" }
-                                    }
+                                    (ctx.button(&format!("{base}/branches/delete"), Some(("branch", name)), "Delete", Some(&format!("Delete branch {name}"))))
                                 }
                             }
                         }
@@ -1099,15 +1092,10 @@ pub(super) async fn delete_branch(
     axum::Form(form): axum::Form<DeleteBranch>,
 ) -> Response {
     let Some(p) = ctx.viewer.0.clone() else { return ctx.not_found() };
-    let repo =
-        match crate::repos::authorize_repo(&state, Some(&p), &owner, &name, gitstratum_platform::Role::Write).await {
-            Ok(mut r) => {
-                r.default_branch = crate::repos::default_branch(&state, &r);
-                r
-            }
-            Err(e) if e.status.is_client_error() => return ctx.not_found(),
-            Err(e) => return ctx.failed(e.message),
-        };
+    let repo = match ctx.authorized_repo(&state, &owner, &name, gitstratum_platform::Role::Write).await {
+        Ok(r) => r,
+        Err(page) => return page,
+    };
     if !csrf_ok(&headers, &form.csrf) {
         return ctx.respond(
             StatusCode::FORBIDDEN,

@@ -23,15 +23,8 @@ use crate::extract::{ApiJson, Authenticated, RequestMeta};
 /// GitHub: someone who may not change it does not learn it has one).
 async fn administered(state: &AppState, ctx: &Ctx, owner: &str, name: &str) -> Result<(Repo, Authenticated), Response> {
     let Some(p) = ctx.viewer.0.clone() else { return Err(Redirect::to("/login").into_response()) };
-    match crate::repos::authorize_repo(state, Some(&p), owner, name, Role::Admin).await {
-        Ok(mut repo) => {
-            repo.default_branch = crate::repos::default_branch(state, &repo);
-            ctx.set_repo_admin(true);
-            Ok((repo, Authenticated(p)))
-        }
-        Err(e) if e.status.is_client_error() => Err(ctx.not_found()),
-        Err(e) => Err(ctx.failed(e.message)),
-    }
+    let repo = ctx.authorized_repo(state, owner, name, Role::Admin).await?;
+    Ok((repo, Authenticated(p)))
 }
 
 fn meta(ctx: &Ctx) -> RequestMeta {
@@ -90,11 +83,12 @@ async fn settings_page(
         section.settings id="general" {
             h2 { "Visibility" }
             p { "This repository is " strong { (if repo.private { "private" } else { "public" }) } "." }
-            form.inline method="post" action={ (base) "/visibility" } {
-                (csrf)
-                input type="hidden" name="private" value=(if repo.private { "false" } else { "true" });
-                button type="submit" { "Make " (if repo.private { "public" } else { "private" }) }
-            }
+            (ctx.button(
+                &format!("{base}/visibility"),
+                Some(("private", if repo.private { "false" } else { "true" })),
+                if repo.private { "Make public" } else { "Make private" },
+                None,
+            ))
         }
         section.settings id="collaborators" {
             h2 { "Collaborators" }
@@ -106,11 +100,7 @@ async fn settings_page(
                             td { a href={ "/" (c.username) } { (c.username) } }
                             td { (c.permission) }
                             td {
-                                form.inline method="post" action={ (base) "/remove-collaborator" } {
-                                    (csrf)
-                                    input type="hidden" name="username" value=(c.username);
-                                    button type="submit" aria-label={ "Remove " (c.username) } { "Remove" }
-                                }
+                                (ctx.button(&format!("{base}/remove-collaborator"), Some(("username", &c.username)), "Remove", Some(&format!("Remove {}", c.username))))
                             }
                         }
                     }
@@ -140,11 +130,7 @@ async fn settings_page(
                             td { (h.events.join(", ")) }
                             td { @if h.has_secret { "signed" } @else { "unsigned" } }
                             td {
-                                form.inline method="post" action={ (base) "/delete-hook" } {
-                                    (csrf)
-                                    input type="hidden" name="id" value=(h.id);
-                                    button type="submit" aria-label={ "Delete the webhook to " (h.url) } { "Delete" }
-                                }
+                                (ctx.button(&format!("{base}/delete-hook"), Some(("id", &h.id.to_string())), "Delete", Some(&format!("Delete the webhook to {}", h.url))))
                             }
                         }
                     }
@@ -179,11 +165,7 @@ async fn settings_page(
                             td { code { (s.name) } }
                             td { "updated " (ts(&s.updated_at, now)) }
                             td {
-                                form.inline method="post" action={ (base) "/delete-secret" } {
-                                    (csrf)
-                                    input type="hidden" name="name" value=(s.name);
-                                    button type="submit" aria-label={ "Delete secret " (s.name) } { "Delete" }
-                                }
+                                (ctx.button(&format!("{base}/delete-secret"), Some(("name", &s.name)), "Delete", Some(&format!("Delete secret {}", s.name))))
                             }
                         }
                     }
@@ -209,11 +191,7 @@ async fn settings_page(
                             td { code { (v.value) } }
                             td { "updated " (ts(&v.updated_at, now)) }
                             td {
-                                form.inline method="post" action={ (base) "/delete-variable" } {
-                                    (csrf)
-                                    input type="hidden" name="name" value=(v.name);
-                                    button type="submit" aria-label={ "Delete variable " (v.name) } { "Delete" }
-                                }
+                                (ctx.button(&format!("{base}/delete-variable"), Some(("name", &v.name)), "Delete", Some(&format!("Delete variable {}", v.name))))
                             }
                         }
                     }
@@ -440,11 +418,7 @@ async fn hook_page(
                         }
                         td { (ts(&d.created_at, now)) }
                         td {
-                            form.inline method="post" action={ (base) "/redeliver" } {
-                                input type="hidden" name="csrf" value=(ctx.csrf);
-                                input type="hidden" name="delivery" value=(d.id);
-                                button type="submit" { "Redeliver" }
-                            }
+                            (ctx.button(&format!("{base}/redeliver"), Some(("delivery", &d.id.to_string())), "Redeliver", None))
                         }
                     }
                 }

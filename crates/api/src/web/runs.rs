@@ -519,13 +519,7 @@ async fn run_page(
         Err(page) => return page,
     };
     // Buttons for those who may act on the run (the API checks again when pressed).
-    let may_write = match &ctx.viewer.0 {
-        Some(p) => matches!(
-            crate::repos::repo_decision(state, Some(p), &repo, gitstratum_platform::Role::Write).await,
-            Ok(Ok(()))
-        ),
-        None => false,
-    };
+    let may_write = ctx.may(&repo, gitstratum_platform::Role::Write);
     let artifacts = match crate::artifacts::run_artifacts(
         State(state.clone()),
         crate::extract::Caller(ctx.viewer.0.clone()),
@@ -560,10 +554,7 @@ async fn run_page(
                     ("rerun-failed", "Re-run failed jobs", r.status == "completed" && detail.jobs.iter().any(|j| j.conclusion.as_deref() == Some("failure"))),
                 ] {
                     @if shown {
-                        form.inline method="post" action={ (base) "/actions/runs/" (r.id) "/" (action) } {
-                            input type="hidden" name="csrf" value=(ctx.csrf);
-                            button type="submit" { (label) }
-                        }
+                        (ctx.button(&format!("{base}/actions/runs/{}/{action}", r.id), None, label, None))
                     }
                 }
             }

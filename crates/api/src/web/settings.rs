@@ -58,10 +58,7 @@ async fn tokens_page(
                         td { @if let Some(at) = t.expires_at { (when(at.0 / 1000, now)) } @else { "never" } }
                         td { @if let Some(at) = t.last_used_at { (when(at.0 / 1000, now)) } @else { "—" } }
                         td {
-                            form.inline method="post" action={ "/settings/tokens/" (t.id) "/revoke" } {
-                                input type="hidden" name="csrf" value=(ctx.csrf);
-                                button type="submit" { "Revoke" }
-                            }
+                            (ctx.button(&format!("/settings/tokens/{}/revoke", t.id), None, "Revoke", None))
                         }
                     }
                 }
@@ -177,10 +174,7 @@ async fn keys_page(state: &AppState, ctx: &Ctx, status: StatusCode, error: Optio
                         td { "added " (when(k.created_at.0 / 1000, now)) }
                         td { @if let Some(at) = k.last_used_at { "used " (when(at.0 / 1000, now)) } @else { "never used" } }
                         td {
-                            form.inline method="post" action={ "/settings/keys/" (k.id) "/delete" } {
-                                input type="hidden" name="csrf" value=(ctx.csrf);
-                                button type="submit" { "Delete" }
-                            }
+                            (ctx.button(&format!("/settings/keys/{}/delete", k.id), None, "Delete", None))
                         }
                     }
                 }
