@@ -6,8 +6,8 @@
 //!
 //! - Bounded: files over [`MAX_BYTES`] or [`MAX_LINES`] lines, and lines over [`MAX_LINE`]
 //!   bytes, are not highlighted; highlighting stops (the file is shown plain) after [`BUDGET`].
-//! - Cached: files are content-addressed, so a blob's lines are highlighted once and kept (an LRU
-//!   of [`CACHE_BYTES`]), as is the verdict "plain".
+//! - Cached: files are content-addressed, so a blob's lines are highlighted once and kept (up to
+//!   [`CACHE_BYTES`], the oldest highlighted evicted first), as is the verdict "plain".
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
