@@ -215,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(repos::create))
         .routes(routes!(repos::get, repos::update, repos::delete))
         .routes(routes!(repos::collaborators))
+        .routes(routes!(repos::teams))
         .routes(routes!(repos::set_collaborator, repos::remove_collaborator))
         .routes(routes!(hooks::list, hooks::create))
         .routes(routes!(hooks::delete))

@@ -267,6 +267,32 @@ pub async fn collaborators(
     ))
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RepoTeamBody {
+    /// The team's name within the repository's organization.
+    pub name: String,
+    pub permission: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/teams",
+    tag = "repos",
+    security((), ("token" = [])),
+    summary = "List the teams granted access (needs push access)",
+    responses((status = 200, description = "List the teams granted access", body = Vec<RepoTeamBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn teams(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Json<Vec<RepoTeamBody>>, ApiError> {
+    // The collaborators' rule: who has access (and how much) is for those with push access.
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Write).await?;
+    let grants = state.store().repo_teams(repo.id).await?;
+    Ok(Json(grants.into_iter().map(|g| RepoTeamBody { name: g.team.name, permission: g.role.to_string() }).collect()))
+}
+
 #[utoipa::path(
     put,
     path = "/api/v1/repos/{owner}/{repo}/collaborators/{username}",

@@ -63,6 +63,23 @@ impl FromDbRow for Team {
 
 const TEAM_COLUMNS: [&str; 4] = ["id", "org_id", "name", "created_at"];
 
+/// A team's grant on one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamGrant {
+    pub team: Team,
+    pub role: Role,
+}
+
+impl FromDbRow for TeamGrant {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        let role: String = row.get("role")?;
+        Ok(TeamGrant {
+            team: Team::from_row(row)?,
+            role: role.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        })
+    }
+}
+
 impl PlatformStore {
     /// Adds a validated key ([`gitstratum_core::parse_ssh_public_key`]) to a user. A key already
     /// registered, by anyone, is a conflict: one key names one user.
@@ -291,6 +308,19 @@ impl PlatformStore {
             .org(Some(org.id))
             .details(format!(r#"{{"repo":"{}/{}"}}"#, repo.owner, repo.name));
         self.delete_audited(&delete, actor, &event, now).await
+    }
+
+    /// The teams granted a role on a repository, by team name.
+    pub async fn repo_teams(&self, repo_id: i64) -> Result<Vec<TeamGrant>> {
+        let q = Query::select()
+            .columns(TEAM_COLUMNS.map(|c| ("teams", c)))
+            .column(("team_repos", "role"))
+            .from("teams")
+            .inner_join("team_repos", Expr::col(("team_repos", "team_id")).equals(("teams", "id")))
+            .and_where(Expr::col(("team_repos", "repo_id")).eq(repo_id))
+            .order_by(("teams", "name_key"), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
     /// The highest role a user holds on a repository through their teams.

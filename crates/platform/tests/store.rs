@@ -485,6 +485,13 @@ async fn teams_grant_roles_to_their_members(store: &PlatformStore) {
     assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Read), "base permission");
     store.set_team_repo(&org, &team, &repo, Role::Maintain, &sys(), T0).await.expect("grant");
     assert_eq!(store.repo_role(dev.id, &repo).await.expect("role"), Some(Role::Maintain));
+    let ops = store.create_team(&org, "ops", &sys(), T0).await.expect("team");
+    store.set_team_repo(&org, &ops, &repo, Role::Read, &sys(), T0).await.expect("grant");
+    let grants: Vec<(String, Role)> =
+        store.repo_teams(repo.id).await.expect("grants").into_iter().map(|g| (g.team.name, g.role)).collect();
+    assert_eq!(grants, [("Backend".to_owned(), Role::Maintain), ("ops".to_owned(), Role::Read)]);
+    assert!(store.repo_teams(foreign.id).await.expect("grants").is_empty());
+    assert!(store.remove_team_repo(&org, &ops, &repo, &sys(), T0).await.expect("revoke"));
     let err = store.set_team_repo(&org, &team, &foreign, Role::Read, &sys(), T0).await.expect_err("foreign");
     assert!(matches!(err, Error::Refused(_)), "{err:?}");
     let names: Vec<String> =

@@ -449,6 +449,13 @@ async fn unauthorized_attempts_are_all_refused() {
             vec![("anonymous", 404), ("stranger", 404), ("reader", 403), ("triager", 403)],
         ),
         (
+            "list the teams granted access",
+            Method::GET,
+            "/api/v1/repos/acme/secret/teams",
+            None,
+            vec![("anonymous", 404), ("stranger", 404), ("reader", 403), ("triager", 403)],
+        ),
+        (
             // As on GitHub: who has access, and how much, is for those with push access.
             "list a public repository's collaborators",
             Method::GET,
@@ -583,6 +590,12 @@ async fn unauthorized_attempts_are_all_refused() {
     assert_eq!(audit_before["entries"], audit_after["entries"]);
     let (status, list) = s.send(Method::GET, "/api/v1/repos/acme/secret/collaborators", own, None).await;
     assert_eq!((status.as_u16(), list.as_array().map(Vec::len)), (200, Some(5)));
+    let (status, list) = s.send(Method::GET, "/api/v1/repos/acme/secret/teams", own, None).await;
+    assert_eq!((status.as_u16(), list), (200, json!([])));
+    let path = "/api/v1/orgs/acme/teams/core/repos/acme/secret";
+    assert_eq!(s.send(Method::PUT, path, own, Some(json!({"permission": "write"}))).await.0, 204);
+    let (status, list) = s.send(Method::GET, "/api/v1/repos/acme/secret/teams", own, None).await;
+    assert_eq!((status.as_u16(), list), (200, json!([{"name": "core", "permission": "write"}])));
     s.stop().await;
 }
 

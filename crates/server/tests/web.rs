@@ -706,6 +706,37 @@ async fn settings_compare_branches_and_administration_pages() {
     let (_, page, _) = get(&http, &s, "/-/admin/audit?actor=mona", Some(&root)).await;
     assert!(page.contains("repo.delete") || page.contains("secret"), "{page}");
 
+    // Team grants of an organization's repository: listed for its admins, granted by the
+    // organization's owners (and site administrators), as the API decides.
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs", admin, Some(json!({"name": "acme"}))).await.0, 201);
+    assert_eq!(s.create_repo(admin, json!({"name": "tools", "owner": "acme"})).await.0, 201);
+    let team = json!({"name": "core"});
+    assert_eq!(s.send(Method::POST, "/api/v1/orgs/acme/teams", admin, Some(team)).await.0, 201);
+    let grant = json!({"permission": "admin"});
+    let (status, body) = s.send(Method::PUT, "/api/v1/repos/acme/tools/collaborators/mona", admin, Some(grant)).await;
+    assert!(status.is_success(), "{body}");
+    let (_, page, _) = get(&http, &s, "/acme/tools/settings", Some(&mona)).await;
+    assert!(page.contains("Team access is granted by the owners of acme"), "{page}");
+    assert!(!page.contains(r#"action="/acme/tools/settings/teams""#), "{page}");
+    let team_act = |who: &String, token: &String, action: &str, fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str())];
+        all.extend_from_slice(fields);
+        post_form(http.post(s.url(&format!("/acme/tools/settings/{action}"))).header("cookie", who), &all).send()
+    };
+    let refused = team_act(&mona, &csrf, "teams", &[("team", "core"), ("permission", "write")]).await;
+    assert_eq!(refused.expect("post").status(), StatusCode::NOT_FOUND, "mona is no member of acme");
+    let (_, page, _) = get(&http, &s, "/acme/tools/settings", Some(&root)).await;
+    assert!(page.contains(r#"action="/acme/tools/settings/teams""#) && page.contains("No team has been granted"));
+    let done = team_act(&root, &root_csrf, "teams", &[("team", "core"), ("permission", "write")]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    let (_, teams) = s.send(Method::GET, "/api/v1/repos/acme/tools/teams", admin, None).await;
+    assert_eq!(teams, json!([{"name": "core", "permission": "write"}]));
+    let (_, page, _) = get(&http, &s, "/acme/tools/settings", Some(&mona)).await;
+    assert!(page.contains("<td>core</td><td>write</td>"), "{page}");
+    let done = team_act(&root, &root_csrf, "remove-team", &[("team", "core")]).await;
+    assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
+    assert_eq!(s.send(Method::GET, "/api/v1/repos/acme/tools/teams", admin, None).await.1, json!([]));
+
     // Password: the current one is asked again; the new one works; other sessions end.
     let (other, _) = sign_in(&http, &s, "mona", "octocat-1234").await;
     let change = |current: &'static str, new: &'static str, confirm: &'static str| {

@@ -1,4 +1,4 @@
-//! A repository's settings, for its admins: visibility, collaborators, webhooks and their
+//! A repository's settings, for its admins: visibility, collaborators and team grants, webhooks and their
 //! deliveries (redeliver), secrets (names and dates; values write-only) and variables, CI
 //! settings, and deleting it (confirmed by typing its name). Every change goes through the API's
 //! own handler, so the rules, the audit log and the errors are the API's; a page only turns an
@@ -45,6 +45,15 @@ struct Listed {
     secrets: crate::secrets::SecretList,
     variables: crate::secrets::VariableList,
     ci: crate::usage::RepoCiSettings,
+    /// For a repository of an organization: its team grants.
+    teams: Option<Teams>,
+}
+
+struct Teams {
+    grants: Vec<crate::repos::RepoTeamBody>,
+    /// The organization's teams when the viewer may grant them (its owners and site admins, as
+    /// the API's `PUT /orgs/{org}/teams/{team}/repos/…`); `None` for everyone else.
+    grantable: Option<Vec<String>>,
 }
 
 async fn listed(state: &AppState, who: &Authenticated, repo: &Repo) -> Result<Listed, ApiError> {
@@ -57,7 +66,18 @@ async fn listed(state: &AppState, who: &Authenticated, repo: &Repo) -> Result<Li
     let Json(secrets) = crate::secrets::list_repo_secrets(st(), me(), path()).await?;
     let Json(variables) = crate::secrets::list_repo_variables(st(), me(), path()).await?;
     let Json(ci) = crate::usage::repo_settings(st(), me(), path()).await?;
-    Ok(Listed { collaborators, hooks, secrets, variables, ci })
+    let teams = match state.store().find_account(&repo.owner).await? {
+        Some(owner) if owner.is_org => {
+            let Json(grants) = crate::repos::teams(st(), crate::extract::Caller(Some(who.0.clone())), path()).await?;
+            let grantable = match crate::orgs::owned_org(state, &who.0, &repo.owner).await {
+                Ok(org) => Some(state.store().list_teams(org.id).await?.into_iter().map(|t| t.name).collect()),
+                Err(_) => None,
+            };
+            Some(Teams { grants, grantable })
+        }
+        _ => None,
+    };
+    Ok(Listed { collaborators, hooks, secrets, variables, ci, teams })
 }
 
 async fn settings_page(
@@ -117,6 +137,47 @@ async fn settings_page(
                     }
                 }
                 button type="submit" { "Add or change" }
+            }
+        }
+        @if let Some(teams) = &listed.teams {
+            section.settings id="teams" {
+                h2 { "Teams" }
+                @if teams.grants.is_empty() { p { "No team has been granted access." } }
+                table.refs {
+                    tbody {
+                        @for t in &teams.grants {
+                            tr {
+                                td { (t.name) }
+                                td { (t.permission) }
+                                td {
+                                    @if teams.grantable.is_some() {
+                                        (ctx.button(&format!("{base}/remove-team"), Some(("team", &t.name)), "Remove", Some(&format!("Remove team {}", t.name))))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @match &teams.grantable {
+                    Some(names) if !names.is_empty() => {
+                        form.row method="post" action={ (base) "/teams" } {
+                            (csrf)
+                            label for="team" { "Team" }
+                            select id="team" name="team" {
+                                @for name in names { option value=(name) { (name) } }
+                            }
+                            label for="team-permission" { "Role" }
+                            select id="team-permission" name="permission" {
+                                @for role in ["read", "triage", "write", "maintain", "admin"] {
+                                    option value=(role) selected[role == "write"] { (role) }
+                                }
+                            }
+                            button type="submit" { "Grant or change" }
+                        }
+                    }
+                    Some(_) => { p.meta { (repo.owner) " has no teams yet." } }
+                    None => { p.meta { "Team access is granted by the owners of " (repo.owner) "." } }
+                }
             }
         }
         section.settings id="hooks" {
@@ -294,6 +355,15 @@ pub(super) async fn act(
             crate::repos::remove_collaborator(st(), me(), meta(&ctx), Path((o, n, field("username"))))
                 .await
                 .map(|_| "#collaborators")
+        }
+        "teams" | "remove-team" => {
+            let path = Path((o.clone(), field("team"), o, n));
+            if action == "teams" {
+                let body = crate::keys_teams::TeamGrant { permission: field("permission") };
+                crate::keys_teams::set_team_repo(st(), me(), meta(&ctx), path, ApiJson(body)).await.map(|_| "#teams")
+            } else {
+                crate::keys_teams::remove_team_repo(st(), me(), meta(&ctx), path).await.map(|_| "#teams")
+            }
         }
         "hooks" => {
             let secret = Some(field("secret")).filter(|s| !s.is_empty());
