@@ -467,5 +467,5 @@ async fn a_killed_runners_job_is_run_again_by_another_runner() {
 /// Whether a job log has `line` as a line of its own (as the step printed it; the step's header
 /// holds its script, where the same words appear after an `echo`).
 fn printed(log: &str, line: &str) -> bool {
-    log.lines().any(|l| l == line)
+    log.lines().any(|l| gitstratum_core::Timestamp::split_log_stamp(l).1 == line)
 }

@@ -22,6 +22,27 @@ impl Timestamp {
         self.to_string()
     }
 
+    /// The time as a job log line starts with it, GitHub's way: `2026-12-04T14:01:20.1230000Z`
+    /// (seven digits of the second; ours are milliseconds).
+    pub fn log_stamp(self) -> String {
+        let second = Timestamp(self.0.div_euclid(1000) * 1000).to_string();
+        format!("{}.{:03}0000Z", second.trim_end_matches('Z'), self.0.rem_euclid(1000))
+    }
+
+    /// Splits a job log line into the time it starts with ([`Timestamp::log_stamp`] and a space)
+    /// and the rest; a line without one (an older log, or a line the server added) is all text.
+    pub fn split_log_stamp(line: &str) -> (Option<&str>, &str) {
+        const SHAPE: &[u8; 28] = b"0000-00-00T00:00:00.0000000Z";
+        let bytes = line.as_bytes();
+        let stamped = bytes.len() > SHAPE.len()
+            && bytes[SHAPE.len()] == b' '
+            && SHAPE
+                .iter()
+                .zip(bytes)
+                .all(|(want, got)| if *want == b'0' { got.is_ascii_digit() } else { want == got });
+        if stamped { (Some(&line[..SHAPE.len()]), &line[SHAPE.len() + 1..]) } else { (None, line) }
+    }
+
     /// Midnight UTC of the first day of this timestamp's month.
     pub fn month_start(self) -> Timestamp {
         let days = self.0.div_euclid(86_400_000);
@@ -119,6 +140,25 @@ impl Clock for SystemClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_stamps_are_githubs_and_split_off_again() {
+        let at = Timestamp::parse_rfc3339("2026-12-04T14:01:20Z").expect("time").0 + 123;
+        let stamp = Timestamp(at).log_stamp();
+        assert_eq!(stamp, "2026-12-04T14:01:20.1230000Z");
+        let line = format!("{stamp} ##[group]Run make");
+        assert_eq!(Timestamp::split_log_stamp(&line), (Some(stamp.as_str()), "##[group]Run make"));
+        assert_eq!(Timestamp::parse_rfc3339(&stamp).map(|t| t.0), Some(at));
+        for plain in
+            ["", "hello", "2026-12-04T14:01:20.1230000Z", "2026-12-04T14:01:20Z text", "2026-12-04 14:01:20.1230000Z x"]
+        {
+            assert_eq!(Timestamp::split_log_stamp(plain), (None, plain));
+        }
+        assert_eq!(
+            Timestamp::split_log_stamp("2026-12-04T14:01:20.1230000Z "),
+            (Some("2026-12-04T14:01:20.1230000Z"), "")
+        );
+    }
 
     #[test]
     fn rfc3339_parses_what_it_writes() {

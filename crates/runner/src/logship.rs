@@ -161,9 +161,20 @@ impl LogWriter {
         text
     }
 
-    /// A line of the runner's own.
+    /// A line of the runner's own. Each line goes out stamped with the time it was written, as
+    /// GitHub's logs are (`2026-12-04T14:01:20.1230000Z text`): the job page can show when a line
+    /// came, and the raw log reads as GitHub's does.
     pub fn line(&self, text: &str) {
-        let _ = self.tx.send(Piece::Bytes(format!("{}\n", self.masked(text)).into_bytes()));
+        let stamp = gitstratum_core::Timestamp(now_ms()).log_stamp();
+        let masked = self.masked(text);
+        let mut out = String::with_capacity(masked.len() + stamp.len() + 2);
+        for line in masked.split('\n') {
+            out.push_str(&stamp);
+            out.push(' ');
+            out.push_str(line);
+            out.push('\n');
+        }
+        let _ = self.tx.send(Piece::Bytes(out.into_bytes()));
     }
 
     /// Starts a step: whether it may use `::set-env` and `::add-path`, and nothing left over
@@ -279,6 +290,11 @@ impl LogWriter {
             _ => self.line(line),
         }
     }
+}
+
+fn now_ms() -> i64 {
+    use gitstratum_core::Clock;
+    gitstratum_core::SystemClock.now().0
 }
 
 /// A workflow command's properties (`key=value` pairs), unescaped.
@@ -467,7 +483,10 @@ mod tests {
         let mut got = Vec::new();
         while let Ok(piece) = rx.try_recv() {
             if let Piece::Bytes(bytes) = piece {
-                got.push(String::from_utf8(bytes).expect("utf-8"));
+                let text = String::from_utf8(bytes).expect("utf-8");
+                let (stamp, line) = gitstratum_core::Timestamp::split_log_stamp(&text);
+                assert!(stamp.is_some(), "every line is stamped: {text:?}");
+                got.push(line.to_owned());
             }
         }
         got

@@ -94,6 +94,19 @@ impl Browser {
         out["value"].clone()
     }
 
+    /// Types `keys` (one key each character) as a person would, to the focused element.
+    async fn keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                [json!({"type": "keyDown", "value": c.to_string()}), json!({"type": "keyUp", "value": c.to_string()})]
+            })
+            .collect();
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
+        let out = self.cmd(Method::POST, "/actions", Some(body)).await;
+        assert!(out["value"].is_null(), "typing {keys:?}: {out}");
+    }
+
     /// Whether a dialog (`alert`, `confirm`) is open: hostile content must never open one.
     async fn dialog_open(&self) -> bool {
         let out = self.cmd(Method::GET, "/alert/text", None).await;
@@ -238,7 +251,7 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
             "  flaky:\n    runs-on: ubuntu-latest\n    steps:\n      - name: Fails the first time\n",
             "        run: test \"${{ github.run_attempt }}\" != 1\n",
             "  sizes:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [1, 2]\n",
-            "    steps:\n      - run: echo size ${{ matrix.n }}\n",
+            "    needs: ticks\n    steps:\n      - run: echo size ${{ matrix.n }}\n",
         ),
     )
     .expect("write");
@@ -288,9 +301,30 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
         json!(true)
     );
     browser.screenshot("job-done").await;
+    // Each line's time, when asked for: the runner stamped every line it wrote.
+    browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}/job/{job}?timestamps=1"))).await;
+    assert_eq!(
+        browser
+            .js("const t = [...document.querySelectorAll('div.log time.ts')]; return t.length >= 10 && t.every(e => /^\\d\\d:\\d\\d:\\d\\d$/.test(e.textContent) && e.dateTime.endsWith('Z'));")
+            .await,
+        json!(true)
+    );
+    browser.js("for (const d of document.querySelectorAll('details.step')) d.open = true; return true;").await;
+    browser.screenshot("job-timestamps").await;
     browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
     browser.until("the finished run", "return !document.querySelector('[data-live-run]');").await;
+    // The graph: `sizes` needs `ticks`, so it stands in the next column with a line drawn to it.
+    browser.until("the needs edge", "return document.querySelectorAll('div.graph section.stage').length === 2 && document.querySelectorAll('div.graph svg.edges path').length === 1;").await;
     browser.screenshot("run").await;
+    // Keyboard: `?` lists the page's shortcuts; `g` `c` goes to the code.
+    browser.keys("?").await;
+    browser.until("the shortcuts", "const d = document.querySelector('dialog.shortcuts'); return !!d && d.open && d.textContent.includes('Actions');").await;
+    browser.screenshot("shortcuts").await;
+    browser.keys("\u{e00c}").await; // Escape closes it.
+    browser.until("the shortcuts closed", "return !document.querySelector('dialog.shortcuts').open;").await;
+    browser.keys("gc").await;
+    browser.until("the code page", "return location.pathname === '/admin/site';").await;
+    browser.goto(&s.url(&format!("/admin/site/actions/runs/{run}"))).await;
     // The matrix's two jobs are grouped under its key.
     assert_eq!(
         browser

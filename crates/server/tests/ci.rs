@@ -264,7 +264,23 @@ fn step_output(log: &str) -> String {
     out
 }
 
+/// A log as the steps wrote it: the time the runner stamps each line with taken off (each line
+/// a real runner writes must have one).
+fn unstamped(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    for line in log.split_inclusive('\n') {
+        out.push_str(gitstratum_core::Timestamp::split_log_stamp(line).1);
+    }
+    out
+}
+
+/// A job's whole log through the API, without the runner's stamps.
 async fn job_log(s: &TestServer, token: &str, job: &Value) -> String {
+    unstamped(&stamped_job_log(s, token, job).await)
+}
+
+/// A job's whole log through the API, as stored.
+async fn stamped_job_log(s: &TestServer, token: &str, job: &Value) -> String {
     let response = s
         .http
         .get(s.url(&format!("/api/v1/jobs/{}/logs", job["id"])))
@@ -860,7 +876,7 @@ async fn logs_and_status_stream_live() {
     assert_eq!(stream.status(), 200);
     let started = std::time::Instant::now();
     let text = read_sse(stream, "end").await;
-    assert!(text.contains("data: line 1") && text.contains("data: line 3"), "{text}");
+    assert!(text.contains("Z line 1\n") && text.contains("Z line 3\n"), "{text}");
     assert!(text.contains("event: end\ndata: success"), "{text}");
     assert!(started.elapsed() >= Duration::from_secs(1), "the log streamed while the job ran");
     assert!(text.contains("event: step\ndata: 1\n"), "the step's log is announced: {text}");
@@ -877,7 +893,7 @@ async fn logs_and_status_stream_live() {
         .await
         .expect("resume");
     let rest = read_sse(resumed, "end").await;
-    let log = job_log(&s, &token, &detail["jobs"][0]).await;
+    let log = stamped_job_log(&s, &token, &detail["jobs"][0]).await;
     assert!(log.starts_with(&first_text), "{log}");
     let got: String = log_events(&rest).into_iter().map(|(_, text)| text).collect();
     assert_eq!(got, log[first_text.len()..], "{rest}");
@@ -1211,6 +1227,9 @@ jobs:
         async move { request.send().await.expect("log").text().await.expect("text") }
     };
     let lint = step_log(1).await;
+    // Each line the runner wrote starts with the time it was written, as on GitHub.
+    assert!(lint.lines().all(|l| gitstratum_core::Timestamp::split_log_stamp(l).0.is_some()), "stamped lines: {lint}");
+    let lint = unstamped(&lint);
     assert!(
         lint.contains("##[group]Checking\n##[error]unused variable\n##[warning]deprecated call\n##[endgroup]"),
         "{lint}"

@@ -96,8 +96,12 @@
     return log;
   };
 
+  // The time a runner stamps each line with (as the server's `split_log_stamp`).
+  const STAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z) /;
+  const stamps = steps.dataset.timestamps === "1";
+
   // The numbered line element (a div, or a group's summary).
-  const numbered = (tag, step, n, line) => {
+  const numbered = (tag, step, n, stamp, line) => {
     const el = document.createElement(tag);
     if (tag === "div") el.className = "l";
     el.id = "s" + step + "-L" + n;
@@ -105,10 +109,21 @@
     anchor.className = "num";
     anchor.href = "#" + el.id;
     anchor.textContent = String(n);
+    el.append(anchor);
+    if (stamps) {
+      const time = document.createElement(stamp ? "time" : "span");
+      time.className = "ts";
+      if (stamp) {
+        time.dateTime = stamp;
+        time.title = stamp;
+        time.textContent = stamp.slice(11, 19);
+      }
+      el.append(time);
+    }
     const text = document.createElement("span");
     text.className = "t";
     text.appendChild(lineSpan(line));
-    el.append(anchor, text);
+    el.append(text);
     return el;
   };
 
@@ -128,20 +143,23 @@
   source.addEventListener("log", (event) => {
     const step = (event.lastEventId || "0:0").split(":")[0];
     const s = stateOf(step);
-    for (const line of event.data.split("\n")) {
+    for (let line of event.data.split("\n")) {
       s.count += 1;
+      const m = STAMP.exec(line);
+      const stamp = m ? m[1] : null;
+      if (m) line = line.slice(m[0].length);
       if (line.startsWith("##[group]")) {
         const group = document.createElement("details");
         group.className = "group";
         group.dataset.open = "1";
-        group.appendChild(numbered("summary", step, s.count, line.slice("##[group]".length)));
+        group.appendChild(numbered("summary", step, s.count, stamp, line.slice("##[group]".length)));
         s.log.appendChild(group);
         s.group = group;
       } else if (line.startsWith("##[endgroup]")) {
         if (s.group) delete s.group.dataset.open;
         s.group = null;
       } else {
-        (s.group || s.log).appendChild(numbered("div", step, s.count, line));
+        (s.group || s.log).appendChild(numbered("div", step, s.count, stamp, line));
       }
     }
     if (window.innerHeight + window.scrollY >= document.body.scrollHeight - 80) {

@@ -3,6 +3,9 @@
 // - `#L10-L20` on a file page marks those lines (shift-click a line number to make a range).
 // - `input[data-filter]`: shows only the log lines (of the element its value names) that hold
 //   what is typed, opening the groups they are in; `/` focuses it.
+// - `div.graph`: a run's jobs in columns by stage; lines are drawn from each job to the jobs that
+//   `needs` it (the nodes carry `data-key` and `data-needs`), whenever the layout changes.
+// - Keyboard shortcuts (not while typing): `?` lists them.
 "use strict";
 (function () {
   for (const button of document.querySelectorAll("button[data-copy]")) {
@@ -55,6 +58,41 @@
     const first = document.querySelector("table.code tr.selected");
     if (first) first.scrollIntoView({ block: "center" });
   }
+  const graph = document.querySelector("div.graph");
+  if (graph && window.ResizeObserver) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("class", "edges");
+    svg.setAttribute("aria-hidden", "true");
+    graph.prepend(svg);
+    const draw = () => {
+      while (svg.firstChild) svg.firstChild.remove();
+      const box = graph.getBoundingClientRect();
+      svg.setAttribute("width", String(box.width));
+      svg.setAttribute("height", String(box.height));
+      const nodes = new Map();
+      for (const node of graph.querySelectorAll("li[data-key]")) nodes.set(node.dataset.key, node);
+      for (const node of nodes.values()) {
+        const to = node.getBoundingClientRect();
+        for (const need of (node.dataset.needs || "").split(" ")) {
+          const source = need && nodes.get(need);
+          if (!source) continue;
+          const from = source.getBoundingClientRect();
+          // Only between columns left to right: on a narrow screen the stages stack, and the
+          // "needs" each job names says it.
+          if (from.right > to.left) continue;
+          const [x1, y1] = [from.right - box.left, from.top + Math.min(from.height / 2, 20) - box.top];
+          const [x2, y2] = [to.left - box.left, to.top + Math.min(to.height / 2, 20) - box.top];
+          const mid = (x1 + x2) / 2;
+          const path = document.createElementNS(ns, "path");
+          path.setAttribute("d", `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`);
+          svg.append(path);
+        }
+      }
+    };
+    new ResizeObserver(draw).observe(graph);
+    graph.addEventListener("toggle", draw, true);
+  }
   const filter = document.querySelector("input[data-filter]");
   if (filter) {
     filter.hidden = false;
@@ -75,11 +113,78 @@
         }
       }
     });
-    document.addEventListener("keydown", (event) => {
-      if (event.key === "/" && document.activeElement !== filter && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName)) {
-        event.preventDefault();
-        filter.focus();
-      }
-    });
   }
+
+  // Keyboard shortcuts: elements with `data-hotkey` ("y", "g c") are followed (links) or
+  // clicked; `/` focuses the log search; `?` opens the list of what this page offers.
+  const typing = () => {
+    const active = document.activeElement;
+    return active && (/INPUT|TEXTAREA|SELECT/.test(active.tagName) || active.isContentEditable);
+  };
+  const bound = new Map();
+  for (const element of document.querySelectorAll("[data-hotkey]")) {
+    if (!bound.has(element.dataset.hotkey)) bound.set(element.dataset.hotkey, element);
+  }
+  let help = null;
+  const showHelp = () => {
+    if (help) {
+      help.open ? help.close() : help.showModal();
+      return;
+    }
+    help = document.createElement("dialog");
+    help.className = "shortcuts";
+    help.setAttribute("aria-label", "Keyboard shortcuts");
+    const title = document.createElement("h2");
+    title.textContent = "Keyboard shortcuts";
+    const list = document.createElement("dl");
+    const entry = (keys, what) => {
+      const dt = document.createElement("dt");
+      keys.split(" ").forEach((key, i) => {
+        if (i) dt.append(" then ");
+        const kbd = document.createElement("kbd");
+        kbd.textContent = key;
+        dt.append(kbd);
+      });
+      const dd = document.createElement("dd");
+      dd.textContent = what;
+      list.append(dt, dd);
+    };
+    for (const [keys, element] of bound) entry(keys, element.title || element.textContent.trim());
+    if (filter) entry("/", "Search the log");
+    entry("?", "Show or hide this list");
+    const close = document.createElement("button");
+    close.type = "button";
+    close.textContent = "Close";
+    close.addEventListener("click", () => help.close());
+    help.append(title, list, close);
+    document.body.append(help);
+    help.showModal();
+  };
+  let pending = "";
+  let timer = 0;
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing()) return;
+    if (event.key === "/" && filter) {
+      event.preventDefault();
+      filter.focus();
+      return;
+    }
+    if (event.key === "?") {
+      event.preventDefault();
+      showHelp();
+      return;
+    }
+    if (event.key.length !== 1) return;
+    const keys = pending ? pending + " " + event.key : event.key;
+    clearTimeout(timer);
+    pending = "";
+    const element = bound.get(keys);
+    if (element) {
+      event.preventDefault();
+      element.href ? (location.href = element.href) : element.click();
+    } else if ([...bound.keys()].some((k) => k.startsWith(keys + " "))) {
+      pending = keys;
+      timer = setTimeout(() => (pending = ""), 1500);
+    }
+  });
 })();

@@ -51,6 +51,8 @@ impl Entry {
 /// A file a URL names: its ref, path, mode and contents.
 struct File {
     git_ref: String,
+    /// The commit `git_ref` named when the file was read (for a permalink).
+    commit: ObjectId,
     path: String,
     mode: u32,
     id: ObjectId,
@@ -139,7 +141,7 @@ impl Git {
         match self.at_path(commit.tree, &path)? {
             Some((mode, id)) if mode != 0o040000 && mode != 0o160000 => {
                 let data = self.object(id)?.ok_or("the file's object is missing")?.data;
-                Ok(Some(File { git_ref, path, mode, id, data }))
+                Ok(Some(File { git_ref, commit: tip, path, mode, id, data }))
             }
             _ => Ok(None),
         }
@@ -242,13 +244,13 @@ pub(super) fn repo_header(ctx: &Ctx, repo: &Repo, tab: &str) -> Markup {
                 @if repo.private { " " span.badge { "private" } }
             }
             nav.tabs aria-label="Repository" {
-                a href=(base) aria-current=[(tab == "code").then_some("page")] { "Code" }
-                a href={ (base) "/commits/" (enc(&repo.default_branch)) } aria-current=[(tab == "commits").then_some("page")] { "Commits" }
-                a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] { "Branches" }
-                a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] { "Tags" }
-                a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] { "Actions" }
+                a href=(base) aria-current=[(tab == "code").then_some("page")] data-hotkey="g c" aria-keyshortcuts="g c" { "Code" }
+                a href={ (base) "/commits/" (enc(&repo.default_branch)) } aria-current=[(tab == "commits").then_some("page")] data-hotkey="g h" aria-keyshortcuts="g h" { "Commits" }
+                a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] data-hotkey="g b" aria-keyshortcuts="g b" { "Branches" }
+                a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] data-hotkey="g t" aria-keyshortcuts="g t" { "Tags" }
+                a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] data-hotkey="g a" aria-keyshortcuts="g a" { "Actions" }
                 @if ctx.may(repo, gitstratum_platform::Role::Admin) {
-                    a href={ (base) "/settings" } aria-current=[(tab == "settings").then_some("page")] { "Settings" }
+                    a href={ (base) "/settings" } aria-current=[(tab == "settings").then_some("page")] data-hotkey="g s" aria-keyshortcuts="g s" { "Settings" }
                 }
             }
         }
@@ -460,7 +462,7 @@ pub(super) async fn blob(
         Err(page) => return page,
     };
     let read = blocking(&ctx, move || {
-        Ok(git.file_at(&rest)?.map(|File { git_ref, path, mode, id, data }| {
+        Ok(git.file_at(&rest)?.map(|File { git_ref, commit, path, mode, id, data }| {
             let content = if mode == 0o120000 {
                 Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&data)))
             } else {
@@ -470,11 +472,11 @@ pub(super) async fn blob(
                 Content::Text(text) if mode != 0o120000 => highlight::lines(id, &path, text),
                 _ => None,
             };
-            (git_ref, path, data.len(), content, highlighted)
+            (git_ref, commit, path, data.len(), content, highlighted)
         }))
     })
     .await;
-    let (git_ref, path, size, content, highlighted) = match read {
+    let (git_ref, commit, path, size, content, highlighted) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
         Err(page) => return page,
@@ -488,6 +490,8 @@ pub(super) async fn blob(
             a href=(raw) { "Raw" }
             a href=(raw) download { "Download" }
             a href={ "/" (repo.owner) "/" (repo.name) "/commits/" (enc(&git_ref)) "/" (enc(&path)) } { "History" }
+            a href={ "/" (repo.owner) "/" (repo.name) "/blob/" (commit) "/" (enc(&path)) } data-hotkey="y" aria-keyshortcuts="y"
+                title="This file at the commit the page shows (y)" { "Permalink" }
         }
         @match &content {
             Content::Text(text) => {

@@ -137,15 +137,24 @@ fn log_line(line: &str) -> Markup {
     }
 }
 
+/// One line of a step's log: its number, the time the runner stamped it with (none on a line
+/// the server added, or in a log from before runners stamped lines), and its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogLine<'a> {
+    number: usize,
+    stamp: Option<&'a str>,
+    text: &'a str,
+}
+
 /// A step's log, as lines and the `##[group]` … `##[endgroup]` runs of lines folded under their
 /// title (as GitHub folds them; groups do not nest, a new group ends the open one).
 enum LogBlock<'a> {
-    Line(usize, &'a str),
-    /// `open`: not ended yet (a live page's script puts the next lines in it).
+    Line(LogLine<'a>),
+    /// `title`: the group's own line (its text without the marker). `open`: not ended yet (a
+    /// live page's script puts the next lines in it).
     Group {
-        number: usize,
-        title: &'a str,
-        lines: Vec<(usize, &'a str)>,
+        title: LogLine<'a>,
+        lines: Vec<LogLine<'a>>,
         open: bool,
     },
 }
@@ -154,16 +163,17 @@ fn log_blocks(text: &str) -> Vec<LogBlock<'_>> {
     let mut out = Vec::new();
     let mut open: Option<LogBlock<'_>> = None;
     for (i, line) in text.lines().enumerate() {
-        let number = i + 1;
-        if let Some(title) = line.strip_prefix("##[group]") {
+        let (stamp, line) = gitstratum_core::Timestamp::split_log_stamp(line);
+        let line = LogLine { number: i + 1, stamp, text: line };
+        if let Some(title) = line.text.strip_prefix("##[group]") {
             out.extend(open.take());
-            open = Some(LogBlock::Group { number, title, lines: Vec::new(), open: false });
-        } else if line.starts_with("##[endgroup]") {
+            open = Some(LogBlock::Group { title: LogLine { text: title, ..line }, lines: Vec::new(), open: false });
+        } else if line.text.starts_with("##[endgroup]") {
             out.extend(open.take());
         } else if let Some(LogBlock::Group { lines, .. }) = &mut open {
-            lines.push((number, line));
+            lines.push(line);
         } else {
-            out.push(LogBlock::Line(number, line));
+            out.push(LogBlock::Line(line));
         }
     }
     if let Some(LogBlock::Group { open, .. }) = &mut open {
@@ -173,31 +183,35 @@ fn log_blocks(text: &str) -> Vec<LogBlock<'_>> {
     out
 }
 
-/// One numbered, linkable log line (`#s{step}-L{n}`).
-fn numbered(step: i64, number: usize, line: &str) -> Markup {
+/// The parts of a numbered, linkable log line (`#s{step}-L{n}`): its number, its time when
+/// `stamps` (`HH:MM:SS` UTC, the whole stamp on hover) and its text.
+fn line_parts(step: i64, line: &LogLine<'_>, stamps: bool) -> Markup {
     html! {
-        div.l id={ "s" (step) "-L" (number) } {
-            a.num href={ "#s" (step) "-L" (number) } { (number) }
-            span.t { (log_line(line)) }
+        a.num href={ "#s" (step) "-L" (line.number) } { (line.number) }
+        @if stamps {
+            @if let Some(stamp) = line.stamp { time.ts datetime=(stamp) title=(stamp) { (stamp.get(11..19).unwrap_or(stamp)) } }
+            @else { span.ts {} }
         }
+        span.t { (log_line(line.text)) }
     }
 }
 
+fn numbered(step: i64, line: &LogLine<'_>, stamps: bool) -> Markup {
+    html! { div.l id={ "s" (step) "-L" (line.number) } { (line_parts(step, line, stamps)) } }
+}
+
 /// A step's log: its lines, groups folded (`data-lines`: how many lines it numbered, for the
-/// live script to go on from).
-fn log_view(step: i64, text: &str) -> Markup {
+/// live script to go on from); with `stamps`, each line's time before it.
+fn log_view(step: i64, text: &str, stamps: bool) -> Markup {
     html! {
         div.log data-lines=(text.lines().count()) {
             @for block in log_blocks(text) {
                 @match block {
-                    LogBlock::Line(n, line) => (numbered(step, n, line)),
-                    LogBlock::Group { number, title, lines, open } => {
+                    LogBlock::Line(line) => (numbered(step, &line, stamps)),
+                    LogBlock::Group { title, lines, open } => {
                         details.group data-open=[open.then_some("1")] {
-                            summary id={ "s" (step) "-L" (number) } {
-                                a.num href={ "#s" (step) "-L" (number) } { (number) }
-                                span.t { (log_line(title)) }
-                            }
-                            @for (n, line) in lines { (numbered(step, n, line)) }
+                            summary id={ "s" (step) "-L" (title.number) } { (line_parts(step, &title, stamps)) }
+                            @for line in &lines { (numbered(step, line, stamps)) }
                         }
                     }
                 }
@@ -387,10 +401,13 @@ fn duration(seconds: i64) -> String {
     }
 }
 
-fn job_line(base: &str, run: i64, job: &JobBody) -> Markup {
+/// A job's line; `node` is its graph node's key and `needs` when the line is one (a job alone
+/// under its key, not one of a matrix).
+fn job_line(base: &str, run: i64, job: &JobBody, node: Option<(&str, String)>) -> Markup {
     let took = job.started_at.as_deref().and_then(seconds).zip(job.completed_at.as_deref().and_then(seconds));
+    let (key, needs) = node.unzip();
     html! {
-        li data-job=(job.id) {
+        li data-job=(job.id) data-key=[key] data-needs=[needs] {
             (outcome(&job.status, job.conclusion.as_deref()))
             " "
             a href={ (base) "/actions/runs/" (run) "/job/" (job.id) } { (job.name) }
@@ -467,15 +484,18 @@ fn stages<'a>(groups: Vec<(&'a str, Vec<&'a JobBody>)>) -> Vec<Vec<(&'a str, Vec
     out
 }
 
+/// A node of the graph: a job, or a matrix's jobs under their key. Its `data-key` and
+/// `data-needs` (keys, space-separated) let page.js draw the edges between the columns.
 fn group_item(base: &str, run: i64, key: &str, members: &[&JobBody]) -> Markup {
+    let needs = members.first().map(|j| j.needs.join(" ")).unwrap_or_default();
     html! {
-        @if let [one] = members { (job_line(base, run, one)) }
+        @if let [one] = members { (job_line(base, run, one, Some((key, needs)))) }
         @else {
             @let (status, conclusion) = group_outcome(members);
-            li.matrix {
+            li.matrix data-key=(key) data-needs=(needs) {
                 details open[status != "completed" || conclusion == Some("failure")] {
                     summary { (outcome(status, conclusion)) " " strong { (key) } span.meta { " · " (members.len()) " jobs" } }
-                    ul.jobs { @for job in members { (job_line(base, run, job)) } }
+                    ul.jobs { @for job in members { (job_line(base, run, job, None)) } }
                 }
             }
         }
@@ -604,11 +624,20 @@ pub(super) async fn run_events(
 }
 
 /// `/{owner}/{repo}/actions/runs/{id}/job/{job}`: the job's steps, each with its log.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct JobQuery {
+    /// `1`: each log line shows the time the runner wrote it.
+    #[serde(default)]
+    timestamps: Option<String>,
+}
+
 pub(super) async fn job(
     State(state): State<AppState>,
     ctx: Ctx,
     Path((owner, name, id, job_id)): Path<(String, String, i64, i64)>,
+    Query(q): Query<JobQuery>,
 ) -> Response {
+    let stamps = q.timestamps.as_deref() == Some("1");
     let (repo, detail) = match run_of(&state, &ctx, &owner, &name, id).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -660,14 +689,17 @@ pub(super) async fn job(
         div.log-tools {
             label for="log-filter" hidden { "Search the log" }
             input id="log-filter" type="search" data-filter="div.steps" placeholder="Search the log (/)" hidden;
-            a href={ (base) "/actions/runs/" (r.id) "/job/" (job_id) "/raw" } { "Raw log" }
+            @let page = format!("{base}/actions/runs/{}/job/{job_id}", r.id);
+            @if stamps { a href=(page) { "Hide timestamps" } }
+            @else { a href={ (page) "?timestamps=1" } { "Show timestamps" } }
+            a href={ (page) "/raw" } { "Raw log" }
         }
-        div.steps data-live-log=[live.then_some(&stream)] {
+        div.steps data-live-log=[live.then_some(&stream)] data-timestamps=[stamps.then_some("1")] {
             @for step in &job.steps {
                 details.step data-step=(step.number) open[step.conclusion.as_deref() == Some("failure") || (live && step.status == "in_progress")] {
                     summary { (outcome(&step.status, step.conclusion.as_deref())) " " (step.name) }
                     @match logs.iter().find(|(n, _)| *n == step.number) {
-                        Some((_, Ok(text))) => (log_view(step.number, text)),
+                        Some((_, Ok(text))) => (log_view(step.number, text, stamps)),
                         _ => div.log {},
                     }
                     @if let Some((_, Err(e))) = logs.iter().find(|(n, _)| *n == step.number) {
@@ -786,16 +818,37 @@ mod tests {
     #[test]
     fn groups_fold_their_lines_under_their_title() {
         let text = "a\n##[group]Install <x>\nb\nc\n##[endgroup]\nd\n##[group]Open\ne";
+        let line = |l: &LogLine<'_>| format!("{}:{}", l.number, l.text);
         let shape: Vec<String> = log_blocks(text)
             .iter()
             .map(|b| match b {
-                LogBlock::Line(n, l) => format!("{n}:{l}"),
-                LogBlock::Group { number, title, lines, open } => format!("{number}:{title}{lines:?}{open}"),
+                LogBlock::Line(l) => line(l),
+                LogBlock::Group { title, lines, open } => {
+                    format!("{}{:?}{open}", line(title), lines.iter().map(line).collect::<Vec<_>>())
+                }
             })
             .collect();
-        assert_eq!(shape, ["1:a", "2:Install <x>[(3, \"b\"), (4, \"c\")]false", "6:d", "7:Open[(8, \"e\")]true"]);
-        let html = log_view(1, text).into_string();
+        assert_eq!(shape, ["1:a", "2:Install <x>[\"3:b\", \"4:c\"]false", "6:d", "7:Open[\"8:e\"]true"]);
+        let html = log_view(1, text, false).into_string();
         assert!(html.contains(r##"<summary id="s1-L2"><a class="num" href="#s1-L2">2</a><span class="t"><span>Install &lt;x&gt;</span></span></summary>"##), "{html}");
         assert!(html.contains(r#"<div class="l" id="s1-L8">"#), "{html}");
+    }
+
+    #[test]
+    fn runner_stamps_are_taken_off_and_shown_when_asked() {
+        let text = "2026-12-04T14:01:20.1230000Z ##[group]Run make\n2026-12-04T14:01:21.0000000Z ok\n2026-12-04T14:01:22.5000000Z ##[endgroup]\nadded by the server";
+        let blocks = log_blocks(text);
+        let LogBlock::Group { title, lines, open: false } = &blocks[0] else { panic!("a group first") };
+        assert_eq!((title.stamp, title.text), (Some("2026-12-04T14:01:20.1230000Z"), "Run make"));
+        assert_eq!(lines[0].text, "ok");
+        assert!(matches!(blocks[1], LogBlock::Line(LogLine { number: 4, stamp: None, text: "added by the server" })));
+        let hidden = log_view(1, text, false).into_string();
+        assert!(!hidden.contains("2026-12-04") && !hidden.contains("class=\"ts\""), "{hidden}");
+        let shown = log_view(1, text, true).into_string();
+        assert!(shown.contains(r#"<time class="ts" datetime="2026-12-04T14:01:21.0000000Z" title="2026-12-04T14:01:21.0000000Z">14:01:21</time><span class="t"><span>ok</span>"#), "{shown}");
+        assert!(
+            shown.contains(r#"<span class="ts"></span><span class="t"><span>added by the server</span>"#),
+            "{shown}"
+        );
     }
 }
