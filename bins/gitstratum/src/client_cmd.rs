@@ -35,6 +35,9 @@ pub enum RepoCommand {
         owner: Option<String>,
         #[arg(long)]
         private: bool,
+        /// One line saying what it is
+        #[arg(long)]
+        description: Option<String>,
     },
     /// Repositories you have a role on
     List,
@@ -569,10 +572,9 @@ pub fn repo(command: RepoCommand, json_out: bool) -> anyhow::Result<()> {
     let client = Client::from_config()?;
     runtime()?.block_on(async {
         match command {
-            RepoCommand::Create { name, owner, private } => {
-                let repo = client
-                    .call(Method::POST, "/repos", Some(json!({"name": name, "owner": owner, "private": private})))
-                    .await?;
+            RepoCommand::Create { name, owner, private, description } => {
+                let body = json!({"name": name, "owner": owner, "private": private, "description": description});
+                let repo = client.call(Method::POST, "/repos", Some(body)).await?;
                 if json_out {
                     return print_json(&repo);
                 }
@@ -618,6 +620,9 @@ pub fn repo(command: RepoCommand, json_out: bool) -> anyhow::Result<()> {
                     println!("{label:<15} {}", text(&repo[key]));
                 }
                 println!("{:<15} {}", "visibility", visibility(&repo));
+                if let Some(description) = repo["description"].as_str() {
+                    println!("{:<15} {description}", "description");
+                }
             }
             RepoCommand::Delete { repo, yes } => {
                 let (owner, name) = split_repo(&repo)?;

@@ -77,7 +77,7 @@ fn the_client_commands_drive_a_real_server() {
     assert!(ok(&bob, &["whoami"], "").starts_with("bob on "));
 
     // Repositories.
-    let out = ok(&bob, &["repo", "create", "app", "--private"], "");
+    let out = ok(&bob, &["repo", "create", "app", "--private", "--description", "The app"], "");
     assert!(out.contains("Created bob/app (private)") && out.contains("/bob/app.git"), "{out}");
     let err = fails(&bob, &["repo", "create", "bad name"], "");
     assert!(err.contains("field name"), "{err}");
@@ -85,7 +85,8 @@ fn the_client_commands_drive_a_real_server() {
     assert!(listed.lines().next().expect("header").starts_with("NAME"), "{listed}");
     assert!(listed.contains("bob/app") && listed.contains("private"), "{listed}");
     let view = json(&ok(&bob, &["--json", "repo", "view", "bob/app"], ""));
-    assert_eq!(view["default_branch"], "main");
+    assert_eq!((view["default_branch"].as_str(), view["description"].as_str()), (Some("main"), Some("The app")));
+    assert!(ok(&bob, &["repo", "view", "bob/app"], "").contains("description     The app"));
     let err = fails(&admin, &["repo", "view", "bob"], "");
     assert!(err.contains("OWNER/NAME"), "{err}");
     let err = fails(&bob, &["repo", "delete", "bob/app"], "");

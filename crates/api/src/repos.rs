@@ -17,6 +17,14 @@ pub struct CreateRepo {
     pub owner: Option<String>,
     #[serde(default)]
     pub private: bool,
+    /// One line saying what it is (at most 350 characters).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A description as the API takes it: valid, or a 422 naming the field.
+fn description(text: &str) -> Result<String, ApiError> {
+    gitstratum_platform::validate_description(text).map_err(|why| ApiError::validation("description", why))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,6 +35,8 @@ pub struct RepoBody {
     pub full_name: String,
     pub private: bool,
     pub default_branch: String,
+    /// `null` when it has none, as on GitHub.
+    pub description: Option<String>,
     pub clone_url: String,
     pub created_at: String,
 }
@@ -52,6 +62,7 @@ impl RepoBody {
             name: repo.name,
             private: repo.private,
             default_branch: repo.default_branch,
+            description: Some(repo.description).filter(|d| !d.is_empty()),
         }
     }
 }
@@ -166,17 +177,19 @@ pub async fn create(
         }
     };
     let actor = meta.actor(&caller);
-    let repo =
-        state.store().create_repo(&owner, &body.name, body.private, &actor, state.now()).await.map_err(
-            |e| match e {
-                gitstratum_platform::Error::Conflict { .. } => ApiError::new(
-                    StatusCode::CONFLICT,
-                    "repo.already_exists",
-                    format!("repository {}/{} already exists", owner.name, body.name),
-                ),
-                other => other.into(),
-            },
-        )?;
+    let described = description(body.description.as_deref().unwrap_or_default())?;
+    let repo = state
+        .store()
+        .create_described_repo(&owner, &body.name, body.private, &described, &actor, state.now())
+        .await
+        .map_err(|e| match e {
+            gitstratum_platform::Error::Conflict { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "repo.already_exists",
+                format!("repository {}/{} already exists", owner.name, body.name),
+            ),
+            other => other.into(),
+        })?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), actor = %caller.account.name, "repository created");
     Ok((StatusCode::CREATED, Json(RepoBody::new(repo, &state))))
 }
@@ -374,17 +387,20 @@ pub async fn list_mine(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UpdateRepo {
     pub private: Option<bool>,
+    /// An empty one removes it.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
-/// Changes a repository's settings (for now its visibility); needs admin on it.
+/// Changes a repository's visibility and description; needs admin on it.
 #[utoipa::path(
     patch,
     path = "/api/v1/repos/{owner}/{repo}",
     operation_id = "update_repo",
     tag = "repos",
-    summary = "Change a repository's visibility",
+    summary = "Change a repository's visibility or description",
     request_body = UpdateRepo,
-    responses((status = 200, description = "Change a repository's visibility", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+    responses((status = 200, description = "Change a repository's visibility or description", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -394,6 +410,11 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateRepo>,
 ) -> Result<Json<RepoBody>, ApiError> {
     let mut repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
+    // Everything is checked before anything changes.
+    let described = body.description.as_deref().map(description).transpose()?;
+    if let Some(text) = described {
+        repo.description = state.store().set_repo_description(&repo, &text, &meta.actor(&caller), state.now()).await?;
+    }
     if let Some(private) = body.private {
         state.store().set_repo_private(&repo, private, &meta.actor(&caller), state.now()).await?;
         repo.private = private;

@@ -21,6 +21,7 @@ pub fn repository_json(repo: &Repo, public_url: &str) -> Json {
         "html_url": format!("{public_url}/{full_name}"),
         "clone_url": format!("{public_url}/{full_name}.git"),
         "default_branch": repo.default_branch,
+        "description": Some(&repo.description).filter(|d| !d.is_empty()),
         "created_at": repo.created_at.to_rfc3339(),
     })
 }

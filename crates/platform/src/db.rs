@@ -264,6 +264,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "ci actions shared",
         sql: include_str!("../migrations/sqlite/0018_ci_actions_shared.sql"),
     },
+    MigrationSource {
+        version: 19,
+        description: "repo description",
+        sql: include_str!("../migrations/sqlite/0019_repo_description.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -347,6 +352,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 18,
         description: "ci actions shared",
         sql: include_str!("../migrations/postgres/0018_ci_actions_shared.sql"),
+    },
+    MigrationSource {
+        version: 19,
+        description: "repo description",
+        sql: include_str!("../migrations/postgres/0019_repo_description.sql"),
     },
 ];
 

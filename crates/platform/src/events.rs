@@ -60,6 +60,8 @@ impl FromDbRow for PlatformEvent {
                 name: row.get("name")?,
                 private: row.get("private")?,
                 default_branch: row.get("default_branch")?,
+                // Events keep what identifies the repository, not its description.
+                description: String::new(),
                 created_at: Timestamp(row.get("repo_created_at")?),
             },
             actor: row.get("actor")?,

@@ -30,7 +30,8 @@ pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
 pub use secrets::{SecretKey, Visibility};
 pub use store::{
-    Account, Error, INITIAL_ADMIN, NewToken, PlatformStore, Principal, Repo, SESSION_TOKEN_NAME, TokenInfo,
+    Account, Error, INITIAL_ADMIN, MAX_DESCRIPTION_CHARS, NewToken, PlatformStore, Principal, Repo, SESSION_TOKEN_NAME,
+    TokenInfo, validate_description,
 };
 pub use token::{Scope, Scopes, TokenSecret};
 pub use webhooks::{AttemptOutcome, Delivery, HookOwner, NewDelivery, Webhook};

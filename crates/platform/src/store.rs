@@ -140,7 +140,25 @@ pub struct Repo {
     pub name: String,
     pub private: bool,
     pub default_branch: String,
+    /// One line saying what it is (empty: none).
+    pub description: String,
     pub created_at: Timestamp,
+}
+
+/// The longest description kept (GitHub's limit).
+pub const MAX_DESCRIPTION_CHARS: usize = 350;
+
+/// A description as kept: trimmed, at most [`MAX_DESCRIPTION_CHARS`] characters, one line of
+/// printable text.
+pub fn validate_description(text: &str) -> std::result::Result<String, String> {
+    let text = text.trim();
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(format!("a description has at most {MAX_DESCRIPTION_CHARS} characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("a description is one line without control characters".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 impl FromDbRow for Repo {
@@ -152,6 +170,7 @@ impl FromDbRow for Repo {
             name: row.get("name")?,
             private: row.get("private")?,
             default_branch: row.get("default_branch")?,
+            description: row.get("description")?,
             created_at: Timestamp(row.get("created_at")?),
         })
     }
@@ -426,16 +445,31 @@ impl PlatformStore {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Repo> {
+        self.create_described_repo(owner, name, private, "", actor, now).await
+    }
+
+    /// [`PlatformStore::create_repo`] with a description ([`validate_description`]).
+    pub async fn create_described_repo(
+        &self,
+        owner: &Account,
+        name: &str,
+        private: bool,
+        description: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Repo> {
         validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
+        let description = validate_description(description).map_err(Error::Refused)?;
         let insert = Query::insert()
             .into_table("repos")
-            .columns(["owner_id", "name", "name_key", "private", "default_branch", "created_at"])
+            .columns(["owner_id", "name", "name_key", "private", "default_branch", "description", "created_at"])
             .values_panic([
                 owner.id.into(),
                 name.into(),
                 name.to_ascii_lowercase().into(),
                 private.into(),
                 DEFAULT_BRANCH.into(),
+                description.clone().into(),
                 now.0.into(),
             ])
             .returning_col("id")
@@ -459,6 +493,7 @@ impl PlatformStore {
             name: name.to_owned(),
             private,
             default_branch: DEFAULT_BRANCH.to_owned(),
+            description,
             created_at: now,
         };
         append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
@@ -539,6 +574,36 @@ impl PlatformStore {
         append_repo_event(&mut tx.conn(), action, &changed, actor, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Sets a repository's description ([`validate_description`]); returns it as kept.
+    pub async fn set_repo_description(
+        &self,
+        repo: &Repo,
+        description: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<String> {
+        let description = validate_description(description).map_err(Error::Refused)?;
+        if description == repo.description {
+            return Ok(description);
+        }
+        let org = self.owner_org(repo).await?;
+        let mut tx = self.db.begin().await?;
+        let update = Query::update()
+            .table("repos")
+            .value("description", description.clone())
+            .and_where(Expr::col("id").eq(repo.id))
+            .to_owned();
+        tx.conn().execute(&update).await?;
+        // No control characters (validated): quotes and backslashes are all JSON needs escaped.
+        let quoted = description.replace('\\', "\\\\").replace('"', "\\\"");
+        let event = AuditEvent::new("repo.update", format!("repo:{}/{}", repo.owner, repo.name))
+            .org(org)
+            .details(format!(r#"{{"description":"{quoted}"}}"#));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(description)
     }
 
     /// Deletes a repository; false when it was already gone.
@@ -693,6 +758,7 @@ pub(crate) fn repo_select() -> sea_query::SelectStatement {
             ("repos", "name"),
             ("repos", "private"),
             ("repos", "default_branch"),
+            ("repos", "description"),
             ("repos", "created_at"),
         ])
         .expr_as(Expr::col(("accounts", "name")), "owner")

@@ -28,6 +28,7 @@ gitstratum_platform::both_backends!(
     webhook_deliveries_are_a_durable_queue,
     organization_hooks_hear_every_repository_of_the_organization,
     repository_changes_are_platform_events,
+    repositories_have_descriptions,
     secrets_are_sealed_scoped_and_audited,
     a_suspended_account_authenticates_nowhere,
     deleting_a_user_transfers_or_deletes_its_repositories,
@@ -609,6 +610,30 @@ async fn organization_hooks_hear_every_repository_of_the_organization(store: &Pl
     let filter = AuditFilter { action: Some("webhook.delete".into()), limit: 5, ..Default::default() };
     let audit = store.list_audit(&filter).await.expect("audit");
     assert_eq!((audit[0].target.as_str(), audit[0].org_id), ("org:acme", Some(org.id)));
+}
+
+async fn repositories_have_descriptions(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", true, &sys(), T0).await.expect("repo");
+    // A description: trimmed, one line, at most 350 characters; read back with the repository.
+    assert_eq!(repo.description, "");
+    let kept = store.set_repo_description(&repo, "  The \"app\" \\ ünïcode  ", &sys(), T0).await.expect("describe");
+    assert_eq!(kept, "The \"app\" \\ ünïcode");
+    assert_eq!(store.get_repo("alice", "app").await.expect("get").expect("repo").description, kept);
+    for bad in ["two\nlines".to_owned(), "x".repeat(351)] {
+        assert!(matches!(store.set_repo_description(&repo, &bad, &sys(), T0).await, Err(Error::Refused(_))));
+    }
+    let described = store.create_described_repo(&alice, "lib", false, "A library", &sys(), T0).await.expect("repo");
+    assert_eq!(
+        store.get_repo("alice", "lib").await.expect("get").map(|r| r.description),
+        Some(described.description.clone())
+    );
+    let audit = store
+        .list_audit(&AuditFilter { action: Some("repo.update".into()), limit: 10, ..AuditFilter::default() })
+        .await;
+    let details = audit.expect("audit").into_iter().map(|e| e.details).collect::<Vec<_>>();
+    assert!(details.iter().any(|d| d.contains(r#"{"description":"The \"app\" \\ ünïcode"}"#)), "{details:?}");
+    assert!(store.delete_repo(&described, &sys(), T0).await.expect("delete"));
 }
 
 async fn repository_changes_are_platform_events(store: &PlatformStore) {

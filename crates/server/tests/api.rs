@@ -619,6 +619,30 @@ async fn visibility_changes_hide_and_show_a_repository_and_are_audited() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=repo.visibility", admin, None).await;
     assert_eq!(audit["entries"][0]["details"], json!({"private": true}));
+
+    // The description: `null` until set, set and cleared by PATCH, refused whole when invalid.
+    assert_eq!(s.send(Method::GET, path, admin, None).await.1["description"], Value::Null);
+    let (status, body) = s.send(Method::PATCH, path, admin, Some(json!({"description": " Flips \"it\" "}))).await;
+    assert_eq!((status, body["description"].as_str()), (StatusCode::OK, Some("Flips \"it\"")), "{body}");
+    let bad = json!({"description": "two\nlines", "private": false});
+    let (status, body) = s.send(Method::PATCH, path, admin, Some(bad)).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("description")));
+    let (_, now) = s.send(Method::GET, path, admin, None).await;
+    assert_eq!(
+        (now["private"].as_bool(), now["description"].as_str()),
+        (Some(true), Some("Flips \"it\"")),
+        "unchanged"
+    );
+    let (_, audit) = s.send(Method::GET, "/api/v1/audit?action=repo.update", admin, None).await;
+    assert_eq!(audit["entries"][0]["details"], json!({"description": "Flips \"it\""}));
+    let long = json!({"name": "long", "description": "x".repeat(351)});
+    assert_eq!(s.create_repo(admin, long).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = s.create_repo(admin, json!({"name": "described", "description": "Has one"})).await;
+    assert_eq!((status, body["description"].as_str()), (StatusCode::CREATED, Some("Has one")));
+    assert_eq!(
+        s.send(Method::PATCH, "/api/v1/repos/admin/described", admin, Some(json!({"description": ""}))).await.1["description"],
+        Value::Null
+    );
     let metrics = s.http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("gitstratum_control_auth_decisions_total{result=\"forbidden\"}"), "{metrics}");
     s.stop().await;

@@ -632,6 +632,12 @@ async fn settings_compare_branches_and_administration_pages() {
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     assert_eq!(s.send(Method::GET, "/api/v1/repos/admin/site", admin, None).await.1["private"], true);
     assert_eq!(get(&http, &s, "/admin/site", None).await.0, StatusCode::NOT_FOUND, "private now");
+    let done = act("description", vec![("description", "Site <b>docs</b>".into())]).await.expect("post");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let (_, page, _) = get(&http, &s, "/admin/site", Some(&mona)).await;
+    assert!(page.contains(r#"<p class="description">Site &lt;b&gt;docs&lt;/b&gt;</p>"#), "{page}");
+    let bad = act("description", vec![("description", "x".repeat(400))]).await.expect("post");
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let done = act("collaborators", vec![("username", "hubot".into()), ("permission", "write".into())]).await;
     assert_eq!(done.expect("post").status(), StatusCode::SEE_OTHER);
     let (_, list) = s.send(Method::GET, "/api/v1/repos/admin/site/collaborators", admin, None).await;

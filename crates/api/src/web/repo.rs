@@ -346,6 +346,7 @@ pub(super) async fn home(
     };
     let body = html! {
         (repo_header(&ctx, &repo, "code"))
+        @if !repo.description.is_empty() { p.description { (repo.description) } }
         div.clone {
             label for="clone-url" { "Clone" }
             input id="clone-url" type="text" readonly value=(clone_url);

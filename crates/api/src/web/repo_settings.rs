@@ -1,4 +1,4 @@
-//! A repository's settings, for its admins: visibility, collaborators and team grants, webhooks and their
+//! A repository's settings, for its admins: description, visibility, collaborators and team grants, webhooks and their
 //! deliveries (redeliver), secrets (names and dates; values write-only) and variables, CI
 //! settings, and deleting it (confirmed by typing its name). Every change goes through the API's
 //! own handler, so the rules, the audit log and the errors are the API's; a page only turns an
@@ -101,6 +101,13 @@ async fn settings_page(
         (repo_header(ctx, repo, "settings"))
         @if let Some(e) = &error { p.error role="alert" { (e) } }
         section.settings id="general" {
+            h2 { "Description" }
+            form.row method="post" action={ (base) "/description" } {
+                (csrf)
+                label for="description" { "Description" }
+                input id="description" type="text" name="description" maxlength=(gitstratum_platform::MAX_DESCRIPTION_CHARS) value=(repo.description) placeholder="What this repository is";
+                button type="submit" { "Save" }
+            }
             h2 { "Visibility" }
             p { "This repository is " strong { (if repo.private { "private" } else { "public" }) } "." }
             (ctx.button(
@@ -341,7 +348,11 @@ pub(super) async fn act(
     let settings = format!("/{o}/{n}/settings");
     let result: Result<String, ApiError> = match action.as_str() {
         "visibility" => {
-            let body = crate::repos::UpdateRepo { private: Some(field("private") == "true") };
+            let body = crate::repos::UpdateRepo { private: Some(field("private") == "true"), description: None };
+            crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
+        }
+        "description" => {
+            let body = crate::repos::UpdateRepo { private: None, description: Some(field("description")) };
             crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
         }
         "collaborators" => {
