@@ -602,7 +602,16 @@ async fn settings_compare_branches_and_administration_pages() {
     let (_, page, _) = get(&http, &s, "/admin/site/branches", Some(&mona)).await;
     assert!(page.contains(r#"href="/admin/site/tree/topic%231""#), "{page}");
     assert!(!page.contains("/branches/delete"), "{page}");
-    assert_eq!(get(&http, &s, "/admin/site/tree/topic%231", None).await.0, StatusCode::OK);
+    // The ref switcher: the same folder or file at every branch and tag.
+    git.ok(&src, &["tag", "v1.0", "main"]).await;
+    git.ok(&src, &["push", "-q", &push, "v1.0"]).await;
+    let (status, page, _) = get(&http, &s, "/admin/site/tree/topic%231", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Branch: <strong>topic#1</strong>"), "{page}");
+    assert!(page.contains(r#"<a href="/admin/site/tree/v1.0">v1.0</a>"#), "{page}");
+    let (_, page, _) = get(&http, &s, "/admin/site/blob/v1.0/lib.rs", None).await;
+    assert!(page.contains("Tag: <strong>v1.0</strong>"), "{page}");
+    assert!(page.contains(r#"<a href="/admin/site/blob/topic%231/lib.rs">topic#1</a>"#), "{page}");
 
     // Settings: a 404 for a reader, the page for an admin.
     assert_eq!(get(&http, &s, "/admin/site/settings", Some(&mona)).await.0, StatusCode::NOT_FOUND);

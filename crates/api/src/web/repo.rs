@@ -151,9 +151,13 @@ impl Git {
         gitstratum_ci::source::peel_to_commit(self.objects.as_ref(), self.id, id).map_err(|e| e.to_string())
     }
 
-    fn branches(&self) -> Result<Vec<String>, String> {
+    /// The names the ref switcher offers: up to 200 branches (by name) and 100 tags (by name,
+    /// last first: `v2.0` before `v1.9`, as version tags usually sort).
+    fn ref_names(&self) -> Result<(Vec<String>, Vec<String>), String> {
         let refs = self.refs.list(self.id).map_err(|e| e.to_string())?;
-        Ok(refs.iter().filter_map(|(n, _)| n.strip_prefix("refs/heads/").map(str::to_owned)).take(200).collect())
+        let branches = refs.iter().filter_map(|(n, _)| n.strip_prefix("refs/heads/").map(str::to_owned)).take(200);
+        let tags = refs.iter().rev().filter_map(|(n, _)| n.strip_prefix("refs/tags/").map(str::to_owned)).take(100);
+        Ok((branches.collect(), tags.collect()))
     }
 
     /// Up to `limit` commits from `tip`, newest first by committer time, after skipping `skip`;
@@ -257,6 +261,38 @@ pub(super) fn repo_header(ctx: &Ctx, repo: &Repo, tab: &str) -> Markup {
     }
 }
 
+/// The branch and tag switcher: the same page (`view`: `tree` or `blob`, at `path`) at another ref.
+fn switcher(
+    repo: &Repo,
+    current: &str,
+    (branches, tags): &(Vec<String>, Vec<String>),
+    view: &str,
+    path: &str,
+) -> Markup {
+    let at = |name: &str| {
+        let mut href = format!("/{}/{}/{view}/{}", repo.owner, repo.name, enc(name));
+        if !path.is_empty() {
+            href.push('/');
+            href.push_str(&enc(path));
+        }
+        href
+    };
+    let is_tag = tags.iter().any(|t| t == current) && !branches.iter().any(|b| b == current);
+    html! {
+        details.switch {
+            summary { (if is_tag { "Tag: " } else if branches.iter().any(|b| b == current) { "Branch: " } else { "At: " }) strong { (current) } }
+            @if !branches.is_empty() {
+                p.meta { "Branches" }
+                ul { @for b in branches { li { a href=(at(b)) aria-current=[(b == current).then_some("true")] { (b) } } } }
+            }
+            @if !tags.is_empty() {
+                p.meta { "Tags" }
+                ul { @for t in tags { li { a href=(at(t)) aria-current=[(t == current).then_some("true")] { (t) } } } }
+            }
+        }
+    }
+}
+
 /// `a / b / c` links for a path at a ref.
 fn breadcrumbs(repo: &Repo, git_ref: &str, path: &str) -> Markup {
     let base = format!("/{}/{}/tree/{}", repo.owner, repo.name, enc(git_ref));
@@ -332,7 +368,7 @@ pub(super) async fn home(
         let (commit, shown) = g.commit(tip)?.ok_or("the branch's commit is missing")?;
         let entries = g.entries(commit.tree)?;
         let readme = readme(&g, &entries, &r, &branch, "")?;
-        Ok(Some((shown, entries, readme, g.branches()?)))
+        Ok(Some((shown, entries, readme, g.ref_names()?)))
     })
     .await;
     let read = match read {
@@ -360,12 +396,9 @@ pub(super) async fn home(
                     pre { "git remote add origin " (clone_url) "\ngit push -u origin " (repo.default_branch) }
                 }
             }
-            Some((last, entries, readme, branches)) => {
+            Some((last, entries, readme, names)) => {
                 div.bar {
-                    details.switch {
-                        summary { "Branch: " strong { (repo.default_branch) } }
-                        ul { @for b in branches { li { a href={ "/" (repo.owner) "/" (repo.name) "/tree/" (enc(b)) } { (b) } } } }
-                    }
+                    (switcher(&repo, &repo.default_branch, names, "tree", ""))
                     span.last {
                         a href={ "/" (repo.owner) "/" (repo.name) "/commits/" (enc(&repo.default_branch)) } { (last.text.summary()) }
                         " · " (last.text.author.name) " · " (when(last.text.committer.time, now))
@@ -398,19 +431,20 @@ pub(super) async fn tree(
             Some((0o040000, tree)) => {
                 let entries = git.entries(tree)?;
                 let readme = readme(&git, &entries, &r, &git_ref, &path)?;
-                Ok(Some((git_ref, path, entries, readme)))
+                Ok(Some((git_ref, path, entries, readme, git.ref_names()?)))
             }
             _ => Ok(None),
         }
     })
     .await;
-    let (git_ref, path, entries, readme) = match read {
+    let (git_ref, path, entries, readme, names) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
         Err(page) => return page,
     };
     let body = html! {
         (repo_header(&ctx, &repo, "code"))
+        div.bar { (switcher(&repo, &git_ref, &names, "tree", &path)) }
         (breadcrumbs(&repo, &git_ref, &path))
         (listing(&repo, &git_ref, &path, &entries))
         @if let Some(r) = readme { (r) }
@@ -463,21 +497,24 @@ pub(super) async fn blob(
         Err(page) => return page,
     };
     let read = blocking(&ctx, move || {
-        Ok(git.file_at(&rest)?.map(|File { git_ref, commit, path, mode, id, data }| {
-            let content = if mode == 0o120000 {
-                Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&data)))
-            } else {
-                content_of(&path, &data)
-            };
-            let highlighted = match &content {
-                Content::Text(text) if mode != 0o120000 => highlight::lines(id, &path, text),
-                _ => None,
-            };
-            (git_ref, commit, path, data.len(), content, highlighted)
-        }))
+        git.file_at(&rest)?
+            .map(|File { git_ref, commit, path, mode, id, data }| {
+                let content = if mode == 0o120000 {
+                    Content::Text(format!("symbolic link to {}", String::from_utf8_lossy(&data)))
+                } else {
+                    content_of(&path, &data)
+                };
+                let highlighted = match &content {
+                    Content::Text(text) if mode != 0o120000 => highlight::lines(id, &path, text),
+                    _ => None,
+                };
+                (git_ref, commit, path, data.len(), content, highlighted)
+            })
+            .map(|found| git.ref_names().map(|names| (found, names)))
+            .transpose()
     })
     .await;
-    let (git_ref, commit, path, size, content, highlighted) = match read {
+    let ((git_ref, commit, path, size, content, highlighted), names) = match read {
         Ok(Some(found)) => found,
         Ok(None) => return ctx.not_found(),
         Err(page) => return page,
@@ -485,6 +522,7 @@ pub(super) async fn blob(
     let raw = format!("/{}/{}/raw/{}/{}", repo.owner, repo.name, enc(&git_ref), enc(&path));
     let body = html! {
         (repo_header(&ctx, &repo, "code"))
+        div.bar { (switcher(&repo, &git_ref, &names, "blob", &path)) }
         (breadcrumbs(&repo, &git_ref, &path))
         div.file-bar {
             span { (size) " bytes" }
