@@ -80,6 +80,18 @@ async fn listed(state: &AppState, who: &Authenticated, repo: &Repo) -> Result<Li
     Ok(Listed { collaborators, hooks, secrets, variables, ci, teams })
 }
 
+/// A labelled choice of repository role (`permission`), `write` chosen.
+fn role_field(id: &str) -> Markup {
+    html! {
+        label for=(id) { "Role" }
+        select id=(id) name="permission" {
+            @for role in ["read", "triage", "write", "maintain", "admin"] {
+                option value=(role) selected[role == "write"] { (role) }
+            }
+        }
+    }
+}
+
 async fn settings_page(
     state: &AppState,
     ctx: &Ctx,
@@ -137,12 +149,7 @@ async fn settings_page(
                 (csrf)
                 label for="collaborator" { "Username" }
                 input id="collaborator" type="text" name="username" required;
-                label for="permission" { "Role" }
-                select id="permission" name="permission" {
-                    @for role in ["read", "triage", "write", "maintain", "admin"] {
-                        option value=(role) selected[role == "write"] { (role) }
-                    }
-                }
+                (role_field("permission"))
                 button type="submit" { "Add or change" }
             }
         }
@@ -173,12 +180,7 @@ async fn settings_page(
                             select id="team" name="team" {
                                 @for name in names { option value=(name) { (name) } }
                             }
-                            label for="team-permission" { "Role" }
-                            select id="team-permission" name="permission" {
-                                @for role in ["read", "triage", "write", "maintain", "admin"] {
-                                    option value=(role) selected[role == "write"] { (role) }
-                                }
-                            }
+                            (role_field("team-permission"))
                             button type="submit" { "Grant or change" }
                         }
                     }
