@@ -118,3 +118,10 @@ ensure_nextest() {
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest
 }
+
+# Garage (S3-compatible object storage), built once from crates.io into ~/.cache: the object
+# storage tests start three-node clusters of it (scripts/garage.sh). AGPL: run as a separate
+# process only.
+ensure_garage() {
+    bash "$(dirname "${BASH_SOURCE[0]}")/garage.sh" build
+}

@@ -9,6 +9,7 @@ ensure_packages git bubblewrap chromium chromium-driver
 ensure_nextest
 ensure_schemathesis
 ensure_actions_toolkit
+ensure_garage
 ensure_postgres
 sweep_stale_test_schemas
 export GITSTRATUM_TEST_POSTGRES_URL

@@ -32,6 +32,8 @@ pub mod references;
 pub mod source;
 pub mod state;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;
 pub mod usage;
 

@@ -95,6 +95,9 @@ pub struct Config {
     pub pack_cache_bytes: u64,
     /// Background maintenance of Git storage (`[git]`).
     pub git_maintenance: GitMaintenance,
+    /// S3-compatible object storage for artifact and cache archives (`[object_storage]`); `None`:
+    /// files under the data directory.
+    pub object_storage: Option<gitstratum_ci::blob::s3::S3Config>,
     /// Git hosts actions no repository here has are fetched from, in order (`[actions] sources`):
     /// `http(s)://` base URLs, `<source>/<owner>/<repo>.git` being a repository.
     pub actions_sources: Vec<String>,
@@ -178,6 +181,13 @@ pub struct ConfigLayer {
     pub actions_sources: Option<String>,
     /// Environment only (`GITSTRATUM_SECRETS_KEY`): never in a file or on the command line.
     pub secrets_key: Option<String>,
+    pub object_storage_endpoint: Option<String>,
+    pub object_storage_bucket: Option<String>,
+    pub object_storage_region: Option<String>,
+    pub object_storage_access_key_id: Option<String>,
+    pub object_storage_prefix: Option<String>,
+    /// Environment only (`GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY`).
+    pub object_storage_secret_access_key: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -217,6 +227,12 @@ impl fmt::Debug for ConfigLayer {
             .field("git_prune_grace_hours", &self.git_prune_grace_hours)
             .field("actions_sources", &self.actions_sources.as_deref().map(redact_sources))
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
+            .field("object_storage_endpoint", &self.object_storage_endpoint)
+            .field("object_storage_bucket", &self.object_storage_bucket)
+            .field("object_storage_region", &self.object_storage_region)
+            .field("object_storage_access_key_id", &self.object_storage_access_key_id)
+            .field("object_storage_prefix", &self.object_storage_prefix)
+            .field("object_storage_secret_access_key", &self.object_storage_secret_access_key.as_ref().map(|_| "…"))
             .finish()
     }
 }
@@ -264,6 +280,8 @@ struct FileConfig {
     tokens: FileTokens,
     #[serde(default)]
     actions: FileActions,
+    #[serde(default)]
+    object_storage: FileObjectStorage,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,6 +355,16 @@ struct FileGit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileObjectStorage {
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileDatabase {
     url: Option<String>,
 }
@@ -346,6 +374,40 @@ struct FileDatabase {
 struct FileLog {
     format: Option<String>,
     level: Option<String>,
+}
+
+/// `[object_storage]`: set when it names a bucket, which then needs credentials (the secret in
+/// the environment only); the endpoint, when given, an `http(s)://` URL.
+fn object_storage(merged: &ConfigLayer) -> Result<Option<gitstratum_ci::blob::s3::S3Config>, ConfigError> {
+    let value = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    let bucket = value(&merged.object_storage_bucket);
+    if bucket.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |setting: &'static str, message: &str| ConfigError::Invalid { setting, message: message.to_owned() };
+    let endpoint = value(&merged.object_storage_endpoint);
+    if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(invalid("object_storage.endpoint", "an http:// or https:// URL"));
+    }
+    let access_key_id = value(&merged.object_storage_access_key_id);
+    if access_key_id.is_empty() {
+        return Err(invalid("object_storage.access_key_id", "a bucket needs an access key id"));
+    }
+    let secret_access_key = value(&merged.object_storage_secret_access_key);
+    if secret_access_key.is_empty() {
+        return Err(invalid(
+            "object_storage.secret_access_key",
+            "a bucket needs GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY in the environment",
+        ));
+    }
+    Ok(Some(gitstratum_ci::blob::s3::S3Config {
+        endpoint,
+        bucket,
+        region: value(&merged.object_storage_region),
+        access_key_id,
+        secret_access_key,
+        prefix: value(&merged.object_storage_prefix),
+    }))
 }
 
 impl ConfigLayer {
@@ -387,6 +449,12 @@ impl ConfigLayer {
             git_full_repack_hours: file.git.full_repack_hours.map(|n| n.to_string()),
             git_prune_grace_hours: file.git.prune_grace_hours.map(|n| n.to_string()),
             secrets_key: None,
+            object_storage_endpoint: file.object_storage.endpoint,
+            object_storage_bucket: file.object_storage.bucket,
+            object_storage_region: file.object_storage.region,
+            object_storage_access_key_id: file.object_storage.access_key_id,
+            object_storage_prefix: file.object_storage.prefix,
+            object_storage_secret_access_key: None,
         })
     }
 
@@ -437,6 +505,12 @@ impl ConfigLayer {
                 "GITSTRATUM_GIT_FULL_REPACK_HOURS" => layer.git_full_repack_hours = Some(value),
                 "GITSTRATUM_GIT_PRUNE_GRACE_HOURS" => layer.git_prune_grace_hours = Some(value),
                 "GITSTRATUM_SECRETS_KEY" => layer.secrets_key = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_ENDPOINT" => layer.object_storage_endpoint = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_BUCKET" => layer.object_storage_bucket = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_REGION" => layer.object_storage_region = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_ACCESS_KEY_ID" => layer.object_storage_access_key_id = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_PREFIX" => layer.object_storage_prefix = Some(value),
+                "GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY" => layer.object_storage_secret_access_key = Some(value),
                 _ => {}
             }
         }
@@ -482,6 +556,14 @@ impl ConfigLayer {
             git_full_repack_hours: over.git_full_repack_hours.or(self.git_full_repack_hours),
             git_prune_grace_hours: over.git_prune_grace_hours.or(self.git_prune_grace_hours),
             secrets_key: over.secrets_key.or(self.secrets_key),
+            object_storage_endpoint: over.object_storage_endpoint.or(self.object_storage_endpoint),
+            object_storage_bucket: over.object_storage_bucket.or(self.object_storage_bucket),
+            object_storage_region: over.object_storage_region.or(self.object_storage_region),
+            object_storage_access_key_id: over.object_storage_access_key_id.or(self.object_storage_access_key_id),
+            object_storage_prefix: over.object_storage_prefix.or(self.object_storage_prefix),
+            object_storage_secret_access_key: over
+                .object_storage_secret_access_key
+                .or(self.object_storage_secret_access_key),
         }
     }
 }
@@ -505,6 +587,7 @@ impl Config {
     /// Merges the layers over the defaults and validates the result.
     pub fn from_layers(file: ConfigLayer, env: ConfigLayer, flags: ConfigLayer) -> Result<Config, ConfigError> {
         let merged = file.overlay(env).overlay(flags);
+        let object_storage = object_storage(&merged)?;
         let listen_text = merged.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
             setting: "listen",
@@ -660,6 +743,7 @@ impl Config {
                 .map_err(|message| ConfigError::Invalid { setting: "actions.sources", message })?;
         }
         Ok(Config {
+            object_storage,
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             public_url,
@@ -887,10 +971,12 @@ mod tests {
             ("git full_repack_hours", layer.git_full_repack_hours.is_some()),
             ("git prune_grace_hours", layer.git_prune_grace_hours.is_some()),
             ("actions sources", layer.actions_sources.is_some()),
+            ("object_storage bucket", layer.object_storage_bucket.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }
-        Config::from_layers(layer, ConfigLayer::default(), ConfigLayer::default()).expect("example values validate");
+        let secret = ConfigLayer { object_storage_secret_access_key: Some("s3cret".into()), ..Default::default() };
+        Config::from_layers(layer, secret, ConfigLayer::default()).expect("example values validate");
     }
 
     #[test]
@@ -911,6 +997,26 @@ mod tests {
             (ConfigLayer { log_level: Some("loud!".into()), ..Default::default() }, "log_level"),
             (ConfigLayer { log_level: Some("info,x=shout".into()), ..Default::default() }, "log_level"),
             (ConfigLayer { log_level: Some("".into()), ..Default::default() }, "log_level"),
+            (
+                ConfigLayer { object_storage_bucket: Some("b".into()), ..Default::default() },
+                "object_storage.access_key_id",
+            ),
+            (
+                ConfigLayer {
+                    object_storage_bucket: Some("b".into()),
+                    object_storage_access_key_id: Some("k".into()),
+                    ..Default::default()
+                },
+                "object_storage.secret_access_key",
+            ),
+            (
+                ConfigLayer {
+                    object_storage_bucket: Some("b".into()),
+                    object_storage_endpoint: Some("garage:3900".into()),
+                    ..Default::default()
+                },
+                "object_storage.endpoint",
+            ),
         ] {
             let err = Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), flags).expect_err("invalid");
             assert!(matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting), "{err}");

@@ -259,8 +259,18 @@ impl Server {
             self.data_dir.blobs_dir().join("logs"),
             self.config.ci_log_step_max_bytes,
         ));
-        let blobs = gitstratum_ci::blob::FsBlobStore::open(self.data_dir.blobs_dir()).map_err(Error::Serve)?;
-        let artifacts = Arc::new(gitstratum_ci::Artifacts::new(ci.clone(), Arc::new(blobs), self.config.ci_artifacts));
+        let blobs: Arc<dyn gitstratum_ci::blob::BlobStore> = match &self.config.object_storage {
+            None => Arc::new(gitstratum_ci::blob::FsBlobStore::open(self.data_dir.blobs_dir()).map_err(Error::Serve)?),
+            Some(s3) => Arc::new(
+                gitstratum_ci::blob::s3::S3BlobStore::open(
+                    s3,
+                    tokio::runtime::Handle::current(),
+                    self.data_dir.blobs_dir().join("staging"),
+                )
+                .map_err(Error::Serve)?,
+            ),
+        };
+        let artifacts = Arc::new(gitstratum_ci::Artifacts::new(ci.clone(), blobs, self.config.ci_artifacts));
         let upstream: Arc<dyn gitstratum_ci::upstream::Upstream> = if self.config.actions_sources.is_empty() {
             Arc::new(gitstratum_ci::upstream::NoUpstream)
         } else {

@@ -1627,6 +1627,80 @@ jobs:
     s.stop().await;
 }
 
+/// With `[object_storage]` set, artifact archives live in S3-compatible object storage (a real
+/// three-node Garage cluster, replication factor 3), not under the data directory: uploaded by one
+/// job, downloaded by the next and through the API, and deleted from the bucket by retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_live_in_object_storage_when_configured() {
+    let Some(garage) = gitstratum_ci::testing::Garage::start("site") else { return };
+    let c = &garage.config;
+    let config = gitstratum_server::ConfigLayer {
+        object_storage_endpoint: Some(c.endpoint.clone()),
+        object_storage_bucket: Some(c.bucket.clone()),
+        object_storage_region: Some(c.region.clone()),
+        object_storage_access_key_id: Some(c.access_key_id.clone()),
+        object_storage_secret_access_key: Some(c.secret_access_key.clone()),
+        object_storage_prefix: Some(c.prefix.clone()),
+        ..Default::default()
+    };
+    let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, config).await;
+    write(
+        &src,
+        ".github/workflows/art.yml",
+        r#"on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir dist && echo from-s3 > dist/a.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: dist
+          path: dist/
+          retention-days: 1
+  use:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: dist
+      - run: cat a.txt
+"#,
+    );
+    commit(&git, &src, "first").await;
+    let url = format!("http://x:{token}@{}/admin/app.git", s.base.trim_start_matches("http://"));
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    let run = runs(&s, &token, 1).await.remove(0);
+    let detail = completed(&s, &token, &run).await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    assert_eq!(detail["conclusion"], "success", "{detail}\n{}", job_log(&s, &token, &jobs[0]).await);
+    assert!(job_log(&s, &token, &jobs[1]).await.contains("from-s3"));
+
+    let runtime = tokio::runtime::Handle::current();
+    let staging = tempfile::tempdir().expect("tmp");
+    let bucket = gitstratum_ci::blob::s3::S3BlobStore::open(c, runtime, staging.path().to_owned()).expect("client");
+    let listed = tokio::task::spawn_blocking({
+        let bucket = std::sync::Arc::new(bucket);
+        move || gitstratum_ci::blob::BlobStore::list(bucket.as_ref(), "artifacts")
+    });
+    let listed = listed.await.expect("join").expect("list the bucket");
+    assert_eq!(listed.len(), 1, "the archive is in the bucket: {listed:?}");
+    assert!(!s.data_dir.path().join("blobs/artifacts").exists(), "and not under the data directory");
+    let (_, list) = s.send(Method::GET, &format!("/api/v1/runs/{}/artifacts", run["id"]), Some(&token), None).await;
+    let zip = s
+        .http
+        .get(s.url(&format!("/api/v1/artifacts/{}/download", list["artifacts"][0]["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(zip.status(), 200);
+    assert!(zip.bytes().await.expect("zip").windows(8).any(|w| w == b"from-s3\n"), "the file is in the zip");
+    s.stop().await;
+    drop(garage);
+}
+
 /// `actions/cache` end to end: a miss saves after the job; the next run on the branch restores
 /// the newest cache by a restore-keys prefix (workspace and $HOME paths) and an exact key hits
 /// without saving again; a run on another branch falls back to the default branch's caches.

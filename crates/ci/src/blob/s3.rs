@@ -1,0 +1,228 @@
+//! Blobs in S3-compatible object storage (AWS S3, Garage, Ceph RGW, MinIO), through the
+//! `object_store` crate: cluster mode keeps artifact and cache archives there, so every frontend
+//! reads what any frontend wrote.
+//!
+//! The object store never decides anything: keys are fresh (128 random bits, [`super::new_key`])
+//! and written once, deletes are idempotent, and no conditional request is ever relied on —
+//! conditional puts are switched off in the client, so a call that would need one fails loudly
+//! instead of being silently ignored (as Garage ignores `If-None-Match`).
+//!
+//! [`BlobStore`] is synchronous and called on blocking threads; each call runs its requests on
+//! the runtime handed to [`S3BlobStore::open`]. Reads fetch the object in ranges of
+//! [`READ_CHUNK`] bytes as they are read, so memory stays bounded whatever the blob's size.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Handle;
+
+use super::BlobStore;
+
+/// How much of a blob one read request fetches.
+pub const READ_CHUNK: u64 = 8 << 20;
+/// Uploads up to this size go in one request; larger ones in parts of this size.
+const PART: usize = 8 << 20;
+
+/// Where the blobs are: an S3 endpoint, a bucket and credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http://127.0.0.1:3900`; empty for AWS itself.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Every key goes under this prefix (`gitstratum/`), so one bucket can hold other things.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub struct S3BlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    runtime: Handle,
+    staging: PathBuf,
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { path, .. } => {
+            io::Error::new(io::ErrorKind::NotFound, format!("no blob at {path}"))
+        }
+        other => io::Error::other(format!("object storage: {other}")),
+    }
+}
+
+impl S3BlobStore {
+    /// A client for `config`; uploads are staged in `staging` (a local directory). Nothing is
+    /// sent until the store is used.
+    pub fn open(config: &S3Config, runtime: Handle, staging: PathBuf) -> io::Result<S3BlobStore> {
+        // The client is reqwest's, whose TLS needs a process-wide crypto provider (the server's
+        // `http::client_builder` installs the same one; installing twice is harmless).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&staging)?;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        if config.bucket.is_empty() {
+            return Err(invalid("object storage needs a bucket"));
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(if config.region.is_empty() { "us-east-1" } else { &config.region })
+            .with_access_key_id(&config.access_key_id)
+            .with_secret_access_key(&config.secret_access_key)
+            // Never rely on a conditional put: S3-compatible stores differ (Garage ignores
+            // If-None-Match), so a put that would need one must fail rather than overwrite.
+            .with_conditional_put(S3ConditionalPut::Disabled);
+        if !config.endpoint.is_empty() {
+            builder = builder
+                .with_endpoint(&config.endpoint)
+                .with_allow_http(config.endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder.build().map_err(|e| invalid(&format!("object storage: {e}")))?;
+        let prefix = config.prefix.trim_matches('/').to_owned();
+        Ok(S3BlobStore { store: Arc::new(store), prefix, runtime, staging })
+    }
+
+    /// The object store itself (tests use it to check what the client refuses).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn location(&self, key: &str) -> io::Result<ObjectPath> {
+        super::check_key(key)?;
+        Ok(if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        })
+    }
+
+    fn run<T>(&self, work: impl Future<Output = Result<T, object_store::Error>>) -> io::Result<T> {
+        self.runtime.block_on(work).map_err(io_error)
+    }
+}
+
+impl BlobStore for S3BlobStore {
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    fn commit(&self, staged: &Path, key: &str) -> io::Result<()> {
+        let location = self.location(key)?;
+        let store = self.store.clone();
+        let staged_path = staged.to_owned();
+        self.runtime.block_on(async move {
+            let mut file = tokio::fs::File::open(&staged_path).await?;
+            let size = file.metadata().await?.len();
+            if size <= PART as u64 {
+                let mut data = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut data).await?;
+                store.put(&location, PutPayload::from(data)).await.map_err(io_error)?;
+            } else {
+                let upload = store.put_multipart(&location).await.map_err(io_error)?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer.wait_for_capacity(2).await.map_err(io_error)?;
+                    writer.write(&buf[..n]);
+                }
+                writer.finish().await.map_err(io_error)?;
+            }
+            io::Result::Ok(())
+        })?;
+        std::fs::remove_file(staged)
+    }
+
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        let location = self.location(key)?;
+        let size = self.run(self.store.head(&location))?.size;
+        Ok(Box::new(RangeReader {
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            location,
+            size,
+            next: 0,
+            chunk: bytes::Bytes::new(),
+        }))
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        let location = self.location(key)?;
+        match self.runtime.block_on(self.store.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn list(&self, kind: &str) -> io::Result<Vec<(String, std::time::SystemTime)>> {
+        use futures_util::TryStreamExt;
+        let prefix = self.location(kind)?;
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let listed: Vec<object_store::ObjectMeta> = self.run(self.store.list(Some(&prefix)).try_collect())?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let key = meta.location.as_ref().strip_prefix(&strip)?.to_owned();
+                let millis = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+                Some((key, std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis)))
+            })
+            .collect())
+    }
+}
+
+/// A blob read in ranges as it is read.
+struct RangeReader {
+    store: Arc<dyn ObjectStore>,
+    runtime: Handle,
+    location: ObjectPath,
+    size: u64,
+    /// The offset of the first byte not fetched yet.
+    next: u64,
+    /// Fetched, not yet read.
+    chunk: bytes::Bytes,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.chunk.is_empty() {
+            if self.next >= self.size || buf.is_empty() {
+                return Ok(0);
+            }
+            let end = (self.next + READ_CHUNK).min(self.size);
+            let range = self.next..end;
+            let chunk = self.runtime.block_on(self.store.get_range(&self.location, range)).map_err(io_error)?;
+            if chunk.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob ended early"));
+            }
+            self.next += chunk.len() as u64;
+            self.chunk = chunk;
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}

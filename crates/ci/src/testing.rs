@@ -1,0 +1,56 @@
+//! Test support (feature `testing`): a Garage cluster of a test's own, started and stopped by
+//! `scripts/garage.sh`.
+
+use std::path::{Path, PathBuf};
+
+use crate::blob::s3::S3Config;
+
+/// Three Garage nodes (replication factor 3) on loopback, stopped when dropped.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    pub config: S3Config,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/garage.sh")
+}
+
+impl Garage {
+    /// Starts a cluster; `None` (with a message) when there is no Garage binary, which fails the
+    /// test instead when `CI` is set (`scripts/test.sh` builds Garage first).
+    pub fn start(prefix: &str) -> Option<Garage> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg("up")
+            .arg(dir.path())
+            .output()
+            .expect("run scripts/garage.sh");
+        if out.status.code() == Some(3) {
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(std::env::var_os("CI").is_none(), "CI needs Garage: {why}");
+            eprintln!("skipping what needs object storage: {why}");
+            return None;
+        }
+        assert!(out.status.success(), "scripts/garage.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("garage.json")).expect("garage.json"))
+                .expect("garage.json is JSON");
+        let field = |k: &str| info[k].as_str().unwrap_or_default().to_owned();
+        let config = S3Config {
+            endpoint: field("endpoint"),
+            bucket: field("bucket"),
+            region: field("region"),
+            access_key_id: field("access_key_id"),
+            secret_access_key: field("secret_access_key"),
+            prefix: prefix.to_owned(),
+        };
+        Some(Garage { dir, config })
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(self.dir.path()).status();
+    }
+}

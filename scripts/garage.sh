@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# A Garage cluster (S3-compatible object storage) on this machine, for tests and for trying
+# cluster mode: three nodes on loopback, replication factor 3, fsync of data and metadata on.
+#
+#   scripts/garage.sh build      builds Garage from crates.io into ~/.cache/gitstratum-garage
+#                                (AGPL: run as a separate process only, never vendored)
+#   scripts/garage.sh up DIR     starts three nodes under DIR, makes a bucket and a key, and writes
+#                                DIR/garage.json: {"endpoint", "region", "bucket",
+#                                "access_key_id", "secret_access_key",
+#                                "nodes": [{"pid", "s3", "rpc"}]}
+#   scripts/garage.sh down DIR   stops the nodes DIR's cluster started (by process id)
+#
+# Exit status 3: no Garage binary (build it first, or set GITSTRATUM_GARAGE to one).
+set -euo pipefail
+
+GARAGE_VERSION=2.5.0
+CACHE="${GITSTRATUM_GARAGE_CACHE:-$HOME/.cache/gitstratum-garage}"
+GARAGE="${GITSTRATUM_GARAGE:-$CACHE/bin/garage}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+build() {
+    if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then return 0; fi
+    log "building Garage $GARAGE_VERSION into $CACHE (once; the build is kept there)"
+    mkdir -p "$CACHE"
+    CARGO_TARGET_DIR="$CACHE/build" cargo install garage --version "$GARAGE_VERSION" --locked \
+        --no-default-features --features bundled-libs,lmdb --root "$CACHE" --quiet
+    rm -rf "$CACHE/build"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# garage CLI against node 1 of DIR.
+cli() { "$GARAGE" -c "$DIR/node1/garage.toml" "$@"; }
+
+up() {
+    [ -x "$GARAGE" ] || { echo "no Garage binary at $GARAGE: run scripts/garage.sh build" >&2; exit 3; }
+    mkdir -p "$DIR"
+    DIR=$(cd "$DIR" && pwd)
+    local secret admin_token
+    secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    admin_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    : > "$DIR/pids"
+    local nodes_json="" n
+    for n in 1 2 3; do
+        local node="$DIR/node$n" rpc s3 admin
+        rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+        mkdir -p "$node/meta" "$node/data"
+        cat > "$node/garage.toml" <<EOF
+metadata_dir = "$node/meta"
+data_dir = "$node/data"
+db_engine = "lmdb"
+lmdb_map_size = "1G"
+replication_factor = 3
+consistency_mode = "consistent"
+metadata_fsync = true
+data_fsync = true
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$secret"
+rpc_timeout_msec = 5000
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+admin_token = "$admin_token"
+EOF
+        chmod 600 "$node/garage.toml"
+        setsid "$GARAGE" -c "$node/garage.toml" server > "$node/log" 2>&1 < /dev/null &
+        echo $! >> "$DIR/pids"
+        echo "$rpc $s3" > "$node/ports"
+        nodes_json="$nodes_json${nodes_json:+,}{\"pid\": $!, \"s3\": \"http://127.0.0.1:$s3\", \"rpc\": \"127.0.0.1:$rpc\"}"
+    done
+    # Each node answers, then nodes 2 and 3 join node 1.
+    local ids=()
+    for n in 1 2 3; do
+        local id=""
+        for _ in $(seq 1 100); do
+            id=$("$GARAGE" -c "$DIR/node$n/garage.toml" node id -q 2>/dev/null) && break
+            sleep 0.1
+        done
+        [ -n "$id" ] || { log "Garage node $n did not start:"; tail -20 "$DIR/node$n/log" >&2; down; exit 1; }
+        ids+=("$id")
+    done
+    cli node connect "${ids[1]}" >/dev/null
+    cli node connect "${ids[2]}" >/dev/null
+    for id in "${ids[@]}"; do
+        cli layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null
+    done
+    cli layout apply --version 1 >/dev/null
+    # The bucket and key are made once the layout has reached every node.
+    for _ in $(seq 1 100); do
+        cli bucket create gitstratum >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local key
+    key=$(cli key create gitstratum)
+    local key_id secret_key
+    key_id=$(printf '%s\n' "$key" | sed -n 's/^Key ID: *//p' | head -1)
+    secret_key=$(printf '%s\n' "$key" | sed -n 's/^Secret key: *//p' | head -1)
+    [ -n "$key_id" ] && [ -n "$secret_key" ] || { log "cannot read the new key:"; printf '%s\n' "$key" >&2; down; exit 1; }
+    cli bucket allow --read --write --owner gitstratum --key gitstratum >/dev/null
+    local s3
+    s3=$(cut -d' ' -f2 "$DIR/node1/ports")
+    cat > "$DIR/garage.json" <<EOF
+{"endpoint": "http://127.0.0.1:$s3", "region": "garage", "bucket": "gitstratum",
+ "access_key_id": "$key_id", "secret_access_key": "$secret_key",
+ "nodes": [$nodes_json]}
+EOF
+}
+
+down() {
+    [ -f "$DIR/pids" ] || return 0
+    local pid
+    while read -r pid; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done < "$DIR/pids"
+    for _ in $(seq 1 50); do
+        local alive=0
+        while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$DIR/pids"
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done < "$DIR/pids"
+    rm -f "$DIR/pids"
+}
+
+case "${1:-}" in
+    build) build ;;
+    up) DIR="${2:?usage: garage.sh up DIR}"; up ;;
+    down) DIR="${2:?usage: garage.sh down DIR}"; down ;;
+    *) echo "usage: garage.sh build | up DIR | down DIR" >&2; exit 2 ;;
+esac
