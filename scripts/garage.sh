@@ -77,35 +77,54 @@ EOF
         echo "$rpc $s3" > "$node/ports"
         nodes_json="$nodes_json${nodes_json:+,}{\"pid\": $!, \"s3\": \"http://127.0.0.1:$s3\", \"rpc\": \"127.0.0.1:$rpc\"}"
     done
-    # Each node answers, then nodes 2 and 3 join node 1.
+    # Each node listens on its RPC and S3 ports (a node that could not bind one has exited: the
+    # caller tries again with other ports), then nodes 2 and 3 join node 1.
     local ids=()
     for n in 1 2 3; do
-        local id=""
-        for _ in $(seq 1 100); do
-            id=$("$GARAGE" -c "$DIR/node$n/garage.toml" node id -q 2>/dev/null) && break
-            sleep 0.1
+        local rpc s3 pid id="" ready=0
+        read -r rpc s3 < "$DIR/node$n/ports"
+        pid=$(sed -n "${n}p" "$DIR/pids")
+        for _ in $(seq 1 200); do
+            kill -0 "$pid" 2>/dev/null || break
+            if (exec 3<>"/dev/tcp/127.0.0.1/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$s3") 2>/dev/null; then
+                ready=1
+                break
+            fi
+            sleep 0.05
         done
-        [ -n "$id" ] || { log "Garage node $n did not start:"; tail -20 "$DIR/node$n/log" >&2; down; exit 1; }
+        [ $ready = 1 ] && id=$("$GARAGE" -c "$DIR/node$n/garage.toml" node id -q 2>/dev/null) || true
+        if [ -z "$id" ]; then
+            log "Garage node $n did not start:"
+            tail -5 "$DIR/node$n/log" >&2
+            return 1
+        fi
         ids+=("$id")
     done
-    cli node connect "${ids[1]}" >/dev/null
-    cli node connect "${ids[2]}" >/dev/null
-    for id in "${ids[@]}"; do
-        cli layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null
+    local joined
+    for id in "${ids[1]}" "${ids[2]}"; do
+        joined=0
+        for _ in $(seq 1 50); do
+            cli node connect "$id" >/dev/null 2>&1 && { joined=1; break; }
+            sleep 0.1
+        done
+        [ $joined = 1 ] || { log "Garage nodes could not connect"; return 1; }
     done
-    cli layout apply --version 1 >/dev/null
+    for id in "${ids[@]}"; do
+        cli layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null || return 1
+    done
+    cli layout apply --version 1 >/dev/null || return 1
     # The bucket and key are made once the layout has reached every node.
     for _ in $(seq 1 100); do
         cli bucket create gitstratum >/dev/null 2>&1 && break
         sleep 0.1
     done
     local key
-    key=$(cli key create gitstratum)
+    key=$(cli key create gitstratum) || return 1
     local key_id secret_key
     key_id=$(printf '%s\n' "$key" | sed -n 's/^Key ID: *//p' | head -1)
     secret_key=$(printf '%s\n' "$key" | sed -n 's/^Secret key: *//p' | head -1)
-    [ -n "$key_id" ] && [ -n "$secret_key" ] || { log "cannot read the new key:"; printf '%s\n' "$key" >&2; down; exit 1; }
-    cli bucket allow --read --write --owner gitstratum --key gitstratum >/dev/null
+    [ -n "$key_id" ] && [ -n "$secret_key" ] || { log "cannot read the new key:"; printf '%s\n' "$key" >&2; return 1; }
+    cli bucket allow --read --write --owner gitstratum --key gitstratum >/dev/null || return 1
     local s3
     s3=$(cut -d' ' -f2 "$DIR/node1/ports")
     cat > "$DIR/garage.json" <<EOF
@@ -131,9 +150,23 @@ down() {
     rm -f "$DIR/pids"
 }
 
+# Starts the cluster; a try that fails (a port taken meanwhile by another process, say) is stopped
+# and made again on other ports, three times at most.
+up_with_retries() {
+    [ -x "$GARAGE" ] || { echo "no Garage binary at $GARAGE: run scripts/garage.sh build" >&2; exit 3; }
+    local try
+    for try in 1 2 3; do
+        if up; then return 0; fi
+        down
+        rm -rf "$DIR/node1" "$DIR/node2" "$DIR/node3"
+        log "starting Garage failed (try $try of 3)"
+    done
+    exit 1
+}
+
 case "${1:-}" in
     build) build ;;
-    up) DIR="${2:?usage: garage.sh up DIR}"; up ;;
+    up) DIR="${2:?usage: garage.sh up DIR}"; up_with_retries ;;
     down) DIR="${2:?usage: garage.sh down DIR}"; down ;;
     *) echo "usage: garage.sh build | up DIR | down DIR" >&2; exit 2 ;;
 esac

@@ -379,7 +379,7 @@ impl CiStore {
         }
         tx.commit().await?;
         if released {
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(())
     }
@@ -567,7 +567,7 @@ impl CiStore {
         released |= settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
         if released {
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(true)
     }
@@ -630,7 +630,7 @@ impl CiStore {
             tx.commit().await?;
         }
         if released {
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(touched)
     }
@@ -682,7 +682,7 @@ impl CiStore {
         tx.commit().await?;
         if cancelled {
             // A pending run of the same concurrency group may have been released.
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(cancelled)
     }
@@ -762,7 +762,7 @@ impl CiStore {
         crate::events::append_run_event(&mut tx.conn(), run_id, RunState::Queued, None, now).await?;
         settle_run(&mut tx.conn(), run_id, now).await?;
         tx.commit().await?;
-        self.queued.notify_waiters();
+        self.wake_runners();
         Ok(true)
     }
 
@@ -1610,7 +1610,7 @@ pub async fn run_reaper(
             _ = &mut stop => return,
         }
         // Jobs whose retry delay has passed are leasable now: let waiting runners look.
-        ci.queued.notify_waiters();
+        ci.wake_runners();
         match ci.expire_leases(clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "ci: took back jobs whose runner stopped answering"),

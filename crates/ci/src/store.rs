@@ -380,6 +380,10 @@ pub struct RunPage {
 
 /// CI state in the platform database. Clones share one wake-up signal: whoever queues a job
 /// (the ingestor, a finished dependency, an expired lease) wakes the runners' long polls.
+/// The PostgreSQL channel servers sharing a database tell each other on that a job may have been
+/// queued.
+const QUEUED_CHANNEL: &str = "gitstratum_ci_queued";
+
 #[derive(Clone, Debug)]
 pub struct CiStore {
     pub(crate) db: Db,
@@ -520,7 +524,7 @@ impl CiStore {
     /// shutdown up.
     pub fn close(&self) {
         self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.queued.notify_waiters();
+        self.queued.notify_waiters(); // this server's polls only: it is the one stopping
     }
 
     pub fn is_closing(&self) -> bool {
@@ -530,6 +534,70 @@ impl CiStore {
     /// Resolves when a job may have been queued since the call (a runner's long poll waits on it).
     pub fn job_queued(&self) -> tokio::sync::futures::Notified<'_> {
         self.queued.notified()
+    }
+
+    /// A job may have been queued: wakes the runners' long polls here and, on PostgreSQL, on
+    /// every other server sharing the database (`NOTIFY`, after the commit that queued it; the
+    /// payload names the schema, so installations sharing a database in schemas of their own do
+    /// not wake each other).
+    pub fn wake_runners(&self) {
+        self.queued.notify_waiters();
+        if let Db::Postgres(pool) = &self.db {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let notify = sqlx::query("SELECT pg_notify($1, current_schema())").bind(QUEUED_CHANNEL);
+                if let Err(e) = notify.execute(&pool).await {
+                    tracing::debug!(error = %e, "cannot tell other servers a job was queued");
+                }
+            });
+        }
+    }
+
+    /// On PostgreSQL, listens for the jobs other servers sharing the database queue (`LISTEN`) and
+    /// wakes this server's runners' long polls for them; `None` on SQLite (one server). The
+    /// listener has a connection of its own, outside the pool, and reconnects when it loses it; a
+    /// notification lost meanwhile costs a runner at most one long poll (it polls again when
+    /// its wait ends), and every reconnection wakes the polls to look again.
+    pub fn spawn_wakeup_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let Db::Postgres(pool) = &self.db else { return None };
+        let options = (*pool.connect_options()).clone();
+        let (queued, closing) = (self.queued.clone(), self.closing.clone());
+        Some(tokio::spawn(async move {
+            let own = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+            let mut backoff = std::time::Duration::from_millis(200);
+            while !closing.load(std::sync::atomic::Ordering::SeqCst) {
+                let listening = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+                    listener.listen(QUEUED_CHANNEL).await?;
+                    // On the listener's own connection (the pool has just that one).
+                    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut listener).await?;
+                    Ok::<_, sqlx::Error>((listener, schema))
+                };
+                let (mut listener, schema) = match listening.await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for jobs other servers queue; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                        continue;
+                    }
+                };
+                backoff = std::time::Duration::from_millis(200);
+                // Whatever was queued while nobody listened: the polls look again.
+                queued.notify_waiters();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) if n.payload() != schema => {} // another installation's
+                        // `None`: the connection was lost (reconnected on the next call).
+                        Ok(_) => queued.notify_waiters(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the job notifications; listening again");
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` to `seq`, all
@@ -547,7 +615,7 @@ impl CiStore {
         set_log_cursor(&mut tx.conn(), cursor, seq).await?;
         tx.commit().await?;
         if !created.is_empty() {
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(created)
     }
@@ -561,7 +629,7 @@ impl CiStore {
         }
         tx.commit().await?;
         if id.is_some() {
-            self.queued.notify_waiters();
+            self.wake_runners();
         }
         Ok(id)
     }

@@ -32,7 +32,11 @@ impl Garage {
             eprintln!("skipping what needs object storage: {why}");
             return None;
         }
-        assert!(out.status.success(), "scripts/garage.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            // Whatever it started goes, whatever went wrong.
+            let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(dir.path()).status();
+            panic!("scripts/garage.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let info: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("garage.json")).expect("garage.json"))
                 .expect("garage.json is JSON");

@@ -800,3 +800,65 @@ gitstratum_platform::both_backends!(
     runs_cancel_and_run_again,
     matrices_and_retries,
 );
+
+/// Waits up to `within` for a wakeup of `ci`'s runners that `cause` brings about.
+async fn woken<F: std::future::Future>(ci: &CiStore, within: std::time::Duration, cause: F) -> bool {
+    let waiter = ci.job_queued();
+    tokio::pin!(waiter);
+    waiter.as_mut().enable();
+    cause.await;
+    tokio::time::timeout(within, waiter).await.is_ok()
+}
+
+/// Servers sharing a PostgreSQL database wake each other's runners: a run queued through one
+/// server's store wakes a long poll waiting on another server's (LISTEN/NOTIFY), while an
+/// installation in another schema of the same database is not woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_on_one_server_wakes_runners_polling_another() {
+    use std::time::Duration;
+    let Some(db) = gitstratum_platform::testing::TestDb::postgres().await else { return };
+    let Some(elsewhere) = gitstratum_platform::testing::TestDb::postgres().await else { return };
+    let second = PlatformStore::open(&db.target).await.expect("a second server on the database");
+    let (here, there) = (CiStore::new(db.store.db().clone()), CiStore::new(second.db().clone()));
+    let (stranger, stranger_peer) =
+        (CiStore::new(elsewhere.store.db().clone()), CiStore::new(elsewhere.store.db().clone()));
+    let listeners =
+        [there.spawn_wakeup_listener().expect("listens"), stranger.spawn_wakeup_listener().expect("listens")];
+    assert!(
+        CiStore::new(gitstratum_platform::testing::TestDb::sqlite().await.store.db().clone())
+            .spawn_wakeup_listener()
+            .is_none()
+    );
+    // Both listeners up: a wake from a peer in the same schema gets through.
+    for (ci, peer) in [(&there, &here), (&stranger, &stranger_peer)] {
+        let mut up = false;
+        for _ in 0..100 {
+            if woken(ci, Duration::from_millis(100), async { peer.wake_runners() }).await {
+                up = true;
+                break;
+            }
+        }
+        assert!(up, "the listener never heard its peer");
+    }
+
+    // A run queued through `here` wakes a poll on `there`, and not the other installation's.
+    let alice = db.store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = db.store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let stranger_waits = stranger.job_queued();
+    tokio::pin!(stranger_waits);
+    stranger_waits.as_mut().enable();
+    let queue = async {
+        here.create_runs("ci", 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create");
+    };
+    assert!(woken(&there, Duration::from_secs(10), queue).await, "the other server's runners were woken");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stranger_waits).await.is_err(),
+        "another schema's runners were not"
+    );
+    for listener in listeners {
+        listener.abort();
+    }
+    second.close().await;
+    db.passed().await;
+    elsewhere.passed().await;
+}

@@ -16,6 +16,8 @@ pub struct TestDb {
     /// The PostgreSQL schema to drop once the case has passed. A failed case leaves its schema
     /// for inspection; `scripts/test.sh` sweeps those older than an hour.
     pg_schema: Option<String>,
+    /// Where the database is, to open it again (a second server on the same database).
+    pub target: DbTarget,
 }
 
 impl TestDb {
@@ -25,7 +27,7 @@ impl TestDb {
         let target = DbTarget::Sqlite { path: dir.path().join("platform.db") };
         let store = PlatformStore::open(&target).await.expect("open sqlite");
         PlatformStore::open(&target).await.expect("re-open sqlite");
-        TestDb { store, _dir: Some(dir), pg_schema: None }
+        TestDb { store, _dir: Some(dir), pg_schema: None, target }
     }
 
     /// A fresh schema on the test PostgreSQL server; `None` (with a note) when there is none.
@@ -47,7 +49,7 @@ impl TestDb {
         let target = DbTarget::Postgres { url, schema: Some(schema.clone()) };
         let store = PlatformStore::open(&target).await.expect("open postgres");
         PlatformStore::open(&target).await.expect("re-open postgres");
-        Some(TestDb { store, _dir: None, pg_schema: Some(schema) })
+        Some(TestDb { store, _dir: None, pg_schema: Some(schema), target })
     }
 
     /// Cleans up after a case that passed.

@@ -327,6 +327,8 @@ impl Server {
             upstream,
         };
         let ingestor = tokio::spawn(ingestor.run(ingestor_stopped));
+        // Servers sharing a PostgreSQL database wake each other's runners' long polls.
+        let wakeups = ci.spawn_wakeup_listener();
         let (stop_reaper, reaper_stopped) = tokio::sync::oneshot::channel::<()>();
         let reaper =
             tokio::spawn(gitstratum_ci::orchestrate::run_reaper(ci.clone(), self.clock.clone(), reaper_stopped));
@@ -416,6 +418,9 @@ impl Server {
             if tokio::time::timeout(Duration::from_secs(5), &mut runner).await.is_err() {
                 runner.abort();
             }
+        }
+        if let Some(wakeups) = wakeups {
+            wakeups.abort();
         }
         self.store.close().await;
         let git_store = self.git_store.clone();

@@ -141,15 +141,27 @@ impl BlobStore for S3BlobStore {
                 let upload = store.put_multipart(&location).await.map_err(io_error)?;
                 let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
                 let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
+                let sent = async {
+                    loop {
+                        let n = file.read(&mut buf).await?;
+                        if n == 0 {
+                            return io::Result::Ok(());
+                        }
+                        writer.wait_for_capacity(2).await.map_err(io_error)?;
+                        writer.write(&buf[..n]);
                     }
-                    writer.wait_for_capacity(2).await.map_err(io_error)?;
-                    writer.write(&buf[..n]);
                 }
-                writer.finish().await.map_err(io_error)?;
+                .await;
+                match sent {
+                    // A failed upload is aborted, so the store keeps no parts of it.
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                    Ok(()) => {
+                        writer.finish().await.map_err(io_error)?;
+                    }
+                }
             }
             io::Result::Ok(())
         })?;
