@@ -378,12 +378,12 @@ pub struct RunPage {
     pub next_before: Option<i64>,
 }
 
-/// CI state in the platform database. Clones share one wake-up signal: whoever queues a job
-/// (the ingestor, a finished dependency, an expired lease) wakes the runners' long polls.
 /// The PostgreSQL channel servers sharing a database tell each other on that a job may have been
 /// queued.
 const QUEUED_CHANNEL: &str = "gitstratum_ci_queued";
 
+/// CI state in the platform database. Clones share one wake-up signal: whoever queues a job
+/// (the ingestor, a finished dependency, an expired lease) wakes the runners' long polls.
 #[derive(Clone, Debug)]
 pub struct CiStore {
     pub(crate) db: Db,
