@@ -277,10 +277,16 @@ fn switcher(
         }
         href
     };
-    let is_tag = tags.iter().any(|t| t == current) && !branches.iter().any(|b| b == current);
+    let kind = if branches.iter().any(|b| b == current) {
+        "Branch: "
+    } else if tags.iter().any(|t| t == current) {
+        "Tag: "
+    } else {
+        "At: "
+    };
     html! {
         details.switch {
-            summary { (if is_tag { "Tag: " } else if branches.iter().any(|b| b == current) { "Branch: " } else { "At: " }) strong { (current) } }
+            summary { (kind) strong { (current) } }
             @if !branches.is_empty() {
                 p.meta { "Branches" }
                 ul { @for b in branches { li { a href=(at(b)) aria-current=[(b == current).then_some("true")] { (b) } } } }
