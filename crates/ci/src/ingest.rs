@@ -121,7 +121,7 @@ impl Ingestor {
             let referenced = read_references(stores, &repo, source.commit_id, texts.collect::<Vec<_>>()).await;
             runs.extend(runs_for_push(&repo, event, &source, &referenced));
         }
-        let created = self.ci.create_runs(CURSOR, last, &runs, self.clock.now()).await?;
+        let created = self.ci.create_runs(CURSOR, after, last, &runs, self.clock.now()).await?;
         if !created.is_empty() {
             metrics::counter!("gitstratum_ci_runs_created_total", "event" => "push").increment(created.len() as u64);
             tracing::info!(runs = ?created, "ci: runs created");

@@ -22,7 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
-pub mod blob;
+pub use gitstratum_store::blob;
 pub mod events;
 pub mod ingest;
 pub mod logs;
@@ -33,7 +33,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]
-pub mod testing;
+pub use gitstratum_store::testing;
 pub mod upstream;
 pub mod usage;
 

@@ -4,7 +4,7 @@
 
 use gitstratum_core::Timestamp;
 use gitstratum_platform::db::{Conn, Db, DbRow, FromDbRow};
-use gitstratum_platform::events::set_log_cursor;
+use gitstratum_platform::events::move_log_cursor;
 use gitstratum_platform::store::Result;
 use sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Order, Query};
 
@@ -600,11 +600,22 @@ impl CiStore {
         }))
     }
 
-    /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` to `seq`, all
-    /// in one transaction. A run already created for the same repository, commit, workflow and
+    /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` from `from`
+    /// to `to`, all in one transaction — unless another server moved the cursor first (then
+    /// nothing is created). A run already created for the same repository, commit, workflow and
     /// event is left as it is. Returns the ids of the runs created.
-    pub async fn create_runs(&self, cursor: &str, seq: u64, runs: &[NewRun], now: Timestamp) -> Result<Vec<i64>> {
+    pub async fn create_runs(
+        &self,
+        cursor: &str,
+        from: u64,
+        to: u64,
+        runs: &[NewRun],
+        now: Timestamp,
+    ) -> Result<Vec<i64>> {
         let mut tx = self.db.begin().await?;
+        if !move_log_cursor(&mut tx.conn(), cursor, from, to).await? {
+            return Ok(Vec::new());
+        }
         let mut created = Vec::new();
         for run in runs {
             if let Some(id) = insert_run(&mut tx.conn(), run, self.tenant_limits, now).await? {
@@ -612,12 +623,16 @@ impl CiStore {
                 created.push(id);
             }
         }
-        set_log_cursor(&mut tx.conn(), cursor, seq).await?;
         tx.commit().await?;
         if !created.is_empty() {
             self.wake_runners();
         }
         Ok(created)
+    }
+
+    /// A log consumer's position (0 before its first event).
+    pub async fn log_cursor(&self, name: &str) -> Result<u64> {
+        gitstratum_platform::events::log_cursor(&mut self.db.acquire().await?.conn(), name).await
     }
 
     /// Creates one run outside any log (a `workflow_dispatch`); `None` when it already exists.

@@ -50,6 +50,36 @@ fn run(repo_id: i64, path: &str, event_key: &str) -> NewRun {
     }
 }
 
+/// Creates runs as the ingestor does, moving its cursor from where it is to `to`.
+async fn create_runs(
+    ci: &CiStore,
+    to: u64,
+    runs: &[NewRun],
+    now: Timestamp,
+) -> gitstratum_platform::store::Result<Vec<i64>> {
+    let from = ci.log_cursor("ci").await?;
+    ci.create_runs("ci", from, to, runs, now).await
+}
+
+/// Two servers' ingestors that read the same events: the cursor moves once, so exactly one of
+/// them commits its runs; the other's work is rolled back, and so is a stale consumer's.
+async fn consumers_racing_on_one_log_commit_once(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let (one, two) = (CiStore::new(store.db().clone()), CiStore::new(store.db().clone()));
+    let a = [run(repo.id, "ci.yml", "push:3")];
+    let b = [run(repo.id, "other.yml", "push:3")];
+    let (a, b) = tokio::join!(one.create_runs("ci", 0, 3, &a, T0), two.create_runs("ci", 0, 3, &b, T0));
+    let (a, b) = (a.expect("one"), b.expect("two"));
+    assert_eq!(a.len() + b.len(), 1, "exactly one consumer committed: {a:?} {b:?}");
+    assert_eq!(one.log_cursor("ci").await.expect("cursor"), 3);
+    let stale = one.create_runs("ci", 0, 4, &[run(repo.id, "late.yml", "push:4")], T0).await.expect("stale");
+    assert!(stale.is_empty());
+    assert_eq!(two.log_cursor("ci").await.expect("cursor"), 3, "a stale consumer moves nothing");
+    let next = two.create_runs("ci", 3, 4, &[run(repo.id, "late.yml", "push:4")], T0).await.expect("next");
+    assert_eq!(next.len(), 1);
+}
+
 async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
@@ -59,11 +89,11 @@ async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
         jobs: vec![],
         ..run(repo.id, "broken.yml", "push:7")
     };
-    let created = ci.create_runs("ci", 7, &[run(repo.id, "ci.yml", "push:7"), failed], T0).await.expect("create");
+    let created = create_runs(&ci, 7, &[run(repo.id, "ci.yml", "push:7"), failed], T0).await.expect("create");
     assert_eq!(created.len(), 2);
     assert_eq!(store.log_cursor("ci").await.expect("cursor"), 7, "the cursor moved with the runs");
     // The same event again (a replay after a crash, say) creates nothing.
-    let again = ci.create_runs("ci", 8, &[run(repo.id, "ci.yml", "push:7")], T0).await.expect("again");
+    let again = create_runs(&ci, 8, &[run(repo.id, "ci.yml", "push:7")], T0).await.expect("again");
     assert!(again.is_empty());
     assert_eq!(store.log_cursor("ci").await.expect("cursor"), 8);
 
@@ -115,7 +145,7 @@ async fn jobs_move_through_their_states(store: &PlatformStore) {
     let mut new = run(repo.id, "ci.yml", "push:1");
     new.jobs[1].runs_on = Some(vec!["ubuntu-latest".into()]);
     new.jobs.push(NewJob { job_key: "deploy".into(), needs: vec!["test".into()], ..new.jobs[1].clone() });
-    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let run_id = create_runs(&ci, 1, &[new], T0).await.expect("create")[0];
     let small = ci.register_runner(alice.id, "small", &["self-hosted".into()], T0).await.expect("runner");
     let small = ci.get_runner(small).await.expect("get").expect("runner");
     assert!(ci.lease_job(&small, T0).await.expect("lease").is_none(), "labels must all match");
@@ -194,7 +224,7 @@ async fn runs_cancel_and_run_again(store: &PlatformStore) {
     let ci = CiStore::new(store.db().clone());
     let mut new = run(repo.id, "ci.yml", "push:1");
     new.jobs[1].runs_on = Some(vec!["ubuntu-latest".into()]);
-    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let run_id = create_runs(&ci, 1, &[new], T0).await.expect("create")[0];
     let runner = ci.register_runner(alice.id, "r", &["ubuntu-latest".into()], T0).await.expect("runner");
     let runner = ci.get_runner(runner).await.expect("get").expect("runner");
     let lease = ci.lease_job(&runner, T0).await.expect("lease").expect("build");
@@ -254,7 +284,7 @@ async fn matrices_and_retries(store: &PlatformStore) {
         retry: Some(RetryPolicy { max_attempts: 2, delay_ms: 10_000, exponential: true }),
         ..instance("x")
     });
-    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let run_id = create_runs(&ci, 1, &[new], T0).await.expect("create")[0];
     let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
     let r = ci.get_runner(r).await.expect("get").expect("runner");
     let a = ci.lease_job(&r, T0).await.expect("lease").expect("a");
@@ -305,12 +335,12 @@ async fn concurrency_groups(store: &PlatformStore) {
     };
     let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
     let r = ci.get_runner(r).await.expect("get").expect("runner");
-    let first = ci.create_runs("ci", 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
-    let second = ci.create_runs("ci", 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
+    let first = create_runs(&ci, 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
+    let second = create_runs(&ci, 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
     let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the first run's job");
     assert_eq!(lease.run.id, first);
     assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "the second run is pending");
-    let third = ci.create_runs("ci", 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
+    let third = create_runs(&ci, 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
     let replaced = ci.get_run(second).await.expect("run").expect("run");
     assert_eq!((replaced.state, replaced.conclusion), (RunState::Completed, Some(Conclusion::Cancelled)), "replaced");
     assert!(ci.ack_job(lease.job.id, r.id, 1, T0).await.expect("ack"));
@@ -319,7 +349,7 @@ async fn concurrency_groups(store: &PlatformStore) {
     assert_eq!(next.run.id, third);
     // cancel-in-progress: the running third run is told to stop; the fourth goes at once.
     assert!(ci.ack_job(next.job.id, r.id, 1, T0).await.expect("ack"));
-    let fourth = ci.create_runs("ci", 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
+    let fourth = create_runs(&ci, 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
     assert_eq!(ci.heartbeat(next.job.id, r.id, 1, T0).await.expect("beat"), gitstratum_ci::Beat::Cancel);
     let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the fourth run's job");
     assert_eq!(lease.run.id, fourth);
@@ -343,14 +373,14 @@ async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
     };
     let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
     let r = ci.get_runner(r).await.expect("get").expect("runner");
-    let first = ci.create_runs("ci", 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
-    let second = ci.create_runs("ci", 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
+    let first = create_runs(&ci, 1, &[grouped("push:1", false)], T0).await.expect("create")[0];
+    let second = create_runs(&ci, 2, &[grouped("push:2", false)], T0).await.expect("create")[0];
     let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the first job");
     assert_eq!(lease.run.id, first);
     assert!(ci.lease_job(&r, T0).await.expect("lease").is_none(), "the second job is pending");
     let pending = ci.jobs(second).await.expect("jobs").remove(0);
     assert!(pending.blocked && pending.state == JobState::Waiting);
-    let third = ci.create_runs("ci", 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
+    let third = create_runs(&ci, 3, &[grouped("push:3", false)], T0).await.expect("create")[0];
     let replaced = ci.jobs(second).await.expect("jobs").remove(0);
     assert_eq!(replaced.conclusion, Some(Conclusion::Cancelled), "replaced by the newer pending job");
     assert_eq!(ci.get_run(second).await.expect("run").expect("run").state, RunState::Completed);
@@ -415,7 +445,7 @@ async fn job_concurrency_events_and_annotations(store: &PlatformStore) {
     assert_eq!(next.run.id, third);
     // cancel-in-progress: the running job is told to stop; the newer one goes at once.
     assert!(ci.ack_job(next.job.id, r.id, 1, T0).await.expect("ack"));
-    let fourth = ci.create_runs("ci", 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
+    let fourth = create_runs(&ci, 4, &[grouped("push:4", true)], T0).await.expect("create")[0];
     assert_eq!(ci.heartbeat(next.job.id, r.id, 1, T0).await.expect("beat"), gitstratum_ci::Beat::Cancel);
     let lease = ci.lease_job(&r, T0).await.expect("lease").expect("the fourth job");
     assert_eq!(lease.run.id, fourth);
@@ -462,14 +492,14 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
         new.jobs = (0..jobs).map(|i| NewJob { name: format!("job {i}"), ..job.clone() }).collect();
         new
     };
-    ci.create_runs("ci", 1, &[queue(&repo_a, "push:1", 200)], T0).await.expect("a's 200");
+    create_runs(&ci, 1, &[queue(&repo_a, "push:1", 200)], T0).await.expect("a's 200");
     let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
     let r = ci.get_runner(r).await.expect("get").expect("runner");
     let mut running = Vec::new();
     for _ in 0..4 {
         running.push(ci.lease_job(&r, T0).await.expect("lease").expect("a job of a"));
     }
-    ci.create_runs("ci", 2, &[queue(&repo_b, "push:2", 5)], T0).await.expect("b's 5");
+    create_runs(&ci, 2, &[queue(&repo_b, "push:2", 5)], T0).await.expect("b's 5");
     let owner = |lease: &gitstratum_ci::Lease| if lease.run.repo_id == repo_b.id { 'b' } else { 'a' };
     // Ten slots free up, one after another.
     let mut order = String::new();
@@ -500,7 +530,7 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
     assert_eq!(limited.tenant_limits(a.id).await.expect("get"), own);
     assert!(limited.lease_job(&r, T0).await.expect("lease").is_some(), "a's own limit applies");
     // a has an unfinished run and may have one: another run of a fails at once, saying why.
-    let refused = limited.create_runs("ci", 3, &[queue(&repo_a, "push:3", 1)], T0).await.expect("create")[0];
+    let refused = create_runs(&limited, 3, &[queue(&repo_a, "push:3", 1)], T0).await.expect("create")[0];
     let refused = limited.get_run(refused).await.expect("run").expect("run");
     assert_eq!((refused.state, refused.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
     assert!(refused.message.as_deref().is_some_and(|m| m.contains("its limit is 1")), "{:?}", refused.message);
@@ -519,7 +549,7 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     new.jobs.truncate(1);
     new.jobs[0].runs_on = Some(vec!["x".into()]);
     new.jobs[0].retry = Some(RetryPolicy { max_attempts: 2, delay_ms: 0, exponential: false });
-    let run_id = ci.create_runs("ci", 1, &[new], T0).await.expect("create")[0];
+    let run_id = create_runs(&ci, 1, &[new], T0).await.expect("create")[0];
     let r = ci.register_runner(alice.id, "r", &["x".into()], T0).await.expect("runner");
     let r = ci.get_runner(r).await.expect("get").expect("runner");
     let at = |s: i64| Timestamp(T0.0 + s * 1000);
@@ -564,7 +594,7 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     let mut again = run(repo.id, "ci.yml", "push:9");
     again.jobs.truncate(1);
     again.jobs[0].runs_on = Some(vec!["x".into()]);
-    let other = ci.create_runs("ci", 9, &[again], at(600)).await.expect("create")[0];
+    let other = create_runs(&ci, 9, &[again], at(600)).await.expect("create")[0];
     let lease = ci.lease_job(&r, at(600)).await.expect("lease").expect("job");
     assert_eq!(lease.run.id, other);
     assert!(ci.ack_job(lease.job.id, r.id, 1, at(600)).await.expect("ack"));
@@ -582,7 +612,7 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
     let mut next = run(repo.id, "ci.yml", "push:2");
     next.jobs.truncate(1);
     next.jobs[0].runs_on = Some(vec!["x".into()]);
-    let refused = ci.create_runs("ci", 2, &[next], at(500)).await.expect("create")[0];
+    let refused = create_runs(&ci, 2, &[next], at(500)).await.expect("create")[0];
     assert!(ci.lease_job(&r, at(501)).await.expect("lease").is_none(), "over budget");
     let refused = ci.get_run(refused).await.expect("run").expect("run");
     assert_eq!((refused.state, refused.conclusion), (RunState::Completed, Some(Conclusion::Failure)));
@@ -614,7 +644,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
     let ci = CiStore::new(store.db().clone());
-    let run_id = ci.create_runs("ci", 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create")[0];
+    let run_id = create_runs(&ci, 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create")[0];
     let jobs = ci.jobs(run_id).await.expect("jobs");
     let dir = tempfile::tempdir().expect("tmp");
     let blobs = gitstratum_ci::blob::FsBlobStore::open(dir.path().to_owned()).expect("blobs");
@@ -790,6 +820,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
 }
 
 gitstratum_platform::both_backends!(
+    consumers_racing_on_one_log_commit_once,
     artifacts_and_caches_are_checked_kept_and_evicted,
     usage_is_metered_and_logs_expire,
     tenants_share_the_runners_fairly,
@@ -848,7 +879,7 @@ async fn a_job_queued_on_one_server_wakes_runners_polling_another() {
     tokio::pin!(stranger_waits);
     stranger_waits.as_mut().enable();
     let queue = async {
-        here.create_runs("ci", 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create");
+        create_runs(&here, 1, &[run(repo.id, "ci.yml", "push:1")], T0).await.expect("create");
     };
     assert!(woken(&there, Duration::from_secs(10), queue).await, "the other server's runners were woken");
     assert!(

@@ -85,18 +85,37 @@ const COLUMNS: [&str; 12] = [
     "created_at",
 ];
 
-/// Moves a log consumer's cursor to `seq`, in the caller's transaction (the one that writes the
-/// work derived from the events up to `seq`).
-pub async fn set_log_cursor(conn: &mut Conn<'_>, name: &str, seq: u64) -> Result<()> {
-    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-    let upsert = Query::insert()
-        .into_table("log_cursors")
-        .columns(["name", "seq"])
-        .values_panic([name.into(), seq.into()])
-        .on_conflict(OnConflict::column("name").update_column("seq").to_owned())
+/// A log consumer's position (0 before its first event).
+pub async fn log_cursor(conn: &mut Conn<'_>, name: &str) -> Result<u64> {
+    let q = Query::select().column("seq").from("log_cursors").and_where(Expr::col("name").eq(name)).to_owned();
+    let seq: Option<i64> = conn.fetch_optional(&q).await?;
+    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+}
+
+/// Moves a log consumer's cursor from `from` to `to`, in the caller's transaction (the one that
+/// writes the work derived from the events after `from` up to `to`) — only if it is still at
+/// `from`. Returns whether it moved: when two servers consume the same log, the one that finds the
+/// cursor moved must roll its work back, so each event's work is committed exactly once. Done
+/// first in the transaction, the loser waits on the cursor's row and fails before writing
+/// anything.
+pub async fn move_log_cursor(conn: &mut Conn<'_>, name: &str, from: u64, to: u64) -> Result<bool> {
+    let (from, to) = (i64::try_from(from).unwrap_or(i64::MAX), i64::try_from(to).unwrap_or(i64::MAX));
+    if from == 0 {
+        let create = Query::insert()
+            .into_table("log_cursors")
+            .columns(["name", "seq"])
+            .values_panic([name.into(), 0i64.into()])
+            .on_conflict(OnConflict::column("name").do_nothing().to_owned())
+            .to_owned();
+        conn.execute(&create).await?;
+    }
+    let update = Query::update()
+        .table("log_cursors")
+        .value("seq", to)
+        .and_where(Expr::col("name").eq(name))
+        .and_where(Expr::col("seq").eq(from))
         .to_owned();
-    conn.execute(&upsert).await?;
-    Ok(())
+    Ok(conn.execute(&update).await? == 1)
 }
 
 /// Appends a repository event in the caller's transaction.

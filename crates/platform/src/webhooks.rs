@@ -7,7 +7,7 @@ use sea_query::{Expr, ExprTrait, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow};
-use crate::events::set_log_cursor;
+use crate::events::move_log_cursor;
 use crate::secrets::SecretKey;
 use crate::store::{Account, Error, PlatformStore, Repo, Result};
 
@@ -315,20 +315,24 @@ impl PlatformStore {
 
     /// A consumer's position on the ref-change log (0 before its first event).
     pub async fn log_cursor(&self, name: &str) -> Result<u64> {
-        let q = Query::select().column("seq").from("log_cursors").and_where(Expr::col("name").eq(name)).to_owned();
-        let seq: Option<i64> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
-        Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+        crate::events::log_cursor(&mut self.db.acquire().await?.conn(), name).await
     }
 
-    /// Enqueues deliveries and moves the consumer's cursor to `seq`, in one transaction.
+    /// Enqueues deliveries and moves the consumer's cursor from `from` to `to`, in one
+    /// transaction — unless another server moved the cursor first (then nothing is written, and
+    /// this returns `false`).
     pub async fn enqueue_deliveries(
         &self,
         cursor: &str,
-        seq: u64,
+        from: u64,
+        to: u64,
         deliveries: &[NewDelivery],
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.db.begin().await?;
+        if !move_log_cursor(&mut tx.conn(), cursor, from, to).await? {
+            return Ok(false);
+        }
         for d in deliveries {
             let insert = Query::insert()
                 .into_table("webhook_deliveries")
@@ -345,9 +349,8 @@ impl PlatformStore {
                 .to_owned();
             tx.conn().execute(&insert).await?;
         }
-        set_log_cursor(&mut tx.conn(), cursor, seq).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Pending deliveries whose time has come, oldest first.

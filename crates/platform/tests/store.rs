@@ -553,12 +553,12 @@ async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 0);
     let new =
         |guid: &str| NewDelivery { webhook_id: hook.id, guid: guid.into(), event: "push".into(), payload: "{}".into() };
-    store.enqueue_deliveries("webhooks", 5, &[new("a"), new("b")], T0).await.expect("enqueue");
+    store.enqueue_deliveries("webhooks", 0, 5, &[new("a"), new("b")], T0).await.expect("enqueue");
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 5, "moved with the deliveries");
-    store.enqueue_deliveries("webhooks", 7, &[], T0).await.expect("nothing to deliver, cursor still moves");
+    store.enqueue_deliveries("webhooks", 5, 7, &[], T0).await.expect("nothing to deliver, cursor still moves");
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 7);
     // A delivery id is unique: enqueuing the same delivery twice fails as a whole.
-    assert!(store.enqueue_deliveries("webhooks", 9, &[new("c"), new("a")], T0).await.is_err());
+    assert!(store.enqueue_deliveries("webhooks", 7, 9, &[new("c"), new("a")], T0).await.is_err());
     assert_eq!(store.log_cursor("webhooks").await.expect("cursor"), 7, "rolled back");
 
     let due = store.due_deliveries(T0, 10).await.expect("due");

@@ -98,6 +98,10 @@ pub struct Config {
     /// S3-compatible object storage for artifact and cache archives (`[object_storage]`); `None`:
     /// files under the data directory.
     pub object_storage: Option<gitstratum_ci::blob::s3::S3Config>,
+    /// Cluster mode (`[cluster] enabled`): refs and pack lists in the PostgreSQL database, packs
+    /// in the object storage, this data directory only a cache. Needs both, and a shared
+    /// `GITSTRATUM_SECRETS_KEY`.
+    pub cluster: bool,
     /// Git hosts actions no repository here has are fetched from, in order (`[actions] sources`):
     /// `http(s)://` base URLs, `<source>/<owner>/<repo>.git` being a repository.
     pub actions_sources: Vec<String>,
@@ -133,6 +137,8 @@ impl fmt::Debug for Config {
             .field("ci_log_retention_days", &self.ci_log_retention_days)
             .field("ci_artifacts", &self.ci_artifacts)
             .field("secrets_key", &self.secrets_key.as_ref().map(|_| "…"))
+            .field("object_storage", &self.object_storage)
+            .field("cluster", &self.cluster)
             .field(
                 "actions_sources",
                 &self.actions_sources.iter().map(|s| crate::upstream::redact_source(s)).collect::<Vec<_>>(),
@@ -188,6 +194,7 @@ pub struct ConfigLayer {
     pub object_storage_prefix: Option<String>,
     /// Environment only (`GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY`).
     pub object_storage_secret_access_key: Option<String>,
+    pub cluster: Option<String>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -233,6 +240,7 @@ impl fmt::Debug for ConfigLayer {
             .field("object_storage_access_key_id", &self.object_storage_access_key_id)
             .field("object_storage_prefix", &self.object_storage_prefix)
             .field("object_storage_secret_access_key", &self.object_storage_secret_access_key.as_ref().map(|_| "…"))
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -282,6 +290,14 @@ struct FileConfig {
     actions: FileActions,
     #[serde(default)]
     object_storage: FileObjectStorage,
+    #[serde(default)]
+    cluster: FileCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,6 +471,7 @@ impl ConfigLayer {
             object_storage_access_key_id: file.object_storage.access_key_id,
             object_storage_prefix: file.object_storage.prefix,
             object_storage_secret_access_key: None,
+            cluster: file.cluster.enabled.map(|b| b.to_string()),
         })
     }
 
@@ -511,6 +528,7 @@ impl ConfigLayer {
                 "GITSTRATUM_OBJECT_STORAGE_ACCESS_KEY_ID" => layer.object_storage_access_key_id = Some(value),
                 "GITSTRATUM_OBJECT_STORAGE_PREFIX" => layer.object_storage_prefix = Some(value),
                 "GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY" => layer.object_storage_secret_access_key = Some(value),
+                "GITSTRATUM_CLUSTER" => layer.cluster = Some(value),
                 _ => {}
             }
         }
@@ -556,6 +574,7 @@ impl ConfigLayer {
             git_full_repack_hours: over.git_full_repack_hours.or(self.git_full_repack_hours),
             git_prune_grace_hours: over.git_prune_grace_hours.or(self.git_prune_grace_hours),
             secrets_key: over.secrets_key.or(self.secrets_key),
+            cluster: over.cluster.or(self.cluster),
             object_storage_endpoint: over.object_storage_endpoint.or(self.object_storage_endpoint),
             object_storage_bucket: over.object_storage_bucket.or(self.object_storage_bucket),
             object_storage_region: over.object_storage_region.or(self.object_storage_region),
@@ -742,7 +761,32 @@ impl Config {
             crate::upstream::parse_source(source)
                 .map_err(|message| ConfigError::Invalid { setting: "actions.sources", message })?;
         }
+        let cluster = match merged.cluster.as_deref().map(str::trim) {
+            None | Some("false") | Some("0") | Some("") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    setting: "cluster.enabled",
+                    message: format!("{other:?} is not true or false"),
+                });
+            }
+        };
+        if cluster {
+            let missing = if database_url.is_none() {
+                Some("a PostgreSQL database ([database] url): it holds the refs")
+            } else if object_storage.is_none() {
+                Some("object storage ([object_storage]): it holds the packs")
+            } else if secrets_key.is_none() {
+                Some("GITSTRATUM_SECRETS_KEY, the same on every frontend: each seals and opens the others' secrets")
+            } else {
+                None
+            };
+            if let Some(missing) = missing {
+                return Err(ConfigError::Invalid { setting: "cluster.enabled", message: format!("cluster mode needs {missing}") });
+            }
+        }
         Ok(Config {
+            cluster,
             object_storage,
             listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

@@ -24,7 +24,10 @@ use gitstratum_api::AppState;
 use gitstratum_core::{Clock, SystemClock};
 use gitstratum_frontend::GitService;
 use gitstratum_platform::{DbTarget, PlatformStore, TokenSecret};
+use gitstratum_store::cluster::ClusterStore;
+use gitstratum_store::pg::PgRefStore;
 use gitstratum_store::rocks::RocksStore;
+use gitstratum_store::{ObjectStore, RefStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::net::TcpListener;
 
@@ -70,13 +73,64 @@ pub struct Server {
     config: Config,
     data_dir: DataDir,
     store: PlatformStore,
-    git_store: Arc<RocksStore>,
+    git: GitStores,
     metrics: PrometheusHandle,
     clock: Arc<dyn Clock>,
     /// The key CI secrets are sealed with.
     secrets_key: gitstratum_platform::SecretKey,
     /// Set on the first start of an empty installation: the token of the new `admin` account.
     pub initial_admin_token: Option<TokenSecret>,
+}
+
+/// Where Git objects and refs are: the data directory's RocksDB (single-node mode), or
+/// PostgreSQL and object storage with the data directory as a cache (cluster mode).
+#[derive(Clone)]
+struct GitStores {
+    objects: Arc<dyn ObjectStore>,
+    refs: Arc<dyn RefStore>,
+    /// The data directory's store: all of it in single-node mode, maintained in the background;
+    /// in cluster mode a frontend's cache, left as its packs arrived.
+    local: Arc<RocksStore>,
+    cluster: Option<Arc<ClusterStore>>,
+}
+
+impl GitStores {
+    /// Opens the stores `config` asks for (on a blocking thread: opening RocksDB reads files).
+    async fn open(config: &Config, git_dir: std::path::PathBuf) -> Result<GitStores, Error> {
+        let storage = |e: gitstratum_store::Error| Error::GitStorage(e);
+        let joined = |e: tokio::task::JoinError| Error::GitStorage(gitstratum_store::Error::Backend(e.to_string()));
+        let cluster = match (config.cluster, &config.database_url, &config.object_storage) {
+            (true, Some(url), Some(s3)) => Some((url.clone(), s3.clone())),
+            // Config::from_layers refuses cluster mode without both.
+            (true, _, _) => {
+                return Err(Error::GitStorage(gitstratum_store::Error::Backend(
+                    "cluster mode needs a PostgreSQL database and object storage".into(),
+                )));
+            }
+            (false, _, _) => None,
+        };
+        tokio::task::spawn_blocking(move || {
+            let local = Arc::new(RocksStore::open(&git_dir).map_err(storage)?);
+            let Some((url, s3)) = cluster else {
+                return Ok(GitStores { objects: local.clone(), refs: local.clone(), local, cluster: None });
+            };
+            let refs = Arc::new(PgRefStore::open(&url, None).map_err(storage)?);
+            // The object storage client runs on the ref store's runtime: callable from any thread.
+            let packs = gitstratum_store::blob::s3::S3BlobStore::open(
+                &s3,
+                refs.runtime().clone(),
+                git_dir.join("cluster").join("staging"),
+            )
+            .map_err(|e| storage(gitstratum_store::Error::Backend(format!("object storage: {e}"))))?;
+            let objects = Arc::new(
+                ClusterStore::new(local.clone(), refs.clone(), Arc::new(packs), &git_dir.join("cluster").join("taken"))
+                    .map_err(storage)?,
+            );
+            Ok(GitStores { objects: objects.clone(), refs, local, cluster: Some(objects) })
+        })
+        .await
+        .map_err(joined)?
+    }
 }
 
 /// The key CI secrets are sealed with: `GITSTRATUM_SECRETS_KEY` when set, else `DATA/secrets.key`
@@ -128,12 +182,13 @@ impl Server {
             Ok(n) => tracing::info!(hooks = n, "sealed webhook secrets that were stored in the clear"),
             Err(e) => tracing::warn!(error = %e, "cannot seal the webhook secrets stored in the clear"),
         }
-        let git_dir = data_dir.git_dir();
-        let git_store = tokio::task::spawn_blocking(move || RocksStore::open(&git_dir))
-            .await
-            .map_err(|e| Error::GitStorage(gitstratum_store::Error::Backend(e.to_string())))?
-            .map_err(Error::GitStorage)?;
-        tracing::info!(backend = store.db().backend(), data_dir = %data_dir.root().display(), "storage open");
+        let git = GitStores::open(&config, data_dir.git_dir()).await?;
+        tracing::info!(
+            backend = store.db().backend(),
+            cluster = config.cluster,
+            data_dir = %data_dir.root().display(),
+            "storage open"
+        );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let initial_admin_token = store
             .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
@@ -143,7 +198,7 @@ impl Server {
             config,
             data_dir,
             store,
-            git_store: Arc::new(git_store),
+            git,
             metrics,
             clock,
             secrets_key,
@@ -244,7 +299,7 @@ impl Server {
     ) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-        let mut git = GitService::new(self.git_store.clone(), self.git_store.clone());
+        let mut git = GitService::new(self.git.objects.clone(), self.git.refs.clone());
         if self.config.pack_cache_bytes > 0 {
             let dir = self.data_dir().pack_cache_dir();
             let cache = gitstratum_frontend::pack_cache::PackCache::open(&dir, self.config.pack_cache_bytes)
@@ -307,7 +362,7 @@ impl Server {
         let dispatcher = webhooks::Dispatcher {
             store: self.store.clone(),
             ci: ci.clone(),
-            refs: self.git_store.clone(),
+            refs: self.git.refs.clone(),
             clock: self.clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             http: http::webhook_client(self.config.webhook_destinations.clone()).map_err(Error::HttpClient)?,
@@ -321,8 +376,8 @@ impl Server {
         let ingestor = gitstratum_ci::Ingestor {
             ci: ci.clone(),
             platform: self.store.clone(),
-            objects: self.git_store.clone(),
-            refs: self.git_store.clone(),
+            objects: self.git.objects.clone(),
+            refs: self.git.refs.clone(),
             clock: self.clock.clone(),
             upstream,
         };
@@ -344,6 +399,7 @@ impl Server {
         let (stop_upkeep, mut upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.clone();
         let (retention_ci, retention_clock) = (ci.clone(), self.clock.clone());
+        let swept_packs = self.git.cluster.clone();
         let retention_ms =
             i64::try_from(self.config.ci_log_retention_days).unwrap_or(i64::MAX / 86_400_000) * 86_400_000;
         let upkeep = tokio::spawn(async move {
@@ -369,6 +425,16 @@ impl Server {
                         if stale > 0 {
                             tracing::info!(uploads = stale, "ci: deleted abandoned artifact and cache uploads");
                         }
+                        // Packs in object storage no pack list names (a frontend died between the
+                        // upload and the listing), once an hour old.
+                        if let Some(cluster) = swept_packs.clone() {
+                            match tokio::task::spawn_blocking(move || cluster.sweep_unlisted(Duration::from_secs(3600))).await {
+                                Ok(Ok(0)) => {}
+                                Ok(Ok(n)) => tracing::info!(packs = n, "cluster: deleted packs no pack list names"),
+                                Ok(Err(e)) => tracing::warn!(error = %e, "cluster: the sweep of unlisted packs failed"),
+                                Err(e) => tracing::warn!(error = %e, "cluster: the sweep of unlisted packs failed"),
+                            }
+                        }
                         // Blobs no row names (their repository was deleted, or a crash came between
                         // storing and recording), once an hour old.
                         match artifacts.sweep_orphans(Duration::from_secs(3600)).await {
@@ -383,12 +449,17 @@ impl Server {
         });
 
         let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel::<()>();
-        let maintenance = tokio::spawn(maintenance::run(
-            self.git_store.clone(),
-            self.config.git_maintenance,
-            self.clock.clone(),
-            maintenance_stopped,
-        ));
+        let maintenance = match self.git.cluster {
+            None => tokio::spawn(maintenance::run(
+                self.git.local.clone(),
+                self.config.git_maintenance,
+                self.clock.clone(),
+                maintenance_stopped,
+            )),
+            Some(_) => tokio::spawn(async move {
+                let _ = maintenance_stopped.await;
+            }),
+        };
 
         tracing::info!(%addr, "listening on http://{addr}");
         // On shutdown, runners' long polls end at once, so they do not hold the shutdown up.
@@ -423,7 +494,7 @@ impl Server {
             wakeups.abort();
         }
         self.store.close().await;
-        let git_store = self.git_store.clone();
+        let git_store = self.git.local.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || git_store.flush()).await {
             tracing::warn!(error = %e, "flushing the Git storage failed");
         }

@@ -185,7 +185,7 @@ impl Dispatcher {
                 deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: "push".into(), payload });
             }
         }
-        self.store.enqueue_deliveries(CURSOR, last, &deliveries, self.clock.now()).await?;
+        self.store.enqueue_deliveries(CURSOR, after, last, &deliveries, self.clock.now()).await?;
         Ok(())
     }
 
@@ -205,7 +205,7 @@ impl Dispatcher {
                 deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: event.event.clone(), payload });
             }
         }
-        self.store.enqueue_deliveries(PLATFORM_CURSOR, last, &deliveries, self.clock.now()).await?;
+        self.store.enqueue_deliveries(PLATFORM_CURSOR, after, last, &deliveries, self.clock.now()).await?;
         Ok(())
     }
 
@@ -242,7 +242,7 @@ impl Dispatcher {
                 });
             }
         }
-        self.store.enqueue_deliveries(CI_CURSOR, last, &deliveries, self.clock.now()).await?;
+        self.store.enqueue_deliveries(CI_CURSOR, after, last, &deliveries, self.clock.now()).await?;
         Ok(())
     }
 

@@ -24,8 +24,14 @@
 
 mod basecache;
 mod graph;
+pub mod blob;
+pub mod cluster;
+pub mod bridge;
 pub mod mem;
+pub mod pg;
 pub mod rocks;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use graph::{commit_records, commit_records_parsed};
 

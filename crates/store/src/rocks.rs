@@ -660,6 +660,45 @@ fn cf_of<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).expect("column families are created in open, because create_missing_column_families is set")
 }
 
+/// A pack of whole objects written from [`NewObject`]s, indexed, in an incoming directory.
+pub(crate) struct WholePack {
+    file: tempfile::NamedTempFile,
+    checksum: ObjectId,
+    entries: Vec<IndexedEntry>,
+    commits: Vec<(ObjectId, parse::Commit)>,
+}
+
+impl WholePack {
+    pub(crate) fn write(incoming: &Path, objects: &[&NewObject]) -> Result<WholePack> {
+        let file = tempfile::Builder::new()
+            .prefix("put-")
+            .suffix(".pack")
+            .tempfile_in(incoming)
+            .map_err(io_error("creating a pack"))?;
+        {
+            let count =
+                u32::try_from(objects.len()).map_err(|_| Error::Backend("too many objects for one pack".into()))?;
+            let mut writer = gitstratum_git::pack::Writer::new(BufWriter::new(file.as_file()), count)
+                .map_err(io_error("writing a pack"))?;
+            for o in objects {
+                writer.write_object(o.kind, &o.data).map_err(io_error("writing a pack"))?;
+            }
+            let (mut out, _) = writer.finish().map_err(io_error("writing a pack"))?;
+            out.flush().map_err(io_error("writing a pack"))?;
+        }
+        let (checksum, entries) = index_whole_pack(file.path())?;
+        let mut commits = Vec::new();
+        for o in objects.iter().filter(|o| o.kind == ObjectKind::Commit) {
+            commits.push((o.id, parse::commit(&o.data).map_err(|e| Error::Corrupt(format!("commit {}: {e}", o.id)))?));
+        }
+        Ok(WholePack { file, checksum, entries, commits })
+    }
+
+    pub(crate) fn incoming(&self) -> IncomingPack<'_> {
+        IncomingPack { path: self.file.path(), checksum: self.checksum, entries: &self.entries, commits: &self.commits }
+    }
+}
+
 /// Index entries of a pack of whole objects (what this store writes itself): scanned, every id
 /// computed from the data.
 fn index_whole_pack(path: &Path) -> Result<(ObjectId, Vec<IndexedEntry>)> {
@@ -784,27 +823,8 @@ impl ObjectStore for RocksStore {
         if new.is_empty() {
             return Ok(());
         }
-        let temp = tempfile::Builder::new()
-            .prefix("put-")
-            .suffix(".pack")
-            .tempfile_in(&self.incoming)
-            .map_err(io_error("creating a pack"))?;
-        {
-            let count = u32::try_from(new.len()).map_err(|_| Error::Backend("too many objects for one pack".into()))?;
-            let mut writer = gitstratum_git::pack::Writer::new(BufWriter::new(temp.as_file()), count)
-                .map_err(io_error("writing a pack"))?;
-            for o in &new {
-                writer.write_object(o.kind, &o.data).map_err(io_error("writing a pack"))?;
-            }
-            let (mut out, _) = writer.finish().map_err(io_error("writing a pack"))?;
-            out.flush().map_err(io_error("writing a pack"))?;
-        }
-        let (checksum, entries) = index_whole_pack(temp.path())?;
-        let mut commits = Vec::new();
-        for o in new.iter().filter(|o| o.kind == ObjectKind::Commit) {
-            commits.push((o.id, parse::commit(&o.data).map_err(|e| Error::Corrupt(format!("commit {}: {e}", o.id)))?));
-        }
-        self.put_pack(repo, IncomingPack { path: temp.path(), checksum, entries: &entries, commits: &commits })
+        let pack = WholePack::write(&self.incoming, &new)?;
+        self.put_pack(repo, pack.incoming())
     }
 
     fn incoming_dir(&self) -> &Path {

@@ -1,4 +1,6 @@
-//! One suite, every implementation: `MemStore` and `RocksStore` must behave the same.
+//! One suite, every implementation: `MemStore`, `RocksStore`, and cluster mode's pair
+//! (`ClusterStore` for objects over a local RocksDB cache and shared blob storage, `PgRefStore` for
+//! refs, both on PostgreSQL) must behave the same.
 
 use std::sync::Arc;
 
@@ -45,7 +47,106 @@ macro_rules! suite {
                 super::$case(std::sync::Arc::new(gitstratum_store::rocks::RocksStore::open(dir.path()).expect("open")));
             })*
         }
+        mod cluster {
+            $(#[test]
+            fn $case() {
+                let Some(pg) = gitstratum_store::testing::TestPg::new() else { return };
+                let dir = tempfile::tempdir().expect("temp dir");
+                super::$case(std::sync::Arc::new(super::Cluster::open(&pg, dir.path())));
+                pg.passed();
+            })*
+        }
     };
+}
+
+/// Cluster mode's two stores as one, the way a frontend holds them (blobs on the filesystem
+/// here; `tests/cluster.rs` puts them in Garage).
+struct Cluster {
+    objects: gitstratum_store::cluster::ClusterStore,
+    refs: Arc<gitstratum_store::pg::PgRefStore>,
+}
+
+impl Cluster {
+    fn open(pg: &gitstratum_store::testing::TestPg, dir: &std::path::Path) -> Cluster {
+        let refs = Arc::new(pg.refs());
+        let local = Arc::new(RocksStore::open(&dir.join("git")).expect("open the local cache"));
+        let blobs = gitstratum_store::blob::FsBlobStore::open(dir.join("blobs")).expect("blob store");
+        let objects =
+            gitstratum_store::cluster::ClusterStore::new(local, refs.clone(), Arc::new(blobs), &dir.join("cluster"))
+                .expect("cluster store");
+        Cluster { objects, refs }
+    }
+}
+
+impl ObjectStore for Cluster {
+    fn put(&self, repo: RepoId, objects: &[NewObject]) -> gitstratum_store::Result<()> {
+        self.objects.put(repo, objects)
+    }
+    fn incoming_dir(&self) -> &std::path::Path {
+        self.objects.incoming_dir()
+    }
+    fn put_pack(&self, repo: RepoId, pack: IncomingPack<'_>) -> gitstratum_store::Result<()> {
+        self.objects.put_pack(repo, pack)
+    }
+    fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::Object>>> {
+        self.objects.get_many(repo, ids)
+    }
+    fn info_many(
+        &self,
+        repo: RepoId,
+        ids: &[ObjectId],
+    ) -> gitstratum_store::Result<Vec<Option<gitstratum_store::ObjectInfo>>> {
+        self.objects.info_many(repo, ids)
+    }
+    fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::CommitInfo>>> {
+        self.objects.commits(repo, ids)
+    }
+    fn stats(&self, repo: RepoId) -> gitstratum_store::Result<gitstratum_store::RepoStats> {
+        self.objects.stats(repo)
+    }
+    fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::RawEntry>>> {
+        self.objects.raw_many(repo, ids)
+    }
+    fn delete_repo(&self, repo: RepoId) -> gitstratum_store::Result<()> {
+        ObjectStore::delete_repo(&self.objects, repo)
+    }
+}
+
+impl RefStore for Cluster {
+    fn list(&self, repo: RepoId) -> gitstratum_store::Result<Vec<(String, ObjectId)>> {
+        self.refs.list(repo)
+    }
+    fn get(&self, repo: RepoId, name: &str) -> gitstratum_store::Result<Option<ObjectId>> {
+        self.refs.get(repo, name)
+    }
+    fn update(
+        &self,
+        repo: RepoId,
+        updates: &[RefUpdate],
+        actor: &Actor,
+    ) -> gitstratum_store::Result<Result<Vec<gitstratum_store::RefEvent>, gitstratum_store::Conflict>> {
+        self.refs.update(repo, updates, actor)
+    }
+    fn update_each(
+        &self,
+        repo: RepoId,
+        updates: &[RefUpdate],
+        actor: &Actor,
+    ) -> gitstratum_store::Result<Vec<Result<gitstratum_store::RefEvent, gitstratum_store::Conflict>>> {
+        self.refs.update_each(repo, updates, actor)
+    }
+    fn head(&self, repo: RepoId) -> gitstratum_store::Result<Option<String>> {
+        self.refs.head(repo)
+    }
+    fn set_head(&self, repo: RepoId, target: &str) -> gitstratum_store::Result<()> {
+        self.refs.set_head(repo, target)
+    }
+    fn events_after(&self, after: u64, limit: usize) -> gitstratum_store::Result<Vec<gitstratum_store::RefEvent>> {
+        self.refs.events_after(after, limit)
+    }
+    fn delete_repo(&self, repo: RepoId) -> gitstratum_store::Result<()> {
+        RefStore::delete_repo(&*self.refs, repo)
+    }
 }
 
 suite!(

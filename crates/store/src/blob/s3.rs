@@ -7,8 +7,9 @@
 //! conditional puts are switched off in the client, so a call that would need one fails loudly
 //! instead of being silently ignored (as Garage ignores `If-None-Match`).
 //!
-//! [`BlobStore`] is synchronous and called on blocking threads; each call runs its requests on
-//! the runtime handed to [`S3BlobStore::open`]. Reads fetch the object in ranges of
+//! [`BlobStore`] is synchronous; each call runs its requests as a task on the runtime handed to
+//! [`S3BlobStore::open`] and waits ([`crate::bridge::wait_on`]), so it may be called from any
+//! thread that is not one of that runtime's workers. Reads fetch the object in ranges of
 //! [`READ_CHUNK`] bytes as they are read, so memory stays bounded whatever the blob's size.
 
 use std::io::{self, Read};
@@ -116,8 +117,11 @@ impl S3BlobStore {
         })
     }
 
-    fn run<T>(&self, work: impl Future<Output = Result<T, object_store::Error>>) -> io::Result<T> {
-        self.runtime.block_on(work).map_err(io_error)
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, object_store::Error>> + Send + 'static,
+    ) -> io::Result<T> {
+        wait(&self.runtime, work)?.map_err(io_error)
     }
 }
 
@@ -130,7 +134,7 @@ impl BlobStore for S3BlobStore {
         let location = self.location(key)?;
         let store = self.store.clone();
         let staged_path = staged.to_owned();
-        self.runtime.block_on(async move {
+        wait(&self.runtime, async move {
             let mut file = tokio::fs::File::open(&staged_path).await?;
             let size = file.metadata().await?.len();
             if size <= PART as u64 {
@@ -164,13 +168,14 @@ impl BlobStore for S3BlobStore {
                 }
             }
             io::Result::Ok(())
-        })?;
+        })??;
         std::fs::remove_file(staged)
     }
 
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
         let location = self.location(key)?;
-        let size = self.run(self.store.head(&location))?.size;
+        let (store, at) = (self.store.clone(), location.clone());
+        let size = self.run(async move { store.head(&at).await })?.size;
         Ok(Box::new(RangeReader {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
@@ -183,7 +188,8 @@ impl BlobStore for S3BlobStore {
 
     fn delete(&self, key: &str) -> io::Result<()> {
         let location = self.location(key)?;
-        match self.runtime.block_on(self.store.delete(&location)) {
+        let store = self.store.clone();
+        match wait(&self.runtime, async move { store.delete(&location).await })? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_error(e)),
         }
@@ -193,7 +199,9 @@ impl BlobStore for S3BlobStore {
         use futures_util::TryStreamExt;
         let prefix = self.location(kind)?;
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let listed: Vec<object_store::ObjectMeta> = self.run(self.store.list(Some(&prefix)).try_collect())?;
+        let store = self.store.clone();
+        let listed: Vec<object_store::ObjectMeta> =
+            self.run(async move { store.list(Some(&prefix)).try_collect().await })?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {
@@ -203,6 +211,11 @@ impl BlobStore for S3BlobStore {
             })
             .collect())
     }
+}
+
+/// Runs `work` on `runtime` from any thread ([`crate::bridge::wait_on`]).
+fn wait<T: Send + 'static>(runtime: &Handle, work: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+    crate::bridge::wait_on(runtime, work).ok_or_else(|| io::Error::other("the object storage client's runtime stopped"))
 }
 
 /// A blob read in ranges as it is read.
@@ -225,7 +238,8 @@ impl Read for RangeReader {
             }
             let end = (self.next + READ_CHUNK).min(self.size);
             let range = self.next..end;
-            let chunk = self.runtime.block_on(self.store.get_range(&self.location, range)).map_err(io_error)?;
+            let (store, at) = (self.store.clone(), self.location.clone());
+            let chunk = wait(&self.runtime, async move { store.get_range(&at, range).await })?.map_err(io_error)?;
             if chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob ended early"));
             }

@@ -8,9 +8,9 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gitstratum_ci::blob::s3::{READ_CHUNK, S3BlobStore, S3Config};
-use gitstratum_ci::blob::{BlobStore, FsBlobStore, new_key};
-use gitstratum_ci::testing::Garage;
+use gitstratum_store::blob::s3::{READ_CHUNK, S3BlobStore, S3Config};
+use gitstratum_store::blob::{BlobStore, FsBlobStore, new_key};
+use gitstratum_store::testing::Garage;
 
 fn stage(store: &dyn BlobStore, name: &str, data: &[u8]) -> PathBuf {
     let staged = store.staging_dir().join(name);

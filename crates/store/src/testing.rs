@@ -58,3 +58,50 @@ impl Drop for Garage {
         let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(self.dir.path()).status();
     }
 }
+
+/// A PostgreSQL schema of a test's own on the test server (`GITSTRATUM_TEST_POSTGRES_URL`),
+/// named as `scripts/test.sh` sweeps them (`gst_test_<unix seconds>_…`).
+pub struct TestPg {
+    pub url: String,
+    pub schema: String,
+}
+
+impl TestPg {
+    /// `None` (with a note) when there is no test server, which fails the test instead when
+    /// `CI` is set.
+    pub fn new() -> Option<TestPg> {
+        let Ok(url) = std::env::var("GITSTRATUM_TEST_POSTGRES_URL") else {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but GITSTRATUM_TEST_POSTGRES_URL is not");
+            eprintln!("note: GITSTRATUM_TEST_POSTGRES_URL is not set; skipping the PostgreSQL case");
+            return None;
+        };
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+        let schema = format!(
+            "gst_test_{}_{}_{}_{}",
+            now.as_secs(),
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            now.subsec_nanos()
+        );
+        Some(TestPg { url, schema })
+    }
+
+    /// A ref store on this schema (each call a new one, as another frontend would open).
+    pub fn refs(&self) -> crate::pg::PgRefStore {
+        crate::pg::PgRefStore::open(&self.url, Some(&self.schema)).expect("open the PostgreSQL ref store")
+    }
+
+    /// Drops the schema after a case that passed (a failed one keeps it for inspection).
+    pub fn passed(self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)))
+                .execute(&mut conn)
+                .await
+                .expect("drop the test schema");
+        });
+    }
+}

@@ -1,0 +1,193 @@
+//! Cluster mode's storage with several frontends: each its own local cache, all on one
+//! PostgreSQL schema and one object store — a real three-node Garage cluster (replication factor
+//! 3) started by `scripts/garage.sh`, or (for the cases about refs alone) nothing but PostgreSQL.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gitstratum_git::{ObjectId, ObjectKind, hash_object};
+use gitstratum_store::blob::BlobStore;
+use gitstratum_store::blob::s3::S3BlobStore;
+use gitstratum_store::bridge::Bridge;
+use gitstratum_store::cluster::ClusterStore;
+use gitstratum_store::pg::PgRefStore;
+use gitstratum_store::rocks::RocksStore;
+use gitstratum_store::testing::{Garage, TestPg};
+use gitstratum_store::{Actor, NewObject, ObjectStore, RefStore, RefUpdate, RepoId};
+
+const REPO: RepoId = RepoId(7);
+
+/// Counts the packs a frontend downloads.
+struct Counting {
+    inner: Arc<dyn BlobStore>,
+    opened: AtomicUsize,
+}
+
+impl BlobStore for Counting {
+    fn staging_dir(&self) -> &Path {
+        self.inner.staging_dir()
+    }
+    fn commit(&self, staged: &Path, key: &str) -> std::io::Result<()> {
+        self.inner.commit(staged, key)
+    }
+    fn open(&self, key: &str) -> std::io::Result<Box<dyn Read + Send>> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        self.inner.open(key)
+    }
+    fn delete(&self, key: &str) -> std::io::Result<()> {
+        self.inner.delete(key)
+    }
+    fn list(&self, kind: &str) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        self.inner.list(kind)
+    }
+}
+
+struct Frontend {
+    objects: ClusterStore,
+    refs: Arc<PgRefStore>,
+    blobs: Arc<Counting>,
+    _dir: PathBuf,
+}
+
+fn frontend(pg: &TestPg, garage: &Garage, bridge: &Bridge, dir: &Path) -> Frontend {
+    let refs = Arc::new(pg.refs());
+    let local = Arc::new(RocksStore::open(&dir.join("git")).expect("local cache"));
+    let s3 = S3BlobStore::open(&garage.config, bridge.handle().clone(), dir.join("staging")).expect("s3");
+    let blobs = Arc::new(Counting { inner: Arc::new(s3), opened: AtomicUsize::new(0) });
+    let objects = ClusterStore::new(local, refs.clone(), blobs.clone(), &dir.join("cluster")).expect("cluster store");
+    Frontend { objects, refs, blobs, _dir: dir.to_owned() }
+}
+
+fn blob(text: &str) -> NewObject {
+    NewObject {
+        id: hash_object(ObjectKind::Blob, text.as_bytes()).expect("hash"),
+        kind: ObjectKind::Blob,
+        data: text.as_bytes().to_vec(),
+    }
+}
+
+fn actor() -> Actor {
+    Actor { name: "octo".into(), time_ms: 1_700_000_000_000 }
+}
+
+/// What one frontend stores and points a ref at, every other frontend serves — even one that
+/// starts with an empty cache — downloading each pack once, and not again after a restart.
+#[test]
+fn any_frontend_serves_what_another_stored() {
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("cluster") else { return };
+    let bridge = Bridge::new("test-s3").expect("runtime");
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let one = frontend(&pg, &garage, &bridge, &dirs.path().join("one"));
+    let two = frontend(&pg, &garage, &bridge, &dirs.path().join("two"));
+
+    let first: Vec<NewObject> = (0..20).map(|i| blob(&format!("first {i}"))).collect();
+    one.objects.put(REPO, &first).expect("store");
+    let tip = first[0].id;
+    one.refs.update(REPO, &[RefUpdate { name: "refs/heads/main".into(), old: None, new: Some(tip) }], &actor())
+        .expect("update")
+        .expect("no conflict");
+
+    // Frontend two has never seen the repository: the ref is there, and so is every object.
+    assert_eq!(two.refs.get(REPO, "refs/heads/main").expect("get"), Some(tip));
+    let ids: Vec<ObjectId> = first.iter().map(|o| o.id).collect();
+    assert!(two.objects.has_many(REPO, &ids).expect("has").iter().all(|h| *h));
+    let read = two.objects.get_many(REPO, &ids).expect("get");
+    for (o, r) in first.iter().zip(read) {
+        assert_eq!(r.expect("present").data, o.data);
+    }
+    assert_eq!(two.blobs.opened.load(Ordering::SeqCst), 1, "one pack, downloaded once");
+
+    // A second pack, stored by two: one finds it on its first miss.
+    let second = blob("second");
+    two.objects.put(REPO, std::slice::from_ref(&second)).expect("store");
+    assert!(one.objects.has_many(REPO, &[second.id]).expect("has")[0]);
+    assert_eq!(one.blobs.opened.load(Ordering::SeqCst), 1, "one took only two's pack");
+
+    // A miss that nothing listed answers reads the list again but downloads nothing.
+    let absent = blob("never stored").id;
+    assert!(!two.objects.has_many(REPO, &[absent]).expect("has")[0]);
+    assert_eq!(two.blobs.opened.load(Ordering::SeqCst), 1);
+
+    // Two restarts on its cache: nothing is downloaded again.
+    drop(two);
+    let two = frontend(&pg, &garage, &bridge, &dirs.path().join("two"));
+    assert!(two.objects.has_many(REPO, &[second.id, tip, absent]).expect("has")[..2].iter().all(|h| *h));
+    assert_eq!(two.blobs.opened.load(Ordering::SeqCst), 0);
+
+    // Deleting the repository removes its packs from object storage too.
+    ObjectStore::delete_repo(&one.objects, REPO).expect("delete");
+    assert!(one.blobs.list("packs").expect("list").is_empty());
+    pg.passed();
+}
+
+/// A pack stored but never listed (a frontend died between the two) is swept once older than
+/// the grace period; listed packs stay.
+#[test]
+fn unlisted_packs_are_swept_after_a_grace_period() {
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("sweep") else { return };
+    let bridge = Bridge::new("test-s3").expect("runtime");
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let one = frontend(&pg, &garage, &bridge, dirs.path());
+    one.objects.put(REPO, &[blob("kept")]).expect("store");
+    let staged = one.blobs.staging_dir().join("orphan");
+    std::fs::write(&staged, b"PACK of a push that never listed it").expect("stage");
+    one.blobs.commit(&staged, "packs/7/0123abcd").expect("commit");
+    assert_eq!(one.objects.sweep_unlisted(Duration::from_secs(3600)).expect("sweep"), 0, "too young");
+    assert_eq!(one.objects.sweep_unlisted(Duration::ZERO).expect("sweep"), 1);
+    let left: Vec<String> = one.blobs.list("packs").expect("list").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(left.len(), 1);
+    assert!(!left.contains(&"packs/7/0123abcd".to_owned()));
+    pg.passed();
+}
+
+/// Three frontends × five pushers racing on one branch: exactly one wins per old value, the ref
+/// ends on the last winner's value, and the log holds exactly the winners, in commit order.
+#[test]
+fn racing_frontends_have_one_winner_per_old_value() {
+    let Some(pg) = TestPg::new() else { return };
+    let stores: Vec<Arc<PgRefStore>> = (0..3).map(|_| Arc::new(pg.refs())).collect();
+    let ids: Vec<ObjectId> = (0..200).map(|i| blob(&format!("v{i}")).id).collect();
+    let ids = Arc::new(ids);
+    let mut threads = Vec::new();
+    for (f, store) in stores.iter().enumerate() {
+        for p in 0..5 {
+            let (store, ids) = (store.clone(), ids.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut won = Vec::new();
+                for round in 0..8 {
+                    let old = store.get(REPO, "refs/heads/main").expect("get");
+                    let new = ids[(f * 5 + p) * 8 + round];
+                    let u = RefUpdate { name: "refs/heads/main".into(), old, new: Some(new) };
+                    if let Ok(events) = store.update(REPO, &[u], &actor()).expect("update") {
+                        won.push((events[0].seq, old, new));
+                    }
+                }
+                won
+            }));
+        }
+    }
+    let mut wins: Vec<(u64, Option<ObjectId>, ObjectId)> =
+        threads.into_iter().flat_map(|t| t.join().expect("pusher")).collect();
+    wins.sort();
+    assert!(!wins.is_empty());
+    // Each win moved the ref from the previous win's value: no two wins share an old value.
+    let olds: HashSet<Option<ObjectId>> = wins.iter().map(|w| w.1).collect();
+    assert_eq!(olds.len(), wins.len(), "two pushes won from one old value");
+    for pair in wins.windows(2) {
+        assert_eq!(pair[1].1, Some(pair[0].2), "wins chain in sequence order");
+    }
+    let last = wins.last().expect("a win").2;
+    for store in &stores {
+        assert_eq!(store.get(REPO, "refs/heads/main").expect("get"), Some(last));
+    }
+    let log = stores[0].events_after(0, 10_000).expect("events");
+    assert_eq!(log.len(), wins.len());
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+    pg.passed();
+}
