@@ -92,16 +92,21 @@ impl TestPg {
         crate::pg::PgRefStore::open(&self.url, Some(&self.schema)).expect("open the PostgreSQL ref store")
     }
 
-    /// Drops the schema after a case that passed (a failed one keeps it for inspection).
+    /// Drops the schema after a case that passed (a failed one keeps it for inspection). Works
+    /// from async tests too: the drop runs on a thread of its own.
     pub fn passed(self) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)))
-                .execute(&mut conn)
-                .await
-                .expect("drop the test schema");
-        });
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)))
+                    .execute(&mut conn)
+                    .await
+                    .expect("drop the test schema");
+            });
+        })
+        .join()
+        .expect("dropping the test schema");
     }
 }

@@ -1,0 +1,207 @@
+//! Cluster mode end to end: three frontends (`serve` in this process, each its own data
+//! directory) on one PostgreSQL schema and one three-node Garage cluster, driven by the real `git`
+//! client.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Git, metrics_handle};
+use gitstratum_ci::testing::{Garage, TestPg};
+use gitstratum_server::{Config, ConfigLayer, Server};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+/// A frontend: its URL, its data directory, and how to stop it.
+struct Frontend {
+    base: String,
+    data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), gitstratum_server::Error>>,
+}
+
+impl Frontend {
+    async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.await.expect("join").expect("clean shutdown");
+        self.data_dir
+    }
+}
+
+fn cluster_config(pg: &TestPg, garage: &Garage) -> ConfigLayer {
+    let c = &garage.config;
+    ConfigLayer {
+        database_url: Some(format!("{}?options%5Bsearch_path%5D={}", pg.url, pg.schema)),
+        object_storage_endpoint: Some(c.endpoint.clone()),
+        object_storage_bucket: Some(c.bucket.clone()),
+        object_storage_region: Some(c.region.clone()),
+        object_storage_access_key_id: Some(c.access_key_id.clone()),
+        object_storage_secret_access_key: Some(c.secret_access_key.clone()),
+        object_storage_prefix: Some(c.prefix.clone()),
+        secrets_key: Some("ab".repeat(32)),
+        cluster: Some("true".into()),
+        embedded_runner: Some("false".into()),
+        ..ConfigLayer::default()
+    }
+}
+
+/// Starts a frontend on `data_dir` (a fresh one when `None`); returns it with the first admin's
+/// token if it was the one that created it.
+async fn frontend(config: &ConfigLayer, data_dir: Option<tempfile::TempDir>) -> (Frontend, Option<String>) {
+    let data_dir = data_dir.unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+    let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
+    let config = Config::from_layers(config.clone(), ConfigLayer::default(), flags).expect("config");
+    let server = Server::open(config, metrics_handle()).await.expect("open");
+    let token = server.initial_admin_token.as_ref().map(|t| t.expose().to_owned());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    (Frontend { base, data_dir, stop: Some(tx), task }, token)
+}
+
+fn remote(f: &Frontend, token: &str) -> String {
+    format!("http://x:{token}@{}/admin/app.git", f.base.trim_start_matches("http://"))
+}
+
+async fn ls_remote(git: &Git, dir: &Path, url: &str) -> String {
+    git.ok(dir, &["ls-remote", url]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_frontends_serve_one_repository() {
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("frontends") else { return };
+    drop(pg.refs()); // creates the schema
+    let config = cluster_config(&pg, &garage);
+    let (one, token) = frontend(&config, None).await;
+    let token = token.expect("the first frontend creates the admin");
+    let (two, none) = frontend(&config, None).await;
+    assert!(none.is_none(), "one installation, one first admin");
+    let (three, _) = frontend(&config, None).await;
+
+    let http = gitstratum_server::http::client().expect("client");
+    let created = http
+        .post(format!("{}/api/v1/repos", two.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+
+    // Push through one; clone through two and three.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 12).await;
+    std::fs::create_dir_all(src.join(".github/workflows")).expect("workflows");
+    std::fs::write(
+        src.join(".github/workflows/ci.yml"),
+        "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n",
+    )
+    .expect("workflow");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "ci"]).await;
+    git.ok(&src, &["push", "-q", &remote(&one, &token), "main"]).await;
+
+    // Every frontend's ingestor reads the same ref-change log: the push starts exactly one run,
+    // seen from any frontend.
+    let mut seen = 0;
+    for _ in 0..100 {
+        let page: serde_json::Value = http
+            .get(format!("{}/api/v1/repos/admin/app/runs", three.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("runs")
+            .json()
+            .await
+            .expect("json");
+        seen = page["runs"].as_array().map_or(0, Vec::len);
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 1, "the push started a run");
+    for (i, f) in [&two, &three].into_iter().enumerate() {
+        let dst = tmp.path().join(format!("clone{i}"));
+        git.ok(tmp.path(), &["clone", "-q", &remote(f, &token), dst.to_str().expect("utf-8")]).await;
+        git.fsck(&dst).await;
+        assert_eq!(git.ok(&dst, &["rev-parse", "HEAD"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+    }
+    let listed: Vec<String> = [&one, &two, &three].iter().map(|f| remote(f, &token)).collect();
+    let first = ls_remote(&git, tmp.path(), &listed[0]).await;
+    assert!(first.contains("refs/heads/main"));
+    for url in &listed[1..] {
+        assert_eq!(ls_remote(&git, tmp.path(), url).await, first, "every frontend shows the same refs");
+    }
+
+    // Five pushers on each frontend race on one branch, each from the tip it fetched: every push
+    // acknowledged is on the branch's history afterwards, and the branch is whole.
+    let base_tip = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    let mut pushers = Vec::new();
+    for (f, url) in listed.iter().enumerate() {
+        for p in 0..5 {
+            let (git, url, dir) = (git.clone(), url.clone(), tmp.path().join(format!("pusher{f}{p}")));
+            let src = src.clone();
+            pushers.push(tokio::spawn(async move {
+                git.ok(src.parent().expect("parent"), &["clone", "-q", src.to_str().expect("utf-8"), dir.to_str().expect("utf-8")])
+                    .await;
+                std::fs::write(dir.join(format!("p{f}{p}.txt")), "mine\n").expect("write");
+                git.ok(&dir, &["add", "-A"]).await;
+                git.ok(&dir, &["commit", "-q", "-m", &format!("pusher {f} {p}")]).await;
+                let mine = git.ok(&dir, &["rev-parse", "HEAD"]).await.trim().to_owned();
+                let out = git.run(&dir, &["push", "-q", &url, "HEAD:refs/heads/race"]).await;
+                (out.status.success(), mine)
+            }));
+        }
+    }
+    let mut acknowledged = Vec::new();
+    for p in pushers {
+        let (ok, mine) = p.await.expect("pusher");
+        if ok {
+            acknowledged.push(mine);
+        }
+    }
+    // All start from the same base and create the branch: exactly one creation wins.
+    assert_eq!(acknowledged.len(), 1, "one winner per old value of the ref");
+    let check = tmp.path().join("check");
+    git.ok(tmp.path(), &["clone", "-q", &listed[2], check.to_str().expect("utf-8")]).await;
+    git.ok(&check, &["fetch", "-q", "origin", "race"]).await;
+    let race = git.ok(&check, &["rev-parse", "FETCH_HEAD"]).await.trim().to_owned();
+    assert_eq!(race, acknowledged[0]);
+    git.ok(&check, &["merge-base", "--is-ancestor", &base_tip, &race]).await;
+    git.fsck(&check).await;
+
+    // Still one run for the push on main after every ingestor has had its turns (the race
+    // branch matches no workflow).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let page: serde_json::Value = http
+        .get(format!("{}/api/v1/repos/admin/app/runs", one.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("runs")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["runs"].as_array().map(Vec::len), Some(1), "exactly one run: {page}");
+
+    // A frontend whose cache is gone (a new machine) serves the repository from object storage.
+    let dir = three.stop().await;
+    std::fs::remove_dir_all(dir.path().join("git")).expect("drop the cache");
+    let (three, _) = frontend(&config, Some(dir)).await;
+    let again = tmp.path().join("again");
+    git.ok(tmp.path(), &["clone", "-q", &remote(&three, &token), again.to_str().expect("utf-8")]).await;
+    git.fsck(&again).await;
+    assert_eq!(ls_remote(&git, tmp.path(), &remote(&three, &token)).await, ls_remote(&git, tmp.path(), &listed[0]).await);
+
+    for f in [one, two, three] {
+        f.stop().await;
+    }
+    pg.passed();
+}
