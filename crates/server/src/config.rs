@@ -782,7 +782,10 @@ impl Config {
                 None
             };
             if let Some(missing) = missing {
-                return Err(ConfigError::Invalid { setting: "cluster.enabled", message: format!("cluster mode needs {missing}") });
+                return Err(ConfigError::Invalid {
+                    setting: "cluster.enabled",
+                    message: format!("cluster mode needs {missing}"),
+                });
             }
         }
         Ok(Config {

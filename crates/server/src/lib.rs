@@ -194,16 +194,7 @@ impl Server {
             .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
             .await
             .map_err(Error::Bootstrap)?;
-        Ok(Server {
-            config,
-            data_dir,
-            store,
-            git,
-            metrics,
-            clock,
-            secrets_key,
-            initial_admin_token,
-        })
+        Ok(Server { config, data_dir, store, git, metrics, clock, secrets_key, initial_admin_token })
     }
 
     pub fn data_dir(&self) -> &DataDir {

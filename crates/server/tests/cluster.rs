@@ -149,8 +149,11 @@ async fn three_frontends_serve_one_repository() {
             let (git, url, dir) = (git.clone(), url.clone(), tmp.path().join(format!("pusher{f}{p}")));
             let src = src.clone();
             pushers.push(tokio::spawn(async move {
-                git.ok(src.parent().expect("parent"), &["clone", "-q", src.to_str().expect("utf-8"), dir.to_str().expect("utf-8")])
-                    .await;
+                git.ok(
+                    src.parent().expect("parent"),
+                    &["clone", "-q", src.to_str().expect("utf-8"), dir.to_str().expect("utf-8")],
+                )
+                .await;
                 std::fs::write(dir.join(format!("p{f}{p}.txt")), "mine\n").expect("write");
                 git.ok(&dir, &["add", "-A"]).await;
                 git.ok(&dir, &["commit", "-q", "-m", &format!("pusher {f} {p}")]).await;
@@ -198,7 +201,10 @@ async fn three_frontends_serve_one_repository() {
     let again = tmp.path().join("again");
     git.ok(tmp.path(), &["clone", "-q", &remote(&three, &token), again.to_str().expect("utf-8")]).await;
     git.fsck(&again).await;
-    assert_eq!(ls_remote(&git, tmp.path(), &remote(&three, &token)).await, ls_remote(&git, tmp.path(), &listed[0]).await);
+    assert_eq!(
+        ls_remote(&git, tmp.path(), &remote(&three, &token)).await,
+        ls_remote(&git, tmp.path(), &listed[0]).await
+    );
 
     for f in [one, two, three] {
         f.stop().await;

@@ -33,11 +33,8 @@ impl std::fmt::Debug for Bridge {
 
 impl Bridge {
     pub fn new(name: &str) -> std::io::Result<Bridge> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(name)
-            .enable_all()
-            .build()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(name).enable_all().build()?;
         Ok(Bridge { handle: runtime.handle().clone(), runtime: Mutex::new(Some(runtime)) })
     }
 
@@ -46,7 +43,10 @@ impl Bridge {
     }
 
     /// Runs `work` to completion on this runtime and waits for it.
-    pub fn run<T: Send + 'static>(&self, work: impl Future<Output = crate::Result<T>> + Send + 'static) -> crate::Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = crate::Result<T>> + Send + 'static,
+    ) -> crate::Result<T> {
         wait_on(&self.handle, work).unwrap_or_else(|| Err(crate::Error::Backend("the store's runtime stopped".into())))
     }
 }

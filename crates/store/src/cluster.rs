@@ -186,7 +186,12 @@ impl ClusterStore {
         file.as_file().sync_all().map_err(io_error("spooling a pack"))?;
         self.local.put_pack(
             repo,
-            IncomingPack { path: file.path(), checksum: scan.checksum, entries: &resolution.entries, commits: &commits },
+            IncomingPack {
+                path: file.path(),
+                checksum: scan.checksum,
+                entries: &resolution.entries,
+                commits: &commits,
+            },
         )
     }
 

@@ -23,10 +23,10 @@
 #![forbid(unsafe_code)]
 
 mod basecache;
-mod graph;
 pub mod blob;
-pub mod cluster;
 pub mod bridge;
+pub mod cluster;
+mod graph;
 pub mod mem;
 pub mod pg;
 pub mod rocks;

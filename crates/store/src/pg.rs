@@ -117,7 +117,11 @@ impl PgRefStore {
                 .await
                 .map_err(backend)?;
             let mut tx = pool.begin().await.map_err(backend)?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1, 0)").bind(LOCK_SCHEMA).execute(&mut *tx).await.map_err(backend)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+                .bind(LOCK_SCHEMA)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
             for statement in SCHEMA {
                 sqlx::query(*statement).execute(&mut *tx).await.map_err(backend)?;
             }
@@ -265,7 +269,15 @@ impl PgRefStore {
     }
 
     /// Adds a pack (already durable in object storage under `key`) to a repository's list.
-    pub fn list_pack(&self, repo: RepoId, key: &str, checksum: ObjectId, size: u64, objects: u64, now_ms: i64) -> Result<i64> {
+    pub fn list_pack(
+        &self,
+        repo: RepoId,
+        key: &str,
+        checksum: ObjectId,
+        size: u64,
+        objects: u64,
+        now_ms: i64,
+    ) -> Result<i64> {
         let key = key.to_owned();
         self.run(move |pool| {
             Box::pin(async move {
@@ -395,7 +407,12 @@ impl RefStore for PgRefStore {
         Ok(self.apply(repo, updates, actor, true)?.into_iter().collect())
     }
 
-    fn update_each(&self, repo: RepoId, updates: &[RefUpdate], actor: &Actor) -> Result<Vec<Result<RefEvent, Conflict>>> {
+    fn update_each(
+        &self,
+        repo: RepoId,
+        updates: &[RefUpdate],
+        actor: &Actor,
+    ) -> Result<Vec<Result<RefEvent, Conflict>>> {
         self.apply(repo, updates, actor, false)
     }
 
@@ -471,8 +488,16 @@ impl RefStore for PgRefStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
-                sqlx::query("DELETE FROM git_refs WHERE repo_id = $1").bind(repo.0).execute(&mut *tx).await.map_err(backend)?;
-                sqlx::query("DELETE FROM git_heads WHERE repo_id = $1").bind(repo.0).execute(&mut *tx).await.map_err(backend)?;
+                sqlx::query("DELETE FROM git_refs WHERE repo_id = $1")
+                    .bind(repo.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                sqlx::query("DELETE FROM git_heads WHERE repo_id = $1")
+                    .bind(repo.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
                 tx.commit().await.map_err(backend)
             })
         })

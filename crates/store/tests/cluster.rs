@@ -88,7 +88,8 @@ fn any_frontend_serves_what_another_stored() {
     let first: Vec<NewObject> = (0..20).map(|i| blob(&format!("first {i}"))).collect();
     one.objects.put(REPO, &first).expect("store");
     let tip = first[0].id;
-    one.refs.update(REPO, &[RefUpdate { name: "refs/heads/main".into(), old: None, new: Some(tip) }], &actor())
+    one.refs
+        .update(REPO, &[RefUpdate { name: "refs/heads/main".into(), old: None, new: Some(tip) }], &actor())
         .expect("update")
         .expect("no conflict");
 

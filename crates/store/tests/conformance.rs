@@ -88,7 +88,11 @@ impl ObjectStore for Cluster {
     fn put_pack(&self, repo: RepoId, pack: IncomingPack<'_>) -> gitstratum_store::Result<()> {
         self.objects.put_pack(repo, pack)
     }
-    fn get_many(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::Object>>> {
+    fn get_many(
+        &self,
+        repo: RepoId,
+        ids: &[ObjectId],
+    ) -> gitstratum_store::Result<Vec<Option<gitstratum_store::Object>>> {
         self.objects.get_many(repo, ids)
     }
     fn info_many(
@@ -98,13 +102,21 @@ impl ObjectStore for Cluster {
     ) -> gitstratum_store::Result<Vec<Option<gitstratum_store::ObjectInfo>>> {
         self.objects.info_many(repo, ids)
     }
-    fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::CommitInfo>>> {
+    fn commits(
+        &self,
+        repo: RepoId,
+        ids: &[ObjectId],
+    ) -> gitstratum_store::Result<Vec<Option<gitstratum_store::CommitInfo>>> {
         self.objects.commits(repo, ids)
     }
     fn stats(&self, repo: RepoId) -> gitstratum_store::Result<gitstratum_store::RepoStats> {
         self.objects.stats(repo)
     }
-    fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> gitstratum_store::Result<Vec<Option<gitstratum_store::RawEntry>>> {
+    fn raw_many(
+        &self,
+        repo: RepoId,
+        ids: &[ObjectId],
+    ) -> gitstratum_store::Result<Vec<Option<gitstratum_store::RawEntry>>> {
         self.objects.raw_many(repo, ids)
     }
     fn delete_repo(&self, repo: RepoId) -> gitstratum_store::Result<()> {
