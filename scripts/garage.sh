@@ -9,6 +9,8 @@
 #                                "access_key_id", "secret_access_key",
 #                                "nodes": [{"pid", "s3", "rpc"}]}
 #   scripts/garage.sh down DIR   stops the nodes DIR's cluster started (by process id)
+#   scripts/garage.sh kill-node DIR N    SIGKILLs node N (1 to 3) of DIR's cluster
+#   scripts/garage.sh start-node DIR N   starts node N again, on its data, ports and identity
 #
 # Exit status 3: no Garage binary (build it first, or set GITSTRATUM_GARAGE to one).
 set -euo pipefail
@@ -150,6 +152,29 @@ down() {
     rm -f "$DIR/pids"
 }
 
+kill_node() {
+    local pid
+    pid=$(sed -n "${N}p" "$DIR/pids")
+    kill -9 "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+}
+
+start_node() {
+    local node="$DIR/node$N" rpc s3 pid
+    read -r rpc s3 < "$node/ports"
+    setsid "$GARAGE" -c "$node/garage.toml" server >> "$node/log" 2>&1 < /dev/null &
+    pid=$!
+    sed -i "${N}s/.*/$pid/" "$DIR/pids"
+    for _ in $(seq 1 200); do
+        kill -0 "$pid" 2>/dev/null || { log "Garage node $N did not start again"; tail -5 "$node/log" >&2; return 1; }
+        if (exec 3<>"/dev/tcp/127.0.0.1/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$s3") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
 # Starts the cluster; a try that fails (a port taken meanwhile by another process, say) is stopped
 # and made again on other ports, three times at most.
 up_with_retries() {
@@ -168,5 +193,7 @@ case "${1:-}" in
     build) build ;;
     up) DIR="${2:?usage: garage.sh up DIR}"; up_with_retries ;;
     down) DIR="${2:?usage: garage.sh down DIR}"; down ;;
-    *) echo "usage: garage.sh build | up DIR | down DIR" >&2; exit 2 ;;
+    kill-node) DIR="${2:?usage: garage.sh kill-node DIR N}"; N="${3:?node number}"; kill_node ;;
+    start-node) DIR="${2:?usage: garage.sh start-node DIR N}"; N="${3:?node number}"; start_node ;;
+    *) echo "usage: garage.sh build | up DIR | down DIR | kill-node DIR N | start-node DIR N" >&2; exit 2 ;;
 esac

@@ -469,3 +469,111 @@ async fn a_killed_runners_job_is_run_again_by_another_runner() {
 fn printed(log: &str, line: &str) -> bool {
     log.lines().any(|l| gitstratum_core::Timestamp::split_log_stamp(l).1 == line)
 }
+
+/// Cluster mode: a frontend SIGKILLed (a failpoint's abort) at each step of a push — before the
+/// pack is stored, after its upload, after its listing, before and after the refs' commit. What
+/// the client was told matches what the refs show on another frontend (a failed push moved
+/// nothing, unless the refs had committed: then they show the new commit, whole), every clone
+/// passes `fsck`, the push can be retried, and the pack uploaded but never listed is swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_frontends_killed_mid_push_leave_refs_and_packs_consistent() {
+    use gitstratum_store::testing::{Garage, TestPg};
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("crash") else { return };
+    drop(pg.refs()); // creates the schema
+    let c = &garage.config;
+    let database_url = format!("{}?options%5Bsearch_path%5D={}", pg.url, pg.schema);
+    let secrets_key = "cd".repeat(32);
+    let cluster_env: Vec<(&str, &str)> = vec![
+        ("GITSTRATUM_CLUSTER", "true"),
+        ("GITSTRATUM_DATABASE_URL", &database_url),
+        ("GITSTRATUM_OBJECT_STORAGE_ENDPOINT", &c.endpoint),
+        ("GITSTRATUM_OBJECT_STORAGE_BUCKET", &c.bucket),
+        ("GITSTRATUM_OBJECT_STORAGE_REGION", &c.region),
+        ("GITSTRATUM_OBJECT_STORAGE_ACCESS_KEY_ID", &c.access_key_id),
+        ("GITSTRATUM_OBJECT_STORAGE_SECRET_ACCESS_KEY", &c.secret_access_key),
+        ("GITSTRATUM_OBJECT_STORAGE_PREFIX", &c.prefix),
+        ("GITSTRATUM_SECRETS_KEY", &secrets_key),
+        ("GITSTRATUM_EMBEDDED_RUNNER", "false"),
+    ];
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let (mut steady, base, token) = serve_with_repo_and(&tmp.path().join("steady"), "crash", &[], &cluster_env).await;
+    let url_for = |base: &str| format!("http://x:{token}@{}/admin/crash.git", base.trim_start_matches("http://"));
+    let steady_url = url_for(&base);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    ok(&home, &src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("a.txt"), "a\n").expect("write");
+    ok(&home, &src, &["add", "-A"]);
+    ok(&home, &src, &["commit", "-q", "-m", "old"]);
+    ok(&home, &src, &["push", "-q", &steady_url, "main"]);
+
+    let points = [
+        "receive:before-store",
+        "cluster:after-upload",
+        "cluster:after-listing",
+        "receive:before-refs",
+        "receive:after-refs",
+    ];
+    for (i, point) in points.into_iter().enumerate() {
+        let old = ok(&home, &src, &["rev-parse", "HEAD"]);
+        std::fs::write(src.join(format!("new{i}.txt")), point).expect("write");
+        ok(&home, &src, &["add", "-A"]);
+        ok(&home, &src, &["commit", "-q", "-m", point]);
+        let new = ok(&home, &src, &["rev-parse", "HEAD"]);
+
+        let mut env = cluster_env.clone();
+        env.push(("GITSTRATUM_CRASH_AT", point));
+        let mut dying = spawn(&tmp.path().join(format!("dying{i}")), &[], &env);
+        let url = url_for(&dying.base_url());
+        let (home1, src1) = (home.clone(), src.clone());
+        let pushed =
+            tokio::task::spawn_blocking(move || git(&home1, &src1, &["push", "-q", &url, "main"])).await.expect("join");
+        assert!(!pushed.status.success(), "{point}: the frontend died, the push cannot have been acknowledged");
+        assert!(!dying.wait().success(), "{point}: the frontend died at the failpoint");
+
+        // Another frontend: the refs are old, unless the crash came after their commit.
+        let (home2, root, url2) = (home.clone(), tmp.path().to_owned(), steady_url.clone());
+        let main = tokio::task::spawn_blocking(move || remote_main(&home2, &root, &url2)).await.expect("join");
+        let expected = if point == "receive:after-refs" { &new } else { &old };
+        assert_eq!(main.as_deref(), Some(expected.as_str()), "{point}: the refs show what was committed");
+        let (home3, src3, root, url3, dir) =
+            (home.clone(), src.clone(), tmp.path().to_owned(), steady_url.clone(), format!("clone-{i}"));
+        let expected = new.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = root.join(dir);
+            ok(&home3, &root, &["clone", "-q", "--bare", &url3, dir.to_str().expect("utf-8")]);
+            ok(&home3, &dir, &["fsck", "--strict", "--no-dangling"]);
+            // The retry through a live frontend lands (or finds it landed).
+            ok(&home3, &src3, &["push", "-q", &url3, "main"]);
+            let again = root.join(format!("{}-again", dir.display()));
+            ok(&home3, &root, &["clone", "-q", "--bare", &url3, again.to_str().expect("utf-8")]);
+            ok(&home3, &again, &["fsck", "--strict", "--no-dangling"]);
+            assert_eq!(ok(&home3, &again, &["rev-parse", "main"]), expected);
+        })
+        .await
+        .expect("join");
+    }
+    assert_eq!(steady.terminate().code(), Some(0));
+
+    // Exactly the pack of the push killed after its upload is in object storage unlisted.
+    let refs = std::sync::Arc::new(pg.refs());
+    let local = tmp.path().join("sweeper");
+    let rocks = std::sync::Arc::new(gitstratum_store::rocks::RocksStore::open(&local.join("git")).expect("cache"));
+    let blobs = gitstratum_store::blob::s3::S3BlobStore::open(c, refs.runtime().clone(), local.join("staging"))
+        .expect("object storage");
+    let sweeper = gitstratum_store::cluster::ClusterStore::new(
+        rocks,
+        refs.clone(),
+        std::sync::Arc::new(blobs),
+        &local.join("taken"),
+    )
+    .expect("cluster store");
+    let swept =
+        tokio::task::spawn_blocking(move || sweeper.sweep_unlisted(std::time::Duration::ZERO)).await.expect("join");
+    assert_eq!(swept.expect("sweep"), 1, "the one pack uploaded but never listed");
+    drop(refs);
+    pg.passed();
+}

@@ -12,12 +12,18 @@
 //! Live readers subscribe to an attempt's appends (a bounded broadcast per attempt): a reader that
 //! falls behind is told so, reads what it missed from storage, and rejoins; a slow reader never
 //! holds up a runner or another reader.
+//!
+//! In cluster mode ([`LogStore::in_database`]) the same logs live in the platform database instead
+//! (`ci_log_chunks`: the open step's appends by offset; `ci_log_steps`: finished steps, gzipped),
+//! so any server reads what a runner sent to another, and a server's appends are announced to the
+//! others (`NOTIFY gitstratum_ci_log`), whose live readers then read them from the database.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use gitstratum_platform::db::Db;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 
@@ -32,7 +38,21 @@ pub enum LogError {
     Gap { step: i64, offset: u64, have: u64 },
     #[error("log storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("log storage: {0}")]
+    Database(#[from] sqlx::Error),
 }
+
+/// Where logs are kept.
+#[derive(Debug)]
+enum Storage {
+    /// Files under a directory (single-node mode).
+    Files(PathBuf),
+    /// The platform database (cluster mode).
+    Database(Db),
+}
+
+/// The channel on which servers sharing a database announce log appends.
+pub const LOG_CHANNEL: &str = "gitstratum_ci_log";
 
 /// Bytes appended to a step's log, as live readers get them: `bytes` start at `offset` of the
 /// stored log of `step`.
@@ -58,9 +78,11 @@ struct Live {
 
 #[derive(Debug)]
 pub struct LogStore {
-    dir: PathBuf,
+    storage: Storage,
     step_cap: u64,
     live: Mutex<HashMap<(i64, i64), Arc<Live>>>,
+    /// This server among those sharing the database: its own announcements are not news to it.
+    instance: u64,
 }
 
 impl LogStore {
@@ -70,7 +92,20 @@ impl LogStore {
 
     /// A store that keeps at most `step_cap` bytes of each step's log.
     pub fn with_step_cap(dir: PathBuf, step_cap: u64) -> LogStore {
-        LogStore { dir, step_cap: step_cap.max(1024), live: Mutex::default() }
+        LogStore { storage: Storage::Files(dir), step_cap: step_cap.max(1024), live: Mutex::default(), instance: 0 }
+    }
+
+    /// A store in the platform database (cluster mode), keeping at most `step_cap` bytes of each
+    /// step's log.
+    pub fn in_database(db: Db, step_cap: u64) -> LogStore {
+        let mut instance = [0u8; 8];
+        let _ = getrandom::fill(&mut instance);
+        LogStore {
+            storage: Storage::Database(db),
+            step_cap: step_cap.max(1024),
+            live: Mutex::default(),
+            instance: u64::from_le_bytes(instance) | 1,
+        }
     }
 
     /// The most kept of one step's log.
@@ -78,8 +113,15 @@ impl LogStore {
         self.step_cap
     }
 
+    fn dir(&self) -> &Path {
+        match &self.storage {
+            Storage::Files(dir) => dir,
+            Storage::Database(_) => Path::new(""),
+        }
+    }
+
     fn attempt_dir(&self, job: i64, attempt: i64) -> PathBuf {
-        self.dir.join(job.to_string()).join(attempt.to_string())
+        self.dir().join(job.to_string()).join(attempt.to_string())
     }
 
     fn raw_path(&self, job: i64, attempt: i64, step: i64) -> PathBuf {
@@ -123,7 +165,7 @@ impl LogStore {
         };
         writer.step = Some(current);
         let (open, mut have) = current;
-        if step < open || self.finished_path(job, attempt, step).exists() {
+        if step < open || self.is_finished(job, attempt, step).await? {
             // A late resend to a finished step: it is all there (or was dropped past the cap).
             return Ok(offset + bytes.len() as u64);
         }
@@ -154,20 +196,103 @@ impl LogStore {
         } else {
             have + new.len() as u64
         };
-        let path = self.raw_path(job, attempt, step);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+        match &self.storage {
+            Storage::Files(_) => {
+                let path = self.raw_path(job, attempt, step);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+                file.write_all(&stored).await?;
+                file.flush().await?;
+            }
+            Storage::Database(db) => {
+                if !db::append(db, job, attempt, step, have, &stored, self.instance).await? {
+                    // Another server appended here first (a runner behind a load balancer): start
+                    // over from what the database holds.
+                    writer.step = None;
+                    let have = db::discover(db, job, attempt).await?.filter(|(s, _)| *s == step).map_or(0, |(_, n)| n);
+                    return Err(LogError::Gap { step, offset, have });
+                }
+            }
         }
-        let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
-        file.write_all(&stored).await?;
-        file.flush().await?;
         writer.step = Some((step, have + stored.len() as u64));
         let _ = live.tx.send(Chunk { step, offset: have, bytes: stored.into() });
         Ok(acked)
     }
 
+    /// Whether `step`'s log is finished (late frames for it are dropped).
+    async fn is_finished(&self, job: i64, attempt: i64, step: i64) -> Result<bool, LogError> {
+        match &self.storage {
+            Storage::Files(_) => Ok(self.finished_path(job, attempt, step).exists()),
+            Storage::Database(db) => Ok(db::is_finished(db, job, attempt, step).await?),
+        }
+    }
+
+    /// Another server appended `len` bytes at `offset` of a step's log (cluster mode): live
+    /// readers here get them, read from the database. Announcements of this server's own appends,
+    /// and of attempts nobody here follows, are ignored.
+    pub async fn announced(&self, payload: &str) {
+        let Some((instance, job, attempt, step, offset)) = db::parse_announcement(payload) else { return };
+        if instance == self.instance {
+            return;
+        }
+        let tx = {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            match live.get(&(job, attempt)) {
+                Some(entry) if entry.tx.receiver_count() > 0 => entry.tx.clone(),
+                _ => return,
+            }
+        };
+        if let Ok(bytes) = self.read_step(job, attempt, step, offset).await
+            && !bytes.is_empty()
+        {
+            let _ = tx.send(Chunk { step, offset, bytes: bytes.into() });
+        }
+    }
+
+    /// In cluster mode, listens for other servers' appends (its own connection, reconnecting)
+    /// until aborted; `None` for a store of files.
+    pub fn spawn_announcement_listener(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let Storage::Database(Db::Postgres(pool)) = &self.storage else { return None };
+        let (pool, logs) = (pool.clone(), self.clone());
+        Some(tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                let listener = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(LOG_CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                let mut listener = match listener.await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other servers' log appends; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                        continue;
+                    }
+                };
+                backoff = std::time::Duration::from_millis(200);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => logs.announced(n.payload()).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the log announcements; listening again");
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
     /// After a restart: the step being written (the highest with a raw file) and its length.
     async fn discover(&self, job: i64, attempt: i64) -> Result<Option<(i64, u64)>, LogError> {
+        if let Storage::Database(db) = &self.storage {
+            return Ok(db::discover(db, job, attempt).await?);
+        }
         let steps = self.steps(job, attempt).await?;
         match steps.last() {
             Some(&(step, false)) => {
@@ -185,6 +310,9 @@ impl LogStore {
     /// Compresses a finished step's log and makes it durable; the raw file goes after the
     /// compressed one is in place, so a reader always finds one of them.
     async fn finish_step(&self, job: i64, attempt: i64, step: i64) -> Result<(), LogError> {
+        if let Storage::Database(db) = &self.storage {
+            return db::finish_step(db, job, attempt, step).await;
+        }
         let raw = self.raw_path(job, attempt, step);
         let gz = self.finished_path(job, attempt, step);
         tokio::task::spawn_blocking(move || compress(&raw, &gz))
@@ -219,6 +347,9 @@ impl LogStore {
 
     /// The steps with a log, in order, each with whether it is finished (compressed).
     pub async fn steps(&self, job: i64, attempt: i64) -> Result<Vec<(i64, bool)>, LogError> {
+        if let Storage::Database(db) = &self.storage {
+            return Ok(db::steps(db, job, attempt).await?);
+        }
         let dir = self.attempt_dir(job, attempt);
         tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(i64, bool)>> {
             let entries = match std::fs::read_dir(&dir) {
@@ -247,6 +378,9 @@ impl LogStore {
 
     /// One step's log from byte `offset` on (empty when there is nothing there).
     pub async fn read_step(&self, job: i64, attempt: i64, step: i64, offset: u64) -> Result<Vec<u8>, LogError> {
+        if let Storage::Database(db) = &self.storage {
+            return db::read_step(db, job, attempt, step, offset).await;
+        }
         let raw = self.raw_path(job, attempt, step);
         let gz = self.finished_path(job, attempt, step);
         tokio::task::spawn_blocking(move || read_step_file(&raw, &gz, offset))
@@ -257,6 +391,9 @@ impl LogStore {
 
     /// The bytes an attempt's log takes in storage (compressed steps as stored).
     pub async fn stored_bytes(&self, job: i64, attempt: i64) -> Result<u64, LogError> {
+        if let Storage::Database(db) = &self.storage {
+            return Ok(db::stored_bytes(db, job, attempt).await?);
+        }
         let dir = self.attempt_dir(job, attempt);
         tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             let entries = match std::fs::read_dir(&dir) {
@@ -277,7 +414,10 @@ impl LogStore {
 
     /// Deletes every log of a job (all attempts).
     pub async fn delete_job(&self, job: i64) -> Result<(), LogError> {
-        match tokio::fs::remove_dir_all(self.dir.join(job.to_string())).await {
+        if let Storage::Database(db) = &self.storage {
+            return Ok(db::delete_job(db, job).await?);
+        }
+        match tokio::fs::remove_dir_all(self.dir().join(job.to_string())).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -287,8 +427,11 @@ impl LogStore {
     pub async fn read(&self, job: i64, attempt: i64) -> Result<Vec<u8>, LogError> {
         let steps = self.steps(job, attempt).await?;
         if steps.is_empty() {
+            if let Storage::Database(_) = &self.storage {
+                return Ok(Vec::new());
+            }
             // Written before logs were kept per step: one file per attempt.
-            let legacy = self.dir.join(job.to_string()).join(format!("{attempt}.log"));
+            let legacy = self.dir().join(job.to_string()).join(format!("{attempt}.log"));
             return match tokio::fs::read(legacy).await {
                 Ok(bytes) => Ok(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -346,6 +489,252 @@ fn compress(raw: &Path, gz: &Path) -> std::io::Result<()> {
     }
     std::fs::remove_file(raw)?;
     Ok(())
+}
+
+/// Logs in the platform database (cluster mode).
+mod db {
+    use std::io::{Read, Write};
+
+    use gitstratum_platform::db::{Db, DbRow, FromDbRow};
+    use sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query};
+
+    use super::LogError;
+
+    struct Chunk {
+        at: i64,
+        data: Vec<u8>,
+    }
+
+    impl FromDbRow for Chunk {
+        fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+            Ok(Chunk { at: row.get("at")?, data: row.get("data")? })
+        }
+    }
+
+    struct StepLen {
+        step: i64,
+        len: i64,
+    }
+
+    impl FromDbRow for StepLen {
+        fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+            Ok(StepLen { step: row.get("step")?, len: row.get("len")? })
+        }
+    }
+
+    struct Gz(Vec<u8>);
+
+    impl FromDbRow for Gz {
+        fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+            Ok(Gz(row.get("gz")?))
+        }
+    }
+
+    fn of_attempt(job: i64, attempt: i64) -> sea_query::Condition {
+        sea_query::Cond::all().add(Expr::col("job_id").eq(job)).add(Expr::col("attempt").eq(attempt))
+    }
+
+    /// Stores an append; `false` when another server stored one at the same place first. On
+    /// PostgreSQL the other servers are told (`<instance>:<job>:<attempt>:<step>:<offset>`).
+    pub(super) async fn append(
+        db: &Db,
+        job: i64,
+        attempt: i64,
+        step: i64,
+        at: u64,
+        data: &[u8],
+        instance: u64,
+    ) -> Result<bool, sqlx::Error> {
+        let insert = Query::insert()
+            .into_table("ci_log_chunks")
+            .columns(["job_id", "attempt", "step", "at", "data"])
+            .values_panic([job.into(), attempt.into(), step.into(), (at as i64).into(), data.to_vec().into()])
+            .on_conflict(OnConflict::columns(["job_id", "attempt", "step", "at"]).do_nothing().to_owned())
+            .to_owned();
+        let mut conn = db.acquire().await?;
+        let stored = conn.conn().execute(&insert).await? == 1;
+        if stored && let gitstratum_platform::db::PooledConn::Postgres(pg) = &mut conn {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::LOG_CHANNEL)
+                .bind(format!("{instance}:{job}:{attempt}:{step}:{at}"))
+                .execute(&mut **pg)
+                .await?;
+        }
+        Ok(stored)
+    }
+
+    pub(super) fn parse_announcement(payload: &str) -> Option<(u64, i64, i64, i64, u64)> {
+        let mut parts = payload.split(':');
+        let instance = parts.next()?.parse().ok()?;
+        let job = parts.next()?.parse().ok()?;
+        let attempt = parts.next()?.parse().ok()?;
+        let step = parts.next()?.parse().ok()?;
+        let offset = parts.next()?.parse().ok()?;
+        Some((instance, job, attempt, step, offset))
+    }
+
+    pub(super) async fn is_finished(db: &Db, job: i64, attempt: i64, step: i64) -> Result<bool, sqlx::Error> {
+        let q = Query::select()
+            .column("step")
+            .from("ci_log_steps")
+            .cond_where(of_attempt(job, attempt))
+            .and_where(Expr::col("step").eq(step))
+            .to_owned();
+        let found: Option<i64> = db.acquire().await?.conn().fetch_optional(&q).await?;
+        Ok(found.is_some())
+    }
+
+    /// The open step (the highest with appends, unless a later one is finished) and its length.
+    pub(super) async fn discover(db: &Db, job: i64, attempt: i64) -> Result<Option<(i64, u64)>, sqlx::Error> {
+        let lens = Query::select()
+            .column("step")
+            .expr_as(Func::sum(Func::cust("length").arg(Expr::col("data"))), "len")
+            .from("ci_log_chunks")
+            .cond_where(of_attempt(job, attempt))
+            .group_by_col("step")
+            .order_by("step", Order::Desc)
+            .limit(1)
+            .to_owned();
+        let mut conn = db.acquire().await?;
+        let open: Option<StepLen> = conn.conn().fetch_optional(&lens).await?;
+        let Some(open) = open else { return Ok(None) };
+        let later = Query::select()
+            .column("step")
+            .from("ci_log_steps")
+            .cond_where(of_attempt(job, attempt))
+            .and_where(Expr::col("step").gte(open.step))
+            .limit(1)
+            .to_owned();
+        let finished: Option<i64> = conn.conn().fetch_optional(&later).await?;
+        Ok(finished.is_none().then_some((open.step, u64::try_from(open.len).unwrap_or(0))))
+    }
+
+    async fn chunks(
+        conn: &mut gitstratum_platform::db::Conn<'_>,
+        job: i64,
+        attempt: i64,
+        step: i64,
+    ) -> Result<Vec<Chunk>, sqlx::Error> {
+        let q = Query::select()
+            .columns(["at", "data"])
+            .from("ci_log_chunks")
+            .cond_where(of_attempt(job, attempt))
+            .and_where(Expr::col("step").eq(step))
+            .order_by("at", Order::Asc)
+            .to_owned();
+        conn.fetch_all(&q).await
+    }
+
+    /// Gzips a finished step's appends into one row and removes them, in one transaction.
+    pub(super) async fn finish_step(db: &Db, job: i64, attempt: i64, step: i64) -> Result<(), LogError> {
+        let mut tx = db.begin().await?;
+        let parts = chunks(&mut tx.conn(), job, attempt, step).await?;
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for part in &parts {
+            encoder.write_all(&part.data)?;
+        }
+        let gz = encoder.finish()?;
+        let insert = Query::insert()
+            .into_table("ci_log_steps")
+            .columns(["job_id", "attempt", "step", "gz"])
+            .values_panic([job.into(), attempt.into(), step.into(), gz.into()])
+            .on_conflict(OnConflict::columns(["job_id", "attempt", "step"]).do_nothing().to_owned())
+            .to_owned();
+        tx.conn().execute(&insert).await?;
+        let delete = Query::delete()
+            .from_table("ci_log_chunks")
+            .cond_where(of_attempt(job, attempt))
+            .and_where(Expr::col("step").eq(step))
+            .to_owned();
+        tx.conn().execute(&delete).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn steps(db: &Db, job: i64, attempt: i64) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+        let mut conn = db.acquire().await?;
+        let finished =
+            Query::select().column("step").from("ci_log_steps").cond_where(of_attempt(job, attempt)).to_owned();
+        let open = Query::select()
+            .distinct()
+            .column("step")
+            .from("ci_log_chunks")
+            .cond_where(of_attempt(job, attempt))
+            .to_owned();
+        let mut steps: std::collections::BTreeMap<i64, bool> = std::collections::BTreeMap::new();
+        for step in conn.conn().fetch_all::<i64>(&open).await? {
+            steps.insert(step, false);
+        }
+        for step in conn.conn().fetch_all::<i64>(&finished).await? {
+            steps.insert(step, true);
+        }
+        Ok(steps.into_iter().collect())
+    }
+
+    pub(super) async fn read_step(
+        db: &Db,
+        job: i64,
+        attempt: i64,
+        step: i64,
+        offset: u64,
+    ) -> Result<Vec<u8>, LogError> {
+        let mut conn = db.acquire().await?;
+        let q = Query::select()
+            .column("gz")
+            .from("ci_log_steps")
+            .cond_where(of_attempt(job, attempt))
+            .and_where(Expr::col("step").eq(step))
+            .to_owned();
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        if let Some(Gz(gz)) = conn.conn().fetch_optional::<Gz>(&q).await? {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out)?;
+            out.drain(..skip.min(out.len()));
+            return Ok(out);
+        }
+        let mut out = Vec::new();
+        for part in chunks(&mut conn.conn(), job, attempt, step).await? {
+            let start = usize::try_from(part.at).unwrap_or(0);
+            let end = start + part.data.len();
+            if end > skip {
+                out.extend_from_slice(&part.data[skip.saturating_sub(start)..]);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn stored_bytes(db: &Db, job: i64, attempt: i64) -> Result<u64, sqlx::Error> {
+        let mut conn = db.acquire().await?;
+        let mut total = 0u64;
+        for (table, column) in [("ci_log_steps", "gz"), ("ci_log_chunks", "data")] {
+            let q = Query::select()
+                .expr_as(
+                    Func::coalesce([
+                        sea_query::Expr::from(Func::sum(Func::cust("length").arg(Expr::col(column)))),
+                        Expr::val(0i64),
+                    ]),
+                    "n",
+                )
+                .from(table)
+                .cond_where(of_attempt(job, attempt))
+                .to_owned();
+            let n: i64 = conn.conn().fetch_one(&q).await?;
+            total += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    pub(super) async fn delete_job(db: &Db, job: i64) -> Result<(), sqlx::Error> {
+        let mut tx = db.begin().await?;
+        for table in ["ci_log_chunks", "ci_log_steps"] {
+            let delete = Query::delete().from_table(table).and_where(Expr::col("job_id").eq(job)).to_owned();
+            tx.conn().execute(&delete).await?;
+        }
+        tx.commit().await
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! CI state on SQLite and on PostgreSQL: the same cases on both.
 
-use gitstratum_ci::{CiStore, Conclusion, JobState, NewJob, NewRun, RunFilter, RunState, RunStatus, StepReport};
+use gitstratum_ci::{
+    CiStore, Conclusion, JobState, LogStore, NewJob, NewRun, RunFilter, RunState, RunStatus, StepReport,
+};
 use gitstratum_core::Timestamp;
 use gitstratum_platform::{Actor, PlatformStore};
 
@@ -59,6 +61,62 @@ async fn create_runs(
 ) -> gitstratum_platform::store::Result<Vec<i64>> {
     let from = ci.log_cursor("ci").await?;
     ci.create_runs("ci", from, to, runs, now).await
+}
+
+/// Cluster mode's logs: frames by step and offset as with files (resends, overlaps, gaps, late
+/// frames, truncation past the cap, finishing), read the same by another server on the database;
+/// two servers appending at one place store it once; on PostgreSQL another server's live readers
+/// get the appends.
+async fn logs_in_the_database_are_shared_by_servers(store: &PlatformStore) {
+    use gitstratum_ci::logs::LogError;
+    let here = std::sync::Arc::new(LogStore::in_database(store.db().clone(), 1024));
+    let there = std::sync::Arc::new(LogStore::in_database(store.db().clone(), 1024));
+    let listening = there.spawn_announcement_listener();
+    let mut live = there.subscribe(1, 1);
+    if listening.is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the LISTEN is in place
+    }
+    assert_eq!(here.append(1, 1, 0, 0, b"setting up\n").await.expect("setup"), 11);
+    assert_eq!(here.append(1, 1, 1, 0, b"hello ").await.expect("first"), 6);
+    assert_eq!(here.append(1, 1, 1, 0, b"hello ").await.expect("resent"), 6, "a resend adds nothing");
+    assert_eq!(here.append(1, 1, 1, 3, b"lo world\n").await.expect("overlap"), 12, "only the new part");
+    assert!(matches!(here.append(1, 1, 1, 20, b"x").await, Err(LogError::Gap { step: 1, offset: 20, have: 12 })));
+    assert_eq!(here.append(1, 1, 0, 0, b"setting up\n").await.expect("late resend"), 11);
+    assert_eq!(there.read(1, 1).await.expect("read"), b"setting up\nhello world\n");
+    assert_eq!(there.steps(1, 1).await.expect("steps"), [(0, true), (1, false)], "step 0 finished by step 1");
+    assert_eq!(there.read_step(1, 1, 1, 6).await.expect("open step from an offset"), b"world\n");
+    // A server that did not write it appends where the other left off.
+    assert_eq!(there.append(1, 1, 1, 12, b"more\n").await.expect("append elsewhere"), 17);
+    // The first server, not knowing, tries the same place: refused, told where to resend from.
+    assert!(matches!(here.append(1, 1, 1, 12, b"mine\n").await, Err(LogError::Gap { have: 17, .. })));
+    assert_eq!(here.append(1, 1, 1, 17, b"mine\n").await.expect("resent there"), 22);
+    here.finish(1, 1).await.expect("finish");
+    assert_eq!(there.steps(1, 1).await.expect("steps"), [(0, true), (1, true)]);
+    assert_eq!(there.read_step(1, 1, 1, 6).await.expect("finished, from an offset"), b"world\nmore\nmine\n");
+    assert!(there.stored_bytes(1, 1).await.expect("bytes") > 0);
+    // Past the cap: a marker, and every frame is acknowledged.
+    let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+    let mut offset = 0;
+    for _ in 0..20 {
+        offset = here.append(7, 1, 1, offset, &line).await.expect("append");
+    }
+    assert_eq!(offset, 2000);
+    let step = String::from_utf8(there.read_step(7, 1, 1, 0).await.expect("read")).expect("utf-8");
+    assert!(step.ends_with("##[truncated] this step's log passed 1024 bytes; the rest of it was not kept\n"));
+    here.delete_job(7).await.expect("delete");
+    assert!(there.read(7, 1).await.expect("read").is_empty());
+    if let Some(listening) = listening {
+        // The other server's live reader got the first server's appends, from the database.
+        let mut got = Vec::new();
+        while let Ok(Ok(chunk)) = tokio::time::timeout(std::time::Duration::from_secs(5), live.recv()).await {
+            got.push((chunk.step, chunk.offset));
+            if got.contains(&(1, 17)) {
+                break;
+            }
+        }
+        assert!(got.contains(&(0, 0)) && got.contains(&(1, 0)) && got.contains(&(1, 17)), "live appends: {got:?}");
+        listening.abort();
+    }
 }
 
 /// Two servers' ingestors that read the same events: the cursor moves once, so exactly one of
@@ -540,7 +598,7 @@ async fn tenants_share_the_runners_fairly(store: &PlatformStore) {
 /// Usage: a row per attempt that ran (completed, retried, lost), by tenant, repository and labels,
 /// with its log size; logs past the retention are deleted and their jobs marked.
 async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
-    use gitstratum_ci::{LogStore, RetryPolicy};
+    use gitstratum_ci::RetryPolicy;
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let org = store.create_org("acme", &alice, &Actor::system(), T0).await.expect("org");
     let repo = store.create_repo(&org, "web", false, &Actor::system(), T0).await.expect("repo");
@@ -820,6 +878,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
 }
 
 gitstratum_platform::both_backends!(
+    logs_in_the_database_are_shared_by_servers,
     consumers_racing_on_one_log_commit_once,
     artifacts_and_caches_are_checked_kept_and_evicted,
     usage_is_metered_and_logs_expire,

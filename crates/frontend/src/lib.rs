@@ -25,7 +25,8 @@ pub use upload::{PackStats, UploadOptions};
 
 /// Crash points of a push ([`gitstratum_store::failpoint`]): `receive:after-spool` (the pack is
 /// on disk, not indexed), `receive:before-store` (indexed, not stored), `receive:before-refs`
-/// (stored and durable, refs not moved).
+/// (stored and durable, refs not moved), `receive:after-refs` (refs moved, the client not told).
+/// Cluster mode's store adds `cluster:after-upload` and `cluster:after-listing`.
 pub(crate) use gitstratum_store::failpoint;
 
 /// The branch `HEAD` names until a push says otherwise.

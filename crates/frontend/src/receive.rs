@@ -215,6 +215,7 @@ impl GitService {
                 }
             }
         }
+        crate::failpoint("receive:after-refs");
         if was_empty {
             self.choose_head(repo, &outcome)?;
         }

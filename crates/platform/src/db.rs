@@ -269,6 +269,7 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "repo description",
         sql: include_str!("../migrations/sqlite/0019_repo_description.sql"),
     },
+    MigrationSource { version: 20, description: "ci logs", sql: include_str!("../migrations/sqlite/0020_ci_logs.sql") },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -357,6 +358,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 19,
         description: "repo description",
         sql: include_str!("../migrations/postgres/0019_repo_description.sql"),
+    },
+    MigrationSource {
+        version: 20,
+        description: "ci logs",
+        sql: include_str!("../migrations/postgres/0020_ci_logs.sql"),
     },
 ];
 

@@ -645,7 +645,17 @@ impl Config {
             anonymous: per_minute("rate_limit.anonymous", merged.rate_limit_anonymous, defaults.anonymous)?,
             git_per_repo: per_minute("rate_limit.git_per_repo", merged.rate_limit_git_per_repo, defaults.git_per_repo)?,
         };
+        let cluster_set = matches!(merged.cluster.as_deref().map(str::trim), Some("true") | Some("1"));
         let embedded_runner = match merged.embedded_runner.as_deref().map(str::trim) {
+            // A cluster's frontends share one admin, whose embedded runners would take each
+            // other's jobs back: cluster mode runs external runners only.
+            None if cluster_set => false,
+            Some("true") | Some("1") if cluster_set => {
+                return Err(ConfigError::Invalid {
+                    setting: "runner.embedded",
+                    message: "cluster mode runs external runners only (gitstratum runner)".to_owned(),
+                });
+            }
             None | Some("true") | Some("1") => true,
             Some("false") | Some("0") => false,
             Some(other) => {
@@ -1019,10 +1029,18 @@ mod tests {
             ("git prune_grace_hours", layer.git_prune_grace_hours.is_some()),
             ("actions sources", layer.actions_sources.is_some()),
             ("object_storage bucket", layer.object_storage_bucket.is_some()),
+            ("cluster enabled", layer.cluster.is_some()),
         ] {
             assert!(set, "the example config does not show {name}");
         }
-        let secret = ConfigLayer { object_storage_secret_access_key: Some("s3cret".into()), ..Default::default() };
+        // Cluster mode (shown enabled) takes the secrets key from the environment and external
+        // runners only.
+        let secret = ConfigLayer {
+            object_storage_secret_access_key: Some("s3cret".into()),
+            secrets_key: Some("ab".repeat(32)),
+            embedded_runner: Some("false".into()),
+            ..Default::default()
+        };
         Config::from_layers(layer, secret, ConfigLayer::default()).expect("example values validate");
     }
 
@@ -1064,9 +1082,45 @@ mod tests {
                 },
                 "object_storage.endpoint",
             ),
+            (ConfigLayer { cluster: Some("yes".into()), ..Default::default() }, "cluster.enabled"),
+            (ConfigLayer { cluster: Some("true".into()), ..Default::default() }, "cluster.enabled"),
+            (ConfigLayer { cluster: Some("true".into()), ..cluster_layer() }.without_secrets_key(), "cluster.enabled"),
+            (ConfigLayer { embedded_runner: Some("true".into()), ..cluster_layer() }, "runner.embedded"),
         ] {
             let err = Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), flags).expect_err("invalid");
             assert!(matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting), "{err}");
         }
+    }
+
+    fn cluster_layer() -> ConfigLayer {
+        ConfigLayer {
+            cluster: Some("true".into()),
+            database_url: Some("postgres://db/x".into()),
+            object_storage_bucket: Some("b".into()),
+            object_storage_access_key_id: Some("k".into()),
+            object_storage_secret_access_key: Some("s".into()),
+            secrets_key: Some("ab".repeat(32)),
+            ..Default::default()
+        }
+    }
+
+    impl ConfigLayer {
+        fn without_secrets_key(self) -> ConfigLayer {
+            ConfigLayer { secrets_key: None, ..self }
+        }
+    }
+
+    /// Cluster mode needs PostgreSQL, object storage and a shared secrets key, and turns the
+    /// embedded runner off unless told otherwise (then it refuses).
+    #[test]
+    fn cluster_mode_needs_its_parts() {
+        let config =
+            Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), cluster_layer()).expect("valid");
+        assert!(config.cluster && !config.embedded_runner);
+        let file = ConfigLayer::from_toml("[cluster]\nenabled = true\n").expect("parses");
+        assert_eq!(file.cluster.as_deref(), Some("true"));
+        let single =
+            Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), ConfigLayer::default()).expect("valid");
+        assert!(!single.cluster && single.embedded_runner);
     }
 }

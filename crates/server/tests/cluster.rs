@@ -100,11 +100,38 @@ async fn three_frontends_serve_one_repository() {
     std::fs::create_dir_all(src.join(".github/workflows")).expect("workflows");
     std::fs::write(
         src.join(".github/workflows/ci.yml"),
-        "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n",
+        "on:\n  push:\n    branches: [main]\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello from the cluster\n",
     )
     .expect("workflow");
     git.ok(&src, &["add", "-A"]).await;
     git.ok(&src, &["commit", "-q", "-m", "ci"]).await;
+    // A runner polls frontend two (its jobs are queued by whichever frontend ingests the push).
+    let runner_token: serde_json::Value = http
+        .post(format!("{}/api/v1/tokens", one.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "runner", "scopes": ["ci:runner"]}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let (stop_runner, runner_stopped) = oneshot::channel::<()>();
+    let runner = tokio::spawn(gitstratum_runner::run(
+        gitstratum_runner::RunnerConfig {
+            server: two.base.clone(),
+            token: runner_token["token"].as_str().expect("token").to_owned(),
+            name: "polls-two".into(),
+            labels: gitstratum_runner::DEFAULT_LABELS.map(str::to_owned).to_vec(),
+            work_dir: tmp.path().join("runner"),
+            network: gitstratum_runner::Network::default(),
+            limits: gitstratum_runner::Limits::default(),
+            capacity: 1,
+            on_registered: None,
+        },
+        http.clone(),
+        runner_stopped,
+    ));
     git.ok(&src, &["push", "-q", &remote(&one, &token), "main"]).await;
 
     // Every frontend's ingestor reads the same ref-change log: the push starts exactly one run,
@@ -127,6 +154,44 @@ async fn three_frontends_serve_one_repository() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(seen, 1, "the push started a run");
+
+    // Its job, run by the runner on frontend two, is followed live on frontend three (its log
+    // lives in the shared database): the step's output, then the end.
+    let run: serde_json::Value = http
+        .get(format!("{}/api/v1/repos/admin/app/runs", three.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("runs")
+        .json()
+        .await
+        .expect("json");
+    let run_id = run["runs"][0]["id"].as_i64().expect("run id");
+    let detail: serde_json::Value = http
+        .get(format!("{}/api/v1/runs/{run_id}", three.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    let job_id = detail["jobs"][0]["id"].as_i64().expect("job id");
+    let stream = http
+        .get(format!("{}/api/v1/jobs/{job_id}/logs/stream", three.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), stream.text())
+        .await
+        .expect("the job ends")
+        .expect("body");
+    assert!(text.contains("hello from the cluster"), "{text}");
+    assert!(text.contains("event: end\n") && text.contains("data: success"), "{text}");
+    let _ = stop_runner.send(());
+    let _ = runner.await;
     for (i, f) in [&two, &three].into_iter().enumerate() {
         let dst = tmp.path().join(format!("clone{i}"));
         git.ok(tmp.path(), &["clone", "-q", &remote(f, &token), dst.to_str().expect("utf-8")]).await;
@@ -207,6 +272,60 @@ async fn three_frontends_serve_one_repository() {
     );
 
     for f in [one, two, three] {
+        f.stop().await;
+    }
+    pg.passed();
+}
+
+/// One of the three object-storage nodes dies during a stream of pushes and clones, then comes
+/// back: no push or clone fails, and what was pushed meanwhile is served afterwards. (Node 1
+/// serves the S3 endpoint the frontends use; in production a load balancer spreads over all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_an_object_node_fails_no_push_or_clone() {
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("lossy") else { return };
+    drop(pg.refs());
+    let config = cluster_config(&pg, &garage);
+    let (one, token) = frontend(&config, None).await;
+    let token = token.expect("the first frontend creates the admin");
+    let (two, _) = frontend(&config, None).await;
+    let http = gitstratum_server::http::client().expect("client");
+    let created = http
+        .post(format!("{}/api/v1/repos", one.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 3).await;
+    git.ok(&src, &["push", "-q", &remote(&one, &token), "main"]).await;
+    for round in 0..6 {
+        if round == 2 {
+            garage.kill_node(3);
+        }
+        if round == 4 {
+            garage.start_node(3);
+        }
+        std::fs::write(src.join("round.txt"), format!("{round}\n")).expect("write");
+        git.ok(&src, &["add", "-A"]).await;
+        git.ok(&src, &["commit", "-qm", &format!("round {round}")]).await;
+        git.ok(&src, &["push", "-q", &remote(&one, &token), "main"]).await;
+        // A frontend that never saw this repository's packs before takes them all.
+        let (fresh, _) = frontend(&config, None).await;
+        let dst = tmp.path().join(format!("clone{round}"));
+        for f in [&two, &fresh] {
+            let _ = std::fs::remove_dir_all(&dst);
+            git.ok(tmp.path(), &["clone", "-q", &remote(f, &token), dst.to_str().expect("utf-8")]).await;
+            git.fsck(&dst).await;
+            assert_eq!(git.ok(&dst, &["rev-parse", "HEAD"]).await, git.ok(&src, &["rev-parse", "HEAD"]).await);
+        }
+        fresh.stop().await;
+    }
+    for f in [one, two] {
         f.stop().await;
     }
     pg.passed();

@@ -53,6 +53,30 @@ impl Garage {
     }
 }
 
+impl Garage {
+    /// SIGKILLs node `n` (1 to 3; node 1 serves the endpoint the clients use, so a test that
+    /// means to keep serving kills 2 or 3).
+    pub fn kill_node(&self, n: u32) {
+        self.node("kill-node", n);
+    }
+
+    /// Starts node `n` again on its data, ports and identity.
+    pub fn start_node(&self, n: u32) {
+        self.node("start-node", n);
+    }
+
+    fn node(&self, what: &str, n: u32) {
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg(what)
+            .arg(self.dir.path())
+            .arg(n.to_string())
+            .output()
+            .expect("run scripts/garage.sh");
+        assert!(out.status.success(), "scripts/garage.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Drop for Garage {
     fn drop(&mut self) {
         let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(self.dir.path()).status();
