@@ -674,6 +674,9 @@ mod db {
         Ok(steps.into_iter().collect())
     }
 
+    /// A step's log from `offset`: its appends while it is open, its gzipped log once finished.
+    /// The appends are read first: finishing a step replaces them in one transaction, so a read
+    /// that finds none (they were just replaced) then finds the finished log.
     pub(super) async fn read_step(
         db: &Db,
         job: i64,
@@ -682,26 +685,28 @@ mod db {
         offset: u64,
     ) -> Result<Vec<u8>, LogError> {
         let mut conn = db.acquire().await?;
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let parts = chunks(&mut conn.conn(), job, attempt, step).await?;
+        let mut out = Vec::new();
+        if !parts.is_empty() {
+            for part in parts {
+                let start = usize::try_from(part.at).unwrap_or(0);
+                let end = start + part.data.len();
+                if end > skip {
+                    out.extend_from_slice(&part.data[skip.saturating_sub(start)..]);
+                }
+            }
+            return Ok(out);
+        }
         let q = Query::select()
             .column("gz")
             .from("ci_log_steps")
             .cond_where(of_attempt(job, attempt))
             .and_where(Expr::col("step").eq(step))
             .to_owned();
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         if let Some(Gz(gz)) = conn.conn().fetch_optional::<Gz>(&q).await? {
-            let mut out = Vec::new();
             flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out)?;
             out.drain(..skip.min(out.len()));
-            return Ok(out);
-        }
-        let mut out = Vec::new();
-        for part in chunks(&mut conn.conn(), job, attempt, step).await? {
-            let start = usize::try_from(part.at).unwrap_or(0);
-            let end = start + part.data.len();
-            if end > skip {
-                out.extend_from_slice(&part.data[skip.saturating_sub(start)..]);
-            }
         }
         Ok(out)
     }

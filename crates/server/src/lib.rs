@@ -454,9 +454,11 @@ impl Server {
                 self.clock.clone(),
                 maintenance_stopped,
             )),
-            Some(_) => tokio::spawn(async move {
-                let _ = maintenance_stopped.await;
-            }),
+            Some(cluster) => tokio::spawn(maintenance::run_cluster(
+                cluster.clone(),
+                self.config.git_maintenance,
+                maintenance_stopped,
+            )),
         };
 
         tracing::info!(%addr, "listening on http://{addr}");

@@ -132,3 +132,30 @@ pub(crate) async fn run(
         pass(&store, &settings, &clock, &mut stop).await;
     }
 }
+
+/// A repository listing this many packs (one per push) is compacted into one (cluster mode).
+const COMPACT_AT_PACKS: usize = 8;
+
+/// Cluster mode's maintenance until `stop` fires: every `[git] maintenance_secs`, one frontend
+/// at a time (a lock in PostgreSQL) rolls each repository's many pushed packs into one, so a
+/// frontend with an empty cache downloads a few packs, not one per push.
+pub(crate) async fn run_cluster(
+    store: Arc<gitstratum_store::cluster::ClusterStore>,
+    settings: GitMaintenance,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Some(every) = settings.every else { return };
+    let mut stop = Stop(stop, false);
+    loop {
+        if stop.sleep(every).await {
+            return;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.compact_all(COMPACT_AT_PACKS)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(repositories = n, "cluster: compaction pass done"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cluster: the compaction pass failed"),
+            Err(e) => tracing::warn!(error = %e, "cluster: the compaction pass failed"),
+        }
+    }
+}

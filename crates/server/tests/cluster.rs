@@ -41,6 +41,8 @@ fn cluster_config(pg: &TestPg, garage: &Garage) -> ConfigLayer {
         secrets_key: Some("ab".repeat(32)),
         cluster: Some("true".into()),
         embedded_runner: Some("false".into()),
+        // Compaction looks every second, so it runs among the pushes below.
+        git_maintenance_secs: Some("1".into()),
         ..ConfigLayer::default()
     }
 }
@@ -258,6 +260,19 @@ async fn three_frontends_serve_one_repository() {
         .await
         .expect("json");
     assert_eq!(page["runs"].as_array().map(Vec::len), Some(1), "exactly one run: {page}");
+
+    // The pushes (every racer's pack is listed, winner or not) were compacted meanwhile.
+    let refs = pg.refs();
+    let mut packs = usize::MAX;
+    for _ in 0..100 {
+        packs = refs.packs_after(gitstratum_store::RepoId(1), 0).expect("packs").len();
+        if packs < 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(packs < 8, "the repository's packs were compacted: {packs} listed");
+    drop(refs);
 
     // A frontend whose cache is gone (a new machine) serves the repository from object storage.
     let dir = three.stop().await;

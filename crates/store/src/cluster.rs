@@ -18,8 +18,15 @@
 //! (a lock per repository; a listing that began after a miss answers it). The packs taken are
 //! remembered in `<state dir>/<repo>.packs`, so a restart does not download them again.
 //!
-//! Left for later: compacting a repository's many pushed packs into fewer (hydration reads every
-//! listed pack), and local maintenance (bitmaps, repacks) on a frontend's cache.
+//! **Compaction** ([`ClusterStore::compact`]): a repository's listed packs (one per push) are
+//! rolled into one — every object the frontend holds of it, entries copied as stored — which is
+//! verified, uploaded and listed in place of the packs it replaces, in one transaction that
+//! succeeds only if all of them are still listed (two frontends compacting at once: one wins,
+//! the other's pack is swept as unlisted). Replaced packs' objects stay in object storage for a
+//! grace period, for frontends still downloading them.
+//!
+//! Left for later: local maintenance (bitmaps, delta search) on a frontend's cache, and pruning
+//! what no ref reaches.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Write};
@@ -30,11 +37,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gitstratum_git::{packfile, parse};
 
 use crate::blob::BlobStore;
-use crate::pg::{PackRecord, PgRefStore};
+use crate::pg::{NewPack, PackRecord, PgRefStore};
 use crate::rocks::{RocksStore, WholePack};
 use crate::{
-    CommitInfo, Error, IncomingPack, NewObject, Object, ObjectId, ObjectInfo, ObjectKind, ObjectStore, RawEntry,
-    RepoId, RepoStats, Result,
+    CommitInfo, Error, IncomingPack, IndexedEntry, NewObject, Object, ObjectId, ObjectInfo, ObjectKind, ObjectStore,
+    RawEntry, RawKind, RepoId, RepoStats, Result,
 };
 
 /// Bytes of delta bases held while indexing a downloaded pack (more are rebuilt from the file).
@@ -164,35 +171,86 @@ impl ClusterStore {
             .suffix(".pack")
             .tempfile_in(self.local.incoming_dir())
             .map_err(io_error("spooling a pack"))?;
-        let scan = packfile::scan(
-            BufReader::with_capacity(256 << 10, source),
-            BufWriter::with_capacity(256 << 10, file.as_file()),
-            self.max_object_size,
-        )
-        .map_err(|e| Error::Corrupt(format!("pack {} in object storage: {e}", record.key)))?;
-        if scan.checksum != record.checksum {
+        let indexed = index_pack(source, &file, self.max_object_size)
+            .map_err(|e| Error::Corrupt(format!("pack {} in object storage: {e}", record.key)))?;
+        if indexed.checksum != record.checksum {
             return Err(Error::Corrupt(format!("pack {} is not the pack listed ({})", record.key, record.checksum)));
         }
-        let mut commits = Vec::new();
-        let mut visit = |id: &ObjectId, kind: ObjectKind, data: &[u8]| -> std::result::Result<(), String> {
-            if kind == ObjectKind::Commit {
-                commits.push((*id, parse::commit(data).map_err(|e| format!("commit {id}: {e}"))?));
-            }
-            Ok(())
-        };
-        let none = |_: &ObjectId| None;
-        let resolution = packfile::resolve(file.as_file(), &scan, &none, DELTA_BASE_BUDGET, &mut visit)
-            .map_err(|e| Error::Corrupt(format!("pack {} in object storage: {e}", record.key)))?;
-        file.as_file().sync_all().map_err(io_error("spooling a pack"))?;
         self.local.put_pack(
             repo,
             IncomingPack {
                 path: file.path(),
-                checksum: scan.checksum,
-                entries: &resolution.entries,
-                commits: &commits,
+                checksum: indexed.checksum,
+                entries: &indexed.entries,
+                commits: &indexed.commits,
             },
         )
+    }
+
+    /// Rolls the repository's listed packs into one, if it lists at least `min_packs` (2 or
+    /// more). Returns how many packs were replaced, or `None` when there was nothing to do or
+    /// another frontend compacted them first.
+    pub fn compact(&self, repo: RepoId, min_packs: usize) -> Result<Option<usize>> {
+        let listed = self.pg.packs_after(repo, 0)?;
+        if listed.len() < min_packs.max(2) {
+            return Ok(None);
+        }
+        // Everything listed is here then; what is here is all listed (packs replaced earlier hold
+        // nothing their replacement does not).
+        self.catch_up(repo, Instant::now())?;
+        let ids = self.local.object_ids(repo)?;
+        let file = tempfile::Builder::new()
+            .prefix("compact-")
+            .suffix(".pack")
+            .tempfile_in(self.local.incoming_dir())
+            .map_err(io_error("writing a pack"))?;
+        {
+            let count = u32::try_from(ids.len()).map_err(|_| Error::Backend("too many objects for one pack".into()))?;
+            let mut writer = gitstratum_git::pack::Writer::new(BufWriter::new(file.as_file()), count)
+                .map_err(io_error("writing a pack"))?;
+            for chunk in ids.chunks(1024) {
+                for (id, raw) in chunk.iter().zip(self.local.raw_many(repo, chunk)?) {
+                    let raw = raw.ok_or_else(|| Error::Corrupt(format!("object {id} vanished while compacting")))?;
+                    match raw.kind {
+                        RawKind::Whole(kind) => writer.write_raw_object(kind, raw.size, &raw.compressed),
+                        RawKind::Delta { base } => writer.write_raw_ref_delta(&base, raw.size, &raw.compressed),
+                    }
+                    .map_err(io_error("writing a pack"))?;
+                }
+            }
+            let (mut out, _) = writer.finish().map_err(io_error("writing a pack"))?;
+            out.flush().map_err(io_error("writing a pack"))?;
+        }
+        // Checked as a downloaded pack is, before anyone is pointed at it.
+        let reader = std::fs::File::open(file.path()).map_err(io_error("reading a pack"))?;
+        let spool = tempfile::NamedTempFile::new_in(self.local.incoming_dir()).map_err(io_error("checking a pack"))?;
+        let indexed = index_pack(reader, &spool, self.max_object_size)
+            .map_err(|e| Error::Corrupt(format!("the compacted pack: {e}")))?;
+        drop(spool);
+        let key = pack_key(repo, &indexed.checksum)?;
+        let staged = self.packs.staging_dir().join(format!("compact-{}", key.rsplit('/').next().unwrap_or("")));
+        if std::fs::hard_link(file.path(), &staged).is_err() {
+            std::fs::copy(file.path(), &staged).map_err(io_error("staging a pack for object storage"))?;
+        }
+        let size = std::fs::metadata(&staged).map_err(io_error("staging a pack"))?.len();
+        if let Err(e) = self.packs.commit(&staged, &key) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(io_error("storing a pack in object storage")(e));
+        }
+        let new = NewPack { key, checksum: indexed.checksum, size, objects: indexed.entries.len() as u64 };
+        let replaced: Vec<i64> = listed.iter().map(|p| p.id).collect();
+        let slot = self.slot(repo);
+        let mut taken = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.load(repo, &mut taken)?;
+        match self.pg.replace_packs(repo, &replaced, &new, now_ms())? {
+            // This frontend holds every object of the new pack already.
+            Some(id) => {
+                self.remember(repo, &mut taken, id)?;
+                metrics::counter!("gitstratum_cluster_compactions_total").increment(1);
+                Ok(Some(replaced.len()))
+            }
+            None => Ok(None), // the uploaded pack is unlisted: the sweep removes it
+        }
     }
 
     /// A read of the local store, answered again after catching up if it missed anything.
@@ -206,11 +264,33 @@ impl ClusterStore {
         read(&self.local)
     }
 
+    /// Compacts every repository listing at least `min_packs` packs, unless another frontend is
+    /// doing it (a singleton lock); returns how many repositories were compacted.
+    pub fn compact_all(&self, min_packs: usize) -> Result<usize> {
+        const COMPACTION: i32 = 1;
+        let Some(_lock) = self.pg.try_lock(COMPACTION)? else { return Ok(0) };
+        let mut done = 0;
+        for repo in self.pg.repos_with_packs(min_packs.max(2))? {
+            match self.compact(repo, min_packs) {
+                Ok(Some(packs)) => {
+                    tracing::info!(repo = repo.0, packs, "cluster: compacted a repository's packs into one");
+                    done += 1;
+                }
+                Ok(None) => {}
+                // One repository's trouble does not hold up the others.
+                Err(e) => tracing::warn!(repo = repo.0, error = %e, "cluster: compacting a repository failed"),
+            }
+        }
+        Ok(done)
+    }
+
     /// Deletes stored packs no list names that are older than `grace` (a crash between upload and
-    /// listing, or a deleted repository's leftovers); returns how many.
+    /// listing, a compaction that lost its race, or a deleted repository's leftovers), and those
+    /// a compaction replaced more than `grace` ago; returns how many.
     pub fn sweep_unlisted(&self, grace: Duration) -> Result<usize> {
         let stored = self.packs.list(PACKS).map_err(io_error("listing packs in object storage"))?;
-        let listed = self.pg.all_pack_keys()?;
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let listed = self.pg.all_pack_keys(now_ms().saturating_sub(grace_ms))?;
         let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
         let mut swept = 0;
         for (key, written) in stored {
@@ -221,6 +301,40 @@ impl ClusterStore {
         }
         Ok(swept)
     }
+}
+
+/// A pack read and indexed: what placing it in a local store takes.
+struct Indexed {
+    checksum: ObjectId,
+    entries: Vec<IndexedEntry>,
+    commits: Vec<(ObjectId, parse::Commit)>,
+}
+
+/// Copies a pack from `source` into `file` while indexing it, resolves every delta (all within
+/// the pack) and parses its commits: the checks a push gets, short of connectivity.
+fn index_pack(
+    source: impl std::io::Read,
+    file: &tempfile::NamedTempFile,
+    max_object_size: u64,
+) -> std::result::Result<Indexed, String> {
+    let scan = packfile::scan(
+        BufReader::with_capacity(256 << 10, source),
+        BufWriter::with_capacity(256 << 10, file.as_file()),
+        max_object_size,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut commits = Vec::new();
+    let mut visit = |id: &ObjectId, kind: ObjectKind, data: &[u8]| -> std::result::Result<(), String> {
+        if kind == ObjectKind::Commit {
+            commits.push((*id, parse::commit(data).map_err(|e| format!("commit {id}: {e}"))?));
+        }
+        Ok(())
+    };
+    let none = |_: &ObjectId| None;
+    let resolution =
+        packfile::resolve(file.as_file(), &scan, &none, DELTA_BASE_BUDGET, &mut visit).map_err(|e| e.to_string())?;
+    file.as_file().sync_all().map_err(|e| e.to_string())?;
+    Ok(Indexed { checksum: scan.checksum, entries: resolution.entries, commits })
 }
 
 /// A fresh key for a pack of `repo`: never reused, whatever its content.

@@ -27,6 +27,35 @@ use crate::{Actor, Conflict, Error, ObjectId, RefEvent, RefNames, RefStore, RefU
 /// Advisory lock classes (the first of the two `int4` keys), so ours never meet another user's.
 const LOCK_SCHEMA: i32 = 0x6773_0001;
 const LOCK_REPO_REFS: i32 = 0x6773_0002;
+/// Session locks of singleton work (`PgRefStore::try_lock`).
+const LOCK_SINGLETON: i32 = 0x6773_0003;
+
+/// Held while one server does work only one should do at a time (a PostgreSQL session lock: it
+/// goes with the connection if the server dies).
+pub struct SingletonGuard {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    runtime: tokio::runtime::Handle,
+    key: i32,
+}
+
+impl Drop for SingletonGuard {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let key = self.key;
+            self.runtime.spawn(async move {
+                let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                    .bind(LOCK_SINGLETON)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await;
+                if unlocked.is_err() {
+                    // Not returned to the pool: closing the session releases the lock.
+                    let _ = conn.detach();
+                }
+            });
+        }
+    }
+}
 
 const SCHEMA: &[&str] = &[
     r#"CREATE TABLE IF NOT EXISTS git_refs (
@@ -54,6 +83,11 @@ const SCHEMA: &[&str] = &[
         objects BIGINT NOT NULL,
         created_ms BIGINT NOT NULL)"#,
     "CREATE INDEX IF NOT EXISTS git_packs_by_repo ON git_packs (repo_id, id)",
+    // Packs a compaction replaced: their blobs stay for a grace period, for frontends that listed
+    // them just before and are still downloading.
+    r#"CREATE TABLE IF NOT EXISTS git_packs_retired (
+        blob_key TEXT PRIMARY KEY,
+        retired_ms BIGINT NOT NULL)"#,
 ];
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -69,6 +103,15 @@ fn oid(bytes: &[u8]) -> Result<ObjectId> {
 pub struct PackRecord {
     /// Increasing in the order packs were listed.
     pub id: i64,
+    pub key: String,
+    pub checksum: ObjectId,
+    pub size: u64,
+    pub objects: u64,
+}
+
+/// A pack to list: in object storage under `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPack {
     pub key: String,
     pub checksum: ObjectId,
     pub size: u64,
@@ -327,13 +370,103 @@ impl PgRefStore {
         })
     }
 
-    /// Every pack key listed, for the sweep of packs stored but never listed.
-    pub fn all_pack_keys(&self) -> Result<std::collections::HashSet<String>> {
+    /// Every pack key listed, and those retired since `retired_after_ms`, for the sweep of packs
+    /// nothing lists; retired entries older than that are forgotten.
+    pub fn all_pack_keys(&self, retired_after_ms: i64) -> Result<std::collections::HashSet<String>> {
         self.run(move |pool| {
             Box::pin(async move {
-                let keys: Vec<String> =
-                    sqlx::query_scalar("SELECT blob_key FROM git_packs").fetch_all(&pool).await.map_err(backend)?;
+                sqlx::query("DELETE FROM git_packs_retired WHERE retired_ms < $1")
+                    .bind(retired_after_ms)
+                    .execute(&pool)
+                    .await
+                    .map_err(backend)?;
+                let keys: Vec<String> = sqlx::query_scalar(
+                    "SELECT blob_key FROM git_packs UNION ALL SELECT blob_key FROM git_packs_retired",
+                )
+                .fetch_all(&pool)
+                .await
+                .map_err(backend)?;
                 Ok(keys.into_iter().collect())
+            })
+        })
+    }
+
+    /// The singleton lock `key`, if no other server holds it.
+    pub fn try_lock(&self, key: i32) -> Result<Option<SingletonGuard>> {
+        let runtime = self.bridge.handle().clone();
+        let conn = self.run(move |pool| {
+            Box::pin(async move {
+                let mut conn = pool.acquire().await.map_err(backend)?;
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                    .bind(LOCK_SINGLETON)
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                Ok(got.then_some(conn))
+            })
+        })?;
+        Ok(conn.map(|conn| SingletonGuard { conn: Some(conn), runtime, key }))
+    }
+
+    /// Repositories listing at least `min` packs.
+    pub fn repos_with_packs(&self, min: usize) -> Result<Vec<RepoId>> {
+        self.run(move |pool| {
+            Box::pin(async move {
+                let ids: Vec<i64> =
+                    sqlx::query_scalar("SELECT repo_id FROM git_packs GROUP BY repo_id HAVING count(*) >= $1")
+                        .bind(i64::try_from(min).unwrap_or(i64::MAX))
+                        .fetch_all(&pool)
+                        .await
+                        .map_err(backend)?;
+                Ok(ids.into_iter().map(RepoId).collect())
+            })
+        })
+    }
+
+    /// Lists `new` in place of the packs `replaced` (ids), in one transaction — only if every one
+    /// of them is still listed (another compaction may have replaced them first: then nothing
+    /// changes and this returns `None`). The replaced packs' keys are kept as retired.
+    pub fn replace_packs(&self, repo: RepoId, replaced: &[i64], new: &NewPack, now_ms: i64) -> Result<Option<i64>> {
+        let (replaced, new) = (replaced.to_vec(), new.clone());
+        self.run(move |pool| {
+            Box::pin(async move {
+                let mut tx = pool.begin().await.map_err(backend)?;
+                let keys: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM git_packs WHERE repo_id = $1 AND id = ANY($2) RETURNING blob_key")
+                        .bind(repo.0)
+                        .bind(&replaced)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                if keys.len() != replaced.len() {
+                    return Ok(None); // rolled back with the transaction
+                }
+                for key in &keys {
+                    sqlx::query(
+                        "INSERT INTO git_packs_retired (blob_key, retired_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(key)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO git_packs (repo_id, blob_key, checksum, size, objects, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(repo.0)
+                .bind(&new.key)
+                .bind(new.checksum.as_bytes())
+                .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
+                .bind(i64::try_from(new.objects).unwrap_or(i64::MAX))
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+                tx.commit().await.map_err(backend)?;
+                Ok(Some(id))
             })
         })
     }

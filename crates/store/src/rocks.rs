@@ -413,6 +413,11 @@ impl RocksStore {
         Ok(out)
     }
 
+    /// Every object stored for a repository.
+    pub fn object_ids(&self, repo: RepoId) -> Result<Vec<ObjectId>> {
+        self.keys_with_prefix(OBJECT_INDEX, &repo.key_prefix())?.iter().map(|(k, _)| oid_from(&k[8..])).collect()
+    }
+
     /// Flushes memtables and the WAL (for a clean shutdown).
     pub fn flush(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(backend)?;
