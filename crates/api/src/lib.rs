@@ -76,7 +76,6 @@ struct Inner {
     clock: Arc<dyn Clock>,
     metrics: PrometheusHandle,
     public_url: String,
-    login_guard: session::LoginGuard,
     limiters: ratelimit::Limiters,
     /// Non-public destinations webhooks may be created for anyway.
     webhook_destinations: gitstratum_core::Destinations,
@@ -121,7 +120,6 @@ impl AppState {
                 clock,
                 metrics,
                 public_url,
-                login_guard: session::LoginGuard::default(),
                 limiters: ratelimit::Limiters::new(policies.rate_limits),
                 webhook_destinations: policies.webhook_destinations,
                 token_max_days: policies.token_max_days,
@@ -198,10 +196,6 @@ impl AppState {
 
     pub(crate) fn limiters(&self) -> &ratelimit::Limiters {
         &self.inner.limiters
-    }
-
-    pub(crate) fn login_guard(&self) -> &session::LoginGuard {
-        &self.inner.login_guard
     }
 
     pub fn public_url(&self) -> &str {

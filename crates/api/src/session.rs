@@ -1,9 +1,6 @@
 //! `/api/v1/session`: logging in with a username and password (for people; scripts use tokens),
 //! and logging out. Failed attempts are limited per account and per client address.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -26,36 +23,13 @@ const WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Cookie the web UI's pages authenticate with (never accepted by the API).
 pub const SESSION_COOKIE: &str = "gitstratum_session";
 
-/// Counts failed logins per key (`account:<name>`, `address:<ip>`) in fixed windows.
-#[derive(Default)]
-pub struct LoginGuard {
-    failures: Mutex<HashMap<String, (u32, Timestamp)>>,
-}
-
-impl LoginGuard {
-    /// Seconds until `key` may try again, when it is locked out.
-    fn locked(&self, key: &str, limit: u32, now: Timestamp) -> Option<u64> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let &(count, since) = failures.get(key)?;
+/// Seconds until `key` may try again, when it has `limit` failed logins in its window (counted
+/// in the platform database, so every server of a cluster sees the same count).
+async fn locked(state: &AppState, key: &str, limit: u32, now: Timestamp) -> Result<Option<u64>, ApiError> {
+    Ok(state.store().login_failures(key, now, WINDOW_MS).await?.and_then(|(count, since)| {
         let ends = since.0 + WINDOW_MS;
         (count >= limit && now.0 < ends).then(|| u64::try_from((ends - now.0 + 999) / 1000).unwrap_or(1))
-    }
-
-    fn fail(&self, key: String, now: Timestamp) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| now.0 < since.0 + WINDOW_MS);
-        }
-        let entry = failures.entry(key).or_insert((0, now));
-        if now.0 >= entry.1.0 + WINDOW_MS {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-
-    fn succeed(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -132,11 +106,11 @@ async fn verify_login(
     let now = state.now();
     let account_key = format!("account:{}", username.to_ascii_lowercase());
     let address_key = format!("address:{}", meta.ip.as_deref().unwrap_or("unknown"));
-    let guard = state.login_guard();
-    if let Some(wait) = guard
-        .locked(&account_key, MAX_FAILURES_PER_ACCOUNT, now)
-        .or_else(|| guard.locked(&address_key, MAX_FAILURES_PER_ADDRESS, now))
-    {
+    let lockout = match locked(state, &account_key, MAX_FAILURES_PER_ACCOUNT, now).await? {
+        Some(wait) => Some(wait),
+        None => locked(state, &address_key, MAX_FAILURES_PER_ADDRESS, now).await?,
+    };
+    if let Some(wait) = lockout {
         metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => "login").increment(1);
         return Ok(Err(wait));
     }
@@ -155,12 +129,12 @@ async fn verify_login(
     .map_err(ApiError::internal)?;
     match (candidate, matches) {
         (Some((account, _)), true) => {
-            guard.succeed(&account_key);
+            state.store().clear_login_failures(&account_key, now, WINDOW_MS).await?;
             Ok(Ok(account))
         }
         _ => {
-            guard.fail(account_key, now);
-            guard.fail(address_key, now);
+            state.store().record_login_failure(&account_key, now, WINDOW_MS).await?;
+            state.store().record_login_failure(&address_key, now, WINDOW_MS).await?;
             metrics::counter!("gitstratum_control_auth_decisions_total", "result" => "login_failed").increment(1);
             let actor =
                 Actor { id: None, name: username.to_owned(), ip: meta.ip.clone(), request_id: meta.request_id.clone() };

@@ -270,6 +270,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         sql: include_str!("../migrations/sqlite/0019_repo_description.sql"),
     },
     MigrationSource { version: 20, description: "ci logs", sql: include_str!("../migrations/sqlite/0020_ci_logs.sql") },
+    MigrationSource {
+        version: 21,
+        description: "login failures",
+        sql: include_str!("../migrations/sqlite/0021_login_failures.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -363,6 +368,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 20,
         description: "ci logs",
         sql: include_str!("../migrations/postgres/0020_ci_logs.sql"),
+    },
+    MigrationSource {
+        version: 21,
+        description: "login failures",
+        sql: include_str!("../migrations/postgres/0021_login_failures.sql"),
     },
 ];
 

@@ -1,7 +1,7 @@
 //! The platform store: accounts, tokens and repositories, on whichever backend [`Db`] holds.
 
 use gitstratum_core::{NameError, Timestamp, validate_repo_name, validate_username};
-use sea_query::{Expr, ExprTrait, Func, Order, Query};
+use sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{ConnectError, Db, DbRow, DbTarget, FromDbRow, is_unique_violation};
@@ -70,6 +70,15 @@ struct WithPassword(Account, Option<String>);
 impl FromDbRow for WithPassword {
     fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
         Ok(WithPassword(Account::from_row(row)?, row.get("password_hash")?))
+    }
+}
+
+/// Failed logins and when their window began.
+struct LoginFailures(i64, i64);
+
+impl FromDbRow for LoginFailures {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(LoginFailures(row.get("failures")?, row.get("since")?))
     }
 }
 
@@ -304,6 +313,54 @@ impl PlatformStore {
             .to_owned();
         let row: Option<WithPassword> = self.db.acquire().await?.conn().fetch_optional(&query).await?;
         Ok(row.map(|r| (r.0, r.1)))
+    }
+
+    /// Failed logins counted for `key` (`account:<name>`, `address:<ip>`) in its window, and when
+    /// the window began; `None` when it has none, or its window (`window_ms` long) is over. Every
+    /// server sharing the database counts the same failures.
+    pub async fn login_failures(&self, key: &str, now: Timestamp, window_ms: i64) -> Result<Option<(u32, Timestamp)>> {
+        let q = Query::select()
+            .columns(["failures", "since"])
+            .from("login_failures")
+            .and_where(Expr::col("key").eq(key))
+            .and_where(Expr::col("since").gt(now.0 - window_ms))
+            .to_owned();
+        let row: Option<LoginFailures> = self.db.acquire().await?.conn().fetch_optional(&q).await?;
+        Ok(row.map(|r| (u32::try_from(r.0).unwrap_or(u32::MAX), Timestamp(r.1))))
+    }
+
+    /// Counts one more failed login for `key`, in one statement (servers failing at once each
+    /// count): a window over starts again at 1.
+    pub async fn record_login_failure(&self, key: &str, now: Timestamp, window_ms: i64) -> Result<()> {
+        let over = || Expr::col(("login_failures", "since")).lte(now.0 - window_ms);
+        let upsert = Query::insert()
+            .into_table("login_failures")
+            .columns(["key", "failures", "since"])
+            .values_panic([key.into(), 1i64.into(), now.0.into()])
+            .on_conflict(
+                OnConflict::column("key")
+                    .value(
+                        "failures",
+                        Expr::case(over(), 1i64).finally(Expr::col(("login_failures", "failures")).add(1i64)),
+                    )
+                    .value("since", Expr::case(over(), now.0).finally(Expr::col(("login_failures", "since"))))
+                    .to_owned(),
+            )
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&upsert).await?;
+        Ok(())
+    }
+
+    /// Forgets `key`'s failed logins (it logged in), and windows long over (`window_ms`).
+    pub async fn clear_login_failures(&self, key: &str, now: Timestamp, window_ms: i64) -> Result<()> {
+        let delete = Query::delete()
+            .from_table("login_failures")
+            .cond_where(
+                sea_query::Cond::any().add(Expr::col("key").eq(key)).add(Expr::col("since").lte(now.0 - window_ms)),
+            )
+            .to_owned();
+        self.db.acquire().await?.conn().execute(&delete).await?;
+        Ok(())
     }
 
     /// Accounts (users and organizations) by name, `limit` of them after the name `after`

@@ -13,6 +13,7 @@ fn sys() -> Actor {
 }
 
 gitstratum_platform::both_backends!(
+    login_failures_count_in_windows,
     bootstrap_creates_admin_once,
     bootstrap_rolls_back_when_persist_fails,
     tokens_authenticate_until_expiry,
@@ -691,4 +692,25 @@ async fn sqlite_migration_5_keeps_hooks_and_deliveries() {
     assert_eq!(left.0, 0, "deliveries still cascade with their hook");
     let both = "INSERT INTO webhooks (repo_id, org_id, url, events, created_at) VALUES (7, 1, 'http://h', 'push', 0)";
     assert!(sqlx::query(both).execute(&mut conn).await.is_err(), "a hook has exactly one owner");
+}
+
+/// Failed logins per key in fixed windows: counted once per failure (concurrent ones too), a
+/// window over starts again at 1, a success forgets the key.
+async fn login_failures_count_in_windows(store: &PlatformStore) {
+    const WINDOW: i64 = 60_000;
+    assert_eq!(store.login_failures("account:hubot", T0, WINDOW).await.expect("read"), None);
+    let fail = || store.record_login_failure("account:hubot", T0, WINDOW);
+    let (a, b, c, d) = tokio::join!(fail(), fail(), fail(), fail());
+    for done in [a, b, c, d] {
+        done.expect("record");
+    }
+    assert_eq!(store.login_failures("account:hubot", T0, WINDOW).await.expect("read"), Some((4, T0)));
+    let later = Timestamp(T0.0 + WINDOW);
+    assert_eq!(store.login_failures("account:hubot", later, WINDOW).await.expect("read"), None, "window over");
+    store.record_login_failure("account:hubot", later, WINDOW).await.expect("record");
+    assert_eq!(store.login_failures("account:hubot", later, WINDOW).await.expect("read"), Some((1, later)));
+    store.record_login_failure("address:10.0.0.1", later, WINDOW).await.expect("record");
+    store.clear_login_failures("account:hubot", later, WINDOW).await.expect("clear");
+    assert_eq!(store.login_failures("account:hubot", later, WINDOW).await.expect("read"), None);
+    assert_eq!(store.login_failures("address:10.0.0.1", later, WINDOW).await.expect("read"), Some((1, later)));
 }

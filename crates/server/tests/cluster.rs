@@ -94,6 +94,25 @@ async fn three_frontends_serve_one_repository() {
         .expect("create");
     assert_eq!(created.status(), 201);
 
+    // Failed logins count in the shared database: five spread over the frontends lock the
+    // account on all of them.
+    for (i, f) in [&one, &two, &three, &one, &two].into_iter().enumerate() {
+        let resp = http
+            .post(format!("{}/api/v1/session", f.base))
+            .json(&json!({"username": "admin", "password": format!("guess-{i}")}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), 401);
+    }
+    let locked = http
+        .post(format!("{}/api/v1/session", three.base))
+        .json(&json!({"username": "admin", "password": "guess-5"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(locked.status(), 429, "locked out on every frontend");
+
     // Push through one; clone through two and three.
     let tmp = tempfile::tempdir().expect("temp dir");
     let git = Git::new(tmp.path());
