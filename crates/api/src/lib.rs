@@ -93,6 +93,8 @@ pub struct Policies {
     pub token_max_days: Option<u32>,
     /// Pushes whose bodies may be read at once.
     pub max_concurrent_pushes: usize,
+    /// Rate limits hold across the servers sharing the database (cluster mode).
+    pub shared_rate_limits: bool,
 }
 
 impl AppState {
@@ -120,12 +122,32 @@ impl AppState {
                 clock,
                 metrics,
                 public_url,
-                limiters: ratelimit::Limiters::new(policies.rate_limits),
+                limiters: if policies.shared_rate_limits {
+                    ratelimit::Limiters::shared(policies.rate_limits)
+                } else {
+                    ratelimit::Limiters::new(policies.rate_limits)
+                },
                 webhook_destinations: policies.webhook_destinations,
                 token_max_days: policies.token_max_days,
                 push_bodies: Arc::new(tokio::sync::Semaphore::new(policies.max_concurrent_pushes.max(1))),
             }),
         }
+    }
+
+    /// Shares this server's rate-limit counts with the others on the database until the state
+    /// is dropped (cluster mode; nothing otherwise).
+    pub fn spawn_rate_limit_sync(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.limiters.is_shared().then(|| {
+            let state = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(ratelimit::SYNC_EVERY);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = state.upgrade() else { return };
+                    inner.limiters.sync(&inner.store).await;
+                }
+            })
+        })
     }
 
     pub fn git(&self) -> &GitService {

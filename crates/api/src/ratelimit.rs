@@ -3,13 +3,21 @@
 //! 001's frontend checks before each clone and push. Excess requests get 429 with `Retry-After`;
 //! every limited response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`, as GitHub's do.
 //!
-//! State lives in this process (one node); the clustered design moves it to the control plane.
+//! State lives in this process. In cluster mode ([`Limiters::shared`]) each limit also holds
+//! across the frontends: every frontend counts what it takes, adds it to the platform database's
+//! per-minute counts every [`SYNC_EVERY`] and reads the totals back; a request is refused once the
+//! cluster's total for the current minute reached the limit. So a client spread over frontends
+//! gets the limit once, not once per frontend (give or take what the frontends take between two
+//! syncs); if the database is unreachable, each frontend keeps its own limits.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -67,6 +75,36 @@ pub struct Limiters {
     anonymous: Option<Limit>,
     repo: Option<Limit>,
     checks: AtomicU64,
+    shared: Option<Shared>,
+}
+
+/// How often a frontend adds its counts to the cluster's and reads the totals (cluster mode).
+pub const SYNC_EVERY: Duration = Duration::from_millis(250);
+
+/// The cluster's view of the limits (see the module's documentation).
+#[derive(Default)]
+struct Shared {
+    /// Requests taken here since the last sync, by shared key.
+    pending: Mutex<HashMap<u64, u32>>,
+    /// The cluster's totals of a minute as of the last sync, by shared key.
+    totals: Mutex<(i64, HashMap<u64, u64>)>,
+}
+
+/// A key the same on every frontend whatever its build (FNV-1a over the limit's name and the
+/// local key), so their counts add up.
+fn shared_key(name: &str, key: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes().chain([0]).chain(key.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn key(parts: &[&str]) -> u64 {
@@ -82,14 +120,81 @@ impl Limiters {
             anonymous: Limit::new(limits.anonymous),
             repo: Limit::new(limits.git_per_repo),
             checks: AtomicU64::new(0),
+            shared: None,
+        }
+    }
+
+    /// Limits that also hold across a cluster's frontends ([`Limiters::sync`] keeps them so).
+    pub fn shared(limits: RateLimits) -> Limiters {
+        Limiters { shared: Some(Shared::default()), ..Limiters::new(limits) }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Takes one request from the cluster's count of a limit (cluster mode).
+    fn take_shared(&self, limit: &Limit, name: &'static str, key: u64) -> Result<(), Refusal> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let now = now_ms();
+        let minute = now / 60_000;
+        let key = shared_key(name, key);
+        let total = {
+            let totals = shared.totals.lock().unwrap_or_else(|e| e.into_inner());
+            if totals.0 == minute { totals.1.get(&key).copied().unwrap_or(0) } else { 0 }
+        };
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = pending.entry(key).or_default();
+        if total + u64::from(*mine) >= u64::from(limit.per_minute) {
+            let left_ms = (minute + 1) * 60_000 - now;
+            return Err(Refusal {
+                limit: name,
+                per_minute: limit.per_minute,
+                retry_after_secs: u64::try_from((left_ms + 999) / 1000).unwrap_or(1).max(1),
+            });
+        }
+        *mine += 1;
+        Ok(())
+    }
+
+    /// Adds what this frontend took since the last sync to the cluster's counts and reads the
+    /// totals back; on failure the counts wait for the next sync.
+    pub async fn sync(&self, store: &gitstratum_platform::PlatformStore) {
+        let Some(shared) = &self.shared else { return };
+        let batch: HashMap<u64, u32> = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        let minute = now_ms() / 60_000;
+        let counts: Vec<(i64, i64)> = batch.iter().map(|(k, n)| (*k as i64, i64::from(*n))).collect();
+        match store.add_rate_counts(minute, &counts).await {
+            Ok(totals) => {
+                let mut current = shared.totals.lock().unwrap_or_else(|e| e.into_inner());
+                if current.0 != minute {
+                    *current = (minute, HashMap::new());
+                }
+                for (key, total) in totals {
+                    current.1.insert(key as u64, u64::try_from(total).unwrap_or(0));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limits: cannot share this frontend's counts");
+                let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, n) in batch {
+                    *pending.entry(key).or_default() += n;
+                }
+            }
         }
     }
 
     /// Takes one request from a limit; `Ok` carries (limit, remaining) for the headers.
-    fn take(limit: Option<&Limit>, name: &'static str, key: u64) -> Result<Option<(u32, u32)>, Refusal> {
+    fn take(&self, limit: Option<&Limit>, name: &'static str, key: u64) -> Result<Option<(u32, u32)>, Refusal> {
         let Some(limit) = limit else { return Ok(None) };
         match limit.limiter.check_key(&key) {
-            Ok(snapshot) => Ok(Some((limit.per_minute, snapshot.remaining_burst_capacity()))),
+            Ok(snapshot) => {
+                self.take_shared(limit, name, key)?;
+                Ok(Some((limit.per_minute, snapshot.remaining_burst_capacity())))
+            }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(Refusal { limit: name, per_minute: limit.per_minute, retry_after_secs: wait.as_secs().max(1) })
@@ -111,17 +216,17 @@ impl Limiters {
         }
         let client = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             // The credentials as presented: a bad token is limited like a good one.
-            Some(credentials) => Self::take(self.client.as_ref(), "client", key(&["token", credentials]))?,
+            Some(credentials) => self.take(self.client.as_ref(), "client", key(&["token", credentials]))?,
             // Git sends its first request of every operation without credentials and repeats it
             // with them after the 401, so anonymous Git traffic is left to the repository limit.
             None if repo.is_some() => None,
             None => {
                 let ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
-                Self::take(self.anonymous.as_ref(), "anonymous", key(&["address", &ip]))?
+                self.take(self.anonymous.as_ref(), "anonymous", key(&["address", &ip]))?
             }
         };
         if let Some(repo) = repo {
-            Self::take(self.repo.as_ref(), "repository", key(&["repo", &repo.to_ascii_lowercase()]))?;
+            self.take(self.repo.as_ref(), "repository", key(&["repo", &repo.to_ascii_lowercase()]))?;
         }
         Ok(client)
     }
@@ -254,6 +359,13 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.check(&none, Some(addr), Some("o/r")).ok(), Some(None));
         }
+    }
+
+    /// Shared keys are the same in every build (they are summed across frontends).
+    #[test]
+    fn shared_keys_are_stable() {
+        assert_eq!(shared_key("client", 42), 0x6cde_f63b_bee7_92dc);
+        assert_ne!(shared_key("client", 42), shared_key("repository", 42));
     }
 
     #[test]

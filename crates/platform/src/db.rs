@@ -275,6 +275,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "login failures",
         sql: include_str!("../migrations/sqlite/0021_login_failures.sql"),
     },
+    MigrationSource {
+        version: 22,
+        description: "rate windows",
+        sql: include_str!("../migrations/sqlite/0022_rate_windows.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -373,6 +378,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 21,
         description: "login failures",
         sql: include_str!("../migrations/postgres/0021_login_failures.sql"),
+    },
+    MigrationSource {
+        version: 22,
+        description: "rate windows",
+        sql: include_str!("../migrations/postgres/0022_rate_windows.sql"),
     },
 ];
 

@@ -363,6 +363,32 @@ impl PlatformStore {
         Ok(())
     }
 
+    /// Adds requests counted here to the cluster's counts of `minute` (per rate-limit key) and
+    /// returns each key's total; counts of minutes before the last are dropped.
+    pub async fn add_rate_counts(&self, minute: i64, counts: &[(i64, i64)]) -> Result<Vec<(i64, i64)>> {
+        let mut tx = self.db.begin().await?;
+        let mut totals = Vec::with_capacity(counts.len());
+        for &(key, n) in counts {
+            let upsert = Query::insert()
+                .into_table("rate_windows")
+                .columns(["key", "minute", "n"])
+                .values_panic([key.into(), minute.into(), n.into()])
+                .on_conflict(
+                    OnConflict::columns(["key", "minute"])
+                        .value("n", Expr::col(("rate_windows", "n")).add(n))
+                        .to_owned(),
+                )
+                .returning_col("n")
+                .to_owned();
+            let total: i64 = tx.conn().fetch_one(&upsert).await?;
+            totals.push((key, total));
+        }
+        let old = Query::delete().from_table("rate_windows").and_where(Expr::col("minute").lt(minute - 1)).to_owned();
+        tx.conn().execute(&old).await?;
+        tx.commit().await?;
+        Ok(totals)
+    }
+
     /// Accounts (users and organizations) by name, `limit` of them after the name `after`
     /// (case-insensitively), for a site administrator's listing.
     pub async fn list_accounts(&self, after: Option<&str>, limit: u64) -> Result<Vec<Account>> {

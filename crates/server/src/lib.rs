@@ -344,6 +344,7 @@ impl Server {
                 webhook_destinations: self.config.webhook_destinations.clone(),
                 token_max_days: self.config.token_max_days,
                 max_concurrent_pushes: self.config.max_concurrent_pushes,
+                shared_rate_limits: self.config.cluster,
             },
             gitstratum_api::CiParts {
                 store: ci.clone(),
@@ -353,6 +354,7 @@ impl Server {
                 upstream: upstream.clone(),
             },
         );
+        let rate_limit_sync = state.spawn_rate_limit_sync();
         let app = gitstratum_api::router(state);
 
         // Webhook deliveries run beside the server and stop with it.
@@ -495,6 +497,9 @@ impl Server {
         }
         if let Some(listener) = log_announcements {
             listener.abort();
+        }
+        if let Some(sync) = rate_limit_sync {
+            sync.abort();
         }
         self.store.close().await;
         let git_store = self.git.local.clone();

@@ -364,3 +364,32 @@ async fn losing_an_object_node_fails_no_push_or_clone() {
     }
     pg.passed();
 }
+
+/// A client's rate limit holds across the frontends: requests spread over two of them are
+/// refused once the cluster's count for the minute reaches the limit, though each frontend alone
+/// has seen fewer than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_hold_across_frontends() {
+    let Some(pg) = TestPg::new() else { return };
+    let Some(garage) = Garage::start("limits") else { return };
+    drop(pg.refs());
+    let config = ConfigLayer { rate_limit_per_client: Some("30".into()), ..cluster_config(&pg, &garage) };
+    let (one, token) = frontend(&config, None).await;
+    let token = token.expect("the first frontend creates the admin");
+    let (two, _) = frontend(&config, None).await;
+    let http = gitstratum_server::http::client().expect("client");
+    let mut statuses = Vec::new();
+    for i in 0..56 {
+        let f = if i % 2 == 0 { &one } else { &two };
+        let resp = http.get(format!("{}/api/v1/user", f.base)).bearer_auth(&token).send().await.expect("request");
+        statuses.push(resp.status().as_u16());
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
+    // 28 requests each: under either frontend's own limit, over the cluster's.
+    assert!(statuses.contains(&429), "the cluster's limit held: {statuses:?}");
+    for f in [one, two] {
+        f.stop().await;
+    }
+    pg.passed();
+}
