@@ -366,6 +366,21 @@ impl PlatformStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
+    /// Claims a due delivery for one attempt: moves its next attempt `lease_ms` on, only if no
+    /// other server did since it was read. `false`: another server is delivering it. A server that
+    /// dies mid-attempt leaves it due again once the lease is over.
+    pub async fn claim_delivery(&self, delivery: &Delivery, now: Timestamp, lease_ms: i64) -> Result<bool> {
+        let update = Query::update()
+            .table("webhook_deliveries")
+            .value("next_attempt_at", now.0 + lease_ms)
+            .and_where(Expr::col("id").eq(delivery.id))
+            .and_where(Expr::col("state").eq("pending"))
+            .and_where(Expr::col("attempts").eq(delivery.attempts))
+            .and_where(Expr::col("next_attempt_at").eq(delivery.next_attempt_at.0))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().execute(&update).await? == 1)
+    }
+
     /// Records an attempt: delivered, retried later (with backoff), or failed for good.
     pub async fn record_attempt(&self, delivery: &Delivery, outcome: &AttemptOutcome, now: Timestamp) -> Result<()> {
         let attempts = delivery.attempts + 1;

@@ -564,6 +564,12 @@ async fn webhook_deliveries_are_a_durable_queue(store: &PlatformStore) {
 
     let due = store.due_deliveries(T0, 10).await.expect("due");
     assert_eq!(due.iter().map(|d| d.guid.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    // Two servers read the same due delivery: one claims it; it is not due again until its
+    // claim runs out.
+    assert!(store.claim_delivery(&due[0], T0, 60_000).await.expect("claim"));
+    assert!(!store.claim_delivery(&due[0], T0, 60_000).await.expect("claim"), "claimed already");
+    assert_eq!(store.due_deliveries(T0, 10).await.expect("due").len(), 1, "only b is due");
+    assert_eq!(store.due_deliveries(Timestamp(T0.0 + 60_000), 10).await.expect("due").len(), 2, "the claim ran out");
     let failed =
         AttemptOutcome { status_code: Some(500), error: Some("HTTP 500".into()), duration_ms: 3, success: false };
     let ok = AttemptOutcome { status_code: Some(200), error: None, duration_ms: 2, success: true };

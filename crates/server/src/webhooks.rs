@@ -17,6 +17,9 @@ use gitstratum_store::RefStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// How long a claimed delivery attempt is this server's (longer than a delivery's timeout).
+const CLAIM_MS: i64 = 120_000;
+
 /// The cursor's name on the ref-change log.
 const CURSOR: &str = "webhooks";
 /// The cursor's name on the platform event log.
@@ -248,6 +251,10 @@ impl Dispatcher {
 
     async fn deliver(&self) -> anyhow_lite::Result<()> {
         for delivery in self.store.due_deliveries(self.clock.now(), DELIVERIES_PER_ROUND).await? {
+            // Servers sharing the database deliver each attempt once: the one that claims it.
+            if !self.store.claim_delivery(&delivery, self.clock.now(), CLAIM_MS).await? {
+                continue;
+            }
             let outcome = match self.store.get_webhook(delivery.webhook_id).await? {
                 Some(hook) => match hook.signing_secret(&self.secrets_key) {
                     Ok(secret) => self.send(&delivery, &hook.url, secret.as_deref(), hook.id).await,
