@@ -355,7 +355,8 @@ impl Artifacts {
     pub async fn sweep_orphans(&self, min_age: std::time::Duration) -> Result<usize> {
         let mut named = std::collections::HashSet::new();
         let mut conn = self.ci.db.acquire().await?;
-        for table in ["ci_artifacts", "ci_caches"] {
+        // Finished job logs of cluster mode are blobs too (`logs::LogStore::in_database`).
+        for table in ["ci_artifacts", "ci_caches", "ci_log_steps"] {
             let q = Query::select().column("blob_key").from(table).to_owned();
             let keys: Vec<BlobKey> = conn.conn().fetch_all(&q).await?;
             named.extend(keys.into_iter().map(|k| k.0));
@@ -364,7 +365,7 @@ impl Artifacts {
         let blobs = self.blobs.clone();
         let deleted = tokio::task::spawn_blocking(move || -> io::Result<usize> {
             let mut deleted = 0;
-            for kind in ["artifacts", "caches"] {
+            for kind in ["artifacts", "caches", crate::logs::LOG_BLOB_KIND] {
                 for (key, written) in blobs.list(kind)? {
                     let old = written.elapsed().is_ok_and(|age| age >= min_age);
                     if old && !named.contains(&key) {

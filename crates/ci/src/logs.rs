@@ -14,7 +14,8 @@
 //! holds up a runner or another reader.
 //!
 //! In cluster mode ([`LogStore::in_database`]) the same logs live in the platform database instead
-//! (`ci_log_chunks`: the open step's appends by offset; `ci_log_steps`: finished steps, gzipped),
+//! (`ci_log_chunks`: the open step's appends by offset) and in object storage (finished steps,
+//! gzipped, under keys `joblogs/…` that `ci_log_steps` names),
 //! so any server reads what a runner sent to another, and a server's appends are announced to the
 //! others (`NOTIFY gitstratum_ci_log`), whose live readers then read them from the database.
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use gitstratum_platform::db::Db;
+use gitstratum_store::blob::BlobStore;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 
@@ -43,13 +45,25 @@ pub enum LogError {
 }
 
 /// Where logs are kept.
-#[derive(Debug)]
 enum Storage {
     /// Files under a directory (single-node mode).
     Files(PathBuf),
-    /// The platform database (cluster mode).
-    Database(Db),
+    /// The platform database, finished steps in a blob store (cluster mode).
+    Database(Db, Arc<dyn BlobStore>),
 }
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
+            Storage::Database(..) => f.write_str("Database"),
+        }
+    }
+}
+
+/// The kind of blob a finished step's log is in cluster mode (never `logs`: the files of
+/// single-node mode are under the data directory's `blobs/logs/`).
+pub const LOG_BLOB_KIND: &str = db::BLOB_KIND;
 
 /// The channel on which servers sharing a database announce log appends.
 pub const LOG_CHANNEL: &str = "gitstratum_ci_log";
@@ -95,13 +109,13 @@ impl LogStore {
         LogStore { storage: Storage::Files(dir), step_cap: step_cap.max(1024), live: Mutex::default(), instance: 0 }
     }
 
-    /// A store in the platform database (cluster mode), keeping at most `step_cap` bytes of each
-    /// step's log.
-    pub fn in_database(db: Db, step_cap: u64) -> LogStore {
+    /// A store in the platform database, finished steps in `blobs` (cluster mode: object
+    /// storage), keeping at most `step_cap` bytes of each step's log.
+    pub fn in_database(db: Db, blobs: Arc<dyn BlobStore>, step_cap: u64) -> LogStore {
         let mut instance = [0u8; 8];
         let _ = getrandom::fill(&mut instance);
         LogStore {
-            storage: Storage::Database(db),
+            storage: Storage::Database(db, blobs),
             step_cap: step_cap.max(1024),
             live: Mutex::default(),
             instance: u64::from_le_bytes(instance) | 1,
@@ -116,7 +130,7 @@ impl LogStore {
     fn dir(&self) -> &Path {
         match &self.storage {
             Storage::Files(dir) => dir,
-            Storage::Database(_) => Path::new(""),
+            Storage::Database(..) => Path::new(""),
         }
     }
 
@@ -206,7 +220,7 @@ impl LogStore {
                 file.write_all(&stored).await?;
                 file.flush().await?;
             }
-            Storage::Database(db) => {
+            Storage::Database(db, _) => {
                 if !db::append(db, job, attempt, step, have, &stored, self.instance).await? {
                     // Another server appended here first (a runner behind a load balancer): start
                     // over from what the database holds.
@@ -225,7 +239,7 @@ impl LogStore {
     async fn is_finished(&self, job: i64, attempt: i64, step: i64) -> Result<bool, LogError> {
         match &self.storage {
             Storage::Files(_) => Ok(self.finished_path(job, attempt, step).exists()),
-            Storage::Database(db) => Ok(db::is_finished(db, job, attempt, step).await?),
+            Storage::Database(db, _) => Ok(db::is_finished(db, job, attempt, step).await?),
         }
     }
 
@@ -254,7 +268,7 @@ impl LogStore {
     /// In cluster mode, listens for other servers' appends (its own connection, reconnecting)
     /// until aborted; `None` for a store of files.
     pub fn spawn_announcement_listener(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let Storage::Database(Db::Postgres(pool)) = &self.storage else { return None };
+        let Storage::Database(Db::Postgres(pool), _) = &self.storage else { return None };
         let (pool, logs) = (pool.clone(), self.clone());
         Some(tokio::spawn(async move {
             let mut backoff = std::time::Duration::from_millis(200);
@@ -290,7 +304,7 @@ impl LogStore {
 
     /// After a restart: the step being written (the highest with a raw file) and its length.
     async fn discover(&self, job: i64, attempt: i64) -> Result<Option<(i64, u64)>, LogError> {
-        if let Storage::Database(db) = &self.storage {
+        if let Storage::Database(db, _) = &self.storage {
             return Ok(db::discover(db, job, attempt).await?);
         }
         let steps = self.steps(job, attempt).await?;
@@ -310,8 +324,8 @@ impl LogStore {
     /// Compresses a finished step's log and makes it durable; the raw file goes after the
     /// compressed one is in place, so a reader always finds one of them.
     async fn finish_step(&self, job: i64, attempt: i64, step: i64) -> Result<(), LogError> {
-        if let Storage::Database(db) = &self.storage {
-            return db::finish_step(db, job, attempt, step).await;
+        if let Storage::Database(db, blobs) = &self.storage {
+            return db::finish_step(db, blobs, job, attempt, step).await;
         }
         let raw = self.raw_path(job, attempt, step);
         let gz = self.finished_path(job, attempt, step);
@@ -347,7 +361,7 @@ impl LogStore {
 
     /// The steps with a log, in order, each with whether it is finished (compressed).
     pub async fn steps(&self, job: i64, attempt: i64) -> Result<Vec<(i64, bool)>, LogError> {
-        if let Storage::Database(db) = &self.storage {
+        if let Storage::Database(db, _) = &self.storage {
             return Ok(db::steps(db, job, attempt).await?);
         }
         let dir = self.attempt_dir(job, attempt);
@@ -378,8 +392,8 @@ impl LogStore {
 
     /// One step's log from byte `offset` on (empty when there is nothing there).
     pub async fn read_step(&self, job: i64, attempt: i64, step: i64, offset: u64) -> Result<Vec<u8>, LogError> {
-        if let Storage::Database(db) = &self.storage {
-            return db::read_step(db, job, attempt, step, offset).await;
+        if let Storage::Database(db, blobs) = &self.storage {
+            return db::read_step(db, blobs, job, attempt, step, offset).await;
         }
         let raw = self.raw_path(job, attempt, step);
         let gz = self.finished_path(job, attempt, step);
@@ -391,7 +405,7 @@ impl LogStore {
 
     /// The bytes an attempt's log takes in storage (compressed steps as stored).
     pub async fn stored_bytes(&self, job: i64, attempt: i64) -> Result<u64, LogError> {
-        if let Storage::Database(db) = &self.storage {
+        if let Storage::Database(db, _) = &self.storage {
             return Ok(db::stored_bytes(db, job, attempt).await?);
         }
         let dir = self.attempt_dir(job, attempt);
@@ -414,8 +428,8 @@ impl LogStore {
 
     /// Deletes every log of a job (all attempts).
     pub async fn delete_job(&self, job: i64) -> Result<(), LogError> {
-        if let Storage::Database(db) = &self.storage {
-            return Ok(db::delete_job(db, job).await?);
+        if let Storage::Database(db, blobs) = &self.storage {
+            return db::delete_job(db, blobs, job).await;
         }
         match tokio::fs::remove_dir_all(self.dir().join(job.to_string())).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
@@ -427,7 +441,7 @@ impl LogStore {
     pub async fn read(&self, job: i64, attempt: i64) -> Result<Vec<u8>, LogError> {
         let steps = self.steps(job, attempt).await?;
         if steps.is_empty() {
-            if let Storage::Database(_) = &self.storage {
+            if let Storage::Database(..) = &self.storage {
                 return Ok(Vec::new());
             }
             // Written before logs were kept per step: one file per attempt.
@@ -495,7 +509,10 @@ fn compress(raw: &Path, gz: &Path) -> std::io::Result<()> {
 mod db {
     use std::io::{Read, Write};
 
+    use std::sync::Arc;
+
     use gitstratum_platform::db::{Db, DbRow, FromDbRow};
+    use gitstratum_store::blob::BlobStore;
     use sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query};
 
     use super::LogError;
@@ -522,13 +539,16 @@ mod db {
         }
     }
 
-    struct Gz(Vec<u8>);
+    struct Key(String);
 
-    impl FromDbRow for Gz {
+    impl FromDbRow for Key {
         fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
-            Ok(Gz(row.get("gz")?))
+            Ok(Key(row.get("blob_key")?))
         }
     }
+
+    /// The kind of blob a finished step's log is.
+    pub(super) const BLOB_KIND: &str = "joblogs";
 
     fn of_attempt(job: i64, attempt: i64) -> sea_query::Condition {
         sea_query::Cond::all().add(Expr::col("job_id").eq(job)).add(Expr::col("attempt").eq(attempt))
@@ -625,25 +645,54 @@ mod db {
         conn.fetch_all(&q).await
     }
 
-    /// Gzips a finished step's appends into one row and removes them, in one transaction.
-    pub(super) async fn finish_step(db: &Db, job: i64, attempt: i64, step: i64) -> Result<(), LogError> {
-        let mut tx = db.begin().await?;
-        let parts = chunks(&mut tx.conn(), job, attempt, step).await?;
+    /// Gzips a finished step's appends into a blob, then names it and removes the appends in one
+    /// transaction (a crash between leaves a blob nothing names, which the orphan sweep removes;
+    /// a step another server finished first keeps that one's, and this blob goes).
+    pub(super) async fn finish_step(
+        db: &Db,
+        blobs: &Arc<dyn BlobStore>,
+        job: i64,
+        attempt: i64,
+        step: i64,
+    ) -> Result<(), LogError> {
+        let parts = chunks(&mut db.acquire().await?.conn(), job, attempt, step).await?;
         if parts.is_empty() {
             return Ok(());
         }
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        for part in &parts {
-            encoder.write_all(&part.data)?;
-        }
-        let gz = encoder.finish()?;
+        let blobs_w = blobs.clone();
+        let (key, bytes) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+            let key = gitstratum_store::blob::new_key(BLOB_KIND)?;
+            let path = blobs_w.staging_dir().join(key.replace('/', "-"));
+            let written = (|| -> std::io::Result<u64> {
+                let file = std::fs::File::create(&path)?;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(std::io::BufWriter::new(&file), flate2::Compression::default());
+                for part in &parts {
+                    encoder.write_all(&part.data)?;
+                }
+                encoder.finish()?.flush()?;
+                file.sync_all()?;
+                Ok(file.metadata()?.len())
+            })();
+            let committed = written.and_then(|bytes| blobs_w.commit(&path, &key).map(|()| bytes));
+            match committed {
+                Ok(bytes) => Ok((key, bytes)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e)))??;
+        let mut tx = db.begin().await?;
         let insert = Query::insert()
             .into_table("ci_log_steps")
-            .columns(["job_id", "attempt", "step", "gz"])
-            .values_panic([job.into(), attempt.into(), step.into(), gz.into()])
+            .columns(["job_id", "attempt", "step", "blob_key", "bytes"])
+            .values_panic([job.into(), attempt.into(), step.into(), key.clone().into(), (bytes as i64).into()])
             .on_conflict(OnConflict::columns(["job_id", "attempt", "step"]).do_nothing().to_owned())
             .to_owned();
-        tx.conn().execute(&insert).await?;
+        let named = tx.conn().execute(&insert).await? == 1;
         let delete = Query::delete()
             .from_table("ci_log_chunks")
             .cond_where(of_attempt(job, attempt))
@@ -651,6 +700,10 @@ mod db {
             .to_owned();
         tx.conn().execute(&delete).await?;
         tx.commit().await?;
+        if !named {
+            let blobs = blobs.clone();
+            let _ = tokio::task::spawn_blocking(move || blobs.delete(&key)).await;
+        }
         Ok(())
     }
 
@@ -679,6 +732,7 @@ mod db {
     /// that finds none (they were just replaced) then finds the finished log.
     pub(super) async fn read_step(
         db: &Db,
+        blobs: &Arc<dyn BlobStore>,
         job: i64,
         attempt: i64,
         step: i64,
@@ -699,46 +753,68 @@ mod db {
             return Ok(out);
         }
         let q = Query::select()
-            .column("gz")
+            .column("blob_key")
             .from("ci_log_steps")
             .cond_where(of_attempt(job, attempt))
             .and_where(Expr::col("step").eq(step))
             .to_owned();
-        if let Some(Gz(gz)) = conn.conn().fetch_optional::<Gz>(&q).await? {
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out)?;
+        let Some(Key(key)) = conn.conn().fetch_optional::<Key>(&q).await? else { return Ok(out) };
+        drop(conn);
+        let blobs = blobs.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(std::io::BufReader::new(blobs.open(&key)?)).read_to_end(&mut out)?;
             out.drain(..skip.min(out.len()));
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e)))?
+        .map_err(LogError::Io)
     }
 
     pub(super) async fn stored_bytes(db: &Db, job: i64, attempt: i64) -> Result<u64, sqlx::Error> {
         let mut conn = db.acquire().await?;
-        let mut total = 0u64;
-        for (table, column) in [("ci_log_steps", "gz"), ("ci_log_chunks", "data")] {
-            let q = Query::select()
-                .expr_as(
-                    Func::coalesce([
-                        sea_query::Expr::from(Func::sum(Func::cust("length").arg(Expr::col(column)))),
-                        Expr::val(0i64),
-                    ]),
-                    "n",
-                )
-                .from(table)
-                .cond_where(of_attempt(job, attempt))
-                .to_owned();
-            let n: i64 = conn.conn().fetch_one(&q).await?;
-            total += u64::try_from(n).unwrap_or(0);
-        }
+        let finished =
+            Query::select().column("bytes").from("ci_log_steps").cond_where(of_attempt(job, attempt)).to_owned();
+        let mut total: u64 =
+            conn.conn().fetch_all::<i64>(&finished).await?.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).sum();
+        let open = Query::select()
+            .expr_as(
+                Func::coalesce([
+                    sea_query::Expr::from(Func::sum(Func::cust("length").arg(Expr::col("data")))),
+                    Expr::val(0i64),
+                ]),
+                "n",
+            )
+            .from("ci_log_chunks")
+            .cond_where(of_attempt(job, attempt))
+            .to_owned();
+        let n: i64 = conn.conn().fetch_one(&open).await?;
+        total += u64::try_from(n).unwrap_or(0);
         Ok(total)
     }
 
-    pub(super) async fn delete_job(db: &Db, job: i64) -> Result<(), sqlx::Error> {
+    /// Deletes a job's logs: the rows, then the blobs they named.
+    pub(super) async fn delete_job(db: &Db, blobs: &Arc<dyn BlobStore>, job: i64) -> Result<(), LogError> {
         let mut tx = db.begin().await?;
+        let keys =
+            Query::select().column("blob_key").from("ci_log_steps").and_where(Expr::col("job_id").eq(job)).to_owned();
+        let keys: Vec<Key> = tx.conn().fetch_all(&keys).await?;
         for table in ["ci_log_chunks", "ci_log_steps"] {
             let delete = Query::delete().from_table(table).and_where(Expr::col("job_id").eq(job)).to_owned();
             tx.conn().execute(&delete).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        let blobs = blobs.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for Key(key) in keys {
+                blobs.delete(&key)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e)))??;
+        Ok(())
     }
 }
 

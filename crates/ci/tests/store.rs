@@ -69,8 +69,12 @@ async fn create_runs(
 /// get the appends.
 async fn logs_in_the_database_are_shared_by_servers(store: &PlatformStore) {
     use gitstratum_ci::logs::LogError;
-    let here = std::sync::Arc::new(LogStore::in_database(store.db().clone(), 1024));
-    let there = std::sync::Arc::new(LogStore::in_database(store.db().clone(), 1024));
+    // Finished steps go to a blob store both servers share (object storage in a cluster).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blobs: std::sync::Arc<dyn gitstratum_ci::blob::BlobStore> =
+        std::sync::Arc::new(gitstratum_ci::blob::FsBlobStore::open(dir.path().to_owned()).expect("blobs"));
+    let here = std::sync::Arc::new(LogStore::in_database(store.db().clone(), blobs.clone(), 1024));
+    let there = std::sync::Arc::new(LogStore::in_database(store.db().clone(), blobs.clone(), 1024));
     let listening = there.spawn_announcement_listener();
     let mut live = there.subscribe(1, 1);
     if listening.is_some() {
@@ -103,8 +107,11 @@ async fn logs_in_the_database_are_shared_by_servers(store: &PlatformStore) {
     assert_eq!(offset, 2000);
     let step = String::from_utf8(there.read_step(7, 1, 1, 0).await.expect("read")).expect("utf-8");
     assert!(step.ends_with("##[truncated] this step's log passed 1024 bytes; the rest of it was not kept\n"));
+    assert_eq!(blobs.list("joblogs").expect("list").len(), 2, "job 1's two finished steps");
+    here.finish(7, 1).await.expect("finish");
     here.delete_job(7).await.expect("delete");
     assert!(there.read(7, 1).await.expect("read").is_empty());
+    assert_eq!(blobs.list("joblogs").expect("list").len(), 2, "job 7's log went with it");
     if let Some(listening) = listening {
         // The other server's live reader got the first server's appends, from the database.
         let mut got = Vec::new();

@@ -301,17 +301,6 @@ impl Server {
         let ci = gitstratum_ci::CiStore::new(self.store.db().clone())
             .with_timing(self.config.ci_timing)
             .with_tenant_limits(self.config.ci_tenant_limits);
-        // Cluster mode: logs in the shared database, so any frontend serves (and follows live)
-        // what a runner sent to another.
-        let logs = Arc::new(if self.config.cluster {
-            gitstratum_ci::LogStore::in_database(self.store.db().clone(), self.config.ci_log_step_max_bytes)
-        } else {
-            gitstratum_ci::LogStore::with_step_cap(
-                self.data_dir.blobs_dir().join("logs"),
-                self.config.ci_log_step_max_bytes,
-            )
-        });
-        let log_announcements = logs.spawn_announcement_listener();
         let blobs: Arc<dyn gitstratum_ci::blob::BlobStore> = match &self.config.object_storage {
             None => Arc::new(gitstratum_ci::blob::FsBlobStore::open(self.data_dir.blobs_dir()).map_err(Error::Serve)?),
             Some(s3) => Arc::new(
@@ -323,6 +312,21 @@ impl Server {
                 .map_err(Error::Serve)?,
             ),
         };
+        // Cluster mode: logs in the shared database and object storage, so any frontend serves
+        // (and follows live) what a runner sent to another.
+        let logs = Arc::new(if self.config.cluster {
+            gitstratum_ci::LogStore::in_database(
+                self.store.db().clone(),
+                blobs.clone(),
+                self.config.ci_log_step_max_bytes,
+            )
+        } else {
+            gitstratum_ci::LogStore::with_step_cap(
+                self.data_dir.blobs_dir().join("logs"),
+                self.config.ci_log_step_max_bytes,
+            )
+        });
+        let log_announcements = logs.spawn_announcement_listener();
         let artifacts = Arc::new(gitstratum_ci::Artifacts::new(ci.clone(), blobs, self.config.ci_artifacts));
         let upstream: Arc<dyn gitstratum_ci::upstream::Upstream> = if self.config.actions_sources.is_empty() {
             Arc::new(gitstratum_ci::upstream::NoUpstream)
