@@ -226,44 +226,58 @@ async fn three_frontends_serve_one_repository() {
         assert_eq!(ls_remote(&git, tmp.path(), url).await, first, "every frontend shows the same refs");
     }
 
-    // Five pushers on each frontend race on one branch, each from the tip it fetched: every push
-    // acknowledged is on the branch's history afterwards, and the branch is whole.
+    // Five pushers on each frontend race on one branch, three times: first all creating it from
+    // the same commit, then each building on the tip it fetched through its frontend. Exactly one
+    // push wins per old value of the branch, and every acknowledged push is in its history after.
     let base_tip = git.ok(&src, &["rev-parse", "HEAD"]).await.trim().to_owned();
-    let mut pushers = Vec::new();
-    for (f, url) in listed.iter().enumerate() {
-        for p in 0..5 {
-            let (git, url, dir) = (git.clone(), url.clone(), tmp.path().join(format!("pusher{f}{p}")));
-            let src = src.clone();
-            pushers.push(tokio::spawn(async move {
-                git.ok(
-                    src.parent().expect("parent"),
-                    &["clone", "-q", src.to_str().expect("utf-8"), dir.to_str().expect("utf-8")],
-                )
-                .await;
-                std::fs::write(dir.join(format!("p{f}{p}.txt")), "mine\n").expect("write");
-                git.ok(&dir, &["add", "-A"]).await;
-                git.ok(&dir, &["commit", "-q", "-m", &format!("pusher {f} {p}")]).await;
-                let mine = git.ok(&dir, &["rev-parse", "HEAD"]).await.trim().to_owned();
-                let out = git.run(&dir, &["push", "-q", &url, "HEAD:refs/heads/race"]).await;
-                (out.status.success(), mine)
-            }));
+    let mut acknowledged: Vec<(String, String)> = Vec::new(); // (commit, the branch value it replaced)
+    for round in 0..3 {
+        let mut pushers = Vec::new();
+        for (f, url) in listed.iter().enumerate() {
+            for p in 0..5 {
+                let (git, url, dir) = (git.clone(), url.clone(), tmp.path().join(format!("pusher{f}{p}")));
+                let src = src.clone();
+                pushers.push(tokio::spawn(async move {
+                    if round == 0 {
+                        let (from, to) = (src.to_str().expect("utf-8"), dir.to_str().expect("utf-8"));
+                        git.ok(src.parent().expect("parent"), &["clone", "-q", from, to]).await;
+                    } else {
+                        git.ok(&dir, &["fetch", "-q", &url, "race"]).await;
+                        git.ok(&dir, &["reset", "-q", "--hard", "FETCH_HEAD"]).await;
+                    }
+                    let old = git.ok(&dir, &["rev-parse", "HEAD"]).await.trim().to_owned();
+                    std::fs::write(dir.join(format!("p{f}{p}.txt")), format!("round {round}\n")).expect("write");
+                    git.ok(&dir, &["add", "-A"]).await;
+                    git.ok(&dir, &["commit", "-q", "-m", &format!("pusher {f} {p} round {round}")]).await;
+                    let mine = git.ok(&dir, &["rev-parse", "HEAD"]).await.trim().to_owned();
+                    let out = git.run(&dir, &["push", "-q", &url, "HEAD:refs/heads/race"]).await;
+                    (out.status.success(), mine, old)
+                }));
+            }
+        }
+        let mut won = 0;
+        for p in pushers {
+            let (ok, mine, old) = p.await.expect("pusher");
+            if ok {
+                won += 1;
+                acknowledged.push((mine, old));
+            }
+        }
+        assert!(won >= 1, "round {round}: some push wins");
+        if round == 0 {
+            assert_eq!(won, 1, "all create the branch from one commit: exactly one creation wins");
         }
     }
-    let mut acknowledged = Vec::new();
-    for p in pushers {
-        let (ok, mine) = p.await.expect("pusher");
-        if ok {
-            acknowledged.push(mine);
-        }
-    }
-    // All start from the same base and create the branch: exactly one creation wins.
-    assert_eq!(acknowledged.len(), 1, "one winner per old value of the ref");
+    let olds: std::collections::HashSet<&str> = acknowledged.iter().map(|(_, old)| old.as_str()).collect();
+    assert_eq!(olds.len(), acknowledged.len(), "one winner per old value of the branch: {acknowledged:?}");
     let check = tmp.path().join("check");
     git.ok(tmp.path(), &["clone", "-q", &listed[2], check.to_str().expect("utf-8")]).await;
     git.ok(&check, &["fetch", "-q", "origin", "race"]).await;
     let race = git.ok(&check, &["rev-parse", "FETCH_HEAD"]).await.trim().to_owned();
-    assert_eq!(race, acknowledged[0]);
     git.ok(&check, &["merge-base", "--is-ancestor", &base_tip, &race]).await;
+    for (commit, _) in &acknowledged {
+        git.ok(&check, &["merge-base", "--is-ancestor", commit, &race]).await;
+    }
     git.fsck(&check).await;
 
     // Still one run for the push on main after every ingestor has had its turns (the race
