@@ -64,6 +64,60 @@ async fn frontend(config: &ConfigLayer, data_dir: Option<tempfile::TempDir>) -> 
     (Frontend { base, data_dir, stop: Some(tx), task }, token)
 }
 
+/// A cluster of a test's own: its database schema, its object store, its settings (`adjust`ed),
+/// and `n` frontends, the first of which created the admin (the others found it) and a
+/// repository `admin/app`.
+struct Cluster {
+    pg: TestPg,
+    garage: Garage,
+    config: ConfigLayer,
+    token: String,
+    http: reqwest::Client,
+}
+
+async fn cluster(
+    name: &str,
+    n: usize,
+    adjust: impl FnOnce(ConfigLayer) -> ConfigLayer,
+) -> Option<(Cluster, Vec<Frontend>)> {
+    let pg = TestPg::new()?;
+    let garage = Garage::start(name)?;
+    drop(pg.refs()); // creates the schema
+    let config = adjust(cluster_config(&pg, &garage));
+    let (first, token) = frontend(&config, None).await;
+    let token = token.expect("the first frontend creates the admin");
+    let mut frontends = vec![first];
+    for _ in 1..n {
+        let (next, none) = frontend(&config, None).await;
+        assert!(none.is_none(), "one installation, one first admin");
+        frontends.push(next);
+    }
+    let http = gitstratum_server::http::client().expect("client");
+    let created = http
+        .post(format!("{}/api/v1/repos", frontends[n - 1].base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    Some((Cluster { pg, garage, config, token, http }, frontends))
+}
+
+impl Cluster {
+    /// A GET of the API as the admin, its JSON.
+    async fn get(&self, url: &str) -> serde_json::Value {
+        self.http.get(url).bearer_auth(&self.token).send().await.expect("request").json().await.expect("json")
+    }
+
+    async fn stop(self, frontends: Vec<Frontend>) {
+        for f in frontends {
+            f.stop().await;
+        }
+        self.pg.passed();
+    }
+}
+
 fn remote(f: &Frontend, token: &str) -> String {
     format!("http://x:{token}@{}/admin/app.git", f.base.trim_start_matches("http://"))
 }
@@ -74,25 +128,9 @@ async fn ls_remote(git: &Git, dir: &Path, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_frontends_serve_one_repository() {
-    let Some(pg) = TestPg::new() else { return };
-    let Some(garage) = Garage::start("frontends") else { return };
-    drop(pg.refs()); // creates the schema
-    let config = cluster_config(&pg, &garage);
-    let (one, token) = frontend(&config, None).await;
-    let token = token.expect("the first frontend creates the admin");
-    let (two, none) = frontend(&config, None).await;
-    assert!(none.is_none(), "one installation, one first admin");
-    let (three, _) = frontend(&config, None).await;
-
-    let http = gitstratum_server::http::client().expect("client");
-    let created = http
-        .post(format!("{}/api/v1/repos", two.base))
-        .bearer_auth(&token)
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(created.status(), 201);
+    let Some((c, frontends)) = cluster("frontends", 3, |config| config).await else { return };
+    let [one, two, three]: [Frontend; 3] = frontends.try_into().unwrap_or_else(|_| unreachable!());
+    let (token, http, config) = (c.token.clone(), c.http.clone(), c.config.clone());
 
     // Failed logins count in the shared database: five spread over the frontends lock the
     // account on all of them.
@@ -159,15 +197,7 @@ async fn three_frontends_serve_one_repository() {
     // seen from any frontend.
     let mut seen = 0;
     for _ in 0..100 {
-        let page: serde_json::Value = http
-            .get(format!("{}/api/v1/repos/admin/app/runs", three.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("runs")
-            .json()
-            .await
-            .expect("json");
+        let page: serde_json::Value = c.get(&format!("{}/api/v1/repos/admin/app/runs", three.base)).await;
         seen = page["runs"].as_array().map_or(0, Vec::len);
         if seen > 0 {
             break;
@@ -178,25 +208,9 @@ async fn three_frontends_serve_one_repository() {
 
     // Its job, run by the runner on frontend two, is followed live on frontend three (its log
     // lives in the shared database): the step's output, then the end.
-    let run: serde_json::Value = http
-        .get(format!("{}/api/v1/repos/admin/app/runs", three.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("runs")
-        .json()
-        .await
-        .expect("json");
+    let run: serde_json::Value = c.get(&format!("{}/api/v1/repos/admin/app/runs", three.base)).await;
     let run_id = run["runs"][0]["id"].as_i64().expect("run id");
-    let detail: serde_json::Value = http
-        .get(format!("{}/api/v1/runs/{run_id}", three.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("run")
-        .json()
-        .await
-        .expect("json");
+    let detail: serde_json::Value = c.get(&format!("{}/api/v1/runs/{run_id}", three.base)).await;
     let job_id = detail["jobs"][0]["id"].as_i64().expect("job id");
     let stream = http
         .get(format!("{}/api/v1/jobs/{job_id}/logs/stream", three.base))
@@ -283,19 +297,11 @@ async fn three_frontends_serve_one_repository() {
     // Still one run for the push on main after every ingestor has had its turns (the race
     // branch matches no workflow).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let page: serde_json::Value = http
-        .get(format!("{}/api/v1/repos/admin/app/runs", one.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("runs")
-        .json()
-        .await
-        .expect("json");
+    let page: serde_json::Value = c.get(&format!("{}/api/v1/repos/admin/app/runs", one.base)).await;
     assert_eq!(page["runs"].as_array().map(Vec::len), Some(1), "exactly one run: {page}");
 
     // The pushes (every racer's pack is listed, winner or not) were compacted meanwhile.
-    let refs = pg.refs();
+    let refs = c.pg.refs();
     let mut packs = usize::MAX;
     for _ in 0..100 {
         packs = refs.packs_after(gitstratum_store::RepoId(1), 0).expect("packs").len();
@@ -319,10 +325,7 @@ async fn three_frontends_serve_one_repository() {
         ls_remote(&git, tmp.path(), &listed[0]).await
     );
 
-    for f in [one, two, three] {
-        f.stop().await;
-    }
-    pg.passed();
+    c.stop(vec![one, two, three]).await;
 }
 
 /// One of the three object-storage nodes dies during a stream of pushes and clones, then comes
@@ -330,22 +333,9 @@ async fn three_frontends_serve_one_repository() {
 /// serves the S3 endpoint the frontends use; in production a load balancer spreads over all.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_an_object_node_fails_no_push_or_clone() {
-    let Some(pg) = TestPg::new() else { return };
-    let Some(garage) = Garage::start("lossy") else { return };
-    drop(pg.refs());
-    let config = cluster_config(&pg, &garage);
-    let (one, token) = frontend(&config, None).await;
-    let token = token.expect("the first frontend creates the admin");
-    let (two, _) = frontend(&config, None).await;
-    let http = gitstratum_server::http::client().expect("client");
-    let created = http
-        .post(format!("{}/api/v1/repos", one.base))
-        .bearer_auth(&token)
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(created.status(), 201);
+    let Some((c, frontends)) = cluster("lossy", 2, |config| config).await else { return };
+    let [one, two]: [Frontend; 2] = frontends.try_into().unwrap_or_else(|_| unreachable!());
+    let (token, config, garage) = (c.token.clone(), c.config.clone(), &c.garage);
     let tmp = tempfile::tempdir().expect("temp dir");
     let git = Git::new(tmp.path());
     let src = tmp.path().join("src");
@@ -373,10 +363,7 @@ async fn losing_an_object_node_fails_no_push_or_clone() {
         }
         fresh.stop().await;
     }
-    for f in [one, two] {
-        f.stop().await;
-    }
-    pg.passed();
+    c.stop(vec![one, two]).await;
 }
 
 /// A client's rate limit holds across the frontends: requests spread over two of them are
@@ -384,14 +371,10 @@ async fn losing_an_object_node_fails_no_push_or_clone() {
 /// has seen fewer than the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limits_hold_across_frontends() {
-    let Some(pg) = TestPg::new() else { return };
-    let Some(garage) = Garage::start("limits") else { return };
-    drop(pg.refs());
-    let config = ConfigLayer { rate_limit_per_client: Some("30".into()), ..cluster_config(&pg, &garage) };
-    let (one, token) = frontend(&config, None).await;
-    let token = token.expect("the first frontend creates the admin");
-    let (two, _) = frontend(&config, None).await;
-    let http = gitstratum_server::http::client().expect("client");
+    let limited = |config| ConfigLayer { rate_limit_per_client: Some("30".into()), ..config };
+    let Some((c, frontends)) = cluster("limits", 2, limited).await else { return };
+    let [one, two]: [Frontend; 2] = frontends.try_into().unwrap_or_else(|_| unreachable!());
+    let (token, http) = (c.token.clone(), c.http.clone());
     let mut statuses = Vec::new();
     for i in 0..56 {
         let f = if i % 2 == 0 { &one } else { &two };
@@ -402,8 +385,5 @@ async fn rate_limits_hold_across_frontends() {
     assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
     // 28 requests each: under either frontend's own limit, over the cluster's.
     assert!(statuses.contains(&429), "the cluster's limit held: {statuses:?}");
-    for f in [one, two] {
-        f.stop().await;
-    }
-    pg.passed();
+    c.stop(vec![one, two]).await;
 }

@@ -38,7 +38,7 @@ use gitstratum_git::{packfile, parse};
 
 use crate::blob::BlobStore;
 use crate::pg::{NewPack, PackRecord, PgRefStore};
-use crate::rocks::{RocksStore, WholePack};
+use crate::rocks::RocksStore;
 use crate::{
     CommitInfo, Error, IncomingPack, IndexedEntry, NewObject, Object, ObjectId, ObjectInfo, ObjectKind, ObjectStore,
     RawEntry, RawKind, RepoId, RepoStats, Result,
@@ -347,16 +347,7 @@ fn pack_key(repo: RepoId, checksum: &ObjectId) -> Result<String> {
 
 impl ObjectStore for ClusterStore {
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()> {
-        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
-        let stored = self.has_many(repo, &ids)?;
-        let mut seen = HashSet::new();
-        let new: Vec<&NewObject> =
-            objects.iter().zip(stored).filter(|(o, s)| !s && seen.insert(o.id)).map(|(o, _)| o).collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let pack = WholePack::write(self.local.incoming_dir(), &new)?;
-        self.put_pack(repo, pack.incoming())
+        crate::rocks::put_as_pack(self, repo, objects)
     }
 
     fn incoming_dir(&self) -> &Path {

@@ -665,6 +665,21 @@ fn cf_of<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).expect("column families are created in open, because create_missing_column_families is set")
 }
 
+/// Stores the objects not stored yet as one pack of whole objects, through `store`'s
+/// [`ObjectStore::put_pack`].
+pub(crate) fn put_as_pack(store: &impl ObjectStore, repo: RepoId, objects: &[NewObject]) -> Result<()> {
+    let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+    let stored = store.has_many(repo, &ids)?;
+    let mut seen = HashSet::new();
+    let new: Vec<&NewObject> =
+        objects.iter().zip(stored).filter(|(o, s)| !s && seen.insert(o.id)).map(|(o, _)| o).collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let pack = WholePack::write(store.incoming_dir(), &new)?;
+    store.put_pack(repo, pack.incoming())
+}
+
 /// A pack of whole objects written from [`NewObject`]s, indexed, in an incoming directory.
 pub(crate) struct WholePack {
     file: tempfile::NamedTempFile,
@@ -820,16 +835,7 @@ impl RocksStore {
 impl ObjectStore for RocksStore {
     /// Writes the objects not stored yet as a pack of whole objects.
     fn put(&self, repo: RepoId, objects: &[NewObject]) -> Result<()> {
-        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
-        let stored = self.has_many(repo, &ids)?;
-        let mut seen = HashSet::new();
-        let new: Vec<&NewObject> =
-            objects.iter().zip(stored).filter(|(o, s)| !s && seen.insert(o.id)).map(|(o, _)| o).collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let pack = WholePack::write(&self.incoming, &new)?;
-        self.put_pack(repo, pack.incoming())
+        put_as_pack(self, repo, objects)
     }
 
     fn incoming_dir(&self) -> &Path {
