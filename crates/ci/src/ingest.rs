@@ -27,6 +27,8 @@ use crate::store::{CiStore, NewJob, NewRun};
 pub const CURSOR: &str = "ci";
 /// The ingestor also polls, for events written without a wake-up (another process, say).
 const POLL: Duration = Duration::from_millis(500);
+/// The ingestor's singleton lock ([`gitstratum_platform::db::Db::try_singleton`]).
+const SINGLETON: i32 = 1;
 const EVENTS_PER_BATCH: usize = 100;
 /// Diagnostics kept in a failed run's message.
 const MAX_DIAGNOSTICS: usize = 20;
@@ -86,8 +88,12 @@ impl Ingestor {
         }
     }
 
-    /// Ingests one batch; returns how many events it consumed.
+    /// Ingests one batch; returns how many events it consumed (0 also when another server is
+    /// ingesting: servers sharing a database take turns, so only one reads the pushed commits —
+    /// the cursor's compare-and-swap keeps it exactly-once regardless).
     pub async fn ingest_once(&self) -> Result<usize, IngestError> {
+        let turn = self.platform.db().try_singleton(SINGLETON).await.map_err(gitstratum_platform::Error::from)?;
+        let Some(_turn) = turn else { return Ok(0) };
         let after = self.platform.log_cursor(CURSOR).await?;
         let refs = self.refs.clone();
         let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;

@@ -161,6 +161,25 @@ impl Db {
         })
     }
 
+    /// The singleton lock `key` (work only one server sharing the database should do at a time:
+    /// a log consumer's tick), if no other server holds it; on SQLite (one server) always. It is
+    /// a PostgreSQL session lock, released when the guard drops, or with the connection if the
+    /// server dies.
+    pub async fn try_singleton(&self, key: i32) -> Result<Option<Singleton>, sqlx::Error> {
+        match self {
+            Db::Sqlite(_) => Ok(Some(Singleton(None))),
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                    .bind(SINGLETON_CLASS)
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(got.then(|| Singleton(Some((conn, key)))))
+            }
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.acquire().await?.conn().execute_raw("SELECT 1").await.map(drop)
@@ -395,6 +414,35 @@ fn migrator(sources: &[MigrationSource]) -> Migrator {
             })
             .collect(),
     )
+}
+
+/// Advisory lock class of [`Db::try_singleton`]'s locks (the first of the two `int4` keys).
+const SINGLETON_CLASS: i32 = 0x6773_0010;
+
+/// Held while this server does singleton work ([`Db::try_singleton`]).
+pub struct Singleton(Option<(PoolConnection<Postgres>, i32)>);
+
+impl Drop for Singleton {
+    fn drop(&mut self) {
+        if let Some((mut conn, key)) = self.0.take() {
+            // Dropped inside the runtime (the consumers' ticks): unlock there; a connection whose
+            // unlock failed is closed, which releases its locks.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                        .bind(SINGLETON_CLASS)
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await;
+                    if unlocked.is_err() {
+                        let _ = conn.detach();
+                    }
+                });
+            } else {
+                let _ = conn.detach();
+            }
+        }
+    }
 }
 
 /// A pooled connection, returned to the pool on drop.

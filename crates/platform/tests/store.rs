@@ -13,6 +13,7 @@ fn sys() -> Actor {
 }
 
 gitstratum_platform::both_backends!(
+    singletons_take_turns,
     login_failures_count_in_windows,
     bootstrap_creates_admin_once,
     bootstrap_rolls_back_when_persist_fails,
@@ -719,4 +720,24 @@ async fn login_failures_count_in_windows(store: &PlatformStore) {
     store.clear_login_failures("account:hubot", later, WINDOW).await.expect("clear");
     assert_eq!(store.login_failures("account:hubot", later, WINDOW).await.expect("read"), None);
     assert_eq!(store.login_failures("address:10.0.0.1", later, WINDOW).await.expect("read"), Some((1, later)));
+}
+
+/// Singleton work takes turns among the servers on one PostgreSQL database (a session lock, free
+/// again once its guard is dropped); SQLite has one server, which always has its turn.
+async fn singletons_take_turns(store: &PlatformStore) {
+    let first = store.db().try_singleton(7).await.expect("try");
+    assert!(first.is_some());
+    let second = store.db().try_singleton(7).await.expect("try");
+    assert_eq!(second.is_some(), store.db().backend() == "sqlite", "held elsewhere on PostgreSQL");
+    assert!(store.db().try_singleton(8).await.expect("try").is_some(), "another lock is free");
+    drop((first, second));
+    let mut again = None;
+    for _ in 0..50 {
+        again = store.db().try_singleton(7).await.expect("try");
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "free once dropped");
 }

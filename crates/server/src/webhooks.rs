@@ -17,6 +17,9 @@ use gitstratum_store::RefStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// The dispatcher's singleton lock over its log consumers ([`gitstratum_platform::db::Db::try_singleton`]).
+const SINGLETON: i32 = 2;
+
 /// How long a claimed delivery attempt is this server's (longer than a delivery's timeout).
 const CLAIM_MS: i64 = 120_000;
 
@@ -145,14 +148,22 @@ impl Dispatcher {
                 _ = tick.tick() => {}
                 _ = &mut stop => break,
             }
-            if let Err(e) = self.enqueue().await {
-                tracing::warn!(error = %e, "webhooks: reading the ref-change log failed");
-            }
-            if let Err(e) = self.enqueue_platform().await {
-                tracing::warn!(error = %e, "webhooks: reading the platform event log failed");
-            }
-            if let Err(e) = self.enqueue_ci().await {
-                tracing::warn!(error = %e, "webhooks: reading the CI run event log failed");
+            // Servers sharing a database take turns at the logs (their cursors' compare-and-swap
+            // keeps each event's deliveries exactly-once regardless).
+            match self.store.db().try_singleton(SINGLETON).await {
+                Ok(Some(_turn)) => {
+                    if let Err(e) = self.enqueue().await {
+                        tracing::warn!(error = %e, "webhooks: reading the ref-change log failed");
+                    }
+                    if let Err(e) = self.enqueue_platform().await {
+                        tracing::warn!(error = %e, "webhooks: reading the platform event log failed");
+                    }
+                    if let Err(e) = self.enqueue_ci().await {
+                        tracing::warn!(error = %e, "webhooks: reading the CI run event log failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "webhooks: cannot take the log consumers' turn"),
             }
             if let Err(e) = self.deliver().await {
                 tracing::warn!(error = %e, "webhooks: delivering failed");
