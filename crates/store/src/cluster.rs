@@ -23,7 +23,8 @@
 //! verified, uploaded and listed in place of the packs it replaces, in one transaction that
 //! succeeds only if all of them are still listed (two frontends compacting at once: one wins,
 //! the other's pack is swept as unlisted). Replaced packs' objects stay in object storage for a
-//! grace period, for frontends still downloading them.
+//! grace period, for frontends still downloading them. A frontend that had taken every pack a
+//! compaction replaced takes its pack without downloading it (it holds all of its objects).
 //!
 //! Left for later: local maintenance (bitmaps, delta search) on a frontend's cache, and pruning
 //! what no ref reaches.
@@ -151,6 +152,11 @@ impl ClusterStore {
         let began = Instant::now();
         for record in self.pg.packs_after(repo, 0)? {
             if taken.ids.contains(&record.id) {
+                continue;
+            }
+            // A compaction of packs all taken here holds nothing new.
+            if !record.replaced.is_empty() && record.replaced.iter().all(|id| taken.ids.contains(id)) {
+                self.remember(repo, &mut taken, record.id)?;
                 continue;
             }
             let started = Instant::now();

@@ -81,7 +81,8 @@ const SCHEMA: &[&str] = &[
         checksum BYTEA NOT NULL,
         size BIGINT NOT NULL,
         objects BIGINT NOT NULL,
-        created_ms BIGINT NOT NULL)"#,
+        created_ms BIGINT NOT NULL,
+        replaced BIGINT[] NOT NULL DEFAULT '{}')"#,
     "CREATE INDEX IF NOT EXISTS git_packs_by_repo ON git_packs (repo_id, id)",
     // Packs a compaction replaced: their blobs stay for a grace period, for frontends that listed
     // them just before and are still downloading.
@@ -107,6 +108,8 @@ pub struct PackRecord {
     pub checksum: ObjectId,
     pub size: u64,
     pub objects: u64,
+    /// The packs a compaction rolled into this one (their objects are all in it).
+    pub replaced: Vec<i64>,
 }
 
 /// A pack to list: in object storage under `key`.
@@ -346,7 +349,7 @@ impl PgRefStore {
         self.run(move |pool| {
             Box::pin(async move {
                 let rows = sqlx::query(
-                    "SELECT id, blob_key, checksum, size, objects FROM git_packs \
+                    "SELECT id, blob_key, checksum, size, objects, replaced FROM git_packs \
                      WHERE repo_id = $1 AND id > $2 ORDER BY id",
                 )
                 .bind(repo.0)
@@ -363,6 +366,7 @@ impl PgRefStore {
                             checksum: oid(&checksum)?,
                             size: u64::try_from(row.try_get::<i64, _>(3).map_err(backend)?).unwrap_or(0),
                             objects: u64::try_from(row.try_get::<i64, _>(4).map_err(backend)?).unwrap_or(0),
+                            replaced: row.try_get(5).map_err(backend)?,
                         })
                     })
                     .collect()
@@ -453,8 +457,8 @@ impl PgRefStore {
                     .map_err(backend)?;
                 }
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO git_packs (repo_id, blob_key, checksum, size, objects, created_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    "INSERT INTO git_packs (repo_id, blob_key, checksum, size, objects, created_ms, replaced) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 )
                 .bind(repo.0)
                 .bind(&new.key)
@@ -462,6 +466,7 @@ impl PgRefStore {
                 .bind(i64::try_from(new.size).unwrap_or(i64::MAX))
                 .bind(i64::try_from(new.objects).unwrap_or(i64::MAX))
                 .bind(now_ms)
+                .bind(&replaced)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(backend)?;

@@ -235,6 +235,9 @@ fn compaction_rolls_many_packs_into_one() {
     assert_eq!(one.objects.compact(REPO, 10).expect("compact"), None, "fewer packs than asked for");
     assert_eq!(two.objects.compact(REPO, 4).expect("compact"), Some(5));
     assert_eq!(one.objects.compact(REPO, 2).expect("compact"), None, "one pack left");
+    // One had all five packs: a miss lists the compacted pack, which it takes without a download.
+    assert!(!one.objects.has_many(REPO, &[blob("absent").id]).expect("has")[0]);
+    assert_eq!(one.blobs.opened.load(Ordering::SeqCst), 0, "nothing downloaded");
 
     let three = frontend(&pg, &garage, &bridge, &dirs.path().join("three"));
     let read = three.objects.get_many(REPO, &ids).expect("get");
