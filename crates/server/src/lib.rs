@@ -462,6 +462,7 @@ impl Server {
             )),
             Some(cluster) => tokio::spawn(maintenance::run_cluster(
                 cluster.clone(),
+                self.store.db().clone(),
                 self.config.git_maintenance,
                 maintenance_stopped,
             )),

@@ -137,19 +137,30 @@ pub(crate) async fn run(
 const COMPACT_AT_PACKS: usize = 8;
 
 /// Cluster mode's maintenance until `stop` fires: every `[git] maintenance_secs`, one frontend
-/// at a time (a lock in PostgreSQL) rolls each repository's many pushed packs into one, so a
-/// frontend with an empty cache downloads a few packs, not one per push.
+/// at a time (a singleton lock in the database) rolls each repository's many pushed packs into
+/// one, so a frontend with an empty cache downloads a few packs, not one per push.
 pub(crate) async fn run_cluster(
     store: Arc<gitstratum_store::cluster::ClusterStore>,
+    db: gitstratum_platform::db::Db,
     settings: GitMaintenance,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    /// The compaction pass's singleton lock ([`gitstratum_platform::db::Db::try_singleton`]).
+    const SINGLETON: i32 = 3;
     let Some(every) = settings.every else { return };
     let mut stop = Stop(stop, false);
     loop {
         if stop.sleep(every).await {
             return;
         }
+        let _turn = match db.try_singleton(SINGLETON).await {
+            Ok(Some(turn)) => turn,
+            Ok(None) => continue, // another frontend is compacting
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot take the compaction's turn");
+                continue;
+            }
+        };
         let store = store.clone();
         match tokio::task::spawn_blocking(move || store.compact_all(COMPACT_AT_PACKS)).await {
             Ok(Ok(0)) => {}

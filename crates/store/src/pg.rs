@@ -27,36 +27,6 @@ use crate::{Actor, Conflict, Error, ObjectId, RefEvent, RefNames, RefStore, RefU
 /// Advisory lock classes (the first of the two `int4` keys), so ours never meet another user's.
 const LOCK_SCHEMA: i32 = 0x6773_0001;
 const LOCK_REPO_REFS: i32 = 0x6773_0002;
-/// Session locks of singleton work (`PgRefStore::try_lock`).
-const LOCK_SINGLETON: i32 = 0x6773_0003;
-
-/// Held while one server does work only one should do at a time (a PostgreSQL session lock: it
-/// goes with the connection if the server dies).
-pub struct SingletonGuard {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-    runtime: tokio::runtime::Handle,
-    key: i32,
-}
-
-impl Drop for SingletonGuard {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let key = self.key;
-            self.runtime.spawn(async move {
-                let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-                    .bind(LOCK_SINGLETON)
-                    .bind(key)
-                    .execute(&mut *conn)
-                    .await;
-                if unlocked.is_err() {
-                    // Not returned to the pool: closing the session releases the lock.
-                    let _ = conn.detach();
-                }
-            });
-        }
-    }
-}
-
 const SCHEMA: &[&str] = &[
     r#"CREATE TABLE IF NOT EXISTS git_refs (
         repo_id BIGINT NOT NULL,
@@ -393,24 +363,6 @@ impl PgRefStore {
                 Ok(keys.into_iter().collect())
             })
         })
-    }
-
-    /// The singleton lock `key`, if no other server holds it.
-    pub fn try_lock(&self, key: i32) -> Result<Option<SingletonGuard>> {
-        let runtime = self.bridge.handle().clone();
-        let conn = self.run(move |pool| {
-            Box::pin(async move {
-                let mut conn = pool.acquire().await.map_err(backend)?;
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                    .bind(LOCK_SINGLETON)
-                    .bind(key)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(backend)?;
-                Ok(got.then_some(conn))
-            })
-        })?;
-        Ok(conn.map(|conn| SingletonGuard { conn: Some(conn), runtime, key }))
     }
 
     /// Repositories listing at least `min` packs.
