@@ -268,38 +268,18 @@ impl LogStore {
     /// In cluster mode, listens for other servers' appends (its own connection, reconnecting)
     /// until aborted; `None` for a store of files.
     pub fn spawn_announcement_listener(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let Storage::Database(Db::Postgres(pool), _) = &self.storage else { return None };
-        let (pool, logs) = (pool.clone(), self.clone());
-        Some(tokio::spawn(async move {
-            let mut backoff = std::time::Duration::from_millis(200);
-            loop {
-                let listener = async {
-                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                    listener.listen(LOG_CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(listener)
-                };
-                let mut listener = match listener.await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for other servers' log appends; trying again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                        continue;
-                    }
-                };
-                backoff = std::time::Duration::from_millis(200);
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(n)) => logs.announced(n.payload()).await,
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "lost the log announcements; listening again");
-                            break;
-                        }
-                    }
+        let Storage::Database(db, _) = &self.storage else { return None };
+        let logs = self.clone();
+        db.spawn_listener(LOG_CHANNEL, move |heard| {
+            let logs = logs.clone();
+            async move {
+                // Listening again: a live reader that missed appends reads them from storage.
+                if let gitstratum_platform::db::Heard::Notified(payload) = heard {
+                    logs.announced(&payload).await;
                 }
+                true
             }
-        }))
+        })
     }
 
     /// After a restart: the step being written (the highest with a raw file) and its length.
@@ -574,11 +554,8 @@ mod db {
         let mut conn = db.acquire().await?;
         let stored = conn.conn().execute(&insert).await? == 1;
         if stored && let gitstratum_platform::db::PooledConn::Postgres(pg) = &mut conn {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(super::LOG_CHANNEL)
-                .bind(format!("{instance}:{job}:{attempt}:{step}:{at}"))
-                .execute(&mut **pg)
-                .await?;
+            let announcement = format!("{instance}:{job}:{attempt}:{step}:{at}");
+            gitstratum_platform::db::notify(pg, super::LOG_CHANNEL, &announcement).await?;
         }
         Ok(stored)
     }

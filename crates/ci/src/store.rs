@@ -545,8 +545,11 @@ impl CiStore {
         if let Db::Postgres(pool) = &self.db {
             let pool = pool.clone();
             tokio::spawn(async move {
-                let notify = sqlx::query("SELECT pg_notify($1, current_schema())").bind(QUEUED_CHANNEL);
-                if let Err(e) = notify.execute(&pool).await {
+                let notified = match pool.acquire().await {
+                    Ok(mut conn) => gitstratum_platform::db::notify(&mut conn, QUEUED_CHANNEL, "").await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = notified {
                     tracing::debug!(error = %e, "cannot tell other servers a job was queued");
                 }
             });
@@ -559,45 +562,14 @@ impl CiStore {
     /// notification lost meanwhile costs a runner at most one long poll (it polls again when
     /// its wait ends), and every reconnection wakes the polls to look again.
     pub fn spawn_wakeup_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let Db::Postgres(pool) = &self.db else { return None };
-        let options = (*pool.connect_options()).clone();
         let (queued, closing) = (self.queued.clone(), self.closing.clone());
-        Some(tokio::spawn(async move {
-            let own = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
-            let mut backoff = std::time::Duration::from_millis(200);
-            while !closing.load(std::sync::atomic::Ordering::SeqCst) {
-                let listening = async {
-                    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
-                    listener.listen(QUEUED_CHANNEL).await?;
-                    // On the listener's own connection (the pool has just that one).
-                    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut listener).await?;
-                    Ok::<_, sqlx::Error>((listener, schema))
-                };
-                let (mut listener, schema) = match listening.await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for jobs other servers queue; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                        continue;
-                    }
-                };
-                backoff = std::time::Duration::from_millis(200);
-                // Whatever was queued while nobody listened: the polls look again.
-                queued.notify_waiters();
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(n)) if n.payload() != schema => {} // another installation's
-                        // `None`: the connection was lost (reconnected on the next call).
-                        Ok(_) => queued.notify_waiters(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "lost the job notifications; listening again");
-                            break;
-                        }
-                    }
-                }
-            }
-        }))
+        self.db.spawn_listener(QUEUED_CHANNEL, move |_| {
+            // A job queued elsewhere, or listening (again): whatever was queued meanwhile, the
+            // polls look again.
+            queued.notify_waiters();
+            let open = !closing.load(std::sync::atomic::Ordering::SeqCst);
+            async move { open }
+        })
     }
 
     /// Creates runs (with their jobs and steps) and moves the log consumer `cursor` from `from`

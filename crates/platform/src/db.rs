@@ -180,6 +180,64 @@ impl Db {
         }
     }
 
+    /// On PostgreSQL, listens on `channel` for what other servers sharing the database (and
+    /// schema: installations in other schemas are not heard) [`notify`] there, until aborted or
+    /// `heard` answers `false`; `None` on SQLite (one server). The listener has a connection of
+    /// its own, outside the pool, and reconnects with a growing pause when it loses it;
+    /// [`Heard::Listening`] says each time it (re)starts listening, when anything sent meanwhile
+    /// may have been missed.
+    pub fn spawn_listener<F, Fut>(&self, channel: &'static str, mut heard: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        F: FnMut(Heard) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let Db::Postgres(pool) = self else { return None };
+        let options = (*pool.connect_options()).clone();
+        Some(tokio::spawn(async move {
+            let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let listening = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+                    listener.listen(channel).await?;
+                    // On the listener's own connection (the pool has just that one).
+                    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut listener).await?;
+                    Ok::<_, sqlx::Error>((listener, schema))
+                };
+                let (mut listener, schema) = match listening.await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, channel, "cannot listen to the other servers; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(200);
+                if !heard(Heard::Listening).await {
+                    return;
+                }
+                loop {
+                    let next = match listener.try_recv().await {
+                        Ok(Some(n)) => match n.payload().split_once(' ') {
+                            Some((from, payload)) if from == schema => Heard::Notified(payload.to_owned()),
+                            _ => continue, // another installation's
+                        },
+                        // The connection was lost (reconnected on the next call).
+                        Ok(None) => Heard::Listening,
+                        Err(e) => {
+                            tracing::warn!(error = %e, channel, "lost the other servers' notifications; listening again");
+                            break;
+                        }
+                    };
+                    if !heard(next).await {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.acquire().await?.conn().execute_raw("SELECT 1").await.map(drop)
@@ -414,6 +472,26 @@ fn migrator(sources: &[MigrationSource]) -> Migrator {
             })
             .collect(),
     )
+}
+
+/// What a listener hears ([`Db::spawn_listener`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Listening (again): notifications sent before may have been missed.
+    Listening,
+    /// A notification's payload.
+    Notified(String),
+}
+
+/// Tells the servers listening on `channel` of this database and schema ([`Db::spawn_listener`])
+/// `payload`, on `conn` (delivered when its transaction commits, if it is in one).
+pub async fn notify(conn: &mut sqlx::PgConnection, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Advisory lock class of [`Db::try_singleton`]'s locks (the first of the two `int4` keys).
