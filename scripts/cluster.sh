@@ -18,10 +18,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/scripts/lib.sh"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 binary() {
     if [ -n "${GITSTRATUM_BIN:-}" ]; then echo "$GITSTRATUM_BIN"; return; fi
     local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/gitstratum"
@@ -125,18 +121,7 @@ EOF
 
 down() {
     [ -d "$DIR" ] || return 0
-    if [ -f "$DIR/pids" ]; then
-        local pid
-        while read -r pid; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done < "$DIR/pids"
-        for _ in $(seq 1 100); do
-            local alive=0
-            while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$DIR/pids"
-            [ $alive = 0 ] && break
-            sleep 0.1
-        done
-        while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done < "$DIR/pids"
-        rm -f "$DIR/pids"
-    fi
+    stop_pids "$DIR/pids"
     bash "$ROOT/scripts/garage.sh" down "$DIR/garage" || true
     if [ -f "$DIR/database" ]; then
         if [ -z "${GITSTRATUM_TEST_POSTGRES_URL:-}" ]; then ensure_postgres; fi

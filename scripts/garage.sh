@@ -19,7 +19,7 @@ GARAGE_VERSION=2.5.0
 CACHE="${GITSTRATUM_GARAGE_CACHE:-$HOME/.cache/gitstratum-garage}"
 GARAGE="${GITSTRATUM_GARAGE:-$CACHE/bin/garage}"
 
-log() { printf '==> %s\n' "$*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 build() {
     if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then return 0; fi
@@ -28,10 +28,6 @@ build() {
     CARGO_TARGET_DIR="$CACHE/build" cargo install garage --version "$GARAGE_VERSION" --locked \
         --no-default-features --features bundled-libs,lmdb --root "$CACHE" --quiet
     rm -rf "$CACHE/build"
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # garage CLI against node 1 of DIR.
@@ -137,19 +133,7 @@ EOF
 }
 
 down() {
-    [ -f "$DIR/pids" ] || return 0
-    local pid
-    while read -r pid; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    done < "$DIR/pids"
-    for _ in $(seq 1 50); do
-        local alive=0
-        while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$DIR/pids"
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done < "$DIR/pids"
-    rm -f "$DIR/pids"
+    stop_pids "$DIR/pids" 50
 }
 
 kill_node() {

@@ -7,6 +7,27 @@ export CARGO_TARGET_DIR
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# free_port: a TCP port free on loopback right now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# stop_pids FILE [TENTHS]: stops the processes whose ids FILE lists (TERM, up to TENTHS tenths of
+# a second, 100 unless given, then KILL) and removes FILE.
+stop_pids() {
+    local file=$1 tenths=${2:-100} pid
+    [ -f "$file" ] || return 0
+    while read -r pid; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done < "$file"
+    for _ in $(seq 1 "$tenths"); do
+        local alive=0
+        while read -r pid; do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; done < "$file"
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    while read -r pid; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done < "$file"
+    rm -f "$file"
+}
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
         log "need root for: $*"; return 1
