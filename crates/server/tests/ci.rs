@@ -1633,16 +1633,7 @@ jobs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_live_in_object_storage_when_configured() {
     let Some(garage) = gitstratum_ci::testing::Garage::start("site") else { return };
-    let c = &garage.config;
-    let config = gitstratum_server::ConfigLayer {
-        object_storage_endpoint: Some(c.endpoint.clone()),
-        object_storage_bucket: Some(c.bucket.clone()),
-        object_storage_region: Some(c.region.clone()),
-        object_storage_access_key_id: Some(c.access_key_id.clone()),
-        object_storage_secret_access_key: Some(c.secret_access_key.clone()),
-        object_storage_prefix: Some(c.prefix.clone()),
-        ..Default::default()
-    };
+    let config = common::object_storage_layer(&garage.config);
     let Fixture { s, token, tmp: _tmp, git, src } = Fixture::new(true, false, config).await;
     write(
         &src,
@@ -1679,7 +1670,8 @@ jobs:
 
     let runtime = tokio::runtime::Handle::current();
     let staging = tempfile::tempdir().expect("tmp");
-    let bucket = gitstratum_ci::blob::s3::S3BlobStore::open(c, runtime, staging.path().to_owned()).expect("client");
+    let bucket =
+        gitstratum_ci::blob::s3::S3BlobStore::open(&garage.config, runtime, staging.path().to_owned()).expect("client");
     let listed = tokio::task::spawn_blocking({
         let bucket = std::sync::Arc::new(bucket);
         move || gitstratum_ci::blob::BlobStore::list(bucket.as_ref(), "artifacts")

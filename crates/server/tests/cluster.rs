@@ -29,21 +29,14 @@ impl Frontend {
 }
 
 fn cluster_config(pg: &TestPg, garage: &Garage) -> ConfigLayer {
-    let c = &garage.config;
     ConfigLayer {
         database_url: Some(format!("{}?options%5Bsearch_path%5D={}", pg.url, pg.schema)),
-        object_storage_endpoint: Some(c.endpoint.clone()),
-        object_storage_bucket: Some(c.bucket.clone()),
-        object_storage_region: Some(c.region.clone()),
-        object_storage_access_key_id: Some(c.access_key_id.clone()),
-        object_storage_secret_access_key: Some(c.secret_access_key.clone()),
-        object_storage_prefix: Some(c.prefix.clone()),
         secrets_key: Some("ab".repeat(32)),
         cluster: Some("true".into()),
         embedded_runner: Some("false".into()),
         // Compaction looks every second, so it runs among the pushes below.
         git_maintenance_secs: Some("1".into()),
-        ..ConfigLayer::default()
+        ..common::object_storage_layer(&garage.config)
     }
 }
 

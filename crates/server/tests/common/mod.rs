@@ -25,6 +25,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The settings that put a server's blobs in `c`'s object storage (`[object_storage]`).
+pub fn object_storage_layer(c: &gitstratum_ci::blob::s3::S3Config) -> ConfigLayer {
+    ConfigLayer {
+        object_storage_endpoint: Some(c.endpoint.clone()),
+        object_storage_bucket: Some(c.bucket.clone()),
+        object_storage_region: Some(c.region.clone()),
+        object_storage_access_key_id: Some(c.access_key_id.clone()),
+        object_storage_secret_access_key: Some(c.secret_access_key.clone()),
+        object_storage_prefix: Some(c.prefix.clone()),
+        ..ConfigLayer::default()
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub admin_token: String,
