@@ -606,17 +606,22 @@ mod db {
         Ok(finished.is_none().then_some((open.step, u64::try_from(open.len).unwrap_or(0))))
     }
 
+    /// A step's appends that end past byte `from`, in order (a live reader asks for what is new,
+    /// not for the whole step again).
     async fn chunks(
         conn: &mut gitstratum_platform::db::Conn<'_>,
         job: i64,
         attempt: i64,
         step: i64,
+        from: u64,
     ) -> Result<Vec<Chunk>, sqlx::Error> {
+        let end = Expr::col("at").add(Func::cust("length").arg(Expr::col("data")));
         let q = Query::select()
             .columns(["at", "data"])
             .from("ci_log_chunks")
             .cond_where(of_attempt(job, attempt))
             .and_where(Expr::col("step").eq(step))
+            .and_where(end.gt(i64::try_from(from).unwrap_or(i64::MAX)))
             .order_by("at", Order::Asc)
             .to_owned();
         conn.fetch_all(&q).await
@@ -632,7 +637,7 @@ mod db {
         attempt: i64,
         step: i64,
     ) -> Result<(), LogError> {
-        let parts = chunks(&mut db.acquire().await?.conn(), job, attempt, step).await?;
+        let parts = chunks(&mut db.acquire().await?.conn(), job, attempt, step, 0).await?;
         if parts.is_empty() {
             return Ok(());
         }
@@ -706,7 +711,8 @@ mod db {
 
     /// A step's log from `offset`: its appends while it is open, its gzipped log once finished.
     /// The appends are read first: finishing a step replaces them in one transaction, so a read
-    /// that finds none (they were just replaced) then finds the finished log.
+    /// that finds none past `offset` (none are new, or they were just replaced) then looks for the
+    /// finished log.
     pub(super) async fn read_step(
         db: &Db,
         blobs: &Arc<dyn BlobStore>,
@@ -717,15 +723,13 @@ mod db {
     ) -> Result<Vec<u8>, LogError> {
         let mut conn = db.acquire().await?;
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        let parts = chunks(&mut conn.conn(), job, attempt, step).await?;
+        let parts = chunks(&mut conn.conn(), job, attempt, step, offset).await?;
         let mut out = Vec::new();
         if !parts.is_empty() {
+            // Each ends past `offset` (the query says so); the first may start before it.
             for part in parts {
                 let start = usize::try_from(part.at).unwrap_or(0);
-                let end = start + part.data.len();
-                if end > skip {
-                    out.extend_from_slice(&part.data[skip.saturating_sub(start)..]);
-                }
+                out.extend_from_slice(&part.data[skip.saturating_sub(start)..]);
             }
             return Ok(out);
         }
