@@ -6,18 +6,17 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Value, Values};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{
-    Arguments, AssertSqlSafe, Connection, Database, Decode, Encode, PgConnection, PgPool, Postgres, Row, Sqlite,
-    SqliteConnection, SqlitePool, Type,
+    Arguments, AssertSqlSafe, Database, Decode, Encode, PgConnection, PgPool, Postgres, Row, Sqlite, SqliteConnection,
+    SqlitePool, Type,
 };
 
 /// Where platform state lives.
@@ -41,18 +40,7 @@ impl fmt::Debug for DbTarget {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}{path}") } else { url.to_owned() }
-        }
-        None => url.to_owned(),
-    }
-}
+pub use gitstratum_pg::redact_url;
 
 /// A connection pool on one of the two backends.
 #[derive(Clone, Debug)]
@@ -63,14 +51,8 @@ pub enum Db {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("invalid database URL {}: {source}", redact_url(url))]
-    Url {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("invalid schema name {0:?}: use lower-case letters, digits and '_'")]
-    Schema(String),
+    #[error(transparent)]
+    Postgres(#[from] gitstratum_pg::ConnectError),
     #[error("cannot open the database: {0}")]
     Open(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -98,29 +80,9 @@ impl Db {
                 Db::Sqlite(pool)
             }
             DbTarget::Postgres { url, schema } => {
-                let mut options =
-                    PgConnectOptions::from_str(url).map_err(|source| ConnectError::Url { url: url.clone(), source })?;
-                if let Some(schema) = schema {
-                    if schema.is_empty()
-                        || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                    {
-                        return Err(ConnectError::Schema(schema.clone()));
-                    }
-                    let mut conn = PgConnection::connect_with(&options).await.map_err(ConnectError::Open)?;
-                    // The name was checked above to be a plain identifier, so it is safe to splice.
-                    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                        .execute(&mut conn)
-                        .await
-                        .map_err(ConnectError::Open)?;
-                    conn.close().await.map_err(ConnectError::Open)?;
-                    options = options.options([("search_path", schema.as_str())]);
-                }
-                let pool = PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await
-                    .map_err(ConnectError::Open)?;
+                // On the primary among the URL's hosts, following it when it moves.
+                let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10));
+                let pool = gitstratum_pg::connect(url, schema.as_deref(), pool).await?;
                 Db::Postgres(pool)
             }
         };
@@ -192,11 +154,13 @@ impl Db {
         Fut: std::future::Future<Output = bool> + Send,
     {
         let Db::Postgres(pool) = self else { return None };
-        let options = (*pool.connect_options()).clone();
+        let pool = pool.clone();
         Some(tokio::spawn(async move {
-            let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
             let mut backoff = Duration::from_millis(200);
             loop {
+                // A pool of its own, made again at each start from the shared pool's current
+                // options: it listens on the primary, also after it moved.
+                let own = PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone());
                 let listening = async {
                     let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                     listener.listen(channel).await?;
@@ -223,8 +187,9 @@ impl Db {
                             Some((from, payload)) if from == schema => Heard::Notified(payload.to_owned()),
                             _ => continue, // another installation's
                         },
-                        // The connection was lost (reconnected on the next call).
-                        Ok(None) => Heard::Listening,
+                        // The connection was lost: listen again from the top, on wherever the
+                        // primary is now, which says `Listening` once it listens.
+                        Ok(None) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, channel, "lost the other servers' notifications; listening again");
                             break;

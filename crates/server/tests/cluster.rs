@@ -380,3 +380,76 @@ async fn rate_limits_hold_across_frontends() {
     assert!(statuses.contains(&429), "the cluster's limit held: {statuses:?}");
     c.stop(vec![one, two]).await;
 }
+
+/// PostgreSQL fails over under a running frontend: its database is two servers of the test's own
+/// (a primary committing synchronously and its replica), named in one multi-host URL. The primary
+/// is killed and the replica promoted; the same frontend, not restarted, takes pushes and API
+/// writes again once it has found the new primary, nothing it acknowledged before is lost, and a
+/// frontend started afterwards (an empty cache) serves the same refs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frontends_follow_the_postgres_primary_without_a_restart() {
+    let Some(nodes) = gitstratum_ci::testing::PgNodes::start(2) else { return };
+    let Some(garage) = Garage::start("failover") else { return };
+    let config = ConfigLayer {
+        database_url: Some(nodes.url.clone()),
+        secrets_key: Some("ab".repeat(32)),
+        cluster: Some("true".into()),
+        embedded_runner: Some("false".into()),
+        ..common::object_storage_layer(&garage.config)
+    };
+    let (one, token) = frontend(&config, None).await;
+    let token = token.expect("the first frontend creates the admin");
+    let http = gitstratum_server::http::client().expect("client");
+    let create = |name: &'static str| {
+        let (http, url, token) = (http.clone(), format!("{}/api/v1/repos", one.base), token.clone());
+        async move { http.post(url).bearer_auth(token).json(&json!({"name": name})).send().await.map(|r| r.status()) }
+    };
+    assert_eq!(create("app").await.expect("create"), 201);
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 5).await;
+    git.ok(&src, &["push", "-q", &remote(&one, &token), "main"]).await;
+    let acknowledged = git.ok(&src, &["rev-parse", "HEAD"]).await;
+
+    let nodes = tokio::task::spawn_blocking(move || {
+        nodes.kill(1);
+        nodes.promote(2);
+        nodes
+    })
+    .await
+    .expect("fail over");
+
+    // The same frontend pushes again once it has found the new primary (a deadline, not a
+    // measurement).
+    git.ok(&src, &["commit", "-q", "--allow-empty", "-m", "after the failover"]).await;
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    while !git.run(&src, &["push", "-q", &remote(&one, &token), "main"]).await.status.success() {
+        refused += 1;
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no push got through after the failover");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("pushes refused while the frontend looked for the new primary: {refused}");
+    let head = git.ok(&src, &["rev-parse", "HEAD"]).await;
+    assert_eq!(create("after").await.expect("create"), 201, "platform writes follow the primary too");
+
+    // A frontend started now (its URL lists the dead primary first) serves the same refs, with
+    // the push acknowledged before the failover in their history.
+    let (two, none) = frontend(&config, None).await;
+    assert!(none.is_none());
+    let work = tmp.path().join("work");
+    let clone = work.to_str().expect("utf-8 path");
+    git.ok(tmp.path(), &["clone", "-q", &remote(&two, &token), clone]).await;
+    git.fsck(&work).await;
+    assert_eq!(git.ok(&work, &["rev-parse", "HEAD"]).await, head);
+    git.ok(&work, &["merge-base", "--is-ancestor", acknowledged.trim(), "HEAD"]).await;
+    assert_eq!(
+        ls_remote(&git, tmp.path(), &remote(&one, &token)).await,
+        ls_remote(&git, tmp.path(), &remote(&two, &token)).await
+    );
+    one.stop().await;
+    two.stop().await;
+    drop(nodes);
+}

@@ -15,11 +15,10 @@
 //! The tables are this store's own (`git_*`), created on open under an advisory lock.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::bridge::Bridge;
 use crate::{Actor, Conflict, Error, ObjectId, RefEvent, RefNames, RefStore, RefUpdate, RepoId, Result};
@@ -108,30 +107,13 @@ impl PgRefStore {
     /// missing; tests use one each) and creates the tables if they are missing.
     pub fn open(url: &str, schema: Option<&str>) -> Result<PgRefStore> {
         let bridge = Bridge::new("gitstratum-pg").map_err(|e| Error::Backend(format!("starting a runtime: {e}")))?;
-        let mut options = PgConnectOptions::from_str(url).map_err(backend)?;
-        let schema = schema.map(str::to_owned);
+        let (url, schema) = (url.to_owned(), schema.map(str::to_owned));
         let pool = bridge.run(async move {
-            if let Some(schema) = &schema {
-                if schema.is_empty()
-                    || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                {
-                    return Err(Error::Backend(format!("bad schema name {schema:?}")));
-                }
-                let mut conn = PgConnection::connect_with(&options).await.map_err(backend)?;
-                // Checked above to be a plain identifier, so it is safe to splice.
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(backend)?;
-                conn.close().await.map_err(backend)?;
-                options = options.options([("search_path", schema.as_str())]);
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+            // On the primary among the URL's hosts, following it when it moves.
+            let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10));
+            let pool = gitstratum_pg::connect(&url, schema.as_deref(), pool)
                 .await
-                .map_err(backend)?;
+                .map_err(|e| Error::Backend(e.to_string()))?;
             let mut tx = pool.begin().await.map_err(backend)?;
             sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
                 .bind(LOCK_SCHEMA)

@@ -1,7 +1,8 @@
-//! Test support (feature `testing`): a Garage cluster of a test's own, started and stopped by
-//! `scripts/garage.sh`.
+//! Test support (feature `testing`): engines of a test's own, started and stopped by the project's
+//! scripts — a Garage cluster (`scripts/garage.sh`), PostgreSQL servers to fail over
+//! (`scripts/pg-nodes.sh`) — and a schema of a test's own on the test PostgreSQL server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::blob::s3::S3Config;
 
@@ -11,8 +12,20 @@ pub struct Garage {
     pub config: S3Config,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/garage.sh")
+/// Runs `scripts/NAME WHAT DIR [ARG]`.
+fn script(name: &str, what: &str, dir: &Path, arg: Option<u32>) -> std::process::Output {
+    let mut command = std::process::Command::new("bash");
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts").join(name)).arg(what).arg(dir);
+    if let Some(arg) = arg {
+        command.arg(arg.to_string());
+    }
+    command.output().unwrap_or_else(|e| panic!("run scripts/{name}: {e}"))
+}
+
+/// [`script`], which must succeed.
+fn script_ok(name: &str, what: &str, dir: &Path, arg: Option<u32>) {
+    let out = script(name, what, dir, arg);
+    assert!(out.status.success(), "scripts/{name} {what}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Garage {
@@ -20,12 +33,7 @@ impl Garage {
     /// test instead when `CI` is set (`scripts/test.sh` builds Garage first).
     pub fn start(prefix: &str) -> Option<Garage> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = std::process::Command::new("bash")
-            .arg(script())
-            .arg("up")
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/garage.sh");
+        let out = script("garage.sh", "up", dir.path(), None);
         if out.status.code() == Some(3) {
             let why = String::from_utf8_lossy(&out.stderr);
             assert!(std::env::var_os("CI").is_none(), "CI needs Garage: {why}");
@@ -34,7 +42,7 @@ impl Garage {
         }
         if !out.status.success() {
             // Whatever it started goes, whatever went wrong.
-            let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(dir.path()).status();
+            script("garage.sh", "down", dir.path(), None);
             panic!("scripts/garage.sh up: {}", String::from_utf8_lossy(&out.stderr));
         }
         let info: serde_json::Value =
@@ -66,20 +74,13 @@ impl Garage {
     }
 
     fn node(&self, what: &str, n: u32) {
-        let out = std::process::Command::new("bash")
-            .arg(script())
-            .arg(what)
-            .arg(self.dir.path())
-            .arg(n.to_string())
-            .output()
-            .expect("run scripts/garage.sh");
-        assert!(out.status.success(), "scripts/garage.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
+        script_ok("garage.sh", what, self.dir.path(), Some(n));
     }
 }
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash").arg(script()).arg("down").arg(self.dir.path()).status();
+        script("garage.sh", "down", self.dir.path(), None);
     }
 }
 
@@ -132,5 +133,51 @@ impl TestPg {
         })
         .join()
         .expect("dropping the test schema");
+    }
+}
+
+/// PostgreSQL servers of a test's own (`scripts/pg-nodes.sh`): node 1 a primary committing
+/// synchronously, the others streaming replicas; killed when dropped.
+pub struct PgNodes {
+    dir: tempfile::TempDir,
+    /// Every node, in order, as one multi-host URL.
+    pub url: String,
+}
+
+impl PgNodes {
+    /// Starts `n` nodes; `None` (with a note) when this machine has no PostgreSQL server
+    /// binaries, which fails the test instead when `CI` is set.
+    pub fn start(n: u32) -> Option<PgNodes> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = script("pg-nodes.sh", "up", dir.path(), Some(n));
+        if out.status.code() == Some(3) {
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(std::env::var_os("CI").is_none(), "CI needs PostgreSQL's server binaries: {why}");
+            eprintln!("skipping what needs PostgreSQL servers of its own: {why}");
+            return None;
+        }
+        let nodes = PgNodes { url: String::from_utf8_lossy(&out.stdout).trim().to_owned(), dir };
+        assert!(out.status.success(), "scripts/pg-nodes.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        Some(nodes)
+    }
+
+    /// SIGKILLs every process of node `i` (from 1).
+    pub fn kill(&self, i: u32) {
+        self.run("kill", i);
+    }
+
+    /// Promotes replica `i` and waits until it accepts writes.
+    pub fn promote(&self, i: u32) {
+        self.run("promote", i);
+    }
+
+    fn run(&self, what: &str, i: u32) {
+        script_ok("pg-nodes.sh", what, self.dir.path(), Some(i));
+    }
+}
+
+impl Drop for PgNodes {
+    fn drop(&mut self) {
+        script("pg-nodes.sh", "down", self.dir.path(), None);
     }
 }

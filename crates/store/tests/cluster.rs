@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gitstratum_git::{ObjectId, ObjectKind, hash_object};
 use gitstratum_store::blob::BlobStore;
@@ -16,7 +16,7 @@ use gitstratum_store::bridge::Bridge;
 use gitstratum_store::cluster::ClusterStore;
 use gitstratum_store::pg::PgRefStore;
 use gitstratum_store::rocks::RocksStore;
-use gitstratum_store::testing::{Garage, TestPg};
+use gitstratum_store::testing::{Garage, PgNodes, TestPg};
 use gitstratum_store::{Actor, NewObject, ObjectStore, RefStore, RefUpdate, RepoId};
 
 const REPO: RepoId = RepoId(7);
@@ -255,4 +255,52 @@ fn compaction_rolls_many_packs_into_one() {
     one.objects.put(REPO, std::slice::from_ref(&next)).expect("store");
     assert!(four.objects.has_many(REPO, &[next.id]).expect("has")[0]);
     pg.passed();
+}
+
+/// The ref store on two PostgreSQL servers of the test's own, a primary committing synchronously
+/// and its replica: every update acknowledged before the primary is killed is on the replica
+/// promoted in its place, and the same store — not reopened — moves refs again once it has found
+/// the new primary.
+#[test]
+fn the_ref_store_follows_the_primary_to_a_promoted_replica() {
+    let Some(nodes) = PgNodes::start(2) else { return };
+    let store = PgRefStore::open(&nodes.url, None).expect("open on the primary");
+    let ids: Vec<ObjectId> = (0..20).map(|i| blob(&format!("failover {i}")).id).collect();
+    let update = |old: Option<ObjectId>, new: ObjectId| {
+        let u = RefUpdate { name: "refs/heads/main".into(), old, new: Some(new) };
+        store.update(REPO, &[u], &actor())
+    };
+    update(None, ids[0]).expect("update").expect("no race");
+    for pair in ids[..9].windows(2) {
+        update(Some(pair[0]), pair[1]).expect("update").expect("no race");
+    }
+    // Listed first, the replica is passed over: a store on the reversed list writes too.
+    let (head, list) = nodes.url.rsplit_once('@').expect("user@hosts");
+    let (list, db) = list.split_once('/').expect("hosts/db");
+    let reversed: Vec<&str> = list.split(',').rev().collect();
+    let other = PgRefStore::open(&format!("{head}@{}/{db}", reversed.join(",")), None).expect("open");
+    let u = RefUpdate { name: "refs/heads/main".into(), old: Some(ids[8]), new: Some(ids[9]) };
+    other.update(REPO, &[u], &actor()).expect("update on the primary").expect("no race");
+    drop(other);
+    nodes.kill(1);
+    nodes.promote(2);
+    // A deadline, not a measurement: the store finds the new primary within seconds.
+    let started = Instant::now();
+    let seen = loop {
+        match store.get(REPO, "refs/heads/main") {
+            Ok(seen) => break seen,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(60), "the new primary was not found: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(seen, Some(ids[9]), "an acknowledged update was lost in the failover");
+    for pair in ids[9..].windows(2) {
+        update(Some(pair[0]), pair[1]).expect("update after the failover").expect("no race");
+    }
+    assert_eq!(store.get(REPO, "refs/heads/main").expect("get"), Some(ids[19]));
+    let log = store.events_after(0, 100).expect("events");
+    assert_eq!(log.len(), 20, "one event per update, none lost or repeated");
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
 }
