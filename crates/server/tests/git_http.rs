@@ -83,6 +83,36 @@ async fn push_clone_and_fetch_round_trip() {
     s.stop().await;
 }
 
+/// One file changed and pushed again and again, each push a thin pack whose one blob is a delta
+/// against the version the push before stored: what a CI bot bumping a version file does. Every
+/// push stays readable (found by the failure suite: each stored delta's base was the previous
+/// push's delta, until the chain was too deep to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_pushed_again_and_again_stays_readable() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let url = create_repo(&s, "bumps", false).await;
+    let src = tmp.path().join("src");
+    git.repo_with_commits(&src, 1).await;
+    let mut text: String = (0..200).map(|i| format!("line {i} of a file that changes a little each time\n")).collect();
+    std::fs::write(src.join("version.txt"), &text).expect("write");
+    git.ok(&src, &["add", "version.txt"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "version"]).await;
+    git.ok(&src, &["push", "-q", &url, "main"]).await;
+    for push in 0..24 {
+        text.push_str(&format!("push {push}\n"));
+        std::fs::write(src.join("version.txt"), &text).expect("write");
+        git.ok(&src, &["commit", "-q", "-am", &format!("push {push}")]).await;
+        git.ok(&src, &["push", "-q", &url, "main"]).await;
+    }
+    let clone = tmp.path().join("clone");
+    git.ok(tmp.path(), &["clone", "-q", &url, clone.to_str().expect("utf-8")]).await;
+    git.fsck(&clone).await;
+    assert_eq!(std::fs::read_to_string(clone.join("version.txt")).expect("read"), text);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_force_and_atomic_pushes() {
     let s = TestServer::start().await;

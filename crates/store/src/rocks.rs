@@ -73,6 +73,11 @@ const BASE_CACHE_BYTES: usize = 64 << 20;
 const MAX_OPEN_PACKS: usize = 512;
 /// Longest delta chain followed when reading (packs we index never exceed what C git writes).
 const MAX_CHAIN: usize = 10_000;
+/// How many REF delta bases a read follows through the object index, one inside the other (a
+/// bound on recursion). Installing a pack points an object stored as a delta at a whole copy the
+/// pack holds (a thin pack's appended base), so such chains stay a link or two long; the bound
+/// is generous for data written before that.
+const MAX_REF_NESTING: usize = 64;
 const REFS: &str = "refs";
 const REPO_CONFIG: &str = "repo_config";
 const EVENTS: &str = "events";
@@ -500,7 +505,7 @@ impl RocksStore {
         depth: usize,
     ) -> Result<(ObjectKind, Arc<Vec<u8>>)> {
         let ref_base = |id: &ObjectId| -> std::result::Result<Option<packfile::Resolved>, ReadError> {
-            if depth > 8 {
+            if depth > MAX_REF_NESTING {
                 return Err(ReadError::Entry {
                     offset: location.offset,
                     message: "REF delta bases nest too deep".into(),
@@ -577,7 +582,24 @@ impl RocksStore {
             .filter(|(e, stored)| !stored && seen.insert(e.id))
             .map(|(e, _)| e)
             .collect();
-        if new.is_empty() && !replace {
+        // Objects stored as deltas that this pack holds whole (a thin pack's appended bases) are
+        // pointed at the whole copy: otherwise each push of a changed file would add a link to a
+        // chain of deltas across packs, its base the last push's delta.
+        let whole: Vec<&IndexedEntry> = if replace {
+            Vec::new()
+        } else {
+            pack.entries.iter().filter(|e| e.base.is_none() && !seen.contains(&e.id)).collect()
+        };
+        let mut rebased = Vec::new();
+        if !whole.is_empty() {
+            let ids: Vec<ObjectId> = whole.iter().map(|e| e.id).collect();
+            for (e, location) in whole.into_iter().zip(self.locations(repo, &ids)?) {
+                if location.is_some_and(|l| l.base.is_some()) && seen.insert(e.id) {
+                    rebased.push(e);
+                }
+            }
+        }
+        if new.is_empty() && rebased.is_empty() && !replace {
             let _ = fs::remove_file(pack.path);
             return Ok(());
         }
@@ -598,6 +620,9 @@ impl RocksStore {
             batch.put_cf(self.cf(OBJECT_INDEX), key(repo, e.id.as_bytes()), encode_location(&location));
             stats.objects += 1;
             stats.bytes += e.size;
+        }
+        for e in &rebased {
+            batch.put_cf(self.cf(OBJECT_INDEX), key(repo, e.id.as_bytes()), encode_location(&Location::of(e, number)));
         }
         for (id, info) in &records {
             batch.put_cf(self.cf(COMMIT_GRAPH), key(repo, id.as_bytes()), encode_commit(info));
