@@ -160,7 +160,12 @@ impl Db {
             loop {
                 // A pool of its own, made again at each start from the shared pool's current
                 // options: it listens on the primary, also after it moved.
-                let own = PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone());
+                // A short acquire timeout: while the primary is down, this gives up soon and
+                // starts again from the options the shared pool has moved to.
+                let own = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy_with((*pool.connect_options()).clone());
                 let listening = async {
                     let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                     listener.listen(channel).await?;
