@@ -2,12 +2,17 @@
 # A whole GitStratum cluster on this machine, for tests, benchmarks and trying cluster mode:
 # a PostgreSQL database of its own on the local server, a three-node Garage cluster
 # (scripts/garage.sh), three frontends (`gitstratum serve`, cluster mode, embedded runners off)
-# and one external runner.
+# and one external runner. With --ha, PostgreSQL is instead three nodes under Patroni with three
+# etcd members (scripts/patroni.sh, synchronous mode), which the frontends follow through
+# failovers (a multi-host database URL), and there are two runners.
 #
-#   scripts/cluster.sh up DIR [FRONTENDS]   starts it under DIR (FRONTENDS: 3 unless given) and
-#                        writes DIR/cluster.json: {"frontends": [{"url", "pid", "data_dir"}],
-#                        "object_nodes": [{"pid", "endpoint"}], "runners": [{"pid"}],
-#                        "admin_token", "database_url"}
+#   scripts/cluster.sh up DIR [FRONTENDS] [--ha]   starts it under DIR (FRONTENDS: 3 unless given)
+#                        and writes DIR/cluster.json: {"frontends": [{"url", "pid", "data_dir"}],
+#                        "object_nodes": [{"pid", "endpoint"}], "runners": [{"pid", "server"}],
+#                        "admin_token", "database_url"}, and with --ha also "postgres":
+#                        [{"name", "pid", "role", "url", "api"}] and "etcd": [{"name", "pid", "url"}]
+#   scripts/cluster.sh start-frontend DIR N   starts frontend N again (after a kill), on its port
+#                        and data directory; prints its new process id
 #   scripts/cluster.sh down DIR             stops everything DIR's cluster started (by process
 #                        id) and drops its database
 #
@@ -42,20 +47,40 @@ wait_ready() {
 
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
+# start_frontend N: starts frontend N on its port and data directory; prints its process id.
+start_frontend() {
+    local n=$1 data="$DIR/frontend$1" port
+    port=$(cat "$data.port")
+    (set -a; . "$DIR/env"; set +a
+     exec "$(cat "$DIR/bin")" serve --data-dir "$data" --listen "127.0.0.1:$port") >> "$DIR/frontend$n.log" 2>&1 &
+    local pid=$!
+    echo "$pid" >> "$DIR/pids"
+    wait_ready "http://127.0.0.1:$port" "$pid"
+    echo "$pid"
+}
+
 up() {
-    local frontends=${2:-3}
+    local frontends=${2:-3} ha=${3:-}
     mkdir -p "$DIR"
     DIR=$(cd "$DIR" && pwd)
     local bin; bin=$(binary)
+    echo "$bin" > "$DIR/bin"
     : > "$DIR/pids"
 
-    # The database: one of its own on the local server.
-    if [ -z "${GITSTRATUM_TEST_POSTGRES_URL:-}" ]; then ensure_postgres; fi
-    local server_url="${GITSTRATUM_TEST_POSTGRES_URL%/*}"
-    local db="gst_cluster_$(date +%s)_$$"
-    psql "$GITSTRATUM_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
-    echo "$db" > "$DIR/database"
-    local database_url="$server_url/$db"
+    local database_url runners=1
+    if [ -n "$ha" ]; then
+        # The database: three PostgreSQL nodes under Patroni, the frontends told of all three.
+        database_url=$(bash "$ROOT/scripts/patroni.sh" up "$DIR/pg")
+        runners=2
+    else
+        # The database: one of its own on the local server.
+        if [ -z "${GITSTRATUM_TEST_POSTGRES_URL:-}" ]; then ensure_postgres; fi
+        local server_url="${GITSTRATUM_TEST_POSTGRES_URL%/*}"
+        local db="gst_cluster_$(date +%s)_$$"
+        psql "$GITSTRATUM_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
+        echo "$db" > "$DIR/database"
+        database_url="$server_url/$db"
+    fi
 
     # The object store.
     bash "$ROOT/scripts/garage.sh" up "$DIR/garage" >&2
@@ -81,40 +106,53 @@ EOF
         local port data="$DIR/frontend$n"
         port=$(free_port)
         mkdir -p "$data"
-        (set -a; . "$env_file"; set +a
-         exec "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port") > "$DIR/frontend$n.log" 2>&1 &
-        local pid=$!
-        echo "$pid" >> "$DIR/pids"
+        echo "$port" > "$data.port"
         # The first frontend creates the admin account; the others find it.
-        wait_ready "http://127.0.0.1:$port" "$pid"
+        local pid; pid=$(start_frontend "$n")
         fronts_json+="${fronts_json:+, }{\"url\": \"http://127.0.0.1:$port\", \"pid\": $pid, \"data_dir\": \"$data\"}"
     done
     local admin_token; admin_token=$(cat "$DIR/frontend1/initial-admin-token")
     local first; first=$(python3 -c 'import json,sys; print(json.loads("["+sys.argv[1]+"]")[0]["url"])' "$fronts_json")
 
-    # One external runner, polling the last frontend.
+    # External runners, polling the last frontends (runner R the R-th from the end).
     local runner_token
     runner_token=$(curl -fsS -X POST -H "Authorization: Bearer $admin_token" -H 'content-type: application/json' \
         -d '{"name": "cluster-runner", "scopes": ["ci:runner"]}' "$first/api/v1/tokens" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-    local last; last=$(python3 -c 'import json,sys; print(json.loads("["+sys.argv[1]+"]")[-1]["url"])' "$fronts_json")
-    mkdir -p "$DIR/runner"
-    (exec "$bin" runner --server "$last" --token - --name cluster-runner --work-dir "$DIR/runner" \
-        <<< "$runner_token") > "$DIR/runner.log" 2>&1 &
-    local runner_pid=$!
-    echo "$runner_pid" >> "$DIR/pids"
+    local runners_json="" r
+    for r in $(seq 1 "$runners"); do
+        local polls
+        polls=$(python3 -c 'import json,sys; f = json.loads("["+sys.argv[1]+"]"); print(f[-int(sys.argv[2]) % len(f)]["url"])' "$fronts_json" "$r")
+        mkdir -p "$DIR/runner$r"
+        (exec "$bin" runner --server "$polls" --token - --name "cluster-runner-$r" --work-dir "$DIR/runner$r" \
+            <<< "$runner_token") > "$DIR/runner$r.log" 2>&1 &
+        echo "$!" >> "$DIR/pids"
+        runners_json+="${runners_json:+, }{\"pid\": $!, \"server\": \"$polls\"}"
+    done
 
     local nodes_json
     nodes_json=$(python3 -c '
 import json, sys
 g = json.load(open(sys.argv[1]))
 print(", ".join(json.dumps({"pid": n["pid"], "endpoint": n["s3"]}) for n in g["nodes"]))' "$g")
+    local ha_json=""
+    if [ -n "$ha" ]; then
+        ha_json=$(python3 -c '
+import json, subprocess, sys
+pg = json.load(open(sys.argv[1]))
+roles = dict(line.split() for line in subprocess.run(["bash", sys.argv[2], "roles", sys.argv[3]],
+             capture_output=True, text=True, check=True).stdout.splitlines())
+for node in pg["postgres"]:
+    node["role"] = "primary" if roles.get(node["name"]) in ("master", "primary", "leader") else "replica"
+print(",\n \"postgres\": " + json.dumps(pg["postgres"]) + ",\n \"etcd\": " + json.dumps(pg["etcd"]))' \
+            "$DIR/pg/postgres.json" "$ROOT/scripts/patroni.sh" "$DIR/pg")
+    fi
     cat > "$DIR/cluster.json" <<EOF
 {"frontends": [$fronts_json],
  "object_nodes": [$nodes_json],
- "runners": [{"pid": $runner_pid}],
+ "runners": [$runners_json],
  "admin_token": "$admin_token",
- "database_url": "$database_url"}
+ "database_url": "$database_url"$ha_json}
 EOF
     log "cluster up: $DIR/cluster.json"
 }
@@ -123,6 +161,7 @@ down() {
     [ -d "$DIR" ] || return 0
     stop_pids "$DIR/pids"
     bash "$ROOT/scripts/garage.sh" down "$DIR/garage" || true
+    if [ -d "$DIR/pg" ]; then bash "$ROOT/scripts/patroni.sh" down "$DIR/pg" || true; fi
     if [ -f "$DIR/database" ]; then
         if [ -z "${GITSTRATUM_TEST_POSTGRES_URL:-}" ]; then ensure_postgres; fi
         psql "$GITSTRATUM_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $(cat "$DIR/database") WITH (FORCE)" >/dev/null || true
@@ -130,8 +169,16 @@ down() {
     fi
 }
 
+USAGE="usage: cluster.sh up DIR [FRONTENDS] [--ha] | start-frontend DIR N | down DIR"
 case "${1:-}" in
-    up) DIR="${2:?usage: cluster.sh up DIR [FRONTENDS]}"; if ! up "$DIR" "${3:-3}"; then down; exit 1; fi ;;
-    down) DIR="${2:?usage: cluster.sh down DIR}"; down ;;
-    *) echo "usage: cluster.sh up DIR [FRONTENDS] | down DIR" >&2; exit 2 ;;
+    up)
+        DIR="${2:?$USAGE}"; shift 2
+        frontends=3 ha=""
+        for arg in "$@"; do
+            case "$arg" in --ha) ha=1 ;; [0-9]*) frontends=$arg ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+        done
+        if ! up "$DIR" "$frontends" "$ha"; then down; exit 1; fi ;;
+    start-frontend) DIR="${2:?$USAGE}"; DIR=$(cd "$DIR" && pwd); start_frontend "${3:?$USAGE}" ;;
+    down) DIR="${2:?$USAGE}"; down ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
 esac

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""The cluster failure suite: a highly available cluster on this machine
+(`scripts/cluster.sh up DIR --ha`: 3 etcd members, 3 PostgreSQL nodes under Patroni in
+synchronous mode, 3 Garage nodes, 3 frontends, 2 runners), clients pushing and cloning through
+every frontend while one thing fails, and after each scenario the oracles:
+
+- `ls-remote` answers the same on every frontend;
+- a fresh clone from every frontend passes `git fsck --strict`;
+- every acknowledged push's commit is reachable from its branch (none lost);
+- the successful updates of each branch form one chain: never two from one old value;
+- every acknowledged push started exactly one CI run, and no commit started two.
+
+Prints one line per scenario (operations attempted, acknowledged, failed, lost, the longest
+time a client saw no success, and what the scenario measures besides) and `N passed, N failed`;
+exits non-zero if any failed. Usage: scripts/failure-suite.sh [--keep DIR] [SCENARIO...]
+"""
+import argparse, json, os, random, shutil, subprocess, sys, tempfile, threading, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BRANCHES = ["main", "second"]
+PUSHERS_PER_BRANCH = 2
+CLONERS = 2
+WORKFLOW = """on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "built ${{ github.sha }}"
+"""
+
+
+def run(cwd, *args, check=True, timeout=120):
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def git(cwd, *args, check=True, timeout=120):
+    return run(cwd, "git", "-c", "user.name=suite", "-c", "user.email=suite@example.com", *args,
+               check=check, timeout=timeout)
+
+
+def script(name, *args, timeout=120):
+    return run(ROOT, "bash", os.path.join(ROOT, "scripts", name), *args, timeout=timeout).stdout.strip()
+
+
+class Cluster:
+    def __init__(self, dir):
+        self.dir = dir
+        self.info = json.load(open(os.path.join(dir, "cluster.json")))
+        self.token = self.info["admin_token"]
+        self.urls = [f["url"] for f in self.info["frontends"]]
+
+    def remote(self, i):
+        return self.urls[i].replace("http://", f"http://x:{self.token}@") + "/admin/app.git"
+
+    def api(self, i, method, path, body=None):
+        req = urllib.request.Request(self.urls[i] + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def patroni(self, what, *args):
+        return script("patroni.sh", what, os.path.join(self.dir, "pg"), *map(str, args))
+
+    def garage(self, what, n):
+        return script("garage.sh", what, os.path.join(self.dir, "garage"), str(n))
+
+    def kill_frontend(self, i):
+        pid = self.info["frontends"][i]["pid"]
+        os.kill(pid, 9)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    def start_frontend(self, i):
+        pid = script("cluster.sh", "start-frontend", self.dir, str(i + 1))
+        self.info["frontends"][i]["pid"] = int(pid.split()[-1])
+
+    def runs(self):
+        """Every run of admin/app: {(branch, head_sha): count}."""
+        counts, before = {}, None
+        while True:
+            page = self.api(0, "GET", "/api/v1/repos/admin/app/runs?limit=100" + (f"&before={before}" if before else ""))
+            for r in page["runs"]:
+                key = (r["head_branch"], r["head_sha"])
+                counts[key] = counts.get(key, 0) + 1
+            before = page.get("next_cursor")
+            if not before:
+                return counts
+
+
+class Load:
+    """Pushers (two per branch, racing) and cloners, each going round the frontends; every
+    operation logged with its start, end, frontend and answer."""
+
+    def __init__(self, cluster, tmp):
+        self.c, self.tmp = cluster, tmp
+        self.ops, self.lock, self.stop_flag = [], threading.Lock(), threading.Event()
+        self.threads = []
+
+    def record(self, **op):
+        with self.lock:
+            self.ops.append(op)
+
+    def pusher(self, n, branch):
+        work = os.path.join(self.tmp, f"pusher-{n}")
+        if not os.path.isdir(work):
+            git(self.tmp, "clone", "-q", self.c.remote(0), work)
+        k = random.randrange(len(self.c.urls))
+        seq = 0
+        while not self.stop_flag.is_set():
+            f = k % len(self.c.urls)
+            k += 1
+            start = time.monotonic()
+            fetched = git(work, "fetch", "-q", self.c.remote(f), f"+refs/heads/{branch}:refs/remotes/base/{branch}",
+                          check=False, timeout=60)
+            if fetched.returncode != 0:
+                self.record(op="fetch", client=f"pusher-{n}", frontend=f, start=start, end=time.monotonic(),
+                            ok=False, answer=fetched.stderr.strip()[-300:])
+                time.sleep(0.2)
+                continue
+            self.record(op="fetch", client=f"pusher-{n}", frontend=f, start=start, end=time.monotonic(), ok=True)
+            old = git(work, "rev-parse", f"refs/remotes/base/{branch}").stdout.strip()
+            git(work, "reset", "-q", "--hard", old)
+            seq += 1
+            with open(os.path.join(work, f"pusher-{n}.txt"), "w") as fh:
+                fh.write(f"{n} {seq} {time.time()}\n")
+            git(work, "add", "-A")
+            git(work, "commit", "-q", "-m", f"pusher {n} push {seq}")
+            new = git(work, "rev-parse", "HEAD").stdout.strip()
+            start = time.monotonic()
+            pushed = git(work, "push", "-q", "--porcelain", self.c.remote(f), f"HEAD:refs/heads/{branch}",
+                         check=False, timeout=120)
+            answer = (pushed.stdout + pushed.stderr).strip()
+            # Losing a race to another pusher is a correct answer, not an outage.
+            raced = pushed.returncode != 0 and any(
+                s in answer for s in ("changed since it was read", "[rejected]", "fetch first", "non-fast-forward",
+                                      "the remote contains work"))
+            answer = answer[-300:]
+            self.record(op="push", client=f"pusher-{n}", frontend=f, start=start, end=time.monotonic(),
+                        ok=pushed.returncode == 0, raced=raced, ref=branch, old=old, new=new, answer=answer)
+
+    def cloner(self, n):
+        k = n
+        while not self.stop_flag.is_set():
+            f = k % len(self.c.urls)
+            k += 1
+            dst = os.path.join(self.tmp, f"clone-{n}")
+            shutil.rmtree(dst, ignore_errors=True)
+            start = time.monotonic()
+            p = git(self.tmp, "clone", "-q", "--depth=1", "--no-checkout", self.c.remote(f), dst, check=False, timeout=120)
+            self.record(op="clone", client=f"cloner-{n}", frontend=f, start=start, end=time.monotonic(),
+                        ok=p.returncode == 0, answer=p.stderr.strip()[-300:])
+
+    def start(self):
+        n = 0
+        for branch in BRANCHES:
+            for _ in range(PUSHERS_PER_BRANCH):
+                self.threads.append(threading.Thread(target=self.pusher, args=(n, branch), daemon=True))
+                n += 1
+        for i in range(CLONERS):
+            self.threads.append(threading.Thread(target=self.cloner, args=(i,), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=180)
+        ops, self.ops, self.threads = self.ops, [], []
+        self.stop_flag.clear()
+        return ops
+
+
+def longest_unavailability(ops):
+    """The longest time a client went from the start of a failed operation to the end of its
+    next successful one."""
+    worst = 0.0
+    by_client = {}
+    for op in sorted(ops, key=lambda o: o["start"]):
+        by_client.setdefault(op["client"], []).append(op)
+    for client_ops in by_client.values():
+        failing_since = None
+        for op in client_ops:
+            answered = op["ok"] or op.get("raced")
+            if not answered and failing_since is None:
+                failing_since = op["start"]
+            elif answered and failing_since is not None:
+                worst = max(worst, op["end"] - failing_since)
+                failing_since = None
+        if failing_since is not None:
+            worst = max(worst, client_ops[-1]["end"] - failing_since)
+    return worst
+
+
+def oracles(c, tmp, ops, all_pushes):
+    """What must hold after a scenario; returns (problems, lost count)."""
+    problems = []
+    listings = set()
+    for i in range(len(c.urls)):
+        listings.add(git(tmp, "ls-remote", c.remote(i)).stdout)
+    if len(listings) != 1:
+        problems.append("ls-remote differs between frontends")
+    check = os.path.join(tmp, "check-0")
+    for i in range(len(c.urls)):
+        dst = os.path.join(tmp, f"check-{i}")
+        shutil.rmtree(dst, ignore_errors=True)
+        git(tmp, "clone", "-q", "--mirror", c.remote(i), dst)
+        fsck = git(dst, "fsck", "--strict", "--no-dangling", check=False)
+        if fsck.returncode != 0:
+            problems.append(f"fsck --strict fails on a clone from frontend {i + 1}: {fsck.stderr.strip()[-200:]}")
+    lost = 0
+    for p in all_pushes:
+        if p["ok"] and git(check, "merge-base", "--is-ancestor", p["new"], f"refs/heads/{p['ref']}", check=False).returncode != 0:
+            lost += 1
+    if lost:
+        problems.append(f"{lost} acknowledged pushes lost")
+    for branch in BRANCHES:
+        olds = [p["old"] for p in all_pushes if p["ok"] and p["ref"] == branch]
+        if len(olds) != len(set(olds)):
+            problems.append(f"two pushes to {branch} succeeded from one old value")
+    # Exactly one run per acknowledged push (the ingestor may take a moment to read the last ones).
+    acknowledged = {(p["ref"], p["new"]) for p in all_pushes if p["ok"]}
+    deadline = time.monotonic() + 60
+    while True:
+        runs = c.runs()
+        missing = [push for push in acknowledged if runs.get(push, 0) == 0]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if missing:
+        problems.append(f"{len(missing)} acknowledged pushes started no run")
+    twice = [push for push, n in runs.items() if n > 1]
+    if twice:
+        problems.append(f"{len(twice)} pushes started more than one run: {twice[:3]}")
+    return problems, lost
+
+
+# Scenarios: each gets the cluster and the running load, makes one thing fail and heals it, and
+# returns (what it measured, whether a failed client operation is a failure of the scenario).
+
+def pg_primary_killed(c, load):
+    time.sleep(4)
+    primary = c.patroni("primary")
+    killed = time.monotonic()
+    c.patroni("kill-node", primary)
+    promoted = c.patroni("primary")
+    failover = time.monotonic() - killed
+    time.sleep(8)
+    c.patroni("start-node", primary)
+    return f"pg{primary} killed, pg{promoted} promoted after {failover:.1f}s", True
+
+
+def object_node_killed(c, load):
+    time.sleep(4)
+    c.garage("kill-node", 3)
+    time.sleep(10)
+    c.garage("start-node", 3)
+    time.sleep(2)
+    return "object node 3 killed for 10s", False
+
+
+def etcd_member_killed(c, load):
+    time.sleep(3)
+    c.patroni("kill-etcd", 1)
+    time.sleep(10)
+    c.patroni("start-etcd", 1)
+    time.sleep(2)
+    return "etcd member 1 killed for 10s", False
+
+
+def frontend_killed(c, load):
+    time.sleep(4)
+    c.kill_frontend(1)
+    time.sleep(3)
+    c.start_frontend(1)
+    time.sleep(5)
+    return "frontend 2 SIGKILLed under load, restarted after 3s", True
+
+
+SCENARIOS = [pg_primary_killed, object_node_killed, etcd_member_killed, frontend_killed]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keep", help="bring the cluster up in DIR and leave it there")
+    ap.add_argument("scenarios", nargs="*")
+    args = ap.parse_args()
+    chosen = [s for s in SCENARIOS if not args.scenarios or s.__name__ in args.scenarios]
+    tmp = tempfile.mkdtemp(prefix="gst-failure-suite-")
+    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user and must reach its directories
+    dir = args.keep or os.path.join(tmp, "cluster")
+    started = time.monotonic()
+    script("cluster.sh", "up", dir, "--ha", timeout=600)
+    print(f"cluster up in {time.monotonic() - started:.0f}s ({dir})", flush=True)
+    passed = failed = 0
+    try:
+        c = Cluster(dir)
+        c.api(0, "POST", "/api/v1/repos", {"name": "app"})
+        seed = os.path.join(tmp, "seed")
+        os.makedirs(os.path.join(seed, ".github", "workflows"))
+        git(seed, "init", "-q", "-b", "main")
+        with open(os.path.join(seed, ".github", "workflows", "ci.yml"), "w") as fh:
+            fh.write(WORKFLOW)
+        git(seed, "add", "-A")
+        git(seed, "commit", "-q", "-m", "seed")
+        for branch in BRANCHES:
+            git(seed, "push", "-q", c.remote(0), f"HEAD:refs/heads/{branch}")
+        all_pushes = []
+        load = Load(c, tmp)
+        for scenario in chosen:
+            began = time.monotonic()
+            load.start()
+            try:
+                measured, failures_allowed = scenario(c, load)
+            finally:
+                ops = load.stop()
+            pushes = [o for o in ops if o["op"] == "push"]
+            all_pushes += pushes
+            problems, lost = oracles(c, tmp, ops, all_pushes)
+            failed_ops = [o for o in ops if not o["ok"] and not o.get("raced")]
+            raced = sum(1 for o in ops if o.get("raced"))
+            if failed_ops and not failures_allowed:
+                problems.append(f"{len(failed_ops)} client operations failed")
+                for o in {o["op"] + o.get("answer", "")[:200]: o for o in failed_ops}.values():
+                    problems.append(f"  {o['op']} through frontend {o['frontend'] + 1}: {' '.join(o.get('answer', '').split())[:240]}")
+            acknowledged = sum(1 for o in ops if o["ok"])
+            verdict = "ok" if not problems else "FAILED"
+            print(f"{verdict:6} {scenario.__name__}: {len(ops)} operations ({len(pushes)} pushes), "
+                  f"{acknowledged} acknowledged, {raced} lost a race, {len(failed_ops)} failed, {lost} lost; longest unavailability "
+                  f"{longest_unavailability(ops):.1f}s; {measured}; {time.monotonic() - began:.0f}s", flush=True)
+            for p in problems:
+                print(f"       {p}", flush=True)
+            if problems:
+                failed += 1
+            else:
+                passed += 1
+    finally:
+        if not args.keep:
+            script("cluster.sh", "down", dir, timeout=300)
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed ({time.monotonic() - started:.0f}s)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
