@@ -90,7 +90,7 @@ up() {
     cat > "$env_file" <<EOF
 GITSTRATUM_CLUSTER=true
 GITSTRATUM_DATABASE_URL=$database_url
-GITSTRATUM_OBJECT_STORAGE_ENDPOINT=$(json_field "$g" endpoint)
+GITSTRATUM_OBJECT_STORAGE_ENDPOINT=$(python3 -c 'import json,sys; print(",".join(n["s3"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$g")
 GITSTRATUM_OBJECT_STORAGE_BUCKET=$(json_field "$g" bucket)
 GITSTRATUM_OBJECT_STORAGE_REGION=$(json_field "$g" region)
 GITSTRATUM_OBJECT_STORAGE_ACCESS_KEY_ID=$(json_field "$g" access_key_id)

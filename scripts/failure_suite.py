@@ -258,12 +258,13 @@ def pg_primary_killed(c, load):
 
 
 def object_node_killed(c, load):
+    # Node 1: the endpoint every frontend talks to first.
     time.sleep(4)
-    c.garage("kill-node", 3)
+    c.garage("kill-node", 1)
     time.sleep(10)
-    c.garage("start-node", 3)
+    c.garage("start-node", 1)
     time.sleep(2)
-    return "object node 3 killed for 10s", False
+    return "object node 1 (the frontends' first endpoint) killed for 10s", False
 
 
 def etcd_member_killed(c, load):

@@ -393,7 +393,8 @@ struct FileLog {
 }
 
 /// `[object_storage]`: set when it names a bucket, which then needs credentials (the secret in
-/// the environment only); the endpoint, when given, an `http(s)://` URL.
+/// the environment only); the endpoint, when given, an `http(s)://` URL or a comma-separated
+/// list of them.
 fn object_storage(merged: &ConfigLayer) -> Result<Option<gitstratum_ci::blob::s3::S3Config>, ConfigError> {
     let value = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or_default().to_owned();
     let bucket = value(&merged.object_storage_bucket);
@@ -402,8 +403,9 @@ fn object_storage(merged: &ConfigLayer) -> Result<Option<gitstratum_ci::blob::s3
     }
     let invalid = |setting: &'static str, message: &str| ConfigError::Invalid { setting, message: message.to_owned() };
     let endpoint = value(&merged.object_storage_endpoint);
-    if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        return Err(invalid("object_storage.endpoint", "an http:// or https:// URL"));
+    let url = |e: &str| e.starts_with("http://") || e.starts_with("https://");
+    if !(endpoint.is_empty() || endpoint.split(',').map(str::trim).all(url)) {
+        return Err(invalid("object_storage.endpoint", "an http:// or https:// URL, or several separated by commas"));
     }
     let access_key_id = value(&merged.object_storage_access_key_id);
     if access_key_id.is_empty() {

@@ -9,7 +9,10 @@ use crate::blob::s3::S3Config;
 /// Three Garage nodes (replication factor 3) on loopback, stopped when dropped.
 pub struct Garage {
     dir: tempfile::TempDir,
+    /// A client's settings, with node 1's endpoint.
     pub config: S3Config,
+    /// Every node's S3 endpoint, node 1's first.
+    pub endpoints: Vec<String>,
 }
 
 /// Runs `scripts/NAME WHAT DIR [ARG]`.
@@ -57,7 +60,11 @@ impl Garage {
             secret_access_key: field("secret_access_key"),
             prefix: prefix.to_owned(),
         };
-        Some(Garage { dir, config })
+        let endpoints = info["nodes"]
+            .as_array()
+            .map(|nodes| nodes.iter().filter_map(|n| n["s3"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        Some(Garage { dir, config, endpoints })
     }
 }
 

@@ -110,6 +110,29 @@ fn the_s3_store_conforms_on_a_three_node_garage_cluster() {
     let wrong = S3Config { secret_access_key: "wrong".into(), ..garage.config.clone() };
     let stranger = S3BlobStore::open(&wrong, runtime.handle().clone(), staging.path().to_owned()).expect("client");
     assert!(stranger.list("artifacts").is_err());
+
+    // Given every node's endpoint, a client keeps working when the one it talks to is gone: an
+    // endpoint nothing listens on first, then node 1 killed.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+    );
+    let listed = S3Config { endpoint: format!("{dead},{}", garage.endpoints.join(",")), ..garage.config.clone() };
+    let nodes = S3BlobStore::open(&listed, runtime.handle().clone(), staging.path().to_owned()).expect("client");
+    conformance(&nodes);
+    let (before, after) = (new_key("artifacts").expect("key"), new_key("artifacts").expect("key"));
+    let staged = nodes.staging_dir().join("before");
+    std::fs::write(&staged, b"written before node 1 went").expect("stage");
+    nodes.commit(&staged, &before).expect("commit");
+    garage.kill_node(1);
+    let mut read = Vec::new();
+    nodes.open(&before).expect("open").read_to_end(&mut read).expect("read");
+    assert_eq!(read, b"written before node 1 went");
+    let staged = nodes.staging_dir().join("after");
+    std::fs::write(&staged, b"written without node 1").expect("stage");
+    nodes.commit(&staged, &after).expect("commit without node 1");
+    assert!(nodes.list("artifacts").expect("list").iter().any(|(k, _)| *k == after));
+    garage.start_node(1);
     drop(store);
     drop(garage);
 }

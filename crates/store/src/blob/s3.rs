@@ -7,6 +7,12 @@
 //! conditional puts are switched off in the client, so a call that would need one fails loudly
 //! instead of being silently ignored (as Garage ignores `If-None-Match`).
 //!
+//! The endpoint may be a comma-separated list (every node of a Garage cluster, say): requests go
+//! to the one that answered last, and one that cannot be reached or fails moves them on to the
+//! next, so losing the node a frontend talks to fails nothing. With a list, each endpoint gets a
+//! short connect timeout and one retry, so a dead one costs seconds, not object_store's default
+//! three minutes of retries.
+//!
 //! [`BlobStore`] is synchronous; each call runs its requests as a task on the runtime handed to
 //! [`S3BlobStore::open`] and waits ([`crate::bridge::wait_on`]), so it may be called from any
 //! thread that is not one of that runtime's workers. Reads fetch the object in ranges of
@@ -15,10 +21,14 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 
@@ -32,7 +42,8 @@ const PART: usize = 8 << 20;
 /// Where the blobs are: an S3 endpoint, a bucket and credentials.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Config {
-    /// `http://127.0.0.1:3900`; empty for AWS itself.
+    /// `http://127.0.0.1:3900`, or several separated by commas (tried in turn); empty for AWS
+    /// itself.
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
@@ -57,10 +68,53 @@ impl std::fmt::Debug for S3Config {
 
 #[derive(Debug)]
 pub struct S3BlobStore {
-    store: Arc<dyn ObjectStore>,
+    endpoints: Endpoints,
     prefix: String,
     runtime: Handle,
     staging: PathBuf,
+}
+
+/// A client per endpoint, and which one answered last.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    stores: Arc<[Arc<dyn ObjectStore>]>,
+    last_good: Arc<AtomicUsize>,
+}
+
+impl Endpoints {
+    /// Runs `op` on the endpoint that answered last, then on the others in turn while it fails
+    /// for a reason another endpoint might not have (anything but "not found" and "already
+    /// exists"); the last error if every one failed.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, object_store::Error>
+    where
+        F: Fn(Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = Result<T, object_store::Error>>,
+    {
+        let first = self.last_good.load(Ordering::Relaxed);
+        let n = self.stores.len();
+        let mut tried = 0;
+        loop {
+            let at = (first + tried) % n;
+            match op(self.stores[at].clone()).await {
+                Ok(v) => {
+                    self.last_good.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e @ (object_store::Error::NotFound { .. } | object_store::Error::AlreadyExists { .. })) => {
+                    return Err(e);
+                }
+                Err(e) if tried + 1 < n => {
+                    tracing::warn!(error = %e, endpoint = at, "object storage endpoint failed; trying the next");
+                    tried += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn current(&self) -> Arc<dyn ObjectStore> {
+        self.stores[self.last_good.load(Ordering::Relaxed) % self.stores.len()].clone()
+    }
 }
 
 fn io_error(e: object_store::Error) -> io::Error {
@@ -84,28 +138,49 @@ impl S3BlobStore {
         if config.bucket.is_empty() {
             return Err(invalid("object storage needs a bucket"));
         }
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&config.bucket)
-            .with_region(if config.region.is_empty() { "us-east-1" } else { &config.region })
-            .with_access_key_id(&config.access_key_id)
-            .with_secret_access_key(&config.secret_access_key)
-            // Never rely on a conditional put: S3-compatible stores differ (Garage ignores
-            // If-None-Match), so a put that would need one must fail rather than overwrite.
-            .with_conditional_put(S3ConditionalPut::Disabled);
-        if !config.endpoint.is_empty() {
-            builder = builder
-                .with_endpoint(&config.endpoint)
-                .with_allow_http(config.endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
+        let endpoints: Vec<&str> =
+            if config.endpoint.is_empty() { vec![""] } else { config.endpoint.split(',').map(str::trim).collect() };
+        if endpoints.iter().any(|e| e.is_empty()) && endpoints.len() > 1 {
+            return Err(invalid("object storage: the endpoint list has an empty entry"));
         }
-        let store = builder.build().map_err(|e| invalid(&format!("object storage: {e}")))?;
+        let several = endpoints.len() > 1;
+        let mut stores: Vec<Arc<dyn ObjectStore>> = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&config.bucket)
+                .with_region(if config.region.is_empty() { "us-east-1" } else { &config.region })
+                .with_access_key_id(&config.access_key_id)
+                .with_secret_access_key(&config.secret_access_key)
+                // Never rely on a conditional put: S3-compatible stores differ (Garage ignores
+                // If-None-Match), so a put that would need one must fail rather than overwrite.
+                .with_conditional_put(S3ConditionalPut::Disabled);
+            if several {
+                // Another endpoint is the retry: give up on this one soon. (Before the endpoint's
+                // settings: the client options replace the ones `with_allow_http` sets.)
+                builder = builder
+                    .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(2)))
+                    .with_retry(RetryConfig {
+                        backoff: BackoffConfig::default(),
+                        max_retries: 1,
+                        retry_timeout: Duration::from_secs(10),
+                    });
+            }
+            if !endpoint.is_empty() {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            stores.push(Arc::new(builder.build().map_err(|e| invalid(&format!("object storage: {e}")))?));
+        }
         let prefix = config.prefix.trim_matches('/').to_owned();
-        Ok(S3BlobStore { store: Arc::new(store), prefix, runtime, staging })
+        let endpoints = Endpoints { stores: stores.into(), last_good: Arc::new(AtomicUsize::new(0)) };
+        Ok(S3BlobStore { endpoints, prefix, runtime, staging })
     }
 
-    /// The object store itself (tests use it to check what the client refuses).
+    /// The client of the endpoint in use (tests use it to check what the client refuses).
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+        self.endpoints.current()
     }
 
     fn location(&self, key: &str) -> io::Result<ObjectPath> {
@@ -132,52 +207,30 @@ impl BlobStore for S3BlobStore {
 
     fn commit(&self, staged: &Path, key: &str) -> io::Result<()> {
         let location = self.location(key)?;
-        let store = self.store.clone();
+        let endpoints = self.endpoints.clone();
         let staged_path = staged.to_owned();
+        // A whole upload is tried again on the next endpoint (the key is new, the bytes the same).
         wait(&self.runtime, async move {
-            let mut file = tokio::fs::File::open(&staged_path).await?;
-            let size = file.metadata().await?.len();
-            if size <= PART as u64 {
-                let mut data = Vec::with_capacity(size as usize);
-                file.read_to_end(&mut data).await?;
-                store.put(&location, PutPayload::from(data)).await.map_err(io_error)?;
-            } else {
-                let upload = store.put_multipart(&location).await.map_err(io_error)?;
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-                let mut buf = vec![0u8; 1 << 20];
-                let sent = async {
-                    loop {
-                        let n = file.read(&mut buf).await?;
-                        if n == 0 {
-                            return io::Result::Ok(());
-                        }
-                        writer.wait_for_capacity(2).await.map_err(io_error)?;
-                        writer.write(&buf[..n]);
-                    }
-                }
-                .await;
-                match sent {
-                    // A failed upload is aborted, so the store keeps no parts of it.
-                    Err(e) => {
-                        let _ = writer.abort().await;
-                        return Err(e);
-                    }
-                    Ok(()) => {
-                        writer.finish().await.map_err(io_error)?;
-                    }
-                }
-            }
-            io::Result::Ok(())
+            endpoints.call(|store| upload(store, location.clone(), staged_path.clone())).await.map_err(io_error)
         })??;
         std::fs::remove_file(staged)
     }
 
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
         let location = self.location(key)?;
-        let (store, at) = (self.store.clone(), location.clone());
-        let size = self.run(async move { store.head(&at).await })?.size;
+        let (endpoints, at) = (self.endpoints.clone(), location.clone());
+        let size = self
+            .run(async move {
+                endpoints
+                    .call(|store| {
+                        let at = at.clone();
+                        async move { store.head(&at).await }
+                    })
+                    .await
+            })?
+            .size;
         Ok(Box::new(RangeReader {
-            store: self.store.clone(),
+            endpoints: self.endpoints.clone(),
             runtime: self.runtime.clone(),
             location,
             size,
@@ -188,8 +241,16 @@ impl BlobStore for S3BlobStore {
 
     fn delete(&self, key: &str) -> io::Result<()> {
         let location = self.location(key)?;
-        let store = self.store.clone();
-        match wait(&self.runtime, async move { store.delete(&location).await })? {
+        let endpoints = self.endpoints.clone();
+        let deleted = wait(&self.runtime, async move {
+            endpoints
+                .call(|store| {
+                    let at = location.clone();
+                    async move { store.delete(&at).await }
+                })
+                .await
+        })?;
+        match deleted {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_error(e)),
         }
@@ -199,9 +260,15 @@ impl BlobStore for S3BlobStore {
         use futures_util::TryStreamExt;
         let prefix = self.location(kind)?;
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let store = self.store.clone();
-        let listed: Vec<object_store::ObjectMeta> =
-            self.run(async move { store.list(Some(&prefix)).try_collect().await })?;
+        let endpoints = self.endpoints.clone();
+        let listed: Vec<object_store::ObjectMeta> = self.run(async move {
+            endpoints
+                .call(|store| {
+                    let prefix = prefix.clone();
+                    async move { store.list(Some(&prefix)).try_collect().await }
+                })
+                .await
+        })?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {
@@ -213,6 +280,41 @@ impl BlobStore for S3BlobStore {
     }
 }
 
+/// Uploads the file at `staged` to `location` (in parts when it is large; a failed multipart
+/// upload is aborted, so the store keeps no parts of it).
+async fn upload(store: Arc<dyn ObjectStore>, location: ObjectPath, staged: PathBuf) -> Result<(), object_store::Error> {
+    let local = |e: io::Error| object_store::Error::Generic { store: "local staging", source: Box::new(e) };
+    let mut file = tokio::fs::File::open(&staged).await.map_err(local)?;
+    let size = file.metadata().await.map_err(local)?.len();
+    if size <= PART as u64 {
+        let mut data = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut data).await.map_err(local)?;
+        store.put(&location, PutPayload::from(data)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(&location).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut buf = vec![0u8; 1 << 20];
+    let sent = async {
+        loop {
+            let n = file.read(&mut buf).await.map_err(local)?;
+            if n == 0 {
+                return Ok(());
+            }
+            writer.wait_for_capacity(2).await?;
+            writer.write(&buf[..n]);
+        }
+    }
+    .await;
+    match sent {
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+        Ok(()) => writer.finish().await.map(drop),
+    }
+}
+
 /// Runs `work` on `runtime` from any thread ([`crate::bridge::wait_on`]).
 fn wait<T: Send + 'static>(runtime: &Handle, work: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
     crate::bridge::wait_on(runtime, work).ok_or_else(|| io::Error::other("the object storage client's runtime stopped"))
@@ -220,7 +322,7 @@ fn wait<T: Send + 'static>(runtime: &Handle, work: impl Future<Output = T> + Sen
 
 /// A blob read in ranges as it is read.
 struct RangeReader {
-    store: Arc<dyn ObjectStore>,
+    endpoints: Endpoints,
     runtime: Handle,
     location: ObjectPath,
     size: u64,
@@ -238,8 +340,16 @@ impl Read for RangeReader {
             }
             let end = (self.next + READ_CHUNK).min(self.size);
             let range = self.next..end;
-            let (store, at) = (self.store.clone(), self.location.clone());
-            let chunk = wait(&self.runtime, async move { store.get_range(&at, range).await })?.map_err(io_error)?;
+            let (endpoints, at) = (self.endpoints.clone(), self.location.clone());
+            let chunk = wait(&self.runtime, async move {
+                endpoints
+                    .call(|store| {
+                        let (at, range) = (at.clone(), range.clone());
+                        async move { store.get_range(&at, range).await }
+                    })
+                    .await
+            })?
+            .map_err(io_error)?;
             if chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob ended early"));
             }
