@@ -329,11 +329,17 @@ impl GitService {
 
     fn listing(&self, repo: RepoId, wanted: impl Fn(&str) -> bool, peel: bool) -> Result<RefListing> {
         let refs: Vec<(String, ObjectId)> = self.refs.list(repo)?.into_iter().filter(|(n, _)| wanted(n)).collect();
-        let peeled = if peel {
-            self.peel(repo, &refs.iter().map(|(_, id)| *id).collect::<Vec<_>>())?
-        } else {
-            vec![None; refs.len()]
-        };
+        let mut peeled = vec![None; refs.len()];
+        if peel {
+            // A branch always names a commit (receive-pack refuses anything else there), so only
+            // the other refs are read: listing refs needs no objects for branches, which in
+            // cluster mode may still be in object storage.
+            let others: Vec<usize> = (0..refs.len()).filter(|i| !refs[*i].0.starts_with("refs/heads/")).collect();
+            let ids: Vec<ObjectId> = others.iter().map(|i| refs[*i].1).collect();
+            for (i, p) in others.into_iter().zip(self.peel(repo, &ids)?) {
+                peeled[i] = p;
+            }
+        }
         let head_name = self.head(repo)?;
         let head = self.refs.get(repo, &head_name)?.map(|id| (head_name, id));
         Ok(RefListing { head, refs: refs.into_iter().zip(peeled).map(|((n, id), p)| (n, id, p)).collect() })
