@@ -78,6 +78,15 @@ class Cluster:
         except ChildProcessError:
             pass
 
+    def dead_frontends(self):
+        dead = []
+        for i, f in enumerate(self.info["frontends"]):
+            try:
+                os.kill(f["pid"], 0)
+            except ProcessLookupError:
+                dead.append(i)
+        return dead
+
     def start_frontend(self, i):
         pid = script("cluster.sh", "start-frontend", self.dir, str(i + 1))
         self.info["frontends"][i]["pid"] = int(pid.split()[-1])
@@ -107,6 +116,14 @@ class Load:
     def record(self, **op):
         with self.lock:
             self.ops.append(op)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.ops)
+
+    def succeeded(self, kind, after):
+        """Whether an operation of `kind` that started after `after` has succeeded."""
+        return any(o["op"] == kind and o["ok"] and o["start"] > after for o in self.snapshot())
 
     def pusher(self, n, branch):
         work = os.path.join(self.tmp, f"pusher-{n}")
@@ -180,11 +197,11 @@ class Load:
 
 def longest_unavailability(ops):
     """The longest time a client went from the start of a failed operation to the end of its
-    next successful one."""
+    next successful one of the same kind (a pusher's fetches do not hide its failing pushes)."""
     worst = 0.0
     by_client = {}
     for op in sorted(ops, key=lambda o: o["start"]):
-        by_client.setdefault(op["client"], []).append(op)
+        by_client.setdefault((op["client"], op["op"]), []).append(op)
     for client_ops in by_client.values():
         failing_since = None
         for op in client_ops:
@@ -243,7 +260,27 @@ def oracles(c, tmp, ops, all_pushes):
 
 
 # Scenarios: each gets the cluster and the running load, makes one thing fail and heals it, and
-# returns (what it measured, whether a failed client operation is a failure of the scenario).
+# returns what it measured, which kinds of client operation may fail meanwhile, and a check of its
+# own over the operations (a list of problems).
+
+EVERYTHING = {"push", "fetch", "clone"}
+
+
+def no_check(ops):
+    return []
+
+
+def down_for(seconds, kill, start, settle=2):
+    """Runs `kill`, waits `seconds`, runs `start`, waits `settle`; returns when the kill was
+    complete and when the start began."""
+    kill()
+    killed = time.monotonic()
+    time.sleep(seconds)
+    restarted = time.monotonic()
+    start()
+    time.sleep(settle)
+    return killed, restarted
+
 
 def pg_primary_killed(c, load):
     time.sleep(4)
@@ -254,38 +291,59 @@ def pg_primary_killed(c, load):
     failover = time.monotonic() - killed
     time.sleep(8)
     c.patroni("start-node", primary)
-    return f"pg{primary} killed, pg{promoted} promoted after {failover:.1f}s", True
+    return f"pg{primary} killed, pg{promoted} promoted after {failover:.1f}s", EVERYTHING, no_check
 
 
 def object_node_killed(c, load):
     # Node 1: the endpoint every frontend talks to first.
     time.sleep(4)
-    c.garage("kill-node", 1)
-    time.sleep(10)
-    c.garage("start-node", 1)
+    down_for(10, lambda: c.garage("kill-node", 1), lambda: c.garage("start-node", 1))
+    return "object node 1 (the frontends' first endpoint) killed for 10s", set(), no_check
+
+
+def two_object_nodes_down(c, load):
+    time.sleep(4)
+    killed, restarted = down_for(
+        15, lambda: (c.garage("kill-node", 2), c.garage("kill-node", 3)),
+        lambda: (c.garage("start-node", 2), c.garage("start-node", 3)), settle=0)
+    # Back once a push gets through again (the nodes take some seconds to rejoin).
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not load.succeeded("push", after=restarted):
+        time.sleep(0.5)
     time.sleep(2)
-    return "object node 1 (the frontends' first endpoint) killed for 10s", False
+    during = [o for o in load.snapshot() if o["op"] == "clone" and o["start"] > killed + 1 and o["end"] < restarted]
+    served = sum(1 for o in during if o["ok"])
+
+    def check(ops):
+        problems = []
+        down = [o for o in ops if o["op"] == "push" and o["ok"] and o["start"] > killed + 1 and o["end"] < restarted]
+        if down:
+            problems.append(f"{len(down)} pushes acknowledged while two of three object nodes were down")
+            for o in down[:3]:
+                problems.append(f"  frontend {o['frontend'] + 1}, {o['start'] - killed:.1f}s to {o['end'] - killed:.1f}s "
+                                f"after the kill: {o['old'][:10]} -> {o['new'][:10]}")
+        if not any(o["op"] == "push" and o["ok"] and o["start"] > restarted for o in ops):
+            problems.append("no push got through once the object nodes were back")
+        return problems
+    # Pushes are refused while the nodes are down; a clone fails through a frontend that lacks the
+    # newest packs (another frontend took the push) and is served by one that has them.
+    return (f"object nodes 2 and 3 killed for 15s: {served} of {len(during)} clones meanwhile served, "
+            f"pushes again {time.monotonic() - restarted - 2:.1f}s after they returned"), EVERYTHING, check
 
 
 def etcd_member_killed(c, load):
     time.sleep(3)
-    c.patroni("kill-etcd", 1)
-    time.sleep(10)
-    c.patroni("start-etcd", 1)
-    time.sleep(2)
-    return "etcd member 1 killed for 10s", False
+    down_for(10, lambda: c.patroni("kill-etcd", 1), lambda: c.patroni("start-etcd", 1))
+    return "etcd member 1 killed for 10s", set(), no_check
 
 
 def frontend_killed(c, load):
     time.sleep(4)
-    c.kill_frontend(1)
-    time.sleep(3)
-    c.start_frontend(1)
-    time.sleep(5)
-    return "frontend 2 SIGKILLed under load, restarted after 3s", True
+    down_for(3, lambda: c.kill_frontend(1), lambda: c.start_frontend(1), settle=5)
+    return "frontend 2 SIGKILLed under load, restarted after 3s", EVERYTHING, no_check
 
 
-SCENARIOS = [pg_primary_killed, object_node_killed, etcd_member_killed, frontend_killed]
+SCENARIOS = [pg_primary_killed, object_node_killed, two_object_nodes_down, etcd_member_killed, frontend_killed]
 
 
 def main():
@@ -319,17 +377,30 @@ def main():
             began = time.monotonic()
             load.start()
             try:
-                measured, failures_allowed = scenario(c, load)
+                measured, may_fail, check = scenario(c, load)
+            except Exception as e:  # reported as the scenario's failure; the others still run
+                broke = f"the scenario broke: {e}"
+                measured, may_fail, check = broke, EVERYTHING, lambda ops, broke=broke: [broke]
             finally:
                 ops = load.stop()
             pushes = [o for o in ops if o["op"] == "push"]
             all_pushes += pushes
-            problems, lost = oracles(c, tmp, ops, all_pushes)
+            dead = c.dead_frontends()
+            try:
+                problems, lost = oracles(c, tmp, ops, all_pushes)
+            except Exception as e:  # an oracle that cannot even ask: the scenario failed
+                problems, lost = [f"the oracles could not run: {e}"], 0
+            for i in dead:
+                log = os.path.join(dir, f"frontend{i + 1}.log")
+                tail = open(log, errors="replace").read().splitlines()[-5:] if os.path.exists(log) else []
+                problems.append(f"frontend {i + 1} died: " + " | ".join(tail))
             failed_ops = [o for o in ops if not o["ok"] and not o.get("raced")]
             raced = sum(1 for o in ops if o.get("raced"))
-            if failed_ops and not failures_allowed:
-                problems.append(f"{len(failed_ops)} client operations failed")
-                for o in {o["op"] + o.get("answer", "")[:200]: o for o in failed_ops}.values():
+            problems += check(ops)
+            forbidden = [o for o in failed_ops if o["op"] not in may_fail]
+            if forbidden:
+                problems.append(f"{len(forbidden)} client operations failed")
+                for o in {o["op"] + o.get("answer", "")[:200]: o for o in forbidden}.values():
                     problems.append(f"  {o['op']} through frontend {o['frontend'] + 1}: {' '.join(o.get('answer', '').split())[:240]}")
             acknowledged = sum(1 for o in ops if o["ok"])
             verdict = "ok" if not problems else "FAILED"

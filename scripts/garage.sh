@@ -152,6 +152,18 @@ start_node() {
     for _ in $(seq 1 200); do
         kill -0 "$pid" 2>/dev/null || { log "Garage node $N did not start again"; tail -5 "$node/log" >&2; return 1; }
         if (exec 3<>"/dev/tcp/127.0.0.1/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$s3") 2>/dev/null; then
+            # Connect it to the other nodes that run (as `up` joined them): left to itself, a node
+            # restarted while another was down too may stay disconnected from it for minutes.
+            local m other
+            for m in 1 2 3; do
+                [ "$m" = "$N" ] && continue
+                kill -0 "$(sed -n "${m}p" "$DIR/pids")" 2>/dev/null || continue
+                other=$("$GARAGE" -c "$DIR/node$m/garage.toml" node id -q 2>/dev/null) || continue
+                for _ in $(seq 1 50); do
+                    "$GARAGE" -c "$node/garage.toml" node connect "$other" >/dev/null 2>&1 && break
+                    sleep 0.1
+                done
+            done
             return 0
         fi
         sleep 0.05
