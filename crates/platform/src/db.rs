@@ -159,9 +159,8 @@ impl Db {
             let mut backoff = Duration::from_millis(200);
             loop {
                 // A pool of its own, made again at each start from the shared pool's current
-                // options: it listens on the primary, also after it moved.
-                // A short acquire timeout: while the primary is down, this gives up soon and
-                // starts again from the options the shared pool has moved to.
+                // options, so it listens on the primary also after it moved; its short acquire
+                // timeout gives up on a dead primary soon and starts again from them.
                 let own = PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(2))
