@@ -32,6 +32,12 @@ fn ok(home: &Path, dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A bare clone of `url` at `dir` (inside `root`), which must pass `git fsck --strict`.
+fn clone_checked(home: &Path, root: &Path, url: &str, dir: &Path) {
+    ok(home, root, &["clone", "-q", "--bare", url, dir.to_str().expect("utf-8")]);
+    ok(home, dir, &["fsck", "--strict", "--no-dangling"]);
+}
+
 fn remote_main(home: &Path, dir: &Path, url: &str) -> Option<String> {
     let listing = ok(home, dir, &["ls-remote", url, "refs/heads/main"]);
     listing.split_whitespace().next().map(str::to_owned)
@@ -134,8 +140,7 @@ async fn sigkill_during_a_push_leaves_a_consistent_repository() {
         let (home, root, url) = (home.clone(), tmp.path().to_owned(), url.clone());
         move || -> PathBuf {
             let dir = root.join(name);
-            ok(&home, &root, &["clone", "-q", "--bare", &url, dir.to_str().expect("utf-8")]);
-            ok(&home, &dir, &["fsck", "--strict", "--no-dangling"]);
+            clone_checked(&home, &root, &url, &dir);
             dir
         }
     };
@@ -200,8 +205,7 @@ async fn a_push_killed_at_each_step_is_retried_cleanly() {
         tokio::task::spawn_blocking(move || {
             ok(&home3, &src3, &["push", "-q", &url3, "main"]);
             let dir = root.join(point_dir);
-            ok(&home3, &root, &["clone", "-q", "--bare", &url3, dir.to_str().expect("utf-8")]);
-            ok(&home3, &dir, &["fsck", "--strict", "--no-dangling"]);
+            clone_checked(&home3, &root, &url3, &dir);
             assert_eq!(ok(&home3, &dir, &["rev-parse", "main"]), expected);
         })
         .await
@@ -283,8 +287,7 @@ async fn maintenance_killed_mid_repack_loses_nothing() {
         let (home2, src2, root, expected) = (home.clone(), src.clone(), tmp.path().to_owned(), tip.clone());
         tip = tokio::task::spawn_blocking(move || {
             let dir = root.join(format!("clone-{round}"));
-            ok(&home2, &root, &["clone", "-q", "--bare", &url, dir.to_str().expect("utf-8")]);
-            ok(&home2, &dir, &["fsck", "--strict", "--no-dangling"]);
+            clone_checked(&home2, &root, &url, &dir);
             assert_eq!(ok(&home2, &dir, &["rev-parse", "main"]), expected);
             std::fs::write(src2.join(format!("r{round}.txt")), "more\n").expect("write");
             ok(&home2, &src2, &["add", "-A"]);
@@ -544,13 +547,11 @@ async fn cluster_frontends_killed_mid_push_leave_refs_and_packs_consistent() {
         let expected = new.clone();
         tokio::task::spawn_blocking(move || {
             let dir = root.join(dir);
-            ok(&home3, &root, &["clone", "-q", "--bare", &url3, dir.to_str().expect("utf-8")]);
-            ok(&home3, &dir, &["fsck", "--strict", "--no-dangling"]);
+            clone_checked(&home3, &root, &url3, &dir);
             // The retry through a live frontend lands (or finds it landed).
             ok(&home3, &src3, &["push", "-q", &url3, "main"]);
             let again = root.join(format!("{}-again", dir.display()));
-            ok(&home3, &root, &["clone", "-q", "--bare", &url3, again.to_str().expect("utf-8")]);
-            ok(&home3, &again, &["fsck", "--strict", "--no-dangling"]);
+            clone_checked(&home3, &root, &url3, &again);
             assert_eq!(ok(&home3, &again, &["rev-parse", "main"]), expected);
         })
         .await
