@@ -310,13 +310,17 @@ def two_object_nodes_down(c, load):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not load.succeeded("push", after=restarted):
         time.sleep(0.5)
+    back = time.monotonic() - restarted
     time.sleep(2)
-    during = [o for o in load.snapshot() if o["op"] == "clone" and o["start"] > killed + 1 and o["end"] < restarted]
+
+    def while_down(o):
+        return o["start"] > killed + 1 and o["end"] < restarted
+    during = [o for o in load.snapshot() if o["op"] == "clone" and while_down(o)]
     served = sum(1 for o in during if o["ok"])
 
     def check(ops):
         problems = []
-        down = [o for o in ops if o["op"] == "push" and o["ok"] and o["start"] > killed + 1 and o["end"] < restarted]
+        down = [o for o in ops if o["op"] == "push" and o["ok"] and while_down(o)]
         if down:
             problems.append(f"{len(down)} pushes acknowledged while two of three object nodes were down")
             for o in down[:3]:
@@ -328,7 +332,7 @@ def two_object_nodes_down(c, load):
     # Pushes are refused while the nodes are down; a clone fails through a frontend that lacks the
     # newest packs (another frontend took the push) and is served by one that has them.
     return (f"object nodes 2 and 3 killed for 15s: {served} of {len(during)} clones meanwhile served, "
-            f"pushes again {time.monotonic() - restarted - 2:.1f}s after they returned"), EVERYTHING, check
+            f"pushes again {back:.1f}s after they returned"), EVERYTHING, check
 
 
 def etcd_member_killed(c, load):
