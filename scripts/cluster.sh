@@ -70,7 +70,8 @@ up() {
     local database_url runners=1
     if [ -n "$ha" ]; then
         # The database: three PostgreSQL nodes under Patroni, the frontends told of all three.
-        database_url=$(bash "$ROOT/scripts/patroni.sh" up "$DIR/pg")
+        database_url=$(bash "$ROOT/scripts/patroni.sh" up "$DIR/pg") || return 1
+        [ -n "$database_url" ] || { log "scripts/patroni.sh up gave no database URL"; return 1; }
         runners=2
     else
         # The database: one of its own on the local server.

@@ -116,7 +116,9 @@ start_node() {
     local dir=$1 i=$2
     write_patroni_config "$dir" "$i"
     if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir/pg-$i"; fi
-    setsid "${as_pg[@]}" patroni "$dir/pg-$i/patroni.yml" >>"$dir/pg-$i/log" 2>&1 </dev/null &
+    # From the node's own directory: Patroni runs as postgres, which may not enter the caller's
+    # (a private checkout under /tmp), and its bootstrap then never finishes.
+    (cd "$dir/pg-$i" && exec setsid "${as_pg[@]}" patroni "$dir/pg-$i/patroni.yml" >>"$dir/pg-$i/log" 2>&1 </dev/null) &
     echo $! > "$dir/pg-$i/pid"
 }
 
