@@ -364,11 +364,15 @@ impl PlatformStore {
     }
 
     /// Adds requests counted here to the cluster's counts of `minute` (per rate-limit key) and
-    /// returns each key's total; counts of minutes before the last are dropped.
+    /// returns each key's total (in key order); counts of minutes before the last are dropped.
     pub async fn add_rate_counts(&self, minute: i64, counts: &[(i64, i64)]) -> Result<Vec<(i64, i64)>> {
+        // In key order: servers adding to the same keys at once lock their rows in one order, so
+        // they wait for each other instead of deadlocking (seen with three frontends).
+        let mut counts = counts.to_vec();
+        counts.sort_unstable_by_key(|&(key, _)| key);
         let mut tx = self.db.begin().await?;
         let mut totals = Vec::with_capacity(counts.len());
-        for &(key, n) in counts {
+        for (key, n) in counts {
             let upsert = Query::insert()
                 .into_table("rate_windows")
                 .columns(["key", "minute", "n"])

@@ -13,6 +13,7 @@ fn sys() -> Actor {
 }
 
 gitstratum_platform::both_backends!(
+    rate_counts_add_up_across_servers,
     singletons_take_turns,
     login_failures_count_in_windows,
     bootstrap_creates_admin_once,
@@ -720,6 +721,30 @@ async fn login_failures_count_in_windows(store: &PlatformStore) {
     store.clear_login_failures("account:hubot", later, WINDOW).await.expect("clear");
     assert_eq!(store.login_failures("account:hubot", later, WINDOW).await.expect("read"), None);
     assert_eq!(store.login_failures("address:10.0.0.1", later, WINDOW).await.expect("read"), Some((1, later)));
+}
+
+/// Servers add their rate-limit counts to shared per-minute windows: every count is added once,
+/// whatever order servers list their keys in and however many add at once (the same keys in
+/// opposite orders deadlocked on PostgreSQL before the keys were sorted).
+async fn rate_counts_add_up_across_servers(store: &PlatformStore) {
+    let keys: Vec<i64> = (1..=20).collect();
+    let add = |reversed: bool| {
+        let mut counts: Vec<(i64, i64)> = keys.iter().map(|&k| (k, 1)).collect();
+        if reversed {
+            counts.reverse();
+        }
+        async move { store.add_rate_counts(100, &counts).await }
+    };
+    for _ in 0..10 {
+        let (a, b, c) = tokio::join!(add(false), add(true), add(false));
+        for added in [a, b, c] {
+            let totals = added.expect("no deadlock");
+            assert_eq!(totals.iter().map(|t| t.0).collect::<Vec<_>>(), keys, "in key order");
+        }
+    }
+    let totals = store.add_rate_counts(100, &[(7, 0)]).await.expect("read");
+    assert_eq!(totals, [(7, 30)], "10 rounds of 3 servers");
+    assert_eq!(store.add_rate_counts(102, &[(7, 1)]).await.expect("next"), [(7, 1)], "a new window");
 }
 
 /// Singleton work takes turns among the servers on one PostgreSQL database (a session lock, free
