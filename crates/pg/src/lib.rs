@@ -17,6 +17,17 @@
 //! or did not.
 //!
 //! A single host gets no task: a lost connection is replaced on the same host, as before.
+//!
+//! Every connection goes through a relay of this process's own ([`relay`]): TCP keepalives and
+//! a user timeout on its socket, so a statement sent to a server that went silent fails within
+//! seconds, and when the primary moves every connection to the old one is cut at once.
+//!
+//! Every session asks the server to give up on it when this end goes silent
+//! ([`SERVER_KEEPALIVES`]): a frontend cut off the network (or its machine gone) then has its
+//! sessions ended, its transactions rolled back and its advisory locks — the singletons'
+//! turns — released within seconds, not after the kernel's two hours. (A statement timeout is
+//! deliberately not set: cancelling a commit that waits for its synchronous replica reports it
+//! committed when only the primary has it.)
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,12 +37,24 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::Notify;
 
+mod relay;
+use relay::Relay;
+
 /// How often the primary is asked whether it still is one.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a host may take to connect and answer while the primary is being looked for.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long each host may take when the pool is first opened (a server starting).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set on every session: the server probes an idle client after 5 s of silence, every 2 s, and
+/// gives up after 3 unanswered probes; data it sent that stays unacknowledged for 10 s ends the
+/// session as well. (User-settable parameters; ignored over a Unix socket.)
+pub const SERVER_KEEPALIVES: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "5"),
+    ("tcp_keepalives_interval", "2"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -120,6 +143,10 @@ pub async fn connect(url: &str, schema: Option<&str>, pool: PgPoolOptions) -> Re
     if let Some(schema) = schema {
         check_schema(schema)?;
     }
+    for host in &mut hosts {
+        host.options = host.options.clone().options(SERVER_KEEPALIVES);
+    }
+    let relay = Relay::start(&mut hosts).map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
     let (at, mut conn) = find_primary(&hosts, 0..hosts.len(), OPEN_TIMEOUT).await.map_err(ConnectError::NoPrimary)?;
     if let Some(schema) = schema {
         // Checked above to be a plain identifier, so it is safe to splice.
@@ -133,11 +160,19 @@ pub async fn connect(url: &str, schema: Option<&str>, pool: PgPoolOptions) -> Re
     }
     if hosts.len() == 1 {
         drop(conn);
+        // The pool keeps the relay (its hooks live as long as it does).
+        let pool = pool.after_connect(move |_, _| {
+            let _relay = &relay;
+            Box::pin(async { Ok(()) })
+        });
         return pool.connect_with(hosts[0].options.clone()).await.map_err(ConnectError::Open);
     }
     let watch = Arc::new(Watch { moved: Mutex::new(None), look: Notify::new() });
-    let pool = follow(pool, &watch).connect_with(hosts[at].options.clone()).await.map_err(ConnectError::Open)?;
-    tokio::spawn(follow_primary(pool.clone(), hosts, at, conn, watch));
+    let pool = follow(pool, &watch, relay.clone())
+        .connect_with(hosts[at].options.clone())
+        .await
+        .map_err(ConnectError::Open)?;
+    tokio::spawn(follow_primary(pool.clone(), hosts, at, conn, watch, relay));
     Ok(pool)
 }
 
@@ -156,10 +191,11 @@ impl Watch {
     }
 }
 
-/// `pool` with the hooks that keep its connections on the primary.
-fn follow(pool: PgPoolOptions, watch: &Arc<Watch>) -> PgPoolOptions {
+/// `pool` with the hooks that keep its connections on the primary (and `relay` alive).
+fn follow(pool: PgPoolOptions, watch: &Arc<Watch>, relay: Arc<Relay>) -> PgPoolOptions {
     let (connected, acquired, released) = (watch.clone(), watch.clone(), watch.clone());
     pool.after_connect(move |conn, _| {
+        let _relay = &relay;
         let watch = connected.clone();
         Box::pin(async move {
             if is_replica(conn).await? {
@@ -211,7 +247,14 @@ async fn find_primary(
 
 /// Follows the primary for `pool` until the pool is closed; `conn` is a connection to the
 /// current one, `hosts[at]`.
-async fn follow_primary(pool: PgPool, hosts: Vec<Host>, mut at: usize, conn: PgConnection, watch: Arc<Watch>) {
+async fn follow_primary(
+    pool: PgPool,
+    hosts: Vec<Host>,
+    mut at: usize,
+    conn: PgConnection,
+    watch: Arc<Watch>,
+    relay: Arc<Relay>,
+) {
     let mut probe = Some(conn);
     let mut lost: Option<Instant> = None;
     loop {
@@ -235,9 +278,11 @@ async fn follow_primary(pool: PgPool, hosts: Vec<Host>, mut at: usize, conn: PgC
                 probe = Some(conn);
                 if found != at {
                     // Pointed first, then marked: a connection opened in between is closed, never
-                    // one to the old host kept.
+                    // one to the old host kept. Then every connection to the old host is cut: a
+                    // statement still waiting on it fails now.
                     pool.set_connect_options(hosts[found].options.clone());
                     *watch.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                    relay.cut(at);
                     tracing::warn!(
                         from = hosts[at].name,
                         to = hosts[found].name,

@@ -164,7 +164,7 @@ impl Db {
                 let own = PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(2))
-                    .connect_lazy_with((*pool.connect_options()).clone());
+                    .connect_lazy_with((*pool.connect_options()).clone().application_name(LISTENER_APPLICATION));
                 let listening = async {
                     let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                     listener.listen(channel).await?;
@@ -462,6 +462,10 @@ pub async fn notify(conn: &mut sqlx::PgConnection, channel: &str, payload: &str)
         .await
         .map(|_| ())
 }
+
+/// The `application_name` of [`Db::spawn_listener`]'s connections, which tells them apart in
+/// `pg_stat_activity` (an operator, or the failure suite, may end them to see them come back).
+pub const LISTENER_APPLICATION: &str = "gitstratum listener";
 
 /// Advisory lock class of [`Db::try_singleton`]'s locks (the first of the two `int4` keys).
 const SINGLETON_CLASS: i32 = 0x6773_0010;

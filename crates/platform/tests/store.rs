@@ -765,4 +765,12 @@ async fn singletons_take_turns(store: &PlatformStore) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "free once dropped");
+    // A server gone silent (cut off the network, its machine dead) loses its turns within
+    // seconds, not hours: each of its sessions asks PostgreSQL to probe it and give up.
+    if let gitstratum_platform::db::PooledConn::Postgres(mut conn) = store.db().acquire().await.expect("connection") {
+        let show = |name: &'static str| sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {name}")));
+        let idle = show("tcp_keepalives_idle").fetch_one(&mut *conn).await.expect("show");
+        let unacknowledged = show("tcp_user_timeout").fetch_one(&mut *conn).await.expect("show");
+        assert_eq!((idle.as_str(), unacknowledged.as_str()), ("5", "10000"));
+    }
 }
