@@ -10,8 +10,10 @@
 //! The endpoint may be a comma-separated list (every node of a Garage cluster, say): requests go
 //! to the one that answered last, and one that cannot be reached or fails moves them on to the
 //! next, so losing the node a frontend talks to fails nothing. With a list, each endpoint gets a
-//! short connect timeout and one retry, so a dead one costs seconds, not object_store's default
-//! three minutes of retries.
+//! short connect timeout, a request timeout of [`ENDPOINT_TIMEOUT`] and no retry of its own (the
+//! next endpoint is the retry), so a dead endpoint costs seconds, and one that went silent (cut
+//! off the network: nothing answered, nothing refused) at most [`ENDPOINT_TIMEOUT`], not
+//! object_store's default 30 s per try and three minutes of retries.
 //!
 //! [`BlobStore`] is synchronous; each call runs its requests as a task on the runtime handed to
 //! [`S3BlobStore::open`] and waits ([`crate::bridge::wait_on`]), so it may be called from any
@@ -38,6 +40,9 @@ use super::BlobStore;
 pub const READ_CHUNK: u64 = 8 << 20;
 /// Uploads up to this size go in one request; larger ones in parts of this size.
 const PART: usize = 8 << 20;
+/// With several endpoints, how long one request (an 8 MiB part or range at most) may take on an
+/// endpoint before the next one is asked.
+pub const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the blobs are: an S3 endpoint, a bucket and credentials.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -158,11 +163,15 @@ impl S3BlobStore {
                 // Another endpoint is the retry: give up on this one soon. (Before the endpoint's
                 // settings: the client options replace the ones `with_allow_http` sets.)
                 builder = builder
-                    .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(2)))
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(2))
+                            .with_timeout(ENDPOINT_TIMEOUT),
+                    )
                     .with_retry(RetryConfig {
                         backoff: BackoffConfig::default(),
-                        max_retries: 1,
-                        retry_timeout: Duration::from_secs(10),
+                        max_retries: 0,
+                        retry_timeout: ENDPOINT_TIMEOUT,
                     });
             }
             if !endpoint.is_empty() {
