@@ -11,6 +11,15 @@
 #   scripts/garage.sh down DIR   stops the nodes DIR's cluster started (by process id)
 #   scripts/garage.sh kill-node DIR N    SIGKILLs node N (1 to 3) of DIR's cluster
 #   scripts/garage.sh start-node DIR N   starts node N again, on its data, ports and identity
+#   scripts/garage.sh reconnect DIR      connects every running node to every other, both ways
+#                                (Garage left alone took over a minute to reconnect two nodes
+#                                after a restart or a healed partition)
+#   scripts/garage.sh wait-healthy DIR   waits (60 s at most) until every node sees every other
+#                                as healthy, with its status (a restarted node's takes seconds)
+#
+# With GITSTRATUM_NETNS=NETDIR (a network of test hosts, scripts/netns.sh), node N runs on host objN
+# of that network, so it can be cut off (netns.sh partition NETDIR objN); `up` keeps NETDIR in
+# DIR/netns for the other commands. Otherwise the nodes are on loopback.
 #
 # Exit status 3: no Garage binary (build it first, or set GITSTRATUM_GARAGE to one).
 set -euo pipefail
@@ -20,6 +29,15 @@ CACHE="${GITSTRATUM_GARAGE_CACHE:-$HOME/.cache/gitstratum-garage}"
 GARAGE="${GITSTRATUM_GARAGE:-$CACHE/bin/garage}"
 
 . "$(dirname "$0")/lib.sh"
+
+NET=${GITSTRATUM_NETNS:-}
+NETNS="$(cd "$(dirname "$0")" && pwd)/netns.sh"
+# node_addr N: node N's address; in_node N CMD...: runs CMD where node N runs.
+node_addr() { if [ -n "$NET" ]; then bash "$NETNS" addr "$NET" "obj$1"; else echo 127.0.0.1; fi; }
+in_node() {
+    local n=$1; shift
+    if [ -n "$NET" ]; then exec bash "$NETNS" exec "$NET" "obj$n" "$@"; else exec "$@"; fi
+}
 
 build() {
     if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then return 0; fi
@@ -41,10 +59,11 @@ up() {
     secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
     admin_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
     : > "$DIR/pids"
+    if [ -n "$NET" ]; then echo "$NET" > "$DIR/netns"; else rm -f "$DIR/netns"; fi
     local nodes_json="" n
     for n in 1 2 3; do
-        local node="$DIR/node$n" rpc s3 admin
-        rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+        local node="$DIR/node$n" rpc s3 admin a
+        rpc=$(free_port); s3=$(free_port); admin=$(free_port); a=$(node_addr "$n")
         mkdir -p "$node/meta" "$node/data"
         cat > "$node/garage.toml" <<EOF
 metadata_dir = "$node/meta"
@@ -55,36 +74,37 @@ replication_factor = 3
 consistency_mode = "consistent"
 metadata_fsync = true
 data_fsync = true
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
+rpc_bind_addr = "$a:$rpc"
+rpc_public_addr = "$a:$rpc"
 rpc_secret = "$secret"
 rpc_timeout_msec = 5000
 
 [s3_api]
 s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3"
+api_bind_addr = "$a:$s3"
 root_domain = ".s3.garage.localhost"
 
 [admin]
-api_bind_addr = "127.0.0.1:$admin"
+api_bind_addr = "$a:$admin"
 admin_token = "$admin_token"
 EOF
         chmod 600 "$node/garage.toml"
-        setsid "$GARAGE" -c "$node/garage.toml" server > "$node/log" 2>&1 < /dev/null &
+        (in_node "$n" setsid "$GARAGE" -c "$node/garage.toml" server > "$node/log" 2>&1 < /dev/null) &
         echo $! >> "$DIR/pids"
         echo "$rpc $s3" > "$node/ports"
-        nodes_json="$nodes_json${nodes_json:+,}{\"pid\": $!, \"s3\": \"http://127.0.0.1:$s3\", \"rpc\": \"127.0.0.1:$rpc\"}"
+        nodes_json="$nodes_json${nodes_json:+,}{\"pid\": $!, \"s3\": \"http://$a:$s3\", \"rpc\": \"$a:$rpc\"}"
     done
     # Each node listens on its RPC and S3 ports (a node that could not bind one has exited: the
     # caller tries again with other ports), then nodes 2 and 3 join node 1.
     local ids=()
     for n in 1 2 3; do
-        local rpc s3 pid id="" ready=0
+        local rpc s3 pid id="" ready=0 a
         read -r rpc s3 < "$DIR/node$n/ports"
+        a=$(node_addr "$n")
         pid=$(sed -n "${n}p" "$DIR/pids")
         for _ in $(seq 1 200); do
             kill -0 "$pid" 2>/dev/null || break
-            if (exec 3<>"/dev/tcp/127.0.0.1/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$s3") 2>/dev/null; then
+            if (exec 3<>"/dev/tcp/$a/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/$a/$s3") 2>/dev/null; then
                 ready=1
                 break
             fi
@@ -126,7 +146,7 @@ EOF
     local s3
     s3=$(cut -d' ' -f2 "$DIR/node1/ports")
     cat > "$DIR/garage.json" <<EOF
-{"endpoint": "http://127.0.0.1:$s3", "region": "garage", "bucket": "gitstratum",
+{"endpoint": "http://$(node_addr 1):$s3", "region": "garage", "bucket": "gitstratum",
  "access_key_id": "$key_id", "secret_access_key": "$secret_key",
  "nodes": [$nodes_json]}
 EOF
@@ -144,31 +164,61 @@ kill_node() {
 }
 
 start_node() {
-    local node="$DIR/node$N" rpc s3 pid
+    local node="$DIR/node$N" rpc s3 pid a
     read -r rpc s3 < "$node/ports"
-    setsid "$GARAGE" -c "$node/garage.toml" server >> "$node/log" 2>&1 < /dev/null &
+    a=$(node_addr "$N")
+    (in_node "$N" setsid "$GARAGE" -c "$node/garage.toml" server >> "$node/log" 2>&1 < /dev/null) &
     pid=$!
     sed -i "${N}s/.*/$pid/" "$DIR/pids"
     for _ in $(seq 1 200); do
         kill -0 "$pid" 2>/dev/null || { log "Garage node $N did not start again"; tail -5 "$node/log" >&2; return 1; }
-        if (exec 3<>"/dev/tcp/127.0.0.1/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$s3") 2>/dev/null; then
+        if (exec 3<>"/dev/tcp/$a/$rpc") 2>/dev/null && (exec 3<>"/dev/tcp/$a/$s3") 2>/dev/null; then
             # Connect it to the other nodes that run (as `up` joined them): left to itself, a node
             # restarted while another was down too may stay disconnected from it for minutes.
-            local m other
-            for m in 1 2 3; do
-                [ "$m" = "$N" ] && continue
-                kill -0 "$(sed -n "${m}p" "$DIR/pids")" 2>/dev/null || continue
-                other=$("$GARAGE" -c "$DIR/node$m/garage.toml" node id -q 2>/dev/null) || continue
-                for _ in $(seq 1 50); do
-                    "$GARAGE" -c "$node/garage.toml" node connect "$other" >/dev/null 2>&1 && break
-                    sleep 0.1
-                done
-            done
+            reconnect
             return 0
         fi
         sleep 0.05
     done
     return 1
+}
+
+# Connects each running node to each other running node, from both ends.
+reconnect() {
+    local m k ids=()
+    for m in 1 2 3; do
+        ids[$m]=""
+        kill -0 "$(sed -n "${m}p" "$DIR/pids")" 2>/dev/null || continue
+        ids[$m]=$("$GARAGE" -c "$DIR/node$m/garage.toml" node id -q 2>/dev/null) || ids[$m]=""
+    done
+    for m in 1 2 3; do
+        for k in 1 2 3; do
+            [ "$m" = "$k" ] || [ -z "${ids[$m]}" ] || [ -z "${ids[$k]}" ] && continue
+            for _ in $(seq 1 50); do
+                "$GARAGE" -c "$DIR/node$m/garage.toml" node connect "${ids[$k]}" >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+        done
+    done
+}
+
+wait_healthy() {
+    local m ok
+    for _ in $(seq 1 120); do
+        ok=1
+        for m in 1 2 3; do
+            local seen
+            seen=$("$GARAGE" -c "$DIR/node$m/garage.toml" status 2>/dev/null) || { ok=0; break; }
+            # Three healthy rows with a hostname each, and no failed node.
+            if printf '%s\n' "$seen" | grep -q "FAILED NODES" \
+                || [ "$(printf '%s\n' "$seen" | grep -cE '^[0-9a-f]{16} +[^? ]')" != 3 ]; then
+                ok=0; break
+            fi
+        done
+        [ $ok = 1 ] && return 0
+        sleep 0.5
+    done
+    log "the Garage nodes do not all see each other healthy"; return 1
 }
 
 # Starts the cluster; a try that fails (a port taken meanwhile by another process, say) is stopped
@@ -185,11 +235,14 @@ up_with_retries() {
     exit 1
 }
 
+if [ "${1:-}" != up ] && [ -f "${2:-}/netns" ]; then NET=$(cat "$2/netns"); fi
 case "${1:-}" in
     build) build ;;
     up) DIR="${2:?usage: garage.sh up DIR}"; up_with_retries ;;
     down) DIR="${2:?usage: garage.sh down DIR}"; down ;;
     kill-node) DIR="${2:?usage: garage.sh kill-node DIR N}"; N="${3:?node number}"; kill_node ;;
     start-node) DIR="${2:?usage: garage.sh start-node DIR N}"; N="${3:?node number}"; start_node ;;
-    *) echo "usage: garage.sh build | up DIR | down DIR | kill-node DIR N | start-node DIR N" >&2; exit 2 ;;
+    reconnect) DIR="${2:?usage: garage.sh reconnect DIR}"; reconnect ;;
+    wait-healthy) DIR="${2:?usage: garage.sh wait-healthy DIR}"; wait_healthy ;;
+    *) echo "usage: garage.sh build | up DIR | down DIR | kill-node DIR N | start-node DIR N | reconnect DIR | wait-healthy DIR" >&2; exit 2 ;;
 esac

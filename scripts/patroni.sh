@@ -13,9 +13,16 @@
 #   patroni.sh start-node DIR I  starts node I again (it rejoins as a replica)
 #   patroni.sh kill-etcd DIR I   SIGKILLs etcd member I
 #   patroni.sh start-etcd DIR I  starts etcd member I again
+#   patroni.sh etcd-leader DIR   prints the number of the etcd member that leads now
 #   patroni.sh primary DIR       prints the number of the node that is primary now (waits for one)
 #   patroni.sh roles DIR         prints each node's role as Patroni reports it
 #   patroni.sh down DIR          stops everything
+#
+# With GITSTRATUM_NETNS=NETDIR (a network of test hosts, scripts/netns.sh), PostgreSQL node I and
+# its Patroni run on host pgI of that network, and the etcd members on the machine itself at the
+# network's gateway address: a node can then be cut off the network (netns.sh partition NETDIR pgI)
+# and lose etcd, its replicas and its clients at once (`up` keeps NETDIR in DIR/netns for the other
+# commands). Otherwise everything is on loopback.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -25,6 +32,11 @@ as_pg=()
 if [ "$(id -u)" -eq 0 ]; then as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
 
 N=3
+NET=${GITSTRATUM_NETNS:-}
+netns() { bash "$(dirname "$0")/netns.sh" "$@"; }
+# The address of PostgreSQL node I, and of the etcd members.
+pg_addr() { if [ -n "$NET" ]; then netns addr "$NET" "pg$1"; else echo 127.0.0.1; fi; }
+etcd_addr() { if [ -n "$NET" ]; then netns addr "$NET" gateway; else echo 127.0.0.1; fi; }
 
 ports() {  # DIR: allocates every port once
     local dir=$1 i
@@ -41,14 +53,15 @@ api_port() { cut -d' ' -f2 "$1/pg-$2/ports"; }
 
 start_etcd() {
     local dir=$1 i=$2 cluster="" j
-    for j in $(seq 1 $N); do cluster+="${cluster:+,}e$j=http://127.0.0.1:$(etcd_peer "$dir" "$j")"; done
+    local a; a=$(etcd_addr)
+    for j in $(seq 1 $N); do cluster+="${cluster:+,}e$j=http://$a:$(etcd_peer "$dir" "$j")"; done
     local state=new
     [ -d "$dir/etcd-$i/data/member" ] && state=existing
     setsid etcd --name "e$i" --data-dir "$dir/etcd-$i/data" \
-        --listen-client-urls "http://127.0.0.1:$(etcd_client "$dir" "$i")" \
-        --advertise-client-urls "http://127.0.0.1:$(etcd_client "$dir" "$i")" \
-        --listen-peer-urls "http://127.0.0.1:$(etcd_peer "$dir" "$i")" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer "$dir" "$i")" \
+        --listen-client-urls "http://$a:$(etcd_client "$dir" "$i")" \
+        --advertise-client-urls "http://$a:$(etcd_client "$dir" "$i")" \
+        --listen-peer-urls "http://$a:$(etcd_peer "$dir" "$i")" \
+        --initial-advertise-peer-urls "http://$a:$(etcd_peer "$dir" "$i")" \
         --initial-cluster "$cluster" --initial-cluster-state "$state" --initial-cluster-token gitstratum \
         --heartbeat-interval 100 --election-timeout 1000 \
         >>"$dir/etcd-$i/log" 2>&1 </dev/null &
@@ -56,14 +69,16 @@ start_etcd() {
 }
 
 write_patroni_config() {
-    local dir=$1 i=$2 hosts="" j
-    for j in $(seq 1 $N); do hosts+="${hosts:+,}127.0.0.1:$(etcd_client "$dir" "$j")"; done
+    local dir=$1 i=$2 hosts="" j a e net=127.0.0.1/32
+    a=$(pg_addr "$i"); e=$(etcd_addr)
+    [ -n "$NET" ] && net="${e%.*}.0/24"
+    for j in $(seq 1 $N); do hosts+="${hosts:+,}$e:$(etcd_client "$dir" "$j")"; done
     cat > "$dir/pg-$i/patroni.yml" <<YAML
 scope: gitstratum
 name: pg$i
 restapi:
-  listen: 127.0.0.1:$(api_port "$dir" "$i")
-  connect_address: 127.0.0.1:$(api_port "$dir" "$i")
+  listen: $a:$(api_port "$dir" "$i")
+  connect_address: $a:$(api_port "$dir" "$i")
 etcd3:
   hosts: $hosts
 bootstrap:
@@ -86,8 +101,8 @@ bootstrap:
     - encoding: UTF8
     - auth: trust
 postgresql:
-  listen: 127.0.0.1:$(pg_port "$dir" "$i")
-  connect_address: 127.0.0.1:$(pg_port "$dir" "$i")
+  listen: $a:$(pg_port "$dir" "$i")
+  connect_address: $a:$(pg_port "$dir" "$i")
   data_dir: $dir/pg-$i/data
   bin_dir: $bindir
   pgpass: $dir/pg-$i/pgpass
@@ -107,8 +122,8 @@ postgresql:
     fsync: 'off'
   pg_hba:
     - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
+    - host all all $net trust
+    - host replication all $net trust
 YAML
 }
 
@@ -118,7 +133,9 @@ start_node() {
     if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir/pg-$i"; fi
     # From the node's own directory: Patroni runs as postgres, which may not enter the caller's
     # (a private checkout under /tmp), and its bootstrap then never finishes.
-    (cd "$dir/pg-$i" && exec setsid "${as_pg[@]}" patroni "$dir/pg-$i/patroni.yml" >>"$dir/pg-$i/log" 2>&1 </dev/null) &
+    local in_ns=()
+    [ -n "$NET" ] && in_ns=(bash "$(cd "$(dirname "$0")" && pwd)/netns.sh" exec "$NET" "pg$i")
+    (cd "$dir/pg-$i" && exec setsid "${in_ns[@]}" "${as_pg[@]}" patroni "$dir/pg-$i/patroni.yml" >>"$dir/pg-$i/log" 2>&1 </dev/null) &
     echo $! > "$dir/pg-$i/pid"
 }
 
@@ -142,7 +159,7 @@ kill_node() {
 }
 
 role() {  # DIR I: the role Patroni reports for node I, or "down"
-    curl -fsS -m 2 "http://127.0.0.1:$(api_port "$1" "$2")/patroni" 2>/dev/null \
+    curl -fsS -m 2 "http://$(pg_addr "$2"):$(api_port "$1" "$2")/patroni" 2>/dev/null \
         | python3 -c 'import json,sys; print(json.load(sys.stdin).get("role", "?"))' 2>/dev/null || echo down
 }
 
@@ -150,7 +167,7 @@ primary() {  # DIR: the node whose /primary answers 200 (60 s at most)
     local dir=$1 i
     for _ in $(seq 1 600); do
         for i in $(seq 1 $N); do
-            if curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$(api_port "$dir" "$i")/primary" 2>/dev/null; then
+            if curl -fsS -m 1 -o /dev/null "http://$(pg_addr "$i"):$(api_port "$dir" "$i")/primary" 2>/dev/null; then
                 echo "$i"; return 0
             fi
         done
@@ -164,12 +181,13 @@ up() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     ports "$dir"
+    if [ -n "$NET" ]; then echo "$NET" > "$dir/netns"; else rm -f "$dir/netns"; fi
     if ! "${as_pg[@]}" test -x "$dir"; then
         log "the postgres user cannot reach $dir (a directory above it is private)"; return 1
     fi
     for i in $(seq 1 $N); do start_etcd "$dir" "$i"; done
     for _ in $(seq 1 100); do
-        curl -fsS -m 1 "http://127.0.0.1:$(etcd_client "$dir" 1)/health" 2>/dev/null | grep -q '"health":"true"' && break
+        curl -fsS -m 1 "http://$(etcd_addr):$(etcd_client "$dir" 1)/health" 2>/dev/null | grep -q '"health":"true"' && break
         sleep 0.1
     done
     # The first node bootstraps the cluster; the others join it as replicas (pg_basebackup).
@@ -180,7 +198,7 @@ up() {
     local ok=0
     for _ in $(seq 1 1200); do
         local sync
-        sync=$("$bindir/psql" -X -h 127.0.0.1 -p "$(pg_port "$dir" 1)" -U postgres -d postgres -Atc \
+        sync=$("$bindir/psql" -X -h "$(pg_addr 1)" -p "$(pg_port "$dir" 1)" -U postgres -d postgres -Atc \
             "SELECT count(*) FILTER (WHERE state = 'streaming'), count(*) FILTER (WHERE sync_state = 'sync') FROM pg_stat_replication" 2>/dev/null || true)
         if [ "$sync" = "2|1" ]; then ok=1; break; fi
         sleep 0.1
@@ -188,9 +206,10 @@ up() {
     [ $ok = 1 ] || { log "the replicas did not come up: $(tail -5 "$dir"/pg-*/log)"; return 1; }
     local hosts="" pg="" etcd=""
     for i in $(seq 1 $N); do
-        hosts+="${hosts:+,}127.0.0.1:$(pg_port "$dir" "$i")"
-        pg+="${pg:+, }{\"name\": \"pg$i\", \"pid\": $(cat "$dir/pg-$i/pid"), \"url\": \"postgres://postgres@127.0.0.1:$(pg_port "$dir" "$i")/postgres\", \"api\": \"http://127.0.0.1:$(api_port "$dir" "$i")\"}"
-        etcd+="${etcd:+, }{\"name\": \"e$i\", \"pid\": $(cat "$dir/etcd-$i/pid"), \"url\": \"http://127.0.0.1:$(etcd_client "$dir" "$i")\"}"
+        local a; a=$(pg_addr "$i")
+        hosts+="${hosts:+,}$a:$(pg_port "$dir" "$i")"
+        pg+="${pg:+, }{\"name\": \"pg$i\", \"pid\": $(cat "$dir/pg-$i/pid"), \"url\": \"postgres://postgres@$a:$(pg_port "$dir" "$i")/postgres\", \"api\": \"http://$a:$(api_port "$dir" "$i")\"}"
+        etcd+="${etcd:+, }{\"name\": \"e$i\", \"pid\": $(cat "$dir/etcd-$i/pid"), \"url\": \"http://$(etcd_addr):$(etcd_client "$dir" "$i")\"}"
     done
     cat > "$dir/postgres.json" <<JSON
 {"url": "postgres://postgres@$hosts/postgres",
@@ -200,6 +219,20 @@ JSON
     echo "postgres://postgres@$hosts/postgres"
 }
 
+etcd_leader() {  # DIR: the member whose status names itself as the leader
+    local dir=$1 i
+    for _ in $(seq 1 100); do
+        for i in $(seq 1 $N); do
+            if curl -fsS -m 1 -X POST -d '{}' "http://$(etcd_addr):$(etcd_client "$dir" "$i")/v3/maintenance/status" 2>/dev/null \
+                | python3 -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["header"]["member_id"] == s["leader"] else 1)' 2>/dev/null; then
+                echo "$i"; return 0
+            fi
+        done
+        sleep 0.1
+    done
+    log "no etcd leader"; return 1
+}
+
 down() {
     local dir=$1 i
     for i in $(seq 1 $N); do kill_node "$dir" "$i"; done
@@ -207,14 +240,16 @@ down() {
     return 0
 }
 
+if [ "${1:-}" != up ] && [ -f "${2:-}/netns" ]; then NET=$(cat "$2/netns"); fi
 case "${1:-}" in
     up) up "$2" || { down "$2"; exit 1; } ;;
     kill-node) kill_node "$2" "$3" ;;
     start-node) start_node "$2" "$3" ;;
     kill-etcd) kill_group "$2/etcd-$3/pid" ;;
     start-etcd) start_etcd "$2" "$3" ;;
+    etcd-leader) etcd_leader "$2" ;;
     primary) primary "$2" ;;
     roles) for i in $(seq 1 $N); do echo "pg$i $(role "$2" "$i")"; done ;;
     down) down "$2" ;;
-    *) echo "usage: $0 up DIR | kill-node DIR I | start-node DIR I | kill-etcd DIR I | start-etcd DIR I | primary DIR | roles DIR | down DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 up DIR | kill-node DIR I | start-node DIR I | kill-etcd DIR I | start-etcd DIR I | etcd-leader DIR | primary DIR | roles DIR | down DIR" >&2; exit 2 ;;
 esac
