@@ -103,6 +103,10 @@ impl Endpoints {
             match op(self.stores[at].clone()).await {
                 Ok(v) => {
                     self.last_good.store(at, Ordering::Relaxed);
+                    if n > 1 {
+                        // Which endpoint of the list answers now (0 is the first).
+                        metrics::gauge!("gitstratum_object_storage_endpoint").set(at as f64);
+                    }
                     return Ok(v);
                 }
                 Err(e @ (object_store::Error::NotFound { .. } | object_store::Error::AlreadyExists { .. })) => {
@@ -110,6 +114,7 @@ impl Endpoints {
                 }
                 Err(e) if tried + 1 < n => {
                     tracing::warn!(error = %e, endpoint = at, "object storage endpoint failed; trying the next");
+                    metrics::counter!("gitstratum_object_storage_failovers_total").increment(1);
                     tried += 1;
                 }
                 Err(e) => return Err(e),
