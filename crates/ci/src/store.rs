@@ -841,6 +841,10 @@ async fn queue_full(conn: &mut Conn<'_>, repo_id: i64, defaults: TenantLimits) -
         .then(|| format!("not run: the owner already has {unfinished} runs waiting or running (its limit is {limit})")))
 }
 
+/// The advisory lock class of a repository's run numbering (`gitstratum-store` uses
+/// `0x6773_000x`, the platform's singletons `0x6773_0010`).
+const LOCK_RUN_NUMBERS: i32 = 0x6773_0020;
+
 async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now: Timestamp) -> Result<Option<i64>> {
     // A run over its tenant's queue limit is created failed, saying why, with no jobs.
     let refused = match run.failure {
@@ -855,6 +859,16 @@ async fn insert_run(conn: &mut Conn<'_>, run: &NewRun, limits: TenantLimits, now
         }
         None => run,
     };
+    // One transaction at a time numbers a repository's runs: on PostgreSQL two (the ingestor's and
+    // a dispatch, say) would otherwise read the same highest number, and one would fail on the
+    // unique number (SQLite's write lock already serializes them).
+    if let Conn::Postgres(pg) = conn {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(LOCK_RUN_NUMBERS)
+            .bind(run.repo_id as i32) // truncated: two repositories sharing a lock only wait
+            .execute(&mut **pg)
+            .await?;
+    }
     let next_number = Query::select()
         .expr(Func::coalesce([Expr::col("run_number").max(), Expr::val(0i64)]))
         .from("ci_runs")

@@ -145,6 +145,27 @@ async fn consumers_racing_on_one_log_commit_once(store: &PlatformStore) {
     assert_eq!(next.len(), 1);
 }
 
+/// Runs created at the same moment by different servers (the ingestor's and a dispatch) are
+/// numbered one after the other: on PostgreSQL both once read the same highest number and one
+/// failed on the unique (repository, number) — found by the cluster failure suite.
+async fn runs_created_at_once_get_distinct_numbers(store: &PlatformStore) {
+    let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
+    let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
+    let ci = CiStore::new(store.db().clone());
+    let mut creations = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (ci, run) = (ci.clone(), run(repo.id, "ci.yml", &format!("dispatch:{i}")));
+        creations.spawn(async move { ci.create_run(&run, T0).await });
+    }
+    let mut numbers = Vec::new();
+    for id in creations.join_all().await {
+        let id = id.expect("created, whatever the others do").expect("a new run");
+        numbers.push(ci.get_run(id).await.expect("get").expect("run").run_number);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<i64>>());
+}
+
 async fn runs_are_created_once_with_the_cursor(store: &PlatformStore) {
     let alice = store.create_user("alice", false, &Actor::system(), T0).await.expect("user");
     let repo = store.create_repo(&alice, "app", false, &Actor::system(), T0).await.expect("repo");
@@ -885,6 +906,7 @@ async fn artifacts_and_caches_are_checked_kept_and_evicted(store: &PlatformStore
 }
 
 gitstratum_platform::both_backends!(
+    runs_created_at_once_get_distinct_numbers,
     logs_in_the_database_are_shared_by_servers,
     consumers_racing_on_one_log_commit_once,
     artifacts_and_caches_are_checked_kept_and_evicted,
