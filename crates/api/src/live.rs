@@ -175,10 +175,10 @@ impl Follower {
             return Ok(());
         }
         if chunk.step > self.step {
-            if chunk.offset != 0 {
-                return self.catch_up(state).await; // missed its start
-            }
-            self.enter(chunk.step).await?;
+            // A later step: the one being read may have ended with appends this reader never
+            // got (another server's announcement lost with a listener connection, say), so
+            // storage says how it ended, and how the later one began.
+            return self.catch_up(state).await;
         }
         let have = self.offset + self.pending.len() as u64;
         let end = chunk.offset + chunk.bytes.len() as u64;
