@@ -146,7 +146,19 @@ pub async fn connect(url: &str, schema: Option<&str>, pool: PgPoolOptions) -> Re
     for host in &mut hosts {
         host.options = host.options.clone().options(SERVER_KEEPALIVES);
     }
-    let relay = Relay::start(&mut hosts).map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
+    // Without a relay (no writable temporary directory, say) connections go straight to the
+    // hosts, as sqlx makes them: everything works, but a silent server is noticed late.
+    let mut relayed = hosts.clone();
+    let relay = match Relay::start(&mut relayed) {
+        Ok(relay) => {
+            hosts = relayed;
+            Some(relay)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the PostgreSQL connection relay; connecting directly, without TCP keepalives");
+            None
+        }
+    };
     let (at, mut conn) = find_primary(&hosts, 0..hosts.len(), OPEN_TIMEOUT).await.map_err(ConnectError::NoPrimary)?;
     if let Some(schema) = schema {
         // Checked above to be a plain identifier, so it is safe to splice.
@@ -192,7 +204,7 @@ impl Watch {
 }
 
 /// `pool` with the hooks that keep its connections on the primary (and `relay` alive).
-fn follow(pool: PgPoolOptions, watch: &Arc<Watch>, relay: Arc<Relay>) -> PgPoolOptions {
+fn follow(pool: PgPoolOptions, watch: &Arc<Watch>, relay: Option<Arc<Relay>>) -> PgPoolOptions {
     let (connected, acquired, released) = (watch.clone(), watch.clone(), watch.clone());
     pool.after_connect(move |conn, _| {
         let _relay = &relay;
@@ -253,7 +265,7 @@ async fn follow_primary(
     mut at: usize,
     conn: PgConnection,
     watch: Arc<Watch>,
-    relay: Arc<Relay>,
+    relay: Option<Arc<Relay>>,
 ) {
     let mut probe = Some(conn);
     let mut lost: Option<Instant> = None;
@@ -282,7 +294,9 @@ async fn follow_primary(
                     // statement still waiting on it fails now.
                     pool.set_connect_options(hosts[found].options.clone());
                     *watch.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-                    relay.cut(at);
+                    if let Some(relay) = &relay {
+                        relay.cut(at);
+                    }
                     tracing::warn!(
                         from = hosts[at].name,
                         to = hosts[found].name,
