@@ -633,7 +633,9 @@ def live_log_listeners_dropped(c, load):
             if r["error"] or not r["ended"]:
                 problems.append(f"the reader through frontend {i + 1} did not get to the end: {r['error'] or 'no end event'}")
             if got != final:
-                problems.append(f"the reader through frontend {i + 1} got {len(got)} lines, not the {len(final)} stored ones in order")
+                missing = [line.split()[1] for line in final if line not in got]
+                problems.append(f"the reader through frontend {i + 1} got {len(got)} lines, not the {len(final)} stored "
+                                f"ones in order (missing lines {', '.join(missing) or 'none'})")
         if not relisten:
             problems.append("the frontends' listener connections did not all come back within 30s")
         return problems
