@@ -44,8 +44,11 @@ INGESTOR_LOCK = "l.locktype = 'advisory' AND l.classid = 1735589904 AND l.objid 
 
 
 def run(cwd, *args, check=True, timeout=120, env=None):
-    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})})
+    try:
+        p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})})
+    except subprocess.TimeoutExpired:  # an answer like any other failure (a client gives up)
+        p = subprocess.CompletedProcess(args, 124, "", f"no answer within {timeout}s")
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {p.stderr.strip()}")
     return p
@@ -552,12 +555,14 @@ def singleton_holder_partitioned(c, load):
     freed = wait_until(lambda: holding() != holder, 45, every=0.2)
     released = time.monotonic() - cut
     others = [i for i in range(len(c.urls)) if f"fe{i + 1}" != holder]
-
-    def taken_over():
-        acked = {(o["ref"], o["new"]) for o in load.snapshot() if o["op"] == "push" and o["ok"] and o["start"] > cut}
-        runs = _ask(lambda: c.runs(i=others[0])) or {}
-        return any(push in runs for push in acked)
-    took = wait_until(taken_over, 45, every=0.5)
+    # A push of its own through another frontend (the pushers may all be waiting on the cut one).
+    probe = os.path.join(load.tmp, "singleton-probe")
+    if not os.path.isdir(probe):
+        git(load.tmp, "clone", "-q", c.remote(others[0]), probe)
+    git(probe, "commit", "-q", "--allow-empty", "-m", f"probe {time.time()}")
+    sha = git(probe, "rev-parse", "HEAD").stdout.strip()
+    git(probe, "push", "-q", "-f", c.remote(others[0]), "HEAD:refs/heads/probe")
+    took = wait_until(lambda: ("probe", sha) in (_ask(lambda: c.runs(i=others[0])) or {}), 45, every=0.5)
     ingested = time.monotonic() - cut
     c.net("heal", holder)
     healed = time.monotonic() - cut
