@@ -97,6 +97,18 @@ class Cluster:
         with self.request(i, "GET", path) as r:
             return r.read().decode(errors="replace")
 
+    def wait_healthy(self):
+        """Set-up before a scenario, not measured: every Garage node sees the others healthy,
+        the PostgreSQL primary streams to both replicas, and every frontend is ready — so a
+        scenario does not meet what the one before it left recovering."""
+        self.garage("wait-healthy")
+        streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+        if not wait_until(lambda: _ask(lambda: self.sql(streaming) == "2"), 120):
+            raise RuntimeError("the PostgreSQL primary did not stream to both replicas within 120s")
+        for i in range(len(self.urls)):
+            if not wait_until(lambda: _ask(lambda: self.request(i, "GET", "/readyz", timeout=5).status == 200), 60):
+                raise RuntimeError(f"frontend {i + 1} was not ready within 60s")
+
     def object_node_in_use(self):
         """The Garage node (1-3) most frontends send their requests to now (their
         `gitstratum_object_storage_endpoint`; the endpoints are listed in node order)."""
@@ -377,9 +389,7 @@ def pg_primary_killed(c, load):
 
 
 def object_node_killed(c, load):
-    # The node the frontends talk to now, of a healthy cluster (a node restarted by an earlier
-    # scenario takes some seconds to be seen again by the others).
-    c.garage("wait-healthy")
+    # The node the frontends talk to now.
     time.sleep(4)
     n = c.object_node_in_use()
     down_for(10, lambda: c.garage("kill-node", n), lambda: c.garage("start-node", n))
@@ -387,7 +397,6 @@ def object_node_killed(c, load):
 
 
 def two_object_nodes_down(c, load):
-    c.garage("wait-healthy")
     time.sleep(4)
     killed, restarted = down_for(
         15, lambda: (c.garage("kill-node", 2), c.garage("kill-node", 3)),
@@ -519,9 +528,8 @@ def _ask(what):
 
 
 def object_node_partitioned(c, load):
-    # The node the frontends talk to now, of a healthy cluster, silently: nothing it was sent is
-    # answered or refused, so only timeouts move the frontends on.
-    c.garage("wait-healthy")
+    # The node the frontends talk to now, silently: nothing it was sent is answered or refused,
+    # so only timeouts move the frontends on.
     time.sleep(4)
     n = c.object_node_in_use()
     # Healed, the node is connected to the others again at once (Garage alone took over a minute).
@@ -709,8 +717,9 @@ def main():
         load = Load(c, tmp)
         for scenario in chosen:
             began = time.monotonic()
-            load.start()
             try:
+                c.wait_healthy()
+                load.start()
                 measured, may_fail, check = scenario(c, load)
             except Exception as e:  # reported as the scenario's failure; the others still run
                 broke = f"the scenario broke: {e}"
