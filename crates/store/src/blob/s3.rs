@@ -122,6 +122,17 @@ impl Endpoints {
         }
     }
 
+    /// [`Endpoints::call`] run on `runtime` from a thread outside it, waiting for the answer.
+    fn call_on<T, F, Fut>(&self, runtime: &Handle, op: F) -> io::Result<Result<T, object_store::Error>>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn ObjectStore>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, object_store::Error>> + Send,
+    {
+        let endpoints = self.clone();
+        wait(runtime, async move { endpoints.call(op).await })
+    }
+
     fn current(&self) -> Arc<dyn ObjectStore> {
         self.stores[self.last_good.load(Ordering::Relaxed) % self.stores.len()].clone()
     }
@@ -205,13 +216,6 @@ impl S3BlobStore {
             ObjectPath::from(format!("{}/{key}", self.prefix))
         })
     }
-
-    fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T, object_store::Error>> + Send + 'static,
-    ) -> io::Result<T> {
-        wait(&self.runtime, work)?.map_err(io_error)
-    }
 }
 
 impl BlobStore for S3BlobStore {
@@ -221,27 +225,24 @@ impl BlobStore for S3BlobStore {
 
     fn commit(&self, staged: &Path, key: &str) -> io::Result<()> {
         let location = self.location(key)?;
-        let endpoints = self.endpoints.clone();
         let staged_path = staged.to_owned();
         // A whole upload is tried again on the next endpoint (the key is new, the bytes the same).
-        wait(&self.runtime, async move {
-            endpoints.call(|store| upload(store, location.clone(), staged_path.clone())).await.map_err(io_error)
-        })??;
+        self.endpoints
+            .call_on(&self.runtime, move |store| upload(store, location.clone(), staged_path.clone()))?
+            .map_err(io_error)?;
         std::fs::remove_file(staged)
     }
 
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
         let location = self.location(key)?;
-        let (endpoints, at) = (self.endpoints.clone(), location.clone());
+        let at = location.clone();
         let size = self
-            .run(async move {
-                endpoints
-                    .call(|store| {
-                        let at = at.clone();
-                        async move { store.head(&at).await }
-                    })
-                    .await
+            .endpoints
+            .call_on(&self.runtime, move |store| {
+                let at = at.clone();
+                async move { store.head(&at).await }
             })?
+            .map_err(io_error)?
             .size;
         Ok(Box::new(RangeReader {
             endpoints: self.endpoints.clone(),
@@ -255,14 +256,9 @@ impl BlobStore for S3BlobStore {
 
     fn delete(&self, key: &str) -> io::Result<()> {
         let location = self.location(key)?;
-        let endpoints = self.endpoints.clone();
-        let deleted = wait(&self.runtime, async move {
-            endpoints
-                .call(|store| {
-                    let at = location.clone();
-                    async move { store.delete(&at).await }
-                })
-                .await
+        let deleted = self.endpoints.call_on(&self.runtime, move |store| {
+            let at = location.clone();
+            async move { store.delete(&at).await }
         })?;
         match deleted {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -274,15 +270,13 @@ impl BlobStore for S3BlobStore {
         use futures_util::TryStreamExt;
         let prefix = self.location(kind)?;
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let endpoints = self.endpoints.clone();
-        let listed: Vec<object_store::ObjectMeta> = self.run(async move {
-            endpoints
-                .call(|store| {
-                    let prefix = prefix.clone();
-                    async move { store.list(Some(&prefix)).try_collect().await }
-                })
-                .await
-        })?;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .endpoints
+            .call_on(&self.runtime, move |store| {
+                let prefix = prefix.clone();
+                async move { store.list(Some(&prefix)).try_collect().await }
+            })?
+            .map_err(io_error)?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {
@@ -354,16 +348,14 @@ impl Read for RangeReader {
             }
             let end = (self.next + READ_CHUNK).min(self.size);
             let range = self.next..end;
-            let (endpoints, at) = (self.endpoints.clone(), self.location.clone());
-            let chunk = wait(&self.runtime, async move {
-                endpoints
-                    .call(|store| {
-                        let (at, range) = (at.clone(), range.clone());
-                        async move { store.get_range(&at, range).await }
-                    })
-                    .await
-            })?
-            .map_err(io_error)?;
+            let at = self.location.clone();
+            let chunk = self
+                .endpoints
+                .call_on(&self.runtime, move |store| {
+                    let (at, range) = (at.clone(), range.clone());
+                    async move { store.get_range(&at, range).await }
+                })?
+                .map_err(io_error)?;
             if chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the blob ended early"));
             }
