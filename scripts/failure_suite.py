@@ -402,9 +402,7 @@ def two_object_nodes_down(c, load):
         15, lambda: (c.garage("kill-node", 2), c.garage("kill-node", 3)),
         lambda: (c.garage("start-node", 2), c.garage("start-node", 3)), settle=0)
     # Back once a push gets through again (the nodes take some seconds to rejoin).
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not load.succeeded("push", after=restarted):
-        time.sleep(0.5)
+    wait_until(lambda: load.succeeded("push", after=restarted), 90)
     back = time.monotonic() - restarted
     time.sleep(2)
 
