@@ -23,7 +23,7 @@
 //! seconds, and when the primary moves every connection to the old one is cut at once.
 //!
 //! Every session asks the server to give up on it when this end goes silent
-//! ([`SERVER_KEEPALIVES`]): a frontend cut off the network (or its machine gone) then has its
+//! ([`server_keepalives`], the same policy as the relay's sockets): a frontend cut off the network (or its machine gone) then has its
 //! sessions ended, its transactions rolled back and its advisory locks — the singletons'
 //! turns — released within seconds, not after the kernel's two hours. (A statement timeout is
 //! deliberately not set: cancelling a commit that waits for its synchronous replica reports it
@@ -46,15 +46,25 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long each host may take when the pool is first opened (a server starting).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Set on every session: the server probes an idle client after 5 s of silence, every 2 s, and
-/// gives up after 3 unanswered probes; data it sent that stays unacknowledged for 10 s ends the
-/// session as well. (User-settable parameters; ignored over a Unix socket.)
-pub const SERVER_KEEPALIVES: [(&str, &str); 4] = [
-    ("tcp_keepalives_idle", "5"),
-    ("tcp_keepalives_interval", "2"),
-    ("tcp_keepalives_count", "3"),
-    ("tcp_user_timeout", "10000"),
-];
+/// A silent peer is probed after [`KEEPALIVE_IDLE`] without traffic, then every
+/// [`KEEPALIVE_INTERVAL`], and given up after [`KEEPALIVE_PROBES`] unanswered probes; data
+/// unacknowledged for [`USER_TIMEOUT`] ends the connection as well. Both ends apply it: the
+/// relay's sockets ([`relay`]) and the server's ([`server_keepalives`]).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const KEEPALIVE_PROBES: u32 = 3;
+pub const USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session parameters that make the server apply the keepalive policy to this client's
+/// connection (user-settable; ignored when the server's end is a Unix socket).
+pub fn server_keepalives() -> [(&'static str, String); 4] {
+    [
+        ("tcp_keepalives_idle", KEEPALIVE_IDLE.as_secs().to_string()),
+        ("tcp_keepalives_interval", KEEPALIVE_INTERVAL.as_secs().to_string()),
+        ("tcp_keepalives_count", KEEPALIVE_PROBES.to_string()),
+        ("tcp_user_timeout", USER_TIMEOUT.as_millis().to_string()),
+    ]
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -144,7 +154,7 @@ pub async fn connect(url: &str, schema: Option<&str>, pool: PgPoolOptions) -> Re
         check_schema(schema)?;
     }
     for host in &mut hosts {
-        host.options = host.options.clone().options(SERVER_KEEPALIVES);
+        host.options = host.options.clone().options(server_keepalives());
     }
     // Without a relay (no writable temporary directory, say) connections go straight to the
     // hosts, as sqlx makes them: everything works, but a silent server is noticed late.

@@ -21,13 +21,8 @@ use std::time::Duration;
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 
-/// Probes after this long without traffic, then every [`KEEPALIVE_INTERVAL`]; the connection
-/// fails after [`KEEPALIVE_PROBES`] unanswered ones.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
-const KEEPALIVE_PROBES: u32 = 3;
-/// Sent data unacknowledged this long fails the connection (`TCP_USER_TIMEOUT`).
-const USER_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, USER_TIMEOUT};
+
 /// How long a connection to the host may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a client's startup message read before telling it the host cannot be reached.
