@@ -326,6 +326,7 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "rate windows",
         sql: include_str!("../migrations/sqlite/0022_rate_windows.sql"),
     },
+    MigrationSource { version: 23, description: "pulls", sql: include_str!("../migrations/sqlite/0023_pulls.sql") },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -430,6 +431,7 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         description: "rate windows",
         sql: include_str!("../migrations/postgres/0022_rate_windows.sql"),
     },
+    MigrationSource { version: 23, description: "pulls", sql: include_str!("../migrations/postgres/0023_pulls.sql") },
 ];
 
 fn migrator(sources: &[MigrationSource]) -> Migrator {

@@ -151,6 +151,15 @@ pub(crate) async fn append_repo_event(
 }
 
 impl PlatformStore {
+    /// Moves a consumer's cursor from `from` to `to` on its own (a consumer whose work is
+    /// idempotent and written elsewhere); false when another server moved it first.
+    pub async fn advance_log_cursor(&self, name: &str, from: u64, to: u64) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let moved = move_log_cursor(&mut tx.conn(), name, from, to).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     /// Events after id `after`, oldest first.
     pub async fn platform_events_after(&self, after: u64, limit: u64) -> Result<Vec<PlatformEvent>> {
         let q = Query::select()

@@ -15,6 +15,7 @@ pub mod keys_teams;
 pub mod orgs;
 pub mod password;
 pub mod policy;
+pub mod pulls;
 pub mod secrets;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -28,6 +29,7 @@ pub use events::{PlatformEvent, RepoAction};
 pub use keys_teams::{SshKey, Team, TeamGrant};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
+pub use pulls::{Mergeability, Mergeable, NewPull, Pull, PullEdit, PullFilter, PullState};
 pub use secrets::{SecretKey, Visibility};
 pub use store::{
     Account, Error, INITIAL_ADMIN, MAX_DESCRIPTION_CHARS, NewToken, PlatformStore, Principal, Repo, SESSION_TOKEN_NAME,

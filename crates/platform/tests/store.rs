@@ -35,7 +35,126 @@ gitstratum_platform::both_backends!(
     secrets_are_sealed_scoped_and_audited,
     a_suspended_account_authenticates_nowhere,
     deleting_a_user_transfers_or_deletes_its_repositories,
+    pull_requests_are_numbered_edited_and_merged,
+    pull_requests_opened_at_once_get_distinct_numbers,
 );
+
+fn new_pull(repo: &Repo, head: &str, base: &str) -> gitstratum_platform::NewPull {
+    gitstratum_platform::NewPull {
+        head_repo_id: repo.id,
+        head_ref: head.into(),
+        head_sha: "a".repeat(40),
+        base_ref: base.into(),
+        base_sha: "b".repeat(40),
+        title: format!("Merge {head}"),
+        body: String::new(),
+        draft: false,
+    }
+}
+
+/// Pull requests: numbered per repository; one open per head and base; edits, closing and
+/// reopening; mergeability lands only for the tips it was computed for; merged is final.
+async fn pull_requests_are_numbered_edited_and_merged(store: &PlatformStore) {
+    use gitstratum_platform::{Mergeability, Mergeable, PullEdit, PullFilter, PullState};
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&user, "app", false, &sys(), T0).await.expect("repo");
+    let other = store.create_repo(&user, "lib", false, &sys(), T0).await.expect("repo");
+    let one = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "main"), T0).await.expect("open");
+    assert_eq!(
+        (one.number, one.state, one.mergeable, one.author.as_str()),
+        (1, PullState::Open, Mergeable::Unknown, "octo")
+    );
+    let again = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "main"), T0).await;
+    assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
+    let two = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "release"), T0).await.expect("other base");
+    assert_eq!(two.number, 2);
+    assert_eq!(store.create_pull(other.id, &user, &new_pull(&other, "x", "main"), T0).await.expect("other").number, 1);
+    let blank = gitstratum_platform::NewPull { title: "  ".into(), ..new_pull(&repo, "y", "main") };
+    assert!(matches!(store.create_pull(repo.id, &user, &blank, T0).await, Err(Error::Refused(_))));
+
+    let on_feature = store.open_pulls_on_branch(repo.id, "feature").await.expect("by head");
+    assert_eq!(on_feature.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+    let on_main = store.open_pulls_on_branch(repo.id, "main").await.expect("by base");
+    assert_eq!(on_main.iter().map(|p| p.number).collect::<Vec<_>>(), [1]);
+
+    let edit = PullEdit {
+        title: Some("Better".into()),
+        body: Some("**why**".into()),
+        draft: Some(true),
+        ..PullEdit::default()
+    };
+    let edited = store.update_pull(&one, &edit, T0).await.expect("edit");
+    assert_eq!((edited.title.as_str(), edited.body.as_str(), edited.draft), ("Better", "**why**", true));
+
+    // Mergeability: computed for the recorded tips only.
+    let (head, base) = ("a".repeat(40), "b".repeat(40));
+    let clean = Mergeability {
+        head_sha: head.clone(),
+        base_sha: base.clone(),
+        mergeable: Mergeable::Conflict,
+        conflicts: vec!["src/a.rs".into(), "b c.txt".into()],
+        merge_sha: None,
+    };
+    assert!(store.record_mergeability(one.id, &clean).await.expect("record"));
+    let got = store.get_pull(repo.id, 1).await.expect("get").expect("exists");
+    assert_eq!(
+        (got.mergeable, got.conflicts.clone()),
+        (Mergeable::Conflict, vec!["src/a.rs".to_owned(), "b c.txt".to_owned()])
+    );
+    assert!(!store.move_pull_tips(one.id, &head, &base, T0).await.expect("same tips"), "nothing moved");
+    assert!(store.move_pull_tips(one.id, &"c".repeat(40), &base, T0).await.expect("moved"));
+    assert!(!store.record_mergeability(one.id, &clean).await.expect("stale"), "computed for old tips");
+    let got = store.get_pull(repo.id, 1).await.expect("get").expect("exists");
+    assert_eq!((got.mergeable, got.head_sha.as_str()), (Mergeable::Unknown, "c".repeat(40).as_str()));
+
+    // Close, reopen, merge.
+    let closed = store
+        .update_pull(&got, &PullEdit { state: Some(PullState::Closed), ..PullEdit::default() }, T0)
+        .await
+        .expect("close");
+    assert_eq!((closed.state, closed.closed_at), (PullState::Closed, Some(T0)));
+    assert_eq!(store.list_pulls(repo.id, PullFilter::Open, 1, 30).await.expect("open").len(), 1);
+    assert_eq!(store.list_pulls(repo.id, PullFilter::Closed, 1, 30).await.expect("closed")[0].number, 1);
+    let all = store.list_pulls(repo.id, PullFilter::All, 1, 30).await.expect("all");
+    assert_eq!(all.iter().map(|p| p.number).collect::<Vec<_>>(), [2, 1], "newest first");
+    assert_eq!(store.list_pulls(repo.id, PullFilter::All, 2, 1).await.expect("page 2")[0].number, 1);
+    // A second open pull request for the same branches blocks reopening the first.
+    let three = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "main"), T0).await.expect("again");
+    let reopen = PullEdit { state: Some(PullState::Open), ..PullEdit::default() };
+    assert!(matches!(store.update_pull(&closed, &reopen, T0).await, Err(Error::Conflict { .. })));
+    assert!(store.mark_pull_merged(three.id, "octo", &"d".repeat(40), T0).await.expect("merge"));
+    assert!(!store.mark_pull_merged(three.id, "octo", &"e".repeat(40), T0).await.expect("once"), "merged once");
+    let merged = store.get_pull(repo.id, three.number).await.expect("get").expect("exists");
+    assert!(merged.merged && merged.state == PullState::Closed && merged.merged_at == Some(T0));
+    assert_eq!(merged.merge_commit_sha.as_deref(), Some("d".repeat(40).as_str()));
+    assert!(matches!(store.update_pull(&merged, &reopen, T0).await, Err(Error::Refused(_))), "merged is final");
+    let reopened = store.update_pull(&closed, &reopen, T0).await.expect("now it may");
+    assert_eq!((reopened.state, reopened.closed_at), (PullState::Open, None));
+    // Deleting the repository deletes its pull requests.
+    store.delete_repo(&repo, &sys(), T0).await.expect("delete");
+    assert!(store.get_pull(repo.id, 1).await.expect("get").is_none());
+}
+
+/// Pull requests opened at the same moment get distinct numbers (PostgreSQL would otherwise
+/// let two transactions read the same highest number).
+async fn pull_requests_opened_at_once_get_distinct_numbers(store: &PlatformStore) {
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&user, "app", false, &sys(), T0).await.expect("repo");
+    let opens: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, user, repo) = (store.clone(), user.clone(), repo.clone());
+            tokio::spawn(async move {
+                store.create_pull(repo.id, &user, &new_pull(&repo, &format!("b{i}"), "main"), T0).await
+            })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for open in opens {
+        numbers.push(open.await.expect("join").expect("opened").number);
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
 
 /// Deleting a user is all or nothing: a name clash at the heir changes nothing; its repositories
 /// move to the heir or are deleted (and returned, for their Git data); the account is gone.
