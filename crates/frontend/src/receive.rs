@@ -68,8 +68,14 @@ pub struct PushOutcome {
     pub rejected: Vec<(String, String)>,
 }
 
+/// Refs the server keeps and pushes may not touch (`refs/pull/N/head`, `refs/pull/N/merge`):
+/// hidden from the push advertisement, as C git's `receive.hideRefs` hides them (so a
+/// `push --mirror` does not try to delete them), and refused when a push names them.
+pub const HIDDEN_REFS: &str = "refs/pull/";
+
 pub(crate) fn advertise(service: &GitService, repo: RepoId, out: &mut Vec<u8>) -> Result<()> {
-    let refs = service.refs.list(repo)?;
+    let mut refs = service.refs.list(repo)?;
+    refs.retain(|(name, _)| !name.starts_with(HIDDEN_REFS));
     let caps = format!("{CAPABILITIES} agent={AGENT}");
     if refs.is_empty() {
         pktline::write_data(
@@ -132,6 +138,8 @@ impl GitService {
         for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
             if !is_valid_ref_name(&command.name) {
                 status.1 = Err("funny refname".into());
+            } else if command.name.starts_with(HIDDEN_REFS) {
+                status.1 = Err("deny updating a hidden ref".into());
             } else if command.old.is_none() && command.new.is_none() {
                 status.1 = Err("nothing to do: both ids are zero".into());
             }
