@@ -20,6 +20,7 @@ pub mod live;
 pub mod observe;
 pub mod openapi;
 pub mod orgs;
+pub mod pulls;
 pub mod ratelimit;
 pub mod repos;
 pub mod runner;
@@ -212,6 +213,10 @@ impl AppState {
         self.inner.clock.now()
     }
 
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
     }
@@ -233,6 +238,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(repos::collaborators))
         .routes(routes!(repos::teams))
         .routes(routes!(repos::set_collaborator, repos::remove_collaborator))
+        .routes(routes!(pulls::create, pulls::list))
+        .routes(routes!(pulls::get, pulls::update))
+        .routes(routes!(pulls::merge, pulls::merged))
         .routes(routes!(hooks::list, hooks::create))
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))

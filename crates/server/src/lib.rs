@@ -386,6 +386,17 @@ impl Server {
             upstream,
         };
         let ingestor = tokio::spawn(ingestor.run(ingestor_stopped));
+        // Pull requests follow their branches: refs/pull/N/{head,merge} and mergeability.
+        let (stop_pulls, pulls_stopped) = tokio::sync::oneshot::channel::<()>();
+        let pulls = gitstratum_pulls::Updater {
+            pulls: gitstratum_pulls::Pulls {
+                platform: self.store.clone(),
+                objects: self.git.objects.clone(),
+                refs: self.git.refs.clone(),
+                clock: self.clock.clone(),
+            },
+        };
+        let pulls = tokio::spawn(pulls.run(pulls_stopped));
         // Servers sharing a PostgreSQL database wake each other's runners' long polls.
         let wakeups = ci.spawn_wakeup_listener();
         let (stop_reaper, reaper_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -487,6 +498,8 @@ impl Server {
         let _ = webhooks.await;
         let _ = stop_ingestor.send(());
         let _ = ingestor.await;
+        let _ = stop_pulls.send(());
+        let _ = pulls.await;
         let _ = stop_reaper.send(());
         let _ = reaper.await;
         let _ = stop_runner.send(());

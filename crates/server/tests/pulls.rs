@@ -1,0 +1,300 @@
+//! Pull requests driven by the real `git` client and the API: `refs/pull/N/head` and
+//! `refs/pull/N/merge` follow the branches, conflicts are found and named, and each merge method
+//! leaves the history git expects.
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Git, TestServer};
+use gitstratum_platform::Scope;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+mod common;
+
+struct Fixture {
+    s: TestServer,
+    git: Git,
+    _tmp: tempfile::TempDir,
+    work: std::path::PathBuf,
+}
+
+/// A server with `admin/app`, and a working copy with `main` pushed: `a.txt` of 10 lines.
+async fn fixture() -> Fixture {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let (status, body) = s.create_repo(Some(&s.admin_token), json!({"name": "app"})).await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    let url = format!("http://x:{}@{}/admin/app.git", s.admin_token, s.base.trim_start_matches("http://"));
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("dir");
+    git.ok(&work, &["init", "-q", "-b", "main"]).await;
+    write_lines(&work, "a.txt", &[]);
+    git.ok(&work, &["add", "-A"]).await;
+    git.ok(&work, &["commit", "-q", "-m", "base"]).await;
+    git.ok(&work, &["remote", "add", "origin", &url]).await;
+    git.ok(&work, &["push", "-q", "origin", "main"]).await;
+    Fixture { s, git, _tmp: tmp, work }
+}
+
+/// `a.txt`-like files: 10 lines, some replaced.
+fn write_lines(dir: &Path, file: &str, changes: &[(usize, &str)]) {
+    let mut lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+    for (i, text) in changes {
+        lines[*i] = (*text).to_owned();
+    }
+    std::fs::write(dir.join(file), lines.join("\n") + "\n").expect("write");
+}
+
+impl Fixture {
+    async fn commit(&self, branch: &str, from: &str, file: &str, changes: &[(usize, &str)], message: &str) -> String {
+        self.git.ok(&self.work, &["checkout", "-q", "-B", branch, from]).await;
+        write_lines(&self.work, file, changes);
+        self.git.ok(&self.work, &["add", "-A"]).await;
+        self.git.ok(&self.work, &["commit", "-q", "-m", message]).await;
+        self.git.ok(&self.work, &["push", "-q", "-f", "origin", branch]).await;
+        self.rev(branch).await
+    }
+
+    async fn rev(&self, what: &str) -> String {
+        self.git.ok(&self.work, &["rev-parse", what]).await.trim().to_owned()
+    }
+
+    async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, body) =
+            self.s.send(method, &format!("/api/v1/repos/admin/app{path}"), Some(&self.s.admin_token), body).await;
+        (status.as_u16(), body)
+    }
+
+    async fn open(&self, title: &str, head: &str, base: &str) -> Value {
+        let (status, body) =
+            self.api(Method::POST, "/pulls", Some(json!({"title": title, "head": head, "base": base}))).await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// The pull request once `ready` says it is (the updater follows pushes within moments).
+    async fn wait_for(&self, number: i64, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            let (status, body) = self.api(Method::GET, &format!("/pulls/{number}"), None).await;
+            assert_eq!(status, 200, "{body}");
+            if ready(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pull request #{number} never got {what}: {last}");
+    }
+
+    async fn remote_refs(&self) -> String {
+        self.git.ok(&self.work, &["ls-remote", "origin"]).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refs_follow_their_branches_and_conflicts_are_named() {
+    let f = fixture().await;
+    let feature = f.commit("feature", "main", "a.txt", &[(2, "feature")], "feature work").await;
+    let pr = f.open("Add the feature", "feature", "main").await;
+    assert_eq!(pr["number"], 1);
+    assert_eq!(pr["head"]["sha"], feature.as_str());
+    assert_eq!(pr["head"]["label"], "admin:feature");
+    assert_eq!((pr["mergeable"].clone(), pr["mergeable_state"].clone()), (json!(true), json!("clean")));
+
+    // refs/pull/1/head is the head; refs/pull/1/merge a merge of it into main, as git would make it.
+    let listing = f.remote_refs().await;
+    assert!(listing.contains(&format!("{feature}\trefs/pull/1/head")), "{listing}");
+    f.git.ok(&f.work, &["fetch", "-q", "origin", "+refs/pull/*:refs/remotes/pr/*"]).await;
+    assert_eq!(f.rev("pr/1/head").await, feature);
+    let main = f.rev("main").await;
+    assert_eq!(f.rev("pr/1/merge^1").await, main);
+    assert_eq!(f.rev("pr/1/merge^2").await, feature);
+    let expected_tree = f.git.ok(&f.work, &["merge-tree", "--write-tree", "main", "feature"]).await;
+    assert_eq!(f.rev("pr/1/merge^{tree}").await, expected_tree.trim());
+    assert_eq!(pr["merge_commit_sha"], f.rev("pr/1/merge").await.as_str());
+    f.git.fsck(&f.work).await;
+
+    // Pushes may not write them.
+    let refused = f.git.fails(&f.work, &["push", "origin", "main:refs/pull/1/head"]).await;
+    assert!(refused.contains("deny updating a hidden ref"), "{refused}");
+
+    // A push to the head moves refs/pull/1/head.
+    let second = f.commit("feature", "feature", "b.txt", &[], "more work").await;
+    let pr = f.wait_for(1, "the new head", |p| p["head"]["sha"] == second.as_str() && p["mergeable"] == true).await;
+    assert_eq!(pr["mergeable_state"], "clean");
+    assert!(f.remote_refs().await.contains(&format!("{second}\trefs/pull/1/head")));
+
+    // main changes the same line: a conflict, named; no merge ref; the merge is refused.
+    f.commit("main", "main", "a.txt", &[(2, "main's own")], "conflicting work").await;
+    let pr = f.wait_for(1, "a conflict", |p| p["mergeable"] == false).await;
+    assert_eq!(pr["mergeable_state"], "dirty");
+    assert_eq!(pr["conflicting_files"], json!(["a.txt"]));
+    assert!(!f.remote_refs().await.contains("refs/pull/1/merge"), "no test merge while it conflicts");
+    let before = f.rev("main").await;
+    let (status, body) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({}))).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("a.txt"), "{body}");
+    assert!(f.remote_refs().await.contains(&format!("{before}\trefs/heads/main")), "main did not move");
+
+    // Resolving the conflict on the branch makes it mergeable again.
+    f.git.ok(&f.work, &["checkout", "-q", "feature"]).await;
+    f.git.run(&f.work, &["merge", "-q", "main"]).await; // conflicts
+    write_lines(&f.work, "a.txt", &[(2, "resolved")]);
+    f.git.ok(&f.work, &["add", "-A"]).await;
+    f.git.ok(&f.work, &["commit", "-q", "--no-edit"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "feature"]).await;
+    let resolved = f.rev("feature").await;
+    let pr = f.wait_for(1, "the resolution", |p| p["head"]["sha"] == resolved.as_str() && p["mergeable"] == true).await;
+    assert_eq!(pr["conflicting_files"], json!([]));
+    assert!(f.remote_refs().await.contains("refs/pull/1/merge"));
+    f.s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_merge_method_leaves_the_history_git_expects() {
+    let f = fixture().await;
+    // merge: a merge commit with main and the head as parents.
+    f.commit("m", "main", "m.txt", &[], "m one").await;
+    let m_head = f.commit("m", "m", "a.txt", &[(1, "m")], "m two").await;
+    f.commit("main", "main", "a.txt", &[(8, "main moved on")], "main moves").await;
+    let main_before = f.rev("main").await;
+    f.open("Merge me", "m", "main").await;
+    let (status, body) =
+        f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "merge", "sha": m_head}))).await;
+    assert_eq!(status, 200, "{body}");
+    let merged = body["sha"].as_str().expect("sha").to_owned();
+    f.git.ok(&f.work, &["fetch", "-q", "origin"]).await;
+    assert_eq!(f.rev("origin/main").await, merged);
+    assert_eq!(f.rev("origin/main^1").await, main_before);
+    assert_eq!(f.rev("origin/main^2").await, m_head);
+    let message = f.git.ok(&f.work, &["log", "-1", "--format=%B", "origin/main"]).await;
+    assert!(message.starts_with("Merge pull request #1 from admin/m\n\nMerge me"), "{message}");
+    let expected_tree = f.git.ok(&f.work, &["merge-tree", "--write-tree", &main_before, &m_head]).await;
+    assert_eq!(f.rev("origin/main^{tree}").await, expected_tree.trim());
+    let graph = f.git.ok(&f.work, &["log", "--graph", "--format=%s", "origin/main"]).await;
+    assert_eq!(
+        graph.lines().map(str::trim_end).collect::<Vec<_>>(),
+        [
+            "*   Merge pull request #1 from admin/m",
+            "|\\  ",
+            "| * m two",
+            "| * m one",
+            "* | main moves",
+            "|/  ",
+            "* base"
+        ]
+        .map(str::trim_end),
+        "{graph}"
+    );
+    let (status, pr) = f.api(Method::GET, "/pulls/1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!((pr["state"].clone(), pr["merged"].clone()), (json!("closed"), json!(true)));
+    assert_eq!((pr["merge_commit_sha"].clone(), pr["merged_by"]["login"].clone()), (json!(merged), json!("admin")));
+    assert_eq!(f.api(Method::GET, "/pulls/1/merge", None).await.0, 204);
+    let (status, body) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({}))).await;
+    assert_eq!(status, 405, "merged once: {body}");
+
+    // squash: one commit on main with the pull request's changes.
+    f.git.ok(&f.work, &["checkout", "-q", "-B", "main", "origin/main"]).await;
+    f.commit("s", "main", "s.txt", &[], "s one").await;
+    let s_head = f.commit("s", "s", "a.txt", &[(4, "s")], "s two").await;
+    f.open("Squash me", "s", "main").await;
+    let (status, body) = f.api(Method::PUT, "/pulls/2/merge", Some(json!({"merge_method": "squash"}))).await;
+    assert_eq!(status, 200, "{body}");
+    f.git.ok(&f.work, &["fetch", "-q", "origin"]).await;
+    assert_eq!(f.rev("origin/main").await, body["sha"].as_str().expect("sha"));
+    assert_eq!(f.rev("origin/main^").await, merged, "one parent: the old main");
+    assert_eq!(f.rev("origin/main^{tree}").await, f.rev(&format!("{s_head}^{{tree}}")).await);
+    let message = f.git.ok(&f.work, &["log", "-1", "--format=%B", "origin/main"]).await;
+    assert!(message.starts_with("Squash me (#2)\n\n* s one\n\n* s two"), "{message}");
+    let author = f.git.ok(&f.work, &["log", "-1", "--format=%an", "origin/main"]).await;
+    assert_eq!(author.trim(), "admin", "the pull request's author");
+
+    // rebase: the head's commits replayed onto main, one by one, authors kept.
+    let squashed = f.rev("origin/main").await;
+    f.commit("r", &merged, "r.txt", &[], "r one").await;
+    f.commit("r", "r", "a.txt", &[(6, "r")], "r two").await;
+    f.open("Rebase me", "r", "main").await;
+    let (status, body) = f.api(Method::PUT, "/pulls/3/merge", Some(json!({"merge_method": "rebase"}))).await;
+    assert_eq!(status, 200, "{body}");
+    f.git.ok(&f.work, &["fetch", "-q", "origin"]).await;
+    let log = f.git.ok(&f.work, &["log", "--format=%s|%an|%P", &format!("{squashed}..origin/main")]).await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("r two|A U Thor|"), "{log}");
+    assert!(lines[1].starts_with(&format!("r one|A U Thor|{squashed}")), "{log}");
+    let content = f.git.ok(&f.work, &["show", "origin/main:a.txt"]).await;
+    assert!(content.contains("line 1\n") && content.contains("s\n") && content.contains("r\n"), "{content}");
+    f.git.ok(&f.work, &["checkout", "-q", "-B", "main", "origin/main"]).await;
+    f.git.fsck(&f.work).await;
+
+    // A head pushed into the base by hand is merged, as GitHub says.
+    let h = f.commit("h", "main", "h.txt", &[], "h").await;
+    f.open("By hand", "h", "main").await;
+    f.git.ok(&f.work, &["checkout", "-q", "main"]).await;
+    f.git.ok(&f.work, &["merge", "-q", "--no-ff", "-m", "by hand", "h"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "main"]).await;
+    let pr = f.wait_for(4, "merged", |p| p["merged"] == true).await;
+    assert_eq!(pr["state"], "closed");
+    assert!(f.remote_refs().await.contains(&format!("{h}\trefs/pull/4/head")));
+    f.s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_rules_and_permissions() {
+    let f = fixture().await;
+    f.commit("feature", "main", "a.txt", &[(3, "x")], "x").await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "main:same"]).await;
+    let bad = [
+        (json!({"title": "t", "head": "feature", "base": "feature"}), "head"),
+        (json!({"title": "t", "head": "nope", "base": "main"}), "head"),
+        (json!({"title": "t", "head": "feature", "base": "nope"}), "base"),
+        (json!({"title": " ", "head": "feature", "base": "main"}), "title"),
+        (json!({"title": "t", "head": "same", "base": "main"}), "head"), // no commits between
+        (json!({"title": "t", "head": "other:feature", "base": "main"}), "head"),
+    ];
+    for (body, field) in bad {
+        let (status, answer) = f.api(Method::POST, "/pulls", Some(body.clone())).await;
+        assert_eq!((status, answer["error"]["field"].clone()), (422, json!(field)), "{body}: {answer}");
+    }
+    assert_eq!(f.api(Method::GET, "/pulls?state=all", None).await.1, json!([]), "nothing was opened");
+    f.open("One", "feature", "main").await;
+    let (status, body) =
+        f.api(Method::POST, "/pulls", Some(json!({"title": "t", "head": "feature", "base": "main"}))).await;
+    assert_eq!((status, body["error"]["code"].clone()), (422, json!("pull.already_exists")), "{body}");
+
+    // Close and reopen; the listing follows.
+    let (status, pr) =
+        f.api(Method::PATCH, "/pulls/1", Some(json!({"state": "closed", "title": "One, renamed"}))).await;
+    assert_eq!((status, pr["state"].clone(), pr["title"].clone()), (200, json!("closed"), json!("One, renamed")));
+    assert_eq!(f.api(Method::GET, "/pulls", None).await.1, json!([]));
+    assert_eq!(f.api(Method::GET, "/pulls?state=closed", None).await.1[0]["number"], 1);
+    let (status, pr) = f.api(Method::PATCH, "/pulls/1", Some(json!({"state": "open"}))).await;
+    assert_eq!((status, pr["state"].clone()), (200, json!("open")));
+    assert_eq!(f.api(Method::GET, "/pulls/9", None).await.0, 404);
+
+    // A reader may open a pull request and edit their own, not merge or edit another's.
+    let reader = f.s.user_token("reader", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let as_reader = |method: Method, path: &str, body: Option<Value>| {
+        let path = format!("/api/v1/repos/admin/app{path}");
+        let (s, reader) = (&f.s, reader.clone());
+        async move {
+            let (status, body) = s.send(method, &path, Some(&reader), body).await;
+            (status.as_u16(), body)
+        }
+    };
+    f.commit("theirs", "main", "t.txt", &[], "theirs").await;
+    let (status, body) =
+        as_reader(Method::POST, "/pulls", Some(json!({"title": "Mine", "head": "theirs", "base": "main"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["login"], "reader");
+    assert_eq!(as_reader(Method::PATCH, "/pulls/2", Some(json!({"title": "Still mine"}))).await.0, 200);
+    assert_eq!(as_reader(Method::PATCH, "/pulls/1", Some(json!({"title": "Not mine"}))).await.0, 403);
+    assert_eq!(as_reader(Method::PUT, "/pulls/2/merge", Some(json!({}))).await.0, 403);
+    let anonymous = f.s.send(Method::GET, "/api/v1/repos/admin/app/pulls/2", None, None).await;
+    assert_eq!(anonymous.0.as_u16(), 200, "a public repository's pull requests are public");
+    f.s.stop().await;
+}
