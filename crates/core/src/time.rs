@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-/// Milliseconds since 1970-01-01T00:00:00Z. Stored as `BIGINT` in SQL on every backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Milliseconds since 1970-01-01T00:00:00Z (the default: the epoch). Stored as `BIGINT` in SQL on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

@@ -327,6 +327,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         sql: include_str!("../migrations/sqlite/0022_rate_windows.sql"),
     },
     MigrationSource { version: 23, description: "pulls", sql: include_str!("../migrations/sqlite/0023_pulls.sql") },
+    MigrationSource {
+        version: 24,
+        description: "protection reviews",
+        sql: include_str!("../migrations/sqlite/0024_protection_reviews.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -432,6 +437,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         sql: include_str!("../migrations/postgres/0022_rate_windows.sql"),
     },
     MigrationSource { version: 23, description: "pulls", sql: include_str!("../migrations/postgres/0023_pulls.sql") },
+    MigrationSource {
+        version: 24,
+        description: "protection reviews",
+        sql: include_str!("../migrations/postgres/0024_protection_reviews.sql"),
+    },
 ];
 
 fn migrator(sources: &[MigrationSource]) -> Migrator {

@@ -15,6 +15,7 @@ pub mod keys_teams;
 pub mod orgs;
 pub mod password;
 pub mod policy;
+pub mod protection;
 pub mod pulls;
 pub mod secrets;
 pub mod store;
@@ -29,6 +30,7 @@ pub use events::{PlatformEvent, RepoAction};
 pub use keys_teams::{SshKey, Team, TeamGrant};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};
+pub use protection::{Protection, PushKind, Review, ReviewState};
 pub use pulls::{Mergeability, Mergeable, NewPull, Pull, PullEdit, PullFilter, PullState};
 pub use secrets::{SecretKey, Visibility};
 pub use store::{

@@ -37,6 +37,7 @@ gitstratum_platform::both_backends!(
     deleting_a_user_transfers_or_deletes_its_repositories,
     pull_requests_are_numbered_edited_and_merged,
     pull_requests_opened_at_once_get_distinct_numbers,
+    branch_protections_and_reviews,
 );
 
 fn new_pull(repo: &Repo, head: &str, base: &str) -> gitstratum_platform::NewPull {
@@ -892,4 +893,67 @@ async fn singletons_take_turns(store: &PlatformStore) {
         let unacknowledged = show("tcp_user_timeout").fetch_one(&mut *conn).await.expect("show");
         assert_eq!((idle.as_str(), unacknowledged.as_str()), ("5", "10000"));
     }
+}
+
+/// Branch protections: one per pattern, replaced in place (keeping when it was made), the exact
+/// name before patterns, audited; reviews in order; both go with their repository.
+async fn branch_protections_and_reviews(store: &PlatformStore) {
+    use gitstratum_platform::{Protection, ReviewState};
+    let user = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&user, "app", false, &sys(), T0).await.expect("repo");
+    let rules = Protection {
+        pattern: "release/*".into(),
+        require_checks: true,
+        strict: true,
+        checks: vec!["build".into(), "lint".into()],
+        require_pull_request: true,
+        approvals: 2,
+        dismiss_stale_reviews: true,
+        bypass: vec!["octo".into()],
+        ..Protection::default()
+    };
+    let saved = store.put_protection(&repo, &rules, &sys(), T0).await.expect("put");
+    assert_eq!(saved, Protection { created_at: T0, updated_at: T0, ..rules.clone() });
+    let later = Timestamp(T0.0 + 1000);
+    let replaced =
+        store.put_protection(&repo, &Protection { approvals: 1, ..rules.clone() }, &sys(), later).await.expect("put");
+    assert_eq!((replaced.approvals, replaced.created_at, replaced.updated_at), (1, T0, later));
+    let bad = Protection { pattern: "a..b".into(), ..Protection::default() };
+    assert!(matches!(store.put_protection(&repo, &bad, &sys(), T0).await, Err(Error::Refused(_))));
+    let too_many = Protection { approvals: 7, ..rules.clone() };
+    assert!(matches!(store.put_protection(&repo, &too_many, &sys(), T0).await, Err(Error::Refused(_))));
+    store
+        .put_protection(&repo, &Protection { pattern: "release/1.0".into(), ..Protection::default() }, &sys(), T0)
+        .await
+        .expect("exact");
+    assert_eq!(store.protection_for(repo.id, "release/1.0").await.expect("for").expect("one").pattern, "release/1.0");
+    assert_eq!(store.protection_for(repo.id, "release/2.0").await.expect("for").expect("one").pattern, "release/*");
+    assert!(store.protection_for(repo.id, "main").await.expect("for").is_none());
+    assert_eq!(store.list_protections(repo.id).await.expect("list").len(), 2);
+    assert!(store.delete_protection(&repo, "release/1.0", &sys(), T0).await.expect("delete"));
+    assert!(!store.delete_protection(&repo, "release/1.0", &sys(), T0).await.expect("gone"));
+    let entries = store.list_audit(&AuditFilter { limit: 10, ..AuditFilter::default() }).await.expect("audit");
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.starts_with(&["branch_protection.delete", "branch_protection.update"]), "{actions:?}");
+
+    let pull = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "main"), T0).await.expect("pull");
+    let other = store.create_user("mona", false, &sys(), T0).await.expect("user");
+    store.add_review(pull.id, &other, ReviewState::Approved, "", &"a".repeat(40), T0).await.expect("review");
+    store
+        .add_review(pull.id, &other, ReviewState::ChangesRequested, "fix it", &"b".repeat(40), T0)
+        .await
+        .expect("review");
+    let reviews = store.list_reviews(pull.id).await.expect("reviews");
+    let got: Vec<(&str, ReviewState, &str)> =
+        reviews.iter().map(|r| (r.reviewer.as_str(), r.state, r.commit_sha.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("mona", ReviewState::Approved, "a".repeat(40).as_str()),
+            ("mona", ReviewState::ChangesRequested, "b".repeat(40).as_str())
+        ]
+    );
+    store.delete_repo(&repo, &sys(), T0).await.expect("delete repo");
+    assert!(store.list_protections(repo.id).await.expect("list").is_empty());
+    assert!(store.list_reviews(pull.id).await.expect("reviews").is_empty());
 }
