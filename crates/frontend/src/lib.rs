@@ -20,7 +20,7 @@ use std::sync::Arc;
 use gitstratum_git::pktline;
 use gitstratum_store::{ObjectStore, RefStore, RepoId};
 
-pub use receive::{PushOutcome, ReceiveOptions};
+pub use receive::{HIDDEN_REFS, PushOutcome, ReceiveOptions, RefGuard, UpdateKind};
 pub use upload::{PackStats, UploadOptions};
 
 /// Crash points of a push ([`gitstratum_store::failpoint`]): `receive:after-spool` (the pack is

@@ -30,18 +30,49 @@ use crate::{DEFAULT_HEAD, Error, GitService, Result};
 const CAPABILITIES: &str =
     "report-status report-status-v2 delete-refs side-band-64k quiet atomic ofs-delta push-options object-format=sha1";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReceiveOptions {
     /// Largest object accepted in a push.
     pub max_object_size: u64,
     /// Bytes of delta bases held while indexing a push (more are rebuilt from the file).
     pub delta_base_budget: usize,
+    /// Rules a ref update must pass besides Git's own (protected branches), asked once the
+    /// pushed objects are stored and before any ref moves.
+    pub guard: Option<std::sync::Arc<dyn RefGuard>>,
+}
+
+impl std::fmt::Debug for ReceiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveOptions")
+            .field("max_object_size", &self.max_object_size)
+            .field("delta_base_budget", &self.delta_base_budget)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
 }
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
-        ReceiveOptions { max_object_size: 1 << 30, delta_base_budget: 64 << 20 }
+        ReceiveOptions { max_object_size: 1 << 30, delta_base_budget: 64 << 20, guard: None }
     }
+}
+
+/// What an update does to its ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    Create,
+    /// The new value contains the old one.
+    FastForward,
+    /// It does not (or either is not a commit).
+    Force,
+    Delete,
+}
+
+/// A rule for ref updates beyond Git's own, asked from the blocking pool.
+pub trait RefGuard: Send + Sync {
+    /// Why the update may not happen, as git prints it after `! [remote rejected]`; `None`: it
+    /// may.
+    fn check(&self, name: &str, kind: UpdateKind, new: Option<ObjectId>) -> Option<String>;
 }
 
 /// Largest command section of a push (ref updates and push options): a mirror push of 100,000
@@ -184,6 +215,29 @@ impl GitService {
             && statuses.iter().any(|(_, s)| s.is_ok())
         {
             self.store_pack(repo, received)?;
+        }
+        // The guard sees stored commits (to tell a fast-forward from a force push). A pack stored
+        // for updates it then refuses is unreferenced, as after a lost compare-and-swap.
+        if let Some(guard) = &options.guard {
+            for (command, status) in request.commands.iter().zip(statuses.iter_mut()) {
+                if status.1.is_err() {
+                    continue;
+                }
+                let kind = match (command.old, command.new) {
+                    (None, _) => UpdateKind::Create,
+                    (_, None) => UpdateKind::Delete,
+                    (Some(old), Some(new)) if self.contains(repo, new, old)? => UpdateKind::FastForward,
+                    _ => UpdateKind::Force,
+                };
+                if let Some(why) = guard.check(&command.name, kind, command.new) {
+                    status.1 = Err(why);
+                }
+            }
+            if atomic && statuses.iter().any(|(_, s)| s.is_err()) {
+                for (_, status) in statuses.iter_mut().filter(|(_, s)| s.is_ok()) {
+                    *status = Err("atomic push failed".into());
+                }
+            }
         }
         crate::failpoint("receive:before-refs");
 
@@ -352,6 +406,35 @@ impl GitService {
     }
 
     /// Completes a thin pack and hands it to the store (durable when this returns).
+    /// Whether commit `tip` has `ancestor` in its history (itself included), walking the commit
+    /// graph no further back than the ancestor's generation.
+    fn contains(&self, repo: RepoId, tip: ObjectId, ancestor: ObjectId) -> Result<bool> {
+        if tip == ancestor {
+            return Ok(true);
+        }
+        let Some(target) = walk::load_commits(&*self.objects, repo, &[ancestor])?.pop().flatten() else {
+            return Ok(false);
+        };
+        let mut seen = std::collections::HashSet::from([tip]);
+        let mut stack = vec![tip];
+        while let Some(id) = stack.pop() {
+            let Some(commit) = walk::load_commits(&*self.objects, repo, &[id])?.pop().flatten() else { continue };
+            // Generation 0: not in the commit graph (read from the object); walk on.
+            if commit.generation != 0 && commit.generation <= target.generation {
+                continue; // older than the ancestor: it cannot lead there
+            }
+            for parent in commit.parents {
+                if parent == ancestor {
+                    return Ok(true);
+                }
+                if seen.insert(parent) {
+                    stack.push(parent);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     fn store_pack(&self, repo: RepoId, mut received: Received) -> Result<()> {
         let mut checksum = received.checksum;
         if !received.external.is_empty() {
