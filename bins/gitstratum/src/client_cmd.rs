@@ -1379,3 +1379,201 @@ impl Client {
         Ok(progress.done)
     }
 }
+
+/// Pull requests.
+#[derive(Subcommand)]
+pub enum PrCommand {
+    /// Open a pull request from branch HEAD into BASE (default: the repository's default branch)
+    Create {
+        /// OWNER/REPO
+        repo: String,
+        #[arg(long)]
+        head: String,
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        body: String,
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Pull requests, newest first
+    List {
+        repo: String,
+        #[arg(long, default_value = "open", value_parser = ["open", "closed", "all"])]
+        state: String,
+    },
+    /// Show one, with whether it merges cleanly (and which files conflict)
+    View { repo: String, number: i64 },
+    /// Fetch its head into a local branch `pr/NUMBER` of the repository in the current directory,
+    /// and check it out
+    Checkout { repo: String, number: i64 },
+    /// Merge it: a merge commit (default), --squash or --rebase
+    Merge {
+        repo: String,
+        number: i64,
+        #[arg(long, conflicts_with = "rebase")]
+        squash: bool,
+        #[arg(long)]
+        rebase: bool,
+    },
+    /// Review it: --approve, --request-changes or a comment (--body)
+    Review {
+        repo: String,
+        number: i64,
+        #[arg(long, conflicts_with = "request_changes")]
+        approve: bool,
+        #[arg(long)]
+        request_changes: bool,
+        #[arg(long, default_value = "")]
+        body: String,
+    },
+    /// Close it without merging
+    Close { repo: String, number: i64 },
+    /// Reopen a closed one
+    Reopen { repo: String, number: i64 },
+}
+
+fn pr_line(p: &Value) -> Vec<String> {
+    let state = if p["merged"] == true { "merged".to_owned() } else { text(&p["state"]) };
+    vec![
+        format!("#{}", text(&p["number"])),
+        text(&p["title"]),
+        format!("{} -> {}", text(&p["head"]["ref"]), text(&p["base"]["ref"])),
+        state,
+        text(&p["mergeable_state"]),
+        text(&p["user"]["login"]),
+    ]
+}
+
+pub fn pr(command: PrCommand, json_out: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::from_config()?;
+    let pulls = |repo: &str| -> anyhow::Result<String> {
+        let (owner, name) = split_repo(repo)?;
+        Ok(format!("/repos/{owner}/{name}/pulls"))
+    };
+    runtime()?.block_on(async {
+        let shown = match command {
+            PrCommand::Create { repo, head, base, title, body, draft } => {
+                let base = match base {
+                    Some(base) => base,
+                    None => {
+                        let (owner, name) = split_repo(&repo)?;
+                        text(
+                            &client.call(Method::GET, &format!("/repos/{owner}/{name}"), None).await?["default_branch"],
+                        )
+                    }
+                };
+                let req = json!({"title": title, "head": head, "base": base, "body": body, "draft": draft});
+                client.call(Method::POST, &pulls(&repo)?, Some(req)).await?
+            }
+            PrCommand::List { repo, state } => {
+                let list =
+                    client.call(Method::GET, &format!("{}?state={state}&per_page=100", pulls(&repo)?), None).await?;
+                if json_out {
+                    return print_json(&list);
+                }
+                let rows = list.as_array().map_or_else(Vec::new, |l| l.iter().map(pr_line).collect());
+                table(&["number", "title", "branches", "state", "mergeable", "author"], rows);
+                return Ok(());
+            }
+            PrCommand::View { repo, number } => {
+                client.call(Method::GET, &format!("{}/{number}", pulls(&repo)?), None).await?
+            }
+            PrCommand::Checkout { repo, number } => {
+                let (owner, name) = split_repo(&repo)?;
+                let url = format!("{}/{owner}/{name}.git", client.server);
+                let branch = format!("pr/{number}");
+                let refspec = format!("+refs/pull/{number}/head:refs/heads/{branch}");
+                // The token goes to git in its environment (not its arguments, which others see).
+                let mut auth = Vec::new();
+                if let Some(token) = &client.token {
+                    use base64::Engine;
+                    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{token}"));
+                    auth.push(("GIT_CONFIG_COUNT", "1".to_owned()));
+                    auth.push(("GIT_CONFIG_KEY_0", "http.extraHeader".to_owned()));
+                    auth.push(("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}")));
+                }
+                for args in [
+                    vec!["fetch", "--quiet", url.as_str(), refspec.as_str()],
+                    vec!["checkout", "--quiet", branch.as_str()],
+                ] {
+                    let status = std::process::Command::new("git")
+                        .args(&args)
+                        .envs(auth.iter().map(|(k, v)| (*k, v.as_str())))
+                        .status()
+                        .context("cannot run git")?;
+                    if !status.success() {
+                        bail!("git {} failed", args[0]);
+                    }
+                }
+                println!("checked out pull request #{number} as {branch}");
+                return Ok(());
+            }
+            PrCommand::Merge { repo, number, squash, rebase } => {
+                let method = if squash {
+                    "squash"
+                } else if rebase {
+                    "rebase"
+                } else {
+                    "merge"
+                };
+                let merged = client
+                    .call(
+                        Method::PUT,
+                        &format!("{}/{number}/merge", pulls(&repo)?),
+                        Some(json!({"merge_method": method})),
+                    )
+                    .await?;
+                if json_out {
+                    return print_json(&merged);
+                }
+                println!("merged pull request #{number} ({method}): {}", text(&merged["sha"]));
+                return Ok(());
+            }
+            PrCommand::Review { repo, number, approve, request_changes, body } => {
+                let event = if approve {
+                    "APPROVE"
+                } else if request_changes {
+                    "REQUEST_CHANGES"
+                } else {
+                    "COMMENT"
+                };
+                let review = client
+                    .call(
+                        Method::POST,
+                        &format!("{}/{number}/reviews", pulls(&repo)?),
+                        Some(json!({"event": event, "body": body})),
+                    )
+                    .await?;
+                if json_out {
+                    return print_json(&review);
+                }
+                println!("reviewed pull request #{number}: {}", text(&review["state"]));
+                return Ok(());
+            }
+            PrCommand::Close { repo, number } => {
+                client
+                    .call(Method::PATCH, &format!("{}/{number}", pulls(&repo)?), Some(json!({"state": "closed"})))
+                    .await?
+            }
+            PrCommand::Reopen { repo, number } => {
+                client
+                    .call(Method::PATCH, &format!("{}/{number}", pulls(&repo)?), Some(json!({"state": "open"})))
+                    .await?
+            }
+        };
+        if json_out {
+            return print_json(&shown);
+        }
+        table(&["number", "title", "branches", "state", "mergeable", "author"], vec![pr_line(&shown)]);
+        let conflicts = text(&shown["conflicting_files"]);
+        if shown["mergeable"] == false {
+            println!("conflicts: {conflicts}");
+        }
+        println!("{}", text(&shown["html_url"]));
+        Ok(())
+    })
+}

@@ -57,6 +57,9 @@ enum Command {
     /// Workflow runs: list, view, watch, logs, cancel, rerun
     #[command(subcommand)]
     Run(client_cmd::RunCommand),
+    /// Pull requests: create, list, view, checkout, merge, review, close, reopen
+    #[command(subcommand)]
+    Pr(client_cmd::PrCommand),
     /// Repository and organization webhooks, and their deliveries
     #[command(subcommand)]
     Webhook(client_cmd::WebhookCommand),
@@ -192,6 +195,7 @@ fn main() -> std::process::ExitCode {
         Command::Usage(args) => client_cmd::usage(args, json),
         Command::Artifact(command) => client_cmd::artifact(command, json),
         Command::Run(command) => client_cmd::run(command, json),
+        Command::Pr(command) => client_cmd::pr(command, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

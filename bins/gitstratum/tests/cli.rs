@@ -319,3 +319,84 @@ fn secrets_set_from_the_cli_survive_a_key_rotation() {
     assert!(logs.contains("v=*** r=eu-west") && !logs.contains("s3cret"), "{logs}");
     assert_eq!(server.terminate().code(), Some(0));
 }
+
+/// The `pr` commands: open, list, view, check out (git fetches refs/pull/N/head with the stored
+/// token), review, merge, close and reopen.
+#[test]
+fn pr_commands_open_check_out_review_and_merge() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut server = spawn(&data, &[], &[]);
+    let base = server.base_url();
+    let token = std::fs::read_to_string(data.join("initial-admin-token")).expect("token").trim().to_owned();
+    let me = tmp.path().join("config");
+    ok(&me, &["login", "--server", &base, "--token", &token], "");
+    ok(&me, &["repo", "create", "app", "--private"], "");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    std::fs::write(src.join("a.txt"), "a\n").expect("write");
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    let url = format!("http://x:{token}@{}/admin/app.git", base.trim_start_matches("http://"));
+    git(&src, &["push", "-q", &url, "main"]);
+    git(&src, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(src.join("b.txt"), "b\n").expect("write");
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "feature"]);
+    git(&src, &["push", "-q", &url, "feature"]);
+
+    let out = ok(&me, &["pr", "create", "admin/app", "--head", "feature", "--title", "Add b"], "");
+    assert!(out.contains("#1") && out.contains("feature -> main") && out.contains("clean"), "{out}");
+    let list = json(&ok(&me, &["--json", "pr", "list", "admin/app"], ""));
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert!(ok(&me, &["pr", "view", "admin/app", "1"], "").contains("Add b"));
+
+    // Check out into another clone: git gets the token from the environment, not its arguments.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    git(&other, &["init", "-q", "-b", "main"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitstratum"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GITSTRATUM_")) {
+        cmd.env_remove(key);
+    }
+    let out = cmd
+        .args(["pr", "checkout", "admin/app", "1"])
+        .current_dir(&other)
+        .env("XDG_CONFIG_HOME", &me)
+        .env("HOME", &other)
+        .output()
+        .expect("checkout");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head = |dir: &Path, what: &str| {
+        let out = Command::new("git").args(["rev-parse", what]).current_dir(dir).output().expect("git");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(head(&other, "HEAD"), head(&src, "feature"));
+    let branch =
+        Command::new("git").args(["symbolic-ref", "--short", "HEAD"]).current_dir(&other).output().expect("git");
+    assert_eq!(String::from_utf8_lossy(&branch.stdout).trim(), "pr/1");
+
+    // Reviews: the author comments but cannot approve; merging squashes.
+    let err = fails(&me, &["pr", "review", "admin/app", "1", "--approve"], "");
+    assert!(err.contains("your own pull request"), "{err}");
+    assert!(ok(&me, &["pr", "review", "admin/app", "1", "--body", "looks fine"], "").contains("COMMENTED"));
+    let out = ok(&me, &["pr", "merge", "admin/app", "1", "--squash"], "");
+    assert!(out.contains("merged pull request #1 (squash)"), "{out}");
+    let merged = json(&ok(&me, &["--json", "pr", "view", "admin/app", "1"], ""));
+    assert_eq!((merged["merged"].clone(), merged["state"].clone()), (Value::Bool(true), Value::from("closed")));
+    let err = fails(&me, &["pr", "merge", "admin/app", "1"], "");
+    assert!(err.contains("closed") && err.contains("HTTP 405"), "{err}");
+
+    // Close and reopen another.
+    git(&src, &["checkout", "-q", "-b", "second", "main"]);
+    std::fs::write(src.join("c.txt"), "c\n").expect("write");
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "second"]);
+    git(&src, &["push", "-q", &url, "second"]);
+    ok(&me, &["pr", "create", "admin/app", "--head", "second", "--base", "main", "--title", "Second"], "");
+    assert!(ok(&me, &["pr", "close", "admin/app", "2"], "").contains("closed"));
+    assert!(ok(&me, &["pr", "list", "admin/app", "--state", "closed"], "").contains("Second"));
+    assert!(ok(&me, &["pr", "reopen", "admin/app", "2"], "").contains("open"));
+    assert_eq!(server.terminate().code(), Some(0));
+}

@@ -428,6 +428,11 @@ pub async fn receive_pack(
             return Ok(refused);
         }
     };
+    let guard = crate::protection::push_guard(&state, &principal, &repo).await.map_err(|e| {
+        tracing::warn!(error = %e.message, "receive-pack: reading the branch protections failed");
+        GitError::new(StatusCode::SERVICE_UNAVAILABLE, "The branch protections cannot be read; try again in a moment.")
+    })?;
+    let options = ReceiveOptions { guard, ..ReceiveOptions::default() };
     let mut request = streamed_body(&headers, body, MAX_GIT_BODY_BYTES, BODY_IDLE)?;
     let git = state.git().clone();
     let actor = Actor { name: principal.account.name.clone(), time_ms: state.now().as_millis() };
@@ -438,7 +443,7 @@ pub async fn receive_pack(
         let _entered = span.enter();
         let mut report = Vec::new();
         let mut counted = Counted { inner: &mut *request, count: 0 };
-        let outcome = git.receive_pack(RepoId(repo.id), &mut counted, &actor, &ReceiveOptions::default(), &mut report);
+        let outcome = git.receive_pack(RepoId(repo.id), &mut counted, &actor, &options, &mut report);
         let received = counted.count;
         outcome.map(|o| (report, o, received))
     })

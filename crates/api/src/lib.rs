@@ -20,6 +20,7 @@ pub mod live;
 pub mod observe;
 pub mod openapi;
 pub mod orgs;
+pub mod protection;
 pub mod pulls;
 pub mod ratelimit;
 pub mod repos;
@@ -241,6 +242,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(pulls::create, pulls::list))
         .routes(routes!(pulls::get, pulls::update))
         .routes(routes!(pulls::merge, pulls::merged))
+        .routes(routes!(protection::create_review, protection::list_reviews))
+        .routes(routes!(protection::put, protection::get, protection::delete))
         .routes(routes!(hooks::list, hooks::create))
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))

@@ -135,6 +135,7 @@ fn param_meaning(name: &str) -> (bool, &'static str) {
         "job" => (true, "The numeric id of the job"),
         "number" => (true, "The step's number in its job, from 1"),
         "pull_number" => (true, "The pull request's number in its repository, from 1"),
+        "branch" => (false, "A branch name, or a pattern of them (`release/*`); a `/` written as %2F"),
         "file" => (false, "A workflow file's name, such as ci.yml"),
         "sha" => (false, "A commit id (40 hex digits), or a branch or tag name"),
         "name" => (false, "A secret's or variable's name: letters, digits and _ (case-insensitive)"),

@@ -73,10 +73,15 @@ pub struct PullBody {
     pub merged: bool,
     /// `null` while it is being computed, as on GitHub.
     pub mergeable: Option<bool>,
-    /// `clean`, `dirty` (conflicts), `draft`, `unknown`; for closed ones, `unknown`.
+    /// `clean`, `dirty` (conflicts), `blocked` (a protection rule holds it back), `draft`,
+    /// `unknown`; for closed ones, `unknown`.
     pub mergeable_state: String,
     /// The paths that conflict (GitStratum's addition; GitHub has no field for it).
     pub conflicting_files: Vec<String>,
+    /// When `mergeable_state` is `blocked`: the protection rule that holds it back, for someone
+    /// who bypasses nothing (GitStratum's addition; read on a single pull request only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
     /// While open, the test merge (`refs/pull/N/merge`); once merged, the commit the merge made.
     pub merge_commit_sha: Option<String>,
     pub merged_by: Option<UserRef>,
@@ -133,6 +138,7 @@ impl PullBody {
             mergeable,
             mergeable_state: mergeable_state.to_owned(),
             conflicting_files: p.conflicts,
+            blocked_by: None,
             merge_commit_sha: if p.merged { p.merge_commit_sha } else { p.merge_sha },
             merged_by: p.merged_by.map(|login| UserRef { login }),
             created_at: p.created_at.to_rfc3339(),
@@ -161,6 +167,14 @@ async fn find_pull(state: &AppState, repo: &Repo, number: i64) -> Result<Pull, A
         .get_pull(repo.id, number)
         .await?
         .ok_or_else(|| ApiError::not_found("pull.not_found", format!("pull request #{number} not found")))
+}
+
+/// Whether the head of `pull` contains the tip of its base (it is up to date), as recorded.
+async fn contains_base(service: &Pulls, pull: &Pull) -> Result<bool, ApiError> {
+    if pull.head_sha == pull.base_sha {
+        return Ok(true);
+    }
+    service.head_in_base(pull.repo_id, &pull.base_sha, &pull.head_sha).await.map_err(pull_error)
 }
 
 /// A branch name as the API takes it (`feature`, `refs/heads/feature`), checked as Git would.
@@ -321,7 +335,19 @@ pub async fn get(
         // GitHub starts the computation on read; so do we, and answer with it when it is quick.
         pull = pulls(&state).refresh(&pull).await.map_err(pull_error)?;
     }
-    Ok(Json(body(&state, &repo, pull).await?))
+    // A clean one its base's protection holds back is `blocked`, with the reason.
+    let blocked = if pull.state == PullState::Open && pull.mergeable == Mergeable::Clean && !pull.draft {
+        let service = pulls(&state);
+        crate::protection::refuses_merge(&state, None, &repo, &pull, contains_base(&service, &pull)).await?
+    } else {
+        None
+    };
+    let mut answer = body(&state, &repo, pull).await?;
+    if let Some(why) = blocked {
+        answer.mergeable_state = "blocked".to_owned();
+        answer.blocked_by = Some(why);
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -445,7 +471,17 @@ pub async fn merge(
         },
         merger_login: caller.account.name.clone(),
     };
-    let sha = pulls(&state).merge(&repo, &pull, &request).await.map_err(pull_error)?;
+    // The rules of the base branch, on the tips as they are now.
+    let service = pulls(&state);
+    let pull = service.refresh(&pull).await.map_err(pull_error)?;
+    if pull.state == PullState::Open
+        && let Some(why) =
+            crate::protection::refuses_merge(&state, Some(&caller), &repo, &pull, contains_base(&service, &pull))
+                .await?
+    {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "pull.not_mergeable", why));
+    }
+    let sha = service.merge(&repo, &pull, &request).await.map_err(pull_error)?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), number, %sha, "pull request merged");
     Ok(Json(MergeResult { sha, merged: true, message: "Pull Request successfully merged".to_owned() }))
 }

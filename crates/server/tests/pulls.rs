@@ -21,7 +21,12 @@ struct Fixture {
 
 /// A server with `admin/app`, and a working copy with `main` pushed: `a.txt` of 10 lines.
 async fn fixture() -> Fixture {
-    let s = TestServer::start().await;
+    fixture_with(gitstratum_server::ConfigLayer::default(), &[]).await
+}
+
+/// [`fixture`] on a server with `config`, `files` committed beside `a.txt`.
+async fn fixture_with(config: gitstratum_server::ConfigLayer, files: &[(&str, &str)]) -> Fixture {
+    let s = TestServer::start_with(config).await;
     let tmp = tempfile::tempdir().expect("temp dir");
     let git = Git::new(tmp.path());
     let (status, body) = s.create_repo(Some(&s.admin_token), json!({"name": "app"})).await;
@@ -31,6 +36,10 @@ async fn fixture() -> Fixture {
     std::fs::create_dir_all(&work).expect("dir");
     git.ok(&work, &["init", "-q", "-b", "main"]).await;
     write_lines(&work, "a.txt", &[]);
+    for (name, text) in files {
+        std::fs::create_dir_all(work.join(name).parent().expect("parent")).expect("dir");
+        std::fs::write(work.join(name), text).expect("write");
+    }
     git.ok(&work, &["add", "-A"]).await;
     git.ok(&work, &["commit", "-q", "-m", "base"]).await;
     git.ok(&work, &["remote", "add", "origin", &url]).await;
@@ -296,5 +305,148 @@ async fn pull_request_rules_and_permissions() {
     assert_eq!(as_reader(Method::PUT, "/pulls/2/merge", Some(json!({}))).await.0, 403);
     let anonymous = f.s.send(Method::GET, "/api/v1/repos/admin/app/pulls/2", None, None).await;
     assert_eq!(anonymous.0.as_u16(), 200, "a public repository's pull requests are public");
+    f.s.stop().await;
+}
+
+/// Waits for the workflow runs of `sha` to finish; their combined state.
+async fn checks_done(f: &Fixture, sha: &str) -> String {
+    for _ in 0..600 {
+        let (status, body) = f.api(Method::GET, &format!("/commits/{sha}/status"), None).await;
+        assert_eq!(status, 200, "{body}");
+        if body["total_count"] != 0 && body["state"] != "pending" {
+            return body["state"].as_str().expect("state").to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the checks of {sha} never finished");
+}
+
+const WORKFLOW: &str = "name: CI\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: test -f ok\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_branches_hold_on_push_and_merge() {
+    let config = gitstratum_server::ConfigLayer { embedded_runner: Some("true".into()), ..Default::default() };
+    let f = fixture_with(config, &[(".github/workflows/ci.yml", WORKFLOW), ("ok", "")]).await;
+    f.commit("main", "main", "a.txt", &[(0, "second")], "second").await;
+    let rules = json!({
+        "required_status_checks": {"strict": true, "contexts": ["build"]},
+        "enforce_admins": true,
+        "required_pull_request_reviews": {"required_approving_review_count": 1, "dismiss_stale_reviews": true},
+        "restrictions": null,
+        "allow_force_pushes": false,
+        "allow_deletions": false
+    });
+    let (status, body) = f.api(Method::PUT, "/branches/main/protection", Some(rules)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["required_status_checks"], json!({"strict": true, "contexts": ["build"]}));
+    assert_eq!(body["required_pull_request_reviews"]["required_approving_review_count"], 1);
+    assert_eq!(
+        (body["enforce_admins"].clone(), body["allow_deletions"].clone()),
+        (json!({"enabled": true}), json!({"enabled": false}))
+    );
+    assert_eq!(f.api(Method::GET, "/branches/main/protection", None).await.1, body);
+    assert_eq!(f.api(Method::GET, "/branches/other/protection", None).await.0, 404);
+
+    // Direct pushes, force pushes and deletions are refused, each saying why; main stays.
+    let main = f.rev("main").await;
+    let listing = || async { f.remote_refs().await };
+    f.git.ok(&f.work, &["checkout", "-q", "main"]).await;
+    write_lines(&f.work, "a.txt", &[(1, "direct")]);
+    f.git.ok(&f.work, &["commit", "-q", "-am", "direct"]).await;
+    let refused = f.git.fails(&f.work, &["push", "origin", "main"]).await;
+    assert!(refused.contains("protected branch (main): changes must be made through a pull request"), "{refused}");
+    let refused = f.git.fails(&f.work, &["push", "-f", "origin", "main~2:main"]).await;
+    assert!(refused.contains("protected branch (main): cannot be force-pushed"), "{refused}");
+    let refused = f.git.fails(&f.work, &["push", "origin", ":main"]).await;
+    assert!(refused.contains("protected branch (main): cannot be deleted"), "{refused}");
+    assert!(listing().await.contains(&format!("{main}\trefs/heads/main")), "main did not move");
+    f.git.ok(&f.work, &["reset", "-q", "--hard", &main]).await;
+
+    // A pull request whose check fails, unreviewed.
+    let feature = f.commit("feature", &main, "a.txt", &[(5, "feature")], "feature").await;
+    f.git.ok(&f.work, &["rm", "-q", "ok"]).await;
+    f.git.ok(&f.work, &["commit", "-q", "-m", "breaks the build"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "feature"]).await;
+    let broken = f.rev("feature").await;
+    assert_ne!(broken, feature);
+    f.open("Feature", "feature", "main").await;
+    assert_eq!(checks_done(&f, &broken).await, "failure");
+    let pr = f.wait_for(1, "mergeability", |p| p["mergeable"] == true).await;
+    assert_eq!(pr["mergeable_state"], "blocked", "{pr}");
+    assert!(pr["blocked_by"].as_str().expect("why").contains("approving review"), "{pr}");
+    let merge = || async { f.api(Method::PUT, "/pulls/1/merge", Some(json!({}))).await };
+    let (status, body) = merge().await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("1 approving review(s) of the latest commit required, 0 given"),
+        "{body}"
+    );
+
+    // A writer approves; the failing check still blocks. The author cannot approve.
+    let reviewer = f.s.user_token("reviewer", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let (status, _) = f.api(Method::PUT, "/collaborators/reviewer", Some(json!({"permission": "write"}))).await;
+    assert_eq!(status, 204);
+    let review = |event: &'static str| {
+        let (s, reviewer) = (&f.s, reviewer.clone());
+        async move {
+            let body = json!({"event": event, "body": "looked at it"});
+            s.send(Method::POST, "/api/v1/repos/admin/app/pulls/1/reviews", Some(&reviewer), Some(body)).await
+        }
+    };
+    let (status, body) = review("APPROVE").await;
+    assert_eq!(
+        (status.as_u16(), body["state"].clone(), body["commit_id"].clone()),
+        (200, json!("APPROVED"), json!(broken))
+    );
+    let (status, body) = f.api(Method::POST, "/pulls/1/reviews", Some(json!({"event": "APPROVE"}))).await;
+    assert_eq!(status, 422, "the author approves nothing: {body}");
+    let (status, body) = merge().await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("build (failed)"), "{body}");
+
+    // Fixing the build makes the approval stale (dismiss_stale_reviews).
+    f.git.ok(&f.work, &["checkout", "-q", "feature"]).await;
+    std::fs::write(f.work.join("ok"), "").expect("write");
+    f.git.ok(&f.work, &["add", "ok"]).await;
+    f.git.ok(&f.work, &["commit", "-q", "-m", "fixes the build"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "feature"]).await;
+    let fixed = f.rev("feature").await;
+    f.wait_for(1, "the fixed head", |p| p["head"]["sha"] == fixed.as_str()).await;
+    assert_eq!(checks_done(&f, &fixed).await, "success");
+    let (status, body) = merge().await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body["error"]["message"].as_str().expect("message").contains("0 given"),
+        "the old approval is stale: {body}"
+    );
+    let (status, _) = review("REQUEST_CHANGES").await;
+    assert_eq!(status.as_u16(), 200);
+    let (status, body) = merge().await;
+    assert!(
+        status == 405 && body["error"]["message"].as_str().expect("message").contains("reviewer requested changes"),
+        "{body}"
+    );
+    review("APPROVE").await;
+    let (status, body) = merge().await;
+    assert_eq!(status, 200, "{body}");
+    f.git.ok(&f.work, &["fetch", "-q", "origin"]).await;
+    assert_eq!(f.rev("origin/main^2").await, fixed);
+    let (status, reviews) = f.api(Method::GET, "/pulls/1/reviews", None).await;
+    assert_eq!(status, 200);
+    let states: Vec<&str> =
+        reviews.as_array().expect("list").iter().map(|r| r["state"].as_str().expect("state")).collect();
+    assert_eq!(states, ["APPROVED", "CHANGES_REQUESTED", "APPROVED"]);
+
+    // A user the rules name may push directly (checks off); removing the protection frees main.
+    let rules = json!({"required_status_checks": null, "enforce_admins": true, "restrictions": null,
+        "required_pull_request_reviews": {"bypass_pull_request_allowances": {"users": ["admin"]}}});
+    assert_eq!(f.api(Method::PUT, "/branches/main/protection", Some(rules)).await.0, 200);
+    f.commit("main", "origin/main", "a.txt", &[(9, "by the bypasser")], "bypass").await;
+    assert_eq!(f.api(Method::DELETE, "/branches/main/protection", None).await.0, 204);
+    assert_eq!(f.api(Method::DELETE, "/branches/main/protection", None).await.0, 404);
+    f.git.ok(&f.work, &["push", "-q", "origin", ":feature"]).await;
     f.s.stop().await;
 }
