@@ -15,7 +15,8 @@ use crate::orgs::owned_org;
 use crate::repos::authorize_repo;
 
 /// Events a hook may subscribe to (`*` is all of them).
-pub(crate) const EVENTS: [&str; 5] = ["push", "repository", "workflow_run", "workflow_job", "*"];
+pub(crate) const EVENTS: [&str; 7] =
+    ["push", "repository", "workflow_run", "workflow_job", "pull_request", "pull_request_review", "*"];
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateHook {

@@ -408,12 +408,15 @@ pub async fn update(
         gitstratum_platform::pulls::validate_title(title).map_err(|why| ApiError::validation("title", why))?;
     }
     let edit = PullEdit { title: req.title, body: req.body, state: state_change, base, draft: req.draft };
-    let edited = state.store().update_pull(&pull, &edit, state.now()).await.map_err(|e| match e {
-        gitstratum_platform::Error::Conflict { what } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "pull.already_exists", format!("{what} is already open"))
-        }
-        other => other.into(),
-    })?;
+    let edited =
+        state.store().update_pull(&pull, &edit, &caller.account.name, state.now()).await.map_err(|e| match e {
+            gitstratum_platform::Error::Conflict { what } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "pull.already_exists",
+                format!("{what} is already open"),
+            ),
+            other => other.into(),
+        })?;
     let edited = pulls(&state).refresh(&edited).await.map_err(pull_error)?;
     Ok(Json(body(&state, &repo, edited).await?))
 }

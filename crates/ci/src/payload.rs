@@ -5,6 +5,50 @@ use gitstratum_platform::Repo;
 use gitstratum_store::{ObjectId, ObjectKind, ObjectStore, RefEvent, RepoId};
 use serde_json::{Value as Json, json};
 
+/// The `pull_request` object of GitHub's payloads: `pull` as recorded, its tips as `head_sha` and
+/// `base_sha` say (an event's, which may be older than the row), `head_repo` where its head lives.
+pub fn pull_request_json(
+    pull: &gitstratum_platform::Pull,
+    repo: &Repo,
+    head_repo: Option<&Repo>,
+    head_sha: &str,
+    base_sha: &str,
+    public_url: &str,
+) -> Json {
+    let full_name = format!("{}/{}", repo.owner, repo.name);
+    let head_owner = head_repo.map_or("unknown", |r| r.owner.as_str());
+    json!({
+        "id": pull.id,
+        "number": pull.number,
+        "state": pull.state.as_str(),
+        "title": pull.title,
+        "body": Some(&pull.body).filter(|b| !b.is_empty()),
+        "user": {"login": pull.author},
+        "draft": pull.draft,
+        "head": {
+            "label": format!("{head_owner}:{}", pull.head_ref),
+            "ref": pull.head_ref,
+            "sha": head_sha,
+            "repo": head_repo.map(|r| repository_json(r, public_url)),
+        },
+        "base": {
+            "label": format!("{}:{}", repo.owner, pull.base_ref),
+            "ref": pull.base_ref,
+            "sha": base_sha,
+            "repo": repository_json(repo, public_url),
+        },
+        "merged": pull.merged,
+        "merge_commit_sha": if pull.merged { pull.merge_commit_sha.clone() } else { pull.merge_sha.clone() },
+        "merged_by": pull.merged_by.as_ref().map(|login| json!({"login": login})),
+        "created_at": pull.created_at.to_rfc3339(),
+        "updated_at": pull.updated_at.to_rfc3339(),
+        "closed_at": pull.closed_at.map(|t| t.to_rfc3339()),
+        "merged_at": pull.merged_at.map(|t| t.to_rfc3339()),
+        "url": format!("{public_url}/api/v1/repos/{full_name}/pulls/{}", pull.number),
+        "html_url": format!("{public_url}/{full_name}/pull/{}", pull.number),
+    })
+}
+
 /// The id Git and GitHub use for "no commit" (a ref created or deleted).
 pub const ZERO: &str = "0000000000000000000000000000000000000000";
 

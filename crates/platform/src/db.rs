@@ -332,6 +332,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "protection reviews",
         sql: include_str!("../migrations/sqlite/0024_protection_reviews.sql"),
     },
+    MigrationSource {
+        version: 25,
+        description: "pull events",
+        sql: include_str!("../migrations/sqlite/0025_pull_events.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -441,6 +446,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 24,
         description: "protection reviews",
         sql: include_str!("../migrations/postgres/0024_protection_reviews.sql"),
+    },
+    MigrationSource {
+        version: 25,
+        description: "pull events",
+        sql: include_str!("../migrations/postgres/0025_pull_events.sql"),
     },
 ];
 

@@ -45,6 +45,18 @@ pub struct PlatformEvent {
     /// Who did it (an account name, or the server).
     pub actor: String,
     pub created_at: Timestamp,
+    /// `pull_request` and `pull_request_review` events: the pull request (its id), the review,
+    /// and the pull request's head and base tips when it happened.
+    pub pull: Option<PullRef>,
+}
+
+/// What a pull request event names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRef {
+    pub pull_id: i64,
+    pub review_id: Option<i64>,
+    pub head_sha: String,
+    pub base_sha: String,
 }
 
 impl FromDbRow for PlatformEvent {
@@ -66,11 +78,20 @@ impl FromDbRow for PlatformEvent {
             },
             actor: row.get("actor")?,
             created_at: Timestamp(row.get("created_at")?),
+            pull: match row.get::<Option<i64>>("pull_id")? {
+                Some(pull_id) => Some(PullRef {
+                    pull_id,
+                    review_id: row.get("review_id")?,
+                    head_sha: row.get::<Option<String>>("head_sha")?.unwrap_or_default(),
+                    base_sha: row.get::<Option<String>>("base_sha")?.unwrap_or_default(),
+                }),
+                None => None,
+            },
         })
     }
 }
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 16] = [
     "id",
     "event",
     "action",
@@ -83,6 +104,10 @@ const COLUMNS: [&str; 12] = [
     "repo_created_at",
     "actor",
     "created_at",
+    "pull_id",
+    "review_id",
+    "head_sha",
+    "base_sha",
 ];
 
 /// A log consumer's position (0 before its first event).
@@ -131,7 +156,7 @@ pub(crate) async fn append_repo_event(
     }
     let insert = Query::insert()
         .into_table("platform_events")
-        .columns(COLUMNS[1..].iter().copied())
+        .columns(COLUMNS[1..12].iter().copied())
         .values_panic([
             "repository".into(),
             action.as_str().into(),
@@ -145,6 +170,50 @@ pub(crate) async fn append_repo_event(
             actor.name.as_str().into(),
             now.0.into(),
         ])
+        .to_owned();
+    conn.execute(&insert).await?;
+    Ok(())
+}
+
+/// Appends a `pull_request` or `pull_request_review` event in the caller's transaction, with the
+/// repository as it is (read in the same statement).
+pub(crate) async fn append_pull_event(
+    conn: &mut Conn<'_>,
+    event: &str,
+    action: &str,
+    repo_id: i64,
+    pull: &PullRef,
+    actor: &str,
+    now: Timestamp,
+) -> Result<()> {
+    if let Conn::Postgres(_) = conn {
+        conn.execute_raw("LOCK TABLE platform_events IN SHARE ROW EXCLUSIVE MODE").await?;
+    }
+    let snapshot = Query::select()
+        .expr(Expr::val(event))
+        .expr(Expr::val(action))
+        .column(("repos", "id"))
+        .column(("repos", "owner_id"))
+        .column(("accounts", "name"))
+        .column(("repos", "name"))
+        .column(("repos", "private"))
+        .column(("repos", "default_branch"))
+        .column(("repos", "created_at"))
+        .expr(Expr::val(actor))
+        .expr(Expr::val(now.0))
+        .expr(Expr::val(pull.pull_id))
+        .expr(Expr::val(pull.review_id))
+        .expr(Expr::val(pull.head_sha.as_str()))
+        .expr(Expr::val(pull.base_sha.as_str()))
+        .from("repos")
+        .inner_join("accounts", Expr::col(("accounts", "id")).equals(("repos", "owner_id")))
+        .and_where(Expr::col(("repos", "id")).eq(repo_id))
+        .to_owned();
+    let insert = Query::insert()
+        .into_table("platform_events")
+        .columns(COLUMNS[1..].iter().copied())
+        .select_from(snapshot)
+        .map_err(|e| sqlx::Error::Protocol(format!("building an event insert: {e}")))?
         .to_owned();
     conn.execute(&insert).await?;
     Ok(())

@@ -26,7 +26,7 @@ pub mod webhooks;
 
 pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
 pub use db::{ConnectError, Db, DbTarget};
-pub use events::{PlatformEvent, RepoAction};
+pub use events::{PlatformEvent, PullRef, RepoAction};
 pub use keys_teams::{SshKey, Team, TeamGrant};
 pub use orgs::{Member, OrgRole};
 pub use policy::{Denial, RepoAccess, Role, decide};

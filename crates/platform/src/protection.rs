@@ -10,6 +10,7 @@ use sea_query::{Expr, ExprTrait, Order, Query};
 
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow};
+use crate::events::{PullRef, append_pull_event};
 use crate::store::{Error, PlatformStore, Repo, Result};
 
 /// The most approving reviews a rule may require (GitHub's limit).
@@ -351,8 +352,20 @@ impl PlatformStore {
             ])
             .returning_col("id")
             .to_owned();
-        let mut conn = self.db.acquire().await?;
-        let id: i64 = conn.conn().fetch_one(&insert).await?;
+        let pull = Query::select()
+            .columns(["repo_id", "head_sha", "base_sha"])
+            .from("pulls")
+            .and_where(Expr::col("id").eq(pull_id))
+            .to_owned();
+        let mut tx = self.db.begin().await?;
+        let Some(PullTips(repo_id, head_sha, base_sha)) = tx.conn().fetch_optional::<PullTips>(&pull).await? else {
+            return Err(Error::NotFound { what: format!("pull request {pull_id}") });
+        };
+        let id: i64 = tx.conn().fetch_one(&insert).await?;
+        let named = PullRef { pull_id, review_id: Some(id), head_sha, base_sha };
+        append_pull_event(&mut tx.conn(), "pull_request_review", "submitted", repo_id, &named, &reviewer.name, now)
+            .await?;
+        tx.commit().await?;
         Ok(Review {
             id,
             pull_id,
@@ -374,6 +387,15 @@ impl PlatformStore {
             .order_by("id", Order::Asc)
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+}
+
+/// A pull request's repository and tips.
+struct PullTips(i64, String, String);
+
+impl FromDbRow for PullTips {
+    fn from_row(row: &DbRow) -> Result<Self, sqlx::Error> {
+        Ok(PullTips(row.get("repo_id")?, row.get("head_sha")?, row.get("base_sha")?))
     }
 }
 

@@ -9,6 +9,7 @@ use gitstratum_core::Timestamp;
 use sea_query::{Expr, ExprTrait, Func, Order, Query};
 
 use crate::db::{Conn, DbRow, FromDbRow};
+use crate::events::{PullRef, append_pull_event};
 use crate::store::{Error, PlatformStore, Result};
 
 /// The longest title kept (GitHub's limit).
@@ -230,6 +231,22 @@ fn select() -> sea_query::SelectStatement {
     Query::select().columns(COLUMNS).from("pulls").to_owned()
 }
 
+impl Pull {
+    /// What an event about this pull request names (a review's id added by the caller).
+    fn event_ref(&self) -> PullRef {
+        PullRef { pull_id: self.id, review_id: None, head_sha: self.head_sha.clone(), base_sha: self.base_sha.clone() }
+    }
+}
+
+/// Appends a `pull_request` event with `action` about `pull` as it is now.
+async fn pull_event(conn: &mut Conn<'_>, pull: &Pull, action: &str, actor: &str, now: Timestamp) -> Result<()> {
+    append_pull_event(conn, "pull_request", action, pull.repo_id, &pull.event_ref(), actor, now).await
+}
+
+async fn pull_by_id(conn: &mut Conn<'_>, id: i64) -> Result<Option<Pull>> {
+    Ok(conn.fetch_optional(&select().and_where(Expr::col("id").eq(id)).to_owned()).await?)
+}
+
 impl PlatformStore {
     /// Opens a pull request, numbered one more than the repository's highest. Refused when an
     /// open pull request already proposes the same head for the same base.
@@ -317,8 +334,13 @@ impl PlatformStore {
                     .to_owned(),
             )
             .await?;
+        pull_event(&mut conn, &pull, "opened", &author.name, now).await?;
         tx.commit().await?;
         Ok(pull)
+    }
+
+    pub async fn get_pull_by_id(&self, id: i64) -> Result<Option<Pull>> {
+        pull_by_id(&mut self.db.acquire().await?.conn(), id).await
     }
 
     pub async fn get_pull(&self, repo_id: i64, number: i64) -> Result<Option<Pull>> {
@@ -359,7 +381,7 @@ impl PlatformStore {
 
     /// Changes title, body, state, base or draft; the pull request as it is now. Reopening is
     /// refused once merged, and when another open pull request proposes the same branches.
-    pub async fn update_pull(&self, pull: &Pull, edit: &PullEdit, now: Timestamp) -> Result<Pull> {
+    pub async fn update_pull(&self, pull: &Pull, edit: &PullEdit, actor: &str, now: Timestamp) -> Result<Pull> {
         let mut values: Vec<(&str, Expr)> = vec![("updated_at", now.0.into())];
         if let Some(title) = &edit.title {
             values.push(("title", validate_title(title).map_err(Error::Refused)?.into()));
@@ -415,6 +437,24 @@ impl PlatformStore {
         let update = Query::update().table("pulls").values(values).and_where(Expr::col("id").eq(pull.id)).to_owned();
         conn.execute(&update).await?;
         let now_row = conn.fetch_one::<Pull>(&select().and_where(Expr::col("id").eq(pull.id)).to_owned()).await?;
+        // GitHub's actions, each change its own event.
+        let mut actions = Vec::new();
+        if now_row.title != pull.title || now_row.body != pull.body || now_row.base_ref != pull.base_ref {
+            actions.push("edited");
+        }
+        match (pull.draft, now_row.draft) {
+            (false, true) => actions.push("converted_to_draft"),
+            (true, false) => actions.push("ready_for_review"),
+            _ => {}
+        }
+        match (pull.state, now_row.state) {
+            (PullState::Open, PullState::Closed) => actions.push("closed"),
+            (PullState::Closed, PullState::Open) => actions.push("reopened"),
+            _ => {}
+        }
+        for action in actions {
+            pull_event(&mut conn, &now_row, action, actor, now).await?;
+        }
         tx.commit().await?;
         Ok(now_row)
     }
@@ -422,7 +462,20 @@ impl PlatformStore {
     /// Records the tips a pull request now has, when they differ from those recorded: its
     /// mergeability becomes unknown until [`PlatformStore::record_mergeability`]. Returns whether
     /// anything changed.
-    pub async fn move_pull_tips(&self, pull_id: i64, head_sha: &str, base_sha: &str, now: Timestamp) -> Result<bool> {
+    pub async fn move_pull_tips(
+        &self,
+        pull_id: i64,
+        head_sha: &str,
+        base_sha: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let Some(before) = pull_by_id(&mut conn, pull_id).await? else { return Ok(false) };
+        if before.state != PullState::Open || (before.head_sha == head_sha && before.base_sha == base_sha) {
+            return Ok(false);
+        }
         let update = Query::update()
             .table("pulls")
             .values([
@@ -433,13 +486,15 @@ impl PlatformStore {
                 ("updated_at", now.0.into()),
             ])
             .and_where(Expr::col("id").eq(pull_id))
-            .and_where(Expr::col("state").eq("open"))
-            .cond_where(
-                sea_query::Cond::any().add(Expr::col("head_sha").ne(head_sha)).add(Expr::col("base_sha").ne(base_sha)),
-            )
             .to_owned();
-        let mut conn = self.db.acquire().await?;
-        Ok(conn.conn().execute(&update).await? > 0)
+        conn.execute(&update).await?;
+        if before.head_sha != head_sha {
+            // New commits on the head (GitHub sends nothing when only the base moves).
+            let moved = Pull { head_sha: head_sha.to_owned(), base_sha: base_sha.to_owned(), ..before };
+            pull_event(&mut conn, &moved, "synchronize", actor, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records what Git says about a pull request's tips, only if it still has those tips (a
@@ -477,7 +532,15 @@ impl PlatformStore {
             .and_where(Expr::col("id").eq(pull_id))
             .and_where(Expr::col("state").eq("open"))
             .to_owned();
-        let mut conn = self.db.acquire().await?;
-        Ok(conn.conn().execute(&update).await? > 0)
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        if conn.execute(&update).await? == 0 {
+            return Ok(false);
+        }
+        if let Some(merged) = pull_by_id(&mut conn, pull_id).await? {
+            pull_event(&mut conn, &merged, "closed", by, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }

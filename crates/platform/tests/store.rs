@@ -84,7 +84,7 @@ async fn pull_requests_are_numbered_edited_and_merged(store: &PlatformStore) {
         draft: Some(true),
         ..PullEdit::default()
     };
-    let edited = store.update_pull(&one, &edit, T0).await.expect("edit");
+    let edited = store.update_pull(&one, &edit, "octo", T0).await.expect("edit");
     assert_eq!((edited.title.as_str(), edited.body.as_str(), edited.draft), ("Better", "**why**", true));
 
     // Mergeability: computed for the recorded tips only.
@@ -102,15 +102,15 @@ async fn pull_requests_are_numbered_edited_and_merged(store: &PlatformStore) {
         (got.mergeable, got.conflicts.clone()),
         (Mergeable::Conflict, vec!["src/a.rs".to_owned(), "b c.txt".to_owned()])
     );
-    assert!(!store.move_pull_tips(one.id, &head, &base, T0).await.expect("same tips"), "nothing moved");
-    assert!(store.move_pull_tips(one.id, &"c".repeat(40), &base, T0).await.expect("moved"));
+    assert!(!store.move_pull_tips(one.id, &head, &base, "octo", T0).await.expect("same tips"), "nothing moved");
+    assert!(store.move_pull_tips(one.id, &"c".repeat(40), &base, "octo", T0).await.expect("moved"));
     assert!(!store.record_mergeability(one.id, &clean).await.expect("stale"), "computed for old tips");
     let got = store.get_pull(repo.id, 1).await.expect("get").expect("exists");
     assert_eq!((got.mergeable, got.head_sha.as_str()), (Mergeable::Unknown, "c".repeat(40).as_str()));
 
     // Close, reopen, merge.
     let closed = store
-        .update_pull(&got, &PullEdit { state: Some(PullState::Closed), ..PullEdit::default() }, T0)
+        .update_pull(&got, &PullEdit { state: Some(PullState::Closed), ..PullEdit::default() }, "octo", T0)
         .await
         .expect("close");
     assert_eq!((closed.state, closed.closed_at), (PullState::Closed, Some(T0)));
@@ -122,15 +122,40 @@ async fn pull_requests_are_numbered_edited_and_merged(store: &PlatformStore) {
     // A second open pull request for the same branches blocks reopening the first.
     let three = store.create_pull(repo.id, &user, &new_pull(&repo, "feature", "main"), T0).await.expect("again");
     let reopen = PullEdit { state: Some(PullState::Open), ..PullEdit::default() };
-    assert!(matches!(store.update_pull(&closed, &reopen, T0).await, Err(Error::Conflict { .. })));
+    assert!(matches!(store.update_pull(&closed, &reopen, "octo", T0).await, Err(Error::Conflict { .. })));
     assert!(store.mark_pull_merged(three.id, "octo", &"d".repeat(40), T0).await.expect("merge"));
     assert!(!store.mark_pull_merged(three.id, "octo", &"e".repeat(40), T0).await.expect("once"), "merged once");
     let merged = store.get_pull(repo.id, three.number).await.expect("get").expect("exists");
     assert!(merged.merged && merged.state == PullState::Closed && merged.merged_at == Some(T0));
     assert_eq!(merged.merge_commit_sha.as_deref(), Some("d".repeat(40).as_str()));
-    assert!(matches!(store.update_pull(&merged, &reopen, T0).await, Err(Error::Refused(_))), "merged is final");
-    let reopened = store.update_pull(&closed, &reopen, T0).await.expect("now it may");
+    assert!(matches!(store.update_pull(&merged, &reopen, "octo", T0).await, Err(Error::Refused(_))), "merged is final");
+    let reopened = store.update_pull(&closed, &reopen, "octo", T0).await.expect("now it may");
     assert_eq!((reopened.state, reopened.closed_at), (PullState::Open, None));
+    // Each change is an event of the platform log, in order; refused changes left none.
+    let events = store.platform_events_after(0, 100).await.expect("events");
+    let pulls: Vec<(&str, &str, i64)> = events
+        .iter()
+        .filter_map(|e| e.pull.as_ref().map(|p| (e.event.as_str(), e.action.as_str(), p.pull_id)))
+        .collect();
+    let (o, t) = (one.id, three.id);
+    assert_eq!(
+        pulls,
+        [
+            ("pull_request", "opened", o),
+            ("pull_request", "opened", two.id),
+            ("pull_request", "opened", pulls[2].2),
+            ("pull_request", "edited", o),
+            ("pull_request", "converted_to_draft", o),
+            ("pull_request", "synchronize", o),
+            ("pull_request", "closed", o),
+            ("pull_request", "opened", t),
+            ("pull_request", "closed", t),
+            ("pull_request", "reopened", o),
+        ]
+    );
+    let synchronize = events.iter().find(|e| e.action == "synchronize").expect("synchronize");
+    let named = synchronize.pull.as_ref().expect("pull");
+    assert_eq!((named.head_sha.as_str(), synchronize.repo.name.as_str()), ("c".repeat(40).as_str(), "app"));
     // Deleting the repository deletes its pull requests.
     store.delete_repo(&repo, &sys(), T0).await.expect("delete");
     assert!(store.get_pull(repo.id, 1).await.expect("get").is_none());
@@ -944,6 +969,13 @@ async fn branch_protections_and_reviews(store: &PlatformStore) {
         .await
         .expect("review");
     let reviews = store.list_reviews(pull.id).await.expect("reviews");
+    let events = store.platform_events_after(0, 100).await.expect("events");
+    let submitted: Vec<Option<i64>> = events
+        .iter()
+        .filter(|e| e.event == "pull_request_review")
+        .map(|e| e.pull.as_ref().and_then(|p| p.review_id))
+        .collect();
+    assert_eq!(submitted, reviews.iter().map(|r| Some(r.id)).collect::<Vec<_>>(), "one submitted event per review");
     let got: Vec<(&str, ReviewState, &str)> =
         reviews.iter().map(|r| (r.reviewer.as_str(), r.state, r.commit_sha.as_str())).collect();
     assert_eq!(

@@ -13,7 +13,7 @@
 
 pub mod merge;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,11 @@ impl Pulls {
     /// conflicts or once it is closed). A head branch deleted or a base branch gone leaves what
     /// was recorded. Returns the pull request as recorded now.
     pub async fn refresh(&self, pull: &Pull) -> Result<Pull> {
+        self.refresh_as(pull, SERVER).await
+    }
+
+    /// [`Pulls::refresh`], naming `pusher` as who moved the head, should it have moved.
+    pub async fn refresh_as(&self, pull: &Pull, pusher: &str) -> Result<Pull> {
         let (objects, refs, clock) = (self.objects.clone(), self.refs.clone(), self.clock.clone());
         let pull_now = pull.clone();
         let actor = self.actor();
@@ -132,7 +137,7 @@ impl Pulls {
         .await??;
         if let Some((m, contained)) = computed {
             if m.head_sha != pull.head_sha || m.base_sha != pull.base_sha {
-                self.platform.move_pull_tips(pull.id, &m.head_sha, &m.base_sha, self.clock.now()).await?;
+                self.platform.move_pull_tips(pull.id, &m.head_sha, &m.base_sha, pusher, self.clock.now()).await?;
             }
             self.platform.record_mergeability(pull.id, &m).await?;
             if contained {
@@ -140,7 +145,7 @@ impl Pulls {
                 // recorded): merged, as GitHub says.
                 self.platform.mark_pull_merged(pull.id, SERVER, &m.base_sha, self.clock.now()).await?;
                 if let Some(now) = self.platform.get_pull(pull.repo_id, pull.number).await? {
-                    return Box::pin(self.refresh(&now)).await;
+                    return Box::pin(self.refresh_as(&now, pusher)).await;
                 }
             }
         }
@@ -160,11 +165,12 @@ impl Pulls {
         .await?
     }
 
-    /// Refreshes every open pull request whose head or base is `branch` of `repo`.
-    pub async fn refresh_branch(&self, repo: i64, branch: &str) -> Result<usize> {
+    /// Refreshes every open pull request whose head or base is `branch` of `repo`, which
+    /// `pusher` moved.
+    pub async fn refresh_branch(&self, repo: i64, branch: &str, pusher: &str) -> Result<usize> {
         let pulls = self.platform.open_pulls_on_branch(repo, branch).await?;
         for pull in &pulls {
-            self.refresh(pull).await?;
+            self.refresh_as(pull, pusher).await?;
         }
         Ok(pulls.len())
     }
@@ -451,11 +457,16 @@ impl Updater {
         let refs = self.pulls.refs.clone();
         let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
-        // Each branch once per batch: the refresh reads the refs as they are now.
-        let branches: BTreeSet<(i64, &str)> =
-            events.iter().filter_map(|e| e.name.strip_prefix("refs/heads/").map(|b| (e.repo.0, b))).collect();
-        for (repo, branch) in branches {
-            self.pulls.refresh_branch(repo, branch).await?;
+        // Each branch once per batch (the refresh reads the refs as they are now), named after
+        // its last pusher in the batch.
+        let mut branches: BTreeMap<(i64, &str), &str> = BTreeMap::new();
+        for e in &events {
+            if let Some(branch) = e.name.strip_prefix("refs/heads/") {
+                branches.insert((e.repo.0, branch), &e.pusher);
+            }
+        }
+        for ((repo, branch), pusher) in branches {
+            self.pulls.refresh_branch(repo, branch, pusher).await?;
         }
         platform.advance_log_cursor(CURSOR, after, last).await?;
         Ok(events.len())

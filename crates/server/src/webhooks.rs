@@ -203,8 +203,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Turns new platform events (repositories created, deleted, made public or private) into
-    /// `repository` deliveries, moving that log's cursor in the same transaction.
+    /// Turns new platform events (repositories created, deleted, made public or private; pull
+    /// requests and their reviews) into `repository`, `pull_request` and `pull_request_review`
+    /// deliveries, moving that log's cursor in the same transaction.
     async fn enqueue_platform(&self) -> anyhow_lite::Result<()> {
         let after = self.store.log_cursor(PLATFORM_CURSOR).await?;
         let events = self.store.platform_events_after(after, EVENTS_PER_BATCH as u64).await?;
@@ -213,14 +214,73 @@ impl Dispatcher {
         for event in &events {
             // A deleted repository's own hooks went with it; its organization's still hear it.
             let hooks = self.store.hooks_hearing(event.repo.id, event.repo.owner_id).await?;
-            for hook in hooks.iter().filter(|h| subscribed(h, &event.event)) {
-                let payload = repository_payload(event, &self.public_url).to_string();
+            let hearing: Vec<i64> = hooks.iter().filter(|h| subscribed(h, &event.event)).map(|h| h.id).collect();
+            if hearing.is_empty() {
+                continue;
+            }
+            let payload = match &event.pull {
+                Some(pull) => match self.pull_payload(event, pull).await? {
+                    Some(payload) => payload,
+                    None => continue, // the pull request is gone with its repository
+                },
+                None => repository_payload(event, &self.public_url),
+            }
+            .to_string();
+            for webhook_id in hearing {
                 let guid = delivery_guid()?;
-                deliveries.push(NewDelivery { webhook_id: hook.id, guid, event: event.event.clone(), payload });
+                deliveries.push(NewDelivery { webhook_id, guid, event: event.event.clone(), payload: payload.clone() });
             }
         }
         self.store.enqueue_deliveries(PLATFORM_CURSOR, after, last, &deliveries, self.clock.now()).await?;
         Ok(())
+    }
+
+    /// GitHub's `pull_request` or `pull_request_review` payload for a platform event naming a
+    /// pull request: its row as it is now, with the tips the event recorded.
+    async fn pull_payload(
+        &self,
+        event: &PlatformEvent,
+        named: &gitstratum_platform::PullRef,
+    ) -> anyhow_lite::Result<Option<serde_json::Value>> {
+        let Some(pull) = self.store.get_pull_by_id(named.pull_id).await? else { return Ok(None) };
+        let Some(repo) = self.store.get_repo_by_id(event.repo.id).await? else { return Ok(None) };
+        let head_repo = match pull.head_repo_id {
+            Some(id) if id == repo.id => Some(repo.clone()),
+            Some(id) => self.store.get_repo_by_id(id).await?,
+            None => None,
+        };
+        let pull_json = gitstratum_ci::payload::pull_request_json(
+            &pull,
+            &repo,
+            head_repo.as_ref(),
+            &named.head_sha,
+            &named.base_sha,
+            &self.public_url,
+        );
+        let mut payload = json!({
+            "action": event.action,
+            "number": pull.number,
+            "pull_request": pull_json,
+            "repository": repository_json(&repo, &self.public_url),
+            "sender": {"login": event.actor},
+        });
+        if let Some(review_id) = named.review_id {
+            let reviews = self.store.list_reviews(pull.id).await?;
+            let Some(review) = reviews.into_iter().find(|r| r.id == review_id) else { return Ok(None) };
+            payload["review"] = json!({
+                "id": review.id,
+                "user": {"login": review.reviewer},
+                "body": Some(&review.body).filter(|b| !b.is_empty()),
+                // Webhooks spell review states in lower case, the REST API in upper case.
+                "state": review.state.as_str().to_ascii_lowercase(),
+                "commit_id": review.commit_sha,
+                "submitted_at": review.created_at.to_rfc3339(),
+            });
+            if let Some(map) = payload.as_object_mut() {
+                map.remove("number");
+            }
+        }
+        Ok(Some(payload))
     }
 
     /// Turns run events (requested, in progress, completed) into `workflow_run` deliveries and job

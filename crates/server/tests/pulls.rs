@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Git, TestServer};
+use common::{Git, Receiver, TestServer};
 use gitstratum_platform::Scope;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -449,4 +449,57 @@ async fn protected_branches_hold_on_push_and_merge() {
     assert_eq!(f.api(Method::DELETE, "/branches/main/protection", None).await.0, 404);
     f.git.ok(&f.work, &["push", "-q", "origin", ":feature"]).await;
     f.s.stop().await;
+}
+
+/// `pull_request` and `pull_request_review` webhooks, GitHub-shaped: opened, synchronize on a push
+/// to the head, a review submitted, closed when merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_webhooks_follow_the_pull_request() {
+    let f = fixture().await;
+    let mut receiver = Receiver::start().await;
+    let hook = json!({"url": receiver.url, "events": ["pull_request", "pull_request_review"]});
+    let (status, body) = f.api(Method::POST, "/hooks", Some(hook)).await;
+    assert_eq!(status, 201, "{body}");
+    let head = f.commit("feature", "main", "a.txt", &[(2, "x")], "x").await;
+    f.open("Hooked", "feature", "main").await;
+    let (event, opened) = next(&mut receiver).await;
+    assert_eq!((event.as_str(), opened["action"].as_str()), ("pull_request", Some("opened")));
+    assert_eq!(opened["number"], 1);
+    assert_eq!(opened["pull_request"]["head"]["sha"], head.as_str());
+    assert_eq!(opened["pull_request"]["base"]["ref"], "main");
+    assert_eq!(opened["repository"]["full_name"], "admin/app");
+    assert_eq!(opened["sender"]["login"], "admin");
+
+    let second = f.commit("feature", "feature", "b.txt", &[], "more").await;
+    let (event, synchronize) = next(&mut receiver).await;
+    assert_eq!((event.as_str(), synchronize["action"].as_str()), ("pull_request", Some("synchronize")));
+    assert_eq!(synchronize["pull_request"]["head"]["sha"], second.as_str());
+    assert_eq!(synchronize["sender"]["login"], "admin", "the pusher");
+
+    let reviewer = f.s.user_token("reviewer", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let body = json!({"event": "COMMENT", "body": "nice"});
+    let (status, _) =
+        f.s.send(Method::POST, "/api/v1/repos/admin/app/pulls/1/reviews", Some(&reviewer), Some(body)).await;
+    assert_eq!(status.as_u16(), 200);
+    let (event, review) = next(&mut receiver).await;
+    assert_eq!((event.as_str(), review["action"].as_str()), ("pull_request_review", Some("submitted")));
+    assert_eq!(
+        (review["review"]["state"].as_str(), review["review"]["user"]["login"].as_str()),
+        (Some("commented"), Some("reviewer"))
+    );
+    assert_eq!(review["pull_request"]["number"], 1);
+
+    let (status, _) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({}))).await;
+    assert_eq!(status, 200);
+    let (event, closed) = next(&mut receiver).await;
+    assert_eq!((event.as_str(), closed["action"].as_str()), ("pull_request", Some("closed")));
+    assert_eq!(closed["pull_request"]["merged"], true);
+    f.s.stop().await;
+}
+
+/// The next webhook delivery: its event name and JSON body.
+async fn next(receiver: &mut Receiver) -> (String, Value) {
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(20), receiver.next()).await.expect("a delivery");
+    let event = headers.get("x-github-event").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (event, serde_json::from_str::<Value>(&body).expect("json"))
 }
