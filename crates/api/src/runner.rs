@@ -183,7 +183,7 @@ pub struct JobLease {
 }
 
 /// The payload of the event that started a run: a push as the ref-change log recorded it (with
-/// its head commit), a dispatch with its inputs.
+/// its head commit), a pull request event (`pull_request`), a dispatch with its inputs.
 async fn event_payload(
     state: &AppState,
     run: &gitstratum_ci::Run,
@@ -192,6 +192,15 @@ async fn event_payload(
 ) -> serde_json::Value {
     use gitstratum_ci::payload;
     let public_url = state.public_url().to_owned();
+    let pull_event = run.event_key.strip_prefix("pull:").or_else(|| run.event_key.strip_prefix("pull_target:"));
+    if let Some(id) = pull_event.and_then(|id| id.parse::<i64>().ok()) {
+        let payload = match state.store().platform_event(id).await {
+            Ok(Some(event)) => payload::pull_event_payload(state.store(), &event, &public_url).await.ok().flatten(),
+            _ => None,
+        };
+        return payload
+            .unwrap_or_else(|| serde_json::json!({"repository": payload::repository_json(repo, &public_url)}));
+    }
     if run.event != "push" {
         return payload::dispatch_payload(&run.git_ref, inputs, &run.workflow_path, &run.actor, repo, &public_url);
     }

@@ -572,8 +572,15 @@ pub async fn dispatch(
         return Err(ApiError::validation("file", format!("no workflow file {file:?} at {git_ref}")));
     };
     let key = format!("dispatch:{}", gitstratum_platform::webhooks::delivery_guid().map_err(ApiError::internal)?);
-    let event =
-        Event { name: "workflow_dispatch", key, git_ref: &git_ref, commit: &commit, actor: &caller.account.name };
+    let event = Event {
+        name: "workflow_dispatch",
+        key,
+        git_ref: &git_ref,
+        commit: &commit,
+        actor: &caller.account.name,
+        head_ref: "",
+        base_ref: "",
+    };
     let texts = workflow.text.clone().ok();
     let referenced =
         gitstratum_ci::references::read_references(state.reference_stores(), &repo, commit_id, texts).await;

@@ -1,4 +1,5 @@
-//! The ingestor: a consumer of the ref-change log that turns pushes into runs.
+//! The ingestor: a consumer of the ref-change log that turns pushes into runs, and of the platform
+//! event log that turns pull request events into runs (`ingest_pulls`).
 //!
 //! For each batch of events it reads, for every push to a branch or tag, the workflow files at
 //! the pushed commit, keeps those whose `on.push` filters match (branches, tags, and paths against
@@ -14,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitstratum_core::Clock;
-use gitstratum_platform::{PlatformStore, Repo};
+use gitstratum_platform::{Mergeable, PlatformEvent, PlatformStore, Repo};
 use gitstratum_store::{ObjectStore, RefEvent, RefStore};
 use gitstratum_workflow::plan::{GithubEvent, PlanContext, github_context, plan};
-use gitstratum_workflow::trigger::{PushEvent, push_triggers};
+use gitstratum_workflow::trigger::{PullRequestEvent, PushEvent, pull_request_triggers, push_triggers};
 
 use crate::references::{References, Stores, read_references};
 use crate::source::{self, WorkflowFile};
@@ -25,6 +26,10 @@ use crate::store::{CiStore, NewJob, NewRun};
 
 /// The ingestor's cursor on the ref-change log.
 pub const CURSOR: &str = "ci";
+/// The ingestor's cursor on the platform event log (pull request events).
+pub const PULL_CURSOR: &str = "ci.pulls";
+/// How long a pull request event waits for its test merge before it is given up.
+const MERGE_WAIT_MS: i64 = 60_000;
 /// The ingestor also polls, for events written without a wake-up (another process, say).
 const POLL: Duration = Duration::from_millis(500);
 /// The ingestor's singleton lock ([`gitstratum_platform::db::Db::try_singleton`]).
@@ -94,6 +99,13 @@ impl Ingestor {
     pub async fn ingest_once(&self) -> Result<usize, IngestError> {
         let turn = self.platform.db().try_singleton(SINGLETON).await.map_err(gitstratum_platform::Error::from)?;
         let Some(_turn) = turn else { return Ok(0) };
+        let pushes = self.ingest_pushes().await?;
+        let pulls = self.ingest_pulls().await?;
+        Ok(pushes + pulls)
+    }
+
+    /// One batch of the ref-change log: the runs its pushes start.
+    async fn ingest_pushes(&self) -> Result<usize, IngestError> {
         let after = self.platform.log_cursor(CURSOR).await?;
         let refs = self.refs.clone();
         let events = tokio::task::spawn_blocking(move || refs.events_after(after, EVENTS_PER_BATCH)).await??;
@@ -136,6 +148,138 @@ impl Ingestor {
     }
 }
 
+impl Ingestor {
+    /// One batch of the platform event log: the runs its pull request events start
+    /// (`pull_request` on the test merge, `pull_request_target` on the base), created with the
+    /// log's cursor in one transaction, as pushes are. An event whose pull request's test merge is
+    /// not computed yet holds the batch back (for at most [`MERGE_WAIT_MS`]).
+    async fn ingest_pulls(&self) -> Result<usize, IngestError> {
+        let after = self.platform.log_cursor(PULL_CURSOR).await?;
+        let events = self.platform.platform_events_after(after, EVENTS_PER_BATCH as u64).await?;
+        let mut runs = Vec::new();
+        let mut last = None;
+        let mut consumed = 0;
+        for event in &events {
+            match self.runs_for_pull_event(event).await? {
+                None => break,
+                Some(more) => {
+                    runs.extend(more);
+                    last = Some(u64::try_from(event.id).unwrap_or(0));
+                    consumed += 1;
+                }
+            }
+        }
+        let Some(last) = last else { return Ok(0) };
+        let created = self.ci.create_runs(PULL_CURSOR, after, last, &runs, self.clock.now()).await?;
+        if !created.is_empty() {
+            metrics::counter!("gitstratum_ci_runs_created_total", "event" => "pull_request")
+                .increment(created.len() as u64);
+            tracing::info!(runs = ?created, "ci: runs created for pull requests");
+        }
+        Ok(consumed)
+    }
+
+    /// The runs one platform event starts; `None`: not yet (its test merge is being computed).
+    async fn runs_for_pull_event(&self, event: &PlatformEvent) -> Result<Option<Vec<NewRun>>, IngestError> {
+        let none = Ok(Some(Vec::new()));
+        if event.event != "pull_request" {
+            return none;
+        }
+        let Some(named) = &event.pull else { return none };
+        let Some(pull) = self.platform.get_pull_by_id(named.pull_id).await? else { return none };
+        let Some(repo) = self.platform.get_repo_by_id(event.repo.id).await? else { return none };
+        // The commit `pull_request` runs on: the test merge of the event's head.
+        let merge = if event.action == "closed" {
+            if pull.merged { pull.merge_commit_sha.clone() } else { pull.merge_sha.clone() }
+        } else if pull.head_sha != named.head_sha {
+            None // pushed to again since: that push's event runs
+        } else {
+            match pull.mergeable {
+                Mergeable::Clean => pull.merge_sha.clone(),
+                // GitHub runs no pull_request workflow while the pull request conflicts.
+                Mergeable::Conflict => None,
+                Mergeable::Unknown if self.clock.now().0 - event.created_at.0 < MERGE_WAIT_MS => return Ok(None),
+                Mergeable::Unknown => {
+                    tracing::warn!(
+                        pull = pull.id,
+                        event = event.id,
+                        "ci: no test merge for a pull request event; no run"
+                    );
+                    None
+                }
+            }
+        };
+        let hex = |text: &str| gitstratum_store::ObjectId::from_hex(text.as_bytes()).ok();
+        let merge = merge.as_deref().and_then(hex);
+        let Some(base) = hex(&named.base_sha) else { return none };
+        let objects = self.objects.clone();
+        let rid = gitstratum_store::RepoId(repo.id);
+        let read = tokio::task::spawn_blocking(move || -> Result<_, source::SourceError> {
+            let merged = match merge {
+                Some(m) => {
+                    Some((source::workflow_files(&*objects, rid, m)?, source::changed_paths(&*objects, rid, base, m)?))
+                }
+                None => None,
+            };
+            Ok((merged, source::workflow_files(&*objects, rid, base)?))
+        });
+        let (merged, target_files) = read.await??;
+        let mut runs = Vec::new();
+        let merge_ref = format!("refs/pull/{}/merge", pull.number);
+        let base_ref = format!("refs/heads/{}", pull.base_ref);
+        let sources = [
+            (false, merged.as_ref().map(|(files, changed)| (files, changed.as_deref())), merge, merge_ref.as_str()),
+            (true, Some((&target_files, None)), Some(base), base_ref.as_str()),
+        ];
+        for (target, files, commit, git_ref) in sources {
+            let (Some((files, changed)), Some(commit)) = (files, commit) else { continue };
+            let trigger =
+                PullRequestEvent { action: &event.action, base_branch: &pull.base_ref, changed_paths: changed };
+            // Only valid workflows that name this event: a broken file fails its push's run, not
+            // every pull request's.
+            let texts: Vec<String> = files
+                .iter()
+                .filter_map(|f| f.text.as_ref().ok())
+                .filter(|text| {
+                    gitstratum_workflow::load(text).is_ok_and(|w| pull_request_triggers(&w, target, &trigger))
+                })
+                .cloned()
+                .collect();
+            if texts.is_empty() {
+                continue;
+            }
+            let stores = Stores {
+                platform: &self.platform,
+                ci: &self.ci,
+                objects: &self.objects,
+                refs: &self.refs,
+                upstream: self.upstream.as_ref(),
+            };
+            let referenced = read_references(stores, &repo, commit, texts).await;
+            let commit_hex = commit.to_string();
+            let ev = Event {
+                name: if target { "pull_request_target" } else { "pull_request" },
+                key: format!("{}:{}", if target { "pull_target" } else { "pull" }, event.id),
+                git_ref,
+                commit: &commit_hex,
+                actor: &event.actor,
+                head_ref: &pull.head_ref,
+                base_ref: &pull.base_ref,
+            };
+            for file in files {
+                let valid = file.text.as_ref().ok().and_then(|t| gitstratum_workflow::load(t).ok());
+                if !valid.is_some_and(|w| pull_request_triggers(&w, target, &trigger)) {
+                    continue;
+                }
+                runs.extend(plan_run(&repo, file, &ev, &referenced, |_| Decision::Run {
+                    inputs: gitstratum_workflow::expr::Value::Null,
+                }));
+            }
+        }
+        Ok(Some(runs))
+    }
+}
+
 /// Reads what planning needs from Git; `None` when the ref does not name a commit.
 fn read_push(objects: &dyn ObjectStore, event: &RefEvent) -> Result<Option<PushSource>, source::SourceError> {
     let Some(new) = event.new else { return Ok(None) };
@@ -156,13 +300,16 @@ fn read_push(objects: &dyn ObjectStore, event: &RefEvent) -> Result<Option<PushS
 /// What started a run.
 #[derive(Debug, Clone)]
 pub struct Event<'a> {
-    /// `push` or `workflow_dispatch`.
+    /// `push`, `workflow_dispatch`, `pull_request` or `pull_request_target`.
     pub name: &'a str,
-    /// Unique per repository, commit and workflow for this event (`push:<seq>`, `dispatch:<id>`).
+    /// Unique per repository, commit and workflow for this event (`push:<seq>`, `dispatch:<id>`, `pull:<platform event id>`).
     pub key: String,
     pub git_ref: &'a str,
     pub commit: &'a str,
     pub actor: &'a str,
+    /// Pull request events: the head and base branches (empty otherwise).
+    pub head_ref: &'a str,
+    pub base_ref: &'a str,
 }
 
 /// Whether a valid workflow runs for the event, and with which `inputs`.
@@ -230,6 +377,8 @@ pub fn plan_run(
         repository: &full_name,
         actor: event.actor,
         workflow: &name,
+        head_ref: event.head_ref,
+        base_ref: event.base_ref,
     });
     let inputs_json = (!matches!(inputs, gitstratum_workflow::expr::Value::Null)).then(|| inputs.to_json().to_string());
     // Reusable workflows it calls become their jobs (the files were read beforehand).
@@ -280,6 +429,8 @@ fn runs_for_push(repo: &Repo, event: &RefEvent, source: &PushSource, refs: &Refe
         git_ref: &event.name,
         commit: &source.commit,
         actor: &event.pusher,
+        head_ref: "",
+        base_ref: "",
     };
     let push = push_event(event, source);
     source

@@ -1,7 +1,7 @@
 //! GitHub's event payloads: what webhooks deliver and what a job finds at `$GITHUB_EVENT_PATH`
 //! (and in `github.event`), so receivers and workflows written for GitHub read the same fields.
 
-use gitstratum_platform::Repo;
+use gitstratum_platform::{PlatformEvent, PlatformStore, Repo};
 use gitstratum_store::{ObjectId, ObjectKind, ObjectStore, RefEvent, RepoId};
 use serde_json::{Value as Json, json};
 
@@ -47,6 +47,50 @@ pub fn pull_request_json(
         "url": format!("{public_url}/api/v1/repos/{full_name}/pulls/{}", pull.number),
         "html_url": format!("{public_url}/{full_name}/pull/{}", pull.number),
     })
+}
+
+/// GitHub's `pull_request` or `pull_request_review` payload for a platform event naming a pull
+/// request (what webhooks deliver and what a job of a `pull_request` run finds in `github.event`):
+/// the pull request as it is now, with the head and base commits of the event. `None` when the
+/// pull request (or its repository, or the review) is gone.
+pub async fn pull_event_payload(
+    platform: &PlatformStore,
+    event: &PlatformEvent,
+    public_url: &str,
+) -> Result<Option<Json>, gitstratum_platform::Error> {
+    let Some(named) = &event.pull else { return Ok(None) };
+    let Some(pull) = platform.get_pull_by_id(named.pull_id).await? else { return Ok(None) };
+    let Some(repo) = platform.get_repo_by_id(event.repo.id).await? else { return Ok(None) };
+    let head_repo = match pull.head_repo_id {
+        Some(id) if id == repo.id => Some(repo.clone()),
+        Some(id) => platform.get_repo_by_id(id).await?,
+        None => None,
+    };
+    let pull_json = pull_request_json(&pull, &repo, head_repo.as_ref(), &named.head_sha, &named.base_sha, public_url);
+    let mut payload = json!({
+        "action": event.action,
+        "number": pull.number,
+        "pull_request": pull_json,
+        "repository": repository_json(&repo, public_url),
+        "sender": {"login": event.actor},
+    });
+    if let Some(review_id) = named.review_id {
+        let reviews = platform.list_reviews(pull.id).await?;
+        let Some(review) = reviews.into_iter().find(|r| r.id == review_id) else { return Ok(None) };
+        payload["review"] = json!({
+            "id": review.id,
+            "user": {"login": review.reviewer},
+            "body": Some(&review.body).filter(|b| !b.is_empty()),
+            // Webhooks spell review states in lower case, the REST API in upper case.
+            "state": review.state.as_str().to_ascii_lowercase(),
+            "commit_id": review.commit_sha,
+            "submitted_at": review.created_at.to_rfc3339(),
+        });
+        if let Some(map) = payload.as_object_mut() {
+            map.remove("number");
+        }
+    }
+    Ok(Some(payload))
 }
 
 /// The id Git and GitHub use for "no commit" (a ref created or deleted).

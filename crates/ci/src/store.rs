@@ -124,6 +124,7 @@ impl Run {
             repository,
             actor: &self.actor,
             workflow: &self.workflow_name,
+            ..Default::default()
         })
     }
 }

@@ -229,6 +229,12 @@ impl PlatformStore {
         Ok(moved)
     }
 
+    /// One event by id.
+    pub async fn platform_event(&self, id: i64) -> Result<Option<PlatformEvent>> {
+        let q = Query::select().columns(COLUMNS).from("platform_events").and_where(Expr::col("id").eq(id)).to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
     /// Events after id `after`, oldest first.
     pub async fn platform_events_after(&self, after: u64, limit: u64) -> Result<Vec<PlatformEvent>> {
         let q = Query::select()

@@ -242,6 +242,7 @@ async fn execute_steps(
         repository: &lease.repository,
         actor: &lease.actor,
         workflow: &name,
+        ..Default::default()
     });
     let mut github = match github {
         Value::Object(dict) => (*dict).clone(),

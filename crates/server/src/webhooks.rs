@@ -219,10 +219,12 @@ impl Dispatcher {
                 continue;
             }
             let payload = match &event.pull {
-                Some(pull) => match self.pull_payload(event, pull).await? {
-                    Some(payload) => payload,
-                    None => continue, // the pull request is gone with its repository
-                },
+                Some(_) => {
+                    match gitstratum_ci::payload::pull_event_payload(&self.store, event, &self.public_url).await? {
+                        Some(payload) => payload,
+                        None => continue, // the pull request is gone with its repository
+                    }
+                }
                 None => repository_payload(event, &self.public_url),
             }
             .to_string();
@@ -233,54 +235,6 @@ impl Dispatcher {
         }
         self.store.enqueue_deliveries(PLATFORM_CURSOR, after, last, &deliveries, self.clock.now()).await?;
         Ok(())
-    }
-
-    /// GitHub's `pull_request` or `pull_request_review` payload for a platform event naming a
-    /// pull request: its row as it is now, with the tips the event recorded.
-    async fn pull_payload(
-        &self,
-        event: &PlatformEvent,
-        named: &gitstratum_platform::PullRef,
-    ) -> anyhow_lite::Result<Option<serde_json::Value>> {
-        let Some(pull) = self.store.get_pull_by_id(named.pull_id).await? else { return Ok(None) };
-        let Some(repo) = self.store.get_repo_by_id(event.repo.id).await? else { return Ok(None) };
-        let head_repo = match pull.head_repo_id {
-            Some(id) if id == repo.id => Some(repo.clone()),
-            Some(id) => self.store.get_repo_by_id(id).await?,
-            None => None,
-        };
-        let pull_json = gitstratum_ci::payload::pull_request_json(
-            &pull,
-            &repo,
-            head_repo.as_ref(),
-            &named.head_sha,
-            &named.base_sha,
-            &self.public_url,
-        );
-        let mut payload = json!({
-            "action": event.action,
-            "number": pull.number,
-            "pull_request": pull_json,
-            "repository": repository_json(&repo, &self.public_url),
-            "sender": {"login": event.actor},
-        });
-        if let Some(review_id) = named.review_id {
-            let reviews = self.store.list_reviews(pull.id).await?;
-            let Some(review) = reviews.into_iter().find(|r| r.id == review_id) else { return Ok(None) };
-            payload["review"] = json!({
-                "id": review.id,
-                "user": {"login": review.reviewer},
-                "body": Some(&review.body).filter(|b| !b.is_empty()),
-                // Webhooks spell review states in lower case, the REST API in upper case.
-                "state": review.state.as_str().to_ascii_lowercase(),
-                "commit_id": review.commit_sha,
-                "submitted_at": review.created_at.to_rfc3339(),
-            });
-            if let Some(map) = payload.as_object_mut() {
-                map.remove("number");
-            }
-        }
-        Ok(Some(payload))
     }
 
     /// Turns run events (requested, in progress, completed) into `workflow_run` deliveries and job

@@ -503,3 +503,93 @@ async fn next(receiver: &mut Receiver) -> (String, Value) {
     let event = headers.get("x-github-event").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     (event, serde_json::from_str::<Value>(&body).expect("json"))
 }
+
+const PR_WORKFLOW: &str = r#"name: PR
+on:
+  pull_request:
+    branches: [main]
+jobs:
+  show:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "event=$GITHUB_EVENT_NAME ref=$GITHUB_REF head=$GITHUB_HEAD_REF base=$GITHUB_BASE_REF action=${{ github.event.action }} number=${{ github.event.pull_request.number }} ctx=${{ github.head_ref }}"
+      - run: grep -q '^feature$' a.txt && test "$(git rev-parse HEAD)" = "$GITHUB_SHA" && echo merged-checkout-ok
+"#;
+
+/// The runs of `admin/app` for `event`, once there are `n`, newest first.
+async fn runs_for(f: &Fixture, event: &str, n: usize) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (status, page) = f.api(Method::GET, "/runs?limit=100", None).await;
+        assert_eq!(status, 200, "{page}");
+        let runs: Vec<Value> =
+            page["runs"].as_array().into_iter().flatten().filter(|r| r["event"] == event).cloned().collect();
+        if runs.len() >= n && runs.iter().all(|r| r["status"] == "completed") {
+            assert_eq!(runs.len(), n, "more {event} runs than expected: {page}");
+            return runs;
+        }
+        last = page;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected {n} completed {event} runs; have {last}");
+}
+
+/// The log of a run's only job, without the runner's stamps.
+async fn only_job_log(f: &Fixture, run: &Value) -> String {
+    let (status, detail) =
+        f.s.send(Method::GET, &format!("/api/v1/runs/{}", run["id"]), Some(&f.s.admin_token), None).await;
+    assert_eq!(status, 200, "{detail}");
+    let job = &detail["jobs"][0];
+    let response =
+        f.s.http
+            .get(f.s.url(&format!("/api/v1/jobs/{}/logs", job["id"])))
+            .bearer_auth(&f.s.admin_token)
+            .send()
+            .await
+            .expect("log");
+    let log = response.text().await.expect("text");
+    log.split_inclusive('\n').map(|l| gitstratum_core::Timestamp::split_log_stamp(l).1).collect()
+}
+
+/// `on: pull_request` runs on the test merge (`refs/pull/N/merge`) when a pull request is opened
+/// and when its head moves, with GitHub's contexts; its branch filter is the base branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_requests_run_their_workflows_on_the_test_merge() {
+    let config = gitstratum_server::ConfigLayer { embedded_runner: Some("true".into()), ..Default::default() };
+    let f = fixture_with(config, &[(".github/workflows/pr.yml", PR_WORKFLOW)]).await;
+    f.commit("feature", "main", "a.txt", &[(1, "feature")], "feature").await;
+    f.open("Run me", "feature", "main").await;
+    let runs = runs_for(&f, "pull_request", 1).await;
+    let (_, pr) = f.api(Method::GET, "/pulls/1", None).await;
+    assert_eq!(runs[0]["head_sha"], pr["merge_commit_sha"], "it runs on the test merge: {}", runs[0]);
+    assert_eq!(runs[0]["conclusion"], "success", "{}", runs[0]);
+    let log = only_job_log(&f, &runs[0]).await;
+    assert!(
+        log.contains(
+            "event=pull_request ref=refs/pull/1/merge head=feature base=main action=opened number=1 ctx=feature"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("merged-checkout-ok"), "the checkout is the test merge: {log}");
+
+    // A push to the head: a synchronize run on the new test merge.
+    f.commit("feature", "feature", "b.txt", &[], "more").await;
+    let runs = runs_for(&f, "pull_request", 2).await;
+    let log = only_job_log(&f, &runs[0]).await;
+    assert!(log.contains("action=synchronize number=1"), "{log}");
+    let (_, pr) = f.api(Method::GET, "/pulls/1", None).await;
+    assert_eq!(runs[0]["head_sha"], pr["merge_commit_sha"]);
+
+    // Into another base branch: the branch filter says no; closing runs nothing by default.
+    f.git.ok(&f.work, &["push", "-q", "origin", "main:other"]).await;
+    f.open("Elsewhere", "feature", "other").await;
+    let (status, _) = f.api(Method::PATCH, "/pulls/1", Some(json!({"state": "closed"}))).await;
+    assert_eq!(status, 200);
+    // A later event the workflow does take shows the ones before were passed over.
+    let (status, _) = f.api(Method::PATCH, "/pulls/1", Some(json!({"state": "open"}))).await;
+    assert_eq!(status, 200);
+    let runs = runs_for(&f, "pull_request", 3).await;
+    assert!(only_job_log(&f, &runs[0]).await.contains("action=reopened number=1"));
+    f.s.stop().await;
+}

@@ -399,6 +399,13 @@ impl Loader {
         let mut triggers = Triggers::default();
         let mut add = |this: &mut Self, event: &str, config: Option<&Node>, pos: Pos| match event {
             "push" => triggers.push = Some(config.map(|c| this.push_filters(c)).unwrap_or_default()),
+            "pull_request" => {
+                triggers.pull_request = Some(config.map(|c| this.pull_request_filters(c, event)).unwrap_or_default())
+            }
+            "pull_request_target" => {
+                triggers.pull_request_target =
+                    Some(config.map(|c| this.pull_request_filters(c, event)).unwrap_or_default())
+            }
             "workflow_dispatch" => {
                 triggers.workflow_dispatch = Some(config.map(|c| this.dispatch(c)).unwrap_or_default())
             }
@@ -429,6 +436,8 @@ impl Loader {
             }
         }
         if triggers.push.is_none()
+            && triggers.pull_request.is_none()
+            && triggers.pull_request_target.is_none()
             && triggers.workflow_dispatch.is_none()
             && triggers.workflow_call.is_none()
             && triggers.schedule.is_empty()
@@ -465,6 +474,54 @@ impl Loader {
                 self.error(
                     node.pos,
                     format!("on.push cannot use both '{x}' and '{y}'; use '{x}' with '!' patterns instead"),
+                );
+            }
+        }
+        f
+    }
+
+    fn pull_request_filters(&mut self, node: &Node, event: &str) -> PullRequestFilters {
+        let allowed = ["types", "branches", "branches-ignore", "paths", "paths-ignore"];
+        let mut f = PullRequestFilters::default();
+        for (key, value) in self.mapping(node, &format!("on.{event}"), &allowed) {
+            let name = key.as_scalar().unwrap_or_default();
+            let what = format!("on.{event}.{name}");
+            if name == "types" {
+                let types: Vec<(String, Pos)> = match &value.kind {
+                    NodeKind::Scalar { text, .. } => vec![(text.clone(), value.pos)],
+                    NodeKind::Seq(items) => {
+                        items.iter().filter_map(|i| i.as_scalar().map(|t| (t.to_owned(), i.pos))).collect()
+                    }
+                    NodeKind::Map(_) => {
+                        self.error(value.pos, format!("{what} is an activity type or a list of them"));
+                        Vec::new()
+                    }
+                };
+                for (t, pos) in &types {
+                    if !PULL_REQUEST_TYPES.contains(&t.as_str()) {
+                        self.error(*pos, format!("'{t}' is not an activity type of {event}"));
+                    }
+                }
+                f.types = Some(types.into_iter().map(|(t, _)| t).collect());
+                continue;
+            }
+            let list = Some(self.patterns(value, &what));
+            match name {
+                "branches" => f.branches = list,
+                "branches-ignore" => f.branches_ignore = list,
+                "paths" => f.paths = list,
+                "paths-ignore" => f.paths_ignore = list,
+                _ => {}
+            }
+        }
+        for (a, b, x, y) in [
+            (&f.branches, &f.branches_ignore, "branches", "branches-ignore"),
+            (&f.paths, &f.paths_ignore, "paths", "paths-ignore"),
+        ] {
+            if a.is_some() && b.is_some() {
+                self.error(
+                    node.pos,
+                    format!("on.{event} cannot use both '{x}' and '{y}'; use '{x}' with '!' patterns instead"),
                 );
             }
         }

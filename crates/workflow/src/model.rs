@@ -35,6 +35,12 @@ pub struct Workflow {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Triggers {
     pub push: Option<PushFilters>,
+    /// `on.pull_request`: runs on the test merge of a pull request (`refs/pull/N/merge`).
+    #[serde(default)]
+    pub pull_request: Option<PullRequestFilters>,
+    /// `on.pull_request_target`: runs the base branch's workflow, on the base branch.
+    #[serde(default)]
+    pub pull_request_target: Option<PullRequestFilters>,
     pub workflow_dispatch: Option<Dispatch>,
     /// `on.workflow_call`: the workflow can be called by others (running such calls is not
     /// supported yet; the declaration is validated).
@@ -52,6 +58,47 @@ pub struct PushFilters {
     pub branches_ignore: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub tags_ignore: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub paths_ignore: Option<Vec<String>>,
+}
+
+/// The activity types of GitHub's `pull_request` event.
+pub const PULL_REQUEST_TYPES: [&str; 21] = [
+    "assigned",
+    "unassigned",
+    "labeled",
+    "unlabeled",
+    "opened",
+    "edited",
+    "closed",
+    "reopened",
+    "synchronize",
+    "converted_to_draft",
+    "ready_for_review",
+    "locked",
+    "unlocked",
+    "review_requested",
+    "review_request_removed",
+    "auto_merge_enabled",
+    "auto_merge_disabled",
+    "milestoned",
+    "demilestoned",
+    "enqueued",
+    "dequeued",
+];
+
+/// The types that run a `pull_request` workflow that names none.
+pub const DEFAULT_PULL_REQUEST_TYPES: [&str; 3] = ["opened", "synchronize", "reopened"];
+
+/// `on.pull_request` (and `pull_request_target`) filters; `None` means the filter is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestFilters {
+    /// The activity types that run it (default: `opened`, `synchronize`, `reopened`).
+    pub types: Option<Vec<String>>,
+    /// Patterns of the base branch.
+    pub branches: Option<Vec<String>>,
+    pub branches_ignore: Option<Vec<String>>,
+    /// Patterns of the files the pull request changes.
     pub paths: Option<Vec<String>>,
     pub paths_ignore: Option<Vec<String>>,
 }

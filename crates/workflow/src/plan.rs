@@ -95,6 +95,9 @@ pub struct GithubEvent<'a> {
     pub actor: &'a str,
     /// The workflow's name.
     pub workflow: &'a str,
+    /// Pull request events: the head and base branches (empty otherwise, as on GitHub).
+    pub head_ref: &'a str,
+    pub base_ref: &'a str,
 }
 
 /// GitHub's `ref_name`: the branch or tag name of a full ref, slashes and all (other refs as they
@@ -118,6 +121,8 @@ pub fn github_context(event: &GithubEvent<'_>) -> Value {
     github.insert("actor", Value::from(event.actor));
     github.insert("triggering_actor", Value::from(event.actor));
     github.insert("workflow", Value::from(event.workflow));
+    github.insert("head_ref", Value::from(event.head_ref));
+    github.insert("base_ref", Value::from(event.base_ref));
     Value::object(github)
 }
 

@@ -1,7 +1,7 @@
 //! Which workflows an event starts.
 
 use crate::glob::FilterList;
-use crate::model::{PushFilters, Workflow};
+use crate::model::{DEFAULT_PULL_REQUEST_TYPES, PullRequestFilters, PushFilters, Workflow};
 
 /// A push as the trigger matcher sees it.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,50 @@ fn filters_match(f: &PushFilters, event: &PushEvent<'_>) -> bool {
     } else {
         false
     }
+}
+
+/// A pull request event as the trigger matcher sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PullRequestEvent<'a> {
+    /// The activity: `opened`, `synchronize`, `closed`, …
+    pub action: &'a str,
+    /// The base branch's name (`main`).
+    pub base_branch: &'a str,
+    /// Files the pull request changes; `None` when unknown (path filters then let it through).
+    pub changed_paths: Option<&'a [String]>,
+}
+
+/// Whether the `pull_request` (or, with `target`, `pull_request_target`) trigger of `workflow`
+/// runs for this event, following GitHub's rules: the activity must be among `types` (by
+/// default `opened`, `synchronize` and `reopened`), branch filters match the base branch, and
+/// path filters the changed files (`paths`: any included; `paths-ignore`: not all ignored).
+pub fn pull_request_triggers(workflow: &Workflow, target: bool, event: &PullRequestEvent<'_>) -> bool {
+    let filters = if target { &workflow.on.pull_request_target } else { &workflow.on.pull_request };
+    filters.as_ref().is_some_and(|f| pull_request_filters_match(f, event))
+}
+
+fn pull_request_filters_match(f: &PullRequestFilters, event: &PullRequestEvent<'_>) -> bool {
+    let typed = match &f.types {
+        Some(types) => types.iter().any(|t| t == event.action),
+        None => DEFAULT_PULL_REQUEST_TYPES.contains(&event.action),
+    };
+    if !typed {
+        return false;
+    }
+    let includes = |patterns: &Option<Vec<String>>, name: &str| {
+        patterns.as_ref().and_then(|p| FilterList::new(p).ok()).is_some_and(|list| list.includes(name))
+    };
+    if f.branches.is_some() && !includes(&f.branches, event.base_branch) {
+        return false;
+    }
+    if f.branches_ignore.is_some() && includes(&f.branches_ignore, event.base_branch) {
+        return false;
+    }
+    let Some(paths) = event.changed_paths else { return true };
+    if f.paths.is_some() && !paths.iter().any(|p| includes(&f.paths, p)) {
+        return false;
+    }
+    !(f.paths_ignore.is_some() && !paths.is_empty() && paths.iter().all(|p| includes(&f.paths_ignore, p)))
 }
 
 /// The `inputs` of a `workflow_dispatch` run, from what the caller gave (JSON values or strings,

@@ -3,7 +3,7 @@
 use gitstratum_workflow::expr::{Dict, Value};
 use gitstratum_workflow::model::{BoolOrExpr, BuiltinAction, NumberOrExpr, RunsOn, StepAction};
 use gitstratum_workflow::plan::{PlanContext, plan};
-use gitstratum_workflow::trigger::{PushEvent, push_triggers};
+use gitstratum_workflow::trigger::{PullRequestEvent, PushEvent, pull_request_triggers, push_triggers};
 use gitstratum_workflow::{Workflow, load};
 
 const CI: &str = r#"
@@ -390,6 +390,110 @@ fn push_filters_follow_githubs_rules() {
     let paths_ignore = wf("on:\n  push:\n    paths-ignore: ['docs/**', '*.md']");
     assert!(!push(&paths_ignore, "refs/heads/main", Some(&["docs/a.md", "README.md"])));
     assert!(push(&paths_ignore, "refs/heads/main", Some(&["docs/a.md", "src/x.rs"])));
+}
+
+fn pr(wf: &Workflow, action: &str, base: &str, paths: Option<&[&str]>) -> bool {
+    let owned: Option<Vec<String>> = paths.map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+    let event = PullRequestEvent { action, base_branch: base, changed_paths: owned.as_deref() };
+    pull_request_triggers(wf, false, &event)
+}
+
+/// `on.pull_request` as GitHub documents it: default activity types, `types`, branch filters on
+/// the base branch, path filters on the changed files; `pull_request_target` apart.
+#[test]
+fn pull_request_filters_follow_githubs_rules() {
+    let steps = "jobs:
+  a:
+    runs-on: x
+    steps: [{run: echo}]
+";
+    let wf = |on: &str| {
+        load(&format!(
+            "{on}
+{steps}"
+        ))
+        .unwrap_or_else(|d| panic!("{on}: {d:?}"))
+    };
+
+    let any = wf("on: pull_request");
+    for action in ["opened", "synchronize", "reopened"] {
+        assert!(pr(&any, action, "main", None), "{action} runs by default");
+    }
+    assert!(!pr(&any, "closed", "main", None) && !pr(&any, "edited", "main", None));
+    assert!(!pr(&wf("on: push"), "opened", "main", None));
+    assert!(!pull_request_triggers(
+        &any,
+        true,
+        &PullRequestEvent { action: "opened", base_branch: "main", changed_paths: None }
+    ));
+    let target = wf("on: pull_request_target");
+    assert!(pull_request_triggers(
+        &target,
+        true,
+        &PullRequestEvent { action: "opened", base_branch: "main", changed_paths: None }
+    ));
+    assert!(!pr(&target, "opened", "main", None), "pull_request_target is not pull_request");
+
+    let types = wf("on:
+  pull_request:
+    types: [closed, labeled]");
+    assert!(pr(&types, "closed", "main", None) && !pr(&types, "opened", "main", None));
+    assert!(
+        pr(
+            &wf("on:
+  pull_request:
+    types: edited"),
+            "edited",
+            "x",
+            None
+        ),
+        "one type as a string"
+    );
+
+    let branches = wf("on:
+  pull_request:
+    branches: [main, 'releases/**']");
+    assert!(pr(&branches, "opened", "main", None) && pr(&branches, "opened", "releases/1/x", None));
+    assert!(!pr(&branches, "opened", "dev", None), "branches filter the base branch");
+    let ignore = wf("on:
+  pull_request:
+    branches-ignore: [gh-pages]");
+    assert!(!pr(&ignore, "opened", "gh-pages", None) && pr(&ignore, "opened", "main", None));
+
+    let paths = wf("on:
+  pull_request:
+    paths: ['src/**']");
+    assert!(pr(&paths, "opened", "main", Some(&["README.md", "src/lib.rs"])));
+    assert!(!pr(&paths, "opened", "main", Some(&["README.md"])));
+    let paths_ignore = wf("on:
+  pull_request:
+    paths-ignore: ['*.md']");
+    assert!(!pr(&paths_ignore, "synchronize", "main", Some(&["README.md"])));
+
+    for (on, needle) in [
+        (
+            "on:
+  pull_request:
+    types: [opend]",
+            "'opend' is not an activity type of pull_request",
+        ),
+        (
+            "on:
+  pull_request:
+    branches: [a]
+    branches-ignore: [b]",
+            "cannot use both 'branches' and 'branches-ignore'",
+        ),
+        (
+            "on:
+  pull_request:
+    tags: [v1]",
+            "unknown key 'tags'",
+        ),
+    ] {
+        let diags = load(&format!("{on}\n{steps}")).expect_err(on);
+        assert!(diags.iter().any(|d| d.message.contains(needle)), "{on}: {diags:#?}");
+    }
 }
 
 /// Forms GitHub's own parser accepts (from its published parser tests and documentation), each
