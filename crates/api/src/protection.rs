@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated, Caller, RequestMeta};
+use crate::pulls::find_pull;
 use crate::repos::{authorize_repo, authorize_repo_role, require_scope};
 
 /// Whether `caller` administers `repo` (for the administrators' bypass of protections).
@@ -432,14 +433,6 @@ fn review_body(r: Review) -> ReviewBody {
         commit_id: r.commit_sha,
         submitted_at: r.created_at.to_rfc3339(),
     }
-}
-
-async fn find_pull(state: &AppState, repo: &Repo, number: i64) -> Result<Pull, ApiError> {
-    state
-        .store()
-        .get_pull(repo.id, number)
-        .await?
-        .ok_or_else(|| ApiError::not_found("pull.not_found", format!("pull request #{number} not found")))
 }
 
 #[utoipa::path(

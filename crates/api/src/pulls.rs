@@ -161,7 +161,7 @@ async fn body(state: &AppState, repo: &Repo, pull: Pull) -> Result<PullBody, Api
     Ok(PullBody::new(state, repo, head_repo.as_ref(), pull))
 }
 
-async fn find_pull(state: &AppState, repo: &Repo, number: i64) -> Result<Pull, ApiError> {
+pub(crate) async fn find_pull(state: &AppState, repo: &Repo, number: i64) -> Result<Pull, ApiError> {
     state
         .store()
         .get_pull(repo.id, number)

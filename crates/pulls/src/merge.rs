@@ -33,6 +33,11 @@ pub type Result<T, E = MergeError> = std::result::Result<T, E>;
 pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// The first bytes git looks at to call a file binary (a NUL among them).
 const BINARY_PROBE: usize = 8000;
+/// Files larger than this that both sides changed are a conflict rather than read whole for a
+/// line merge (a server merges many pull requests; git's own merge has no such bound).
+pub const MAX_MERGE_BYTES: u64 = 64 << 20;
+/// Conflicting paths listed (a merge stops naming them after this many; it still conflicts).
+pub const MAX_CONFLICTS: usize = 1000;
 
 const MODE_TREE: u32 = 0o040000;
 const MODE_FILE: u32 = 0o100644;
@@ -182,6 +187,7 @@ pub fn merge_trees(odb: &mut Odb<'_>, base: Option<ObjectId>, ours: ObjectId, th
     if conflicts.is_empty() {
         Ok(TreeMerge::Clean(tree.unwrap_or_else(empty_tree)))
     } else {
+        conflicts.truncate(MAX_CONFLICTS);
         Ok(TreeMerge::Conflict(conflicts))
     }
 }
@@ -278,6 +284,12 @@ fn merge_entry(
     };
     if o.id == t.id {
         return Ok(Some(Entry { mode, id: o.id }));
+    }
+    let ids: Vec<ObjectId> = [be.map(|b| b.id), Some(o.id), Some(t.id)].into_iter().flatten().collect();
+    let sizes = odb.store.info_many(odb.repo, &ids)?;
+    if sizes.iter().flatten().any(|info| info.size > MAX_MERGE_BYTES) {
+        conflicts.push(path.to_owned());
+        return Ok(oe);
     }
     let base = match be {
         Some(b) => odb.read_kind(b.id, ObjectKind::Blob)?,
