@@ -98,7 +98,7 @@ struct PushGuard {
 impl RefGuard for PushGuard {
     fn check(&self, name: &str, kind: UpdateKind, new: Option<gitstratum_git::ObjectId>) -> Option<String> {
         let branch = name.strip_prefix("refs/heads/")?;
-        let protection = gitstratum_platform::protection::protection_for(self.protections.clone(), branch)?;
+        let protection = gitstratum_platform::protection::protection_for(&self.protections, branch)?;
         let kind = match kind {
             UpdateKind::Create => PushKind::Create,
             UpdateKind::FastForward => PushKind::FastForward,

@@ -302,7 +302,7 @@ impl PlatformStore {
     /// The protection that applies to `branch`: the one named exactly, else the first pattern
     /// (by name) that matches.
     pub async fn protection_for(&self, repo_id: i64, branch: &str) -> Result<Option<Protection>> {
-        Ok(protection_for(self.list_protections(repo_id).await?, branch))
+        Ok(protection_for(&self.list_protections(repo_id).await?, branch).cloned())
     }
 
     /// Removes a protection (audited); false when there was none.
@@ -400,12 +400,8 @@ impl FromDbRow for PullTips {
 }
 
 /// [`PlatformStore::protection_for`] over a repository's protections.
-pub fn protection_for(protections: Vec<Protection>, branch: &str) -> Option<Protection> {
-    let exact = protections.iter().position(|p| p.pattern == branch);
-    match exact {
-        Some(i) => protections.into_iter().nth(i),
-        None => protections.into_iter().find(|p| p.matches(branch)),
-    }
+pub fn protection_for<'a>(protections: &'a [Protection], branch: &str) -> Option<&'a Protection> {
+    protections.iter().find(|p| p.pattern == branch).or_else(|| protections.iter().find(|p| p.matches(branch)))
 }
 
 #[cfg(test)]
@@ -443,7 +439,8 @@ mod tests {
             checks.refuses_push(PushKind::FastForward, "octo", false, || false).expect("refused").contains("build")
         );
         assert_eq!(checks.refuses_push(PushKind::FastForward, "octo", false, || true), None);
-        let most_specific = protection_for(vec![p_("*"), p_("main")], "main").expect("found");
+        let both = [p_("*"), p_("main")];
+        let most_specific = protection_for(&both, "main").expect("found");
         assert_eq!(most_specific.pattern, "main");
     }
 

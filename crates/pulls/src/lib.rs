@@ -273,6 +273,16 @@ fn refresh_git(
     }
     let base = refs.get(rid, &branch_ref(&pull.base_ref))?;
     let (Some(head), Some(base)) = (head, base) else { return Ok(None) };
+    // Nothing moved since the mergeability was recorded (and the test merge ref agrees): it
+    // stands; a merge is not made again.
+    let merge_now = refs.get(rid, &merge_ref(pull.number))?.map(|id| id.to_string());
+    if pull.mergeable != Mergeable::Unknown
+        && ObjectId::from_hex(pull.head_sha.as_bytes()).ok() == Some(head)
+        && ObjectId::from_hex(pull.base_sha.as_bytes()).ok() == Some(base)
+        && merge_now == pull.merge_sha.clone().filter(|_| pull.mergeable == Mergeable::Clean)
+    {
+        return Ok(None);
+    }
     let mut odb = Odb::new(objects, rid);
     let mut m = Mergeability {
         head_sha: head.to_string(),
@@ -386,32 +396,43 @@ fn summary(odb: &Odb<'_>, id: ObjectId) -> Result<String> {
     Ok(gitstratum_git::parse::commit_text(&data).summary().to_owned())
 }
 
-/// The commits of `head` not in `base` (the merge base), oldest first: the parents' walk from
-/// `head`, stopping at commits `base` reaches.
+/// The commits of `head` not in `base` (the merge base), oldest first: `git rev-list base..head`
+/// as a walk of the commit graph newest generation first, painting what `base` reaches, which
+/// stops once only such commits are left (not the merge base's whole history).
 fn commits_between(odb: &Odb<'_>, base: Option<ObjectId>, head: ObjectId) -> Result<Vec<ObjectId>> {
-    let mut in_base = BTreeSet::new();
-    if let Some(base) = base {
-        // Everything the merge base reaches is excluded; walk it as far as the head's walk needs
-        // (bounded by generation: nothing older than the merge base's ancestors matters).
-        let mut stack = vec![base];
-        while let Some(id) = stack.pop() {
-            if in_base.insert(id)
-                && let Ok(c) = odb.commit(id)
-            {
-                stack.extend(c.parents);
-            }
-        }
+    use std::collections::{BinaryHeap, HashMap};
+    const HEAD: u8 = 1;
+    const BASE: u8 = 2;
+    let mut flags: HashMap<ObjectId, u8> = HashMap::new();
+    let mut queue: BinaryHeap<(u32, i64, ObjectId)> = BinaryHeap::new();
+    for (id, flag) in std::iter::once((head, HEAD)).chain(base.map(|b| (b, BASE))) {
+        let c = odb.commit(id)?;
+        *flags.entry(id).or_default() |= flag;
+        queue.push((c.generation, c.time, id));
     }
     let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![head];
-    while let Some(id) = stack.pop() {
-        if in_base.contains(&id) || !seen.insert(id) {
+    let mut popped = BTreeSet::new();
+    // A commit is popped after every commit of a larger generation, so after all its
+    // descendants: its flags are final then.
+    while queue.iter().any(|(_, _, id)| flags[id] & BASE == 0) {
+        let Some((generation, time, id)) = queue.pop() else { break };
+        if !popped.insert(id) {
             continue;
         }
-        let c = odb.commit(id)?;
-        out.push((c.generation, c.time, id));
-        stack.extend(c.parents);
+        let f = flags[&id];
+        if f & BASE == 0 {
+            out.push((generation, time, id));
+        }
+        let Ok(c) = odb.commit(id) else { continue }; // a shallow boundary
+        for parent in c.parents {
+            let pf = flags.entry(parent).or_default();
+            if *pf & f != f {
+                *pf |= f;
+                if let Ok(pc) = odb.commit(parent) {
+                    queue.push((pc.generation, pc.time, parent));
+                }
+            }
+        }
     }
     out.sort();
     Ok(out.into_iter().map(|(_, _, id)| id).collect())
