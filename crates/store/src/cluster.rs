@@ -401,6 +401,12 @@ impl ObjectStore for ClusterStore {
         self.read(repo, |local| local.raw_many(repo, ids))
     }
 
+    /// Lists `from`'s packs for `to` under the same keys: nothing is copied in object storage.
+    /// (Each frontend takes `to`'s packs into its cache on its first miss, as for any repository.)
+    fn fork(&self, from: RepoId, to: RepoId) -> Result<()> {
+        self.pg.fork_packs(from, to, now_ms()).map(|_| ())
+    }
+
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
         let slot = self.slot(repo);
         let mut taken = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -171,6 +171,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn raw_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<RawEntry>>>;
     /// Removes everything of a repository.
     fn delete_repo(&self, repo: RepoId) -> Result<()>;
+    /// Gives `to`, a repository holding nothing yet, every object `from` holds (a fork), in one
+    /// atomic, durable write, sharing the stored packs rather than copying them where the store
+    /// can. The two stay independent: what either stores later, or deleting either, does not
+    /// touch the other.
+    fn fork(&self, from: RepoId, to: RepoId) -> Result<()>;
     /// Holds back the pruning of the repository's unreachable objects while the returned guard
     /// lives. A writer that relies on objects already stored (a push: thin bases, objects it
     /// did not send because the store has them) holds it from its first lookup until its refs

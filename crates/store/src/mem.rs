@@ -130,6 +130,19 @@ impl ObjectStore for MemStore {
             .collect()
     }
 
+    fn fork(&self, from: RepoId, to: RepoId) -> Result<()> {
+        let mut s = self.state();
+        let objects: Vec<_> =
+            s.objects.iter().filter(|((r, _), _)| *r == from).map(|((_, id), o)| (*id, o.clone())).collect();
+        let commits: Vec<_> =
+            s.commits.iter().filter(|((r, _), _)| *r == from).map(|((_, id), c)| (*id, c.clone())).collect();
+        s.objects.extend(objects.into_iter().map(|(id, o)| ((to, id), o)));
+        s.commits.extend(commits.into_iter().map(|(id, c)| ((to, id), c)));
+        let stats = s.stats.get(&from).copied().unwrap_or_default();
+        s.stats.insert(to, stats);
+        Ok(())
+    }
+
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
         let mut s = self.state();
         s.objects.retain(|(r, _), _| *r != repo);

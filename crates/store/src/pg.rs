@@ -53,6 +53,10 @@ const SCHEMA: &[&str] = &[
         created_ms BIGINT NOT NULL,
         replaced BIGINT[] NOT NULL DEFAULT '{}')"#,
     "CREATE INDEX IF NOT EXISTS git_packs_by_repo ON git_packs (repo_id, id)",
+    // A fork lists its parent's packs under the same keys: a key may be listed by several
+    // repositories, and its blob stays while any lists it.
+    "ALTER TABLE git_packs DROP CONSTRAINT IF EXISTS git_packs_blob_key_key",
+    "CREATE INDEX IF NOT EXISTS git_packs_by_key ON git_packs (blob_key)",
     // Packs a compaction replaced: their blobs stay for a grace period, for frontends that listed
     // them just before and are still downloading.
     r#"CREATE TABLE IF NOT EXISTS git_packs_retired (
@@ -410,15 +414,40 @@ impl PgRefStore {
         })
     }
 
-    /// Removes a repository's pack list; returns the keys it held.
+    /// Removes a repository's pack list; returns the keys it held that no other repository (a
+    /// fork) lists.
     pub fn unlist_repo_packs(&self, repo: RepoId) -> Result<Vec<String>> {
         self.run(move |pool| {
             Box::pin(async move {
-                sqlx::query_scalar("DELETE FROM git_packs WHERE repo_id = $1 RETURNING blob_key")
-                    .bind(repo.0)
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(backend)
+                sqlx::query_scalar(
+                    "WITH gone AS (DELETE FROM git_packs WHERE repo_id = $1 RETURNING blob_key) \
+                     SELECT DISTINCT blob_key FROM gone \
+                     WHERE blob_key NOT IN (SELECT blob_key FROM git_packs WHERE repo_id <> $1)",
+                )
+                .bind(repo.0)
+                .fetch_all(&pool)
+                .await
+                .map_err(backend)
+            })
+        })
+    }
+
+    /// Lists every pack `from` lists for `to` as well, under the same keys (a fork), in one
+    /// statement; returns how many.
+    pub fn fork_packs(&self, from: RepoId, to: RepoId, now_ms: i64) -> Result<u64> {
+        self.run(move |pool| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO git_packs (repo_id, blob_key, checksum, size, objects, created_ms) \
+                     SELECT $2, blob_key, checksum, size, objects, $3 FROM git_packs WHERE repo_id = $1 ORDER BY id",
+                )
+                .bind(from.0)
+                .bind(to.0)
+                .bind(now_ms)
+                .execute(&pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(backend)
             })
         })
     }

@@ -937,6 +937,57 @@ impl ObjectStore for RocksStore {
         })
     }
 
+    /// Hard-links `from`'s registered pack files (`.pack`, `.idx`) under `to`'s directory and
+    /// registers them anew for `to`, with a copy of `from`'s object index (pointed at the new
+    /// registrations), commit graph and counters, in one synced batch: the pack bytes are shared
+    /// on disk, and a repack or deletion of either repository unlinks only its own names. (The
+    /// reachability bitmaps are not shared: `to` walks until its first full repack.)
+    fn fork(&self, from: RepoId, to: RepoId) -> Result<()> {
+        // Under the put lock, no batch registers or unregisters a pack (pushes, maintenance), so
+        // the registry and the index read here agree, and every file they name is in place.
+        let _guard = self.put_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = self.packs_dir.join(to.0.to_string());
+        fs::create_dir_all(&dir).map_err(io_error("creating a pack directory"))?;
+        let mut batch = WriteBatch::default();
+        let mut numbers = HashMap::new();
+        for record in self.pack_records()?.into_iter().filter(|r| r.repo == from) {
+            let source = self.pack_path(from, &record.checksum);
+            let target = self.pack_path(to, &record.checksum);
+            for ext in ["idx", "pack"] {
+                let (source, target) = (source.with_extension(ext), target.with_extension(ext));
+                let _ = fs::remove_file(&target);
+                if fs::hard_link(&source, &target).is_err() {
+                    fs::copy(&source, &target).map_err(io_error("copying a pack for a fork"))?;
+                    File::open(&target).and_then(|f| f.sync_all()).map_err(io_error("syncing a pack"))?;
+                }
+            }
+            let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
+            numbers.insert(record.number, number);
+            batch.put_cf(
+                self.cf(PACKS),
+                number.to_be_bytes(),
+                encode_registry(to, &record.checksum, record.cruft_since_ms),
+            );
+        }
+        sync_dir(&dir)?;
+        sync_dir(&self.packs_dir)?;
+        for (k, v) in self.keys_with_prefix(OBJECT_INDEX, &from.key_prefix())? {
+            let id = oid_from(&k[8..])?;
+            let mut location = decode_location(&id, &v)?;
+            location.pack = *numbers
+                .get(&location.pack)
+                .ok_or_else(|| Error::Corrupt(format!("object {id} is in pack {}, not registered", location.pack)))?;
+            batch.put_cf(self.cf(OBJECT_INDEX), key(to, &k[8..]), encode_location(&location));
+        }
+        for (k, v) in self.keys_with_prefix(COMMIT_GRAPH, &from.key_prefix())? {
+            batch.put_cf(self.cf(COMMIT_GRAPH), key(to, &k[8..]), v);
+        }
+        if let Some(stats) = self.db.get_cf(self.cf(REPO_STATS), from.key_prefix()).map_err(backend)? {
+            batch.put_cf(self.cf(REPO_STATS), to.key_prefix(), stats);
+        }
+        self.db.write_opt(batch, &Self::synced()).map_err(backend)
+    }
+
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
         let start = repo.key_prefix();
         let end = RepoId(repo.0 + 1).key_prefix();

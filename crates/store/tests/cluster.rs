@@ -120,8 +120,18 @@ fn any_frontend_serves_what_another_stored() {
     assert!(two.objects.has_many(REPO, &[second.id, tip, absent]).expect("has")[..2].iter().all(|h| *h));
     assert_eq!(two.blobs.opened.load(Ordering::SeqCst), 0);
 
-    // Deleting the repository removes its packs from object storage too.
-    ObjectStore::delete_repo(&one.objects, REPO).expect("delete");
+    // A fork lists the same packs: deleting its parent leaves them, and another frontend takes
+    // them for the fork.
+    const FORK: RepoId = RepoId(8);
+    one.objects.fork(REPO, FORK).expect("fork");
+    let stored = one.blobs.list("packs").expect("list").len();
+    ObjectStore::delete_repo(&one.objects, REPO).expect("delete the parent");
+    assert_eq!(one.blobs.list("packs").expect("list").len(), stored, "the fork's packs stay");
+    let read = two.objects.get_many(FORK, &[second.id, tip]).expect("get");
+    assert!(read.iter().all(Option::is_some), "the fork outlives its parent on every frontend");
+
+    // Deleting the last repository listing them removes the packs from object storage too.
+    ObjectStore::delete_repo(&one.objects, FORK).expect("delete");
     // Listing shows a delete once the nodes agree on it (the sweep that lists tolerates the lag).
     let mut left = one.blobs.list("packs").expect("list");
     for _ in 0..50 {

@@ -122,6 +122,9 @@ impl ObjectStore for Cluster {
     fn delete_repo(&self, repo: RepoId) -> gitstratum_store::Result<()> {
         ObjectStore::delete_repo(&self.objects, repo)
     }
+    fn fork(&self, from: RepoId, to: RepoId) -> gitstratum_store::Result<()> {
+        self.objects.fork(from, to)
+    }
 }
 
 impl RefStore for Cluster {
@@ -171,8 +174,47 @@ suite!(
     head_and_deletion,
     index_graph_and_counters,
     refs_never_clash_as_file_and_directory,
-    independent_updates_apply_each_that_can
+    independent_updates_apply_each_that_can,
+    forks_hold_their_parents_objects_and_outlive_it
 );
+
+/// A fork holds every object of its parent (whole, raw, in the commit graph, counted), stores
+/// what it gets later apart from the parent, and keeps everything when the parent is deleted.
+fn forks_hold_their_parents_objects_and_outlive_it(s: Arc<impl Store>) {
+    const FORK: RepoId = RepoId(3);
+    let tree =
+        NewObject { id: hash_object(ObjectKind::Tree, b"").expect("hash"), kind: ObjectKind::Tree, data: vec![] };
+    let root = commit(tree.id, &[], 1_000);
+    let next = commit(tree.id, &[root.id], 2_000);
+    let (x, y) = (blob("x\n"), blob(&"y\n".repeat(10_000)));
+    // Two writes: two packs where the store keeps packs.
+    s.put(A, &[tree.clone(), root.clone(), x.clone()]).expect("put");
+    s.put(A, &[next.clone(), y.clone()]).expect("put");
+    s.fork(A, FORK).expect("fork");
+    let all = [tree.id, root.id, x.id, next.id, y.id];
+    let read = s.get_many(FORK, &all).expect("get");
+    assert!(read.iter().all(Option::is_some), "a fork reads every object of its parent");
+    assert_eq!(read[4].as_ref().map(|o| o.data.len()), Some(y.data.len()));
+    assert!(s.raw_many(FORK, &all).expect("raw").iter().all(Option::is_some));
+    let graph = s.commits(FORK, &[next.id]).expect("commits");
+    assert_eq!(graph[0].as_ref().map(|c| (c.parents.clone(), c.generation)), Some((vec![root.id], 2)));
+    assert_eq!(s.stats(FORK).expect("stats"), s.stats(A).expect("stats"));
+
+    // Each side's later objects stay its own.
+    let (parent_only, fork_only) = (blob("parent later\n"), blob("fork later\n"));
+    s.put(A, std::slice::from_ref(&parent_only)).expect("put");
+    s.put(FORK, std::slice::from_ref(&fork_only)).expect("put");
+    assert_eq!(s.has_many(FORK, &[parent_only.id, fork_only.id]).expect("has"), [false, true]);
+    assert_eq!(s.has_many(A, &[parent_only.id, fork_only.id]).expect("has"), [true, false]);
+
+    // Deleting the parent breaks nothing of the fork.
+    ObjectStore::delete_repo(&*s, A).expect("delete");
+    assert!(s.has_many(A, &all).expect("has").iter().all(|h| !h));
+    let read = s.get_many(FORK, &all).expect("get");
+    assert!(read.iter().all(Option::is_some), "the fork outlives its parent");
+    assert_eq!(read[2].as_ref().map(|o| o.data.clone()), Some(b"x\n".to_vec()));
+    assert!(s.raw_many(FORK, &all).expect("raw").iter().all(Option::is_some));
+}
 
 fn objects_round_trip_per_repository(s: Arc<impl Store>) {
     let (x, y) = (blob("x\n"), blob("y\n"));
