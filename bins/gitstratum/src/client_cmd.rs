@@ -43,6 +43,19 @@ pub enum RepoCommand {
     List,
     /// Show one repository
     View { repo: String },
+    /// Fork a repository (OWNER/NAME) into your account or `--org` an organization you belong to;
+    /// its CI starts switched off
+    Fork {
+        repo: String,
+        #[arg(long)]
+        org: Option<String>,
+        /// The fork's name (default the repository's)
+        #[arg(long)]
+        name: Option<String>,
+        /// Copy only the default branch
+        #[arg(long)]
+        default_branch_only: bool,
+    },
     /// Delete a repository and all its Git data
     Delete {
         repo: String,
@@ -623,6 +636,25 @@ pub fn repo(command: RepoCommand, json_out: bool) -> anyhow::Result<()> {
                 if let Some(description) = repo["description"].as_str() {
                     println!("{:<15} {description}", "description");
                 }
+                if let Some(parent) = repo["parent"]["full_name"].as_str() {
+                    println!("{:<15} {parent}", "forked from");
+                } else if repo["fork"] == true {
+                    println!("{:<15} (a repository since deleted)", "forked from");
+                }
+            }
+            RepoCommand::Fork { repo, org, name, default_branch_only } => {
+                let (owner, repo_name) = split_repo(&repo)?;
+                let body = json!({"organization": org, "name": name, "default_branch_only": default_branch_only});
+                let fork = client.call(Method::POST, &format!("/repos/{owner}/{repo_name}/forks"), Some(body)).await?;
+                if json_out {
+                    return print_json(&fork);
+                }
+                println!(
+                    "Forked {owner}/{repo_name} to {} ({}). Clone URL: {}",
+                    text(&fork["full_name"]),
+                    visibility(&fork),
+                    text(&fork["clone_url"])
+                );
             }
             RepoCommand::Delete { repo, yes } => {
                 let (owner, name) = split_repo(&repo)?;

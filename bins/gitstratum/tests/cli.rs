@@ -398,5 +398,13 @@ fn pr_commands_open_check_out_review_and_merge() {
     assert!(ok(&me, &["pr", "close", "admin/app", "2"], "").contains("closed"));
     assert!(ok(&me, &["pr", "list", "admin/app", "--state", "closed"], "").contains("Second"));
     assert!(ok(&me, &["pr", "reopen", "admin/app", "2"], "").contains("open"));
+
+    // A fork, under another name: private as its parent, naming it.
+    let out = ok(&me, &["repo", "fork", "admin/app", "--name", "app-fork"], "");
+    assert!(out.contains("Forked admin/app to admin/app-fork (private)"), "{out}");
+    let view = ok(&me, &["repo", "view", "admin/app-fork"], "");
+    assert!(view.contains("forked from") && view.contains("admin/app"), "{view}");
+    let err = fails(&me, &["repo", "fork", "admin/app", "--name", "app-fork"], "");
+    assert!(err.contains("already exists"), "{err}");
     assert_eq!(server.terminate().code(), Some(0));
 }

@@ -21,6 +21,8 @@ pub mod observe;
 pub mod openapi;
 pub mod orgs;
 pub mod protection;
+pub mod pull_comments;
+pub mod pull_timeline;
 pub mod pulls;
 pub mod ratelimit;
 pub mod repos;
@@ -236,12 +238,17 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = OpenApiRouter::<AppState>::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(repos::create))
         .routes(routes!(repos::get, repos::update, repos::delete))
+        .routes(routes!(repos::fork, repos::forks))
         .routes(routes!(repos::collaborators))
         .routes(routes!(repos::teams))
         .routes(routes!(repos::set_collaborator, repos::remove_collaborator))
         .routes(routes!(pulls::create, pulls::list))
         .routes(routes!(pulls::get, pulls::update))
         .routes(routes!(pulls::merge, pulls::merged))
+        .routes(routes!(pull_comments::create, pull_comments::list))
+        .routes(routes!(pull_timeline::timeline))
+        .routes(routes!(pull_timeline::checks))
+        .routes(routes!(pull_comments::request, pull_comments::requested, pull_comments::withdraw))
         .routes(routes!(protection::create_review, protection::list_reviews))
         .routes(routes!(protection::put, protection::get, protection::delete))
         .routes(routes!(hooks::list, hooks::create))
@@ -252,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(usage::user_usage))
         .routes(routes!(usage::org_limits, usage::set_org_limits))
         .routes(routes!(usage::repo_settings, usage::set_repo_settings))
+        .routes(routes!(usage::actions_permissions, usage::set_actions_permissions))
         .routes(routes!(secrets::list_repo_secrets))
         .routes(routes!(secrets::put_repo_secret, secrets::delete_repo_secret))
         .routes(routes!(secrets::list_org_secrets))

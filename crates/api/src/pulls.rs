@@ -22,7 +22,7 @@ pub(crate) fn pulls(state: &AppState) -> Pulls {
     }
 }
 
-fn pull_error(e: PullError) -> ApiError {
+pub(crate) fn pull_error(e: PullError) -> ApiError {
     match e {
         PullError::Refused(why) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "pull.not_mergeable", why),
         PullError::Moved(why) => ApiError::new(StatusCode::CONFLICT, "pull.moved", why),
@@ -85,6 +85,8 @@ pub struct PullBody {
     /// While open, the test merge (`refs/pull/N/merge`); once merged, the commit the merge made.
     pub merge_commit_sha: Option<String>,
     pub merged_by: Option<UserRef>,
+    /// Who was asked to review and has not reviewed since.
+    pub requested_reviewers: Vec<UserRef>,
     pub created_at: String,
     pub updated_at: String,
     pub closed_at: Option<String>,
@@ -141,6 +143,7 @@ impl PullBody {
             blocked_by: None,
             merge_commit_sha: if p.merged { p.merge_commit_sha } else { p.merge_sha },
             merged_by: p.merged_by.map(|login| UserRef { login }),
+            requested_reviewers: Vec::new(),
             created_at: p.created_at.to_rfc3339(),
             updated_at: p.updated_at.to_rfc3339(),
             closed_at: p.closed_at.map(|t| t.to_rfc3339()),
@@ -152,13 +155,16 @@ impl PullBody {
 }
 
 /// The body for a pull request of `repo` (its head repository looked up when it is another).
-async fn body(state: &AppState, repo: &Repo, pull: Pull) -> Result<PullBody, ApiError> {
+pub(crate) async fn body(state: &AppState, repo: &Repo, pull: Pull) -> Result<PullBody, ApiError> {
     let head_repo = match pull.head_repo_id {
         Some(id) if id == repo.id => Some(repo.clone()),
         Some(id) => state.store().get_repo_by_id(id).await?,
         None => None,
     };
-    Ok(PullBody::new(state, repo, head_repo.as_ref(), pull))
+    let requested = state.store().review_requests(pull.id).await?;
+    let mut out = PullBody::new(state, repo, head_repo.as_ref(), pull);
+    out.requested_reviewers = requested.into_iter().map(|login| UserRef { login }).collect();
+    Ok(out)
 }
 
 pub(crate) async fn find_pull(state: &AppState, repo: &Repo, number: i64) -> Result<Pull, ApiError> {
@@ -201,7 +207,8 @@ async fn branch_tip(state: &AppState, repo: &Repo, branch: &str, field: &'static
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreatePull {
     pub title: String,
-    /// `branch`, or `owner:branch` (the owner of this repository, until forks arrive).
+    /// `branch` of this repository, or `owner:branch`: a branch of `owner`'s repository in this
+    /// repository's network of forks (this one, a fork of it, or what it was forked from).
     pub head: String,
     pub base: String,
     #[serde(default)]
@@ -228,21 +235,31 @@ pub async fn create(
     require_scope(&caller, Scope::RepoWrite)?;
     // As on GitHub, whoever may read a repository may propose changes to it.
     let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Read).await?;
-    let head = match req.head.split_once(':') {
-        Some((head_owner, branch)) if head_owner.eq_ignore_ascii_case(&repo.owner) => branch,
-        Some((head_owner, _)) => {
-            return Err(ApiError::validation("head", format!("{head_owner} has no fork of {owner}/{name}")));
+    let (head_repo, head) = match req.head.split_once(':') {
+        Some((head_owner, branch)) if head_owner.eq_ignore_ascii_case(&repo.owner) => (repo.clone(), branch),
+        Some((head_owner, branch)) => {
+            let no_fork = || ApiError::validation("head", format!("{head_owner} has no fork of {owner}/{name}"));
+            let fork = state.store().network_repo_of(repo.network_id, head_owner).await?.ok_or_else(no_fork)?;
+            // A fork the caller may not read is no fork to them.
+            if crate::repos::repo_decision(&state, Some(&caller), &fork, Role::Read).await?.is_err() {
+                return Err(no_fork());
+            }
+            (fork, branch)
         }
-        None => req.head.as_str(),
+        None => (repo.clone(), req.head.as_str()),
     };
     let (head, base) = (branch_name("head", head)?, branch_name("base", &req.base)?);
-    if head == base {
+    if head == base && head_repo.id == repo.id {
         return Err(ApiError::validation("head", "the head and the base are the same branch"));
     }
-    let head_sha = branch_tip(&state, &repo, &head, "head").await?;
+    let head_sha = branch_tip(&state, &head_repo, &head, "head").await?;
     let base_sha = branch_tip(&state, &repo, &base, "base").await?;
+    let service = pulls(&state);
+    if head_repo.id != repo.id {
+        service.import_head(head_repo.id, repo.id, &head_sha).await.map_err(pull_error)?;
+    }
     let new = NewPull {
-        head_repo_id: repo.id,
+        head_repo_id: head_repo.id,
         head_ref: head,
         head_sha,
         base_ref: base,
@@ -254,7 +271,6 @@ pub async fn create(
     if let Err(why) = gitstratum_platform::pulls::validate_title(&new.title) {
         return Err(ApiError::validation("title", why));
     }
-    let service = pulls(&state);
     if service.head_in_base(repo.id, &new.head_sha, &new.base_sha).await.map_err(pull_error)? {
         return Err(ApiError::validation("head", format!("no commits between {} and {}", new.base_ref, new.head_ref)));
     }
@@ -362,7 +378,7 @@ pub struct UpdatePull {
 }
 
 /// May `caller` edit `pull`: its author, or whoever may write to the repository.
-fn may_edit(caller: &Principal, role: Option<Role>, pull: &Pull) -> bool {
+pub(crate) fn may_edit(caller: &Principal, role: Option<Role>, pull: &Pull) -> bool {
     pull.author_id == Some(caller.account.id) || role.is_some_and(|r| r >= Role::Write) || caller.is_site_admin()
 }
 

@@ -39,6 +39,13 @@ pub struct RepoBody {
     pub description: Option<String>,
     pub clone_url: String,
     pub created_at: String,
+    /// Whether it was made as a fork of another repository.
+    pub fork: bool,
+    /// The repository it was forked from, when it still exists and the caller may read it (in
+    /// the answers about one repository; listings leave it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub parent: Option<Box<RepoBody>>,
 }
 
 /// The branch `HEAD` names in Git storage (what a clone checks out; the first push to an empty
@@ -63,7 +70,24 @@ impl RepoBody {
             private: repo.private,
             default_branch: repo.default_branch,
             description: Some(repo.description).filter(|d| !d.is_empty()),
+            fork: repo.network_id != repo.id,
+            parent: None,
         }
+    }
+
+    /// [`RepoBody::new`] with its `parent`, when `caller` may read it.
+    async fn with_parent(repo: Repo, state: &AppState, caller: Option<&Principal>) -> Result<Self, ApiError> {
+        let parent = match repo.parent_id {
+            Some(id) => state.store().get_repo_by_id(id).await?,
+            None => None,
+        };
+        let mut body = RepoBody::new(repo, state);
+        if let Some(parent) = parent
+            && repo_decision(state, caller, &parent, Role::Read).await?.is_ok()
+        {
+            body.parent = Some(Box::new(RepoBody::new(parent, state)));
+        }
+        Ok(body)
     }
 }
 
@@ -209,7 +233,155 @@ pub async fn get(
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<RepoBody>, ApiError> {
     let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
-    Ok(Json(RepoBody::new(repo, &state)))
+    Ok(Json(RepoBody::with_parent(repo, &state, caller.as_ref()).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CreateFork {
+    /// The organization to fork into (its members may); default the caller's own account.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// The fork's name; default the repository's.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Copy only the default branch (default: every branch and tag).
+    #[serde(default)]
+    pub default_branch_only: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repos/{owner}/{repo}/forks",
+    operation_id = "create_fork",
+    tag = "repos",
+    summary = "Fork a repository",
+    description = "Makes a fork for the caller (or an organization they belong to) of a repository they may read: \
+        its branches and tags, its visibility (a private repository's forks are private), and every object, \
+        sharing the stored packs instead of copying them. The fork's CI starts switched off, as on GitHub \
+        (`PUT …/actions/permissions` switches it on). Pull requests go between the repositories of one network of forks.",
+    request_body = CreateFork,
+    responses((status = 202, description = "The fork (ready at once)", body = RepoBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn fork(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CreateFork>,
+) -> Result<(StatusCode, Json<RepoBody>), ApiError> {
+    require_scope(&caller, Scope::RepoWrite)?;
+    let parent = authorize_repo(&state, Some(&caller), &owner, &name, Role::Read).await?;
+    let fork_owner =
+        match body.organization.as_deref() {
+            None => caller.account.clone(),
+            Some(org) => {
+                let account =
+                    state.store().find_account(org).await?.filter(|a| a.is_org).ok_or_else(|| {
+                        ApiError::validation("organization", format!("no organization named {org:?}"))
+                    })?;
+                if state.store().org_role(account.id, caller.account.id).await?.is_none() && !caller.is_site_admin() {
+                    return Err(ApiError::forbidden(format!("you may not create repositories for {org}")));
+                }
+                account
+            }
+        };
+    let fork_name = body.name.clone().unwrap_or_else(|| parent.name.clone());
+    let actor = meta.actor(&caller);
+    let fork =
+        state.store().create_fork(&parent, &fork_owner, &fork_name, &actor, state.now()).await.map_err(
+            |e| match e {
+                gitstratum_platform::Error::Conflict { .. } => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "repo.already_exists",
+                    format!("repository {}/{fork_name} already exists (name the fork with \"name\")", fork_owner.name),
+                ),
+                other => other.into(),
+            },
+        )?;
+    let (objects, refs) = (state.git().objects().clone(), state.git().refs().clone());
+    let (from, to) = (gitstratum_store::RepoId(parent.id), gitstratum_store::RepoId(fork.id));
+    let (default_branch, who, now_ms) = (default_branch(&state, &parent), caller.account.name.clone(), state.now().0);
+    let copied = tokio::task::spawn_blocking(move || -> gitstratum_store::Result<()> {
+        objects.fork(from, to)?;
+        let head = refs.head(from)?;
+        let wanted = |name: &str| {
+            if body.default_branch_only {
+                name == format!("refs/heads/{default_branch}")
+            } else {
+                name.starts_with("refs/heads/") || name.starts_with("refs/tags/")
+            }
+        };
+        let updates: Vec<gitstratum_store::RefUpdate> = refs
+            .list(from)?
+            .into_iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|(name, id)| gitstratum_store::RefUpdate { name, old: None, new: Some(id) })
+            .collect();
+        if !updates.is_empty() {
+            let actor = gitstratum_store::Actor { name: who, time_ms: now_ms };
+            refs.update(to, &updates, &actor)?
+                .map_err(|c| gitstratum_store::Error::Backend(format!("the new fork's ref {} exists", c.name)))?;
+        }
+        if let Some(head) = head {
+            refs.set_head(to, &head)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(e) = copied {
+        // Nothing half-made stays behind: the fork's row and whatever of its Git data was written.
+        let _ = state.store().delete_repo(&fork, &actor, state.now()).await;
+        let git = state.git().clone();
+        let _ = tokio::task::spawn_blocking(move || git.delete_repo(to)).await;
+        return Err(ApiError::internal(e));
+    }
+    tracing::info!(parent = %format!("{}/{}", parent.owner, parent.name), fork = %format!("{}/{}", fork.owner, fork.name), "repository forked");
+    Ok((StatusCode::ACCEPTED, Json(RepoBody::with_parent(fork, &state, Some(&caller)).await?)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ForksQuery {
+    /// From 1 (a smaller value is taken as 1).
+    pub page: Option<i64>,
+    /// Per page (default 30; a value outside 1 to 100 is taken as the nearer bound).
+    pub per_page: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/forks",
+    operation_id = "list_forks",
+    tag = "repos",
+    security((), ("token" = [])),
+    summary = "List a repository's forks (those the caller may read), oldest first",
+    params(ForksQuery),
+    responses((status = 200, description = "Its forks", body = Vec<RepoBody>), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn forks(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((owner, name)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ForksQuery>,
+) -> Result<Json<Vec<RepoBody>>, ApiError> {
+    let repo = authorize_repo(&state, caller.as_ref(), &owner, &name, Role::Read).await?;
+    let per_page = q.per_page.unwrap_or(30).clamp(1, 100) as usize;
+    let page = q.page.unwrap_or(1).max(1) as usize;
+    let mut visible = Vec::new();
+    for fork in state.store().list_forks(repo.id).await? {
+        if repo_decision(&state, caller.as_ref(), &fork, Role::Read).await?.is_ok() {
+            visible.push(fork);
+        }
+    }
+    Ok(Json(
+        visible
+            .into_iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .map(|r| RepoBody::new(r, &state))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(
@@ -412,6 +584,10 @@ pub async fn update(
     let mut repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
     // Everything is checked before anything changes.
     let described = body.description.as_deref().map(description).transpose()?;
+    if body.private == Some(false) && repo.private && repo.is_fork() {
+        // Its network's objects would be readable by anyone through it.
+        return Err(ApiError::validation("private", "a private fork stays private"));
+    }
     if let Some(text) = described {
         repo.description = state.store().set_repo_description(&repo, &text, &meta.actor(&caller), state.now()).await?;
     }

@@ -218,6 +218,22 @@ async fn event_payload(
     read.await.ok().flatten().unwrap_or_else(|| serde_json::json!({"ref": run.git_ref, "after": run.commit_sha}))
 }
 
+/// Whether a run was started by a `pull_request` event of a pull request whose head is in another
+/// repository (a fork). When the event or the pull request cannot be found any more, it counts
+/// as one: the answer decides whether secrets are handed out.
+async fn from_fork(state: &AppState, run: &gitstratum_ci::Run) -> Result<bool, ApiError> {
+    let Some(id) = run.event_key.strip_prefix("pull:") else { return Ok(false) };
+    let Some(event) = (match id.parse::<i64>() {
+        Ok(id) => state.store().platform_event(id).await?,
+        Err(_) => None,
+    }) else {
+        return Ok(true);
+    };
+    let Some(named) = event.pull else { return Ok(true) };
+    let pull = state.store().get_pull_by_id(named.pull_id).await?;
+    Ok(pull.is_none_or(|p| p.head_repo_id != Some(run.repo_id)))
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/runner/{id}/jobs/request",
@@ -247,8 +263,13 @@ pub async fn request(
             let repo = state.store().get_repo_by_id(lease.run.repo_id).await?;
             let workflow: serde_json::Value =
                 lease.workflow.as_deref().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
-            // The secrets its workflow references (no others), and the variables.
+            // The secrets its workflow references (no others), and the variables. A run of a pull
+            // request from a fork gets no secrets at all, as on GitHub (its token, like every
+            // job's, only reads the repository).
             let (secrets, vars) = match &repo {
+                Some(repo) if from_fork(&state, &lease.run).await? => {
+                    (Default::default(), state.store().variables_for_repo(repo).await?)
+                }
                 Some(repo) => {
                     let wanted = gitstratum_workflow::refs::referenced_secrets(&workflow, &lease.job.job_key).names();
                     match state.store().secrets_for_repo(repo, wanted.as_deref(), state.secrets_key()).await {

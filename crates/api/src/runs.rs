@@ -554,6 +554,11 @@ pub async fn dispatch(
 ) -> Result<(axum::http::StatusCode, Json<Dispatched>), ApiError> {
     use gitstratum_ci::ingest::{Decision, Event, plan_run};
     let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Write).await?;
+    if state.ci().repo_settings(repo.id).await?.disabled {
+        return Err(ApiError::forbidden(format!(
+            "CI is switched off for {owner}/{name} (its Actions permissions); its admins can switch it on"
+        )));
+    }
     let Some((git_ref, commit)) = resolve_commit(&state, &repo, &body.git_ref).await? else {
         return Err(ApiError::validation("ref", format!("no branch or tag {:?} in {owner}/{name}", body.git_ref)));
     };

@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use gitstratum_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -362,10 +363,75 @@ pub async fn set_repo_settings(
         log_retention_days: body.log_retention_days,
         artifact_retention_days: body.artifact_retention_days,
         actions_shared: body.actions_shared,
+        // Switched on and off through the Actions permissions, not here.
+        disabled: state.ci().repo_settings(repo.id).await?.disabled,
     };
     state.ci().set_repo_settings(repo.id, settings, state.now()).await?;
     let event = gitstratum_platform::AuditEvent::new("ci.settings.set", format!("repo:{}/{}", repo.owner, repo.name))
         .details(serde_json::to_string(&body).map_err(ApiError::internal)?);
     state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;
     Ok(Json(body))
+}
+
+/// Whether a repository's CI runs (GitHub's `GET/PUT /repos/{owner}/{repo}/actions/permissions`,
+/// its `enabled` field; `allowed_actions` is always `all` here).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionsPermissions {
+    /// False: pushes and pull requests start no runs (a fork starts so, as on GitHub).
+    pub enabled: bool,
+    #[serde(default = "all_actions")]
+    #[schema(pattern = "^all$")]
+    pub allowed_actions: String,
+}
+
+fn all_actions() -> String {
+    "all".to_owned()
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repos/{owner}/{repo}/actions/permissions",
+    tag = "ci",
+    summary = "Whether the repository's CI runs (its admins)",
+    responses((status = 200, description = "Its Actions permissions", body = ActionsPermissions), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn actions_permissions(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Json<ActionsPermissions>, ApiError> {
+    let repo =
+        crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
+    let settings = state.ci().repo_settings(repo.id).await?;
+    Ok(Json(ActionsPermissions { enabled: !settings.disabled, allowed_actions: all_actions() }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/repos/{owner}/{repo}/actions/permissions",
+    tag = "ci",
+    summary = "Switch the repository's CI on or off (its admins)",
+    request_body = ActionsPermissions,
+    responses((status = 204, description = "Set"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn set_actions_permissions(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: crate::extract::RequestMeta,
+    Path((owner, name)): Path<(String, String)>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<ActionsPermissions>,
+) -> Result<StatusCode, ApiError> {
+    let repo =
+        crate::repos::authorize_repo(&state, Some(&caller), &owner, &name, gitstratum_platform::Role::Admin).await?;
+    if body.allowed_actions != "all" {
+        return Err(ApiError::validation("allowed_actions", "only \"all\" is supported"));
+    }
+    let mut settings = state.ci().repo_settings(repo.id).await?;
+    settings.disabled = !body.enabled;
+    state.ci().set_repo_settings(repo.id, settings, state.now()).await?;
+    let event =
+        gitstratum_platform::AuditEvent::new("ci.permissions.set", format!("repo:{}/{}", repo.owner, repo.name))
+            .details(format!(r#"{{"enabled":{}}}"#, body.enabled));
+    state.store().record_audit(&meta.actor(&caller), &event, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -116,6 +116,9 @@ impl Ingestor {
                 continue;
             }
             let Some(repo) = self.platform.get_repo_by_id(event.repo.0).await? else { continue };
+            if self.ci.repo_settings(repo.id).await?.disabled {
+                continue; // its CI is switched off (a fork, until its admins switch it on)
+            }
             let objects = self.objects.clone();
             let read_event = event.clone();
             let Some(source) = tokio::task::spawn_blocking(move || read_push(&*objects, &read_event)).await?? else {
@@ -188,6 +191,9 @@ impl Ingestor {
         let Some(named) = &event.pull else { return none };
         let Some(pull) = self.platform.get_pull_by_id(named.pull_id).await? else { return none };
         let Some(repo) = self.platform.get_repo_by_id(event.repo.id).await? else { return none };
+        if self.ci.repo_settings(repo.id).await?.disabled {
+            return none;
+        }
         // The commit `pull_request` runs on: the test merge of the event's head.
         let merge = if event.action == "closed" {
             if pull.merged { pull.merge_commit_sha.clone() } else { pull.merge_sha.clone() }

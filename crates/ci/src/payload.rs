@@ -104,6 +104,7 @@ pub fn repository_json(repo: &Repo, public_url: &str) -> Json {
         "name": repo.name,
         "full_name": full_name,
         "private": repo.private,
+        "fork": repo.is_fork(),
         "visibility": if repo.private { "private" } else { "public" },
         "owner": {"id": repo.owner_id, "name": repo.owner, "login": repo.owner},
         "html_url": format!("{public_url}/{full_name}"),

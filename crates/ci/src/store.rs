@@ -688,6 +688,23 @@ impl CiStore {
         Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
+    /// The runs of a repository that events named by `event_keys` started (`pull:<id>`, …),
+    /// oldest first.
+    pub async fn runs_for_events(&self, repo_id: i64, event_keys: &[String]) -> Result<Vec<Run>> {
+        if event_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = Query::select()
+            .columns(RUN_COLUMNS)
+            .from("ci_runs")
+            .and_where(Expr::col("repo_id").eq(repo_id))
+            .and_where(Expr::col("event_key").is_in(event_keys.iter().map(String::as_str)))
+            .order_by("id", Order::Asc)
+            .limit(1000)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
+    }
+
     /// A run's jobs, in the order they were planned.
     pub async fn jobs(&self, run_id: i64) -> Result<Vec<Job>> {
         let q = Query::select()

@@ -66,6 +66,9 @@ pub struct RepoSettings {
     /// Any repository of the installation may use its actions and reusable workflows (else,
     /// when it is private, only its owner's repositories may).
     pub actions_shared: bool,
+    /// Its CI is switched off: nothing starts runs (GitHub's Actions permissions, `enabled`
+    /// false). A fork starts so.
+    pub disabled: bool,
 }
 
 impl FromDbRow for RepoSettings {
@@ -74,6 +77,7 @@ impl FromDbRow for RepoSettings {
             log_retention_days: row.get("log_retention_days")?,
             artifact_retention_days: row.get("artifact_retention_days")?,
             actions_shared: row.get("actions_shared")?,
+            disabled: row.get("disabled")?,
         })
     }
 }
@@ -183,7 +187,7 @@ impl CiStore {
     /// A repository's own CI settings.
     pub async fn repo_settings(&self, repo_id: i64) -> Result<RepoSettings> {
         let q = Query::select()
-            .columns(["log_retention_days", "artifact_retention_days", "actions_shared"])
+            .columns(["log_retention_days", "artifact_retention_days", "actions_shared", "disabled"])
             .from("ci_repo_settings")
             .and_where(Expr::col("repo_id").eq(repo_id))
             .to_owned();
@@ -193,15 +197,16 @@ impl CiStore {
 
     /// Sets a repository's own CI settings.
     pub async fn set_repo_settings(&self, repo_id: i64, settings: RepoSettings, now: Timestamp) -> Result<()> {
-        let columns = ["log_retention_days", "artifact_retention_days", "actions_shared", "updated_at"];
+        let columns = ["log_retention_days", "artifact_retention_days", "actions_shared", "disabled", "updated_at"];
         let upsert = Query::insert()
             .into_table("ci_repo_settings")
-            .columns(["repo_id", columns[0], columns[1], columns[2], columns[3]])
+            .columns(["repo_id", columns[0], columns[1], columns[2], columns[3], columns[4]])
             .values_panic([
                 repo_id.into(),
                 settings.log_retention_days.into(),
                 settings.artifact_retention_days.into(),
                 settings.actions_shared.into(),
+                settings.disabled.into(),
                 now.0.into(),
             ])
             .on_conflict(OnConflict::column("repo_id").update_columns(columns).to_owned())

@@ -673,6 +673,7 @@ async fn usage_is_metered_and_logs_expire(store: &PlatformStore) {
         log_retention_days: Some(1),
         artifact_retention_days: Some(7),
         actions_shared: false,
+        disabled: true,
     };
     ci.set_repo_settings(repo.id, one_day, T0).await.expect("set");
     assert_eq!(ci.repo_settings(repo.id).await.expect("get"), one_day);

@@ -337,6 +337,12 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "pull events",
         sql: include_str!("../migrations/sqlite/0025_pull_events.sql"),
     },
+    MigrationSource { version: 26, description: "forks", sql: include_str!("../migrations/sqlite/0026_forks.sql") },
+    MigrationSource {
+        version: 27,
+        description: "pull comments",
+        sql: include_str!("../migrations/sqlite/0027_pull_comments.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -451,6 +457,12 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 25,
         description: "pull events",
         sql: include_str!("../migrations/postgres/0025_pull_events.sql"),
+    },
+    MigrationSource { version: 26, description: "forks", sql: include_str!("../migrations/postgres/0026_forks.sql") },
+    MigrationSource {
+        version: 27,
+        description: "pull comments",
+        sql: include_str!("../migrations/postgres/0027_pull_comments.sql"),
     },
 ];
 

@@ -75,6 +75,9 @@ impl FromDbRow for PlatformEvent {
                 // Events keep what identifies the repository, not its description.
                 description: String::new(),
                 created_at: Timestamp(row.get("repo_created_at")?),
+                // Nor its place among forks.
+                parent_id: None,
+                network_id: row.get("repo_id")?,
             },
             actor: row.get("actor")?,
             created_at: Timestamp(row.get("created_at")?),
@@ -233,6 +236,19 @@ impl PlatformStore {
     pub async fn platform_event(&self, id: i64) -> Result<Option<PlatformEvent>> {
         let q = Query::select().columns(COLUMNS).from("platform_events").and_where(Expr::col("id").eq(id)).to_owned();
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// A pull request's events (opened, pushed to, reviewed, closed, …), oldest first, at most
+    /// `limit`.
+    pub async fn pull_events(&self, pull_id: i64, limit: u64) -> Result<Vec<PlatformEvent>> {
+        let q = Query::select()
+            .columns(COLUMNS)
+            .from("platform_events")
+            .and_where(Expr::col("pull_id").eq(pull_id))
+            .order_by("id", Order::Asc)
+            .limit(limit)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&q).await?)
     }
 
     /// Events after id `after`, oldest first.

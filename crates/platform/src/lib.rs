@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod comments;
 pub mod db;
 pub mod events;
 pub mod keys_teams;
@@ -25,6 +26,7 @@ pub mod token;
 pub mod webhooks;
 
 pub use audit::{Actor, AuditEntry, AuditEvent, AuditFilter, AuditVerification};
+pub use comments::{Comment, CommentMove, NewComment, Side};
 pub use db::{ConnectError, Db, DbTarget};
 pub use events::{PlatformEvent, PullRef, RepoAction};
 pub use keys_teams::{SshKey, Team, TeamGrant};

@@ -362,6 +362,13 @@ impl PlatformStore {
             return Err(Error::NotFound { what: format!("pull request {pull_id}") });
         };
         let id: i64 = tx.conn().fetch_one(&insert).await?;
+        // A review answers its reviewer's request.
+        let answered = Query::delete()
+            .from_table("pull_review_requests")
+            .and_where(Expr::col("pull_id").eq(pull_id))
+            .and_where(Expr::col("account_id").eq(reviewer.id))
+            .to_owned();
+        tx.conn().execute(&answered).await?;
         let named = PullRef { pull_id, review_id: Some(id), head_sha, base_sha };
         append_pull_event(&mut tx.conn(), "pull_request_review", "submitted", repo_id, &named, &reviewer.name, now)
             .await?;

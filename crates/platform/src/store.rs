@@ -152,6 +152,18 @@ pub struct Repo {
     /// One line saying what it is (empty: none).
     pub description: String,
     pub created_at: Timestamp,
+    /// The repository it was forked from, while that exists.
+    pub parent_id: Option<i64>,
+    /// Its network of forks: the id of the repository the chain of forks began with (its own id
+    /// when it is no fork). Pull requests go between repositories of one network.
+    pub network_id: i64,
+}
+
+impl Repo {
+    /// Whether it was made as a fork (even when its parent is gone since).
+    pub fn is_fork(&self) -> bool {
+        self.network_id != self.id
+    }
 }
 
 /// The longest description kept (GitHub's limit).
@@ -181,6 +193,8 @@ impl FromDbRow for Repo {
             default_branch: row.get("default_branch")?,
             description: row.get("description")?,
             created_at: Timestamp(row.get("created_at")?),
+            parent_id: row.get("parent_id")?,
+            network_id: row.get("network_id")?,
         })
     }
 }
@@ -582,10 +596,110 @@ impl PlatformStore {
             default_branch: DEFAULT_BRANCH.to_owned(),
             description,
             created_at: now,
+            parent_id: None,
+            network_id: id,
         };
         append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
         tx.commit().await?;
         Ok(repo)
+    }
+
+    /// Records a fork of `parent` named `name` for `owner`: the parent's visibility, description
+    /// and default branch, in the parent's network, with CI switched off (as GitHub starts a fork;
+    /// its admins switch it on). Audited (`repo.fork`). The caller copies the Git data.
+    pub async fn create_fork(
+        &self,
+        parent: &Repo,
+        owner: &Account,
+        name: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Repo> {
+        validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
+        let insert = Query::insert()
+            .into_table("repos")
+            .columns([
+                "owner_id",
+                "name",
+                "name_key",
+                "private",
+                "default_branch",
+                "description",
+                "created_at",
+                "parent_id",
+                "network_id",
+            ])
+            .values_panic([
+                owner.id.into(),
+                name.into(),
+                name.to_ascii_lowercase().into(),
+                parent.private.into(),
+                parent.default_branch.clone().into(),
+                parent.description.clone().into(),
+                now.0.into(),
+                parent.id.into(),
+                parent.network_id.into(),
+            ])
+            .returning_col("id")
+            .to_owned();
+        let mut tx = self.db.begin().await?;
+        let id: i64 = tx.conn().fetch_one(&insert).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Conflict { what: format!("repository {}/{name}", owner.name) }
+            } else {
+                e.into()
+            }
+        })?;
+        let ci_off = Query::insert()
+            .into_table("ci_repo_settings")
+            .columns(["repo_id", "disabled", "updated_at"])
+            .values_panic([id.into(), true.into(), now.0.into()])
+            .to_owned();
+        tx.conn().execute(&ci_off).await?;
+        let event = AuditEvent::new("repo.fork", format!("repo:{}/{name}", owner.name))
+            .org(owner.is_org.then_some(owner.id))
+            .details(format!(r#"{{"parent":"{}/{}","private":{}}}"#, parent.owner, parent.name, parent.private));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        let repo = Repo {
+            id,
+            owner_id: owner.id,
+            owner: owner.name.clone(),
+            name: name.to_owned(),
+            private: parent.private,
+            default_branch: parent.default_branch.clone(),
+            description: parent.description.clone(),
+            created_at: now,
+            parent_id: Some(parent.id),
+            network_id: parent.network_id,
+        };
+        append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
+        tx.commit().await?;
+        Ok(repo)
+    }
+
+    /// The forks made of a repository (its direct children), oldest first.
+    pub async fn list_forks(&self, repo_id: i64) -> Result<Vec<Repo>> {
+        let query = repo_select()
+            .and_where(Expr::col(("repos", "parent_id")).eq(repo_id))
+            .order_by(("repos", "id"), Order::Asc)
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_all(&query).await?)
+    }
+
+    /// The repository of `owner` in the network `network_id` (the oldest, should it have several):
+    /// where a pull request's `head: "owner:branch"` points.
+    pub async fn network_repo_of(&self, network_id: i64, owner: &str) -> Result<Option<Repo>> {
+        let query = repo_select()
+            .cond_where(
+                sea_query::Cond::any()
+                    .add(Expr::col(("repos", "network_id")).eq(network_id))
+                    .add(Expr::col(("repos", "id")).eq(network_id)),
+            )
+            .and_where(Expr::col(("accounts", "name_key")).eq(owner.to_ascii_lowercase()))
+            .order_by(("repos", "id"), Order::Asc)
+            .to_owned();
+        let found: Vec<Repo> = self.db.acquire().await?.conn().fetch_all(&query).await?;
+        Ok(found.into_iter().next())
     }
 
     /// Finds a repository by owner and name, both case-insensitive.
@@ -702,6 +816,13 @@ impl PlatformStore {
         if tx.conn().execute(&delete).await? == 0 {
             return Ok(false);
         }
+        // Its forks stay (they hold their own objects), no longer naming a parent.
+        let orphan = Query::update()
+            .table("repos")
+            .value("parent_id", Option::<i64>::None)
+            .and_where(Expr::col("parent_id").eq(repo.id))
+            .to_owned();
+        tx.conn().execute(&orphan).await?;
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         append_repo_event(&mut tx.conn(), RepoAction::Deleted, repo, actor, now).await?;
         tx.commit().await?;
@@ -847,8 +968,10 @@ pub(crate) fn repo_select() -> sea_query::SelectStatement {
             ("repos", "default_branch"),
             ("repos", "description"),
             ("repos", "created_at"),
+            ("repos", "parent_id"),
         ])
         .expr_as(Expr::col(("accounts", "name")), "owner")
+        .expr_as(Func::coalesce([Expr::col(("repos", "network_id")), Expr::col(("repos", "id"))]), "network_id")
         .from("repos")
         .inner_join("accounts", Expr::col(("accounts", "id")).equals(("repos", "owner_id")))
         .to_owned()

@@ -38,6 +38,7 @@ gitstratum_platform::both_backends!(
     pull_requests_are_numbered_edited_and_merged,
     pull_requests_opened_at_once_get_distinct_numbers,
     branch_protections_and_reviews,
+    forks_line_comments_and_review_requests,
 );
 
 fn new_pull(repo: &Repo, head: &str, base: &str) -> gitstratum_platform::NewPull {
@@ -988,4 +989,78 @@ async fn branch_protections_and_reviews(store: &PlatformStore) {
     store.delete_repo(&repo, &sys(), T0).await.expect("delete repo");
     assert!(store.list_protections(repo.id).await.expect("list").is_empty());
     assert!(store.list_reviews(pull.id).await.expect("reviews").is_empty());
+}
+
+/// Forks belong to their parent's network (and keep it when the parent goes), start with CI off,
+/// and are found by owner within the network; line comments are kept and moved only from where
+/// they were read; review requests are answered by a review.
+async fn forks_line_comments_and_review_requests(store: &PlatformStore) {
+    use gitstratum_platform::{CommentMove, NewComment, ReviewState, Side};
+    let octo = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let mona = store.create_user("mona", false, &sys(), T0).await.expect("user");
+    let repo = store.create_repo(&octo, "app", true, &sys(), T0).await.expect("repo");
+    assert!(!repo.is_fork() && repo.network_id == repo.id && repo.parent_id.is_none());
+    let fork = store.create_fork(&repo, &mona, "app", &sys(), T0).await.expect("fork");
+    assert_eq!((fork.parent_id, fork.network_id, fork.private), (Some(repo.id), repo.id, true));
+    assert_eq!(store.get_repo("mona", "app").await.expect("get").as_ref(), Some(&fork));
+    let again = store.create_fork(&repo, &mona, "APP", &sys(), T0).await;
+    assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
+    let deeper = store.create_fork(&fork, &octo, "app-2", &sys(), T0).await.expect("fork of a fork");
+    assert_eq!((deeper.parent_id, deeper.network_id), (Some(fork.id), repo.id));
+    assert_eq!(store.list_forks(repo.id).await.expect("forks"), std::slice::from_ref(&fork));
+    let found = store.network_repo_of(repo.network_id, "MONA").await.expect("by owner");
+    assert_eq!(found.map(|r| r.id), Some(fork.id));
+    assert_eq!(store.network_repo_of(repo.network_id, "nobody").await.expect("by owner"), None);
+    let parentless = store.create_repo(&mona, "other", false, &sys(), T0).await.expect("repo");
+    assert_eq!(store.network_repo_of(parentless.network_id, "octo").await.expect("by owner"), None);
+
+    // Line comments.
+    let pull = store.create_pull(repo.id, &mona, &new_pull(&repo, "feature", "main"), T0).await.expect("pull");
+    let head = "a".repeat(40);
+    let new = NewComment {
+        body: "why?".into(),
+        path: "src/lib.rs".into(),
+        side: Side::Right,
+        original_commit: head.clone(),
+        original_line: 7,
+        commit_sha: head.clone(),
+        line: Some(7),
+        in_reply_to: None,
+    };
+    let first = store.add_comment(pull.id, &octo, &new, T0).await.expect("comment");
+    let blank = NewComment { body: " ".into(), ..new.clone() };
+    assert!(matches!(store.add_comment(pull.id, &octo, &blank, T0).await, Err(Error::Refused(_))));
+    let reply = NewComment { body: "because".into(), in_reply_to: Some(first.id), ..new.clone() };
+    let second = store.add_comment(pull.id, &mona, &reply, T0).await.expect("reply");
+    assert_eq!(store.live_comments(pull.id).await.expect("live").len(), 2);
+    let next = "c".repeat(40);
+    let moved = CommentMove { id: first.id, commit_sha: next.clone(), line: Some(9) };
+    let outdated = CommentMove { id: second.id, commit_sha: next.clone(), line: None };
+    // A move from a place the comment is no longer at changes nothing.
+    let stale = CommentMove { id: first.id, commit_sha: "d".repeat(40), line: Some(1) };
+    store.move_comments(&[(moved, head.clone()), (outdated, head.clone())]).await.expect("move");
+    store.move_comments(&[(stale, head.clone())]).await.expect("stale move");
+    let all = store.list_comments(pull.id).await.expect("list");
+    let places: Vec<(i64, &str, Option<i64>, i64)> =
+        all.iter().map(|c| (c.id, c.commit_sha.as_str(), c.line, c.original_line)).collect();
+    assert_eq!(places, [(first.id, next.as_str(), Some(9), 7), (second.id, next.as_str(), None, 7)]);
+    assert_eq!(store.live_comments(pull.id).await.expect("live").len(), 1);
+    assert_eq!(store.get_comment(pull.id, second.id).await.expect("get").map(|c| c.in_reply_to), Some(Some(first.id)));
+
+    // Review requests: asked, asked again (no duplicate), answered by a review, withdrawn.
+    let hubot = store.create_user("hubot", false, &sys(), T0).await.expect("user");
+    store.request_reviews(pull.id, &[octo.clone(), hubot.clone()], "mona", T0).await.expect("ask");
+    store.request_reviews(pull.id, std::slice::from_ref(&octo), "mona", T0).await.expect("ask again");
+    assert_eq!(store.review_requests(pull.id).await.expect("asked"), ["hubot", "octo"]);
+    store.add_review(pull.id, &octo, ReviewState::Approved, "", &head, T0).await.expect("review");
+    assert_eq!(store.review_requests(pull.id).await.expect("asked"), ["hubot"]);
+    store.withdraw_review_requests(pull.id, &[hubot.id]).await.expect("withdraw");
+    assert!(store.review_requests(pull.id).await.expect("asked").is_empty());
+
+    // Deleting the parent leaves its forks in the network, without a parent.
+    store.delete_repo(&repo, &sys(), T0).await.expect("delete");
+    let orphan = store.get_repo("mona", "app").await.expect("get").expect("the fork stays");
+    assert_eq!((orphan.parent_id, orphan.network_id, orphan.is_fork()), (None, repo.id, true));
+    let grandchild = store.get_repo("octo", "app-2").await.expect("get").expect("stays");
+    assert_eq!(grandchild.parent_id, Some(fork.id));
 }

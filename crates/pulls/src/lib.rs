@@ -11,7 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod comments;
 pub mod merge;
+pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -139,6 +141,9 @@ impl Pulls {
             if m.head_sha != pull.head_sha || m.base_sha != pull.base_sha {
                 self.platform.move_pull_tips(pull.id, &m.head_sha, &m.base_sha, pusher, self.clock.now()).await?;
             }
+            if m.head_sha != pull.head_sha {
+                self.follow_comments(pull, &m.head_sha).await?;
+            }
             self.platform.record_mergeability(pull.id, &m).await?;
             if contained {
                 // Its head was pushed into the base (or a merge's ref moved before it was
@@ -150,6 +155,100 @@ impl Pulls {
             }
         }
         Ok(self.platform.get_pull(pull.repo_id, pull.number).await?.unwrap_or_else(|| pull.clone()))
+    }
+
+    /// Where a comment made on `line` of `path` at `commit` sits now. On the `Right` side,
+    /// `commit` is the head or a commit of its history and `line` a line of the file there; the
+    /// answer is the head and the line there (`None`: changed since, outdated). On the `Left`
+    /// side, `line` is a line of the file where head and base meet (the merge base), and stays
+    /// as it is. Refused, saying why, when there is no such line.
+    pub async fn place_comment(
+        &self,
+        pull: &Pull,
+        commit: &str,
+        path: &str,
+        side: gitstratum_platform::Side,
+        line: i64,
+    ) -> Result<(String, Option<i64>)> {
+        let refused = |why: String| PullError::Refused(why);
+        let commit = ObjectId::from_hex(commit.as_bytes()).map_err(|_| refused(format!("{commit} is no commit id")))?;
+        let head = ObjectId::from_hex(pull.head_sha.as_bytes())
+            .map_err(|_| refused("the pull request has no head yet".to_owned()))?;
+        let base = ObjectId::from_hex(pull.base_sha.as_bytes()).ok();
+        let line =
+            u32::try_from(line).ok().filter(|l| *l >= 1).ok_or_else(|| refused("lines count from 1".to_owned()))?;
+        let (objects, rid, path) = (self.objects.clone(), RepoId(pull.repo_id), path.to_owned());
+        tokio::task::spawn_blocking(move || -> Result<(String, Option<i64>)> {
+            let odb = Odb::new(&*objects, rid);
+            let known = |id: ObjectId| -> Result<bool> { Ok(objects.has_many(rid, &[id])?[0]) };
+            if !known(commit)? || merge::merge_base(&odb, commit, head)? != Some(commit) {
+                return Err(refused(format!("{commit} is not a commit of this pull request's head")));
+            }
+            let at = match side {
+                gitstratum_platform::Side::Right => commit,
+                gitstratum_platform::Side::Left => match base {
+                    Some(base) => merge::merge_base(&odb, head, base)?
+                        .ok_or_else(|| refused("the head and the base share no history".to_owned()))?,
+                    None => return Err(refused("the pull request has no base yet".to_owned())),
+                },
+            };
+            let file =
+                comments::file_at(&odb, at, &path)?.ok_or_else(|| refused(format!("{path} is not a file at {at}")))?;
+            if line as usize > comments::line_count(&file) {
+                return Err(refused(format!("{path} has {} lines at {at}", comments::line_count(&file))));
+            }
+            match side {
+                gitstratum_platform::Side::Left => Ok((head.to_string(), Some(i64::from(line)))),
+                gitstratum_platform::Side::Right => {
+                    let now = comments::follow(&odb, commit, head, &path, line)?;
+                    Ok((head.to_string(), now.map(i64::from)))
+                }
+            }
+        })
+        .await?
+    }
+
+    /// Carries the live line comments of a pull request to its new head `head`: each moves with
+    /// the lines added or removed above it, or is outdated once its own line changed.
+    async fn follow_comments(&self, pull: &Pull, head: &str) -> Result<()> {
+        let live = self.platform.live_comments(pull.id).await?;
+        let Ok(to) = ObjectId::from_hex(head.as_bytes()) else { return Ok(()) };
+        let moving: Vec<_> =
+            live.into_iter().filter(|c| c.side == gitstratum_platform::Side::Right && c.commit_sha != head).collect();
+        if moving.is_empty() {
+            return Ok(());
+        }
+        let (objects, rid) = (self.objects.clone(), RepoId(pull.repo_id));
+        let moves = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let odb = Odb::new(&*objects, rid);
+            let mut out = Vec::with_capacity(moving.len());
+            for c in moving {
+                let (Ok(from), Some(line)) =
+                    (ObjectId::from_hex(c.commit_sha.as_bytes()), c.line.and_then(|l| u32::try_from(l).ok()))
+                else {
+                    continue;
+                };
+                // A head it cannot be read at any more (pruned after a force push) outdates it.
+                let now = comments::follow(&odb, from, to, &c.path, line).unwrap_or(None);
+                let moved =
+                    gitstratum_platform::CommentMove { id: c.id, commit_sha: to.to_string(), line: now.map(i64::from) };
+                out.push((moved, c.commit_sha));
+            }
+            Ok(out)
+        })
+        .await??;
+        self.platform.move_comments(&moves).await?;
+        Ok(())
+    }
+
+    /// Brings the objects of `head`, a commit of the repository `from` (a fork), into `to`
+    /// ([`network::import_reachable`]).
+    pub async fn import_head(&self, from: i64, to: i64, head: &str) -> Result<usize> {
+        let head =
+            ObjectId::from_hex(head.as_bytes()).map_err(|_| PullError::Refused(format!("{head} is no commit id")))?;
+        let objects = self.objects.clone();
+        tokio::task::spawn_blocking(move || network::import_reachable(&*objects, RepoId(from), RepoId(to), head))
+            .await?
     }
 
     /// Whether `head` is already in the history of `base` (a pull request would propose nothing).
@@ -209,6 +308,7 @@ impl Pulls {
             let base = refs
                 .get(rid, &branch_ref(&pull_now.base_ref))?
                 .ok_or_else(|| PullError::Refused(format!("the base branch {} is gone", pull_now.base_ref)))?;
+            network::import_reachable(&*objects, head_repo, rid, head)?;
             let mut odb = Odb::new(&*objects, rid);
             let new_tip = make_merge(&mut odb, &pull_now, &repo_name, base, head, &request_now, &author)?;
             objects.put(rid, &odb.written)?;
@@ -265,6 +365,10 @@ fn refresh_git(
         None => None,
     };
     if let Some(head) = head.filter(|_| open) {
+        // A head in a fork: its objects come into the base first.
+        if let Some(head_repo) = pull.head_repo_id.filter(|r| *r != pull.repo_id) {
+            network::import_reachable(objects, RepoId(head_repo), rid, head)?;
+        }
         set(head_ref(pull.number), Some(head))?;
     }
     if !open {

@@ -591,5 +591,265 @@ async fn pull_requests_run_their_workflows_on_the_test_merge() {
     assert_eq!(status, 200);
     let runs = runs_for(&f, "pull_request", 3).await;
     assert!(only_job_log(&f, &runs[0]).await.contains("action=reopened number=1"));
+
+    // The pull request's checks: the newest run's job for its head; its timeline, in order.
+    let (status, checks) = f.api(Method::GET, "/pulls/1/checks", None).await;
+    assert_eq!(status, 200, "{checks}");
+    assert_eq!((checks["state"].as_str(), checks["total_count"].as_u64()), (Some("success"), Some(1)), "{checks}");
+    assert_eq!(checks["check_runs"][0]["run_id"], runs[0]["id"], "{checks}");
+    assert_eq!(
+        (checks["check_runs"][0]["name"].as_str(), checks["check_runs"][0]["event"].as_str()),
+        (Some("show"), Some("pull_request"))
+    );
+    let (status, timeline) = f.api(Method::GET, "/pulls/1/timeline", None).await;
+    assert_eq!(status, 200, "{timeline}");
+    let kinds: Vec<&str> = timeline.as_array().expect("items").iter().filter_map(|i| i["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["workflow_run", "committed", "workflow_run", "closed", "reopened", "workflow_run"],
+        "{timeline}"
+    );
+    f.s.stop().await;
+}
+
+impl Fixture {
+    /// A request as `token`, to any path.
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, body) = self.s.send(method, path, Some(token), body).await;
+        (status.as_u16(), body)
+    }
+
+    /// `git` with `token`'s URL of `owner/name`.
+    fn url_as(&self, token: &str, repo: &str) -> String {
+        format!("http://x:{token}@{}/{repo}.git", self.s.base.trim_start_matches("http://"))
+    }
+}
+
+/// A fork holds its parent's branches, tags and objects at once (the stored packs shared), takes
+/// pushes of its own, proposes them to its parent as a pull request (`head: "owner:branch"`,
+/// whose objects reach the parent through `refs/pull/N/head`), and outlives its parent. A
+/// private repository's forks are private and stay so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_share_history_and_propose_changes_to_their_parent() {
+    let f = fixture().await;
+    f.git.ok(&f.work, &["tag", "v1"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "v1"]).await;
+    let main = f.rev("main").await;
+    let bob = f.s.user_token("bob", &[Scope::RepoRead, Scope::RepoWrite, Scope::RepoAdmin]).await;
+
+    let (status, fork) = f.call(Method::POST, "/api/v1/repos/admin/app/forks", &bob, Some(json!({}))).await;
+    assert_eq!(status, 202, "{fork}");
+    assert_eq!((fork["full_name"].as_str(), fork["fork"].as_bool()), (Some("bob/app"), Some(true)), "{fork}");
+    assert_eq!(fork["parent"]["full_name"], "admin/app", "{fork}");
+    assert_eq!(fork["private"], false);
+    let (status, again) = f.call(Method::POST, "/api/v1/repos/admin/app/forks", &bob, Some(json!({}))).await;
+    assert_eq!(status, 409, "a second fork of the same name: {again}");
+    let (_, forks) = f.call(Method::GET, "/api/v1/repos/admin/app/forks", &bob, None).await;
+    assert_eq!(forks.as_array().map(|a| a.len()), Some(1), "{forks}");
+    // Its CI starts switched off, as on GitHub.
+    let (status, permissions) = f.call(Method::GET, "/api/v1/repos/bob/app/actions/permissions", &bob, None).await;
+    assert_eq!((status, permissions["enabled"].clone()), (200, json!(false)), "{permissions}");
+
+    // Bob clones his fork: the parent's branches, tags and history, whole.
+    let bob_work = f._tmp.path().join("bob");
+    f.git.ok(f._tmp.path(), &["clone", "-q", &f.url_as(&bob, "bob/app"), bob_work.to_str().expect("utf-8")]).await;
+    assert_eq!(f.git.ok(&bob_work, &["rev-parse", "HEAD"]).await.trim(), main);
+    assert!(f.git.ok(&bob_work, &["tag"]).await.contains("v1"));
+    f.git.fsck(&bob_work).await;
+
+    // He pushes a branch to his fork and proposes it to the parent.
+    f.git.ok(&bob_work, &["checkout", "-q", "-b", "fix"]).await;
+    write_lines(&bob_work, "a.txt", &[(3, "bob's fix")]);
+    f.git.ok(&bob_work, &["commit", "-q", "-am", "Fix line 3"]).await;
+    f.git.ok(&bob_work, &["push", "-q", "origin", "fix"]).await;
+    let fix = f.git.ok(&bob_work, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    assert!(!f.remote_refs().await.contains(&fix), "the parent does not have the fork's branch");
+    let open = json!({"title": "Fix line 3", "head": "bob:fix", "base": "main"});
+    let (status, pr) = f.call(Method::POST, "/api/v1/repos/admin/app/pulls", &bob, Some(open)).await;
+    assert_eq!(status, 201, "{pr}");
+    assert_eq!((pr["head"]["label"].as_str(), pr["head"]["sha"].as_str()), (Some("bob:fix"), Some(fix.as_str())));
+    assert_eq!(pr["head"]["repo"]["full_name"], "bob/app", "{pr}");
+    assert_eq!(pr["base"]["repo"]["full_name"], "admin/app", "{pr}");
+    assert_eq!(pr["mergeable_state"], "clean", "{pr}");
+    let unknown = json!({"title": "x", "head": "carol:fix", "base": "main"});
+    let (status, body) = f.call(Method::POST, "/api/v1/repos/admin/app/pulls", &bob, Some(unknown)).await;
+    assert_eq!(status, 422, "{body}");
+
+    // The parent serves the fork's commits under refs/pull/1/head, complete.
+    f.git.ok(&f.work, &["fetch", "-q", "origin", "+refs/pull/*:refs/remotes/pr/*"]).await;
+    assert_eq!(f.rev("pr/1/head").await, fix);
+    f.git.fsck(&f.work).await;
+
+    // A push to the fork's branch moves the pull request.
+    write_lines(&bob_work, "b.txt", &[]);
+    f.git.ok(&bob_work, &["add", "b.txt"]).await;
+    f.git.ok(&bob_work, &["commit", "-q", "-m", "Add b"]).await;
+    f.git.ok(&bob_work, &["push", "-q", "origin", "fix"]).await;
+    let fix2 = f.git.ok(&bob_work, &["rev-parse", "HEAD"]).await.trim().to_owned();
+    f.wait_for(1, "the fork's new head", |p| p["head"]["sha"] == fix2.as_str() && p["mergeable"] == true).await;
+
+    // Merged by the parent's admin: main has bob's commits.
+    let (status, merged) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "merge"}))).await;
+    assert_eq!(status, 200, "{merged}");
+    f.git.ok(&f.work, &["fetch", "-q", "origin"]).await;
+    f.git.ok(&f.work, &["merge-base", "--is-ancestor", &fix2, "origin/main"]).await;
+    f.git.fsck(&f.work).await;
+
+    // Deleting the parent breaks nothing of the fork.
+    let (status, _) = f.api(Method::DELETE, "", None).await;
+    assert_eq!(status, 204);
+    let again = f._tmp.path().join("bob-again");
+    f.git.ok(f._tmp.path(), &["clone", "-q", &f.url_as(&bob, "bob/app"), again.to_str().expect("utf-8")]).await;
+    f.git.fsck(&again).await;
+    assert_eq!(f.git.ok(&again, &["rev-parse", "origin/fix"]).await.trim(), fix2);
+    let (status, orphan) = f.call(Method::GET, "/api/v1/repos/bob/app", &bob, None).await;
+    assert_eq!((status, orphan["fork"].clone(), orphan.get("parent").cloned()), (200, json!(true), None), "{orphan}");
+
+    // A private repository: invisible to bob until he may read it; his fork is private, and stays so.
+    let (status, _) = f.s.create_repo(Some(&f.s.admin_token), json!({"name": "secret", "private": true})).await;
+    assert_eq!(status.as_u16(), 201);
+    let (status, _) = f.call(Method::POST, "/api/v1/repos/admin/secret/forks", &bob, Some(json!({}))).await;
+    assert_eq!(status, 404);
+    let grant = json!({"permission": "read"});
+    let (status, _) =
+        f.call(Method::PUT, "/api/v1/repos/admin/secret/collaborators/bob", &f.s.admin_token, Some(grant)).await;
+    assert_eq!(status, 204);
+    let (status, private_fork) = f.call(Method::POST, "/api/v1/repos/admin/secret/forks", &bob, Some(json!({}))).await;
+    assert_eq!((status, private_fork["private"].clone()), (202, json!(true)), "{private_fork}");
+    let (status, body) = f.call(Method::PATCH, "/api/v1/repos/bob/secret", &bob, Some(json!({"private": false}))).await;
+    assert_eq!(status, 422, "{body}");
+    let carol = f.s.user_token("carol", &[Scope::RepoRead]).await;
+    let (status, _) = f.call(Method::GET, "/api/v1/repos/bob/secret", &carol, None).await;
+    assert_eq!(status, 404, "a private fork is not visible to others");
+    f.s.stop().await;
+}
+
+const SECRET_WORKFLOW: &str = r#"name: PR
+on: pull_request
+jobs:
+  show:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "secret=[${{ secrets.DEPLOY_TOKEN }}] fork=${{ github.event.pull_request.head.repo.fork }} head=${{ github.event.pull_request.head.repo.full_name }}"
+"#;
+
+/// A pull request from a fork runs the base's CI with no secrets (the job's log shows an empty
+/// value where a pull request from a branch of the repository shows `***`), as on GitHub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_requests_from_forks_get_no_secrets() {
+    let config = gitstratum_server::ConfigLayer { embedded_runner: Some("true".into()), ..Default::default() };
+    let f = fixture_with(config, &[(".github/workflows/pr.yml", SECRET_WORKFLOW)]).await;
+    let (status, body) = f.api(Method::PUT, "/secrets/DEPLOY_TOKEN", Some(json!({"value": "hunter2-secret"}))).await;
+    assert_eq!(status, 201, "{body}");
+
+    // From a branch of the repository: the secret is there, masked.
+    f.commit("inside", "main", "a.txt", &[(1, "inside")], "inside").await;
+    f.open("From inside", "inside", "main").await;
+    let runs = runs_for(&f, "pull_request", 1).await;
+    let log = only_job_log(&f, &runs[0]).await;
+    assert!(log.contains("secret=[***] fork=false head=admin/app"), "{log}");
+
+    // From a fork: the same workflow, no secret.
+    let bob = f.s.user_token("bob", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let (status, fork) = f.call(Method::POST, "/api/v1/repos/admin/app/forks", &bob, Some(json!({}))).await;
+    assert_eq!(status, 202, "{fork}");
+    let bob_work = f._tmp.path().join("bob");
+    f.git.ok(f._tmp.path(), &["clone", "-q", &f.url_as(&bob, "bob/app"), bob_work.to_str().expect("utf-8")]).await;
+    f.git.ok(&bob_work, &["checkout", "-q", "-b", "outside"]).await;
+    write_lines(&bob_work, "a.txt", &[(2, "outside")]);
+    f.git.ok(&bob_work, &["commit", "-q", "-am", "outside"]).await;
+    f.git.ok(&bob_work, &["push", "-q", "origin", "outside"]).await;
+    let open = json!({"title": "From a fork", "head": "bob:outside", "base": "main"});
+    let (status, pr) = f.call(Method::POST, "/api/v1/repos/admin/app/pulls", &bob, Some(open)).await;
+    assert_eq!(status, 201, "{pr}");
+    let runs = runs_for(&f, "pull_request", 2).await;
+    assert_eq!(runs[0]["conclusion"], "success", "{}", runs[0]);
+    let log = only_job_log(&f, &runs[0]).await;
+    assert!(log.contains("secret=[] fork=true head=bob/app"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+    // The push to the fork started nothing in the fork (its CI is off).
+    let (status, page) = f.call(Method::GET, "/api/v1/repos/bob/app/runs", &bob, None).await;
+    assert_eq!((status, page["runs"].as_array().map(Vec::len)), (200, Some(0)), "{page}");
+    f.s.stop().await;
+}
+
+/// Line comments stay on their line while pushes change other lines (moving with lines added
+/// above), are outdated once a push changes their line, and answers join their thread; review
+/// requests are answered by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_comments_follow_their_lines_and_reviewers_are_asked() {
+    let f = fixture().await;
+    let head = f.commit("feature", "main", "a.txt", &[(7, "feature 8")], "feature").await;
+    f.open("Comment me", "feature", "main").await;
+    let comment = |line: i64, body: &str| json!({"body": body, "path": "a.txt", "line": line, "commit_id": head});
+    let (status, on5) = f.api(Method::POST, "/pulls/1/comments", Some(comment(5, "keep line 5"))).await;
+    assert_eq!(status, 201, "{on5}");
+    assert_eq!(
+        (on5["line"].clone(), on5["side"].clone(), on5["commit_id"].clone()),
+        (json!(5), json!("RIGHT"), json!(head))
+    );
+    let (status, on8) = f.api(Method::POST, "/pulls/1/comments", Some(comment(8, "about line 8"))).await;
+    assert_eq!(status, 201, "{on8}");
+    for bad in [
+        comment(11, "past the end"),
+        json!({"body": "x", "path": "nope.txt", "line": 1}),
+        json!({"body": "x", "path": "a.txt"}),
+        json!({"body": "x", "path": "a.txt", "line": 1, "commit_id": "0".repeat(40)}),
+        json!({"body": "x", "path": "a.txt", "line": 1, "side": "MIDDLE"}),
+        json!({"body": "", "path": "a.txt", "line": 1}),
+    ] {
+        let (status, body) = f.api(Method::POST, "/pulls/1/comments", Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad} -> {body}");
+    }
+
+    // A push that adds two lines at the top and changes line 8 again.
+    f.git.ok(&f.work, &["checkout", "-q", "feature"]).await;
+    let mut lines: Vec<String> = vec!["top 1".into(), "top 2".into()];
+    lines.extend((0..10).map(|i| if i == 7 { "feature 8, again".to_owned() } else { format!("line {i}") }));
+    std::fs::write(f.work.join("a.txt"), lines.join("\n") + "\n").expect("write");
+    f.git.ok(&f.work, &["commit", "-q", "-am", "more"]).await;
+    f.git.ok(&f.work, &["push", "-q", "origin", "feature"]).await;
+    let moved = f.rev("feature").await;
+    f.wait_for(1, "the new head", |p| p["head"]["sha"] == moved.as_str()).await;
+    let (status, list) = f.api(Method::GET, "/pulls/1/comments", None).await;
+    assert_eq!(status, 200, "{list}");
+    let at = |i: usize| (list[i]["line"].clone(), list[i]["original_line"].clone(), list[i]["commit_id"].clone());
+    assert_eq!(at(0), (json!(7), json!(5), json!(moved)), "line 5 moved down two: {list}");
+    assert_eq!(at(1), (Value::Null, json!(8), json!(moved)), "line 8 changed: outdated: {list}");
+    assert_eq!(list[1]["original_commit_id"], head.as_str());
+
+    // An answer joins the thread, on its line; a push elsewhere moves nothing.
+    let (status, reply) =
+        f.api(Method::POST, "/pulls/1/comments", Some(json!({"body": "agreed", "in_reply_to": on5["id"]}))).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!((reply["in_reply_to_id"].clone(), reply["line"].clone()), (on5["id"].clone(), json!(7)));
+    let elsewhere = f.commit("feature", "feature", "b.txt", &[], "elsewhere").await;
+    f.wait_for(1, "the newest head", |p| p["head"]["sha"] == elsewhere.as_str()).await;
+    let (_, list) = f.api(Method::GET, "/pulls/1/comments", None).await;
+    let lines: Vec<Value> = list.as_array().expect("list").iter().map(|c| c["line"].clone()).collect();
+    assert_eq!(lines, [json!(7), Value::Null, json!(7)], "{list}");
+
+    // Review requests.
+    let reviewer = f.s.user_token("rev", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let (status, pr) = f.api(Method::POST, "/pulls/1/requested_reviewers", Some(json!({"reviewers": ["rev"]}))).await;
+    assert_eq!(status, 201, "{pr}");
+    assert_eq!(pr["requested_reviewers"], json!([{"login": "rev"}]));
+    let (status, body) =
+        f.api(Method::POST, "/pulls/1/requested_reviewers", Some(json!({"reviewers": ["nobody"]}))).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = f
+        .call(
+            Method::POST,
+            "/api/v1/repos/admin/app/pulls/1/requested_reviewers",
+            &reviewer,
+            Some(json!({"reviewers": ["rev"]})),
+        )
+        .await;
+    assert_eq!(status, 403, "only the author and writers ask: {body}");
+    let review = json!({"event": "COMMENT", "body": "looked"});
+    let (status, body) = f.call(Method::POST, "/api/v1/repos/admin/app/pulls/1/reviews", &reviewer, Some(review)).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, asked) = f.api(Method::GET, "/pulls/1/requested_reviewers", None).await;
+    assert_eq!(asked["users"], json!([]), "the review answered the request");
     f.s.stop().await;
 }
