@@ -240,6 +240,31 @@ async fn a_browser_signs_in_browses_and_watches_a_log_live() {
     assert!(!browser.dialog_open().await, "a dialog opened on the commit page");
     browser.screenshot("commit").await;
 
+    // A pull request opened from the comparison page, and a comment on a line of its diff.
+    git.ok(&src, &["checkout", "-q", "-b", "topic"]).await;
+    let code: String = (1..=30)
+        .map(|i| if i == 3 { "fn line_three() {}\n".to_owned() } else { format!("fn line_{i}() {{}}\n") })
+        .collect();
+    std::fs::write(src.join("code.rs"), code).expect("write");
+    git.ok(&src, &["commit", "-q", "-am", "Rename line 3"]).await;
+    git.ok(&src, &["push", "-q", &push, "topic"]).await;
+    git.ok(&src, &["checkout", "-q", "main"]).await;
+    browser.goto(&s.url("/admin/site/compare/main...topic")).await;
+    browser
+        .js("document.getElementById('pull-body').value = 'Renames **line 3**.'; document.querySelector('form.new-pull').submit(); return true;")
+        .await;
+    browser.until("the pull request", "return location.pathname === '/admin/site/pull/1';").await;
+    assert!(!browser.dialog_open().await, "a dialog opened on the pull request page");
+    browser.screenshot("pull").await;
+    browser.goto(&s.url("/admin/site/pull/1/files")).await;
+    browser
+        .js("document.getElementById('comment-line').value = '3'; document.getElementById('comment-body').value = 'Why *three*?'; document.getElementById('comment-body').form.submit(); return true;")
+        .await;
+    browser
+        .until("the comment under its line", "return !!document.querySelector('table.diff tr.comments em') && document.querySelector('table.diff tr.comments').innerText.includes('Why three?');")
+        .await;
+    browser.screenshot("pull-files").await;
+
     // A workflow whose job prints a line every half second: its page shows them as they come.
     std::fs::create_dir_all(src.join(".github/workflows")).expect("dir");
     std::fs::write(

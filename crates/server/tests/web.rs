@@ -770,3 +770,113 @@ async fn settings_compare_branches_and_administration_pages() {
     sign_in(&http, &s, "mona", "new-password-1").await;
     s.stop().await;
 }
+
+/// Pull requests in the browser: a fork made from the repository's page, a pull request opened
+/// from a comparison, listed, shown with its checks, merge box and timeline, reviewed, commented
+/// on a line (shown under that line of the diff), and merged by a writer — every form through
+/// the API's rules, everything a user wrote shown inert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_pages_open_review_comment_and_merge() {
+    let s = TestServer::start().await;
+    let admin = Some(s.admin_token.as_str());
+    for (name, is_admin) in [("mona", false), ("root", true)] {
+        let user = json!({"username": name, "password": "octocat-1234", "admin": is_admin});
+        assert_eq!(s.send(Method::POST, "/api/v1/users", admin, Some(user)).await.0, 201);
+    }
+    let (status, body) = s.create_repo(admin, json!({"name": "site"})).await;
+    assert_eq!(status, 201, "{body}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let git = Git::new(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    git.ok(&src, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "base"]).await;
+    git.ok(&src, &["checkout", "-q", "-b", "topic"]).await;
+    std::fs::write(src.join("topic.txt"), "topic work\nsecond line\n").expect("write");
+    git.ok(&src, &["add", "-A"]).await;
+    git.ok(&src, &["commit", "-q", "-m", "<script>alert(1)</script> topic"]).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    git.ok(&src, &["push", "-q", &format!("http://x:{}@{host}/admin/site.git", s.admin_token), "main", "topic"]).await;
+    let http = browser();
+    let (mona_cookie, mona_csrf) = sign_in(&http, &s, "mona", "octocat-1234").await;
+    let mona = (mona_cookie.as_str(), mona_csrf.as_str());
+    let post = |path: &str, (cookie, csrf): (&str, &str), fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", csrf)];
+        all.extend_from_slice(fields);
+        post_form(http.post(s.url(path)).header("cookie", cookie), &all).send()
+    };
+
+    // A fork from the repository's page.
+    let (_, page, _) = get(&http, &s, "/admin/site", Some(mona.0)).await;
+    assert!(page.contains(r#"action="/admin/site/fork""#), "a Fork button: {page}");
+    let forked = post("/admin/site/fork", mona, &[]).await.expect("fork");
+    assert_eq!(forked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(forked.headers()["location"], "/mona/site");
+    let (status, page, _) = get(&http, &s, "/mona/site", Some(mona.0)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"Forked from <a href="/admin/site">admin/site</a>"#) && page.contains(">fork<"), "{page}");
+
+    // A pull request from the comparison page; a form without its token changes nothing.
+    let (_, page, _) = get(&http, &s, "/admin/site/compare/main...topic", Some(mona.0)).await;
+    assert!(page.contains("Open a pull request") && page.contains(r#"action="/admin/site/pulls""#), "{page}");
+    let fields =
+        [("base", "main"), ("head", "topic"), ("title", "<b>Topic</b>"), ("body", "**bold** <script>x</script>")];
+    let mut forged = vec![("csrf", "0".repeat(32))];
+    forged.extend(fields.iter().map(|(k, v)| (*k, v.to_string())));
+    let pairs: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused =
+        post_form(http.post(s.url("/admin/site/pulls")).header("cookie", mona.0), &pairs).send().await.expect("post");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let opened = post("/admin/site/pulls", mona, &fields).await.expect("open");
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    assert_eq!(opened.headers()["location"], "/admin/site/pull/1");
+    let (status, page, _) = get(&http, &s, "/admin/site/pulls", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"href="/admin/site/pull/1">&lt;b&gt;Topic&lt;/b&gt;</a>"#), "{page}");
+
+    // The conversation: escaped title, rendered description, no merge button for a reader.
+    let (status, page, _) = get(&http, &s, "/admin/site/pull/1", Some(mona.0)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("wants to merge") && page.contains("admin:topic"), "{page}");
+    assert!(page.contains("<strong>bold</strong>") && page.contains("&lt;script&gt;x&lt;/script&gt;"), "{page}");
+    assert!(page.contains("no conflicts") && !page.contains("Merge pull request"), "{page}");
+    assert!(!without_own_scripts(&page).contains("<script"), "{page}");
+    let reviewed = post("/admin/site/pull/1/review", mona, &[("event", "COMMENT"), ("body", "looks *good*")]).await;
+    assert_eq!(reviewed.expect("review").status(), StatusCode::SEE_OTHER);
+
+    // A line comment, shown under its line of the diff; a line the file lacks is refused.
+    let commented = post(
+        "/admin/site/pull/1/comment",
+        mona,
+        &[("path", "topic.txt"), ("line", "2"), ("body", "why a *second* line?")],
+    )
+    .await
+    .expect("comment");
+    assert_eq!(commented.status(), StatusCode::SEE_OTHER);
+    assert_eq!(commented.headers()["location"], "/admin/site/pull/1/files");
+    let (status, page, _) = get(&http, &s, "/admin/site/pull/1/files", Some(mona.0)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let line = page.find("second line").expect("the line");
+    let note = page.find("why a <em>second</em> line?").expect("the comment");
+    assert!(line < note && page[line..note].contains(r#"<tr class="comments">"#), "under its line: {page}");
+    let bad = post("/admin/site/pull/1/comment", mona, &[("path", "topic.txt"), ("line", "9"), ("body", "x")]).await;
+    let bad = bad.expect("comment");
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text().await.expect("page").contains("has 2 lines"));
+
+    // A writer merges; the timeline says so.
+    let (root_cookie, root_csrf) = sign_in(&http, &s, "root", "octocat-1234").await;
+    let root = (root_cookie.as_str(), root_csrf.as_str());
+    let (_, page, _) = get(&http, &s, "/admin/site/pull/1", Some(root.0)).await;
+    assert!(page.contains("Merge pull request"), "{page}");
+    let merged = post("/admin/site/pull/1/merge", root, &[("merge_method", "squash")]).await.expect("merge");
+    assert_eq!(merged.status(), StatusCode::SEE_OTHER);
+    let (_, page, _) = get(&http, &s, "/admin/site/pull/1", Some(root.0)).await;
+    assert!(page.contains("Merged by root") && page.contains("merged this pull request"), "{page}");
+    assert!(page.contains("reviewed") && page.contains("commented on <code>topic.txt</code>"), "{page}");
+    let (_, pr) = s.send(Method::GET, "/api/v1/repos/admin/site/pulls/1", admin, None).await;
+    assert_eq!(pr["merged"], true, "{pr}");
+    s.stop().await;
+}

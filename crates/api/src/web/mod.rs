@@ -16,6 +16,7 @@ mod diff;
 mod highlight;
 mod home;
 mod markdown;
+mod pulls;
 mod repo;
 mod repo_settings;
 mod runs;
@@ -68,6 +69,10 @@ pub fn routes() -> Router<AppState> {
         .route("/{owner}/{repo}/branches", get(repo::branches))
         .route("/{owner}/{repo}/branches/delete", post(repo::delete_branch))
         .route("/{owner}/{repo}/compare/{*spec}", get(repo::compare))
+        .route("/{owner}/{repo}/pulls", get(pulls::list).post(pulls::create))
+        .route("/{owner}/{repo}/pull/{number}", get(pulls::page))
+        .route("/{owner}/{repo}/pull/{number}/{action}", get(pulls::tab).post(pulls::act))
+        .route("/{owner}/{repo}/fork", post(pulls::fork))
         .route("/{owner}/{repo}/settings", get(repo_settings::page))
         .route("/{owner}/{repo}/settings/hooks/{id}", get(repo_settings::hook))
         .route("/{owner}/{repo}/settings/hooks/{id}/redeliver", post(repo_settings::redeliver))

@@ -246,12 +246,14 @@ pub(super) fn repo_header(ctx: &Ctx, repo: &Repo, tab: &str) -> Markup {
             h1 {
                 a href={ "/" (repo.owner) } { (repo.owner) } " / " a href=(base) { strong { (repo.name) } }
                 @if repo.private { " " span.badge { "private" } }
+                @if repo.is_fork() { " " span.badge { "fork" } }
             }
             nav.tabs aria-label="Repository" {
                 a href=(base) aria-current=[(tab == "code").then_some("page")] data-hotkey="g c" aria-keyshortcuts="g c" { "Code" }
                 a href={ (base) "/commits/" (enc(&repo.default_branch)) } aria-current=[(tab == "commits").then_some("page")] data-hotkey="g h" aria-keyshortcuts="g h" { "Commits" }
                 a href={ (base) "/branches" } aria-current=[(tab == "branches").then_some("page")] data-hotkey="g b" aria-keyshortcuts="g b" { "Branches" }
                 a href={ (base) "/tags" } aria-current=[(tab == "tags").then_some("page")] data-hotkey="g t" aria-keyshortcuts="g t" { "Tags" }
+                a href={ (base) "/pulls" } aria-current=[(tab == "pulls").then_some("page")] data-hotkey="g p" aria-keyshortcuts="g p" { "Pull requests" }
                 a href={ (base) "/actions" } aria-current=[(tab == "actions").then_some("page")] data-hotkey="g a" aria-keyshortcuts="g a" { "Actions" }
                 @if ctx.may(repo, gitstratum_platform::Role::Admin) {
                     a href={ (base) "/settings" } aria-current=[(tab == "settings").then_some("page")] data-hotkey="g s" aria-keyshortcuts="g s" { "Settings" }
@@ -386,9 +388,32 @@ pub(super) async fn home(
         Some((last, ..)) => ci_status(&state, &ctx, &repo, &last.id.to_string()).await,
         None => html! {},
     };
+    // What it was forked from, when the viewer may see that.
+    let parent = match repo.parent_id {
+        Some(id) => match state.store().get_repo_by_id(id).await {
+            Ok(Some(parent))
+                if crate::repos::repo_decision(
+                    &state,
+                    ctx.viewer.0.as_ref(),
+                    &parent,
+                    gitstratum_platform::Role::Read,
+                )
+                .await
+                .is_ok_and(|d| d.is_ok()) =>
+            {
+                Some(format!("{}/{}", parent.owner, parent.name))
+            }
+            _ => None,
+        },
+        None => None,
+    };
     let body = html! {
         (repo_header(&ctx, &repo, "code"))
+        @if let Some(parent) = &parent { p.meta { "Forked from " a href={ "/" (parent) } { (parent) } } }
         @if !repo.description.is_empty() { p.description { (repo.description) } }
+        @if ctx.viewer.0.is_some() {
+            (ctx.button(&format!("/{}/{}/fork", repo.owner, repo.name), None, "Fork", Some("Fork this repository into your account")))
+        }
         div.clone {
             label for="clone-url" { "Clone" }
             input id="clone-url" type="text" readonly value=(clone_url);
@@ -685,9 +710,13 @@ impl Git {
     }
 }
 
-/// The changed files with their diffs (a commit's, a comparison's): counts, then each file,
-/// collapsible.
-fn changes_view(changes: &[ShownChange], truncated: bool) -> Markup {
+/// What is shown under lines of a diff (a pull request's line comments): by path and line of the
+/// new side.
+pub(super) type Notes = std::collections::BTreeMap<(String, u32), Markup>;
+
+/// The changed files with their diffs (a commit's, a comparison's, a pull request's): counts,
+/// then each file, collapsible, with `notes` under the lines they are on.
+fn changes_view(changes: &[ShownChange], truncated: bool, notes: &Notes) -> Markup {
     let (added, removed) = changes.iter().fold((0, 0), |(a, r), c| match &c.diff {
         diff::FileDiff::Text { added, removed, .. } => (a + added, r + removed),
         _ => (a, r),
@@ -719,6 +748,10 @@ fn changes_view(changes: &[ShownChange], truncated: bool) -> Markup {
                                             diff::Line::Context { old, new, text } => tr { td.num { (old) } td.num { (new) } td.line { code { " " (text) } } },
                                             diff::Line::Removed { old, text } => tr.del { td.num { (old) } td.num {} td.line { code { "-" (text) } } },
                                             diff::Line::Added { new, text } => tr.add { td.num {} td.num { (new) } td.line { code { "+" (text) } } },
+                                        }
+                                        @if let diff::Line::Context { new, .. } | diff::Line::Added { new, .. } = l
+                                            && let Some(note) = notes.get(&(c.change.path.clone(), *new as u32)) {
+                                            tr.comments { td.num {} td.num {} td { (note) } }
                                         }
                                     }
                                 }
@@ -786,7 +819,7 @@ pub(super) async fn commit(
                 " · " a href={ (base) "/tree/" (shown.id) } { "Browse files" }
             }
         }
-        (changes_view(&changes, truncated))
+        (changes_view(&changes, truncated, &Notes::new()))
     };
     ctx.respond(StatusCode::OK, &format!("{summary} · {}/{}", repo.owner, repo.name), body)
 }
@@ -1116,8 +1149,23 @@ pub(super) async fn compare(
                 }
             }
         }
+        @if ctx.viewer.0.is_some() && three_dots && counted.is_some_and(|(ahead, _)| ahead > 0) {
+            form.stack.new-pull method="post" action={ (base) "/pulls" } {
+                h3 { "Open a pull request" }
+                input type="hidden" name="csrf" value=(ctx.csrf);
+                input type="hidden" name="base" value=(base_name);
+                input type="hidden" name="head" value=(head_name);
+                label for="pull-title" { "Title" }
+                input id="pull-title" type="text" name="title" required maxlength="256"
+                    value=(commits.last().map(|c| c.text.summary().to_owned()).unwrap_or_default());
+                label for="pull-body" { "Description (Markdown)" }
+                textarea id="pull-body" name="body" rows="6" {}
+                label { input type="checkbox" name="draft" value="true"; " Open it as a draft" }
+                button type="submit" { "Open a pull request" }
+            }
+        }
         @if changes.is_empty() { p { "There is nothing to compare: the trees are the same." } }
-        @else { (changes_view(&changes, truncated)) }
+        @else { (changes_view(&changes, truncated, &Notes::new())) }
     };
     ctx.respond(StatusCode::OK, &format!("Comparing {base_name}...{head_name} · {}/{}", repo.owner, repo.name), body)
 }
@@ -1182,4 +1230,61 @@ pub(super) async fn delete_branch(
         Ok(Err(e)) => ctx.failed(e),
         Err(e) => ctx.failed(e),
     }
+}
+
+/// A pull request's proposal, as its Files tab shows it: the head's commits the base lacks
+/// (oldest first) and the diff from where the two met to the head (`git diff base...head`), with
+/// `notes` under their lines; and the paths it changes.
+pub(super) async fn proposal(
+    state: &AppState,
+    ctx: &Ctx,
+    repo: &Repo,
+    base: &str,
+    head: &str,
+    notes: &Notes,
+) -> Result<(Markup, Vec<String>), Response> {
+    let git = Git { objects: state.git().objects().clone(), refs: state.git().refs().clone(), id: RepoId(repo.id) };
+    let (Ok(base), Ok(head)) = (ObjectId::from_hex(base.as_bytes()), ObjectId::from_hex(head.as_bytes())) else {
+        return Ok((html! { p.note { "Its commits are not known yet." } }, Vec::new()));
+    };
+    let read = blocking(ctx, move || {
+        let walk = git.walk(head, base)?;
+        let commits: Vec<Shown> = match &walk {
+            Some(w) => w
+                .only_a
+                .iter()
+                .take(MAX_COMPARED)
+                .filter_map(|id| git.commit(*id).transpose())
+                .map(|r| r.map(|(_, shown)| shown))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let old_tree = match walk.as_ref().and_then(|w| w.base) {
+            Some(id) => git.commit(id)?.map(|(c, _)| c.tree),
+            None => None,
+        };
+        let (new, _) = git.commit(head)?.ok_or("the head commit is missing")?;
+        let (changes, truncated) = git.changes(old_tree, new.tree)?;
+        Ok((commits, changes, truncated))
+    })
+    .await?;
+    let (mut commits, changes, truncated) = read;
+    commits.reverse();
+    let now = state.now().0;
+    let base_url = format!("/{}/{}", repo.owner, repo.name);
+    let paths = changes.iter().map(|c| c.change.path.clone()).collect();
+    let markup = html! {
+        h3 { (commits.len()) @if commits.len() == 1 { " commit" } @else { " commits" } }
+        ol.commits {
+            @for c in &commits {
+                li {
+                    a.summary href={ (base_url) "/commit/" (c.id) } { (c.text.summary()) }
+                    div.meta { (c.text.author.name) " committed " (when(c.text.committer.time, now)) " · " code { (&c.id.to_string()[..7]) } }
+                }
+            }
+        }
+        @if changes.is_empty() { p { "No files changed." } }
+        @else { (changes_view(&changes, truncated, notes)) }
+    };
+    Ok((markup, paths))
 }

@@ -45,6 +45,8 @@ struct Listed {
     secrets: crate::secrets::SecretList,
     variables: crate::secrets::VariableList,
     ci: crate::usage::RepoCiSettings,
+    /// Whether its CI runs at all.
+    ci_enabled: bool,
     /// For a repository of an organization: its team grants.
     teams: Option<Teams>,
 }
@@ -66,6 +68,7 @@ async fn listed(state: &AppState, who: &Authenticated, repo: &Repo) -> Result<Li
     let Json(secrets) = crate::secrets::list_repo_secrets(st(), me(), path()).await?;
     let Json(variables) = crate::secrets::list_repo_variables(st(), me(), path()).await?;
     let Json(ci) = crate::usage::repo_settings(st(), me(), path()).await?;
+    let Json(permissions) = crate::usage::actions_permissions(st(), me(), path()).await?;
     let teams = match state.store().find_account(&repo.owner).await? {
         Some(owner) if owner.is_org => {
             let Json(grants) = crate::repos::teams(st(), crate::extract::Caller(Some(who.0.clone())), path()).await?;
@@ -77,7 +80,7 @@ async fn listed(state: &AppState, who: &Authenticated, repo: &Repo) -> Result<Li
         }
         _ => None,
     };
-    Ok(Listed { collaborators, hooks, secrets, variables, ci, teams })
+    Ok(Listed { collaborators, hooks, secrets, variables, ci, ci_enabled: permissions.enabled, teams })
 }
 
 /// A labelled choice of repository role (`permission`), `write` chosen.
@@ -278,6 +281,14 @@ async fn settings_page(
         }
         section.settings id="ci" {
             h2 { "CI" }
+            form.stack method="post" action={ (base) "/actions" } {
+                (csrf)
+                div {
+                    input id="ci-enabled" type="checkbox" name="enabled" value="true" checked[listed.ci_enabled];
+                    " " label for="ci-enabled" { "Pushes and pull requests start this repository's workflows (a fork starts with this off)" }
+                }
+                button type="submit" { "Save" }
+            }
             form.stack method="post" action={ (base) "/ci" } {
                 (csrf)
                 label for="log-days" { "Keep job logs for (days; empty: the site's default)" }
@@ -420,6 +431,13 @@ pub(super) async fn act(
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
+        "actions" => {
+            let body =
+                crate::usage::ActionsPermissions { enabled: field("enabled") == "true", allowed_actions: "all".into() };
+            crate::usage::set_actions_permissions(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body))
+                .await
+                .map(|_| "#ci")
+        }
         "delete" => {
             if field("confirm").trim() != format!("{o}/{n}") {
                 Err(ApiError::validation("confirm", format!("Type {o}/{n} to delete this repository.")))
