@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod artifacts;
+pub mod branches;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -239,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(repos::create))
         .routes(routes!(repos::get, repos::update, repos::delete))
         .routes(routes!(repos::fork, repos::forks))
+        .routes(routes!(branches::delete))
         .routes(routes!(repos::collaborators))
         .routes(routes!(repos::teams))
         .routes(routes!(repos::set_collaborator, repos::remove_collaborator))
@@ -251,6 +253,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(pull_comments::request, pull_comments::requested, pull_comments::withdraw))
         .routes(routes!(protection::create_review, protection::list_reviews))
         .routes(routes!(protection::put, protection::get, protection::delete))
+        .routes(routes!(protection::put_org_default, protection::get_org_default, protection::delete_org_default))
         .routes(routes!(hooks::list, hooks::create))
         .routes(routes!(hooks::delete))
         .routes(routes!(hooks::deliveries))

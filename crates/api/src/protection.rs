@@ -282,14 +282,19 @@ pub struct ProtectionBody {
 }
 
 fn protection_body(state: &AppState, repo: &Repo, p: Protection) -> ProtectionBody {
+    let url = format!(
+        "{}/api/v1/repos/{}/{}/branches/{}/protection",
+        state.public_url(),
+        repo.owner,
+        repo.name,
+        p.pattern.replace('/', "%2F")
+    );
+    body_at(url, p)
+}
+
+fn body_at(url: String, p: Protection) -> ProtectionBody {
     ProtectionBody {
-        url: format!(
-            "{}/api/v1/repos/{}/{}/branches/{}/protection",
-            state.public_url(),
-            repo.owner,
-            repo.name,
-            p.pattern.replace('/', "%2F")
-        ),
+        url,
         required_status_checks: p.require_checks.then(|| StatusChecks { strict: p.strict, contexts: p.checks.clone() }),
         enforce_admins: Enabled { enabled: p.enforce_admins },
         required_pull_request_reviews: p.require_pull_request.then(|| ReviewRulesBody {
@@ -328,6 +333,13 @@ pub async fn put(
     require_scope(&caller, Scope::RepoAdmin)?;
     let repo = authorize_repo(&state, Some(&caller), &owner, &name, Role::Admin).await?;
     gitstratum_platform::protection::validate_pattern(&branch).map_err(|why| ApiError::validation("branch", why))?;
+    let protection = protection_from(&state, branch, req).await?;
+    let saved = state.store().put_protection(&repo, &protection, &meta.actor(&caller), state.now()).await?;
+    Ok(Json(protection_body(&state, &repo, saved)))
+}
+
+/// The rules GitHub's body asks for, for `pattern`; a 422 naming what does not fit.
+async fn protection_from(state: &AppState, pattern: String, req: PutProtection) -> Result<Protection, ApiError> {
     if req.restrictions.as_ref().is_some_and(|r| !r.is_null()) {
         return Err(ApiError::validation("restrictions", "push restrictions are not supported; use null"));
     }
@@ -343,8 +355,8 @@ pub async fn put(
             _ => return Err(ApiError::validation("required_pull_request_reviews", format!("no user named {login:?}"))),
         }
     }
-    let protection = Protection {
-        pattern: branch,
+    Ok(Protection {
+        pattern,
         require_checks: req.required_status_checks.is_some(),
         strict: req.required_status_checks.as_ref().is_some_and(|c| c.strict),
         checks: req.required_status_checks.map(|c| c.contexts).unwrap_or_default(),
@@ -356,9 +368,76 @@ pub async fn put(
         allow_force_pushes: req.allow_force_pushes.unwrap_or(false),
         allow_deletions: req.allow_deletions.unwrap_or(false),
         ..Protection::default()
-    };
-    let saved = state.store().put_protection(&repo, &protection, &meta.actor(&caller), state.now()).await?;
-    Ok(Json(protection_body(&state, &repo, saved)))
+    })
+}
+
+fn org_default_url(state: &AppState, org: &str) -> String {
+    format!("{}/api/v1/orgs/{org}/default_branch_protection", state.public_url())
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/default_branch_protection",
+    operation_id = "put_org_default_protection",
+    tag = "pulls",
+    summary = "Set the protection every new repository of the organization gets on its default branch (its owners)",
+    description = "GitHub's branch protection body. Repositories created in the organization (or forked into it) from now on get these rules on their default branch, in the transaction that creates them; those it has keep theirs.",
+    request_body = PutProtection,
+    responses((status = 200, description = "The default as it is now", body = ProtectionBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn put_org_default(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(org): Path<String>,
+    ApiJson(req): ApiJson<PutProtection>,
+) -> Result<Json<ProtectionBody>, ApiError> {
+    let org = crate::orgs::owned_org(&state, &caller, &org).await?;
+    let protection = protection_from(&state, String::new(), req).await?;
+    let saved = state.store().put_org_default_protection(&org, &protection, &meta.actor(&caller), state.now()).await?;
+    Ok(Json(body_at(org_default_url(&state, &org.name), saved)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/default_branch_protection",
+    operation_id = "get_org_default_protection",
+    tag = "pulls",
+    summary = "The protection new repositories of the organization get (its owners)",
+    responses((status = 200, description = "The default", body = ProtectionBody), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn get_org_default(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(org): Path<String>,
+) -> Result<Json<ProtectionBody>, ApiError> {
+    let org = crate::orgs::owned_org(&state, &caller, &org).await?;
+    let p = state.store().org_default_protection(org.id).await?.ok_or_else(|| {
+        ApiError::not_found("protection.not_found", format!("{} has no default branch protection", org.name))
+    })?;
+    Ok(Json(body_at(org_default_url(&state, &org.name), p)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/default_branch_protection",
+    operation_id = "delete_org_default_protection",
+    tag = "pulls",
+    summary = "Stop protecting new repositories of the organization (its owners)",
+    responses((status = 204, description = "Removed"), (status = "4XX", description = "Refused; see the error code", body = crate::error::ErrorDoc))
+)]
+pub async fn delete_org_default(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: RequestMeta,
+    Path(org): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let org = crate::orgs::owned_org(&state, &caller, &org).await?;
+    if state.store().delete_org_default_protection(&org, &meta.actor(&caller), state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("protection.not_found", format!("{} has no default branch protection", org.name)))
+    }
 }
 
 #[utoipa::path(

@@ -343,6 +343,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "pull comments",
         sql: include_str!("../migrations/sqlite/0027_pull_comments.sql"),
     },
+    MigrationSource {
+        version: 28,
+        description: "org default protection",
+        sql: include_str!("../migrations/sqlite/0028_org_default_protection.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -463,6 +468,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 27,
         description: "pull comments",
         sql: include_str!("../migrations/postgres/0027_pull_comments.sql"),
+    },
+    MigrationSource {
+        version: 28,
+        description: "org default protection",
+        sql: include_str!("../migrations/postgres/0028_org_default_protection.sql"),
     },
 ];
 

@@ -81,6 +81,57 @@ const COLUMNS: [&str; 13] = [
     "updated_at",
 ];
 
+/// The row of `p` in `table`, keyed by `key` (`repo_id` or `org_id`) = `id`.
+pub(crate) fn protection_insert(
+    (table, key, id): (&str, &str, i64),
+    p: &Protection,
+    created: Timestamp,
+    now: Timestamp,
+) -> sea_query::InsertStatement {
+    let lines = |list: &[String]| list.join("\n");
+    Query::insert()
+        .into_table(sea_query::Alias::new(table))
+        .columns([key].into_iter().chain(COLUMNS).map(sea_query::Alias::new))
+        .values_panic([
+            id.into(),
+            p.pattern.as_str().into(),
+            p.require_checks.into(),
+            p.strict.into(),
+            lines(&p.checks).into(),
+            p.require_pull_request.into(),
+            p.approvals.into(),
+            p.dismiss_stale_reviews.into(),
+            lines(&p.bypass).into(),
+            p.enforce_admins.into(),
+            p.allow_force_pushes.into(),
+            p.allow_deletions.into(),
+            created.0.into(),
+            now.0.into(),
+        ])
+        .to_owned()
+}
+
+/// The default protection of organization `org_id`, read in a transaction that creates one of its
+/// repositories, and given to the repository's `branch` as its protection.
+pub(crate) async fn apply_org_default(
+    conn: &mut crate::db::Conn<'_>,
+    org_id: i64,
+    repo_id: i64,
+    branch: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let q = Query::select()
+        .columns(COLUMNS)
+        .from("org_default_protections")
+        .and_where(Expr::col("org_id").eq(org_id))
+        .to_owned();
+    if let Some(default) = conn.fetch_optional::<Protection>(&q).await? {
+        let p = Protection { pattern: branch.to_owned(), ..default };
+        conn.execute(&protection_insert(("branch_protections", "repo_id", repo_id), &p, now, now)).await?;
+    }
+    Ok(())
+}
+
 /// What a push does to a branch, for [`Protection::refuses_push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushKind {
@@ -240,7 +291,6 @@ impl PlatformStore {
         if !(0..=MAX_APPROVALS).contains(&p.approvals) {
             return Err(Error::Refused(format!("required approving reviews are 0 to {MAX_APPROVALS}")));
         }
-        let lines = |list: &[String]| list.join("\n");
         let created = self.get_protection(repo.id, &p.pattern).await?.map_or(now, |old| old.created_at);
         let mut tx = self.db.begin().await?;
         let delete = Query::delete()
@@ -249,33 +299,67 @@ impl PlatformStore {
             .and_where(Expr::col("pattern").eq(p.pattern.as_str()))
             .to_owned();
         tx.conn().execute(&delete).await?;
-        let insert = Query::insert()
-            .into_table("branch_protections")
-            .columns(["repo_id"].into_iter().chain(COLUMNS))
-            .values_panic([
-                repo.id.into(),
-                p.pattern.as_str().into(),
-                p.require_checks.into(),
-                p.strict.into(),
-                lines(&p.checks).into(),
-                p.require_pull_request.into(),
-                p.approvals.into(),
-                p.dismiss_stale_reviews.into(),
-                lines(&p.bypass).into(),
-                p.enforce_admins.into(),
-                p.allow_force_pushes.into(),
-                p.allow_deletions.into(),
-                created.0.into(),
-                now.0.into(),
-            ])
-            .to_owned();
-        tx.conn().execute(&insert).await?;
+        tx.conn().execute(&protection_insert(("branch_protections", "repo_id", repo.id), p, created, now)).await?;
         let event = AuditEvent::new("branch_protection.update", format!("repo:{}/{}", repo.owner, repo.name))
             .org(self.owner_org(repo).await?)
             .details(format!(r#"{{"pattern":{:?}}}"#, p.pattern));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
         Ok(self.get_protection(repo.id, &p.pattern).await?.unwrap_or_else(|| p.clone()))
+    }
+
+    /// Sets an organization's default protection: what each repository created in it from now on
+    /// gets on its default branch (repositories it has already keep theirs). Audited.
+    pub async fn put_org_default_protection(
+        &self,
+        org: &crate::Account,
+        p: &Protection,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Protection> {
+        if !(0..=MAX_APPROVALS).contains(&p.approvals) {
+            return Err(Error::Refused(format!("required approving reviews are 0 to {MAX_APPROVALS}")));
+        }
+        let p = Protection { pattern: String::new(), ..p.clone() };
+        let created = self.org_default_protection(org.id).await?.map_or(now, |old| old.created_at);
+        let mut tx = self.db.begin().await?;
+        let delete =
+            Query::delete().from_table("org_default_protections").and_where(Expr::col("org_id").eq(org.id)).to_owned();
+        tx.conn().execute(&delete).await?;
+        tx.conn().execute(&protection_insert(("org_default_protections", "org_id", org.id), &p, created, now)).await?;
+        let event = AuditEvent::new("org.default_protection.update", format!("org:{}", org.name)).org(Some(org.id));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(Protection { created_at: created, updated_at: now, ..p })
+    }
+
+    /// An organization's default protection, if it has one.
+    pub async fn org_default_protection(&self, org_id: i64) -> Result<Option<Protection>> {
+        let q = Query::select()
+            .columns(COLUMNS)
+            .from("org_default_protections")
+            .and_where(Expr::col("org_id").eq(org_id))
+            .to_owned();
+        Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// Removes an organization's default protection; false when it had none. Audited.
+    pub async fn delete_org_default_protection(
+        &self,
+        org: &crate::Account,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let delete =
+            Query::delete().from_table("org_default_protections").and_where(Expr::col("org_id").eq(org.id)).to_owned();
+        let mut tx = self.db.begin().await?;
+        if tx.conn().execute(&delete).await? == 0 {
+            return Ok(false);
+        }
+        let event = AuditEvent::new("org.default_protection.delete", format!("org:{}", org.name)).org(Some(org.id));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn get_protection(&self, repo_id: i64, pattern: &str) -> Result<Option<Protection>> {

@@ -587,6 +587,9 @@ impl PlatformStore {
             .org(owner.is_org.then_some(owner.id))
             .details(format!(r#"{{"private":{private}}}"#));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
+        if owner.is_org {
+            crate::protection::apply_org_default(&mut tx.conn(), owner.id, id, DEFAULT_BRANCH, now).await?;
+        }
         let repo = Repo {
             id,
             owner_id: owner.id,
@@ -660,6 +663,9 @@ impl PlatformStore {
             .org(owner.is_org.then_some(owner.id))
             .details(format!(r#"{{"parent":"{}/{}","private":{}}}"#, parent.owner, parent.name, parent.private));
         append_audit(&mut tx.conn(), actor, &event, now).await?;
+        if owner.is_org {
+            crate::protection::apply_org_default(&mut tx.conn(), owner.id, id, &parent.default_branch, now).await?;
+        }
         let repo = Repo {
             id,
             owner_id: owner.id,

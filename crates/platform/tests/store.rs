@@ -39,6 +39,7 @@ gitstratum_platform::both_backends!(
     pull_requests_opened_at_once_get_distinct_numbers,
     branch_protections_and_reviews,
     forks_line_comments_and_review_requests,
+    organization_default_protection_covers_new_repositories,
 );
 
 fn new_pull(repo: &Repo, head: &str, base: &str) -> gitstratum_platform::NewPull {
@@ -1063,4 +1064,37 @@ async fn forks_line_comments_and_review_requests(store: &PlatformStore) {
     assert_eq!((orphan.parent_id, orphan.network_id, orphan.is_fork()), (None, repo.id, true));
     let grandchild = store.get_repo("octo", "app-2").await.expect("get").expect("stays");
     assert_eq!(grandchild.parent_id, Some(fork.id));
+}
+
+/// An organization's default protection is given to the default branch of each repository
+/// created (or forked) in it afterwards, in the creating transaction; others are untouched.
+async fn organization_default_protection_covers_new_repositories(store: &PlatformStore) {
+    use gitstratum_platform::Protection;
+    let octo = store.create_user("octo", false, &sys(), T0).await.expect("user");
+    let org = store.create_org("acme", &octo, &sys(), T0).await.expect("org");
+    let before = store.create_repo(&org, "old", false, &sys(), T0).await.expect("repo");
+    assert_eq!(store.org_default_protection(org.id).await.expect("get"), None);
+    let rules =
+        Protection { require_pull_request: true, approvals: 1, allow_deletions: false, ..Protection::default() };
+    let saved = store.put_org_default_protection(&org, &rules, &sys(), T0).await.expect("put");
+    assert_eq!((saved.require_pull_request, saved.approvals, saved.pattern.as_str()), (true, 1, ""));
+    let too_many = Protection { approvals: 7, ..rules.clone() };
+    assert!(matches!(store.put_org_default_protection(&org, &too_many, &sys(), T0).await, Err(Error::Refused(_))));
+
+    let new = store.create_repo(&org, "new", false, &sys(), T0).await.expect("repo");
+    let got = store.list_protections(new.id).await.expect("list");
+    assert_eq!(
+        got.iter().map(|p| (p.pattern.as_str(), p.require_pull_request, p.approvals)).collect::<Vec<_>>(),
+        [("main", true, 1)]
+    );
+    assert!(store.list_protections(before.id).await.expect("list").is_empty(), "earlier repositories keep theirs");
+    let mine = store.create_repo(&octo, "mine", false, &sys(), T0).await.expect("repo");
+    assert!(store.list_protections(mine.id).await.expect("list").is_empty(), "a user's repositories are not the org's");
+    let fork = store.create_fork(&mine, &org, "mine", &sys(), T0).await.expect("fork into the org");
+    assert_eq!(store.list_protections(fork.id).await.expect("list").len(), 1);
+
+    assert!(store.delete_org_default_protection(&org, &sys(), T0).await.expect("delete"));
+    assert!(!store.delete_org_default_protection(&org, &sys(), T0).await.expect("again"));
+    let later = store.create_repo(&org, "later", false, &sys(), T0).await.expect("repo");
+    assert!(store.list_protections(later.id).await.expect("list").is_empty());
 }

@@ -853,3 +853,122 @@ async fn line_comments_follow_their_lines_and_reviewers_are_asked() {
     assert_eq!(asked["users"], json!([]), "the review answered the request");
     f.s.stop().await;
 }
+
+/// An organization's default protection covers the default branch of each repository created in
+/// it afterwards: a writer's direct push to it is refused, naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_default_protection_covers_new_repositories() {
+    let f = fixture().await;
+    let admin = f.s.admin_token.clone();
+    let (status, _) = f.call(Method::POST, "/api/v1/orgs", &admin, Some(json!({"name": "acme"}))).await;
+    assert_eq!(status, 201);
+    let (status, body) = f.call(Method::GET, "/api/v1/orgs/acme/default_branch_protection", &admin, None).await;
+    assert_eq!(status, 404, "{body}");
+    let rules = json!({
+        "required_status_checks": null,
+        "enforce_admins": false,
+        "required_pull_request_reviews": {"required_approving_review_count": 1},
+        "restrictions": null
+    });
+    let (status, body) = f.call(Method::PUT, "/api/v1/orgs/acme/default_branch_protection", &admin, Some(rules)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["required_pull_request_reviews"]["required_approving_review_count"], 1, "{body}");
+    let bob = f.s.user_token("bob", &[Scope::RepoRead, Scope::RepoWrite]).await;
+    let (status, body) =
+        f.call(Method::PUT, "/api/v1/orgs/acme/default_branch_protection", &bob, Some(json!({}))).await;
+    assert!(status == 404 || status == 403, "only its owners: {status} {body}");
+
+    let (status, body) = f.s.create_repo(Some(&admin), json!({"name": "app", "owner": "acme"})).await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    let (status, protection) =
+        f.call(Method::GET, "/api/v1/repos/acme/app/branches/main/protection", &admin, None).await;
+    assert_eq!(status, 200, "{protection}");
+    assert_eq!(protection["required_pull_request_reviews"]["required_approving_review_count"], 1);
+    // The organization's owner (an administrator here) seeds main; a writer cannot push to it.
+    f.git.ok(&f.work, &["push", "-q", &f.url_as(&admin, "acme/app"), "main"]).await;
+    let grant = json!({"permission": "write"});
+    let (status, _) = f.call(Method::PUT, "/api/v1/repos/acme/app/collaborators/bob", &admin, Some(grant)).await;
+    assert_eq!(status, 204);
+    f.commit("direct", "main", "a.txt", &[(4, "direct")], "direct").await;
+    let refused = f.git.fails(&f.work, &["push", &f.url_as(&bob, "acme/app"), "direct:main"]).await;
+    assert!(refused.contains("protected branch (main): changes must be made through a pull request"), "{refused}");
+
+    // Deleting branches through the API: never the default branch, nor a protected one whose
+    // rules forbid it; others go.
+    f.git.ok(&f.work, &["push", "-q", &f.url_as(&admin, "acme/app"), "main:release", "main:scratch"]).await;
+    let (status, _) = f
+        .call(
+            Method::PUT,
+            "/api/v1/repos/acme/app/branches/release/protection",
+            &admin,
+            Some(json!({"restrictions": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for (branch, expected, word) in [
+        ("main", 422, "default branch"),
+        ("release", 422, "protected branch (release): cannot be deleted"),
+        ("nope", 404, "no branch"),
+    ] {
+        let (status, body) =
+            f.call(Method::DELETE, &format!("/api/v1/repos/acme/app/git/refs/heads/{branch}"), &bob, None).await;
+        assert_eq!(status, expected, "{branch}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(word)), "{branch}: {body}");
+    }
+    let (status, body) = f.call(Method::DELETE, "/api/v1/repos/acme/app/git/refs/heads/scratch", &bob, None).await;
+    assert_eq!(status, 204, "{body}");
+    let listing = f.git.ok(&f.work, &["ls-remote", &f.url_as(&admin, "acme/app")]).await;
+    assert!(!listing.contains("refs/heads/scratch") && listing.contains("refs/heads/release"), "{listing}");
+    f.s.stop().await;
+}
+
+const SUPERSEDED_WORKFLOW: &str = r#"name: PR
+on: pull_request
+concurrency:
+  group: ${{ github.workflow }}-${{ github.head_ref || github.run_id }}
+  cancel-in-progress: true
+jobs:
+  slow:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 60
+"#;
+
+/// Every run of `admin/app`, newest first.
+async fn all_runs(f: &Fixture) -> Vec<Value> {
+    let (_, page) = f.api(Method::GET, "/runs?limit=100", None).await;
+    page["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// A push to a pull request's head cancels the run of the head before it, when the workflow's
+/// concurrency group says so (GitHub's documented `head_ref || run_id` group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_push_cancels_the_superseded_pull_request_run() {
+    let config = gitstratum_server::ConfigLayer { embedded_runner: Some("true".into()), ..Default::default() };
+    let f = fixture_with(config, &[(".github/workflows/pr.yml", SUPERSEDED_WORKFLOW)]).await;
+    f.commit("feature", "main", "a.txt", &[(1, "feature")], "feature").await;
+    f.open("Slow", "feature", "main").await;
+    let mut first = Value::Null;
+    for _ in 0..300 {
+        if let Some(run) = all_runs(&f).await.into_iter().find(|r| r["status"] == "in_progress") {
+            first = run;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.is_object(), "the first run never started");
+    f.commit("feature", "feature", "b.txt", &[], "more").await;
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        last = all_runs(&f).await;
+        let old = last.iter().find(|r| r["id"] == first["id"]).cloned().unwrap_or_default();
+        if last.len() == 2 && old["conclusion"] == "cancelled" {
+            let newer = last.iter().find(|r| r["id"] != first["id"]).expect("the newer run");
+            assert_ne!(newer["status"], "completed", "the newer run goes on: {newer}");
+            f.s.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the superseded run was not cancelled: {last:?}");
+}

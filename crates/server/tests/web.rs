@@ -878,5 +878,11 @@ async fn pull_request_pages_open_review_comment_and_merge() {
     assert!(page.contains("reviewed") && page.contains("commented on <code>topic.txt</code>"), "{page}");
     let (_, pr) = s.send(Method::GET, "/api/v1/repos/admin/site/pulls/1", admin, None).await;
     assert_eq!(pr["merged"], true, "{pr}");
+    // The merged head branch, deleted from the pull request's page.
+    assert!(page.contains("Delete branch"), "{page}");
+    let deleted = post("/admin/site/pull/1/delete-branch", root, &[]).await.expect("delete");
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let listing = git.ok(&src, &["ls-remote", &format!("http://x:{}@{host}/admin/site.git", s.admin_token)]).await;
+    assert!(!listing.contains("refs/heads/topic") && listing.contains("refs/heads/main"), "{listing}");
     s.stop().await;
 }

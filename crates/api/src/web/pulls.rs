@@ -243,6 +243,9 @@ async fn conversation(
                     }
                 }
             }
+            @if may_write && pull.state == "closed" && pull.head.repo.as_ref().is_some_and(|r| r.id == repo.id) && pull.head.ref_ != repo.default_branch {
+                (ctx.button(&action("delete-branch"), None, "Delete branch", Some("Delete the head branch")))
+            }
             @if (may_write || is_author) && !pull.merged {
                 @if pull.state == "open" { (ctx.button(&action("close"), None, "Close pull request", None)) }
                 @else { (ctx.button(&action("reopen"), None, "Reopen pull request", None)) }
@@ -508,6 +511,26 @@ pub(super) async fn act(
             let reviewers = field("reviewers").split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect();
             let body = crate::pull_comments::Reviewers { reviewers };
             crate::pull_comments::request(st(), me(), path(), ApiJson(body)).await.map(|_| "")
+        }
+        "delete-branch" => {
+            // Only the branch as the pull request last saw it, in this repository.
+            let pull = match crate::pulls::get(st(), Caller(Some(p.clone())), path()).await {
+                Ok(axum::Json(pull)) => pull,
+                Err(e) => return refused(&ctx, e),
+            };
+            let here = pull.head.repo.as_ref().is_some_and(|r| r.id == repo.id);
+            let expected = gitstratum_git::ObjectId::from_hex(pull.head.sha.as_bytes()).ok();
+            if !here || !ctx.may(&repo, Role::Write) {
+                Err(ApiError::forbidden("only those who may write to this repository may delete its branches"))
+            } else {
+                match crate::branches::delete_branch(&state, &p, &repo, &pull.head.ref_, expected).await {
+                    Ok(true) => Ok(""),
+                    Ok(false) => {
+                        Err(ApiError::validation("branch", format!("{} is gone or has moved since", pull.head.ref_)))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         }
         "comment" => {
             let body = crate::pull_comments::CreateComment {

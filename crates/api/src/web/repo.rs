@@ -750,7 +750,7 @@ fn changes_view(changes: &[ShownChange], truncated: bool, notes: &Notes) -> Mark
                                             diff::Line::Added { new, text } => tr.add { td.num {} td.num { (new) } td.line { code { "+" (text) } } },
                                         }
                                         @if let diff::Line::Context { new, .. } | diff::Line::Added { new, .. } = l
-                                            && let Some(note) = notes.get(&(c.change.path.clone(), *new as u32)) {
+                                            && !notes.is_empty() && let Some(note) = notes.get(&(c.change.path.clone(), *new)) {
                                             tr.comments { td.num {} td.num {} td { (note) } }
                                         }
                                     }
@@ -1200,35 +1200,13 @@ pub(super) async fn delete_branch(
             html! { p.error { "The form expired; go back and try again." } },
         );
     }
-    if form.branch == repo.default_branch {
-        return ctx.respond(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Branches",
-            html! { p.error { "The default branch cannot be deleted." } },
-        );
-    }
-    let refs = state.git().refs().clone();
-    let id = RepoId(repo.id);
-    let ref_name = format!("refs/heads/{}", form.branch);
-    let actor = gitstratum_store::Actor { name: p.account.name.clone(), time_ms: state.now().as_millis() };
-    let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-        let Some(current) = refs.get(id, &ref_name).map_err(|e| e.to_string())? else { return Ok(false) };
-        let update = gitstratum_store::RefUpdate { name: ref_name, old: Some(current), new: None };
-        Ok(refs.update(id, &[update], &actor).map_err(|e| e.to_string())?.is_ok())
-    })
-    .await;
-    match done {
-        Ok(Ok(true)) => {
-            tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), branch = %form.branch, actor = %p.account.name, "branch deleted from the web");
-            state.ci().ref_log_grew();
-            axum::response::Redirect::to(&format!("/{}/{}/branches", repo.owner, repo.name)).into_response()
+    // Gone already or moved since the page was read: the list as it is now shows that.
+    match crate::branches::delete_branch(&state, &p, &repo, &form.branch, None).await {
+        Ok(_) => axum::response::Redirect::to(&format!("/{}/{}/branches", repo.owner, repo.name)).into_response(),
+        Err(e) if e.status.is_client_error() => {
+            ctx.respond(e.status, "Branches", html! { p.error role="alert" { (e.message) } })
         }
-        // Gone already, or moved since the page was read: show the list as it is now.
-        Ok(Ok(false)) => {
-            axum::response::Redirect::to(&format!("/{}/{}/branches", repo.owner, repo.name)).into_response()
-        }
-        Ok(Err(e)) => ctx.failed(e),
-        Err(e) => ctx.failed(e),
+        Err(e) => ctx.failed(e.message),
     }
 }
 
