@@ -148,6 +148,15 @@ pub async fn create(
             gitstratum_platform::Error::Refused(why) => ApiError::validation("body", why),
             other => other.into(),
         })?;
+    // A push that moved the head while the comment was placed has carried the others already:
+    // carry this one too.
+    let now = find_pull(&state, &repo, number).await?;
+    let comment = if comment.line.is_some() && now.head_sha != comment.commit_sha {
+        pulls(&state).follow_comments(&now, &now.head_sha).await.map_err(pull_error)?;
+        state.store().get_comment(pull.id, comment.id).await?.unwrap_or(comment)
+    } else {
+        comment
+    };
     let full = format!("{}/{}", repo.owner, repo.name);
     Ok((StatusCode::CREATED, Json(comment_body(&state, &full, number, comment))))
 }

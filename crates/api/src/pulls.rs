@@ -244,6 +244,17 @@ pub async fn create(
             if crate::repos::repo_decision(&state, Some(&caller), &fork, Role::Read).await?.is_err() {
                 return Err(no_fork());
             }
+            // A private repository's branch is copied into the base by proposing it: only those
+            // who may push to it may do that, not everyone who may read it.
+            if fork.private
+                && !caller.is_site_admin()
+                && state.store().repo_role(caller.account.id, &fork).await?.is_none_or(|r| r < Role::Write)
+            {
+                return Err(ApiError::validation(
+                    "head",
+                    format!("proposing a branch of the private {}/{} needs push access to it", fork.owner, fork.name),
+                ));
+            }
             (fork, branch)
         }
         None => (repo.clone(), req.head.as_str()),
@@ -477,6 +488,19 @@ pub async fn merge(
         Some(text) => MergeMethod::parse(text)
             .ok_or_else(|| ApiError::validation("merge_method", format!("{text:?} is not merge, squash or rebase")))?,
     };
+    let allowed = match method {
+        MergeMethod::Merge => repo.merge.allow_merge_commit,
+        MergeMethod::Squash => repo.merge.allow_squash_merge,
+        MergeMethod::Rebase => repo.merge.allow_rebase_merge,
+    };
+    if !allowed {
+        let word = req.merge_method.as_deref().unwrap_or("merge");
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "pull.method_not_allowed",
+            format!("{word} merges are not allowed on this repository"),
+        ));
+    }
     let now = state.now();
     let request = MergeRequest {
         method,
@@ -502,6 +526,14 @@ pub async fn merge(
     }
     let sha = service.merge(&repo, &pull, &request).await.map_err(pull_error)?;
     tracing::info!(repo = %format!("{}/{}", repo.owner, repo.name), number, %sha, "pull request merged");
+    // Its head branch goes too, when the repository says so, it is here, and it did not move.
+    if repo.merge.delete_branch_on_merge
+        && pull.head_repo_id == Some(repo.id)
+        && let Ok(head) = gitstratum_git::ObjectId::from_hex(pull.head_sha.as_bytes())
+        && let Err(e) = crate::branches::delete_branch(&state, &caller, &repo, &pull.head_ref, Some(head)).await
+    {
+        tracing::info!(branch = %pull.head_ref, error = %e.message, "the merged head branch stays");
+    }
     Ok(Json(MergeResult { sha, merged: true, message: "Pull Request successfully merged".to_owned() }))
 }
 

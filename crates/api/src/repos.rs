@@ -41,6 +41,12 @@ pub struct RepoBody {
     pub created_at: String,
     /// Whether it was made as a fork of another repository.
     pub fork: bool,
+    /// Which merge methods its pull requests may use.
+    pub allow_merge_commit: bool,
+    pub allow_squash_merge: bool,
+    pub allow_rebase_merge: bool,
+    /// A merged pull request's head branch (of this repository) is deleted.
+    pub delete_branch_on_merge: bool,
     /// The repository it was forked from, when it still exists and the caller may read it (in
     /// the answers about one repository; listings leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +77,10 @@ impl RepoBody {
             default_branch: repo.default_branch,
             description: Some(repo.description).filter(|d| !d.is_empty()),
             fork: repo.network_id != repo.id,
+            allow_merge_commit: repo.merge.allow_merge_commit,
+            allow_squash_merge: repo.merge.allow_squash_merge,
+            allow_rebase_merge: repo.merge.allow_rebase_merge,
+            delete_branch_on_merge: repo.merge.delete_branch_on_merge,
             parent: None,
         }
     }
@@ -302,8 +312,13 @@ pub async fn fork(
     let (from, to) = (gitstratum_store::RepoId(parent.id), gitstratum_store::RepoId(fork.id));
     let (default_branch, who, now_ms) = (default_branch(&state, &parent), caller.account.name.clone(), state.now().0);
     let copied = tokio::task::spawn_blocking(move || -> gitstratum_store::Result<()> {
-        objects.fork(from, to)?;
+        // The refs first, then the objects: whatever a push adds to the parent in between is in
+        // the objects, so every ref copied names objects the fork has. (A repack of the parent
+        // keeps what was reachable for its grace period, and the pin holds pruning meanwhile.)
+        let _pin = objects.pin(from);
         let head = refs.head(from)?;
+        let listed = refs.list(from)?;
+        objects.fork(from, to)?;
         let wanted = |name: &str| {
             if body.default_branch_only {
                 name == format!("refs/heads/{default_branch}")
@@ -311,8 +326,7 @@ pub async fn fork(
                 name.starts_with("refs/heads/") || name.starts_with("refs/tags/")
             }
         };
-        let updates: Vec<gitstratum_store::RefUpdate> = refs
-            .list(from)?
+        let updates: Vec<gitstratum_store::RefUpdate> = listed
             .into_iter()
             .filter(|(name, _)| wanted(name))
             .map(|(name, id)| gitstratum_store::RefUpdate { name, old: None, new: Some(id) })
@@ -556,12 +570,22 @@ pub async fn list_mine(
     Ok(Json(repos.into_iter().map(|r| RepoBody::new(r, &state)).collect()))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct UpdateRepo {
     pub private: Option<bool>,
     /// An empty one removes it.
     #[serde(default)]
     pub description: Option<String>,
+    /// Merge methods its pull requests may use (at least one stays allowed).
+    #[serde(default)]
+    pub allow_merge_commit: Option<bool>,
+    #[serde(default)]
+    pub allow_squash_merge: Option<bool>,
+    #[serde(default)]
+    pub allow_rebase_merge: Option<bool>,
+    /// Delete a merged pull request's head branch (of this repository).
+    #[serde(default)]
+    pub delete_branch_on_merge: Option<bool>,
 }
 
 /// Changes a repository's visibility and description; needs admin on it.
@@ -587,6 +611,19 @@ pub async fn update(
     if body.private == Some(false) && repo.private && repo.is_fork() {
         // Its network's objects would be readable by anyone through it.
         return Err(ApiError::validation("private", "a private fork stays private"));
+    }
+    let merge = gitstratum_platform::MergeOptions {
+        allow_merge_commit: body.allow_merge_commit.unwrap_or(repo.merge.allow_merge_commit),
+        allow_squash_merge: body.allow_squash_merge.unwrap_or(repo.merge.allow_squash_merge),
+        allow_rebase_merge: body.allow_rebase_merge.unwrap_or(repo.merge.allow_rebase_merge),
+        delete_branch_on_merge: body.delete_branch_on_merge.unwrap_or(repo.merge.delete_branch_on_merge),
+    };
+    if !(merge.allow_merge_commit || merge.allow_squash_merge || merge.allow_rebase_merge) {
+        return Err(ApiError::validation("allow_merge_commit", "at least one merge method must stay allowed"));
+    }
+    if merge != repo.merge {
+        state.store().set_merge_options(&repo, merge, &meta.actor(&caller), state.now()).await?;
+        repo.merge = merge;
     }
     if let Some(text) = described {
         repo.description = state.store().set_repo_description(&repo, &text, &meta.actor(&caller), state.now()).await?;

@@ -348,6 +348,11 @@ const SQLITE_MIGRATIONS: &[MigrationSource] = &[
         description: "org default protection",
         sql: include_str!("../migrations/sqlite/0028_org_default_protection.sql"),
     },
+    MigrationSource {
+        version: 29,
+        description: "merge options",
+        sql: include_str!("../migrations/sqlite/0029_merge_options.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
     MigrationSource { version: 1, description: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
@@ -473,6 +478,11 @@ const POSTGRES_MIGRATIONS: &[MigrationSource] = &[
         version: 28,
         description: "org default protection",
         sql: include_str!("../migrations/postgres/0028_org_default_protection.sql"),
+    },
+    MigrationSource {
+        version: 29,
+        description: "merge options",
+        sql: include_str!("../migrations/postgres/0029_merge_options.sql"),
     },
 ];
 

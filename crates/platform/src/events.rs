@@ -78,6 +78,7 @@ impl FromDbRow for PlatformEvent {
                 // Nor its place among forks.
                 parent_id: None,
                 network_id: row.get("repo_id")?,
+                merge: crate::store::MergeOptions::default(),
             },
             actor: row.get("actor")?,
             created_at: Timestamp(row.get("created_at")?),

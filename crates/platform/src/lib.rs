@@ -36,8 +36,8 @@ pub use protection::{Protection, PushKind, Review, ReviewState};
 pub use pulls::{Mergeability, Mergeable, NewPull, Pull, PullEdit, PullFilter, PullState};
 pub use secrets::{SecretKey, Visibility};
 pub use store::{
-    Account, Error, INITIAL_ADMIN, MAX_DESCRIPTION_CHARS, NewToken, PlatformStore, Principal, Repo, SESSION_TOKEN_NAME,
-    TokenInfo, validate_description,
+    Account, Error, INITIAL_ADMIN, MAX_DESCRIPTION_CHARS, MergeOptions, NewToken, PlatformStore, Principal, Repo,
+    SESSION_TOKEN_NAME, TokenInfo, validate_description,
 };
 pub use token::{Scope, Scopes, TokenSecret};
 pub use webhooks::{AttemptOutcome, Delivery, HookOwner, NewDelivery, Webhook};

@@ -157,6 +157,29 @@ pub struct Repo {
     /// Its network of forks: the id of the repository the chain of forks began with (its own id
     /// when it is no fork). Pull requests go between repositories of one network.
     pub network_id: i64,
+    /// How its pull requests may be merged.
+    pub merge: MergeOptions,
+}
+
+/// How a repository's pull requests may be merged (GitHub's repository settings of those names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeOptions {
+    pub allow_merge_commit: bool,
+    pub allow_squash_merge: bool,
+    pub allow_rebase_merge: bool,
+    /// A merged pull request's head branch (in the repository itself) is deleted.
+    pub delete_branch_on_merge: bool,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            allow_merge_commit: true,
+            allow_squash_merge: true,
+            allow_rebase_merge: true,
+            delete_branch_on_merge: false,
+        }
+    }
 }
 
 impl Repo {
@@ -195,6 +218,12 @@ impl FromDbRow for Repo {
             created_at: Timestamp(row.get("created_at")?),
             parent_id: row.get("parent_id")?,
             network_id: row.get("network_id")?,
+            merge: MergeOptions {
+                allow_merge_commit: row.get("allow_merge_commit")?,
+                allow_squash_merge: row.get("allow_squash_merge")?,
+                allow_rebase_merge: row.get("allow_rebase_merge")?,
+                delete_branch_on_merge: row.get("delete_branch_on_merge")?,
+            },
         })
     }
 }
@@ -601,6 +630,7 @@ impl PlatformStore {
             created_at: now,
             parent_id: None,
             network_id: id,
+            merge: MergeOptions::default(),
         };
         append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
         tx.commit().await?;
@@ -677,6 +707,7 @@ impl PlatformStore {
             created_at: now,
             parent_id: Some(parent.id),
             network_id: parent.network_id,
+            merge: MergeOptions::default(),
         };
         append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
         tx.commit().await?;
@@ -811,6 +842,38 @@ impl PlatformStore {
         append_audit(&mut tx.conn(), actor, &event, now).await?;
         tx.commit().await?;
         Ok(description)
+    }
+
+    /// Sets how a repository's pull requests may be merged; at least one method must stay
+    /// allowed. Audited.
+    pub async fn set_merge_options(
+        &self,
+        repo: &Repo,
+        merge: MergeOptions,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
+        if !(merge.allow_merge_commit || merge.allow_squash_merge || merge.allow_rebase_merge) {
+            return Err(Error::Refused("at least one merge method must be allowed".to_owned()));
+        }
+        let org = self.owner_org(repo).await?;
+        let update = Query::update()
+            .table("repos")
+            .value("allow_merge_commit", merge.allow_merge_commit)
+            .value("allow_squash_merge", merge.allow_squash_merge)
+            .value("allow_rebase_merge", merge.allow_rebase_merge)
+            .value("delete_branch_on_merge", merge.delete_branch_on_merge)
+            .and_where(Expr::col("id").eq(repo.id))
+            .to_owned();
+        let mut tx = self.db.begin().await?;
+        tx.conn().execute(&update).await?;
+        let event = AuditEvent::new("repo.update", format!("repo:{}/{}", repo.owner, repo.name)).org(org).details(format!(
+            r#"{{"allow_merge_commit":{},"allow_squash_merge":{},"allow_rebase_merge":{},"delete_branch_on_merge":{}}}"#,
+            merge.allow_merge_commit, merge.allow_squash_merge, merge.allow_rebase_merge, merge.delete_branch_on_merge
+        ));
+        append_audit(&mut tx.conn(), actor, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Deletes a repository; false when it was already gone.
@@ -975,6 +1038,10 @@ pub(crate) fn repo_select() -> sea_query::SelectStatement {
             ("repos", "description"),
             ("repos", "created_at"),
             ("repos", "parent_id"),
+            ("repos", "allow_merge_commit"),
+            ("repos", "allow_squash_merge"),
+            ("repos", "allow_rebase_merge"),
+            ("repos", "delete_branch_on_merge"),
         ])
         .expr_as(Expr::col(("accounts", "name")), "owner")
         .expr_as(Func::coalesce([Expr::col(("repos", "network_id")), Expr::col(("repos", "id"))]), "network_id")

@@ -210,7 +210,7 @@ impl Pulls {
 
     /// Carries the live line comments of a pull request to its new head `head`: each moves with
     /// the lines added or removed above it, or is outdated once its own line changed.
-    async fn follow_comments(&self, pull: &Pull, head: &str) -> Result<()> {
+    pub async fn follow_comments(&self, pull: &Pull, head: &str) -> Result<()> {
         let live = self.platform.live_comments(pull.id).await?;
         let Ok(to) = ObjectId::from_hex(head.as_bytes()) else { return Ok(()) };
         let moving: Vec<_> =

@@ -13,6 +13,7 @@ use crate::{PullError, Result};
 /// is reachable from a ref before the caller moves one, so a partial copy is harmless).
 const BATCH_BYTES: usize = 32 << 20;
 const LOOKUP_BATCH: usize = 512;
+const READ_BATCH: usize = 16;
 
 /// Copies into `to` every object reachable from the commit `tip` of `from` that `to` does not
 /// hold, walking down from `tip` and stopping at what `to` has (a commit or tree `to` holds is
@@ -36,16 +37,17 @@ pub fn import_reachable(objects: &dyn ObjectStore, from: RepoId, to: RepoId, tip
         for chunk in ids.chunks(LOOKUP_BATCH) {
             let have = objects.has_many(to, chunk)?;
             let missing: Vec<ObjectId> = chunk.iter().zip(have).filter(|(_, h)| !h).map(|(id, _)| *id).collect();
-            for (id, object) in missing.iter().zip(objects.get_many(from, &missing)?) {
-                let object = object.ok_or_else(|| missing_in(from, *id))?;
-                if object.kind != ObjectKind::Commit {
-                    return Err(PullError::Refused(format!("{id} is a {:?}, not a commit", object.kind)));
+            for part in missing.chunks(READ_BATCH) {
+                for (id, object) in read(objects, from, part)? {
+                    if object.kind != ObjectKind::Commit {
+                        return Err(PullError::Refused(format!("{id} is a {:?}, not a commit", object.kind)));
+                    }
+                    let commit =
+                        parse::commit(&object.data).map_err(|e| PullError::Refused(format!("commit {id}: {e}")))?;
+                    trees.push(commit.tree);
+                    frontier.extend(commit.parents);
+                    commits.push(NewObject { id, kind: object.kind, data: object.data });
                 }
-                let commit =
-                    parse::commit(&object.data).map_err(|e| PullError::Refused(format!("commit {id}: {e}")))?;
-                trees.push(commit.tree);
-                frontier.extend(commit.parents);
-                commits.push(NewObject { id: *id, kind: object.kind, data: object.data });
             }
         }
     }
@@ -56,15 +58,16 @@ pub fn import_reachable(objects: &dyn ObjectStore, from: RepoId, to: RepoId, tip
         for chunk in ids.chunks(LOOKUP_BATCH) {
             let have = objects.has_many(to, chunk)?;
             let missing: Vec<ObjectId> = chunk.iter().zip(have).filter(|(_, h)| !h).map(|(id, _)| *id).collect();
-            for (id, object) in missing.iter().zip(objects.get_many(from, &missing)?) {
-                let object = object.ok_or_else(|| missing_in(from, *id))?;
-                if object.kind == ObjectKind::Tree {
-                    let entries =
-                        parse::tree(&object.data).map_err(|e| PullError::Refused(format!("tree {id}: {e}")))?;
-                    // Submodule entries name commits of other repositories: nothing to copy.
-                    level.extend(entries.iter().filter(|e| e.kind().is_some()).map(|e| e.id));
+            for part in missing.chunks(READ_BATCH) {
+                for (id, object) in read(objects, from, part)? {
+                    if object.kind == ObjectKind::Tree {
+                        let entries =
+                            parse::tree(&object.data).map_err(|e| PullError::Refused(format!("tree {id}: {e}")))?;
+                        // Submodule entries name commits of other repositories: nothing to copy.
+                        level.extend(entries.iter().filter(|e| e.kind().is_some()).map(|e| e.id));
+                    }
+                    copied += batch.add(objects, to, NewObject { id, kind: object.kind, data: object.data })?;
                 }
-                copied += batch.add(objects, to, NewObject { id: *id, kind: object.kind, data: object.data })?;
             }
         }
     }
@@ -74,6 +77,19 @@ pub fn import_reachable(objects: &dyn ObjectStore, from: RepoId, to: RepoId, tip
         copied += commits.len();
     }
     Ok(copied)
+}
+
+/// The objects `ids` of `repo` (callers pass at most [`READ_BATCH`], so a run of large blobs is
+/// never all in memory at once), each one that must be there.
+fn read(
+    objects: &dyn ObjectStore,
+    repo: RepoId,
+    ids: &[ObjectId],
+) -> Result<Vec<(ObjectId, gitstratum_store::Object)>> {
+    ids.iter()
+        .zip(objects.get_many(repo, ids)?)
+        .map(|(id, object)| object.map(|o| (*id, o)).ok_or_else(|| missing_in(repo, *id)))
+        .collect()
 }
 
 fn missing_in(repo: RepoId, id: ObjectId) -> PullError {

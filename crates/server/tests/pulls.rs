@@ -718,9 +718,20 @@ async fn forks_share_history_and_propose_changes_to_their_parent() {
     assert_eq!((status, private_fork["private"].clone()), (202, json!(true)), "{private_fork}");
     let (status, body) = f.call(Method::PATCH, "/api/v1/repos/bob/secret", &bob, Some(json!({"private": false}))).await;
     assert_eq!(status, 422, "{body}");
-    let carol = f.s.user_token("carol", &[Scope::RepoRead]).await;
+    let carol = f.s.user_token("carol", &[Scope::RepoRead, Scope::RepoWrite]).await;
     let (status, _) = f.call(Method::GET, "/api/v1/repos/bob/secret", &carol, None).await;
     assert_eq!(status, 404, "a private fork is not visible to others");
+    // Reading a private fork is not enough to copy its branch into the parent.
+    for repo in ["admin/secret", "bob/secret"] {
+        let token = if repo == "bob/secret" { &bob } else { &f.s.admin_token };
+        let path = format!("/api/v1/repos/{repo}/collaborators/carol");
+        let (status, _) = f.call(Method::PUT, &path, token, Some(json!({"permission": "read"}))).await;
+        assert_eq!(status, 204, "{repo}");
+    }
+    let open = json!({"title": "x", "head": "bob:main", "base": "main"});
+    let (status, body) = f.call(Method::POST, "/api/v1/repos/admin/secret/pulls", &carol, Some(open)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("needs push access")), "{body}");
     f.s.stop().await;
 }
 
@@ -971,4 +982,37 @@ async fn a_new_push_cancels_the_superseded_pull_request_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the superseded run was not cancelled: {last:?}");
+}
+
+/// A repository chooses the merge methods its pull requests may use, and whether a merged head
+/// branch is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_choose_merge_methods_and_delete_merged_branches() {
+    let f = fixture().await;
+    let (status, repo) = f.api(Method::GET, "", None).await;
+    assert_eq!(status, 200);
+    let flags = |r: &Value| {
+        ["allow_merge_commit", "allow_squash_merge", "allow_rebase_merge", "delete_branch_on_merge"]
+            .map(|k| r[k].clone())
+    };
+    assert_eq!(flags(&repo), [json!(true), json!(true), json!(true), json!(false)]);
+    let none = json!({"allow_merge_commit": false, "allow_squash_merge": false, "allow_rebase_merge": false});
+    let (status, body) = f.api(Method::PATCH, "", Some(none)).await;
+    assert_eq!(status, 422, "one method must stay: {body}");
+    let only_merge = json!({"allow_squash_merge": false, "allow_rebase_merge": false, "delete_branch_on_merge": true});
+    let (status, repo) = f.api(Method::PATCH, "", Some(only_merge)).await;
+    assert_eq!(status, 200, "{repo}");
+    assert_eq!(flags(&repo), [json!(true), json!(false), json!(false), json!(true)]);
+
+    let head = f.commit("feature", "main", "a.txt", &[(2, "feature")], "feature").await;
+    f.open("Merge me", "feature", "main").await;
+    let (status, body) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "squash"}))).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("squash merges are not allowed")), "{body}");
+    let (status, body) =
+        f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "merge", "sha": head}))).await;
+    assert_eq!(status, 200, "{body}");
+    let listing = f.remote_refs().await;
+    assert!(!listing.contains("refs/heads/feature"), "the merged head branch is gone: {listing}");
+    f.s.stop().await;
 }

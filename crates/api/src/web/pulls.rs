@@ -234,9 +234,9 @@ async fn conversation(
                         input type="hidden" name="sha" value=(pull.head.sha);
                         label for="merge-method" { "Method " }
                         select id="merge-method" name="merge_method" {
-                            option value="merge" { "Create a merge commit" }
-                            option value="squash" { "Squash and merge" }
-                            option value="rebase" { "Rebase and merge" }
+                            @if repo.merge.allow_merge_commit { option value="merge" { "Create a merge commit" } }
+                            @if repo.merge.allow_squash_merge { option value="squash" { "Squash and merge" } }
+                            @if repo.merge.allow_rebase_merge { option value="rebase" { "Rebase and merge" } }
                         }
                         " "
                         button type="submit" { "Merge pull request" }

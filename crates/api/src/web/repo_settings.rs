@@ -279,6 +279,24 @@ async fn settings_page(
                 button type="submit" { "Save variable" }
             }
         }
+        section.settings id="pulls" {
+            h2 { "Pull requests" }
+            form.stack method="post" action={ (base) "/merge" } {
+                (csrf)
+                @for (field, checked, label) in [
+                    ("allow_merge_commit", repo.merge.allow_merge_commit, "Allow merge commits"),
+                    ("allow_squash_merge", repo.merge.allow_squash_merge, "Allow squash merging"),
+                    ("allow_rebase_merge", repo.merge.allow_rebase_merge, "Allow rebase merging"),
+                    ("delete_branch_on_merge", repo.merge.delete_branch_on_merge, "Delete head branches once merged"),
+                ] {
+                    div {
+                        input id=(field) type="checkbox" name=(field) value="true" checked[checked];
+                        " " label for=(field) { (label) }
+                    }
+                }
+                button type="submit" { "Save" }
+            }
+        }
         section.settings id="ci" {
             h2 { "CI" }
             form.stack method="post" action={ (base) "/actions" } {
@@ -361,11 +379,11 @@ pub(super) async fn act(
     let settings = format!("/{o}/{n}/settings");
     let result: Result<String, ApiError> = match action.as_str() {
         "visibility" => {
-            let body = crate::repos::UpdateRepo { private: Some(field("private") == "true"), description: None };
+            let body = crate::repos::UpdateRepo { private: Some(field("private") == "true"), ..Default::default() };
             crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
         }
         "description" => {
-            let body = crate::repos::UpdateRepo { private: None, description: Some(field("description")) };
+            let body = crate::repos::UpdateRepo { description: Some(field("description")), ..Default::default() };
             crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
         }
         "collaborators" => {
@@ -431,6 +449,17 @@ pub(super) async fn act(
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
+        "merge" => {
+            let on = |k: &str| Some(field(k) == "true");
+            let body = crate::repos::UpdateRepo {
+                allow_merge_commit: on("allow_merge_commit"),
+                allow_squash_merge: on("allow_squash_merge"),
+                allow_rebase_merge: on("allow_rebase_merge"),
+                delete_branch_on_merge: on("delete_branch_on_merge"),
+                ..Default::default()
+            };
+            crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#pulls")
+        }
         "actions" => {
             let body =
                 crate::usage::ActionsPermissions { enabled: field("enabled") == "true", allowed_actions: "all".into() };
