@@ -9,7 +9,9 @@ maintenance held off, so the packs are as pushed). Then, --runs times:
           `git clone --bare --local` of the same repository (hard-linked objects, refs copied:
           C git's cheapest full copy on one file system);
   bytes   the data directory's growth on disk for one fork (the object index copy, in RocksDB's
-          log until it is flushed), counting a hard-linked file once, against the clone's.
+          log until it is flushed), counting a hard-linked file once, against the clone's;
+  at rest the same for one more fork of the fork, measured with the server stopped (RocksDB
+          flushed to its tables) before and after, log files left out.
 Then the newest fork is cloned (`git clone --bare`) and checked with `git fsck` against the
 parent's objects, and the parent is deleted and the fork cloned and checked again.
 Ratios are ours / C git's (below 1.0: faster or smaller). Our figures include the HTTP request.
@@ -43,6 +45,19 @@ def disk_bytes(*roots):
                 if (st.st_dev, st.st_ino) not in seen:
                     seen.add((st.st_dev, st.st_ino))
                     total += st.st_blocks * 512
+    return total
+
+
+def disk_bytes_matching(root, suffix):
+    """Bytes of the files under `root` whose names end with `suffix`."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(suffix):
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                except FileNotFoundError:
+                    pass
     return total
 
 
@@ -83,11 +98,22 @@ def main():
         run("git", "clone", "-q", "--bare", server.push_url(fork), again)
         run("git", "fsck", "--no-dangling", cwd=again)
         print("the fork clones whole and passes git fsck, before and after its parent is deleted")
+        # At rest: the data directory of a server stopped (RocksDB flushed) with and without one
+        # more fork, its log files left out.
+        server.stop()
+        rest = lambda: disk_bytes(data) - disk_bytes_matching(data, ".log")  # noqa: E731
+        at_rest_before = rest()
+        server = Server(a.server, data, env={"GITSTRATUM_GIT_MAINTENANCE_SECS": "86400"})
+        server.api("POST", "/api/v1/repos/admin/" + fork.split("/")[1] + "/forks", {"name": "at-rest"})
+        server.stop()
+        at_rest = rest() - at_rest_before
+        server = Server(a.server, data, env={"GITSTRATUM_GIT_MAINTENANCE_SECS": "86400"})
         m, r = statistics.median(ours), statistics.median(theirs)
         print(f"{'fork':<8} ours {m * 1000:8.1f} ms   git clone --local {r * 1000:8.1f} ms   ratio {m / r:5.2f}x")
         mb, rb = statistics.median(our_bytes), statistics.median(their_bytes)
         print(f"{'bytes':<8} ours {mb / 1e6:8.1f} MB   git clone --local {rb / 1e6:8.1f} MB   ratio {mb / max(rb, 1):5.2f}x"
               f"   (the repository's packs: {disk_bytes(os.path.join(a.repo, 'objects')) / 1e6:.1f} MB)")
+        print(f"{'at rest':<8} ours {at_rest / 1e6:8.1f} MB for one more fork once RocksDB flushed (its log files left out)")
     finally:
         server.stop()
 

@@ -87,6 +87,8 @@ fn name_rule(kind: &str) -> Option<(String, Option<usize>)> {
 const NAMED_FIELDS: &[(&str, &str, &str)] = &[
     ("CreateRepo", "name", "repo"),
     ("CreateRepo", "owner", "owner"),
+    ("CreateFork", "name", "repo"),
+    ("CreateFork", "organization", "org"),
     ("CreateOrg", "name", "org"),
     ("CreateUser", "username", "username"),
     ("CreateTeam", "name", "team"),

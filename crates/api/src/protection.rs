@@ -25,6 +25,9 @@ pub(crate) async fn is_admin(state: &AppState, caller: &Principal, repo: &Repo) 
     Ok(state.store().repo_role(caller.account.id, repo).await? == Some(Role::Admin))
 }
 
+/// The words of the `strict` rule's refusal: the head lacks the base's tip (GitHub's `behind`).
+pub(crate) const BEHIND: &str = "the head must be up to date with";
+
 /// How a required check stands on a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CheckState {
@@ -200,7 +203,7 @@ pub(crate) async fn refuses_merge(
             return rule(format!("required status checks have not passed: {}", unmet.join(", ")));
         }
         if p.strict && !contains_base.await? {
-            return rule(format!("the head must be up to date with {} first", pull.base_ref));
+            return rule(format!("{BEHIND} {} first", pull.base_ref));
         }
     }
     Ok(None)
@@ -228,6 +231,7 @@ pub struct ReviewRules {
     pub dismiss_stale_reviews: bool,
     /// 0 to 6.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 6)]
     pub required_approving_review_count: i64,
     /// Users who may skip the pull request rules.
     pub bypass_pull_request_allowances: Option<BypassAllowances>,

@@ -73,7 +73,8 @@ pub struct PullBody {
     pub merged: bool,
     /// `null` while it is being computed, as on GitHub.
     pub mergeable: Option<bool>,
-    /// `clean`, `dirty` (conflicts), `blocked` (a protection rule holds it back), `draft`,
+    /// `clean`, `dirty` (conflicts), `blocked` (a protection rule holds it back), `behind` (the
+    /// protection wants the head up to date with the base, and it is not), `draft`,
     /// `unknown`; for closed ones, `unknown`.
     pub mergeable_state: String,
     /// The paths that conflict (GitStratum's addition; GitHub has no field for it).
@@ -371,7 +372,9 @@ pub async fn get(
     };
     let mut answer = body(&state, &repo, pull).await?;
     if let Some(why) = blocked {
-        answer.mergeable_state = "blocked".to_owned();
+        // Only out of date with its base: GitHub's `behind`.
+        let behind = why.contains(crate::protection::BEHIND);
+        answer.mergeable_state = if behind { "behind" } else { "blocked" }.to_owned();
         answer.blocked_by = Some(why);
     }
     Ok(Json(answer))

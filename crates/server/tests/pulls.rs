@@ -1009,6 +1009,15 @@ async fn repositories_choose_merge_methods_and_delete_merged_branches() {
     let (status, body) = f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "squash"}))).await;
     assert_eq!(status, 405, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("squash merges are not allowed")), "{body}");
+    // The base moves on and its protection wants heads up to date: `behind`, as GitHub says.
+    f.commit("main", "main", "c.txt", &[], "main moves").await;
+    let strict = json!({"required_status_checks": {"strict": true, "contexts": []}, "restrictions": null});
+    let (status, body) = f.api(Method::PUT, "/branches/main/protection", Some(strict)).await;
+    assert_eq!(status, 200, "{body}");
+    let pr = f.wait_for(1, "the moved base", |p| p["mergeable"] == true && p["mergeable_state"] != "clean").await;
+    assert_eq!(pr["mergeable_state"], "behind", "{pr}");
+    let (status, _) = f.api(Method::DELETE, "/branches/main/protection", None).await;
+    assert_eq!(status, 204);
     let (status, body) =
         f.api(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "merge", "sha": head}))).await;
     assert_eq!(status, 200, "{body}");

@@ -225,6 +225,7 @@ async fn conversation(
                         ul { @for f in &pull.conflicting_files { li { code { (f) } } } }
                     },
                     "blocked" => p.error { "Merging is blocked: " (pull.blocked_by.as_deref().unwrap_or("a branch protection rule")) },
+                    "behind" => p.error { "This branch is out of date with the base branch: " (pull.blocked_by.as_deref().unwrap_or("")) },
                     "draft" => p.note { "This pull request is still a draft." },
                     _ => p.note { "Checking whether it merges cleanly…" },
                 }
