@@ -588,39 +588,9 @@ impl PlatformStore {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Repo> {
-        validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
         let description = validate_description(description).map_err(Error::Refused)?;
-        let insert = Query::insert()
-            .into_table("repos")
-            .columns(["owner_id", "name", "name_key", "private", "default_branch", "description", "created_at"])
-            .values_panic([
-                owner.id.into(),
-                name.into(),
-                name.to_ascii_lowercase().into(),
-                private.into(),
-                DEFAULT_BRANCH.into(),
-                description.clone().into(),
-                now.0.into(),
-            ])
-            .returning_col("id")
-            .to_owned();
-        let mut tx = self.db.begin().await?;
-        let id: i64 = tx.conn().fetch_one(&insert).await.map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::Conflict { what: format!("repository {}/{name}", owner.name) }
-            } else {
-                e.into()
-            }
-        })?;
-        let event = AuditEvent::new("repo.create", format!("repo:{}/{name}", owner.name))
-            .org(owner.is_org.then_some(owner.id))
-            .details(format!(r#"{{"private":{private}}}"#));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        if owner.is_org {
-            crate::protection::apply_org_default(&mut tx.conn(), owner.id, id, DEFAULT_BRANCH, now).await?;
-        }
-        let repo = Repo {
-            id,
+        let new = Repo {
+            id: 0,
             owner_id: owner.id,
             owner: owner.name.clone(),
             name: name.to_owned(),
@@ -629,12 +599,12 @@ impl PlatformStore {
             description,
             created_at: now,
             parent_id: None,
-            network_id: id,
+            network_id: 0,
             merge: MergeOptions::default(),
         };
-        append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
-        tx.commit().await?;
-        Ok(repo)
+        let event = AuditEvent::new("repo.create", format!("repo:{}/{name}", owner.name))
+            .details(format!(r#"{{"private":{private}}}"#));
+        self.insert_repo(owner, new, event, actor).await
     }
 
     /// Records a fork of `parent` named `name` for `owner`: the parent's visibility, description
@@ -648,7 +618,30 @@ impl PlatformStore {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Repo> {
-        validate_repo_name(name).map_err(|source| Error::InvalidName { field: "name", source })?;
+        let new = Repo {
+            id: 0,
+            owner_id: owner.id,
+            owner: owner.name.clone(),
+            name: name.to_owned(),
+            private: parent.private,
+            default_branch: parent.default_branch.clone(),
+            description: parent.description.clone(),
+            created_at: now,
+            parent_id: Some(parent.id),
+            network_id: parent.network_id,
+            merge: MergeOptions::default(),
+        };
+        let event = AuditEvent::new("repo.fork", format!("repo:{}/{name}", owner.name))
+            .details(format!(r#"{{"parent":"{}/{}","private":{}}}"#, parent.owner, parent.name, parent.private));
+        self.insert_repo(owner, new, event, actor).await
+    }
+
+    /// Inserts `new` (its id and, for no fork, its network taken from the row), in one
+    /// transaction with its audit entry `event`, a fork's CI switched off, the organization's
+    /// default protection on its default branch, and its platform event.
+    async fn insert_repo(&self, owner: &Account, mut new: Repo, event: AuditEvent, actor: &Actor) -> Result<Repo> {
+        validate_repo_name(&new.name).map_err(|source| Error::InvalidName { field: "name", source })?;
+        let now = new.created_at;
         let insert = Query::insert()
             .into_table("repos")
             .columns([
@@ -664,54 +657,42 @@ impl PlatformStore {
             ])
             .values_panic([
                 owner.id.into(),
-                name.into(),
-                name.to_ascii_lowercase().into(),
-                parent.private.into(),
-                parent.default_branch.clone().into(),
-                parent.description.clone().into(),
+                new.name.as_str().into(),
+                new.name.to_ascii_lowercase().into(),
+                new.private.into(),
+                new.default_branch.as_str().into(),
+                new.description.as_str().into(),
                 now.0.into(),
-                parent.id.into(),
-                parent.network_id.into(),
+                new.parent_id.into(),
+                new.parent_id.map(|_| new.network_id).into(),
             ])
             .returning_col("id")
             .to_owned();
         let mut tx = self.db.begin().await?;
-        let id: i64 = tx.conn().fetch_one(&insert).await.map_err(|e| {
+        new.id = tx.conn().fetch_one(&insert).await.map_err(|e| {
             if is_unique_violation(&e) {
-                Error::Conflict { what: format!("repository {}/{name}", owner.name) }
+                Error::Conflict { what: format!("repository {}/{}", owner.name, new.name) }
             } else {
                 e.into()
             }
         })?;
-        let ci_off = Query::insert()
-            .into_table("ci_repo_settings")
-            .columns(["repo_id", "disabled", "updated_at"])
-            .values_panic([id.into(), true.into(), now.0.into()])
-            .to_owned();
-        tx.conn().execute(&ci_off).await?;
-        let event = AuditEvent::new("repo.fork", format!("repo:{}/{name}", owner.name))
-            .org(owner.is_org.then_some(owner.id))
-            .details(format!(r#"{{"parent":"{}/{}","private":{}}}"#, parent.owner, parent.name, parent.private));
-        append_audit(&mut tx.conn(), actor, &event, now).await?;
-        if owner.is_org {
-            crate::protection::apply_org_default(&mut tx.conn(), owner.id, id, &parent.default_branch, now).await?;
+        if new.parent_id.is_none() {
+            new.network_id = new.id;
+        } else {
+            let ci_off = Query::insert()
+                .into_table("ci_repo_settings")
+                .columns(["repo_id", "disabled", "updated_at"])
+                .values_panic([new.id.into(), true.into(), now.0.into()])
+                .to_owned();
+            tx.conn().execute(&ci_off).await?;
         }
-        let repo = Repo {
-            id,
-            owner_id: owner.id,
-            owner: owner.name.clone(),
-            name: name.to_owned(),
-            private: parent.private,
-            default_branch: parent.default_branch.clone(),
-            description: parent.description.clone(),
-            created_at: now,
-            parent_id: Some(parent.id),
-            network_id: parent.network_id,
-            merge: MergeOptions::default(),
-        };
-        append_repo_event(&mut tx.conn(), RepoAction::Created, &repo, actor, now).await?;
+        append_audit(&mut tx.conn(), actor, &event.org(owner.is_org.then_some(owner.id)), now).await?;
+        if owner.is_org {
+            crate::protection::apply_org_default(&mut tx.conn(), owner.id, new.id, &new.default_branch, now).await?;
+        }
+        append_repo_event(&mut tx.conn(), RepoAction::Created, &new, actor, now).await?;
         tx.commit().await?;
-        Ok(repo)
+        Ok(new)
     }
 
     /// The forks made of a repository (its direct children), oldest first.

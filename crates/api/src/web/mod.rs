@@ -430,6 +430,22 @@ pub(crate) fn when(seconds: i64, now_ms: i64) -> Markup {
     html! { time datetime=(absolute) title=(absolute) { (text) } }
 }
 
+/// An RFC 3339 time the API answered with, as [`when`] shows it (the text itself if it does not
+/// parse).
+pub(crate) fn ts(rfc3339: &str, now_ms: i64) -> Markup {
+    match gitstratum_core::Timestamp::parse_rfc3339(rfc3339) {
+        Some(t) => when(t.0 / 1000, now_ms),
+        None => html! { (rfc3339) },
+    }
+}
+
+impl Ctx {
+    /// The request's origin, for the audit entries of the API handlers a page calls.
+    pub(crate) fn request_meta(&self) -> RequestMeta {
+        RequestMeta { ip: self.meta.ip.clone(), request_id: self.meta.request_id.clone() }
+    }
+}
+
 /// `s` for a URL path: every byte but unreserved ones and `/` percent-encoded, so a branch or
 /// file named `a#b?c` or `%41` links to itself (axum decodes path captures back).
 pub(crate) fn enc(s: &str) -> String {

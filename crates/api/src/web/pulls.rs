@@ -13,22 +13,11 @@ use gitstratum_platform::Role;
 use maud::{Markup, html};
 
 use super::repo::{Notes, proposal, repo_header};
-use super::{Ctx, csrf_ok, enc, markdown, trusted, when};
+use super::{Ctx, csrf_ok, enc, markdown, trusted, ts};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated, Caller, RequestMeta};
+use crate::extract::{ApiJson, Authenticated, Caller};
 use crate::pulls::PullBody;
-
-fn meta(ctx: &Ctx) -> RequestMeta {
-    RequestMeta { ip: ctx.meta.ip.clone(), request_id: ctx.meta.request_id.clone() }
-}
-
-fn ts(rfc3339: &str, now: i64) -> Markup {
-    match gitstratum_core::Timestamp::parse_rfc3339(rfc3339) {
-        Some(t) => when(t.0 / 1000, now),
-        None => html! { (rfc3339) },
-    }
-}
 
 /// A pull request's state as a badge: open, draft, merged or closed.
 fn badge(p: &PullBody) -> Markup {
@@ -144,6 +133,23 @@ fn pull_head(p: &PullBody, now: i64) -> Markup {
     }
 }
 
+/// The repository, when the viewer may read it, and its pull request `number` as the API reads
+/// it; else the page to answer with.
+async fn readable_pull(
+    state: &AppState,
+    ctx: &Ctx,
+    owner: &str,
+    name: &str,
+    number: i64,
+) -> Result<(gitstratum_platform::Repo, PullBody), Response> {
+    let repo = ctx.readable_repo(state, owner, name).await?;
+    let path = Path((repo.owner.clone(), repo.name.clone(), number));
+    match crate::pulls::get(State(state.clone()), Caller(ctx.viewer.0.clone()), path).await {
+        Ok(axum::Json(pull)) => Ok((repo, pull)),
+        Err(e) => Err(refused(ctx, e)),
+    }
+}
+
 /// `/{owner}/{repo}/pull/{number}`: the conversation.
 pub(super) async fn page(
     State(state): State<AppState>,
@@ -162,17 +168,13 @@ async fn conversation(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let repo = match ctx.readable_repo(state, owner, name).await {
-        Ok(r) => r,
+    let (repo, pull) = match readable_pull(state, ctx, owner, name, number).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
     let (o, n) = (repo.owner.clone(), repo.name.clone());
     let st = || State(state.clone());
     let caller = || Caller(ctx.viewer.0.clone());
-    let pull = match crate::pulls::get(st(), caller(), Path((o.clone(), n.clone(), number))).await {
-        Ok(axum::Json(p)) => p,
-        Err(e) => return refused(ctx, e),
-    };
     let checks = crate::pull_timeline::checks(st(), caller(), Path((o.clone(), n.clone(), number))).await;
     let timeline = crate::pull_timeline::timeline(st(), caller(), Path((o.clone(), n.clone(), number))).await;
     let (checks, timeline) = match (checks, timeline) {
@@ -348,17 +350,13 @@ async fn files(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let repo = match ctx.readable_repo(state, owner, name).await {
-        Ok(r) => r,
+    let (repo, pull) = match readable_pull(state, ctx, owner, name, number).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
     let (o, n) = (repo.owner.clone(), repo.name.clone());
     let st = || State(state.clone());
     let caller = || Caller(ctx.viewer.0.clone());
-    let pull = match crate::pulls::get(st(), caller(), Path((o.clone(), n.clone(), number))).await {
-        Ok(axum::Json(p)) => p,
-        Err(e) => return refused(ctx, e),
-    };
     let comments = match crate::pull_comments::list(st(), caller(), Path((o.clone(), n.clone(), number))).await {
         Ok(axum::Json(c)) => c,
         Err(e) => return refused(ctx, e),
@@ -632,7 +630,7 @@ pub(super) async fn fork(
     let forked = crate::repos::fork(
         State(state.clone()),
         Authenticated(p),
-        meta(&ctx),
+        ctx.request_meta(),
         Path((repo.owner.clone(), repo.name.clone())),
         ApiJson(body),
     )

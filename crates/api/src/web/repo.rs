@@ -1094,29 +1094,7 @@ pub(super) async fn compare(
         if !rest_b.is_empty() || !rest_h.is_empty() {
             return Ok(None);
         }
-        let walk = git.walk(head, base)?;
-        let from = match (&walk, three_dots) {
-            (Some(w), true) => w.base,
-            _ => Some(base),
-        };
-        let commits: Vec<Shown> = match &walk {
-            Some(w) => w
-                .only_a
-                .iter()
-                .take(MAX_COMPARED)
-                .filter_map(|id| git.commit(*id).transpose())
-                .map(|r| r.map(|(_, shown)| shown))
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
-        let old_tree = match from {
-            Some(id) => git.commit(id)?.map(|(c, _)| c.tree),
-            None => None,
-        };
-        let (new, _) = git.commit(head)?.ok_or("the head commit is missing")?;
-        let (changes, truncated) = git.changes(old_tree, new.tree)?;
-        let counted = walk.as_ref().map(|w| (w.only_a.len(), w.only_b));
-        Ok(Some((commits, counted, changes, truncated)))
+        git.comparison(base, head, three_dots).map(Some)
     })
     .await;
     let (mut commits, counted, changes, truncated) = match read {
@@ -1210,6 +1188,39 @@ pub(super) async fn delete_branch(
     }
 }
 
+/// What a comparison shows: the commits `head` has that `base` lacks (newest first, at most
+/// [`MAX_COMPARED`]), how many each side has that the other lacks (`None`: too far apart to
+/// walk), and the changes from where they met (`three_dots`; else from `base`) to `head`.
+type Comparison = (Vec<Shown>, Option<(usize, usize)>, Vec<ShownChange>, bool);
+
+impl Git {
+    fn comparison(&self, base: ObjectId, head: ObjectId, three_dots: bool) -> Result<Comparison, String> {
+        let walk = self.walk(head, base)?;
+        let from = match (&walk, three_dots) {
+            (Some(w), true) => w.base,
+            _ => Some(base),
+        };
+        let commits: Vec<Shown> = match &walk {
+            Some(w) => w
+                .only_a
+                .iter()
+                .take(MAX_COMPARED)
+                .filter_map(|id| self.commit(*id).transpose())
+                .map(|r| r.map(|(_, shown)| shown))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let old_tree = match from {
+            Some(id) => self.commit(id)?.map(|(c, _)| c.tree),
+            None => None,
+        };
+        let (new, _) = self.commit(head)?.ok_or("the head commit is missing")?;
+        let (changes, truncated) = self.changes(old_tree, new.tree)?;
+        let counted = walk.as_ref().map(|w| (w.only_a.len(), w.only_b));
+        Ok((commits, counted, changes, truncated))
+    }
+}
+
 /// A pull request's proposal, as its Files tab shows it: the head's commits the base lacks
 /// (oldest first) and the diff from where the two met to the head (`git diff base...head`), with
 /// `notes` under their lines; and the paths it changes.
@@ -1225,28 +1236,7 @@ pub(super) async fn proposal(
     let (Ok(base), Ok(head)) = (ObjectId::from_hex(base.as_bytes()), ObjectId::from_hex(head.as_bytes())) else {
         return Ok((html! { p.note { "Its commits are not known yet." } }, Vec::new()));
     };
-    let read = blocking(ctx, move || {
-        let walk = git.walk(head, base)?;
-        let commits: Vec<Shown> = match &walk {
-            Some(w) => w
-                .only_a
-                .iter()
-                .take(MAX_COMPARED)
-                .filter_map(|id| git.commit(*id).transpose())
-                .map(|r| r.map(|(_, shown)| shown))
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
-        let old_tree = match walk.as_ref().and_then(|w| w.base) {
-            Some(id) => git.commit(id)?.map(|(c, _)| c.tree),
-            None => None,
-        };
-        let (new, _) = git.commit(head)?.ok_or("the head commit is missing")?;
-        let (changes, truncated) = git.changes(old_tree, new.tree)?;
-        Ok((commits, changes, truncated))
-    })
-    .await?;
-    let (mut commits, changes, truncated) = read;
+    let (mut commits, _, changes, truncated) = blocking(ctx, move || git.comparison(base, head, true)).await?;
     commits.reverse();
     let now = state.now().0;
     let base_url = format!("/{}/{}", repo.owner, repo.name);

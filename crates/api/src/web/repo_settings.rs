@@ -14,10 +14,10 @@ use gitstratum_platform::{Repo, Role};
 use maud::{Markup, html};
 
 use super::repo::repo_header;
-use super::{Ctx, csrf_ok, when};
+use super::{Ctx, csrf_ok, ts};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated, RequestMeta};
+use crate::extract::{ApiJson, Authenticated};
 
 /// The repository when the viewer administers it; else the 404 page (as for a settings page on
 /// GitHub: someone who may not change it does not learn it has one).
@@ -25,17 +25,6 @@ async fn administered(state: &AppState, ctx: &Ctx, owner: &str, name: &str) -> R
     let Some(p) = ctx.viewer.0.clone() else { return Err(Redirect::to("/login").into_response()) };
     let repo = ctx.authorized_repo(state, owner, name, Role::Admin).await?;
     Ok((repo, Authenticated(p)))
-}
-
-fn meta(ctx: &Ctx) -> RequestMeta {
-    RequestMeta { ip: ctx.meta.ip.clone(), request_id: ctx.meta.request_id.clone() }
-}
-
-fn ts(rfc3339: &str, now: i64) -> Markup {
-    match gitstratum_core::Timestamp::parse_rfc3339(rfc3339) {
-        Some(t) => when(t.0 / 1000, now),
-        None => html! { (rfc3339) },
-    }
 }
 
 /// Everything the settings page lists, read through the API's handlers.
@@ -380,21 +369,21 @@ pub(super) async fn act(
     let result: Result<String, ApiError> = match action.as_str() {
         "visibility" => {
             let body = crate::repos::UpdateRepo { private: Some(field("private") == "true"), ..Default::default() };
-            crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
+            crate::repos::update(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
         }
         "description" => {
             let body = crate::repos::UpdateRepo { description: Some(field("description")), ..Default::default() };
-            crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
+            crate::repos::update(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body)).await.map(|_| "#general")
         }
         "collaborators" => {
             let body = crate::repos::SetCollaborator { permission: field("permission") };
             let user = field("username").trim().to_owned();
-            crate::repos::set_collaborator(st(), me(), meta(&ctx), Path((o, n, user)), ApiJson(body))
+            crate::repos::set_collaborator(st(), me(), ctx.request_meta(), Path((o, n, user)), ApiJson(body))
                 .await
                 .map(|_| "#collaborators")
         }
         "remove-collaborator" => {
-            crate::repos::remove_collaborator(st(), me(), meta(&ctx), Path((o, n, field("username"))))
+            crate::repos::remove_collaborator(st(), me(), ctx.request_meta(), Path((o, n, field("username"))))
                 .await
                 .map(|_| "#collaborators")
         }
@@ -402,40 +391,52 @@ pub(super) async fn act(
             let path = Path((o.clone(), field("team"), o, n));
             if action == "teams" {
                 let body = crate::keys_teams::TeamGrant { permission: field("permission") };
-                crate::keys_teams::set_team_repo(st(), me(), meta(&ctx), path, ApiJson(body)).await.map(|_| "#teams")
+                crate::keys_teams::set_team_repo(st(), me(), ctx.request_meta(), path, ApiJson(body))
+                    .await
+                    .map(|_| "#teams")
             } else {
-                crate::keys_teams::remove_team_repo(st(), me(), meta(&ctx), path).await.map(|_| "#teams")
+                crate::keys_teams::remove_team_repo(st(), me(), ctx.request_meta(), path).await.map(|_| "#teams")
             }
         }
         "hooks" => {
             let secret = Some(field("secret")).filter(|s| !s.is_empty());
             let events = if events.is_empty() { vec!["push".to_owned()] } else { events };
             let body = crate::hooks::CreateHook { url: field("url").trim().to_owned(), secret, events };
-            crate::hooks::create(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#hooks")
+            crate::hooks::create(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body)).await.map(|_| "#hooks")
         }
         "delete-hook" => match field("id").parse() {
-            Ok(id) => crate::hooks::delete(st(), me(), meta(&ctx), Path((o, n, id))).await.map(|_| "#hooks"),
+            Ok(id) => crate::hooks::delete(st(), me(), ctx.request_meta(), Path((o, n, id))).await.map(|_| "#hooks"),
             Err(_) => Err(ApiError::validation("id", "a webhook id")),
         },
         "secrets" => {
             let body =
                 crate::secrets::PutSecret { value: field("value"), visibility: None, selected_repositories: None };
-            crate::secrets::put_repo_secret(st(), me(), meta(&ctx), Path((o, n, field("name"))), ApiJson(body))
+            crate::secrets::put_repo_secret(st(), me(), ctx.request_meta(), Path((o, n, field("name"))), ApiJson(body))
                 .await
                 .map(|_| "#secrets")
         }
-        "delete-secret" => crate::secrets::delete_repo_secret(st(), me(), meta(&ctx), Path((o, n, field("name"))))
-            .await
-            .map(|_| "#secrets"),
+        "delete-secret" => {
+            crate::secrets::delete_repo_secret(st(), me(), ctx.request_meta(), Path((o, n, field("name"))))
+                .await
+                .map(|_| "#secrets")
+        }
         "variables" => {
             let body = crate::secrets::PutVariable { value: field("value") };
-            crate::secrets::put_repo_variable(st(), me(), meta(&ctx), Path((o, n, field("name"))), ApiJson(body))
+            crate::secrets::put_repo_variable(
+                st(),
+                me(),
+                ctx.request_meta(),
+                Path((o, n, field("name"))),
+                ApiJson(body),
+            )
+            .await
+            .map(|_| "#variables")
+        }
+        "delete-variable" => {
+            crate::secrets::delete_repo_variable(st(), me(), ctx.request_meta(), Path((o, n, field("name"))))
                 .await
                 .map(|_| "#variables")
         }
-        "delete-variable" => crate::secrets::delete_repo_variable(st(), me(), meta(&ctx), Path((o, n, field("name"))))
-            .await
-            .map(|_| "#variables"),
         "ci" => match (days_field(&form, "log_retention_days"), days_field(&form, "artifact_retention_days")) {
             (Ok(log_retention_days), Ok(artifact_retention_days)) => {
                 let body = crate::usage::RepoCiSettings {
@@ -443,7 +444,7 @@ pub(super) async fn act(
                     artifact_retention_days,
                     actions_shared: field("actions_shared") == "true",
                 };
-                crate::usage::set_repo_settings(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body))
+                crate::usage::set_repo_settings(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body))
                     .await
                     .map(|_| "#ci")
             }
@@ -458,12 +459,12 @@ pub(super) async fn act(
                 delete_branch_on_merge: on("delete_branch_on_merge"),
                 ..Default::default()
             };
-            crate::repos::update(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body)).await.map(|_| "#pulls")
+            crate::repos::update(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body)).await.map(|_| "#pulls")
         }
         "actions" => {
             let body =
                 crate::usage::ActionsPermissions { enabled: field("enabled") == "true", allowed_actions: "all".into() };
-            crate::usage::set_actions_permissions(st(), me(), meta(&ctx), Path((o, n)), ApiJson(body))
+            crate::usage::set_actions_permissions(st(), me(), ctx.request_meta(), Path((o, n)), ApiJson(body))
                 .await
                 .map(|_| "#ci")
         }
@@ -471,7 +472,7 @@ pub(super) async fn act(
             if field("confirm").trim() != format!("{o}/{n}") {
                 Err(ApiError::validation("confirm", format!("Type {o}/{n} to delete this repository.")))
             } else {
-                match crate::repos::delete(st(), me(), meta(&ctx), Path((o.clone(), n))).await {
+                match crate::repos::delete(st(), me(), ctx.request_meta(), Path((o.clone(), n))).await {
                     Ok(_) => return Redirect::to(&format!("/{o}")).into_response(),
                     Err(e) => Err(e),
                 }
