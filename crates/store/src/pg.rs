@@ -55,7 +55,13 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS git_packs_by_repo ON git_packs (repo_id, id)",
     // A fork lists its parent's packs under the same keys: a key may be listed by several
     // repositories, and its blob stays while any lists it.
-    "ALTER TABLE git_packs DROP CONSTRAINT IF EXISTS git_packs_blob_key_key",
+    // (Looked up first: ALTER TABLE would lock the table at every start even with IF EXISTS.)
+    r#"DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conname = 'git_packs_blob_key_key' AND conrelid = 'git_packs'::regclass) THEN
+            ALTER TABLE git_packs DROP CONSTRAINT git_packs_blob_key_key;
+        END IF;
+    END $$"#,
     "CREATE INDEX IF NOT EXISTS git_packs_by_key ON git_packs (blob_key)",
     // Packs a compaction replaced: their blobs stay for a grace period, for frontends that listed
     // them just before and are still downloading.
