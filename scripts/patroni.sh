@@ -4,7 +4,8 @@
 # patroni) in synchronous mode — a commit is acknowledged once a second node has it, and only that
 # node may be promoted. Each etcd member and each Patroni node (with the PostgreSQL it runs) is a
 # session of its own, so a kill takes the whole node down at once, as its machine's crash would.
-# Timeouts are short so failovers take seconds: ttl 10 s, loop_wait 1 s, retry_timeout 3 s.
+# Timeouts are short so failovers take seconds: ttl 10 s, loop_wait 1 s, retry_timeout 3 s; failsafe
+# mode keeps a primary that reaches every member through a moment without etcd.
 #
 #   patroni.sh up DIR            starts all of it; writes DIR/postgres.json:
 #                                {"url": multi-host URL, "postgres": [{"name", "pid", "url", "api"}],
@@ -86,6 +87,11 @@ bootstrap:
     ttl: 10
     loop_wait: 1
     retry_timeout: 3
+    # While etcd cannot be reached (its leader died and the others have not elected a new one,
+    # or the client is still on the dead member), a primary that still reaches every other member
+    # stays primary instead of demoting itself; one cut off from them (a partition) still steps
+    # down.
+    failsafe_mode: true
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     postgresql:
