@@ -38,6 +38,38 @@ pub(crate) enum CheckState {
     Missing,
 }
 
+impl CheckState {
+    /// A job as a check: passed once it succeeded or was skipped, failed once it ended otherwise,
+    /// pending until then.
+    pub(crate) fn of_job(state: gitstratum_ci::JobState, conclusion: Option<gitstratum_ci::Conclusion>) -> CheckState {
+        Self::of(state == gitstratum_ci::JobState::Completed, conclusion)
+    }
+
+    /// A run as a check, by the same rule as [`CheckState::of_job`].
+    pub(crate) fn of_run(state: gitstratum_ci::RunState, conclusion: Option<gitstratum_ci::Conclusion>) -> CheckState {
+        Self::of(state == gitstratum_ci::RunState::Completed, conclusion)
+    }
+
+    fn of(completed: bool, conclusion: Option<gitstratum_ci::Conclusion>) -> CheckState {
+        use gitstratum_ci::Conclusion;
+        match (completed, conclusion) {
+            (true, Some(Conclusion::Success | Conclusion::Skipped)) => CheckState::Passed,
+            (true, _) => CheckState::Failed,
+            (false, _) => CheckState::Pending,
+        }
+    }
+
+    /// Several checks as one: failed if one failed, else pending if one is, else passed;
+    /// missing when there are none.
+    pub(crate) fn combined(states: impl IntoIterator<Item = CheckState>) -> CheckState {
+        states.into_iter().fold(CheckState::Missing, |all, one| match (all, one) {
+            (CheckState::Failed, _) | (_, CheckState::Failed) => CheckState::Failed,
+            (CheckState::Pending, _) | (_, CheckState::Pending) => CheckState::Pending,
+            _ => CheckState::Passed,
+        })
+    }
+}
+
 /// The state of each of `names` on commit `sha`: a name is a job's name or a workflow's, from
 /// the newest run of each workflow for the commit (GitHub's check runs and statuses).
 pub(crate) async fn check_states(
@@ -46,43 +78,21 @@ pub(crate) async fn check_states(
     sha: &str,
     names: &[String],
 ) -> Result<Vec<(String, CheckState)>, ApiError> {
-    use gitstratum_ci::{Conclusion, RunState};
-    let result = |state: RunState, conclusion: Option<Conclusion>| match (state, conclusion) {
-        (RunState::Completed, Some(Conclusion::Success | Conclusion::Skipped)) => CheckState::Passed,
-        (RunState::Completed, _) => CheckState::Failed,
-        _ => CheckState::Pending,
-    };
     let mut seen = std::collections::HashSet::new();
     let mut found: Vec<(String, CheckState)> = Vec::new();
     for run in state.ci().runs_for_commit(repo_id, sha).await? {
         if !seen.insert(run.workflow_path.clone()) {
             continue; // an older run of the same workflow
         }
-        found.push((run.workflow_name.clone(), result(run.state, run.conclusion)));
+        found.push((run.workflow_name.clone(), CheckState::of_run(run.state, run.conclusion)));
         for job in state.ci().jobs(run.id).await? {
-            let job_state = match (job.state, job.conclusion) {
-                (gitstratum_ci::JobState::Completed, Some(Conclusion::Success | Conclusion::Skipped)) => {
-                    CheckState::Passed
-                }
-                (gitstratum_ci::JobState::Completed, _) => CheckState::Failed,
-                _ => CheckState::Pending,
-            };
-            found.push((job.name.clone(), job_state));
+            found.push((job.name.clone(), CheckState::of_job(job.state, job.conclusion)));
         }
     }
     Ok(names
         .iter()
         .map(|name| {
-            let states: Vec<CheckState> = found.iter().filter(|(n, _)| n == name).map(|(_, s)| *s).collect();
-            let overall = if states.is_empty() {
-                CheckState::Missing
-            } else if states.contains(&CheckState::Failed) {
-                CheckState::Failed
-            } else if states.contains(&CheckState::Pending) {
-                CheckState::Pending
-            } else {
-                CheckState::Passed
-            };
+            let overall = CheckState::combined(found.iter().filter(|(n, _)| n == name).map(|(_, s)| *s));
             (name.clone(), overall)
         })
         .collect())

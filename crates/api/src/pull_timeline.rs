@@ -4,13 +4,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use gitstratum_ci::{Conclusion, JobState, Run, RunState};
+use gitstratum_ci::ingest::pull_event_key;
+use gitstratum_ci::{Run, RunState};
 use gitstratum_platform::{Pull, Repo, Role};
 use serde::Serialize;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
+use crate::protection::CheckState;
 use crate::pulls::{UserRef, find_pull, pulls};
 use crate::repos::authorize_repo;
 
@@ -97,8 +99,7 @@ pub async fn timeline(
     let merge_event =
         events.iter().rposition(|e| e.event == "pull_request" && e.action == "closed").filter(|_| pull.merged);
     for (index, event) in events.iter().enumerate() {
-        keys.push(format!("pull:{}", event.id));
-        keys.push(format!("pull_target:{}", event.id));
+        keys.extend([pull_event_key(event.id, false), pull_event_key(event.id, true)]);
         let named = event.pull.as_ref();
         let at = event.created_at;
         let mut item = match (event.event.as_str(), event.action.as_str()) {
@@ -228,7 +229,7 @@ pub(crate) async fn head_runs(state: &AppState, repo: &Repo, pull: &Pull) -> Res
     let keys: Vec<String> = events
         .iter()
         .filter(|e| e.pull.as_ref().is_some_and(|n| n.head_sha == pull.head_sha))
-        .flat_map(|e| [format!("pull:{}", e.id), format!("pull_target:{}", e.id)])
+        .flat_map(|e| [pull_event_key(e.id, false), pull_event_key(e.id, true)])
         .collect();
     let mut runs = state.ci().runs_for_events(repo.id, &keys).await?;
     // Push runs of the head commit, in the repository the head lives in when it is this one.
@@ -246,17 +247,13 @@ pub(crate) async fn head_runs(state: &AppState, repo: &Repo, pull: &Pull) -> Res
 
 async fn pull_checks(state: &AppState, repo: &Repo, pull: &Pull) -> Result<PullChecks, ApiError> {
     let mut check_runs = Vec::new();
-    let (mut failed, mut pending) = (false, false);
+    let mut states = Vec::new();
     for run in head_runs(state, repo, pull).await? {
         if run.state != RunState::Completed {
-            pending = true;
+            states.push(CheckState::Pending);
         }
         for job in state.ci().jobs(run.id).await? {
-            match (job.state, job.conclusion) {
-                (JobState::Completed, Some(Conclusion::Success | Conclusion::Skipped)) => {}
-                (JobState::Completed, _) => failed = true,
-                _ => pending = true,
-            }
+            states.push(CheckState::of_job(job.state, job.conclusion));
             check_runs.push(CheckRun {
                 html_url: format!(
                     "{}/{}/{}/actions/runs/{}/job/{}",
@@ -277,14 +274,11 @@ async fn pull_checks(state: &AppState, repo: &Repo, pull: &Pull) -> Result<PullC
             });
         }
     }
-    let state_word = if check_runs.is_empty() {
-        "none"
-    } else if failed {
-        "failure"
-    } else if pending {
-        "pending"
-    } else {
-        "success"
+    let state_word = match CheckState::combined(states) {
+        _ if check_runs.is_empty() => "none",
+        CheckState::Failed => "failure",
+        CheckState::Pending => "pending",
+        CheckState::Passed | CheckState::Missing => "success",
     };
     Ok(PullChecks {
         state: state_word.to_owned(),

@@ -177,6 +177,21 @@ pub(crate) async fn authorize_repo_role(
     }
 }
 
+/// Whether `caller` may create repositories for `owner`, another account than their own: its
+/// members for an organization (GitHub's default), site administrators for any.
+async fn may_create_for(
+    state: &AppState,
+    caller: &Principal,
+    owner: &gitstratum_platform::Account,
+) -> Result<(), ApiError> {
+    let member = owner.is_org && state.store().org_role(owner.id, caller.account.id).await?.is_some();
+    if member || caller.is_site_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("you may not create repositories for {}", owner.name)))
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/repos",
@@ -202,11 +217,7 @@ pub async fn create(
                 .find_account(name)
                 .await?
                 .ok_or_else(|| ApiError::validation("owner", format!("no account named {name:?}")))?;
-            // Members of an organization may create its repositories (GitHub's default).
-            let member = owner.is_org && state.store().org_role(owner.id, caller.account.id).await?.is_some();
-            if !(member || caller.is_site_admin()) {
-                return Err(ApiError::forbidden(format!("you may not create repositories for {name}")));
-            }
+            may_create_for(&state, &caller, &owner).await?;
             owner
         }
     };
@@ -289,9 +300,7 @@ pub async fn fork(
                     state.store().find_account(org).await?.filter(|a| a.is_org).ok_or_else(|| {
                         ApiError::validation("organization", format!("no organization named {org:?}"))
                     })?;
-                if state.store().org_role(account.id, caller.account.id).await?.is_none() && !caller.is_site_admin() {
-                    return Err(ApiError::forbidden(format!("you may not create repositories for {org}")));
-                }
+                may_create_for(&state, &caller, &account).await?;
                 account
             }
         };

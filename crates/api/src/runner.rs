@@ -192,8 +192,7 @@ async fn event_payload(
 ) -> serde_json::Value {
     use gitstratum_ci::payload;
     let public_url = state.public_url().to_owned();
-    let pull_event = run.event_key.strip_prefix("pull:").or_else(|| run.event_key.strip_prefix("pull_target:"));
-    if let Some(id) = pull_event.and_then(|id| id.parse::<i64>().ok()) {
+    if let Some((Some(id), _)) = gitstratum_ci::ingest::pull_event_of(&run.event_key) {
         let payload = match state.store().platform_event(id).await {
             Ok(Some(event)) => payload::pull_event_payload(state.store(), &event, &public_url).await.ok().flatten(),
             _ => None,
@@ -222,10 +221,10 @@ async fn event_payload(
 /// repository (a fork). When the event or the pull request cannot be found any more, it counts
 /// as one: the answer decides whether secrets are handed out.
 async fn from_fork(state: &AppState, run: &gitstratum_ci::Run) -> Result<bool, ApiError> {
-    let Some(id) = run.event_key.strip_prefix("pull:") else { return Ok(false) };
-    let Some(event) = (match id.parse::<i64>() {
-        Ok(id) => state.store().platform_event(id).await?,
-        Err(_) => None,
+    let Some((id, false)) = gitstratum_ci::ingest::pull_event_of(&run.event_key) else { return Ok(false) };
+    let Some(event) = (match id {
+        Some(id) => state.store().platform_event(id).await?,
+        None => None,
     }) else {
         return Ok(true);
     };

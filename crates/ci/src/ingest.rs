@@ -28,6 +28,23 @@ use crate::store::{CiStore, NewJob, NewRun};
 pub const CURSOR: &str = "ci";
 /// The ingestor's cursor on the platform event log (pull request events).
 pub const PULL_CURSOR: &str = "ci.pulls";
+
+/// The event key of the runs platform event `event_id` starts: `pull:<id>` for `pull_request`,
+/// `pull_target:<id>` for `pull_request_target` (with the repository, commit and workflow, what
+/// makes a run unique).
+pub fn pull_event_key(event_id: i64, target: bool) -> String {
+    format!("{}:{event_id}", if target { "pull_target" } else { "pull" })
+}
+
+/// What a run's event key made by [`pull_event_key`] names: the platform event's id (`None` if
+/// it does not parse) and whether it is `pull_request_target`; `None` for a run of another event.
+pub fn pull_event_of(key: &str) -> Option<(Option<i64>, bool)> {
+    let (id, target) = match key.strip_prefix("pull:") {
+        Some(id) => (id, false),
+        None => (key.strip_prefix("pull_target:")?, true),
+    };
+    Some((id.parse().ok(), target))
+}
 /// How long a pull request event waits for its test merge before it is given up.
 const MERGE_WAIT_MS: i64 = 60_000;
 /// The ingestor also polls, for events written without a wake-up (another process, say).
@@ -265,7 +282,7 @@ impl Ingestor {
             let commit_hex = commit.to_string();
             let ev = Event {
                 name: if target { "pull_request_target" } else { "pull_request" },
-                key: format!("{}:{}", if target { "pull_target" } else { "pull" }, event.id),
+                key: pull_event_key(event.id, target),
                 git_ref,
                 commit: &commit_hex,
                 actor: &event.actor,
