@@ -166,6 +166,36 @@ pub fn inflate_at<S: ReadAt + ?Sized>(source: &S, position: u64, size: u64, offs
     Ok(out)
 }
 
+/// The result size a delta declares, read from the start of its zlib stream at `position` (the
+/// entry at `offset` starts there): inflates only the delta's two size varints, not the delta.
+pub fn delta_result_size_at<S: ReadAt + ?Sized>(source: &S, position: u64, offset: u64) -> Result<u64, ReadError> {
+    let corrupt = |message: String| ReadError::Entry { offset, message };
+    let mut inflater = flate2::Decompress::new(true);
+    // Two varints of at most 10 bytes each.
+    let mut out = [0u8; 20];
+    let mut input = [0u8; 64];
+    let mut at = position;
+    loop {
+        let n = source.read_at(&mut input, at)?;
+        if n == 0 {
+            return Err(corrupt("the delta is cut short".into()));
+        }
+        let (before_in, before_out) = (inflater.total_in(), inflater.total_out() as usize);
+        let status = inflater
+            .decompress(&input[..n], &mut out[before_out..], flate2::FlushDecompress::None)
+            .map_err(|e| corrupt(format!("corrupt compressed data: {e}")))?;
+        let produced = inflater.total_out() as usize;
+        at += inflater.total_in() - before_in;
+        if let Ok((_, result)) = crate::delta::sizes(&out[..produced]) {
+            return Ok(result);
+        }
+        let stuck = inflater.total_in() == before_in && produced == before_out;
+        if produced == out.len() || status == flate2::Status::StreamEnd || stuck {
+            return Err(corrupt("the delta's header is malformed".into()));
+        }
+    }
+}
+
 /// Inflates one zlib stream to exactly `size` bytes, handing the output to `sink` in chunks.
 fn inflate_exactly<R: Read>(
     decoder: &mut R,
@@ -1036,6 +1066,14 @@ mod tests {
                 let (kind, data) = read(&bytes, e.offset, &by_id).expect("read");
                 assert_eq!((kind, data.as_slice()), (ObjectKind::Blob, text.as_slice()));
                 raw_entry(bytes.as_slice(), e.offset, e.end, e.crc32).expect("crc matches");
+                // A delta's result size is read from its first bytes.
+                let header = header_at(bytes.as_slice(), e.offset).expect("header");
+                if !matches!(header.header, Header::Whole(_)) {
+                    let size = delta_result_size_at(bytes.as_slice(), e.offset + header.header_len, e.offset);
+                    assert_eq!(size.expect("size"), text.len() as u64);
+                    let cut = &bytes[..(e.offset + header.header_len + 1) as usize];
+                    assert!(delta_result_size_at(cut, e.offset + header.header_len, e.offset).is_err());
+                }
             }
         }
     }

@@ -194,17 +194,19 @@ impl ClusterStore {
     }
 
     /// Rolls the repository's listed packs into one, if it lists at least `min_packs` (2 or
-    /// more). Returns how many packs were replaced, or `None` when there was nothing to do or
-    /// another frontend compacted them first.
+    /// more) not shared with a fork (shared packs stay as they are: rewriting them would store
+    /// their objects twice). Returns how many packs were replaced, or `None` when there was
+    /// nothing to do or another frontend compacted them first.
     pub fn compact(&self, repo: RepoId, min_packs: usize) -> Result<Option<usize>> {
-        let listed = self.pg.packs_after(repo, 0)?;
+        let listed: Vec<PackRecord> = self.pg.packs_after(repo, 0)?.into_iter().filter(|p| !p.shared).collect();
         if listed.len() < min_packs.max(2) {
             return Ok(None);
         }
         // Everything listed is here then; what is here is all listed (packs replaced earlier hold
         // nothing their replacement does not).
         self.catch_up(repo, Instant::now())?;
-        let ids = self.local.object_ids(repo)?;
+        let checksums: HashSet<ObjectId> = listed.iter().map(|p| p.checksum).collect();
+        let ids = self.local.object_ids_in(repo, &checksums)?;
         let file = tempfile::Builder::new()
             .prefix("compact-")
             .suffix(".pack")

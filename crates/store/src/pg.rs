@@ -89,6 +89,8 @@ pub struct PackRecord {
     pub objects: u64,
     /// The packs a compaction rolled into this one (their objects are all in it).
     pub replaced: Vec<i64>,
+    /// Another repository (a fork, or the repository forked from) lists the same key.
+    pub shared: bool,
 }
 
 /// A pack to list: in object storage under `key`.
@@ -311,7 +313,8 @@ impl PgRefStore {
         self.run(move |pool| {
             Box::pin(async move {
                 let rows = sqlx::query(
-                    "SELECT id, blob_key, checksum, size, objects, replaced FROM git_packs \
+                    "SELECT id, blob_key, checksum, size, objects, replaced, EXISTS (SELECT 1 FROM git_packs o \
+                     WHERE o.blob_key = p.blob_key AND o.repo_id <> p.repo_id) FROM git_packs p \
                      WHERE repo_id = $1 AND id > $2 ORDER BY id",
                 )
                 .bind(repo.0)
@@ -329,6 +332,7 @@ impl PgRefStore {
                             size: u64::try_from(row.try_get::<i64, _>(3).map_err(backend)?).unwrap_or(0),
                             objects: u64::try_from(row.try_get::<i64, _>(4).map_err(backend)?).unwrap_or(0),
                             replaced: row.try_get(5).map_err(backend)?,
+                            shared: row.try_get(6).map_err(backend)?,
                         })
                     })
                     .collect()

@@ -6,12 +6,14 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `packs` | pack number (u64) | repo ‖ pack checksum [‖ 1 ‖ made (ms, i64): a cruft pack] |
+//! | `packs` | pack number (u64) | repo ‖ pack checksum [‖ 1 ‖ made (ms, i64): a cruft pack] [‖ 2: shared] |
 //! | `object_index` | repo ‖ oid | kind ‖ size (u64) ‖ pack (u64) ‖ offset (u64) ‖ end (u64) ‖ CRC-32 (u32) [‖ delta base oid] |
 //! | `commit_graph` | repo ‖ oid | tree ‖ generation (u32) ‖ time (i64) ‖ parents |
 //! | `repo_stats` | repo | objects (u64) ‖ bytes (u64) |
 //! | `refs` | repo ‖ ref name | oid |
 //! | `repo_config` | repo ‖ `HEAD` | symbolic ref target |
+//! | | repo ‖ `\0inherited` | packs not in the object index: a fork's, shared with its parent ([`shared`]) |
+//! | | repo ‖ `\0reach`, `\0maintained` | the main pack's bitmaps; the last full repack ([`maintain`]) |
 //! | `events` | seq (u64) | the ref-change event |
 //! | `objects`, `deltas` | repo ‖ oid | formats 1 and 2 kept objects here; emptied on upgrade |
 //! | `pack_cache` | unused (the pack cache lives in files of its own) | |
@@ -31,6 +33,7 @@
 
 mod maintain;
 mod reach;
+mod shared;
 
 pub use maintain::{Maintenance, MaintenanceReport};
 
@@ -84,8 +87,9 @@ const EVENTS: &str = "events";
 
 /// Key of the storage format version, in the default column family.
 const FORMAT_KEY: &[u8] = b"format";
-/// Format 2 added `object_index`, `commit_graph` and `repo_stats`; format 3 keeps objects in packs.
-const FORMAT: u32 = 3;
+/// Format 2 added `object_index`, `commit_graph` and `repo_stats`; format 3 keeps objects in
+/// packs; format 4 shares packs with forks ([`shared`]: registry flags an older build cannot read).
+const FORMAT: u32 = 4;
 
 pub struct RocksStore {
     db: DB,
@@ -105,6 +109,8 @@ pub struct RocksStore {
     maintenance: Mutex<()>,
     /// Reachability bitmaps loaded, by pack number.
     reach_cache: Mutex<HashMap<u64, Arc<reach::Reach>>>,
+    /// Indexes of inherited packs loaded ([`shared`]).
+    tables: Mutex<shared::Tables>,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
@@ -264,6 +270,7 @@ impl RocksStore {
             pins: Arc::default(),
             maintenance: Mutex::new(()),
             reach_cache: Mutex::default(),
+            tables: Mutex::default(),
         };
         store.remove_leftovers()?;
         store.upgrade()?;
@@ -418,9 +425,28 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Every object stored for a repository.
+    /// Every object the repository's object index lists (a fork's inherited packs are not
+    /// listed there; cluster mode's local stores hold no forks).
     pub fn object_ids(&self, repo: RepoId) -> Result<Vec<ObjectId>> {
         self.keys_with_prefix(OBJECT_INDEX, &repo.key_prefix())?.iter().map(|(k, _)| oid_from(&k[8..])).collect()
+    }
+
+    /// The objects the repository's object index places in its packs of these checksums.
+    pub fn object_ids_in(&self, repo: RepoId, checksums: &HashSet<ObjectId>) -> Result<Vec<ObjectId>> {
+        let numbers: HashSet<u64> = self
+            .pack_records()?
+            .into_iter()
+            .filter(|p| p.repo == repo && checksums.contains(&p.checksum))
+            .map(|p| p.number)
+            .collect();
+        let mut out = Vec::new();
+        for (k, v) in self.keys_with_prefix(OBJECT_INDEX, &repo.key_prefix())? {
+            let id = oid_from(&k[8..])?;
+            if numbers.contains(&decode_location(&id, &v)?.pack) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// Flushes memtables and the WAL (for a clean shutdown).
@@ -483,7 +509,22 @@ impl RocksStore {
     }
 
     fn locations(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<Location>>> {
-        self.multi_get(OBJECT_INDEX, repo, ids, decode_location)
+        self.locations_nested(repo, ids, 0)
+    }
+
+    /// Where `ids` are: the object index, else the inherited packs' indexes ([`shared`]).
+    /// `depth` counts REF delta bases looked up one inside the other.
+    fn locations_nested(&self, repo: RepoId, ids: &[ObjectId], depth: usize) -> Result<Vec<Option<Location>>> {
+        let mut out = self.multi_get(OBJECT_INDEX, repo, ids, decode_location)?;
+        if out.iter().any(Option::is_none) {
+            let inherited = self.inherited(repo)?;
+            if !inherited.is_empty() {
+                for (slot, id) in out.iter_mut().zip(ids).filter(|(slot, _)| slot.is_none()) {
+                    *slot = self.location_in(repo, &inherited, id, depth)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Reads object `id` at `location`; REF delta bases are found through the object index.
@@ -607,7 +648,7 @@ impl RocksStore {
 
         let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(PACKS), number.to_be_bytes(), encode_registry(repo, &pack.checksum, None));
+        batch.put_cf(self.cf(PACKS), number.to_be_bytes(), encode_registry(repo, &pack.checksum, None, false));
         let new_ids: HashSet<ObjectId> = new.iter().map(|e| e.id).collect();
         let commits: Vec<(ObjectId, parse::Commit)> =
             pack.commits.iter().filter(|(id, _)| new_ids.contains(id)).cloned().collect();
@@ -658,31 +699,53 @@ struct PackRecord {
     checksum: ObjectId,
     /// For a cruft pack (objects no ref reached when it was written): when it was written.
     cruft_since_ms: Option<i64>,
+    /// Its file is shared with a fork (or the repository forked from): maintenance never
+    /// rewrites or removes it, so the bytes stay shared ([`shared`]).
+    shared: bool,
 }
 
-fn encode_registry(repo: RepoId, checksum: &ObjectId, cruft_since_ms: Option<i64>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(37);
+/// Registry value: repo ‖ checksum, then optional tagged fields: `1 ‖ made (ms)` for a cruft
+/// pack, `2` for a shared one.
+fn encode_registry(repo: RepoId, checksum: &ObjectId, cruft_since_ms: Option<i64>, shared: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(38);
     v.extend_from_slice(&repo.key_prefix());
     v.extend_from_slice(checksum.as_bytes());
     if let Some(ms) = cruft_since_ms {
         v.push(1);
         v.extend_from_slice(&ms.to_be_bytes());
     }
+    if shared {
+        v.push(2);
+    }
     v
 }
 
 fn decode_registry(number: u64, v: &[u8]) -> Result<PackRecord> {
     let corrupt = || Error::Corrupt(format!("registry entry of pack {number}"));
-    let cruft_since_ms = match v.len() {
-        28 => None,
-        37 if v[28] == 1 => Some(i64::from_be_bytes(v[29..37].try_into().map_err(|_| corrupt())?)),
-        _ => return Err(corrupt()),
-    };
+    if v.len() < 28 {
+        return Err(corrupt());
+    }
+    let (mut cruft_since_ms, mut shared) = (None, false);
+    let mut rest = &v[28..];
+    while let Some((tag, tail)) = rest.split_first() {
+        rest = match tag {
+            1 if cruft_since_ms.is_none() && tail.len() >= 8 => {
+                cruft_since_ms = Some(i64::from_be_bytes(tail[..8].try_into().map_err(|_| corrupt())?));
+                &tail[8..]
+            }
+            2 if !shared => {
+                shared = true;
+                tail
+            }
+            _ => return Err(corrupt()),
+        };
+    }
     Ok(PackRecord {
         number,
         repo: RepoId(i64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt())?)),
         checksum: oid_from(&v[8..28])?,
         cruft_since_ms,
+        shared,
     })
 }
 
@@ -888,7 +951,16 @@ impl ObjectStore for RocksStore {
     }
 
     fn info_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectInfo>>> {
-        self.multi_get(OBJECT_INDEX, repo, ids, decode_info)
+        let mut out = self.multi_get(OBJECT_INDEX, repo, ids, decode_info)?;
+        if out.iter().any(Option::is_none) {
+            let inherited = self.inherited(repo)?;
+            if !inherited.is_empty() {
+                for (slot, id) in out.iter_mut().zip(ids).filter(|(slot, _)| slot.is_none()) {
+                    *slot = self.inherited_info(repo, &inherited, id)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>> {
@@ -937,55 +1009,10 @@ impl ObjectStore for RocksStore {
         })
     }
 
-    /// Hard-links `from`'s registered pack files (`.pack`, `.idx`) under `to`'s directory and
-    /// registers them anew for `to`, with a copy of `from`'s object index (pointed at the new
-    /// registrations), commit graph and counters, in one synced batch: the pack bytes are shared
-    /// on disk, and a repack or deletion of either repository unlinks only its own names. (The
-    /// reachability bitmaps are not shared: `to` walks until its first full repack.)
+    /// Shares `from`'s packs with `to`, their index included; copies the commit graph and
+    /// counters (see [`shared`]).
     fn fork(&self, from: RepoId, to: RepoId) -> Result<()> {
-        // Under the put lock, no batch registers or unregisters a pack (pushes, maintenance), so
-        // the registry and the index read here agree, and every file they name is in place.
-        let _guard = self.put_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dir = self.packs_dir.join(to.0.to_string());
-        fs::create_dir_all(&dir).map_err(io_error("creating a pack directory"))?;
-        let mut batch = WriteBatch::default();
-        let mut numbers = HashMap::new();
-        for record in self.pack_records()?.into_iter().filter(|r| r.repo == from) {
-            let source = self.pack_path(from, &record.checksum);
-            let target = self.pack_path(to, &record.checksum);
-            for ext in ["idx", "pack"] {
-                let (source, target) = (source.with_extension(ext), target.with_extension(ext));
-                let _ = fs::remove_file(&target);
-                if fs::hard_link(&source, &target).is_err() {
-                    fs::copy(&source, &target).map_err(io_error("copying a pack for a fork"))?;
-                    File::open(&target).and_then(|f| f.sync_all()).map_err(io_error("syncing a pack"))?;
-                }
-            }
-            let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
-            numbers.insert(record.number, number);
-            batch.put_cf(
-                self.cf(PACKS),
-                number.to_be_bytes(),
-                encode_registry(to, &record.checksum, record.cruft_since_ms),
-            );
-        }
-        sync_dir(&dir)?;
-        sync_dir(&self.packs_dir)?;
-        for (k, v) in self.keys_with_prefix(OBJECT_INDEX, &from.key_prefix())? {
-            let id = oid_from(&k[8..])?;
-            let mut location = decode_location(&id, &v)?;
-            location.pack = *numbers
-                .get(&location.pack)
-                .ok_or_else(|| Error::Corrupt(format!("object {id} is in pack {}, not registered", location.pack)))?;
-            batch.put_cf(self.cf(OBJECT_INDEX), key(to, &k[8..]), encode_location(&location));
-        }
-        for (k, v) in self.keys_with_prefix(COMMIT_GRAPH, &from.key_prefix())? {
-            batch.put_cf(self.cf(COMMIT_GRAPH), key(to, &k[8..]), v);
-        }
-        if let Some(stats) = self.db.get_cf(self.cf(REPO_STATS), from.key_prefix()).map_err(backend)? {
-            batch.put_cf(self.cf(REPO_STATS), to.key_prefix(), stats);
-        }
-        self.db.write_opt(batch, &Self::synced()).map_err(backend)
+        self.fork_shared(from, to)
     }
 
     fn delete_repo(&self, repo: RepoId) -> Result<()> {
@@ -1008,9 +1035,11 @@ impl ObjectStore for RocksStore {
         self.db.write_opt(batch, &Self::synced()).map_err(backend)?;
         {
             let mut open = self.open_packs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for n in &numbers {
                 open.remove(n);
                 self.bases.forget(*n);
+                tables.forget(*n);
             }
         }
         match fs::remove_dir_all(self.packs_dir.join(repo.0.to_string())) {

@@ -124,14 +124,28 @@ fn any_frontend_serves_what_another_stored() {
     // them for the fork.
     const FORK: RepoId = RepoId(8);
     one.objects.fork(REPO, FORK).expect("fork");
+    // Compaction leaves shared packs alone (rewriting them would store their objects twice):
+    // the parent's two packs are shared; the fork's own two are rolled into one.
+    assert_eq!(one.objects.compact(REPO, 2).expect("compact"), None, "every pack of the parent is shared");
+    let (mine, also) = (blob("the fork's"), blob("the fork's too"));
+    one.objects.put(FORK, std::slice::from_ref(&mine)).expect("store");
+    one.objects.put(FORK, std::slice::from_ref(&also)).expect("store");
+    assert_eq!(one.objects.compact(FORK, 2).expect("compact"), Some(2), "only the fork's own packs");
+    assert_eq!(one.objects.compact(FORK, 2).expect("compact"), None);
+    let read = two.objects.get_many(FORK, &[second.id, tip, mine.id, also.id]).expect("get");
+    assert!(read.iter().all(Option::is_some), "the fork reads its parent's objects and its own");
     let stored = one.blobs.list("packs").expect("list").len();
     ObjectStore::delete_repo(&one.objects, REPO).expect("delete the parent");
     assert_eq!(one.blobs.list("packs").expect("list").len(), stored, "the fork's packs stay");
-    let read = two.objects.get_many(FORK, &[second.id, tip]).expect("get");
+    let three = frontend(&pg, &garage, &bridge, &dirs.path().join("three"));
+    let read = three.objects.get_many(FORK, &[second.id, tip, mine.id, also.id]).expect("get");
     assert!(read.iter().all(Option::is_some), "the fork outlives its parent on every frontend");
 
     // Deleting the last repository listing them removes the packs from object storage too.
     ObjectStore::delete_repo(&one.objects, FORK).expect("delete");
+    // (The packs the fork's compaction replaced go with the sweep.)
+    std::thread::sleep(Duration::from_millis(5));
+    one.objects.sweep_unlisted(Duration::ZERO).expect("sweep");
     // Listing shows a delete once the nodes agree on it (the sweep that lists tolerates the lag).
     let mut left = one.blobs.list("packs").expect("list");
     for _ in 0..50 {

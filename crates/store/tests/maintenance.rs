@@ -51,11 +51,15 @@ fn id(hex: &str) -> ObjectId {
 
 /// Indexes `bytes` (a pack) as a push would and stores it.
 fn store_pack(s: &RocksStore, bytes: &[u8]) {
+    store_pack_in(s, REPO, bytes);
+}
+
+fn store_pack_in(s: &RocksStore, repo: RepoId, bytes: &[u8]) {
     let spooled = tempfile::NamedTempFile::new_in(s.incoming_dir()).expect("spool");
     let scan = packfile::scan(bytes, spooled.as_file(), 1 << 30).expect("scan");
     let file = std::fs::File::open(spooled.path()).expect("open");
     let mut commits = Vec::new();
-    let external = |id: &ObjectId| s.get_many(REPO, &[*id]).ok()?.pop().flatten().map(|o| (o.kind, o.data));
+    let external = |id: &ObjectId| s.get_many(repo, &[*id]).ok()?.pop().flatten().map(|o| (o.kind, o.data));
     let resolved = packfile::resolve(&file, &scan, &external, 1 << 26, &mut |id, kind, data| {
         if kind == ObjectKind::Commit {
             commits.push((*id, parse::commit(data).map_err(|e| e.to_string())?));
@@ -65,7 +69,7 @@ fn store_pack(s: &RocksStore, bytes: &[u8]) {
     .expect("resolve");
     let pack =
         IncomingPack { path: spooled.path(), checksum: scan.checksum, entries: &resolved.entries, commits: &commits };
-    s.put_pack(REPO, pack).expect("put_pack");
+    s.put_pack(repo, pack).expect("put_pack");
 }
 
 /// What C git packs for `revs` (one per line, `^` excluding).
@@ -74,9 +78,13 @@ fn git_pack(work: &Path, revs: &str) -> Vec<u8> {
 }
 
 fn set_ref(s: &RocksStore, name: &str, new: Option<ObjectId>) {
-    let old = s.get(REPO, name).expect("get");
+    set_ref_in(s, REPO, name, new);
+}
+
+fn set_ref_in(s: &RocksStore, repo: RepoId, name: &str, new: Option<ObjectId>) {
+    let old = s.get(repo, name).expect("get");
     let actor = Actor { name: "t".into(), time_ms: T0 };
-    s.update(REPO, &[RefUpdate { name: name.into(), old, new }], &actor).expect("io").expect("no conflict");
+    s.update(repo, &[RefUpdate { name: name.into(), old, new }], &actor).expect("io").expect("no conflict");
 }
 
 /// Every id reads back, and hashes to itself.
@@ -421,4 +429,140 @@ fn a_cruft_pack_emptied_by_a_returning_branch_goes() {
     let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
     assert_all_readable(&s, &everything);
     verify_packs(&data);
+}
+
+/// What `repo` holds of `ids` reads back as in `reference`: the same objects (hashing to their
+/// ids), kinds and sizes, and (with `same_entries`, while neither side repacked them) the same
+/// stored entries.
+fn assert_same_objects(s: &RocksStore, repo: RepoId, reference: RepoId, ids: &[ObjectId], same_entries: bool) {
+    for r in [repo, reference] {
+        let got = s.get_many(r, ids).expect("get");
+        for (id, object) in ids.iter().zip(&got) {
+            let object = object.as_ref().unwrap_or_else(|| panic!("{id} is stored in {r:?}"));
+            assert_eq!(hash_object(object.kind, &object.data).expect("hash"), *id);
+        }
+    }
+    assert_eq!(s.info_many(repo, ids).expect("info"), s.info_many(reference, ids).expect("info"));
+    let raw = |r| -> Vec<_> {
+        s.raw_many(r, ids).expect("raw").into_iter().map(|e| e.map(|e| (e.kind, e.size, e.compressed))).collect()
+    };
+    let (mine, theirs) = (raw(repo), raw(reference));
+    assert!(mine.iter().chain(&theirs).all(Option::is_some), "every entry is readable as stored");
+    if same_entries {
+        assert_eq!(mine, theirs, "stored entries");
+    }
+}
+
+/// The store's reachability answer in `repo` for `revs` is `git rev-list --objects`'s.
+fn assert_reach_in(s: &RocksStore, repo: RepoId, work: &Path, revs: &[&str]) {
+    let mut args = vec!["rev-list", "--objects"];
+    args.extend_from_slice(revs);
+    let expected: HashSet<ObjectId> = git(work, &args).lines().map(|l| id(&l[..40])).collect();
+    let tips: Vec<ObjectId> = revs.iter().map(|r| id(&git(work, &["rev-parse", r]))).collect();
+    let got = s.reachable(repo, &tips, true).expect("reachable").expect("bitmaps");
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<HashSet<_>>(), expected, "{revs:?} in {repo:?}");
+}
+
+fn inode(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.ino(), m.nlink())
+}
+
+/// A fork shares its parent's packs, their indexes and bitmaps: its object index stays empty,
+/// its pack files are the parent's (hard links), every object reads back as the parent's, and
+/// maintenance on either side never turns the shared bytes into two copies; the fork outlives
+/// its parent and can be forked again.
+#[test]
+fn forks_share_packs_index_and_bitmaps_and_maintenance_keeps_them_shared() {
+    const FORK: RepoId = RepoId(6);
+    const GRANDFORK: RepoId = RepoId(7);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = RocksStore::open(&data).expect("open");
+    let (main, side) = history(&work, &s);
+    let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
+    s.maintain(REPO, &full(T0)).expect("full");
+    let parent_files = pack_files(&data);
+
+    s.fork(REPO, FORK).expect("fork");
+    for (name, target) in s.list(REPO).expect("refs") {
+        set_ref_in(&s, FORK, &name, Some(target));
+    }
+    assert!(s.object_ids(FORK).expect("ids").is_empty(), "the fork's object index holds nothing");
+    let dir = |repo: RepoId| data.join("packs").join(repo.0.to_string());
+    for file in &parent_files {
+        let linked = dir(FORK).join(file.file_name().expect("name"));
+        assert_eq!(inode(&linked).0, inode(file).0, "{} is the parent's file", linked.display());
+    }
+    assert_same_objects(&s, FORK, REPO, &everything, true);
+    assert_eq!(s.stats(FORK).expect("stats"), s.stats(REPO).expect("stats"));
+    // The bitmaps came along: the fork's reachability answers from them.
+    assert_reach_in(&s, FORK, &work, &["main", "side"]);
+
+    // Both sides move on; maintenance runs on both.
+    git(&work, &["checkout", "-q", "main"]);
+    std::fs::write(work.join("parent.txt"), "parent\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "parent"]);
+    store_pack(&s, &git_pack(&work, "main\n^main~1"));
+    set_ref(&s, "refs/heads/main", Some(id(&git(&work, &["rev-parse", "main"]))));
+    git(&work, &["checkout", "-q", "-b", "feature", "main~1"]);
+    std::fs::write(work.join("fork.txt"), "fork\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "fork"]);
+    store_pack_in(&s, FORK, &git_pack(&work, "feature\n^feature~1"));
+    set_ref_in(&s, FORK, "refs/heads/feature", Some(id(&git(&work, &["rev-parse", "feature"]))));
+    let (parent_new, fork_new) =
+        (id(&git(&work, &["rev-parse", "main:parent.txt"])), id(&git(&work, &["rev-parse", "feature:fork.txt"])));
+    assert_eq!(s.has_many(FORK, &[parent_new, fork_new]).expect("has"), [false, true]);
+    assert_eq!(s.has_many(REPO, &[parent_new, fork_new]).expect("has"), [true, false]);
+    // The parent gets the side branch again (copies of shared objects in a pack of its own, some
+    // whole where the shared pack holds deltas) and drops it: the prune that follows must leave
+    // what the shared packs hold readable.
+    let side_tip = s.get(REPO, "refs/heads/side").expect("get");
+    store_pack(&s, &git_pack(&work, "side"));
+    set_ref(&s, "refs/heads/side", None);
+    for repo in [REPO, FORK] {
+        s.maintain(repo, &Maintenance { full: false, prune_grace_ms: HOUR, now_ms: T0 + HOUR }).expect("roll up");
+        s.maintain(repo, &full(T0 + HOUR)).expect("full");
+        s.maintain(repo, &full(T0 + 3 * HOUR)).expect("full, past the grace period");
+    }
+    for file in &parent_files {
+        let (ino, links) = inode(file);
+        assert_eq!(links, 2, "{} is still shared", file.display());
+        assert_eq!(inode(&dir(FORK).join(file.file_name().expect("name"))).0, ino);
+    }
+    assert_same_objects(&s, FORK, REPO, &everything, false);
+    assert_reach_in(&s, FORK, &work, &["main~1", "side", "feature"]);
+    assert_reach_in(&s, REPO, &work, &["main", "side"]);
+    set_ref(&s, "refs/heads/side", side_tip);
+
+    // A fork of the fork holds both what the fork inherited and what it got since.
+    s.fork(FORK, GRANDFORK).expect("fork the fork");
+    let mut with_fork_new = everything.clone();
+    with_fork_new.push(fork_new);
+    assert_same_objects(&s, GRANDFORK, FORK, &with_fork_new, true);
+    assert!(s.object_ids(GRANDFORK).expect("ids").is_empty());
+
+    // Deleting the parent leaves the forks whole; maintenance of a fork then keeps it whole.
+    ObjectStore::delete_repo(&s, REPO).expect("delete");
+    RefStore::delete_repo(&s, REPO).expect("delete");
+    assert!(!dir(REPO).exists());
+    for repo in [FORK, GRANDFORK] {
+        let got = s.get_many(repo, &with_fork_new).expect("get");
+        assert!(got.iter().all(Option::is_some), "{repo:?} outlives the parent");
+    }
+    s.maintain(FORK, &full(T0 + 10 * HOUR)).expect("full");
+    assert_reach_in(&s, FORK, &work, &["main~1", "side", "feature"]);
+    drop(s);
+    // And after a restart (the tables of inherited packs are read again).
+    let s = RocksStore::open(&data).expect("reopen");
+    assert_reach_in(&s, GRANDFORK, &work, &["main~1", "side", "feature"]);
+    let got = s.get_many(GRANDFORK, &with_fork_new).expect("get");
+    for (id, object) in with_fork_new.iter().zip(got) {
+        let object = object.unwrap_or_else(|| panic!("{id} after a restart"));
+        assert_eq!(hash_object(object.kind, &object.data).expect("hash"), *id);
+    }
 }

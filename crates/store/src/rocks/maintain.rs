@@ -13,6 +13,11 @@
 //! batch retry with the new one ([`RocksStore::with_pack`]); a reader with the old file open
 //! keeps reading it.
 //!
+//! Packs shared with a fork ([`super::shared`]) are left alone: never rolled up, repacked or
+//! pruned (an object pruned from a pack of the repository's own that a shared pack also holds
+//! is pointed at that copy), and a repository holding one keeps the bitmaps it had (a new main pack holds only
+//! what is newer, and its objects are walked).
+//!
 //! Pruning never removes an object a ref reaches (the set is computed from the refs, and the
 //! batch is written only if no ref moved since and no push holds a [`crate::Pin`]), nor one a
 //! kept object needs as a delta base, nor one that has not been unreachable for the whole grace
@@ -131,6 +136,11 @@ impl RocksStore {
         Ok(self.pack_records()?.into_iter().filter(|p| p.repo == repo).collect())
     }
 
+    /// The packs of `repo` maintenance may rewrite: those not shared with a fork, oldest first.
+    fn own_packs(&self, repo: RepoId) -> Result<Vec<PackRecord>> {
+        Ok(self.repo_packs(repo)?.into_iter().filter(|p| !p.shared).collect())
+    }
+
     /// Repositories with packs, and how many each has.
     pub fn repos_with_packs(&self) -> Result<Vec<(RepoId, usize)>> {
         let mut counts: HashMap<RepoId, usize> = HashMap::new();
@@ -146,11 +156,15 @@ impl RocksStore {
     /// least `after_ms` ago and the repository changed since (a ref moved, a pack was added, or
     /// a cruft pack outlived `prune_grace_ms`).
     pub fn full_repack_due(&self, repo: RepoId, now_ms: i64, after_ms: i64, prune_grace_ms: i64) -> Result<bool> {
+        let packs: Vec<PackRecord> = self.own_packs(repo)?;
+        // Only shared packs: nothing a repack may touch.
+        if packs.is_empty() {
+            return Ok(false);
+        }
         let Some((last_ms, digest)) = self.last_full_repack(repo)? else { return Ok(true) };
         if now_ms.saturating_sub(last_ms) < after_ms {
             return Ok(false);
         }
-        let packs: Vec<PackRecord> = self.repo_packs(repo)?;
         let expired =
             packs.iter().any(|p| p.cruft_since_ms.is_some_and(|t| now_ms.saturating_sub(t) >= prune_grace_ms));
         let uncombined = packs.iter().filter(|p| p.cruft_since_ms.is_none()).count() > 1;
@@ -176,7 +190,7 @@ impl RocksStore {
 
     /// The packs a geometric roll-up would merge (cruft packs are left alone).
     fn roll_up_set(&self, packs: &[PackRecord]) -> Result<Vec<PackRecord>> {
-        let candidates: Vec<&PackRecord> = packs.iter().filter(|p| p.cruft_since_ms.is_none()).collect();
+        let candidates: Vec<&PackRecord> = packs.iter().filter(|p| p.cruft_since_ms.is_none() && !p.shared).collect();
         // One pack is its own progression: no need to open it (the scheduler asks every minute).
         if candidates.len() < 2 {
             return Ok(Vec::new());
@@ -240,6 +254,8 @@ impl RocksStore {
         what: &Maintenance,
         report: &mut MaintenanceReport,
     ) -> Result<()> {
+        let shares = packs.iter().any(|p| p.shared);
+        let packs: Vec<PackRecord> = packs.iter().filter(|p| !p.shared).cloned().collect();
         if packs.is_empty() {
             return Ok(());
         }
@@ -318,7 +334,9 @@ impl RocksStore {
         report.deltas_found = deltas.len() as u64;
         let mut main = self.write_pack_with(repo, main_objects, &deltas)?;
         let cruft = self.write_pack(repo, cruft_objects)?;
-        if let Some(main) = &mut main {
+        // Bitmaps cover one pack: beside shared packs, the bitmaps of the shared main pack (most
+        // of the history) stay; a new main pack's would replace them with a sliver.
+        if let Some(main) = main.as_mut().filter(|_| !shares) {
             // Bitmaps for the tips of branches and tags (what clones ask for); other refs (pull
             // requests, say) are walked down to them when asked for.
             let branch_or_tag = |name: &str| name.starts_with("refs/heads/") || name.starts_with("refs/tags/");
@@ -540,7 +558,8 @@ impl RocksStore {
         let _refs = self.ref_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let pins = self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let records: HashMap<u64, PackRecord> = self.pack_records()?.into_iter().map(|p| (p.number, p)).collect();
-        if !replaced.iter().chain(cruft_packs).all(|n| records.contains_key(n)) {
+        // A source unregistered (the repository was deleted) or shared by a fork meanwhile.
+        if !replaced.iter().chain(cruft_packs).all(|n| records.get(n).is_some_and(|r| !r.shared)) {
             drop((pins, _refs, _put));
             let kept: HashSet<ObjectId> = records.values().filter(|p| p.repo == repo).map(|p| p.checksum).collect();
             for (pack, _) in new.iter().filter(|(p, _)| !kept.contains(&p.checksum)) {
@@ -558,24 +577,39 @@ impl RocksStore {
             if quiet {
                 unregister.extend(prune.expired.iter().copied());
                 let mut stats = self.stats(repo)?;
+                let shared: Vec<u64> =
+                    records.values().filter(|r| r.repo == repo && r.shared).map(|r| r.number).collect();
+                let mut pruned = 0u64;
                 for (id, location) in prune.deleted {
+                    // Nothing a shared pack holds is pruned: the index points at that copy instead.
+                    if !shared.is_empty()
+                        && let Some(copy) = self.location_in(repo, &shared, id, 0)?
+                    {
+                        batch.put_cf(self.cf(OBJECT_INDEX), key(repo, id.as_bytes()), encode_location(&copy));
+                        continue;
+                    }
                     batch.delete_cf(self.cf(OBJECT_INDEX), key(repo, id.as_bytes()));
                     batch.delete_cf(self.cf(COMMIT_GRAPH), key(repo, id.as_bytes()));
                     stats.objects = stats.objects.saturating_sub(1);
                     stats.bytes = stats.bytes.saturating_sub(location.size);
+                    pruned += 1;
                 }
                 let mut counters = [0u8; 16];
                 counters[..8].copy_from_slice(&stats.objects.to_be_bytes());
                 counters[8..].copy_from_slice(&stats.bytes.to_be_bytes());
                 batch.put_cf(self.cf(REPO_STATS), repo.key_prefix(), counters);
-                report.pruned = prune.deleted.len() as u64;
+                report.pruned = pruned;
             } else {
                 report.prune_deferred = true;
             }
         }
         for (pack, cruft_since) in &new {
             let number = self.next_pack.fetch_add(1, Ordering::SeqCst);
-            batch.put_cf(self.cf(PACKS), number.to_be_bytes(), encode_registry(repo, &pack.checksum, *cruft_since));
+            batch.put_cf(
+                self.cf(PACKS),
+                number.to_be_bytes(),
+                encode_registry(repo, &pack.checksum, *cruft_since, false),
+            );
             if pack.reach.is_some() {
                 batch.put_cf(self.cf(REPO_CONFIG), key(repo, super::reach::REACH_KEY), number.to_be_bytes());
             }
