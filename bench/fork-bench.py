@@ -10,8 +10,8 @@ maintenance held off, so the packs are as pushed; no pack cache). Then, --runs t
           C git's cheapest full copy on one file system);
   at rest the data directory's growth on disk for one fork (made first), counting a hard-linked
           file once, measured with the server stopped and its store opened once more (RocksDB
-          flushed to its tables) before and after, log files (write-ahead and informational)
-          left out, against the clone's growth.
+          flushed to its tables) before and after, RocksDB's log files (write-ahead,
+          informational and its metadata's) left out, against the clone's growth.
 Then the newest fork is cloned (`git clone --bare`) and checked with `git fsck` against the
 parent's objects; full clones of the first fork and of the parent are timed, alternating (clone:
 fork / parent); and the parent is deleted and the fork cloned and checked again.
@@ -55,11 +55,13 @@ def disk_bytes(*roots):
 
 
 def log_bytes(root):
-    """Bytes of RocksDB's write-ahead logs (`*.log`) and informational logs (`LOG*`) under `root`."""
+    """Bytes of RocksDB's logs under `root`: write-ahead (`*.log`), informational (`LOG*`) and
+    of its own metadata (`MANIFEST-*`, preallocated 4 MiB at a time, a new one at each open;
+    `OPTIONS-*`), whatever the data."""
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
-            if name.endswith(".log") or name.startswith("LOG"):
+            if name.endswith(".log") or name.startswith(("LOG", "MANIFEST-", "OPTIONS-")):
                 try:
                     total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
                 except FileNotFoundError:
@@ -82,7 +84,7 @@ def main():
         start = time.perf_counter()
         run("git", "push", "-q", "--mirror", server.push_url("admin/corpus"), cwd=a.repo)
         print(f"pushed {objects} objects in {time.perf_counter() - start:.1f} s")
-        # At rest: the data directory with and without one fork, log files left out, measured
+        # At rest: the data directory with and without one fork, logs left out, measured
         # first (later deletions leave RocksDB compactions that blur the difference). Opening
         # the store flushes what its write-ahead log holds into tables: a restart after each
         # stop, so both sides of the difference are flushed.

@@ -515,16 +515,28 @@ impl RocksStore {
     /// Where `ids` are: the object index, else the inherited packs' indexes ([`shared`]).
     /// `depth` counts REF delta bases looked up one inside the other.
     fn locations_nested(&self, repo: RepoId, ids: &[ObjectId], depth: usize) -> Result<Vec<Option<Location>>> {
-        let mut out = self.multi_get(OBJECT_INDEX, repo, ids, decode_location)?;
-        if out.iter().any(Option::is_none) {
+        let found = self.multi_get(OBJECT_INDEX, repo, ids, decode_location)?;
+        self.or_inherited(repo, ids, found, |packs, id| self.location_in(repo, packs, id, depth))
+    }
+
+    /// `found` (what the object index answered for `ids`), its misses looked up in the
+    /// repository's inherited packs ([`shared`]) with `find`.
+    fn or_inherited<T>(
+        &self,
+        repo: RepoId,
+        ids: &[ObjectId],
+        mut found: Vec<Option<T>>,
+        find: impl Fn(&[u64], &ObjectId) -> Result<Option<T>>,
+    ) -> Result<Vec<Option<T>>> {
+        if found.iter().any(Option::is_none) {
             let inherited = self.inherited(repo)?;
             if !inherited.is_empty() {
-                for (slot, id) in out.iter_mut().zip(ids).filter(|(slot, _)| slot.is_none()) {
-                    *slot = self.location_in(repo, &inherited, id, depth)?;
+                for (slot, id) in found.iter_mut().zip(ids).filter(|(slot, _)| slot.is_none()) {
+                    *slot = find(&inherited, id)?;
                 }
             }
         }
-        Ok(out)
+        Ok(found)
     }
 
     /// Reads object `id` at `location`; REF delta bases are found through the object index.
@@ -951,16 +963,8 @@ impl ObjectStore for RocksStore {
     }
 
     fn info_many(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectInfo>>> {
-        let mut out = self.multi_get(OBJECT_INDEX, repo, ids, decode_info)?;
-        if out.iter().any(Option::is_none) {
-            let inherited = self.inherited(repo)?;
-            if !inherited.is_empty() {
-                for (slot, id) in out.iter_mut().zip(ids).filter(|(slot, _)| slot.is_none()) {
-                    *slot = self.inherited_info(repo, &inherited, id)?;
-                }
-            }
-        }
-        Ok(out)
+        let found = self.multi_get(OBJECT_INDEX, repo, ids, decode_info)?;
+        self.or_inherited(repo, ids, found, |packs, id| self.inherited_info(repo, packs, id))
     }
 
     fn commits(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<CommitInfo>>> {
