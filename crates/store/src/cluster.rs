@@ -198,15 +198,19 @@ impl ClusterStore {
     /// their objects twice). Returns how many packs were replaced, or `None` when there was
     /// nothing to do or another frontend compacted them first.
     pub fn compact(&self, repo: RepoId, min_packs: usize) -> Result<Option<usize>> {
-        let listed: Vec<PackRecord> = self.pg.packs_after(repo, 0)?.into_iter().filter(|p| !p.shared).collect();
+        let (shared, listed): (Vec<PackRecord>, Vec<PackRecord>) =
+            self.pg.packs_after(repo, 0)?.into_iter().partition(|p| p.shared);
         if listed.len() < min_packs.max(2) {
             return Ok(None);
         }
         // Everything listed is here then; what is here is all listed (packs replaced earlier hold
-        // nothing their replacement does not).
+        // nothing their replacement does not). What the shared packs hold here stays out (they
+        // stay listed), except delta bases of what goes in: the new pack is whole on its own.
+        // (A shared pack this frontend took without downloading, as a compaction's, has no
+        // registration here: its objects are written again, which costs space, not correctness.)
         self.catch_up(repo, Instant::now())?;
-        let checksums: HashSet<ObjectId> = listed.iter().map(|p| p.checksum).collect();
-        let ids = self.local.object_ids_in(repo, &checksums)?;
+        let shared: HashSet<ObjectId> = shared.iter().map(|p| p.checksum).collect();
+        let ids = self.local.object_ids_outside(repo, &shared)?;
         let file = tempfile::Builder::new()
             .prefix("compact-")
             .suffix(".pack")

@@ -377,8 +377,9 @@ impl PgRefStore {
     }
 
     /// Lists `new` in place of the packs `replaced` (ids), in one transaction — only if every one
-    /// of them is still listed (another compaction may have replaced them first: then nothing
-    /// changes and this returns `None`). The replaced packs' keys are kept as retired.
+    /// of them is still listed (another compaction may have replaced them first) and no other
+    /// repository lists any of them (a fork made meanwhile); else nothing changes and this
+    /// returns `None`. The replaced packs' keys are kept as retired.
     pub fn replace_packs(&self, repo: RepoId, replaced: &[i64], new: &NewPack, now_ms: i64) -> Result<Option<i64>> {
         let (replaced, new) = (replaced.to_vec(), new.clone());
         self.run(move |pool| {
@@ -393,6 +394,18 @@ impl PgRefStore {
                         .map_err(backend)?;
                 if keys.len() != replaced.len() {
                     return Ok(None); // rolled back with the transaction
+                }
+                // A fork listed one of them meanwhile: replacing it would keep its objects twice.
+                let shared: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM git_packs WHERE blob_key = ANY($1) AND repo_id <> $2)",
+                )
+                .bind(&keys)
+                .bind(repo.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if shared {
+                    return Ok(None);
                 }
                 for key in &keys {
                     sqlx::query(

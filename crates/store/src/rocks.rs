@@ -431,21 +431,35 @@ impl RocksStore {
         self.keys_with_prefix(OBJECT_INDEX, &repo.key_prefix())?.iter().map(|(k, _)| oid_from(&k[8..])).collect()
     }
 
-    /// The objects the repository's object index places in its packs of these checksums.
-    pub fn object_ids_in(&self, repo: RepoId, checksums: &HashSet<ObjectId>) -> Result<Vec<ObjectId>> {
-        let numbers: HashSet<u64> = self
+    /// The objects the repository's object index lists, except those it places in a pack of
+    /// one of these checksums, and the delta bases of those it keeps (wherever they are, down
+    /// their chains): a set that is whole on its own as a pack.
+    pub fn object_ids_outside(&self, repo: RepoId, checksums: &HashSet<ObjectId>) -> Result<Vec<ObjectId>> {
+        let excluded: HashSet<u64> = self
             .pack_records()?
             .into_iter()
             .filter(|p| p.repo == repo && checksums.contains(&p.checksum))
             .map(|p| p.number)
             .collect();
-        let mut out = Vec::new();
+        let mut kept = HashSet::new();
+        let mut bases = Vec::new();
         for (k, v) in self.keys_with_prefix(OBJECT_INDEX, &repo.key_prefix())? {
             let id = oid_from(&k[8..])?;
-            if numbers.contains(&decode_location(&id, &v)?.pack) {
-                out.push(id);
+            let location = decode_location(&id, &v)?;
+            if !excluded.contains(&location.pack) {
+                kept.insert(id);
+                bases.extend(location.base);
             }
         }
+        while !bases.is_empty() {
+            let new: Vec<ObjectId> = bases.drain(..).filter(|b| kept.insert(*b)).collect();
+            for (id, location) in new.iter().zip(self.locations(repo, &new)?) {
+                let location = location.ok_or_else(|| Error::Corrupt(format!("delta base {id} is missing")))?;
+                bases.extend(location.base);
+            }
+        }
+        let mut out: Vec<ObjectId> = kept.into_iter().collect();
+        out.sort_unstable();
         Ok(out)
     }
 

@@ -504,10 +504,31 @@ fn forks_share_packs_index_and_bitmaps_and_maintenance_keeps_them_shared() {
     // Both sides move on; maintenance runs on both.
     git(&work, &["checkout", "-q", "main"]);
     std::fs::write(work.join("parent.txt"), "parent\n").expect("write");
+    let edited = std::fs::read_to_string(work.join("f.txt")).expect("read") + "one more line\n";
+    std::fs::write(work.join("f.txt"), edited).expect("write");
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "parent"]);
-    store_pack(&s, &git_pack(&work, "main\n^main~1"));
+    // A thin pack: the edited file a delta against the shared copy of the old one.
+    let thin = git_in(&work, &["pack-objects", "--revs", "--thin", "--stdout", "-q"], Some(b"main\n^main~1\n"));
+    store_pack(&s, &thin);
     set_ref(&s, "refs/heads/main", Some(id(&git(&work, &["rev-parse", "main"]))));
+    // What the parent holds outside its shared packs, with the delta bases it needs: the new
+    // commit's objects, and the old file and trees they were deltified against (cluster
+    // compaction writes this set).
+    let shared_checksums: HashSet<ObjectId> = parent_files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .map(|p| id(&p.file_stem().and_then(|n| n.to_str()).expect("name")["pack-".len()..]))
+        .collect();
+    let outside: HashSet<ObjectId> = s.object_ids_outside(REPO, &shared_checksums).expect("ids").into_iter().collect();
+    let new_objects: HashSet<ObjectId> =
+        git(&work, &["rev-list", "--objects", "main", "^main~1"]).lines().map(|l| id(&l[..40])).collect();
+    let old_file = id(&git(&work, &["rev-parse", "main~1:f.txt"]));
+    assert!(outside.contains(&old_file), "the delta base comes along");
+    let previous: HashSet<ObjectId> =
+        git(&work, &["rev-list", "--objects", "-n", "1", "main~1"]).lines().map(|l| id(&l[..40])).collect();
+    assert!(new_objects.is_subset(&outside));
+    assert!(outside.difference(&new_objects).all(|b| previous.contains(b)), "only bases from before");
     git(&work, &["checkout", "-q", "-b", "feature", "main~1"]);
     std::fs::write(work.join("fork.txt"), "fork\n").expect("write");
     git(&work, &["add", "-A"]);
