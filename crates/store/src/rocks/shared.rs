@@ -5,17 +5,18 @@
 //! The fork's object index stays empty for them: it lists them as **inherited** (`repo_config`
 //! key `\0inherited` → their pack numbers), and a lookup the object index misses is answered from
 //! the inherited packs' own `.idx` files (offset and CRC-32 there; kind, size and delta base
-//! read from the entry headers, as C git does for a pack it has no other index of). Only the
-//! commit graph and the counters are copied. So forking costs a few directory entries and one
-//! small batch, whatever the size of the repository; the bytes on disk are the parent's.
+//! read from the entry headers, as C git reads a pack through its `.idx`). Only the commit graph
+//! (about 85 bytes a commit) and the counters are copied. So forking costs a few directory
+//! entries and one batch of the commit graph; the pack and index bytes on disk are the parent's.
 //!
 //! Shared packs stay shared: maintenance never rewrites or removes a shared pack, in the fork
 //! or in the parent (whose packs are marked shared by the fork), so a repack on either side does
 //! not turn the shared bytes into two copies. Their objects are never pruned (a network keeps
-//! what it once held, as GitHub's and GitLab's object pools do), and the bitmaps of the main
-//! pack at the time of the fork stay the bitmaps of both (newer objects are walked). Each side
-//! still reads only what its own registrations hold: the fork cannot read what the parent
-//! receives after the fork, nor the parent the fork's.
+//! what it once held, as GitHub's and GitLab's object pools do; an object pruned from a pack of
+//! a side's own that a shared pack also holds is pointed at the shared copy), and the bitmaps of
+//! the main pack at the time of the fork stay the bitmaps of both (newer objects are walked).
+//! Each side still reads only what its own registrations hold: the fork cannot read what the
+//! parent receives after the fork, nor the parent the fork's.
 //!
 //! Deleting either side removes its registrations and its links; the other's links keep the
 //! bytes.
