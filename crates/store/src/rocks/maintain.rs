@@ -122,10 +122,12 @@ impl RocksStore {
         let packs: Vec<PackRecord> = self.repo_packs(repo)?;
         let mut report =
             MaintenanceReport { packs_before: packs.len(), packs_after: packs.len(), ..Default::default() };
+        let shares = packs.iter().any(|p| p.shared);
+        let own: Vec<PackRecord> = packs.into_iter().filter(|p| !p.shared).collect();
         if what.full {
-            self.full_repack(repo, &packs, what, &mut report)?;
+            self.full_repack(repo, &own, shares, what, &mut report)?;
         } else {
-            self.roll_up(repo, &packs, &mut report)?;
+            self.roll_up(repo, &own, &mut report)?;
         }
         report.packs_after = self.repo_packs(repo)?.len();
         Ok(report)
@@ -184,13 +186,14 @@ impl RocksStore {
 
     /// Whether a roll-up of `repo`'s packs would do something.
     pub fn needs_roll_up(&self, repo: RepoId) -> Result<bool> {
-        let packs: Vec<PackRecord> = self.repo_packs(repo)?;
+        let packs: Vec<PackRecord> = self.own_packs(repo)?;
         Ok(!self.roll_up_set(&packs)?.is_empty())
     }
 
-    /// The packs a geometric roll-up would merge (cruft packs are left alone).
+    /// The packs of `packs` (a repository's own) a geometric roll-up would merge (cruft packs
+    /// are left alone).
     fn roll_up_set(&self, packs: &[PackRecord]) -> Result<Vec<PackRecord>> {
-        let candidates: Vec<&PackRecord> = packs.iter().filter(|p| p.cruft_since_ms.is_none() && !p.shared).collect();
+        let candidates: Vec<&PackRecord> = packs.iter().filter(|p| p.cruft_since_ms.is_none()).collect();
         // One pack is its own progression: no need to open it (the scheduler asks every minute).
         if candidates.len() < 2 {
             return Ok(Vec::new());
@@ -247,15 +250,15 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Repacks `packs` (the repository's own; `shares`: it holds shared packs besides).
     fn full_repack(
         &self,
         repo: RepoId,
         packs: &[PackRecord],
+        shares: bool,
         what: &Maintenance,
         report: &mut MaintenanceReport,
     ) -> Result<()> {
-        let shares = packs.iter().any(|p| p.shared);
-        let packs: Vec<PackRecord> = packs.iter().filter(|p| !p.shared).cloned().collect();
         if packs.is_empty() {
             return Ok(());
         }

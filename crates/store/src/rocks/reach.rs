@@ -142,18 +142,15 @@ impl Layout {
     /// Reads the main pack's index: entries sorted by offset must be the bitmap file's ids.
     fn read(reach: &Reach, idx_path: &std::path::Path, pack_len: u64) -> std::result::Result<Layout, String> {
         let bytes = std::fs::read(idx_path).map_err(|e| e.to_string())?;
-        let (mut entries, _) = gitstratum_git::packfile::read_idx(&bytes).map_err(|e| e.to_string())?;
-        entries.sort_unstable_by_key(|e| e.offset);
-        if entries.len() != reach.ids.len() || entries.iter().zip(&reach.ids).any(|(e, id)| e.id != *id) {
+        let entries: Vec<_> = super::shared::PackTable::read(&bytes, pack_len)?.in_pack_order().collect();
+        if entries.len() != reach.ids.len() || entries.iter().zip(&reach.ids).any(|(e, id)| e.0 != *id) {
             return Err("the index does not list the bitmap file's objects in pack order".to_owned());
         }
-        let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-        let mut ends: Vec<u64> = offsets.iter().skip(1).copied().collect();
-        ends.push(pack_len.saturating_sub(20));
-        if offsets.iter().zip(&ends).any(|(o, e)| o >= e) {
-            return Err("entries overlap or run past the pack".to_owned());
-        }
-        Ok(Layout { offsets, ends, crcs: entries.iter().map(|e| e.crc32).collect() })
+        Ok(Layout {
+            offsets: entries.iter().map(|e| e.1).collect(),
+            ends: entries.iter().map(|e| e.2).collect(),
+            crcs: entries.iter().map(|e| e.3).collect(),
+        })
     }
 }
 

@@ -60,7 +60,9 @@ pub(super) struct PackTable {
 }
 
 impl PackTable {
-    fn read(idx: &[u8], pack_len: u64) -> std::result::Result<PackTable, String> {
+    /// Reads a pack's index (`idx`, of a pack of `pack_len` bytes), checking that its entries
+    /// neither overlap nor run past the pack.
+    pub(super) fn read(idx: &[u8], pack_len: u64) -> std::result::Result<PackTable, String> {
         let (entries, _) = packfile::read_idx(idx).map_err(|e| e.to_string())?;
         let n = entries.len();
         let mut by_offset: Vec<u32> = (0..n).map(|i| i as u32).collect();
@@ -85,6 +87,14 @@ impl PackTable {
             rank,
             data_end,
             info: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Every entry in pack order: id, offset, end, CRC-32.
+    pub(super) fn in_pack_order(&self) -> impl Iterator<Item = (ObjectId, u64, u64, u32)> + '_ {
+        self.by_offset.iter().map(|p| {
+            let p = *p as usize;
+            (self.ids[p], self.offsets[p], self.end(p), self.crcs[p])
         })
     }
 
