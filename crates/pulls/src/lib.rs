@@ -127,7 +127,8 @@ impl Pulls {
         self.refresh_as(pull, SERVER).await
     }
 
-    /// [`Pulls::refresh`], naming `pusher` as who moved the head, should it have moved.
+    /// [`Pulls::refresh`], naming `pusher` as who moved the head, should it have moved, and as
+    /// who merged it, should the base now hold the head.
     pub async fn refresh_as(&self, pull: &Pull, pusher: &str) -> Result<Pull> {
         let (objects, refs, clock) = (self.objects.clone(), self.refs.clone(), self.clock.clone());
         let pull_now = pull.clone();
@@ -147,8 +148,10 @@ impl Pulls {
             self.platform.record_mergeability(pull.id, &m).await?;
             if contained {
                 // Its head was pushed into the base (or a merge's ref moved before it was
-                // recorded): merged, as GitHub says.
-                self.platform.mark_pull_merged(pull.id, SERVER, &m.base_sha, self.clock.now()).await?;
+                // recorded): merged, as GitHub says, by whoever moved the branch (the merge
+                // API moves it as the merger, so a refresh that wins the race against the
+                // API's own record names the same account).
+                self.platform.mark_pull_merged(pull.id, pusher, &m.base_sha, self.clock.now()).await?;
                 if let Some(now) = self.platform.get_pull(pull.repo_id, pull.number).await? {
                     return Box::pin(self.refresh_as(&now, pusher)).await;
                 }
