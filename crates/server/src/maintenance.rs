@@ -79,6 +79,8 @@ fn maintain(
         objects_written = report.objects_written,
         cruft = report.cruft,
         deltas_found = report.deltas_found,
+        tip_whole = report.tip_whole,
+        tip_reversed = report.tip_reversed,
         pruned = report.pruned,
         prune_deferred = report.prune_deferred,
         "git maintenance"

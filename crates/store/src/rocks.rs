@@ -34,6 +34,7 @@
 mod maintain;
 mod reach;
 mod shared;
+mod tip;
 
 pub use maintain::{Maintenance, MaintenanceReport};
 

@@ -587,3 +587,87 @@ fn forks_share_packs_index_and_bitmaps_and_maintenance_keeps_them_shared() {
         assert_eq!(hash_object(object.kind, &object.data).expect("hash"), *id);
     }
 }
+
+/// A full repack stores the default branch's tip so a depth=1 clone copies it: C git's pack
+/// makes the tip's files deltas against their older (larger) versions, the repack writes them
+/// whole (or as deltas within the tip) and turns the old versions into deltas against them, so
+/// the pack stays about its size; every object reads back and C git verifies the pack.
+#[test]
+fn a_full_repack_stores_the_default_branchs_tip_whole() {
+    use gitstratum_store::RawKind;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = RocksStore::open(&data).expect("open");
+    git(&work, &["init", "-q", "-b", "main"]);
+    // Files that shrink commit after commit: git's delta search (largest first) makes the
+    // newest versions deltas against the oldest.
+    let mut lines: Vec<usize> = (0..400).collect();
+    for i in 0..12 {
+        lines.remove(i * 7 % lines.len());
+        for (f, seed) in [("a.txt", 7919u64), ("dir/b.txt", 104_729), ("dir/deeper/c.txt", 1_299_709)] {
+            let path = work.join(f);
+            std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+            // Lines of each file its own (no delta between files is worth it).
+            let text: String = lines
+                .iter()
+                .map(|l| format!("{} {}\n", (*l as u64 + 1) * seed % 1_000_003, *l as u64 * seed))
+                .collect();
+            std::fs::write(&path, text).expect("write");
+        }
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", &format!("c{i}")]);
+    }
+    git(&work, &["branch", "old", "HEAD~6"]);
+    let pack = git_pack(&work, "main");
+    store_pack(&s, &pack);
+    set_ref(&s, "refs/heads/main", Some(id(&git(&work, &["rev-parse", "main"]))));
+    set_ref(&s, "refs/heads/old", Some(id(&git(&work, &["rev-parse", "old"]))));
+    s.set_head(REPO, "refs/heads/main").expect("head");
+    let tip_of = |rev: &str| -> HashSet<ObjectId> {
+        git(&work, &["ls-tree", "-r", "-t", "--format=%(objectname)", rev])
+            .lines()
+            .map(id)
+            .chain([id(&git(&work, &["rev-parse", rev])), id(&git(&work, &["rev-parse", &format!("{rev}^{{tree}}")]))])
+            .collect()
+    };
+    // How many objects of `tip` are deltas against objects outside it.
+    let outside = |s: &RocksStore, tip: &HashSet<ObjectId>| -> usize {
+        let ids: Vec<ObjectId> = tip.iter().copied().collect();
+        s.raw_many(REPO, &ids)
+            .expect("raw")
+            .into_iter()
+            .filter(|r| matches!(r.as_ref().expect("stored").kind, RawKind::Delta { base } if !tip.contains(&base)))
+            .count()
+    };
+    let tip = tip_of("main");
+    assert!(outside(&s, &tip) >= 3, "C git's pack makes the tip's files deltas against older versions");
+    let all: Vec<ObjectId> = git(&work, &["rev-list", "--objects", "--all"]).lines().map(|l| id(&l[..40])).collect();
+    let size_of = |data: &Path| -> u64 {
+        pack_files(data)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .map(|p| p.metadata().expect("stat").len())
+            .sum()
+    };
+    let before = size_of(&data);
+    let report = s.maintain(REPO, &full(T0)).expect("full");
+    assert!(report.tip_whole >= 3 && report.tip_reversed >= 3, "{report:?}");
+    assert_eq!(outside(&s, &tip), 0, "every tip object is whole or a delta within the tip");
+    let after = size_of(&data);
+    assert!(after * 10 <= before * 11, "the pack stays about its size: {before} → {after} bytes");
+    assert_all_readable(&s, &all);
+    verify_packs(&data);
+    assert_reach(&s, &work, &["main", "old"]);
+    // Again: nothing left to change, and a new tip is taken care of the same way.
+    let report = s.maintain(REPO, &full(T0 + HOUR)).expect("full");
+    assert_eq!((report.tip_whole, report.tip_reversed), (0, 0), "{report:?}");
+    set_ref(&s, "refs/heads/main", Some(id(&git(&work, &["rev-parse", "old"]))));
+    s.set_head(REPO, "refs/heads/old").expect("head");
+    assert!(outside(&s, &tip_of("old")) > 0, "the old branch's tip is made of deltas against the main's");
+    let report = s.maintain(REPO, &full(T0 + 2 * HOUR)).expect("full");
+    assert!(report.tip_whole > 0, "{report:?}");
+    assert_eq!(outside(&s, &tip_of("old")), 0, "{report:?}");
+    assert_all_readable(&s, &all);
+    verify_packs(&data);
+}

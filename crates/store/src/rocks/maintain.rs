@@ -64,6 +64,10 @@ pub struct MaintenanceReport {
     pub cruft: u64,
     /// Objects stored whole that the repack wrote as deltas.
     pub deltas_found: u64,
+    /// Objects of the default branch's tip stored as deltas against objects outside it that
+    /// the repack wrote whole, and old bases it made deltas against them ([`super::tip`]).
+    pub tip_whole: u64,
+    pub tip_reversed: u64,
     /// Objects deleted (unreachable for longer than the grace period).
     pub pruned: u64,
     /// Pruning was due but put off: a ref moved or a push was in flight meanwhile.
@@ -333,9 +337,13 @@ impl RocksStore {
             .filter(|n| !cruft_packs.contains(n) || !(staying.contains(n) || expired.contains(n)))
             .copied()
             .collect();
-        let deltas = self.find_deltas(repo, &main_objects, &names)?;
+        let mut deltas = self.find_deltas(repo, &main_objects, &names)?;
         report.deltas_found = deltas.len() as u64;
-        let mut main = self.write_pack_with(repo, main_objects, &deltas)?;
+        // The default branch's tip whole (or deltas within it), so a depth=1 clone copies it.
+        let tip = self.tip_objects(repo, &refs)?;
+        let plan = self.tip_first(repo, &tip, &main_objects, &mut deltas)?;
+        (report.tip_whole, report.tip_reversed) = (plan.whole.len() as u64, plan.reversed as u64);
+        let mut main = self.write_pack_with(repo, main_objects, &deltas, &plan.whole)?;
         let cruft = self.write_pack(repo, cruft_objects)?;
         // Bitmaps cover one pack: beside shared packs, the bitmaps of the shared main pack (most
         // of the history) stay; a new main pack's would replace them with a sliver.
@@ -370,7 +378,7 @@ impl RocksStore {
     }
 
     /// The commits `ids` are or (through tags) point to; others are left out.
-    fn peel_to_commits(&self, repo: RepoId, ids: Vec<ObjectId>) -> Result<Vec<ObjectId>> {
+    pub(super) fn peel_to_commits(&self, repo: RepoId, ids: Vec<ObjectId>) -> Result<Vec<ObjectId>> {
         let mut out = Vec::with_capacity(ids.len());
         for (id, info) in ids.iter().zip(self.info_many(repo, &ids)?) {
             let (mut id, mut kind) = (*id, info.map(|i| i.kind));
@@ -466,15 +474,17 @@ impl RocksStore {
     /// Writes `objects` into a new pack under `incoming/`, entries copied as stored, in the
     /// order of their old packs and offsets (so OFS bases come first). `None` when empty.
     fn write_pack(&self, repo: RepoId, objects: Vec<(ObjectId, Location)>) -> Result<Option<NewPack>> {
-        self.write_pack_with(repo, objects, &HashMap::new())
+        self.write_pack_with(repo, objects, &HashMap::new(), &HashSet::new())
     }
 
-    /// [`RocksStore::write_pack`], writing the objects in `deltas` as the deltas found for them.
+    /// [`RocksStore::write_pack`], writing the objects in `deltas` as the deltas found for them
+    /// and those in `whole` whole (compressed anew).
     fn write_pack_with(
         &self,
         repo: RepoId,
         mut objects: Vec<(ObjectId, Location)>,
         deltas: &HashMap<ObjectId, (ObjectId, Vec<u8>)>,
+        whole: &HashSet<ObjectId>,
     ) -> Result<Option<NewPack>> {
         if objects.is_empty() {
             return Ok(None);
@@ -501,6 +511,13 @@ impl RocksStore {
                     None => writer.write_ref_delta(base, delta),
                 };
                 (offset, Some(*base))
+            } else if whole.contains(id) {
+                let object = self
+                    .get_many(repo, &[*id])?
+                    .pop()
+                    .flatten()
+                    .ok_or_else(|| Error::Corrupt(format!("object {id} vanished while repacking")))?;
+                (writer.write_object(location.kind, &object.data), None)
             } else {
                 let raw = self.with_pack(repo, id, *location, raw_in)?;
                 let offset = match raw.kind {
