@@ -308,21 +308,27 @@ impl GitService {
     fn peel(&self, repo: RepoId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectId>>> {
         let infos = self.objects.info_many(repo, ids)?;
         let mut out = vec![None; ids.len()];
-        let tags: Vec<usize> =
-            (0..ids.len()).filter(|i| infos[*i].is_some_and(|o| o.kind == ObjectKind::Tag)).collect();
-        let tag_ids: Vec<ObjectId> = tags.iter().map(|i| ids[*i]).collect();
-        for (i, object) in tags.into_iter().zip(self.objects.get_many(repo, &tag_ids)?) {
-            let mut current = object;
-            for _ in 0..32 {
-                match current {
-                    Some(Object { kind: ObjectKind::Tag, data }) => {
-                        let target = parse::tag(&data).map_err(|e| Error::Protocol(e.to_string()))?.target;
-                        out[i] = Some(target);
-                        current = self.objects.get_many(repo, &[target])?.pop().flatten();
-                    }
-                    _ => break,
+        // Tags still to read, level by level, in one batch each: a tag names its target's kind,
+        // so only a tag of a tag costs another read (not every tag's commit).
+        let mut pending: Vec<(usize, ObjectId)> = (0..ids.len())
+            .filter(|i| infos[*i].is_some_and(|o| o.kind == ObjectKind::Tag))
+            .map(|i| (i, ids[i]))
+            .collect();
+        for _ in 0..32 {
+            if pending.is_empty() {
+                break;
+            }
+            let tag_ids: Vec<ObjectId> = pending.iter().map(|(_, id)| *id).collect();
+            let mut next = Vec::new();
+            for ((i, _), object) in pending.into_iter().zip(self.objects.get_many(repo, &tag_ids)?) {
+                let Some(Object { kind: ObjectKind::Tag, data }) = object else { continue };
+                let tag = parse::tag(&data).map_err(|e| Error::Protocol(e.to_string()))?;
+                out[i] = Some(tag.target);
+                if tag.target_kind == ObjectKind::Tag {
+                    next.push((i, tag.target));
                 }
             }
+            pending = next;
         }
         Ok(out)
     }

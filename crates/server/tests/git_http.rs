@@ -51,6 +51,7 @@ async fn push_clone_and_fetch_round_trip() {
     git.repo_with_commits(&src, 5).await;
     git.ok(&src, &["tag", "-a", "v1", "-m", "release 1"]).await;
     git.ok(&src, &["tag", "light"]).await;
+    git.ok(&src, &["-c", "advice.nestedTag=false", "tag", "-a", "nested", "v1", "-m", "a tag of a tag"]).await;
     git.ok(&src, &["branch", "feature", "HEAD~2"]).await;
     git.ok(&src, &["push", "-q", &url, "--all"]).await;
     git.ok(&src, &["push", "-q", &url, "--tags"]).await;
@@ -69,7 +70,9 @@ async fn push_clone_and_fetch_round_trip() {
     );
     let listing = git.ok(&clone, &["ls-remote", "origin"]).await;
     assert!(listing.contains("refs/tags/v1^{}"), "annotated tags are peeled: {listing}");
-    assert_eq!(git.ok(&clone, &["tag"]).await.trim(), "light\nv1");
+    let head = git.ok(&src, &["rev-parse", "HEAD"]).await;
+    assert!(listing.contains(&format!("{}\trefs/tags/nested^{{}}", head.trim())), "down to the commit: {listing}");
+    assert_eq!(git.ok(&clone, &["tag"]).await.trim(), "light\nnested\nv1");
 
     // New commits arrive by fetch, negotiating with what the clone has.
     std::fs::write(src.join("new.txt"), "new\n").expect("write");
