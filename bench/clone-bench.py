@@ -339,18 +339,19 @@ def main():
         git(["clone", "-q", "-b", branch, urls["test"], work], tmp, env)
         for name in ("test", "http-backend"):
             git(["remote", "add", name, urls[name]], work, env, check=False)
-        with open(os.path.join(work, "bench-new-file"), "w") as fh:
-            fh.write("new\n")
-        git(["add", "-A"], work, env)
-        git(["-c", "user.name=b", "-c", "user.email=b@e", "commit", "-qm", "bench"], work, env)
         readers = {}
-        for name in ("test", "http-backend"):  # clones that will fetch the new commit
+        for name in ("test", "http-backend"):  # clones that will fetch the new commits
             readers[name] = dest()
             git(["clone", "-q", "--bare", urls[name], readers[name]], tmp, env)
-        for name in ("test", "http-backend"):
-            record("push of one commit (s)", name, timed(lambda: git(["push", "-q", name, f"HEAD:{branch}"], work, env)))
-        for name in ("test", "http-backend"):
-            record("fetch of one commit (s)", name, timed(lambda: git(["fetch", "-q", "origin", branch], readers[name], env)))
+        for r in range(a.runs):  # one new commit a round: pushed to each, then fetched from each
+            with open(os.path.join(work, "bench-new-file"), "w") as fh:
+                fh.write(f"new {r}\n")
+            git(["add", "-A"], work, env)
+            git(["-c", "user.name=b", "-c", "user.email=b@e", "commit", "-qm", f"bench {r}"], work, env)
+            for name in ("test", "http-backend"):
+                record("push of one commit (s)", name, timed(lambda: git(["push", "-q", name, f"HEAD:{branch}"], work, env)))
+            for name in ("test", "http-backend"):
+                record("fetch of one commit (s)", name, timed(lambda: git(["fetch", "-q", "origin", branch], readers[name], env)))
         os.killpg(daemon.pid, signal.SIGTERM)
         if a.large_push_mib:
             large = dest()
