@@ -103,6 +103,15 @@ fn pack_files(data: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Bytes of the repository's pack files.
+fn packed_bytes(data: &Path) -> u64 {
+    pack_files(data)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .map(|p| p.metadata().expect("stat").len())
+        .sum()
+}
+
 /// C git verifies the packs that must be whole on their own: the main pack of a full repack
 /// (the one with bitmaps), or a repository's only pack. (A cruft pack or a roll-up may hold REF
 /// deltas against objects of the repository's other packs.)
@@ -384,17 +393,10 @@ fn a_full_repack_finds_deltas_for_whole_objects() {
         parent = Some(commit_id);
     }
     set_ref(&s, "refs/heads/main", parent);
-    let size_of = |data: &Path| -> u64 {
-        pack_files(data)
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
-            .map(|p| p.metadata().expect("stat").len())
-            .sum()
-    };
-    let before = size_of(&data);
+    let before = packed_bytes(&data);
     let report = s.maintain(REPO, &full(T0)).expect("full");
     assert!(report.deltas_found >= 18, "{report:?}");
-    let after = size_of(&data);
+    let after = packed_bytes(&data);
     assert!(after * 3 < before, "the pack shrank: {before} → {after} bytes");
     assert_all_readable(&s, &ids);
     verify_packs(&data);
@@ -643,18 +645,11 @@ fn a_full_repack_stores_the_default_branchs_tip_whole() {
     let tip = tip_of("main");
     assert!(outside(&s, &tip) >= 3, "C git's pack makes the tip's files deltas against older versions");
     let all: Vec<ObjectId> = git(&work, &["rev-list", "--objects", "--all"]).lines().map(|l| id(&l[..40])).collect();
-    let size_of = |data: &Path| -> u64 {
-        pack_files(data)
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
-            .map(|p| p.metadata().expect("stat").len())
-            .sum()
-    };
-    let before = size_of(&data);
+    let before = packed_bytes(&data);
     let report = s.maintain(REPO, &full(T0)).expect("full");
     assert!(report.tip_whole >= 3 && report.tip_reversed >= 3, "{report:?}");
     assert_eq!(outside(&s, &tip), 0, "every tip object is whole or a delta within the tip");
-    let after = size_of(&data);
+    let after = packed_bytes(&data);
     assert!(after * 10 <= before * 11, "the pack stays about its size: {before} → {after} bytes");
     assert_all_readable(&s, &all);
     verify_packs(&data);

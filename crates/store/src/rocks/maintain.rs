@@ -3,7 +3,9 @@
 //! (a cruft pack, as `git repack --cruft` writes) and prunes cruft older than a grace period.
 //!
 //! Entries are copied as they are stored (no inflate, no deflate): a delta whose base was
-//! written earlier in the new pack becomes an OFS delta, any other stays a REF delta.
+//! written earlier in the new pack becomes an OFS delta, any other stays a REF delta. The
+//! exceptions are the deltas a full repack's search finds and the default branch's tip
+//! ([`super::tip`]), which are written anew.
 //!
 //! Crash safety: the new packs are written under `incoming/`, made durable and put in place, and
 //! one synced batch then registers them, re-points the objects they hold, unregisters the packs
@@ -65,8 +67,9 @@ pub struct MaintenanceReport {
     /// Objects stored whole that the repack wrote as deltas.
     pub deltas_found: u64,
     /// Objects of the default branch's tip stored as deltas against objects outside it that
-    /// the repack wrote whole, and old bases it made deltas against them ([`super::tip`]).
+    /// the repack wrote whole ([`super::tip`]).
     pub tip_whole: u64,
+    /// Old chains' roots the repack made deltas against those tip objects.
     pub tip_reversed: u64,
     /// Objects deleted (unreachable for longer than the grace period).
     pub pruned: u64,
