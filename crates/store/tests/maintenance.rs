@@ -146,6 +146,16 @@ fn assert_reach(s: &RocksStore, work: &Path, revs: &[&str]) {
     assert_eq!(without, &expected - &blobs, "{revs:?} without blobs");
 }
 
+/// A temporary directory with a work tree for C git (`work`) and a store's data directory
+/// (`data`), and the store opened there; the directory lives as long as the first value.
+fn work_and_store() -> (tempfile::TempDir, PathBuf, PathBuf, RocksStore) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
+    std::fs::create_dir_all(&work).expect("work");
+    let s = RocksStore::open(&data).expect("open");
+    (tmp, work, data, s)
+}
+
 fn full(now_ms: i64) -> Maintenance {
     Maintenance { full: true, prune_grace_ms: HOUR, now_ms }
 }
@@ -188,10 +198,7 @@ fn history(work: &Path, s: &RocksStore) -> (Vec<ObjectId>, Vec<ObjectId>) {
 
 #[test]
 fn repacks_keep_every_object_and_prune_only_the_long_unreachable() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
-    std::fs::create_dir_all(&work).expect("work");
-    let s = RocksStore::open(&data).expect("open");
+    let (_tmp, work, data, s) = work_and_store();
     let (main, side) = history(&work, &s);
     let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
     assert_all_readable(&s, &everything);
@@ -317,10 +324,8 @@ fn a_kept_delta_keeps_its_unreachable_base() {
 /// before or after the pack holding it is replaced.
 #[test]
 fn readers_never_miss_an_object_while_packs_are_replaced() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
-    std::fs::create_dir_all(&work).expect("work");
-    let s = Arc::new(RocksStore::open(&data).expect("open"));
+    let (_tmp, work, _data, s) = work_and_store();
+    let s = Arc::new(s);
     let (main, side) = history(&work, &s);
     let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -412,10 +417,7 @@ fn a_full_repack_finds_deltas_for_whole_objects() {
 /// push is in flight (its objects would look unreachable until its refs move).
 #[test]
 fn a_cruft_pack_emptied_by_a_returning_branch_goes() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
-    std::fs::create_dir_all(&work).expect("work");
-    let s = RocksStore::open(&data).expect("open");
+    let (_tmp, work, data, s) = work_and_store();
     let (main, side) = history(&work, &s);
     let side_tip = s.get(REPO, "refs/heads/side").expect("get");
     set_ref(&s, "refs/heads/side", None);
@@ -479,10 +481,7 @@ fn inode(path: &Path) -> (u64, u64) {
 fn forks_share_packs_index_and_bitmaps_and_maintenance_keeps_them_shared() {
     const FORK: RepoId = RepoId(6);
     const GRANDFORK: RepoId = RepoId(7);
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
-    std::fs::create_dir_all(&work).expect("work");
-    let s = RocksStore::open(&data).expect("open");
+    let (_tmp, work, data, s) = work_and_store();
     let (main, side) = history(&work, &s);
     let everything: Vec<ObjectId> = main.iter().chain(&side).copied().collect();
     s.maintain(REPO, &full(T0)).expect("full");
@@ -597,10 +596,7 @@ fn forks_share_packs_index_and_bitmaps_and_maintenance_keeps_them_shared() {
 #[test]
 fn a_full_repack_stores_the_default_branchs_tip_whole() {
     use gitstratum_store::RawKind;
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let (work, data) = (tmp.path().join("work"), tmp.path().join("data"));
-    std::fs::create_dir_all(&work).expect("work");
-    let s = RocksStore::open(&data).expect("open");
+    let (_tmp, work, data, s) = work_and_store();
     git(&work, &["init", "-q", "-b", "main"]);
     // Files that shrink commit after commit: git's delta search (largest first) makes the
     // newest versions deltas against the oldest.

@@ -121,7 +121,7 @@ impl RocksStore {
             }
         }
         // The new deltas: the whole object at the root of each freed tip object's old chain
-        // (outside the tip) against that tip object, each root taken once.
+        // (outside the tip) against that tip object.
         let root = |base: ObjectId| -> Option<ObjectId> {
             let mut at = base;
             for _ in 0..=MAX_CHAIN * 4 {
