@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
-ensure_packages git bubblewrap chromium chromium-driver
+ensure_packages git openssh-client bubblewrap chromium chromium-driver
 ensure_nextest
 ensure_schemathesis
 ensure_actions_toolkit

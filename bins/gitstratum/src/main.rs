@@ -129,6 +129,9 @@ struct ServeArgs {
     /// Do not run CI jobs in this process (leave them to external runners)
     #[arg(long)]
     no_embedded_runner: bool,
+    /// Address to serve Git over SSH on, e.g. 0.0.0.0:2222, or "off" [default: off]
+    #[arg(long, value_name = "ADDR")]
+    ssh_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -210,6 +213,7 @@ fn main() -> std::process::ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = ConfigLayer {
         listen: args.listen,
+        ssh_listen: args.ssh_listen,
         data_dir: args.data_dir,
         public_url: args.public_url,
         database_url: args.database_url,
@@ -226,8 +230,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listen = config.listen;
-        let server = Server::open(config, metrics).await?;
+        let (listen, ssh_listen) = (config.listen, config.ssh_listen);
+        let mut server = Server::open(config, metrics).await?;
         if let Some(token) = &server.initial_admin_token {
             eprintln!(
                 "\nCreated the 'admin' account. Its token is shown once here and saved in {}:\n\n    {}\n",
@@ -237,6 +241,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        if let Some(addr) = ssh_listen {
+            let ssh = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for SSH on {addr}"))?;
+            server = server.with_ssh_listener(ssh);
+        }
         server.serve(listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;

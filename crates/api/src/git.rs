@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gitstratum_frontend::{PackStats, Protocol, ReceiveOptions, Service, UploadOptions};
+use gitstratum_frontend::{PackStats, Protocol, PushOutcome, ReceiveOptions, Service, UploadOptions};
 use gitstratum_platform::{Denial, Principal, Repo, Role};
 use gitstratum_store::{Actor, RepoId};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use crate::extract::Caller;
 /// never held in memory). GitHub refuses pushes over 2 GiB; this leaves room above that.
 pub const MAX_GIT_BODY_BYTES: u64 = 4 << 30;
 /// How long a push waits for its turn to be read before it is refused (503, Retry-After).
-const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a push's body may pause before the push is given up.
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest fetch request (wants, haves, arguments: a few MiB for the largest negotiations).
@@ -36,7 +36,7 @@ pub const MAX_UPLOAD_REQUEST_BYTES: usize = 32 << 20;
 /// A Git HTTP error: plain text, which `git` shows to the user.
 pub struct GitError {
     status: StatusCode,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl GitError {
@@ -85,7 +85,7 @@ fn internal(e: impl std::fmt::Display) -> GitError {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
@@ -93,7 +93,7 @@ enum Access {
 /// Finds the repository and checks, through the one policy, that the caller may do `access`.
 /// Git asks for credentials only on a 401, so a private (or missing) repository an anonymous
 /// caller may not see answers 401 here (the API answers 404).
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     owner: &str,
     repo: &str,
@@ -380,7 +380,7 @@ pub async fn upload_pack(
 }
 
 /// Metrics and a log line for a pack sent to a client.
-fn record_pack(protocol: Protocol, stats: &PackStats, bytes: u64, elapsed: std::time::Duration) {
+pub(crate) fn record_pack(protocol: Protocol, stats: &PackStats, bytes: u64, elapsed: std::time::Duration) {
     let kind = match (stats.clone, stats.shallow, stats.filtered) {
         (_, _, true) => "partial",
         (_, true, _) => "shallow",
@@ -449,6 +449,12 @@ pub async fn receive_pack(
     })
     .await
     .map_err(internal)??;
+    record_push(&state, &repo_name, &outcome, received);
+    Ok(git_response(Service::ReceivePack, "result", Body::from(report)))
+}
+
+/// Metrics, log lines and the CI ingestor's wake-up for a push applied (over HTTP or SSH).
+pub(crate) fn record_push(state: &AppState, repo_name: &str, outcome: &PushOutcome, received: u64) {
     metrics::counter!("gitstratum_git_pushes_total", "result" => if outcome.rejected.is_empty() { "ok" } else { "rejected" })
         .increment(1);
     metrics::counter!("gitstratum_git_ref_updates_total").increment(outcome.updated.len() as u64);
@@ -463,13 +469,12 @@ pub async fn receive_pack(
     for (name, reason) in &outcome.rejected {
         tracing::info!(repo = %repo_name, git_ref = %name, reason = %reason, "ref update rejected");
     }
-    Ok(git_response(Service::ReceivePack, "result", Body::from(report)))
 }
 
 /// Counts the bytes read through it.
-struct Counted<'a> {
-    inner: &'a mut dyn io::BufRead,
-    count: u64,
+pub(crate) struct Counted<'a> {
+    pub(crate) inner: &'a mut dyn io::BufRead,
+    pub(crate) count: u64,
 }
 
 impl Read for Counted<'_> {

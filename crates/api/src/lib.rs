@@ -31,6 +31,7 @@ pub mod runner;
 pub mod runs;
 pub mod secrets;
 pub mod session;
+pub mod ssh;
 pub mod tokens;
 pub mod usage;
 pub mod web;

@@ -1,5 +1,5 @@
 //! The Git service: what `git clone`, `git fetch` and `git push` talk to, independent of the
-//! transport (HTTP today, SSH later) and of where objects live (any [`ObjectStore`] and
+//! transport (smart HTTP's requests, or a conversation over SSH) and of where objects live (any [`ObjectStore`] and
 //! [`RefStore`]).
 //!
 //! Every method is synchronous and CPU- or storage-bound: callers run it on a blocking pool.
@@ -124,13 +124,21 @@ impl GitService {
         Ok(self.refs.head(repo)?.unwrap_or_else(|| DEFAULT_HEAD.to_owned()))
     }
 
-    /// The response to `GET info/refs?service=…` for smart HTTP: the service line, then the
-    /// protocol v2 capability advertisement (upload-pack, when the client asked for v2) or the
-    /// ref advertisement (after a `version 1` line for v1).
+    /// The response to `GET info/refs?service=…` for smart HTTP: the service line, then
+    /// [`GitService::advertisement`].
     pub fn info_refs(&self, repo: RepoId, service: Service, protocol: Protocol) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         pktline::write_text(&mut out, format!("# service={}", service.name()));
         pktline::write_flush(&mut out);
+        out.extend_from_slice(&self.advertisement(repo, service, protocol)?);
+        Ok(out)
+    }
+
+    /// What a client reads first from a service: the protocol v2 capability advertisement
+    /// (upload-pack, when the client asked for v2) or the ref advertisement (after a `version 1`
+    /// line for v1). Over SSH it is all the server says before the client speaks.
+    pub fn advertisement(&self, repo: RepoId, service: Service, protocol: Protocol) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
         if protocol == Protocol::V1 {
             pktline::write_text(&mut out, "version 1");
         }

@@ -176,10 +176,11 @@ impl GitService {
             }
         }
 
-        // Read and index the pack (absent when every command deletes).
+        // Read and index the pack. When every command deletes there is none, and nothing more is
+        // read (as `git receive-pack` does): over a pipe the client now waits for the report.
         let needs_pack = request.commands.iter().any(|c| c.new.is_some());
         let mut received = None;
-        if needs_pack || !pack_stream.fill_buf()?.is_empty() {
+        if needs_pack {
             match self.receive_pack_file(repo, pack_stream, options)? {
                 Ok(r) => received = Some(r),
                 Err(message) => {

@@ -13,10 +13,10 @@
 //! thin pack, a base the client already has is named by id.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use gitstratum_git::pack::Writer;
-use gitstratum_git::pktline::{self, Band};
+use gitstratum_git::pktline::{self, Band, Packet};
 use gitstratum_git::protocol::{self, AGENT};
 use gitstratum_git::{ObjectId, ObjectKind, parse};
 use gitstratum_store::{Object, PackReuse, RawEntry, RawKind, RepoId, ReuseEntry};
@@ -30,6 +30,11 @@ const MAX_REUSE_DEPTH: usize = 50;
 const BATCH: usize = 256;
 /// Commits a negotiation may walk to decide whether it is ready.
 const READY_BUDGET: usize = 20_000;
+/// Largest request (a v2 command, a v0 want list) of a conversation over a pipe, as over HTTP.
+const MAX_SESSION_REQUEST: usize = 32 << 20;
+/// Most haves one v0 negotiation over a pipe may send (a stateless client's are bounded by its
+/// request size).
+const MAX_SESSION_HAVES: usize = 1 << 20;
 
 /// Capabilities of the v0/v1 ref advertisement for upload-pack.
 const V0_CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow deepen-since deepen-not \
@@ -699,6 +704,181 @@ impl GitService {
         Ok(key.finish())
     }
 
+    /// Serves an upload-pack conversation held over a pipe (SSH), once the caller has sent the
+    /// advertisement ([`GitService::advertisement`]): in protocol v2, requests one after another
+    /// until the client hangs up (or sends a lone flush); in v0/v1, one stateful negotiation — the
+    /// want list, the shallow list when deepening, acknowledgments after each flush-terminated
+    /// batch of haves — then the pack. `on_pack` hears of each pack sent.
+    pub fn upload_pack_session(
+        &self,
+        repo: RepoId,
+        protocol: crate::Protocol,
+        input: &mut dyn Read,
+        options: &UploadOptions,
+        out: &mut dyn Write,
+        on_pack: &mut dyn FnMut(PackStats),
+    ) -> Result<()> {
+        if protocol != crate::Protocol::V2 {
+            let stats = self.upload_pack_v0_session(repo, input, out)?;
+            out.flush()?;
+            if let Some(stats) = stats {
+                on_pack(stats);
+            }
+            return Ok(());
+        }
+        let mut packet = Vec::new();
+        loop {
+            // One request: its packets through the flush that ends it (delimiters inside).
+            let mut request = Vec::new();
+            loop {
+                match pktline::read_packet(input, &mut packet)? {
+                    None if request.is_empty() => return Ok(()),
+                    None => return Err(Error::Protocol("upload-pack: the client hung up inside a request".into())),
+                    Some(Packet::Flush) => break,
+                    Some(Packet::Delimiter) => pktline::write_delimiter(&mut request),
+                    Some(Packet::Data(data)) => pktline::write_data(&mut request, data),
+                    Some(Packet::ResponseEnd) => return write_err(out, "upload-pack: unexpected response-end packet"),
+                }
+                if request.len() > MAX_SESSION_REQUEST {
+                    return write_err(out, &format!("upload-pack: a request over {} MiB", MAX_SESSION_REQUEST >> 20));
+                }
+            }
+            if request.is_empty() {
+                return Ok(()); // the client's goodbye
+            }
+            pktline::write_flush(&mut request);
+            let stats = self.upload_pack_v2(repo, &request, options, out)?;
+            out.flush()?;
+            if let Some(stats) = stats {
+                on_pack(stats);
+            }
+        }
+    }
+
+    /// One v0/v1 fetch over a pipe: unlike a stateless request, each batch of haves is answered
+    /// as it comes (only its new common commits acknowledged), and the shallow list is sent once,
+    /// right after the want list — as `git upload-pack` does.
+    fn upload_pack_v0_session(
+        &self,
+        repo: RepoId,
+        input: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<Option<PackStats>> {
+        let mut packet = Vec::new();
+        let mut first = Vec::new();
+        loop {
+            match pktline::read_packet(input, &mut packet)? {
+                // `git ls-remote` hangs up after the advertisement.
+                None if first.is_empty() => return Ok(None),
+                None => return Err(Error::Protocol("upload-pack: the client hung up inside its want list".into())),
+                Some(Packet::Flush) => break,
+                Some(Packet::Data(data)) => pktline::write_data(&mut first, data),
+                Some(_) => return write_err(out, "upload-pack: unexpected packet in the want list"),
+            }
+            if first.len() > MAX_SESSION_REQUEST {
+                return write_err(out, &format!("upload-pack: a want list over {} MiB", MAX_SESSION_REQUEST >> 20));
+            }
+        }
+        if first.is_empty() {
+            return Ok(None); // nothing wanted: the client is up to date
+        }
+        pktline::write_flush(&mut first);
+        let request = match protocol::parse_v0_upload_request(&first) {
+            Ok(r) => r,
+            Err(e) => return write_err(out, &format!("upload-pack: {e}")),
+        };
+        let V0Fetch { mut args, detailed, multi_ack, no_done, sideband } = match v0_fetch(&request, &request.lines) {
+            Ok(fetch) => fetch,
+            Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+        };
+        if args.wants.is_empty() {
+            return Ok(None);
+        }
+        if let Err(message) = self.prepare(repo, &mut args)? {
+            return write_err(out, &format!("upload-pack: {message}"));
+        }
+        if args.shape.deepens() {
+            let set = match self.fetch_set(repo, &args, &[], false)? {
+                Ok(set) => set,
+                Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+            };
+            let mut head = Vec::new();
+            write_shallow_lines(&mut head, &set.shallow, &set.unshallow);
+            pktline::write_flush(&mut head);
+            out.write_all(&head)?;
+            out.flush()?;
+        }
+        let mut common: Vec<ObjectId> = Vec::new();
+        let mut known: HashSet<ObjectId> = HashSet::new();
+        let mut haves = 0usize;
+        let mut batch = Vec::new();
+        // What precedes the pack: the last acknowledgments.
+        let head = loop {
+            batch.clear();
+            let mut done = false;
+            loop {
+                match pktline::read_packet(input, &mut packet)? {
+                    // The client found it needs nothing more (or gave up).
+                    None => return Ok(None),
+                    Some(Packet::Flush) => break,
+                    Some(p) => match p.as_text() {
+                        Some(b"done") => {
+                            done = true;
+                            break;
+                        }
+                        Some(line) if line.starts_with(b"have ") => match ObjectId::from_hex(&line[5..]) {
+                            Ok(id) => batch.push(id),
+                            Err(_) => return write_err(out, "upload-pack: invalid object id in a have line"),
+                        },
+                        _ => return write_err(out, "upload-pack: expected a have line or done"),
+                    },
+                }
+            }
+            haves += batch.len();
+            if haves > MAX_SESSION_HAVES {
+                return write_err(out, &format!("upload-pack: more than {MAX_SESSION_HAVES} haves"));
+            }
+            let first_common = common.is_empty();
+            let new: Vec<ObjectId> = self.common(repo, &batch)?.into_iter().filter(|id| known.insert(*id)).collect();
+            common.extend(&new);
+            let mut acks = Vec::new();
+            if done {
+                match common.last() {
+                    Some(id) if multi_ack => pktline::write_text(&mut acks, format!("ACK {id}")),
+                    Some(_) => {}
+                    None => pktline::write_text(&mut acks, "NAK"),
+                }
+                break acks;
+            }
+            for (i, id) in new.iter().enumerate() {
+                if detailed {
+                    pktline::write_text(&mut acks, format!("ACK {id} common"));
+                } else if multi_ack {
+                    pktline::write_text(&mut acks, format!("ACK {id} continue"));
+                } else if first_common && i == 0 {
+                    pktline::write_text(&mut acks, format!("ACK {id}"));
+                }
+            }
+            let ready = detailed
+                && !common.is_empty()
+                && walk::wants_reach_common(&*self.objects, repo, &args.wants, &common, READY_BUDGET)?;
+            if let (true, Some(id)) = (ready, common.last()) {
+                pktline::write_text(&mut acks, format!("ACK {id} ready"));
+            }
+            if common.is_empty() || multi_ack {
+                pktline::write_text(&mut acks, "NAK");
+            }
+            if let (true, true, Some(id)) = (no_done, ready, common.last()) {
+                pktline::write_text(&mut acks, format!("ACK {id}"));
+                break acks;
+            }
+            out.write_all(&acks)?;
+            out.flush()?;
+        };
+        args.done = true;
+        self.send_cached(repo, args, common, sideband, &|_meta, out| out.write_all(&head), out)
+    }
+
     /// Handles one protocol v0/v1 upload-pack request of a stateless (HTTP) client: the shallow
     /// list when deepening, acknowledgments, and the pack once the client is done (or, with
     /// `no-done`, once the negotiation is ready).
@@ -718,26 +898,9 @@ impl GitService {
         if request.done {
             lines.push(b"done".to_vec());
         }
-        let mut args = match parse_fetch_args(&lines) {
-            Ok(args) if args.want_refs.is_empty() => args,
-            Ok(_) => return write_err(out, "upload-pack: want-ref needs protocol version 2"),
+        let V0Fetch { mut args, detailed, multi_ack, no_done, sideband } = match v0_fetch(&request, &lines) {
+            Ok(fetch) => fetch,
             Err(message) => return write_err(out, &format!("upload-pack: {message}")),
-        };
-        let cap = |name: &str| request.has_capability(name);
-        args.thin_pack = cap("thin-pack");
-        args.ofs_delta = cap("ofs-delta");
-        args.no_progress = cap("no-progress");
-        args.include_tag = cap("include-tag");
-        args.shape.deepen_relative = cap("deepen-relative");
-        let detailed = cap("multi_ack_detailed");
-        let multi_ack = detailed || cap("multi_ack");
-        let no_done = cap("no-done");
-        let sideband: SidebandMode = if cap("side-band-64k") {
-            Some(pktline::MAX_PACKET_LEN)
-        } else if cap("side-band") {
-            Some(1000)
-        } else {
-            None
         };
         if args.wants.is_empty() {
             return Ok(None);
@@ -1065,6 +1228,40 @@ fn deflate_all(objects: Vec<(ObjectId, Object)>) -> Result<HashMap<ObjectId, Def
 
 /// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for
 /// `multi_ack_detailed`, `multi_ack` and neither.
+/// A v0/v1 fetch: its arguments and the capabilities that shape the conversation.
+struct V0Fetch {
+    args: FetchArgs,
+    detailed: bool,
+    multi_ack: bool,
+    no_done: bool,
+    sideband: SidebandMode,
+}
+
+/// Reads a v0/v1 request's `lines` (its want list, and the haves and `done` when they came with
+/// it) with the capabilities of its first want.
+fn v0_fetch(request: &protocol::V0UploadRequest, lines: &[Vec<u8>]) -> std::result::Result<V0Fetch, String> {
+    let mut args = match parse_fetch_args(lines) {
+        Ok(args) if args.want_refs.is_empty() => args,
+        Ok(_) => return Err("want-ref needs protocol version 2".into()),
+        Err(message) => return Err(message),
+    };
+    let cap = |name: &str| request.has_capability(name);
+    args.thin_pack = cap("thin-pack");
+    args.ofs_delta = cap("ofs-delta");
+    args.no_progress = cap("no-progress");
+    args.include_tag = cap("include-tag");
+    args.shape.deepen_relative = cap("deepen-relative");
+    let detailed = cap("multi_ack_detailed");
+    let sideband = if cap("side-band-64k") {
+        Some(pktline::MAX_PACKET_LEN)
+    } else if cap("side-band") {
+        Some(1000)
+    } else {
+        None
+    };
+    Ok(V0Fetch { args, detailed, multi_ack: detailed || cap("multi_ack"), no_done: cap("no-done"), sideband })
+}
+
 fn acknowledgments(
     common: &[ObjectId],
     detailed: bool,

@@ -49,6 +49,46 @@ pub enum Decoded<'a> {
     Incomplete,
 }
 
+/// Reads one packet from a stream into `buf` (replacing what it held), for a conversation held
+/// over a pipe (SSH) rather than one request body. `Ok(None)` when the stream ends before the
+/// packet starts (the peer hung up between messages); a stream that ends inside a packet, or a
+/// malformed length, is an error of kind `InvalidData`/`UnexpectedEof`.
+pub fn read_packet<'b>(input: &mut dyn std::io::Read, buf: &'b mut Vec<u8>) -> std::io::Result<Option<Packet<'b>>> {
+    use std::io::{Error, ErrorKind};
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match input.read(&mut prefix[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(Error::new(ErrorKind::UnexpectedEof, "the stream ends inside a pkt-line length")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.clear();
+    buf.extend_from_slice(&prefix);
+    match decode(buf).map_err(|e| Error::new(ErrorKind::InvalidData, e))? {
+        Decoded::Packet(packet, _) => {
+            let packet = match packet {
+                Packet::Flush => Packet::Flush,
+                Packet::Delimiter => Packet::Delimiter,
+                Packet::ResponseEnd => Packet::ResponseEnd,
+                Packet::Data(_) => Packet::Data(&[]),
+            };
+            buf.clear();
+            return Ok(Some(packet));
+        }
+        Decoded::Incomplete => {}
+    }
+    let text = std::str::from_utf8(&prefix).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    let len = usize::from_str_radix(text, 16).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    buf.clear();
+    buf.resize(len - 4, 0);
+    input.read_exact(buf)?;
+    Ok(Some(Packet::Data(buf)))
+}
+
 /// Reads one packet from the front of `buf`.
 pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let Some(prefix) = buf.get(..4) else { return Ok(Decoded::Incomplete) };

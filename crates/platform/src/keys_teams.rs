@@ -7,7 +7,8 @@ use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow, is_unique_violation};
 use crate::policy::Role;
-use crate::store::{ACCOUNT_COLUMNS, Account, Error, PlatformStore, Repo, Result};
+use crate::store::{ACCOUNT_COLUMNS, Account, Error, LAST_USED_RESOLUTION_MS, PlatformStore, Principal, Repo, Result};
+use crate::token::{Scope, Scopes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshKey {
@@ -148,6 +149,58 @@ impl PlatformStore {
             .and_where(Expr::col("fingerprint").eq(fingerprint))
             .to_owned();
         Ok(self.db.acquire().await?.conn().fetch_optional(&q).await?)
+    }
+
+    /// Who presents the key with this fingerprint over SSH (its signature already verified): its
+    /// user, with the repository powers of a full token (`repo:read`, `repo:write`,
+    /// `repo:admin`; never site administration). `None` for an unknown key or a suspended
+    /// account. Records the key's use, at most once per [`LAST_USED_RESOLUTION_MS`].
+    pub async fn authenticate_ssh_key(&self, fingerprint: &str, now: Timestamp) -> Result<Option<(SshKey, Principal)>> {
+        let mut conn = self.db.acquire().await?;
+        let key: Option<SshKey> = conn
+            .conn()
+            .fetch_optional(
+                &Query::select()
+                    .columns(KEY_COLUMNS)
+                    .from("ssh_keys")
+                    .and_where(Expr::col("fingerprint").eq(fingerprint))
+                    .to_owned(),
+            )
+            .await?;
+        let Some(key) = key else { return Ok(None) };
+        let account: Account = conn
+            .conn()
+            .fetch_one(
+                &Query::select()
+                    .columns(ACCOUNT_COLUMNS)
+                    .from("accounts")
+                    .and_where(Expr::col("id").eq(key.user_id))
+                    .to_owned(),
+            )
+            .await?;
+        if key.last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION_MS) {
+            conn.conn()
+                .execute(
+                    &Query::update()
+                        .table("ssh_keys")
+                        .value("last_used_at", now.0)
+                        .and_where(Expr::col("id").eq(key.id))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        if account.suspended_at.is_some() {
+            return Ok(None);
+        }
+        let principal = Principal {
+            account,
+            token_id: 0,
+            scopes: Scopes::new([Scope::RepoRead, Scope::RepoWrite, Scope::RepoAdmin]),
+            repo_only: None,
+            session: false,
+            expires_at: None,
+        };
+        Ok(Some((key, principal)))
     }
 
     /// Removes one of a user's keys; false when they have no such key.

@@ -38,7 +38,7 @@ pub const INITIAL_ADMIN: &str = "admin";
 /// Branch that `HEAD` of a new repository names.
 pub const DEFAULT_BRANCH: &str = "main";
 /// A token's `last_used_at` is written at most this often, so authentication stays a read.
-const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+pub(crate) const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {

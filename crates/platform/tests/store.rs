@@ -608,6 +608,17 @@ async fn ssh_keys_are_unique_per_installation(store: &PlatformStore) {
     assert_eq!(store.list_ssh_keys(alice.id).await.expect("list"), std::slice::from_ref(&added));
     assert!(store.list_ssh_keys(bob.id).await.expect("list").is_empty());
     assert_eq!(store.find_ssh_key(&added.fingerprint).await.expect("find").map(|k| k.user_id), Some(alice.id));
+    // Over SSH the key is its user, with a full token's repository powers and no more.
+    let (used, principal) =
+        store.authenticate_ssh_key(&added.fingerprint, T0).await.expect("authenticate").expect("known key");
+    assert_eq!((used.id, principal.account.name.as_str()), (added.id, "alice"));
+    assert!(principal.scopes.allows(gitstratum_platform::Scope::RepoWrite));
+    assert!(!principal.scopes.allows(gitstratum_platform::Scope::Admin));
+    assert_eq!(store.find_ssh_key(&added.fingerprint).await.expect("find").and_then(|k| k.last_used_at), Some(T0));
+    assert!(store.authenticate_ssh_key("SHA256:nobody", T0).await.expect("authenticate").is_none());
+    store.set_suspended(&alice, true, &sys(), T0).await.expect("suspend");
+    assert!(store.authenticate_ssh_key(&added.fingerprint, T0).await.expect("authenticate").is_none());
+    store.set_suspended(&alice, false, &sys(), T0).await.expect("unsuspend");
     assert!(!store.remove_ssh_key(&bob, added.id, &sys(), T0).await.expect("not bob's"));
     assert!(store.remove_ssh_key(&alice, added.id, &sys(), T0).await.expect("remove"));
     assert!(store.find_ssh_key(&added.fingerprint).await.expect("find").is_none());

@@ -54,6 +54,8 @@ impl FromStr for LogFormat {
 pub struct Config {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
+    /// Address the SSH server (Git over SSH) binds (`[ssh] listen`); `None`: no SSH.
+    pub ssh_listen: Option<SocketAddr>,
     /// Root of all state: `git/`, `platform.db`, `blobs/`, `config.toml`, `secrets.key`.
     pub data_dir: PathBuf,
     /// Base URL clients use to reach this server (clone URLs); `http://{listen}` when unset.
@@ -122,6 +124,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("ssh_listen", &self.ssh_listen)
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
@@ -151,6 +154,8 @@ impl fmt::Debug for Config {
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct ConfigLayer {
     pub listen: Option<String>,
+    /// An address, or `""`/`off` for none.
+    pub ssh_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
@@ -292,6 +297,14 @@ struct FileConfig {
     object_storage: FileObjectStorage,
     #[serde(default)]
     cluster: FileCluster,
+    #[serde(default)]
+    ssh: FileSsh,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSsh {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -434,6 +447,7 @@ impl ConfigLayer {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         Ok(ConfigLayer {
             listen: file.server.listen,
+            ssh_listen: file.ssh.listen,
             data_dir: None,
             public_url: file.server.public_url,
             database_url: file.database.url,
@@ -489,6 +503,7 @@ impl ConfigLayer {
             let value = value.into();
             match key.as_ref() {
                 "GITSTRATUM_LISTEN" => layer.listen = Some(value),
+                "GITSTRATUM_SSH_LISTEN" => layer.ssh_listen = Some(value),
                 "GITSTRATUM_DATA_DIR" => layer.data_dir = Some(value.into()),
                 "GITSTRATUM_PUBLIC_URL" => layer.public_url = Some(value),
                 "GITSTRATUM_DATABASE_URL" => layer.database_url = Some(value),
@@ -541,6 +556,7 @@ impl ConfigLayer {
     fn overlay(self, over: ConfigLayer) -> ConfigLayer {
         ConfigLayer {
             listen: over.listen.or(self.listen),
+            ssh_listen: over.ssh_listen.or(self.ssh_listen),
             data_dir: over.data_dir.or(self.data_dir),
             public_url: over.public_url.or(self.public_url),
             database_url: over.database_url.or(self.database_url),
@@ -614,6 +630,13 @@ impl Config {
             setting: "listen",
             message: format!("{listen_text:?} is not an address like 127.0.0.1:3000 ({e})"),
         })?;
+        let ssh_listen = match merged.ssh_listen.as_deref().map(str::trim) {
+            None | Some("" | "off") => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                setting: "ssh.listen",
+                message: format!("{text:?} is not an address like 0.0.0.0:2222 ({e}); \"off\" turns SSH off"),
+            })?),
+        };
         let public_url = merged.public_url.filter(|u| !u.is_empty());
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -804,6 +827,7 @@ impl Config {
             cluster,
             object_storage,
             listen,
+            ssh_listen,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             public_url,
             database_url,
@@ -1015,6 +1039,7 @@ mod tests {
         let layer = ConfigLayer::from_toml(&uncommented).expect("uncommented example parses");
         for (name, set) in [
             ("listen", layer.listen.is_some()),
+            ("ssh listen", layer.ssh_listen.is_some()),
             ("public_url", layer.public_url.is_some()),
             ("database url", layer.database_url.is_some()),
             ("log format", layer.log_format.is_some()),
@@ -1058,6 +1083,7 @@ mod tests {
     fn invalid_values_are_named() {
         for (flags, setting) in [
             (ConfigLayer { listen: Some("localhost".into()), ..Default::default() }, "listen"),
+            (ConfigLayer { ssh_listen: Some("localhost:22".into()), ..Default::default() }, "ssh.listen"),
             (ConfigLayer { public_url: Some("git.example.com".into()), ..Default::default() }, "public_url"),
             (ConfigLayer { database_url: Some("mysql://x".into()), ..Default::default() }, "database_url"),
             (ConfigLayer { log_format: Some("yaml".into()), ..Default::default() }, "log_format"),

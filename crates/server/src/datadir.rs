@@ -95,6 +95,11 @@ impl DataDir {
         self.root.join("secrets.key")
     }
 
+    /// The SSH server's host key (made on first start with SSH on).
+    pub fn ssh_host_key_path(&self) -> PathBuf {
+        self.root.join("ssh_host_ed25519_key")
+    }
+
     pub fn initial_admin_token_path(&self) -> PathBuf {
         self.root.join("initial-admin-token")
     }

@@ -80,6 +80,8 @@ pub struct Server {
     secrets_key: gitstratum_platform::SecretKey,
     /// Set on the first start of an empty installation: the token of the new `admin` account.
     pub initial_admin_token: Option<TokenSecret>,
+    /// Where Git over SSH is served, when it is.
+    ssh_listener: Option<TcpListener>,
 }
 
 /// Where Git objects and refs are: the data directory's RocksDB (single-node mode), or
@@ -194,11 +196,27 @@ impl Server {
             .bootstrap_admin(clock.now(), |token| data_dir.write_initial_admin_token(token.expose()))
             .await
             .map_err(Error::Bootstrap)?;
-        Ok(Server { config, data_dir, store, git, metrics, clock, secrets_key, initial_admin_token })
+        Ok(Server {
+            config,
+            data_dir,
+            store,
+            git,
+            metrics,
+            clock,
+            secrets_key,
+            initial_admin_token,
+            ssh_listener: None,
+        })
     }
 
     pub fn data_dir(&self) -> &DataDir {
         &self.data_dir
+    }
+
+    /// Serves Git over SSH on `listener` too (`[ssh] listen`), beside HTTP.
+    pub fn with_ssh_listener(mut self, listener: TcpListener) -> Self {
+        self.ssh_listener = Some(listener);
+        self
     }
 
     /// Serves on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
@@ -284,7 +302,7 @@ impl Server {
     }
 
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
@@ -359,6 +377,19 @@ impl Server {
             },
         );
         let rate_limit_sync = state.spawn_rate_limit_sync();
+        // Git over SSH beside HTTP, on the same state (policy, stores, push permits).
+        let (stop_ssh, ssh_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ssh = match self.ssh_listener.take() {
+            Some(listener) => {
+                let key = gitstratum_api::ssh::host_key(&self.data_dir.ssh_host_key_path()).map_err(Error::Serve)?;
+                let ssh_addr = listener.local_addr().map_err(Error::Serve)?;
+                tracing::info!(%ssh_addr, "serving Git over SSH on {ssh_addr}");
+                Some(tokio::spawn(gitstratum_api::ssh::serve(state.clone(), listener, key, async move {
+                    let _ = ssh_stopped.await;
+                })))
+            }
+            None => None,
+        };
         let app = gitstratum_api::router(state);
 
         // Webhook deliveries run beside the server and stop with it.
@@ -498,6 +529,10 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("no longer accepting; in-flight requests finished");
+        let _ = stop_ssh.send(());
+        if let Some(ssh) = ssh {
+            let _ = ssh.await;
+        }
         let _ = stop_upkeep.send(());
         let _ = upkeep.await;
         let _ = stop_maintenance.send(());

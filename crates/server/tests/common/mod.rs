@@ -45,6 +45,8 @@ pub struct TestServer {
     pub shutdown: Option<oneshot::Sender<()>>,
     pub task: JoinHandle<Result<(), gitstratum_server::Error>>,
     pub http: reqwest::Client,
+    /// The port Git over SSH listens on, when the server was started with it.
+    pub ssh_port: Option<u16>,
 }
 
 impl TestServer {
@@ -55,6 +57,15 @@ impl TestServer {
 
     /// A server with `file` as its `config.toml` layer (the embedded runner off unless it says).
     pub async fn start_with(file: ConfigLayer) -> TestServer {
+        TestServer::start_full(file, false).await
+    }
+
+    /// A server that also serves Git over SSH (on a port of its own, in `ssh_port`).
+    pub async fn start_with_ssh(file: ConfigLayer) -> TestServer {
+        TestServer::start_full(file, true).await
+    }
+
+    async fn start_full(file: ConfigLayer, ssh: bool) -> TestServer {
         let file = ConfigLayer {
             embedded_runner: file.embedded_runner.or(Some("false".into())),
             // Tests deliver webhooks to receivers on this machine (unless a test says otherwise).
@@ -64,7 +75,13 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let flags = ConfigLayer { data_dir: Some(data_dir.path().to_owned()), ..ConfigLayer::default() };
         let config = Config::from_layers(file, ConfigLayer::default(), flags).expect("config");
-        let server = Server::open(config, metrics_handle()).await.expect("open");
+        let mut server = Server::open(config, metrics_handle()).await.expect("open");
+        let mut ssh_port = None;
+        if ssh {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind ssh");
+            ssh_port = Some(listener.local_addr().expect("addr").port());
+            server = server.with_ssh_listener(listener);
+        }
         let admin_token = server.initial_admin_token.as_ref().expect("fresh data dir").expose().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -79,6 +96,7 @@ impl TestServer {
             shutdown: Some(tx),
             task,
             http: gitstratum_server::http::client().expect("client"),
+            ssh_port,
         }
     }
 
