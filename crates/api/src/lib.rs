@@ -88,6 +88,7 @@ struct Inner {
     token_max_days: Option<u32>,
     /// Permits to read a push's body: bounds the memory pushes take (each is read whole).
     push_bodies: Arc<tokio::sync::Semaphore>,
+    ssh: Option<(String, u16)>,
 }
 
 /// The site's rules for callers: rate limits, and where webhooks may point.
@@ -101,6 +102,8 @@ pub struct Policies {
     pub max_concurrent_pushes: usize,
     /// Rate limits hold across the servers sharing the database (cluster mode).
     pub shared_rate_limits: bool,
+    /// Where clients reach Git over SSH, `(host, port)`, when it is served.
+    pub ssh: Option<(String, u16)>,
 }
 
 impl AppState {
@@ -136,6 +139,7 @@ impl AppState {
                 webhook_destinations: policies.webhook_destinations,
                 token_max_days: policies.token_max_days,
                 push_bodies: Arc::new(tokio::sync::Semaphore::new(policies.max_concurrent_pushes.max(1))),
+                ssh: policies.ssh,
             }),
         }
     }
@@ -228,6 +232,16 @@ impl AppState {
 
     pub(crate) fn limiters(&self) -> &ratelimit::Limiters {
         &self.inner.limiters
+    }
+
+    /// A repository's SSH clone URL, when Git over SSH is served: `git@host:owner/name.git` on
+    /// port 22 (what GitHub shows), `ssh://git@host:port/owner/name.git` on any other.
+    pub fn ssh_url(&self, owner: &str, name: &str) -> Option<String> {
+        let (host, port) = self.inner.ssh.as_ref()?;
+        Some(match port {
+            22 => format!("git@{host}:{owner}/{name}.git"),
+            port => format!("ssh://git@{host}:{port}/{owner}/{name}.git"),
+        })
     }
 
     pub fn public_url(&self) -> &str {

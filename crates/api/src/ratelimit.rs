@@ -232,6 +232,23 @@ impl Limiters {
     }
 }
 
+impl Limiters {
+    /// One Git command over SSH: counted against its key (the per-client limit, as a token's
+    /// requests are) and its repository. The refusal is what the client is told.
+    pub(crate) fn check_ssh(&self, fingerprint: &str, repo: &str) -> Result<(), String> {
+        let taken = self
+            .take(self.client.as_ref(), "client", key(&["ssh", fingerprint]))
+            .and_then(|_| self.take(self.repo.as_ref(), "repository", key(&["repo", &repo.to_ascii_lowercase()])));
+        taken.map(drop).map_err(|refusal| {
+            metrics::counter!("gitstratum_control_ratelimit_throttled_total", "limit" => refusal.limit).increment(1);
+            format!(
+                "rate limit exceeded ({} requests per minute per {}); retry in {} s",
+                refusal.per_minute, refusal.limit, refusal.retry_after_secs
+            )
+        })
+    }
+}
+
 /// `owner/repo` of a Git request path (`/{owner}/{repo}[.git]/…`).
 fn git_repo(path: &str) -> Option<String> {
     let mut parts = path.trim_start_matches('/').splitn(3, '/');

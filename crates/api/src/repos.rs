@@ -38,6 +38,8 @@ pub struct RepoBody {
     /// `null` when it has none, as on GitHub.
     pub description: Option<String>,
     pub clone_url: String,
+    /// The SSH clone URL (GitHub's field); `null` when the server does not serve Git over SSH.
+    pub ssh_url: Option<String>,
     pub created_at: String,
     /// Whether it was made as a fork of another repository.
     pub fork: bool,
@@ -68,6 +70,7 @@ impl RepoBody {
         repo.default_branch = default_branch(state, &repo);
         RepoBody {
             clone_url: format!("{}/{}/{}.git", state.public_url(), repo.owner, repo.name),
+            ssh_url: state.ssh_url(&repo.owner, &repo.name),
             full_name: format!("{}/{}", repo.owner, repo.name),
             id: repo.id,
             created_at: repo.created_at.to_rfc3339(),

@@ -41,6 +41,8 @@ use crate::git::{Access, Counted, authorize, record_pack, record_push};
 const MAX_CONNECTIONS: usize = 512;
 /// How long an idle connection is kept (no data either way).
 const IDLE: Duration = Duration::from_secs(600);
+/// How long commands in progress may run on once the server is stopping.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Longest command line a client may send (`git-upload-pack '/owner/name.git'`).
 const MAX_COMMAND: usize = 4096;
 
@@ -73,8 +75,8 @@ pub fn host_key(path: &Path) -> io::Result<PrivateKey> {
     }
 }
 
-/// Serves Git over SSH on `listener` until `shutdown` resolves; connections then in progress are
-/// told the server is going away.
+/// Serves Git over SSH on `listener` until `shutdown` resolves; commands then in progress get
+/// [`SHUTDOWN_GRACE`] to finish before their connections are told the server is going away.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -119,6 +121,7 @@ pub async fn serve(
             state: state.clone(),
             peer,
             principal: None,
+            fingerprint: String::new(),
             channels: HashMap::new(),
             protocol: HashMap::new(),
         };
@@ -146,6 +149,12 @@ pub async fn serve(
             }
         });
     }
+    // Stop accepting; commands in progress get a moment to finish (a push to be acknowledged),
+    // then whatever is left is told the server is going away.
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(MAX_CONNECTIONS as u32)).await.is_err() {
+        tracing::info!("ssh: closing the connections still open");
+    }
     let _ = closing.send(());
 }
 
@@ -154,6 +163,8 @@ struct Connection {
     state: AppState,
     peer: SocketAddr,
     principal: Option<Principal>,
+    /// The fingerprint of the key it signed in with (its rate limit's key).
+    fingerprint: String,
     /// Session channels opened and not yet running a command.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// `GIT_PROTOCOL` as the client set it, per channel.
@@ -171,6 +182,7 @@ impl Handler for Connection {
                 metrics::counter!("gitstratum_ssh_auth_total", "result" => "accepted").increment(1);
                 tracing::info!(peer = %self.peer, user = %principal.account.name, %fingerprint, "ssh: authenticated");
                 self.principal = Some(principal);
+                self.fingerprint = fingerprint;
                 Ok(Auth::Accept)
             }
             Ok(None) => {
@@ -255,10 +267,15 @@ impl Handler for Connection {
         session.channel_success(channel.id())?;
         let protocol = Protocol::from_header(self.protocol.get(&channel.id()).map(String::as_str));
         let state = self.state.clone();
+        let fingerprint = self.fingerprint.clone();
         let command = String::from_utf8_lossy(&data[..data.len().min(MAX_COMMAND)]).into_owned();
         tokio::spawn(async move {
             let (reader, writer) = channel.split();
-            let (writer, outcome) = match parse_command(&command) {
+            let limited = parse_command(&command).and_then(|(service, owner, name)| {
+                state.limiters().check_ssh(&fingerprint, &format!("{owner}/{name}"))?;
+                Ok((service, owner, name))
+            });
+            let (writer, outcome) = match limited {
                 Ok((service, owner, name)) => {
                     run(&state, &principal, service, &owner, &name, protocol, reader, writer).await
                 }

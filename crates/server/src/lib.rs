@@ -166,6 +166,19 @@ pub async fn open_platform(config: &Config) -> Result<PlatformStore, Error> {
     Ok(PlatformStore::open(&target).await?)
 }
 
+/// The host of a URL such as `https://git.example.com:8443/x` (`git.example.com`), as SSH clone
+/// URLs name it.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if authority.starts_with('[') {
+        // An IPv6 literal keeps its brackets, without the port.
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
 impl Server {
     /// Creates or opens the data directory and the platform database, and on first start creates
     /// the `admin` account, writing its token to `DATA/initial-admin-token` before committing.
@@ -367,6 +380,13 @@ impl Server {
                 token_max_days: self.config.token_max_days,
                 max_concurrent_pushes: self.config.max_concurrent_pushes,
                 shared_rate_limits: self.config.cluster,
+                ssh: match &self.ssh_listener {
+                    Some(listener) => {
+                        let port = listener.local_addr().map_err(Error::Serve)?.port();
+                        Some((url_host(&public_url).to_owned(), port))
+                    }
+                    None => None,
+                },
             },
             gitstratum_api::CiParts {
                 store: ci.clone(),
@@ -569,5 +589,23 @@ impl Server {
         }
         tracing::info!("storage closed");
         served.map_err(Error::Serve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn ssh_clone_urls_name_the_public_urls_host() {
+        for (url, host) in [
+            ("https://git.example.com", "git.example.com"),
+            ("https://git.example.com:8443/base/", "git.example.com"),
+            ("http://127.0.0.1:3000", "127.0.0.1"),
+            ("http://user@host.example:80?x", "host.example"),
+            ("http://[::1]:3000/", "[::1]"),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
     }
 }

@@ -64,6 +64,7 @@ async fn clone_fetch_and_push_over_ssh_with_an_accounts_key() {
     let (status, body) = s.create_repo(Some(&alice.token), json!({"name": "app", "private": true})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let url = ssh_url(&s, "alice/app.git");
+    assert_eq!(body["ssh_url"].as_str(), Some(url.as_str()), "the repository names its SSH clone URL");
     let git = &alice.git;
 
     // A push over SSH (receive-pack speaks protocol v0 whatever the client asks).
@@ -177,6 +178,10 @@ async fn ssh_holds_to_the_same_policy_as_http() {
         alice.git.ok(&src, &["push", "-q", &ssh_url(&s, &format!("alice/{repo}.git")), "main"]).await;
     }
 
+    // The repository's page shows its SSH clone URL beside the HTTP one.
+    let page = s.http.get(s.url("/alice/open")).send().await.expect("page").text().await.expect("html");
+    assert!(page.contains(&format!("value=\"{}\"", ssh_url(&s, "alice/open.git"))), "{page}");
+
     // A key no account has is refused by SSH itself.
     let refused = stranger.git.fails(tmp.path(), &["ls-remote", &ssh_url(&s, "alice/open.git")]).await;
     assert!(refused.contains("Permission denied (publickey)"), "{refused}");
@@ -245,5 +250,22 @@ async fn ssh_holds_to_the_same_policy_as_http() {
     assert!(other.stdout.is_empty());
     let archive = ssh(&["git-upload-archive 'alice/open.git'"]);
     assert_eq!(archive.status.code(), Some(1));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_keys_commands_count_against_its_rate_limit() {
+    let config = gitstratum_server::ConfigLayer { rate_limit_per_client: Some("3".into()), ..Default::default() };
+    let s = TestServer::start_with_ssh(config).await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let alice = ssh_user(&s, tmp.path(), "alice", true).await;
+    let (status, body) = s.create_repo(Some(&alice.token), json!({"name": "app"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let url = ssh_url(&s, "alice/app.git");
+    for _ in 0..3 {
+        alice.git.ok(tmp.path(), &["ls-remote", &url]).await;
+    }
+    let refused = alice.git.fails(tmp.path(), &["ls-remote", &url]).await;
+    assert!(refused.contains("rate limit exceeded (3 requests per minute per client)"), "{refused}");
     s.stop().await;
 }

@@ -419,6 +419,13 @@ pub(super) async fn home(
             input id="clone-url" type="text" readonly value=(clone_url);
             button type="button" data-copy="#clone-url" hidden { "Copy" }
         }
+        @if let Some(ssh_url) = state.ssh_url(&repo.owner, &repo.name) {
+            div.clone {
+                label for="clone-ssh" { "SSH" }
+                input id="clone-ssh" type="text" readonly value=(ssh_url);
+                button type="button" data-copy="#clone-ssh" hidden { "Copy" }
+            }
+        }
         @match &read {
             None => {
                 section.empty {
