@@ -1,5 +1,6 @@
 //! upload-pack: what `git clone` and `git fetch` talk to, in protocol version 2 and in versions
-//! 0 and 1 (stateless, as over HTTP).
+//! 0 and 1: one stateless request at a time (HTTP), or a conversation over a pipe (SSH,
+//! [`GitService::upload_pack_session`]).
 //!
 //! v2: `ls-refs` lists refs (with `HEAD`'s target, peeled tags, an unborn `HEAD`); `fetch`
 //! negotiates (acknowledging the client's `have`s, `ready` once every want reaches a common
@@ -1226,8 +1227,6 @@ fn deflate_all(objects: Vec<(ObjectId, Object)>) -> Result<HashMap<ObjectId, Def
     Ok(out)
 }
 
-/// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for
-/// `multi_ack_detailed`, `multi_ack` and neither.
 /// A v0/v1 fetch: its arguments and the capabilities that shape the conversation.
 struct V0Fetch {
     args: FetchArgs,
@@ -1262,6 +1261,8 @@ fn v0_fetch(request: &protocol::V0UploadRequest, lines: &[Vec<u8>]) -> std::resu
     Ok(V0Fetch { args, detailed, multi_ack: detailed || cap("multi_ack"), no_done: cap("no-done"), sideband })
 }
 
+/// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for
+/// `multi_ack_detailed`, `multi_ack` and neither.
 fn acknowledgments(
     common: &[ObjectId],
     detailed: bool,
@@ -1383,5 +1384,64 @@ impl PackCtx<'_> {
         };
         self.written.insert(id, offset);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use std::sync::Arc;
+
+    use gitstratum_git::pktline;
+    use gitstratum_store::RepoId;
+    use gitstratum_store::mem::MemStore;
+
+    use crate::{GitService, Protocol, UploadOptions};
+
+    fn session(protocol: Protocol, input: &[u8]) -> (crate::Result<()>, String) {
+        let store = Arc::new(MemStore::new());
+        let git = GitService::new(store.clone(), store);
+        let mut out = Vec::new();
+        let mut input = input;
+        let result =
+            git.upload_pack_session(RepoId(1), protocol, &mut input, &UploadOptions::default(), &mut out, &mut |_| {});
+        (result, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    fn lines(lines: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in lines {
+            match *line {
+                "0000" => pktline::write_flush(&mut out),
+                "0001" => pktline::write_delimiter(&mut out),
+                "0002" => pktline::write_response_end(&mut out),
+                text => pktline::write_text(&mut out, text),
+            }
+        }
+        out
+    }
+
+    /// A conversation that ends where one may (between messages) is over; malformed input gets an
+    /// `ERR` line or an error naming it, never a panic and never a hang.
+    #[test]
+    fn sessions_end_cleanly_and_refuse_bad_input() {
+        for protocol in [Protocol::V0, Protocol::V2] {
+            assert!(session(protocol, b"").0.is_ok(), "{protocol:?}: hung up at once");
+            assert!(session(protocol, b"0000").0.is_ok(), "{protocol:?}: nothing wanted");
+            let (result, _) = session(protocol, b"0032want ");
+            assert!(result.is_err(), "{protocol:?}: ends inside a packet");
+            let (result, _) = session(protocol, b"zzzz");
+            assert!(result.is_err(), "{protocol:?}: a malformed length");
+        }
+        let (result, out) = session(Protocol::V2, &lines(&["command=frobnicate", "0000"]));
+        assert!(result.is_ok() && out.contains("ERR upload-pack: unknown command 'frobnicate'"), "{out}");
+        let (result, out) = session(Protocol::V2, &lines(&["command=ls-refs", "0002"]));
+        assert!(result.is_ok() && out.contains("ERR upload-pack: unexpected response-end"), "{out}");
+        let missing = "want 1111111111111111111111111111111111111111 multi_ack_detailed side-band-64k";
+        let (_, out) = session(Protocol::V0, &lines(&[missing, "0000", "done"]));
+        assert!(out.contains("ERR upload-pack: not our ref 1111111111111111111111111111111111111111"), "{out}");
+        let (_, out) = session(Protocol::V0, &lines(&["0001"]));
+        assert!(out.contains("ERR upload-pack: unexpected packet in the want list"), "{out}");
+        let (_, out) = session(Protocol::V0, &lines(&["want nonsense", "0000"]));
+        assert!(out.contains("ERR upload-pack: invalid object id"), "{out}");
     }
 }

@@ -243,9 +243,8 @@ pub fn read_push_request(input: &mut dyn std::io::BufRead, limit: usize) -> Resu
     Ok(request)
 }
 
-/// Appends pkt-lines to `buf` through the next flush (included), at most `limit` bytes in all;
-/// returns the section's bytes (flush excluded).
-pub fn read_section_from<'a>(
+/// Appends pkt-lines to `buf` through the next flush; returns the section's bytes (flush excluded).
+fn read_section_from<'a>(
     input: &mut dyn std::io::BufRead,
     buf: &'a mut Vec<u8>,
     limit: usize,

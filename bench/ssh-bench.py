@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Git over SSH: the server under test's built-in SSH server beside OpenSSH's sshd running C git's
+git-upload-pack/git-receive-pack, on the same repository, in one run.
+
+  ssh-bench.py --server PATH/TO/gitstratum --repo BARE_REPO [--runs 5]
+
+Needs /usr/sbin/sshd (Debian's openssh-server; it runs here as the invoking user, on a loopback
+port, with a config of its own) and ssh/ssh-keygen. The repository is pushed to the server
+(`git push --mirror` over SSH) and copied for sshd (`git clone --mirror --no-local`, then `git
+repack -adb`: one pack with reachability bitmaps, as a C git server keeps it). The server's first
+full repack is waited for, so both serve a repacked repository. Then, --runs times each,
+interleaved: ls-remote, a full clone (bare), a depth=1 clone, the push of one new commit and a fetch
+of it into an existing clone. Medians; ratios are ours / C git's (below 1.0: faster). Both sides
+pay the same SSH client and key exchange.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(args, cwd=None, env=None):
+    return subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True).stdout.decode().strip()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class Ours:
+    def __init__(self, binary, root):
+        self.data = os.path.join(root, "data")
+        self.port, self.ssh_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(root, "server.log"), "wb")
+        # No CI (the references run none); maintenance looks every second, so the pushed
+        # repository's full repack happens before anything is measured.
+        env = dict(os.environ, GITSTRATUM_EMBEDDED_RUNNER="false", GITSTRATUM_GIT_MAINTENANCE_SECS="1")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}",
+             "--ssh-listen", f"127.0.0.1:{self.ssh_port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2):
+                    break
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    sys.exit("the server did not become healthy")
+                time.sleep(0.2)
+        self.token = open(os.path.join(self.data, "initial-admin-token")).read().strip()
+
+    def api(self, method, path, body):
+        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def wait_for_full_repack(self):
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            self.log.flush()
+            with open(self.log.name, errors="replace") as f:
+                for line in f:
+                    if "git maintenance" in line and "full=true" in line:
+                        m = re.search(r"took_ms=(\d+)", line)
+                        return int(m.group(1)) / 1000 if m else float("nan")
+            time.sleep(0.5)
+        sys.exit("the server did not repack the pushed repository")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Sshd:
+    """OpenSSH's sshd on a loopback port, accepting `key` for the invoking user."""
+
+    def __init__(self, root, public_key):
+        self.port = free_port()
+        host_key = os.path.join(root, "host_key")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
+        keys = os.path.join(root, "authorized_keys")
+        shutil.copy(public_key, keys)
+        config = os.path.join(root, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n"
+                    f"StrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                    f"PidFile {root}/sshd.pid\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", config, "-E", os.path.join(root, "sshd.log")],
+                                     start_new_session=True)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("sshd did not start")
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="ssh-bench-")
+    home = os.path.join(tmp, "home")
+    os.makedirs(home)
+    key = os.path.join(tmp, "id_ed25519")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    ssh = (f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
+           f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    env = dict(os.environ, HOME=home, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0", GIT_SSH_COMMAND=ssh,
+               GIT_AUTHOR_NAME="B", GIT_AUTHOR_EMAIL="b@example.com", GIT_COMMITTER_NAME="B",
+               GIT_COMMITTER_EMAIL="b@example.com")
+    src = os.path.abspath(a.repo)
+    ours = sshd = None
+    try:
+        os.makedirs(os.path.join(tmp, "ours"))
+        ours = Ours(os.path.abspath(a.server), os.path.join(tmp, "ours"))
+        with open(key + ".pub") as f:
+            ours.api("POST", "/api/v1/user/keys", {"key": f.read().strip()})
+        ours.api("POST", "/api/v1/repos", {"name": "bench"})
+        os.makedirs(os.path.join(tmp, "sshd"))
+        sshd = Sshd(os.path.join(tmp, "sshd"), key + ".pub")
+        ref_repo = os.path.join(tmp, "ref.git")
+        user = run(["id", "-un"])
+        urls = {
+            "ours": f"ssh://git@127.0.0.1:{ours.ssh_port}/admin/bench.git",
+            "C git": f"ssh://{user}@127.0.0.1:{sshd.port}{ref_repo}",
+        }
+        push_s = timed(lambda: run(["git", "push", "-q", "--mirror", urls["ours"]], cwd=src, env=env))
+        run(["git", "clone", "-q", "--mirror", "--no-local", src, ref_repo], env=env)
+        run(["git", "repack", "-adbq"], cwd=ref_repo, env=env)
+        repack_s = ours.wait_for_full_repack()
+        print(f"push --mirror over SSH to the server: {push_s:.2f} s; its full repack after: {repack_s:.1f} s",
+              flush=True)
+
+        results = {}
+        names = list(urls)
+
+        def measure(metric, fn):
+            for name in names:
+                results.setdefault(metric, {}).setdefault(name, []).append(fn(name))
+
+        work = os.path.join(tmp, "work")
+        os.makedirs(work)
+        # One working clone per side, for pushes and fetches.
+        clones = {}
+        for name in names:
+            clones[name] = os.path.join(work, f"clone-{names.index(name)}")
+            run(["git", "clone", "-q", urls[name], clones[name]], env=env)
+        # A second clone per side that fetches what the first pushes.
+        fetchers = {}
+        for name in names:
+            fetchers[name] = os.path.join(work, f"fetcher-{names.index(name)}")
+            run(["git", "clone", "-q", "--depth=50", urls[name], fetchers[name]], env=env)
+
+        for i in range(a.runs):
+            measure("ls-remote", lambda n: timed(lambda: run(["git", "ls-remote", urls[n]], env=env)))
+
+            def clone(n, *flags):
+                dest = os.path.join(work, f"c-{names.index(n)}-{i}-{len(flags)}")
+                t = timed(lambda: run(["git", "clone", "-q", *flags, urls[n], dest], env=env))
+                shutil.rmtree(dest)
+                return t
+
+            measure("full clone (bare)", lambda n: clone(n, "--bare"))
+            measure("depth=1 clone", lambda n: clone(n, "--depth=1", "--no-checkout"))
+
+            def push_one(n):
+                path = os.path.join(clones[n], f"bench-{i}.txt")
+                with open(path, "w") as f:
+                    f.write(f"{i}\n" * 100)
+                run(["git", "add", "-A"], cwd=clones[n], env=env)
+                run(["git", "commit", "-q", "-m", f"bench {i}"], cwd=clones[n], env=env)
+                return timed(lambda: run(["git", "push", "-q", "origin", "HEAD"], cwd=clones[n], env=env))
+
+            measure("push of one commit", push_one)
+            measure("fetch of one commit", lambda n: timed(lambda: run(["git", "fetch", "-q", "origin"],
+                                                                         cwd=fetchers[n], env=env)))
+        print(f"\nrepository: {src}; {a.runs} runs; medians in seconds; ratio = ours / C git (OpenSSH sshd "
+              f"+ git-upload-pack/receive-pack)")
+        print(f"{'operation':<24} {'ours':>9} {'C git':>9} {'ratio':>7}")
+        for metric, by in results.items():
+            o, r = statistics.median(by["ours"]), statistics.median(by["C git"])
+            print(f"{metric:<24} {o:>9.3f} {r:>9.3f} {o / r:>6.2f}x")
+    finally:
+        for s in (ours, sshd):
+            if s:
+                s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
