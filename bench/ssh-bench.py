@@ -190,7 +190,16 @@ def main():
             fetchers[name] = os.path.join(work, f"fetcher-{names.index(name)}")
             run(["git", "clone", "-q", "--depth=50", urls[name], fetchers[name]], env=env)
 
+        hosts = {"ours": ["-p", str(ours.ssh_port), "git@127.0.0.1"], "C git": ["-p", str(sshd.port), f"{user}@127.0.0.1"]}
+
+        def sign_in(n):
+            # What any command pays first: the connection, key exchange and sign-in (ours answers a
+            # shell request with its greeting, sshd runs `true`).
+            command = ["-T"] if n == "ours" else ["true"]
+            return timed(lambda: subprocess.run(ssh.split() + hosts[n] + command, capture_output=True))
+
         for i in range(a.runs):
+            measure("connect and sign in", sign_in)
             measure("ls-remote", lambda n: timed(lambda: run(["git", "ls-remote", urls[n]], env=env)))
 
             def clone(n, *flags):

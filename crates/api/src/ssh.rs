@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +41,8 @@ use crate::git::{Access, Counted, authorize, record_pack, record_push};
 const MAX_CONNECTIONS: usize = 512;
 /// How long an idle connection is kept (no data either way).
 const IDLE: Duration = Duration::from_secs(600);
+/// How long a connection may take to sign in (OpenSSH's LoginGraceTime is 120 s).
+const LOGIN_GRACE: Duration = Duration::from_secs(30);
 /// How long commands in progress may run on once the server is stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Longest command line a client may send (`git-upload-pack '/owner/name.git'`).
@@ -87,7 +89,9 @@ pub async fn serve(
         server_id: russh::SshId::Standard(format!("SSH-2.0-GitStratum_{}", env!("CARGO_PKG_VERSION")).into()),
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         keys: vec![key],
-        auth_rejection_time: Duration::from_millis(500),
+        // Refusals are not slowed much: keys are public (a probe learns nothing secret) and
+        // passwords are never asked; an agent offering several keys tries each in turn.
+        auth_rejection_time: Duration::from_millis(100),
         auth_rejection_time_initial: Some(Duration::ZERO),
         inactivity_timeout: Some(IDLE),
         keepalive_interval: Some(Duration::from_secs(30)),
@@ -117,8 +121,10 @@ pub async fn serve(
         };
         metrics::counter!("gitstratum_ssh_connections_total", "result" => "accepted").increment(1);
         let _ = socket.set_nodelay(true);
+        let signed_in = Arc::new(AtomicBool::new(false));
         let handler = Connection {
             state: state.clone(),
+            signed_in: signed_in.clone(),
             peer,
             principal: None,
             fingerprint: String::new(),
@@ -137,13 +143,29 @@ pub async fn serve(
                 }
             };
             let handle = session.handle();
-            tokio::select! {
-                _ = closing.recv() => {
-                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()).await;
-                }
-                result = session => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "ssh: connection ended with an error");
+            tokio::pin!(session);
+            let grace = tokio::time::sleep(LOGIN_GRACE);
+            tokio::pin!(grace);
+            let mut graced = false;
+            loop {
+                tokio::select! {
+                    _ = closing.recv() => {
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()).await;
+                        break;
+                    }
+                    // A connection that has not signed in by now holds a slot for nothing.
+                    _ = &mut grace, if !graced => {
+                        graced = true;
+                        if !signed_in.load(Ordering::Relaxed) {
+                            let _ = handle.disconnect(russh::Disconnect::ByApplication, "sign-in took too long".into(), String::new()).await;
+                            break;
+                        }
+                    }
+                    result = &mut session => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "ssh: connection ended with an error");
+                        }
+                        break;
                     }
                 }
             }
@@ -161,6 +183,8 @@ pub async fn serve(
 /// One client connection.
 struct Connection {
     state: AppState,
+    /// Set once a key signed in (the login grace no longer applies).
+    signed_in: Arc<AtomicBool>,
     peer: SocketAddr,
     principal: Option<Principal>,
     /// The fingerprint of the key it signed in with (its rate limit's key).
@@ -174,6 +198,24 @@ struct Connection {
 impl Handler for Connection {
     type Error = russh::Error;
 
+    /// A key no account has is refused before the client signs with it (an agent then offers
+    /// its next key at once).
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        match self.state.store().find_ssh_key(&fingerprint).await {
+            Ok(Some(_)) => Ok(Auth::Accept),
+            Ok(None) => Ok(Auth::reject()),
+            Err(e) => {
+                tracing::error!(error = %e, "ssh: looking up a key failed");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
     async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let found = self.state.store().authenticate_ssh_key(&fingerprint, self.state.now()).await;
@@ -183,6 +225,7 @@ impl Handler for Connection {
                 tracing::info!(peer = %self.peer, user = %principal.account.name, %fingerprint, "ssh: authenticated");
                 self.principal = Some(principal);
                 self.fingerprint = fingerprint;
+                self.signed_in.store(true, Ordering::Relaxed);
                 Ok(Auth::Accept)
             }
             Ok(None) => {
