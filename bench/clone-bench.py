@@ -44,7 +44,7 @@ def free_port():
 
 
 class Http:
-    def __init__(self, cmd, root):
+    def __init__(self, cmd, root, extra=()):
         self.data = os.path.join(root, "data")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,7 +54,8 @@ class Http:
         # Maintenance looks every second (not every minute), so the repack a pushed repository gets
         # happens before the clones are measured, not in the middle of them.
         env = dict(os.environ, GITSTRATUM_EMBEDDED_RUNNER="false", GITSTRATUM_GIT_MAINTENANCE_SECS="1")
-        self.proc = subprocess.Popen(cmd + ["serve", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}"],
+        self.proc = subprocess.Popen(cmd + ["serve", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}",
+                                            *extra],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.time() + 120
         while True:

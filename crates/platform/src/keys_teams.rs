@@ -7,7 +7,7 @@ use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use crate::audit::{Actor, AuditEvent, append_audit};
 use crate::db::{DbRow, FromDbRow, is_unique_violation};
 use crate::policy::Role;
-use crate::store::{ACCOUNT_COLUMNS, Account, Error, LAST_USED_RESOLUTION_MS, PlatformStore, Principal, Repo, Result};
+use crate::store::{ACCOUNT_COLUMNS, Account, Error, PlatformStore, Principal, Repo, Result, credential_account};
 use crate::token::{Scope, Scopes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl PlatformStore {
     /// Who presents the key with this fingerprint over SSH (its signature already verified): its
     /// user, with the repository powers of a full token (`repo:read`, `repo:write`,
     /// `repo:admin`; never site administration). `None` for an unknown key or a suspended
-    /// account. Records the key's use, at most once per [`LAST_USED_RESOLUTION_MS`].
+    /// account. Records the key's use (as a token's, at most once a minute).
     pub async fn authenticate_ssh_key(&self, fingerprint: &str, now: Timestamp) -> Result<Option<(SshKey, Principal)>> {
         let mut conn = self.db.acquire().await?;
         let key: Option<SshKey> = conn
@@ -168,30 +168,11 @@ impl PlatformStore {
             )
             .await?;
         let Some(key) = key else { return Ok(None) };
-        let account: Account = conn
-            .conn()
-            .fetch_one(
-                &Query::select()
-                    .columns(ACCOUNT_COLUMNS)
-                    .from("accounts")
-                    .and_where(Expr::col("id").eq(key.user_id))
-                    .to_owned(),
-            )
-            .await?;
-        if key.last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION_MS) {
-            conn.conn()
-                .execute(
-                    &Query::update()
-                        .table("ssh_keys")
-                        .value("last_used_at", now.0)
-                        .and_where(Expr::col("id").eq(key.id))
-                        .to_owned(),
-                )
-                .await?;
-        }
-        if account.suspended_at.is_some() {
+        let Some(account) =
+            credential_account(&mut conn, "ssh_keys", key.id, key.last_used_at, key.user_id, now).await?
+        else {
             return Ok(None);
-        }
+        };
         let principal = Principal {
             account,
             token_id: 0,

@@ -38,7 +38,7 @@ pub const INITIAL_ADMIN: &str = "admin";
 /// Branch that `HEAD` of a new repository names.
 pub const DEFAULT_BRANCH: &str = "main";
 /// A token's `last_used_at` is written at most this often, so authentication stays a read.
-pub(crate) const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -531,31 +531,12 @@ impl PlatformStore {
         if token.expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
-        let account: Account = conn
-            .conn()
-            .fetch_one(
-                &Query::select()
-                    .columns(ACCOUNT_COLUMNS)
-                    .from("accounts")
-                    .and_where(Expr::col("id").eq(token.account_id))
-                    .to_owned(),
-            )
-            .await?;
-        if token.last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION_MS) {
-            conn.conn()
-                .execute(
-                    &Query::update()
-                        .table("tokens")
-                        .value("last_used_at", now.0)
-                        .and_where(Expr::col("id").eq(token.id))
-                        .to_owned(),
-                )
-                .await?;
-        }
-        if account.suspended_at.is_some() {
+        let Some(account) =
+            credential_account(&mut conn, "tokens", token.id, token.last_used_at, token.account_id, now).await?
+        else {
             // Every token and session of a suspended account stops working at once.
             return Ok(None);
-        }
+        };
         let session = token.name == SESSION_TOKEN_NAME;
         Ok(Some(Principal {
             account,
@@ -990,6 +971,41 @@ pub(crate) fn insert_account(name: &str, kind: &str, is_admin: bool, now: Timest
         .values_panic([kind.into(), name.into(), name.to_ascii_lowercase().into(), is_admin.into(), now.0.into()])
         .returning_col("id")
         .to_owned()
+}
+
+/// The account a credential (a token, an SSH key) belongs to, once the credential's use is
+/// recorded in its `table` (at most once per [`LAST_USED_RESOLUTION_MS`], so authenticating stays
+/// mostly a read); `None` while the account is suspended.
+pub(crate) async fn credential_account(
+    conn: &mut crate::db::PooledConn,
+    table: &str,
+    credential_id: i64,
+    last_used_at: Option<Timestamp>,
+    account_id: i64,
+    now: Timestamp,
+) -> Result<Option<Account>> {
+    let account: Account = conn
+        .conn()
+        .fetch_one(
+            &Query::select()
+                .columns(ACCOUNT_COLUMNS)
+                .from("accounts")
+                .and_where(Expr::col("id").eq(account_id))
+                .to_owned(),
+        )
+        .await?;
+    if last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION_MS) {
+        conn.conn()
+            .execute(
+                &Query::update()
+                    .table(sea_query::Alias::new(table))
+                    .value("last_used_at", now.0)
+                    .and_where(Expr::col("id").eq(credential_id))
+                    .to_owned(),
+            )
+            .await?;
+    }
+    Ok(Some(account).filter(|a| a.suspended_at.is_none()))
 }
 
 fn insert_token(account_id: i64, token: &NewToken, secret: &TokenSecret, now: Timestamp) -> sea_query::InsertStatement {
