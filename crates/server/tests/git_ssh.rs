@@ -154,6 +154,33 @@ async fn clone_fetch_and_push_over_ssh_with_an_accounts_key() {
     git.ok(&v0, &["-c", "protocol.version=0", "fetch", "-q", "origin"]).await;
     assert_eq!(git.ok(&v0, &["rev-parse", "HEAD"]).await, git.ok(&v2, &["rev-parse", "HEAD"]).await);
 
+    // A push over SSH starts CI as one over HTTP does, once, as its pusher.
+    let workflows = v2.join(".github/workflows");
+    std::fs::create_dir_all(&workflows).expect("dir");
+    std::fs::write(
+        workflows.join("ci.yml"),
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n",
+    )
+    .expect("write");
+    git.ok(&v2, &["add", "-A"]).await;
+    git.ok(&v2, &["commit", "-q", "-m", "ci"]).await;
+    git.ok(&v2, &["push", "-q", "origin", "main"]).await;
+    let pushed = git.ok(&v2, &["rev-parse", "HEAD"]).await;
+    let mut runs = serde_json::Value::Null;
+    for _ in 0..200 {
+        runs = s.send(Method::GET, "/api/v1/repos/alice/app/runs", Some(&alice.token), None).await.1;
+        if runs["runs"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let listed = runs["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{runs}");
+    assert_eq!(
+        (listed[0]["event"].as_str(), listed[0]["head_sha"].as_str(), listed[0]["actor"].as_str()),
+        (Some("push"), Some(pushed.trim()), Some("alice"))
+    );
+
     // The key was used: its last use is recorded.
     let (_, keys) = s.send(Method::GET, "/api/v1/user/keys", Some(&alice.token), None).await;
     assert!(keys[0]["last_used_at"].is_string(), "{keys}");
