@@ -308,7 +308,7 @@ impl Handler for Connection {
             return Ok(());
         };
         session.channel_success(channel.id())?;
-        let protocol = Protocol::from_header(self.protocol.get(&channel.id()).map(String::as_str));
+        let protocol = Protocol::from_header(self.protocol.remove(&channel.id()).as_deref());
         let state = self.state.clone();
         let fingerprint = self.fingerprint.clone();
         let command = String::from_utf8_lossy(&data[..data.len().min(MAX_COMMAND)]).into_owned();
