@@ -48,12 +48,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Longest command line a client may send (`git-upload-pack '/owner/name.git'`).
 const MAX_COMMAND: usize = 4096;
 
-/// Loads the server's host key from `path`, or makes an Ed25519 key there on first start
-/// (OpenSSH's private key format, readable by the server alone).
-pub fn host_key(path: &Path) -> io::Result<PrivateKey> {
+/// Loads the server's host key from `path` (OpenSSH's private key format, unencrypted); when it
+/// is missing and `create` says so, makes an Ed25519 key there (readable by the server alone).
+pub fn host_key(path: &Path, create: bool) -> io::Result<PrivateKey> {
     match std::fs::read_to_string(path) {
         Ok(text) => PrivateKey::from_openssh(text.as_bytes())
             .map_err(|e| io::Error::other(format!("the SSH host key {} is unreadable: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => Err(io::Error::other(format!(
+            "the SSH host key {} does not exist (make one: ssh-keygen -t ed25519 -N '' -f {0})",
+            path.display()
+        ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| io::Error::other(format!("no randomness for a host key: {e}")))?;

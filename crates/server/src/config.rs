@@ -56,6 +56,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address the SSH server (Git over SSH) binds (`[ssh] listen`); `None`: no SSH.
     pub ssh_listen: Option<SocketAddr>,
+    /// The SSH host key's file (`[ssh] host_key`), which must exist; `None`: `DATA/ssh_host_ed25519_key`,
+    /// made on first start. Cluster mode needs it (one key for every frontend).
+    pub ssh_host_key: Option<PathBuf>,
     /// Root of all state: `git/`, `platform.db`, `blobs/`, `config.toml`, `secrets.key`.
     pub data_dir: PathBuf,
     /// Base URL clients use to reach this server (clone URLs); `http://{listen}` when unset.
@@ -125,6 +128,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("ssh_listen", &self.ssh_listen)
+            .field("ssh_host_key", &self.ssh_host_key)
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
@@ -156,6 +160,7 @@ pub struct ConfigLayer {
     pub listen: Option<String>,
     /// An address, or `""`/`off` for none.
     pub ssh_listen: Option<String>,
+    pub ssh_host_key: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub database_url: Option<String>,
@@ -305,6 +310,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileSsh {
     listen: Option<String>,
+    host_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -448,6 +454,7 @@ impl ConfigLayer {
         Ok(ConfigLayer {
             listen: file.server.listen,
             ssh_listen: file.ssh.listen,
+            ssh_host_key: file.ssh.host_key,
             data_dir: None,
             public_url: file.server.public_url,
             database_url: file.database.url,
@@ -504,6 +511,7 @@ impl ConfigLayer {
             match key.as_ref() {
                 "GITSTRATUM_LISTEN" => layer.listen = Some(value),
                 "GITSTRATUM_SSH_LISTEN" => layer.ssh_listen = Some(value),
+                "GITSTRATUM_SSH_HOST_KEY" => layer.ssh_host_key = Some(value),
                 "GITSTRATUM_DATA_DIR" => layer.data_dir = Some(value.into()),
                 "GITSTRATUM_PUBLIC_URL" => layer.public_url = Some(value),
                 "GITSTRATUM_DATABASE_URL" => layer.database_url = Some(value),
@@ -557,6 +565,7 @@ impl ConfigLayer {
         ConfigLayer {
             listen: over.listen.or(self.listen),
             ssh_listen: over.ssh_listen.or(self.ssh_listen),
+            ssh_host_key: over.ssh_host_key.or(self.ssh_host_key),
             data_dir: over.data_dir.or(self.data_dir),
             public_url: over.public_url.or(self.public_url),
             database_url: over.database_url.or(self.database_url),
@@ -806,6 +815,17 @@ impl Config {
                 });
             }
         };
+        let ssh_host_key = merged.ssh_host_key.filter(|p| !p.trim().is_empty()).map(PathBuf::from);
+        if cluster && ssh_listen.is_some() && ssh_host_key.is_none() {
+            // Each frontend would make a key of its own, and a client behind a load balancer
+            // would see the host key change from one connection to the next.
+            return Err(ConfigError::Invalid {
+                setting: "ssh.host_key",
+                message: "Git over SSH in cluster mode needs one host key for every frontend: \
+                          make one (ssh-keygen -t ed25519 -N '' -f FILE) and name FILE here on each"
+                    .into(),
+            });
+        }
         if cluster {
             let missing = if database_url.is_none() {
                 Some("a PostgreSQL database ([database] url): it holds the refs")
@@ -828,6 +848,7 @@ impl Config {
             object_storage,
             listen,
             ssh_listen,
+            ssh_host_key,
             data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             public_url,
             database_url,
@@ -1040,6 +1061,7 @@ mod tests {
         for (name, set) in [
             ("listen", layer.listen.is_some()),
             ("ssh listen", layer.ssh_listen.is_some()),
+            ("ssh host_key", layer.ssh_host_key.is_some()),
             ("public_url", layer.public_url.is_some()),
             ("database url", layer.database_url.is_some()),
             ("log format", layer.log_format.is_some()),
@@ -1150,5 +1172,12 @@ mod tests {
         let single =
             Config::from_layers(ConfigLayer::default(), ConfigLayer::default(), ConfigLayer::default()).expect("valid");
         assert!(!single.cluster && single.embedded_runner);
+        // SSH in a cluster needs one host key for all frontends.
+        let ssh = ConfigLayer { ssh_listen: Some("0.0.0.0:2222".into()), ..ConfigLayer::default() };
+        let err = Config::from_layers(ConfigLayer::default(), ssh.clone(), cluster_layer()).expect_err("no host key");
+        assert!(matches!(err, ConfigError::Invalid { setting: "ssh.host_key", .. }), "{err}");
+        let keyed = ConfigLayer { ssh_host_key: Some("/etc/gitstratum/host_key".into()), ..ssh };
+        let config = Config::from_layers(ConfigLayer::default(), keyed, cluster_layer()).expect("valid");
+        assert_eq!(config.ssh_host_key.as_deref(), Some(std::path::Path::new("/etc/gitstratum/host_key")));
     }
 }

@@ -320,6 +320,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
+        // The SSH host key first: a missing one stops the start before anything runs.
+        let ssh_key = match (&self.ssh_listener, &self.config.ssh_host_key) {
+            (None, _) => None,
+            (Some(_), Some(path)) => Some(gitstratum_api::ssh::host_key(path, false).map_err(Error::Serve)?),
+            (Some(_), None) => {
+                Some(gitstratum_api::ssh::host_key(&self.data_dir.ssh_host_key_path(), true).map_err(Error::Serve)?)
+            }
+        };
         let public_url = self.config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let mut git = GitService::new(self.git.objects.clone(), self.git.refs.clone());
         if self.config.pack_cache_bytes > 0 {
@@ -399,16 +407,15 @@ impl Server {
         let rate_limit_sync = state.spawn_rate_limit_sync();
         // Git over SSH beside HTTP, on the same state (policy, stores, push permits).
         let (stop_ssh, ssh_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ssh = match self.ssh_listener.take() {
-            Some(listener) => {
-                let key = gitstratum_api::ssh::host_key(&self.data_dir.ssh_host_key_path()).map_err(Error::Serve)?;
+        let ssh = match (self.ssh_listener.take(), ssh_key) {
+            (Some(listener), Some(key)) => {
                 let ssh_addr = listener.local_addr().map_err(Error::Serve)?;
                 tracing::info!(%ssh_addr, "serving Git over SSH on {ssh_addr}");
                 Some(tokio::spawn(gitstratum_api::ssh::serve(state.clone(), listener, key, async move {
                     let _ = ssh_stopped.await;
                 })))
             }
-            None => None,
+            _ => None,
         };
         let app = gitstratum_api::router(state);
 

@@ -296,3 +296,58 @@ async fn an_ssh_keys_commands_count_against_its_rate_limit() {
     assert!(refused.contains("rate limit exceeded (3 requests per minute per client)"), "{refused}");
     s.stop().await;
 }
+
+/// `[ssh] host_key` names the key the server presents (the one every frontend of a cluster
+/// shares): a client that knows only that key connects with strict checking; a missing file stops
+/// the server with the command that makes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_host_key_is_the_one_presented() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let host_key = tmp.path().join("host_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(made.status.success());
+    let config = gitstratum_server::ConfigLayer {
+        ssh_host_key: Some(host_key.to_str().expect("utf-8").into()),
+        ..Default::default()
+    };
+    let s = TestServer::start_with_ssh(config).await;
+    let alice = ssh_user(&s, tmp.path(), "alice", true).await;
+    let (status, body) = s.create_repo(Some(&alice.token), json!({"name": "app"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let public = std::fs::read_to_string(host_key.with_extension("pub")).expect("public key");
+    let known_hosts = tmp.path().join("known_hosts");
+    let port = s.ssh_port.expect("ssh");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {public}")).expect("write");
+    let strict = format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+        alice.key.display(),
+        known_hosts.display()
+    );
+    let listed = alice
+        .git
+        .run_env(tmp.path(), &["ls-remote", &ssh_url(&s, "alice/app.git")], &[("GIT_SSH_COMMAND", &strict)])
+        .await;
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    s.stop().await;
+
+    // A key file that is not there is an error at start, not a new key.
+    let missing = tmp.path().join("nowhere");
+    let data = tempfile::tempdir().expect("temp dir");
+    let layer = gitstratum_server::ConfigLayer {
+        ssh_host_key: Some(missing.to_str().expect("utf-8").into()),
+        embedded_runner: Some("false".into()),
+        data_dir: Some(data.path().to_owned()),
+        ..Default::default()
+    };
+    let config = gitstratum_server::Config::from_layers(layer, Default::default(), Default::default()).expect("config");
+    let server = gitstratum_server::Server::open(config, common::metrics_handle()).await.expect("open");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ssh = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let err = server.with_ssh_listener(ssh).serve(http, std::future::pending()).await.expect_err("no key");
+    assert!(err.to_string().contains("ssh-keygen -t ed25519"), "{err}");
+    assert!(!missing.exists());
+}
