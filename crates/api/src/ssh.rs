@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 use crate::AppState;
 use crate::git::{Access, Counted, authorize, record_pack, record_push};
 
-/// Connections served at once; more wait in the listen queue's place (they are closed at once).
+/// Connections served at once; one more is closed as soon as it is accepted.
 const MAX_CONNECTIONS: usize = 512;
 /// How long an idle connection is kept (no data either way).
 const IDLE: Duration = Duration::from_secs(600);
