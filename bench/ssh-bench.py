@@ -31,30 +31,20 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def run(args, cwd=None, env=None):
     return subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True).stdout.decode().strip()
 
 
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def load_clone_bench():
-    """clone-bench.py's server wrapper (its file name is no module name)."""
+    """clone-bench.py, for its server wrapper and helpers (its file name is no module name)."""
     spec = importlib.util.spec_from_file_location("clone_bench", os.path.join(HERE, "clone-bench.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+clone_bench = load_clone_bench()
+free_port, timed = clone_bench.free_port, clone_bench.timed
 
 
 def api(server, method, path, body):
@@ -122,7 +112,7 @@ def main():
         os.makedirs(os.path.join(tmp, "ours"))
         ssh_port = free_port()
         # Maintenance every second and no CI, as in clone-bench; SSH on a port of its own.
-        ours = load_clone_bench().Http([os.path.abspath(a.server)], os.path.join(tmp, "ours"),
+        ours = clone_bench.Http([os.path.abspath(a.server)], os.path.join(tmp, "ours"),
                                        extra=["--ssh-listen", f"127.0.0.1:{ssh_port}"])
         with open(key + ".pub") as f:
             api(ours, "POST", "/api/v1/user/keys", {"key": f.read().strip()})

@@ -788,16 +788,12 @@ impl GitService {
             Ok(r) => r,
             Err(e) => return write_err(out, &format!("upload-pack: {e}")),
         };
-        let V0Fetch { mut args, detailed, multi_ack, no_done, sideband } = match v0_fetch(&request, &request.lines) {
-            Ok(fetch) => fetch,
-            Err(message) => return write_err(out, &format!("upload-pack: {message}")),
-        };
-        if args.wants.is_empty() {
-            return Ok(None);
-        }
-        if let Err(message) = self.prepare(repo, &mut args)? {
-            return write_err(out, &format!("upload-pack: {message}"));
-        }
+        let V0Fetch { mut args, detailed, multi_ack, no_done, sideband } =
+            match self.v0_fetch(repo, &request, &request.lines)? {
+                Ok(Some(fetch)) => fetch,
+                Ok(None) => return Ok(None),
+                Err(message) => return write_err(out, &format!("upload-pack: {message}")),
+            };
         if args.shape.deepens() {
             let set = match self.fetch_set(repo, &args, &[], false)? {
                 Ok(set) => set,
@@ -899,16 +895,11 @@ impl GitService {
         if request.done {
             lines.push(b"done".to_vec());
         }
-        let V0Fetch { mut args, detailed, multi_ack, no_done, sideband } = match v0_fetch(&request, &lines) {
-            Ok(fetch) => fetch,
+        let V0Fetch { args, detailed, multi_ack, no_done, sideband } = match self.v0_fetch(repo, &request, &lines)? {
+            Ok(Some(fetch)) => fetch,
+            Ok(None) => return Ok(None),
             Err(message) => return write_err(out, &format!("upload-pack: {message}")),
         };
-        if args.wants.is_empty() {
-            return Ok(None);
-        }
-        if let Err(message) = self.prepare(repo, &mut args)? {
-            return write_err(out, &format!("upload-pack: {message}"));
-        }
         let common = self.common(repo, &args.haves)?;
         let ready = detailed
             && !args.done
@@ -1236,29 +1227,45 @@ struct V0Fetch {
     sideband: SidebandMode,
 }
 
-/// Reads a v0/v1 request's `lines` (its want list, and the haves and `done` when they came with
-/// it) with the capabilities of its first want.
-fn v0_fetch(request: &protocol::V0UploadRequest, lines: &[Vec<u8>]) -> std::result::Result<V0Fetch, String> {
-    let mut args = match parse_fetch_args(lines) {
-        Ok(args) if args.want_refs.is_empty() => args,
-        Ok(_) => return Err("want-ref needs protocol version 2".into()),
-        Err(message) => return Err(message),
-    };
-    let cap = |name: &str| request.has_capability(name);
-    args.thin_pack = cap("thin-pack");
-    args.ofs_delta = cap("ofs-delta");
-    args.no_progress = cap("no-progress");
-    args.include_tag = cap("include-tag");
-    args.shape.deepen_relative = cap("deepen-relative");
-    let detailed = cap("multi_ack_detailed");
-    let sideband = if cap("side-band-64k") {
-        Some(pktline::MAX_PACKET_LEN)
-    } else if cap("side-band") {
-        Some(1000)
-    } else {
-        None
-    };
-    Ok(V0Fetch { args, detailed, multi_ack: detailed || cap("multi_ack"), no_done: cap("no-done"), sideband })
+impl GitService {
+    /// Reads a v0/v1 request's `lines` (its want list, and the haves and `done` when they came
+    /// with it) with the capabilities of its first want, and checks its wants
+    /// (`prepare`). `Ok(None)`: it wants nothing; `Err`: the message for an `ERR`
+    /// line.
+    fn v0_fetch(
+        &self,
+        repo: RepoId,
+        request: &protocol::V0UploadRequest,
+        lines: &[Vec<u8>],
+    ) -> Result<std::result::Result<Option<V0Fetch>, String>> {
+        let mut args = match parse_fetch_args(lines) {
+            Ok(args) if args.want_refs.is_empty() => args,
+            Ok(_) => return Ok(Err("want-ref needs protocol version 2".into())),
+            Err(message) => return Ok(Err(message)),
+        };
+        if args.wants.is_empty() {
+            return Ok(Ok(None));
+        }
+        let cap = |name: &str| request.has_capability(name);
+        args.thin_pack = cap("thin-pack");
+        args.ofs_delta = cap("ofs-delta");
+        args.no_progress = cap("no-progress");
+        args.include_tag = cap("include-tag");
+        args.shape.deepen_relative = cap("deepen-relative");
+        let detailed = cap("multi_ack_detailed");
+        let sideband = if cap("side-band-64k") {
+            Some(pktline::MAX_PACKET_LEN)
+        } else if cap("side-band") {
+            Some(1000)
+        } else {
+            None
+        };
+        if let Err(message) = self.prepare(repo, &mut args)? {
+            return Ok(Err(message));
+        }
+        let (multi_ack, no_done) = (detailed || cap("multi_ack"), cap("no-done"));
+        Ok(Ok(Some(V0Fetch { args, detailed, multi_ack, no_done, sideband })))
+    }
 }
 
 /// The acknowledgment lines of a v0/v1 negotiation round, as C git's upload-pack writes them for

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Git, Receiver, TestServer};
+use common::{Git, Receiver, TestServer, runs_of};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -70,24 +70,6 @@ async fn commit(git: &Git, dir: &Path, message: &str) {
 /// The repository's runs, newest first, once there are `n` (within 20 s).
 async fn runs(s: &TestServer, token: &str, n: usize) -> Vec<Value> {
     runs_of(s, token, "admin/app", n).await
-}
-
-/// The runs of repository `repo` (`owner/name`), once there are `n` of them.
-async fn runs_of(s: &TestServer, token: &str, repo: &str, n: usize) -> Vec<Value> {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        let path = format!("/api/v1/repos/{repo}/runs?limit=100");
-        let (status, page) = s.send(Method::GET, &path, Some(token), None).await;
-        assert_eq!(status, 200, "{page}");
-        if page["runs"].as_array().map(Vec::len) >= Some(n) {
-            let runs = page["runs"].as_array().cloned().unwrap_or_default();
-            assert_eq!(runs.len(), n, "more runs than expected: {page}");
-            return runs;
-        }
-        last = page;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("expected {n} runs; have {last}");
 }
 
 /// The CI store of a test server's database, for what the API does not do (expiring leases or

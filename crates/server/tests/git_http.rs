@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Git, Receiver, TestServer};
+use common::{Git, Receiver, TestServer, refs};
 use gitstratum_platform::Scope;
 use gitstratum_server::ConfigLayer;
 use serde_json::json;
@@ -33,12 +33,6 @@ fn incompressible(len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
-}
-
-fn refs(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

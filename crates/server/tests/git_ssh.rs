@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Git, TestServer};
+use common::{Git, TestServer, refs, runs_of};
 use gitstratum_platform::Scope;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -48,12 +48,6 @@ async fn ssh_user(s: &TestServer, root: &Path, name: &str, register: bool) -> Ss
 
 fn ssh_url(s: &TestServer, path: &str) -> String {
     format!("ssh://git@127.0.0.1:{}/{path}", s.ssh_port.expect("ssh on"))
-}
-
-fn refs(listing: &str) -> Vec<String> {
-    let mut lines: Vec<String> = listing.lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,16 +160,7 @@ async fn clone_fetch_and_push_over_ssh_with_an_accounts_key() {
     git.ok(&v2, &["commit", "-q", "-m", "ci"]).await;
     git.ok(&v2, &["push", "-q", "origin", "main"]).await;
     let pushed = git.ok(&v2, &["rev-parse", "HEAD"]).await;
-    let mut runs = serde_json::Value::Null;
-    for _ in 0..200 {
-        runs = s.send(Method::GET, "/api/v1/repos/alice/app/runs", Some(&alice.token), None).await.1;
-        if runs["runs"].as_array().is_some_and(|r| !r.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let listed = runs["runs"].as_array().cloned().unwrap_or_default();
-    assert_eq!(listed.len(), 1, "{runs}");
+    let listed = runs_of(&s, &alice.token, "alice/app", 1).await;
     assert_eq!(
         (listed[0]["event"].as_str(), listed[0]["head_sha"].as_str(), listed[0]["actor"].as_str()),
         (Some("push"), Some(pushed.trim()), Some("alice"))

@@ -284,3 +284,28 @@ impl Receiver {
             .expect("one")
     }
 }
+
+/// A listing's lines, sorted (two `ls-remote`s compared whatever their order).
+pub fn refs(listing: &str) -> Vec<String> {
+    let mut lines: Vec<String> = listing.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// The runs of repository `repo` (`owner/name`), once there are `n` of them (within 20 s).
+pub async fn runs_of(s: &TestServer, token: &str, repo: &str, n: usize) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let path = format!("/api/v1/repos/{repo}/runs?limit=100");
+        let (status, page) = s.send(reqwest::Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, 200, "{page}");
+        if page["runs"].as_array().map(Vec::len) >= Some(n) {
+            let runs = page["runs"].as_array().cloned().unwrap_or_default();
+            assert_eq!(runs.len(), n, "more runs than expected: {page}");
+            return runs;
+        }
+        last = page;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("expected {n} runs; have {last}");
+}
